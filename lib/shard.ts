@@ -1,0 +1,148 @@
+// Token shard formats and random access to them. lmpipe writes llm.c's layout (a 1024-byte header of
+// 256 little-endian int32: magic 20240520, version 1, token count; then uint16 tokens) so shards
+// interoperate with llm.c, and reads nanoGPT's headerless uint16 `train.bin`/`val.bin` as well.
+// Readers go by offset: nothing here loads a whole shard into memory.
+import { inputError } from "./errors.ts";
+
+export const SHARD_MAGIC = 20240520;
+export const SHARD_VERSION = 1;
+export const HEADER_BYTES = 1024;
+export const HEADER_INTS = 256;
+
+export type ShardFormat = "llmc" | "nanogpt";
+
+/** Builds the 1024-byte llm.c header for a shard of `tokens` tokens. */
+export function shardHeader(tokens: number): Uint8Array {
+  if (!Number.isInteger(tokens) || tokens < 0 || tokens > 0x7fffffff) {
+    throw new RangeError(`shard token count ${tokens} does not fit the llm.c header (int32)`);
+  }
+  const buf = new Uint8Array(HEADER_BYTES);
+  const view = new DataView(buf.buffer);
+  view.setInt32(0, SHARD_MAGIC, true);
+  view.setInt32(4, SHARD_VERSION, true);
+  view.setInt32(8, tokens, true);
+  return buf;
+}
+
+export interface ShardInfo {
+  path: string;
+  format: ShardFormat;
+  /** Number of tokens in the shard. */
+  tokens: number;
+  /** Byte offset of the first token. */
+  dataOffset: number;
+}
+
+/** Parses a header; returns the token count, or null when the bytes do not start with the magic. */
+export function parseHeader(bytes: Uint8Array): { version: number; tokens: number } | null {
+  if (bytes.length < 12) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getInt32(0, true) !== SHARD_MAGIC) return null;
+  return { version: view.getInt32(4, true), tokens: view.getInt32(8, true) };
+}
+
+/**
+ * Identifies a shard file and validates its size against its header. A file without the llm.c
+ * magic is taken as nanoGPT's raw uint16 layout, which must then have an even size.
+ */
+export async function probeShard(path: string): Promise<ShardInfo> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (err) {
+    throw inputError(`${path}: cannot read shard (${(err as Error).message})`);
+  }
+  if (!stat.isFile) throw inputError(`${path}: not a file; expected a token shard (.bin)`);
+  const size = stat.size;
+  const head = new Uint8Array(Math.min(HEADER_BYTES, size));
+  const f = await Deno.open(path);
+  try {
+    await readFull(f, head, 0, path);
+  } finally {
+    f.close();
+  }
+  const hdr = parseHeader(head);
+  if (hdr) {
+    if (hdr.version !== SHARD_VERSION) {
+      throw inputError(
+        `${path}: llm.c shard header has version ${hdr.version}; lmpipe reads version ${SHARD_VERSION} (uint16 tokens). ` +
+          `Re-tokenize with 'lmpipe tokenize'.`,
+      );
+    }
+    const expected = HEADER_BYTES + 2 * hdr.tokens;
+    if (hdr.tokens < 0 || size !== expected) {
+      throw inputError(
+        `${path}: header says ${hdr.tokens} tokens (${expected} bytes) but the file has ${size} bytes; ` +
+          `the shard is truncated or corrupt. Re-create it with 'lmpipe tokenize'.`,
+      );
+    }
+    return { path, format: "llmc", tokens: hdr.tokens, dataOffset: HEADER_BYTES };
+  }
+  if (size % 2 !== 0) {
+    throw inputError(
+      `${path}: no llm.c header and an odd size (${size} bytes), so it is not a nanoGPT uint16 token file either.`,
+    );
+  }
+  return { path, format: "nanogpt", tokens: size / 2, dataOffset: 0 };
+}
+
+/** Reads exactly `buf.length` bytes at `position`, or fails naming the file. */
+export async function readFull(f: Deno.FsFile, buf: Uint8Array, position: number, path: string): Promise<void> {
+  await f.seek(position, Deno.SeekMode.Start);
+  let off = 0;
+  while (off < buf.length) {
+    const n = await f.read(buf.subarray(off));
+    if (n === null) throw inputError(`${path}: unexpected end of file at byte ${position + off}`);
+    off += n;
+  }
+}
+
+/** Random access to one shard's tokens by offset. */
+export class ShardReader {
+  private constructor(readonly info: ShardInfo, private file: Deno.FsFile) {}
+
+  static async open(path: string): Promise<ShardReader> {
+    const info = await probeShard(path);
+    return new ShardReader(info, await Deno.open(path));
+  }
+
+  get tokens(): number {
+    return this.info.tokens;
+  }
+
+  /** Reads `count` tokens starting at token `offset`. */
+  async read(offset: number, count: number): Promise<Uint16Array> {
+    if (offset < 0 || count < 0 || offset + count > this.info.tokens) {
+      throw new RangeError(`${this.info.path}: read of [${offset}, ${offset + count}) outside ${this.info.tokens} tokens`);
+    }
+    const bytes = new Uint8Array(count * 2);
+    await readFull(this.file, bytes, this.info.dataOffset + offset * 2, this.info.path);
+    return decodeU16(bytes);
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+/** Little-endian bytes to uint16 tokens (copying only on big-endian hosts or misaligned input). */
+export function decodeU16(bytes: Uint8Array): Uint16Array {
+  if (bytes.byteOffset % 2 === 0 && LITTLE_ENDIAN) {
+    return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
+  }
+  const out = new Uint16Array(bytes.byteLength >> 1);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < out.length; i++) out[i] = view.getUint16(2 * i, true);
+  return out;
+}
+
+/** uint16 tokens to little-endian bytes. */
+export function encodeU16(tokens: Uint16Array): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(tokens.buffer, tokens.byteOffset, tokens.byteLength);
+  const out = new Uint8Array(tokens.length * 2);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < tokens.length; i++) view.setUint16(2 * i, tokens[i], true);
+  return out;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
