@@ -1,0 +1,70 @@
+// The contract between models and the training engine. Every model family (gpt, pixel-*) implements
+// LanguageModel; the engine (optimiser, loss scaling, checkpoints, train/eval/sample pipelines) only
+// ever talks to this interface, so new models plug in without changing the engine.
+import type { tf } from "../tensor/backend.ts";
+
+export type Precision = "fp32" | "mixed";
+
+/** A model's full configuration: what config.json stores and what `--config file.json` overrides. */
+export interface ModelConfig {
+  /** Family name: "gpt" | "pixel-cumsum" | "pixel-attn" | "pixel-attn-wide". */
+  model: string;
+  /** Preset it was derived from (informational). */
+  preset?: string;
+  /** Padded vocabulary (50304 for GPT-2 BPE). */
+  vocabSize: number;
+  /** Context length in tokens. */
+  contextLength: number;
+  /** Family-specific fields (layers, width, heads, image size, cnn, ...). */
+  [key: string]: unknown;
+}
+
+export interface ForwardOptions {
+  precision?: Precision;
+  /** true while training (families with train/eval differences must stay causal in both). */
+  training?: boolean;
+}
+
+/** Incremental decoding state (e.g. a key/value cache); owned by the model, opaque to the engine. */
+export interface DecodeState {
+  /** Number of positions already consumed. */
+  readonly length: number;
+  dispose(): void;
+}
+
+export interface LanguageModel {
+  readonly config: ModelConfig;
+  /** Trainable weights by stable, documented name (these are the safetensors tensor names). */
+  readonly params: Map<string, tf.Variable>;
+  /** Whether AdamW weight decay applies to this parameter (matrices and embeddings yes; biases, norms no). */
+  decays(name: string): boolean;
+  /**
+   * Mean next-token cross-entropy (nats) of `targets` given `idx`, both int32 [B, T]. Call inside
+   * tf.variableGrads / tf.tidy; must not materialise full [B*T, vocab] logits when that is large.
+   */
+  loss(idx: tf.Tensor2D, targets: tf.Tensor2D, opts?: ForwardOptions): tf.Scalar;
+  /** Logits [B, T, vocabSize] for every position (eval of short windows, tests). */
+  logits(idx: tf.Tensor2D, opts?: ForwardOptions): tf.Tensor3D;
+  /** Starts incremental decoding for `batch` sequences. */
+  startDecode(batch: number): DecodeState;
+  /** Feeds the next token of each sequence ([B] int32) and returns logits [B, vocabSize] for the next one. */
+  decodeStep(state: DecodeState, tokens: tf.Tensor1D): tf.Tensor2D;
+  /** Number of trainable parameters. */
+  paramCount(): number;
+  /** Estimated training FLOPs per token (forward + backward), for reports. */
+  flopsPerToken(): number;
+  dispose(): void;
+}
+
+/** A model family: its presets and a constructor. Registered in lib/models/registry.ts. */
+export interface ModelFamily {
+  name: string;
+  /** One-line description for --help. */
+  summary: string;
+  /** Named presets, each a full config for this family. */
+  presets: Record<string, ModelConfig>;
+  /** Validates a config (throws a usage LmpipeError naming the bad field). */
+  validate(config: ModelConfig): void;
+  /** Builds a model with freshly initialised weights from a seed. */
+  create(config: ModelConfig, seed: number): LanguageModel;
+}
