@@ -1,0 +1,228 @@
+// Picks and starts the TF.js tensor backend for every lmpipe command, so that models and the engine
+// never touch backend set-up: `tf` exported here has gradients registered and the gap fills of
+// fixes.ts applied, and initBackend() can be called again to switch backends within one process
+// (tests compare each backend with `cpu` in-process).
+import "@tensorflow/tfjs"; // side effect: registers the gradients (tfjs-core's node build under Deno does not)
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
+import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import { applyFixes } from "./fixes.ts";
+import { enableWasmThreads } from "./wasm_threads.ts";
+import { LmpipeError, usageError } from "../errors.ts";
+import { info } from "../log.ts";
+
+export { tf };
+
+export type BackendName = "auto" | "webgpu" | "tensorflow" | "wasm" | "cpu";
+export const BACKEND_NAMES: readonly BackendName[] = ["auto", "webgpu", "tensorflow", "wasm", "cpu"];
+
+export interface BackendInfo {
+  name: Exclude<BackendName, "auto">;
+  /** Human-readable device, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "wasm SIMD, 2 threads". */
+  device: string;
+  threads?: number;
+  /** The WebGPU device was created with the shader-f16 feature. */
+  f16?: boolean;
+}
+
+export interface InitOptions {
+  /** wasm threads (default: 2 when the machine has at least 2 cores). Fixed once wasm has started. */
+  threads?: number;
+  /** Do not print the chosen backend to stderr. */
+  quiet?: boolean;
+}
+
+/** Install instructions for the optional native backend, shown when it is requested but missing. */
+export const TENSORFLOW_INSTALL_HELP =
+  "The 'tensorflow' backend needs @tensorflow/tfjs-node-gpu (CUDA) or @tensorflow/tfjs-node (CPU), " +
+  "which lmpipe does not bundle. On a compute node with CUDA 11.2 and cuDNN 8.1 (tfjs-node-gpu 4.22 " +
+  "downloads libtensorflow 2.9.1 at install time, so the node needs network access once):\n" +
+  '  1. add to deno.json "imports": "@tensorflow/tfjs-node-gpu": "npm:@tensorflow/tfjs-node-gpu@4.22.0"\n' +
+  "  2. run: deno install --allow-scripts=npm:@tensorflow/tfjs-node-gpu\n" +
+  "     (or, with npm in the project folder: npm i @tensorflow/tfjs-node-gpu@4.22.0)\n" +
+  "Use @tensorflow/tfjs-node@4.22.0 the same way for the CPU-only build. On machines with newer CUDA " +
+  "(12/13), use --backend webgpu instead.";
+
+const wasmDist = new URL("../../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url);
+
+let fixesApplied = false;
+let wasmConfigured = false;
+let wasmThreads = 1;
+let gpuAdapter: GPUAdapter | null | undefined; // undefined = not probed yet
+let webgpuRegistered = false;
+let webgpuF16 = false;
+let tensorflowLoaded: string | null = null;
+
+function ensureFixes(): void {
+  if (fixesApplied) return;
+  applyFixes();
+  fixesApplied = true;
+}
+
+/** The one WebGPU adapter of this process (requested once and cached), or null when there is none. */
+export async function getGpuAdapter(): Promise<GPUAdapter | null> {
+  if (gpuAdapter !== undefined) return gpuAdapter;
+  const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
+  if (!gpu) return gpuAdapter = null;
+  // Mesa's Vulkan loader complains on stderr when XDG_RUNTIME_DIR is unset (headless nodes, CI).
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+      const dir = `/tmp/lmpipe-xdg-${Deno.uid() ?? "user"}`;
+      Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      Deno.env.set("XDG_RUNTIME_DIR", dir);
+    }
+  } catch {
+    // no env permission: the warning is harmless
+  }
+  try {
+    gpuAdapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch {
+    gpuAdapter = null;
+  }
+  return gpuAdapter;
+}
+
+/** A description of the adapter: the driver's description, else vendor/architecture/device. */
+export function describeAdapter(adapter: GPUAdapter): string {
+  const i = adapter.info;
+  const parts = i.description ? [i.description] : [i.vendor, i.architecture, i.device].filter((s) => s);
+  return parts.join(" ") || "unknown GPU";
+}
+
+/** Whether the adapter is a CPU emulation (fallback adapter, Mesa llvmpipe/lavapipe, SwiftShader). */
+export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
+  const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  if (i.isFallbackAdapter || legacy) return true;
+  const text = `${i.vendor} ${i.architecture} ${i.device} ${i.description}`;
+  return /llvmpipe|lavapipe|softpipe|swiftshader|software/i.test(text);
+}
+
+function configureWasm(threads: number): void {
+  if (wasmConfigured) return;
+  wasmBackend.setWasmPaths(Deno.realPathSync(wasmDist) + "/");
+  wasmThreads = threads > 1 ? enableWasmThreads(threads, Deno.realPathSync(wasmDist) + "/") : 1;
+  wasmConfigured = true;
+}
+
+function registerWebGPU(adapter: GPUAdapter): void {
+  if (webgpuRegistered) return;
+  // Replace TF.js's own factory, which requests a fresh adapter every time, with one that uses the
+  // cached adapter and asks for the adapter's full buffer limits (and shader-f16 when offered).
+  if (tf.findBackendFactory("webgpu")) tf.removeBackend("webgpu");
+  tf.registerBackend("webgpu", async () => {
+    const features: GPUFeatureName[] = [];
+    for (const f of ["timestamp-query", "bgra8unorm-storage", "shader-f16"] as GPUFeatureName[]) {
+      if (adapter.features.has(f)) features.push(f);
+    }
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: features,
+      requiredLimits: {
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxBufferSize: l.maxBufferSize,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      },
+    });
+    webgpuF16 = device.features.has("shader-f16");
+    // deno-lint-ignore no-explicit-any
+    return new WebGPUBackend(device, adapter.info as any);
+  }, 0);
+  webgpuRegistered = true;
+}
+
+/** Tries to load the native TF backend; returns the package that loaded, or null. */
+async function loadTensorflow(): Promise<string | null> {
+  if (tensorflowLoaded) return tensorflowLoaded;
+  for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
+    try {
+      const spec = pkg; // a variable keeps Deno from resolving it when lmpipe is loaded
+      await import(spec);
+      if (tf.findBackendFactory("tensorflow")) return tensorflowLoaded = pkg;
+    } catch {
+      // not installed, or its native library failed to load: try the next one
+    }
+  }
+  return null;
+}
+
+async function activate(name: string): Promise<void> {
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new LmpipeError(`could not start the '${name}' TF.js backend`);
+  await tf.ready();
+  // The cpu backend greets Node users with a banner recommending tfjs-node on first use: not for us.
+  const cpu = tf.findBackend("cpu") as unknown as { firstUse?: boolean } | null;
+  if (cpu) cpu.firstUse = false;
+}
+
+/**
+ * Starts backend `name` (or picks one for "auto": webgpu on a hardware GPU, then tensorflow when
+ * installed, else wasm) and makes it current. Safe to call repeatedly to switch backends.
+ */
+export async function initBackend(name: BackendName, opts: InitOptions = {}): Promise<BackendInfo> {
+  if (!BACKEND_NAMES.includes(name)) {
+    throw usageError(`unknown backend '${name}': use one of ${BACKEND_NAMES.join(", ")}`);
+  }
+  ensureFixes();
+  let chosen: Exclude<BackendName, "auto">;
+  if (name === "auto") {
+    const adapter = await getGpuAdapter();
+    if (adapter && !isSoftwareAdapter(adapter)) chosen = "webgpu";
+    else if (await loadTensorflow()) chosen = "tensorflow";
+    else chosen = "wasm";
+  } else {
+    chosen = name;
+  }
+
+  let result: BackendInfo;
+  if (chosen === "cpu") {
+    await activate("cpu");
+    result = { name: "cpu", device: "JavaScript (single thread)" };
+  } else if (chosen === "wasm") {
+    const want = opts.threads ?? defaultThreads();
+    configureWasm(want);
+    await activate("wasm");
+    const threads = wasmBackend.getThreadsCount();
+    result = { name: "wasm", device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}`, threads };
+  } else if (chosen === "webgpu") {
+    const adapter = await getGpuAdapter();
+    if (!adapter) {
+      throw new LmpipeError(
+        "--backend webgpu: no WebGPU adapter found (navigator.gpu.requestAdapter() returned null). " +
+          "Check that a Vulkan driver is installed (e.g. the GPU vendor's driver, or Mesa's software " +
+          "driver: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend wasm.",
+      );
+    }
+    registerWebGPU(adapter);
+    await activate("webgpu");
+    const soft = isSoftwareAdapter(adapter) ? " [software]" : "";
+    result = { name: "webgpu", device: describeAdapter(adapter) + soft, f16: webgpuF16 };
+  } else {
+    const pkg = await loadTensorflow();
+    if (!pkg) throw new LmpipeError(`--backend tensorflow: not installed.\n${TENSORFLOW_INSTALL_HELP}`);
+    await activate("tensorflow");
+    result = { name: "tensorflow", device: pkg };
+  }
+  if (!opts.quiet) info(`backend: ${result.name} (${result.device})`);
+  return result;
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1));
+}
+
+/** Reads a scalar back to the host (async: webgpu under Deno cannot dataSync). */
+export async function readScalar(t: tf.Tensor): Promise<number> {
+  const d = await t.data();
+  if (d.length !== 1) throw new LmpipeError(`readScalar: expected one value, got shape [${t.shape}]`);
+  return Number(d[0]);
+}
+
+/** Reads a tensor's values back to the host. */
+export async function readData(t: tf.Tensor): Promise<Float32Array | Int32Array | Uint8Array> {
+  return await t.data() as Float32Array | Int32Array | Uint8Array;
+}

@@ -1,0 +1,465 @@
+// Fills the gaps of TF.js 4.22 that break training (see shared/notes/tfjs-backends.md), all in one
+// place: missing wasm kernels, wasm kernels that return wrong numbers, gradients with wrong shapes on
+// every backend, and webgpu limits that silently give garbage. applyFixes() is called once by
+// backend.ts before any backend starts; the helpers at the bottom are the backend-safe ways to do
+// the few things models need that TF.js has no single good op for.
+import * as tf from "@tensorflow/tfjs-core";
+import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+
+const { util, backend_util } = tf;
+type TensorInfo = tf.TensorInfo;
+type Arr = Float32Array | Int32Array | Uint8Array;
+// Backends are typed loosely on purpose: kernels reach into the wasm heap and the cpu data map.
+// deno-lint-ignore no-explicit-any
+type AnyBackend = any;
+// deno-lint-ignore no-explicit-any
+type Attrs = any;
+interface KernelArgs {
+  inputs: Record<string, TensorInfo> | TensorInfo[];
+  backend: AnyBackend;
+  attrs?: Attrs;
+}
+type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[];
+
+// ---------------------------------------------------------------------------------------------
+// Host-side kernels: read inputs and write outputs directly in the backend's memory (wasm heap or
+// the cpu backend's typed arrays). On wasm every allocation can grow (and detach) the heap, so a
+// kernel allocates its outputs first and only then takes views of its inputs.
+
+function isWasm(backend: AnyBackend): boolean {
+  return typeof backend.typedArrayFromHeap === "function";
+}
+
+function alloc(backend: AnyBackend, shape: number[], dtype: tf.DataType): { info: TensorInfo; data: Arr } {
+  if (isWasm(backend)) {
+    const info = backend.makeOutput(shape, dtype);
+    const data = backend.typedArrayFromHeap(info) as Arr;
+    data.fill(0); // the wasm allocator does not zero memory
+    return { info, data };
+  }
+  const data = util.getTypedArrayFromDType(dtype as "float32", util.sizeFromShape(shape)) as Arr;
+  return { info: backend.makeTensorInfo(shape, dtype, data), data };
+}
+
+/** A view (wasm) or the stored array (cpu) of a tensor's values; valid until the next allocation. */
+function view(backend: AnyBackend, t: TensorInfo): Arr {
+  if (isWasm(backend)) return backend.typedArrayFromHeap(t) as Arr;
+  return backend.readSync(t.dataId) as Arr;
+}
+
+function heapView(backend: AnyBackend, t: TensorInfo): Arr {
+  return backend.typedArrayFromHeap(t) as Arr;
+}
+
+/** Replaces (or adds) the kernel `name` for `backendName`; returns the kernel it replaced, if any. */
+function replaceKernel(name: string, backendName: string, make: (orig?: KernelFn) => KernelFn): void {
+  const old = tf.getKernel(name, backendName);
+  if (old) tf.unregisterKernel(name, backendName);
+  const orig = old?.kernelFunc as unknown as KernelFn | undefined;
+  tf.registerKernel({ kernelName: name, backendName, kernelFunc: make(orig) as unknown as tf.KernelFunc });
+}
+
+// --- 1. UnsortedSegmentSum (the gather/embedding gradient) ---------------------------------------
+// Missing on wasm; on cpu it exists but loops over every segment (minutes for a 50304-row table).
+// One pass over the input, adding each row into its segment: O(input size) plus zeroing the output.
+export function unsortedSegmentSumKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, segmentIds } = inputs as Record<string, TensorInfo>;
+  const numSegments = attrs.numSegments as number;
+  const nIds = util.sizeFromShape(segmentIds.shape);
+  const inner = util.sizeFromShape(x.shape.slice(segmentIds.shape.length));
+  const out = alloc(backend, [numSegments, ...x.shape.slice(segmentIds.shape.length)], x.dtype);
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, x), ids = view(backend, segmentIds);
+  for (let i = 0; i < nIds; i++) {
+    const s = ids[i];
+    if (s < 0 || s >= numSegments) continue; // TF semantics: out-of-range ids are dropped
+    const ob = s * inner, xb = i * inner;
+    for (let j = 0; j < inner; j++) o[ob + j] += xs[xb + j];
+  }
+  return out.info;
+}
+
+// --- 3. MaxPoolGrad on wasm ------------------------------------------------------------------------
+// The wasm kernel routes the gradient to the wrong element when a whole window is negative. This
+// one scans each window for its first maximum (padding excluded), like the cpu backend.
+export function maxPoolGradKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { dy, input } = inputs as Record<string, TensorInfo>;
+  const { filterSize, strides, pad, dimRoundingMode } = attrs;
+  const ci = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    filterSize,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const out = alloc(backend, input.shape.slice(), "float32");
+  const dx = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, input), g = view(backend, dy);
+  const [H, W, C] = [ci.inHeight, ci.inWidth, ci.inChannels];
+  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
+  const { effectiveFilterHeight: fh, effectiveFilterWidth: fw, dilationHeight: dh, dilationWidth: dw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  for (let b = 0; b < ci.batchSize; b++) {
+    const xb = b * H * W * C;
+    for (let oh = 0; oh < OH; oh++) {
+      const h0 = oh * sh - pt;
+      for (let ow = 0; ow < OW; ow++) {
+        const w0 = ow * sw - pl;
+        const gBase = ((b * OH + oh) * OW + ow) * C;
+        for (let c = 0; c < C; c++) {
+          let best = -Infinity, at = -1;
+          for (let kh = 0; kh < fh; kh += dh) {
+            const h = h0 + kh;
+            if (h < 0 || h >= H) continue;
+            for (let kw = 0; kw < fw; kw += dw) {
+              const w = w0 + kw;
+              if (w < 0 || w >= W) continue;
+              const idx = xb + (h * W + w) * C + c;
+              const v = xs[idx];
+              if (v > best || at < 0) best = v, at = idx;
+            }
+          }
+          if (at >= 0) dx[at] += g[gBase + c];
+        }
+      }
+    }
+  }
+  return out.info;
+}
+
+// --- 8a. OneHot on wasm (float32 output comes back as denormal garbage) --------------------------
+export function oneHotKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { indices } = inputs as Record<string, TensorInfo>;
+  const { depth, onValue, offValue, dtype } = attrs;
+  const n = util.sizeFromShape(indices.shape);
+  const out = alloc(backend, [...indices.shape, depth], dtype ?? "int32");
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const idx = view(backend, indices);
+  if (offValue !== 0) o.fill(offValue);
+  for (let i = 0; i < n; i++) {
+    const k = idx[i];
+    if (k >= 0 && k < depth) o[i * depth + k] = onValue;
+  }
+  return out.info;
+}
+
+// --- 8b. GatherV2 with batchDims > 0 on wasm (wrong forward) --------------------------------------
+export function gatherBatchedKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, indices } = inputs as Record<string, TensorInfo>;
+  const rank = x.shape.length;
+  let axis = util.parseAxisParam(attrs.axis, x.shape)[0];
+  let batchDims = attrs.batchDims as number;
+  if (batchDims < 0) batchDims += indices.shape.length;
+  if (axis < 0) axis += rank;
+  const outer = util.sizeFromShape(x.shape.slice(0, batchDims));
+  const between = util.sizeFromShape(x.shape.slice(batchDims, axis));
+  const axisDim = x.shape[axis];
+  const slice = util.sizeFromShape(x.shape.slice(axis + 1));
+  const nIdx = outer === 0 ? 0 : util.sizeFromShape(indices.shape) / outer;
+  const outShape = [...x.shape.slice(0, axis), ...indices.shape.slice(batchDims), ...x.shape.slice(axis + 1)];
+  const out = alloc(backend, outShape, x.dtype);
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, x), idx = view(backend, indices);
+  for (let b = 0; b < outer; b++) {
+    for (let d = 0; d < between; d++) {
+      for (let n = 0; n < nIdx; n++) {
+        const k = idx[b * nIdx + n];
+        if (k < 0 || k >= axisDim) {
+          throw new Error(`gather: index ${k} is out of range [0, ${axisDim})`);
+        }
+        const src = ((b * between + d) * axisDim + k) * slice;
+        const dst = ((b * between + d) * nIdx + n) * slice;
+        o.set(xs.subarray(src, src + slice), dst);
+      }
+    }
+  }
+  return out.info;
+}
+
+// --- 2. Conv2DBackpropFilter on wasm (missing) -----------------------------------------------------
+// dW[kh,kw,ci,co] = sum over (b,oh,ow) of x[b, oh*s+kh-pt, ow*s+kw-pl, ci] * dy[b,oh,ow,co]. Builds the
+// transposed im2col matrix colT [kh*kw*Ci, rows] in JS, then one 2-D non-transposed matMul
+// colT @ dy[rows, Co] (XNNPACK's fast path) yields dW directly in filter layout. Rows are processed
+// in chunks of whole images to bound the extra memory.
+const IM2COL_MAX_FLOATS = 16 << 20; // 64 MB per chunk
+
+let wasmMatMul: KernelFn | undefined;
+
+function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs as Record<string, TensorInfo>;
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
+  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") {
+    throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
+  }
+  const ci = backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+  );
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
+  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
+  const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const K = KH * KW * Ci, perImage = OH * OW;
+  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(IM2COL_MAX_FLOATS / Math.max(1, K * perImage))));
+  let result: TensorInfo | undefined;
+  for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
+    const nb = Math.min(imgsPerChunk, B - b0), rows = nb * perImage;
+    const col = backend.makeOutput([K, rows], "float32") as TensorInfo;
+    // dy rows of these images are contiguous: use dy itself when it is one chunk, else copy them.
+    let dyc: TensorInfo;
+    if (nb === B) dyc = { dataId: dy.dataId, shape: [rows, Co], dtype: "float32" };
+    else {
+      dyc = backend.makeOutput([rows, Co], "float32");
+      heapView(backend, dyc).set(heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co));
+    }
+    const c = heapView(backend, col), xs = heapView(backend, x);
+    for (let kh = 0; kh < KH; kh++) {
+      for (let kw = 0; kw < KW; kw++) {
+        for (let ch = 0; ch < Ci; ch++) {
+          let p = ((kh * KW + kw) * Ci + ch) * rows;
+          for (let b = b0; b < b0 + nb; b++) {
+            const xb = b * H * W * Ci + ch;
+            for (let oh = 0; oh < OH; oh++) {
+              const h = oh * sh + kh * dh - pt;
+              if (h < 0 || h >= H) {
+                c.fill(0, p, p + OW);
+                p += OW;
+                continue;
+              }
+              const xr = xb + h * W * Ci;
+              for (let ow = 0; ow < OW; ow++) {
+                const w = ow * sw + kw * dw - pl;
+                c[p++] = w < 0 || w >= W ? 0 : xs[xr + w * Ci];
+              }
+            }
+          }
+        }
+      }
+    }
+    const part = wasmMatMul!({
+      inputs: { a: col, b: dyc },
+      backend,
+      attrs: { transposeA: false, transposeB: false },
+    }) as TensorInfo;
+    backend.disposeData(col.dataId);
+    if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);
+    if (!result) result = part;
+    else {
+      const acc = heapView(backend, result), add = heapView(backend, part);
+      for (let i = 0; i < acc.length; i++) acc[i] += add[i];
+      backend.disposeData(part.dataId);
+    }
+  }
+  if (!result) { // empty batch: zero gradient
+    result = alloc(backend, filterShape, "float32").info;
+  }
+  return { dataId: result.dataId, shape: filterShape.slice(), dtype: "float32" };
+}
+
+// --- 6. AddN on webgpu (8 or more inputs: only the first 7 are summed) ---------------------------
+// WebGPU allows 8 storage buffers per shader stage by default: 7 inputs + the output. Sum in groups.
+const WEBGPU_ADDN_MAX = 7;
+
+function addNGrouped(orig: KernelFn): KernelFn {
+  return (args) => {
+    const ts = args.inputs as TensorInfo[];
+    if (ts.length <= WEBGPU_ADDN_MAX) return orig(args);
+    let acc = orig({ ...args, inputs: ts.slice(0, WEBGPU_ADDN_MAX) }) as TensorInfo;
+    for (let i = WEBGPU_ADDN_MAX; i < ts.length; i += WEBGPU_ADDN_MAX - 1) {
+      const next = orig({ ...args, inputs: [acc, ...ts.slice(i, i + WEBGPU_ADDN_MAX - 1)] }) as TensorInfo;
+      args.backend.disposeData(acc.dataId);
+      acc = next;
+    }
+    return acc;
+  };
+}
+
+// --- 7. webgpu tensors beyond the storage-buffer binding limit -----------------------------------
+// A shader cannot bind a buffer larger than maxStorageBufferBindingSize (128 MiB on llvmpipe and many
+// GPUs); TF.js does not check and returns stale garbage (e.g. a 700x50304 matMul). Every webgpu kernel
+// runs through runWebGPUProgram, so the check there turns garbage into a clear error for any op.
+let bindingLimitOverride: number | null = null;
+
+/** For tests: pretend the webgpu binding limit is `bytes` (null restores the device's limit). */
+export function setWebGPUBindingLimitForTests(bytes: number | null): void {
+  bindingLimitOverride = bytes;
+}
+
+/** The largest tensor (bytes) a webgpu kernel may read or write on the current device. */
+export function webgpuMaxTensorBytes(backend: AnyBackend = tf.backend()): number {
+  if (bindingLimitOverride != null) return bindingLimitOverride;
+  return backend?.device?.limits?.maxStorageBufferBindingSize ?? Infinity;
+}
+
+function tensorBytes(shape: number[], dtype: string): number {
+  return util.sizeFromShape(shape) * (dtype === "complex64" ? 8 : 4); // webgpu stores bool as 32 bits
+}
+
+function guardWebGPUPrograms(): void {
+  const proto = WebGPUBackend.prototype as AnyBackend;
+  if (proto.__lmpipeGuarded) return;
+  const run = proto.runWebGPUProgram;
+  proto.runWebGPUProgram = function (
+    this: AnyBackend,
+    program: AnyBackend,
+    inputs: TensorInfo[],
+    outputDtype: string,
+    uniforms?: unknown,
+    output?: TensorInfo,
+  ) {
+    const limit = webgpuMaxTensorBytes(this);
+    const outShape: number[] = output?.shape ?? program.outputShape;
+    const check = (what: string, shape: number[], dtype: string) => {
+      const bytes = tensorBytes(shape, dtype);
+      if (bytes > limit) {
+        throw new Error(
+          `webgpu: ${what} of ${program.constructor?.name ?? "a kernel"} has shape [${shape}] ` +
+            `(${(bytes / 2 ** 20).toFixed(1)} MiB), over this GPU's storage-buffer binding limit of ` +
+            `${(limit / 2 ** 20).toFixed(1)} MiB; TF.js would return garbage. Split the work into ` +
+            `smaller pieces (e.g. rows of the output head: see maxRowsPerChunk in lib/tensor/fixes.ts) ` +
+            `or use a smaller batch.`,
+        );
+      }
+    };
+    check("the output", outShape, output?.dtype ?? outputDtype);
+    inputs.forEach((t, i) => check(`input ${i}`, t.shape, t.dtype));
+    return run.call(this, program, inputs, outputDtype, uniforms, output);
+  };
+  proto.__lmpipeGuarded = true;
+}
+
+/**
+ * How many rows of a [rows, cols] float32 result fit in one webgpu buffer binding (Infinity on other
+ * backends); at least 1. Use it to size the row chunks of a large output head.
+ */
+export function maxRowsPerChunk(cols: number): number {
+  if (tf.getBackend() !== "webgpu") return Infinity;
+  const limit = webgpuMaxTensorBytes();
+  return Math.max(1, Math.floor(limit / (4 * cols)));
+}
+
+// --- 4 and 5. Gradients with wrong shapes on every backend -----------------------------------------
+/** Sums `g` over the batch dimensions that were broadcast in an input of shape `shape`. */
+function reduceToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
+  if (util.arraysEqual(g.shape, shape)) return g;
+  const axes = backend_util.getReductionAxes(shape, g.shape);
+  const summed = axes.length > 0 ? tf.sum(g, axes) : g;
+  return tf.reshape(summed, shape);
+}
+
+function registerGradients(): void {
+  // Cumsum: d(cumsum x)/dx is the cumsum of dy in the opposite direction along the same axis. TF.js
+  // 4.22 also transposes the result, giving a wrong shape whenever the axis is not the last one.
+  tf.registerGradient({
+    kernelName: tf.Cumsum,
+    inputsToSave: ["x"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], _saved: tf.Tensor[], attrs: Attrs) => {
+      const { axis, exclusive, reverse } = attrs;
+      return { x: () => tf.cumsum(dy as tf.Tensor, axis, exclusive, !reverse) };
+    },
+  });
+
+  // BatchMatMul: TF.js 4.22 forgets to sum the gradient over broadcast batch dimensions (e.g.
+  // [B,T,K] @ [K,N] gives a [B,K,N] gradient for the [K,N] weight). A 2-D weight against a batched
+  // input is computed as one 2-D matMul over all rows, which is also the fast path on wasm.
+  tf.registerGradient({
+    kernelName: tf.BatchMatMul,
+    inputsToSave: ["a", "b"],
+    gradFunc: (dyIn: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: Attrs) => {
+      const dy = dyIn as tf.Tensor;
+      const [a, b] = saved;
+      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+      const gradA = () => {
+        let g: tf.Tensor;
+        if (!transposeA && !transposeB) g = tf.matMul(dy, b, false, true);
+        else if (!transposeA && transposeB) g = tf.matMul(dy, b, false, false);
+        else if (transposeA && !transposeB) g = tf.matMul(b, dy, false, true);
+        else g = tf.matMul(b, dy, true, true);
+        return reduceToShape(g, a.shape);
+      };
+      const gradB = () => {
+        if (b.rank === 2 && a.rank > 2 && !transposeA) {
+          const K = a.shape[a.rank - 1], N = dy.shape[dy.rank - 1];
+          const a2 = tf.reshape(a, [-1, K]), dy2 = tf.reshape(dy, [-1, N]);
+          return transposeB ? tf.matMul(dy2, a2, true, false) : tf.matMul(a2, dy2, true, false);
+        }
+        let g: tf.Tensor;
+        if (!transposeA && !transposeB) g = tf.matMul(a, dy, true, false);
+        else if (!transposeA && transposeB) g = tf.matMul(dy, a, true, false);
+        else if (transposeA && !transposeB) g = tf.matMul(a, dy, false, false);
+        else g = tf.matMul(dy, a, true, true);
+        return reduceToShape(g, b.shape);
+      };
+      return { a: gradA, b: gradB };
+    },
+  });
+}
+
+let applied = false;
+
+/** Registers every fill. Idempotent; called by backend.ts before any backend is started. */
+export function applyFixes(): void {
+  if (applied) return;
+  applied = true;
+  registerGradients();
+
+  wasmMatMul = tf.getKernel(tf.BatchMatMul, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
+  if (wasmMatMul) {
+    replaceKernel(tf.UnsortedSegmentSum, "wasm", () => unsortedSegmentSumKernel);
+    replaceKernel(tf.Conv2DBackpropFilter, "wasm", () => conv2DBackpropFilterWasm);
+    replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
+    replaceKernel(tf.OneHot, "wasm", () => oneHotKernel);
+    replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
+      const bd = (args.attrs?.batchDims ?? 0) as number;
+      return bd === 0 ? orig!(args) : gatherBatchedKernel(args);
+    });
+  }
+  if (tf.getKernel(tf.UnsortedSegmentSum, "cpu")) {
+    replaceKernel(tf.UnsortedSegmentSum, "cpu", () => unsortedSegmentSumKernel);
+  }
+  if (tf.getKernel(tf.AddN, "webgpu")) {
+    replaceKernel(tf.AddN, "webgpu", (orig) => addNGrouped(orig!));
+  }
+  guardWebGPUPrograms();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for models: formulations that are correct and fast on every backend.
+
+/**
+ * x[..., in] @ W[in, out] (+ b[out]) as one 2-D matMul over all rows: the fast XNNPACK path on wasm
+ * and a plain 2-D gradient everywhere.
+ */
+export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor {
+  const inDim = w.shape[0], outDim = w.shape[1];
+  if (x.shape[x.rank - 1] !== inDim) {
+    throw new Error(`linear: input's last dimension ${x.shape[x.rank - 1]} does not match weight [${w.shape}]`);
+  }
+  const x2 = x.rank === 2 ? x as tf.Tensor2D : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+  let y: tf.Tensor = tf.matMul(x2, w);
+  if (b) y = tf.add(y, b);
+  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
+}
+
+/** Rows of `table` [V, C] for int32 `ids` of any shape: [...ids.shape, C]. Differentiable in `table`. */
+export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
+  const flat = ids.rank === 1 ? ids : tf.reshape(ids, [-1]);
+  const rows = tf.gather(table, flat as tf.Tensor1D, 0);
+  return ids.rank === 1 ? rows : tf.reshape(rows, [...ids.shape, table.shape[1]]);
+}
+
+/**
+ * out[r] = x[r, idx[r]] for x [R, V] and int32 idx [R], via a gather on the flattened tensor (no
+ * one-hot, no batchDims): correct forward and gradient on cpu, wasm and webgpu.
+ */
+export function takeAlongLastAxis(x: tf.Tensor2D, idx: tf.Tensor1D): tf.Tensor1D {
+  const [R, V] = x.shape;
+  const flatIdx = tf.add(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), idx);
+  return tf.gather(tf.reshape(x, [-1]), flatIdx as tf.Tensor1D) as tf.Tensor1D;
+}
