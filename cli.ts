@@ -18,6 +18,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "turn a token shard or stream back into text on stdout",
     load: () => import("./pipelines/detokenize/mod.ts"),
   },
+  plot: {
+    summary: "draw loss curves of runs (SVG, PNG, or Unicode on the terminal)",
+    load: () => import("./pipelines/plot/mod.ts"),
+  },
 };
 
 function usage(): string {
