@@ -48,7 +48,6 @@ const wasmDist = new URL("../../node_modules/@tensorflow/tfjs-backend-wasm/dist/
 
 let fixesApplied = false;
 let wasmConfigured = false;
-let wasmThreads = 1;
 let gpuAdapter: GPUAdapter | null | undefined; // undefined = not probed yet
 let webgpuRegistered = false;
 let webgpuF16 = false;
@@ -102,7 +101,7 @@ export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
 function configureWasm(threads: number): void {
   if (wasmConfigured) return;
   wasmBackend.setWasmPaths(Deno.realPathSync(wasmDist) + "/");
-  wasmThreads = threads > 1 ? enableWasmThreads(threads, Deno.realPathSync(wasmDist) + "/") : 1;
+  if (threads > 1) enableWasmThreads(threads, Deno.realPathSync(wasmDist) + "/");
   wasmConfigured = true;
 }
 
@@ -187,7 +186,11 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
     configureWasm(want);
     await activate("wasm");
     const threads = wasmBackend.getThreadsCount();
-    result = { name: "wasm", device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}`, threads };
+    result = {
+      name: "wasm",
+      device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}`,
+      threads,
+    };
   } else if (chosen === "webgpu") {
     const adapter = await getGpuAdapter();
     if (!adapter) {

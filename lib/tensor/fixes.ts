@@ -56,7 +56,14 @@ function replaceKernel(name: string, backendName: string, make: (orig?: KernelFn
   const old = tf.getKernel(name, backendName);
   if (old) tf.unregisterKernel(name, backendName);
   const orig = old?.kernelFunc as unknown as KernelFn | undefined;
-  tf.registerKernel({ kernelName: name, backendName, kernelFunc: make(orig) as unknown as tf.KernelFunc });
+  tf.registerKernel({
+    kernelName: name,
+    backendName,
+    kernelFunc: make(orig) as unknown as tf.KernelFunc,
+    // wasm kernels bind their C++ functions in setupFunc when the backend starts: keep it for `orig`.
+    setupFunc: old?.setupFunc,
+    disposeFunc: old?.disposeFunc,
+  });
 }
 
 // --- 1. UnsortedSegmentSum (the gather/embedding gradient) ---------------------------------------
@@ -183,6 +190,12 @@ export function gatherBatchedKernel({ inputs, backend, attrs }: KernelArgs): Ten
 // colT @ dy[rows, Co] (XNNPACK's fast path) yields dW directly in filter layout. Rows are processed
 // in chunks of whole images to bound the extra memory.
 const IM2COL_MAX_FLOATS = 16 << 20; // 64 MB per chunk
+let im2colMaxFloats = IM2COL_MAX_FLOATS;
+
+/** For tests: a smaller im2col chunk, to exercise the chunked path (null restores the default). */
+export function setIm2colChunkFloatsForTests(n: number | null): void {
+  im2colMaxFloats = n ?? IM2COL_MAX_FLOATS;
+}
 
 let wasmMatMul: KernelFn | undefined;
 
@@ -206,7 +219,7 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
   const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const K = KH * KW * Ci, perImage = OH * OW;
-  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(IM2COL_MAX_FLOATS / Math.max(1, K * perImage))));
+  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
   let result: TensorInfo | undefined;
   for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
     const nb = Math.min(imgsPerChunk, B - b0), rows = nb * perImage;
@@ -216,7 +229,9 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
     if (nb === B) dyc = { dataId: dy.dataId, shape: [rows, Co], dtype: "float32" };
     else {
       dyc = backend.makeOutput([rows, Co], "float32");
-      heapView(backend, dyc).set(heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co));
+      heapView(backend, dyc).set(
+        heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co),
+      );
     }
     const c = heapView(backend, col), xs = heapView(backend, x);
     for (let kh = 0; kh < KH; kh++) {
@@ -439,7 +454,9 @@ export function applyFixes(): void {
 export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor {
   const inDim = w.shape[0], outDim = w.shape[1];
   if (x.shape[x.rank - 1] !== inDim) {
-    throw new Error(`linear: input's last dimension ${x.shape[x.rank - 1]} does not match weight [${w.shape}]`);
+    throw new Error(
+      `linear: input's last dimension ${x.shape[x.rank - 1]} does not match weight [${w.shape}]`,
+    );
   }
   const x2 = x.rank === 2 ? x as tf.Tensor2D : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
   let y: tf.Tensor = tf.matMul(x2, w);

@@ -1,0 +1,300 @@
+// One test per TF.js gap filled by lib/tensor/fixes.ts: forward and gradient on every backend this
+// machine has (cpu, wasm, webgpu), against plain-JS references or the stock cpu kernel.
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import {
+  embeddingLookup,
+  linear,
+  maxRowsPerChunk,
+  setIm2colChunkFloatsForTests,
+  setWebGPUBindingLimitForTests,
+  takeAlongLastAxis,
+} from "../lib/tensor/fixes.ts";
+import {
+  assertClose,
+  randomArray,
+  type TestBackend,
+  testBackends,
+  webgpuStatus,
+} from "../lib/tensor/testing.ts";
+
+const backends = await testBackends();
+const gpu = await webgpuStatus();
+const TOL: Record<TestBackend, number> = { cpu: 1e-5, wasm: 1e-5, webgpu: 1e-4 };
+
+/** Runs `fn` on backend `b` and returns the values of the tensors it produced, then frees them. */
+async function on(b: TestBackend, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await initBackend(b, { quiet: true });
+  const before = tf.memory().numTensors;
+  const ts = tf.tidy(fn);
+  const out: Float32Array[] = [];
+  for (const t of ts) out.push(Float32Array.from(await t.data()));
+  tf.dispose(ts);
+  assert.equal(tf.memory().numTensors, before, `${b}: tensors leaked`);
+  return out;
+}
+
+function t(shape: number[], seed: number): tf.Tensor {
+  return tf.tensor(randomArray(shape.reduce((a, b) => a * b, 1), seed), shape);
+}
+
+// --- 1. embedding gradient (UnsortedSegmentSum) -----------------------------------------------------
+Deno.test("embedding lookup and its gradient (UnsortedSegmentSum) match a JS reference", async () => {
+  const V = 50, C = 8, ids = [3, 7, 3, 0, 49, 7, 7, 12, 3, 1];
+  const table = randomArray(V * C, 1), r = randomArray(ids.length * C, 2);
+  const wantFwd = new Float32Array(ids.length * C), wantGrad = new Float32Array(V * C);
+  ids.forEach((id, i) => {
+    for (let c = 0; c < C; c++) {
+      wantFwd[i * C + c] = table[id * C + c];
+      wantGrad[id * C + c] += r[i * C + c];
+    }
+  });
+  for (const b of backends) {
+    const [fwd, grad, seg] = await on(b, () => {
+      const tab = tf.tensor2d(table, [V, C]);
+      const idT = tf.tensor2d(ids, [2, 5], "int32");
+      const R = tf.tensor3d(r, [2, 5, C]);
+      const f = (w: tf.Tensor) => tf.sum(tf.mul(embeddingLookup(w as tf.Tensor2D, idT), R));
+      const seg = tf.unsortedSegmentSum(tf.tensor2d(r, [ids.length, C]), tf.tensor1d(ids, "int32"), V);
+      return [embeddingLookup(tab, idT), tf.grad(f)(tab), seg];
+    });
+    assertClose(fwd, wantFwd, TOL[b], `${b} embedding forward`);
+    assertClose(grad, wantGrad, TOL[b], `${b} embedding gradient`);
+    assertClose(seg, wantGrad, TOL[b], `${b} unsortedSegmentSum`);
+  }
+});
+
+// --- 2. conv2d filter gradient (Conv2DBackpropFilter on wasm) ---------------------------------------
+Deno.test("conv2d gradients (x and filter, strides, padding, fused bias+relu) match cpu", async () => {
+  const cases = [
+    { x: [2, 7, 7, 3], w: [3, 3, 3, 4], s: 1, pad: "same" as const },
+    { x: [2, 8, 8, 3], w: [3, 3, 3, 5], s: 2, pad: "same" as const },
+    { x: [3, 6, 5, 2], w: [2, 3, 2, 4], s: 1, pad: "valid" as const },
+  ];
+  for (const [ci, c] of cases.entries()) {
+    const runCase = () => {
+      const x = t(c.x, 10 + ci), w = t(c.w, 20 + ci), bias = t([c.w[3]], 30 + ci);
+      const plain = (xx: tf.Tensor, ww: tf.Tensor) =>
+        tf.conv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, c.s, c.pad);
+      const r = tf.sin(tf.mul(plain(x, w), 3)); // fixed weights for the loss
+      const [gx, gw] = tf.grads((xx: tf.Tensor, ww: tf.Tensor) => tf.sum(tf.mul(plain(xx, ww), r)))([x, w]);
+      const fused = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+        tf.sum(tf.mul(
+          tf.fused.conv2d({
+            x: xx as tf.Tensor4D,
+            filter: ww as tf.Tensor4D,
+            strides: c.s,
+            pad: c.pad,
+            bias: bb,
+            activation: "relu",
+          }),
+          r,
+        ));
+      const [fx, fw, fb] = tf.grads(fused)([x, w, bias]);
+      return [plain(x, w), gx, gw, fx, fw, fb];
+    };
+    const ref = await on("cpu", runCase);
+    for (const b of backends.filter((b) => b !== "cpu")) {
+      const got = await on(b, runCase);
+      const names = ["forward", "dx", "dW", "fused dx", "fused dW", "fused dbias"];
+      got.forEach((g, i) => assertClose(g, ref[i], TOL[b] * 10, `${b} case ${ci} ${names[i]}`));
+    }
+  }
+});
+
+Deno.test("wasm conv2d filter gradient is the same when im2col is split into chunks", async () => {
+  const runCase = () => {
+    const x = t([5, 6, 6, 3], 41), w = t([3, 3, 3, 4], 42);
+    return [
+      tf.grad((ww: tf.Tensor) =>
+        tf.sum(tf.square(tf.conv2d(x as tf.Tensor4D, ww as tf.Tensor4D, 1, "same")))
+      )(w),
+    ];
+  };
+  const ref = await on("cpu", runCase);
+  setIm2colChunkFloatsForTests(27 * 36 * 2); // two images per chunk: chunks of 2, 2, 1
+  try {
+    const got = await on("wasm", runCase);
+    assertClose(got[0], ref[0], 1e-4, "wasm chunked dW");
+  } finally {
+    setIm2colChunkFloatsForTests(null);
+  }
+});
+
+// --- 3. maxPool gradient when a whole window is negative --------------------------------------------
+Deno.test("maxPool gradient with all-negative windows matches cpu", async () => {
+  const runCase = () => {
+    const x = tf.sub(tf.neg(tf.abs(t([2, 6, 6, 3], 51))), 1); // every value < -1
+    const r = t([2, 3, 3, 3], 52), r2 = t([2, 3, 3, 3], 53);
+    const g1 = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(xx as tf.Tensor4D, 2, 2, "valid"), r)))(x);
+    const g2 = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(xx as tf.Tensor4D, 3, 2, "same"), r2)))(x);
+    return [tf.maxPool(x as tf.Tensor4D, 2, 2, "valid"), g1, g2];
+  };
+  const ref = await on("cpu", runCase);
+  for (const b of backends.filter((b) => b !== "cpu")) {
+    const got = await on(b, runCase);
+    ["forward", "grad 2x2 valid", "grad 3x3 s2 same"].forEach((n, i) =>
+      assertClose(got[i], ref[i], TOL[b], `${b} ${n}`)
+    );
+  }
+});
+
+// --- 4. cumsum gradient along an inner axis ---------------------------------------------------------
+Deno.test("cumsum gradient along an inner axis (exclusive/reverse) matches a JS reference", async () => {
+  const [A, N, Z] = [3, 5, 2];
+  const r = randomArray(A * N * Z, 61);
+  for (const exclusive of [false, true]) {
+    for (const reverse of [false, true]) {
+      // d/dx_i of sum_j r_j * y_j, where y_j sums x_i over i <= j (or <, >=, > for the variants).
+      const want = new Float32Array(A * N * Z);
+      for (let a = 0; a < A; a++) {
+        for (let z = 0; z < Z; z++) {
+          for (let i = 0; i < N; i++) {
+            let s = 0;
+            for (let j = 0; j < N; j++) {
+              const inc = reverse ? (exclusive ? i > j : i >= j) : (exclusive ? i < j : i <= j);
+              if (inc) s += r[(a * N + j) * Z + z];
+            }
+            want[(a * N + i) * Z + z] = s;
+          }
+        }
+      }
+      for (const b of backends) {
+        const [g] = await on(b, () => {
+          const x = t([A, N, Z], 62), R = tf.tensor3d(r, [A, N, Z]);
+          return [tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.cumsum(xx, 1, exclusive, reverse), R)))(x)];
+        });
+        assertClose(g, want, TOL[b], `${b} cumsum grad exclusive=${exclusive} reverse=${reverse}`);
+      }
+    }
+  }
+});
+
+// --- 5. batched matMul against a broadcast 2-D weight, and linear() -----------------------------------
+Deno.test("matMul 3-D x broadcast 2-D weight: gradients match a JS reference, also via linear()", async () => {
+  const [B, T, K, N] = [2, 3, 4, 5];
+  const x = randomArray(B * T * K, 71), w = randomArray(K * N, 72), r = randomArray(B * T * N, 73);
+  const bias = randomArray(N, 74);
+  const wantDx = new Float32Array(B * T * K), wantDw = new Float32Array(K * N), wantDb = new Float32Array(N);
+  for (let row = 0; row < B * T; row++) {
+    for (let n = 0; n < N; n++) {
+      const g = r[row * N + n];
+      wantDb[n] += g;
+      for (let k = 0; k < K; k++) {
+        wantDx[row * K + k] += g * w[k * N + n];
+        wantDw[k * N + n] += x[row * K + k] * g;
+      }
+    }
+  }
+  for (const b of backends) {
+    const got = await on(b, () => {
+      const X = tf.tensor3d(x, [B, T, K]), W = tf.tensor2d(w, [K, N]), R = tf.tensor3d(r, [B, T, N]);
+      const Wt = tf.transpose(W), bb = tf.tensor1d(bias);
+      const mm = tf.grads((xx: tf.Tensor, ww: tf.Tensor) =>
+        tf.sum(tf.mul(tf.matMul(xx as tf.Tensor3D, ww as tf.Tensor3D), R))
+      )([X, W]);
+      const mmT = tf.grads((xx: tf.Tensor, ww: tf.Tensor) =>
+        tf.sum(tf.mul(tf.matMul(xx as tf.Tensor3D, ww as tf.Tensor3D, false, true), R))
+      )([X, Wt]);
+      const lin = tf.grads((xx: tf.Tensor, ww: tf.Tensor, b1: tf.Tensor) =>
+        tf.sum(tf.mul(linear(xx, ww as tf.Tensor2D, b1 as tf.Tensor1D), R))
+      )([X, W, bb]);
+      return [...mm, mmT[0], tf.transpose(mmT[1]), ...lin];
+    });
+    const names = ["dx", "dW", "dx (transposeB)", "dW (transposeB)", "linear dx", "linear dW", "linear db"];
+    const want = [wantDx, wantDw, wantDx, wantDw, wantDx, wantDw, wantDb];
+    got.forEach((g, i) => assertClose(g, want[i], TOL[b], `${b} ${names[i]}`));
+  }
+});
+
+Deno.test("matMul 4-D x broadcast 3-D: gradient summed over the broadcast batch dimension", async () => {
+  const runCase = () => {
+    const a = t([2, 3, 4, 5], 81), w = t([3, 5, 2], 82), r = t([2, 3, 4, 2], 83);
+    // reference: explicit tiling, so no broadcast happens inside matMul
+    const f = (aa: tf.Tensor, ww: tf.Tensor) =>
+      tf.sum(tf.mul(tf.matMul(aa as tf.Tensor4D, ww as tf.Tensor4D), r));
+    const tiled = (aa: tf.Tensor, ww: tf.Tensor) =>
+      tf.sum(
+        tf.mul(tf.matMul(aa as tf.Tensor4D, tf.tile(tf.expandDims(ww, 0), [2, 1, 1, 1]) as tf.Tensor4D), r),
+      );
+    return [...tf.grads(f)([a, w]), ...tf.grads(tiled)([a, w])];
+  };
+  for (const b of backends) {
+    const [da, dw, ta, tw] = await on(b, runCase);
+    assert.equal(dw.length, 3 * 5 * 2);
+    assertClose(da, ta, TOL[b], `${b} da`);
+    assertClose(dw, tw, TOL[b], `${b} dw`);
+  }
+});
+
+// --- 6. addN with 8 or more inputs --------------------------------------------------------------------
+Deno.test("addN of 12 inputs sums all of them (forward and gradient)", async () => {
+  const n = 12, len = 10;
+  const xs = Array.from({ length: n }, (_, i) => randomArray(len, 90 + i));
+  const want = new Float32Array(len);
+  for (const x of xs) x.forEach((v, j) => want[j] += v);
+  const r = randomArray(len, 99);
+  for (const b of backends) {
+    const got = await on(b, () => {
+      const ts = xs.map((x) => tf.tensor1d(x)), R = tf.tensor1d(r);
+      const gs = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(tf.addN(a), R)))(ts);
+      return [tf.addN(ts), ...gs];
+    });
+    assertClose(got[0], want, TOL[b], `${b} addN forward`);
+    for (let i = 1; i <= n; i++) assertClose(got[i], r, TOL[b], `${b} addN gradient ${i}`);
+  }
+});
+
+// --- 7. webgpu tensors over the binding limit ---------------------------------------------------------
+Deno.test({
+  name: "webgpu refuses tensors over the binding limit instead of returning garbage",
+  ignore: !gpu.ok,
+  fn: async () => {
+    await initBackend("webgpu", { quiet: true });
+    const limit = 64 * 1024; // bytes: 16384 floats
+    setWebGPUBindingLimitForTests(limit);
+    try {
+      assert.equal(maxRowsPerChunk(1000), 16);
+      const a = t([16, 8], 101), b = t([8, 1000], 102);
+      const ok = tf.matMul(a, b); // 16 x 1000 floats = 64000 bytes: fits
+      const ref = await on("cpu", () => [tf.matMul(t([16, 8], 101), t([8, 1000], 102))]);
+      await initBackend("webgpu", { quiet: true });
+      assertClose(await ok.data(), ref[0], 1e-4, "webgpu matMul under the limit");
+      const big = t([17, 8], 103);
+      assert.throws(() => tf.matMul(big, b), /binding limit.*garbage.*maxRowsPerChunk/s);
+      tf.dispose([a, b, ok, big]);
+    } finally {
+      setWebGPUBindingLimitForTests(null);
+    }
+    assert.ok(maxRowsPerChunk(50304) >= 640, "a real device allows at least 640 rows of 50304 floats");
+  },
+});
+
+// --- 8. oneHot float32 and gather with batchDims=1 on wasm --------------------------------------------
+Deno.test("oneHot float32 and gather batchDims=1 (forward and gradient) match a JS reference", async () => {
+  const [R, V] = [4, 6], idx = [5, 0, 2, 2], x = randomArray(R * V, 111), r = randomArray(R, 112);
+  const wantOne = new Float32Array(R * V), wantPick = new Float32Array(R), wantGrad = new Float32Array(R * V);
+  idx.forEach((k, i) => {
+    wantOne[i * V + k] = 1;
+    wantPick[i] = x[i * V + k];
+    wantGrad[i * V + k] = r[i];
+  });
+  for (const b of backends) {
+    const got = await on(b, () => {
+      const X = tf.tensor2d(x, [R, V]), I = tf.tensor1d(idx, "int32"), Rr = tf.tensor1d(r);
+      const pickB = (xx: tf.Tensor) => tf.reshape(tf.gather(xx, tf.reshape(I, [R, 1]), 1, 1), [R]);
+      const pickF = (xx: tf.Tensor) => takeAlongLastAxis(xx as tf.Tensor2D, I);
+      return [
+        tf.oneHot(I, V, 1, 0, "float32"),
+        pickB(X),
+        tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(pickB(xx), Rr)))(X),
+        pickF(X),
+        tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(pickF(xx), Rr)))(X),
+      ];
+    });
+    const names = ["oneHot", "gather batchDims=1", "its gradient", "takeAlongLastAxis", "its gradient"];
+    [wantOne, wantPick, wantGrad, wantPick, wantGrad].forEach((w, i) =>
+      assertClose(got[i], w, TOL[b], `${b} ${names[i]}`)
+    );
+  }
+});
