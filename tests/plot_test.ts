@@ -29,7 +29,9 @@ function assertWellFormed(xml: string): void {
   const tagRe = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>|<|>/g;
   let m: RegExpExecArray | null;
   while ((m = tagRe.exec(body)) !== null) {
-    if (m[0] === "<" || m[0] === ">") throw new Error(`stray '${m[0]}' at ${m.index}: ${body.slice(m.index - 40, m.index + 40)}`);
+    if (m[0] === "<" || m[0] === ">") {
+      throw new Error(`stray '${m[0]}' at ${m.index}: ${body.slice(m.index - 40, m.index + 40)}`);
+    }
     const [, close, name, , self] = m;
     if (self) continue;
     if (close) assert.equal(stack.pop(), name, `closing </${name}> at ${m.index}`);
@@ -60,10 +62,20 @@ Deno.test("log reading: resumed runs keep the latest record of each step; bad li
   const recs = parseLog(text, "run/log.jsonl");
   assert.deepEqual(recs.map((r) => [r.step, r.loss]), [[0, 10], [1, 9.1], [2, 8.4]]);
   assert.equal(recs[2].val_loss, 8.6);
-  assert.throws(() => parseLog(`{"step":0}\nnot json\n{"step":1}`, "x.jsonl"), /x\.jsonl:2: not a JSON object/);
-  assert.deepEqual(dedupeResumed([{ step: 5, loss: 1 }, { step: 5, val_loss: 2 }]), [{ step: 5, loss: 1, val_loss: 2 }]);
+  assert.throws(
+    () => parseLog(`{"step":0}\nnot json\n{"step":1}`, "x.jsonl"),
+    /x\.jsonl:2: not a JSON object/,
+  );
+  assert.deepEqual(dedupeResumed([{ step: 5, loss: 1 }, { step: 5, val_loss: 2 }]), [{
+    step: 5,
+    loss: 1,
+    val_loss: 2,
+  }]);
   // per-step token counts become a running total; cumulative ones are kept
-  assert.deepEqual(xValues([{ step: 0, tokens: 10 }, { step: 1, tokens: 10 }, { step: 2, tokens: 10 }], "tokens"), [10, 20, 30]);
+  assert.deepEqual(
+    xValues([{ step: 0, tokens: 10 }, { step: 1, tokens: 10 }, { step: 2, tokens: 10 }], "tokens"),
+    [10, 20, 30],
+  );
   assert.deepEqual(xValues([{ step: 0, tokens: 10 }, { step: 1, tokens: 20 }], "tokens"), [10, 20]);
   assert.throws(() => xValues([{ step: 0 }], "time"), /elapsed_s/);
 });
@@ -99,10 +111,13 @@ Deno.test("svg: log scale maps the data monotonically and keeps every point insi
   assertWellFormed(svg);
   const d = /<path class="train"[^>]* d="([^"]+)"/.exec(svg)![1];
   const pts = d.split(/[ML]/).filter(Boolean).map((p) => p.split(" ").map(Number));
-  const box = /<clipPath id="plot-area"><rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"/.exec(svg)!
+  const box = /<clipPath id="plot-area"><rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"/
+    .exec(svg)!
     .slice(1).map(Number);
   for (const [x, y] of pts) {
-    assert.ok(x >= box[0] - 0.1 && x <= box[0] + box[2] + 0.1 && y >= box[1] - 0.1 && y <= box[1] + box[3] + 0.1);
+    assert.ok(
+      x >= box[0] - 0.1 && x <= box[0] + box[2] + 0.1 && y >= box[1] - 0.1 && y <= box[1] + box[3] + 0.1,
+    );
   }
   assert.ok(pts[0][1] < pts[pts.length - 1][1], "higher loss is drawn higher up");
 });
@@ -165,13 +180,28 @@ Deno.test("lmpipe plot: writes SVG and PNG from run folders and logs; errors nam
     await Deno.writeTextFile(join(runDir, "log.jsonl"), lines(fakeRun("x", 4)));
     await Deno.writeTextFile(join(dir, "other.jsonl"), lines(fakeRun("y", 6)));
     const svgPath = join(dir, "loss.svg"), pngPath = join(dir, "loss.png");
-    assert.equal(await main(["plot", runDir, join(dir, "other.jsonl"), "--x", "tokens", "--out", svgPath]), 0);
+    assert.equal(
+      await main(["plot", runDir, join(dir, "other.jsonl"), "--x", "tokens", "--out", svgPath]),
+      0,
+    );
     const svg = await Deno.readTextFile(svgPath);
     assertWellFormed(svg);
     assert.ok(svg.includes(`data-run="gpt-run"`) && svg.includes(`data-run="other"`));
     assert.ok(svg.includes("tokens seen"));
     assert.equal(
-      await main(["plot", runDir, "--x", "time", "--log-scale", "--out", pngPath, "--width", "320", "--height", "200"]),
+      await main([
+        "plot",
+        runDir,
+        "--x",
+        "time",
+        "--log-scale",
+        "--out",
+        pngPath,
+        "--width",
+        "320",
+        "--height",
+        "200",
+      ]),
       0,
     );
     const png = decodePng(await Deno.readFile(pngPath));

@@ -48,7 +48,16 @@ export interface Range {
 }
 
 /** Colours for runs, in order: distinct on white and in 256-colour terminals. */
-export const PALETTE = ["#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#a07a00", "#495057"];
+export const PALETTE = [
+  "#1f5fbf",
+  "#d9480f",
+  "#2b8a3e",
+  "#862e9c",
+  "#c2255c",
+  "#0b7285",
+  "#a07a00",
+  "#495057",
+];
 
 /** Data range of all series (x and y), with y limited to finite, positive values when logY. */
 export function dataRange(spec: ChartSpec): { x: Range; y: Range } {
@@ -209,7 +218,10 @@ export function hexRgb(hex: string): [number, number, number] {
  * Thins a long series to at most about two points per pixel column (the first, the minimum and the
  * maximum of each column, in order), so a 100k-step log draws as fast as a short one and looks the same.
  */
-export function thinPoints(points: Array<[number, number]>, px: (x: number) => number): Array<[number, number]> {
+export function thinPoints(
+  points: Array<[number, number]>,
+  px: (x: number) => number,
+): Array<[number, number]> {
   if (points.length < 2000) return points;
   const out: Array<[number, number]> = [];
   let col = NaN, lo: [number, number] | null = null, hi: [number, number] | null = null;

@@ -3,9 +3,9 @@
 // png.ts encodes, so PNG pictures need no canvas, browser or native library.
 import {
   axisRanges,
-  hmarkLabelSides,
   type ChartSpec,
   hexRgb,
+  hmarkLabelSides,
   legendEntries,
   makeScales,
   plotBox,
@@ -14,7 +14,7 @@ import {
   xTicks,
   yTicks,
 } from "./chart.ts";
-import { CELL_H, CELL_W, GLYPH_H, GLYPH_W, glyph, glyphDrop } from "./font.ts";
+import { CELL_H, CELL_W, glyph, GLYPH_H, GLYPH_W, glyphDrop } from "./font.ts";
 
 export type RGB = [number, number, number];
 
@@ -60,7 +60,10 @@ export class Raster {
     for (let yy = y0; yy < y1; yy++) {
       for (let xx = x0; xx < x1; xx++) {
         const i = (yy * this.width + xx) * 4;
-        this.data[i] = color[0], this.data[i + 1] = color[1], this.data[i + 2] = color[2], this.data[i + 3] = 255;
+        this.data[i] = color[0],
+          this.data[i + 1] = color[1],
+          this.data[i + 2] = color[2],
+          this.data[i + 3] = 255;
       }
     }
   }
@@ -76,7 +79,13 @@ export class Raster {
    * Draws a polyline `width` pixels wide with anti-aliased edges. Coverage is accumulated as the maximum
    * over segments before blending once, so joints are not drawn twice. `dash` = [on, off] in pixels.
    */
-  polyline(points: Array<[number, number]>, color: RGB, width = 1.5, dash?: [number, number], clip?: Clip): void {
+  polyline(
+    points: Array<[number, number]>,
+    color: RGB,
+    width = 1.5,
+    dash?: [number, number],
+    clip?: Clip,
+  ): void {
     if (points.length === 0) return;
     const c = clip ?? { left: 0, top: 0, right: this.width, bottom: this.height };
     const cx0 = Math.max(0, Math.floor(c.left)), cy0 = Math.max(0, Math.floor(c.top));
@@ -157,7 +166,15 @@ export function textPx(text: string, scale: number): number {
 }
 
 /** Draws `text` with an anchor: "start" (left), "middle" or "end" (right) of x; y is the text's vertical centre. */
-export function label(img: Raster, x: number, y: number, text: string, color: RGB, scale: number, anchor: "start" | "middle" | "end" = "start"): void {
+export function label(
+  img: Raster,
+  x: number,
+  y: number,
+  text: string,
+  color: RGB,
+  scale: number,
+  anchor: "start" | "middle" | "end" = "start",
+): void {
   const w = textPx(text, scale) - scale;
   const left = anchor === "start" ? x : anchor === "middle" ? x - w / 2 : x - w;
   img.text(Math.round(left), Math.round(y - (GLYPH_H * scale) / 2), text, color, scale);
@@ -217,14 +234,15 @@ export function renderRaster(spec: ChartSpec): Raster {
       .map(([x, y]) => [sc.x(x), sc.y(y)] as [number, number]);
     const color = hexRgb(ser.color);
     img.polyline(pts, color, lw, ser.style === "dashed" ? [6 * s, 4 * s] : undefined, clip);
-    if (ser.kind === "val" && pts.length <= 200) for (const [x, y] of pts) img.dot(x, y, 1.5 * s, color);
+    if (ser.kind === "val" && pts.length <= 200) { for (const [x, y] of pts) img.dot(x, y, 1.5 * s, color); }
   }
 
   const entries = legendEntries(spec);
   const anyVal = entries.some((e) => e.hasVal);
   const rows = entries.length + (anyVal ? 1 : 0);
   const valText = "validation (dashed)";
-  const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) + 40 * s / 2 + 16;
+  const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) +
+    40 * s / 2 + 16;
   const rh = charH + 4, lx = box.right - lwid - 8, ly = box.top + 8;
   img.fillRect(lx, ly, lwid, rows * rh + 8, [255, 255, 255]);
   img.strokeRect(lx, ly, lwid, rows * rh + 8, [204, 204, 204]);

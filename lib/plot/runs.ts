@@ -33,7 +33,9 @@ export async function resolveRunLog(path: string): Promise<string> {
   try {
     stat = await Deno.stat(path);
   } catch {
-    throw inputError(`${path}: no such run folder or log file. Give a run folder (from 'lmpipe train --out') or a .jsonl log.`);
+    throw inputError(
+      `${path}: no such run folder or log file. Give a run folder (from 'lmpipe train --out') or a .jsonl log.`,
+    );
   }
   if (stat.isFile) return path;
   for (const name of RUN_LOG_NAMES) {
@@ -101,7 +103,9 @@ export async function readRun(path: string): Promise<RunLog> {
   }
   const records = parseLog(text, logPath);
   if (records.length === 0) {
-    throw inputError(`${logPath}: no step records (objects with a "step" field); has the run logged a step yet?`);
+    throw inputError(
+      `${logPath}: no step records (objects with a "step" field); has the run logged a step yet?`,
+    );
   }
   const isFolder = logPath !== path;
   const name = isFolder ? basename(path.replace(/\/+$/, "")) : logName(logPath);
@@ -151,7 +155,9 @@ export function runSeries(runs: RunLog[], axis: XAxis): Series[] {
       if (typeof r.val_loss === "number" && Number.isFinite(r.val_loss)) val.push([xs[j], r.val_loss]);
     });
     out.push({ label: names[i], run: names[i], color, style: "solid", kind: "train", points: train });
-    if (val.length) out.push({ label: `${names[i]} val`, run: names[i], color, style: "dashed", kind: "val", points: val });
+    if (val.length) {
+      out.push({ label: `${names[i]} val`, run: names[i], color, style: "dashed", kind: "val", points: val });
+    }
   });
   return out;
 }

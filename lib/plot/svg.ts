@@ -3,8 +3,8 @@
 // SVG is what goes into reports: it scales, diffs as text and opens in every browser.
 import {
   axisRanges,
-  hmarkLabelSides,
   type ChartSpec,
+  hmarkLabelSides,
   legendEntries,
   makeScales,
   plotBox,
@@ -19,7 +19,10 @@ const CHAR_W = 7; // average glyph advance at 12 px sans-serif, for layout
 
 /** Escapes text for SVG content and attribute values. */
 export function xmlEscape(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+  return s.replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!,
+  );
 }
 
 const f1 = (v: number) => (Math.round(v * 10) / 10).toString();
@@ -44,24 +47,48 @@ export function renderSvg(spec: ChartSpec): string {
       `height="${box.bottom - box.top}"/></clipPath></defs>`,
   );
   if (spec.title) {
-    o.push(`<text x="${W / 2}" y="${FONT + 6}" text-anchor="middle" font-size="${FONT + 2}" font-weight="bold">` +
-      `${xmlEscape(spec.title)}</text>`);
+    o.push(
+      `<text x="${W / 2}" y="${FONT + 6}" text-anchor="middle" font-size="${FONT + 2}" font-weight="bold">` +
+        `${xmlEscape(spec.title)}</text>`,
+    );
   }
-  o.push(`<text x="${box.left}" y="${box.top - 8}" fill="#333333">${xmlEscape(spec.yLabel)}${spec.logY ? " (log scale)" : ""}</text>`);
-  o.push(`<text x="${(box.left + box.right) / 2}" y="${H - 6}" text-anchor="middle" fill="#333333">${xmlEscape(spec.xLabel)}</text>`);
+  o.push(
+    `<text x="${box.left}" y="${box.top - 8}" fill="#333333">${xmlEscape(spec.yLabel)}${
+      spec.logY ? " (log scale)" : ""
+    }</text>`,
+  );
+  o.push(
+    `<text x="${(box.left + box.right) / 2}" y="${H - 6}" text-anchor="middle" fill="#333333">${
+      xmlEscape(spec.xLabel)
+    }</text>`,
+  );
 
   // grid and ticks
   o.push(`<g class="grid" stroke="#e6e6e6" stroke-width="1">`);
-  for (const t of yt) o.push(`<line x1="${box.left}" x2="${box.right}" y1="${f1(sc.y(t.value))}" y2="${f1(sc.y(t.value))}"/>`);
-  for (const t of xt) o.push(`<line x1="${f1(sc.x(t.value))}" x2="${f1(sc.x(t.value))}" y1="${box.top}" y2="${box.bottom}"/>`);
-  o.push(`</g>`);
-  o.push(`<g class="axes" fill="#333333">`);
-  o.push(`<rect x="${box.left}" y="${box.top}" width="${box.right - box.left}" height="${box.bottom - box.top}" fill="none" stroke="#555555"/>`);
   for (const t of yt) {
-    o.push(`<text x="${box.left - 6}" y="${f1(sc.y(t.value) + 4)}" text-anchor="end">${xmlEscape(t.label)}</text>`);
+    o.push(`<line x1="${box.left}" x2="${box.right}" y1="${f1(sc.y(t.value))}" y2="${f1(sc.y(t.value))}"/>`);
   }
   for (const t of xt) {
-    o.push(`<text x="${f1(sc.x(t.value))}" y="${box.bottom + FONT + 6}" text-anchor="middle">${xmlEscape(t.label)}</text>`);
+    o.push(`<line x1="${f1(sc.x(t.value))}" x2="${f1(sc.x(t.value))}" y1="${box.top}" y2="${box.bottom}"/>`);
+  }
+  o.push(`</g>`);
+  o.push(`<g class="axes" fill="#333333">`);
+  o.push(
+    `<rect x="${box.left}" y="${box.top}" width="${box.right - box.left}" height="${
+      box.bottom - box.top
+    }" fill="none" stroke="#555555"/>`,
+  );
+  for (const t of yt) {
+    o.push(
+      `<text x="${box.left - 6}" y="${f1(sc.y(t.value) + 4)}" text-anchor="end">${xmlEscape(t.label)}</text>`,
+    );
+  }
+  for (const t of xt) {
+    o.push(
+      `<text x="${f1(sc.x(t.value))}" y="${box.bottom + FONT + 6}" text-anchor="middle">${
+        xmlEscape(t.label)
+      }</text>`,
+    );
   }
   o.push(`</g>`);
 
@@ -69,23 +96,35 @@ export function renderSvg(spec: ChartSpec): string {
   o.push(`<g class="marks" font-size="${FONT - 2}" fill="#777777">`);
   for (const m of marks.v) {
     const x = f1(sc.x(m.at));
-    o.push(`<line class="vmark" x1="${x}" x2="${x}" y1="${box.top}" y2="${box.bottom}" stroke="#999999" stroke-dasharray="2 3"/>`);
-    o.push(`<text x="${f1(sc.x(m.at) - 3)}" y="${box.top + 4}" text-anchor="end" transform="rotate(-90 ${f1(sc.x(m.at) - 3)} ${box.top + 4})">${xmlEscape(m.label)}</text>`);
+    o.push(
+      `<line class="vmark" x1="${x}" x2="${x}" y1="${box.top}" y2="${box.bottom}" stroke="#999999" stroke-dasharray="2 3"/>`,
+    );
+    o.push(
+      `<text x="${f1(sc.x(m.at) - 3)}" y="${box.top + 4}" text-anchor="end" transform="rotate(-90 ${
+        f1(sc.x(m.at) - 3)
+      } ${box.top + 4})">${xmlEscape(m.label)}</text>`,
+    );
   }
   const sides = hmarkLabelSides(marks.h.map((m) => sc.y(m.at)), FONT);
   marks.h.forEach((m, i) => {
     const y = f1(sc.y(m.at));
-    o.push(`<line class="hmark" x1="${box.left}" x2="${box.right}" y1="${y}" y2="${y}" stroke="#999999" stroke-dasharray="6 3"/>`);
+    o.push(
+      `<line class="hmark" x1="${box.left}" x2="${box.right}" y1="${y}" y2="${y}" stroke="#999999" stroke-dasharray="6 3"/>`,
+    );
     const [x, anchor] = sides[i] === "start" ? [box.left + 4, "start"] : [box.right - 4, "end"];
     o.push(`<text x="${x}" y="${f1(sc.y(m.at) - 3)}" text-anchor="${anchor}">${xmlEscape(m.label)}</text>`);
   });
   o.push(`</g>`);
 
   // curves
-  o.push(`<g class="series" clip-path="url(#plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`);
+  o.push(
+    `<g class="series" clip-path="url(#plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`,
+  );
   for (const s of spec.series) {
     if (s.points.length === 0) continue;
-    const pts = thinPoints(s.points, sc.x).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0));
+    const pts = thinPoints(s.points, sc.x).filter(([x, y]) =>
+      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0)
+    );
     const d = pts.map(([x, y], i) => `${i ? "L" : "M"}${f1(sc.x(x))} ${f1(sc.y(y))}`).join("");
     const dash = s.style === "dashed" ? ` stroke-dasharray="6 4"` : "";
     o.push(`<path class="${s.kind}" data-run="${xmlEscape(s.run)}" stroke="${s.color}"${dash} d="${d}"/>`);
@@ -104,7 +143,11 @@ export function renderSvg(spec: ChartSpec): string {
   const lw = Math.max(...entries.map((e) => e.run.length), anyVal ? 19 : 0) * CHAR_W + 40;
   const lx = box.right - lw - 8, ly = box.top + 8, rh = FONT + 6;
   o.push(`<g class="legend">`);
-  o.push(`<rect x="${lx}" y="${ly}" width="${lw}" height="${rows * rh + 8}" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`);
+  o.push(
+    `<rect x="${lx}" y="${ly}" width="${lw}" height="${
+      rows * rh + 8
+    }" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`,
+  );
   entries.forEach((e, i) => {
     const y = ly + 4 + rh * i + rh / 2;
     o.push(`<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="${e.color}" stroke-width="2"/>`);
@@ -112,7 +155,11 @@ export function renderSvg(spec: ChartSpec): string {
   });
   if (anyVal) {
     const y = ly + 4 + rh * entries.length + rh / 2;
-    o.push(`<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`);
+    o.push(
+      `<line x1="${lx + 6}" x2="${
+        lx + 28
+      }" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`,
+    );
     o.push(`<text x="${lx + 34}" y="${y + 4}" fill="#555555">validation (dashed)</text>`);
   }
   o.push(`</g>`);

@@ -1,6 +1,14 @@
 // Line charts for terminals, drawn with Unicode braille characters (2×4 dots per character cell), so a
 // user on ssh sees a run's loss curve without copying files. Same chart model and ticks as the SVG/PNG.
-import { axisRanges, type ChartSpec, legendEntries, type Range, visibleMarks, xTicks, yTicks } from "./chart.ts";
+import {
+  axisRanges,
+  type ChartSpec,
+  legendEntries,
+  type Range,
+  visibleMarks,
+  xTicks,
+  yTicks,
+} from "./chart.ts";
 
 /** ANSI colours (30-37 family) for the palette order of chart.ts. */
 const ANSI = [34, 31, 32, 35, 91, 36, 33, 90];
@@ -33,7 +41,8 @@ export function renderTerm(spec: ChartSpec, o: TermOptions): string {
   const dotsW = cols * 2, dotsH = rows * 4;
   const fy = spec.logY ? Math.log10 : (v: number) => v;
   const dx = (v: number) => Math.round(((v - r.x.min) / (r.x.max - r.x.min)) * (dotsW - 1));
-  const dy = (v: number) => Math.round((1 - (fy(v) - fy(r.y.min)) / (fy(r.y.max) - fy(r.y.min))) * (dotsH - 1));
+  const dy = (v: number) =>
+    Math.round((1 - (fy(v) - fy(r.y.min)) / (fy(r.y.max) - fy(r.y.min))) * (dotsH - 1));
 
   const bits = new Uint8Array(cols * rows);
   const owner = new Int16Array(cols * rows).fill(-1); // which run colours the cell
@@ -57,7 +66,9 @@ export function renderTerm(spec: ChartSpec, o: TermOptions): string {
   for (const m of marks.v) for (let y = 0; y < dotsH; y += 3) set(dx(m.at), y, -2);
   for (const s of spec.series) {
     const run = runIndex.get(s.run) ?? 0;
-    const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0));
+    const pts = s.points.filter(([x, y]) =>
+      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0)
+    );
     for (let i = 0; i < pts.length; i++) {
       const [x, y] = [dx(pts[i][0]), dy(pts[i][1])];
       if (i === 0) set(x, y, run);
@@ -66,7 +77,11 @@ export function renderTerm(spec: ChartSpec, o: TermOptions): string {
   }
 
   const paint = (text: string, run: number) =>
-    o.color && run >= 0 ? `\x1b[${ANSI[run % ANSI.length]}m${text}\x1b[0m` : o.color && run === -2 ? `\x1b[90m${text}\x1b[0m` : text;
+    o.color && run >= 0
+      ? `\x1b[${ANSI[run % ANSI.length]}m${text}\x1b[0m`
+      : o.color && run === -2
+      ? `\x1b[90m${text}\x1b[0m`
+      : text;
   const tickRow = new Map<number, string>();
   for (const t of yt) tickRow.set(Math.min(rows - 1, dy(t.value) >> 2), t.label);
 

@@ -22,6 +22,10 @@ export async function writeAtomic(path: string, data: Uint8Array | string): Prom
     try {
       await Deno.remove(tmp);
     } catch { /* nothing to clean */ }
-    throw outputError(`${path}: cannot write (${err instanceof Error ? err.message : err}); check the folder exists and is writable.`);
+    throw outputError(
+      `${path}: cannot write (${
+        err instanceof Error ? err.message : err
+      }); check the folder exists and is writable.`,
+    );
   }
 }

@@ -53,14 +53,20 @@ export async function run(argv: string[]): Promise<void> {
     console.log(HELP);
     return;
   }
-  if (p.positionals.length === 0) throw usageError("lmpipe plot: give at least one RUN (a run folder or a .jsonl log)\nSee 'lmpipe plot --help'.");
+  if (p.positionals.length === 0) {
+    throw usageError(
+      "lmpipe plot: give at least one RUN (a run folder or a .jsonl log)\nSee 'lmpipe plot --help'.",
+    );
+  }
   const axis = str(p, "x", "step");
   if (!["step", "tokens", "time"].includes(axis)) {
     throw usageError(`lmpipe plot: --x must be step, tokens or time, got '${axis}'`);
   }
   const out = str(p, "out");
   const term = bool(p, "term") || out === undefined;
-  if (out === "-" && bool(p, "term")) throw usageError("lmpipe plot: --term and --out - both write to stdout; pick one");
+  if (out === "-" && bool(p, "term")) {
+    throw usageError("lmpipe plot: --term and --out - both write to stdout; pick one");
+  }
   let format: "svg" | "png" | undefined;
   if (out !== undefined) {
     const ext = out === "-" ? ".svg" : extname(out).toLowerCase();
@@ -86,7 +92,9 @@ export async function run(argv: string[]): Promise<void> {
       height: num(p, "plot", "height", 480, { min: 150, max: 8000, integer: true }),
     });
     await writeAtomic(out!, format === "svg" ? renderSvg(spec) : encodePng(renderRaster(spec)));
-    if (out !== "-") info(`plot: wrote ${out} (${runs.length} run${runs.length > 1 ? "s" : ""}, x = ${axis})`);
+    if (out !== "-") {
+      info(`plot: wrote ${out} (${runs.length} run${runs.length > 1 ? "s" : ""}, x = ${axis})`);
+    }
   }
   if (term) {
     const cols = (() => {
