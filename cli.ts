@@ -22,6 +22,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "draw loss curves of runs (SVG, PNG, or Unicode on the terminal)",
     load: () => import("./pipelines/plot/mod.ts"),
   },
+  study: {
+    summary: "train every model for the same wall-clock budget and write the comparison report",
+    load: () => import("./pipelines/study/mod.ts"),
+  },
 };
 
 function usage(): string {

@@ -1,0 +1,434 @@
+// `lmpipe study`: the study's question in one command. Trains each model for the same wall-clock budget
+// on the same data and backend, one after another, each as an ordinary `lmpipe train` run folder (so any
+// run can be resumed or inspected on its own), evaluates each with `lmpipe eval` on the same validation
+// tokens, and writes report.json, report.md and the loss-curve figures.
+//
+// Each train and eval runs as a child process of this same lmpipe: the budget then measures one model's
+// training alone, the peak memory is that process's own, and a model that crashes (e.g. out of memory)
+// is reported as failed without taking the other models down.
+import { join } from "node:path";
+import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
+import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
+import { fmtDuration, info, warn } from "../../lib/log.ts";
+import { VERSION } from "../../lib/version.ts";
+import { encodePng } from "../../lib/plot/png.ts";
+import { renderRaster } from "../../lib/plot/raster.ts";
+import { lossChart, readRun, type RunLog } from "../../lib/plot/runs.ts";
+import { renderSvg } from "../../lib/plot/svg.ts";
+import { writeAtomic } from "../../lib/plot/write.ts";
+import { type ModelResult, renderMarkdown, STUDY_REPORTED, type StudyReport } from "./report.ts";
+
+export const ALL_MODELS = ["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"];
+
+const HELP = `lmpipe study: train every model for the same wall-clock budget and compare them
+
+Usage: lmpipe study --data DIR --budget DURATION --out DIR [options] [-- extra train flags]
+
+Trains each model (one after another, same data, backend, seed and budget) into DIR/<model>/, an
+ordinary 'lmpipe train' run folder with its step log DIR/<model>/log.jsonl; evaluates each with
+'lmpipe eval' on the same validation tokens; writes DIR/report.json, DIR/report.md and the loss
+figures DIR/loss_time.{svg,png}, DIR/loss_step.{svg,png}. Running the same command again resumes:
+finished models are reused, interrupted ones resume from their last checkpoint.
+
+Options:
+  --data DIR        token shards from 'lmpipe tokenize' (with a val split)        (required)
+  --budget DUR      wall-clock training budget per model: 90s, 10m, 2h, 1h30m     (required)
+  --out DIR         study folder                                                   (required)
+  --models LIST     comma-separated models                (default: ${ALL_MODELS.join(",")})
+  --preset NAME     model preset for every model: tiny | small | study/gpt2         (default: small)
+  --backend NAME    auto | webgpu | tensorflow | wasm | cpu                          (default: auto)
+  --seed N          seed for weights and data order                                (default: 1337)
+  --eval-tokens N   validation tokens each model is evaluated on (0 = whole split) (default: 65536)
+  --force           retrain models whose runs are already finished                 (default: off)
+  --json            print report.json to stdout as well                            (default: off)
+  -- FLAGS...       passed to every 'lmpipe train' (e.g. -- --batch-size 8 --precision mixed)
+
+Example:
+  lmpipe study --data data/fixture --preset tiny --budget 20s --out runs/study-fixture
+`;
+
+/** Paths and settings of one study invocation. */
+interface StudyOptions {
+  data: string;
+  budget: number;
+  out: string;
+  models: string[];
+  preset: string;
+  backend: string;
+  seed: number;
+  evalTokens: number;
+  force: boolean;
+  trainExtra: string[];
+}
+
+const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+
+export async function run(argv: string[]): Promise<void> {
+  const dd = argv.indexOf("--");
+  const own = dd >= 0 ? argv.slice(0, dd) : argv;
+  const trainExtra = dd >= 0 ? argv.slice(dd + 1) : [];
+  const p = parseFlags("study", own, {
+    data: { type: "string" },
+    budget: { type: "string" },
+    out: { type: "string", short: "o" },
+    models: { type: "string" },
+    preset: { type: "string" },
+    backend: { type: "string" },
+    seed: { type: "string" },
+    "eval-tokens": { type: "string" },
+    force: { type: "boolean" },
+    json: { type: "boolean" },
+  });
+  if (p.help) {
+    console.log(HELP);
+    return;
+  }
+  if (p.positionals.length) {
+    throw usageError(
+      `lmpipe study: unexpected argument '${p.positionals[0]}' (extra train flags go after '--')`,
+    );
+  }
+  const need = (name: string) => {
+    const v = str(p, name);
+    if (v === undefined) throw usageError(`lmpipe study: --${name} is required\nSee 'lmpipe study --help'.`);
+    return v;
+  };
+  const o: StudyOptions = {
+    data: need("data"),
+    budget: parseDuration("study", "budget", need("budget")),
+    out: need("out"),
+    models: str(p, "models", ALL_MODELS.join(",")).split(",").map((s) => s.trim()).filter(Boolean),
+    preset: str(p, "preset", "small"),
+    backend: str(p, "backend", "auto"),
+    seed: num(p, "study", "seed", 1337, { min: 0, integer: true }),
+    evalTokens: num(p, "study", "eval-tokens", 65536, { min: 0, integer: true }),
+    force: bool(p, "force"),
+    trainExtra,
+  };
+  if (o.budget <= 0) throw usageError("lmpipe study: --budget must be longer than 0s");
+  if (o.models.length === 0) throw usageError("lmpipe study: --models is empty");
+  const unknown = o.models.filter((m) => !ALL_MODELS.includes(m));
+  if (unknown.length) {
+    throw usageError(
+      `lmpipe study: unknown model '${unknown[0]}' in --models; choose from ${ALL_MODELS.join(", ")}`,
+    );
+  }
+  if (new Set(o.models).size !== o.models.length) {
+    throw usageError("lmpipe study: --models lists a model twice");
+  }
+  try {
+    if (!(await Deno.stat(o.data)).isDirectory && !o.data.endsWith(".bin")) {
+      throw inputError(
+        `lmpipe study: --data ${o.data} is not a shard folder; make one with 'lmpipe tokenize ... --out ${o.data}'`,
+      );
+    }
+  } catch (err) {
+    if (err instanceof LmpipeError) throw err;
+    throw inputError(
+      `lmpipe study: --data ${o.data} does not exist; make it with 'lmpipe tokenize ... --out ${o.data}'`,
+    );
+  }
+  await Deno.mkdir(o.out, { recursive: true }).catch((err) => {
+    throw new LmpipeError(`lmpipe study: cannot create --out ${o.out} (${err.message})`, EXIT.output);
+  });
+
+  const results: ModelResult[] = [];
+  for (const [i, model] of o.models.entries()) {
+    info(`study: [${i + 1}/${o.models.length}] ${model}, budget ${fmtDuration(o.budget)}`);
+    results.push(await runModel(model, o));
+    await writeReport(o, results, argv); // a partial report after every model
+  }
+  const report = await writeReport(o, results, argv);
+  info(`study: wrote ${join(o.out, "report.md")} and report.json`);
+  if (bool(p, "json")) console.log(JSON.stringify(report, null, 2));
+  const failed = results.filter((r) => r.status === "failed");
+  if (failed.length === results.length) {
+    throw new LmpipeError(
+      `lmpipe study: every model failed (first: ${failed[0].model}: ${failed[0].error})`,
+      EXIT.training,
+    );
+  }
+}
+
+/** Marker written into a run folder once its training finished, with the budget it ran under. */
+const DONE_FILE = "study_done.json";
+
+async function readJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch {
+    return null;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a child `lmpipe` command; returns its exit code, stdout, the tail of stderr, and its peak memory. */
+async function lmpipe(
+  args: string[],
+  captureStdout: boolean,
+): Promise<{ code: number; stdout: string; stderrTail: string; peak: number | null }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let peak: number | null = null;
+  const poll = setInterval(() => {
+    const v = peakRss(child.pid);
+    if (v !== null) peak = Math.max(peak ?? 0, v);
+  }, 250);
+  const tail: string[] = [];
+  const dec = new TextDecoder();
+  const pumpErr = (async () => {
+    for await (const chunk of child.stderr) {
+      await Deno.stderr.write(chunk); // the child's progress and messages, as they come
+      tail.push(dec.decode(chunk, { stream: true }));
+      while (tail.length > 50) tail.shift();
+    }
+  })();
+  const chunks: Uint8Array[] = [];
+  const pumpOut = (async () => {
+    for await (const chunk of child.stdout) {
+      if (captureStdout) chunks.push(chunk);
+      else await Deno.stderr.write(chunk);
+    }
+  })();
+  const status = await child.status;
+  clearInterval(poll);
+  await Promise.all([pumpErr, pumpOut]);
+  const stdout = dec.decode(concat(chunks));
+  return {
+    code: status.code,
+    stdout,
+    stderrTail: tail.join("").trim().split("\n").slice(-3).join("\n"),
+    peak,
+  };
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) out.set(c, off), off += c.length;
+  return out;
+}
+
+/** Peak resident set size of a process (Linux /proc VmHWM), or null where the OS does not say. */
+function peakRss(pid: number): number | null {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+function trainArgs(model: string, o: StudyOptions, runDir: string, resume: boolean): string[] {
+  return [
+    "train",
+    "--model",
+    model,
+    "--preset",
+    o.preset,
+    "--data",
+    o.data,
+    "--backend",
+    o.backend,
+    "--seed",
+    String(o.seed),
+    "--max-time",
+    `${o.budget}s`,
+    "--out",
+    runDir,
+    "--log",
+    join(runDir, "log.jsonl"),
+    ...(resume ? ["--resume"] : []),
+    ...o.trainExtra,
+  ];
+}
+
+async function runModel(model: string, o: StudyOptions): Promise<ModelResult> {
+  const runDir = join(o.out, model);
+  const result: ModelResult = { model, run_dir: model, status: "failed" };
+  const done = await readJson(join(runDir, DONE_FILE));
+  const reuse = !o.force && done !== null && done.budget_s === o.budget && done.preset === o.preset;
+  if (o.force && await exists(runDir)) await Deno.remove(runDir, { recursive: true });
+  if (reuse) {
+    info(
+      `study: ${model} already trained for ${
+        fmtDuration(o.budget)
+      } in ${runDir}; reusing it (--force retrains)`,
+    );
+    result.resumed = true;
+    result.peak_memory_bytes = (done.peak_memory_bytes as number | null) ?? null;
+  } else {
+    // state.json is the checkpoint's commit marker (lib/checkpoint.ts); a folder without one starts afresh
+    const resume = await exists(join(runDir, "state.json"));
+    if (resume) info(`study: resuming ${model} from its checkpoint in ${runDir}`);
+    result.resumed = resume;
+    const t = await lmpipe(trainArgs(model, o, runDir, resume), false);
+    result.peak_memory_bytes = t.peak;
+    if (t.code !== 0) {
+      result.error = `train exited with ${t.code}: ${t.stderrTail}`;
+      warn(`study: ${model} failed: ${result.error}`);
+      await fillFromLog(result, runDir);
+      return result;
+    }
+    await writeAtomic(
+      join(runDir, DONE_FILE),
+      JSON.stringify({ budget_s: o.budget, preset: o.preset, peak_memory_bytes: t.peak }, null, 2) + "\n",
+    );
+  }
+  await fillFromLog(result, runDir);
+  await fillFromConfig(result, runDir);
+
+  const evalArgs = ["eval", "--ckpt", runDir, "--data", o.data, "--backend", o.backend];
+  if (o.evalTokens > 0) evalArgs.push("--max-tokens", String(o.evalTokens));
+  const e = await lmpipe(evalArgs, true);
+  if (e.code !== 0) {
+    result.error = `eval exited with ${e.code}: ${e.stderrTail}`;
+    warn(`study: ${model} eval failed: ${result.error}`);
+    return result;
+  }
+  const ev = parseEval(e.stdout);
+  if (ev.loss === undefined) {
+    result.error = `eval printed no loss: ${e.stdout.slice(0, 200)}`;
+    return result;
+  }
+  result.val_loss = ev.loss;
+  result.val_tokens = ev.tokens;
+  result.status = "ok";
+  return result;
+}
+
+/** Reads eval's JSON (the last JSON object on stdout): mean cross-entropy and tokens evaluated. */
+export function parseEval(stdout: string): { loss?: number; tokens?: number } {
+  const lines = stdout.trim().split("\n").reverse();
+  for (const line of lines) {
+    try {
+      const j = JSON.parse(line);
+      const loss = [j.loss, j.ce, j.cross_entropy, j.nats_per_token, j.val_loss].find((v) =>
+        typeof v === "number"
+      );
+      const tokens = [j.tokens, j.n_tokens, j.num_tokens].find((v) => typeof v === "number");
+      if (loss !== undefined) return { loss, tokens };
+    } catch { /* not a JSON line */ }
+  }
+  try {
+    const j = JSON.parse(stdout);
+    const loss = [j.loss, j.ce, j.cross_entropy, j.nats_per_token, j.val_loss].find((v) =>
+      typeof v === "number"
+    );
+    return { loss, tokens: [j.tokens, j.n_tokens, j.num_tokens].find((v) => typeof v === "number") };
+  } catch {
+    return {};
+  }
+}
+
+/** Steps, tokens, speed and final train loss from the run's step log. */
+async function fillFromLog(r: ModelResult, runDir: string): Promise<void> {
+  let log: RunLog;
+  try {
+    log = await readRun(runDir);
+  } catch {
+    return;
+  }
+  const recs = log.records;
+  const last = recs[recs.length - 1];
+  r.steps = last.step + 1;
+  if (typeof last.tokens === "number") {
+    const t = recs.map((x) => x.tokens as number);
+    const cumulative = t.every((v, i) => i === 0 || v >= t[i - 1]) && t.length > 1 && t[t.length - 1] > t[0];
+    r.tokens = cumulative ? last.tokens : t.reduce((a, b) => a + (b ?? 0), 0);
+  }
+  if (typeof last.elapsed_s === "number") r.elapsed_s = last.elapsed_s;
+  if (r.tokens !== undefined && r.elapsed_s) r.tokens_per_s = r.tokens / r.elapsed_s;
+  const losses = recs.map((x) => x.loss).filter((v): v is number =>
+    typeof v === "number" && Number.isFinite(v)
+  );
+  const window = Math.min(10, losses.length);
+  if (window) {
+    r.train_loss = losses.slice(-window).reduce((a, b) => a + b, 0) / window;
+    r.train_loss_window = window;
+  }
+}
+
+/** Parameter count and FLOPs per token, from the run's config.json (written by train). */
+async function fillFromConfig(r: ModelResult, runDir: string): Promise<void> {
+  const cfg = await readJson(join(runDir, "config.json"));
+  if (!cfg) return;
+  const pick = (...keys: string[]) => {
+    for (const k of keys) {
+      for (const src of [cfg, cfg.model as Record<string, unknown>, cfg.stats as Record<string, unknown>]) {
+        if (src && typeof src === "object" && typeof src[k] === "number") return src[k] as number;
+      }
+    }
+    return undefined;
+  };
+  r.params = pick("params", "param_count", "paramCount", "n_params");
+  r.flops_per_token = pick("flops_per_token", "flopsPerToken");
+}
+
+async function writeReport(o: StudyOptions, results: ModelResult[], argv: string[]): Promise<StudyReport> {
+  const figures = {
+    step_svg: "loss_step.svg",
+    step_png: "loss_step.png",
+    time_svg: "loss_time.svg",
+    time_png: "loss_time.png",
+  };
+  const runs: RunLog[] = [];
+  for (const r of results) {
+    try {
+      runs.push(await readRun(join(o.out, r.run_dir)));
+    } catch { /* a run that logged nothing has no curve */ }
+  }
+  if (runs.length) {
+    const title = `lmpipe study: preset ${o.preset}, budget ${fmtDuration(o.budget)} per model`;
+    for (const axis of ["step", "time"] as const) {
+      const spec = lossChart(runs, {
+        axis,
+        logY: false,
+        width: 900,
+        height: 520,
+        title,
+        studyMarks: true,
+        vmarks: axis === "time" ? [{ at: o.budget, label: `budget ${fmtDuration(o.budget)}` }] : [],
+      });
+      await writeAtomic(join(o.out, axis === "step" ? figures.step_svg : figures.time_svg), renderSvg(spec));
+      await writeAtomic(
+        join(o.out, axis === "step" ? figures.step_png : figures.time_png),
+        encodePng(renderRaster(spec)),
+      );
+    }
+  }
+  const report: StudyReport = {
+    lmpipe: VERSION,
+    created: new Date().toISOString(),
+    command: ["lmpipe", "study", ...argv].map(shellQuote).join(" "),
+    data: o.data,
+    preset: o.preset,
+    budget_s: o.budget,
+    backend: o.backend,
+    seed: o.seed,
+    eval_max_tokens: o.evalTokens,
+    models: results,
+    figures,
+    study_reported: STUDY_REPORTED,
+    notes: [],
+  };
+  await writeAtomic(join(o.out, "report.json"), JSON.stringify(report, null, 2) + "\n");
+  await writeAtomic(join(o.out, "report.md"), renderMarkdown(report));
+  return report;
+}
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
