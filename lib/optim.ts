@@ -1,0 +1,144 @@
+// The optimiser side of training, independent of any model: AdamW with decoupled weight decay (the
+// update PyTorch's torch.optim.AdamW makes, which nanoGPT uses), the learning-rate schedules, and the
+// global gradient norm used for clipping and for the loss scaler's overflow check.
+import { tf } from "./tensor/backend.ts";
+
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Which parameters get weight decay (the model decides: matrices and embeddings, not biases/norms). */
+  decays: (name: string) => boolean;
+}
+
+export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+
+/**
+ * AdamW over named variables. Per parameter p with gradient g at update t (t counts applied updates):
+ *   p <- p * (1 - lr * wd)                       (only where decays(name))
+ *   m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+ *   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * The moments are tensors named `exp_avg.<param>` / `exp_avg_sq.<param>` when saved (as PyTorch names them).
+ */
+export class AdamW {
+  /** Number of updates applied so far (skipped steps do not count). */
+  t = 0;
+  readonly m = new Map<string, tf.Variable>();
+  readonly v = new Map<string, tf.Variable>();
+
+  constructor(readonly params: Map<string, tf.Variable>, readonly opts: AdamWOptions) {
+    for (const [name, p] of params) {
+      this.m.set(name, tf.variable(tf.zerosLike(p), false));
+      this.v.set(name, tf.variable(tf.zerosLike(p), false));
+    }
+  }
+
+  /** Applies one update with gradients `grads` (by parameter name), each multiplied by `gradScale` first. */
+  step(grads: Map<string, tf.Tensor>, lr: number, gradScale = 1): void {
+    this.t += 1;
+    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const bc1 = 1 - Math.pow(beta1, this.t);
+    const bc2 = 1 - Math.pow(beta2, this.t);
+    const stepSize = lr / bc1;
+    const sqrtBc2 = Math.sqrt(bc2);
+    for (const [name, p] of this.params) {
+      const g0 = grads.get(name);
+      if (!g0) throw new Error(`AdamW: no gradient for parameter '${name}'`);
+      const m = this.m.get(name)!, v = this.v.get(name)!;
+      tf.tidy(() => {
+        const g = gradScale === 1 ? g0 : tf.mul(g0, gradScale);
+        const m1 = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
+        const v1 = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
+        const decayed = weightDecay > 0 && this.opts.decays(name) ? tf.mul(p, 1 - lr * weightDecay) : p;
+        const denom = tf.add(tf.div(tf.sqrt(v1), sqrtBc2), eps);
+        const p1 = tf.sub(decayed, tf.mul(tf.div(m1, denom), stepSize));
+        m.assign(m1);
+        v.assign(v1);
+        p.assign(p1);
+      });
+    }
+  }
+
+  /** Moment tensors by their saved names. */
+  stateTensors(): Map<string, tf.Variable> {
+    const out = new Map<string, tf.Variable>();
+    for (const [name, t] of this.m) out.set(`exp_avg.${name}`, t);
+    for (const [name, t] of this.v) out.set(`exp_avg_sq.${name}`, t);
+    return out;
+  }
+
+  /** Restores moments saved by stateTensors() (values as flat float32 arrays by saved name). */
+  loadState(t: number, tensors: Map<string, { shape: number[]; data: Float32Array }>): void {
+    for (const [name, variable] of this.stateTensors()) {
+      const saved = tensors.get(name);
+      if (!saved) throw new Error(`optimizer state has no tensor '${name}'`);
+      if (saved.shape.join(",") !== variable.shape.join(",")) {
+        throw new Error(`optimizer state '${name}' has shape [${saved.shape}], expected [${variable.shape}]`);
+      }
+      variable.assign(tf.tensor(saved.data, variable.shape, "float32"));
+    }
+    this.t = t;
+  }
+
+  dispose(): void {
+    for (const t of this.m.values()) t.dispose();
+    for (const t of this.v.values()) t.dispose();
+  }
+}
+
+export type ScheduleName = "cosine" | "onecycle";
+
+export interface ScheduleOptions {
+  schedule: ScheduleName;
+  /** Peak learning rate. */
+  lr: number;
+  /** Final learning rate. */
+  minLr: number;
+  /** Steps of the rising phase. */
+  warmup: number;
+  /** Step at which the decay reaches minLr (stays there after). */
+  decaySteps: number;
+}
+
+/**
+ * Learning rate for step `it` (0-based).
+ * cosine (nanoGPT): linear warm-up lr*(it+1)/(warmup+1), then cosine from lr down to minLr at decaySteps.
+ * onecycle: cosine rise from lr/25 to lr over the warm-up, then cosine fall to minLr at decaySteps.
+ */
+export function learningRate(it: number, o: ScheduleOptions): number {
+  const half = (from: number, to: number, ratio: number) =>
+    to + 0.5 * (1 + Math.cos(Math.PI * Math.min(1, Math.max(0, ratio)))) * (from - to);
+  if (o.schedule === "onecycle") {
+    if (it < o.warmup) return half(o.lr, o.lr / 25, 1 - it / o.warmup);
+    if (it >= o.decaySteps) return o.minLr;
+    return half(o.lr, o.minLr, (it - o.warmup) / Math.max(1, o.decaySteps - o.warmup));
+  }
+  if (it < o.warmup) return (o.lr * (it + 1)) / (o.warmup + 1);
+  if (it >= o.decaySteps) return o.minLr;
+  return half(o.lr, o.minLr, (it - o.warmup) / Math.max(1, o.decaySteps - o.warmup));
+}
+
+/**
+ * Sum of squares of all `tensors` as one scalar: a sum per tensor, then pairwise additions (webgpu's
+ * addN with 8 or more inputs sums only the first 7). Any inf/NaN element makes the result non-finite,
+ * so this one reduction is also the overflow check.
+ */
+export function sumOfSquares(tensors: tf.Tensor[], scale = 1): tf.Scalar {
+  return tf.tidy(() => {
+    let parts: tf.Tensor[] = tensors.map((g) => tf.sum(tf.square(scale === 1 ? g : tf.mul(g, scale))));
+    if (parts.length === 0) return tf.scalar(0);
+    while (parts.length > 1) {
+      const next: tf.Tensor[] = [];
+      for (let i = 0; i < parts.length; i += 2) next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+      parts = next;
+    }
+    return parts[0] as tf.Scalar;
+  });
+}
+
+/** Factor that scales gradients of global norm `norm` down to at most `maxNorm` (PyTorch clip_grad_norm_). */
+export function clipCoefficient(norm: number, maxNorm: number): number {
+  if (!(maxNorm > 0)) return 1;
+  return Math.min(1, maxNorm / (norm + 1e-6));
+}

@@ -1,0 +1,335 @@
+// The training engine: one loop for every model family. It only uses the LanguageModel contract
+// (lib/models/types.ts): gradient accumulation, mixed precision through dynamic loss scaling and the
+// model's {precision} forward option, global-norm clipping, the learning-rate schedule, the step/time
+// budget, periodic evaluation, atomic checkpoints (periodic, at the end and on SIGINT/SIGTERM), the JSON
+// step log, and a stop with exit code 5 when an fp32 loss turns NaN (the last good checkpoint is kept).
+import { EXIT, LmpipeError } from "./errors.ts";
+import { fmtCount, fmtDuration, info, progress, stderrIsTTY } from "./log.ts";
+import { AdamW, ADAMW_DEFAULTS, clipCoefficient, learningRate, type ScheduleName, sumOfSquares } from "./optim.ts";
+import { LossScaler } from "./loss_scale.ts";
+import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import type { Batch, WindowSampler } from "./sampler.ts";
+import type { LanguageModel, Precision } from "./models/types.ts";
+import { readData, tf } from "./tensor/backend.ts";
+
+export interface TrainOptions {
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  minLr: number;
+  warmup: number;
+  /** Step at which the schedule reaches minLr. */
+  decaySteps: number;
+  schedule: ScheduleName;
+  weightDecay: number;
+  /** Clip the global gradient norm to this (0 = no clipping). */
+  gradClip: number;
+  /** Stop after this many steps (null: no step limit). */
+  maxSteps: number | null;
+  /** Stop once this much wall-clock time (seconds, resumed time included) has passed (null: none). */
+  maxTimeS: number | null;
+  precision: Precision;
+  scaleWindow: number;
+  initScale?: number;
+  /** Save every N steps (0: only at the end and on signals). */
+  ckptEvery: number;
+  /** Evaluate every N steps (0: only at the end). */
+  evalEvery: number;
+  evalIters: number;
+  seed: number;
+}
+
+/** One JSON log line (the fields plots and people read). */
+export interface StepLog {
+  step: number;
+  loss: number | null;
+  lr: number;
+  grad_norm: number | null;
+  loss_scale: number;
+  skipped: boolean;
+  tokens: number;
+  tokens_per_s: number;
+  ms_per_step: number;
+  elapsed_s: number;
+  val_loss?: number;
+}
+
+export interface TrainRun {
+  model: LanguageModel;
+  train: WindowSampler;
+  val: WindowSampler;
+  /** Run folder for checkpoints. */
+  out: string;
+  /** Content of config.json (model, tokenizer, training options). */
+  config: Record<string, unknown>;
+  /** Checkpoint to continue from (its weights must already be loaded into `model`). */
+  resume?: LoadedCheckpoint;
+  /** Receives every step's record (JSON log file, stdout). */
+  log?: (rec: StepLog) => void;
+  /** Listen for SIGINT/SIGTERM (the CLI does; tests need not). */
+  handleSignals?: boolean;
+  /** Test hook: asked after every step; true stops the run as a signal would (save, exit 130). */
+  stopAfterStep?: (step: number) => boolean;
+  /** Quiet: no human lines on stderr. */
+  quiet?: boolean;
+}
+
+export interface TrainResult {
+  steps: number;
+  lastLoss: number | null;
+  lastValLoss: number | null;
+  tokensSeen: number;
+  elapsedS: number;
+  losses: number[];
+}
+
+/** Mean validation loss over fixed batches (one host read). */
+export async function evaluateBatches(model: LanguageModel, batches: Batch[], precision: Precision): Promise<number> {
+  const parts: tf.Scalar[] = [];
+  for (const b of batches) {
+    parts.push(tf.tidy(() => {
+      const x = tf.tensor2d(b.x, [b.batchSize, b.context], "int32");
+      const y = tf.tensor2d(b.y, [b.batchSize, b.context], "int32");
+      return model.loss(x, y, { precision, training: false });
+    }));
+  }
+  const stacked = tf.stack(parts);
+  const values = await readData(stacked);
+  stacked.dispose();
+  parts.forEach((p) => p.dispose());
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+function pairwiseSum(ts: tf.Tensor[]): tf.Tensor {
+  let parts = ts;
+  while (parts.length > 1) {
+    const next: tf.Tensor[] = [];
+    for (let i = 0; i < parts.length; i += 2) next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+    parts = next;
+  }
+  return parts[0];
+}
+
+export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainResult> {
+  const { model, train, val } = run;
+  const names = [...model.params.keys()];
+  const vars = names.map((n) => model.params.get(n)!);
+  const varName = new Map(vars.map((v, i) => [v.name, names[i]]));
+  const optimizer = new AdamW(model.params, {
+    ...ADAMW_DEFAULTS,
+    weightDecay: o.weightDecay,
+    decays: (n) => model.decays(n),
+  });
+  const scaler = new LossScaler({ enabled: o.precision === "mixed", window: o.scaleWindow, initScale: o.initScale });
+  let step = 0, tokensSeen = 0, elapsedBefore = 0, lastLoss: number | null = null;
+  if (run.resume?.state) {
+    const s = run.resume.state;
+    step = s.step;
+    tokensSeen = s.tokensSeen;
+    elapsedBefore = s.elapsedS;
+    lastLoss = s.lastLoss ?? null;
+    scaler.load(s.lossScale);
+    train.load({ rng: s.rng });
+    if (!run.resume.optimizer) throw new LmpipeError(`${run.resume.dir}: optimizer state was not loaded`);
+    optimizer.loadState(s.optimizerStep, run.resume.optimizer);
+  }
+  const B = o.batchSize, T = train.context;
+  const tokensPerStep = B * T * o.gradAccum;
+  const startedAt = performance.now();
+  const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
+  const valBatches = await val.fixedBatches(o.evalIters, B);
+  let lastSaved = run.resume?.state?.step ?? -1;
+  let lastValLoss: number | null = null;
+  const losses: number[] = [];
+
+  const state = (): TrainState => ({
+    step,
+    optimizerStep: optimizer.t,
+    lossScale: scaler.state(),
+    rng: train.rng.state(),
+    sampler: { shards: train.shards.map((s) => ({ path: s.info.path, tokens: s.tokens })) },
+    elapsedS: elapsed(),
+    tokensSeen,
+    lastLoss: lastLoss ?? undefined,
+  });
+  const save = async () => {
+    const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
+    await saveCheckpoint(run.out, { params: model.params, optimizer: optState, config: run.config, state: state() });
+    lastSaved = step;
+  };
+
+  // Signals: the first asks the loop to stop after the current step and save; a second exits at once
+  // (the last completed checkpoint stays intact, since saves are atomic).
+  let stopSignal: string | null = null;
+  const listeners: [Deno.Signal, () => void][] = [];
+  if (run.handleSignals) {
+    for (const sig of ["SIGINT", "SIGTERM"] as Deno.Signal[]) {
+      const fn = () => {
+        if (stopSignal) {
+          info(`${sig} again: exiting without saving (the last checkpoint in ${run.out} is intact)`);
+          Deno.exit(EXIT.interrupted);
+        }
+        stopSignal = sig;
+        if (!run.quiet) info(`${sig}: finishing step ${step + 1}, then saving a checkpoint (press again to abort)`);
+      };
+      try {
+        Deno.addSignalListener(sig, fn);
+        listeners.push([sig, fn]);
+      } catch { /* signal not supported on this platform */ }
+    }
+  }
+
+  try {
+    const done = () =>
+      (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS);
+    while (!done()) {
+      const t0 = performance.now();
+      const lr = learningRate(step, o);
+      const S = scaler.scale;
+      // Forward/backward over the micro-batches; gradients summed on the device.
+      let acc: tf.Tensor[] | null = null;
+      const lossParts: tf.Tensor[] = [];
+      for (let micro = 0; micro < o.gradAccum; micro++) {
+        const batch = await train.next(B);
+        const { value, grads } = tf.tidy(() => {
+          const x = tf.tensor2d(batch.x, [B, T], "int32");
+          const y = tf.tensor2d(batch.y, [B, T], "int32");
+          return tf.variableGrads(
+            () => tf.mul(model.loss(x, y, { precision: o.precision, training: true }), S / o.gradAccum) as tf.Scalar,
+            vars,
+          );
+        });
+        lossParts.push(value);
+        const g = vars.map((v) => {
+          const t = grads[v.name];
+          if (!t) throw new LmpipeError(`model parameter '${varName.get(v.name)}' received no gradient`);
+          return t;
+        });
+        if (acc === null) acc = g;
+        else {
+          const prev: tf.Tensor[] = acc;
+          acc = prev.map((a, i) => tf.add(a, g[i]));
+          prev.forEach((t) => t.dispose());
+          g.forEach((t) => t.dispose());
+        }
+      }
+      // One reduction over all gradients (norm and overflow check) and one host read per step.
+      const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
+      const [sqVal, scaledLoss] = await readData(both);
+      both.dispose(), lossParts.forEach((t) => t.dispose());
+      const loss = scaledLoss / S;
+      const gradNorm = Math.sqrt(sqVal);
+      const finite = Number.isFinite(sqVal) && Number.isFinite(loss);
+      if (!finite && o.precision === "fp32") {
+        acc!.forEach((t) => t.dispose());
+        run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0));
+        throw new LmpipeError(
+          `training diverged: the loss is ${loss} (gradient norm ${gradNorm}) at step ${step + 1}. ` +
+            (lastSaved >= 0
+              ? `The last good checkpoint (step ${lastSaved}) in ${run.out} is kept. `
+              : "No checkpoint was saved before this step. ") +
+            `Lower --lr, keep --grad-clip on, or lengthen --warmup.`,
+          EXIT.training,
+        );
+      }
+      const skipped = scaler.update(finite);
+      if (!skipped) {
+        const coef = clipCoefficient(gradNorm, o.gradClip);
+        const gmap = new Map(names.map((n, i) => [n, acc![i]]));
+        optimizer.step(gmap, lr, coef / S);
+      }
+      acc!.forEach((t) => t.dispose());
+      if (scaler.collapsed()) {
+        throw new LmpipeError(
+          `training diverged: the loss scale fell to ${scaler.scale} after ${scaler.skippedSteps} skipped steps ` +
+            `(gradients overflow even unscaled) at step ${step + 1}. The last good checkpoint in ${run.out} is kept. ` +
+            `Lower --lr or train with --precision fp32.`,
+          EXIT.training,
+        );
+      }
+      step += 1;
+      tokensSeen += tokensPerStep;
+      if (finite) lastLoss = loss;
+      losses.push(loss);
+      const ms = performance.now() - t0;
+      const rec = record(step, finite ? loss : null, lr, finite ? gradNorm : null, S, skipped, ms, tokensPerStep);
+      const isLast = done();
+      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
+        rec.val_loss = lastValLoss = await evaluateBatches(model, valBatches, o.precision);
+      }
+      rec.elapsed_s = round(elapsed(), 3);
+      run.log?.(rec);
+      if (!run.quiet) report(rec, o);
+      const stopRequested = stopSignal !== null || (run.stopAfterStep?.(step) ?? false);
+      if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
+      if (stopRequested) {
+        throw new LmpipeError(
+          `interrupted${stopSignal ? ` by ${stopSignal}` : ""} after step ${step}; checkpoint saved in ${run.out}. ` +
+            `Continue with --resume.`,
+          EXIT.interrupted,
+        );
+      }
+    }
+    if (lastSaved !== step) await save(); // e.g. a resumed run that was already at its budget
+  } finally {
+    for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
+    optimizer.dispose();
+  }
+  return { steps: step, lastLoss, lastValLoss, tokensSeen, elapsedS: elapsed(), losses };
+
+  function record(
+    s: number,
+    loss: number | null,
+    lr: number,
+    gradNorm: number | null,
+    scale: number,
+    skipped: boolean,
+    ms: number,
+    tokens: number,
+  ): StepLog {
+    return {
+      step: s,
+      loss,
+      lr,
+      grad_norm: gradNorm === null ? null : round(gradNorm, 6),
+      loss_scale: scale,
+      skipped,
+      tokens: tokensSeen,
+      tokens_per_s: ms > 0 ? round((tokens * 1000) / ms, 1) : 0,
+      ms_per_step: round(ms, 1),
+      elapsed_s: round(elapsed(), 3),
+    };
+  }
+
+  function report(r: StepLog, o: TrainOptions): void {
+    const total = o.maxSteps !== null ? `/${o.maxSteps}` : "";
+    const parts = [
+      `step ${r.step}${total}`,
+      `loss ${r.loss === null ? "nan" : r.loss.toFixed(4)}`,
+      r.val_loss !== undefined ? `val ${r.val_loss.toFixed(4)}` : "",
+      `lr ${r.lr.toExponential(2)}`,
+      `norm ${r.grad_norm === null ? "nan" : r.grad_norm.toFixed(3)}`,
+      o.precision === "mixed" ? `scale ${r.loss_scale}${r.skipped ? " SKIPPED" : ""}` : "",
+      `${fmtCount(Math.round(r.tokens_per_s))} tok/s`,
+      `${Math.round(r.ms_per_step)} ms`,
+      fmtDuration(r.elapsed_s),
+    ].filter((s) => s);
+    info(parts.join(" | "));
+    if (stderrIsTTY) {
+      const frac = o.maxSteps !== null
+        ? r.step / o.maxSteps
+        : o.maxTimeS !== null
+        ? r.elapsed_s / o.maxTimeS
+        : 0;
+      const width = 30, filled = Math.round(Math.min(1, frac) * width);
+      progress(`[${"#".repeat(filled)}${".".repeat(width - filled)}] ${(frac * 100).toFixed(0)}% step ${r.step}${total}`);
+    }
+  }
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
