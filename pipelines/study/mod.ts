@@ -9,12 +9,13 @@
 import { join } from "node:path";
 import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
-import { fmtDuration, info, warn } from "../../lib/log.ts";
+import { fmtDuration, info, stderrIsTTY, warn } from "../../lib/log.ts";
 import { VERSION } from "../../lib/version.ts";
 import { encodePng } from "../../lib/plot/png.ts";
 import { renderRaster } from "../../lib/plot/raster.ts";
 import { lossChart, readRun, type RunLog } from "../../lib/plot/runs.ts";
 import { renderSvg } from "../../lib/plot/svg.ts";
+import { renderTerm } from "../../lib/plot/term.ts";
 import { writeAtomic } from "../../lib/plot/write.ts";
 import { type ModelResult, renderMarkdown, STUDY_REPORTED, type StudyReport } from "./report.ts";
 
@@ -140,6 +141,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const report = await writeReport(o, results, argv);
   info(`study: wrote ${join(o.out, "report.md")} and report.json`);
+  if (stderrIsTTY) await showCurves(o, results);
   if (bool(p, "json")) console.log(JSON.stringify(report, null, 2));
   const failed = results.filter((r) => r.status === "failed");
   if (failed.length === results.length) {
@@ -343,7 +345,7 @@ async function fillFromLog(r: ModelResult, runDir: string): Promise<void> {
   }
   const recs = log.records;
   const last = recs[recs.length - 1];
-  r.steps = last.step + 1;
+  r.steps = last.step; // train logs the step count after each update (1, 2, ...)
   if (typeof last.tokens === "number") {
     const t = recs.map((x) => x.tokens as number);
     const cumulative = t.every((v, i) => i === 0 || v >= t[i - 1]) && t.length > 1 && t[t.length - 1] > t[0];
@@ -427,6 +429,19 @@ async function writeReport(o: StudyOptions, results: ModelResult[], argv: string
   await writeAtomic(join(o.out, "report.json"), JSON.stringify(report, null, 2) + "\n");
   await writeAtomic(join(o.out, "report.md"), renderMarkdown(report));
   return report;
+}
+
+/** On a terminal, the loss curves against time, drawn with Unicode on stderr. */
+async function showCurves(o: StudyOptions, results: ModelResult[]): Promise<void> {
+  const runs: RunLog[] = [];
+  for (const r of results) await readRun(join(o.out, r.run_dir)).then((x) => runs.push(x), () => {});
+  if (!runs.length) return;
+  const spec = lossChart(runs, { axis: "time", logY: false, width: 0, height: 0, studyMarks: false });
+  let cols = 80;
+  try {
+    cols = Math.min(120, Deno.consoleSize().columns);
+  } catch { /* no console size: keep 80 */ }
+  await Deno.stderr.write(new TextEncoder().encode(renderTerm(spec, { width: cols, height: 18, color: true })));
 }
 
 function shellQuote(s: string): string {
