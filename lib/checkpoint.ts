@@ -170,6 +170,8 @@ export interface TrainState {
   elapsedS: number;
   tokensSeen: number;
   lastLoss?: number;
+  /** The schedule's resolved shape (kept on resume). */
+  schedule?: { warmup: number; decaySteps: number };
 }
 
 export interface StateFile extends TrainState {

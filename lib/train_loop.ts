@@ -17,9 +17,13 @@ export interface TrainOptions {
   gradAccum: number;
   lr: number;
   minLr: number;
-  warmup: number;
-  /** Step at which the schedule reaches minLr. */
-  decaySteps: number;
+  /** Warm-up steps; null: 2000 (nanoGPT), or a tenth of the decay steps when that is smaller. */
+  warmup: number | null;
+  /**
+   * Step at which the schedule reaches minLr; null: --max-steps, or, with only a time budget, estimated
+   * from the time of the first steps (then fixed and saved, so a resumed run keeps it).
+   */
+  decaySteps: number | null;
   schedule: ScheduleName;
   weightDecay: number;
   /** Clip the global gradient norm to this (0 = no clipping). */
@@ -141,6 +145,21 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
   const valBatches = await val.fixedBatches(o.evalIters, B);
   let lastSaved = run.resume?.state?.step ?? -1;
+  // The schedule's shape, fixed once known (see TrainOptions.warmup/decaySteps).
+  const stored = run.resume?.state?.schedule;
+  let decaySteps: number | null = o.decaySteps ?? stored?.decaySteps ?? o.maxSteps;
+  let warmup: number | null = o.warmup ?? stored?.warmup ?? null;
+  const autoWarmup = (d: number) => Math.min(DEFAULT_WARMUP, Math.ceil(d / 10));
+  if (decaySteps !== null && warmup === null) warmup = autoWarmup(decaySteps);
+  const stepTimes: number[] = [];
+  const schedule = () => ({
+    schedule: o.schedule,
+    lr: o.lr,
+    minLr: o.minLr,
+    // before a time-budget run knows its length: a provisional warm-up, no decay yet
+    warmup: warmup ?? DEFAULT_WARMUP,
+    decaySteps: decaySteps ?? Number.MAX_SAFE_INTEGER,
+  });
   let lastValLoss: number | null = null;
   const losses: number[] = [];
 
@@ -153,6 +172,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     elapsedS: elapsed(),
     tokensSeen,
     lastLoss: lastLoss ?? undefined,
+    schedule: decaySteps !== null && warmup !== null ? { warmup, decaySteps } : undefined,
   });
   const save = async () => {
     const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
@@ -186,7 +206,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS);
     while (!done()) {
       const t0 = performance.now();
-      const lr = learningRate(step, o);
+      const lr = learningRate(step, schedule());
       const S = scaler.scale;
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
@@ -254,6 +274,16 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       if (finite) lastLoss = loss;
       losses.push(loss);
       const ms = performance.now() - t0;
+      if (decaySteps === null && o.maxTimeS !== null) {
+        // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
+        stepTimes.push(ms);
+        if (stepTimes.length === ESTIMATE_AFTER) {
+          const per = stepTimes.slice(1).reduce((a, b) => a + b, 0) / (ESTIMATE_AFTER - 1) / 1000;
+          decaySteps = Math.max(step + 1, step + Math.floor((o.maxTimeS - elapsed()) / per));
+          if (warmup === null) warmup = Math.max(step, autoWarmup(decaySteps));
+          if (!run.quiet) info(`schedule: about ${decaySteps} steps fit --max-time; warm-up ${warmup}, decay to step ${decaySteps}`);
+        }
+      }
       const rec = record(step, finite ? loss : null, lr, finite ? gradNorm : null, S, skipped, ms, tokensPerStep);
       const isLast = done();
       if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
@@ -328,6 +358,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     }
   }
 }
+
+const DEFAULT_WARMUP = 2000;
+/** Steps timed before a time-budget run estimates its length. */
+const ESTIMATE_AFTER = 4;
 
 function round(x: number, digits: number): number {
   const f = 10 ** digits;
