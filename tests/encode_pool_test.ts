@@ -81,13 +81,13 @@ Deno.test("encodeOrdered: streams in source order with bounded in-flight text", 
   for (const workers of [0, 2]) {
     const pool = EncodePool.create(workers);
     let pulled = 0, yielded = 0, maxAhead = 0;
-    async function* source() {
+    const source = async function* () {
       for (const d of docs) {
         pulled++;
         maxAhead = Math.max(maxAhead, pulled - yielded);
         yield d;
       }
-    }
+    };
     try {
       const got: Uint16Array[] = [];
       for await (const ids of pool.encodeOrdered(source(), { batchChars: 1000, maxInFlightChars: 4000 })) {
