@@ -1,0 +1,343 @@
+// The per-position CNNs of the image models (vgg9, vgg-wide, resnet): every token position's image is
+// read on its own, so nothing here may mix positions. That rules out BatchNorm (the study's code took
+// its statistics over all B·T images of a batch, which leaks later positions into earlier ones);
+// instead each conv is followed by an "image norm": a LayerNorm over one image's own H, W and C
+// (GroupNorm with one group) with a learned per-channel scale and shift. The CNN can run in chunks of
+// images with gradient checkpointing (cnnCheckpointed): the backward pass recomputes one chunk at a
+// time, so peak memory grows with the chunk, not with B·T.
+import { tf } from "../tensor/backend.ts";
+
+export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
+export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
+export type CnnNorm = "image" | "none";
+
+export interface CnnConfig {
+  kind: CnnKind;
+  /** Input channels (the image channels C of the mapping). */
+  inChannels: number;
+  /** Image height and width. */
+  height: number;
+  width: number;
+  /** Base width (64 in the study); the other widths scale with it. */
+  baseWidth: number;
+  /** vgg9: number of convs (9); resnet: residual blocks per stage (4); vgg-wide: unused. */
+  depth: number;
+  /** Explicit output widths of every conv (vgg9 / vgg-wide only); overrides baseWidth and depth. */
+  widths?: number[];
+  norm: CnnNorm;
+}
+
+/** How to initialise a parameter: normal(0, std), zeros or ones. */
+export type InitSpec = { kind: "normal"; std: number } | { kind: "zeros" } | { kind: "ones" };
+
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  init: InitSpec;
+  /** AdamW weight decay: conv kernels yes, norm scales/shifts and biases no. */
+  decay: boolean;
+}
+
+const EPS = 1e-5;
+
+/** One conv of a plain VGG stack: its output width (input = previous width). */
+interface ConvLayer {
+  prefix: string;
+  inC: number;
+  outC: number;
+  stride: number;
+  kernel: number;
+}
+
+/** A residual block: conv3x3(stride) -> norm -> relu -> conv3x3 -> norm, plus skip, then relu. */
+interface ResBlock {
+  prefix: string;
+  inC: number;
+  outC: number;
+  stride: number;
+}
+
+/** Output widths of the convs of a VGG-style CNN. */
+export function vggWidths(cfg: CnnConfig): number[] {
+  if (cfg.widths && cfg.widths.length > 0) return cfg.widths.slice();
+  const w = cfg.baseWidth;
+  if (cfg.kind === "vgg9") return Array(cfg.depth).fill(w);
+  if (cfg.kind === "vgg-wide") {
+    // conv C->64; 3 convs 64->64 and one 64->128; 3 convs 128->128; 3 convs 128->128, the last to 256
+    return [w, w, w, w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 4 * w];
+  }
+  throw new Error(`vggWidths: '${cfg.kind}' is not a VGG-style CNN`);
+}
+
+/** Residual stages of the resnet: widths 64, 128, 512, 1024 (times baseWidth/64). */
+function resnetPlan(cfg: CnnConfig): ResBlock[] {
+  const w = cfg.baseWidth;
+  const stages = [w, 2 * w, 8 * w, 16 * w];
+  const blocks: ResBlock[] = [];
+  // As the study's Resnet3: stage s has `depth` blocks; the last block of stages 0..2 widens to the
+  // next stage's width with stride 2 (64 -> 128 -> 512 -> 1024), so the image shrinks three times.
+  for (let s = 0; s < 3; s++) {
+    for (let b = 0; b < cfg.depth; b++) {
+      const last = b === cfg.depth - 1;
+      blocks.push({
+        prefix: `cnn.s${s}.b${b}`,
+        inC: stages[s],
+        outC: last ? stages[s + 1] : stages[s],
+        stride: last ? 2 : 1,
+      });
+    }
+  }
+  return blocks;
+}
+
+/** The number of features the CNN hands to the head (after global average pooling). */
+export function cnnOutWidth(cfg: CnnConfig): number {
+  if (cfg.kind === "resnet") return 16 * cfg.baseWidth;
+  const ws = vggWidths(cfg);
+  return ws[ws.length - 1];
+}
+
+function vggLayers(cfg: CnnConfig): ConvLayer[] {
+  let inC = cfg.inChannels;
+  return vggWidths(cfg).map((outC, i) => {
+    const l = { prefix: `cnn.${i}`, inC, outC, stride: 1, kernel: 3 };
+    inC = outC;
+    return l;
+  });
+}
+
+function convSpecs(l: ConvLayer, norm: CnnNorm, out: ParamSpec[], normName = "norm", convName = "w"): void {
+  const fanIn = l.kernel * l.kernel * l.inC;
+  out.push({
+    name: `${l.prefix}.${convName}`,
+    shape: [l.kernel, l.kernel, l.inC, l.outC],
+    init: { kind: "normal", std: Math.sqrt(2 / fanIn) }, // He init for ReLU nets
+    decay: true,
+  });
+  if (norm === "image") {
+    out.push({ name: `${l.prefix}.${normName}.g`, shape: [l.outC], init: { kind: "ones" }, decay: false });
+    out.push({ name: `${l.prefix}.${normName}.b`, shape: [l.outC], init: { kind: "zeros" }, decay: false });
+  } else {
+    // without a norm the conv keeps its bias
+    out.push({
+      name: `${l.prefix}.${convName}.bias`,
+      shape: [l.outC],
+      init: { kind: "zeros" },
+      decay: false,
+    });
+  }
+}
+
+/** Every parameter of the CNN, by name, in a stable order. */
+export function cnnParamSpecs(cfg: CnnConfig): ParamSpec[] {
+  const out: ParamSpec[] = [];
+  if (cfg.kind !== "resnet") {
+    for (const l of vggLayers(cfg)) convSpecs(l, cfg.norm, out);
+    return out;
+  }
+  convSpecs(
+    { prefix: "cnn.stem", inC: cfg.inChannels, outC: cfg.baseWidth, stride: 1, kernel: 3 },
+    cfg.norm,
+    out,
+  );
+  for (const b of resnetPlan(cfg)) {
+    convSpecs(
+      { prefix: b.prefix, inC: b.inC, outC: b.outC, stride: b.stride, kernel: 3 },
+      cfg.norm,
+      out,
+      "norm1",
+      "conv1",
+    );
+    convSpecs(
+      { prefix: b.prefix, inC: b.outC, outC: b.outC, stride: 1, kernel: 3 },
+      cfg.norm,
+      out,
+      "norm2",
+      "conv2",
+    );
+    if (b.inC !== b.outC || b.stride !== 1) {
+      convSpecs(
+        { prefix: b.prefix, inC: b.inC, outC: b.outC, stride: b.stride, kernel: 1 },
+        cfg.norm,
+        out,
+        "skipnorm",
+        "skip",
+      );
+    }
+  }
+  return out;
+}
+
+/** Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine. */
+export function imageNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
+  const { mean, variance } = tf.moments(x, [1, 2, 3], true);
+  const xhat = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, EPS)));
+  return tf.add(tf.mul(xhat, g), b) as tf.Tensor4D;
+}
+
+type Params = Map<string, tf.Tensor> | Record<string, tf.Tensor>;
+
+function get(p: Params, name: string): tf.Tensor {
+  const t = p instanceof Map ? p.get(name) : p[name];
+  if (!t) throw new Error(`cnn: missing parameter '${name}'`);
+  return t;
+}
+
+/** conv (+ norm or + bias); no activation. */
+function convNorm(
+  p: Params,
+  x: tf.Tensor4D,
+  prefix: string,
+  stride: number,
+  norm: CnnNorm,
+  convName = "w",
+  normName = "norm",
+): tf.Tensor4D {
+  const y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, "same");
+  if (norm === "image") {
+    return imageNorm(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`));
+  }
+  return tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
+}
+
+/** A hook applied at every layer boundary (mixed precision rounds activations to fp16 here). */
+export type Boundary = (t: tf.Tensor) => tf.Tensor;
+const identity: Boundary = (t) => t;
+
+/**
+ * The CNN on images [N, H, W, C] (NHWC): convs, global average pooling, returns features [N, F].
+ * Each image is processed independently of every other (per-image norm only).
+ */
+export function cnnForward(
+  cfg: CnnConfig,
+  p: Params,
+  images: tf.Tensor4D,
+  boundary: Boundary = identity,
+): tf.Tensor2D {
+  let x = images;
+  if (cfg.kind !== "resnet") {
+    for (const l of vggLayers(cfg)) {
+      x = boundary(tf.relu(convNorm(p, x, l.prefix, 1, cfg.norm))) as tf.Tensor4D;
+    }
+  } else {
+    // the study's stem has no ReLU after its norm; we keep that
+    x = boundary(convNorm(p, x, "cnn.stem", 1, cfg.norm)) as tf.Tensor4D;
+    for (const b of resnetPlan(cfg)) {
+      const h = tf.relu(convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1"));
+      const h2 = convNorm(p, h, b.prefix, 1, cfg.norm, "conv2", "norm2");
+      const skip = b.inC !== b.outC || b.stride !== 1
+        ? convNorm(p, x, b.prefix, b.stride, cfg.norm, "skip", "skipnorm")
+        : x;
+      x = boundary(tf.relu(tf.add(skip, h2))) as tf.Tensor4D;
+    }
+  }
+  return tf.mean(x, [1, 2]) as tf.Tensor2D;
+}
+
+/**
+ * cnnForward in chunks of `chunk` images with gradient checkpointing: the forward pass keeps only the
+ * pooled features; the backward pass recomputes each chunk's activations, takes its gradients and
+ * frees them before the next chunk. Gradients flow to `images` and to every tensor in `p` (variables
+ * included: pass the model's variables). Costs one extra CNN forward per training step.
+ */
+export function cnnCheckpointed(
+  cfg: CnnConfig,
+  p: Map<string, tf.Tensor>,
+  images: tf.Tensor4D,
+  chunk: number,
+  boundary: Boundary = identity,
+): tf.Tensor2D {
+  const N = images.shape[0];
+  if (chunk <= 0 || chunk >= N) return cnnForward(cfg, p, images, boundary);
+  const names = [...p.keys()];
+  const run = (imgs: tf.Tensor4D, ws: tf.Tensor[]) => {
+    const m = new Map(names.map((n, i) => [n, ws[i]] as [string, tf.Tensor]));
+    return cnnForward(cfg, m, imgs, boundary);
+  };
+  const starts: number[] = [];
+  for (let s = 0; s < N; s += chunk) starts.push(s);
+  const sliceRows = (t: tf.Tensor, s: number) => tf.slice(t, [s], [Math.min(chunk, N - s)]);
+
+  const f = tf.customGrad((...args: unknown[]) => {
+    const ins = args.slice(0, -1) as tf.Tensor[];
+    const save = args[args.length - 1] as (ts: tf.Tensor[]) => void;
+    const [imgs, ...ws] = ins;
+    const value = tf.tidy(() => tf.concat(starts.map((s) => run(sliceRows(imgs, s) as tf.Tensor4D, ws)), 0));
+    save(ins);
+    const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [si, ...sw] = saved;
+      const dyT = dy as tf.Tensor;
+      const gImgs: tf.Tensor[] = [];
+      let gW: tf.Tensor[] | null = null;
+      // tf.grads inside a gradient function: TF.js clears the engine's active tape when a
+      // top-level gradient computation ends, which would break the outer backward pass that is
+      // still running; keep the outer tape and put it back after each inner computation.
+      // deno-lint-ignore no-explicit-any
+      const engine = tf.engine() as any;
+      for (const s of starts) {
+        const outer = engine.state.activeTape;
+        const g = tf.grads((x: tf.Tensor, ...w: tf.Tensor[]) => run(x as tf.Tensor4D, w))(
+          [sliceRows(si, s), ...sw],
+          sliceRows(dyT, s),
+        );
+        engine.state.activeTape = outer;
+        gImgs.push(g[0]);
+        const gw = g.slice(1);
+        if (!gW) gW = gw;
+        else {
+          const prev: tf.Tensor[] = gW;
+          gW = prev.map((a: tf.Tensor, i: number) => tf.add(a, gw[i]));
+          for (const t of [...prev, ...gw]) t.dispose();
+        }
+      }
+      return [tf.concat(gImgs, 0), ...gW!];
+    };
+    return { value, gradFunc };
+  });
+  return f(images, ...names.map((n) => p.get(n)!)) as tf.Tensor2D;
+}
+
+/** Forward FLOPs of the CNN for one image (multiply-add = 2 FLOPs; norms and ReLU not counted). */
+export function cnnFlopsPerImage(cfg: CnnConfig): number {
+  const conv = (pixels: number, inC: number, outC: number, k: number) => 2 * pixels * k * k * inC * outC;
+  let h = cfg.height, w = cfg.width, flops = 0;
+  if (cfg.kind !== "resnet") {
+    for (const l of vggLayers(cfg)) flops += conv(h * w, l.inC, l.outC, 3);
+    return flops;
+  }
+  flops += conv(h * w, cfg.inChannels, cfg.baseWidth, 3);
+  for (const b of resnetPlan(cfg)) {
+    h = Math.ceil(h / b.stride), w = Math.ceil(w / b.stride); // 'same' padding
+    flops += conv(h * w, b.inC, b.outC, 3) + conv(h * w, b.outC, b.outC, 3);
+    if (b.inC !== b.outC || b.stride !== 1) flops += conv(h * w, b.inC, b.outC, 1);
+  }
+  return flops;
+}
+
+/** Number of CNN parameters. */
+export function cnnParamCount(cfg: CnnConfig): number {
+  return cnnParamSpecs(cfg).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** Validation messages for a CNN config (empty when fine). */
+export function cnnConfigErrors(cfg: CnnConfig): string[] {
+  const errs: string[] = [];
+  if (!CNN_KINDS.includes(cfg.kind)) {
+    errs.push(`cnn must be one of ${CNN_KINDS.join(", ")} (got '${cfg.kind}')`);
+  }
+  const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+  if (!posInt(cfg.baseWidth)) errs.push(`cnnWidth must be a positive integer (got ${cfg.baseWidth})`);
+  if (!posInt(cfg.depth)) errs.push(`cnnDepth must be a positive integer (got ${cfg.depth})`);
+  if (cfg.widths !== undefined) {
+    if (cfg.kind === "resnet") errs.push("cnnWidths applies to vgg9 and vgg-wide only");
+    else if (!Array.isArray(cfg.widths) || cfg.widths.length === 0 || !cfg.widths.every(posInt)) {
+      errs.push(
+        `cnnWidths must be a non-empty list of positive integers (got ${JSON.stringify(cfg.widths)})`,
+      );
+    }
+  }
+  if (cfg.norm !== "image" && cfg.norm !== "none") {
+    errs.push(`cnnNorm must be 'image' or 'none' (got '${cfg.norm}')`);
+  }
+  return errs;
+}

@@ -1,0 +1,183 @@
+// Tests of the per-position CNNs (lib/models/cnn.ts): shapes and parameter counts of the study's
+// layouts, per-image independence (nothing mixes positions), a finite-difference gradient check,
+// checkpointed chunks equal to the plain pass (outputs and gradients), and backends against cpu.
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
+import {
+  cnnCheckpointed,
+  type CnnConfig,
+  cnnFlopsPerImage,
+  cnnForward,
+  cnnOutWidth,
+  cnnParamCount,
+  cnnParamSpecs,
+} from "../lib/models/cnn.ts";
+
+function makeParams(cfg: CnnConfig, seed: number): Map<string, tf.Variable> {
+  const m = new Map<string, tf.Variable>();
+  cnnParamSpecs(cfg).forEach((s, i) => {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const r = randomArray(n, seed + i);
+    const init = s.init;
+    const vals = init.kind === "normal"
+      ? r.map((v) => v * init.std * 1.7) // uniform with the init's standard deviation
+      : r.map((v) => (s.init.kind === "ones" ? 1 : 0) + 0.1 * v); // non-trivial norm affine
+    const init0 = tf.tensor(vals, s.shape);
+    m.set(s.name, tf.variable(init0, true, `${s.name}_${seed}_${Math.random()}`));
+    init0.dispose(); // the variable keeps its own reference to the values
+  });
+  return m;
+}
+
+const tinyVgg: CnnConfig = {
+  kind: "vgg9",
+  inChannels: 3,
+  height: 5,
+  width: 4,
+  baseWidth: 4,
+  depth: 3,
+  norm: "image",
+};
+const tinyRes: CnnConfig = { ...tinyVgg, kind: "resnet", height: 6, width: 6, baseWidth: 2, depth: 1 };
+
+Deno.test("cnn: the study's layouts have the documented widths and parameter counts", () => {
+  const vgg9: CnnConfig = {
+    kind: "vgg9",
+    inChannels: 8,
+    height: 20,
+    width: 20,
+    baseWidth: 64,
+    depth: 9,
+    norm: "image",
+  };
+  // 3x3x8x64 + 8 x 3x3x64x64 conv weights, plus a scale and shift per channel after each conv
+  assert.equal(cnnParamCount(vgg9), 9 * 8 * 64 + 8 * 9 * 64 * 64 + 9 * 128);
+  assert.equal(cnnOutWidth(vgg9), 64);
+  assert.equal(cnnFlopsPerImage(vgg9), 2 * 400 * (9 * 8 * 64 + 8 * 9 * 64 * 64));
+  const wide: CnnConfig = { ...vgg9, kind: "vgg-wide" };
+  assert.equal(cnnOutWidth(wide), 256);
+  const convs = cnnParamSpecs(wide).filter((s) => s.name.endsWith(".w")).map((s) => s.shape);
+  assert.deepEqual(
+    convs.map((s) => `${s[2]}->${s[3]}`),
+    [
+      "8->64",
+      "64->64",
+      "64->64",
+      "64->64",
+      "64->128",
+      "128->128",
+      "128->128",
+      "128->128",
+      "128->128",
+      "128->128",
+      "128->256",
+    ],
+  );
+  const res: CnnConfig = { ...vgg9, kind: "resnet", depth: 4 };
+  assert.equal(cnnOutWidth(res), 1024);
+  const skips = cnnParamSpecs(res).filter((s) => s.name.endsWith(".skip")).map((s) =>
+    `${s.shape[2]}->${s.shape[3]}`
+  );
+  assert.deepEqual(skips, ["64->128", "128->512", "512->1024"]);
+  const none: CnnConfig = { ...vgg9, norm: "none" };
+  assert.ok(cnnParamSpecs(none).every((s) => !s.name.includes("norm")));
+  assert.equal(cnnParamCount(none), 9 * 8 * 64 + 8 * 9 * 64 * 64 + 9 * 64);
+});
+
+Deno.test("cnn: every image is read on its own (changing one image changes only its own features)", async () => {
+  await initBackend("cpu", { quiet: true });
+  for (const cfg of [tinyVgg, tinyRes]) {
+    const p = makeParams(cfg, 1);
+    const N = 5, size = N * cfg.height * cfg.width * cfg.inChannels;
+    const a = randomArray(size, 3), b = a.slice();
+    const per = size / N;
+    for (let i = 2 * per; i < 3 * per; i++) b[i] += 0.5 * Math.sin(i); // change image 2 only
+    const shape = [N, cfg.height, cfg.width, cfg.inChannels];
+    const ya = await cnnForward(cfg, p, tf.tensor4d(a, shape as [number, number, number, number])).array();
+    const yb = await cnnForward(cfg, p, tf.tensor4d(b, shape as [number, number, number, number])).array();
+    for (let n = 0; n < N; n++) {
+      const same = ya[n].every((v, j) => v === yb[n][j]);
+      assert.equal(same, n !== 2, `${cfg.kind}: image ${n} ${n === 2 ? "should" : "should not"} change`);
+    }
+    p.forEach((v) => v.dispose());
+  }
+});
+
+/** loss(images, params) = sum(cnn(images) * R) for a fixed random R. */
+function lossFn(cfg: CnnConfig, N: number, chunk: number) {
+  const R = tf.tensor2d(randomArray(N * cnnOutWidth(cfg), 99), [N, cnnOutWidth(cfg)]);
+  return (imgs: tf.Tensor, p: Map<string, tf.Tensor>) =>
+    tf.sum(tf.mul(cnnCheckpointed(cfg, p, imgs as tf.Tensor4D, chunk), R)) as tf.Scalar;
+}
+
+Deno.test("cnn: gradients match finite differences (vgg and resnet, image norm)", async () => {
+  await initBackend("cpu", { quiet: true });
+  for (const cfg of [tinyVgg, tinyRes]) {
+    const N = 3;
+    const p = makeParams(cfg, 5);
+    const shape = [N, cfg.height, cfg.width, cfg.inChannels] as [number, number, number, number];
+    const imgs = tf.variable(tf.tensor4d(randomArray(N * cfg.height * cfg.width * cfg.inChannels, 7), shape));
+    const f = lossFn(cfg, N, 0);
+    const vars = [imgs, ...p.values()];
+    const { grads } = tf.variableGrads(() => f(imgs, p), vars);
+    // directional derivative along a random direction over all variables, in float64 arithmetic
+    const dirs = vars.map((v, i) => randomArray(v.size, 1000 + i));
+    let analytic = 0;
+    vars.forEach((v, i) => {
+      const g = grads[v.name].dataSync();
+      for (let j = 0; j < g.length; j++) analytic += g[j] * dirs[i][j];
+    });
+    const orig = vars.map((v) => v.dataSync().slice());
+    const at = (eps: number) => {
+      vars.forEach((v, i) => v.assign(tf.tensor(orig[i].map((x, j) => x + eps * dirs[i][j]), v.shape)));
+      return f(imgs, p).dataSync()[0];
+    };
+    const eps = 1e-3;
+    const numeric = (at(eps) - at(-eps)) / (2 * eps);
+    vars.forEach((v, i) => v.assign(tf.tensor(orig[i], v.shape)));
+    const rel = Math.abs(numeric - analytic) / Math.max(1e-6, Math.abs(analytic));
+    assert.ok(rel < 2e-2, `${cfg.kind}: finite difference ${numeric} vs gradient ${analytic} (rel ${rel})`);
+    vars.forEach((v) => v.dispose());
+  }
+});
+
+async function gradsOf(cfg: CnnConfig, N: number, chunk: number) {
+  const p = makeParams(cfg, 11);
+  const shape = [N, cfg.height, cfg.width, cfg.inChannels] as [number, number, number, number];
+  const imgs = tf.tidy(() =>
+    tf.variable(tf.tensor4d(randomArray(N * cfg.height * cfg.width * cfg.inChannels, 13), shape))
+  );
+  const R = tf.tensor2d(randomArray(N * cnnOutWidth(cfg), 99), [N, cnnOutWidth(cfg)]);
+  const f = (x: tf.Tensor, q: Map<string, tf.Tensor>) =>
+    tf.sum(tf.mul(cnnCheckpointed(cfg, q, x as tf.Tensor4D, chunk), R)) as tf.Scalar;
+  const vars = [imgs, ...p.values()];
+  const { value, grads } = tf.variableGrads(() => f(imgs, p), vars);
+  const out = [await value.data(), ...(await Promise.all(vars.map((v) => grads[v.name].data())))];
+  tf.dispose([value, R, ...Object.values(grads), ...vars]);
+  return out as Float32Array[];
+}
+
+Deno.test("cnn: checkpointed chunks give the plain pass's outputs and gradients, without leaking tensors", async () => {
+  await initBackend("cpu", { quiet: true });
+  for (const cfg of [tinyVgg, tinyRes]) {
+    const plain = await gradsOf(cfg, 7, 0);
+    const before = tf.memory().numTensors;
+    const chunked = await gradsOf(cfg, 7, 3); // chunks of 3, 3, 1 images
+    assert.equal(tf.memory().numTensors, before, "tensors leaked by the checkpointed pass");
+    plain.forEach((a, i) => assertClose(chunked[i], a, 1e-5, `${cfg.kind} tensor ${i}`));
+  }
+});
+
+Deno.test("cnn: every backend matches cpu (forward and gradients, chunked)", async () => {
+  const results: Record<string, Float32Array[]> = {};
+  for (const be of await testBackends()) {
+    await initBackend(be, { quiet: true });
+    results[be] = [...(await gradsOf(tinyVgg, 4, 3)), ...(await gradsOf(tinyRes, 3, 0))];
+  }
+  for (const be of Object.keys(results)) {
+    if (be === "cpu") continue;
+    results[be].forEach((a, i) => assertClose(a, results.cpu[i], 2e-4, `${be} tensor ${i}`));
+  }
+  await initBackend("cpu", { quiet: true });
+});
