@@ -1,0 +1,155 @@
+// Next-token cross-entropy through an output head tied to the token embedding, computed in row chunks
+// so the full [N, vocab] logits (N = B*T; 206 MB for 1024 x 50304) are never materialised. It avoids
+// the TF.js ops that are wrong or slow on some backend (oneHot, gather with batchDims, transposed or
+// batched matMuls on wasm, webgpu matMul outputs over one storage binding): every matMul is a plain
+// non-transposed 2-D one, the fast XNNPACK path on wasm.
+//
+// While gradients are being recorded, the forward pass also computes the gradients (the upstream
+// gradient of a scalar loss is a scalar, so dL/dh and dL/dW can be formed chunk by chunk while each
+// chunk's logits exist) and the backward pass only scales them: three matMuls per chunk in all, none
+// recomputed. Without a gradient tape (eval) only the logits matMul runs.
+import { tf } from "./tensor/backend.ts";
+import { maxRowsPerChunk } from "./tensor/fixes.ts";
+
+export interface TiedCrossEntropyOptions {
+  /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */
+  chunkRows?: number;
+}
+
+/** Floats in one chunk's logits by default: 64 MiB, large enough for full-speed matMuls. */
+const CHUNK_FLOATS = 2 ** 24;
+
+/** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads). */
+function gradientsRecorded(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const state = (tf.engine() as any).state;
+  return state.gradientDepth > 0 && state.kernelDepth === 0;
+}
+
+/** The row chunk size used for `rows` rows over a vocabulary of `vocab`. */
+export function chunkRowsFor(rows: number, vocab: number, requested?: number): number {
+  const want = requested ?? Math.floor(CHUNK_FLOATS / vocab);
+  return Math.max(1, Math.min(rows, want, maxRowsPerChunk(vocab)));
+}
+
+interface ChunkOut {
+  /** Sum over the chunk's rows of logsumexp(logits) - logit[target]. */
+  lossSum: tf.Scalar;
+  /** dL/dh for the chunk's rows [n, C] (only with gradients). */
+  dh?: tf.Tensor2D;
+  /** The softmax part of dL/dW, transposed: [C, V] (only with gradients). */
+  dwT?: tf.Tensor2D;
+}
+
+/**
+ * One chunk: logits = hc @ W^T (with W^T precomputed as wT [C, V]); loss terms; and, when `grads`,
+ * dL/dh = (softmax @ W - W[target]) / N and the softmax part of dL/dW^T = hc^T @ softmax / N.
+ * The softmax normaliser 1/sum is applied to the [n, C] sides, never to the [n, V] probabilities.
+ */
+function chunk(
+  hc: tf.Tensor2D,
+  tc: tf.Tensor1D,
+  w: tf.Tensor2D,
+  wT: tf.Tensor2D,
+  n: number,
+  grads: boolean,
+): ChunkOut {
+  const logits = tf.matMul(hc, wT); // [rows, V]
+  const m = tf.max(logits, 1, true);
+  const e = tf.exp(tf.sub(logits, m));
+  const s = tf.sum(e, 1, true); // [rows, 1]
+  const lse = tf.add(m, tf.log(s));
+  const wt = tf.gather(w, tc); // W[target] rows [rows, C]
+  const targetLogit = tf.sum(tf.mul(hc, wt), 1);
+  const lossSum = tf.sub(tf.sum(lse), tf.sum(targetLogit)) as tf.Scalar;
+  if (!grads) return { lossSum };
+  const inv = tf.div(1 / n, s); // softmax normaliser and the 1/N of the mean, per row
+  const dh = tf.sub(tf.mul(tf.matMul(e, w), inv), tf.mul(wt, 1 / n)) as tf.Tensor2D;
+  const dwT = tf.matMul(tf.transpose(tf.mul(hc, inv)), e) as tf.Tensor2D;
+  return { lossSum, dh, dwT };
+}
+
+/** Runs `chunk` over all rows; with `grads` also assembles dL/dh [N, C] and dL/dW [V, C]. */
+function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: number, grads: boolean) {
+  const [N, C] = h.shape;
+  const V = w.shape[0];
+  const wT = tf.transpose(w) as tf.Tensor2D;
+  let lossSum: tf.Tensor = tf.scalar(0);
+  let dwT: tf.Tensor | null = null;
+  const dhs: tf.Tensor[] = [];
+  for (let r0 = 0; r0 < N; r0 += rows) {
+    const n = Math.min(rows, N - r0);
+    const out = tf.tidy(() => {
+      const hc = n === N ? h : tf.slice(h, [r0, 0], [n, C]);
+      const tc = n === N ? targets : tf.slice(targets, [r0], [n]);
+      return chunk(hc, tc, w, wT, N, grads) as unknown as tf.TensorContainer;
+    }) as unknown as ChunkOut;
+    const prev = lossSum;
+    lossSum = tf.add(lossSum, out.lossSum);
+    prev.dispose(), out.lossSum.dispose();
+    if (grads) {
+      dhs.push(out.dh!);
+      if (dwT === null) dwT = out.dwT!;
+      else {
+        const old: tf.Tensor = dwT;
+        dwT = tf.add(old, out.dwT!);
+        old.dispose(), out.dwT!.dispose();
+      }
+    }
+  }
+  wT.dispose();
+  const loss = tf.div(lossSum, N) as tf.Scalar;
+  if (!grads) return { loss };
+  // The -onehot part of dL/dW: row target[r] gets -h[r]/N, summed over duplicate targets.
+  const picked = tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V);
+  const dw = tf.sub(tf.transpose(dwT!), picked) as tf.Tensor2D;
+  const dh = (dhs.length === 1 ? dhs[0] : tf.concat(dhs, 0)) as tf.Tensor2D;
+  return { loss, dh, dw };
+}
+
+/**
+ * Mean over rows of -log softmax(h @ W^T)[target]: h [N, C] float32 hidden states, W [V, C] the tied
+ * token embedding, targets [N] int32 in [0, V). Differentiable in h and W (gradients computed with the
+ * forward pass as described at the top of this file). Out-of-range targets are a caller bug.
+ */
+export function tiedCrossEntropy(
+  h: tf.Tensor2D,
+  w: tf.Tensor2D,
+  targets: tf.Tensor1D,
+  opts: TiedCrossEntropyOptions = {},
+): tf.Scalar {
+  const [N, C] = h.shape;
+  if (h.rank !== 2 || w.rank !== 2 || w.shape[1] !== C || targets.rank !== 1 || targets.shape[0] !== N) {
+    throw new Error(
+      `tiedCrossEntropy: shapes h [${h.shape}], W [${w.shape}], targets [${targets.shape}] do not fit`,
+    );
+  }
+  if (targets.dtype !== "int32") {
+    throw new Error(`tiedCrossEntropy: targets must be int32, got ${targets.dtype}`);
+  }
+  const rows = chunkRowsFor(N, w.shape[0], opts.chunkRows);
+  if (!gradientsRecorded()) return tf.tidy(() => chunked(h, w, targets, rows, false).loss);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [hIn, wIn, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const { loss, dh, dw } = chunked(hIn as tf.Tensor2D, wIn as tf.Tensor2D, targets, rows, true);
+    save([dh!, dw!]);
+    return {
+      value: loss,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        tf.mul(saved[0], dy as tf.Tensor),
+        tf.mul(saved[1], dy as tf.Tensor),
+      ],
+    };
+  });
+  return f(h, w) as tf.Scalar;
+}
+
+/** The same loss the plain way (full logits, logSoftmax, flat gather): a reference for tests. */
+export function naiveCrossEntropy(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => {
+    const logp = tf.logSoftmax(tf.matMul(h, w, false, true)) as tf.Tensor2D;
+    const [N, V] = logp.shape;
+    const flat = tf.add(tf.mul(tf.range(0, N, 1, "int32"), V), targets);
+    return tf.neg(tf.mean(tf.gather(tf.reshape(logp, [-1]), flat))) as tf.Scalar;
+  });
+}
