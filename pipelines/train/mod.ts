@@ -1,0 +1,330 @@
+// `lmpipe train`: builds a model from a preset and overrides, finds the shards, checks everything that
+// can be checked before the first step (data splits, vocabulary, context, output folder), then hands
+// over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
+import { join } from "node:path";
+import { inputError, outputError, usageError } from "../../lib/errors.ts";
+import { bool, num, parseDuration, parseFlags, type Parsed, str } from "../../lib/flags.ts";
+import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
+import {
+  CONFIG_FILE,
+  hasCheckpoint,
+  loadCheckpoint,
+  MODEL_FILE,
+  OPTIMIZER_FILE,
+  STATE_FILE,
+} from "../../lib/checkpoint.ts";
+import { WindowSampler } from "../../lib/sampler.ts";
+import { type StepLog, type TrainOptions, trainLoop } from "../../lib/train_loop.ts";
+import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
+import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
+import type { ModelConfig } from "../../lib/models/types.ts";
+import { VERSION } from "../../lib/version.ts";
+import { listShards, metaTokenizer, metaVocab } from "./data.ts";
+import { buildModelConfig, familyOf, loadFamilies, loadWeights, type PipelineEnv, stdoutWriter } from "./setup.ts";
+
+const CMD = "train";
+
+const SPEC = {
+  model: { type: "string" },
+  preset: { type: "string" },
+  config: { type: "string" },
+  set: { type: "string", multiple: true },
+  data: { type: "string", multiple: true },
+  backend: { type: "string" },
+  "batch-size": { type: "string" },
+  "grad-accum": { type: "string" },
+  lr: { type: "string" },
+  "min-lr": { type: "string" },
+  warmup: { type: "string" },
+  "decay-steps": { type: "string" },
+  schedule: { type: "string" },
+  "weight-decay": { type: "string" },
+  "grad-clip": { type: "string" },
+  "max-steps": { type: "string" },
+  "max-time": { type: "string" },
+  precision: { type: "string" },
+  "scale-window": { type: "string" },
+  out: { type: "string" },
+  "ckpt-every": { type: "string" },
+  "eval-every": { type: "string" },
+  "eval-iters": { type: "string" },
+  resume: { type: "boolean" },
+  force: { type: "boolean" },
+  log: { type: "string" },
+  json: { type: "boolean" },
+  seed: { type: "string" },
+} as const;
+
+const HELP = `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR) [options]
+
+Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable checkpoint in --out:
+model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
+
+Model:
+  --model NAME         model family (gpt, pixel-*, see 'lmpipe train --help' of your build)  (default: gpt)
+  --preset NAME        preset of the family: tiny | small | gpt2 (gpt) ...                    (default: tiny)
+  --config FILE        JSON object of config fields (or a run's config.json) over the preset (default: none)
+  --set KEY=VALUE      override one config field, repeatable, e.g. --set nLayer=4             (default: none)
+Data:
+  --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
+Optimisation:
+  --batch-size N       sequences per micro-batch                                             (default: 8)
+  --grad-accum N       micro-batches per step                                                (default: 1)
+  --lr X               peak learning rate                                                    (default: 6e-4)
+  --min-lr X           final learning rate                                                   (default: lr/10)
+  --warmup N           warm-up steps                     (default: 2000, or a tenth of the decay steps if less)
+  --decay-steps N      step where the decay reaches --min-lr
+                       (default: --max-steps; with only --max-time, estimated from the first steps' speed)
+  --schedule NAME      cosine (linear warm-up, cosine decay) | onecycle (lr/25 up to lr, down)  (default: cosine)
+  --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
+  --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
+  --precision P        fp32 | mixed (fp16-rounded activations/gradients, dynamic loss scale) (default: fp32)
+  --scale-window N     clean steps before the loss scale doubles (mixed)                     (default: 2000)
+Budget and output:
+  --max-steps N        stop after N optimiser steps                                          (default: none)
+  --max-time DUR       stop after this wall-clock time, e.g. 90s, 10m, 2h, 1h30m             (default: none)
+  --out DIR            run folder (checkpoint, config, log)                                  (required)
+  --ckpt-every N       save every N steps (also at the end and on SIGINT/SIGTERM); 0 = end only (default: 1000)
+  --eval-every N       validation loss every N steps (and at the end); 0 = end only          (default: 200)
+  --eval-iters N       validation batches per evaluation (same batches every time)           (default: 20)
+  --resume             continue the run in --out from its checkpoint                         (default: off)
+  --force              overwrite a run already in --out                                      (default: off)
+  --log FILE           one JSON object per step (appended on --resume)                       (default: OUT/log.jsonl)
+  --json               also print those JSON lines to stdout                                 (default: off)
+  --backend NAME       auto | webgpu | tensorflow | wasm | cpu                               (default: auto)
+  --seed N             seed for the weights and the data order                               (default: 1337)
+
+Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
+ms_per_step, elapsed_s, and val_loss on evaluation steps. Exit codes: 5 when the loss turns NaN in fp32
+(the last good checkpoint is kept), 130 after SIGINT/SIGTERM (a checkpoint is saved first).
+
+Example:
+  lmpipe train --data data/fixture --preset tiny --max-time 1m --out runs/tiny
+`;
+
+/** Training options as stored in config.json (and restored on --resume). */
+interface StoredTraining extends TrainOptions {
+  backend: string;
+  data: string[];
+}
+
+export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> {
+  const p = parseFlags(CMD, argv, SPEC);
+  if (p.help) {
+    console.log(HELP);
+    return;
+  }
+  if (p.positionals.length) throw usageError(`lmpipe train: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe train --help'.`);
+  const families = await loadFamilies(env);
+  const out = str(p, "out");
+  if (!out) throw usageError("lmpipe train: --out DIR is required (the run folder)\nSee 'lmpipe train --help'.");
+  const resume = bool(p, "resume"), force = bool(p, "force");
+  if (resume && force) throw usageError("lmpipe train: --resume and --force contradict each other; choose one");
+
+  // --- the output folder: writable, and no run silently overwritten
+  await ensureWritable(out);
+  const existing = await hasCheckpoint(out) || await exists(join(out, MODEL_FILE));
+  if (existing && !resume && !force) {
+    throw outputError(
+      `lmpipe train: ${out} already holds a run. Continue it with --resume, overwrite it with --force, or choose another --out.`,
+    );
+  }
+  if (resume && !(await hasCheckpoint(out))) {
+    throw usageError(`lmpipe train: --resume: ${out} holds no checkpoint (no ${STATE_FILE}); start without --resume`);
+  }
+  const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
+
+  // --- model config
+  let modelConfig: ModelConfig;
+  const stored = ckpt?.config.training as Partial<StoredTraining> | undefined;
+  if (ckpt) {
+    modelConfig = ckpt.config.model as ModelConfig;
+    const m = str(p, "model"), pr = str(p, "preset");
+    if ((m && m !== modelConfig.model) || (pr && modelConfig.preset && pr !== modelConfig.preset)) {
+      throw usageError(
+        `lmpipe train: --resume: the run in ${out} is ${modelConfig.model}/${modelConfig.preset}, not ${m ?? modelConfig.model}/${pr ?? modelConfig.preset}`,
+      );
+    }
+    if (str(p, "config") || (p.values.set as string[] | undefined)?.length) {
+      throw usageError("lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)");
+    }
+    familyOf(families, modelConfig.model, CMD).validate(modelConfig);
+  } else {
+    const family = familyOf(families, str(p, "model", "gpt"), CMD);
+    modelConfig = await buildModelConfig(family, str(p, "preset", "tiny"), str(p, "config"), (p.values.set as string[]) ?? [], CMD);
+  }
+  const family = familyOf(families, modelConfig.model, CMD);
+
+  // --- training options: defaults, then what the run stored (on --resume), then explicit flags
+  const o = trainingOptions(p, stored);
+  const dataPaths = (p.values.data as string[] | undefined) ?? stored?.data;
+  if (!dataPaths?.length) throw usageError("lmpipe train: --data PATH is required (a shard folder or .bin file)");
+
+  // --- data: splits, vocabulary, context
+  const splits = await listShards(dataPaths, CMD);
+  if (splits.val.length === 0) {
+    throw inputError(
+      `lmpipe train: no validation shard in --data ${dataPaths.join(" ")} (a file named like val.bin or *_val_*.bin). ` +
+        `Tokenize with a validation split, or pass a val shard as another --data.`,
+    );
+  }
+  if (splits.train.length === 0) throw inputError(`lmpipe train: no training shards in --data ${dataPaths.join(" ")} (only validation)`);
+  const vocab = modelConfig.vocabSize;
+  const mv = metaVocab(splits.meta), mt = metaTokenizer(splits.meta);
+  if (mt !== null && mt !== TOKENIZER_NAME) {
+    throw inputError(`${splits.metaPath}: shards were made with tokenizer '${mt}', lmpipe models use '${TOKENIZER_NAME}'. Re-tokenize.`);
+  }
+  if (mv !== null && mv > vocab) {
+    throw inputError(
+      `${splits.metaPath}: the shards' vocabulary has ${mv} ids but the model embeds ${vocab}: shards of another vocabulary. ` +
+        `Re-tokenize with 'lmpipe tokenize' or set --set vocabSize=${mv}.`,
+    );
+  }
+  const T = modelConfig.contextLength;
+  const trainData = await WindowSampler.open(splits.train, T, vocab, o.seed, "training");
+  const valData = await WindowSampler.open(splits.val, T, vocab, o.seed, "validation");
+
+  // --- backend and model
+  const backend = await initBackend(o.backend as BackendName, { quiet: true });
+  const model = family.create(modelConfig, o.seed);
+  if (ckpt) loadWeights(model, ckpt.weights, out);
+  info(
+    `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${fmtCount(model.paramCount())} parameters, ` +
+      `${fmtCount(model.flopsPerToken())} FLOPs/token (train), context ${T}, vocab ${vocab}`,
+  );
+  info(`backend: ${backend.name} (${backend.device})`);
+  info(
+    `data: ${splits.train.length} training shard(s), ${fmtCount(trainData.totalTokens)} tokens; ` +
+      `${splits.val.length} validation shard(s), ${fmtCount(valData.totalTokens)} tokens`,
+  );
+  const tokPerStep = o.batchSize * T * o.gradAccum;
+  info(
+    `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${fmtCount(tokPerStep)} tokens/step, ` +
+      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${o.minLr}` +
+      (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") + (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
+      (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
+  );
+  if (ckpt?.state) {
+    const before = (ckpt.state.sampler as { shards?: { path: string; tokens: number }[] })?.shards ?? [];
+    const now = trainData.shards.map((s) => `${s.info.path}:${s.tokens}`).join(",");
+    if (before.length && before.map((s) => `${s.path}:${s.tokens}`).join(",") !== now) {
+      warn("the training shards differ from the checkpoint's: the resumed run will not repeat the data order exactly");
+    }
+  }
+
+  // --- logs
+  const logPath = str(p, "log") ?? join(out, "log.jsonl");
+  let logFile: Deno.FsFile;
+  try {
+    logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
+  } catch (err) {
+    throw outputError(`lmpipe train: cannot write --log ${logPath} (${(err as Error).message})`);
+  }
+  const enc = new TextEncoder();
+  const write = stdoutWriter(env);
+  let pending: Promise<void> = Promise.resolve();
+  const json = bool(p, "json");
+  const log = (rec: StepLog) => {
+    const line = enc.encode(JSON.stringify(rec) + "\n");
+    logFile.writeSync(line);
+    if (json) pending = pending.then(() => write(line));
+  };
+
+  if (force && existing) {
+    for (const f of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, STATE_FILE]) await Deno.remove(join(out, f)).catch(() => {});
+  }
+  const config = {
+    model: modelConfig,
+    tokenizer: { name: TOKENIZER_NAME, vocab_size: VOCAB_SIZE, eot: EOT },
+    training: { ...o, data: dataPaths } satisfies StoredTraining,
+    lmpipe: VERSION,
+  };
+  try {
+    const result = await trainLoop({
+      model,
+      train: trainData,
+      val: valData,
+      out,
+      config,
+      resume: ckpt,
+      log,
+      handleSignals: env.signals ?? true,
+    }, o);
+    info(
+      `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${fmtDuration(result.elapsedS)}; ` +
+        `loss ${result.lastLoss?.toFixed(4) ?? "?"}, val ${result.lastValLoss?.toFixed(4) ?? "?"}; checkpoint in ${out}`,
+    );
+  } finally {
+    await pending;
+    logFile.close();
+    trainData.close();
+    valData.close();
+    model.dispose();
+  }
+}
+
+function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined): StoredTraining {
+  const given = (name: string) => p.values[name] !== undefined;
+  const pick = <K extends keyof StoredTraining>(flag: string, key: K, dflt: StoredTraining[K], parse: () => StoredTraining[K]) =>
+    given(flag) ? parse() : stored && key in stored ? stored[key] as StoredTraining[K] : dflt;
+  const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
+  const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
+  const lr = pick("lr", "lr", 6e-4, real("lr", 0));
+  const schedule = pick("schedule", "schedule", "cosine", () => {
+    const s = str(p, "schedule")!;
+    if (s !== "cosine" && s !== "onecycle") throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+    return s;
+  });
+  const precision = pick("precision", "precision", "fp32", () => {
+    const s = str(p, "precision")!;
+    if (s !== "fp32" && s !== "mixed") throw usageError(`lmpipe train: --precision must be fp32 or mixed, got '${s}'`);
+    return s;
+  });
+  const o: StoredTraining = {
+    batchSize: pick("batch-size", "batchSize", 8, int("batch-size", 1)),
+    gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
+    lr,
+    minLr: given("min-lr") ? real("min-lr", 0)() : given("lr") || stored?.minLr === undefined ? lr / 10 : stored.minLr,
+    warmup: pick("warmup", "warmup", null, int("warmup", 0)),
+    decaySteps: pick("decay-steps", "decaySteps", null, int("decay-steps", 1)),
+    schedule,
+    weightDecay: pick("weight-decay", "weightDecay", 0.1, real("weight-decay", 0)),
+    gradClip: pick("grad-clip", "gradClip", 1.0, real("grad-clip", 0)),
+    maxSteps: pick("max-steps", "maxSteps", null, int("max-steps", 1)),
+    maxTimeS: pick("max-time", "maxTimeS", null, () => parseDuration(CMD, "max-time", str(p, "max-time")!)),
+    precision,
+    scaleWindow: pick("scale-window", "scaleWindow", 2000, int("scale-window", 1)),
+    ckptEvery: pick("ckpt-every", "ckptEvery", 1000, int("ckpt-every", 0)),
+    evalEvery: pick("eval-every", "evalEvery", 200, int("eval-every", 0)),
+    evalIters: pick("eval-iters", "evalIters", 20, int("eval-iters", 1)),
+    seed: pick("seed", "seed", 1337, int("seed", 0)),
+    backend: pick("backend", "backend", "auto", () => str(p, "backend")!),
+    data: stored?.data ?? [],
+  };
+  if (o.maxSteps === null && o.maxTimeS === null) {
+    throw usageError("lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)");
+  }
+  if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
+  return o;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Creates `dir` if needed and proves a file can be written there, before any training starts. */
+async function ensureWritable(dir: string): Promise<void> {
+  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(probe, "");
+    await Deno.remove(probe);
+  } catch (err) {
+    throw outputError(`lmpipe train: cannot write to --out ${dir} (${(err as Error).message}); choose a writable folder.`);
+  }
+}
