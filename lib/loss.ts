@@ -9,7 +9,7 @@
 // chunk's logits exist) and the backward pass only scales them: three matMuls per chunk in all, none
 // recomputed. Without a gradient tape (eval) only the logits matMul runs.
 import { tf } from "./tensor/backend.ts";
-import { maxRowsPerChunk } from "./tensor/fixes.ts";
+import { maxRowsPerChunk, takeAlongLastAxis } from "./tensor/fixes.ts";
 
 export interface TiedCrossEntropyOptions {
   /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */
@@ -148,8 +148,6 @@ export function tiedCrossEntropy(
 export function naiveCrossEntropy(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D): tf.Scalar {
   return tf.tidy(() => {
     const logp = tf.logSoftmax(tf.matMul(h, w, false, true)) as tf.Tensor2D;
-    const [N, V] = logp.shape;
-    const flat = tf.add(tf.mul(tf.range(0, N, 1, "int32"), V), targets);
-    return tf.neg(tf.mean(tf.gather(tf.reshape(logp, [-1]), flat))) as tf.Scalar;
+    return tf.neg(tf.mean(takeAlongLastAxis(logp, targets))) as tf.Scalar;
   });
 }

@@ -1,0 +1,86 @@
+// lib/loss.ts: the chunked tied-head cross-entropy must equal the plain logSoftmax cross-entropy in
+// value and in both gradients, for chunk sizes that do and do not divide the rows, with and without a
+// gradient tape, under an upstream gradient other than 1, and on every backend.
+import assert from "node:assert/strict";
+import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
+import { chunkRowsFor, naiveCrossEntropy, tiedCrossEntropy } from "../lib/loss.ts";
+import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
+
+const backends = await testBackends();
+const N = 10, C = 6, V = 37;
+const H = randomArray(N * C, 1).map((v) => v * 3);
+const W = randomArray(V * C, 2);
+// duplicates (5 twice, 0 three times) exercise the summed -onehot part of dL/dW
+const T = Int32Array.from([5, 0, 36, 5, 17, 0, 2, 0, 30, 11]);
+
+async function lossAndGrads(kind: "chunked" | "naive", chunkRows?: number, scale = 1) {
+  const h = tf.tensor2d(H, [N, C]), w = tf.tensor2d(W, [V, C]), t = tf.tensor1d(T, "int32");
+  const f = (a: tf.Tensor, b: tf.Tensor) => {
+    const l = kind === "chunked"
+      ? tiedCrossEntropy(a as tf.Tensor2D, b as tf.Tensor2D, t, { chunkRows })
+      : naiveCrossEntropy(a as tf.Tensor2D, b as tf.Tensor2D, t);
+    return tf.mul(l, scale) as tf.Scalar;
+  };
+  const { value, grads } = tf.valueAndGrads(f)([h, w]);
+  const out = { loss: await readScalar(value), dh: await readData(grads[0]), dw: await readData(grads[1]) };
+  tf.dispose([h, w, t, value, ...grads]);
+  return out;
+}
+
+Deno.test("chunked tied cross-entropy equals logSoftmax cross-entropy (values and gradients, cpu)", async () => {
+  await initBackend("cpu", { quiet: true });
+  const want = await lossAndGrads("naive");
+  assert.ok(want.loss > 1 && Number.isFinite(want.loss));
+  for (const rows of [1, 3, 4, 10, 64]) { // 3 and 4 leave a short last chunk
+    const got = await lossAndGrads("chunked", rows);
+    assertClose([got.loss], [want.loss], 1e-6, `loss, chunks of ${rows}`);
+    assertClose(got.dh, want.dh, 1e-5, `dL/dh, chunks of ${rows}`);
+    assertClose(got.dw, want.dw, 1e-5, `dL/dW, chunks of ${rows}`);
+  }
+  // the upstream gradient (e.g. a loss scale) multiplies both gradients
+  const scaled = await lossAndGrads("chunked", 3, 1024);
+  assertClose(scaled.dw, want.dw.map((v) => v * 1024), 1e-5, "dL/dW under a scaled loss");
+  assertClose(scaled.dh, want.dh.map((v) => v * 1024), 1e-5, "dL/dh under a scaled loss");
+});
+
+Deno.test("without a gradient tape the chunked loss gives the same value and leaks nothing", async () => {
+  await initBackend("cpu", { quiet: true });
+  const h = tf.tensor2d(H, [N, C]), w = tf.tensor2d(W, [V, C]), t = tf.tensor1d(T, "int32");
+  const before = tf.memory().numTensors;
+  const l = tiedCrossEntropy(h, w, t, { chunkRows: 3 });
+  assert.equal(tf.memory().numTensors, before + 1);
+  const want = naiveCrossEntropy(h, w, t);
+  assertClose([await readScalar(l)], [await readScalar(want)], 1e-6, "loss without tape");
+  tf.dispose([h, w, t, l, want]);
+});
+
+Deno.test("chunk sizes: bounded logits per chunk, at least one row", () => {
+  assert.equal(chunkRowsFor(1024, 50304), 333); // 2^24 floats per chunk
+  assert.equal(chunkRowsFor(10, 50304), 10);
+  assert.equal(chunkRowsFor(1024, 2 ** 30), 1);
+  assert.equal(chunkRowsFor(1024, 50304, 100), 100);
+});
+
+Deno.test("tiedCrossEntropy rejects mismatched shapes and float targets", async () => {
+  await initBackend("cpu", { quiet: true });
+  const h = tf.zeros([4, 3]) as tf.Tensor2D, w = tf.zeros([5, 3]) as tf.Tensor2D;
+  assert.throws(
+    () => tiedCrossEntropy(h, tf.zeros([5, 2]) as tf.Tensor2D, tf.zeros([4], "int32") as tf.Tensor1D),
+    /shapes/,
+  );
+  assert.throws(() => tiedCrossEntropy(h, w, tf.zeros([3], "int32") as tf.Tensor1D), /shapes/);
+  assert.throws(() => tiedCrossEntropy(h, w, tf.zeros([4]) as tf.Tensor1D), /int32/);
+  tf.dispose([h, w]);
+});
+
+for (const backend of backends.filter((b) => b !== "cpu")) {
+  Deno.test(`chunked cross-entropy on ${backend} matches cpu (values and gradients)`, async () => {
+    await initBackend("cpu", { quiet: true });
+    const want = await lossAndGrads("naive");
+    await initBackend(backend, { quiet: true });
+    const got = await lossAndGrads("chunked", 3);
+    assertClose([got.loss], [want.loss], 1e-5, `${backend} loss`);
+    assertClose(got.dh, want.dh, 1e-4, `${backend} dL/dh`);
+    assertClose(got.dw, want.dw, 1e-4, `${backend} dL/dW`);
+  });
+}

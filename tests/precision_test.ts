@@ -1,0 +1,175 @@
+// lib/precision.ts: toHalf must round exactly as IEEE binary16 does (checked against a bit-level
+// converter written here), on every backend; the mixed-precision boundary must round gradients too;
+// and a tiny GPT's loss in `mixed` must stay close to `fp32`.
+import assert from "node:assert/strict";
+import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
+import { boundary, HALF_MAX, toHalf } from "../lib/precision.ts";
+import { testBackends } from "../lib/tensor/testing.ts";
+import { Gpt } from "../lib/models/gpt.ts";
+import { resolveConfig } from "../lib/models/registry.ts";
+
+const backends = await testBackends();
+
+// --- Reference: float32 -> binary16 bits (round to nearest, ties to even) -> float ----------------
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+function halfBits(x: number): number {
+  f32[0] = x;
+  const b = u32[0];
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let man = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0); // inf / NaN
+  const e = exp - 127 + 15; // binary16 biased exponent
+  if (e >= 31) return sign | 0x7c00; // overflow
+  if (e <= 0) {
+    // subnormal (or zero): value = man' * 2^-24 with man' = full mantissa >> (14 - e)
+    if (e < -10) return sign; // below half the smallest subnormal: zero
+    man |= 0x800000;
+    const shift = 14 - e; // 14..24
+    let h = man >>> shift;
+    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h += 1;
+    return sign | h; // h == 0x400 carries into the smallest normal correctly
+  }
+  let h = (e << 10) | (man >>> 13);
+  const rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h += 1; // may carry into the exponent / to inf
+  return sign | h;
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+const refHalf = (x: number) => halfToFloat(halfBits(x));
+
+/** Edge cases plus many values spread over every binade from 2^-30 to 2^18, both signs. */
+function testValues(): Float32Array {
+  const v: number[] = [
+    0,
+    -0,
+    NaN,
+    Infinity,
+    -Infinity,
+    1,
+    -1,
+    HALF_MAX,
+    -HALF_MAX,
+    65519,
+    65519.99,
+    65520, // tie between 65504 and 65536 (inf): to even -> inf
+    -65520,
+    65536,
+    1e10,
+    3.4e38,
+    -3.4e38,
+    2 ** -14, // smallest normal
+    2 ** -14 - 2 ** -25, // tie just under the smallest normal
+    2 ** -24, // smallest subnormal
+    2 ** -25, // tie with 0 -> 0
+    -(2 ** -25), // -> -0
+    3 * 2 ** -25, // tie -> 2^-23 (even)
+    5 * 2 ** -25, // tie -> 2^-22 (even)
+    1e-9,
+    -1e-9, // flushes to -0
+    1e-45, // float32 subnormal
+    1 + 2 ** -11, // tie -> 1
+    1 + 3 * 2 ** -11, // tie -> 1 + 2^-9
+    2048 + 1, // tie -> 2048
+    2048 + 3, // tie -> 2052
+    0.1,
+    1 / 3,
+    Math.PI,
+  ];
+  let s = 12345;
+  const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (let e = -30; e <= 18; e++) {
+    for (let i = 0; i < 200; i++) {
+      const m = 1 + rand();
+      const x = (rand() < 0.5 ? -1 : 1) * m * 2 ** e;
+      v.push(x);
+      // exact ties at binary16 precision in this binade (11 significant bits + a half)
+      const q = 2 ** (Math.max(e, -14) - 10);
+      v.push((Math.floor(m * 2 ** e / q) + 0.5) * q);
+    }
+  }
+  return new Float32Array(v);
+}
+
+Deno.test("the reference converter agrees with known binary16 encodings", () => {
+  assert.equal(halfBits(1), 0x3c00);
+  assert.equal(halfBits(-2), 0xc000);
+  assert.equal(halfBits(65504), 0x7bff);
+  assert.equal(halfBits(65520), 0x7c00);
+  assert.equal(halfBits(2 ** -24), 0x0001);
+  assert.equal(halfBits(2 ** -14), 0x0400);
+  assert.equal(halfBits(1 / 3), 0x3555);
+  assert.equal(halfBits(-0), 0x8000);
+  assert.equal(halfToFloat(0x3555), 0.333251953125);
+});
+
+for (const backend of backends) {
+  Deno.test(`toHalf matches IEEE binary16 rounding exactly on ${backend}`, async () => {
+    await initBackend(backend, { quiet: true });
+    const xs = testValues();
+    const got = await tf.tidy(() => toHalf(tf.tensor1d(xs))).data();
+    let bad = 0;
+    const examples: string[] = [];
+    for (let i = 0; i < xs.length; i++) {
+      const want = refHalf(xs[i]);
+      // webgpu shaders may not keep the sign of zero; every other backend must
+      const same = backend === "webgpu" && want === 0 ? got[i] === 0 : Object.is(got[i], want);
+      if (!same) {
+        bad++;
+        if (examples.length < 8) examples.push(`${xs[i]} -> ${got[i]} (want ${want})`);
+      }
+    }
+    assert.equal(bad, 0, `${bad} of ${xs.length} values rounded wrongly: ${examples.join("; ")}`);
+  });
+}
+
+Deno.test("mixed boundary rounds the forward value and the gradient; fp32 leaves both alone", async () => {
+  await initBackend("cpu", { quiet: true });
+  const x = tf.tensor1d([1 + 2 ** -12, 70000, 1e-9, 0.1]);
+  const c = tf.tensor1d([1 / 3, 2 + 2 ** -12, 1e5, 3 * 2 ** -25]);
+  const f = (prec: "fp32" | "mixed") =>
+    tf.valueAndGrad((t: tf.Tensor) => tf.sum(tf.mul(boundary(t, prec), c)));
+  const mixed = f("mixed")(x);
+  const gm = await readData(mixed.grad);
+  assert.deepEqual(Array.from(gm), [refHalf(1 / 3), refHalf(2 + 2 ** -12), Infinity, 2 ** -23]);
+  const fwd = await readData(tf.tidy(() => boundary(x, "mixed")));
+  assert.deepEqual(Array.from(fwd), [1, Infinity, 0, refHalf(0.1)]);
+  const plain = f("fp32")(x);
+  assert.deepEqual(Array.from(await readData(plain.grad)), Array.from(await readData(c)));
+  assert.equal(await readScalar(plain.value), await readScalar(tf.sum(tf.mul(x, c))));
+});
+
+Deno.test("mixed precision: tiny GPT loss and gradients stay close to fp32", async () => {
+  await initBackend("cpu", { quiet: true });
+  const model = new Gpt(resolveConfig("gpt", "tiny", { vocabSize: 512, contextLength: 16 }), 7);
+  const ids = Array.from({ length: 2 * 17 }, (_, i) => (i * 37 + 11) % 512);
+  const idx = tf.tensor2d([ids.slice(0, 16), ids.slice(17, 33)], [2, 16], "int32");
+  const tgt = tf.tensor2d([ids.slice(1, 17), ids.slice(18, 34)], [2, 16], "int32");
+  const run = async (precision: "fp32" | "mixed") => {
+    const { value, grads } = tf.variableGrads(() => model.loss(idx, tgt, { precision }));
+    const g = await readData(grads[model.params.get("transformer.h.0.mlp.c_fc.weight")!.name]);
+    const loss = await readScalar(value);
+    tf.dispose([value, ...Object.values(grads)]);
+    return { loss, g };
+  };
+  const a = await run("fp32"), b = await run("mixed");
+  assert.ok(Number.isFinite(b.loss));
+  assert.ok(Math.abs(a.loss - b.loss) < 2e-3 * a.loss, `fp32 ${a.loss} vs mixed ${b.loss}`);
+  assert.notEqual(a.loss, b.loss, "mixed must actually round something");
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.g.length; i++) dot += a.g[i] * b.g[i], na += a.g[i] ** 2, nb += b.g[i] ** 2;
+  const cos = dot / Math.sqrt(na * nb);
+  assert.ok(cos > 0.999, `gradient cosine similarity ${cos}`);
+  model.dispose();
+});
