@@ -22,6 +22,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "draw loss curves of runs (SVG, PNG, or Unicode on the terminal)",
     load: () => import("./pipelines/plot/mod.ts"),
   },
+  viz: {
+    summary: "pictures of a model's insides: attention maps, image-model activations",
+    load: () => import("./pipelines/viz/mod.ts"),
+  },
   study: {
     summary: "train every model for the same wall-clock budget and write the comparison report",
     load: () => import("./pipelines/study/mod.ts"),

@@ -62,7 +62,14 @@ interface StudyOptions {
   trainExtra: string[];
 }
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+/** The lmpipe entry point children run: cli.ts of this checkout, or the bundle this process runs from. */
+const CLI = (() => {
+  const local = new URL("../../cli.ts", import.meta.url);
+  try {
+    if (local.protocol === "file:" && Deno.statSync(local).isFile) return local.pathname;
+  } catch { /* bundled: no cli.ts beside this module */ }
+  return Deno.mainModule;
+})();
 
 export async function run(argv: string[]): Promise<void> {
   const dd = argv.indexOf("--");
@@ -441,7 +448,9 @@ async function showCurves(o: StudyOptions, results: ModelResult[]): Promise<void
   try {
     cols = Math.min(120, Deno.consoleSize().columns);
   } catch { /* no console size: keep 80 */ }
-  await Deno.stderr.write(new TextEncoder().encode(renderTerm(spec, { width: cols, height: 18, color: true })));
+  await Deno.stderr.write(
+    new TextEncoder().encode(renderTerm(spec, { width: cols, height: 18, color: true })),
+  );
 }
 
 function shellQuote(s: string): string {
