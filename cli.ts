@@ -18,6 +18,18 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "turn a token shard or stream back into text on stdout",
     load: () => import("./pipelines/detokenize/mod.ts"),
   },
+  train: {
+    summary: "train a model on token shards (resumable checkpoints, mixed precision, JSON step log)",
+    load: () => import("./pipelines/train/mod.ts"),
+  },
+  eval: {
+    summary: "validation loss, perplexity and bits per byte of a checkpoint (shards or stdin)",
+    load: () => import("./pipelines/eval/mod.ts"),
+  },
+  sample: {
+    summary: "generate text from a checkpoint, streamed to stdout",
+    load: () => import("./pipelines/sample/mod.ts"),
+  },
   plot: {
     summary: "draw loss curves of runs (SVG, PNG, or Unicode on the terminal)",
     load: () => import("./pipelines/plot/mod.ts"),

@@ -22,9 +22,8 @@ export interface PipelineEnv {
 
 export async function loadFamilies(env: PipelineEnv): Promise<Families> {
   if (env.families) return env.families;
-  const spec = "../../lib/models/registry.ts"; // until the registry lands: resolved at run time
-  const reg = await import(spec);
-  return reg.FAMILIES as Families;
+  const { FAMILIES } = await import("../../lib/models/registry.ts");
+  return Object.fromEntries(FAMILIES.map((f) => [f.name, f]));
 }
 
 export function stdoutWriter(env: PipelineEnv): (bytes: Uint8Array) => Promise<void> {

@@ -1,0 +1,125 @@
+// Token generation for `lmpipe sample` (and the benchmark): the model's key/value cache by default
+// (startDecode/decodeStep: each new token costs one position), or full recomputation of the last
+// `context` tokens per token (--no-cache). Choosing the next token happens on the host from the logits
+// with lmpipe's seeded RNG, so a seed gives the same text on every run of a backend.
+import type { LanguageModel } from "../../lib/models/types.ts";
+import { readData, tf } from "../../lib/tensor/backend.ts";
+import type { Rng } from "../../lib/rng.ts";
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax). */
+  temperature: number;
+  /** Keep the k most likely tokens (0 = all). */
+  topK: number;
+  /** Keep the smallest set of tokens whose probability reaches p (1 = all). */
+  topP: number;
+  /** Only ids below this are ever drawn (the tokenizer's vocabulary; the model's may be padded). */
+  allowedVocab: number;
+}
+
+/** Picks the next token from one row of logits. */
+export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng): number {
+  const V = Math.min(logits.length, o.allowedVocab);
+  if (o.temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let threshold = -Infinity;
+  if (o.topK > 0 && o.topK < V) {
+    const sorted = logits.slice(0, V).sort(); // ascending
+    threshold = sorted[V - o.topK];
+  }
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i] >= threshold && logits[i] > max) max = logits[i];
+  const ids: number[] = [], probs: number[] = [];
+  let sum = 0;
+  for (let i = 0; i < V; i++) {
+    if (logits[i] < threshold) continue;
+    const e = Math.exp((logits[i] - max) / o.temperature);
+    ids.push(i), probs.push(e), sum += e;
+  }
+  let order = ids.map((_, j) => j);
+  let mass = 1;
+  if (o.topP < 1) {
+    order.sort((a, b) => probs[b] - probs[a] || ids[a] - ids[b]);
+    let cum = 0, keep = 0;
+    while (keep < order.length) {
+      cum += probs[order[keep]] / sum;
+      keep++;
+      if (cum >= o.topP) break;
+    }
+    order = order.slice(0, keep);
+    mass = cum;
+  }
+  let r = rng.next() * mass * sum;
+  for (const j of order) {
+    r -= probs[j];
+    if (r < 0) return ids[j];
+  }
+  return ids[order[order.length - 1]];
+}
+
+/** Produces the logits for the next token after each token appended; cached or recomputed. */
+export interface Stepper {
+  /** Logits [V] after `tokens` (the whole sequence so far; only new tokens are fed when cached). */
+  next(tokens: number[]): Promise<Float32Array>;
+  dispose(): void;
+}
+
+async function row(t: tf.Tensor): Promise<Float32Array> {
+  const d = await readData(t) as Float32Array;
+  t.dispose();
+  return d;
+}
+
+/** Full recomputation over the last `context` tokens for every new token. */
+export function uncachedStepper(model: LanguageModel): Stepper {
+  const T = model.config.contextLength;
+  return {
+    next(tokens) {
+      const win = tokens.slice(-T);
+      const t = tf.tidy(() => {
+        const logits = model.logits(tf.tensor2d(Int32Array.from(win), [1, win.length], "int32"), { training: false });
+        const V = logits.shape[2];
+        return tf.slice(logits, [0, win.length - 1, 0], [1, 1, V]).reshape([V]);
+      });
+      return row(t);
+    },
+    dispose() {},
+  };
+}
+
+/**
+ * Key/value-cached decoding. Within the context each call feeds only the tokens not yet consumed.
+ * When the cache is full, it restarts from the last half-context of tokens (so long generations stay
+ * fast; beyond the context this differs from --no-cache, which slides one token at a time).
+ */
+export function cachedStepper(model: LanguageModel): Stepper {
+  const T = model.config.contextLength;
+  let state = model.startDecode(1);
+  let consumed = 0; // tokens of the sequence fed so far (the cache may hold a suffix)
+  let offset = 0; // sequence index of the cache's first token
+  return {
+    async next(tokens) {
+      if (tokens.length - offset > T) {
+        state.dispose();
+        state = model.startDecode(1);
+        offset = tokens.length - Math.ceil(T / 2);
+        consumed = offset;
+      }
+      let last: tf.Tensor2D | null = null;
+      for (; consumed < tokens.length; consumed++) {
+        last?.dispose();
+        const tok = tf.tensor1d([tokens[consumed]], "int32");
+        last = model.decodeStep(state, tok);
+        tok.dispose();
+      }
+      if (!last) throw new Error("cachedStepper.next: no new token to feed");
+      return row(last); // [1, V]: its data is the one row
+    },
+    dispose() {
+      state.dispose();
+    },
+  };
+}
