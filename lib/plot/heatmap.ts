@@ -20,6 +20,8 @@ export interface GridSpec {
   rowHeaders?: string[];
   /** A header above each grid column (e.g. "head 1" or "c3"). */
   colHeaders?: string[];
+  /** Headers over groups of grid columns, starting at grid column `col` (e.g. "before sharing"). */
+  groupHeaders?: Array<{ col: number; text: string }>;
   /** Labels of the cells of every panel (e.g. the prompt's tokens): rows left of the first grid column, columns under the last grid row. */
   cellLabels?: { rows: string[]; cols: string[] };
   /** Pixel size of one matrix cell. */
@@ -85,7 +87,7 @@ export function layoutGrid(g: GridSpec): GridLayout {
   const labelW = Math.max(longest(g.rowHeaders) + (g.cellLabels ? pad : 0), 0) + longest(g.cellLabels?.rows) +
     pad;
   const colLabelH = g.cellLabels ? longest(g.cellLabels.cols) + pad : 0;
-  const top = (g.title ? charH * 2 : pad) + (g.colHeaders ? charH + pad / 2 : 0);
+  const top = (g.title ? charH * 2 : pad) + (g.colHeaders ? charH + pad / 2 : 0) + (g.groupHeaders ? charH : 0);
   const gaps = new Set(g.gapBefore ?? []);
   const origin: Array<Array<[number, number]>> = [];
   let y = top;
@@ -193,6 +195,10 @@ export function renderGridRaster(g: GridSpec): Raster {
     const [, y0] = L.origin[i][0];
     label(img, pad, y0 + ((p?.rows ?? 1) * c) / 2, h, INK, s);
   });
+  for (const h of g.groupHeaders ?? []) {
+    const [x0, y0] = L.origin[0][h.col];
+    label(img, x0, y0 - pad / 2 - (GLYPH_H * s) / 2 - 2 * s - 9 * s, h.text, [0, 0, 0], s);
+  }
   if (g.footer) label(img, pad, L.footerY + 9 * s * 0.75, g.footer, [90, 90, 90], s);
   return img;
 }
@@ -261,6 +267,10 @@ export function renderGridSvg(g: GridSpec): string {
     const [, y0] = L.origin[i][0];
     o.push(`<text x="${pad}" y="${y0 + ((p?.rows ?? 1) * c) / 2 + fs / 3}">${xmlEscape(h)}</text>`);
   });
+  for (const h of g.groupHeaders ?? []) {
+    const [x0, y0] = L.origin[0][h.col];
+    o.push(`<text x="${x0}" y="${y0 - pad / 2 - 2 * s - 9 * s}" font-weight="bold">${xmlEscape(h.text)}</text>`);
+  }
   if (g.footer) o.push(`<text x="${pad}" y="${L.footerY + fs}" fill="#5a5a5a">${xmlEscape(g.footer)}</text>`);
   o.push(`</svg>`);
   return o.join("\n") + "\n";
