@@ -11,6 +11,7 @@ import { decodeBytes, encodeOrdinary, EOT, VOCAB_SIZE } from "../../lib/tokenize
 import { readAll } from "../eval/stream.ts";
 import { loadFamilies, modelFromCheckpoint, type PipelineEnv, stdoutWriter } from "../train/setup.ts";
 import { cachedStepper, chooseToken, type SamplingOptions, uncachedStepper } from "./generate.ts";
+import { topLine, topTokens } from "./top.ts";
 
 const CMD = "sample";
 
@@ -21,6 +22,7 @@ const SPEC = {
   temperature: { type: "string" },
   "top-k": { type: "string" },
   "top-p": { type: "string" },
+  top: { type: "string" },
   "num-samples": { type: "string" },
   seed: { type: "string" },
   format: { type: "string" },
@@ -41,6 +43,8 @@ Options:
   --temperature X       softmax temperature; 0 = always the most likely token            (default: 0.8)
   --top-k N             draw only from the N most likely tokens; 0 = all                 (default: 200)
   --top-p X             draw only from the smallest set with probability >= X; 1 = all  (default: 1.0)
+  --top N               no sampling: print the N most likely next tokens after the prompt with their
+                        probabilities, one per line as 'p:0.33, town' (--format jsonl: one JSON object)
   --num-samples N       independent samples                                              (default: 1)
   --seed N              seed of the draws (same seed, same text on a backend)            (default: 1337)
   --format F            text (prompt + continuation, streamed) | jsonl (one object per sample) |
@@ -99,6 +103,23 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const write = stdoutWriter(env);
   const enc = new TextEncoder();
+  const top = num(p, CMD, "top", 0, { min: 0, integer: true });
+  if (top > 0) {
+    // --top N: the next-token distribution after the prompt instead of a sample
+    const stepper = uncachedStepper(model);
+    try {
+      const best = topTokens(await stepper.next(promptIds), top, sampling.allowedVocab);
+      const texts = best.map((t) => new TextDecoder().decode(decodeBytes([t.id])));
+      if (format === "jsonl") {
+        const rec = { prompt, prompt_tokens: promptIds.length, top: best.map((t, i) => ({ token: t.id, text: texts[i], p: t.p })) };
+        await write(enc.encode(JSON.stringify(rec) + "\n"));
+      } else await write(enc.encode(best.map((t, i) => topLine(t, texts[i]) + "\n").join("")));
+    } finally {
+      stepper.dispose();
+      model.dispose();
+    }
+    return;
+  }
   const rng = new Rng(seed);
   try {
     for (let s = 0; s < numSamples; s++) {
