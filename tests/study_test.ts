@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { main } from "../cli.ts";
 import { decodePng } from "../lib/plot/png.ts";
-import { parseEval } from "../pipelines/study/mod.ts";
+import { encodeU16, shardHeader } from "../lib/shard.ts";
+import { ALL_MODELS, parseEval, presetFor } from "../pipelines/study/mod.ts";
 import {
   type ModelResult,
   renderMarkdown,
@@ -90,4 +91,101 @@ Deno.test("study: bad flags fail before any training, naming the fix", async () 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("study: the study-size preset has each family's name", () => {
+  assert.equal(presetFor("gpt", "study"), "gpt2");
+  assert.equal(presetFor("pixel-attn", "gpt2"), "study");
+  assert.equal(presetFor("pixel-attn", "tiny"), "tiny");
+});
+
+/** The fixture shards, or (before they exist) a small train/val pair of token shards written here. */
+async function fixtureData(tmp: string): Promise<string> {
+  const fixtures = new URL("../fixtures/shards", import.meta.url).pathname;
+  try {
+    if ((await Deno.stat(fixtures)).isDirectory) return fixtures;
+  } catch { /* not there yet: make shards */ }
+  const dir = join(tmp, "shards");
+  await Deno.mkdir(dir);
+  let x = 12345;
+  for (const [name, n] of [["train_000000.bin", 40000], ["val_000000.bin", 8000]] as const) {
+    const t = new Uint16Array(n);
+    for (let i = 0; i < n; i++) t[i] = (x = (x * 1103515245 + 12345) % 2147483648) % 2000;
+    const bytes = new Uint8Array(1024 + 2 * n);
+    bytes.set(shardHeader(n)), bytes.set(encodeU16(t), 1024);
+    await Deno.writeFile(join(dir, name), bytes);
+  }
+  return dir;
+}
+
+Deno.test({
+  name: "lmpipe study --preset tiny: trains all four models for the budget and writes the report",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const tmp = await Deno.makeTempDir();
+    try {
+      const data = await fixtureData(tmp);
+      const out = join(tmp, "study");
+      const args = [
+        "study",
+        "--data",
+        data,
+        "--preset",
+        "tiny",
+        "--budget",
+        "4s",
+        "--out",
+        out,
+        "--backend",
+        "wasm",
+        "--eval-tokens",
+        "1024",
+        "--",
+        "--batch-size",
+        "2",
+        "--eval-iters",
+        "1",
+      ];
+      assert.equal(await main(args), 0);
+      const report = JSON.parse(await Deno.readTextFile(join(out, "report.json")));
+      assert.deepEqual(report.models.map((m: ModelResult) => m.model), ALL_MODELS);
+      for (const m of report.models as ModelResult[]) {
+        assert.equal(m.status, "ok", `${m.model}: ${m.error}`);
+        assert.ok(
+          m.steps! >= 1 && m.tokens! >= m.steps! * 2 * 64,
+          `${m.model}: ${m.steps} steps, ${m.tokens} tokens`,
+        );
+        assert.ok(
+          m.params! > 1e6 && m.flops_per_token! > m.params!,
+          `${m.model}: ${m.params} params, ${m.flops_per_token} FLOPs`,
+        );
+        assert.ok(m.val_loss! > 5 && m.val_loss! < 12, `${m.model}: val loss ${m.val_loss}`);
+        assert.ok(m.train_loss! > 5 && m.train_loss! < 12);
+        assert.ok(m.tokens_per_s! > 0);
+        assert.equal(m.val_tokens, 1024);
+        // each run is an ordinary, resumable train folder with its own step log
+        for (const f of ["config.json", "model.safetensors", "state.json", "log.jsonl"]) {
+          await Deno.stat(join(out, m.model, f));
+        }
+      }
+      const md = await Deno.readTextFile(join(out, "report.md"));
+      for (const m of ALL_MODELS) assert.ok(md.includes(`| [${m}](${m}/) |`), m);
+      assert.ok(md.includes("3.198"));
+      const svg = await Deno.readTextFile(join(out, "loss_time.svg"));
+      assert.equal(svg.match(/<path class="train"/g)?.length, 4);
+      assert.ok(svg.includes("budget 4.0s"));
+      const png = decodePng(await Deno.readFile(join(out, "loss_step.png")));
+      assert.deepEqual([png.width, png.height], [900, 520]);
+
+      // running it again reuses the finished runs instead of training them again
+      const before = await Deno.readTextFile(join(out, "gpt", "log.jsonl"));
+      assert.equal(await main([...args.slice(0, args.indexOf("--")), "--models", "gpt"]), 0);
+      assert.equal(await Deno.readTextFile(join(out, "gpt", "log.jsonl")), before);
+      const again = JSON.parse(await Deno.readTextFile(join(out, "report.json")));
+      assert.equal(again.models[0].resumed, true);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
 });

@@ -11,6 +11,9 @@ import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtDuration, info, stderrIsTTY, warn } from "../../lib/log.ts";
 import { VERSION } from "../../lib/version.ts";
+import { getFamily } from "../../lib/models/registry.ts";
+import type { ModelConfig } from "../../lib/models/types.ts";
+import { initBackend } from "../../lib/tensor/backend.ts";
 import { encodePng } from "../../lib/plot/png.ts";
 import { renderRaster } from "../../lib/plot/raster.ts";
 import { lossChart, readRun, type RunLog } from "../../lib/plot/runs.ts";
@@ -36,7 +39,8 @@ Options:
   --budget DUR      wall-clock training budget per model: 90s, 10m, 2h, 1h30m     (required)
   --out DIR         study folder                                                   (required)
   --models LIST     comma-separated models                (default: ${ALL_MODELS.join(",")})
-  --preset NAME     model preset for every model: tiny | small | study/gpt2         (default: small)
+  --preset NAME     model preset for every model: tiny | small | study (the study's sizes:
+                    gpt2 for gpt, study for the image models; gpt2 means the same)  (default: small)
   --backend NAME    auto | webgpu | tensorflow | wasm | cpu                          (default: auto)
   --seed N          seed for weights and data order                                (default: 1337)
   --eval-tokens N   validation tokens each model is evaluated on (0 = whole split) (default: 65536)
@@ -240,13 +244,20 @@ function peakRss(pid: number): number | null {
   }
 }
 
+/** The study-size preset is called gpt2 for gpt and study for the image models; either name picks both. */
+export function presetFor(model: string, preset: string): string {
+  if (preset === "study" && model === "gpt") return "gpt2";
+  if (preset === "gpt2" && model !== "gpt") return "study";
+  return preset;
+}
+
 function trainArgs(model: string, o: StudyOptions, runDir: string, resume: boolean): string[] {
   return [
     "train",
     "--model",
     model,
     "--preset",
-    o.preset,
+    presetFor(model, o.preset),
     "--data",
     o.data,
     "--backend",
@@ -370,20 +381,28 @@ async function fillFromLog(r: ModelResult, runDir: string): Promise<void> {
   }
 }
 
-/** Parameter count and FLOPs per token, from the run's config.json (written by train). */
+/**
+ * Parameter count and FLOPs per token: from config.json when train recorded them, else from the model
+ * its config describes, built once on the cpu backend (weights are random; only the counts are read).
+ */
 async function fillFromConfig(r: ModelResult, runDir: string): Promise<void> {
   const cfg = await readJson(join(runDir, "config.json"));
-  if (!cfg) return;
-  const pick = (...keys: string[]) => {
-    for (const k of keys) {
-      for (const src of [cfg, cfg.model as Record<string, unknown>, cfg.stats as Record<string, unknown>]) {
-        if (src && typeof src === "object" && typeof src[k] === "number") return src[k] as number;
-      }
-    }
-    return undefined;
-  };
-  r.params = pick("params", "param_count", "paramCount", "n_params");
-  r.flops_per_token = pick("flops_per_token", "flopsPerToken");
+  const mc = cfg?.model as ModelConfig | undefined;
+  if (!mc || typeof mc !== "object") return;
+  if (typeof cfg!.params === "number" && typeof cfg!.flops_per_token === "number") {
+    r.params = cfg!.params as number;
+    r.flops_per_token = cfg!.flops_per_token as number;
+    return;
+  }
+  try {
+    await initBackend("cpu", { quiet: true });
+    const model = getFamily(mc.model).create(mc, 0);
+    r.params = model.paramCount();
+    r.flops_per_token = model.flopsPerToken();
+    model.dispose();
+  } catch (err) {
+    warn(`study: cannot count ${r.model}'s parameters (${err instanceof Error ? err.message : err})`);
+  }
 }
 
 async function writeReport(o: StudyOptions, results: ModelResult[], argv: string[]): Promise<StudyReport> {
