@@ -18,6 +18,7 @@ const CMD = "sample";
 const SPEC = {
   ckpt: { type: "string" },
   prompt: { type: "string" },
+  "prompt-ids": { type: "string" },
   "max-new-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-k": { type: "string" },
@@ -39,6 +40,7 @@ model's context keeps its last tokens (with a warning).
 Options:
   --ckpt DIR            run folder from 'lmpipe train'                                   (required)
   --prompt TEXT         text to continue                                                 (default: stdin or empty)
+  --prompt-ids IDS      token ids to continue instead, e.g. "198" or "464,3290"          (default: none)
   --max-new-tokens N    tokens to generate per sample                                    (default: 256)
   --temperature X       softmax temperature; 0 = always the most likely token            (default: 0.8)
   --top-k N             draw only from the N most likely tokens; 0 = all                 (default: 200)
@@ -79,6 +81,16 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   if (!["text", "jsonl", "tokens"].includes(format)) throw usageError(`lmpipe sample: --format must be text, jsonl or tokens, got '${format}'`);
 
   let prompt = str(p, "prompt");
+  const idsFlag = str(p, "prompt-ids");
+  let givenIds: number[] | null = null;
+  if (idsFlag !== undefined) {
+    if (prompt !== undefined) throw usageError("lmpipe sample: give --prompt or --prompt-ids, not both");
+    givenIds = idsFlag.split(/[\s,]+/).filter((s) => s).map(Number);
+    if (!givenIds.length || givenIds.some((n) => !Number.isInteger(n) || n < 0 || n >= VOCAB_SIZE)) {
+      throw usageError(`lmpipe sample: --prompt-ids must be token ids in [0, ${VOCAB_SIZE}) separated by commas or spaces, got '${idsFlag}'`);
+    }
+    prompt = new TextDecoder().decode(decodeBytes(givenIds));
+  }
   if (prompt === undefined) {
     const stdin = env.stdin ?? (Deno.stdin.isTerminal() ? undefined : Deno.stdin.readable);
     prompt = stdin ? new TextDecoder().decode(await readAll(stdin)) : "";
@@ -90,7 +102,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const model = modelFromCheckpoint(families, ckpt.config, ckpt.weights, dir, CMD);
   const T = model.config.contextLength;
   sampling.allowedVocab = Math.min(VOCAB_SIZE, model.config.vocabSize);
-  let promptIds = prompt === "" ? [EOT] : Array.from(encodeOrdinary(prompt));
+  let promptIds = givenIds ?? (prompt === "" ? [EOT] : Array.from(encodeOrdinary(prompt)));
+  const outside = promptIds.find((id) => id >= model.config.vocabSize);
+  if (outside !== undefined) {
+    throw usageError(`lmpipe sample: prompt token ${outside} is outside the model's vocabulary (${model.config.vocabSize})`);
+  }
   if (promptIds.length > T) {
     warn(`the prompt has ${promptIds.length} tokens, more than the model's context (${T}); using its last ${T} tokens`);
     promptIds = promptIds.slice(-T);

@@ -200,7 +200,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const tokPerStep = o.batchSize * T * o.gradAccum;
   info(
     `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${fmtCount(tokPerStep)} tokens/step, ` +
-      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${o.minLr}` +
+      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${Number(o.minLr.toPrecision(6))}` +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") + (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
   );
