@@ -3,6 +3,7 @@
 // interoperate with llm.c, and reads nanoGPT's headerless uint16 `train.bin`/`val.bin` as well.
 // Readers go by offset: nothing here loads a whole shard into memory.
 import { inputError } from "./errors.ts";
+import { ByteReader } from "./readers/byte_reader.ts";
 
 export const SHARD_MAGIC = 20240520;
 export const SHARD_VERSION = 1;
@@ -146,3 +147,66 @@ export function encodeU16(tokens: Uint16Array): Uint8Array {
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * Tokens of a byte stream in either format, in chunks of at most `chunkTokens`: one or more llm.c
+ * shards back to back (each with its own header, as `lmpipe tokenize --out -` writes), or raw
+ * headerless uint16 (nanoGPT). Streams: only one chunk is held at a time. `what` names it in errors.
+ */
+export async function* readTokenStream(
+  stream: ReadableStream<Uint8Array>,
+  what = "stdin",
+  chunkTokens = 1 << 18,
+): AsyncGenerator<Uint16Array> {
+  const r = new ByteReader(stream);
+  try {
+    const first = await r.exact(4);
+    const headered = parseHeader(new Uint8Array([...first, 0, 0, 0, 0, 0, 0, 0, 0])) !== null;
+    if (!headered) {
+      let carry = first;
+      while (true) {
+        const c = await r.exact(chunkTokens * 2);
+        const all = carry.length ? new Uint8Array(carry.length + c.length) : c;
+        if (carry.length) all.set(carry), all.set(c, carry.length);
+        carry = new Uint8Array(0);
+        const even = all.length & ~1;
+        if (even > 0) yield decodeU16(all.slice(0, even));
+        if (all.length !== even) {
+          throw inputError(`${what}: headerless token stream has an odd number of bytes (${r.position}); it is truncated`);
+        }
+        if (c.length < chunkTokens * 2) return;
+      }
+    }
+    let head: Uint8Array = first;
+    let shardNo = 0;
+    while (true) {
+      const start = r.position - head.length;
+      const rest = await r.exact(HEADER_BYTES - head.length);
+      const h = new Uint8Array(HEADER_BYTES);
+      h.set(head), h.set(rest, head.length);
+      const hdr = parseHeader(h);
+      if (hdr === null || head.length + rest.length < HEADER_BYTES) {
+        throw inputError(`${what}: expected an llm.c shard header at byte ${start} (shard ${shardNo}); the stream is corrupt or truncated`);
+      }
+      if (hdr.version !== SHARD_VERSION) throw inputError(`${what}: header at byte ${start} has version ${hdr.version}, expected ${SHARD_VERSION}`);
+      if (hdr.tokens < 0) throw inputError(`${what}: header at byte ${start} has a negative token count`);
+      let left = hdr.tokens;
+      while (left > 0) {
+        const n = Math.min(left, chunkTokens);
+        const b = await r.exact(n * 2);
+        if (b.length < n * 2) {
+          throw inputError(
+            `${what}: shard ${shardNo} (header at byte ${start}) announces ${hdr.tokens} tokens but the stream ends after ${hdr.tokens - left + (b.length >> 1)}`,
+          );
+        }
+        yield decodeU16(b);
+        left -= n;
+      }
+      shardNo++;
+      head = await r.exact(4);
+      if (head.length === 0) return;
+    }
+  } finally {
+    await r.cancel();
+  }
+}

@@ -1,0 +1,209 @@
+// A small streaming tar reader (and the writer the fixture generator uses). OpenWebText is a tar of
+// xz files that are each a tar of .txt documents, so lmpipe reads tar from a stream, member by member,
+// never seeking and never holding more than one member body chunk (or one small document) in memory.
+// Handles ustar and old-style headers, GNU long names ('L') and pax extended headers ('x' path/size);
+// skips directories, links and other special members; rejects what it cannot read, naming the member.
+import { inputError } from "../errors.ts";
+import { ByteReader } from "./byte_reader.ts";
+
+const BLOCK = 512;
+const dec = new TextDecoder();
+
+export interface TarMember {
+  /** Path inside the archive. */
+  name: string;
+  size: number;
+  /** "file" for regular files; everything else is skipped by callers. */
+  type: "file" | "dir" | "other";
+  /** The whole body (for small members such as documents). Call at most once, or stream(). */
+  bytes(): Promise<Uint8Array>;
+  /** The body as a stream (for large members such as nested archives). */
+  stream(): ReadableStream<Uint8Array>;
+}
+
+function cstr(b: Uint8Array, start: number, len: number): string {
+  const s = b.subarray(start, start + len);
+  const end = s.indexOf(0);
+  return dec.decode(end === -1 ? s : s.subarray(0, end));
+}
+
+/** Numeric header field: octal text, or GNU base-256 when the top bit of the first byte is set. */
+function numField(b: Uint8Array, start: number, len: number): number {
+  if (b[start] & 0x80) {
+    let v = b[start] & 0x7f;
+    for (let i = 1; i < len; i++) v = v * 256 + b[start + i];
+    return v;
+  }
+  const s = cstr(b, start, len).trim();
+  if (s === "") return 0;
+  if (!/^[0-7]+$/.test(s)) return NaN;
+  return parseInt(s, 8);
+}
+
+function checksumOk(h: Uint8Array): boolean {
+  const stored = numField(h, 148, 8);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i];
+  return stored === sum;
+}
+
+/** Parses pax "len key=value\n" records. */
+function parsePax(body: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  const text = dec.decode(body);
+  let off = 0;
+  while (off < text.length) {
+    const sp = text.indexOf(" ", off);
+    if (sp === -1) break;
+    const len = Number(text.slice(off, sp));
+    if (!Number.isInteger(len) || len <= 0) break;
+    const rec = text.slice(sp + 1, off + len - 1);
+    const eq = rec.indexOf("=");
+    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    off += len;
+  }
+  return out;
+}
+
+/**
+ * Members of the tar archive in `stream`, in archive order. `what` names the archive in errors. A
+ * member's body must be consumed (or ignored: the rest is skipped) before asking for the next member.
+ */
+export async function* readTar(stream: ReadableStream<Uint8Array>, what: string): AsyncGenerator<TarMember> {
+  const r = new ByteReader(stream);
+  let longName: string | null = null;
+  let pax: Record<string, string> = {};
+  let prevName = "(start of archive)";
+  try {
+    while (true) {
+      const h = await r.exact(BLOCK);
+      if (h.length === 0) return; // end without the two zero blocks: tolerated (many writers omit them)
+      if (h.length < BLOCK) throw inputError(`${what}: tar archive is truncated after member '${prevName}'`);
+      if (h.every((x) => x === 0)) return; // end-of-archive marker
+      if (!checksumOk(h)) {
+        throw inputError(
+          `${what}: corrupt tar header after member '${prevName}' (checksum mismatch at byte ${r.position - BLOCK}); ` +
+            `the archive is damaged or not a tar file`,
+        );
+      }
+      const typeflag = String.fromCharCode(h[156] || 48); // NUL = '0' (old regular file)
+      let size = numField(h, 124, 12);
+      if (!Number.isFinite(size) || size < 0) {
+        throw inputError(`${what}: corrupt tar header after member '${prevName}' (bad size field)`);
+      }
+      const magic = cstr(h, 257, 6);
+      let name = cstr(h, 0, 100);
+      if (magic.startsWith("ustar")) {
+        const prefix = cstr(h, 345, 155);
+        if (prefix && magic === "ustar") name = `${prefix}/${name}`;
+      }
+      if (pax.size !== undefined) size = Number(pax.size);
+      if (pax.path !== undefined) name = pax.path;
+      if (longName !== null) name = longName;
+      const padded = Math.ceil(size / BLOCK) * BLOCK;
+
+      // Meta members that describe the next one.
+      if (typeflag === "L" || typeflag === "x" || typeflag === "g" || typeflag === "K") {
+        if (size > 1 << 20) throw inputError(`${what}: tar ${typeflag} header of ${size} bytes is implausible; archive corrupt`);
+        const body = await r.exact(padded);
+        if (body.length < padded) throw inputError(`${what}: tar archive is truncated in a '${typeflag}' header`);
+        if (typeflag === "L") longName = cstr(body, 0, size);
+        else if (typeflag === "x") pax = parsePax(body.subarray(0, size));
+        continue; // 'g' (global pax) and 'K' (long link name) do not matter for reading files
+      }
+      longName = null;
+      pax = {};
+      prevName = name;
+
+      const type = typeflag === "0" || typeflag === "7" ? "file" : typeflag === "5" ? "dir" : "other";
+      const bodySize = type === "dir" ? 0 : size;
+      let left = bodySize;
+      let used = false;
+      const truncated = () => inputError(`${what}: tar archive is truncated inside member '${name}'`);
+      const member: TarMember = {
+        name,
+        size: bodySize,
+        type,
+        bytes: async () => {
+          if (used) throw new Error("tar member body already consumed");
+          used = true;
+          const b = await r.exact(left);
+          if (b.length < left) throw truncated();
+          left = 0;
+          return b;
+        },
+        stream: () => {
+          if (used) throw new Error("tar member body already consumed");
+          used = true;
+          return new ReadableStream<Uint8Array>({
+            pull: async (c) => {
+              if (left === 0) return c.close();
+              try {
+                const b = await r.chunk(Math.min(left, 1 << 16));
+                if (b === null) throw truncated();
+                left -= b.length;
+                c.enqueue(b.slice());
+              } catch (err) {
+                c.error(err);
+              }
+            },
+          }, { highWaterMark: 0 });
+        },
+      };
+      yield member;
+      // Skip whatever the consumer left, plus the padding to the next block.
+      const rest = left + (padded - bodySize);
+      if ((await r.skip(rest)) < rest) {
+        if (left > 0) throw truncated();
+        // Missing padding at the very end is tolerated only if nothing follows.
+      }
+      left = 0;
+    }
+  } finally {
+    await r.cancel();
+  }
+}
+
+// ---- writing (used by scripts/make_fixtures.ts and tests) -------------------------------------------
+
+function octal(b: Uint8Array, start: number, len: number, v: number): void {
+  const s = v.toString(8).padStart(len - 1, "0");
+  for (let i = 0; i < len - 1; i++) b[start + i] = s.charCodeAt(i);
+  b[start + len - 1] = 0;
+}
+
+/** A ustar header for a regular file (names up to 100 bytes, fixed mtime for reproducible output). */
+export function tarHeader(name: string, size: number, mtime = 0): Uint8Array {
+  const h = new Uint8Array(BLOCK);
+  const nb = new TextEncoder().encode(name);
+  if (nb.length > 100) throw new RangeError(`tar name longer than 100 bytes: ${name}`);
+  h.set(nb, 0);
+  octal(h, 100, 8, 0o644);
+  octal(h, 108, 8, 0);
+  octal(h, 116, 8, 0);
+  octal(h, 124, 12, size);
+  octal(h, 136, 12, mtime);
+  h[156] = 48; // '0' regular file
+  h.set(new TextEncoder().encode("ustar\x0000"), 257);
+  for (let i = 148; i < 156; i++) h[i] = 32;
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += h[i];
+  octal(h, 148, 7, sum);
+  h[155] = 32;
+  return h;
+}
+
+/** A whole tar archive (in memory: for small fixture and test archives only). */
+export function buildTar(files: { name: string; data: Uint8Array }[]): Uint8Array {
+  let total = 2 * BLOCK;
+  for (const f of files) total += BLOCK + Math.ceil(f.data.length / BLOCK) * BLOCK;
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const f of files) {
+    out.set(tarHeader(f.name, f.data.length), off);
+    off += BLOCK;
+    out.set(f.data, off);
+    off += Math.ceil(f.data.length / BLOCK) * BLOCK;
+  }
+  return out;
+}

@@ -1,0 +1,123 @@
+// Bytes to text for tokenizing: UTF-8 decoding that replaces invalid sequences with U+FFFD and counts
+// them (so a damaged corpus is reported, not silently mangled), and splitting a plain-text stream into
+// documents at a separator (`--doc-sep blank` or a literal string) without holding the stream in memory.
+
+const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const lossy = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/** U+FFFD characters in `s`. */
+function countReplacement(s: string): number {
+  let n = 0, i = -1;
+  while ((i = s.indexOf("\uFFFD", i + 1)) !== -1) n++;
+  return n;
+}
+
+/** Occurrences of the bytes EF BF BD (a literal, valid U+FFFD) in `b`. */
+function countLiteralReplacement(b: Uint8Array): number {
+  let n = 0;
+  for (let i = b.indexOf(0xef); i !== -1 && i + 2 < b.length; i = b.indexOf(0xef, i + 1)) {
+    if (b[i + 1] === 0xbf && b[i + 2] === 0xbd) n++;
+  }
+  return n;
+}
+
+/** Decodes UTF-8; returns the text and how many invalid sequences were replaced by U+FFFD. */
+export function decodeUtf8(bytes: Uint8Array): { text: string; replaced: number } {
+  try {
+    return { text: fatal.decode(bytes), replaced: 0 };
+  } catch {
+    const text = lossy.decode(bytes);
+    return { text, replaced: Math.max(0, countReplacement(text) - countLiteralReplacement(bytes)) };
+  }
+}
+
+/** Streaming UTF-8 decoding with the same replacement count (sequences split across chunks are joined). */
+export class Utf8Stream {
+  #dec = new TextDecoder("utf-8", { ignoreBOM: true });
+  #tail = new Uint8Array(0); // last 2 bytes of the previous chunk, for literal U+FFFD across chunks
+  replaced = 0;
+
+  push(chunk: Uint8Array, final = false): string {
+    const text = this.#dec.decode(chunk, { stream: !final });
+    let lit = 0;
+    if (text.includes("\uFFFD")) {
+      const joined = new Uint8Array(this.#tail.length + chunk.length);
+      joined.set(this.#tail), joined.set(chunk, this.#tail.length);
+      lit = countLiteralReplacement(joined);
+      this.replaced += Math.max(0, countReplacement(text) - lit);
+    }
+    this.#tail = chunk.slice(Math.max(0, chunk.length - 2));
+    return text;
+  }
+}
+
+/** UTF-8 byte length of a string (without encoding it). */
+export function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 2; // 4 bytes for 2 code units
+        i++;
+      } else n += 2;
+    } else n += 2;
+  }
+  return n;
+}
+
+/** Turns a --doc-sep value into a separator: "blank" (blank lines) or a literal with \n, \t, \r, \\ escapes. */
+export function parseDocSep(raw: string): RegExp | string {
+  if (raw === "blank") return /\r?\n(?:[ \t]*\r?\n)+/g;
+  return raw.replace(/\\([ntr\\])/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c as "n"]);
+}
+
+/**
+ * Splits a stream of text chunks into documents at `sep`. Empty documents are dropped (and, for blank
+ * line separation, whitespace-only ones). Only the current partial document is held in memory.
+ */
+export async function* splitDocs(chunks: AsyncIterable<string>, sep: RegExp | string): AsyncGenerator<string> {
+  let buf = "";
+  let scanFrom = 0; // no separator starts before this index of buf
+  const keep = (d: string) => (typeof sep === "string" ? d.length > 0 : d.trim().length > 0);
+  // Yields the documents completed in buf; unless `final`, a separator touching the end may still grow.
+  function* drain(final: boolean): Generator<string> {
+    let start = 0;
+    if (typeof sep === "string") {
+      let i: number;
+      while ((i = buf.indexOf(sep, Math.max(start, scanFrom))) !== -1) {
+        const d = buf.slice(start, i);
+        if (keep(d)) yield d;
+        start = i + sep.length;
+      }
+      buf = buf.slice(start);
+      scanFrom = Math.max(0, buf.length - sep.length + 1);
+    } else {
+      sep.lastIndex = Math.max(start, scanFrom);
+      let m: RegExpExecArray | null;
+      let pending = -1;
+      while ((m = sep.exec(buf)) !== null) {
+        if (!final && m.index + m[0].length >= buf.length) {
+          pending = m.index;
+          break;
+        }
+        const d = buf.slice(start, m.index);
+        if (keep(d)) yield d;
+        start = m.index + m[0].length;
+      }
+      buf = buf.slice(start);
+      // An unfinished separator can only begin at the last newline (or the \r before it).
+      const nl = buf.lastIndexOf("\n");
+      scanFrom = pending >= 0 ? pending - start : nl === -1 ? buf.length : Math.max(0, nl - 1);
+    }
+  }
+  for await (const c of chunks) {
+    buf += c;
+    yield* drain(false);
+  }
+  yield* drain(true);
+  if (keep(buf)) yield buf;
+}
