@@ -3,9 +3,10 @@
 // added by importing it and listing it in FAMILIES; nothing else in the engine changes.
 import { usageError } from "../errors.ts";
 import { gptFamily } from "./gpt.ts";
+import { pixelAttnFamily, pixelAttnWideFamily, pixelCumsumFamily } from "./pixel.ts";
 import type { LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
 
-export const FAMILIES: readonly ModelFamily[] = [gptFamily];
+export const FAMILIES: readonly ModelFamily[] = [gptFamily, pixelCumsumFamily, pixelAttnFamily, pixelAttnWideFamily];
 
 export function familyNames(): string[] {
   return FAMILIES.map((f) => f.name);
