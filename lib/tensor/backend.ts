@@ -101,7 +101,7 @@ export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
 function configureWasm(threads: number): void {
   if (wasmConfigured) return;
   wasmBackend.setWasmPaths(Deno.realPathSync(wasmDist) + "/");
-  if (threads > 1) enableWasmThreads(threads, Deno.realPathSync(wasmDist) + "/");
+  if (threads > 1) enableWasmThreads(threads);
   wasmConfigured = true;
 }
 
