@@ -7,12 +7,13 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { gptFamily } from "../lib/models/gpt.ts";
+import { pixelAttnFamily, pixelCumsumFamily } from "../lib/models/pixel.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
 import { layoutGrid, renderGridRaster, renderGridSvg } from "../lib/plot/heatmap.ts";
 import { decodePng } from "../lib/plot/png.ts";
 import { initBackend, readData } from "../lib/tensor/backend.ts";
 import { attentionGrid, imagesGrid } from "../pipelines/viz/grids.ts";
-import { attentionData, promptTokens } from "../pipelines/viz/mod.ts";
+import { attentionData, imageData, promptTokens } from "../pipelines/viz/mod.ts";
 
 await initBackend("cpu", { quiet: true });
 
@@ -154,6 +155,97 @@ Deno.test("lmpipe viz attention: PNG and SVG from a checkpoint, grid of layers Ã
       await main(["viz", "attention", "--ckpt", join(dir, "none"), "--prompt", "x", "--out", png]),
       3,
     );
+  } finally {
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function saveRun(dir: string, model: LanguageModel): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  await saveCheckpoint(dir, {
+    params: model.params,
+    config: { model: model.config },
+    state: {
+      step: 0,
+      optimizerStep: 0,
+      lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
+      rng: { s: [1, 2, 3, 4] },
+      sampler: null,
+      elapsedS: 0,
+      tokensSeen: 0,
+    },
+  });
+}
+
+Deno.test("viz images: pixel-cumsum's images after sharing are the running sum of the tokens' own images", async () => {
+  const model = pixelCumsumFamily.create({ ...pixelCumsumFamily.presets.tiny }, 5);
+  try {
+    const { ids } = promptTokens(PROMPT, 24);
+    const a = await imageData(model, ids);
+    const cfg = model.config as unknown as { channels: number; imageSize: number; runningSum: string };
+    assert.deepEqual([a.T, a.C, a.H, a.W], [ids.length, cfg.channels, cfg.imageSize, cfg.imageSize]);
+    const n = a.C * a.H * a.W;
+    const run = new Float64Array(n);
+    let maxErr = 0, maxAbs = 0;
+    for (let t = 0; t < a.T; t++) {
+      for (let i = 0; i < n; i++) {
+        run[i] += a.before[t * n + i];
+        const want = cfg.runningSum === "mean" ? run[i] / (t + 1) : run[i];
+        maxErr = Math.max(maxErr, Math.abs(want - a.after[t * n + i]));
+        maxAbs = Math.max(maxAbs, Math.abs(want));
+      }
+    }
+    assert.ok(maxAbs > 0, "images are all zero");
+    assert.ok(
+      maxErr <= 1e-4 * Math.max(1, maxAbs),
+      `after differs from the running ${cfg.runningSum} by ${maxErr}`,
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("viz images: pixel-attn's images after sharing are the image attention's weighted sums; PNG written", async () => {
+  const model = pixelAttnFamily.create({ ...pixelAttnFamily.presets.tiny }, 6);
+  const dir = await Deno.makeTempDir();
+  try {
+    const { ids } = promptTokens(PROMPT, 24);
+    const a = await imageData(model, ids);
+    const maps = await attentionData(model, ids);
+    const img = maps.find((m) => m.name === "image attn");
+    assert.ok(img, `no image attention among ${maps.map((m) => m.name)}`);
+    assert.equal(img.heads, a.C, "one image-attention head per channel");
+    const T = a.T, P = a.H * a.W;
+    let maxErr = 0, maxAbs = 0;
+    for (let t = 0; t < T; t++) {
+      for (let c = 0; c < a.C; c++) {
+        for (let p = 0; p < P; p++) {
+          let want = 0;
+          for (let s = 0; s <= t; s++) {
+            want += img.probs[c * T * T + t * T + s] * a.before[(s * a.C + c) * P + p];
+          }
+          maxErr = Math.max(maxErr, Math.abs(want - a.after[(t * a.C + c) * P + p]));
+          maxAbs = Math.max(maxAbs, Math.abs(want));
+        }
+      }
+    }
+    assert.ok(maxAbs > 0);
+    assert.ok(
+      maxErr <= 1e-4 * Math.max(1, maxAbs),
+      `after differs from the attention-weighted sum by ${maxErr}`,
+    );
+
+    const run = join(dir, "run"), png = join(dir, "images.png");
+    await saveRun(run, model);
+    assert.equal(await main(["viz", "images", "--ckpt", run, "--prompt", PROMPT, "--out", png]), 0);
+    const pic = decodePng(await Deno.readFile(png));
+    const { texts } = promptTokens(PROMPT, 24);
+    const L = layoutGrid(imagesGrid(texts, a, `activation images of pixel-attn (tiny) in ${run}`));
+    assert.deepEqual([pic.width, pic.height], [L.width, L.height]);
+    let colored = 0;
+    for (let i = 0; i < pic.data.length; i += 4) if (pic.data[i] !== pic.data[i + 2]) colored++;
+    assert.ok(colored > 1000, "the images are drawn in colour");
   } finally {
     model.dispose();
     await Deno.remove(dir, { recursive: true });
