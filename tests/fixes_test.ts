@@ -298,3 +298,31 @@ Deno.test("oneHot float32 and gather batchDims=1 (forward and gradient) match a 
     );
   }
 });
+
+// --- wasm matMul rewritten onto XNNPACK's fast path (folded, transposed, batched) -------------------
+Deno.test("matMul in every layout (2-D, transposed, folded batch, batched, broadcast) matches cpu", async () => {
+  const cases: { a: number[]; b: number[]; tA: boolean; tB: boolean }[] = [];
+  for (const tA of [false, true]) {
+    for (const tB of [false, true]) {
+      cases.push({ a: tA ? [5, 3] : [3, 5], b: tB ? [4, 5] : [5, 4], tA, tB }); // 2-D
+      cases.push({ a: tA ? [2, 5, 3] : [2, 3, 5], b: tB ? [4, 5] : [5, 4], tA, tB }); // batch x 2-D
+      cases.push({ a: tA ? [2, 3, 5, 3] : [2, 3, 3, 5], b: tB ? [2, 3, 4, 5] : [2, 3, 5, 4], tA, tB }); // batched
+      cases.push({ a: tA ? [5, 3] : [3, 5], b: tB ? [3, 4, 5] : [3, 5, 4], tA, tB }); // 2-D x batch
+    }
+  }
+  for (const [i, c] of cases.entries()) {
+    const runCase = () => {
+      const a = t(c.a, 200 + i), b = t(c.b, 300 + i);
+      const f = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, c.tA, c.tB);
+      const y = f(a, b), r = t(y.shape, 400 + i);
+      return [y, ...tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(f(x, w), r)))([a, b])];
+    };
+    const ref = await on("cpu", runCase);
+    for (const b of backends.filter((b) => b !== "cpu")) {
+      const got = await on(b, runCase);
+      ["forward", "da", "db"].forEach((n, k) =>
+        assertClose(got[k], ref[k], TOL[b], `${b} matMul a[${c.a}] b[${c.b}] tA=${c.tA} tB=${c.tB} ${n}`)
+      );
+    }
+  }
+});

@@ -277,6 +277,77 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
   return { dataId: result.dataId, shape: filterShape.slice(), dtype: "float32" };
 }
 
+// --- wasm speed: matMuls outside XNNPACK's fast path -----------------------------------------------
+// The wasm backend hands a matMul to XNNPACK only when it is 2-D (batch 1) and not transposed; every
+// other case runs a naive loop at 0.5-2 GFLOP/s against ~20 for XNNPACK (bench/ops.ts). This wrapper
+// turns every float32 matMul into fast ones: a batched input against a 2-D weight becomes one 2-D
+// matMul over all rows, transposed operands are transposed explicitly first (O(size), small next to
+// the matMul), and a true batch runs as one XNNPACK matMul per batch slice.
+let wasmTranspose: KernelFn | undefined;
+
+function transposeLast2(backend: AnyBackend, t: TensorInfo): TensorInfo {
+  const r = t.shape.length, perm = [...Array(r).keys()];
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+  return wasmTranspose!({ inputs: { x: t }, backend, attrs: { perm } }) as TensorInfo;
+}
+
+function wasmFastMatMul(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { a, b } = args.inputs as Record<string, TensorInfo>;
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const backend = args.backend;
+    if (a.dtype !== "float32" || b.dtype !== "float32" || a.shape.length < 2 || b.shape.length < 2) {
+      return orig(args);
+    }
+    const ra = a.shape.length, rb = b.shape.length;
+    const batchA = util.sizeFromShape(a.shape.slice(0, -2)),
+      batchB = util.sizeFromShape(b.shape.slice(0, -2));
+    const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2],
+      K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+    const N = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+    const outBatch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const outShape = [...outBatch, M, N];
+    if (batchA !== batchB && batchA !== 1 && batchB !== 1) return orig(args); // partial broadcast: rare
+    const temps: TensorInfo[] = [];
+    const plain = (t: TensorInfo, transposed: boolean) => {
+      if (!transposed) return t;
+      const tt = transposeLast2(backend, t);
+      temps.push(tt);
+      return tt;
+    };
+    const mm = (x: TensorInfo, y: TensorInfo) =>
+      orig({
+        inputs: { a: x, b: y },
+        backend,
+        attrs: { transposeA: false, transposeB: false },
+      }) as TensorInfo;
+    let out: TensorInfo;
+    if (batchB === 1 && (batchA === 1 || !transposeA)) {
+      // One 2-D matMul: all rows of a (its batch folded into rows) against the 2-D b.
+      const a2 = plain({ ...a, shape: transposeA ? [K, M] : [batchA * M, K] }, transposeA);
+      const b2 = plain({ ...b, shape: transposeB ? [N, K] : [K, N] }, transposeB);
+      out = mm(a2, b2);
+    } else {
+      // A real batch: one 2-D XNNPACK matMul per slice, slices copied in and out of the heap.
+      const batch = Math.max(batchA, batchB);
+      const a3 = plain({ ...a, shape: [batchA, ...a.shape.slice(-2)] }, transposeA);
+      const b3 = plain({ ...b, shape: [batchB, ...b.shape.slice(-2)] }, transposeB);
+      out = backend.makeOutput([batch, M, N], "float32");
+      for (let i = 0; i < batch; i++) {
+        const as = backend.makeOutput([M, K], "float32"), bs = backend.makeOutput([K, N], "float32");
+        const ia = batchA === 1 ? 0 : i, ib = batchB === 1 ? 0 : i;
+        heapView(backend, as).set(heapView(backend, a3).subarray(ia * M * K, (ia + 1) * M * K));
+        heapView(backend, bs).set(heapView(backend, b3).subarray(ib * K * N, (ib + 1) * K * N));
+        const part = mm(as, bs);
+        heapView(backend, out).set(heapView(backend, part), i * M * N);
+        for (const t of [as, bs, part]) backend.disposeData(t.dataId);
+      }
+    }
+    for (const t of temps) backend.disposeData(t.dataId);
+    return { dataId: out.dataId, shape: outShape, dtype: "float32" };
+  };
+}
+
 // --- 6. AddN on webgpu (8 or more inputs: only the first 7 are summed) ---------------------------
 // WebGPU allows 8 storage buffers per shader stage by default: 7 inputs + the output. Sum in groups.
 const WEBGPU_ADDN_MAX = 7;
@@ -425,7 +496,9 @@ export function applyFixes(): void {
   registerGradients();
 
   wasmMatMul = tf.getKernel(tf.BatchMatMul, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
-  if (wasmMatMul) {
+  wasmTranspose = tf.getKernel(tf.Transpose, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
+  if (wasmMatMul && wasmTranspose) {
+    replaceKernel(tf.BatchMatMul, "wasm", (orig) => wasmFastMatMul(orig!));
     replaceKernel(tf.UnsortedSegmentSum, "wasm", () => unsortedSegmentSumKernel);
     replaceKernel(tf.Conv2DBackpropFilter, "wasm", () => conv2DBackpropFilterWasm);
     replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
