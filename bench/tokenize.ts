@@ -27,7 +27,7 @@ Example: deno run -A bench/tokenize.ts --mb 2 --workers 1,2`;
  * " word" tokens in rank order (a stand-in for word frequency), some rare compounds, capitals, punctuation,
  * numbers, code, and sentences in six other scripts and emoji.
  */
-function generateText(bytes: number): string {
+export function generateText(bytes: number): string {
   let seed = 20240607;
   const rand = () => {
     seed = (seed + 0x6d2b79f5) | 0;
@@ -295,4 +295,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (import.meta.main) await main();

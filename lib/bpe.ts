@@ -13,7 +13,7 @@
 // 3. Byte-pair merging on token ids with a pair table (lib/bpe_tables.ts), always merging the pair of
 //    lowest rank, leftmost first, like tiktoken. Short pieces use a simple array scan; long ones a binary
 //    heap over a linked list of parts, so a 100k-byte piece takes O(n log n) instead of O(n^2).
-import { byteToken, maxTokenBytes, pairRank, tokenOfBytes } from "./bpe_tables.ts";
+import { byteToken, pairRank, tokenOfByteSeq } from "./bpe_tables.ts";
 
 // ---- character classes -------------------------------------------------------------------------
 const OTHER = 0, LETTER = 1, NUMBER = 2, SPACE = 3, HIGH = 4; // HIGH: high surrogate, look at the next unit
@@ -112,7 +112,7 @@ function ensureOut(extra: number): void {
 }
 
 // ---- piece cache ---------------------------------------------------------------------------------
-const CACHE_BITS = 17;
+const CACHE_BITS = 18;
 const CACHE_SLOTS = 1 << CACHE_BITS;
 const CACHE_MASK = CACHE_SLOTS - 1;
 const CACHE_MAX_ENTRIES = CACHE_SLOTS >> 1;
@@ -122,8 +122,8 @@ const slotLen = new Uint8Array(CACHE_SLOTS); // 0 = empty
 const slotChars = new Int32Array(CACHE_SLOTS); // offset into charPool
 const slotToks = new Int32Array(CACHE_SLOTS); // offset into tokPool
 const slotTokLen = new Uint8Array(CACHE_SLOTS);
-const charPool = new Uint16Array(CACHE_MAX_ENTRIES * 12);
-const tokPool = new Uint16Array(CACHE_MAX_ENTRIES * 8);
+const charPool = new Uint16Array(CACHE_MAX_ENTRIES * 8);
+const tokPool = new Uint16Array(CACHE_MAX_ENTRIES * 4);
 let cacheEntries = 0, charUsed = 0, tokUsed = 0;
 
 function clearCache(): void {
@@ -280,15 +280,11 @@ function encodePiece(text: string, start: number, end: number): void {
     out[outLen++] = byteToken[bytes[0]];
     return;
   }
-  if (m <= maxTokenBytes) {
-    const whole = tokenOfBytes.get(
-      String.fromCharCode.apply(null, bytes.subarray(0, m) as unknown as number[]),
-    );
-    if (whole !== undefined) {
-      ensureOut(1);
-      out[outLen++] = whole;
-      return;
-    }
+  const whole = tokenOfByteSeq(bytes, m);
+  if (whole >= 0) {
+    ensureOut(1);
+    out[outLen++] = whole;
+    return;
   }
   if (ids.length < m) ids = new Int32Array(m), ranks = new Int32Array(m);
   if (m <= SMALL_PIECE) mergeSmall(m);

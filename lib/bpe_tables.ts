@@ -17,8 +17,8 @@ export const tokenOffsets = new Uint32Array(VOCAB_SIZE + 1);
 export let tokenBytes = new Uint8Array(0);
 /** Token id of each single byte. */
 export const byteToken = new Int32Array(256);
-/** Whole-token lookup: byte string (one char per byte, 0..255) -> id. */
-export const tokenOfBytes = new Map<string, number>();
+/** Whole-token lookup while building: byte string (one char per byte, 0..255) -> id. */
+const tokenOfBytes = new Map<string, number>();
 /** Longest token, in bytes; longer pieces cannot be a single token. */
 export let maxTokenBytes = 0;
 
@@ -37,6 +37,34 @@ export function pairRank(a: number, b: number): number {
     if (k === key) return pairVals[h];
     if (k === -1) return -1;
     h = (h + 1) & PAIR_MASK;
+  }
+}
+
+// Whole-token table: open addressing on a hash of the bytes, slot = token id or -1.
+const WHOLE_BITS = 17;
+const WHOLE_MASK = (1 << WHOLE_BITS) - 1;
+const wholeSlots = new Int32Array(1 << WHOLE_BITS).fill(-1);
+
+function hashBytes(bytes: Uint8Array, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
+  return Math.imul(h ^ (h >>> 15), 0x9e3779b1) >>> (32 - WHOLE_BITS);
+}
+
+/** The token whose bytes are exactly bytes[0, m), or -1. */
+export function tokenOfByteSeq(bytes: Uint8Array, m: number): number {
+  if (m > maxTokenBytes) return -1;
+  let h = hashBytes(bytes, 0, m);
+  for (;;) {
+    const id = wholeSlots[h];
+    if (id < 0) return -1;
+    const a = tokenOffsets[id];
+    if (tokenOffsets[id + 1] - a === m) {
+      let i = 0;
+      while (i < m && tokenBytes[a + i] === bytes[i]) i++;
+      if (i === m) return id;
+    }
+    h = (h + 1) & WHOLE_MASK;
   }
 }
 
@@ -79,6 +107,11 @@ function build(): void {
   tokenOffsets[EOT] = off;
   for (let i = 0; i < EOT_TEXT.length; i++) tokenBytes[off++] = EOT_TEXT.charCodeAt(i);
   tokenOffsets[VOCAB_SIZE] = off;
+  for (let id = 0; id < EOT; id++) {
+    let h = hashBytes(tokenBytes, tokenOffsets[id], tokenOffsets[id + 1]);
+    while (wholeSlots[h] >= 0) h = (h + 1) & WHOLE_MASK;
+    wholeSlots[h] = id;
+  }
   for (let b = 0; b < 256; b++) if (byteToken[b] < 0) throw new Error(`gpt2 ranks: byte ${b} has no token`);
   for (let t = 0; t < EOT; t++) {
     const s = texts[t];
