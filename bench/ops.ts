@@ -3,7 +3,7 @@
 // wasm's thread count is fixed when wasm starts, so each configuration runs in its own process.
 //
 //   deno run -A bench/ops.ts                       # cpu, wasm 1 thread, wasm 2 threads, webgpu if any
-//   deno run -A bench/ops.ts --backends wasm:1,wasm:2 --json
+//   deno run -A bench/ops.ts --backends wasm:1,wasm:2 --only conv --json
 import { parseArgs } from "node:util";
 import { getGpuAdapter, initBackend, tf } from "../lib/tensor/backend.ts";
 
@@ -129,9 +129,11 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
     seconds: { type: "string", default: "1" },
     child: { type: "string" },
+    only: { type: "string" },
   },
 });
 const minSeconds = Number(values.seconds);
+if (values.only) OPS.splice(0, OPS.length, ...OPS.filter((o) => o.name.includes(values.only!)));
 if (values.child) {
   const [b, t] = values.child.split(":");
   await child(b, Number(t ?? 1), minSeconds);
@@ -141,7 +143,16 @@ if (values.child) {
   const rows: { backend: string; threads?: number; device: string; results: OpResult[] }[] = [];
   for (const c of configs) {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, "--child", c, "--seconds", String(minSeconds)],
+      args: [
+        "run",
+        "-A",
+        new URL(import.meta.url).pathname,
+        "--child",
+        c,
+        "--seconds",
+        String(minSeconds),
+        ...(values.only ? ["--only", values.only] : []),
+      ],
       stdout: "piped",
       stderr: "inherit",
     }).output();
