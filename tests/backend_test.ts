@@ -82,6 +82,7 @@ Deno.test("auto never picks a software GPU and falls back to wasm without tfjs-n
     }) as unknown as GPUAdapter;
   assert.equal(isSoftwareAdapter(fake({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" })), true);
   assert.equal(isSoftwareAdapter(fake({ description: "SwiftShader Device" })), true);
+  assert.equal(isSoftwareAdapter(fake({ vendor: "65541", description: "" })), true); // Mesa, no description
   assert.equal(isSoftwareAdapter(fake({ vendor: "nvidia", isFallbackAdapter: true })), true);
   assert.equal(
     isSoftwareAdapter(fake({ vendor: "nvidia", architecture: "hopper", description: "NVIDIA H100" })),

@@ -94,6 +94,11 @@ export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
   const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
   if (i.isFallbackAdapter || legacy) return true;
+  // Mesa's software rasterisers report PCI vendor id 0x10005 (65541); SwiftShader uses Google's 0x1ae0
+  // with a "SwiftShader" description.
+  if (i.vendor === "65541" || i.vendor?.toLowerCase() === "0x10005" || i.vendor?.toLowerCase() === "mesa") {
+    return true;
+  }
   const text = `${i.vendor} ${i.architecture} ${i.device} ${i.description}`;
   return /llvmpipe|lavapipe|softpipe|swiftshader|software/i.test(text);
 }
