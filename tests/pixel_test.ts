@@ -1,0 +1,355 @@
+// Tests of the image models (lib/models/pixel.ts): the efficient mappings against the literal forms of
+// the study (outputs and gradients), strict causality in training and eval mode, a finite-difference
+// gradient check of whole tiny models, cached against uncached decoding, mixed precision close to fp32,
+// overfitting one batch, and a few training steps agreeing across cpu, wasm and webgpu.
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
+import { AdamW } from "../lib/optim.ts";
+import {
+  attnImages,
+  cumsumImages,
+  PIXEL_PRESETS,
+  type PixelConfig,
+  PixelModel,
+  validatePixelConfig,
+} from "../lib/models/pixel.ts";
+import { literalAttnImages, literalCumsumImages } from "../lib/models/pixel_reference.ts";
+import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import type { LanguageModel } from "../lib/models/types.ts";
+
+await initBackend("cpu", { quiet: true });
+
+/** A very small config of `model` (small vocabulary, short context) for fast tests. */
+function tinyConfig(model: PixelConfig["model"], over: Partial<PixelConfig> = {}): PixelConfig {
+  const c: PixelConfig = {
+    ...PIXEL_PRESETS[model].tiny,
+    vocabSize: 61,
+    contextLength: 8,
+    nEmbd: 16,
+    nHead: 2,
+    nWarmup: 1,
+    channels: 2,
+    imageSize: 4,
+    keyDim: 4,
+    cnnWidth: 4,
+    cnnDepth: 2,
+    ...over,
+  };
+  validatePixelConfig(c);
+  return c;
+}
+
+function tokens(B: number, T: number, V: number, seed: number): tf.Tensor2D {
+  const r = randomArray(B * T, seed);
+  return tf.tensor2d(Int32Array.from(r, (x) => Math.floor((x + 1) / 2 * V) % V), [B, T], "int32");
+}
+
+/** Runs f with model params replaced by fixed random values of moderate size (non-trivial norms too). */
+function randomizeParams(m: LanguageModel, seed: number, scale = 0.3): void {
+  let i = 0;
+  for (const [name, v] of m.params) {
+    const r = randomArray(v.size, seed + i++);
+    const isNorm = v.rank === 1 && name.endsWith(".weight") || name.endsWith(".g");
+    const vals = r.map((x) => (isNorm ? 1 + 0.2 * x : scale * x));
+    tf.tidy(() => v.assign(tf.tensor(vals, v.shape)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Literal vs efficient mappings
+
+async function mappingEquivalence(
+  c: PixelConfig,
+  names: string[],
+  efficient: (p: Map<string, tf.Tensor>, hn: tf.Tensor3D) => tf.Tensor,
+  literal: (p: Map<string, tf.Tensor>, hn: tf.Tensor3D) => tf.Tensor,
+): Promise<void> {
+  const m = new PixelModel(c, 1);
+  randomizeParams(m, 40);
+  const B = 2, T = 7, S = c.imageSize, C = c.channels;
+  const hn = tf.tensor3d(randomArray(B * T * c.nEmbd, 3), [B, T, c.nEmbd]);
+  const dy = tf.tensor(randomArray(B * T * C * S * S, 5), [B, T, C, S * S]);
+  // efficient images [B·T, H, W, C] -> [B, T, C, P] to compare with the literal layout
+  const eff = (p: Map<string, tf.Tensor>, h: tf.Tensor3D) =>
+    tf.reshape(tf.transpose(tf.reshape(efficient(p, h), [B, T, S * S, C]), [0, 1, 3, 2]), [B, T, C, S * S]);
+  const run = (f: typeof eff) => {
+    const g = tf.grads((h: tf.Tensor, ...ws: tf.Tensor[]) => {
+      const p = new Map(names.map((n, i) => [n, ws[i]] as [string, tf.Tensor]));
+      return tf.sum(tf.mul(f(p, h as tf.Tensor3D), dy));
+    });
+    const out = f(new Map(names.map((n) => [n, m.params.get(n)!])), hn);
+    return [out, ...g([hn, ...names.map((n) => m.params.get(n)!)])];
+  };
+  const a = run(eff), b = run(literal);
+  for (let i = 0; i < a.length; i++) {
+    assertClose(
+      await a[i].data(),
+      await b[i].data(),
+      2e-5,
+      `${c.model} ${i === 0 ? "images" : `gradient ${i}`}`,
+    );
+  }
+  tf.dispose([...a, ...b, hn, dy]);
+  m.dispose();
+}
+
+Deno.test("pixel-cumsum: running key sum x pixel queries equals the literal running sum of images (outputs, gradients)", async () => {
+  for (const runningSum of ["sum", "mean"] as const) {
+    for (const causalSum of ["cumsum", "matmul"] as const) {
+      const c = tinyConfig("pixel-cumsum", { runningSum, causalSum });
+      await mappingEquivalence(
+        c,
+        ["map.key.weight", "map.query"],
+        (p, hn) => cumsumImages(c, p, hn),
+        (p, hn) =>
+          literalCumsumImages(
+            hn,
+            p.get("map.key.weight") as tf.Tensor2D,
+            p.get("map.query") as tf.Tensor3D,
+            runningSum,
+          ),
+      );
+    }
+  }
+});
+
+Deno.test("pixel-attn: both orders equal the literal attention over value images (outputs, gradients, with bias)", async () => {
+  for (const bias of [false, true]) {
+    for (const attnOrder of ["values-first", "attend-first"] as const) {
+      const c = tinyConfig("pixel-attn", { bias, attnOrder });
+      const names = ["map.q.weight", "map.k.weight", "map.value.weight", ...(bias ? ["map.value.bias"] : [])];
+      await mappingEquivalence(
+        c,
+        names,
+        (p, hn) => attnImages(c, p, hn),
+        (p, hn) =>
+          literalAttnImages(
+            hn,
+            p.get("map.q.weight") as tf.Tensor2D,
+            p.get("map.k.weight") as tf.Tensor2D,
+            p.get("map.value.weight") as tf.Tensor3D,
+            p.get("map.value.bias") as tf.Tensor2D | undefined,
+            c.keyDim,
+          ),
+      );
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Whole models
+
+const FAMILIES = ["pixel-cumsum", "pixel-attn", "pixel-attn-wide"] as const;
+
+Deno.test("pixel models: changing token t+1 never changes logits at positions <= t (training and eval mode)", async () => {
+  for (const model of FAMILIES) {
+    // cnnChunk 3 also runs the checkpointed CNN path
+    const c = tinyConfig(model, {
+      cnnChunk: 3,
+      cnn: model === "pixel-attn-wide" ? "vgg-wide" : "vgg9",
+      cnnWidth: 2,
+    });
+    const m = createModel(c, 2);
+    randomizeParams(m, 60);
+    const B = 2, T = 8;
+    const a = tokens(B, T, c.vocabSize, 7);
+    const base = await a.array();
+    for (const training of [true, false]) {
+      const la = await m.logits(a, { training }).array();
+      for (const t of [0, 3, 6]) {
+        const changed = base.map((row) => row.map((v, i) => (i === t + 1 ? (v + 17) % c.vocabSize : v)));
+        const b = tf.tensor2d(changed, [B, T], "int32");
+        const lb = await m.logits(b, { training }).array();
+        b.dispose();
+        for (let bi = 0; bi < B; bi++) {
+          for (let s = 0; s < T; s++) {
+            const same = la[bi][s].every((v, j) => v === lb[bi][s][j]);
+            assert.equal(
+              same,
+              s <= t,
+              `${model} training=${training}: position ${s} after changing ${t + 1}`,
+            );
+          }
+        }
+      }
+    }
+    a.dispose();
+    m.dispose();
+  }
+});
+
+Deno.test("pixel models: loss gradients match finite differences (tiny configs, every parameter)", async () => {
+  for (const model of FAMILIES) {
+    // The wide CNN gets explicit, shallow widths here: 11 narrow convs on 4x4 images have so many ReLU
+    // kinks (and images left all zero, whose norm (x - mean) / sqrt(var + 1e-5) is extremely curved)
+    // that finite differences of any usable step size disagree with the gradient. Its full layout is
+    // checked in cnn_test.ts.
+    const over: Partial<PixelConfig> = model === "pixel-attn-wide" ? { cnnWidths: [3, 6] } : { cnnWidth: 2 };
+    const c = tinyConfig(model, { cnnChunk: 5, bias: true, ...over });
+    const m = createModel(c, 3);
+    randomizeParams(m, 80, 0.2);
+    const x = tokens(2, 6, c.vocabSize, 11), y = tokens(2, 6, c.vocabSize, 12);
+    const vars = [...m.params.values()];
+    const { value, grads } = tf.variableGrads(() => m.loss(x, y), vars);
+    const dirs = vars.map((v, i) => randomArray(v.size, 500 + i));
+    let analytic = 0;
+    for (let i = 0; i < vars.length; i++) {
+      const g = await grads[vars[i].name].data();
+      for (let j = 0; j < g.length; j++) analytic += g[j] * dirs[i][j];
+    }
+    const orig = await Promise.all(vars.map((v) => v.data()));
+    const at = async (eps: number) => {
+      vars.forEach((v, i) =>
+        tf.tidy(() => v.assign(tf.tensor(orig[i].map((o, j) => o + eps * dirs[i][j]), v.shape)))
+      );
+      const l = m.loss(x, y);
+      const out = (await l.data())[0];
+      l.dispose();
+      return out;
+    };
+    const eps = 1e-3;
+    const numeric = (await at(eps) - await at(-eps)) / (2 * eps);
+    const rel = Math.abs(numeric - analytic) / Math.max(1e-4, Math.abs(analytic));
+    // 5%: float32 central differences through ReLU kinks; a wrong gradient is off by far more
+    assert.ok(
+      rel < 5e-2,
+      `${model}: finite difference ${numeric} vs gradient ${analytic} (rel ${rel.toExponential(2)})`,
+    );
+    tf.dispose([value, ...Object.values(grads), x, y]);
+    m.dispose();
+  }
+});
+
+Deno.test("pixel models: cached decoding gives the uncached logits, position by position", async () => {
+  const variants: [PixelConfig["model"], Partial<PixelConfig>][] = [
+    ["pixel-cumsum", {}],
+    ["pixel-cumsum", { runningSum: "mean" }],
+    ["pixel-attn", { attnOrder: "values-first" }],
+    ["pixel-attn", { attnOrder: "attend-first", bias: true }],
+    ["pixel-attn-wide", {}],
+  ];
+  for (const [model, over] of variants) {
+    const c = tinyConfig(model, over);
+    const m = createModel(c, 4);
+    randomizeParams(m, 90);
+    const B = 2, T = 8;
+    const idx = tokens(B, T, c.vocabSize, 21);
+    const full = await m.logits(idx).data();
+    const cols = await idx.array();
+    const state = m.startDecode(B);
+    for (let t = 0; t < T; t++) {
+      const tok = tf.tensor1d(cols.map((r) => r[t]), "int32");
+      const step = m.decodeStep(state, tok);
+      const got = await step.data();
+      const want = new Float32Array(B * c.vocabSize);
+      for (let b = 0; b < B; b++) {
+        want.set(full.subarray((b * T + t) * c.vocabSize, (b * T + t + 1) * c.vocabSize), b * c.vocabSize);
+      }
+      assertClose(got, want, 1e-4, `${model} ${JSON.stringify(over)} position ${t}`);
+      tf.dispose([tok, step]);
+    }
+    assert.equal(state.length, T);
+    assert.throws(() => m.decodeStep(state, tf.tensor1d([0, 0], "int32")), /context/);
+    const before = tf.memory().numTensors;
+    state.dispose();
+    assert.ok(tf.memory().numTensors < before);
+    idx.dispose();
+    m.dispose();
+  }
+});
+
+Deno.test("pixel models: mixed precision loss is close to fp32", async () => {
+  for (const model of FAMILIES) {
+    const c = tinyConfig(model);
+    const m = createModel(c, 5);
+    const x = tokens(2, 8, c.vocabSize, 31), y = tokens(2, 8, c.vocabSize, 32);
+    const l32 = (await m.loss(x, y).data())[0];
+    const l16 = (await m.loss(x, y, { precision: "mixed" }).data())[0];
+    assert.ok(Math.abs(l32 - l16) < 2e-3 * l32, `${model}: fp32 ${l32} vs mixed ${l16}`);
+    tf.dispose([x, y]);
+    m.dispose();
+  }
+});
+
+/** n AdamW steps on one fixed batch; returns the losses. */
+async function trainSteps(
+  m: LanguageModel,
+  x: tf.Tensor2D,
+  y: tf.Tensor2D,
+  n: number,
+  lr: number,
+): Promise<number[]> {
+  const opt = new AdamW(m.params, {
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weightDecay: 0,
+    decays: (k) => m.decays(k),
+  });
+  const byVar = new Map([...m.params].map(([k, v]) => [v.name, k]));
+  const losses: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const { value, grads } = tf.variableGrads(() => m.loss(x, y), [...m.params.values()]);
+    losses.push((await value.data())[0]);
+    opt.step(new Map(Object.entries(grads).map(([vn, g]) => [byVar.get(vn)!, g])), lr);
+    tf.dispose([value, ...Object.values(grads)]);
+  }
+  for (const t of [...opt.m.values(), ...opt.v.values()]) t.dispose();
+  return losses;
+}
+
+Deno.test("pixel models: each overfits one batch", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (const model of FAMILIES) {
+    const c = tinyConfig(model, { vocabSize: 32, nEmbd: 32, cnnWidth: model === "pixel-attn-wide" ? 8 : 16 });
+    const m = createModel(c, 6);
+    const x = tokens(2, 8, c.vocabSize, 41), y = tokens(2, 8, c.vocabSize, 42);
+    const losses = await trainSteps(m, x, y, 100, model === "pixel-attn-wide" ? 3e-3 : 5e-3);
+    assert.ok(
+      losses[0] > 3 && losses.at(-1)! < 0.3,
+      `${model}: loss ${losses[0].toFixed(3)} -> ${losses.at(-1)!.toFixed(3)}`,
+    );
+    tf.dispose([x, y]);
+    m.dispose();
+  }
+  await initBackend("cpu", { quiet: true });
+});
+
+Deno.test("pixel models: a few training steps give the same losses on every backend", async () => {
+  const results: Record<string, number[][]> = {};
+  for (const be of await testBackends()) {
+    await initBackend(be, { quiet: true });
+    results[be] = [];
+    for (const model of FAMILIES) {
+      const c = tinyConfig(model, { cnnChunk: 7 });
+      const m = createModel(c, 7);
+      const x = tokens(2, 8, c.vocabSize, 51), y = tokens(2, 8, c.vocabSize, 52);
+      results[be].push(await trainSteps(m, x, y, 3, 3e-3));
+      tf.dispose([x, y]);
+      m.dispose();
+    }
+  }
+  for (const be of Object.keys(results)) {
+    results[be].forEach((ls, i) => {
+      assert.ok(ls[2] < ls[0], `${be} ${FAMILIES[i]}: loss did not fall: ${ls}`);
+      assertClose(ls, results.cpu[i], 1e-4, `${be} ${FAMILIES[i]} losses ${ls} vs cpu ${results.cpu[i]}`);
+    });
+  }
+  await initBackend("cpu", { quiet: true });
+});
+
+Deno.test("pixel presets: the study preset is the study's code; every preset validates", () => {
+  for (const model of FAMILIES) {
+    for (const preset of ["study", "small", "tiny"]) resolveConfig(model, preset);
+    const s = resolveConfig(model, "study") as PixelConfig;
+    assert.deepEqual(
+      [s.nEmbd, s.nHead, s.nWarmup, s.bias, s.channels, s.imageSize, s.contextLength, s.keyDim, s.vocabSize],
+      [512, 8, 3, false, 8, 20, 1024, 64, 50304],
+    );
+    assert.equal(s.cnn, model === "pixel-attn-wide" ? "vgg-wide" : "vgg9");
+  }
+  assert.throws(() => resolveConfig("pixel-attn", "tiny", { cnn: "alexnet" }), /cnn/);
+  assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { runningSum: "max" }), /runningSum/);
+  assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { nEmbd: 30, nHead: 4 }), /multiple/);
+});
