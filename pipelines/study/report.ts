@@ -81,7 +81,7 @@ export function renderMarkdown(r: StudyReport): string {
   );
   out.push("");
   out.push(
-    "| model | params | FLOPs/token | steps | tokens seen | tokens/s | train loss | val loss | peak memory | status |",
+    "| model | params | FLOPs/token | steps | tokens seen | tokens/s | train loss | val loss | peak RSS | status |",
   );
   out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   for (const m of r.models) {
@@ -100,7 +100,9 @@ export function renderMarkdown(r: StudyReport): string {
   }
   out.push("");
   out.push(
-    `Train loss is the mean over the last logged steps of each run; val loss is mean cross-entropy in nats/token.`,
+    "Train loss is the mean over the last logged steps of each run; val loss is mean cross-entropy in nats/token. " +
+      "tokens/s is tokens seen over logged training time (first-step kernel set-up included). Peak RSS is the " +
+      "training process's peak resident host memory (on webgpu the GPU's own memory is not counted).",
   );
   out.push("");
   out.push("## Loss curves");
