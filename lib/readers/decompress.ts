@@ -6,8 +6,15 @@ import { inputError, LmpipeError } from "../errors.ts";
 
 // xz-decompress is a CommonJS/webpack build: under Deno its exports arrive as the default import.
 const { XzReadableStream } = xzModule as unknown as {
-  XzReadableStream: new (s: ReadableStream<Uint8Array>) => ReadableStream<Uint8Array>;
+  XzReadableStream: (new (s: ReadableStream<Uint8Array>) => ReadableStream<Uint8Array>) & {
+    _contextMutex: { acquire(): Promise<void>; release(): void };
+  };
 };
+// The package lets only one decoder exist at a time (a class-wide mutex taken when a stream starts and
+// released when it ends), which deadlocks OpenWebText's xz-inside-tar-inside-xz: the inner stream waits
+// for the outer one to finish. Each decoder has its own context in the shared WASM memory, so several
+// can run side by side; lmpipe never has more than two (outer archive + inner subset) per input.
+XzReadableStream._contextMutex = { acquire: () => Promise.resolve(), release: () => {} };
 
 export type Compression = "xz" | "gzip" | "none";
 
