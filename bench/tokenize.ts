@@ -3,7 +3,7 @@
 // Prints MB/s and tokens/s with ratios against tiktoken and js-tiktoken, checks that every encoder gives
 // the same ids, and times one long piece (16,000 '=') per encoder. Results are kept in bench/RESULTS.md.
 //
-//   deno run -A bench/tokenize.ts [--input FILE] [--mb 4] [--workers 1,2] [--repeat 3] [--long 16000]
+//   deno run -A bench/tokenize.ts [--input FILE] [--text corpus,generated] [--mb 4] [--workers 1,2] [--repeat 3]
 import { getEncoding } from "js-tiktoken";
 import gpt2 from "js-tiktoken/ranks/gpt2";
 import { get_encoding } from "tiktoken";
@@ -13,12 +13,14 @@ import { encodeOrdinary } from "../lib/tokenizer.ts";
 
 const HELP = `deno run -A bench/tokenize.ts [flags]
 
-  --input FILE   UTF-8 text to encode (default: fixtures/corpus/* if present, else generated text)
-  --mb N         repeat the text up to N MB (default 4)
+  --input FILE   UTF-8 text to encode (default: the texts named by --text)
+  --text L       which built-in texts: corpus (fixtures/corpus/*.txt), generated (default corpus,generated)
+  --mb N         repeat each text up to N MB (default 4)
   --workers L    comma-separated pool sizes to measure (default 1,2)
   --repeat N     best of N timed runs per encoder (default 3; js-tiktoken runs once, it is slow)
   --long N       length of the '=' run timed as one long piece (default 16000; 0 skips)
   --js-long N    cap on that length for js-tiktoken, which is quadratic there (default 4000)
+  --js-mb N      js-tiktoken encodes only the first N MB of documents, it is slow (default 1)
 
 Example: deno run -A bench/tokenize.ts --mb 2 --workers 1,2`;
 
@@ -87,32 +89,42 @@ export function generateText(bytes: number): string {
   return parts.join("");
 }
 
-async function loadText(input: string | undefined, mb: number): Promise<{ text: string; source: string }> {
-  let text: string, source: string;
-  if (input) {
-    text = await Deno.readTextFile(input);
-    source = input;
-  } else {
-    const files: string[] = [];
-    try {
-      for await (const e of Deno.readDir("fixtures/corpus")) {
-        if (e.isFile && /\.(txt|md)$/.test(e.name)) files.push(e.name);
-      }
-    } catch { /* no corpus yet */ }
-    if (files.length > 0) {
+/** The texts to measure, each repeated up to `mb` MB: --input, else the fixture corpus and generated text. */
+async function loadTexts(
+  input: string | undefined,
+  which: string[],
+  mb: number,
+): Promise<{ text: string; source: string }[]> {
+  const found: { text: string; source: string }[] = [];
+  if (input) found.push({ text: await Deno.readTextFile(input), source: input });
+  else {
+    if (which.includes("corpus")) {
+      const files: string[] = [];
+      try {
+        for await (const e of Deno.readDir("fixtures/corpus")) {
+          if (e.isFile && /\.(txt|md)$/.test(e.name)) files.push(e.name);
+        }
+      } catch { /* no corpus */ }
       files.sort();
-      text = (await Promise.all(files.map((f) => Deno.readTextFile(`fixtures/corpus/${f}`)))).join("\n\n");
-      source = `fixtures/corpus/{${files.join(",")}}`;
-    } else {
-      text = generateText(mb * 1e6);
-      source = "generated (seeded Zipf prose + code + 6 scripts + emoji)";
+      if (files.length > 0) {
+        const text = (await Promise.all(files.map((f) => Deno.readTextFile(`fixtures/corpus/${f}`)))).join(
+          "\n\n",
+        );
+        found.push({ text, source: `fixtures/corpus (${files.length} files)` });
+      } else console.log("note: fixtures/corpus/ has no .txt files; skipping it");
+    }
+    if (which.includes("generated")) {
+      found.push({
+        text: generateText(mb * 1e6),
+        source: "generated (seeded Zipf prose + code + 6 scripts + emoji)",
+      });
     }
   }
-  if (text.length === 0) throw new Error(`${source}: no text`);
-  const target = mb * 1e6;
-  const bytes = new TextEncoder().encode(text).length;
-  if (bytes < target) text = text.repeat(Math.ceil(target / bytes));
-  return { text, source };
+  return found.map(({ text, source }) => {
+    if (text.length === 0) throw new Error(`${source}: no text`);
+    const bytes = new TextEncoder().encode(text).length;
+    return { text: bytes < mb * 1e6 ? text.repeat(Math.ceil((mb * 1e6) / bytes)) : text, source };
+  });
 }
 
 /** Cuts text into documents of about 4 KB at paragraph breaks. */
@@ -140,6 +152,7 @@ function checksum(arrays: ArrayLike<number>[]): string {
 
 interface Row {
   name: string;
+  bytes: number; // of text encoded (js-tiktoken gets a prefix)
   seconds: number;
   tokens: number;
   sum: string;
@@ -166,97 +179,106 @@ function timeMs(fn: () => unknown): number {
   return performance.now() - t0;
 }
 
-async function main(): Promise<void> {
-  const p = parseFlags("bench:tokenize", Deno.args, {
-    input: { type: "string" },
-    mb: { type: "string" },
-    workers: { type: "string" },
-    repeat: { type: "string" },
-    long: { type: "string" },
-    "js-long": { type: "string" },
-  });
-  if (p.help) {
-    console.log(HELP);
-    return;
-  }
-  const mb = num(p, "bench:tokenize", "mb", 4, { min: 0.001 });
-  const repeat = num(p, "bench:tokenize", "repeat", 3, { min: 1, integer: true });
-  const longLen = num(p, "bench:tokenize", "long", 16000, { min: 0, integer: true });
-  const workerList = str(p, "workers", "1,2").split(",").map((w) => Number(w));
-  if (workerList.some((w) => !Number.isInteger(w) || w < 1)) throw new Error("--workers: a list like 1,2,4");
+interface Settings {
+  repeat: number;
+  longLen: number;
+  jsLong: number;
+  jsMB: number;
+  workers: number[];
+}
 
-  const { text, source } = await loadText(str(p, "input"), mb);
+function utf8Length(docs: string[]): number {
+  const enc = new TextEncoder();
+  return docs.reduce((a, d) => a + enc.encode(d).length, 0);
+}
+
+/** Measures every encoder on one text and prints the table; returns false if any ids differ. */
+async function benchText(text: string, source: string, cfg: Settings): Promise<boolean> {
   const docs = splitDocs(text);
-  const bytes = new TextEncoder().encode(text).length;
-  const longText = "=".repeat(longLen);
-  console.log(`text: ${source}; ${(bytes / 1e6).toFixed(2)} MB in ${docs.length} documents`);
+  const bytes = utf8Length(docs);
+  const longText = "=".repeat(cfg.longLen);
+  // js-tiktoken is slow (and quadratic on long pieces), so it gets a prefix of about --js-mb MB.
+  const jsDocs: string[] = [];
+  for (let i = 0, n = 0; i < docs.length && n < cfg.jsMB * 1e6; i++) {
+    jsDocs.push(docs[i]), n += docs[i].length;
+  }
+  console.log(`\ntext: ${source}; ${(bytes / 1e6).toFixed(2)} MB in ${docs.length} documents`);
   console.log(
     `machine: ${navigator.hardwareConcurrency} logical CPUs, Deno ${Deno.version.deno}, ` +
       `load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
   );
+  const tokensOf = (out: ArrayLike<number>[]) => out.reduce((a, b) => a + b.length, 0);
 
   const rows: Row[] = [];
-  const js = getEncoding("gpt2");
-  {
-    js.encode(docs[0], [], []);
-    const { s, out } = await bestOf(1, () => docs.map((d) => js.encode(d, [], [])));
-    // js-tiktoken is quadratic on one long piece (16,000 '=' took 161 s here): time at most --js-long.
-    const jsLong = Math.min(longLen, num(p, "bench:tokenize", "js-long", 4000, { min: 0, integer: true }));
-    const longMs = jsLong ? timeMs(() => js.encode("=".repeat(jsLong), [], [])) : null;
-    rows.push({
-      name: "js-tiktoken 1.0.21",
-      seconds: s,
-      tokens: out.reduce((a, b) => a + b.length, 0),
-      sum: checksum(out),
-      longMs,
-      note: jsLong < longLen ? `long piece: ${jsLong} '=' only` : undefined,
-    });
-  }
+  let jsRefSum = "";
   const wasm = get_encoding("gpt2");
   try {
     wasm.encode_ordinary(docs[0]);
-    const { s, out } = await bestOf(repeat, () => docs.map((d) => wasm.encode_ordinary(d)));
+    const { s, out } = await bestOf(cfg.repeat, () => docs.map((d) => wasm.encode_ordinary(d)));
     wasm.encode_ordinary(longText);
-    const longMs = longLen ? timeMs(() => wasm.encode_ordinary(longText)) : null;
+    const longMs = cfg.longLen ? timeMs(() => wasm.encode_ordinary(longText)) : null;
     rows.push({
       name: "tiktoken 1.0.22 (WASM)",
+      bytes,
       seconds: s,
-      tokens: out.reduce((a, b) => a + b.length, 0),
+      tokens: tokensOf(out),
       sum: checksum(out),
       longMs,
     });
+    jsRefSum = checksum(jsDocs.map((d) => wasm.encode_ordinary(d)));
   } finally {
     wasm.free();
   }
   {
+    const js = getEncoding("gpt2");
+    js.encode(docs[0], [], []);
+    const { s, out } = await bestOf(1, () => jsDocs.map((d) => js.encode(d, [], [])));
+    const jsLong = Math.min(cfg.longLen, cfg.jsLong);
+    const longMs = jsLong ? timeMs(() => js.encode("=".repeat(jsLong), [], [])) : null;
+    const notes = [];
+    if (jsDocs.length < docs.length) notes.push(`first ${(utf8Length(jsDocs) / 1e6).toFixed(2)} MB`);
+    if (jsLong < cfg.longLen) notes.push(`long piece: ${jsLong} '=' only`);
+    rows.unshift({
+      name: "js-tiktoken 1.0.21",
+      bytes: utf8Length(jsDocs),
+      seconds: s,
+      tokens: tokensOf(out),
+      sum: checksum(out) === jsRefSum ? rows[0].sum : `${checksum(out)} (prefix differs)`,
+      longMs,
+      note: notes.join(", ") || undefined,
+    });
+  }
+  {
     encodeOrdinary(docs[0]);
-    const { s, out } = await bestOf(repeat, () => docs.map((d) => encodeOrdinary(d)));
+    const { s, out } = await bestOf(cfg.repeat, () => docs.map((d) => encodeOrdinary(d)));
     encodeOrdinary(longText);
-    const longMs = longLen ? timeMs(() => encodeOrdinary(longText)) : null;
+    const longMs = cfg.longLen ? timeMs(() => encodeOrdinary(longText)) : null;
     rows.push({
       name: "lmpipe encodeOrdinary (1 thread)",
+      bytes,
       seconds: s,
-      tokens: out.reduce((a, b) => a + b.length, 0),
+      tokens: tokensOf(out),
       sum: checksum(out),
       longMs,
     });
   }
-  for (const w of workerList) {
+  for (const w of cfg.workers) {
     const t0 = performance.now();
     const pool = EncodePool.create(w);
     try {
       await pool.encode([docs[0]]); // the first result means a worker has loaded its tables
       await Promise.all(Array.from({ length: w * 2 }, () => pool.encode(["warm up"])));
       const startMs = performance.now() - t0;
-      const { s, out } = await bestOf(repeat, () => pool.encode(docs));
-      if (longLen) await Promise.all(Array.from({ length: w }, () => pool.encode([longText]))); // warm each
+      const { s, out } = await bestOf(cfg.repeat, () => pool.encode(docs));
+      if (cfg.longLen) await Promise.all(Array.from({ length: w }, () => pool.encode([longText]))); // warm each
       const t1 = performance.now();
-      if (longLen) await pool.encode([longText]);
-      const longMs = longLen ? performance.now() - t1 : null;
+      if (cfg.longLen) await pool.encode([longText]);
+      const longMs = cfg.longLen ? performance.now() - t1 : null;
       rows.push({
         name: `lmpipe EncodePool, ${w} worker${w > 1 ? "s" : ""}`,
+        bytes,
         seconds: s,
-        tokens: out.reduce((a, b) => a + b.length, 0),
+        tokens: tokensOf(out),
         sum: checksum(out),
         longMs,
         note: `start-up ${startMs.toFixed(0)} ms`,
@@ -267,9 +289,9 @@ async function main(): Promise<void> {
   }
 
   const jsRow = rows[0], wasmRow = rows[1];
-  const mbs = (r: Row) => bytes / 1e6 / r.seconds;
+  const mbs = (r: Row) => r.bytes / 1e6 / r.seconds;
   const lines = [
-    "| encoder | MB/s | Mtokens/s | vs tiktoken | vs js-tiktoken | long '=' piece | ids |",
+    `| encoder | MB/s | Mtokens/s | vs tiktoken | vs js-tiktoken | ${cfg.longLen} '=' piece | ids |`,
     "|---|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of rows) {
@@ -286,10 +308,43 @@ async function main(): Promise<void> {
   console.log(
     `tokens: ${wasmRow.tokens} (${
       (bytes / wasmRow.tokens).toFixed(2)
-    } bytes/token); best of ${repeat} runs ` +
+    } bytes/token); best of ${cfg.repeat} runs ` +
       `(js-tiktoken: 1 run)`,
   );
-  if (rows.some((r) => r.sum !== wasmRow.sum)) {
+  return rows.every((r) => r.sum === wasmRow.sum);
+}
+
+async function main(): Promise<void> {
+  const p = parseFlags("bench:tokenize", Deno.args, {
+    input: { type: "string" },
+    text: { type: "string" },
+    mb: { type: "string" },
+    workers: { type: "string" },
+    repeat: { type: "string" },
+    long: { type: "string" },
+    "js-long": { type: "string" },
+    "js-mb": { type: "string" },
+  });
+  if (p.help) {
+    console.log(HELP);
+    return;
+  }
+  const cmd = "bench:tokenize";
+  const mb = num(p, cmd, "mb", 4, { min: 0.001 });
+  const cfg: Settings = {
+    repeat: num(p, cmd, "repeat", 3, { min: 1, integer: true }),
+    longLen: num(p, cmd, "long", 16000, { min: 0, integer: true }),
+    jsLong: num(p, cmd, "js-long", 4000, { min: 0, integer: true }),
+    jsMB: num(p, cmd, "js-mb", 1, { min: 0.001 }),
+    workers: str(p, "workers", "1,2").split(",").map((w) => Number(w)),
+  };
+  if (cfg.workers.some((w) => !Number.isInteger(w) || w < 1)) throw new Error("--workers: a list like 1,2,4");
+  let ok = true;
+  const which = str(p, "text", "corpus,generated").split(",");
+  for (const { text, source } of await loadTexts(str(p, "input"), which, mb)) {
+    ok = (await benchText(text, source, cfg)) && ok;
+  }
+  if (!ok) {
     console.error("error: encoders disagree on the ids");
     Deno.exit(1);
   }
