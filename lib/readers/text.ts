@@ -34,7 +34,7 @@ export function decodeUtf8(bytes: Uint8Array): { text: string; replaced: number 
 /** Streaming UTF-8 decoding with the same replacement count (sequences split across chunks are joined). */
 export class Utf8Stream {
   #dec = new TextDecoder("utf-8", { ignoreBOM: true });
-  #tail = new Uint8Array(0); // last 2 bytes of the previous chunk, for literal U+FFFD across chunks
+  #tail = new Uint8Array(0); // the last 2 bytes seen, for literal U+FFFD split across chunks
   replaced = 0;
 
   push(chunk: Uint8Array, final = false): string {
@@ -46,7 +46,8 @@ export class Utf8Stream {
       lit = countLiteralReplacement(joined);
       this.replaced += Math.max(0, countReplacement(text) - lit);
     }
-    this.#tail = chunk.slice(Math.max(0, chunk.length - 2));
+    if (chunk.length >= 2) this.#tail = chunk.slice(chunk.length - 2);
+    else this.#tail = new Uint8Array([...this.#tail, ...chunk].slice(-2));
     return text;
   }
 }
@@ -111,7 +112,7 @@ export async function* splitDocs(chunks: AsyncIterable<string>, sep: RegExp | st
       buf = buf.slice(start);
       // An unfinished separator can only begin at the last newline (or the \r before it).
       const nl = buf.lastIndexOf("\n");
-      scanFrom = pending >= 0 ? pending - start : nl === -1 ? buf.length : Math.max(0, nl - 1);
+      scanFrom = pending >= 0 ? pending - start : Math.max(0, nl === -1 ? buf.length - 1 : nl - 1);
     }
   }
   for await (const c of chunks) {
