@@ -9,9 +9,12 @@
 //   for await (const ids of pool.encodeOrdered(docsIterable, { maxInFlightChars: 8 << 20 })) { ... }
 //   pool.close();                                // terminates the workers; always call it (try/finally)
 //
-// - encode(docs) splits `docs` into batches of about `batchChars` characters, spreads them over the
-//   workers and resolves with one Uint16Array per document, in the order given. Several encode() calls
-//   may be in flight at once; each resolves with its own documents.
+// - encode(docs, batchChars = 256 Ki) splits `docs` into batches of about `batchChars` characters,
+//   spreads them over the workers (each batch to the one with the least text queued) and resolves with
+//   one Uint16Array per document, in the order given. Several encode() calls may be in flight at once;
+//   each resolves with its own documents. With 0 workers it encodes synchronously before returning.
+// - Memory: text handed to encode() stays referenced until its promise settles; the caller bounds it
+//   by how much it submits before awaiting (encodeOrdered does this for you).
 // - encodeOrdered(source) streams: it pulls documents from a (sync or async) iterable, keeps at most
 //   about `maxInFlightChars` characters of text submitted-but-not-yet-yielded (backpressure: it stops
 //   pulling from `source` until the oldest batch is done), and yields one Uint16Array per document in
