@@ -349,7 +349,10 @@ async function prepareOutDir(dir: string, label: string | null, force: boolean):
     const st = await Deno.stat(dir);
     if (!st.isDirectory) throw outputError(`--out ${dir} is a file, not a folder; choose a folder (or '-' for stdout)`);
   } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    if (err instanceof Deno.errors.NotFound === false) {
+      if (err instanceof Error && err.name === "LmpipeError") throw err;
+      throw outputError(`--out ${dir}: cannot use the folder (${(err as Error).message})`);
+    }
     try {
       await Deno.mkdir(dir, { recursive: true });
     } catch (e) {
