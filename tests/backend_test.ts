@@ -27,8 +27,38 @@ Deno.test("initBackend switches between backends in one process", async () => {
     assert.equal(await readScalar(tf.sum(tf.matMul(x, x))), 54);
   }
   const w = await initBackend("wasm", { quiet: true });
-  // Two threads by default wherever there are two cores (lib/tensor/wasm_threads.ts).
-  assert.equal(w.threads, Math.min(2, navigator.hardwareConcurrency));
+  assert.ok(w.threads === 1 || w.threads === 2);
+});
+
+// wasm's thread count is fixed per process, so the threaded build is checked in a child process.
+Deno.test("wasm with 2 threads (LMPIPE_WASM_THREADS=2) starts, computes the same numbers, and exits", async () => {
+  const script = `
+    import { initBackend, readData, tf } from ${
+    JSON.stringify(new URL("../lib/tensor/backend.ts", import.meta.url).href)
+  };
+    const info = await initBackend("wasm", { quiet: true });
+    const a = tf.tensor2d(Array.from({ length: 64 * 48 }, (_, i) => Math.sin(i)), [64, 48]);
+    const y = tf.matMul(a, a, false, true);
+    const g = tf.grad((x) => tf.sum(tf.square(tf.conv2d(x, tf.ones([3, 3, 1, 4]), 1, "same"))))(tf.reshape(a, [2, 32, 48, 1]));
+    console.log(JSON.stringify({ threads: info.threads, y: Array.from(await readData(y)), g: Array.from(await readData(g)) }));
+  `;
+  const run = async (threads: string) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      env: { LMPIPE_WASM_THREADS: threads },
+      cwd: new URL("..", import.meta.url).pathname, // the project's deno.json maps the npm imports
+      signal: AbortSignal.timeout(60_000), // a child that never exits fails the test instead of hanging it
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    return JSON.parse(new TextDecoder().decode(out.stdout));
+  };
+  const [one, two] = [await run("1"), await run("2")];
+  assert.equal(one.threads, 1);
+  assert.equal(two.threads, 2);
+  assertClose(two.y, one.y, 1e-6, "matMul, 2 threads vs 1");
+  assertClose(two.g, one.g, 1e-6, "conv2d gradient, 2 threads vs 1");
 });
 
 Deno.test({

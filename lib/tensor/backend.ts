@@ -10,7 +10,7 @@ import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyFixes } from "./fixes.ts";
 import { enableWasmThreads } from "./wasm_threads.ts";
 import { LmpipeError, usageError } from "../errors.ts";
-import { info } from "../log.ts";
+import { info, warn } from "../log.ts";
 
 export { tf };
 
@@ -27,7 +27,10 @@ export interface BackendInfo {
 }
 
 export interface InitOptions {
-  /** wasm threads (default: 2 when the machine has at least 2 cores). Fixed once wasm has started. */
+  /**
+   * wasm threads (default: $LMPIPE_WASM_THREADS, else 2 when the machine has at least 4 cores, else 1).
+   * Fixed once wasm has started in a process.
+   */
   threads?: number;
   /** Do not print the chosen backend to stderr. */
   quiet?: boolean;
@@ -187,10 +190,14 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
     await activate("cpu");
     result = { name: "cpu", device: "JavaScript (single thread)" };
   } else if (chosen === "wasm") {
+    const startedBefore = wasmConfigured;
     const want = opts.threads ?? defaultThreads();
     configureWasm(want);
     await activate("wasm");
     const threads = wasmBackend.getThreadsCount();
+    if (startedBefore && opts.threads !== undefined && opts.threads !== threads && !opts.quiet) {
+      warn(`wasm started earlier in this process with ${threads} thread(s); ${opts.threads} requested now`);
+    }
     result = {
       name: "wasm",
       device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}`,
@@ -219,8 +226,24 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
   return result;
 }
 
+/** wasm threads when not given: $LMPIPE_WASM_THREADS, else 2 where there are at least 4 cores, else 1. */
 function defaultThreads(): number {
-  return Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1));
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("LMPIPE_WASM_THREADS");
+  } catch {
+    env = undefined; // no env permission
+  }
+  if (env !== undefined && env !== "") {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1) {
+      throw usageError(`LMPIPE_WASM_THREADS=${env}: expected a whole number of threads >= 1`);
+    }
+    return n;
+  }
+  // Two threads only where two cores stay free for them: on a 2-core machine shared with other work,
+  // 2 threads made a tiny GPT step slower (bench/RESULTS.md), because XNNPACK's pool waits on busy cores.
+  return (navigator.hardwareConcurrency || 1) >= 4 ? 2 : 1;
 }
 
 /** Reads a scalar back to the host (async: webgpu under Deno cannot dataSync). */
