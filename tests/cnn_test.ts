@@ -181,3 +181,19 @@ Deno.test("cnn: every backend matches cpu (forward and gradients, chunked)", asy
   }
   await initBackend("cpu", { quiet: true });
 });
+
+Deno.test("cnn: checkpointed chunks bound the peak memory of a training step", async () => {
+  await initBackend("cpu", { quiet: true });
+  const cfg: CnnConfig = { ...tinyVgg, height: 6, width: 6, baseWidth: 8, depth: 3 };
+  const peak = async (chunk: number) => {
+    const before = tf.memory().numTensors;
+    const prof = await tf.profile(async () => {
+      await gradsOf(cfg, 32, chunk);
+    });
+    assert.equal(tf.memory().numTensors, before);
+    return prof.peakBytes;
+  };
+  const plain = await peak(0), chunked = await peak(4);
+  // the plain pass keeps every conv's activations of all 32 images; chunks of 4 keep an eighth
+  assert.ok(chunked < 0.5 * plain, `peak bytes: chunked ${chunked} vs plain ${plain}`);
+});

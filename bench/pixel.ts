@@ -1,0 +1,103 @@
+// Step time and peak memory of the image models (pixel-cumsum, pixel-attn, pixel-attn-wide) per preset,
+// through the LanguageModel interface only: one loss + gradient of every parameter per step (the work
+// of a training step without the optimiser update, which is the same code for every model). Peak
+// memory is TF.js's own count of live tensor bytes during one step (tf.profile's peakBytes: what the
+// CNN chunking bounds), plus the process's resident set size at the end. Prints a Markdown table.
+//
+//   deno run -A bench/pixel.ts [--backend wasm] [--models pixel-cumsum,pixel-attn,pixel-attn-wide]
+//        [--presets tiny] [--batch-size 8] [--steps 2] [--cnn-chunk 0] [--precision fp32]
+import { num, parseFlags, str } from "../lib/flags.ts";
+import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
+import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import { Rng } from "../lib/rng.ts";
+import type { Precision } from "../lib/models/types.ts";
+
+const HELP = `deno run -A bench/pixel.ts [flags]
+
+  --backend B      cpu | wasm | webgpu | auto (default wasm)
+  --models L       comma-separated families (default pixel-cumsum,pixel-attn,pixel-attn-wide)
+  --presets L      presets (default tiny)
+  --batch-size N   sequences per step (default 8)
+  --context N      positions per sequence (default: the preset's context length)
+  --steps N        timed steps after one untimed warm-up step (default 2)
+  --cnn-chunk N    images per CNN chunk (default 0 = the model's automatic choice)
+  --precision P    fp32 | mixed (default fp32)
+
+Example: deno run -A bench/pixel.ts --backend wasm --presets tiny --steps 2`;
+
+const p = parseFlags("bench/pixel", Deno.args, {
+  backend: { type: "string" },
+  models: { type: "string" },
+  presets: { type: "string" },
+  "batch-size": { type: "string" },
+  context: { type: "string" },
+  steps: { type: "string" },
+  "cnn-chunk": { type: "string" },
+  precision: { type: "string" },
+});
+if (p.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
+const list = (name: string, dflt: string) =>
+  str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
+const info = await initBackend(str(p, "backend", "wasm") as BackendName, { quiet: true });
+const models = list("models", "pixel-cumsum,pixel-attn,pixel-attn-wide");
+const presets = list("presets", "tiny");
+const batch = num(p, "bench/pixel", "batch-size", 8, { min: 1, integer: true });
+const contextFlag = num(p, "bench/pixel", "context", 0, { min: 0, integer: true });
+const steps = num(p, "bench/pixel", "steps", 2, { min: 1, integer: true });
+const chunk = num(p, "bench/pixel", "cnn-chunk", 0, { min: 0, integer: true });
+const precision = str(p, "precision", "fp32") as Precision;
+
+const rows: string[] = [];
+for (const model of models) {
+  for (const preset of presets) {
+    const config = resolveConfig(model, preset, { cnnChunk: chunk });
+    const T = contextFlag || config.contextLength;
+    const m = createModel(config, 1);
+    const rng = new Rng(2);
+    const ids = () =>
+      tf.tensor2d(Int32Array.from({ length: batch * T }, () => rng.int(50257)), [batch, T], "int32");
+    const x = ids(), y = ids();
+    const vars = [...m.params.values()];
+    const step = async () => {
+      const { value, grads } = tf.variableGrads(() => m.loss(x, y, { precision, training: true }), vars);
+      const loss = (await value.data())[0];
+      for (const g of Object.values(grads)) await g.data(); // wait for the GPU to finish
+      tf.dispose([value, ...Object.values(grads)]);
+      return loss;
+    };
+    console.error(`${info.name} ${model}/${preset}: ${batch} x ${T} tokens ...`);
+    let peak = 0;
+    const prof = await tf.profile(async () => {
+      await step();
+    });
+    peak = prof.peakBytes; // absolute: weights included
+    const t0 = performance.now();
+    let loss = 0;
+    for (let i = 0; i < steps; i++) loss = await step();
+    const ms = (performance.now() - t0) / steps;
+    const rss = Deno.memoryUsage().rss;
+    rows.push(
+      `| ${info.name} | ${model} | ${preset} | ${(m.paramCount() / 1e6).toFixed(2)}M | ${
+        (m.flopsPerToken() / 1e6).toFixed(1)
+      }M | ` +
+        `${batch}x${T} | ${ms.toFixed(0)} | ${((batch * T * 1000) / ms).toFixed(1)} | ` +
+        `${(peak / 2 ** 20).toFixed(0)} | ${(rss / 2 ** 20).toFixed(0)} | ${loss.toFixed(3)} |`,
+    );
+    tf.dispose([x, y]);
+    m.dispose();
+  }
+}
+console.log(
+  `${info.name} (${info.device}), precision ${precision}, cnnChunk ${
+    chunk || "auto"
+  }, 1 warm-up + ${steps} timed steps (loss + gradients)\n`,
+);
+console.log(
+  "| backend | model | preset | params | FLOPs/token | batch x ctx | ms/step | tokens/s | peak tensor MiB | RSS MiB | loss |",
+);
+console.log("|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|");
+for (const r of rows) console.log(r);
+Deno.exit(0); // wasm worker threads would keep the process alive
