@@ -62,8 +62,11 @@ run succeeds, so an interrupted run leaves no shard that looks complete.
 With --out -, every document goes to stdout (no train/val split) as consecutive llm.c chunks, each
 with its own header (about 1M tokens each, on document boundaries), or raw uint16 with nanogpt.
 
-Memory: bounded by about 100 MB + 4 MiB of text per worker + the largest single document (a whole
-stdin or .txt file without --doc-sep is one document); it does not grow with the size of the input.
+Memory: bounded, independent of the input's size: about 150 MB for the process and its V8 heap, plus
+about 4 MiB of text per worker in flight, plus the largest single document (a whole stdin or .txt file
+without --doc-sep is one document). V8 may let its heap grow lazily by a few tens of MB when memory is
+plentiful; with --v8-flags=--max-old-space-size=48 a 16 MB run peaks within 24 MB of a 2 MB run
+(tests/shard_test.ts).
 
 Example:
   lmpipe tokenize fixtures/corpus --out /tmp/fixture-shards --val-fraction 0.05 --force
