@@ -176,3 +176,23 @@ Deno.test("a GPT-like training step gives the same loss and gradients on every b
     });
   }
 });
+
+Deno.test("code that uses tf without initBackend gets wasm with the fixes, never webgpu", async () => {
+  const script = `
+    import { tf } from ${JSON.stringify(new URL("../lib/tensor/backend.ts", import.meta.url).href)};
+    await tf.ready();
+    const g = tf.grad((x) => tf.sum(tf.cumsum(x, 1)))(tf.ones([2, 3, 2])); // TF.js's own gradient throws
+    console.log(JSON.stringify({ backend: tf.getBackend(), g: Array.from(await g.data()) }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const { backend, g } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(backend, "wasm");
+  assert.deepEqual(g, [3, 3, 2, 2, 1, 1, 3, 3, 2, 2, 1, 1]);
+});

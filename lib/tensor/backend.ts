@@ -52,7 +52,6 @@ const wasmDist = new URL("../../node_modules/@tensorflow/tfjs-backend-wasm/dist/
 let fixesApplied = false;
 let wasmConfigured = false;
 let gpuAdapter: GPUAdapter | null | undefined; // undefined = not probed yet
-let webgpuRegistered = false;
 let webgpuF16 = false;
 let tensorflowLoaded: string | null = null;
 
@@ -113,12 +112,17 @@ function configureWasm(threads: number): void {
   wasmConfigured = true;
 }
 
-function registerWebGPU(adapter: GPUAdapter): void {
-  if (webgpuRegistered) return;
-  // Replace TF.js's own factory, which requests a fresh adapter every time, with one that uses the
-  // cached adapter and asks for the adapter's full buffer limits (and shader-f16 when offered).
+/**
+ * Replaces TF.js's own webgpu factory (registered at import with the highest priority, and requesting
+ * a fresh adapter each time) with one that uses this process's cached adapter, asks for the adapter's
+ * full buffer limits (and shader-f16 when offered), and has the lowest priority: code that never calls
+ * initBackend must not land on a GPU (or Mesa's slow software one) by accident.
+ */
+function registerWebGPU(): void {
   if (tf.findBackendFactory("webgpu")) tf.removeBackend("webgpu");
   tf.registerBackend("webgpu", async () => {
+    const adapter = await getGpuAdapter();
+    if (!adapter) throw new Error("no WebGPU adapter");
     const features: GPUFeatureName[] = [];
     for (const f of ["timestamp-query", "bgra8unorm-storage", "shader-f16"] as GPUFeatureName[]) {
       if (adapter.features.has(f)) features.push(f);
@@ -139,8 +143,9 @@ function registerWebGPU(adapter: GPUAdapter): void {
     // deno-lint-ignore no-explicit-any
     return new WebGPUBackend(device, adapter.info as any);
   }, 0);
-  webgpuRegistered = true;
 }
+registerWebGPU();
+ensureFixes(); // also for code that uses `tf` before (or without) initBackend
 
 /** Tries to load the native TF backend; returns the package that loaded, or null. */
 async function loadTensorflow(): Promise<string | null> {
@@ -212,7 +217,6 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
           "driver: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend wasm.",
       );
     }
-    registerWebGPU(adapter);
     await activate("webgpu");
     const soft = isSoftwareAdapter(adapter) ? " [software]" : "";
     result = { name: "webgpu", device: describeAdapter(adapter) + soft, f16: webgpuF16 };
