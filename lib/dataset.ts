@@ -38,7 +38,9 @@ export async function listDataset(paths: string[]): Promise<Dataset> {
     try {
       st = await Deno.stat(p);
     } catch {
-      throw inputError(`${p}: no such shard file or folder; make shards with 'lmpipe tokenize ... --out ${p}'`);
+      throw inputError(
+        `${p}: no such shard file or folder; make shards with 'lmpipe tokenize ... --out ${p}'`,
+      );
     }
     const files: string[] = [];
     if (st.isDirectory) {
@@ -53,7 +55,9 @@ export async function listDataset(paths: string[]): Promise<Dataset> {
           try {
             meta = JSON.parse(await Deno.readTextFile(mp));
           } catch (err) {
-            throw inputError(`${mp}: not valid JSON (${(err as Error).message}); re-run 'lmpipe tokenize' or delete it`);
+            throw inputError(
+              `${mp}: not valid JSON (${(err as Error).message}); re-run 'lmpipe tokenize' or delete it`,
+            );
           }
           ds.metas.push({ path: mp, meta });
           for (const s of (Array.isArray(meta.shards) ? meta.shards : []) as MetaShard[]) {

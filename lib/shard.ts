@@ -88,7 +88,12 @@ export async function probeShard(path: string): Promise<ShardInfo> {
 }
 
 /** Reads exactly `buf.length` bytes at `position`, or fails naming the file. */
-export async function readFull(f: Deno.FsFile, buf: Uint8Array, position: number, path: string): Promise<void> {
+export async function readFull(
+  f: Deno.FsFile,
+  buf: Uint8Array,
+  position: number,
+  path: string,
+): Promise<void> {
   await f.seek(position, Deno.SeekMode.Start);
   let off = 0;
   while (off < buf.length) {
@@ -114,7 +119,9 @@ export class ShardReader {
   /** Reads `count` tokens starting at token `offset`. */
   async read(offset: number, count: number): Promise<Uint16Array> {
     if (offset < 0 || count < 0 || offset + count > this.info.tokens) {
-      throw new RangeError(`${this.info.path}: read of [${offset}, ${offset + count}) outside ${this.info.tokens} tokens`);
+      throw new RangeError(
+        `${this.info.path}: read of [${offset}, ${offset + count}) outside ${this.info.tokens} tokens`,
+      );
     }
     const bytes = new Uint8Array(count * 2);
     await readFull(this.file, bytes, this.info.dataOffset + offset * 2, this.info.path);
@@ -172,7 +179,9 @@ export async function* readTokenStream(
         const even = all.length & ~1;
         if (even > 0) yield decodeU16(all.slice(0, even));
         if (all.length !== even) {
-          throw inputError(`${what}: headerless token stream has an odd number of bytes (${r.position}); it is truncated`);
+          throw inputError(
+            `${what}: headerless token stream has an odd number of bytes (${r.position}); it is truncated`,
+          );
         }
         if (c.length < chunkTokens * 2) return;
       }
@@ -186,9 +195,15 @@ export async function* readTokenStream(
       h.set(head), h.set(rest, head.length);
       const hdr = parseHeader(h);
       if (hdr === null || head.length + rest.length < HEADER_BYTES) {
-        throw inputError(`${what}: expected an llm.c shard header at byte ${start} (shard ${shardNo}); the stream is corrupt or truncated`);
+        throw inputError(
+          `${what}: expected an llm.c shard header at byte ${start} (shard ${shardNo}); the stream is corrupt or truncated`,
+        );
       }
-      if (hdr.version !== SHARD_VERSION) throw inputError(`${what}: header at byte ${start} has version ${hdr.version}, expected ${SHARD_VERSION}`);
+      if (hdr.version !== SHARD_VERSION) {
+        throw inputError(
+          `${what}: header at byte ${start} has version ${hdr.version}, expected ${SHARD_VERSION}`,
+        );
+      }
       if (hdr.tokens < 0) throw inputError(`${what}: header at byte ${start} has a negative token count`);
       let left = hdr.tokens;
       while (left > 0) {
@@ -196,7 +211,9 @@ export async function* readTokenStream(
         const b = await r.exact(n * 2);
         if (b.length < n * 2) {
           throw inputError(
-            `${what}: shard ${shardNo} (header at byte ${start}) announces ${hdr.tokens} tokens but the stream ends after ${hdr.tokens - left + (b.length >> 1)}`,
+            `${what}: shard ${shardNo} (header at byte ${start}) announces ${hdr.tokens} tokens but the stream ends after ${
+              hdr.tokens - left + (b.length >> 1)
+            }`,
           );
         }
         yield decodeU16(b);

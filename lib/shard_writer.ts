@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { outputError } from "./errors.ts";
-import { encodeU16, HEADER_BYTES, shardHeader, type ShardFormat } from "./shard.ts";
+import { encodeU16, HEADER_BYTES, type ShardFormat, shardHeader } from "./shard.ts";
 
 export interface ShardRecord {
   /** Final file name inside the output folder. */
@@ -26,11 +26,16 @@ export function writeFailure(path: string, err: unknown): Error {
   const full = /No space left|os error 28|ENOSPC/i.test(msg);
   return outputError(
     `${path}: cannot write (${msg}). ` +
-      (full ? "The disk is full: free space or choose another --out." : "Check the folder's permissions or choose another --out."),
+      (full
+        ? "The disk is full: free space or choose another --out."
+        : "Check the folder's permissions or choose another --out."),
   );
 }
 
-export async function writeAll(f: { write(b: Uint8Array): Promise<number> }, bytes: Uint8Array): Promise<void> {
+export async function writeAll(
+  f: { write(b: Uint8Array): Promise<number> },
+  bytes: Uint8Array,
+): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await f.write(bytes.subarray(off));
 }
@@ -74,7 +79,9 @@ export class ShardWriter {
     if (!this.#cur) await this.#open();
     const rec = this.#cur!;
     if (rec.tokens + tokens.length > 0x7fffffff) {
-      throw outputError(`${this.#tmpPath}: a shard cannot hold more than 2^31-1 tokens; lower --shard-tokens`);
+      throw outputError(
+        `${this.#tmpPath}: a shard cannot hold more than 2^31-1 tokens; lower --shard-tokens`,
+      );
     }
     await this.#write(encodeU16(tokens));
     rec.tokens += tokens.length;
@@ -97,7 +104,13 @@ export class ShardWriter {
   }
 
   async #open(): Promise<void> {
-    const rec: ShardRecord = { file: this.name(this.records.length), split: this.split, tokens: 0, docs: 0, bytes: 0 };
+    const rec: ShardRecord = {
+      file: this.name(this.records.length),
+      split: this.split,
+      tokens: 0,
+      docs: 0,
+      bytes: 0,
+    };
     this.#tmpPath = join(this.dir, rec.file + ".tmp");
     try {
       this.#file = await Deno.open(this.#tmpPath, { write: true, create: true, truncate: true });

@@ -28,17 +28,113 @@ const cap = (s: string) => s[0].toUpperCase() + s.slice(1);
 // ---- English-like prose -----------------------------------------------------------------------------
 const W = {
   det: ["the", "a", "every", "some", "that", "this", "one", "no", "each", "another"],
-  adj: ["quiet", "red", "patient", "sudden", "narrow", "electric", "old", "curious", "bright", "heavy", "tiny",
-    "careful", "distant", "wooden", "broken", "gentle", "rapid", "hollow", "silver", "ordinary", "strange", "warm"],
-  noun: ["river", "engineer", "lantern", "village", "machine", "question", "garden", "signal", "teacher", "bridge",
-    "harbor", "notebook", "mountain", "kettle", "library", "farmer", "compass", "window", "storm", "orchestra",
-    "algorithm", "bicycle", "market", "letter", "island", "committee", "forest", "tunnel", "pilot", "recipe"],
-  verb: ["finds", "carries", "watches", "builds", "forgets", "measures", "follows", "repairs", "paints", "answers",
-    "crosses", "counts", "remembers", "borrows", "opens", "describes", "ignores", "collects", "tests", "hears"],
-  adv: ["slowly", "again", "carefully", "almost", "never", "quietly", "suddenly", "often", "gladly", "barely"],
+  adj: [
+    "quiet",
+    "red",
+    "patient",
+    "sudden",
+    "narrow",
+    "electric",
+    "old",
+    "curious",
+    "bright",
+    "heavy",
+    "tiny",
+    "careful",
+    "distant",
+    "wooden",
+    "broken",
+    "gentle",
+    "rapid",
+    "hollow",
+    "silver",
+    "ordinary",
+    "strange",
+    "warm",
+  ],
+  noun: [
+    "river",
+    "engineer",
+    "lantern",
+    "village",
+    "machine",
+    "question",
+    "garden",
+    "signal",
+    "teacher",
+    "bridge",
+    "harbor",
+    "notebook",
+    "mountain",
+    "kettle",
+    "library",
+    "farmer",
+    "compass",
+    "window",
+    "storm",
+    "orchestra",
+    "algorithm",
+    "bicycle",
+    "market",
+    "letter",
+    "island",
+    "committee",
+    "forest",
+    "tunnel",
+    "pilot",
+    "recipe",
+  ],
+  verb: [
+    "finds",
+    "carries",
+    "watches",
+    "builds",
+    "forgets",
+    "measures",
+    "follows",
+    "repairs",
+    "paints",
+    "answers",
+    "crosses",
+    "counts",
+    "remembers",
+    "borrows",
+    "opens",
+    "describes",
+    "ignores",
+    "collects",
+    "tests",
+    "hears",
+  ],
+  adv: [
+    "slowly",
+    "again",
+    "carefully",
+    "almost",
+    "never",
+    "quietly",
+    "suddenly",
+    "often",
+    "gladly",
+    "barely",
+  ],
   prep: ["near", "under", "behind", "across", "beside", "inside", "beyond", "without", "toward", "above"],
   conj: ["and", "but", "because", "while", "although", "so", "until", "before", "after", "since"],
-  name: ["Ada", "Bruno", "Chen", "Dalia", "Emeka", "Freya", "Goran", "Hana", "Ivo", "Juno", "Kofi", "Lena", "Mateo"],
+  name: [
+    "Ada",
+    "Bruno",
+    "Chen",
+    "Dalia",
+    "Emeka",
+    "Freya",
+    "Goran",
+    "Hana",
+    "Ivo",
+    "Juno",
+    "Kofi",
+    "Lena",
+    "Mateo",
+  ],
 };
 const np = () => `${pick(W.det)} ${rand() < 0.6 ? pick(W.adj) + " " : ""}${pick(W.noun)}`;
 function clause(): string {
@@ -48,7 +144,11 @@ function clause(): string {
 }
 function sentence(): string {
   const r = rand();
-  if (r < 0.15) return `"${cap(clause())}," ${pick(W.name)} said, "${rand() < 0.5 ? "don't" : "we'll"} ${pick(W.verb).replace(/s$/, "")} it."`;
+  if (r < 0.15) {
+    return `"${cap(clause())}," ${pick(W.name)} said, "${rand() < 0.5 ? "don't" : "we'll"} ${
+      pick(W.verb).replace(/s$/, "")
+    } it."`;
+  }
   if (r < 0.25) return `${cap(clause())}?`;
   if (r < 0.5) return `${cap(clause())}, ${pick(W.conj)} ${clause()}.`;
   if (r < 0.6) return `It's ${int(2, 99)} ${pick(W.noun)}s ${pick(W.prep)} ${np()}; ${clause()}.`;
@@ -68,8 +168,12 @@ function jsCode(): string {
     const name = ident(), a = pick(W.noun), b = pick(W.noun) + "s";
     return `/** ${cap(clause())}. */\nexport function ${name}(${a}, ${b} = []) {\n` +
       `  const total = ${b}.reduce((acc, x) => acc + x.${pick(W.noun)}Count, ${int(0, 9)});\n` +
-      `  if (${a} === undefined || total > ${int(10, 9999)}) {\n    throw new Error(\`${name}: bad \${${a}}\`);\n  }\n` +
-      `  for (let i = 0; i < ${b}.length; i++) {\n    ${b}[i] = { ...${b}[i], rank: i * ${int(2, 7)} };\n  }\n` +
+      `  if (${a} === undefined || total > ${
+        int(10, 9999)
+      }) {\n    throw new Error(\`${name}: bad \${${a}}\`);\n  }\n` +
+      `  for (let i = 0; i < ${b}.length; i++) {\n    ${b}[i] = { ...${b}[i], rank: i * ${
+        int(2, 7)
+      } };\n  }\n` +
       `  return { ${a}, total, ratio: total / ${(rand() * 10).toFixed(3)} };\n}\n`;
   });
   return `// ${cap(paragraph(1))}\n"use strict";\n\n` + fns.join("\n");
@@ -79,31 +183,52 @@ function pyCode(): string {
   const methods = Array.from({ length: int(2, 5) }, () => {
     const m = pick(W.verb).replace(/s$/, "") + "_" + pick(W.noun);
     return `    def ${m}(self, ${pick(W.noun)}: int, *args, **kwargs) -> dict:\n` +
-      `        """${cap(clause())}."""\n        values = [v ** ${int(2, 3)} for v in range(${int(3, 40)}) if v % ${int(2, 5)}]\n` +
-      `        self.cache[${JSON.stringify(m)}] = sum(values) / max(len(values), 1)\n        return {"ok": True, "n": len(values)}\n`;
+      `        """${cap(clause())}."""\n        values = [v ** ${int(2, 3)} for v in range(${
+        int(3, 40)
+      }) if v % ${int(2, 5)}]\n` +
+      `        self.cache[${
+        JSON.stringify(m)
+      }] = sum(values) / max(len(values), 1)\n        return {"ok": True, "n": len(values)}\n`;
   });
   return `import math\nfrom collections import defaultdict\n\n\nclass ${cls}:\n    def __init__(self):\n        self.cache = defaultdict(float)\n\n` +
     methods.join("\n") + `\n\nif __name__ == "__main__":\n    print(${cls}().__dict__)\n`;
 }
 function cCode(): string {
   return `#include <stdio.h>\n#include <stdint.h>\n\n/* ${clause()} */\nstatic uint32_t mix(uint32_t h) {\n` +
-    `\th ^= h >> ${int(11, 17)};\n\th *= 0x${int(0x10000000, 0x7fffffff).toString(16)}u;\n\treturn h ^ (h >> ${int(13, 16)});\n}\n\n` +
-    `int main(void) {\n\tuint32_t acc = ${int(1, 999)};\n\tfor (int i = 0; i < ${int(10, 500)}; ++i) {\n\t\tacc = mix(acc + (uint32_t)i);\n\t}\n` +
+    `\th ^= h >> ${int(11, 17)};\n\th *= 0x${
+      int(0x10000000, 0x7fffffff).toString(16)
+    }u;\n\treturn h ^ (h >> ${int(13, 16)});\n}\n\n` +
+    `int main(void) {\n\tuint32_t acc = ${int(1, 999)};\n\tfor (int i = 0; i < ${
+      int(10, 500)
+    }; ++i) {\n\t\tacc = mix(acc + (uint32_t)i);\n\t}\n` +
     `\tprintf("%u\\n", acc);\n\treturn 0;\n}\n`;
 }
 
 // ---- lists, tables, numbers --------------------------------------------------------------------------
 function list(): string {
   const head = `## ${cap(pick(W.adj))} ${pick(W.noun)}s to ${pick(W.verb).replace(/s$/, "")}\n\n`;
-  const bullets = Array.from({ length: int(5, 25) }, (_, i) =>
-    (rand() < 0.5 ? `${i + 1}. ` : pick(["- ", "* ", "  - "])) + cap(clause()) + (rand() < 0.3 ? ` (${int(1, 500)} g)` : ""));
+  const bullets = Array.from(
+    { length: int(5, 25) },
+    (_, i) =>
+      (rand() < 0.5 ? `${i + 1}. ` : pick(["- ", "* ", "  - "])) + cap(clause()) +
+      (rand() < 0.3 ? ` (${int(1, 500)} g)` : ""),
+  );
   return head + bullets.join("\n") + "\n";
 }
 function table(): string {
   const cols = ["id", "date", pick(W.noun), "price", "ratio", "hex"];
-  const rows = Array.from({ length: int(10, 60) }, (_, i) =>
-    [i + 1, `20${int(10, 26)}-${String(int(1, 12)).padStart(2, "0")}-${String(int(1, 28)).padStart(2, "0")}`,
-      pick(W.adj), (rand() * 1000).toFixed(2), (rand() * 2 - 1).toExponential(3), "0x" + int(0, 0xffffff).toString(16)].join(","));
+  const rows = Array.from(
+    { length: int(10, 60) },
+    (_, i) =>
+      [
+        i + 1,
+        `20${int(10, 26)}-${String(int(1, 12)).padStart(2, "0")}-${String(int(1, 28)).padStart(2, "0")}`,
+        pick(W.adj),
+        (rand() * 1000).toFixed(2),
+        (rand() * 2 - 1).toExponential(3),
+        "0x" + int(0, 0xffffff).toString(16),
+      ].join(","),
+  );
   return cols.join(",") + "\n" + rows.join("\n") + "\n";
 }
 function numbers(): string {
@@ -111,7 +236,9 @@ function numbers(): string {
     const r = rand();
     if (r < 0.2) return String(int(0, 1e9));
     if (r < 0.4) return (rand() * 1e4).toFixed(int(1, 6));
-    if (r < 0.55) return `${int(1, 999)},${String(int(0, 999)).padStart(3, "0")},${String(int(0, 999)).padStart(3, "0")}`;
+    if (r < 0.55) {
+      return `${int(1, 999)},${String(int(0, 999)).padStart(3, "0")},${String(int(0, 999)).padStart(3, "0")}`;
+    }
     if (r < 0.7) return `+${int(1, 99)} ${int(100, 999)} ${int(1000, 9999)}`;
     if (r < 0.85) return `${int(0, 23)}:${String(int(0, 59)).padStart(2, "0")}`;
     return `${int(1, 100)}%`;
@@ -121,12 +248,102 @@ function numbers(): string {
 
 // ---- other languages and scripts (word salad from small hand-written lists) -------------------------
 const LANGS: Record<string, string[]> = {
-  de: ["Straße", "Mädchen", "größer", "über", "schön", "Brücke", "fährt", "Bücher", "heißt", "weiß", "Äpfel", "und", "der", "die", "nicht"],
-  fr: ["été", "où", "garçon", "déjà", "forêt", "très", "hôpital", "français", "noël", "cœur", "à", "le", "la", "et", "ça"],
-  es: ["niño", "mañana", "corazón", "también", "árbol", "canción", "pequeña", "¿dónde", "está?", "¡hola!", "el", "y", "muy"],
-  ru: ["привет", "мир", "книга", "река", "солнце", "быстро", "говорит", "новый", "дом", "и", "в", "не", "это", "хорошо"],
-  el: ["καλημέρα", "θάλασσα", "βιβλίο", "ήλιος", "και", "το", "η", "ένα", "γράφει", "ποτάμι", "φως", "δρόμος"],
-  ja: ["こんにちは", "世界", "猫", "が", "好き", "です", "。", "東京", "の", "電車", "は", "速い", "ありがとう", "山", "川"],
+  de: [
+    "Straße",
+    "Mädchen",
+    "größer",
+    "über",
+    "schön",
+    "Brücke",
+    "fährt",
+    "Bücher",
+    "heißt",
+    "weiß",
+    "Äpfel",
+    "und",
+    "der",
+    "die",
+    "nicht",
+  ],
+  fr: [
+    "été",
+    "où",
+    "garçon",
+    "déjà",
+    "forêt",
+    "très",
+    "hôpital",
+    "français",
+    "noël",
+    "cœur",
+    "à",
+    "le",
+    "la",
+    "et",
+    "ça",
+  ],
+  es: [
+    "niño",
+    "mañana",
+    "corazón",
+    "también",
+    "árbol",
+    "canción",
+    "pequeña",
+    "¿dónde",
+    "está?",
+    "¡hola!",
+    "el",
+    "y",
+    "muy",
+  ],
+  ru: [
+    "привет",
+    "мир",
+    "книга",
+    "река",
+    "солнце",
+    "быстро",
+    "говорит",
+    "новый",
+    "дом",
+    "и",
+    "в",
+    "не",
+    "это",
+    "хорошо",
+  ],
+  el: [
+    "καλημέρα",
+    "θάλασσα",
+    "βιβλίο",
+    "ήλιος",
+    "και",
+    "το",
+    "η",
+    "ένα",
+    "γράφει",
+    "ποτάμι",
+    "φως",
+    "δρόμος",
+  ],
+  ja: [
+    "こんにちは",
+    "世界",
+    "猫",
+    "が",
+    "好き",
+    "です",
+    "。",
+    "東京",
+    "の",
+    "電車",
+    "は",
+    "速い",
+    "ありがとう",
+    "山",
+    "川",
+  ],
   zh: ["你好", "世界", "我们", "学习", "语言", "模型", "，", "。", "天气", "很", "好", "北京", "河流", "书"],
   ko: ["안녕하세요", "세계", "고양이", "학교", "에서", "공부", "합니다", "바다", "는", "그리고", "책"],
   ar: ["مرحبا", "العالم", "كتاب", "في", "على", "من", "البحر", "شمس", "جميل", "و"],
@@ -137,40 +354,79 @@ function foreign(): string {
   const words = LANGS[lang];
   const spaced = !["ja", "zh"].includes(lang);
   const sent = () => Array.from({ length: int(5, 16) }, () => pick(words)).join(spaced ? " " : "");
-  const paras = Array.from({ length: int(3, 10) }, () => Array.from({ length: int(2, 6) }, sent).join(spaced ? ". " : "") + (spaced ? "." : ""));
+  const paras = Array.from(
+    { length: int(3, 10) },
+    () => Array.from({ length: int(2, 6) }, sent).join(spaced ? ". " : "") + (spaced ? "." : ""),
+  );
   return paras.join("\n\n") + "\n";
 }
 const EMOJI = ["😀", "🚀", "🌍", "🎉", "👍🏽", "❤️", "👩‍💻", "🇯🇵", "🐍", "☕", "🧪", "✨", "🔥", "🙈", "1️⃣"];
 function emoji(): string {
-  return Array.from({ length: int(10, 40) }, () => (rand() < 0.4 ? pick(EMOJI) + pick(EMOJI) + " " : "") + sentence()).join(" ") + "\n";
+  return Array.from(
+    { length: int(10, 40) },
+    () => (rand() < 0.4 ? pick(EMOJI) + pick(EMOJI) + " " : "") + sentence(),
+  ).join(" ") + "\n";
 }
 
 // ---- awkward cases -------------------------------------------------------------------------------------
 const crlf = () => prose().replace(/\n/g, "\r\n");
 function whitespace(): string {
-  return [paragraph(2), " ".repeat(int(50, 400)), paragraph(2), "\t".repeat(int(10, 60)), "\n".repeat(int(10, 80)),
-    paragraph(1), " \t \u00a0 \u3000 ".repeat(int(3, 20)), paragraph(2), "    indented line\n".repeat(int(3, 10))].join("");
+  return [
+    paragraph(2),
+    " ".repeat(int(50, 400)),
+    paragraph(2),
+    "\t".repeat(int(10, 60)),
+    "\n".repeat(int(10, 80)),
+    paragraph(1),
+    " \t \u00a0 \u3000 ".repeat(int(3, 20)),
+    paragraph(2),
+    "    indented line\n".repeat(int(3, 10)),
+  ].join("");
 }
 function endoftext(): string {
-  return `${paragraph(2)} The marker <|endoftext|> appears here as plain text. ${paragraph(2)}\n<|endoftext|>\n` +
+  return `${paragraph(2)} The marker <|endoftext|> appears here as plain text. ${
+    paragraph(2)
+  }\n<|endoftext|>\n` +
     `${paragraph(1)} <|endoftext|><|endoftext|> and <|fim_prefix|> too.\n`;
 }
 function longWords(): string {
   const r = rand();
-  const run = r < 0.3 ? "=".repeat(int(2000, 6000)) : r < 0.6 ? "ab".repeat(int(500, 2000)) : "x".repeat(int(1000, 3000));
-  return `${paragraph(2)}\n${run}\n${paragraph(1)} https://example.org/${"segment/".repeat(int(10, 40))}index.html?q=${"a".repeat(200)}\n` +
+  const run = r < 0.3
+    ? "=".repeat(int(2000, 6000))
+    : r < 0.6
+    ? "ab".repeat(int(500, 2000))
+    : "x".repeat(int(1000, 3000));
+  return `${paragraph(2)}\n${run}\n${paragraph(1)} https://example.org/${
+    "segment/".repeat(int(10, 40))
+  }index.html?q=${"a".repeat(200)}\n` +
     `${"Pneumono" + "ultramicroscopic".repeat(10) + "silicovolcanoconiosis"}\n`;
 }
 function markup(): string {
   return `<html>\n<head><title>${cap(np())}</title></head>\n<body>\n` +
-    Array.from({ length: int(3, 10) }, () => `  <p class="${pick(W.adj)}">${sentence()} &amp; ${sentence()}</p>`).join("\n") +
-    `\n  <a href="https://example.com/${pick(W.noun)}?id=${int(1, 9999)}&amp;x=1">${np()}</a>\n</body>\n</html>\n`;
+    Array.from(
+      { length: int(3, 10) },
+      () => `  <p class="${pick(W.adj)}">${sentence()} &amp; ${sentence()}</p>`,
+    ).join("\n") +
+    `\n  <a href="https://example.com/${pick(W.noun)}?id=${
+      int(1, 9999)
+    }&amp;x=1">${np()}</a>\n</body>\n</html>\n`;
 }
 
 const KINDS: [string, () => string, number][] = [
-  ["prose", prose, 40], ["js", jsCode, 7], ["py", pyCode, 7], ["c", cCode, 4], ["list", list, 7], ["table", table, 5],
-  ["numbers", numbers, 4], ["foreign", foreign, 10], ["emoji", emoji, 4], ["crlf", crlf, 4], ["space", whitespace, 3],
-  ["eot", endoftext, 2], ["long", longWords, 2], ["html", markup, 3],
+  ["prose", prose, 40],
+  ["js", jsCode, 7],
+  ["py", pyCode, 7],
+  ["c", cCode, 4],
+  ["list", list, 7],
+  ["table", table, 5],
+  ["numbers", numbers, 4],
+  ["foreign", foreign, 10],
+  ["emoji", emoji, 4],
+  ["crlf", crlf, 4],
+  ["space", whitespace, 3],
+  ["eot", endoftext, 2],
+  ["long", longWords, 2],
+  ["html", markup, 3],
 ];
 const totalWeight = KINDS.reduce((a, k) => a + k[2], 0);
 function kind(): [string, () => string] {
@@ -208,18 +464,36 @@ for (const d of named) await Deno.writeTextFile(ROOT + "corpus/" + d.name, d.tex
 const per = Math.ceil(named.length / SUBSETS);
 const subsets: { name: string; data: Uint8Array }[] = [];
 for (let s = 0; s < SUBSETS; s++) {
-  const members = named.slice(s * per, (s + 1) * per).map((d) => ({ name: d.name, data: enc.encode(d.text) }));
-  subsets.push({ name: `openwebtext/urlsf_subset${String(s).padStart(2, "0")}-1_data.xz`, data: await xz(buildTar(members)) });
+  const members = named.slice(s * per, (s + 1) * per).map((d) => ({
+    name: d.name,
+    data: enc.encode(d.text),
+  }));
+  subsets.push({
+    name: `openwebtext/urlsf_subset${String(s).padStart(2, "0")}-1_data.xz`,
+    data: await xz(buildTar(members)),
+  });
 }
 await Deno.writeFile(ROOT + "openwebtext.tar.xz", await xz(buildTar(subsets)));
 
-const jsonl = named.map((d) => JSON.stringify({ id: d.name.replace(/\.txt$/, ""), text: d.text })).join("\n") + "\n";
+const jsonl =
+  named.map((d) => JSON.stringify({ id: d.name.replace(/\.txt$/, ""), text: d.text })).join("\n") + "\n";
 await Deno.writeTextFile(ROOT + "corpus.jsonl", jsonl);
 await Deno.writeFile(ROOT + "corpus.jsonl.gz", gzipSync(enc.encode(jsonl), { level: 9 }));
 
 // Tokenized shards (train + val) for the training and eval tests.
 await Deno.remove(ROOT + "shards", { recursive: true }).catch(() => {});
-const code = await main(["tokenize", "fixtures/corpus", "--out", "fixtures/shards", "--val-fraction", "0.06", "--seed", "0", "--shard-tokens", "100M"]);
+const code = await main([
+  "tokenize",
+  "fixtures/corpus",
+  "--out",
+  "fixtures/shards",
+  "--val-fraction",
+  "0.06",
+  "--seed",
+  "0",
+  "--shard-tokens",
+  "100M",
+]);
 if (code !== 0) throw new Error(`tokenize failed with ${code}`);
 const bytes = named.reduce((a, d) => a + enc.encode(d.text).length, 0);
 console.error(`fixtures: ${named.length} documents, ${(bytes / 1e3).toFixed(0)} kB of text`);

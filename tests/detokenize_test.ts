@@ -16,7 +16,9 @@ Deno.test("detokenize: the fixture shards give back the corpus documents exactly
   const docs = await corpusDocs();
   const SEP = "\n\u0001DOC\u0001\n";
   for (const split of ["train", "val"]) {
-    const text = dec.decode(await capture(detokenize, [join(SHARDS, `${split}_000000.bin`), "--doc-sep", SEP]));
+    const text = dec.decode(
+      await capture(detokenize, [join(SHARDS, `${split}_000000.bin`), "--doc-sep", SEP]),
+    );
     const want = docs.filter((d) => isVal(d.text, 0, 0.06) === (split === "val")).map((d) => d.text);
     assert.deepEqual(text.split(SEP), want);
   }
@@ -53,6 +55,7 @@ Deno.test("detokenize: characters split across tokens and across 1-token stream 
   assert.equal(dec.decode(out), s);
   await assert.rejects(
     capture(detokenize, ["-"], concat([shardHeader(1), encodeU16(new Uint16Array([65000]))])),
-    (e: Error) => e instanceof LmpipeError && /token id 65000 at token 0 is outside the GPT-2 vocabulary/.test(e.message),
+    (e: Error) =>
+      e instanceof LmpipeError && /token id 65000 at token 0 is outside the GPT-2 vocabulary/.test(e.message),
   );
 });

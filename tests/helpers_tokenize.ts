@@ -10,20 +10,29 @@ export const SHARDS = join(FIXTURES, "shards");
 export const FIXTURE_OPTS = ["--val-fraction", "0.06", "--seed", "0"];
 
 /** Runs `lmpipe tokenize` in-process; returns what it wrote to stdout. */
-export async function tok(argv: string[], stdin?: Uint8Array | ReadableStream<Uint8Array>): Promise<Uint8Array> {
+export async function tok(
+  argv: string[],
+  stdin?: Uint8Array | ReadableStream<Uint8Array>,
+): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   const s = stdin instanceof Uint8Array ? new Blob([stdin as BlobPart]).stream() : stdin;
-  await tokenize(argv, { stdin: s, stdout: async (b) => void parts.push(b.slice()), signals: false });
+  await tokenize(argv, { stdin: s, stdout: (b) => (parts.push(b.slice()), Promise.resolve()), signals: false });
   return concat(parts);
 }
 
 export async function capture(
-  run: (argv: string[], env: { stdout: (b: Uint8Array) => Promise<void>; stdin?: ReadableStream<Uint8Array> }) => Promise<void>,
+  run: (
+    argv: string[],
+    env: { stdout: (b: Uint8Array) => Promise<void>; stdin?: ReadableStream<Uint8Array> },
+  ) => Promise<void>,
   argv: string[],
   stdin?: Uint8Array,
 ): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
-  await run(argv, { stdout: async (b) => void parts.push(b.slice()), stdin: stdin ? new Blob([stdin as BlobPart]).stream() : undefined });
+  await run(argv, {
+    stdout: (b) => (parts.push(b.slice()), Promise.resolve()),
+    stdin: stdin ? new Blob([stdin as BlobPart]).stream() : undefined,
+  });
   return concat(parts);
 }
 
@@ -43,7 +52,9 @@ export async function corpusDocs(): Promise<{ name: string; text: string }[]> {
   const names: string[] = [];
   for await (const e of Deno.readDir(CORPUS)) names.push(e.name);
   names.sort();
-  return await Promise.all(names.map(async (name) => ({ name, text: await Deno.readTextFile(join(CORPUS, name)) })));
+  return await Promise.all(
+    names.map(async (name) => ({ name, text: await Deno.readTextFile(join(CORPUS, name)) })),
+  );
 }
 
 export async function tmp(): Promise<string> {

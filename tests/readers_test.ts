@@ -63,13 +63,21 @@ Deno.test("tar: GNU long names and pax path headers name the next member", async
   fixChecksum(gnu);
   const paxRec = `path=pax/name.txt\n`;
   const rec = `${paxRec.length + 3 + String(paxRec.length + 3).length - 2} ${paxRec}`;
-  const paxBody = enc.encode(`${rec.length} ${paxRec}`.length === rec.length ? rec : `${rec.length + 1} ${paxRec}`);
+  const paxBody = enc.encode(
+    `${rec.length} ${paxRec}`.length === rec.length ? rec : `${rec.length + 1} ${paxRec}`,
+  );
   const pax = tarHeader("PaxHeaders/x", paxBody.length);
   pax[156] = "x".charCodeAt(0);
   fixChecksum(pax);
   const parts = [
-    gnu, pad(lnBody), tarHeader("short-name", 3), pad(enc.encode("one")),
-    pax, pad(paxBody), tarHeader("ignored.txt", 3), pad(enc.encode("two")),
+    gnu,
+    pad(lnBody),
+    tarHeader("short-name", 3),
+    pad(enc.encode("one")),
+    pax,
+    pad(paxBody),
+    tarHeader("ignored.txt", 3),
+    pad(enc.encode("two")),
     new Uint8Array(1024),
   ];
   const tar = concat(parts);
@@ -77,15 +85,25 @@ Deno.test("tar: GNU long names and pax path headers name the next member", async
 });
 
 Deno.test("tar: corrupt header and truncated member are input errors naming the archive and member", async () => {
-  const tar = buildTar([{ name: "a.txt", data: enc.encode("alpha") }, { name: "b.txt", data: new Uint8Array(2000) }]);
+  const tar = buildTar([{ name: "a.txt", data: enc.encode("alpha") }, {
+    name: "b.txt",
+    data: new Uint8Array(2000),
+  }]);
   const bad = tar.slice();
   bad[512 + 512 + 3] ^= 0xff; // inside b.txt's header
-  await assert.rejects(members(bad), (e: Error) => e instanceof LmpipeError && /t\.tar: corrupt tar header after member 'a\.txt'/.test(e.message));
+  await assert.rejects(
+    members(bad),
+    (e: Error) =>
+      e instanceof LmpipeError && /t\.tar: corrupt tar header after member 'a\.txt'/.test(e.message),
+  );
   await assert.rejects(
     members(tar.slice(0, 512 * 3 + 100)),
     (e: Error) => e instanceof LmpipeError && /truncated inside member 'b\.txt'/.test(e.message),
   );
-  await assert.rejects(members(enc.encode("just some text, not a tar at all".repeat(30))), /corrupt tar header/);
+  await assert.rejects(
+    members(enc.encode("just some text, not a tar at all".repeat(30))),
+    /corrupt tar header/,
+  );
 });
 
 Deno.test("decompress: gzip and xz streams decode; truncated or corrupt data is an input error naming the file", async () => {
@@ -98,7 +116,10 @@ Deno.test("decompress: gzip and xz streams decode; truncated or corrupt data is 
     return { kind, out };
   };
   assert.deepEqual(await read(gz), { kind: "gzip", out: dec.decode(text) });
-  await assert.rejects(read(gz.slice(0, gz.length - 30)), (e: Error) => e instanceof LmpipeError && /f\.gz: gzip data is truncated or corrupt/.test(e.message));
+  await assert.rejects(
+    read(gz.slice(0, gz.length - 30)),
+    (e: Error) => e instanceof LmpipeError && /f\.gz: gzip data is truncated or corrupt/.test(e.message),
+  );
   const xz = await Deno.readFile(new URL("../fixtures/openwebtext.tar.xz", import.meta.url));
   const { kind } = await read(xz.slice(0, 5000)).catch((e) => ({ kind: String(e.message) }));
   assert.match(kind, /xz data is truncated or corrupt/);

@@ -13,7 +13,18 @@ import { buildTar, readTar } from "../lib/readers/tar.ts";
 import { HEADER_BYTES, parseHeader, probeShard, readTokenStream, ShardReader } from "../lib/shard.ts";
 import { EOT } from "../lib/tokenizer.ts";
 import { isVal } from "../pipelines/tokenize/split.ts";
-import { bytesStream, CORPUS, corpusDocs, files, FIXTURE_OPTS, FIXTURES, same, SHARDS, tmp, tok } from "./helpers_tokenize.ts";
+import {
+  bytesStream,
+  CORPUS,
+  corpusDocs,
+  files,
+  FIXTURE_OPTS,
+  FIXTURES,
+  same,
+  SHARDS,
+  tmp,
+  tok,
+} from "./helpers_tokenize.ts";
 
 const enc = new TextEncoder();
 
@@ -27,7 +38,10 @@ async function allTokens(path: string): Promise<Uint16Array> {
 }
 
 async function assertFixtureShards(dir: string, what: string): Promise<void> {
-  assert.deepEqual((await files(dir)).filter((f) => f.endsWith(".bin")), ["train_000000.bin", "val_000000.bin"], what);
+  assert.deepEqual((await files(dir)).filter((f) => f.endsWith(".bin")), [
+    "train_000000.bin",
+    "val_000000.bin",
+  ], what);
   for (const f of ["train_000000.bin", "val_000000.bin"]) {
     assert.ok(await same(join(dir, f), join(SHARDS, f)), `${what}: ${f} differs from fixtures/shards`);
   }
@@ -95,7 +109,16 @@ Deno.test("tokenize: byte-identical output for 0, 1, 2 and 3 workers (small shar
   const hashes: string[] = [];
   for (const w of [0, 1, 2, 3]) {
     const out = join(dir, `w${w}`);
-    await tok([join(FIXTURES, "corpus.jsonl.gz"), "--out", out, ...FIXTURE_OPTS, "--shard-tokens", "20k", "--workers", String(w)]);
+    await tok([
+      join(FIXTURES, "corpus.jsonl.gz"),
+      "--out",
+      out,
+      ...FIXTURE_OPTS,
+      "--shard-tokens",
+      "20k",
+      "--workers",
+      String(w),
+    ]);
     const meta = JSON.parse(await Deno.readTextFile(join(out, "meta.json")));
     hashes.push(JSON.stringify(meta.shards));
     assert.ok(meta.shards.length >= 7, `${meta.shards.length} shards`);
@@ -143,7 +166,10 @@ Deno.test("tokenize: meta.json records tokenizer, splits, shards with sha256, co
     const info = await probeShard(join(SHARDS, s.file));
     assert.equal(info.tokens, s.tokens);
     const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(join(SHARDS, s.file)));
-    assert.equal(Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(""), s.sha256);
+    assert.equal(
+      Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(""),
+      s.sha256,
+    );
   }
   const bytes = (await corpusDocs()).reduce((a, d) => a + enc.encode(d.text).length, 0);
   assert.equal(meta.splits.train.bytes + meta.splits.val.bytes, bytes);
@@ -153,14 +179,33 @@ Deno.test("tokenize: --part i/N over files and archive members adds up to the wh
   const dir = await tmp();
   for (const i of [1, 2, 3]) {
     await tok([CORPUS, "--out", join(dir, "same"), ...FIXTURE_OPTS, "--part", `${i}/3`, "--workers", "0"]);
-    await tok([join(FIXTURES, "openwebtext.tar.xz"), "--out", join(dir, `p${i}`), ...FIXTURE_OPTS, "--part", `${i}/3`, "--workers", "0"]);
+    await tok([
+      join(FIXTURES, "openwebtext.tar.xz"),
+      "--out",
+      join(dir, `p${i}`),
+      ...FIXTURE_OPTS,
+      "--part",
+      `${i}/3`,
+      "--workers",
+      "0",
+    ]);
   }
   const names = await files(join(dir, "same"));
-  assert.ok(names.includes("train_p001of003_000000.bin") && names.includes("meta_p003of003.json"), names.join(" "));
+  assert.ok(
+    names.includes("train_p001of003_000000.bin") && names.includes("meta_p003of003.json"),
+    names.join(" "),
+  );
   const whole = JSON.parse(await Deno.readTextFile(join(SHARDS, "meta.json"))).splits;
-  for (const ds of [await listDataset([join(dir, "same")]), await listDataset([1, 2, 3].map((i) => join(dir, `p${i}`)))]) {
+  for (
+    const ds of [
+      await listDataset([join(dir, "same")]),
+      await listDataset([1, 2, 3].map((i) => join(dir, `p${i}`))),
+    ]
+  ) {
     const sum = { train: 0, val: 0 };
-    for (const m of ds.metas) for (const s of ["train", "val"] as const) sum[s] += (m.meta.splits as any)[s].tokens;
+    for (const m of ds.metas) {
+      for (const s of ["train", "val"] as const) sum[s] += (m.meta.splits as any)[s].tokens;
+    }
     assert.deepEqual(sum, { train: whole.train.tokens, val: whole.val.tokens });
     let tokens = 0;
     for (const f of ds.train) tokens += (await probeShard(f)).tokens;
@@ -198,7 +243,10 @@ Deno.test("tokenize: --out - streams llm.c chunks with headers; nanogpt writes h
     assert.equal((await probeShard(join(nano, `${s}.bin`))).format, "nanogpt");
   }
   const raw = await tok([CORPUS, "--out", "-", "--shard-format", "nanogpt", "--workers", "0"]);
-  assert.deepEqual(raw, await Deno.readFile(join(all, "train_000000.bin")).then((b) => b.subarray(HEADER_BYTES)));
+  assert.deepEqual(
+    raw,
+    await Deno.readFile(join(all, "train_000000.bin")).then((b) => b.subarray(HEADER_BYTES)),
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -219,7 +267,10 @@ Deno.test("tokenize: plain text on stdin is one document, or split by --doc-sep 
 Deno.test("tokenize: invalid UTF-8 is replaced, counted in meta.json and warned about; not fatal", async () => {
   const dir = await tmp();
   await Deno.mkdir(join(dir, "in"));
-  await Deno.writeFile(join(dir, "in", "bad.txt"), new Uint8Array([...enc.encode("caf"), 0xe9, 0x20, 0xff, 0xfe, ...enc.encode(" ok")]));
+  await Deno.writeFile(
+    join(dir, "in", "bad.txt"),
+    new Uint8Array([...enc.encode("caf"), 0xe9, 0x20, 0xff, 0xfe, ...enc.encode(" ok")]),
+  );
   await Deno.writeTextFile(join(dir, "in", "good.txt"), "fine");
   await tok([join(dir, "in"), "--out", join(dir, "out"), "--workers", "0"]);
   const meta = JSON.parse(await Deno.readTextFile(join(dir, "out", "meta.json")));
@@ -232,24 +283,54 @@ Deno.test("tokenize: bad inputs and outputs fail with an error naming the file, 
   const dir = await tmp();
   const out = join(dir, "out");
   const w = (name: string, data: Uint8Array | string) =>
-    typeof data === "string" ? Deno.writeTextFile(join(dir, name), data) : Deno.writeFile(join(dir, name), data);
+    typeof data === "string"
+      ? Deno.writeTextFile(join(dir, name), data)
+      : Deno.writeFile(join(dir, name), data);
   const xz = await Deno.readFile(join(FIXTURES, "openwebtext.tar.xz"));
   await w("trunc.tar.xz", xz.subarray(0, Math.floor(xz.length / 2)));
-  await rejectsWith(tok([join(dir, "trunc.tar.xz"), "--out", out, "--workers", "0"]), EXIT.input, /trunc\.tar\.xz.*(xz data is truncated|truncated)/);
+  await rejectsWith(
+    tok([join(dir, "trunc.tar.xz"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /trunc\.tar\.xz.*(xz data is truncated|truncated)/,
+  );
   const gz = await Deno.readFile(join(FIXTURES, "corpus.jsonl.gz"));
   await w("c.jsonl.gz", gz.subarray(0, gz.length - 100));
-  await rejectsWith(tok([join(dir, "c.jsonl.gz"), "--out", out, "--workers", "0"]), EXIT.input, /c\.jsonl\.gz: gzip data is truncated or corrupt/);
+  await rejectsWith(
+    tok([join(dir, "c.jsonl.gz"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /c\.jsonl\.gz: gzip data is truncated or corrupt/,
+  );
   await w("x.jsonl", '{"text": "fine"}\n{"text": "also"}\n{not json}\n');
-  await rejectsWith(tok([join(dir, "x.jsonl"), "--out", out, "--workers", "0"]), EXIT.input, /x\.jsonl: line 3: not valid JSON/);
+  await rejectsWith(
+    tok([join(dir, "x.jsonl"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /x\.jsonl: line 3: not valid JSON/,
+  );
   await w("y.jsonl", '{"text": "fine"}\n{"body": "no text"}\n');
-  await rejectsWith(tok([join(dir, "y.jsonl"), "--out", out, "--workers", "0"]), EXIT.input, /y\.jsonl: line 2: no string field "text".*fields: body.*--field/);
+  await rejectsWith(
+    tok([join(dir, "y.jsonl"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /y\.jsonl: line 2: no string field "text".*fields: body.*--field/,
+  );
   // The inner archive of an OpenWebText tar is damaged: the message names the member.
   const innerBad = buildTar([{ name: "openwebtext/urlsf_subset00-1_data.xz", data: xz.subarray(0, 300) }]);
   await w("owt.tar", innerBad);
-  await rejectsWith(tok([join(dir, "owt.tar"), "--out", out, "--workers", "0"]), EXIT.input, /owt\.tar > openwebtext\/urlsf_subset00-1_data\.xz: xz data/);
+  await rejectsWith(
+    tok([join(dir, "owt.tar"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /owt\.tar > openwebtext\/urlsf_subset00-1_data\.xz: xz data/,
+  );
   await w("empty.txt", "");
-  await rejectsWith(tok([join(dir, "empty.txt"), "--out", out, "--workers", "0"]), EXIT.input, /no documents/);
-  await rejectsWith(tok(["-", "--out", out, "--workers", "0"], new Uint8Array(0)), EXIT.input, /no documents/);
+  await rejectsWith(
+    tok([join(dir, "empty.txt"), "--out", out, "--workers", "0"]),
+    EXIT.input,
+    /no documents/,
+  );
+  await rejectsWith(
+    tok(["-", "--out", out, "--workers", "0"], new Uint8Array(0)),
+    EXIT.input,
+    /no documents/,
+  );
   await Deno.mkdir(join(dir, "nothing"));
   await rejectsWith(tok([join(dir, "nothing"), "--out", out]), EXIT.input, /no \.txt files/);
   await rejectsWith(tok([join(dir, "missing.txt"), "--out", out]), EXIT.input, /missing\.txt: no such file/);
@@ -257,11 +338,19 @@ Deno.test("tokenize: bad inputs and outputs fail with an error naming the file, 
   await rejectsWith(tok([CORPUS]), EXIT.usage, /--out DIR\|- is required/);
   // Existing shards are refused without --force; --force replaces them and drops stale ones.
   await tok([CORPUS, "--out", out, "--shard-tokens", "20k", "--val-fraction", "0", "--workers", "0"]);
-  await rejectsWith(tok([CORPUS, "--out", out, "--workers", "0"]), EXIT.output, /already holds shards.*--force/);
+  await rejectsWith(
+    tok([CORPUS, "--out", out, "--workers", "0"]),
+    EXIT.output,
+    /already holds shards.*--force/,
+  );
   await tok([CORPUS, "--out", out, "--force", "--val-fraction", "0", "--workers", "0"]);
   assert.deepEqual(await files(out), ["meta.json", "train_000000.bin"]);
   // An output path that is a file, or a folder that cannot be created.
   await rejectsWith(tok([CORPUS, "--out", join(dir, "x.jsonl")]), EXIT.output, /is a file, not a folder/);
-  await rejectsWith(tok([CORPUS, "--out", join(dir, "x.jsonl", "sub")]), EXIT.output, /cannot (create|use) the folder/);
+  await rejectsWith(
+    tok([CORPUS, "--out", join(dir, "x.jsonl", "sub")]),
+    EXIT.output,
+    /cannot (create|use) the folder/,
+  );
   await Deno.remove(dir, { recursive: true });
 });

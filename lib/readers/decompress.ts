@@ -91,7 +91,11 @@ function guard(stream: ReadableStream<Uint8Array>, what: string, kind: string): 
 }
 
 /** The decompressed form of `stream`. */
-export function decompress(stream: ReadableStream<Uint8Array>, kind: Compression, what: string): ReadableStream<Uint8Array> {
+export function decompress(
+  stream: ReadableStream<Uint8Array>,
+  kind: Compression,
+  what: string,
+): ReadableStream<Uint8Array> {
   if (kind === "none") return stream;
   if (kind === "xz") return guard(new XzReadableStream(stream), what, "xz");
   const gunzip = new DecompressionStream("gzip") as unknown as ReadableWritablePair<Uint8Array, Uint8Array>;

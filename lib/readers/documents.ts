@@ -111,7 +111,11 @@ function looksLikeJsonl(head: Uint8Array, field: string): boolean {
 }
 
 /** All documents of the inputs (paths, `-` = stdin), in a deterministic order, filtered by the partition. */
-export async function* readDocuments(inputs: string[], opts: ReadOptions, stats: ReadStats): AsyncGenerator<Doc> {
+export async function* readDocuments(
+  inputs: string[],
+  opts: ReadOptions,
+  stats: ReadStats,
+): AsyncGenerator<Doc> {
   const [partIndex, partCount] = opts.part;
   /** Numbers the next unit; true when it belongs to this partition. */
   const takeUnit = (): boolean => {
@@ -161,13 +165,20 @@ async function* readFolder(
     return;
   }
   if (fmt === "owt" || fmt === "tar") {
-    throw inputError(`${dir}: no urlsf_subset*.xz archives in this folder; is it the unpacked openwebtext/ folder?`);
+    throw inputError(
+      `${dir}: no urlsf_subset*.xz archives in this folder; is it the unpacked openwebtext/ folder?`,
+    );
   }
   const wantJsonl = fmt === "jsonl";
-  const files = await listFiles(dir, (n) => (wantJsonl ? /\.jsonl(\.gz|\.xz)?$/i.test(n) : TEXT_MEMBER.test(n)));
+  const files = await listFiles(
+    dir,
+    (n) => (wantJsonl ? /\.jsonl(\.gz|\.xz)?$/i.test(n) : TEXT_MEMBER.test(n)),
+  );
   if (files.length === 0) {
     throw inputError(
-      `${dir}: no ${wantJsonl ? ".jsonl" : ".txt"} files in this folder (documents are read from *.txt files, ` +
+      `${dir}: no ${
+        wantJsonl ? ".jsonl" : ".txt"
+      } files in this folder (documents are read from *.txt files, ` +
         `OpenWebText from urlsf_subset*.xz; use --format to say what it holds)`,
     );
   }
@@ -181,7 +192,8 @@ async function* readPath(
   stats: ReadStats,
   takeUnit: () => boolean,
 ): AsyncGenerator<Doc> {
-  const isArchive = /\.(tar|tar\.xz|txz|tar\.gz|tgz)$/i.test(path) || opts.format === "owt" || opts.format === "tar";
+  const isArchive = /\.(tar|tar\.xz|txz|tar\.gz|tgz)$/i.test(path) || opts.format === "owt" ||
+    opts.format === "tar";
   // A tar archive's units are decided member by member inside it; any other file is one unit.
   if (!isArchive && !takeUnit()) return;
   yield* readStream(await openFile(path, stats), path, opts, stats, takeUnit, !isArchive);
@@ -295,14 +307,20 @@ async function* jsonlDocs(
       obj = JSON.parse(line);
     } catch (err) {
       throw inputError(
-        `${where}: not valid JSON (${(err as Error).message}). Each line must be one JSON object like {"${field}": "..."}`,
+        `${where}: not valid JSON (${
+          (err as Error).message
+        }). Each line must be one JSON object like {"${field}": "..."}`,
       );
     }
-    const value = obj !== null && typeof obj === "object" ? (obj as Record<string, unknown>)[field] : undefined;
+    const value = obj !== null && typeof obj === "object"
+      ? (obj as Record<string, unknown>)[field]
+      : undefined;
     if (typeof value !== "string") {
       throw inputError(
         `${where}: no string field "${field}" in this JSON line` +
-          (obj !== null && typeof obj === "object" ? ` (fields: ${Object.keys(obj).slice(0, 8).join(", ")})` : "") +
+          (obj !== null && typeof obj === "object"
+            ? ` (fields: ${Object.keys(obj).slice(0, 8).join(", ")})`
+            : "") +
           `. Name the text field with --field.`,
       );
     }

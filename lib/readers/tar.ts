@@ -82,7 +82,9 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
       if (h.every((x) => x === 0)) return; // end-of-archive marker
       if (!checksumOk(h)) {
         throw inputError(
-          `${what}: corrupt tar header after member '${prevName}' (checksum mismatch at byte ${r.position - BLOCK}); ` +
+          `${what}: corrupt tar header after member '${prevName}' (checksum mismatch at byte ${
+            r.position - BLOCK
+          }); ` +
             `the archive is damaged or not a tar file`,
         );
       }
@@ -104,9 +106,15 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
 
       // Meta members that describe the next one.
       if (typeflag === "L" || typeflag === "x" || typeflag === "g" || typeflag === "K") {
-        if (size > 1 << 20) throw inputError(`${what}: tar ${typeflag} header of ${size} bytes is implausible; archive corrupt`);
+        if (size > 1 << 20) {
+          throw inputError(
+            `${what}: tar ${typeflag} header of ${size} bytes is implausible; archive corrupt`,
+          );
+        }
         const body = await r.exact(padded);
-        if (body.length < padded) throw inputError(`${what}: tar archive is truncated in a '${typeflag}' header`);
+        if (body.length < padded) {
+          throw inputError(`${what}: tar archive is truncated in a '${typeflag}' header`);
+        }
         if (typeflag === "L") longName = cstr(body, 0, size);
         else if (typeflag === "x") pax = parsePax(body.subarray(0, size));
         continue; // 'g' (global pax) and 'K' (long link name) do not matter for reading files

@@ -80,7 +80,10 @@ export function parseDocSep(raw: string): RegExp | string {
  * Splits a stream of text chunks into documents at `sep`. Empty documents are dropped (and, for blank
  * line separation, whitespace-only ones). Only the current partial document is held in memory.
  */
-export async function* splitDocs(chunks: AsyncIterable<string>, sep: RegExp | string): AsyncGenerator<string> {
+export async function* splitDocs(
+  chunks: AsyncIterable<string>,
+  sep: RegExp | string,
+): AsyncGenerator<string> {
   let buf = "";
   let scanFrom = 0; // no separator starts before this index of buf
   const keep = (d: string) => (typeof sep === "string" ? d.length > 0 : d.trim().length > 0);

@@ -3,7 +3,7 @@
 // is rejoined byte for byte, and memory does not depend on the shard size.
 import { inputError } from "../../lib/errors.ts";
 import { parseFlags, str } from "../../lib/flags.ts";
-import { probeShard, readFull, readTokenStream, decodeU16 } from "../../lib/shard.ts";
+import { decodeU16, probeShard, readFull, readTokenStream } from "../../lib/shard.ts";
 import { listDataset } from "../../lib/dataset.ts";
 import { writeAll } from "../../lib/shard_writer.ts";
 import { decodeBytes, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
@@ -38,11 +38,11 @@ export async function run(
   }
   const inputs = p.positionals.length ? p.positionals : ["-"];
   const sepRaw = str(p, "doc-sep");
-  const sep = sepRaw === undefined
-    ? null
-    : new TextEncoder().encode(
-      sepRaw === "blank" ? "\n\n" : sepRaw.replace(/\\([ntr\\])/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c as "n"]),
-    );
+  const sep = sepRaw === undefined ? null : new TextEncoder().encode(
+    sepRaw === "blank"
+      ? "\n\n"
+      : sepRaw.replace(/\\([ntr\\])/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c as "n"]),
+  );
   const out = env.stdout ?? ((b: Uint8Array) => writeAll(Deno.stdout, b));
   let pendingSep = false; // an EOT seen: write the separator once more tokens follow
   let position = 0;
@@ -50,7 +50,11 @@ export async function run(
   const emit = async (ids: Uint16Array, what: string) => {
     for (let i = 0; i < ids.length; i++) {
       if (ids[i] >= VOCAB_SIZE) {
-        throw inputError(`${what}: token id ${ids[i]} at token ${position + i} is outside the GPT-2 vocabulary; not GPT-2 tokens or corrupt`);
+        throw inputError(
+          `${what}: token id ${ids[i]} at token ${
+            position + i
+          } is outside the GPT-2 vocabulary; not GPT-2 tokens or corrupt`,
+        );
       }
     }
     if (sep === null) {
@@ -76,7 +80,9 @@ export async function run(
 
   for (const input of inputs) {
     if (input === "-") {
-      for await (const ids of readTokenStream(env.stdin ?? Deno.stdin.readable, "stdin")) await emit(ids, "stdin");
+      for await (const ids of readTokenStream(env.stdin ?? Deno.stdin.readable, "stdin")) {
+        await emit(ids, "stdin");
+      }
       continue;
     }
     const st = await Deno.stat(input).catch(() => null);

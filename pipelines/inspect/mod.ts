@@ -7,7 +7,7 @@ import { listDataset, type MetaShard } from "../../lib/dataset.ts";
 import { inputError } from "../../lib/errors.ts";
 import { bool, num, parseFlags } from "../../lib/flags.ts";
 import { fmtCount } from "../../lib/log.ts";
-import { probeShard, readFull, readTokenStream, type ShardFormat, decodeU16 } from "../../lib/shard.ts";
+import { decodeU16, probeShard, readFull, readTokenStream, type ShardFormat } from "../../lib/shard.ts";
 import { writeAll } from "../../lib/shard_writer.ts";
 import { decode, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 
@@ -46,13 +46,18 @@ export interface ShardReport {
   problems: string[];
 }
 
-export async function run(argv: string[], env: { stdin?: ReadableStream<Uint8Array>; stdout?: (b: Uint8Array) => Promise<void> } = {}): Promise<void> {
+export async function run(
+  argv: string[],
+  env: { stdin?: ReadableStream<Uint8Array>; stdout?: (b: Uint8Array) => Promise<void> } = {},
+): Promise<void> {
   const p = parseFlags(CMD, argv, { head: { type: "string" }, json: { type: "boolean" } });
   if (p.help) {
     console.log(HELP);
     return;
   }
-  if (p.positionals.length === 0) throw inputError(`lmpipe ${CMD}: give a shard, a shard folder or - (see 'lmpipe ${CMD} --help')`);
+  if (p.positionals.length === 0) {
+    throw inputError(`lmpipe ${CMD}: give a shard, a shard folder or - (see 'lmpipe ${CMD} --help')`);
+  }
   const headN = num(p, CMD, "head", 32, { integer: true, min: 0 });
   const out = env.stdout ?? ((b: Uint8Array) => writeAll(Deno.stdout, b));
 
@@ -61,7 +66,16 @@ export async function run(argv: string[], env: { stdin?: ReadableStream<Uint8Arr
   const metaFiles: string[] = [];
   for (const path of p.positionals) {
     if (path === "-") {
-      reports.push(await scan(readTokenStream(env.stdin ?? Deno.stdin.readable, "stdin"), "-", "stream", "stream", null, headN));
+      reports.push(
+        await scan(
+          readTokenStream(env.stdin ?? Deno.stdin.readable, "stdin"),
+          "-",
+          "stream",
+          "stream",
+          null,
+          headN,
+        ),
+      );
       continue;
     }
     const ds = await listDataset([path]);
@@ -71,7 +85,11 @@ export async function run(argv: string[], env: { stdin?: ReadableStream<Uint8Arr
         const r = await inspectFile(f, split, headN);
         const m = ds.shardMeta.get(f);
         if (m && r.problems.length === 0) checkMeta(r, m);
-        else if (ds.metas.length > 0) r.problems.push(`not listed in ${ds.metas.map((x) => basename(x.path)).join(", ")} (left over from another run?)`);
+        else if (ds.metas.length > 0) {
+          r.problems.push(
+            `not listed in ${ds.metas.map((x) => basename(x.path)).join(", ")} (left over from another run?)`,
+          );
+        }
         reports.push(r);
       }
     }
@@ -96,16 +114,24 @@ export async function run(argv: string[], env: { stdin?: ReadableStream<Uint8Arr
   } else {
     const lines: string[] = [];
     for (const r of reports) {
-      const fmt = r.format === "llmc" ? "llm.c shard" : r.format === "nanogpt" ? "nanoGPT shard (headerless)" : "token stream";
+      const fmt = r.format === "llmc"
+        ? "llm.c shard"
+        : r.format === "nanogpt"
+        ? "nanoGPT shard (headerless)"
+        : "token stream";
       lines.push(
         `${r.path}: ${fmt}, ${r.split}, ${fmtCount(r.tokens)} tokens (${r.tokens}), ${r.docs} documents, ` +
           `ids ${r.min_id ?? "-"}..${r.max_id ?? "-"}${r.ends_with_eot ? "" : ", does not end with EOT"}` +
           `${r.sha256 ? `, sha256 ${r.sha256.slice(0, 12)}…` : ""}: ${r.problems.length ? "CORRUPT" : "ok"}`,
       );
-      if (headN > 0 && r.head.length) lines.push(`  first ${r.head.length} tokens: ${JSON.stringify(r.head_text)}`);
+      if (headN > 0 && r.head.length) {
+        lines.push(`  first ${r.head.length} tokens: ${JSON.stringify(r.head_text)}`);
+      }
     }
     lines.push(
-      `total: ${total.shards} shard(s), ${fmtCount(total.tokens)} tokens (train ${fmtCount(total.train_tokens)}, ` +
+      `total: ${total.shards} shard(s), ${fmtCount(total.tokens)} tokens (train ${
+        fmtCount(total.train_tokens)
+      }, ` +
         `val ${fmtCount(total.val_tokens)}), ${total.docs} documents` +
         (metaFiles.length ? `; checked against ${metaFiles.map((m) => basename(m)).join(", ")}` : "") +
         `: ${ok ? "ok" : `${problems.length} problem(s)`}`,
@@ -114,7 +140,11 @@ export async function run(argv: string[], env: { stdin?: ReadableStream<Uint8Arr
   }
   await out(new TextEncoder().encode(text));
   if (!ok) {
-    throw inputError(`${problems.slice(0, 5).join("\n  ")}${problems.length > 5 ? `\n  ... and ${problems.length - 5} more` : ""}`);
+    throw inputError(
+      `${problems.slice(0, 5).join("\n  ")}${
+        problems.length > 5 ? `\n  ... and ${problems.length - 5} more` : ""
+      }`,
+    );
   }
 }
 
@@ -154,7 +184,20 @@ async function inspectFile(path: string, split: string, headN: number): Promise<
 }
 
 function emptyReport(path: string, split: string, format: ShardReport["format"]): ShardReport {
-  return { path, split, format, tokens: 0, docs: 0, min_id: null, max_id: null, ends_with_eot: false, sha256: null, head: [], head_text: "", problems: [] };
+  return {
+    path,
+    split,
+    format,
+    tokens: 0,
+    docs: 0,
+    min_id: null,
+    max_id: null,
+    ends_with_eot: false,
+    sha256: null,
+    head: [],
+    head_text: "",
+    problems: [],
+  };
 }
 
 /** Counts tokens, EOTs and the id range over a chunk stream; notes the first id outside the vocabulary. */
@@ -176,7 +219,11 @@ async function scan(
         if (id > max) max = id;
         if (id === EOT) r.docs++;
         else if (id >= VOCAB_SIZE && r.problems.length === 0) {
-          r.problems.push(`token id ${id} at token ${r.tokens + i} is outside the GPT-2 vocabulary (0..${VOCAB_SIZE - 1}): corrupt or another tokenizer`);
+          r.problems.push(
+            `token id ${id} at token ${r.tokens + i} is outside the GPT-2 vocabulary (0..${
+              VOCAB_SIZE - 1
+            }): corrupt or another tokenizer`,
+          );
         }
       }
       if (r.head.length < headN) r.head.push(...c.subarray(0, headN - r.head.length));
@@ -202,6 +249,8 @@ function checkMeta(r: ShardReport, m: MetaShard): void {
     r.problems.push(`meta file records ${m.docs} documents, the shard holds ${r.docs}`);
   }
   if (m.sha256 && r.sha256 && m.sha256 !== r.sha256) {
-    r.problems.push(`sha256 ${r.sha256} differs from the meta file's ${m.sha256}: the shard was modified or damaged`);
+    r.problems.push(
+      `sha256 ${r.sha256} differs from the meta file's ${m.sha256}: the shard was modified or damaged`,
+    );
   }
 }

@@ -7,10 +7,23 @@ import { EncodePool } from "../../lib/encode_pool.ts";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseFlags, str } from "../../lib/flags.ts";
 import { fmtBytes, fmtCount, fmtDuration, info, progress, warn } from "../../lib/log.ts";
-import { INPUT_FORMATS, type InputFormat, parsePart, partLabel, readDocuments, ReadStats } from "../../lib/readers/documents.ts";
+import {
+  INPUT_FORMATS,
+  type InputFormat,
+  parsePart,
+  partLabel,
+  readDocuments,
+  ReadStats,
+} from "../../lib/readers/documents.ts";
 import { parseDocSep, utf8Length } from "../../lib/readers/text.ts";
 import type { ShardFormat } from "../../lib/shard.ts";
-import { type ShardRecord, ShardWriter, StreamTokenWriter, writeAll, writeFailure } from "../../lib/shard_writer.ts";
+import {
+  type ShardRecord,
+  ShardWriter,
+  StreamTokenWriter,
+  writeAll,
+  writeFailure,
+} from "../../lib/shard_writer.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { VERSION } from "../../lib/version.ts";
 import { isVal } from "./split.ts";
@@ -115,7 +128,9 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   const seed = num(p, CMD, "seed", 0, { integer: true, min: 0, max: 0xffffffff });
   const shardTokens = parseCount(CMD, "shard-tokens", str(p, "shard-tokens", "100M"));
   if (shardTokens < 1 || shardTokens > 0x7fffffff) {
-    throw usageError(`lmpipe ${CMD}: --shard-tokens must be between 1 and 2^31-1 (the llm.c header is int32)`);
+    throw usageError(
+      `lmpipe ${CMD}: --shard-tokens must be between 1 and 2^31-1 (the llm.c header is int32)`,
+    );
   }
   const shardFormat = str(p, "shard-format", "llmc") as ShardFormat;
   if (shardFormat !== "llmc" && shardFormat !== "nanogpt") {
@@ -125,9 +140,13 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   const part = parsePart(str(p, "part"), CMD);
   const label = part[1] > 1 ? partLabel(part) : null;
   const inputs = p.positionals.length ? p.positionals : ["-"];
-  if (inputs.filter((i) => i === "-").length > 1) throw usageError(`lmpipe ${CMD}: stdin ('-') can be read only once`);
+  if (inputs.filter((i) => i === "-").length > 1) {
+    throw usageError(`lmpipe ${CMD}: stdin ('-') can be read only once`);
+  }
   const toStdout = out === "-";
-  if (toStdout && bool(p, "json")) throw usageError(`lmpipe ${CMD}: --json needs a folder --out (stdout carries the tokens)`);
+  if (toStdout && bool(p, "json")) {
+    throw usageError(`lmpipe ${CMD}: --json needs a folder --out (stdout carries the tokens)`);
+  }
   if (toStdout && str(p, "val-fraction") !== undefined) {
     warn("--out - writes every document to one stream; --val-fraction is ignored");
   }
@@ -198,8 +217,12 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   const draw = () => {
     const sec = (performance.now() - t0) / 1000;
     const rate = stats.inputBytes / Math.max(sec, 1e-3);
-    const pct = totalBytes && part[1] === 1 ? ` (${Math.min(100, (100 * stats.inputBytes) / totalBytes).toFixed(1)}%)` : "";
-    const eta = totalBytes && part[1] === 1 && rate > 0 ? `, ETA ${fmtDuration((totalBytes - stats.inputBytes) / rate)}` : "";
+    const pct = totalBytes && part[1] === 1
+      ? ` (${Math.min(100, (100 * stats.inputBytes) / totalBytes).toFixed(1)}%)`
+      : "";
+    const eta = totalBytes && part[1] === 1 && rate > 0
+      ? `, ETA ${fmtDuration((totalBytes - stats.inputBytes) / rate)}`
+      : "";
     progress(
       `tokenize: ${fmtBytes(stats.inputBytes)} read${pct}, ${fmtCount(counts.docs)} docs, ` +
         `${fmtCount(counts.tokens)} tokens, ${(rate / 1e6).toFixed(1)} MB/s${eta}`,
@@ -256,7 +279,11 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
     );
   }
   if (streamOut) {
-    info(`tokenize: ${fmtCount(streamOut.docs)} docs, ${fmtCount(streamOut.tokens)} tokens to stdout in ${fmtDuration(seconds)}`);
+    info(
+      `tokenize: ${fmtCount(streamOut.docs)} docs, ${fmtCount(streamOut.tokens)} tokens to stdout in ${
+        fmtDuration(seconds)
+      }`,
+    );
     return;
   }
 
@@ -291,7 +318,14 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
     header_bytes: shardFormat === "llmc" ? 1024 : 0,
     dtype: "uint16",
     splits: { train: split("train"), val: split("val") },
-    shards: records.map((r) => ({ file: r.file, split: r.split, tokens: r.tokens, docs: r.docs, bytes: r.bytes, sha256: r.sha256 })),
+    shards: records.map((r) => ({
+      file: r.file,
+      split: r.split,
+      tokens: r.tokens,
+      docs: r.docs,
+      bytes: r.bytes,
+      sha256: r.sha256,
+    })),
     part: options.part,
     units: { total: stats.units, kept: stats.unitsKept },
     empty_docs_skipped: stats.emptyDocs,
@@ -306,11 +340,17 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   const s = meta.splits;
   info(
     `tokenize: ${fmtCount(counts.docs)} docs, ${fmtCount(counts.tokens)} tokens ` +
-      `(train ${fmtCount(s.train.tokens)} in ${s.train.shards} shard(s), val ${fmtCount(s.val.tokens)} in ${s.val.shards}) ` +
-      `-> ${outDir} in ${fmtDuration(seconds)}, ${(counts.textBytes / 1e6 / seconds).toFixed(1)} MB/s of text`,
+      `(train ${fmtCount(s.train.tokens)} in ${s.train.shards} shard(s), val ${
+        fmtCount(s.val.tokens)
+      } in ${s.val.shards}) ` +
+      `-> ${outDir} in ${fmtDuration(seconds)}, ${
+        (counts.textBytes / 1e6 / seconds).toFixed(1)
+      } MB/s of text`,
   );
   if (valFraction > 0 && s.val.docs === 0) {
-    warn(`no document fell into the validation split (--val-fraction ${valFraction} of ${counts.docs} docs); raise --val-fraction`);
+    warn(
+      `no document fell into the validation split (--val-fraction ${valFraction} of ${counts.docs} docs); raise --val-fraction`,
+    );
   }
   if (bool(p, "json")) {
     const summary = {
@@ -350,7 +390,9 @@ async function ownShards(dir: string, label: string | null): Promise<string[]> {
 async function prepareOutDir(dir: string, label: string | null, force: boolean): Promise<void> {
   try {
     const st = await Deno.stat(dir);
-    if (!st.isDirectory) throw outputError(`--out ${dir} is a file, not a folder; choose a folder (or '-' for stdout)`);
+    if (!st.isDirectory) {
+      throw outputError(`--out ${dir} is a file, not a folder; choose a folder (or '-' for stdout)`);
+    }
   } catch (err) {
     if (err instanceof Deno.errors.NotFound === false) {
       if (err instanceof Error && err.name === "LmpipeError") throw err;
@@ -365,12 +407,16 @@ async function prepareOutDir(dir: string, label: string | null, force: boolean):
   const existing = (await ownShards(dir, label)).filter((f) => !f.endsWith(".tmp"));
   if (existing.length > 0 && !force) {
     throw outputError(
-      `--out ${dir} already holds shards (${existing.slice(0, 3).join(", ")}${existing.length > 3 ? ", ..." : ""}); ` +
+      `--out ${dir} already holds shards (${existing.slice(0, 3).join(", ")}${
+        existing.length > 3 ? ", ..." : ""
+      }); ` +
         `pass --force to replace them or choose another folder`,
     );
   }
   // Stale temp files of an interrupted run of this part are removed now.
-  for (const f of await ownShards(dir, label)) if (f.endsWith(".tmp")) await Deno.remove(join(dir, f)).catch(() => {});
+  for (const f of await ownShards(dir, label)) {
+    if (f.endsWith(".tmp")) await Deno.remove(join(dir, f)).catch(() => {});
+  }
   // Fail early on an unwritable folder rather than after hours of encoding.
   const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
   try {
@@ -398,7 +444,7 @@ async function inputSize(inputs: string[]): Promise<number> {
     const st = await Deno.stat(p).catch(() => null);
     if (!st) return;
     if (st.isFile) total += st.size;
-    else if (st.isDirectory) for await (const e of Deno.readDir(p)) await walk(join(p, e.name));
+    else if (st.isDirectory) { for await (const e of Deno.readDir(p)) await walk(join(p, e.name)); }
   };
   for (const i of inputs) {
     if (i === "-") return 0;
