@@ -119,6 +119,52 @@ Deno.test("wasm conv2d gradients are the same when im2col is split into chunks",
   }
 });
 
+Deno.test("conv2d filter gradient matches a direct JS loop on every backend", async () => {
+  const cases = [
+    { x: [2, 5, 6, 3], w: [3, 3, 3, 4], s: 1, pad: "same" as const },
+    { x: [2, 7, 7, 2], w: [3, 2, 2, 3], s: 2, pad: "same" as const },
+    { x: [1, 6, 5, 2], w: [2, 3, 2, 2], s: 1, pad: "valid" as const },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const ci = tf.backend_util.computeConv2DInfo(
+      c.x as [number, number, number, number],
+      c.w as [number, number, number, number],
+      c.s,
+      1,
+      c.pad,
+    );
+    const [B, H, W, Ci] = c.x, [KH, KW, , Co] = c.w, { outHeight: OH, outWidth: OW } = ci;
+    const x = randomArray(B * H * W * Ci, 500 + i), r = randomArray(B * OH * OW * Co, 600 + i);
+    const want = new Float32Array(KH * KW * Ci * Co);
+    for (let b = 0; b < B; b++) {
+      for (let oh = 0; oh < OH; oh++) {
+        for (let ow = 0; ow < OW; ow++) {
+          for (let kh = 0; kh < KH; kh++) {
+            for (let kw = 0; kw < KW; kw++) {
+              const h = oh * c.s + kh - ci.padInfo.top, w = ow * c.s + kw - ci.padInfo.left;
+              if (h < 0 || h >= H || w < 0 || w >= W) continue;
+              for (let ch = 0; ch < Ci; ch++) {
+                for (let co = 0; co < Co; co++) {
+                  want[((kh * KW + kw) * Ci + ch) * Co + co] += x[((b * H + h) * W + w) * Ci + ch] *
+                    r[((b * OH + oh) * OW + ow) * Co + co];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    for (const b of backends) {
+      const [g] = await on(b, () => {
+        const X = tf.tensor4d(x, c.x as [number, number, number, number]), R = tf.tensor(r, [B, OH, OW, Co]);
+        const f = (ww: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(X, ww as tf.Tensor4D, c.s, c.pad), R));
+        return [tf.grad(f)(t(c.w, 700 + i))];
+      });
+      assertClose(g, want, TOL[b] * 10, `${b} case ${i} dW`);
+    }
+  }
+});
+
 // --- 3. maxPool gradient when a whole window is negative --------------------------------------------
 Deno.test("maxPool gradient with all-negative windows matches cpu", async () => {
   const runCase = () => {
