@@ -10,9 +10,9 @@
 //   pool.close();                                // terminates the workers; always call it (try/finally)
 //
 // - encode(docs, batchChars = 256 Ki) splits `docs` into batches of about `batchChars` characters,
-//   spreads them over the workers (each batch to the one with the least text queued) and resolves with
-//   one Uint16Array per document, in the order given. Several encode() calls may be in flight at once;
-//   each resolves with its own documents. With 0 workers it encodes synchronously before returning.
+//   spreads them over the workers (at most 2 batches posted per worker, the rest handed to whichever
+//   worker finishes first) and resolves with one Uint16Array per document, in the order given. Several
+//   encode() calls may be in flight at once; each resolves with its own documents. With 0 workers it encodes synchronously before returning.
 // - Memory: text handed to encode() stays referenced until its promise settles; the caller bounds it
 //   by how much it submits before awaiting (encodeOrdered does this for you).
 // - encodeOrdered(source) streams: it pulls documents from a (sync or async) iterable, keeps at most
@@ -44,9 +44,13 @@ export interface OrderedOptions {
 interface Pending {
   resolve: (r: Uint16Array[]) => void;
   reject: (e: Error) => void;
-  worker: number;
-  chars: number;
+  worker: number; // -1 while waiting in the queue
+  docs: string[] | null; // until posted
 }
+
+// Batches posted to one worker at a time; the rest wait on this thread and go to whichever worker
+// finishes first, so a batch that is slow to encode does not leave the other workers idle.
+const POSTED_PER_WORKER = 2;
 
 const DEFAULT_BATCH_CHARS = 256 * 1024;
 
@@ -60,7 +64,8 @@ function splitBatch(tokens: Uint16Array, offsets: Uint32Array): Uint16Array[] {
 export class EncodePool {
   readonly workers: number;
   #threads: Worker[] = [];
-  #loadChars: number[] = []; // characters queued per worker, to send each batch to the least busy one
+  #posted: number[] = []; // batches posted to each worker and not yet answered
+  #queue: number[] = []; // ids of batches not yet posted, oldest first
   #pending = new Map<number, Pending>();
   #nextId = 0;
   #closed = false;
@@ -75,7 +80,7 @@ export class EncodePool {
         this.#failWorker(w, new Error(`encode worker ${w} crashed: ${e.message}`));
       };
       this.#threads.push(t);
-      this.#loadChars.push(0);
+      this.#posted.push(0);
     }
   }
 
@@ -95,11 +100,11 @@ export class EncodePool {
     for (let i = 0; i < docs.length; i++) {
       chars += docs[i].length;
       if (chars >= batchChars) {
-        batches.push(this.#submit(docs.slice(start, i + 1), chars));
+        batches.push(this.#submit(docs.slice(start, i + 1)));
         start = i + 1, chars = 0;
       }
     }
-    if (start < docs.length || batches.length === 0) batches.push(this.#submit(docs.slice(start), chars));
+    if (start < docs.length || batches.length === 0) batches.push(this.#submit(docs.slice(start)));
     if (batches.length === 1) return batches[0];
     return Promise.all(batches).then((parts) => parts.flat());
   }
@@ -119,7 +124,7 @@ export class EncodePool {
     // Rejections are observed when the batch reaches the head of the queue; until then mark them handled
     // so a failing batch behind a slow one does not become an unhandled rejection.
     const enqueue = () => {
-      const result = this.#submit(batch, chars);
+      const result = this.#submit(batch);
       result.catch(() => {});
       queue.push({ chars, result });
       inFlight += chars;
@@ -153,13 +158,14 @@ export class EncodePool {
     const err = new Error("EncodePool closed while encodes were pending");
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
+    this.#queue = [];
   }
 
   #checkOpen(): void {
     if (this.#closed) throw new Error("EncodePool is closed");
   }
 
-  #submit(docs: string[], chars: number): Promise<Uint16Array[]> {
+  #submit(docs: string[]): Promise<Uint16Array[]> {
     this.#checkOpen();
     if (this.workers === 0) {
       try {
@@ -169,32 +175,43 @@ export class EncodePool {
         return Promise.reject(err);
       }
     }
-    let w = 0;
-    for (let i = 1; i < this.workers; i++) if (this.#loadChars[i] < this.#loadChars[w]) w = i;
     const id = this.#nextId++;
-    this.#loadChars[w] += chars;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, worker: w, chars });
-      this.#threads[w].postMessage({ id, docs });
+    const result = new Promise<Uint16Array[]>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, worker: -1, docs });
     });
+    this.#queue.push(id);
+    this.#dispatch();
+    return result;
+  }
+
+  /** Posts queued batches to workers with room, least loaded first. */
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      let w = 0;
+      for (let i = 1; i < this.workers; i++) if (this.#posted[i] < this.#posted[w]) w = i;
+      if (this.#posted[w] >= POSTED_PER_WORKER) return;
+      const id = this.#queue.shift()!;
+      const p = this.#pending.get(id)!;
+      p.worker = w;
+      this.#posted[w]++;
+      this.#threads[w].postMessage({ id, docs: p.docs });
+      p.docs = null;
+    }
   }
 
   #onResult(r: BatchResult): void {
     const p = this.#pending.get(r.id);
     if (!p) return;
     this.#pending.delete(r.id);
-    this.#loadChars[p.worker] -= p.chars;
+    this.#posted[p.worker]--;
     if (r.error !== undefined) p.reject(new Error(`encode worker ${p.worker}: ${r.error}`));
     else p.resolve(splitBatch(r.tokens!, r.offsets!));
+    this.#dispatch();
   }
 
-  #failWorker(w: number, err: Error): void {
-    for (const [id, p] of this.#pending) {
-      if (p.worker === w) {
-        this.#pending.delete(id);
-        p.reject(err);
-      }
-    }
+  #failWorker(_w: number, err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
     this.close();
   }
 }
