@@ -195,5 +195,5 @@ Deno.test("cnn: checkpointed chunks bound the peak memory of a training step", a
   };
   const plain = await peak(0), chunked = await peak(4);
   // the plain pass keeps every conv's activations of all 32 images; chunks of 4 keep an eighth
-  assert.ok(chunked < 0.5 * plain, `peak bytes: chunked ${chunked} vs plain ${plain}`);
+  assert.ok(chunked < 0.3 * plain, `peak bytes: chunked ${chunked} vs plain ${plain}`);
 });

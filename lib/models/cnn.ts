@@ -262,7 +262,10 @@ export function cnnCheckpointed(
     const ins = args.slice(0, -1) as tf.Tensor[];
     const save = args[args.length - 1] as (ts: tf.Tensor[]) => void;
     const [imgs, ...ws] = ins;
-    const value = tf.tidy(() => tf.concat(starts.map((s) => run(sliceRows(imgs, s) as tf.Tensor4D, ws)), 0));
+    // one tidy per chunk: only the chunk's pooled features outlive it
+    const parts = starts.map((s) => tf.tidy(() => run(sliceRows(imgs, s) as tf.Tensor4D, ws)));
+    const value = tf.concat(parts, 0);
+    tf.dispose(parts);
     save(ins);
     const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const [si, ...sw] = saved;
