@@ -21,7 +21,6 @@ interface Op {
   gflop: number;
   /** Builds inputs and returns the function to time (it returns a tensor to wait for). */
   setup: () => { run: () => tf.Tensor; inputs: tf.Tensor[] };
-  skipOnCpu?: boolean;
 }
 
 const r = (shape: number[]) => tf.randomNormal(shape, 0, 1, "float32", 1);
@@ -71,7 +70,6 @@ function convOps(b: number, hw: number, ci: number, co: number): Op[] {
       name: "conv2d filter grad",
       shape,
       gflop,
-      skipOnCpu: true, // the cpu kernel runs at ~0.02 GFLOP/s: minutes
       setup: () => {
         const { x, w, dy } = mk();
         const attrs = { strides: 1, pad: "same", dataFormat: "NHWC", filterShape: w.shape };
@@ -115,7 +113,6 @@ async function child(backend: string, threads: number, minSeconds: number): Prom
   const info = await initBackend(backend as "wasm", { threads, quiet: true });
   const results: OpResult[] = [];
   for (const op of OPS) {
-    if (backend === "cpu" && op.skipOnCpu) continue;
     results.push(await timeOp(op, backend === "cpu" ? 0 : minSeconds));
   }
   console.log(JSON.stringify({ backend, threads: info.threads, device: info.device, results }));
