@@ -87,7 +87,8 @@ export function layoutGrid(g: GridSpec): GridLayout {
   const labelW = Math.max(longest(g.rowHeaders) + (g.cellLabels ? pad : 0), 0) + longest(g.cellLabels?.rows) +
     pad;
   const colLabelH = g.cellLabels ? longest(g.cellLabels.cols) + pad : 0;
-  const top = (g.title ? charH * 2 : pad) + (g.colHeaders ? charH + pad / 2 : 0) + (g.groupHeaders ? charH : 0);
+  const top = (g.title ? charH * 2 : pad) + (g.colHeaders ? charH + pad / 2 : 0) +
+    (g.groupHeaders ? charH : 0);
   const gaps = new Set(g.gapBefore ?? []);
   const origin: Array<Array<[number, number]>> = [];
   let y = top;
@@ -269,7 +270,9 @@ export function renderGridSvg(g: GridSpec): string {
   });
   for (const h of g.groupHeaders ?? []) {
     const [x0, y0] = L.origin[0][h.col];
-    o.push(`<text x="${x0}" y="${y0 - pad / 2 - 2 * s - 9 * s}" font-weight="bold">${xmlEscape(h.text)}</text>`);
+    o.push(
+      `<text x="${x0}" y="${y0 - pad / 2 - 2 * s - 9 * s}" font-weight="bold">${xmlEscape(h.text)}</text>`,
+    );
   }
   if (g.footer) o.push(`<text x="${pad}" y="${L.footerY + fs}" fill="#5a5a5a">${xmlEscape(g.footer)}</text>`);
   o.push(`</svg>`);
@@ -279,6 +282,7 @@ export function renderGridSvg(g: GridSpec): string {
 /** A token as a one-line label: spaces shown as a middle dot, newlines and tabs escaped, long ones cut. */
 export function tokenLabel(text: string, max = 12): string {
   const t = text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/ /g, "\u00b7").replace(
+    // deno-lint-ignore no-control-regex -- other control characters have no glyph
     /[\x00-\x1f]/g,
     "?",
   );

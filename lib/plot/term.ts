@@ -27,6 +27,7 @@ export interface TermOptions {
 
 /** Visible width of a string (ANSI escapes removed). */
 export function visibleWidth(s: string): number {
+  // deno-lint-ignore no-control-regex -- ANSI colour escapes start with ESC
   return [...s.replace(/\x1b\[[0-9;]*m/g, "")].length;
 }
 

@@ -71,7 +71,10 @@ export function imagesGrid(tokens: string[], a: ActivationImages, title: string)
     title,
     panels,
     rowHeaders: tokens.map((tok, t) => `${t}: ${tokenLabel(tok)}`),
-    colHeaders: [...Array.from({ length: C }, (_, c) => `c${c}`), ...Array.from({ length: C }, (_, c) => `c${c}`)],
+    colHeaders: [
+      ...Array.from({ length: C }, (_, c) => `c${c}`),
+      ...Array.from({ length: C }, (_, c) => `c${c}`),
+    ],
     groupHeaders: [{ col: 0, text: "before sharing" }, { col: C, text: "after sharing" }],
     cellPx: Math.max(1, Math.min(6, Math.floor(60 / Math.max(H, W)))),
     colormap: "diverging",
