@@ -74,6 +74,10 @@ Deno.test({
     assert.equal(await readScalar(tf.sum(x)), 3);
     assert.deepEqual(Array.from(await readData(tf.mul(x, 2))), [3, 5, -2]);
     assert.deepEqual(Array.from(await readData(tf.tensor1d([7, 8], "int32"))), [7, 8]);
+    // GPU-resident data cannot be read synchronously under Deno: a clear error, not a canvas crash.
+    const onGpu = tf.matMul(tf.ones([16, 16]), tf.ones([16, 16]));
+    assert.throws(() => onGpu.dataSync(), /cannot read tensors synchronously.*await t\.data\(\)/);
+    assert.equal((await readData(onGpu))[0], 16);
   },
 });
 

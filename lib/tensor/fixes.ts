@@ -550,6 +550,27 @@ function guardWebGPUPrograms(): void {
   proto.__lmpipeGuarded = true;
 }
 
+// webgpu under Deno cannot read GPU data synchronously: TF.js's readSync draws through a canvas that
+// Deno does not have and fails with "Cannot read properties of null (reading 'clearRect')".
+export const WEBGPU_SYNC_READ_MESSAGE =
+  "webgpu under Deno cannot read tensors synchronously (dataSync, arraySync, bufferSync): use " +
+  "`await t.data()` / `await t.array()`, or readData/readScalar from lib/tensor/backend.ts";
+
+function explainWebGPUSyncReads(): void {
+  const proto = WebGPUBackend.prototype as AnyBackend;
+  if (proto.__lmpipeReadSync) return;
+  const readSync = proto.readSync;
+  proto.readSync = function (this: AnyBackend, dataId: unknown) {
+    try {
+      return readSync.call(this, dataId);
+    } catch (err) {
+      if (/clearRect|getContext|OffscreenCanvas/.test(String(err))) throw new Error(WEBGPU_SYNC_READ_MESSAGE);
+      throw err;
+    }
+  };
+  proto.__lmpipeReadSync = true;
+}
+
 /**
  * How many rows of a [rows, cols] float32 result fit in one webgpu buffer binding (Infinity on other
  * backends); at least 1. Use it to size the row chunks of a large output head.
@@ -649,6 +670,7 @@ export function applyFixes(): void {
     replaceKernel(tf.Conv2DBackpropFilter, "webgpu", (orig) => conv2DBackpropFilterByOps(orig!));
   }
   guardWebGPUPrograms();
+  explainWebGPUSyncReads();
 }
 
 // ---------------------------------------------------------------------------------------------
