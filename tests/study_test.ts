@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { decodePng } from "../lib/plot/png.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
-import { ALL_MODELS, parseEval, presetFor } from "../pipelines/study/mod.ts";
+import { ALL_MODELS, failureLine, parseEval, presetFor } from "../pipelines/study/mod.ts";
 import {
   type ModelResult,
   renderMarkdown,
@@ -188,4 +188,12 @@ Deno.test({
       await Deno.remove(tmp, { recursive: true });
     }
   },
+});
+
+Deno.test("study: a failed child is summed up by its error line, not its stack", () => {
+  const stderr =
+    "step 1 | loss 10\nlmpipe train: internal error (please report it):\nRangeError: invalid RNG state\n    at new Rng (rng.ts:32:15)\n    at main (cli.ts:88:5)\n";
+  assert.equal(failureLine(stderr), "RangeError: invalid RNG state");
+  assert.equal(failureLine("error: data/x: no val shard\n"), "error: data/x: no val shard");
+  assert.equal(failureLine("killed\n"), "killed");
 });

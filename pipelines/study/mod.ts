@@ -200,11 +200,11 @@ async function lmpipe(
     if (v !== null) peak = Math.max(peak ?? 0, v);
   }, 250);
   const tail: string[] = [];
-  const dec = new TextDecoder();
+  const dec = new TextDecoder(), errDec = new TextDecoder();
   const pumpErr = (async () => {
     for await (const chunk of child.stderr) {
       await Deno.stderr.write(chunk); // the child's progress and messages, as they come
-      tail.push(dec.decode(chunk, { stream: true }));
+      tail.push(errDec.decode(chunk, { stream: true }));
       while (tail.length > 50) tail.shift();
     }
   })();
@@ -219,12 +219,14 @@ async function lmpipe(
   clearInterval(poll);
   await Promise.all([pumpErr, pumpOut]);
   const stdout = dec.decode(concat(chunks));
-  return {
-    code: status.code,
-    stdout,
-    stderrTail: tail.join("").trim().split("\n").slice(-3).join("\n"),
-    peak,
-  };
+  return { code: status.code, stdout, stderrTail: failureLine(tail.join("")), peak };
+}
+
+/** The line of a child's stderr that says why it failed: its last error line, else its last line. */
+export function failureLine(stderr: string): string {
+  const lines = stderr.trim().split("\n").map((l) => l.trim()).filter(Boolean);
+  const err = lines.findLast((l) => /^error: |^[A-Za-z]*Error\b/.test(l));
+  return err ?? lines[lines.length - 1] ?? "";
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {
@@ -290,8 +292,10 @@ async function runModel(model: string, o: StudyOptions): Promise<ModelResult> {
     result.resumed = true;
     result.peak_memory_bytes = (done.peak_memory_bytes as number | null) ?? null;
   } else {
-    // state.json is the checkpoint's commit marker (lib/checkpoint.ts); a folder without one starts afresh
-    const resume = await exists(join(runDir, "state.json"));
+    // A checkpoint (state.json, or weights of a save that train's loader rolls forward) is resumed; a longer
+    // --budget than last time extends the run. A folder without one starts afresh.
+    const resume = await exists(join(runDir, "state.json")) ||
+      await exists(join(runDir, "model.safetensors"));
     if (resume) info(`study: resuming ${model} from its checkpoint in ${runDir}`);
     result.resumed = resume;
     const t = await lmpipe(trainArgs(model, o, runDir, resume), false);
