@@ -147,16 +147,24 @@ function registerWebGPU(): void {
 registerWebGPU();
 ensureFixes(); // also for code that uses `tf` before (or without) initBackend
 
+/** Why each native TF package did not load, when one was found but failed (e.g. a missing libcudnn). */
+const tensorflowFailures: string[] = [];
+
 /** Tries to load the native TF backend; returns the package that loaded, or null. */
 async function loadTensorflow(): Promise<string | null> {
   if (tensorflowLoaded) return tensorflowLoaded;
+  tensorflowFailures.length = 0;
   for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
     try {
       const spec = pkg; // a variable keeps Deno from resolving it when lmpipe is loaded
       await import(spec);
       if (tf.findBackendFactory("tensorflow")) return tensorflowLoaded = pkg;
-    } catch {
-      // not installed, or its native library failed to load: try the next one
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      // An unmapped bare specifier means "not installed"; anything else is a broken install.
+      if (!/not a dependency|Relative import path|Cannot find|not found/i.test(msg)) {
+        tensorflowFailures.push(`${pkg}: ${msg.split("\n")[0]}`);
+      }
     }
   }
   return null;
@@ -222,7 +230,12 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
     result = { name: "webgpu", device: describeAdapter(adapter) + soft, f16: webgpuF16 };
   } else {
     const pkg = await loadTensorflow();
-    if (!pkg) throw new LmpipeError(`--backend tensorflow: not installed.\n${TENSORFLOW_INSTALL_HELP}`);
+    if (!pkg) {
+      const why = tensorflowFailures.length > 0
+        ? `installed but failed to load:\n  ${tensorflowFailures.join("\n  ")}`
+        : "not installed.";
+      throw new LmpipeError(`--backend tensorflow: ${why}\n${TENSORFLOW_INSTALL_HELP}`);
+    }
     await activate("tensorflow");
     result = { name: "tensorflow", device: pkg };
   }
