@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LmpipeError } from "../lib/errors.ts";
 import { encodeU16, HEADER_BYTES, probeShard, readTokenStream, shardHeader } from "../lib/shard.ts";
-import { sha256File, ShardWriter } from "../lib/shard_writer.ts";
+import { sha256File, ShardWriter, writeFailure } from "../lib/shard_writer.ts";
 import { concat, corpusDocs, files, tmp } from "./helpers_tokenize.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
@@ -74,6 +74,19 @@ Deno.test("shard writer: cuts on document boundaries, header counts, .tmp names 
     assert.equal((await probeShard(join(dir, r.file))).tokens, r.tokens);
   }
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("shard writer: a full disk or unwritable file is an output error naming the file and the fix", () => {
+  const full = writeFailure("out/train_000003.bin.tmp", new Error("No space left on device (os error 28)"));
+  assert.ok(full instanceof LmpipeError && full.exitCode === 4);
+  assert.match(
+    full.message,
+    /out\/train_000003\.bin\.tmp: cannot write .* disk is full: free space or choose another --out/,
+  );
+  assert.match(
+    writeFailure("out", new Error("Permission denied (os error 13)")).message,
+    /permissions or choose another --out/,
+  );
 });
 
 /** Starts `lmpipe tokenize` on stdin in a child process. */

@@ -293,6 +293,7 @@ Deno.test("tokenize: bad inputs and outputs fail with an error naming the file, 
     EXIT.input,
     /trunc\.tar\.xz.*(xz data is truncated|truncated)/,
   );
+  assert.deepEqual(await files(out), [], "a failed run leaves no temp or shard files");
   const gz = await Deno.readFile(join(FIXTURES, "corpus.jsonl.gz"));
   await w("c.jsonl.gz", gz.subarray(0, gz.length - 100));
   await rejectsWith(
