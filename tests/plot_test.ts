@@ -217,3 +217,32 @@ Deno.test("lmpipe plot: writes SVG and PNG from run folders and logs; errors nam
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("lmpipe plot -: reads a step log from stdin and draws it on the terminal", async () => {
+  const log = fakeRun("x", 5).records.map((r) => JSON.stringify(r)).join("\n") + "\n";
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "plot",
+      "-",
+      "--width",
+      "50",
+      "--height",
+      "12",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(log));
+  await w.close();
+  const out = await child.output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(text.trimEnd().split("\n").length, 12);
+  assert.match(text, /[\u2801-\u28ff]/);
+  assert.ok(text.includes("stdin"));
+});

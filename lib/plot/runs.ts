@@ -93,7 +93,13 @@ export function dedupeResumed(records: StepRecord[]): StepRecord[] {
   return out;
 }
 
+/** Reads a run: a run folder, a .jsonl log, or `-` for a log on stdin (e.g. from `lmpipe train --json`). */
 export async function readRun(path: string): Promise<RunLog> {
+  if (path === "-") {
+    const records = parseLog(await new Response(Deno.stdin.readable).text(), "stdin");
+    if (records.length === 0) throw inputError('stdin: no step records (JSON objects with a "step" field)');
+    return { name: "stdin", path: "stdin", records };
+  }
   const logPath = await resolveRunLog(path);
   let text: string;
   try {

@@ -15,7 +15,8 @@ import { writeAtomic } from "../../lib/plot/write.ts";
 const HELP = `lmpipe plot: training and validation loss of runs, overlaid, as SVG, PNG or a terminal chart
 
 Usage: lmpipe plot RUN... [--out loss.svg|loss.png|-] [options]
-  RUN is a run folder from 'lmpipe train --out' (its log.jsonl is read) or a .jsonl step log.
+  RUN is a run folder from 'lmpipe train --out' (its log.jsonl is read), a .jsonl step log, or '-'
+  for a step log on stdin (e.g. 'lmpipe train ... --json | lmpipe plot - --term').
   Train loss is drawn solid, validation loss dashed with a dot per evaluation; one colour per run.
 
 Options:
