@@ -118,6 +118,16 @@ async function child(backend: string, threads: number, minSeconds: number): Prom
   console.log(JSON.stringify({ backend, threads: info.threads, device: info.device, results }));
 }
 
+const HELP = `deno run -A bench/ops.ts [flags]
+
+  --backends L   configurations, comma-separated: cpu, wasm:THREADS, webgpu
+                 (default: cpu,wasm:1,wasm:2 and webgpu when an adapter exists)
+  --only S       only the ops whose name contains S (e.g. conv, matMul)
+  --seconds N    minimum timed seconds per op (default 1; at most 20 repetitions)
+  --json         one JSON array instead of the Markdown table
+
+Example: deno run -A bench/ops.ts --backends wasm:1,wasm:2 --only conv`;
+
 const { values } = parseArgs({
   args: Deno.args,
   options: {
@@ -126,8 +136,13 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "1" },
     child: { type: "string" },
     only: { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (values.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
 const minSeconds = Number(values.seconds);
 if (values.only) OPS.splice(0, OPS.length, ...OPS.filter((o) => o.name.includes(values.only!)));
 if (values.child) {
