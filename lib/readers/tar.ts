@@ -127,6 +127,7 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
       const bodySize = type === "dir" ? 0 : size;
       let left = bodySize;
       let used = false;
+      let inflight: Promise<void> | null = null;
       const truncated = () => inputError(`${what}: tar archive is truncated inside member '${name}'`);
       const member: TarMember = {
         name,
@@ -144,21 +145,29 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
           if (used) throw new Error("tar member body already consumed");
           used = true;
           return new ReadableStream<Uint8Array>({
-            pull: async (c) => {
+            pull: (c) => {
               if (left === 0) return c.close();
-              try {
-                const b = await r.chunk(Math.min(left, 1 << 16));
-                if (b === null) throw truncated();
-                left -= b.length;
-                c.enqueue(b.slice());
-              } catch (err) {
-                c.error(err);
-              }
+              inflight = (async () => {
+                try {
+                  const b = await r.chunk(Math.min(left, 1 << 16));
+                  if (b === null) throw truncated();
+                  left -= b.length;
+                  c.enqueue(b.slice());
+                } catch (err) {
+                  try {
+                    c.error(err);
+                  } catch { /* the consumer cancelled the stream meanwhile */ }
+                }
+              })();
+              return inflight;
             },
           }, { highWaterMark: 0 });
         },
       };
       yield member;
+      // A read the consumer started (and then abandoned, e.g. by cancelling) finishes before skipping.
+      if (inflight) await inflight;
+      inflight = null;
       // Skip whatever the consumer left, plus the padding to the next block.
       const rest = left + (padded - bodySize);
       if ((await r.skip(rest)) < rest) {
