@@ -1,8 +1,16 @@
-// Fills the gaps of TF.js 4.22 that break training (see shared/notes/tfjs-backends.md), all in one
-// place: missing wasm kernels, wasm kernels that return wrong numbers, gradients with wrong shapes on
-// every backend, and webgpu limits that silently give garbage. applyFixes() is called once by
-// backend.ts before any backend starts; the helpers at the bottom are the backend-safe ways to do
-// the few things models need that TF.js has no single good op for.
+// Fills the gaps of TF.js 4.22 that break or slow down training (see shared/notes/tfjs-backends.md),
+// all in one place; applyFixes() registers them once, when backend.ts is imported. Numbered sections:
+//   1. UnsortedSegmentSum (embedding gradient): missing on wasm, minutes on cpu -> one-pass JS kernel
+//   2. Conv2DBackpropFilter: missing on wasm -> im2col + XNNPACK matMul; slow on webgpu/cpu -> from ops
+//   3. MaxPoolGrad on wasm: wrong when a window is all negative -> JS kernel
+//   4. Cumsum gradient along an inner axis: wrong shape everywhere -> corrected gradient
+//   5. BatchMatMul gradient against a broadcast weight: wrong shape everywhere -> corrected gradient
+//   6. AddN on webgpu: only the first 7 inputs summed -> summed in groups
+//   7. webgpu tensors over the storage-binding limit: garbage -> a clear error (and maxRowsPerChunk)
+//   8. wasm OneHot float32 (garbage) and GatherV2 with batchDims (wrong) -> JS kernels
+// plus speed-ups on wasm (every matMul on XNNPACK's 2-D path, conv input gradient via matMul), a clear
+// error for synchronous reads on webgpu, and helpers for models at the bottom (linear, embeddingLookup,
+// takeAlongLastAxis). scatterND has no gradient in TF.js; no model uses it, so it is left alone.
 import * as tf from "@tensorflow/tfjs-core";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 
@@ -277,7 +285,7 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
   return { dataId: result.dataId, shape: filterShape.slice(), dtype: "float32" };
 }
 
-// --- webgpu and cpu speed: Conv2DBackpropFilter -------------------------------------------------------
+// --- 2b. Conv2DBackpropFilter from ops (webgpu and cpu speed) -------------------------------------
 // TF.js's webgpu kernel loops over every output pixel per filter element (~0.01 GFLOP/s on llvmpipe),
 // and cpu's runs at ~0.02 GFLOP/s.
 // Here, built from ops: for each filter offset (kh, kw), the strided slice of the padded input that it
