@@ -49,7 +49,7 @@ Options:
   -- FLAGS...       passed to every 'lmpipe train' (e.g. -- --batch-size 8 --precision mixed)
 
 Example:
-  lmpipe study --data data/fixture --preset tiny --budget 20s --out runs/study-fixture
+  lmpipe study --data fixtures/shards --preset tiny --budget 20s --out runs/study-demo
 `;
 
 /** Paths and settings of one study invocation. */
