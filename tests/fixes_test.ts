@@ -1,6 +1,7 @@
 // One test per TF.js gap filled by lib/tensor/fixes.ts: forward and gradient on every backend this
 // machine has (cpu, wasm, webgpu), against plain-JS references or the stock cpu kernel.
 import assert from "node:assert/strict";
+import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import {
   embeddingLookup,
@@ -369,4 +370,31 @@ Deno.test("matMul in every layout (2-D, transposed, folded batch, batched, broad
       );
     }
   }
+});
+
+// --- 9. wasm out of memory ---------------------------------------------------------------------------
+Deno.test("wasm: a failed heap allocation is a clear error, not a tensor at address 0", () => {
+  // A stand-in for BackendWasm's state, whose malloc fails (returns 0) like a full 4 GiB heap's.
+  const fake = (mallocResult: number) => ({
+    dataIdNextNumber: 1,
+    dataIdMap: new Map(),
+    wasm: {
+      _malloc: () => mallocResult,
+      HEAPU8: new Uint8Array(64),
+      tfjs: { registerTensor: () => {}, disposeData: () => {} },
+    },
+  });
+  // deno-lint-ignore no-explicit-any
+  const move = (BackendWasm.prototype as any).move;
+  const full = fake(0), id = {};
+  assert.throws(
+    () => move.call(full, id, new Float32Array([1, 2]), [2], "float32", 1),
+    /wasm: out of memory allocating .*--batch-size/,
+  );
+  assert.equal(full.dataIdMap.size, 0);
+  assert.deepEqual(Array.from(full.wasm.HEAPU8.subarray(0, 8)), [0, 0, 0, 0, 0, 0, 0, 0]); // nothing written
+  const ok = fake(8);
+  move.call(ok, id, new Float32Array([1, 2]), [2], "float32", 1);
+  assert.deepEqual(Array.from(new Float32Array(ok.wasm.HEAPU8.buffer, 8, 2)), [1, 2]);
+  assert.equal(ok.dataIdMap.get(id).memoryOffset, 8);
 });

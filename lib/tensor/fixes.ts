@@ -8,11 +8,13 @@
 //   6. AddN on webgpu: only the first 7 inputs summed -> summed in groups
 //   7. webgpu tensors over the storage-binding limit: garbage -> a clear error (and maxRowsPerChunk)
 //   8. wasm OneHot float32 (garbage) and GatherV2 with batchDims (wrong) -> JS kernels
+//   9. wasm out of memory (4 GiB heap): silent corruption -> a clear error
 // plus speed-ups on wasm (every matMul on XNNPACK's 2-D path, conv input gradient via matMul), a clear
 // error for synchronous reads on webgpu, and helpers for models at the bottom (linear, embeddingLookup,
 // takeAlongLastAxis). scatterND has no gradient in TF.js; no model uses it, so it is left alone.
 import * as tf from "@tensorflow/tfjs-core";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
+import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 
 const { util, backend_util } = tf;
 type TensorInfo = tf.TensorInfo;
@@ -589,6 +591,51 @@ export function maxRowsPerChunk(cols: number): number {
   return Math.max(1, Math.floor(limit / (4 * cols)));
 }
 
+// --- 9. wasm out of memory ------------------------------------------------------------------------
+// The wasm heap cannot grow past 4 GiB. Then malloc returns 0, TF.js places the tensor at address 0 and
+// training goes on with corrupted memory until "memory access out of bounds". Every tensor allocation
+// goes through BackendWasm.move, which here makes a failed malloc a clear error instead.
+export const WASM_OOM_HINT =
+  "use a smaller --batch-size (with --grad-accum to keep the tokens per step), a smaller model or " +
+  "context, or --backend webgpu";
+
+function guardWasmMalloc(): void {
+  const proto = BackendWasm.prototype as AnyBackend;
+  if (proto.__lmpipeMallocGuard) return;
+  const move = proto.move;
+  // Allocates without values first, checks the address, then copies the values in (as TF.js would).
+  proto.move = function (
+    this: AnyBackend,
+    dataId: object,
+    values: ArrayBufferView | null,
+    shape: number[],
+    dtype: tf.DataType,
+    refCount: number,
+  ) {
+    if (dtype === "string") return move.call(this, dataId, values, shape, dtype, refCount);
+    move.call(this, dataId, null, shape, dtype, refCount);
+    const data = this.dataIdMap.get(dataId);
+    const numBytes = util.sizeFromShape(shape) * util.bytesPerElement(dtype);
+    if (data.memoryOffset === 0 && numBytes > 0) {
+      this.wasm.tfjs.disposeData(data.id);
+      this.dataIdMap.delete(dataId);
+      const heap = this.wasm.HEAPU8.buffer.byteLength / 2 ** 30;
+      throw new Error(
+        `wasm: out of memory allocating ${(numBytes / 2 ** 20).toFixed(1)} MiB (heap ${
+          heap.toFixed(2)
+        } GiB ` +
+          `of at most 4 GiB; tensors hold ${
+            (tf.memory().numBytes / 2 ** 30).toFixed(2)
+          } GiB): ${WASM_OOM_HINT}`,
+      );
+    }
+    if (values != null) {
+      this.wasm.HEAPU8.set(new Uint8Array(values.buffer, values.byteOffset, numBytes), data.memoryOffset);
+    }
+  };
+  proto.__lmpipeMallocGuard = true;
+}
+
 // --- 4 and 5. Gradients with wrong shapes on every backend -----------------------------------------
 /** Sums `g` over the batch dimensions that were broadcast in an input of shape `shape`. */
 function reduceToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
@@ -679,6 +726,7 @@ export function applyFixes(): void {
   }
   guardWebGPUPrograms();
   explainWebGPUSyncReads();
+  guardWasmMalloc();
 }
 
 // ---------------------------------------------------------------------------------------------
