@@ -346,13 +346,17 @@ Deno.test("oneHot float32 and gather batchDims=1 (forward and gradient) match a 
 
 // --- wasm matMul rewritten onto XNNPACK's fast path (folded, transposed, batched) -------------------
 Deno.test("matMul in every layout (2-D, transposed, folded batch, batched, broadcast) matches cpu", async () => {
+  // Small sizes take TF.js's own loop, larger ones lmpipe's XNNPACK rewrites: both, in every layout.
   const cases: { a: number[]; b: number[]; tA: boolean; tB: boolean }[] = [];
-  for (const tA of [false, true]) {
-    for (const tB of [false, true]) {
-      cases.push({ a: tA ? [5, 3] : [3, 5], b: tB ? [4, 5] : [5, 4], tA, tB }); // 2-D
-      cases.push({ a: tA ? [2, 5, 3] : [2, 3, 5], b: tB ? [4, 5] : [5, 4], tA, tB }); // batch x 2-D
-      cases.push({ a: tA ? [2, 3, 5, 3] : [2, 3, 3, 5], b: tB ? [2, 3, 4, 5] : [2, 3, 5, 4], tA, tB }); // batched
-      cases.push({ a: tA ? [5, 3] : [3, 5], b: tB ? [3, 4, 5] : [3, 5, 4], tA, tB }); // 2-D x batch
+  for (const [M, K, N] of [[3, 5, 4], [16, 32, 40]]) {
+    for (const tA of [false, true]) {
+      for (const tB of [false, true]) {
+        const A = tA ? [K, M] : [M, K], Bm = tB ? [N, K] : [K, N];
+        cases.push({ a: A, b: Bm, tA, tB }); // 2-D
+        cases.push({ a: [2, ...A], b: Bm, tA, tB }); // batch x 2-D
+        cases.push({ a: [2, 3, ...A], b: [2, 3, ...Bm], tA, tB }); // batched
+        cases.push({ a: A, b: [3, ...Bm], tA, tB }); // 2-D x batch
+      }
     }
   }
   for (const [i, c] of cases.entries()) {

@@ -448,6 +448,12 @@ function wasmFastMatMul(orig: KernelFn): KernelFn {
     const outBatch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     const outShape = [...outBatch, M, N];
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return orig(args); // partial broadcast: rare
+    const folded = batchB === 1 && (batchA === 1 || !transposeA);
+    // Where the naive loop wins (measured): a transposed operand that would be transposed for fewer
+    // than 8 rows/columns of output (e.g. one decoding step through the tied head: transpose the
+    // weight once per generation instead), and batch slices under 16k multiply-adds.
+    if ((transposeB && (folded ? batchA * M : M) < 8) || (transposeA && N < 8)) return orig(args);
+    if (!folded && M * K * N < 16384) return orig(args);
     const temps: TensorInfo[] = [];
     const plain = (t: TensorInfo, transposed: boolean) => {
       if (!transposed) return t;
@@ -462,7 +468,7 @@ function wasmFastMatMul(orig: KernelFn): KernelFn {
         attrs: { transposeA: false, transposeB: false },
       }) as TensorInfo;
     let out: TensorInfo;
-    if (batchB === 1 && (batchA === 1 || !transposeA)) {
+    if (folded) {
       // One 2-D matMul: all rows of a (its batch folded into rows) against the 2-D b.
       const a2 = plain({ ...a, shape: transposeA ? [K, M] : [batchA * M, K] }, transposeA);
       const b2 = plain({ ...b, shape: transposeB ? [N, K] : [K, N] }, transposeB);
