@@ -28,8 +28,8 @@ export interface BackendInfo {
 
 export interface InitOptions {
   /**
-   * wasm threads (default: $LMPIPE_WASM_THREADS, else 2 when the machine has at least 4 cores, else 1).
-   * Fixed once wasm has started in a process.
+   * wasm threads (default: $LMPIPE_WASM_THREADS, else 2 when the machine has at least 2 cores). Fixed
+   * once wasm has started in a process.
    */
   threads?: number;
   /** Do not print the chosen backend to stderr. */
@@ -243,7 +243,7 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
   return result;
 }
 
-/** wasm threads when not given: $LMPIPE_WASM_THREADS, else 2 where there are at least 4 cores, else 1. */
+/** wasm threads when not given: $LMPIPE_WASM_THREADS, else 2 where there are at least 2 cores. */
 function defaultThreads(): number {
   let env: string | undefined;
   try {
@@ -258,9 +258,10 @@ function defaultThreads(): number {
     }
     return n;
   }
-  // Two threads only where two cores stay free for them: on a 2-core machine shared with other work,
-  // 2 threads made a tiny GPT step slower (bench/RESULTS.md), because XNNPACK's pool waits on busy cores.
-  return (navigator.hardwareConcurrency || 1) >= 4 ? 2 : 1;
+  // 2 threads made a tiny GPT training step ~25% faster on a quiet 2-core machine, but slower on one
+  // busy with other work, where XNNPACK's pool waits on occupied cores (bench/RESULTS.md): set
+  // LMPIPE_WASM_THREADS=1 there.
+  return Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1));
 }
 
 /** Reads a scalar back to the host (async: webgpu under Deno cannot dataSync). */
