@@ -143,13 +143,13 @@ Deno.test("pixel-attn: both orders equal the literal attention over value images
 const FAMILIES = ["pixel-cumsum", "pixel-attn", "pixel-attn-wide"] as const;
 
 Deno.test("pixel models: changing token t+1 never changes logits at positions <= t (training and eval mode)", async () => {
-  for (const model of FAMILIES) {
+  const cases: [PixelConfig["model"], Partial<PixelConfig>][] = [
+    ...FAMILIES.map((f) => [f, {}] as [PixelConfig["model"], Partial<PixelConfig>]),
+    ["pixel-attn", { cnn: "resnet", cnnDepth: 1 }],
+  ];
+  for (const [model, over] of cases) {
     // cnnChunk 3 also runs the checkpointed CNN path
-    const c = tinyConfig(model, {
-      cnnChunk: 3,
-      cnn: model === "pixel-attn-wide" ? "vgg-wide" : "vgg9",
-      cnnWidth: 2,
-    });
+    const c = tinyConfig(model, { cnnChunk: 3, cnnWidth: 2, ...over });
     const m = createModel(c, 2);
     randomizeParams(m, 60);
     const B = 2, T = 8;
@@ -228,6 +228,7 @@ Deno.test("pixel models: cached decoding gives the uncached logits, position by 
     ["pixel-attn", { attnOrder: "values-first" }],
     ["pixel-attn", { attnOrder: "attend-first", bias: true }],
     ["pixel-attn-wide", {}],
+    ["pixel-cumsum", { cnn: "resnet", cnnWidth: 2, cnnDepth: 1 }],
   ];
   for (const [model, over] of variants) {
     const c = tinyConfig(model, over);
