@@ -28,10 +28,12 @@ export class Rng {
       for (let i = 0; i < 12; i++) this.u32(); // leave the seeding neighbourhood
     } else {
       const s = seed.s;
-      if (!Array.isArray(s) || s.length !== 4 || s.some((v) => !Number.isInteger(v) || v < 0 || v > 0xffffffff)) {
+      // Words in [-2^31, 2^32) are accepted: checkpoints written before lmpipe 0.1.0's fix could hold a
+      // signed word, which is the same 32 bits.
+      if (!Array.isArray(s) || s.length !== 4 || s.some((v) => !Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff)) {
         throw new RangeError(`invalid RNG state ${JSON.stringify(seed)}: expected {s: [4 uint32]}`);
       }
-      [this.a, this.b, this.c, this.d] = s;
+      [this.a, this.b, this.c, this.d] = s.map((v) => v >>> 0);
     }
   }
 
@@ -39,7 +41,7 @@ export class Rng {
   u32(): number {
     const t = (((this.a + this.b) >>> 0) + this.d) >>> 0;
     this.d = (this.d + 1) >>> 0;
-    this.a = this.b ^ (this.b >>> 9);
+    this.a = (this.b ^ (this.b >>> 9)) >>> 0; // ^ gives a signed int32; keep every word unsigned
     this.b = (this.c + (this.c << 3)) >>> 0;
     this.c = ((this.c << 21) | (this.c >>> 11)) >>> 0;
     this.c = (this.c + t) >>> 0;
