@@ -132,6 +132,22 @@ export function gptParamShapes(c: GptConfig): [string, number[]][] {
   return out;
 }
 
+/** Trainable parameters of a config (the tied head counted once): 124,475,904 for `gpt2`. */
+export function gptParamCount(c: GptConfig): number {
+  return gptParamShapes(c).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/**
+ * Training FLOPs per token, nanoGPT's estimate_mfu (PaLM appendix B): 6 N for the weight matMuls of
+ * the forward (2 N) and backward (4 N) passes, N = parameters without the position embedding (a
+ * lookup, no matMul; the token embedding counts as it is the head's matMul), plus 12 L C T for the
+ * attention scores and weighted sums (L layers, width C = heads x head size, context T).
+ */
+export function gptFlopsPerToken(c: GptConfig): number {
+  const n = gptParamCount(c) - c.contextLength * c.nEmbd;
+  return 6 * n + 12 * c.nLayer * c.nEmbd * c.contextLength;
+}
+
 class GptDecodeState implements DecodeState {
   length = 0;
   constructor(readonly batch: number, readonly caches: KVCache[], readonly wteT: tf.Tensor2D) {}
@@ -309,16 +325,8 @@ export class Gpt implements LanguageModel {
     return n; // the tied head is transformer.wte.weight, counted once
   }
 
-  /**
-   * Training FLOPs per token, nanoGPT's estimate_mfu (PaLM appendix B): 6 N for the weight matMuls of
-   * the forward (2 N) and backward (4 N) passes, N = parameters without the position embedding (a
-   * lookup, no matMul; the token embedding counts as it is the head's matMul), plus 12 L C T for the
-   * attention scores and weighted sums (L layers, width C = H·Q, context T).
-   */
   flopsPerToken(): number {
-    const c = this.config;
-    const n = this.paramCount() - c.contextLength * c.nEmbd;
-    return 6 * n + 12 * c.nLayer * c.nEmbd * c.contextLength;
+    return gptFlopsPerToken(this.config);
   }
 
   dispose(): void {
