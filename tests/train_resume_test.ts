@@ -1,0 +1,48 @@
+// Resume exactness with the study's real model families (tests/train_test.ts proves the engine with a
+// stand-in model): `lmpipe train` for 3 steps, then --resume to 6, must log the same losses, gradient
+// norms, loss scales and validation loss as a straight 6-step run, and end with identical weights.
+// Mixed precision is used so the loss scaler's state is part of what must survive the restart.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { initBackend } from "../lib/tensor/backend.ts";
+import { loadCheckpoint } from "../lib/checkpoint.ts";
+import type { StepLog } from "../lib/train_loop.ts";
+import { run as train } from "../pipelines/train/mod.ts";
+
+await initBackend("cpu", { quiet: true });
+const env = { signals: false, stdout: async (_b: Uint8Array) => {} };
+
+async function readLog(path: string): Promise<StepLog[]> {
+  return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
+}
+
+const SHAPES: Record<string, string[]> = {
+  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
+  "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
+};
+
+for (const model of Object.keys(SHAPES)) {
+  Deno.test(`train ${model}: 3 steps + --resume to 6 reproduces a straight 6-step run (mixed precision, cpu)`, async () => {
+    const a = await Deno.makeTempDir({ prefix: "lmpipe-resume-a-" }), b = await Deno.makeTempDir({ prefix: "lmpipe-resume-b-" });
+    const common = [
+      "--model", model, "--preset", "tiny", ...SHAPES[model].flatMap((s) => ["--set", s]),
+      "--data", "fixtures/shards", "--backend", "cpu", "--batch-size", "2", "--seed", "11", "--lr", "3e-3",
+      "--precision", "mixed", "--decay-steps", "6", "--warmup", "2", "--eval-every", "3", "--eval-iters", "1",
+    ];
+    await train([...common, "--max-steps", "6", "--out", a], env);
+    await train([...common, "--max-steps", "3", "--out", b], env);
+    await train(["--resume", "--max-steps", "6", "--out", b], env);
+    const la = await readLog(join(a, "log.jsonl")), lb = await readLog(join(b, "log.jsonl"));
+    assert.deepEqual(lb.map((r) => r.step), [1, 2, 3, 4, 5, 6]);
+    for (let i = 0; i < 6; i++) {
+      for (const k of ["loss", "lr", "grad_norm", "loss_scale", "skipped", "tokens"] as const) {
+        assert.equal(lb[i][k], la[i][k], `step ${i + 1} ${k}`);
+      }
+    }
+    assert.equal(lb[5].val_loss, la[5].val_loss);
+    const wa = (await loadCheckpoint(a)).weights, wb = (await loadCheckpoint(b)).weights;
+    assert.equal(wb.size, wa.size);
+    for (const [n, t] of wa) assert.deepEqual(Array.from(wb.get(n)!.data), Array.from(t.data), n);
+    await Deno.remove(a, { recursive: true }), await Deno.remove(b, { recursive: true });
+  });
+}
