@@ -10,6 +10,7 @@
 // checkpoint id, so files of two different saves are never mixed silently.
 import { join } from "node:path";
 import { inputError, outputError } from "./errors.ts";
+import { pathExists, writeAll } from "./fs.ts";
 import { readData, tf } from "./tensor/backend.ts";
 
 export const MODEL_FILE = "model.safetensors";
@@ -109,11 +110,6 @@ export async function writeSafetensors(
   }
 }
 
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await file.write(bytes.subarray(off));
-}
-
 /** Parses safetensors bytes (F32 tensors only; `path` names the file in errors). */
 export function decodeSafetensors(bytes: Uint8Array, path: string): SafetensorsFile {
   const bad = (why: string) => inputError(`${path}: not a valid safetensors file (${why}); re-save the checkpoint.`);
@@ -200,15 +196,6 @@ export interface LoadedCheckpoint {
 /** Test hook: throws after the named stage of a save to simulate a crash there. */
 export type CrashPoint = "tmp-written" | "marker-removed" | "model-renamed";
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function writeTextSynced(path: string, text: string): Promise<void> {
   const f = await Deno.open(path, { write: true, create: true, truncate: true });
   try {
@@ -251,7 +238,7 @@ export async function saveCheckpoint(dir: string, input: SaveInput, crashAt?: Cr
 /** Moves a complete temp checkpoint's files into `dir`, state.json last, and removes the temp folder. */
 async function commitTmp(dir: string, tmp: string, crashAt?: CrashPoint): Promise<void> {
   for (const name of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE]) {
-    if (await exists(join(tmp, name))) await Deno.rename(join(tmp, name), join(dir, name));
+    if (await pathExists(join(tmp, name))) await Deno.rename(join(tmp, name), join(dir, name));
     if (name === MODEL_FILE && crashAt === "model-renamed") throw new Error("simulated crash: model renamed");
   }
   await Deno.rename(join(tmp, STATE_FILE), join(dir, STATE_FILE));
@@ -272,7 +259,7 @@ async function removeStaleTmps(dir: string): Promise<void> {
  * folder holds a complete one, its remaining files are moved in. Returns whether anything was done.
  */
 export async function recoverCheckpoint(dir: string): Promise<boolean> {
-  if (await exists(join(dir, STATE_FILE))) return false;
+  if (await pathExists(join(dir, STATE_FILE))) return false;
   let entries: Deno.DirEntry[] = [];
   try {
     entries = await Array.fromAsync(Deno.readDir(dir));
@@ -282,7 +269,7 @@ export async function recoverCheckpoint(dir: string): Promise<boolean> {
   for (const e of entries) {
     if (!e.isDirectory || !e.name.startsWith(TMP_PREFIX)) continue;
     const tmp = join(dir, e.name);
-    if (!(await exists(join(tmp, STATE_FILE)))) continue;
+    if (!(await pathExists(join(tmp, STATE_FILE)))) continue;
     await commitTmp(dir, tmp);
     return true;
   }
@@ -292,14 +279,14 @@ export async function recoverCheckpoint(dir: string): Promise<boolean> {
 /** Whether `dir` holds a training checkpoint (state.json, possibly after finishing an interrupted save). */
 export async function hasCheckpoint(dir: string): Promise<boolean> {
   await recoverCheckpoint(dir).catch(() => false);
-  return await exists(join(dir, STATE_FILE));
+  return await pathExists(join(dir, STATE_FILE));
 }
 
 /** Loads a checkpoint. `optimizer: true` also loads the moments (resume); eval/sample skip them. */
 export async function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}): Promise<LoadedCheckpoint> {
   await recoverCheckpoint(dir).catch(() => false);
   const modelPath = join(dir, MODEL_FILE), configPath = join(dir, CONFIG_FILE), statePath = join(dir, STATE_FILE);
-  if (!(await exists(modelPath)) || !(await exists(configPath))) {
+  if (!(await pathExists(modelPath)) || !(await pathExists(configPath))) {
     throw inputError(
       `${dir}: not a checkpoint folder (needs ${MODEL_FILE} and ${CONFIG_FILE}). Give the --out folder of 'lmpipe train'.`,
     );
@@ -311,7 +298,7 @@ export async function loadCheckpoint(dir: string, opts: { optimizer?: boolean } 
     throw inputError(`${configPath}: not valid JSON (${(err as Error).message})`);
   }
   let state: StateFile | null = null;
-  if (await exists(statePath)) {
+  if (await pathExists(statePath)) {
     try {
       state = JSON.parse(await Deno.readTextFile(statePath)) as StateFile;
     } catch (err) {

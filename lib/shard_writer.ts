@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { outputError } from "./errors.ts";
+import { writeAll, writeFailure } from "./fs.ts";
 import { encodeU16, HEADER_BYTES, type ShardFormat, shardHeader } from "./shard.ts";
 
 export interface ShardRecord {
@@ -19,26 +20,6 @@ export interface ShardRecord {
 }
 
 const BUFFER_BYTES = 1 << 20;
-
-/** Turns a failed write into an output error that names the file and the likely fix. */
-export function writeFailure(path: string, err: unknown): Error {
-  const msg = err instanceof Error ? err.message : String(err);
-  const full = /No space left|os error 28|ENOSPC/i.test(msg);
-  return outputError(
-    `${path}: cannot write (${msg}). ` +
-      (full
-        ? "The disk is full: free space or choose another --out."
-        : "Check the folder's permissions or choose another --out."),
-  );
-}
-
-export async function writeAll(
-  f: { write(b: Uint8Array): Promise<number> },
-  bytes: Uint8Array,
-): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await f.write(bytes.subarray(off));
-}
 
 /** Writes one split ("train" or "val") as a sequence of shards named `<split>[_<part>]_NNNNNN.bin`. */
 export class ShardWriter {

@@ -2,7 +2,7 @@
 // against a softmax of the model's own logits for the prompt; the line format `p:0.33, town`; jsonl.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { saveCheckpoint } from "../lib/checkpoint.ts";
+import { saveUntrainedRun } from "./helpers_run.ts";
 import { gptFamily } from "../lib/models/gpt.ts";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { decode, encodeOrdinary, VOCAB_SIZE } from "../lib/tokenizer.ts";
@@ -27,20 +27,7 @@ Deno.test("lmpipe sample --top 5: the model's five most likely next tokens with 
   const model = gptFamily.create({ ...gptFamily.presets.tiny }, 11);
   try {
     const run = join(dir, "run");
-    await Deno.mkdir(run);
-    await saveCheckpoint(run, {
-      params: model.params,
-      config: { model: model.config },
-      state: {
-        step: 0,
-        optimizerStep: 0,
-        lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
-        rng: { s: [1, 2, 3, 4] },
-        sampler: null,
-        elapsedS: 0,
-        tokensSeen: 0,
-      },
-    });
+    await saveUntrainedRun(run, model);
     const prompt = "Once upon a time there was a";
     const chunks: Uint8Array[] = [];
     const stdout = (b: Uint8Array) => (chunks.push(b.slice()), Promise.resolve());

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LmpipeError } from "../lib/errors.ts";
 import { encodeU16, HEADER_BYTES, probeShard, readTokenStream, shardHeader } from "../lib/shard.ts";
-import { sha256File, ShardWriter, writeFailure } from "../lib/shard_writer.ts";
+import { sha256File, ShardWriter } from "../lib/shard_writer.ts";
+import { writeFailure } from "../lib/fs.ts";
 import { concat, corpusDocs, files, tmp } from "./helpers_tokenize.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { main } from "../cli.ts";
-import { saveCheckpoint } from "../lib/checkpoint.ts";
+import { saveUntrainedRun } from "./helpers_run.ts";
 import { gptFamily } from "../lib/models/gpt.ts";
 import { pixelAttnFamily, pixelCumsumFamily } from "../lib/models/pixel.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
@@ -101,20 +101,7 @@ Deno.test("lmpipe viz attention: PNG and SVG from a checkpoint, grid of layers Ã
   const model = gptFamily.create({ ...gptFamily.presets.tiny }, 3);
   try {
     const run = join(dir, "run");
-    await Deno.mkdir(run);
-    await saveCheckpoint(run, {
-      params: model.params,
-      config: { model: model.config },
-      state: {
-        step: 0,
-        optimizerStep: 0,
-        lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
-        rng: { s: [1, 2, 3, 4] },
-        sampler: null,
-        elapsedS: 0,
-        tokensSeen: 0,
-      },
-    });
+    await saveUntrainedRun(run, model);
     const png = join(dir, "attn.png"), svg = join(dir, "attn.svg");
     assert.equal(await main(["viz", "attention", "--ckpt", run, "--prompt", PROMPT, "--out", png]), 0);
     const img = decodePng(await Deno.readFile(png));
@@ -160,23 +147,6 @@ Deno.test("lmpipe viz attention: PNG and SVG from a checkpoint, grid of layers Ã
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-async function saveRun(dir: string, model: LanguageModel): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  await saveCheckpoint(dir, {
-    params: model.params,
-    config: { model: model.config },
-    state: {
-      step: 0,
-      optimizerStep: 0,
-      lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
-      rng: { s: [1, 2, 3, 4] },
-      sampler: null,
-      elapsedS: 0,
-      tokensSeen: 0,
-    },
-  });
-}
 
 Deno.test("viz images: pixel-cumsum's images after sharing are the running sum of the tokens' own images", async () => {
   const model = pixelCumsumFamily.create({ ...pixelCumsumFamily.presets.tiny }, 5);
@@ -237,7 +207,7 @@ Deno.test("viz images: pixel-attn's images after sharing are the image attention
     );
 
     const run = join(dir, "run"), png = join(dir, "images.png");
-    await saveRun(run, model);
+    await saveUntrainedRun(run, model);
     assert.equal(await main(["viz", "images", "--ckpt", run, "--prompt", PROMPT, "--out", png]), 0);
     const pic = decodePng(await Deno.readFile(png));
     const { texts } = promptTokens(PROMPT, 24);

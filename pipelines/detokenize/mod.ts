@@ -5,7 +5,7 @@ import { inputError } from "../../lib/errors.ts";
 import { parseFlags, str } from "../../lib/flags.ts";
 import { decodeU16, probeShard, readFull, readTokenStream } from "../../lib/shard.ts";
 import { listDataset } from "../../lib/dataset.ts";
-import { writeAll } from "../../lib/shard_writer.ts";
+import { writeAll } from "../../lib/fs.ts";
 import { decodeBytes, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 
 const CMD = "detokenize";

@@ -8,7 +8,7 @@ import { inputError } from "../../lib/errors.ts";
 import { bool, num, parseFlags } from "../../lib/flags.ts";
 import { fmtCount } from "../../lib/log.ts";
 import { decodeU16, probeShard, readFull, readTokenStream, type ShardFormat } from "../../lib/shard.ts";
-import { writeAll } from "../../lib/shard_writer.ts";
+import { writeAll } from "../../lib/fs.ts";
 import { decode, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 
 const CMD = "inspect";

@@ -10,7 +10,7 @@ import { renderRaster } from "../../lib/plot/raster.ts";
 import { lossChart, readRun } from "../../lib/plot/runs.ts";
 import { renderSvg } from "../../lib/plot/svg.ts";
 import { renderTerm } from "../../lib/plot/term.ts";
-import { writeAtomic } from "../../lib/plot/write.ts";
+import { writeAtomic } from "../../lib/fs.ts";
 
 const HELP = `lmpipe plot: training and validation loss of runs, overlaid, as SVG, PNG or a terminal chart
 

@@ -116,7 +116,7 @@ export function cachedStepper(model: LanguageModel): Stepper {
         tok.dispose();
       }
       if (!last) throw new Error("cachedStepper.next: no new token to feed");
-      return row(last); // [1, V]: its data is the one row
+      return await row(last); // [1, V]: its data is the one row
     },
     dispose() {
       state.dispose();

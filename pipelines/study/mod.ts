@@ -19,7 +19,7 @@ import { renderRaster } from "../../lib/plot/raster.ts";
 import { lossChart, readRun, type RunLog } from "../../lib/plot/runs.ts";
 import { renderSvg } from "../../lib/plot/svg.ts";
 import { renderTerm } from "../../lib/plot/term.ts";
-import { writeAtomic } from "../../lib/plot/write.ts";
+import { pathExists, writeAtomic } from "../../lib/fs.ts";
 import { type ModelResult, renderMarkdown, STUDY_REPORTED, type StudyReport } from "./report.ts";
 
 export const ALL_MODELS = ["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"];
@@ -174,15 +174,6 @@ async function readJson(path: string): Promise<Record<string, unknown> | null> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Runs a child `lmpipe` command; returns its exit code, stdout, the tail of stderr, and its peak memory. */
 async function lmpipe(
   args: string[],
@@ -282,7 +273,7 @@ async function runModel(model: string, o: StudyOptions): Promise<ModelResult> {
   const result: ModelResult = { model, run_dir: model, status: "failed" };
   const done = await readJson(join(runDir, DONE_FILE));
   const reuse = !o.force && done !== null && done.budget_s === o.budget && done.preset === o.preset;
-  if (o.force && await exists(runDir)) await Deno.remove(runDir, { recursive: true });
+  if (o.force && await pathExists(runDir)) await Deno.remove(runDir, { recursive: true });
   if (reuse) {
     info(
       `study: ${model} already trained for ${
@@ -294,8 +285,8 @@ async function runModel(model: string, o: StudyOptions): Promise<ModelResult> {
   } else {
     // A checkpoint (state.json, or weights of a save that train's loader rolls forward) is resumed; a longer
     // --budget than last time extends the run. A folder without one starts afresh.
-    const resume = await exists(join(runDir, "state.json")) ||
-      await exists(join(runDir, "model.safetensors"));
+    const resume = await pathExists(join(runDir, "state.json")) ||
+      await pathExists(join(runDir, "model.safetensors"));
     if (resume) info(`study: resuming ${model} from its checkpoint in ${runDir}`);
     result.resumed = resume;
     const t = await lmpipe(trainArgs(model, o, runDir, resume), false);

@@ -21,9 +21,8 @@ import {
   type ShardRecord,
   ShardWriter,
   StreamTokenWriter,
-  writeAll,
-  writeFailure,
 } from "../../lib/shard_writer.ts";
+import { writeAll, writeAtomic, writeFailure } from "../../lib/fs.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { VERSION } from "../../lib/version.ts";
 import { isVal } from "./split.ts";
@@ -335,7 +334,7 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
     options,
   };
   const metaName = label ? `meta_${label}.json` : "meta.json";
-  await writeFileAtomic(join(outDir, metaName), JSON.stringify(meta, null, 2) + "\n");
+  await writeAtomic(join(outDir, metaName), JSON.stringify(meta, null, 2) + "\n");
 
   const s = meta.splits;
   info(
@@ -424,16 +423,6 @@ async function prepareOutDir(dir: string, label: string | null, force: boolean):
     await Deno.remove(probe);
   } catch (err) {
     throw writeFailure(dir, err);
-  }
-}
-
-async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const tmp = path + ".tmp";
-  try {
-    await Deno.writeTextFile(tmp, text);
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    throw writeFailure(path, err);
   }
 }
 

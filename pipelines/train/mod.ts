@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, type Parsed, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
+import { pathExists } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
   hasCheckpoint,
@@ -123,7 +124,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
-  const existing = await hasCheckpoint(out) || await exists(join(out, MODEL_FILE));
+  const existing = await hasCheckpoint(out) || await pathExists(join(out, MODEL_FILE));
   if (existing && !resume && !force) {
     throw outputError(
       `lmpipe train: ${out} already holds a run. Continue it with --resume, overwrite it with --force, or choose another --out.`,
@@ -306,15 +307,6 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
   return o;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */

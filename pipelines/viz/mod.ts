@@ -10,7 +10,7 @@ import { loadCheckpoint } from "../../lib/checkpoint.ts";
 import type { LanguageModel } from "../../lib/models/types.ts";
 import { type GridSpec, renderGridRaster, renderGridSvg } from "../../lib/plot/heatmap.ts";
 import { encodePng } from "../../lib/plot/png.ts";
-import { writeAtomic } from "../../lib/plot/write.ts";
+import { writeAtomic } from "../../lib/fs.ts";
 import { BACKEND_NAMES, type BackendName, initBackend, readData, tf } from "../../lib/tensor/backend.ts";
 import { decode, encodeOrdinary, EOT } from "../../lib/tokenizer.ts";
 import { loadFamilies, modelFromCheckpoint } from "../train/setup.ts";
