@@ -25,7 +25,8 @@ export function progress(line: string): void {
   if (!stderrIsTTY) return;
   const cols = (() => {
     try {
-      return Deno.consoleSize().columns;
+      // a pseudo-terminal that reports 0 columns (some ssh/tmux/CI set-ups) means "unknown", not "none"
+      return Deno.consoleSize().columns || 100;
     } catch {
       return 100;
     }
