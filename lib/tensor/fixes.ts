@@ -207,23 +207,40 @@ export function setIm2colChunkFloatsForTests(n: number | null): void {
   im2colMaxFloats = n ?? IM2COL_MAX_FLOATS;
 }
 
-let wasmMatMul: KernelFn | undefined;
-
-function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
-  const { x, dy } = inputs as Record<string, TensorInfo>;
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
-  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") {
-    throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
-  }
-  const ci = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filterShape,
+/**
+ * The geometry of a conv2d gradient kernel's call from its attributes, or null when the data format is
+ * not NHWC (channelsLast), the only layout lmpipe's conv kernels handle.
+ */
+function nhwcConvInfo(
+  inShape: readonly number[],
+  filterShape: readonly number[],
+  attrs: KernelArgs["attrs"],
+): ReturnType<typeof backend_util.computeConv2DInfo> | null {
+  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
+    strides: [number, number] | number;
+    pad: "valid" | "same" | number;
+    dataFormat: "NHWC" | "NCHW";
+    dimRoundingMode?: "floor" | "round" | "ceil";
+  };
+  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") return null;
+  return backend_util.computeConv2DInfo(
+    inShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
     strides,
     1,
     pad,
     dimRoundingMode,
     false,
   );
+}
+
+let wasmMatMul: KernelFn | undefined;
+
+function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs as Record<string, TensorInfo>;
+  const filterShape = attrs.filterShape as number[];
+  const ci = nhwcConvInfo(x.shape, filterShape, attrs);
+  if (!ci) throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
   const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
@@ -296,17 +313,9 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
 function conv2DBackpropFilterByOps(orig: KernelFn): KernelFn {
   return (args) => {
     const { x, dy } = args.inputs as Record<string, TensorInfo>;
-    const { strides, pad, dataFormat, dimRoundingMode, filterShape } = args.attrs;
-    if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") return orig(args);
-    const ci = backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number],
-      filterShape,
-      strides,
-      1,
-      pad,
-      dimRoundingMode,
-      false,
-    );
+    const filterShape = args.attrs.filterShape as number[];
+    const ci = nhwcConvInfo(x.shape, filterShape, args.attrs);
+    if (!ci) return orig(args);
     const { batchSize: B, inChannels: Ci, outChannels: Co, outHeight: OH, outWidth: OW } = ci;
     const { strideHeight: sh, strideWidth: sw, filterHeight: KH, filterWidth: KW } = ci;
     const { top, bottom, left, right } = ci.padInfo;
@@ -345,19 +354,9 @@ function conv2DBackpropFilterByOps(orig: KernelFn): KernelFn {
 // then col2im adds each row's patch back into dx in JS.
 function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { dy, filter } = inputs as Record<string, TensorInfo>;
-  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs;
-  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") {
-    throw new Error("Conv2DBackpropInput (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
-  }
-  const ci = backend_util.computeConv2DInfo(
-    inputShape,
-    filter.shape as [number, number, number, number],
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-    false,
-  );
+  const inputShape = attrs.inputShape as number[];
+  const ci = nhwcConvInfo(inputShape, filter.shape, attrs);
+  if (!ci) throw new Error("Conv2DBackpropInput (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
   const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
