@@ -62,8 +62,8 @@ Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable chec
 model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
 
 Model:
-  --model NAME         model family (gpt, pixel-*, see 'lmpipe train --help' of your build)  (default: gpt)
-  --preset NAME        preset of the family: tiny | small | gpt2 (gpt) ...                    (default: tiny)
+  --model NAME         gpt | pixel-cumsum | pixel-attn | pixel-attn-wide                     (default: gpt)
+  --preset NAME        tiny | small, plus gpt2 (gpt) or study (pixel-*)                      (default: tiny)
   --config FILE        JSON object of config fields (or a run's config.json) over the preset (default: none)
   --set KEY=VALUE      override one config field, repeatable, e.g. --set nLayer=4             (default: none)
 Data:
