@@ -11,6 +11,7 @@ import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkp
 import type { Batch, WindowSampler } from "./sampler.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
 import { readData, tf } from "./tensor/backend.ts";
+import { peakBytes, resetPeak } from "./tensor/memory.ts";
 
 export interface TrainOptions {
   batchSize: number;
@@ -55,6 +56,13 @@ export interface StepLog {
   tokens_per_s: number;
   ms_per_step: number;
   elapsed_s: number;
+  /** Sequences per micro-batch. */
+  batch_size: number;
+  /**
+   * Peak backend memory during the step, bytes (lib/tensor/memory.ts: GPU buffers held on webgpu,
+   * live tensor bytes elsewhere).
+   */
+  peak_bytes: number;
   val_loss?: number;
 }
 
@@ -85,6 +93,8 @@ export interface TrainResult {
   tokensSeen: number;
   elapsedS: number;
   losses: number[];
+  /** Highest peak_bytes of the run's steps (0 when no step ran). */
+  peakBytes: number;
 }
 
 /** Mean validation loss over fixed batches (one host read). */
@@ -121,10 +131,13 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const varName = new Map(vars.map((v, i) => [v.name, names[i]]));
-  const optimizer = new AdamW(model.params, {
-    ...ADAMW_DEFAULTS,
-    weightDecay: o.weightDecay,
-    decays: (n) => model.decays(n),
+  let optimizer!: AdamW;
+  tf.tidy(() => { // frees the zero tensors the moments start from (AdamW's constructor keeps them)
+    optimizer = new AdamW(model.params, {
+      ...ADAMW_DEFAULTS,
+      weightDecay: o.weightDecay,
+      decays: (n) => model.decays(n),
+    });
   });
   const scaler = new LossScaler({ enabled: o.precision === "mixed", window: o.scaleWindow, initScale: o.initScale });
   let step = 0, tokensSeen = 0, elapsedBefore = 0, lastLoss: number | null = null;
@@ -162,6 +175,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   });
   let lastValLoss: number | null = null;
   const losses: number[] = [];
+  let runPeak = 0;
 
   const state = (): TrainState => ({
     step,
@@ -206,6 +220,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS);
     while (!done()) {
       const t0 = performance.now();
+      resetPeak();
       const lr = learningRate(step, schedule());
       const S = scaler.scale;
       // Forward/backward over the micro-batches; gradients summed on the device.
@@ -285,6 +300,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         }
       }
       const rec = record(step, finite ? loss : null, lr, finite ? gradNorm : null, S, skipped, ms, tokensPerStep);
+      runPeak = Math.max(runPeak, rec.peak_bytes);
       const isLast = done();
       if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
         rec.val_loss = lastValLoss = await evaluateBatches(model, valBatches, o.precision);
@@ -307,7 +323,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
     optimizer.dispose();
   }
-  return { steps: step, lastLoss, lastValLoss, tokensSeen, elapsedS: elapsed(), losses };
+  return { steps: step, lastLoss, lastValLoss, tokensSeen, elapsedS: elapsed(), losses, peakBytes: runPeak };
 
   function record(
     s: number,
@@ -330,6 +346,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokens_per_s: ms > 0 ? round((tokens * 1000) / ms, 1) : 0,
       ms_per_step: round(ms, 1),
       elapsed_s: round(elapsed(), 3),
+      batch_size: B,
+      peak_bytes: peakBytes(),
     };
   }
 

@@ -16,7 +16,16 @@ import {
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
 import { type StepLog, type TrainOptions, trainLoop } from "../../lib/train_loop.ts";
-import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
+import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
+import {
+  type AutoBatchResult,
+  findBatchSize,
+  fmtMiB,
+  type MemoryLimit,
+  parseMemorySize,
+  resolveMemoryLimit,
+} from "../../lib/batch_size.ts";
+import { wasmHeapBytes } from "../../lib/tensor/memory.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
@@ -33,6 +42,7 @@ const SPEC = {
   data: { type: "string", multiple: true },
   backend: { type: "string" },
   "batch-size": { type: "string" },
+  "memory-limit": { type: "string" },
   "grad-accum": { type: "string" },
   lr: { type: "string" },
   "min-lr": { type: "string" },
@@ -69,7 +79,13 @@ Model:
 Data:
   --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
 Optimisation:
-  --batch-size N       sequences per micro-batch                                             (default: 8)
+  --batch-size N|auto  sequences per micro-batch; auto: run trial steps before training and take the
+                       largest size whose peak memory fits --memory-limit (any size up to 16, then
+                       multiples of 8); it is printed and stored in config.json              (default: 8)
+  --memory-limit SIZE  with --batch-size auto: what a step may use, e.g. 8GiB, 6GB, 512MiB; counted as
+                       GPU buffers TF.js holds (webgpu) or live tensor bytes (others). Also read from
+                       $LMPIPE_MEMORY_LIMIT. (default: wasm 2.5GiB, its heap holding at most 4 GiB;
+                       webgpu 90% of nvidia-smi's memory.total, else required; cpu 75% of available RAM)
   --grad-accum N       micro-batches per step                                                (default: 1)
   --lr X               peak learning rate                                                    (default: 6e-4)
   --min-lr X           final learning rate                                                   (default: lr/10)
@@ -96,7 +112,8 @@ Budget and output:
   --seed N             seed for the weights and the data order                               (default: 1337)
 
 Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
-ms_per_step, elapsed_s, and val_loss on evaluation steps. Exit codes: 5 when the loss turns NaN in fp32
+ms_per_step, elapsed_s, batch_size, peak_bytes (the step's peak backend memory, as --memory-limit
+counts it), and val_loss on evaluation steps. Exit codes: 5 when the loss turns NaN in fp32
 (the last good checkpoint is kept), 130 after SIGINT/SIGTERM (a checkpoint is saved first).
 
 Example:
@@ -107,6 +124,19 @@ Example:
 interface StoredTraining extends TrainOptions {
   backend: string;
   data: string[];
+  /** How --batch-size auto chose batchSize (absent for an explicit size). */
+  batchSizeAuto?: AutoBatchRecord;
+}
+
+/** config.json's record of a --batch-size auto search. */
+interface AutoBatchRecord {
+  memoryLimitBytes: number;
+  memoryLimitSource: string;
+  peakBytes: number;
+  baseBytes: number;
+  bytesPerSequence: number;
+  capped: boolean;
+  trials: { batchSize: number; peakBytes: number | null }[];
 }
 
 export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> {
@@ -158,6 +188,12 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- training options: defaults, then what the run stored (on --resume), then explicit flags
   const o = trainingOptions(p, stored);
+  const autoBatch = o.batchSize === 0;
+  const memoryLimitFlag = str(p, "memory-limit");
+  if (memoryLimitFlag !== undefined && !autoBatch) {
+    throw usageError("lmpipe train: --memory-limit only applies to --batch-size auto");
+  }
+  if (memoryLimitFlag !== undefined) parseMemorySize(CMD, "--memory-limit", memoryLimitFlag); // fail early
   const dataPaths = (p.values.data as string[] | undefined) ?? stored?.data;
   if (!dataPaths?.length) throw usageError("lmpipe train: --data PATH is required (a shard folder or .bin file)");
 
@@ -194,6 +230,32 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       `${fmtCount(model.flopsPerToken())} FLOPs/token (train), context ${T}, vocab ${vocab}`,
   );
   info(`backend: ${backend.name} (${backend.device})`);
+  if (autoBatch) {
+    const adapter = backend.name === "webgpu" ? await getGpuAdapter() : null;
+    const software = adapter ? isSoftwareAdapter(adapter) : false;
+    const limit = await resolveMemoryLimit(CMD, { name: backend.name, software }, {
+      flag: memoryLimitFlag,
+      env: Deno.env.get("LMPIPE_MEMORY_LIMIT"),
+    });
+    info(`batch size auto: memory limit ${fmtMiB(limit.bytes)} (${limit.source}); trial steps follow`);
+    const found = await findBatchSize(model, {
+      limitBytes: limit.bytes,
+      precision: o.precision,
+      gradAccum: o.gradAccum,
+      weightDecay: o.weightDecay,
+      log: info,
+    });
+    o.batchSize = found.batchSize;
+    o.batchSizeAuto = autoRecord(found, limit);
+    const heap = wasmHeapBytes();
+    info(
+      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${fmtMiB(limit.bytes)}; ` +
+        `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
+        (heap !== null ? `; wasm heap now ${fmtMiB(heap)}` : "") + ")" +
+        (found.capped ? "; capped at the largest size searched" : "") +
+        (!found.converged ? "; the search ran out of trials, a larger size may fit" : ""),
+    );
+  }
   info(
     `data: ${splits.train.length} training shard(s), ${fmtCount(trainData.totalTokens)} tokens; ` +
       `${splits.val.length} validation shard(s), ${fmtCount(valData.totalTokens)} tokens`,
@@ -253,7 +315,8 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     }, o);
     info(
       `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${fmtDuration(result.elapsedS)}; ` +
-        `loss ${result.lastLoss?.toFixed(4) ?? "?"}, val ${result.lastValLoss?.toFixed(4) ?? "?"}; checkpoint in ${out}`,
+        `loss ${result.lastLoss?.toFixed(4) ?? "?"}, val ${result.lastValLoss?.toFixed(4) ?? "?"}; ` +
+        (result.steps > 0 ? `peak memory ${fmtMiB(result.peakBytes)}; ` : "") + `checkpoint in ${out}`,
     );
   } finally {
     await pending;
@@ -281,8 +344,17 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     if (s !== "fp32" && s !== "mixed") throw usageError(`lmpipe train: --precision must be fp32 or mixed, got '${s}'`);
     return s;
   });
+  const batchFlag = str(p, "batch-size");
+  const auto = batchFlag?.trim() === "auto";
   const o: StoredTraining = {
-    batchSize: pick("batch-size", "batchSize", 8, int("batch-size", 1)),
+    batchSize: auto ? 0 : pick("batch-size", "batchSize", 8, () => {
+      if (!/^\s*\d+\s*$/.test(batchFlag!) || Number(batchFlag) < 1) {
+        throw usageError(
+          `lmpipe train: --batch-size must be a whole number >= 1 or 'auto', got '${batchFlag}'`,
+        );
+      }
+      return Number(batchFlag);
+    }),
     gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
     lr,
     minLr: given("min-lr") ? real("min-lr", 0)() : given("lr") || stored?.minLr === undefined ? lr / 10 : stored.minLr,
@@ -302,11 +374,25 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     backend: pick("backend", "backend", "auto", () => str(p, "backend")!),
     data: stored?.data ?? [],
   };
+  // an explicit size replaces a stored search; --batch-size auto makes a new one
+  if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
   if (o.maxSteps === null && o.maxTimeS === null) {
     throw usageError("lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)");
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
   return o;
+}
+
+function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
+  return {
+    memoryLimitBytes: limit.bytes,
+    memoryLimitSource: limit.source,
+    peakBytes: r.peakBytes,
+    baseBytes: r.baseBytes,
+    bytesPerSequence: r.bytesPerSequence,
+    capped: r.capped,
+    trials: r.trials.map((t) => ({ batchSize: t.batchSize, peakBytes: t.peakBytes })),
+  };
 }
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */
