@@ -1,0 +1,225 @@
+// Where a gpt training step's time goes on one backend: every registered kernel of the backend is
+// wrapped with a timer (self time: kernels that run other kernels have those subtracted), a few steps
+// run through the real engine (lib/train_loop.ts), and the kernels are ranked by time per step; the
+// rest of the step (engine bookkeeping, the gradient tape, data, JavaScript outside kernels) is listed
+// as "outside kernels". Meant for synchronous backends (wasm, cpu), where a kernel's work is done when
+// it returns; on webgpu it would time only the dispatch. Used to explain the lmpipe/PyTorch ratio of
+// `bench/train.ts --vs-torch` (bench/RESULTS.md).
+//
+//   deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128 --top 25
+import { join } from "node:path";
+import { num, parseFlags, str } from "../lib/flags.ts";
+import { LmpipeError, usageError } from "../lib/errors.ts";
+import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
+import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import { Rng } from "../lib/rng.ts";
+import { encodeU16, shardHeader } from "../lib/shard.ts";
+import { WindowSampler } from "../lib/sampler.ts";
+import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+
+const CMD = "bench/profile_step";
+const HELP = `deno run -A bench/profile_step.ts [flags]
+
+  --backend B        wasm | cpu (default wasm)
+  --threads N        wasm threads (default: lmpipe's own)
+  --preset P         gpt preset (default tiny)
+  --n-layer N, --n-head N, --n-embd N, --context N   config overrides
+  --batch-size N     sequences per step (default 8)
+  --steps N          profiled steps, after one untimed warm-up step (default 3)
+  --top N            kernels listed (default 20)
+  --group G          kernel | shape: rank by kernel name, or by name and input shapes (default shape)
+
+Example: deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128`;
+
+interface Cost {
+  calls: number;
+  ms: number;
+  /** Floating-point operations (matMuls only). */
+  flop: number;
+}
+
+/** 2 m k n per batch for a BatchMatMul (lib/tensor/fixes.ts's and TF.js's), 0 for other kernels. */
+function matMulFlop(
+  name: string,
+  args: { inputs: Record<string, unknown>; attrs?: Record<string, unknown> },
+): number {
+  if (name !== "BatchMatMul") return 0;
+  const a = (args.inputs.a as tf.TensorInfo).shape, b = (args.inputs.b as tf.TensorInfo).shape;
+  const tA = Boolean(args.attrs?.transposeA), tB = Boolean(args.attrs?.transposeB);
+  const m = tA ? a[a.length - 1] : a[a.length - 2], k = tA ? a[a.length - 2] : a[a.length - 1];
+  const n = tB ? b[b.length - 2] : b[b.length - 1];
+  const batch = Math.max(
+    a.slice(0, -2).reduce((x, y) => x * y, 1),
+    b.slice(0, -2).reduce((x, y) => x * y, 1),
+  );
+  return 2 * m * k * n * batch;
+}
+
+async function main(): Promise<void> {
+  const p = parseFlags(CMD, Deno.args, {
+    backend: { type: "string" },
+    threads: { type: "string" },
+    preset: { type: "string" },
+    "n-layer": { type: "string" },
+    "n-head": { type: "string" },
+    "n-embd": { type: "string" },
+    context: { type: "string" },
+    "batch-size": { type: "string" },
+    steps: { type: "string" },
+    top: { type: "string" },
+    group: { type: "string" },
+  });
+  if (p.help) return console.log(HELP);
+  const whole = (name: string, dflt: number) => num(p, CMD, name, dflt, { min: 1, integer: true });
+  const backendName = str(p, "backend", "wasm") as BackendName;
+  if (backendName !== "wasm" && backendName !== "cpu") {
+    throw usageError(
+      `${CMD}: --backend must be wasm or cpu (kernels of GPU backends return before their work is done)`,
+    );
+  }
+  const group = str(p, "group", "shape");
+  if (group !== "kernel" && group !== "shape") {
+    throw usageError(`${CMD}: --group must be kernel or shape, got '${group}'`);
+  }
+  const overrides: Record<string, number> = {};
+  for (
+    const [flag, field] of [["n-layer", "nLayer"], ["n-head", "nHead"], ["n-embd", "nEmbd"], [
+      "context",
+      "contextLength",
+    ]]
+  ) {
+    if (str(p, flag) !== undefined) overrides[field] = whole(flag, 1);
+  }
+  const B = whole("batch-size", 8), steps = whole("steps", 3), top = whole("top", 20);
+  const threads = str(p, "threads") === undefined ? undefined : whole("threads", 1);
+  const info = await initBackend(backendName, { quiet: true, threads });
+
+  // Wrap every kernel of the backend (after initBackend: lmpipe's own kernels are registered by then).
+  const costs = new Map<string, Cost>();
+  let recording = false;
+  const stack: number[] = []; // time spent in nested kernels, per open kernel
+  for (const k of tf.getKernelsForBackend(backendName)) {
+    const inner = k.kernelFunc;
+    tf.unregisterKernel(k.kernelName, backendName);
+    tf.registerKernel({
+      ...k,
+      kernelFunc: (args) => {
+        if (!recording) return inner(args);
+        stack.push(0);
+        const t0 = performance.now();
+        const out = inner(args);
+        const total = performance.now() - t0;
+        const nested = stack.pop()!;
+        if (stack.length > 0) stack[stack.length - 1] += total;
+        const shapes = Object.values(args.inputs).map((t) => (t ? `[${(t as tf.TensorInfo).shape}]` : "-"))
+          .join(" ");
+        const flags = args.attrs?.transposeA ? " tA" : "";
+        const key = group === "kernel"
+          ? k.kernelName
+          : `${k.kernelName} ${shapes}${flags}${args.attrs?.transposeB ? " tB" : ""}`;
+        const c = costs.get(key) ?? { calls: 0, ms: 0, flop: 0 };
+        c.calls += 1, c.ms += total - nested, c.flop += matMulFlop(k.kernelName, args as never);
+        costs.set(key, c);
+        return out;
+      },
+    });
+  }
+
+  const config = resolveConfig("gpt", str(p, "preset", "tiny"), overrides);
+  const T = config.contextLength;
+  const dir = await Deno.makeTempDir({ prefix: "lmpipe-profile-step-" });
+  try {
+    const rng = new Rng(1);
+    const tokens = 50_000;
+    const bytes = new Uint8Array(1024 + 2 * tokens);
+    bytes.set(shardHeader(tokens)),
+      bytes.set(encodeU16(Uint16Array.from({ length: tokens }, () => rng.int(50257))), 1024);
+    const shardPath = join(dir, "profile_train_000001.bin");
+    await Deno.writeFile(shardPath, bytes);
+    const model = createModel(config, 1);
+    const train = await WindowSampler.open([shardPath], T, config.vocabSize, 1);
+    const logs: StepLog[] = [];
+    console.error(
+      `${info.name} (${info.device}) gpt: 1 warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
+    );
+    await trainLoop({
+      model,
+      train,
+      val: train,
+      out: dir,
+      config: {},
+      quiet: true,
+      log: (r) => {
+        logs.push(r);
+        // from the end of the warm-up step to the end of the last profiled one; one more step follows
+        // so that the engine's end-of-run evaluation is not counted
+        recording = logs.length >= 1 && logs.length < 1 + steps;
+      },
+    }, {
+      batchSize: B,
+      gradAccum: 1,
+      lr: 6e-4,
+      minLr: 6e-5,
+      warmup: 10,
+      decaySteps: 1000,
+      schedule: "cosine",
+      weightDecay: 0.1,
+      gradClip: 1,
+      maxSteps: 2 + steps,
+      maxTimeS: null,
+      precision: "fp32",
+      scaleWindow: 2000,
+      ckptEvery: 0,
+      evalEvery: 0,
+      evalIters: 1,
+      seed: 1,
+    });
+    train.close(), model.dispose();
+    const stepMs = logs.slice(1, 1 + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
+    const rows = [...costs.entries()].map(([key, c]) => ({
+      key,
+      calls: c.calls / steps,
+      ms: c.ms / steps,
+      flop: c.flop / steps,
+    }));
+    rows.sort((a, b) => b.ms - a.ms);
+    const inKernels = rows.reduce((a, r) => a + r.ms, 0);
+    console.log(
+      `${info.name} (${info.device}), gpt L${config.nLayer} H${config.nHead} C${config.nEmbd} T${T} B${B}: ` +
+        `${stepMs.toFixed(0)} ms/step (mean of ${steps}), ${(B * T * 1000 / stepMs).toFixed(0)} tokens/s\n`,
+    );
+    const pct = (ms: number) => (100 * ms / stepMs).toFixed(1);
+    console.log(
+      `| ${
+        group === "kernel" ? "kernel" : "kernel and input shapes"
+      } | calls/step | ms/step | % of step | GFLOP/s |`,
+    );
+    console.log("|---|---:|---:|---:|---:|");
+    for (const r of rows.slice(0, top)) {
+      const rate = r.flop > 0 ? (r.flop / 1e6 / r.ms).toFixed(1) : "";
+      console.log(`| ${r.key} | ${r.calls.toFixed(0)} | ${r.ms.toFixed(1)} | ${pct(r.ms)} | ${rate} |`);
+    }
+    const rest = rows.slice(top).reduce((a, r) => a + r.ms, 0);
+    const mm = rows.reduce((a, r) => a + (r.flop > 0 ? r.ms : 0), 0),
+      mmFlop = rows.reduce((a, r) => a + r.flop, 0);
+    console.log(`| (${Math.max(0, rows.length - top)} more) | | ${rest.toFixed(1)} | ${pct(rest)} | |`);
+    console.log(
+      `| outside kernels (engine, tape, JS) | | ${(stepMs - inKernels).toFixed(1)} | ${
+        pct(stepMs - inKernels)
+      } | |`,
+    );
+    console.log(`| all BatchMatMul | | ${mm.toFixed(1)} | ${pct(mm)} | ${(mmFlop / 1e6 / mm).toFixed(1)} |`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  if (err instanceof LmpipeError) {
+    console.error(err.message);
+    Deno.exit(err.exitCode);
+  }
+  throw err;
+}

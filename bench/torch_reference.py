@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+# A PyTorch yardstick for lmpipe's `gpt` training speed (issue 5): the same model shapes as
+# lib/models/gpt.ts (GPT-2 as nanoGPT builds it: token + learned position embeddings, pre-LayerNorm
+# blocks with causal multi-head attention and a 4x GELU-tanh MLP, final LayerNorm, head tied to the
+# token embedding, no dropout, GPT-2 initialisation), trained with the same step as lib/train_loop.ts
+# (AdamW betas 0.9/0.95, weight decay 0.1 on matrices and embeddings only, gradient clipping by global
+# norm 1.0, one loss read per step) on uniformly random token batches. Used only for measurement, by
+# `deno run -A bench/train.ts --vs-torch`; never by the CI tests (CI has no PyTorch).
+#
+# Prints one JSON line on stdout (tokens/s, ms/step, parameter count, configuration); progress on stderr.
+#
+#   python3 bench/torch_reference.py --preset tiny --steps 3 --warmup-steps 1 --threads 1
+#   python3 bench/torch_reference.py --n-layer 4 --n-embd 128 --n-head 4 --context 128 --batch 8 --precision bf16
+import argparse
+import json
+import math
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as err:  # the bench looks for a python with torch first; this is for direct use
+    sys.exit(
+        f"bench/torch_reference.py: PyTorch is not importable by {sys.executable} ({err}). On Debian: "
+        "apt-get install -y --no-install-recommends python3-torch, then run it with /usr/bin/python3."
+    )
+
+# lib/models/gpt.ts GPT_PRESETS (vocab 50304 = GPT-2's 50257 padded to a multiple of 64).
+PRESETS = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, context=1024),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, context=256),
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, context=64),
+}
+SAMPLED_VOCAB = 50257  # random targets cover GPT-2's real tokens, as bench/train.ts's synthetic shards
+
+
+def log(msg):
+    print(f"torch_reference: {msg}", file=sys.stderr, flush=True)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with q, k, v from one [C, 3C] projection."""
+
+    def __init__(self, c, heads, bias, use_sdpa):
+        super().__init__()
+        self.heads = heads
+        self.c_attn = nn.Linear(c, 3 * c, bias=bias)
+        self.c_proj = nn.Linear(c, c, bias=bias)
+        self.use_sdpa = use_sdpa
+
+    def forward(self, x, mask):
+        b, t, c = x.shape
+        d = c // self.heads
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d).transpose(1, 2) for z in (q, k, v))  # [B, H, T, D]
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))
+            scores = scores.masked_fill(mask[:t, :t], float("-inf"))
+            y = F.softmax(scores, dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Mlp(nn.Module):
+    """The 4x MLP: c_proj(gelu_tanh(c_fc(x)))."""
+
+    def __init__(self, c, bias):
+        super().__init__()
+        self.c_fc = nn.Linear(c, 4 * c, bias=bias)
+        self.c_proj = nn.Linear(4 * c, c, bias=bias)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, c, heads, bias, use_sdpa):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c, elementwise_affine=True)
+        self.attn = Attention(c, heads, bias, use_sdpa)
+        self.ln_2 = nn.LayerNorm(c, elementwise_affine=True)
+        self.mlp = Mlp(c, bias)
+        if not bias:  # LayerNorm without bias (torch 1.13's LayerNorm has no bias=False switch)
+            for ln in (self.ln_1, self.ln_2):
+                ln.bias = None
+
+    def forward(self, x, mask):
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab, context, n_layer, n_head, n_embd, bias, use_sdpa):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, n_embd)
+        self.wpe = nn.Embedding(context, n_embd)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, bias, use_sdpa) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        if not bias:
+            self.ln_f.bias = None
+        # True above the diagonal: key j > query i is hidden.
+        self.register_buffer("mask", torch.triu(torch.ones(context, context, dtype=torch.bool), 1), persistent=False)
+        # GPT-2 initialisation: N(0, 0.02) everywhere, residual projections N(0, 0.02 / sqrt(2 L)),
+        # biases 0, LayerNorm weights 1 (nn.LayerNorm's own default).
+        for name, p in self.named_parameters():
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() >= 2:
+                residual = name.endswith("c_proj.weight")  # attn.c_proj and mlp.c_proj
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer) if residual else 0.02)
+
+    def forward(self, idx, targets):
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe.weight[:t]
+        for blk in self.blocks:
+            x = blk(x, self.mask)
+        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied head: the token embedding, [B, T, V]
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def blas_library():
+    """The BLAS this process loaded (from /proc/self/maps; Linux only), e.g. 'libopenblasp-r0.3.21.so'."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return "unknown"
+    names = sorted(p for p in paths if any(k in p.rsplit("/", 1)[-1] for k in ("openblas", "mkl", "blis")))
+    if names:
+        return ", ".join(n.rsplit("/", 1)[-1] for n in names)
+    ref = sorted(p for p in paths if "libblas" in p)
+    return f"reference BLAS ({ref[0]})" if ref else "none found"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="bench/torch_reference.py",
+        description="Times training steps of lmpipe's gpt model in PyTorch (a yardstick for bench/train.ts --vs-torch).",
+    )
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="base shapes (default tiny)")
+    ap.add_argument("--n-layer", type=int)
+    ap.add_argument("--n-head", type=int)
+    ap.add_argument("--n-embd", type=int)
+    ap.add_argument("--context", type=int, help="context length T")
+    ap.add_argument("--vocab", type=int, default=50304)
+    ap.add_argument("--no-bias", action="store_true", help="no biases in linears and LayerNorms")
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
+    ap.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first (default 1)")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's own)")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                    help="fp32, or autocast: bf16 (CPU or CUDA), fp16 (CUDA only, with a GradScaler)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="auto = cuda when available")
+    ap.add_argument("--attention", choices=["auto", "manual", "sdpa"], default="auto",
+                    help="sdpa = F.scaled_dot_product_attention (torch >= 2.0); auto uses it when present")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile one step and print its N most costly ops (self CPU time) on stderr")
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    for k, v in PRESETS[a.preset].items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    for k in ("n_layer", "n_head", "n_embd", "context", "vocab", "batch", "steps"):
+        if getattr(a, k) < 1:
+            ap.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
+    if a.warmup_steps < 0:
+        ap.error(f"--warmup-steps must be >= 0, got {a.warmup_steps}")
+    if a.n_embd % a.n_head != 0:
+        ap.error(f"--n-embd ({a.n_embd}) must be a multiple of --n-head ({a.n_head})")
+    return a
+
+
+def main(argv):
+    a = parse_args(argv)
+    if a.threads is not None:
+        if a.threads < 1:
+            sys.exit(f"bench/torch_reference.py: --threads must be >= 1, got {a.threads}")
+        torch.set_num_threads(a.threads)
+        try:
+            torch.set_num_interop_threads(1)  # no inter-op parallelism in eager training anyway
+        except RuntimeError:
+            pass  # already fixed in this process
+    cuda = torch.cuda.is_available()
+    if a.device == "cuda" and not cuda:
+        sys.exit("bench/torch_reference.py: --device cuda: this PyTorch sees no CUDA device "
+                 f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use --device cpu")
+    device = "cuda" if a.device == "cuda" or (a.device == "auto" and cuda) else "cpu"
+    if a.precision == "fp16" and device != "cuda":
+        sys.exit("bench/torch_reference.py: --precision fp16 needs CUDA (CPU autocast is bf16): use --precision bf16")
+    has_sdpa = hasattr(F, "scaled_dot_product_attention")
+    if a.attention == "sdpa" and not has_sdpa:
+        sys.exit(f"bench/torch_reference.py: --attention sdpa needs torch >= 2.0 (this is {torch.__version__})")
+    use_sdpa = a.attention == "sdpa" or (a.attention == "auto" and has_sdpa)
+
+    torch.manual_seed(a.seed)
+    model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa).to(device)
+    params = sum(p.numel() for p in model.parameters())  # the tied head is wte, counted once
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=a.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+    scaler = torch.cuda.amp.GradScaler() if a.precision == "fp16" else None
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    B, T = a.batch, a.context
+
+    def step():
+        data = torch.randint(0, min(SAMPLED_VOCAB, a.vocab), (B, T + 1), generator=gen)
+        x, y = data[:, :-1].to(device), data[:, 1:].to(device)
+        if amp_dtype is None:
+            loss = model(x, y)
+        else:
+            with torch.autocast(device_type=device, dtype=amp_dtype):
+                loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+        return loss.item()  # the one host read per step, as lmpipe's loop (also syncs CUDA)
+
+    warm_up_blas = torch.ones(8, 8) @ torch.ones(8, 8)  # loads the BLAS library before it is named
+    blas = blas_library()
+    if blas.startswith("reference"):
+        log(f"WARNING: PyTorch runs on the netlib {blas}, ~10x slower than OpenBLAS; on Debian: "
+            "apt-get install -y --no-install-recommends libopenblas0-openmp")
+    del warm_up_blas
+    log(f"{device}, {torch.get_num_threads()} thread(s), {a.precision}: {a.warmup_steps} + {a.steps} steps "
+        f"of {B} x {T} tokens, {params / 1e6:.2f}M parameters")
+    for _ in range(a.warmup_steps):
+        step()
+    times, losses = [], []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        losses.append(step())
+        times.append((time.perf_counter() - t0) * 1000)
+    ms = sum(times) / len(times)
+    out = {
+        "impl": "pytorch",
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "precision": a.precision,
+        "attention": "sdpa" if use_sdpa else "manual",
+        "blas": blas,
+        "config": {"n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd, "context": T,
+                   "vocab": a.vocab, "bias": not a.no_bias, "batch": B},
+        "params": params,
+        "warmup_steps": a.warmup_steps,
+        "steps": a.steps,
+        "ms_per_step": round(ms, 2),
+        "ms_per_step_min": round(min(times), 2),
+        "tokens_per_s": round(B * T * 1000 / ms, 1),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+    }
+    print(json.dumps(out), flush=True)
+    if a.profile > 0:
+        with torch.autograd.profiler.profile(record_shapes=True) as prof:
+            step()
+        table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=a.profile)
+        print(table, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
