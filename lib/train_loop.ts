@@ -150,7 +150,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     scaler.load(s.lossScale);
     train.load({ rng: s.rng });
     if (!run.resume.optimizer) throw new LmpipeError(`${run.resume.dir}: optimizer state was not loaded`);
-    optimizer.loadState(s.optimizerStep, run.resume.optimizer);
+    const saved = run.resume.optimizer;
+    tf.tidy(() => optimizer.loadState(s.optimizerStep, saved)); // frees the tensors it assigns from
   }
   const B = o.batchSize, T = train.context;
   const tokensPerStep = B * T * o.gradAccum;

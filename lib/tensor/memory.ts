@@ -3,9 +3,10 @@
 // every allocation. The figure is the one that limits what fits on each backend:
 // - webgpu: the bytes of GPU buffers TF.js holds (numBytesInGPUAllocated: in use plus freed buffers it
 //   pools for reuse; WebGPU itself reports no total or free memory);
-// - wasm, cpu, tensorflow: the bytes of live tensors (tf.memory().numBytes). On wasm these live in a heap
-//   that cannot pass 4 GiB and also holds allocator slack and kernel scratch space TF.js does not count,
-//   so wasmHeapBytes() is reported beside it.
+// - wasm, cpu, tensorflow: the bytes of live tensors (tf.memory().numBytes; a tensor sharing another's
+//   data, such as a reshape, counts again, so this errs high). On wasm these live in a heap that cannot
+//   pass 4 GiB and also holds allocator slack and kernel scratch space TF.js does not count, so
+//   wasmHeapBytes() is reported beside it.
 // It also knows which errors mean "out of memory" on each backend, and WebGPU's out-of-memory error
 // scope, since TF.js does not surface GPU allocation failures itself.
 import { tf } from "./backend.ts";

@@ -123,7 +123,7 @@ export function loadWeights(model: LanguageModel, weights: Map<string, HostTenso
     if (w.shape.join(",") !== p.shape.join(",")) {
       throw inputError(`${dir}: tensor '${name}' has shape [${w.shape}], the model expects [${p.shape}]`);
     }
-    p.assign(tf.tensor(w.data, p.shape, "float32"));
+    tf.tidy(() => p.assign(tf.tensor(w.data, p.shape, "float32"))); // the tidy frees the host copy's tensor
   }
   const extra = [...weights.keys()].filter((n) => !model.params.has(n));
   if (extra.length) throw inputError(`${dir}: model.safetensors has tensors the model does not: ${extra.slice(0, 5).join(", ")}`);
