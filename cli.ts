@@ -1,6 +1,6 @@
 // lmpipe's entry point: finds the subcommand, loads only its module (so `tokenize` never pays for
 // TensorFlow.js start-up), runs it, and turns every failure into a message and a meaningful exit code.
-import { EXIT, LmpipeError } from "./lib/errors.ts";
+import { asOutOfMemory, EXIT, LmpipeError } from "./lib/errors.ts";
 import { clearProgress } from "./lib/log.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -59,7 +59,7 @@ Options:
   -V, --version  print the version
 
 Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad input data, 4 output problem,
-            5 training diverged, 130 interrupted.
+            5 training diverged, 6 out of memory, 130 interrupted.
 Example:
   lmpipe tokenize fixtures/corpus --out data/fixture && lmpipe inspect data/fixture
 `;
@@ -94,6 +94,11 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
     if (err instanceof Deno.errors.BrokenPipe) return EXIT.ok; // `lmpipe ... | head` is not a failure
+    const oom = asOutOfMemory(err);
+    if (oom) {
+      console.error(`lmpipe ${cmd}: ${oom.message}`);
+      return oom.exitCode;
+    }
     console.error(`lmpipe ${cmd}: internal error (please report it):`);
     console.error(err instanceof Error ? err.stack ?? err.message : String(err));
     return EXIT.internal;

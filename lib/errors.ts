@@ -9,6 +9,7 @@ export const EXIT = {
   input: 3, // unreadable, corrupt or empty input data
   output: 4, // output exists, is unwritable, or the disk is full
   training: 5, // training diverged (NaN/inf loss in fp32)
+  memory: 6, // out of memory on the tensor backend: a smaller batch or model may fit
   interrupted: 130, // SIGINT/SIGTERM, after saving what could be saved
 } as const;
 
@@ -29,4 +30,21 @@ export function inputError(message: string): LmpipeError {
 
 export function outputError(message: string): LmpipeError {
   return new LmpipeError(message, EXIT.output);
+}
+
+/** What to try when a model does not fit in the backend's memory. */
+export const OUT_OF_MEMORY_HINT =
+  "use a smaller --batch-size (with --grad-accum to keep the tokens per step), --batch-size auto, a smaller " +
+  "model or context, or another --backend";
+
+/**
+ * A failed allocation that no lmpipe check caught first (a JS array buffer on the cpu backend, a GPU
+ * buffer), as an error with the memory exit code; null when `err` is something else.
+ */
+export function asOutOfMemory(err: unknown): LmpipeError | null {
+  if (!(err instanceof Error)) return null;
+  if (err instanceof RangeError && /Array buffer allocation failed/.test(err.message) || err.name === "GpuOutOfMemory") {
+    return new LmpipeError(`out of memory (${err.message}): ${OUT_OF_MEMORY_HINT}`, EXIT.memory);
+  }
+  return null;
 }

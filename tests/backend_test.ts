@@ -84,6 +84,7 @@ Deno.test({
 Deno.test("--backend tensorflow without tfjs-node says how to install it and what CUDA it needs", async () => {
   await assert.rejects(() => initBackend("tensorflow", { quiet: true }), (e: unknown) => {
     assert.ok(e instanceof LmpipeError);
+    assert.equal(e.exitCode, 2); // a usage error: the user asked for what is not installed, not a bug
     assert.match(e.message, /--backend tensorflow: not installed/);
     for (
       const s of [

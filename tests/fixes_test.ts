@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { asOutOfMemory, EXIT, LmpipeError } from "../lib/errors.ts";
 import {
   embeddingLookup,
   linear,
@@ -393,7 +394,11 @@ Deno.test("wasm: a failed heap allocation is a clear error, not a tensor at addr
   const full = fake(0), id = {};
   assert.throws(
     () => move.call(full, id, new Float32Array([1, 2]), [2], "float32", 1),
-    /wasm: out of memory allocating .*--batch-size/,
+    (e: unknown) => {
+      assert.ok(e instanceof LmpipeError && e.exitCode === EXIT.memory, String(e)); // exit code 6, not a bug report
+      assert.match(e.message, /wasm: out of memory allocating .*--batch-size/);
+      return true;
+    },
   );
   assert.equal(full.dataIdMap.size, 0);
   assert.deepEqual(Array.from(full.wasm.HEAPU8.subarray(0, 8)), [0, 0, 0, 0, 0, 0, 0, 0]); // nothing written
@@ -401,4 +406,14 @@ Deno.test("wasm: a failed heap allocation is a clear error, not a tensor at addr
   move.call(ok, id, new Float32Array([1, 2]), [2], "float32", 1);
   assert.deepEqual(Array.from(new Float32Array(ok.wasm.HEAPU8.buffer, 8, 2)), [1, 2]);
   assert.equal(ok.dataIdMap.get(id).memoryOffset, 8);
+});
+
+Deno.test("an allocation failure no check caught first still ends with the memory exit code", () => {
+  const js = asOutOfMemory(new RangeError("Array buffer allocation failed"));
+  assert.ok(js && js.exitCode === EXIT.memory && /--batch-size/.test(js.message));
+  const gpu = new Error("webgpu: out of memory (createBuffer)");
+  gpu.name = "GpuOutOfMemory";
+  assert.equal(asOutOfMemory(gpu)?.exitCode, EXIT.memory);
+  assert.equal(asOutOfMemory(new RangeError("Invalid array length")), null); // a bug, reported as one
+  assert.equal(asOutOfMemory("out of memory"), null);
 });

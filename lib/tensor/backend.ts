@@ -234,7 +234,7 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
       const why = tensorflowFailures.length > 0
         ? `installed but failed to load:\n  ${tensorflowFailures.join("\n  ")}`
         : "not installed.";
-      throw new LmpipeError(`--backend tensorflow: ${why}\n${TENSORFLOW_INSTALL_HELP}`);
+      throw usageError(`--backend tensorflow: ${why}\n${TENSORFLOW_INSTALL_HELP}`);
     }
     await activate("tensorflow");
     result = { name: "tensorflow", device: pkg };

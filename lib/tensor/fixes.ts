@@ -15,6 +15,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
+import { EXIT, LmpipeError, OUT_OF_MEMORY_HINT } from "../errors.ts";
 
 const { util, backend_util } = tf;
 type TensorInfo = tf.TensorInfo;
@@ -600,9 +601,6 @@ export function maxRowsPerChunk(cols: number): number {
 // The wasm heap cannot grow past 4 GiB. Then malloc returns 0, TF.js places the tensor at address 0 and
 // training goes on with corrupted memory until "memory access out of bounds". Every tensor allocation
 // goes through BackendWasm.move, which here makes a failed malloc a clear error instead.
-export const WASM_OOM_HINT =
-  "use a smaller --batch-size (with --grad-accum to keep the tokens per step), a smaller model or " +
-  "context, or --backend webgpu";
 
 function guardWasmMalloc(): void {
   const proto = BackendWasm.prototype as AnyBackend;
@@ -625,13 +623,14 @@ function guardWasmMalloc(): void {
       this.wasm.tfjs.disposeData(data.id);
       this.dataIdMap.delete(dataId);
       const heap = this.wasm.HEAPU8.buffer.byteLength / 2 ** 30;
-      throw new Error(
+      throw new LmpipeError(
         `wasm: out of memory allocating ${(numBytes / 2 ** 20).toFixed(1)} MiB (heap ${
           heap.toFixed(2)
         } GiB ` +
           `of at most 4 GiB; tensors hold ${
             (tf.memory().numBytes / 2 ** 30).toFixed(2)
-          } GiB): ${WASM_OOM_HINT}`,
+          } GiB): ${OUT_OF_MEMORY_HINT}`,
+        EXIT.memory,
       );
     }
     if (values != null) {

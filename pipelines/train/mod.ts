@@ -114,7 +114,8 @@ Budget and output:
 Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
 ms_per_step, elapsed_s, batch_size, peak_bytes (the step's peak backend memory, as --memory-limit
 counts it), and val_loss on evaluation steps. Exit codes: 5 when the loss turns NaN in fp32
-(the last good checkpoint is kept), 130 after SIGINT/SIGTERM (a checkpoint is saved first).
+(the last good checkpoint is kept), 6 when the backend runs out of memory (try a smaller --batch-size
+or --batch-size auto), 130 after SIGINT/SIGTERM (a checkpoint is saved first).
 
 Example:
   lmpipe train --data data/fixture --preset tiny --max-time 1m --out runs/tiny
