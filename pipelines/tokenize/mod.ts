@@ -77,7 +77,7 @@ with its own header (about 1M tokens each, on document boundaries), or raw uint1
 Memory: bounded, independent of the input's size: about 150 MB for the process and its V8 heap, plus
 about 4 MiB of text per worker in flight, plus the largest single document (a whole stdin or .txt file
 without --doc-sep is one document). V8 may let its heap grow lazily by a few tens of MB when memory is
-plentiful; with --v8-flags=--max-old-space-size=48 a 16 MB run peaks within 24 MB of a 2 MB run
+plentiful; with --v8-flags=--max-old-space-size=32 a 24 MB run peaks within 24 MB of a 2 MB run
 (tests/shard_test.ts).
 
 Example:
