@@ -129,10 +129,12 @@ export async function run(
       }
     }
     lines.push(
-      `total: ${total.shards} shard(s), ${fmtCount(total.tokens)} tokens (train ${
-        fmtCount(total.train_tokens)
-      }, ` +
-        `val ${fmtCount(total.val_tokens)}), ${total.docs} documents` +
+      `total: ${total.shards} shard(s), ${fmtCount(total.tokens)} tokens` +
+        // a stream from stdin carries no split; a folder or named shards do
+        (total.train_tokens + total.val_tokens > 0
+          ? ` (train ${fmtCount(total.train_tokens)}, val ${fmtCount(total.val_tokens)})`
+          : "") +
+        `, ${total.docs} documents` +
         (metaFiles.length ? `; checked against ${metaFiles.map((m) => basename(m)).join(", ")}` : "") +
         `: ${ok ? "ok" : `${problems.length} problem(s)`}`,
     );
