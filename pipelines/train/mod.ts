@@ -301,6 +301,8 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     model: modelConfig,
     tokenizer: { name: TOKENIZER_NAME, vocab_size: VOCAB_SIZE, eot: EOT },
     training: { ...o, data: dataPaths } satisfies StoredTraining,
+    // what the model costs, as printed at start (FLOPs/token: forward + backward, nanoGPT's estimate)
+    stats: { params: model.paramCount(), flops_per_token: model.flopsPerToken() },
     lmpipe: VERSION,
   };
   try {
