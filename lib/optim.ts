@@ -2,6 +2,12 @@
 // update PyTorch's torch.optim.AdamW makes, which nanoGPT uses), the learning-rate schedules, and the
 // global gradient norm used for clipping and for the loss scaler's overflow check.
 import { tf } from "./tensor/backend.ts";
+import {
+  type AdamWConstants,
+  adamWFused,
+  fusedKernelsActive,
+  sumOfSquaresFused,
+} from "./tensor/webgpu_kernels.ts";
 
 export interface AdamWOptions {
   beta1: number;
@@ -10,6 +16,12 @@ export interface AdamWOptions {
   weightDecay: number;
   /** Which parameters get weight decay (the model decides: matrices and embeddings, not biases/norms). */
   decays: (name: string) => boolean;
+  /**
+   * On webgpu, run each parameter's update as one fused WGSL dispatch (lib/tensor/webgpu_kernels.ts)
+   * instead of the ~15 op chain below, which stays the reference and is used on every other backend.
+   * Default true; tests set false to compare the two.
+   */
+  fused?: boolean;
 }
 
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
@@ -42,15 +54,36 @@ export class AdamW {
     const bc2 = 1 - Math.pow(beta2, this.t);
     const stepSize = lr / bc1;
     const sqrtBc2 = Math.sqrt(bc2);
+    const fused = this.opts.fused !== false && fusedKernelsActive();
     for (const [name, p] of this.params) {
       const g0 = grads.get(name);
       if (!g0) throw new Error(`AdamW: no gradient for parameter '${name}'`);
       const m = this.m.get(name)!, v = this.v.get(name)!;
+      const decays = weightDecay > 0 && this.opts.decays(name);
       tf.tidy(() => {
+        if (fused) {
+          // The same float32 operations as the chain below, with the same host-computed constants.
+          const c: AdamWConstants = {
+            gradScale,
+            beta1,
+            oneMinusBeta1: 1 - beta1,
+            beta2,
+            oneMinusBeta2: 1 - beta2,
+            decay: decays ? 1 - lr * weightDecay : 1,
+            sqrtBc2,
+            eps,
+            stepSize,
+          };
+          const [p1, m1, v1] = adamWFused(p, g0, m, v, c);
+          m.assign(m1);
+          v.assign(v1);
+          p.assign(p1);
+          return;
+        }
         const g = gradScale === 1 ? g0 : tf.mul(g0, gradScale);
         const m1 = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
         const v1 = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
-        const decayed = weightDecay > 0 && this.opts.decays(name) ? tf.mul(p, 1 - lr * weightDecay) : p;
+        const decayed = decays ? tf.mul(p, 1 - lr * weightDecay) : p;
         const denom = tf.add(tf.div(tf.sqrt(v1), sqrtBc2), eps);
         const p1 = tf.sub(decayed, tf.mul(tf.div(m1, denom), stepSize));
         m.assign(m1);
@@ -122,9 +155,11 @@ export function learningRate(it: number, o: ScheduleOptions): number {
 /**
  * Sum of squares of all `tensors` as one scalar: a sum per tensor, then pairwise additions (webgpu's
  * addN with 8 or more inputs sums only the first 7). Any inf/NaN element makes the result non-finite,
- * so this one reduction is also the overflow check.
+ * so this one reduction is also the overflow check. `fused: false` forces the op chain on webgpu (tests).
  */
-export function sumOfSquares(tensors: tf.Tensor[], scale = 1): tf.Scalar {
+export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.Scalar {
+  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu_kernels.ts).
+  if (fused && tensors.length > 0 && fusedKernelsActive()) return sumOfSquaresFused(tensors, scale);
   return tf.tidy(() => {
     let parts: tf.Tensor[] = tensors.map((g) => tf.sum(tf.square(scale === 1 ? g : tf.mul(g, scale))));
     if (parts.length === 0) return tf.scalar(0);

@@ -1,0 +1,429 @@
+// Fused WGSL kernels for the webgpu backend: each replaces a chain of TF.js ops (one GPU dispatch
+// each) by fewer dispatches that compute the same float32 operations in the same order, so the op
+// chains stay the single reference (lib/optim.ts, lib/precision.ts) and tests/webgpu_kernels_test.ts
+// compares the two on the GPU (bit for bit on Mesa llvmpipe).
+//   - AdamW update (LmpipeAdamW, ~15 -> 1 dispatch per parameter): reads param, grad, m, v and writes
+//     new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
+//     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
+//     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
+//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> N + 1): the gradient norm and the
+//     loss scaler's overflow check.
+//   - binary16 rounding of --precision mixed (LmpipeToHalf, ~19 -> 1): a one-output TF.js program.
+// All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
+// are tracked and disposed like any other op's. Other backends keep the op chains.
+import * as tf from "@tensorflow/tfjs-core";
+import { webgpuMaxTensorBytes } from "./fixes.ts";
+
+// The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
+// makeTensorInfo, tensorMap, device); typed loosely.
+// deno-lint-ignore no-explicit-any
+type GpuBackend = any;
+type TensorInfo = tf.TensorInfo;
+
+export const ADAMW_KERNEL = "LmpipeAdamW";
+export const TO_HALF_KERNEL = "LmpipeToHalf";
+
+const WORKGROUP = 64;
+
+// On by default; LMPIPE_WEBGPU_FUSED=0 turns them off (the op chains run instead), as does
+// setFusedKernelsEnabled(false) (bench/webgpu_launches.ts measures both ways).
+let enabled = readEnabledFromEnv();
+
+function readEnabledFromEnv(): boolean {
+  try {
+    return Deno.env.get("LMPIPE_WEBGPU_FUSED") !== "0";
+  } catch {
+    return true; // no env permission
+  }
+}
+
+/** Turns the fused webgpu kernels on or off for this process (callers fall back to the op chains). */
+export function setFusedKernelsEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/** Whether the fused kernels are used now: enabled, and the current backend is webgpu. */
+export function fusedKernelsActive(): boolean {
+  return enabled && tf.getBackend() === "webgpu";
+}
+
+// --- AdamW ---------------------------------------------------------------------------------------
+
+/**
+ * Per-update constants of AdamW, computed on the host in float64 exactly as lib/optim.ts computes
+ * them; each becomes a float32 in the shader, as TF.js turns a JS number operand into a float32
+ * scalar tensor, so the fused update sees the same float32 constants as the op chain.
+ */
+export interface AdamWConstants {
+  /** Multiplies the gradient first (loss-scale unscale times clip factor; 1: none). */
+  gradScale: number;
+  beta1: number;
+  oneMinusBeta1: number;
+  beta2: number;
+  oneMinusBeta2: number;
+  /** p is multiplied by this before the update (1 - lr * wd, or 1 without decay). */
+  decay: number;
+  sqrtBc2: number;
+  eps: number;
+  stepSize: number;
+}
+
+// TF.js's recordAndSubmit binds [output, ...inputs, uniforms] and fills the uniform buffer with NaN,
+// Infinity, then a shape and strides field per bound tensor, then the program's own uniforms. All
+// tensors are passed as 1-D views, so every one of those fields is a single 4-byte scalar. The
+// struct below spells that layout out; the exactness tests would fail if it were off.
+const ADAMW_BOUND = 7; // pOut (output), p, g, m, v, mOut, vOut
+const adamWShader = () => {
+  const tfjsFields = Array.from({ length: ADAMW_BOUND }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(
+    " ",
+  );
+  return `
+struct Uniforms {
+  nanValue: f32, infValue: f32, ${tfjsFields}
+  n: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
+  decay: f32, sqrtBc2: f32, eps: f32, stepSize: f32,
+};
+@group(0) @binding(0) var<storage, read_write> pOut: array<f32>;
+@group(0) @binding(1) var<storage, read> pIn: array<f32>;
+@group(0) @binding(2) var<storage, read> gIn: array<f32>;
+@group(0) @binding(3) var<storage, read> mIn: array<f32>;
+@group(0) @binding(4) var<storage, read> vIn: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mOut: array<f32>;
+@group(0) @binding(6) var<storage, read_write> vOut: array<f32>;
+@group(0) @binding(7) var<uniform> u: Uniforms;
+
+@compute @workgroup_size(${WORKGROUP})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = i32((wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid);
+  if (i >= u.n) { return; }
+  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
+  let g = gIn[i] * u.gradScale;
+  let m1 = mIn[i] * u.beta1 + g * u.oneMinusBeta1;
+  let v1 = vIn[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
+  let decayed = pIn[i] * u.decay;
+  let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
+  pOut[i] = decayed - (m1 / denom) * u.stepSize;
+  mOut[i] = m1;
+  vOut[i] = v1;
+}`;
+};
+
+const pipelines = new WeakMap<GPUDevice, GPUComputePipeline>();
+
+function adamWPipeline(device: GPUDevice): GPUComputePipeline {
+  let p = pipelines.get(device);
+  if (!p) {
+    const module = device.createShaderModule({ code: adamWShader(), label: "LmpipeAdamW" });
+    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
+    pipelines.set(device, p);
+  }
+  return p;
+}
+
+/** Workgroup grid for `n` elements: 1-D when it fits the per-dimension limit, else a square 2-D grid. */
+function grid(device: GPUDevice, n: number): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(n / WORKGROUP));
+  const max = device.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= max) return [groups, 1, 1];
+  const side = Math.ceil(Math.sqrt(groups));
+  if (side > max) throw new Error(`webgpu_kernels: ${n} elements exceed the dispatch limits of this GPU`);
+  return [side, side, 1];
+}
+
+/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
+class LmpipeAdamWProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  pipeline: GPUComputePipeline;
+  size = false;
+  constructor(device: GPUDevice, n: number) {
+    this.outputShape = [n];
+    this.dispatch = grid(device, n);
+    this.pipeline = adamWPipeline(device);
+  }
+}
+
+function adamWKernel(
+  { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
+): TensorInfo[] {
+  const { p, g, m, v } = inputs as Record<string, TensorInfo>;
+  const c = attrs as unknown as AdamWConstants;
+  const n = tf.util.sizeFromShape(p.shape);
+  for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
+    if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
+      throw new Error(
+        `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
+      );
+    }
+  }
+  const limit = webgpuMaxTensorBytes(backend);
+  if (n * 4 > limit) {
+    throw new Error(
+      `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
+        `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+    );
+  }
+  const outs = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
+  if (n === 0) {
+    for (const o of outs) backend.tensorMap.get(o.dataId).values = new Float32Array(0);
+    return outs;
+  }
+  const flat = (t: TensorInfo): TensorInfo => ({ dataId: t.dataId, shape: [n], dtype: "float32" });
+  for (const t of [p, g, m, v, ...outs]) backend.uploadToGPU(t.dataId);
+  const [pOut, mOut, vOut] = outs.map(flat);
+  const program = new LmpipeAdamWProgram(backend.device as GPUDevice, n);
+  const f = (x: number) => ({ type: "float32", data: [x] });
+  backend.recordAndSubmit(program, pOut, [flat(p), flat(g), flat(m), flat(v), mOut, vOut], [
+    { type: "int32", data: [n] },
+    f(c.gradScale),
+    f(c.beta1),
+    f(c.oneMinusBeta1),
+    f(c.beta2),
+    f(c.oneMinusBeta2),
+    f(c.decay),
+    f(c.sqrtBc2),
+    f(c.eps),
+    f(c.stepSize),
+  ]);
+  return outs;
+}
+
+/**
+ * One fused AdamW update on webgpu: returns [new param, new m, new v] as fresh tensors (the caller
+ * assigns them to its variables). Same float32 arithmetic as the op chain in lib/optim.ts.
+ */
+export function adamWFused(
+  p: tf.Tensor,
+  g: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  c: AdamWConstants,
+): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const out = tf.engine().runKernel(
+    ADAMW_KERNEL,
+    { p, g, m, v } as unknown as tf.NamedTensorMap,
+    c as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor[];
+  return [out[0], out[1], out[2]];
+}
+
+// --- sum of squares (gradient norm and loss-scale overflow check) ------------------------------------
+// lib/optim.ts sumOfSquares: per tensor sum(square(g * scale)) (2-3 dispatches), then pairwise adds of
+// the per-tensor sums (N - 1 dispatches). Fused: one dispatch per tensor that squares and sums in the
+// same order as TF.js's full reduction (ReduceProgram: one workgroup of W = 64, 256 or 512 threads by
+// size; thread t adds elements t, t + W, ... in turn; then a halving tree over the W partial sums),
+// writing its sum into slot i of one [N] buffer; then one dispatch adds the slots pairwise, level by
+// level, as sumOfSquares does. N + 1 dispatches in all.
+export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
+
+/** TF.js's workgroup size for summing `n` elements to one value (reduce_webgpu.ts in 4.22). */
+function reduceWorkgroup(n: number, maxX: number): number {
+  if (n >= 32768 && maxX >= 512) return 512;
+  return n >= 4096 ? 256 : 64;
+}
+
+// recordAndSubmit's leading uniforms for [output, one input], both 1-D: NaN, Infinity, 2 x (shape, stride).
+const sumSquaresShader = (w: number) => `
+struct Uniforms {
+  nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32,
+  n: i32, slot: i32, scale: f32,
+};
+@group(0) @binding(0) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> u: Uniforms;
+var<workgroup> partial: array<f32, ${w}>;
+
+@compute @workgroup_size(${w})
+fn _start(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var k = i32(lid); k < u.n; k = k + ${w}) {
+    let s = x[k] * u.scale;
+    let sq = s * s;
+    acc = acc + sq;
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  var live = min(u32(u.n), ${w}u);
+  loop {
+    if (live <= 1u) { break; }
+    let half = live / 2u;
+    let upper = (live + 1u) / 2u;
+    if (lid < half) { partial[lid] = partial[lid] + partial[lid + upper]; }
+    live = upper;
+    workgroupBarrier();
+  }
+  if (lid == 0u) { sums[u.slot] = partial[0]; }
+}`;
+
+// Pairwise total of the [N] per-tensor sums, in place, one thread (N is the number of parameters).
+// Uniforms for [output, one input]: NaN, Infinity, 2 x (shape, stride), then N.
+const pairwiseShader = `
+struct Uniforms { nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32, count: i32 };
+@group(0) @binding(0) var<storage, read_write> total: array<f32>;
+@group(0) @binding(1) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(2) var<uniform> u: Uniforms;
+
+@compute @workgroup_size(1)
+fn _start() {
+  var len = u.count;
+  loop {
+    if (len <= 1) { break; }
+    for (var i = 0; i < len; i = i + 2) {
+      if (i + 1 < len) { sums[i / 2] = sums[i] + sums[i + 1]; } else { sums[i / 2] = sums[i]; }
+    }
+    len = (len + 1) / 2;
+  }
+  total[0] = sums[0];
+}`;
+
+const extraPipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+function cachedPipeline(device: GPUDevice, key: string, code: () => string): GPUComputePipeline {
+  let m = extraPipelines.get(device);
+  if (!m) extraPipelines.set(device, m = new Map());
+  let p = m.get(key);
+  if (!p) {
+    const module = device.createShaderModule({ code: code(), label: key });
+    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
+    m.set(key, p);
+  }
+  return p;
+}
+
+class LmpipeSumSquaresProgram {
+  outputShape: number[];
+  dispatch: [number, number, number] = [1, 1, 1];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, slots: number) {
+    this.outputShape = [slots];
+  }
+}
+
+class LmpipePairwiseSumProgram {
+  outputShape = [1];
+  dispatch: [number, number, number] = [1, 1, 1];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline) {}
+}
+
+function sumSquaresKernel(
+  { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
+): TensorInfo {
+  const ts = inputs as unknown as TensorInfo[];
+  const scale = (attrs as { scale: number }).scale;
+  const device = backend.device as GPUDevice;
+  const out = backend.makeTensorInfo([], "float32") as TensorInfo;
+  const N = ts.length;
+  const sums = backend.makeTensorInfo([N], "float32") as TensorInfo;
+  backend.uploadToGPU(sums.dataId);
+  backend.uploadToGPU(out.dataId);
+  const limit = webgpuMaxTensorBytes(backend);
+  ts.forEach((t, i) => {
+    const n = tf.util.sizeFromShape(t.shape);
+    if (t.dtype !== "float32") {
+      throw new Error(`${SUM_SQUARES_KERNEL}: tensor ${i} is ${t.dtype}, expected float32`);
+    }
+    if (n * 4 > limit) {
+      throw new Error(`${SUM_SQUARES_KERNEL}: tensor ${i} (${n} floats) is over this GPU's binding limit`);
+    }
+    backend.uploadToGPU(t.dataId);
+    const w = reduceWorkgroup(n, device.limits.maxComputeWorkgroupSizeX);
+    const pipeline = cachedPipeline(device, `LmpipeSumSquares${w}`, () => sumSquaresShader(w));
+    backend.recordAndSubmit(new LmpipeSumSquaresProgram(pipeline, N), sums, [
+      { dataId: t.dataId, shape: [n], dtype: "float32" },
+    ], [{ type: "int32", data: [n] }, { type: "int32", data: [i] }, { type: "float32", data: [scale] }]);
+  });
+  const pairwise = cachedPipeline(device, "LmpipePairwiseSum", () => pairwiseShader);
+  const out1 = { dataId: out.dataId, shape: [1], dtype: "float32" as const };
+  backend.recordAndSubmit(new LmpipePairwiseSumProgram(pairwise), out1, [sums], [{
+    type: "int32",
+    data: [N],
+  }]);
+  backend.disposeData(sums.dataId);
+  return out;
+}
+
+/**
+ * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in N + 1 webgpu
+ * dispatches; the same float32 operations in the same order as lib/optim.ts sumOfSquares on webgpu.
+ */
+export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scalar {
+  if (tensors.length === 0) throw new Error(`${SUM_SQUARES_KERNEL}: no tensors`);
+  return tf.engine().runKernel(
+    SUM_SQUARES_KERNEL,
+    tensors as unknown as tf.NamedTensorMap,
+    { scale } as unknown as tf.NamedAttrMap,
+  ) as tf.Scalar;
+}
+
+// --- binary16 rounding -----------------------------------------------------------------------------
+// Rounds float32 to the nearest binary16 value (ties to even) with integer operations on the bits,
+// which no compiler may contract or reorder: normal range: add half a unit of the 13 dropped bits
+// (minus one unless the kept part is odd) and clear them, a carry rolling into the exponent as it
+// should; below 2^-14 the spacing is fixed at 2^-24: x * 2^24 is exact, round() ties to even, and
+// the product back is exact. From 65520 up: infinity; NaN is returned unchanged; signs are kept
+// (so tiny negatives become -0). Matches toHalf's op chain in lib/precision.ts bit for bit.
+class LmpipeToHalfProgram {
+  outputShape: number[];
+  shaderKey = "lmpipe_to_half";
+  dispatchLayout: { x: number[] };
+  dispatch: [number, number, number];
+  variableNames = ["A"];
+  workgroupSize: [number, number, number] = [128, 1, 1];
+  size = true;
+  constructor(shape: number[]) {
+    this.outputShape = shape;
+    this.dispatchLayout = { x: shape.map((_, i) => i) };
+    const groups = Math.ceil(tf.util.sizeFromShape(shape) / this.workgroupSize[0]);
+    this.dispatch = [Math.max(1, groups), 1, 1]; // runWebGPUProgram folds it into 2-D when too wide
+  }
+  getUserCode(): string {
+    return `
+      fn roundToHalf(x: f32) -> f32 {
+        let bits = bitcast<u32>(x);
+        let sign = bits & 0x80000000u;
+        let mag = bits & 0x7fffffffu;
+        if (mag > 0x7f800000u) { return x; }                      // NaN
+        if (mag >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: inf
+        if (mag >= 0x38800000u) {                                   // >= 2^-14: normal binary16
+          let odd = (mag >> 13u) & 1u;
+          let r = (mag + 0xfffu + odd) & 0xffffe000u;
+          return bitcast<f32>(sign | r);
+        }
+        let q = round(bitcast<f32>(mag) * 16777216.0) * 5.9604644775390625e-8;
+        return bitcast<f32>(sign | bitcast<u32>(q));
+      }
+      fn main(index: i32) {
+        if (index < uniforms.size) {
+          setOutputAtIndex(index, roundToHalf(getAByOutputIndex(index)));
+        }
+      }`;
+  }
+}
+
+function toHalfKernel(
+  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
+): TensorInfo {
+  const { x } = inputs as Record<string, TensorInfo>;
+  if (x.dtype !== "float32") throw new Error(`${TO_HALF_KERNEL}: expected float32, got ${x.dtype}`);
+  return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice()), [x], "float32");
+}
+
+/** binary16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toHalf). */
+export function toHalfFused(x: tf.Tensor): tf.Tensor {
+  return tf.engine().runKernel(TO_HALF_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
+}
+
+// Registered once, when this module is first imported (fixes.ts, imported above, loads the webgpu backend).
+for (
+  const [kernelName, fn] of [
+    [ADAMW_KERNEL, adamWKernel],
+    [TO_HALF_KERNEL, toHalfKernel],
+    [SUM_SQUARES_KERNEL, sumSquaresKernel],
+  ] as const
+) {
+  if (!tf.getKernel(kernelName, "webgpu")) {
+    tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
+  }
+}
