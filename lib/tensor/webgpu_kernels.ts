@@ -6,7 +6,7 @@
 //     new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
 //     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
 //     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
-//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> N + 1): the gradient norm and the
+//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/6 + 1): the gradient norm and the
 //     loss scaler's overflow check.
 //   - binary16 rounding of --precision mixed (LmpipeToHalf, ~19 -> 1): a one-output TF.js program.
 // All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
@@ -210,12 +210,15 @@ export function adamWFused(
 
 // --- sum of squares (gradient norm and loss-scale overflow check) ------------------------------------
 // lib/optim.ts sumOfSquares: per tensor sum(square(g * scale)) (2-3 dispatches), then pairwise adds of
-// the per-tensor sums (N - 1 dispatches). Fused: one dispatch per tensor that squares and sums in the
-// same order as TF.js's full reduction (ReduceProgram: one workgroup of W = 64, 256 or 512 threads by
-// size; thread t adds elements t, t + W, ... in turn; then a halving tree over the W partial sums),
-// writing its sum into slot i of one [N] buffer; then one dispatch adds the slots pairwise, level by
-// level, as sumOfSquares does. N + 1 dispatches in all.
+// the per-tensor sums (N - 1 dispatches). Fused: each tensor is squared and summed by one workgroup in
+// the same order as TF.js's full reduction (ReduceProgram: one workgroup of W = 64, 256 or 512 threads
+// by size; thread t adds elements t, t + W, ... in turn; then a halving tree over the W partial sums),
+// which writes the sum into the tensor's slot of one [N] buffer. Tensors with the same W go up to
+// SUM_GROUP at a time into one dispatch (one workgroup each). Then one dispatch adds the slots pairwise,
+// level by level, as sumOfSquares does. For N parameters: about N / SUM_GROUP + 1 dispatches.
 export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
+/** Tensors per dispatch: with the [N] output, 7 storage buffers (WebGPU guarantees 8 per stage). */
+const SUM_GROUP = 6;
 
 /** TF.js's workgroup size for summing `n` elements to one value (reduce_webgpu.ts in 4.22). */
 function reduceWorkgroup(n: number, maxX: number): number {
@@ -223,28 +226,45 @@ function reduceWorkgroup(n: number, maxX: number): number {
   return n >= 4096 ? 256 : 64;
 }
 
-// recordAndSubmit's leading uniforms for [output, one input], both 1-D: NaN, Infinity, 2 x (shape, stride).
-const sumSquaresShader = (w: number) => `
+// recordAndSubmit's leading uniforms for [output, k inputs], all 1-D: NaN, Infinity, then (shape,
+// stride) per tensor; then ours: the scale, each tensor's size and slot.
+const sumSquaresShader = (w: number, k: number) => {
+  const ids = Array.from({ length: k }, (_, j) => j);
+  const tfjsFields = [
+    "shape0: i32, stride0: i32,",
+    ...ids.map((j) => `shape${j + 1}: i32, stride${j + 1}: i32,`),
+  ];
+  const pick = (what: (j: number) => string) =>
+    `switch j { ${ids.map((j) => `case ${j}u: { return ${what(j)}; }`).join(" ")} default: { return ${
+      what(0)
+    }; } }`;
+  return `
 struct Uniforms {
-  nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32,
-  n: i32, slot: i32, scale: f32,
+  nanValue: f32, infValue: f32, ${tfjsFields.join(" ")}
+  scale: f32, ${ids.map((j) => `n${j}: i32,`).join(" ")} ${ids.map((j) => `slot${j}: i32,`).join(" ")}
 };
 @group(0) @binding(0) var<storage, read_write> sums: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<uniform> u: Uniforms;
+${ids.map((j) => `@group(0) @binding(${j + 1}) var<storage, read> x${j}: array<f32>;`).join("\n")}
+@group(0) @binding(${k + 1}) var<uniform> u: Uniforms;
 var<workgroup> partial: array<f32, ${w}>;
 
+fn load(j: u32, e: i32) -> f32 { ${pick((j) => `x${j}[e]`)} }
+fn count(j: u32) -> i32 { ${pick((j) => `u.n${j}`)} }
+fn slotOf(j: u32) -> i32 { ${pick((j) => `u.slot${j}`)} }
+
 @compute @workgroup_size(${w})
-fn _start(@builtin(local_invocation_index) lid: u32) {
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = wid.x;
+  let n = count(j);
   var acc = 0.0;
-  for (var k = i32(lid); k < u.n; k = k + ${w}) {
-    let s = x[k] * u.scale;
+  for (var e = i32(lid); e < n; e = e + ${w}) {
+    let s = load(j, e) * u.scale;
     let sq = s * s;
     acc = acc + sq;
   }
   partial[lid] = acc;
   workgroupBarrier();
-  var live = min(u32(u.n), ${w}u);
+  var live = min(u32(n), ${w}u);
   loop {
     if (live <= 1u) { break; }
     let half = live / 2u;
@@ -253,8 +273,9 @@ fn _start(@builtin(local_invocation_index) lid: u32) {
     live = upper;
     workgroupBarrier();
   }
-  if (lid == 0u) { sums[u.slot] = partial[0]; }
+  if (lid == 0u) { sums[slotOf(j)] = partial[0]; }
 }`;
+};
 
 // Pairwise total of the [N] per-tensor sums, in place, one thread (N is the number of parameters).
 // Uniforms for [output, one input]: NaN, Infinity, 2 x (shape, stride), then N.
@@ -293,10 +314,11 @@ function cachedPipeline(device: GPUDevice, key: string, code: () => string): GPU
 
 class LmpipeSumSquaresProgram {
   outputShape: number[];
-  dispatch: [number, number, number] = [1, 1, 1];
+  dispatch: [number, number, number];
   size = false;
-  constructor(readonly pipeline: GPUComputePipeline, slots: number) {
+  constructor(readonly pipeline: GPUComputePipeline, slots: number, tensors: number) {
     this.outputShape = [slots];
+    this.dispatch = [tensors, 1, 1];
   }
 }
 
@@ -319,6 +341,7 @@ function sumSquaresKernel(
   backend.uploadToGPU(sums.dataId);
   backend.uploadToGPU(out.dataId);
   const limit = webgpuMaxTensorBytes(backend);
+  const groups = new Map<number, number[]>(); // workgroup size -> tensor indices, in order
   ts.forEach((t, i) => {
     const n = tf.util.sizeFromShape(t.shape);
     if (t.dtype !== "float32") {
@@ -329,11 +352,26 @@ function sumSquaresKernel(
     }
     backend.uploadToGPU(t.dataId);
     const w = reduceWorkgroup(n, device.limits.maxComputeWorkgroupSizeX);
-    const pipeline = cachedPipeline(device, `LmpipeSumSquares${w}`, () => sumSquaresShader(w));
-    backend.recordAndSubmit(new LmpipeSumSquaresProgram(pipeline, N), sums, [
-      { dataId: t.dataId, shape: [n], dtype: "float32" },
-    ], [{ type: "int32", data: [n] }, { type: "int32", data: [i] }, { type: "float32", data: [scale] }]);
+    groups.set(w, [...(groups.get(w) ?? []), i]);
   });
+  for (const [w, members] of groups) {
+    for (let g0 = 0; g0 < members.length; g0 += SUM_GROUP) {
+      const part = members.slice(g0, g0 + SUM_GROUP);
+      const k = part.length;
+      const pipeline = cachedPipeline(device, `LmpipeSumSquares${w}x${k}`, () => sumSquaresShader(w, k));
+      const sizes = part.map((i) => tf.util.sizeFromShape(ts[i].shape));
+      backend.recordAndSubmit(
+        new LmpipeSumSquaresProgram(pipeline, N, k),
+        sums,
+        part.map((i, j) => ({ dataId: ts[i].dataId, shape: [sizes[j]], dtype: "float32" })),
+        [
+          { type: "float32", data: [scale] },
+          ...sizes.map((n) => ({ type: "int32", data: [n] })),
+          ...part.map((i) => ({ type: "int32", data: [i] })),
+        ],
+      );
+    }
+  }
   const pairwise = cachedPipeline(device, "LmpipePairwiseSum", () => pairwiseShader);
   const out1 = { dataId: out.dataId, shape: [1], dtype: "float32" as const };
   backend.recordAndSubmit(new LmpipePairwiseSumProgram(pairwise), out1, [sums], [{
@@ -345,8 +383,9 @@ function sumSquaresKernel(
 }
 
 /**
- * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in N + 1 webgpu
- * dispatches; the same float32 operations in the same order as lib/optim.ts sumOfSquares on webgpu.
+ * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in about
+ * N / 6 + 1 webgpu dispatches; the same float32 operations in the same order as lib/optim.ts
+ * sumOfSquares on webgpu.
  */
 export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scalar {
   if (tensors.length === 0) throw new Error(`${SUM_SQUARES_KERNEL}: no tensors`);
