@@ -97,7 +97,9 @@ if (gpu.ok) {
         const mag = s === 2 ? 1e-6 : 3; // tiny gradients: v underflows toward eps territory
         grads.set(name, tf.mul(tf.tensor(randomArray(n, 100 + 10 * s + k++), shape), mag));
       }
+      const before = tf.memory().numTensors;
       const names = dispatchedBy(() => fused.step(grads, lr, gradScale));
+      assert.equal(tf.memory().numTensors, before, "the fused update must not leak tensors");
       assert.deepEqual(
         names,
         Object.keys(SHAPES).map(() => "LmpipeAdamWProgram"),
@@ -222,6 +224,7 @@ if (gpu.ok) {
           expectedDispatches(sizes.slice(0, k)),
           `${k} tensors: ${names.join(", ")}`,
         );
+        assert.equal(fused.shape.length, 0, "a scalar");
         const ref = sumOfSquares(ts.slice(0, k), scale, false);
         await assertSame(fused, ref, `sum of squares of ${k} tensors, scale ${scale}`);
         tf.dispose([fused, ref]);
