@@ -28,6 +28,7 @@ Deno.test("study report: a row per model, failed runs say why, the study's numbe
       val_loss: 7.456,
       tokens_per_s: 1024,
       peak_memory_bytes: 512e6,
+      peak_tensor_bytes: 300e6,
     },
     {
       model: "pixel-cumsum",
@@ -59,7 +60,7 @@ Deno.test("study report: a row per model, failed runs say why, the study's numbe
   const md = renderMarkdown(report);
   assert.match(
     md,
-    /\| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| ok \|/,
+    /\| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| 300\.0 MB \| ok \|/,
   );
   assert.match(md, /\| \[pixel-cumsum\]\(pixel-cumsum\/\) .*\| failed: train exited with 3: bad shard \|/);
   for (const v of ["3.198", "6.46", "4.73", "4.5044"]) assert.ok(md.includes(v), v);
@@ -163,6 +164,7 @@ Deno.test({
         assert.ok(m.val_loss! > 5 && m.val_loss! < 12, `${m.model}: val loss ${m.val_loss}`);
         assert.ok(m.train_loss! > 5 && m.train_loss! < 12);
         assert.ok(m.tokens_per_s! > 0);
+        assert.ok(m.peak_tensor_bytes! > 1e6, `${m.model}: peak tensor bytes ${m.peak_tensor_bytes}`);
         assert.equal(m.val_tokens, 1024);
         // each run is an ordinary, resumable train folder with its own step log
         for (const f of ["config.json", "model.safetensors", "state.json", "log.jsonl"]) {

@@ -369,6 +369,8 @@ async function fillFromLog(r: ModelResult, runDir: string): Promise<void> {
   const losses = recs.map((x) => x.loss).filter((v): v is number =>
     typeof v === "number" && Number.isFinite(v)
   );
+  const peaks = recs.map((x) => x.peak_bytes).filter((v): v is number => typeof v === "number");
+  if (peaks.length) r.peak_tensor_bytes = Math.max(...peaks);
   const window = Math.min(10, losses.length);
   if (window) {
     r.train_loss = losses.slice(-window).reduce((a, b) => a + b, 0) / window;
@@ -384,9 +386,10 @@ async function fillFromConfig(r: ModelResult, runDir: string): Promise<void> {
   const cfg = await readJson(join(runDir, "config.json"));
   const mc = cfg?.model as ModelConfig | undefined;
   if (!mc || typeof mc !== "object") return;
-  if (typeof cfg!.params === "number" && typeof cfg!.flops_per_token === "number") {
-    r.params = cfg!.params as number;
-    r.flops_per_token = cfg!.flops_per_token as number;
+  const stats = cfg!.stats as { params?: unknown; flops_per_token?: unknown } | undefined;
+  if (typeof stats?.params === "number" && typeof stats.flops_per_token === "number") {
+    r.params = stats.params;
+    r.flops_per_token = stats.flops_per_token;
     return;
   }
   try {

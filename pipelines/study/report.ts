@@ -24,6 +24,8 @@ export interface ModelResult {
   elapsed_s?: number;
   /** Peak resident memory of the training process (bytes), where the OS reports it. */
   peak_memory_bytes?: number | null;
+  /** Peak bytes the tensor backend held in a step (train's peak_bytes: GPU buffers on webgpu). */
+  peak_tensor_bytes?: number;
   /** Whether the run was resumed or reused from an earlier invocation. */
   resumed?: boolean;
 }
@@ -81,9 +83,9 @@ export function renderMarkdown(r: StudyReport): string {
   );
   out.push("");
   out.push(
-    "| model | params | FLOPs/token | steps | tokens seen | tokens/s | train loss | val loss | peak RSS | status |",
+    "| model | params | FLOPs/token | steps | tokens seen | tokens/s | train loss | val loss | peak RSS | peak tensors | status |",
   );
-  out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+  out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   for (const m of r.models) {
     const status = m.status === "ok"
       ? (m.resumed ? "ok (resumed)" : "ok")
@@ -95,14 +97,16 @@ export function renderMarkdown(r: StudyReport): string {
         `${m.tokens_per_s === undefined ? "–" : m.tokens_per_s.toFixed(0)} | ${num(m.train_loss)} | ${
           num(m.val_loss)
         } | ` +
-        `${m.peak_memory_bytes ? fmtBytes(m.peak_memory_bytes) : "–"} | ${status} |`,
+        `${m.peak_memory_bytes ? fmtBytes(m.peak_memory_bytes) : "–"} | ` +
+        `${m.peak_tensor_bytes ? fmtBytes(m.peak_tensor_bytes) : "–"} | ${status} |`,
     );
   }
   out.push("");
   out.push(
     "Train loss is the mean over the last logged steps of each run; val loss is mean cross-entropy in nats/token. " +
       "tokens/s is tokens seen over logged training time (first-step kernel set-up included). Peak RSS is the " +
-      "training process's peak resident host memory (on webgpu the GPU's own memory is not counted).",
+      "training process's peak resident host memory (on webgpu the GPU's own memory is not counted); peak tensors " +
+      "is the most the tensor backend held during a training step (on webgpu: the GPU buffers TF.js holds).",
   );
   out.push("");
   out.push("## Loss curves");
