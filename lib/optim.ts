@@ -40,10 +40,12 @@ export class AdamW {
   readonly v = new Map<string, tf.Variable>();
 
   constructor(readonly params: Map<string, tf.Variable>, readonly opts: AdamWOptions) {
-    for (const [name, p] of params) {
-      this.m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.v.set(name, tf.variable(tf.zerosLike(p), false));
-    }
+    tf.tidy(() => { // the zero tensors the moments start from are freed; the variables keep their data
+      for (const [name, p] of params) {
+        this.m.set(name, tf.variable(tf.zerosLike(p), false));
+        this.v.set(name, tf.variable(tf.zerosLike(p), false));
+      }
+    });
   }
 
   /** Applies one update with gradients `grads` (by parameter name), each multiplied by `gradScale` first. */
@@ -109,7 +111,7 @@ export class AdamW {
       if (saved.shape.join(",") !== variable.shape.join(",")) {
         throw new Error(`optimizer state '${name}' has shape [${saved.shape}], expected [${variable.shape}]`);
       }
-      variable.assign(tf.tensor(saved.data, variable.shape, "float32"));
+      tf.tidy(() => variable.assign(tf.tensor(saved.data, variable.shape, "float32")));
     }
     this.t = t;
   }

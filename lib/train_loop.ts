@@ -131,13 +131,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const varName = new Map(vars.map((v, i) => [v.name, names[i]]));
-  let optimizer!: AdamW;
-  tf.tidy(() => { // frees the zero tensors the moments start from (AdamW's constructor keeps them)
-    optimizer = new AdamW(model.params, {
-      ...ADAMW_DEFAULTS,
-      weightDecay: o.weightDecay,
-      decays: (n) => model.decays(n),
-    });
+  const optimizer = new AdamW(model.params, {
+    ...ADAMW_DEFAULTS,
+    weightDecay: o.weightDecay,
+    decays: (n) => model.decays(n),
   });
   const scaler = new LossScaler({ enabled: o.precision === "mixed", window: o.scaleWindow, initScale: o.initScale });
   let step = 0, tokensSeen = 0, elapsedBefore = 0, lastLoss: number | null = null;
@@ -151,7 +148,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     train.load({ rng: s.rng });
     if (!run.resume.optimizer) throw new LmpipeError(`${run.resume.dir}: optimizer state was not loaded`);
     const saved = run.resume.optimizer;
-    tf.tidy(() => optimizer.loadState(s.optimizerStep, saved)); // frees the tensors it assigns from
+    optimizer.loadState(s.optimizerStep, saved);
   }
   const B = o.batchSize, T = train.context;
   const tokensPerStep = B * T * o.gradAccum;

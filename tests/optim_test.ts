@@ -89,3 +89,17 @@ Deno.test("sumOfSquares over 13 tensors (pairwise, no addN) and clipping by glob
   assert.equal(clipCoefficient(0.5, 1), 1);
   assert.equal(clipCoefficient(1e9, 0), 1);
 });
+
+Deno.test("AdamW holds exactly its two moments per parameter: no leaked zeros, no leak on loadState", () => {
+  const params = new Map([["w", tf.variable(tf.ones([4, 3]))], ["b", tf.variable(tf.zeros([3]))]]);
+  const before = tf.memory().numTensors;
+  const opt = new AdamW(params, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, decays: () => true });
+  assert.equal(tf.memory().numTensors, before + 4); // m and v for each of the two parameters
+  const saved = new Map([...opt.stateTensors()].map(([n, t]) => [n, { shape: t.shape, data: new Float32Array(t.size).fill(0.5) }]));
+  opt.loadState(3, saved);
+  assert.equal(tf.memory().numTensors, before + 4);
+  assert.equal(opt.t, 3);
+  opt.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  for (const p of params.values()) p.dispose();
+});
