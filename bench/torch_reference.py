@@ -139,6 +139,11 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/torch_reference.py",
         description="Times training steps of lmpipe's gpt model in PyTorch (a yardstick for bench/train.ts --vs-torch).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  /usr/bin/python3 bench/torch_reference.py --preset tiny --steps 3 --threads 1\n"
+        "  /usr/bin/python3 bench/torch_reference.py --n-layer 4 --n-head 4 --n-embd 128 --context 128 --batch 8 \\\n"
+        "      --threads 2 --precision bf16",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="base shapes (default tiny)")
     ap.add_argument("--n-layer", type=int)
