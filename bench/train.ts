@@ -473,7 +473,8 @@ async function runTorch(
 }
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
-const backendLabel = (r: Row) => `${r.backend}${r.threads ? ` ${r.threads}t` : ""}`;
+/** "wasm 2t", or the backend and its device ("webgpu (NVIDIA H100 ...)"). */
+const backendLabel = (r: Row) => (r.threads ? `${r.backend} ${r.threads}t` : `${r.backend} (${r.device})`);
 
 function printSpeeds(rows: Row[]): void {
   console.log(
