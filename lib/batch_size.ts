@@ -19,6 +19,7 @@ import {
   resetPeak,
   withGpuOomScope,
 } from "./tensor/memory.ts";
+import { addMicroBatchGradients } from "./train_loop.ts";
 
 export interface ProbeOptions {
   precision: Precision;
@@ -117,38 +118,20 @@ async function trialStep(model: LanguageModel, B: number, o: ProbeOptions): Prom
   const micro = Math.min(2, Math.max(1, o.gradAccum));
   releasePooledBuffers();
   resetPeak();
-  // (in a tidy: AdamW's constructor leaves the zero tensors its moments start from undisposed)
-  let optimizer!: AdamW;
-  tf.tidy(() => {
-    optimizer = new AdamW(model.params, {
-      ...ADAMW_DEFAULTS,
-      weightDecay: o.weightDecay,
-      decays: (n) => model.decays(n),
-    });
+  const optimizer = new AdamW(model.params, {
+    ...ADAMW_DEFAULTS,
+    weightDecay: o.weightDecay,
+    decays: (n) => model.decays(n),
   });
   let acc: tf.Tensor[] | null = null;
   const lossParts: tf.Tensor[] = [];
   try {
     return await withGpuOomScope(async () => {
       for (let m = 0; m < micro; m++) {
-        const { value, grads } = tf.tidy(() => {
-          const x = tf.tensor2d(trialTokens(B, T, V, m), [B, T], "int32");
-          const y = tf.tensor2d(trialTokens(B, T, V, m + 1), [B, T], "int32");
-          return tf.variableGrads(
-            () =>
-              tf.mul(model.loss(x, y, { precision: o.precision, training: true }), S / micro) as tf.Scalar,
-            vars,
-          );
-        });
-        lossParts.push(value);
-        const g = vars.map((v) => grads[v.name]);
-        if (acc === null) acc = g;
-        else {
-          const prev: tf.Tensor[] = acc;
-          acc = prev.map((a, i) => tf.add(a, g[i]));
-          prev.forEach((t) => t.dispose());
-          g.forEach((t) => t.dispose());
-        }
+        const x = trialTokens(B, T, V, m), y = trialTokens(B, T, V, m + 1);
+        const r = addMicroBatchGradients(model, vars, names, x, y, B, o.precision, S / micro, acc);
+        acc = r.acc;
+        lossParts.push(r.loss);
       }
       const sums = tf.tidy(() =>
         tf.stack([sumOfSquares(acc!, 1 / S), lossParts.reduce((a, b) => tf.add(a, b))])

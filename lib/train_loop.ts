@@ -97,6 +97,43 @@ export interface TrainResult {
   peakBytes: number;
 }
 
+/**
+ * One micro-batch's forward and backward pass: the loss times `lossMul` (loss scale / micro-batches) and its
+ * gradients, added on the device to `acc` (the sums so far, disposed here; null for the first micro-batch).
+ * Returns the new sums, in the order of `vars`, and the scaled loss. `names` name the parameters in errors.
+ */
+export function addMicroBatchGradients(
+  model: LanguageModel,
+  vars: tf.Variable[],
+  names: string[],
+  x: Int32Array,
+  y: Int32Array,
+  batchSize: number,
+  precision: Precision,
+  lossMul: number,
+  acc: tf.Tensor[] | null,
+): { acc: tf.Tensor[]; loss: tf.Scalar } {
+  const T = x.length / batchSize;
+  const { value, grads } = tf.tidy(() => {
+    const xt = tf.tensor2d(x, [batchSize, T], "int32");
+    const yt = tf.tensor2d(y, [batchSize, T], "int32");
+    return tf.variableGrads(
+      () => tf.mul(model.loss(xt, yt, { precision, training: true }), lossMul) as tf.Scalar,
+      vars,
+    );
+  });
+  const g = vars.map((v, i) => {
+    const t = grads[v.name];
+    if (!t) throw new LmpipeError(`model parameter '${names[i]}' received no gradient`);
+    return t;
+  });
+  if (acc === null) return { acc: g, loss: value };
+  const sums = acc.map((a, i) => tf.add(a, g[i]));
+  acc.forEach((t) => t.dispose());
+  g.forEach((t) => t.dispose());
+  return { acc: sums, loss: value };
+}
+
 /** Mean validation loss over fixed batches (one host read). */
 export async function evaluateBatches(model: LanguageModel, batches: Batch[], precision: Precision): Promise<number> {
   const parts: tf.Scalar[] = [];
@@ -130,7 +167,6 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const { model, train, val } = run;
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
-  const varName = new Map(vars.map((v, i) => [v.name, names[i]]));
   const optimizer = new AdamW(model.params, {
     ...ADAMW_DEFAULTS,
     weightDecay: o.weightDecay,
@@ -226,27 +262,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const lossParts: tf.Tensor[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
         const batch = await train.next(B);
-        const { value, grads } = tf.tidy(() => {
-          const x = tf.tensor2d(batch.x, [B, T], "int32");
-          const y = tf.tensor2d(batch.y, [B, T], "int32");
-          return tf.variableGrads(
-            () => tf.mul(model.loss(x, y, { precision: o.precision, training: true }), S / o.gradAccum) as tf.Scalar,
-            vars,
-          );
-        });
-        lossParts.push(value);
-        const g = vars.map((v) => {
-          const t = grads[v.name];
-          if (!t) throw new LmpipeError(`model parameter '${varName.get(v.name)}' received no gradient`);
-          return t;
-        });
-        if (acc === null) acc = g;
-        else {
-          const prev: tf.Tensor[] = acc;
-          acc = prev.map((a, i) => tf.add(a, g[i]));
-          prev.forEach((t) => t.dispose());
-          g.forEach((t) => t.dispose());
-        }
+        const r = addMicroBatchGradients(model, vars, names, batch.x, batch.y, B, o.precision, S / o.gradAccum, acc);
+        acc = r.acc;
+        lossParts.push(r.loss);
       }
       // One reduction over all gradients (norm and overflow check) and one host read per step.
       const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));

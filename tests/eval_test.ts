@@ -57,7 +57,7 @@ async function runEval(args: string[], stdin?: Uint8Array): Promise<Record<strin
   let out = "";
   const env = {
     families: { bigram: BIGRAM_FAMILY },
-    stdout: async (b: Uint8Array) => void (out += new TextDecoder().decode(b)),
+    stdout: (b: Uint8Array) => Promise.resolve(void (out += new TextDecoder().decode(b))),
     stdin: stdin ? ReadableStream.from([stdin.subarray(0, 700), stdin.subarray(700)]) : undefined,
   };
   await evaluate(["--ckpt", runDir, "--backend", "cpu", ...args], env);

@@ -1,7 +1,11 @@
-// Test helper: saves an untrained model as a run folder (checkpoint at step 0), so the sample, eval and
-// viz tests can load a model through the same path as a real run without training one first.
+// Test helpers for run folders: save an untrained model as a run (checkpoint at step 0, so the sample,
+// eval and viz tests load a model through the same path as a real run), read a run's step log, and
+// expect a LmpipeError with a given exit code and message.
+import assert from "node:assert/strict";
 import { saveCheckpoint } from "../lib/checkpoint.ts";
+import { LmpipeError } from "../lib/errors.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
+import type { StepLog } from "../lib/train_loop.ts";
 
 export async function saveUntrainedRun(dir: string, model: LanguageModel): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
@@ -17,5 +21,20 @@ export async function saveUntrainedRun(dir: string, model: LanguageModel): Promi
       elapsedS: 0,
       tokensSeen: 0,
     },
+  });
+}
+
+/** The JSON records of a step log (log.jsonl). */
+export async function readLog(path: string): Promise<StepLog[]> {
+  return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
+}
+
+/** Expects `p` to reject with a LmpipeError of exit code `code` whose message matches `re`. */
+export async function rejectsWith(p: Promise<unknown>, code: number, re: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof LmpipeError, String(e));
+    assert.equal(e.exitCode, code, e.message);
+    assert.match(e.message, re);
+    return true;
   });
 }

@@ -34,7 +34,7 @@ async function runSample(args: string[], families?: Record<string, typeof BIGRAM
   let out = "";
   await sample(["--backend", "cpu", ...args], {
     families,
-    stdout: async (b) => void (out += new TextDecoder().decode(b)),
+    stdout: (b) => Promise.resolve(void (out += new TextDecoder().decode(b))),
   });
   return out;
 }

@@ -24,9 +24,9 @@ import {
   WASM_DEFAULT_LIMIT,
 } from "../lib/batch_size.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
-import type { StepLog } from "../lib/train_loop.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { writeToyShard } from "./bigram_model.ts";
+import { readLog, rejectsWith } from "./helpers_run.ts";
 
 const env = { signals: false, stdout: async (_b: Uint8Array) => {} };
 const SMALL = { nLayer: 1, nEmbd: 32, nHead: 2, contextLength: 16, vocabSize: 256 };
@@ -53,19 +53,6 @@ function args(backend: string, ...more: string[]): string[] {
     "3",
     ...more,
   ];
-}
-
-async function readLog(path: string): Promise<StepLog[]> {
-  return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
-}
-
-async function rejectsWith(p: Promise<unknown>, code: number, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof LmpipeError, String(e));
-    assert.equal(e.exitCode, code, e.message);
-    assert.match(e.message, re);
-    return true;
-  });
 }
 
 /** Peak bytes of one step at each size, on a fresh model of the test config. */

@@ -6,15 +6,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
-import type { StepLog } from "../lib/train_loop.ts";
 import { run as train } from "../pipelines/train/mod.ts";
+import { readLog } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
 const env = { signals: false, stdout: async (_b: Uint8Array) => {} };
-
-async function readLog(path: string): Promise<StepLog[]> {
-  return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
-}
 
 const SHAPES: Record<string, string[]> = {
   gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],

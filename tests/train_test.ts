@@ -5,13 +5,14 @@
 // and every bad input is refused before training starts.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { EXIT, LmpipeError } from "../lib/errors.ts";
+import { EXIT } from "../lib/errors.ts";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, type TrainOptions, trainLoop } from "../lib/train_loop.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { BIGRAM_FAMILY, BigramModel, writeToyShard } from "./bigram_model.ts";
+import { readLog, rejectsWith } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
 const env = { families: { bigram: BIGRAM_FAMILY }, signals: false, stdout: async (_b: Uint8Array) => {} };
@@ -27,19 +28,6 @@ async function makeData(opts: { val?: boolean; tokens?: number; maxId?: number; 
 
 const data = await makeData();
 const BASE = ["--model", "bigram", "--data", data, "--backend", "cpu", "--batch-size", "4", "--seed", "7", "--lr", "1e-2"];
-
-async function readLog(path: string): Promise<StepLog[]> {
-  return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
-}
-
-async function rejectsWith(p: Promise<unknown>, code: number, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof LmpipeError, String(e));
-    assert.equal(e.exitCode, code, e.message);
-    assert.match(e.message, re);
-    return true;
-  });
-}
 
 Deno.test("train: 3 steps + --resume 3 steps reproduces a straight 6-step run's losses exactly", async () => {
   const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
