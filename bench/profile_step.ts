@@ -7,15 +7,13 @@
 // `bench/train.ts --vs-torch` (bench/RESULTS.md).
 //
 //   deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128 --top 25
-import { join } from "node:path";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { LmpipeError, usageError } from "../lib/errors.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
-import { Rng } from "../lib/rng.ts";
-import { encodeU16, shardHeader } from "../lib/shard.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+import { benchTrainOptions, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/profile_step";
 const HELP = `deno run -A bench/profile_step.ts [flags]
@@ -60,10 +58,7 @@ async function main(): Promise<void> {
     backend: { type: "string" },
     threads: { type: "string" },
     preset: { type: "string" },
-    "n-layer": { type: "string" },
-    "n-head": { type: "string" },
-    "n-embd": { type: "string" },
-    context: { type: "string" },
+    ...SHAPE_FLAGS,
     "batch-size": { type: "string" },
     steps: { type: "string" },
     top: { type: "string" },
@@ -81,15 +76,7 @@ async function main(): Promise<void> {
   if (group !== "kernel" && group !== "shape") {
     throw usageError(`${CMD}: --group must be kernel or shape, got '${group}'`);
   }
-  const overrides: Record<string, number> = {};
-  for (
-    const [flag, field] of [["n-layer", "nLayer"], ["n-head", "nHead"], ["n-embd", "nEmbd"], [
-      "context",
-      "contextLength",
-    ]]
-  ) {
-    if (str(p, flag) !== undefined) overrides[field] = whole(flag, 1);
-  }
+  const overrides = shapeOverrides(p, CMD);
   const B = whole("batch-size", 8), steps = whole("steps", 3), top = whole("top", 20);
   const threads = str(p, "threads") === undefined ? undefined : whole("threads", 1);
   const info = await initBackend(backendName, { quiet: true, threads });
@@ -129,13 +116,7 @@ async function main(): Promise<void> {
   const T = config.contextLength;
   const dir = await Deno.makeTempDir({ prefix: "lmpipe-profile-step-" });
   try {
-    const rng = new Rng(1);
-    const tokens = 50_000;
-    const bytes = new Uint8Array(1024 + 2 * tokens);
-    bytes.set(shardHeader(tokens)),
-      bytes.set(encodeU16(Uint16Array.from({ length: tokens }, () => rng.int(50257))), 1024);
-    const shardPath = join(dir, "profile_train_000001.bin");
-    await Deno.writeFile(shardPath, bytes);
+    const shardPath = await writeRandomShard(dir, "profile_train_000001.bin", 50_000, 1);
     const model = createModel(config, 1);
     const train = await WindowSampler.open([shardPath], T, config.vocabSize, 1);
     const logs: StepLog[] = [];
@@ -155,25 +136,7 @@ async function main(): Promise<void> {
         // so that the engine's end-of-run evaluation is not counted
         recording = logs.length >= 1 && logs.length < 1 + steps;
       },
-    }, {
-      batchSize: B,
-      gradAccum: 1,
-      lr: 6e-4,
-      minLr: 6e-5,
-      warmup: 10,
-      decaySteps: 1000,
-      schedule: "cosine",
-      weightDecay: 0.1,
-      gradClip: 1,
-      maxSteps: 2 + steps,
-      maxTimeS: null,
-      precision: "fp32",
-      scaleWindow: 2000,
-      ckptEvery: 0,
-      evalEvery: 0,
-      evalIters: 1,
-      seed: 1,
-    });
+    }, benchTrainOptions({ batchSize: B, maxSteps: 2 + steps }));
     train.close(), model.dispose();
     const stepMs = logs.slice(1, 1 + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
     const rows = [...costs.entries()].map(([key, c]) => ({

@@ -8,17 +8,16 @@
 //
 // wasm threads are fixed once the wasm backend starts in a process, so a list of thread counts
 // (--threads 1,2) runs this script once per count as a child process and merges their rows.
-import { join } from "node:path";
 import { bool, num, parseFlags, str } from "../lib/flags.ts";
 import { LmpipeError, usageError } from "../lib/errors.ts";
 import { type BackendName, getGpuAdapter, initBackend } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { ModelConfig, Precision } from "../lib/models/types.ts";
 import { Rng } from "../lib/rng.ts";
-import { encodeU16, shardHeader } from "../lib/shard.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
+import { benchTrainOptions, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const HELP = `deno run -A bench/train.ts [flags]
 
@@ -57,10 +56,7 @@ const FLAGS = {
   backends: { type: "string" },
   models: { type: "string" },
   presets: { type: "string" },
-  "n-layer": { type: "string" },
-  "n-head": { type: "string" },
-  "n-embd": { type: "string" },
-  context: { type: "string" },
+  ...SHAPE_FLAGS,
   "batch-size": { type: "string" },
   steps: { type: "string" },
   "warmup-steps": { type: "string" },
@@ -73,11 +69,6 @@ const FLAGS = {
   "torch-python": { type: "string" },
   "emit-rows": { type: "boolean" }, // internal: a child of a --threads list prints its rows as JSON
 } as const;
-// Config overrides: flag -> gpt config field.
-const OVERRIDES: [string, string][] = [["n-layer", "nLayer"], ["n-head", "nHead"], ["n-embd", "nEmbd"], [
-  "context",
-  "contextLength",
-]];
 
 interface Options {
   backends?: BackendName[];
@@ -133,8 +124,7 @@ function parseOptions(argv: string[]): Options | null {
       `${CMD}: --vs-torch compares the gpt model only (bench/torch_reference.py); drop --models or use --models gpt`,
     );
   }
-  const overrides: Record<string, number> = {};
-  for (const [flag, field] of OVERRIDES) if (str(p, flag) !== undefined) overrides[field] = whole(flag, 1);
+  const overrides = shapeOverrides(p, CMD);
   const backends = str(p, "backends") === undefined ? undefined : list("backends", "") as BackendName[];
   return {
     backends,
@@ -246,8 +236,8 @@ async function measure(threads: number | undefined): Promise<Row[]> {
   const rows: Row[] = [];
   try {
     // Synthetic shards: uniform random GPT-2 ids (speed does not depend on the text).
-    const trainShard = await writeShard(dir, "bench_train_000001.bin", 200_000, 1);
-    const valShard = await writeShard(dir, "bench_val_000000.bin", 20_000, 2);
+    const trainShard = await writeRandomShard(dir, "bench_train_000001.bin", 200_000, 1);
+    const valShard = await writeRandomShard(dir, "bench_val_000000.bin", 20_000, 2);
     for (let run = 1; run <= o.repeat; run++) {
       for (const backendName of backends) {
         const info = await initBackend(backendName, { quiet: true, threads });
@@ -266,25 +256,10 @@ async function measure(threads: number | undefined): Promise<Row[]> {
             console.error(
               `[run ${run}] ${label}: ${o.warm} + ${o.steps} steps of ${o.batch} x ${T} tokens ...`,
             );
-            await trainLoop({ model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true }, {
-              batchSize: o.batch,
-              gradAccum: 1,
-              lr: 6e-4,
-              minLr: 6e-5,
-              warmup: 10,
-              decaySteps: 1000,
-              schedule: "cosine",
-              weightDecay: 0.1,
-              gradClip: 1,
-              maxSteps: o.warm + o.steps,
-              maxTimeS: null,
-              precision: o.precision,
-              scaleWindow: 2000,
-              ckptEvery: 0,
-              evalEvery: 0,
-              evalIters: 1,
-              seed: 1,
-            });
+            await trainLoop(
+              { model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true },
+              benchTrainOptions({ batchSize: o.batch, maxSteps: o.warm + o.steps, precision: o.precision }),
+            );
             const timed = logs.slice(o.warm);
             const ms = timed.reduce((a, r) => a + r.ms_per_step, 0) / timed.length;
             const row: Row = {
@@ -330,16 +305,6 @@ async function measure(threads: number | undefined): Promise<Row[]> {
     await Deno.remove(dir, { recursive: true });
   }
   return rows;
-}
-
-async function writeShard(dir: string, name: string, tokens: number, seed: number): Promise<string> {
-  const rng = new Rng(seed);
-  const ids = Uint16Array.from({ length: tokens }, () => rng.int(50257));
-  const bytes = new Uint8Array(1024 + 2 * tokens);
-  bytes.set(shardHeader(tokens)), bytes.set(encodeU16(ids), 1024);
-  const path = join(dir, name);
-  await Deno.writeFile(path, bytes);
-  return path;
 }
 
 /** "L4 H4 C128 T128 B8" for gpt configs; the preset's own fields otherwise. */

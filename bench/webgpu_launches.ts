@@ -8,7 +8,6 @@
 //
 //   deno run -A bench/webgpu_launches.ts [--models gpt,pixel-attn] [--preset tiny] [--batch-size 4]
 //                                        [--precision fp32,mixed] [--steps 3] [--top 0]
-import { join } from "node:path";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
@@ -17,9 +16,9 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { AdamW, ADAMW_DEFAULTS, clipCoefficient, sumOfSquares } from "../lib/optim.ts";
 import { LossScaler } from "../lib/loss_scale.ts";
 import { Rng } from "../lib/rng.ts";
-import { encodeU16, shardHeader } from "../lib/shard.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { trainLoop } from "../lib/train_loop.ts";
+import { benchTrainOptions, writeRandomShard } from "./common.ts";
 import type { Precision } from "../lib/models/types.ts";
 
 const HELP = `deno run -A bench/webgpu_launches.ts [flags]
@@ -170,23 +169,13 @@ async function trainStep(s: Setup): Promise<number> {
 
 // --- a real trainLoop run, counted between its per-step log records --------------------------------
 const dir = await Deno.makeTempDir({ prefix: "lmpipe-bench-launches-" });
-async function shard(name: string, vocab: number, tokens: number, seed: number): Promise<string> {
-  const rng = new Rng(seed);
-  const ids = Uint16Array.from({ length: tokens }, () => rng.int(Math.min(vocab, 65535)));
-  const bytes = new Uint8Array(1024 + 2 * tokens);
-  bytes.set(shardHeader(tokens)), bytes.set(encodeU16(ids), 1024);
-  const path = join(dir, name);
-  await Deno.writeFile(path, bytes);
-  return path;
-}
-
 async function trainLoopLaunches(family: string, precision: Precision): Promise<number> {
   const config = resolveConfig(family, preset);
   const T = config.contextLength as number, vocab = config.vocabSize as number;
   const model = createModel(config, 1);
-  const tr = await WindowSampler.open([await shard("t_000001.bin", vocab, 20_000, 1)], T, vocab, 1);
+  const tr = await WindowSampler.open([await writeRandomShard(dir, "t_000001.bin", 20_000, 1, vocab)], T, vocab, 1);
   const va = await WindowSampler.open(
-    [await shard("v_000000.bin", vocab, 5_000, 2)],
+    [await writeRandomShard(dir, "v_000000.bin", 5_000, 2, vocab)],
     T,
     vocab,
     1,
@@ -209,25 +198,7 @@ async function trainLoopLaunches(family: string, precision: Precision): Promise<
       perStep.push(now - last);
       last = now;
     },
-  }, {
-    batchSize: B,
-    gradAccum: 1,
-    lr: 3e-4,
-    minLr: 3e-5,
-    warmup: 10,
-    decaySteps: 100,
-    schedule: "cosine",
-    weightDecay: 0.1,
-    gradClip: 1,
-    maxSteps: 3,
-    maxTimeS: null,
-    precision,
-    scaleWindow: 2000,
-    ckptEvery: 0,
-    evalEvery: 0,
-    evalIters: 1,
-    seed: 1,
-  });
+  }, benchTrainOptions({ batchSize: B, maxSteps: 3, precision, lr: 3e-4, minLr: 3e-5, decaySteps: 100 }));
   tr.close(), va.close(), model.dispose();
   return perStep[1]; // step 2: after the warm-up step, before the last one (which also evaluates)
 }

@@ -1,0 +1,69 @@
+// What the training benchmarks share: synthetic token shards (speed does not depend on the text), the
+// engine options of a timed run (no checkpoints, no evaluation until the end), and the --n-layer/--n-head/
+// --n-embd/--context flags that override a preset's shape.
+import { join } from "node:path";
+import { num, type Parsed, str } from "../lib/flags.ts";
+import { Rng } from "../lib/rng.ts";
+import { encodeU16, shardHeader } from "../lib/shard.ts";
+import type { TrainOptions } from "../lib/train_loop.ts";
+
+/** Writes an llm.c shard of `tokens` uniform random ids below `vocab` (at most GPT-2's 50257). */
+export async function writeRandomShard(
+  dir: string,
+  name: string,
+  tokens: number,
+  seed: number,
+  vocab = 50257,
+): Promise<string> {
+  const rng = new Rng(seed);
+  const ids = Uint16Array.from({ length: tokens }, () => rng.int(Math.min(vocab, 50257)));
+  const bytes = new Uint8Array(1024 + 2 * tokens);
+  bytes.set(shardHeader(tokens)), bytes.set(encodeU16(ids), 1024);
+  const path = join(dir, name);
+  await Deno.writeFile(path, bytes);
+  return path;
+}
+
+/** Engine options for a timed run of `maxSteps` steps; `over` changes any of them. */
+export function benchTrainOptions(over: Partial<TrainOptions> & Pick<TrainOptions, "batchSize" | "maxSteps">): TrainOptions {
+  return {
+    gradAccum: 1,
+    lr: 6e-4,
+    minLr: 6e-5,
+    warmup: 10,
+    decaySteps: 1000,
+    schedule: "cosine",
+    weightDecay: 0.1,
+    gradClip: 1,
+    maxTimeS: null,
+    precision: "fp32",
+    scaleWindow: 2000,
+    ckptEvery: 0,
+    evalEvery: 0,
+    evalIters: 1,
+    seed: 1,
+    ...over,
+  };
+}
+
+/** parseFlags entries for the shape overrides. */
+export const SHAPE_FLAGS = {
+  "n-layer": { type: "string" },
+  "n-head": { type: "string" },
+  "n-embd": { type: "string" },
+  context: { type: "string" },
+} as const;
+
+const SHAPE_FIELDS: [string, string][] = [["n-layer", "nLayer"], ["n-head", "nHead"], ["n-embd", "nEmbd"], [
+  "context",
+  "contextLength",
+]];
+
+/** The shape flags given, as config fields (e.g. {nLayer: 4, contextLength: 128}). */
+export function shapeOverrides(p: Parsed, cmd: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [flag, field] of SHAPE_FIELDS) {
+    if (str(p, flag) !== undefined) out[field] = num(p, cmd, flag, 1, { min: 1, integer: true });
+  }
+  return out;
+}
