@@ -2,6 +2,7 @@
 // engine options of a timed run (no checkpoints, no evaluation until the end), and the --n-layer/--n-head/
 // --n-embd/--context flags that override a preset's shape.
 import { join } from "node:path";
+import { LmpipeError } from "../lib/errors.ts";
 import { num, type Parsed, str } from "../lib/flags.ts";
 import { Rng } from "../lib/rng.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
@@ -66,4 +67,17 @@ export function shapeOverrides(p: Parsed, cmd: string): Record<string, number> {
     if (str(p, flag) !== undefined) out[field] = num(p, cmd, flag, 1, { min: 1, integer: true });
   }
   return out;
+}
+
+/** Runs a benchmark's main; a LmpipeError (a bad flag, a missing tool) prints its message and exits with its code. */
+export async function runBench(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    if (err instanceof LmpipeError) {
+      console.error(err.message);
+      Deno.exit(err.exitCode);
+    }
+    throw err;
+  }
 }

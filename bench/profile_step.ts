@@ -8,12 +8,12 @@
 //
 //   deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128 --top 25
 import { num, parseFlags, str } from "../lib/flags.ts";
-import { LmpipeError, usageError } from "../lib/errors.ts";
+import { usageError } from "../lib/errors.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
-import { benchTrainOptions, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/profile_step";
 const HELP = `deno run -A bench/profile_step.ts [flags]
@@ -177,12 +177,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  if (err instanceof LmpipeError) {
-    console.error(err.message);
-    Deno.exit(err.exitCode);
-  }
-  throw err;
-}
+await runBench(main);

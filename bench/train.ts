@@ -17,7 +17,7 @@ import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
-import { benchTrainOptions, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const HELP = `deno run -A bench/train.ts [flags]
 
@@ -501,12 +501,4 @@ function printVsTorch(rows: Row[]): void {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  if (err instanceof LmpipeError) {
-    console.error(err.message);
-    Deno.exit(err.exitCode);
-  }
-  throw err;
-}
+await runBench(main);
