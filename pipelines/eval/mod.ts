@@ -120,7 +120,8 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       ckpt: dir,
       data: data[0] === "-" ? "-" : sources.map((s) => basename(s.name)),
     };
-    info(`eval: ${fmtCount(total.tokens)} tokens, loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)}`);
+    const bpb = typeof result.bits_per_byte === "number" ? `, ${result.bits_per_byte.toFixed(4)} bits/byte` : "";
+    info(`eval: ${fmtCount(total.tokens)} tokens, loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)}${bpb}`);
     const text = bool(p, "pretty") ? JSON.stringify(result, null, 2) : JSON.stringify(result);
     await stdoutWriter(env)(new TextEncoder().encode(text + "\n"));
   } finally {
