@@ -9,6 +9,7 @@ import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyFixes } from "./fixes.ts";
 import { enableWasmThreads } from "./wasm_threads.ts";
+import { blasStatus, loadBlas } from "./blas.ts";
 import { LmpipeError, usageError } from "../errors.ts";
 import { info, warn } from "../log.ts";
 
@@ -19,7 +20,10 @@ export const BACKEND_NAMES: readonly BackendName[] = ["auto", "webgpu", "tensorf
 
 export interface BackendInfo {
   name: Exclude<BackendName, "auto">;
-  /** Human-readable device, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "wasm SIMD, 2 threads". */
+  /**
+   * Human-readable device, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads,
+   * OpenBLAS sgemm" (wasm names its matMul path: lib/tensor/blas.ts).
+   */
   device: string;
   threads?: number;
   /** The WebGPU device was created with the shader-f16 feature. */
@@ -211,9 +215,10 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
     if (startedBefore && opts.threads !== undefined && opts.threads !== threads && !opts.quiet) {
       warn(`wasm started earlier in this process with ${threads} thread(s); ${opts.threads} requested now`);
     }
+    loadBlas(threads); // big float32 matMuls go to a CBLAS sgemm when one is found (fixes.ts)
     result = {
       name: "wasm",
-      device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}`,
+      device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}, ${blasStatus()}`,
       threads,
     };
   } else if (chosen === "webgpu") {

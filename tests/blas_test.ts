@@ -1,0 +1,232 @@
+// The optional CBLAS sgemm path of the wasm backend (lib/tensor/blas.ts, used by the wasm matMul kernel
+// in lib/tensor/fixes.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
+// match plain JS loops and the cpu backend; a disabled or bogus library falls back cleanly. Without a
+// CBLAS library on this machine the BLAS tests are skipped with the reason (CI installs OpenBLAS).
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { blasStatus, currentBlas } from "../lib/tensor/blas.ts";
+import { setBlasMinWork } from "../lib/tensor/fixes.ts";
+import { assertClose, randomArray } from "../lib/tensor/testing.ts";
+
+await initBackend("wasm", { quiet: true });
+const noBlas = currentBlas() ? "" : blasStatus();
+if (noBlas) {
+  if (Deno.env.get("CI")) throw new Error(`BLAS tests must run in CI (.ci/run installs OpenBLAS): ${noBlas}`);
+  console.error(`BLAS tests skipped: ${noBlas}`);
+}
+
+/** C = op(A) @ op(B) for row-major A, B (op = transpose when the flag is set). */
+function refMatMul(
+  a: Float32Array,
+  b: Float32Array,
+  M: number,
+  K: number,
+  N: number,
+  tA: boolean,
+  tB: boolean,
+): Float32Array {
+  const c = new Float32Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[tA ? k * M + i : i * K + k] * b[tB ? j * K + k : k * N + j];
+      c[i * N + j] = s;
+    }
+  }
+  return c;
+}
+
+/** Runs fn with every matMul of at least `minWork` multiply-adds on BLAS; returns the sgemm calls made. */
+function withMinWork<T>(minWork: number, fn: () => T): { out: T; calls: number } {
+  const before = currentBlas()?.calls ?? 0;
+  const prev = setBlasMinWork(minWork);
+  try {
+    const out = fn();
+    return { out, calls: (currentBlas()?.calls ?? 0) - before };
+  } finally {
+    setBlasMinWork(prev);
+  }
+}
+
+const TOL = 2e-5;
+
+Deno.test({
+  name: "BLAS matMul: all 4 transpose combinations at odd and long-inner sizes match a JS loop",
+  ignore: !!noBlas,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const sizes = [[1, 1, 1], [1, 7, 333], [7, 1, 5], [333, 7, 1], [3, 50304, 5], [1, 50304, 2], [
+      33,
+      17,
+      65,
+    ]];
+    for (const [si, [M, K, N]] of sizes.entries()) {
+      for (const tA of [false, true]) {
+        for (const tB of [false, true]) {
+          const av = randomArray(M * K, 10 + si), bv = randomArray(K * N, 20 + si);
+          const { out, calls } = withMinWork(
+            1,
+            () =>
+              tf.tidy(() =>
+                tf.matMul(tf.tensor(av, tA ? [K, M] : [M, K]), tf.tensor(bv, tB ? [N, K] : [K, N]), tA, tB)
+                  .dataSync()
+              ),
+          );
+          const what = `[${M}x${K}] @ [${K}x${N}] tA=${tA} tB=${tB}`;
+          assert.equal(calls, 1, `${what}: expected one sgemm call`);
+          assertClose(out, refMatMul(av, bv, M, K, N, tA, tB), TOL, what);
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "BLAS matMul: batched and broadcast layouts match a JS loop per slice",
+  ignore: !!noBlas,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const [M, K, N] = [5, 9, 7];
+    // [a batch, b batch, folded into one sgemm]
+    const layouts: [number[], number[], boolean][] = [
+      [[2, 3], [], true], // batch x 2-D weight: one sgemm over all rows (when a is not transposed)
+      [[4], [4], false],
+      [[], [3], false], // 2-D x batch: a broadcast
+      [[1], [3], false],
+      [[2, 3], [2, 3], false],
+    ];
+    for (const [li, [ba, bb, folds]] of layouts.entries()) {
+      for (const tA of [false, true]) {
+        for (const tB of [false, true]) {
+          const na = ba.reduce((x, y) => x * y, 1), nb = bb.reduce((x, y) => x * y, 1);
+          const batch = Math.max(na, nb);
+          const av = randomArray(na * M * K, 30 + li), bv = randomArray(nb * K * N, 40 + li);
+          const { out, calls } = withMinWork(1, () =>
+            tf.tidy(() => {
+              const a = tf.tensor(av, [...ba, ...(tA ? [K, M] : [M, K])]);
+              const b = tf.tensor(bv, [...bb, ...(tB ? [N, K] : [K, N])]);
+              return tf.matMul(a, b, tA, tB).dataSync();
+            }));
+          const what = `a[${ba}] b[${bb}] tA=${tA} tB=${tB}`;
+          assert.equal(calls, folds && !tA ? 1 : batch, `${what}: sgemm calls`);
+          const want = new Float32Array(batch * M * N);
+          for (let i = 0; i < batch; i++) {
+            const ia = na === 1 ? 0 : i, ib = nb === 1 ? 0 : i;
+            const c = refMatMul(
+              av.subarray(ia * M * K, (ia + 1) * M * K),
+              bv.subarray(ib * K * N, (ib + 1) * K * N),
+              M,
+              K,
+              N,
+              tA,
+              tB,
+            );
+            want.set(c, i * M * N);
+          }
+          assertClose(out, want, TOL, what);
+        }
+      }
+    }
+  },
+});
+
+/** Forward and both gradients of sum(matMul(a, b) * r) on the current backend. */
+function matMulGrads(
+  aShape: number[],
+  bShape: number[],
+  tA: boolean,
+  tB: boolean,
+  seed: number,
+): Float32Array[] {
+  return tf.tidy(() => {
+    const t = (s: number[], k: number) => tf.tensor(randomArray(s.reduce((x, y) => x * y, 1), seed + k), s);
+    const a = t(aShape, 0), b = t(bShape, 1);
+    const f = (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, tA, tB);
+    const y = f(a, b), r = t(y.shape, 2);
+    const [da, db] = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(f(x, w), r)))([a, b]);
+    return [y, da, db].map((v) => Float32Array.from(v.dataSync()));
+  });
+}
+
+Deno.test({
+  name: "BLAS matMul gradients (tf.grads, broadcast weight summed) match the cpu backend and XNNPACK",
+  ignore: !!noBlas,
+  fn: async () => {
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[33, 40], [40, 50], false, false],
+      [[40, 33], [50, 40], true, true],
+      [[2, 17, 40], [40, 29], false, false], // the tied head's layout: batch x 2-D weight
+      [[2, 17, 40], [29, 40], false, true],
+      [[3, 40, 17], [3, 29, 40], true, true],
+      [[17, 40], [3, 40, 29], false, false],
+    ];
+    for (const [i, [as, bs, tA, tB]] of cases.entries()) {
+      await initBackend("cpu", { quiet: true });
+      const ref = matMulGrads(as, bs, tA, tB, 100 + 3 * i);
+      await initBackend("wasm", { quiet: true });
+      const blas = withMinWork(1, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
+      const xnn = withMinWork(Infinity, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
+      assert.ok(blas.calls >= 3, `a[${as}] b[${bs}]: forward and both gradients should use sgemm`);
+      assert.equal(xnn.calls, 0);
+      ["forward", "da", "db"].forEach((n, k) => {
+        const what = `a[${as}] b[${bs}] tA=${tA} tB=${tB} ${n}`;
+        assertClose(blas.out[k], ref[k], TOL, `BLAS ${what}`);
+        assertClose(xnn.out[k], ref[k], TOL, `XNNPACK ${what}`);
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "BLAS: the default threshold sends a GPT output-head shape to sgemm and keeps tiny matMuls off it",
+  ignore: !!noBlas,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const calls = () => currentBlas()!.calls;
+    const c0 = calls();
+    tf.tidy(() => tf.matMul(tf.ones([3, 4]), tf.ones([4, 5])).dataSync());
+    assert.equal(calls(), c0, "a 3x4x5 matMul should stay on wasm's own kernel");
+    const out = tf.tidy(() => tf.matMul(tf.ones([33, 128]), tf.ones([500, 128]), false, true).dataSync());
+    assert.equal(calls(), c0 + 1);
+    assert.ok(out.every((v) => v === 128));
+  },
+});
+
+async function child(env: Record<string, string>, flags: string[]): Promise<{ device: string; err: number }> {
+  const script = new URL("./helpers_blas_child.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, script],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `child exited ${out.code}: ${stderr}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim());
+}
+
+Deno.test("LMPIPE_BLAS=off, a bogus library path, and no FFI permission fall back to XNNPACK cleanly", async () => {
+  const off = await child({ LMPIPE_BLAS: "off" }, ["-A"]);
+  assert.match(off.device, /^WebAssembly SIMD, 1 thread, BLAS off \(LMPIPE_BLAS=off\)$/);
+  assert.ok(off.err < 1e-3, `off: error ${off.err}`);
+
+  const bogus = await child({ LMPIPE_BLAS: "/nonexistent/libnoblas.so" }, ["-A"]);
+  assert.match(bogus.device, /no BLAS: LMPIPE_BLAS=\/nonexistent\/libnoblas\.so did not open/);
+  assert.ok(!bogus.device.includes("\n"), "the reason should be one line");
+  assert.ok(bogus.err < 1e-3, `bogus: error ${bogus.err}`);
+
+  const noFfi = await child({ LMPIPE_BLAS: "" }, ["-A", "--deny-ffi"]);
+  assert.match(noFfi.device, /no BLAS: needs --allow-ffi/);
+  assert.ok(noFfi.err < 1e-3, `no ffi: error ${noFfi.err}`);
+});
+
+Deno.test({
+  name: "a library without cblas_sgemm is refused with a clear reason",
+  ignore: !!noBlas,
+  fn: async () => {
+    // libc is always there and has no cblas_sgemm.
+    const r = await child({ LMPIPE_BLAS: "libc.so.6" }, ["-A"]);
+    assert.match(r.device, /no BLAS: LMPIPE_BLAS=libc\.so\.6 did not open \(.*cblas_sgemm/);
+    assert.ok(r.err < 1e-3);
+  },
+});
