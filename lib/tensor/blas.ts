@@ -184,8 +184,8 @@ export function loadBlas(threads: number): Blas | null {
       if (!loaded) reason = "no BLAS found (apt-get install libopenblas0-pthread for faster matMuls)";
     }
   }
-  // OpenBLAS's OpenMP build with 2+ threads crashed Deno at exit in 4 of 10 runs (libgomp's workers
-  // against process teardown; the pthread build: 0 of 10): it gets one thread.
+  // OpenBLAS's OpenMP build with 2 threads crashed Deno at exit in 6 of 43 runs (libgomp's workers
+  // against process teardown, most likely; the pthread build: 0 of 30): it gets one thread.
   openLib?.symbols.openblas_set_num_threads?.(openmpBuild ? 1 : Math.max(1, threads));
   return loaded;
 }
