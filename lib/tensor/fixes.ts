@@ -10,9 +10,8 @@
 //   8. wasm OneHot float32 (garbage) and GatherV2 with batchDims (wrong) -> JS kernels
 //   9. wasm out of memory (4 GiB heap): silent corruption -> a clear error
 // plus speed-ups on wasm (every matMul on XNNPACK's 2-D path or, when blas.ts found a library, big ones
-// on CBLAS sgemm; conv input gradient via matMul), a clear
-// error for synchronous reads on webgpu, and helpers for models at the bottom (linear, embeddingLookup,
-// takeAlongLastAxis). scatterND has no gradient in TF.js; no model uses it, so it is left alone.
+// on CBLAS sgemm; conv input gradient via matMul), a clear error for synchronous reads on webgpu, and
+// helpers for models at the bottom (linear, embeddingLookup, takeAlongLastAxis). scatterND has no gradient in TF.js; no model uses it, so it is left alone.
 import * as tf from "@tensorflow/tfjs-core";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
