@@ -5,7 +5,10 @@ import { clearProgress } from "./lib/log.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** Every subcommand: its one-line summary and the module that implements it. */
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> }> = {
+const COMMANDS: Record<
+  string,
+  { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> }
+> = {
   tokenize: {
     summary: "stream text (OpenWebText, JSONL, .txt, stdin) through GPT-2 BPE into token shards",
     load: () => import("./pipelines/tokenize/mod.ts"),

@@ -26,7 +26,9 @@ export async function writeRandomShard(
 }
 
 /** Engine options for a timed run of `maxSteps` steps; `over` changes any of them. */
-export function benchTrainOptions(over: Partial<TrainOptions> & Pick<TrainOptions, "batchSize" | "maxSteps">): TrainOptions {
+export function benchTrainOptions(
+  over: Partial<TrainOptions> & Pick<TrainOptions, "batchSize" | "maxSteps">,
+): TrainOptions {
   return {
     gradAccum: 1,
     lr: 6e-4,

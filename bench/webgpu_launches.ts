@@ -173,7 +173,12 @@ async function trainLoopLaunches(family: string, precision: Precision): Promise<
   const config = resolveConfig(family, preset);
   const T = config.contextLength as number, vocab = config.vocabSize as number;
   const model = createModel(config, 1);
-  const tr = await WindowSampler.open([await writeRandomShard(dir, "t_000001.bin", 20_000, 1, vocab)], T, vocab, 1);
+  const tr = await WindowSampler.open(
+    [await writeRandomShard(dir, "t_000001.bin", 20_000, 1, vocab)],
+    T,
+    vocab,
+    1,
+  );
   const va = await WindowSampler.open(
     [await writeRandomShard(dir, "v_000000.bin", 5_000, 2, vocab)],
     T,

@@ -43,7 +43,10 @@ interface HeaderEntry {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
-function buildHeader(entries: { name: string; shape: number[] }[], metadata: Record<string, string>): Uint8Array {
+function buildHeader(
+  entries: { name: string; shape: number[] }[],
+  metadata: Record<string, string>,
+): Uint8Array {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
@@ -75,7 +78,10 @@ function f32Bytes(a: Float32Array): Uint8Array {
 }
 
 /** Encodes host tensors as one safetensors byte array (small files, tests). */
-export function encodeSafetensors(tensors: Map<string, HostTensor>, metadata: Record<string, string> = {}): Uint8Array {
+export function encodeSafetensors(
+  tensors: Map<string, HostTensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
   const entries = [...tensors].map(([name, t]) => ({ name, shape: t.shape }));
   const header = buildHeader(entries, metadata);
   let total = header.length;
@@ -112,7 +118,8 @@ export async function writeSafetensors(
 
 /** Parses safetensors bytes (F32 tensors only; `path` names the file in errors). */
 export function decodeSafetensors(bytes: Uint8Array, path: string): SafetensorsFile {
-  const bad = (why: string) => inputError(`${path}: not a valid safetensors file (${why}); re-save the checkpoint.`);
+  const bad = (why: string) =>
+    inputError(`${path}: not a valid safetensors file (${why}); re-save the checkpoint.`);
   if (bytes.length < 8) throw bad("shorter than 8 bytes");
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
   if (n > bytes.length - 8 || n > 100_000_000) throw bad(`header length ${n} exceeds the file`);
@@ -131,7 +138,9 @@ export function decodeSafetensors(bytes: Uint8Array, path: string): SafetensorsF
     if (e.dtype !== "F32") throw bad(`tensor '${name}' has dtype ${e.dtype}; lmpipe reads F32`);
     const count = e.shape.reduce((a, b) => a * b, 1);
     const [b, end] = e.data_offsets;
-    if (end - b !== 4 * count || dataStart + end > bytes.length) throw bad(`tensor '${name}' offsets out of range`);
+    if (end - b !== 4 * count || dataStart + end > bytes.length) {
+      throw bad(`tensor '${name}' offsets out of range`);
+    }
     const data = new Float32Array(count);
     const view = new DataView(bytes.buffer, bytes.byteOffset + dataStart + b, end - b);
     if (LITTLE_ENDIAN) data.set(new Float32Array(bytes.slice(dataStart + b, dataStart + end).buffer));
@@ -207,18 +216,27 @@ async function writeTextSynced(path: string, text: string): Promise<void> {
 }
 
 /** Saves a checkpoint into run folder `dir` atomically (see the top of this file). */
-export async function saveCheckpoint(dir: string, input: SaveInput, crashAt?: CrashPoint): Promise<StateFile> {
+export async function saveCheckpoint(
+  dir: string,
+  input: SaveInput,
+  crashAt?: CrashPoint,
+): Promise<StateFile> {
   const id = crypto.randomUUID().replaceAll("-", "").slice(0, 16);
   const tmp = join(dir, TMP_PREFIX + id);
   try {
     await Deno.mkdir(tmp, { recursive: true });
   } catch (err) {
-    throw outputError(`${dir}: cannot write a checkpoint (${(err as Error).message}); choose a writable --out.`);
+    throw outputError(
+      `${dir}: cannot write a checkpoint (${(err as Error).message}); choose a writable --out.`,
+    );
   }
   const meta = { format: "pt", lmpipe_checkpoint_id: id, step: String(input.state.step) };
   await writeSafetensors(join(tmp, MODEL_FILE), input.params, meta);
   if (input.optimizer) await writeSafetensors(join(tmp, OPTIMIZER_FILE), input.optimizer, meta);
-  await writeTextSynced(join(tmp, CONFIG_FILE), JSON.stringify({ ...input.config, checkpoint_id: id }, null, 2) + "\n");
+  await writeTextSynced(
+    join(tmp, CONFIG_FILE),
+    JSON.stringify({ ...input.config, checkpoint_id: id }, null, 2) + "\n",
+  );
   const state: StateFile = {
     format: "lmpipe-checkpoint",
     version: 1,
@@ -283,9 +301,14 @@ export async function hasCheckpoint(dir: string): Promise<boolean> {
 }
 
 /** Loads a checkpoint. `optimizer: true` also loads the moments (resume); eval/sample skip them. */
-export async function loadCheckpoint(dir: string, opts: { optimizer?: boolean } = {}): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(
+  dir: string,
+  opts: { optimizer?: boolean } = {},
+): Promise<LoadedCheckpoint> {
   await recoverCheckpoint(dir).catch(() => false);
-  const modelPath = join(dir, MODEL_FILE), configPath = join(dir, CONFIG_FILE), statePath = join(dir, STATE_FILE);
+  const modelPath = join(dir, MODEL_FILE),
+    configPath = join(dir, CONFIG_FILE),
+    statePath = join(dir, STATE_FILE);
   if (!(await pathExists(modelPath)) || !(await pathExists(configPath))) {
     throw inputError(
       `${dir}: not a checkpoint folder (needs ${MODEL_FILE} and ${CONFIG_FILE}). Give the --out folder of 'lmpipe train'.`,
@@ -304,7 +327,9 @@ export async function loadCheckpoint(dir: string, opts: { optimizer?: boolean } 
     } catch (err) {
       throw inputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
-    if (state.format !== "lmpipe-checkpoint") throw inputError(`${statePath}: not an lmpipe checkpoint state file`);
+    if (state.format !== "lmpipe-checkpoint") {
+      throw inputError(`${statePath}: not an lmpipe checkpoint state file`);
+    }
   }
   const model = await readSafetensors(modelPath);
   const check = (what: string, fileId: unknown) => {
@@ -319,7 +344,9 @@ export async function loadCheckpoint(dir: string, opts: { optimizer?: boolean } 
   check(CONFIG_FILE, config.checkpoint_id);
   let optimizer: Map<string, HostTensor> | null = null;
   if (opts.optimizer) {
-    if (!state) throw inputError(`${dir}: has no ${STATE_FILE}, so the run cannot be resumed (weights only).`);
+    if (!state) {
+      throw inputError(`${dir}: has no ${STATE_FILE}, so the run cannot be resumed (weights only).`);
+    }
     const opt = await readSafetensors(join(dir, OPTIMIZER_FILE));
     check(OPTIMIZER_FILE, opt.metadata.lmpipe_checkpoint_id);
     optimizer = opt.tensors;

@@ -43,7 +43,10 @@ export const OUT_OF_MEMORY_HINT =
  */
 export function asOutOfMemory(err: unknown): LmpipeError | null {
   if (!(err instanceof Error)) return null;
-  if (err instanceof RangeError && /Array buffer allocation failed/.test(err.message) || err.name === "GpuOutOfMemory") {
+  if (
+    err instanceof RangeError && /Array buffer allocation failed/.test(err.message) ||
+    err.name === "GpuOutOfMemory"
+  ) {
     return new LmpipeError(`out of memory (${err.message}): ${OUT_OF_MEMORY_HINT}`, EXIT.memory);
   }
   return null;

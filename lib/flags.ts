@@ -69,7 +69,9 @@ export function bool(p: Parsed, name: string): boolean {
 /** Parses sizes like `100M`, `2G`, `512k` or plain integers (decimal multipliers). */
 export function parseCount(cmd: string, name: string, raw: string): number {
   const m = /^(\d+(?:\.\d+)?)([kKmMgGtT]?)$/.exec(raw.trim());
-  if (!m) throw usageError(`lmpipe ${cmd}: --${name} must be a count like 1000, 50k, 100M or 2G, got '${raw}'`);
+  if (!m) {
+    throw usageError(`lmpipe ${cmd}: --${name} must be a count like 1000, 50k, 100M or 2G, got '${raw}'`);
+  }
   const mult = { "": 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2].toLowerCase()]!;
   return Math.round(Number(m[1]) * mult);
 }

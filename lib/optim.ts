@@ -167,7 +167,9 @@ export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.
     if (parts.length === 0) return tf.scalar(0);
     while (parts.length > 1) {
       const next: tf.Tensor[] = [];
-      for (let i = 0; i < parts.length; i += 2) next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+      for (let i = 0; i < parts.length; i += 2) {
+        next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+      }
       parts = next;
     }
     return parts[0] as tf.Scalar;

@@ -30,7 +30,10 @@ export class Rng {
       const s = seed.s;
       // Words in [-2^31, 2^32) are accepted: checkpoints written before lmpipe 0.1.0's fix could hold a
       // signed word, which is the same 32 bits.
-      if (!Array.isArray(s) || s.length !== 4 || s.some((v) => !Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff)) {
+      if (
+        !Array.isArray(s) || s.length !== 4 ||
+        s.some((v) => !Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff)
+      ) {
         throw new RangeError(`invalid RNG state ${JSON.stringify(seed)}: expected {s: [4 uint32]}`);
       }
       [this.a, this.b, this.c, this.d] = s.map((v) => v >>> 0);
@@ -56,7 +59,9 @@ export class Rng {
 
   /** Uniform integer in [0, n), without modulo bias (n up to 2^53). */
   int(n: number): number {
-    if (!(n >= 1) || !Number.isInteger(n)) throw new RangeError(`Rng.int: n must be a positive integer, got ${n}`);
+    if (!(n >= 1) || !Number.isInteger(n)) {
+      throw new RangeError(`Rng.int: n must be a positive integer, got ${n}`);
+    }
     if (n <= 0x100000000) {
       const limit = 0x100000000 - (0x100000000 % n);
       for (;;) {

@@ -29,7 +29,12 @@ export class WindowSampler {
   private total: number;
   rng: Rng;
 
-  private constructor(readonly shards: ShardReader[], readonly context: number, readonly vocabSize: number, seed: number) {
+  private constructor(
+    readonly shards: ShardReader[],
+    readonly context: number,
+    readonly vocabSize: number,
+    seed: number,
+  ) {
     this.cumulative = [];
     let acc = 0;
     for (const s of shards) {
@@ -44,7 +49,13 @@ export class WindowSampler {
    * Opens `paths` for windows of `context`+1 tokens. Fails before training when no shard is long
    * enough, or when a shard holds ids >= `vocabSize` in its first tokens (a shard of another vocabulary).
    */
-  static async open(paths: string[], context: number, vocabSize: number, seed: number, what = "training"): Promise<WindowSampler> {
+  static async open(
+    paths: string[],
+    context: number,
+    vocabSize: number,
+    seed: number,
+    what = "training",
+  ): Promise<WindowSampler> {
     if (paths.length === 0) throw inputError(`no ${what} shards given`);
     const shards: ShardReader[] = [];
     try {
@@ -59,7 +70,9 @@ export class WindowSampler {
       for (const s of shards) s.close();
       throw inputError(
         `context ${context} is longer than every ${what} shard (longest: ${longest} tokens in ${paths.length} shard(s)); ` +
-          `a window needs context+1 = ${context + 1} tokens. Use a shorter context (--set contextLength=N) or more data.`,
+          `a window needs context+1 = ${
+            context + 1
+          } tokens. Use a shorter context (--set contextLength=N) or more data.`,
       );
     }
     return new WindowSampler(shards, context, vocabSize, seed);
@@ -84,7 +97,9 @@ export class WindowSampler {
         const a = w[t], c = w[t + 1];
         if (a >= this.vocabSize || c >= this.vocabSize) {
           throw inputError(
-            `${shard.info.path}: token id ${Math.max(a, c)} near token ${offset + t} is outside the model's vocabulary ` +
+            `${shard.info.path}: token id ${Math.max(a, c)} near token ${
+              offset + t
+            } is outside the model's vocabulary ` +
               `(${this.vocabSize}); the shard was made with another tokenizer. Re-tokenize with 'lmpipe tokenize'.`,
           );
         }

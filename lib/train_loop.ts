@@ -5,7 +5,14 @@
 // step log, and a stop with exit code 5 when an fp32 loss turns NaN (the last good checkpoint is kept).
 import { EXIT, LmpipeError } from "./errors.ts";
 import { fmtCount, fmtDuration, info, progress, stderrIsTTY } from "./log.ts";
-import { AdamW, ADAMW_DEFAULTS, clipCoefficient, learningRate, type ScheduleName, sumOfSquares } from "./optim.ts";
+import {
+  AdamW,
+  ADAMW_DEFAULTS,
+  clipCoefficient,
+  learningRate,
+  type ScheduleName,
+  sumOfSquares,
+} from "./optim.ts";
 import { LossScaler } from "./loss_scale.ts";
 import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { Batch, WindowSampler } from "./sampler.ts";
@@ -135,7 +142,11 @@ export function addMicroBatchGradients(
 }
 
 /** Mean validation loss over fixed batches (one host read). */
-export async function evaluateBatches(model: LanguageModel, batches: Batch[], precision: Precision): Promise<number> {
+export async function evaluateBatches(
+  model: LanguageModel,
+  batches: Batch[],
+  precision: Precision,
+): Promise<number> {
   const parts: tf.Scalar[] = [];
   for (const b of batches) {
     parts.push(tf.tidy(() => {
@@ -157,7 +168,9 @@ function pairwiseSum(ts: tf.Tensor[]): tf.Tensor {
   let parts = ts;
   while (parts.length > 1) {
     const next: tf.Tensor[] = [];
-    for (let i = 0; i < parts.length; i += 2) next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+    for (let i = 0; i < parts.length; i += 2) {
+      next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+    }
     parts = next;
   }
   return parts[0];
@@ -172,7 +185,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     weightDecay: o.weightDecay,
     decays: (n) => model.decays(n),
   });
-  const scaler = new LossScaler({ enabled: o.precision === "mixed", window: o.scaleWindow, initScale: o.initScale });
+  const scaler = new LossScaler({
+    enabled: o.precision === "mixed",
+    window: o.scaleWindow,
+    initScale: o.initScale,
+  });
   let step = 0, tokensSeen = 0, elapsedBefore = 0, lastLoss: number | null = null;
   if (run.resume?.state) {
     const s = run.resume.state;
@@ -224,7 +241,12 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   });
   const save = async () => {
     const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
-    await saveCheckpoint(run.out, { params: model.params, optimizer: optState, config: run.config, state: state() });
+    await saveCheckpoint(run.out, {
+      params: model.params,
+      optimizer: optState,
+      config: run.config,
+      state: state(),
+    });
     lastSaved = step;
   };
 
@@ -240,7 +262,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
           Deno.exit(EXIT.interrupted);
         }
         stopSignal = sig;
-        if (!run.quiet) info(`${sig}: finishing step ${step + 1}, then saving a checkpoint (press again to abort)`);
+        if (!run.quiet) {
+          info(`${sig}: finishing step ${step + 1}, then saving a checkpoint (press again to abort)`);
+        }
       };
       try {
         Deno.addSignalListener(sig, fn);
@@ -262,7 +286,17 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const lossParts: tf.Tensor[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
         const batch = await train.next(B);
-        const r = addMicroBatchGradients(model, vars, names, batch.x, batch.y, B, o.precision, S / o.gradAccum, acc);
+        const r = addMicroBatchGradients(
+          model,
+          vars,
+          names,
+          batch.x,
+          batch.y,
+          B,
+          o.precision,
+          S / o.gradAccum,
+          acc,
+        );
         acc = r.acc;
         lossParts.push(r.loss);
       }
@@ -295,7 +329,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       if (scaler.collapsed()) {
         throw new LmpipeError(
           `training diverged: the loss scale fell to ${scaler.scale} after ${scaler.skippedSteps} skipped steps ` +
-            `(gradients overflow even unscaled) at step ${step + 1}. The last good checkpoint in ${run.out} is kept. ` +
+            `(gradients overflow even unscaled) at step ${
+              step + 1
+            }. The last good checkpoint in ${run.out} is kept. ` +
             `Lower --lr or train with --precision fp32.`,
           EXIT.training,
         );
@@ -312,10 +348,23 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
           const per = stepTimes.slice(1).reduce((a, b) => a + b, 0) / (ESTIMATE_AFTER - 1) / 1000;
           decaySteps = Math.max(step + 1, step + Math.floor((o.maxTimeS - elapsed()) / per));
           if (warmup === null) warmup = Math.max(step, autoWarmup(decaySteps));
-          if (!run.quiet) info(`schedule: about ${decaySteps} steps fit --max-time; warm-up ${warmup}, decay to step ${decaySteps}`);
+          if (!run.quiet) {
+            info(
+              `schedule: about ${decaySteps} steps fit --max-time; warm-up ${warmup}, decay to step ${decaySteps}`,
+            );
+          }
         }
       }
-      const rec = record(step, finite ? loss : null, lr, finite ? gradNorm : null, S, skipped, ms, tokensPerStep);
+      const rec = record(
+        step,
+        finite ? loss : null,
+        lr,
+        finite ? gradNorm : null,
+        S,
+        skipped,
+        ms,
+        tokensPerStep,
+      );
       runPeak = Math.max(runPeak, rec.peak_bytes);
       const isLast = done();
       if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
@@ -328,7 +377,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
       if (stopRequested) {
         throw new LmpipeError(
-          `interrupted${stopSignal ? ` by ${stopSignal}` : ""} after step ${step}; checkpoint saved in ${run.out}. ` +
+          `interrupted${
+            stopSignal ? ` by ${stopSignal}` : ""
+          } after step ${step}; checkpoint saved in ${run.out}. ` +
             `Continue with --resume.`,
           EXIT.interrupted,
         );
@@ -388,7 +439,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         ? r.elapsed_s / o.maxTimeS
         : 0;
       const width = 30, filled = Math.round(Math.min(1, frac) * width);
-      progress(`[${"#".repeat(filled)}${".".repeat(width - filled)}] ${(frac * 100).toFixed(0)}% step ${r.step}${total}`);
+      progress(
+        `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${
+          (frac * 100).toFixed(0)
+        }% step ${r.step}${total}`,
+      );
     }
   }
 }

@@ -3,7 +3,13 @@
 // `poison` lets a test make the loss inf/NaN on chosen calls (an injected overflow or divergence).
 import { tf } from "../lib/tensor/backend.ts";
 import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/tensor/fixes.ts";
-import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "../lib/models/types.ts";
+import type {
+  DecodeState,
+  ForwardOptions,
+  LanguageModel,
+  ModelConfig,
+  ModelFamily,
+} from "../lib/models/types.ts";
 import { usageError } from "../lib/errors.ts";
 import { Rng } from "../lib/rng.ts";
 
@@ -28,7 +34,8 @@ export class BigramModel implements LanguageModel {
   constructor(readonly config: BigramConfig, seed: number) {
     if (config.nanAtCall >= 0) this.poisonAt.set(config.nanAtCall, NaN);
     const rng = new Rng(seed);
-    const rand = (n: number, std: number) => Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * std);
+    const rand = (n: number, std: number) =>
+      Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * std);
     const V = config.vocabSize, C = config.nEmbd;
     this.params.set("wte.weight", tf.variable(tf.tensor2d(rand(V * C, 0.5), [V, C])));
     this.params.set("head.weight", tf.variable(tf.tensor2d(rand(C * V, 0.5), [C, V])));
@@ -43,7 +50,11 @@ export class BigramModel implements LanguageModel {
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = embeddingLookup(this.params.get("wte.weight")! as tf.Tensor2D, idx.reshape([B * T]));
-      const out = linear(h, this.params.get("head.weight")! as tf.Tensor2D, this.params.get("head.bias")! as tf.Tensor1D);
+      const out = linear(
+        h,
+        this.params.get("head.weight")! as tf.Tensor2D,
+        this.params.get("head.bias")! as tf.Tensor1D,
+      );
       return out.reshape([B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }
@@ -64,7 +75,9 @@ export class BigramModel implements LanguageModel {
 
   decodeStep(state: DecodeState, tokens: tf.Tensor1D): tf.Tensor2D {
     (state as BigramState).length += 1;
-    return tf.tidy(() => this.logits(tokens.reshape([tokens.shape[0], 1]) as tf.Tensor2D).squeeze([1]) as tf.Tensor2D);
+    return tf.tidy(() =>
+      this.logits(tokens.reshape([tokens.shape[0], 1]) as tf.Tensor2D).squeeze([1]) as tf.Tensor2D
+    );
   }
 
   paramCount(): number {
@@ -92,7 +105,9 @@ export const BIGRAM_FAMILY: ModelFamily = {
   validate(c: ModelConfig): void {
     for (const k of ["vocabSize", "contextLength", "nEmbd"]) {
       const v = c[k];
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw usageError(`${k} must be a positive integer, got ${v}`);
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
+        throw usageError(`${k} must be a positive integer, got ${v}`);
+      }
     }
   },
   create(c: ModelConfig, seed: number) {
@@ -101,7 +116,13 @@ export const BIGRAM_FAMILY: ModelFamily = {
 };
 
 /** Writes an llm.c shard of a learnable token stream: mostly next = (7 t + 3) mod vocab. */
-export async function writeToyShard(path: string, tokens: number, vocab: number, seed: number, maxId?: number) {
+export async function writeToyShard(
+  path: string,
+  tokens: number,
+  vocab: number,
+  seed: number,
+  maxId?: number,
+) {
   const { shardHeader, encodeU16 } = await import("../lib/shard.ts");
   const rng = new Rng(seed);
   const ids = new Uint16Array(tokens);

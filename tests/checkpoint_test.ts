@@ -76,8 +76,16 @@ function fakeState(step: number): TrainState {
 
 async function saveStep(dir: string, step: number, crashAt?: Parameters<typeof saveCheckpoint>[2]) {
   const params = new Map([["w", tf.fill([3], step)]]);
-  const optimizer = new Map([["exp_avg.w", tf.fill([3], -step)], ["exp_avg_sq.w", tf.fill([3], step * step)]]);
-  return await saveCheckpoint(dir, { params, optimizer, config: { model: { model: "toy" } }, state: fakeState(step) }, crashAt);
+  const optimizer = new Map([["exp_avg.w", tf.fill([3], -step)], [
+    "exp_avg_sq.w",
+    tf.fill([3], step * step),
+  ]]);
+  return await saveCheckpoint(dir, {
+    params,
+    optimizer,
+    config: { model: { model: "toy" } },
+    state: fakeState(step),
+  }, crashAt);
 }
 
 Deno.test("checkpoint: save/load round trip of weights, moments, config and state", async () => {
@@ -132,7 +140,10 @@ Deno.test("checkpoint: files from two different saves are refused, naming the fo
   await saveStep(a, 1);
   await saveStep(b, 2);
   await Deno.copyFile(join(b, MODEL_FILE), join(a, MODEL_FILE));
-  await assert.rejects(loadCheckpoint(a), (e: unknown) => e instanceof LmpipeError && /mixes two saves/.test(e.message));
+  await assert.rejects(
+    loadCheckpoint(a),
+    (e: unknown) => e instanceof LmpipeError && /mixes two saves/.test(e.message),
+  );
   await Deno.remove(a, { recursive: true });
   await Deno.remove(b, { recursive: true });
   // not a checkpoint at all

@@ -25,8 +25,13 @@ await saveCheckpoint(runDir, {
   params: model.params,
   config: { model: config },
   state: {
-    step: 0, optimizerStep: 0, lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 }, rng: { s: [1, 2, 3, 4] },
-    sampler: {}, elapsedS: 0, tokensSeen: 0,
+    step: 0,
+    optimizerStep: 0,
+    lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
+    rng: { s: [1, 2, 3, 4] },
+    sampler: {},
+    elapsedS: 0,
+    tokensSeen: 0,
   },
 });
 
@@ -112,7 +117,9 @@ Deno.test("eval: --data - reads llm.c segments, a -1 count, or raw uint16 from s
 Deno.test("eval: bits per byte from meta.json; out-of-vocabulary ids refused", async () => {
   await Deno.writeTextFile(
     join(dataDir, "meta.json"),
-    JSON.stringify({ shards: [{ file: "toy_val_000000.bin", bytes: 1000 }, { file: "toy_val_000001.bin", bytes: 500 }] }),
+    JSON.stringify({
+      shards: [{ file: "toy_val_000000.bin", bytes: 1000 }, { file: "toy_val_000001.bin", bytes: 500 }],
+    }),
   );
   const r = await runEval(["--data", dataDir]);
   assert.ok(Math.abs(r.bits_per_byte - (mean(direct) * 298) / Math.LN2 / 1500) < 1e-6);
@@ -120,6 +127,8 @@ Deno.test("eval: bits per byte from meta.json; out-of-vocabulary ids refused", a
   assert.ok(!("bits_per_byte" in part), "a partial score has no byte count");
   await Deno.remove(join(dataDir, "meta.json"));
   const bad = Uint16Array.from([1, 2, 3, 200, 4]);
-  await assert.rejects(runEval(["--data", "-"], encodeU16(bad).slice()), (e: unknown) =>
-    e instanceof LmpipeError && e.exitCode === EXIT.input && /token id 200/.test(e.message));
+  await assert.rejects(
+    runEval(["--data", "-"], encodeU16(bad).slice()),
+    (e: unknown) => e instanceof LmpipeError && e.exitCode === EXIT.input && /token id 200/.test(e.message),
+  );
 });

@@ -3,7 +3,7 @@
 // full forward pass, overfitting one batch, agreement of every backend with cpu, and config resolution.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { Gpt, gptFlopsPerToken, gptParamCount, GPT_PRESETS, gptParamShapes } from "../lib/models/gpt.ts";
+import { Gpt, GPT_PRESETS, gptFlopsPerToken, gptParamCount, gptParamShapes } from "../lib/models/gpt.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { LmpipeError } from "../lib/errors.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
@@ -127,7 +127,9 @@ Deno.test("finite differences agree with the model's gradient for every paramete
       };
       const fd = (at(orig + eps) - at(orig - eps)) / (2 * eps);
       at(orig);
-      if (!(Math.abs(fd - g[i]) <= rel * Math.abs(g[i]) + abs)) failures.push(`${name}[${i}]: fd ${fd} vs grad ${g[i]}`);
+      if (!(Math.abs(fd - g[i]) <= rel * Math.abs(g[i]) + abs)) {
+        failures.push(`${name}[${i}]: fd ${fd} vs grad ${g[i]}`);
+      }
     }
   }
   assert.deepEqual(failures, []);
@@ -148,7 +150,11 @@ Deno.test("causality: changing token t+1 never changes the logits at positions <
     changed[t + 1] = (changed[t + 1] + 17) % V;
     const got = await readData(tf.tidy(() => model.logits(tf.tensor2d([changed], [1, T], "int32"))));
     for (let i = 0; i < (t + 1) * V; i++) {
-      assert.equal(got[i], ref[i], `token ${t + 1} changed the logit ${i % V} at position ${Math.floor(i / V)}`);
+      assert.equal(
+        got[i],
+        ref[i],
+        `token ${t + 1} changed the logit ${i % V} at position ${Math.floor(i / V)}`,
+      );
     }
     // and the change is visible from position t+1 on (the test could fail)
     let diff = 0;
@@ -180,7 +186,10 @@ Deno.test("KV-cached decoding gives the full forward pass's logits, position by 
   }
   assert.equal(state.length, T);
   const extra = tf.tensor1d([1, 2], "int32");
-  assert.throws(() => model.decodeStep(state, extra), (e) => e instanceof LmpipeError && /context .* is full/.test(e.message));
+  assert.throws(
+    () => model.decodeStep(state, extra),
+    (e) => e instanceof LmpipeError && /context .* is full/.test(e.message),
+  );
   extra.dispose();
   state.dispose();
   assert.equal(tf.memory().numTensors, before, "decoding leaked tensors");
@@ -223,7 +232,12 @@ for (const backend of backends.filter((b) => b !== "cpu")) {
     };
     for (const precision of ["fp32", "mixed"] as const) {
       const want = await run("cpu", precision), got = await run(backend, precision);
-      assertClose([got.loss], [want.loss], precision === "fp32" ? 1e-5 : 1e-4, `${backend} ${precision} loss`);
+      assertClose(
+        [got.loss],
+        [want.loss],
+        precision === "fp32" ? 1e-5 : 1e-4,
+        `${backend} ${precision} loss`,
+      );
       // mixed: a float32 difference can flip an fp16 rounding, a relative step of 2^-11
       const tol = precision === "fp32" ? 1e-4 : 2e-3;
       for (const [n, g] of want.grads) assertClose(got.grads.get(n)!, g, tol, `${backend} ${precision} ${n}`);
@@ -236,12 +250,16 @@ Deno.test("config resolution: presets, overrides and clear errors", () => {
   assert.equal(c.nLayer, 3);
   assert.equal(c.nEmbd, 384);
   assert.equal(c.preset, "small");
-  const usage = (re: RegExp) => (e: unknown) => e instanceof LmpipeError && e.exitCode === 2 && re.test(e.message);
+  const usage = (re: RegExp) => (e: unknown) =>
+    e instanceof LmpipeError && e.exitCode === 2 && re.test(e.message);
   assert.throws(() => resolveConfig("gpt", "huge"), usage(/unknown preset 'huge'.*gpt2, small, tiny/));
   assert.throws(() => resolveConfig("gpt2", "tiny"), usage(/unknown model 'gpt2'/));
   assert.throws(() => resolveConfig("gpt", "tiny", { nLayers: 3 }), usage(/unknown config field 'nLayers'/));
   assert.throws(() => resolveConfig("gpt", "tiny", { nLayer: "3" }), usage(/'nLayer' must be a number/));
-  assert.throws(() => resolveConfig("gpt", "tiny", { nLayer: 0 }), usage(/'nLayer' must be a positive integer/));
+  assert.throws(
+    () => resolveConfig("gpt", "tiny", { nLayer: 0 }),
+    usage(/'nLayer' must be a positive integer/),
+  );
   assert.throws(() => resolveConfig("gpt", "tiny", { nEmbd: 65 }), usage(/multiple of 'nHead'/));
   assert.throws(() => resolveConfig("gpt", "tiny", { model: "pixel-attn" }), usage(/conflicts/));
 });

@@ -16,7 +16,11 @@ export async function tok(
 ): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   const s = stdin instanceof Uint8Array ? new Blob([stdin as BlobPart]).stream() : stdin;
-  await tokenize(argv, { stdin: s, stdout: (b) => (parts.push(b.slice()), Promise.resolve()), signals: false });
+  await tokenize(argv, {
+    stdin: s,
+    stdout: (b) => (parts.push(b.slice()), Promise.resolve()),
+    signals: false,
+  });
   return concat(parts);
 }
 

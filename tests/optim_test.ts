@@ -30,7 +30,13 @@ Deno.test("AdamW matches a hand-computed reference over 4 steps, decay only wher
     ["w", tf.variable(tf.tensor1d(w0))],
     ["b", tf.variable(tf.tensor1d(b0))],
   ]);
-  const opt = new AdamW(params, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, decays: (n) => n === "w" });
+  const opt = new AdamW(params, {
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weightDecay: 0.1,
+    decays: (n) => n === "w",
+  });
   const gw = [[0.3, -0.1, 0.05], [0.2, 0.4, -0.3], [-0.5, 0.1, 0.0], [0.01, -0.02, 0.03]];
   const gb = [[1, -1], [0.5, 0.25], [-0.1, 0.2], [2, -3]];
   const lrs = [1e-2, 5e-3, 2e-2, 1e-3];
@@ -95,7 +101,11 @@ Deno.test("AdamW holds exactly its two moments per parameter: no leaked zeros, n
   const before = tf.memory().numTensors;
   const opt = new AdamW(params, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, decays: () => true });
   assert.equal(tf.memory().numTensors, before + 4); // m and v for each of the two parameters
-  const saved = new Map([...opt.stateTensors()].map(([n, t]) => [n, { shape: t.shape, data: new Float32Array(t.size).fill(0.5) }]));
+  const saved = new Map(
+    [...opt.stateTensors()].map((
+      [n, t],
+    ) => [n, { shape: t.shape, data: new Float32Array(t.size).fill(0.5) }]),
+  );
   opt.loadState(3, saved);
   assert.equal(tf.memory().numTensors, before + 4);
   assert.equal(opt.t, 3);

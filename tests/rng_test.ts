@@ -7,7 +7,9 @@ Deno.test("state words stay unsigned 32-bit through many draws", () => {
   const rng = new Rng(1234);
   for (let i = 0; i < 10_000; i++) {
     rng.u32();
-    for (const w of rng.state().s) assert.ok(Number.isInteger(w) && w >= 0 && w <= 0xffffffff, `word ${w} at draw ${i}`);
+    for (const w of rng.state().s) {
+      assert.ok(Number.isInteger(w) && w >= 0 && w <= 0xffffffff, `word ${w} at draw ${i}`);
+    }
   }
 });
 
@@ -24,7 +26,10 @@ Deno.test("a signed word from an older checkpoint is the same 32 bits; garbage i
   const signed = a.state().s.map((w) => w | 0) as [number, number, number, number];
   const b = new Rng({ s: signed });
   for (let i = 0; i < 100; i++) assert.equal(b.u32(), a.u32());
-  assert.throws(() => new Rng({ s: [1, 2, 3] as unknown as [number, number, number, number] }), /invalid RNG state/);
+  assert.throws(
+    () => new Rng({ s: [1, 2, 3] as unknown as [number, number, number, number] }),
+    /invalid RNG state/,
+  );
   assert.throws(() => new Rng({ s: [1, 2, 3, 2 ** 32] }), /invalid RNG state/);
   assert.throws(() => new Rng({ s: [1, 2, 3, 0.5] }), /invalid RNG state/);
 });

@@ -14,8 +14,13 @@ import { BIGRAM_FAMILY, BigramModel } from "./bigram_model.ts";
 
 await initBackend("cpu", { quiet: true });
 const state = {
-  step: 0, optimizerStep: 0, lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 }, rng: { s: [1, 2, 3, 4] as [number, number, number, number] },
-  sampler: {}, elapsedS: 0, tokensSeen: 0,
+  step: 0,
+  optimizerStep: 0,
+  lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
+  rng: { s: [1, 2, 3, 4] as [number, number, number, number] },
+  sampler: {},
+  elapsedS: 0,
+  tokensSeen: 0,
 };
 
 const bigramRun = await Deno.makeTempDir({ prefix: "lmpipe-sample-bigram-" });
@@ -41,7 +46,18 @@ async function runSample(args: string[], families?: Record<string, typeof BIGRAM
 
 Deno.test("sample: a seed fixes the text; another seed changes it; formats", async () => {
   const fam = { bigram: BIGRAM_FAMILY };
-  const args = ["--ckpt", bigramRun, "--prompt-ids", "1,2", "--max-new-tokens", "30", "--temperature", "1", "--top-k", "0"];
+  const args = [
+    "--ckpt",
+    bigramRun,
+    "--prompt-ids",
+    "1,2",
+    "--max-new-tokens",
+    "30",
+    "--temperature",
+    "1",
+    "--top-k",
+    "0",
+  ];
   const a = await runSample([...args, "--seed", "1"], fam);
   assert.equal(await runSample([...args, "--seed", "1"], fam), a);
   assert.notEqual(await runSample([...args, "--seed", "2"], fam), a);
@@ -67,23 +83,53 @@ Deno.test("sample: cached and uncached generation give the same logits and token
     seq.push(chooseToken(lu, { temperature: 1, topK: 50, topP: 0.95, allowedVocab: 50257 }, rng));
   }
   cached.dispose();
-  const args = ["--ckpt", gptRun, "--prompt", "The cat", "--max-new-tokens", "12", "--seed", "4", "--format", "tokens"];
+  const args = [
+    "--ckpt",
+    gptRun,
+    "--prompt",
+    "The cat",
+    "--max-new-tokens",
+    "12",
+    "--seed",
+    "4",
+    "--format",
+    "tokens",
+  ];
   assert.equal(await runSample(args), await runSample([...args, "--no-cache"]));
 });
 
 Deno.test("sample: a prompt longer than the context is cropped from the left with a warning (CLI)", async () => {
-  const prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " +
+  const prompt =
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " +
     "seventeen eighteen nineteen twenty twenty-one ".repeat(2);
   const p = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", join(import.meta.dirname!, "..", "cli.ts"), "sample", "--ckpt", gptRun, "--backend", "cpu",
-      "--prompt", prompt, "--max-new-tokens", "3", "--format", "jsonl"],
+    args: [
+      "run",
+      "-A",
+      "--no-check",
+      join(import.meta.dirname!, "..", "cli.ts"),
+      "sample",
+      "--ckpt",
+      gptRun,
+      "--backend",
+      "cpu",
+      "--prompt",
+      prompt,
+      "--max-new-tokens",
+      "3",
+      "--format",
+      "jsonl",
+    ],
     stdout: "piped",
     stderr: "piped",
   });
   const r = await p.output();
   const err = new TextDecoder().decode(r.stderr);
   assert.equal(r.code, 0, err);
-  assert.match(err, /warning: the prompt has \d+ tokens, more than the model's context \(24\); using its last 24 tokens/);
+  assert.match(
+    err,
+    /warning: the prompt has \d+ tokens, more than the model's context \(24\); using its last 24 tokens/,
+  );
   const j = JSON.parse(new TextDecoder().decode(r.stdout));
   assert.equal(j.prompt_tokens, 24);
   assert.equal(j.tokens.length, 3);

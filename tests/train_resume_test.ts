@@ -19,11 +19,34 @@ const SHAPES: Record<string, string[]> = {
 
 for (const model of Object.keys(SHAPES)) {
   Deno.test(`train ${model}: 3 steps + --resume to 6 reproduces a straight 6-step run (mixed precision, cpu)`, async () => {
-    const a = await Deno.makeTempDir({ prefix: "lmpipe-resume-a-" }), b = await Deno.makeTempDir({ prefix: "lmpipe-resume-b-" });
+    const a = await Deno.makeTempDir({ prefix: "lmpipe-resume-a-" }),
+      b = await Deno.makeTempDir({ prefix: "lmpipe-resume-b-" });
     const common = [
-      "--model", model, "--preset", "tiny", ...SHAPES[model].flatMap((s) => ["--set", s]),
-      "--data", "fixtures/shards", "--backend", "cpu", "--batch-size", "2", "--seed", "11", "--lr", "3e-3",
-      "--precision", "mixed", "--decay-steps", "6", "--warmup", "2", "--eval-every", "3", "--eval-iters", "1",
+      "--model",
+      model,
+      "--preset",
+      "tiny",
+      ...SHAPES[model].flatMap((s) => ["--set", s]),
+      "--data",
+      "fixtures/shards",
+      "--backend",
+      "cpu",
+      "--batch-size",
+      "2",
+      "--seed",
+      "11",
+      "--lr",
+      "3e-3",
+      "--precision",
+      "mixed",
+      "--decay-steps",
+      "6",
+      "--warmup",
+      "2",
+      "--eval-every",
+      "3",
+      "--eval-iters",
+      "1",
     ];
     await train([...common, "--max-steps", "6", "--out", a], env);
     await train([...common, "--max-steps", "3", "--out", b], env);
@@ -37,7 +60,10 @@ for (const model of Object.keys(SHAPES)) {
     }
     assert.equal(lb[5].val_loss, la[5].val_loss);
     const stats = JSON.parse(await Deno.readTextFile(join(a, "config.json"))).stats;
-    assert.ok(Number.isInteger(stats.params) && stats.params > 0 && stats.flops_per_token > 0, JSON.stringify(stats));
+    assert.ok(
+      Number.isInteger(stats.params) && stats.params > 0 && stats.flops_per_token > 0,
+      JSON.stringify(stats),
+    );
     const wa = (await loadCheckpoint(a)).weights, wb = (await loadCheckpoint(b)).weights;
     assert.equal(wb.size, wa.size);
     for (const [n, t] of wa) assert.deepEqual(Array.from(wb.get(n)!.data), Array.from(t.data), n);

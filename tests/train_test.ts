@@ -9,7 +9,7 @@ import { EXIT } from "../lib/errors.ts";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { type StepLog, type TrainOptions, trainLoop } from "../lib/train_loop.ts";
+import { type StepLog, trainLoop, type TrainOptions } from "../lib/train_loop.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { BIGRAM_FAMILY, BigramModel, writeToyShard } from "./bigram_model.ts";
 import { readLog, rejectsWith } from "./helpers_run.ts";
@@ -17,7 +17,9 @@ import { readLog, rejectsWith } from "./helpers_run.ts";
 await initBackend("cpu", { quiet: true });
 const env = { families: { bigram: BIGRAM_FAMILY }, signals: false, stdout: async (_b: Uint8Array) => {} };
 
-async function makeData(opts: { val?: boolean; tokens?: number; maxId?: number; meta?: unknown } = {}): Promise<string> {
+async function makeData(
+  opts: { val?: boolean; tokens?: number; maxId?: number; meta?: unknown } = {},
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "lmpipe-train-data-" });
   await writeToyShard(join(dir, "toy_train_000001.bin"), opts.tokens ?? 4000, 64, 1, opts.maxId);
   await writeToyShard(join(dir, "toy_train_000002.bin"), opts.tokens ?? 3000, 64, 2);
@@ -27,7 +29,20 @@ async function makeData(opts: { val?: boolean; tokens?: number; maxId?: number; 
 }
 
 const data = await makeData();
-const BASE = ["--model", "bigram", "--data", data, "--backend", "cpu", "--batch-size", "4", "--seed", "7", "--lr", "1e-2"];
+const BASE = [
+  "--model",
+  "bigram",
+  "--data",
+  data,
+  "--backend",
+  "cpu",
+  "--batch-size",
+  "4",
+  "--seed",
+  "7",
+  "--lr",
+  "1e-2",
+];
 
 Deno.test("train: 3 steps + --resume 3 steps reproduces a straight 6-step run's losses exactly", async () => {
   const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
@@ -52,7 +67,20 @@ Deno.test("train: 3 steps + --resume 3 steps reproduces a straight 6-step run's 
   const wa = (await loadCheckpoint(a)).weights, wb = (await loadCheckpoint(b)).weights;
   for (const [n, t] of wa) assert.deepEqual(Array.from(wb.get(n)!.data), Array.from(t.data), n);
   // log fields
-  for (const k of ["step", "loss", "lr", "grad_norm", "loss_scale", "skipped", "tokens", "tokens_per_s", "ms_per_step", "elapsed_s"]) {
+  for (
+    const k of [
+      "step",
+      "loss",
+      "lr",
+      "grad_norm",
+      "loss_scale",
+      "skipped",
+      "tokens",
+      "tokens_per_s",
+      "ms_per_step",
+      "elapsed_s",
+    ]
+  ) {
     assert.ok(k in la[0], `log field ${k}`);
   }
   assert.ok("val_loss" in la[2] && !("val_loss" in la[1]));
@@ -64,9 +92,24 @@ Deno.test("train: 3 steps + --resume 3 steps reproduces a straight 6-step run's 
 
 function loopOptions(over: Partial<TrainOptions>): TrainOptions {
   return {
-    batchSize: 2, gradAccum: 2, lr: 1e-2, minLr: 1e-3, warmup: 1, decaySteps: 10, schedule: "cosine",
-    weightDecay: 0.1, gradClip: 1, maxSteps: 6, maxTimeS: null, precision: "mixed", scaleWindow: 2,
-    ckptEvery: 0, evalEvery: 0, evalIters: 1, seed: 1, ...over,
+    batchSize: 2,
+    gradAccum: 2,
+    lr: 1e-2,
+    minLr: 1e-3,
+    warmup: 1,
+    decaySteps: 10,
+    schedule: "cosine",
+    weightDecay: 0.1,
+    gradClip: 1,
+    maxSteps: 6,
+    maxTimeS: null,
+    precision: "mixed",
+    scaleWindow: 2,
+    ckptEvery: 0,
+    evalEvery: 0,
+    evalIters: 1,
+    seed: 1,
+    ...over,
   };
 }
 
@@ -83,7 +126,10 @@ Deno.test("engine: the loss scaler skips an injected overflow, halves S, and dou
   const before = await model.params.get("head.weight")!.data();
   const logs: StepLog[] = [];
   const { train, val } = await samplers(1);
-  await trainLoop({ model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true }, loopOptions({}));
+  await trainLoop(
+    { model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true },
+    loopOptions({}),
+  );
   assert.deepEqual(logs.map((r) => r.skipped), [false, true, false, false, false, false]);
   // S used at each step: 65536, overflow (skip, halve), 32768 twice clean -> doubles back
   assert.deepEqual(logs.map((r) => r.loss_scale), [65536, 65536, 32768, 32768, 65536, 65536]);
@@ -103,7 +149,10 @@ Deno.test("engine: the skipped step leaves the weights untouched", async () => {
   model.poisonAt.set(0, Infinity);
   const before = Array.from(await model.params.get("wte.weight")!.data());
   const out = await Deno.makeTempDir();
-  await trainLoop({ model, train, val, out, config: {}, quiet: true }, loopOptions({ maxSteps: 1, gradAccum: 1 }));
+  await trainLoop(
+    { model, train, val, out, config: {}, quiet: true },
+    loopOptions({ maxSteps: 1, gradAccum: 1 }),
+  );
   assert.deepEqual(Array.from(await model.params.get("wte.weight")!.data()), before);
   train.close(), val.close();
 });
@@ -138,16 +187,26 @@ Deno.test("engine: an interrupt finishes the step, saves a checkpoint and exits 
 Deno.test("train: refuses bad inputs before training starts", async () => {
   const out = () => Deno.makeTempDir();
   const noVal = await makeData({ val: false });
-  await rejectsWith(train([...BASE.slice(0, 2), "--data", noVal, "--max-steps", "1", "--out", await out()], env), EXIT.input, /no validation shard/);
+  await rejectsWith(
+    train([...BASE.slice(0, 2), "--data", noVal, "--max-steps", "1", "--out", await out()], env),
+    EXIT.input,
+    /no validation shard/,
+  );
   const wide = await makeData({ maxId: 100 });
   await rejectsWith(
-    train(["--model", "bigram", "--data", wide, "--backend", "cpu", "--max-steps", "1", "--out", await out()], env),
+    train(
+      ["--model", "bigram", "--data", wide, "--backend", "cpu", "--max-steps", "1", "--out", await out()],
+      env,
+    ),
     EXIT.input,
     /token id 100.*vocabulary \(64\)|holds token id 100/,
   );
   const meta = await makeData({ meta: { tokenizer: "gpt2", vocab_size: 50257 } });
   await rejectsWith(
-    train(["--model", "bigram", "--data", meta, "--backend", "cpu", "--max-steps", "1", "--out", await out()], env),
+    train(
+      ["--model", "bigram", "--data", meta, "--backend", "cpu", "--max-steps", "1", "--out", await out()],
+      env,
+    ),
     EXIT.input,
     /another vocabulary/,
   );
@@ -158,16 +217,40 @@ Deno.test("train: refuses bad inputs before training starts", async () => {
   );
   const file = join(await out(), "a-file");
   await Deno.writeTextFile(file, "x");
-  await rejectsWith(train([...BASE, "--max-steps", "1", "--out", join(file, "run")], env), EXIT.output, /cannot write to --out/);
-  await rejectsWith(train([...BASE, "--set", "nope=1", "--max-steps", "1", "--out", await out()], env), EXIT.usage, /unknown config field 'nope'/);
-  await rejectsWith(train([...BASE, "--set", "nEmbd=wide", "--max-steps", "1", "--out", await out()], env), EXIT.usage, /nEmbd.*number/);
-  await rejectsWith(train([...BASE, "--set", "nEmbd=0", "--max-steps", "1", "--out", await out()], env), EXIT.usage, /bad model config/);
+  await rejectsWith(
+    train([...BASE, "--max-steps", "1", "--out", join(file, "run")], env),
+    EXIT.output,
+    /cannot write to --out/,
+  );
+  await rejectsWith(
+    train([...BASE, "--set", "nope=1", "--max-steps", "1", "--out", await out()], env),
+    EXIT.usage,
+    /unknown config field 'nope'/,
+  );
+  await rejectsWith(
+    train([...BASE, "--set", "nEmbd=wide", "--max-steps", "1", "--out", await out()], env),
+    EXIT.usage,
+    /nEmbd.*number/,
+  );
+  await rejectsWith(
+    train([...BASE, "--set", "nEmbd=0", "--max-steps", "1", "--out", await out()], env),
+    EXIT.usage,
+    /bad model config/,
+  );
   await rejectsWith(train([...BASE, "--out", await out()], env), EXIT.usage, /give a budget/);
-  await rejectsWith(train([...BASE, "--max-steps", "1", "--resume", "--out", await out()], env), EXIT.usage, /holds no checkpoint/);
+  await rejectsWith(
+    train([...BASE, "--max-steps", "1", "--resume", "--out", await out()], env),
+    EXIT.usage,
+    /holds no checkpoint/,
+  );
   // an existing run is not overwritten without --force
   const run = await out();
   await train([...BASE, "--max-steps", "1", "--eval-iters", "1", "--out", run], env);
-  await rejectsWith(train([...BASE, "--max-steps", "1", "--out", run], env), EXIT.output, /already holds a run.*--resume.*--force/);
+  await rejectsWith(
+    train([...BASE, "--max-steps", "1", "--out", run], env),
+    EXIT.output,
+    /already holds a run.*--resume.*--force/,
+  );
   await train([...BASE, "--max-steps", "2", "--eval-iters", "1", "--force", "--out", run], env);
   assert.equal((await loadCheckpoint(run)).state!.step, 2);
 });
@@ -181,10 +264,24 @@ Deno.test("engine: --precision mixed tracks fp32 closely on the tiny GPT (wasm)"
       const config = resolveConfig("gpt", "tiny", { contextLength: 32 });
       const model = createModel(config, 5);
       const tr = await WindowSampler.open([join(data, "toy_train_000001.bin")], 32, config.vocabSize, 9);
-      const val = await WindowSampler.open([join(data, "toy_val_000000.bin")], 32, config.vocabSize, 9, "validation");
+      const val = await WindowSampler.open(
+        [join(data, "toy_val_000000.bin")],
+        32,
+        config.vocabSize,
+        9,
+        "validation",
+      );
       const logs: StepLog[] = [];
       await trainLoop(
-        { model, train: tr, val, out: await Deno.makeTempDir(), config: {}, log: (r) => logs.push(r), quiet: true },
+        {
+          model,
+          train: tr,
+          val,
+          out: await Deno.makeTempDir(),
+          config: {},
+          log: (r) => logs.push(r),
+          quiet: true,
+        },
         loopOptions({ precision, batchSize: 2, gradAccum: 1, maxSteps: 4, lr: 3e-3, scaleWindow: 2000 }),
       );
       losses[precision] = logs.map((r) => r.loss!);
@@ -193,7 +290,10 @@ Deno.test("engine: --precision mixed tracks fp32 closely on the tiny GPT (wasm)"
     }
     for (let i = 0; i < 4; i++) {
       // measured: differences of 1e-5 .. 1.4e-4 over the first 4 steps
-      assert.ok(Math.abs(losses.mixed[i] - losses.fp32[i]) < 5e-3, `step ${i + 1}: ${losses.mixed[i]} vs ${losses.fp32[i]}`);
+      assert.ok(
+        Math.abs(losses.mixed[i] - losses.fp32[i]) < 5e-3,
+        `step ${i + 1}: ${losses.mixed[i]} vs ${losses.fp32[i]}`,
+      );
     }
     assert.ok(losses.mixed[3] < losses.mixed[0]);
     assert.notDeepEqual(losses.mixed, losses.fp32, "mixed really rounds");

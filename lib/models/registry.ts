@@ -6,7 +6,12 @@ import { gptFamily } from "./gpt.ts";
 import { pixelAttnFamily, pixelAttnWideFamily, pixelCumsumFamily } from "./pixel.ts";
 import type { LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
 
-export const FAMILIES: readonly ModelFamily[] = [gptFamily, pixelCumsumFamily, pixelAttnFamily, pixelAttnWideFamily];
+export const FAMILIES: readonly ModelFamily[] = [
+  gptFamily,
+  pixelCumsumFamily,
+  pixelAttnFamily,
+  pixelAttnWideFamily,
+];
 
 export function familyNames(): string[] {
   return FAMILIES.map((f) => f.name);

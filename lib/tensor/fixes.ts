@@ -242,7 +242,9 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
   const { x, dy } = inputs as Record<string, TensorInfo>;
   const filterShape = attrs.filterShape as number[];
   const ci = nhwcConvInfo(x.shape, filterShape, attrs);
-  if (!ci) throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
+  if (!ci) {
+    throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
+  }
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
   const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;

@@ -56,18 +56,24 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     console.log(HELP);
     return;
   }
-  if (p.positionals.length) throw usageError(`lmpipe eval: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe eval --help'.`);
+  if (p.positionals.length) {
+    throw usageError(`lmpipe eval: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe eval --help'.`);
+  }
   const dir = str(p, "ckpt");
   if (!dir) throw usageError("lmpipe eval: --ckpt DIR is required (a run folder from 'lmpipe train')");
   const data = p.values.data as string[] | undefined;
   if (!data?.length) throw usageError("lmpipe eval: --data PATH|- is required");
-  if (data.includes("-") && data.length > 1) throw usageError("lmpipe eval: --data - (stdin) cannot be combined with other --data");
+  if (data.includes("-") && data.length > 1) {
+    throw usageError("lmpipe eval: --data - (stdin) cannot be combined with other --data");
+  }
   const maxTokensRaw = str(p, "max-tokens");
   const maxTokens = maxTokensRaw === undefined ? Infinity : parseCount(CMD, "max-tokens", maxTokensRaw);
   if (maxTokens < 1) throw usageError("lmpipe eval: --max-tokens must be at least 1");
   const batchSize = num(p, CMD, "batch-size", 8, { min: 1, integer: true });
   const precision = str(p, "precision", "fp32") as Precision;
-  if (precision !== "fp32" && precision !== "mixed") throw usageError(`lmpipe eval: --precision must be fp32 or mixed`);
+  if (precision !== "fp32" && precision !== "mixed") {
+    throw usageError(`lmpipe eval: --precision must be fp32 or mixed`);
+  }
 
   const families = await loadFamilies(env);
   const ckpt = await loadCheckpoint(dir);
@@ -76,7 +82,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const T = model.config.contextLength, vocab = model.config.vocabSize;
   const stride = num(p, CMD, "stride", T, { min: 1, integer: true });
   if (stride > T) throw usageError(`lmpipe eval: --stride ${stride} exceeds the model's context (${T})`);
-  info(`eval: ${model.config.model} from ${dir} (step ${ckpt.state?.step ?? "?"}), backend ${backend.name} (${backend.device})`);
+  info(
+    `eval: ${model.config.model} from ${dir} (step ${
+      ckpt.state?.step ?? "?"
+    }), backend ${backend.name} (${backend.device})`,
+  );
 
   // --- the token sources
   const sources: { name: string; src: TokenSource; close?: () => void }[] = [];
@@ -90,7 +100,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     const files = splits.val.length ? splits.val : splits.train;
     for (const f of files) {
       const r = await ShardReader.open(f);
-      sources.push({ name: f, src: { length: r.tokens, read: (o, c) => r.read(o, c) }, close: () => r.close() });
+      sources.push({
+        name: f,
+        src: { length: r.tokens, read: (o, c) => r.read(o, c) },
+        close: () => r.close(),
+      });
     }
     bytes = metaBytes(splits.meta, files);
   }
@@ -102,7 +116,12 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       const budget = maxTokens - total.tokens;
       if (budget <= 0) break;
       await checkIds(src, vocab, name, Math.min(src.length, budget + 1));
-      const s = await scoreSource(model, src, { context: T, stride, batchSize, precision, maxTokens }, budget);
+      const s = await scoreSource(
+        model,
+        src,
+        { context: T, stride, batchSize, precision, maxTokens },
+        budget,
+      );
       total.nats += s.nats, total.tokens += s.tokens, total.windows += s.windows;
     }
     const loss = total.nats / total.tokens;
@@ -120,8 +139,14 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       ckpt: dir,
       data: data[0] === "-" ? "-" : sources.map((s) => basename(s.name)),
     };
-    const bpb = typeof result.bits_per_byte === "number" ? `, ${result.bits_per_byte.toFixed(4)} bits/byte` : "";
-    info(`eval: ${fmtCount(total.tokens)} tokens, loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)}${bpb}`);
+    const bpb = typeof result.bits_per_byte === "number"
+      ? `, ${result.bits_per_byte.toFixed(4)} bits/byte`
+      : "";
+    info(
+      `eval: ${fmtCount(total.tokens)} tokens, loss ${loss.toFixed(4)}, perplexity ${
+        Math.exp(loss).toFixed(2)
+      }${bpb}`,
+    );
     const text = bool(p, "pretty") ? JSON.stringify(result, null, 2) : JSON.stringify(result);
     await stdoutWriter(env)(new TextEncoder().encode(text + "\n"));
   } finally {
@@ -138,7 +163,11 @@ async function checkIds(src: TokenSource, vocab: number, name: string, limit: nu
     const ids = await src.read(off, Math.min(CHUNK, limit - off));
     for (let i = 0; i < ids.length; i++) {
       if (ids[i] >= vocab) {
-        throw inputError(`${name}: token id ${ids[i]} at token ${off + i} is outside the model's vocabulary (${vocab}); the data was made with another tokenizer`);
+        throw inputError(
+          `${name}: token id ${ids[i]} at token ${
+            off + i
+          } is outside the model's vocabulary (${vocab}); the data was made with another tokenizer`,
+        );
       }
     }
   }

@@ -31,7 +31,12 @@ export interface ScoreOptions {
 }
 
 /** Sum of the loss over targets [from, L) of each [1, L] window via the full logits. */
-async function scoreTail(model: LanguageModel, win: Uint16Array, from: number, precision: Precision): Promise<number> {
+async function scoreTail(
+  model: LanguageModel,
+  win: Uint16Array,
+  from: number,
+  precision: Precision,
+): Promise<number> {
   const L = win.length - 1;
   const t = tf.tidy(() => {
     const x = tf.tensor2d(Int32Array.from(win.subarray(0, L)), [1, L], "int32");
@@ -48,21 +53,34 @@ async function scoreTail(model: LanguageModel, win: Uint16Array, from: number, p
 }
 
 /** Mean-loss of `rows` full windows of length T+1 in one batch, returned as a sum. */
-async function scoreFull(model: LanguageModel, rows: Uint16Array[], T: number, precision: Precision): Promise<number> {
+async function scoreFull(
+  model: LanguageModel,
+  rows: Uint16Array[],
+  T: number,
+  precision: Precision,
+): Promise<number> {
   const B = rows.length;
   const x = new Int32Array(B * T), y = new Int32Array(B * T);
   rows.forEach((w, b) => {
     for (let t = 0; t < T; t++) x[b * T + t] = w[t], y[b * T + t] = w[t + 1];
   });
   const t = tf.tidy(() =>
-    model.loss(tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32"), { precision, training: false })
+    model.loss(tf.tensor2d(x, [B, T], "int32"), tf.tensor2d(y, [B, T], "int32"), {
+      precision,
+      training: false,
+    })
   );
   const v = (await readData(t))[0];
   t.dispose();
   return v * B * T;
 }
 
-export async function scoreSource(model: LanguageModel, src: TokenSource, o: ScoreOptions, budget: number): Promise<Score> {
+export async function scoreSource(
+  model: LanguageModel,
+  src: TokenSource,
+  o: ScoreOptions,
+  budget: number,
+): Promise<Score> {
   const n = Math.min(src.length, budget + 1); // tokens used: n - 1 targets at most
   const T = o.context;
   const score: Score = { nats: 0, tokens: 0, windows: 0 };

@@ -23,7 +23,9 @@ export async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8
 export function parseTokenStream(bytes: Uint8Array, what = "stdin"): Uint16Array {
   if (parseHeader(bytes) === null) {
     if (bytes.length % 2 !== 0) {
-      throw inputError(`${what}: ${bytes.length} bytes of headerless tokens is an odd count; expected uint16 tokens`);
+      throw inputError(
+        `${what}: ${bytes.length} bytes of headerless tokens is an odd count; expected uint16 tokens`,
+      );
     }
     return decodeU16(bytes.slice());
   }
@@ -34,16 +36,22 @@ export function parseTokenStream(bytes: Uint8Array, what = "stdin"): Uint16Array
     if (hdr === null || bytes.length - off < HEADER_BYTES) {
       throw inputError(`${what}: expected an llm.c shard header at byte ${off} (after ${total} tokens)`);
     }
-    if (hdr.version !== SHARD_VERSION) throw inputError(`${what}: header at byte ${off} has version ${hdr.version}`);
+    if (hdr.version !== SHARD_VERSION) {
+      throw inputError(`${what}: header at byte ${off} has version ${hdr.version}`);
+    }
     off += HEADER_BYTES;
     const n = hdr.tokens === -1 ? Math.floor((bytes.length - off) / 2) : hdr.tokens;
     if (n < 0 || off + 2 * n > bytes.length) {
-      throw inputError(`${what}: header at byte ${off - HEADER_BYTES} announces ${n} tokens but the stream ends sooner`);
+      throw inputError(
+        `${what}: header at byte ${off - HEADER_BYTES} announces ${n} tokens but the stream ends sooner`,
+      );
     }
     parts.push(decodeU16(bytes.slice(off, off + 2 * n)));
     off += 2 * n;
     total += n;
-    if (hdr.tokens === -1 && off !== bytes.length) throw inputError(`${what}: odd trailing byte after the tokens`);
+    if (hdr.tokens === -1 && off !== bytes.length) {
+      throw inputError(`${what}: odd trailing byte after the tokens`);
+    }
   }
   const out = new Uint16Array(total);
   let o = 0;

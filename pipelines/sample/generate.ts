@@ -80,7 +80,9 @@ export function uncachedStepper(model: LanguageModel): Stepper {
     next(tokens) {
       const win = tokens.slice(-T);
       const t = tf.tidy(() => {
-        const logits = model.logits(tf.tensor2d(Int32Array.from(win), [1, win.length], "int32"), { training: false });
+        const logits = model.logits(tf.tensor2d(Int32Array.from(win), [1, win.length], "int32"), {
+          training: false,
+        });
         const V = logits.shape[2];
         return tf.slice(logits, [0, win.length - 1, 0], [1, 1, V]).reshape([V]);
       });

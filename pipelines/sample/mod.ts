@@ -64,7 +64,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     console.log(HELP);
     return;
   }
-  if (p.positionals.length) throw usageError(`lmpipe sample: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe sample --help'.`);
+  if (p.positionals.length) {
+    throw usageError(`lmpipe sample: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe sample --help'.`);
+  }
   const dir = str(p, "ckpt");
   if (!dir) throw usageError("lmpipe sample: --ckpt DIR is required (a run folder from 'lmpipe train')");
   const maxNew = num(p, CMD, "max-new-tokens", 256, { min: 1, integer: true });
@@ -78,7 +80,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const numSamples = num(p, CMD, "num-samples", 1, { min: 1, integer: true });
   const seed = num(p, CMD, "seed", 1337, { min: 0, integer: true });
   const format = str(p, "format", "text");
-  if (!["text", "jsonl", "tokens"].includes(format)) throw usageError(`lmpipe sample: --format must be text, jsonl or tokens, got '${format}'`);
+  if (!["text", "jsonl", "tokens"].includes(format)) {
+    throw usageError(`lmpipe sample: --format must be text, jsonl or tokens, got '${format}'`);
+  }
 
   let prompt = str(p, "prompt");
   const idsFlag = str(p, "prompt-ids");
@@ -87,7 +91,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     if (prompt !== undefined) throw usageError("lmpipe sample: give --prompt or --prompt-ids, not both");
     givenIds = idsFlag.split(/[\s,]+/).filter((s) => s).map(Number);
     if (!givenIds.length || givenIds.some((n) => !Number.isInteger(n) || n < 0 || n >= VOCAB_SIZE)) {
-      throw usageError(`lmpipe sample: --prompt-ids must be token ids in [0, ${VOCAB_SIZE}) separated by commas or spaces, got '${idsFlag}'`);
+      throw usageError(
+        `lmpipe sample: --prompt-ids must be token ids in [0, ${VOCAB_SIZE}) separated by commas or spaces, got '${idsFlag}'`,
+      );
     }
     prompt = new TextDecoder().decode(decodeBytes(givenIds));
   }
@@ -105,10 +111,14 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   let promptIds = givenIds ?? (prompt === "" ? [EOT] : Array.from(encodeOrdinary(prompt)));
   const outside = promptIds.find((id) => id >= model.config.vocabSize);
   if (outside !== undefined) {
-    throw usageError(`lmpipe sample: prompt token ${outside} is outside the model's vocabulary (${model.config.vocabSize})`);
+    throw usageError(
+      `lmpipe sample: prompt token ${outside} is outside the model's vocabulary (${model.config.vocabSize})`,
+    );
   }
   if (promptIds.length > T) {
-    warn(`the prompt has ${promptIds.length} tokens, more than the model's context (${T}); using its last ${T} tokens`);
+    warn(
+      `the prompt has ${promptIds.length} tokens, more than the model's context (${T}); using its last ${T} tokens`,
+    );
     promptIds = promptIds.slice(-T);
   }
   const cache = !bool(p, "no-cache");
@@ -127,7 +137,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       const best = topTokens(await stepper.next(promptIds), top, sampling.allowedVocab);
       const texts = best.map((t) => new TextDecoder().decode(decodeBytes([t.id])));
       if (format === "jsonl") {
-        const rec = { prompt, prompt_tokens: promptIds.length, top: best.map((t, i) => ({ token: t.id, text: texts[i], p: t.p })) };
+        const rec = {
+          prompt,
+          prompt_tokens: promptIds.length,
+          top: best.map((t, i) => ({ token: t.id, text: texts[i], p: t.p })),
+        };
         await write(enc.encode(JSON.stringify(rec) + "\n"));
       } else await write(enc.encode(best.map((t, i) => topLine(t, texts[i]) + "\n").join("")));
     } finally {
@@ -144,7 +158,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       const generated: number[] = [];
       const utf8 = new TextDecoder("utf-8");
       let text = "";
-      if (format === "text" && prompt !== "") await write(enc.encode(utf8.decode(decodeBytes(promptIds), { stream: true })));
+      if (format === "text" && prompt !== "") {
+        await write(enc.encode(utf8.decode(decodeBytes(promptIds), { stream: true })));
+      }
       const t0 = performance.now();
       try {
         for (let i = 0; i < maxNew; i++) {
@@ -168,10 +184,20 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       if (format === "text") await write(enc.encode(tail + (numSamples > 1 ? "\n---------------\n" : "\n")));
       else if (format === "tokens") await write(enc.encode("\n"));
       else {
-        const rec = { sample: s, prompt, prompt_tokens: promptIds.length, text: text + tail, tokens: generated };
+        const rec = {
+          sample: s,
+          prompt,
+          prompt_tokens: promptIds.length,
+          text: text + tail,
+          tokens: generated,
+        };
         await write(enc.encode(JSON.stringify(rec) + "\n"));
       }
-      info(`sample ${s + 1}/${numSamples}: ${maxNew} tokens in ${secs.toFixed(2)}s (${(maxNew / secs).toFixed(1)} tokens/s)`);
+      info(
+        `sample ${s + 1}/${numSamples}: ${maxNew} tokens in ${secs.toFixed(2)}s (${
+          (maxNew / secs).toFixed(1)
+        } tokens/s)`,
+      );
     }
   } finally {
     model.dispose();

@@ -17,11 +17,7 @@ import {
 } from "../../lib/readers/documents.ts";
 import { parseDocSep, utf8Length } from "../../lib/readers/text.ts";
 import type { ShardFormat } from "../../lib/shard.ts";
-import {
-  type ShardRecord,
-  ShardWriter,
-  StreamTokenWriter,
-} from "../../lib/shard_writer.ts";
+import { type ShardRecord, ShardWriter, StreamTokenWriter } from "../../lib/shard_writer.ts";
 import { writeAll, writeAtomic, writeFailure } from "../../lib/fs.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { VERSION } from "../../lib/version.ts";

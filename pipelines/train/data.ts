@@ -16,9 +16,16 @@ export interface DataSplits {
 export async function listShards(paths: string[], cmd: string): Promise<DataSplits> {
   try {
     const ds = await listDataset(paths);
-    return { train: ds.train, val: ds.val, meta: ds.metas[0]?.meta ?? null, metaPath: ds.metas[0]?.path ?? null };
+    return {
+      train: ds.train,
+      val: ds.val,
+      meta: ds.metas[0]?.meta ?? null,
+      metaPath: ds.metas[0]?.path ?? null,
+    };
   } catch (err) {
-    if (err instanceof LmpipeError) throw new LmpipeError(`lmpipe ${cmd}: --data ${err.message}`, err.exitCode);
+    if (err instanceof LmpipeError) {
+      throw new LmpipeError(`lmpipe ${cmd}: --data ${err.message}`, err.exitCode);
+    }
     throw err;
   }
 }

@@ -3,7 +3,7 @@
 // over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
 import { join } from "node:path";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
-import { bool, num, parseDuration, parseFlags, type Parsed, str } from "../../lib/flags.ts";
+import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { pathExists } from "../../lib/fs.ts";
 import {
@@ -15,7 +15,7 @@ import {
   STATE_FILE,
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
-import { type StepLog, type TrainOptions, trainLoop } from "../../lib/train_loop.ts";
+import { type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
 import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
 import {
   type AutoBatchResult,
@@ -30,7 +30,14 @@ import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
 import { listShards, metaTokenizer, metaVocab } from "./data.ts";
-import { buildModelConfig, familyOf, loadFamilies, loadWeights, type PipelineEnv, stdoutWriter } from "./setup.ts";
+import {
+  buildModelConfig,
+  familyOf,
+  loadFamilies,
+  loadWeights,
+  type PipelineEnv,
+  stdoutWriter,
+} from "./setup.ts";
 
 const CMD = "train";
 
@@ -146,12 +153,18 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     console.log(HELP);
     return;
   }
-  if (p.positionals.length) throw usageError(`lmpipe train: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe train --help'.`);
+  if (p.positionals.length) {
+    throw usageError(`lmpipe train: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe train --help'.`);
+  }
   const families = await loadFamilies(env);
   const out = str(p, "out");
-  if (!out) throw usageError("lmpipe train: --out DIR is required (the run folder)\nSee 'lmpipe train --help'.");
+  if (!out) {
+    throw usageError("lmpipe train: --out DIR is required (the run folder)\nSee 'lmpipe train --help'.");
+  }
   const resume = bool(p, "resume"), force = bool(p, "force");
-  if (resume && force) throw usageError("lmpipe train: --resume and --force contradict each other; choose one");
+  if (resume && force) {
+    throw usageError("lmpipe train: --resume and --force contradict each other; choose one");
+  }
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
@@ -162,7 +175,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   if (resume && !(await hasCheckpoint(out))) {
-    throw usageError(`lmpipe train: --resume: ${out} holds no checkpoint (no ${STATE_FILE}); start without --resume`);
+    throw usageError(
+      `lmpipe train: --resume: ${out} holds no checkpoint (no ${STATE_FILE}); start without --resume`,
+    );
   }
   const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
 
@@ -174,16 +189,26 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     const m = str(p, "model"), pr = str(p, "preset");
     if ((m && m !== modelConfig.model) || (pr && modelConfig.preset && pr !== modelConfig.preset)) {
       throw usageError(
-        `lmpipe train: --resume: the run in ${out} is ${modelConfig.model}/${modelConfig.preset}, not ${m ?? modelConfig.model}/${pr ?? modelConfig.preset}`,
+        `lmpipe train: --resume: the run in ${out} is ${modelConfig.model}/${modelConfig.preset}, not ${
+          m ?? modelConfig.model
+        }/${pr ?? modelConfig.preset}`,
       );
     }
     if (str(p, "config") || (p.values.set as string[] | undefined)?.length) {
-      throw usageError("lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)");
+      throw usageError(
+        "lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)",
+      );
     }
     familyOf(families, modelConfig.model, CMD).validate(modelConfig);
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
-    modelConfig = await buildModelConfig(family, str(p, "preset", "tiny"), str(p, "config"), (p.values.set as string[]) ?? [], CMD);
+    modelConfig = await buildModelConfig(
+      family,
+      str(p, "preset", "tiny"),
+      str(p, "config"),
+      (p.values.set as string[]) ?? [],
+      CMD,
+    );
   }
   const family = familyOf(families, modelConfig.model, CMD);
 
@@ -196,21 +221,29 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   }
   if (memoryLimitFlag !== undefined) parseMemorySize(CMD, "--memory-limit", memoryLimitFlag); // fail early
   const dataPaths = (p.values.data as string[] | undefined) ?? stored?.data;
-  if (!dataPaths?.length) throw usageError("lmpipe train: --data PATH is required (a shard folder or .bin file)");
+  if (!dataPaths?.length) {
+    throw usageError("lmpipe train: --data PATH is required (a shard folder or .bin file)");
+  }
 
   // --- data: splits, vocabulary, context
   const splits = await listShards(dataPaths, CMD);
   if (splits.val.length === 0) {
     throw inputError(
-      `lmpipe train: no validation shard in --data ${dataPaths.join(" ")} (a file named like val.bin or *_val_*.bin). ` +
+      `lmpipe train: no validation shard in --data ${
+        dataPaths.join(" ")
+      } (a file named like val.bin or *_val_*.bin). ` +
         `Tokenize with a validation split, or pass a val shard as another --data.`,
     );
   }
-  if (splits.train.length === 0) throw inputError(`lmpipe train: no training shards in --data ${dataPaths.join(" ")} (only validation)`);
+  if (splits.train.length === 0) {
+    throw inputError(`lmpipe train: no training shards in --data ${dataPaths.join(" ")} (only validation)`);
+  }
   const vocab = modelConfig.vocabSize;
   const mv = metaVocab(splits.meta), mt = metaTokenizer(splits.meta);
   if (mt !== null && mt !== TOKENIZER_NAME) {
-    throw inputError(`${splits.metaPath}: shards were made with tokenizer '${mt}', lmpipe models use '${TOKENIZER_NAME}'. Re-tokenize.`);
+    throw inputError(
+      `${splits.metaPath}: shards were made with tokenizer '${mt}', lmpipe models use '${TOKENIZER_NAME}'. Re-tokenize.`,
+    );
   }
   if (mv !== null && mv > vocab) {
     throw inputError(
@@ -227,7 +260,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const model = family.create(modelConfig, o.seed);
   if (ckpt) loadWeights(model, ckpt.weights, out);
   info(
-    `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${fmtCount(model.paramCount())} parameters, ` +
+    `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${
+      fmtCount(model.paramCount())
+    } parameters, ` +
       `${fmtCount(model.flopsPerToken())} FLOPs/token (train), context ${T}, vocab ${vocab}`,
   );
   info(`backend: ${backend.name} (${backend.device})`);
@@ -250,7 +285,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     o.batchSizeAuto = autoRecord(found, limit);
     const heap = wasmHeapBytes();
     info(
-      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${fmtMiB(limit.bytes)}; ` +
+      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
+        fmtMiB(limit.bytes)
+      }; ` +
         `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
         (heap !== null ? `; wasm heap now ${fmtMiB(heap)}` : "") + ")" +
         (found.capped ? "; capped at the largest size searched" : "") +
@@ -263,16 +300,21 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   );
   const tokPerStep = o.batchSize * T * o.gradAccum;
   info(
-    `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${fmtCount(tokPerStep)} tokens/step, ` +
+    `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${
+      fmtCount(tokPerStep)
+    } tokens/step, ` +
       `${o.precision}, ${o.schedule} lr ${o.lr} -> ${Number(o.minLr.toPrecision(6))}` +
-      (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") + (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
+      (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
+      (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
   );
   if (ckpt?.state) {
     const before = (ckpt.state.sampler as { shards?: { path: string; tokens: number }[] })?.shards ?? [];
     const now = trainData.shards.map((s) => `${s.info.path}:${s.tokens}`).join(",");
     if (before.length && before.map((s) => `${s.path}:${s.tokens}`).join(",") !== now) {
-      warn("the training shards differ from the checkpoint's: the resumed run will not repeat the data order exactly");
+      warn(
+        "the training shards differ from the checkpoint's: the resumed run will not repeat the data order exactly",
+      );
     }
   }
 
@@ -295,7 +337,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   };
 
   if (force && existing) {
-    for (const f of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, STATE_FILE]) await Deno.remove(join(out, f)).catch(() => {});
+    for (const f of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, STATE_FILE]) {
+      await Deno.remove(join(out, f)).catch(() => {});
+    }
   }
   const config = {
     model: modelConfig,
@@ -317,7 +361,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       handleSignals: env.signals ?? true,
     }, o);
     info(
-      `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${fmtDuration(result.elapsedS)}; ` +
+      `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${
+        fmtDuration(result.elapsedS)
+      }; ` +
         `loss ${result.lastLoss?.toFixed(4) ?? "?"}, val ${result.lastValLoss?.toFixed(4) ?? "?"}; ` +
         (result.steps > 0 ? `peak memory ${fmtMiB(result.peakBytes)}; ` : "") + `checkpoint in ${out}`,
     );
@@ -332,19 +378,27 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
 function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined): StoredTraining {
   const given = (name: string) => p.values[name] !== undefined;
-  const pick = <K extends keyof StoredTraining>(flag: string, key: K, dflt: StoredTraining[K], parse: () => StoredTraining[K]) =>
-    given(flag) ? parse() : stored && key in stored ? stored[key] as StoredTraining[K] : dflt;
+  const pick = <K extends keyof StoredTraining>(
+    flag: string,
+    key: K,
+    dflt: StoredTraining[K],
+    parse: () => StoredTraining[K],
+  ) => given(flag) ? parse() : stored && key in stored ? stored[key] as StoredTraining[K] : dflt;
   const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
   const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
   const lr = pick("lr", "lr", 6e-4, real("lr", 0));
   const schedule = pick("schedule", "schedule", "cosine", () => {
     const s = str(p, "schedule")!;
-    if (s !== "cosine" && s !== "onecycle") throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+    if (s !== "cosine" && s !== "onecycle") {
+      throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+    }
     return s;
   });
   const precision = pick("precision", "precision", "fp32", () => {
     const s = str(p, "precision")!;
-    if (s !== "fp32" && s !== "mixed") throw usageError(`lmpipe train: --precision must be fp32 or mixed, got '${s}'`);
+    if (s !== "fp32" && s !== "mixed") {
+      throw usageError(`lmpipe train: --precision must be fp32 or mixed, got '${s}'`);
+    }
     return s;
   });
   const batchFlag = str(p, "batch-size");
@@ -360,7 +414,11 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     }),
     gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
     lr,
-    minLr: given("min-lr") ? real("min-lr", 0)() : given("lr") || stored?.minLr === undefined ? lr / 10 : stored.minLr,
+    minLr: given("min-lr")
+      ? real("min-lr", 0)()
+      : given("lr") || stored?.minLr === undefined
+      ? lr / 10
+      : stored.minLr,
     warmup: pick("warmup", "warmup", null, int("warmup", 0)),
     decaySteps: pick("decay-steps", "decaySteps", null, int("decay-steps", 1)),
     schedule,
@@ -380,7 +438,9 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   // an explicit size replaces a stored search; --batch-size auto makes a new one
   if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
   if (o.maxSteps === null && o.maxTimeS === null) {
-    throw usageError("lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)");
+    throw usageError(
+      "lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)",
+    );
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
   return o;
@@ -406,6 +466,8 @@ async function ensureWritable(dir: string): Promise<void> {
     await Deno.writeTextFile(probe, "");
     await Deno.remove(probe);
   } catch (err) {
-    throw outputError(`lmpipe train: cannot write to --out ${dir} (${(err as Error).message}); choose a writable folder.`);
+    throw outputError(
+      `lmpipe train: cannot write to --out ${dir} (${(err as Error).message}); choose a writable folder.`,
+    );
   }
 }

@@ -37,7 +37,9 @@ export function stdoutWriter(env: PipelineEnv): (bytes: Uint8Array) => Promise<v
 export function familyOf(families: Families, name: string, cmd: string): ModelFamily {
   const f = families[name];
   if (!f) {
-    throw usageError(`lmpipe ${cmd}: unknown model '${name}'; choose from ${Object.keys(families).join(", ")}`);
+    throw usageError(
+      `lmpipe ${cmd}: unknown model '${name}'; choose from ${Object.keys(families).join(", ")}`,
+    );
   }
   return f;
 }
@@ -66,7 +68,9 @@ export async function buildModelConfig(
   const base = family.presets[preset];
   if (!base) {
     throw usageError(
-      `lmpipe ${cmd}: model '${family.name}' has no preset '${preset}'; choose from ${Object.keys(family.presets).join(", ")}`,
+      `lmpipe ${cmd}: model '${family.name}' has no preset '${preset}'; choose from ${
+        Object.keys(family.presets).join(", ")
+      }`,
     );
   }
   const config: ModelConfig = structuredClone(base);
@@ -80,12 +84,18 @@ export async function buildModelConfig(
     }
     if (!(key in base) && key !== "preset") {
       throw usageError(
-        `${where}: unknown config field '${key}' for model ${family.name}; fields: ${Object.keys(base).join(", ")}`,
+        `${where}: unknown config field '${key}' for model ${family.name}; fields: ${
+          Object.keys(base).join(", ")
+        }`,
       );
     }
     const old = base[key];
     if (old !== undefined && typeof old !== typeof value) {
-      throw usageError(`${where}: field '${key}' must be a ${typeof old} (like ${JSON.stringify(old)}), got ${JSON.stringify(value)}`);
+      throw usageError(
+        `${where}: field '${key}' must be a ${typeof old} (like ${JSON.stringify(old)}), got ${
+          JSON.stringify(value)
+        }`,
+      );
     }
     config[key] = value;
   };
@@ -96,10 +106,15 @@ export async function buildModelConfig(
     } catch (err) {
       throw inputError(`${configFile}: cannot read a JSON config (${(err as Error).message})`);
     }
-    if (obj && typeof obj === "object" && "model" in obj && typeof (obj as { model: unknown }).model === "object") {
+    if (
+      obj && typeof obj === "object" && "model" in obj &&
+      typeof (obj as { model: unknown }).model === "object"
+    ) {
       obj = (obj as { model: unknown }).model; // a run's config.json
     }
-    if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw inputError(`${configFile}: expected a JSON object of config fields`);
+    if (!obj || typeof obj !== "object" || Array.isArray(obj)) {
+      throw inputError(`${configFile}: expected a JSON object of config fields`);
+    }
     for (const [k, v] of Object.entries(obj)) if (k !== "preset") apply(k, v, configFile);
   }
   for (const s of sets) {
@@ -119,14 +134,20 @@ export async function buildModelConfig(
 export function loadWeights(model: LanguageModel, weights: Map<string, HostTensor>, dir: string): void {
   for (const [name, p] of model.params) {
     const w = weights.get(name);
-    if (!w) throw inputError(`${dir}: model.safetensors has no tensor '${name}' that ${model.config.model} needs`);
+    if (!w) {
+      throw inputError(`${dir}: model.safetensors has no tensor '${name}' that ${model.config.model} needs`);
+    }
     if (w.shape.join(",") !== p.shape.join(",")) {
       throw inputError(`${dir}: tensor '${name}' has shape [${w.shape}], the model expects [${p.shape}]`);
     }
     tf.tidy(() => p.assign(tf.tensor(w.data, p.shape, "float32"))); // the tidy frees the host copy's tensor
   }
   const extra = [...weights.keys()].filter((n) => !model.params.has(n));
-  if (extra.length) throw inputError(`${dir}: model.safetensors has tensors the model does not: ${extra.slice(0, 5).join(", ")}`);
+  if (extra.length) {
+    throw inputError(
+      `${dir}: model.safetensors has tensors the model does not: ${extra.slice(0, 5).join(", ")}`,
+    );
+  }
 }
 
 /** Builds the model a checkpoint's config.json describes, with the checkpoint's weights. */
