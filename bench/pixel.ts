@@ -1,13 +1,14 @@
 // Step time and peak memory of the image models (pixel-cumsum, pixel-attn, pixel-attn-wide) per preset,
 // through the LanguageModel interface only: one loss + gradient of every parameter per step (the work
 // of a training step without the optimiser update, which is the same code for every model). Peak
-// memory is TF.js's own count of live tensor bytes during one step (tf.profile's peakBytes: what the
-// CNN chunking bounds), plus the process's resident set size at the end. Prints a Markdown table.
+// memory is the most the backend held during one step (lib/tensor/memory.ts: live tensor bytes on cpu and
+// wasm, what the CNN chunking bounds; GPU buffers on webgpu), plus the process's resident set size at the end. Prints a Markdown table.
 //
 //   deno run -A bench/pixel.ts [--backend wasm] [--models pixel-cumsum,pixel-attn,pixel-attn-wide]
 //        [--presets tiny] [--batch-size 8] [--steps 2] [--cnn-chunk 0] [--precision fp32]
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
+import { peakBytes, resetPeak } from "../lib/tensor/memory.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import type { Precision } from "../lib/models/types.ts";
@@ -69,11 +70,11 @@ for (const model of models) {
       return loss;
     };
     console.error(`${info.name} ${model}/${preset}: ${batch} x ${T} tokens ...`);
-    let peak = 0;
-    const prof = await tf.profile(async () => {
-      await step();
-    });
-    peak = prof.peakBytes; // absolute: weights included
+    // absolute: weights included (lib/tensor/memory.ts; tf.profile's peakBytes overflowed the call stack
+    // on the study presets' hundreds of thousands of kernels)
+    resetPeak();
+    await step();
+    const peak = peakBytes();
     const t0 = performance.now();
     let loss = 0;
     for (let i = 0; i < steps; i++) loss = await step();
