@@ -9,7 +9,7 @@
 // counts as "does not fit". The weights are copied to the host first and put back exactly afterwards,
 // so training then starts from the same state as with an explicit --batch-size B.
 import { usageError } from "./errors.ts";
-import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "./optim.ts";
+import { AdamW, ADAMW_DEFAULTS, pairwiseSum, sumOfSquares } from "./optim.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import {
@@ -133,9 +133,7 @@ async function trialStep(model: LanguageModel, B: number, o: ProbeOptions): Prom
         acc = r.acc;
         lossParts.push(r.loss);
       }
-      const sums = tf.tidy(() =>
-        tf.stack([sumOfSquares(acc!, 1 / S), lossParts.reduce((a, b) => tf.add(a, b))])
-      );
+      const sums = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
       await readData(sums);
       sums.dispose();
       optimizer.step(new Map(names.map((n, i) => [n, acc![i]])), 1e-4, 1 / S);

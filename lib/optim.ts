@@ -163,16 +163,10 @@ export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.
   // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu_kernels.ts).
   if (fused && tensors.length > 0 && fusedKernelsActive()) return sumOfSquaresFused(tensors, scale);
   return tf.tidy(() => {
-    let parts: tf.Tensor[] = tensors.map((g) => tf.sum(tf.square(scale === 1 ? g : tf.mul(g, scale))));
-    if (parts.length === 0) return tf.scalar(0);
-    while (parts.length > 1) {
-      const next: tf.Tensor[] = [];
-      for (let i = 0; i < parts.length; i += 2) {
-        next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
-      }
-      parts = next;
-    }
-    return parts[0] as tf.Scalar;
+    if (tensors.length === 0) return tf.scalar(0);
+    return pairwiseSum(
+      tensors.map((g) => tf.sum(tf.square(scale === 1 ? g : tf.mul(g, scale)))),
+    ) as tf.Scalar;
   });
 }
 
@@ -180,4 +174,20 @@ export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.
 export function clipCoefficient(norm: number, maxNorm: number): number {
   if (!(maxNorm > 0)) return 1;
   return Math.min(1, maxNorm / (norm + 1e-6));
+}
+
+/**
+ * The sum of same-shape tensors by pairwise additions (not addN: webgpu's addN with 8 or more inputs sums
+ * only the first 7). Call inside a tidy: the intermediate sums are new tensors.
+ */
+export function pairwiseSum(ts: tf.Tensor[]): tf.Tensor {
+  let parts = ts;
+  while (parts.length > 1) {
+    const next: tf.Tensor[] = [];
+    for (let i = 0; i < parts.length; i += 2) {
+      next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
+    }
+    parts = next;
+  }
+  return parts[0];
 }

@@ -10,6 +10,7 @@ import {
   ADAMW_DEFAULTS,
   clipCoefficient,
   learningRate,
+  pairwiseSum,
   type ScheduleName,
   sumOfSquares,
 } from "./optim.ts";
@@ -164,18 +165,6 @@ export async function evaluateBatches(
   return sum / values.length;
 }
 
-function pairwiseSum(ts: tf.Tensor[]): tf.Tensor {
-  let parts = ts;
-  while (parts.length > 1) {
-    const next: tf.Tensor[] = [];
-    for (let i = 0; i < parts.length; i += 2) {
-      next.push(i + 1 < parts.length ? tf.add(parts[i], parts[i + 1]) : parts[i]);
-    }
-    parts = next;
-  }
-  return parts[0];
-}
-
 export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainResult> {
   const { model, train, val } = run;
   const names = [...model.params.keys()];
@@ -200,8 +189,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     scaler.load(s.lossScale);
     train.load({ rng: s.rng });
     if (!run.resume.optimizer) throw new LmpipeError(`${run.resume.dir}: optimizer state was not loaded`);
-    const saved = run.resume.optimizer;
-    optimizer.loadState(s.optimizerStep, saved);
+    optimizer.loadState(s.optimizerStep, run.resume.optimizer);
   }
   const B = o.batchSize, T = train.context;
   const tokensPerStep = B * T * o.gradAccum;
