@@ -10,6 +10,7 @@
 // recomputed. Without a gradient tape (eval) only the logits matMul runs.
 import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./tensor/fixes.ts";
+import { softmaxRows } from "./tensor/softmax_rows.ts";
 
 export interface TiedCrossEntropyOptions {
   /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */
@@ -54,10 +55,8 @@ function chunk(
   n: number,
   grads: boolean,
 ): ChunkOut {
-  const logits = tf.matMul(hc, wT); // [rows, V]
-  const m = tf.max(logits, 1, true);
-  const e = tf.exp(tf.sub(logits, m));
-  const s = tf.sum(e, 1, true); // [rows, 1]
+  const logits = tf.matMul(hc, wT) as tf.Tensor2D; // [rows, V]
+  const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
   const lse = tf.add(m, tf.log(s));
   const wt = tf.gather(w, tc); // W[target] rows [rows, C]
   const targetLogit = tf.sum(tf.mul(hc, wt), 1);
