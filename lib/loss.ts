@@ -1,15 +1,16 @@
 // Next-token cross-entropy through an output head tied to the token embedding, computed in row chunks
 // so the full [N, vocab] logits (N = B*T; 206 MB for 1024 x 50304) are never materialised. It avoids
 // the TF.js ops that are wrong or slow on some backend (oneHot, gather with batchDims, transposed or
-// batched matMuls on wasm, webgpu matMul outputs over one storage binding): every matMul is a plain
-// non-transposed 2-D one, the fast XNNPACK path on wasm.
+// batched matMuls on wasm's XNNPACK path, webgpu matMul outputs over one storage binding): every matMul
+// is a plain 2-D one, with W^T made once per call, or, where BLAS takes transposes as flags (wasm with
+// OpenBLAS), with transposed operands and no copy. The vocabulary softmax is lib/tensor/softmax_rows.ts.
 //
 // While gradients are being recorded, the forward pass also computes the gradients (the upstream
 // gradient of a scalar loss is a scalar, so dL/dh and dL/dW can be formed chunk by chunk while each
 // chunk's logits exist) and the backward pass only scales them: three matMuls per chunk in all, none
 // recomputed. Without a gradient tape (eval) only the logits matMul runs.
 import { tf } from "./tensor/backend.ts";
-import { maxRowsPerChunk, takeAlongLastAxis } from "./tensor/fixes.ts";
+import { maxRowsPerChunk, takeAlongLastAxis, transposedMatMulsAreFree } from "./tensor/fixes.ts";
 import { softmaxRows } from "./tensor/softmax_rows.ts";
 
 export interface TiedCrossEntropyOptions {
@@ -38,24 +39,25 @@ interface ChunkOut {
   lossSum: tf.Scalar;
   /** dL/dh for the chunk's rows [n, C] (only with gradients). */
   dh?: tf.Tensor2D;
-  /** The softmax part of dL/dW, transposed: [C, V] (only with gradients). */
-  dwT?: tf.Tensor2D;
+  /** The softmax part of dL/dW: [V, C], or transposed [C, V] when W^T is given (only with gradients). */
+  dwPart?: tf.Tensor2D;
 }
 
 /**
- * One chunk: logits = hc @ W^T (with W^T precomputed as wT [C, V]); loss terms; and, when `grads`,
- * dL/dh = (softmax @ W - W[target]) / N and the softmax part of dL/dW^T = hc^T @ softmax / N.
- * The softmax normaliser 1/sum is applied to the [n, C] sides, never to the [n, V] probabilities.
+ * One chunk: logits = hc @ W^T; loss terms; and, when `grads`, dL/dh = (softmax @ W - W[target]) / N
+ * and the softmax part of dL/dW = softmax^T @ hc / N. The softmax normaliser 1/sum is applied to the
+ * [n, C] sides, never to the [n, V] probabilities. With `wT` (W^T [C, V], made once per call) every
+ * matMul is a plain one; without, the transposes are matMul flags (free on wasm's BLAS path).
  */
 function chunk(
   hc: tf.Tensor2D,
   tc: tf.Tensor1D,
   w: tf.Tensor2D,
-  wT: tf.Tensor2D,
+  wT: tf.Tensor2D | null,
   n: number,
   grads: boolean,
 ): ChunkOut {
-  const logits = tf.matMul(hc, wT) as tf.Tensor2D; // [rows, V]
+  const logits = (wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true)) as tf.Tensor2D; // [rows, V]
   const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
   const lse = tf.add(m, tf.log(s));
   const wt = tf.gather(w, tc); // W[target] rows [rows, C]
@@ -64,17 +66,18 @@ function chunk(
   if (!grads) return { lossSum };
   const inv = tf.div(1 / n, s); // softmax normaliser and the 1/N of the mean, per row
   const dh = tf.sub(tf.mul(tf.matMul(e, w), inv), tf.mul(wt, 1 / n)) as tf.Tensor2D;
-  const dwT = tf.matMul(tf.transpose(tf.mul(hc, inv)), e) as tf.Tensor2D;
-  return { lossSum, dh, dwT };
+  const hs = tf.mul(hc, inv);
+  const dwPart = (wT ? tf.matMul(tf.transpose(hs), e) : tf.matMul(e, hs, true, false)) as tf.Tensor2D;
+  return { lossSum, dh, dwPart };
 }
 
 /** Runs `chunk` over all rows; with `grads` also assembles dL/dh [N, C] and dL/dW [V, C]. */
 function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: number, grads: boolean) {
   const [N, C] = h.shape;
   const V = w.shape[0];
-  const wT = tf.transpose(w) as tf.Tensor2D;
+  const wT = transposedMatMulsAreFree() ? null : tf.transpose(w) as tf.Tensor2D;
   let lossSum: tf.Tensor = tf.scalar(0);
-  let dwT: tf.Tensor | null = null;
+  let dwPart: tf.Tensor | null = null;
   const dhs: tf.Tensor[] = [];
   for (let r0 = 0; r0 < N; r0 += rows) {
     const n = Math.min(rows, N - r0);
@@ -88,20 +91,20 @@ function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: num
     prev.dispose(), out.lossSum.dispose();
     if (grads) {
       dhs.push(out.dh!);
-      if (dwT === null) dwT = out.dwT!;
+      if (dwPart === null) dwPart = out.dwPart!;
       else {
-        const old: tf.Tensor = dwT;
-        dwT = tf.add(old, out.dwT!);
-        old.dispose(), out.dwT!.dispose();
+        const old: tf.Tensor = dwPart;
+        dwPart = tf.add(old, out.dwPart!);
+        old.dispose(), out.dwPart!.dispose();
       }
     }
   }
-  wT.dispose();
+  wT?.dispose();
   const loss = tf.div(lossSum, N) as tf.Scalar;
   if (!grads) return { loss };
   // The -onehot part of dL/dW: row target[r] gets -h[r]/N, summed over duplicate targets.
   const picked = tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V);
-  const dw = tf.sub(tf.transpose(dwT!), picked) as tf.Tensor2D;
+  const dw = tf.sub(wT ? tf.transpose(dwPart!) : dwPart!, picked) as tf.Tensor2D;
   const dh = (dhs.length === 1 ? dhs[0] : tf.concat(dhs, 0)) as tf.Tensor2D;
   return { loss, dh, dw };
 }

@@ -417,3 +417,38 @@ Deno.test("an allocation failure no check caught first still ends with the memor
   assert.equal(asOutOfMemory(new RangeError("Invalid array length")), null); // a bug, reported as one
   assert.equal(asOutOfMemory("out of memory"), null);
 });
+
+Deno.test("wasm Sum over leading axes (bias gradients) matches float64 column sums; other axes untouched", async () => {
+  await initBackend("wasm", { quiet: true });
+  const x3 = randomArray(4 * 5 * 6, 21);
+  const cases: { shape: number[]; axis: number | number[]; keepDims?: boolean }[] = [
+    { shape: [1024, 37], axis: 0 },
+    { shape: [4, 5, 6], axis: [0, 1], keepDims: true },
+    { shape: [4, 5, 6], axis: [1, 0] },
+    { shape: [4, 5, 6], axis: [-3] },
+    { shape: [4, 5, 6], axis: 1 }, // not leading: TF.js's own kernel
+    { shape: [4, 5, 6], axis: [0, 1, 2] }, // all axes: TF.js's own kernel
+  ];
+  for (const { shape, axis, keepDims = false } of cases) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = n === x3.length ? x3 : randomArray(n, 22);
+    const got = tf.sum(tf.tensor(data, shape), axis, keepDims);
+    // float64 reference by brute force over every index
+    const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a + shape.length) % shape.length);
+    const outShape = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+    const want = new Float64Array(outShape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < n; i++) {
+      let rest = i, o = 0, stride = 1;
+      for (let d = shape.length - 1; d >= 0; d--) {
+        const c = rest % shape[d];
+        rest = Math.floor(rest / shape[d]);
+        if (!axes.includes(d)) o += c * stride;
+        stride *= outShape[d];
+      }
+      want[o] += data[i];
+    }
+    const wantShape = keepDims ? outShape : shape.filter((_, i) => !axes.includes(i));
+    assert.deepEqual(got.shape, wantShape, `shape for ${JSON.stringify({ shape, axis, keepDims })}`);
+    assertClose(got.dataSync(), want, 1e-6, `sum ${JSON.stringify({ shape, axis })}`);
+  }
+});
