@@ -8,6 +8,7 @@ import {
   fusedKernelsActive,
   sumOfSquaresFused,
 } from "./tensor/webgpu_kernels.ts";
+import { wasmKernelsActive } from "./tensor/wasm_kernels.ts";
 
 export interface AdamWOptions {
   beta1: number;
@@ -17,9 +18,10 @@ export interface AdamWOptions {
   /** Which parameters get weight decay (the model decides: matrices and embeddings, not biases/norms). */
   decays: (name: string) => boolean;
   /**
-   * On webgpu, run each parameter's update as one fused WGSL dispatch (lib/tensor/webgpu_kernels.ts)
-   * instead of the ~15 op chain below, which stays the reference and is used on every other backend.
-   * Default true; tests set false to compare the two.
+   * Run each parameter's update as one fused kernel instead of the ~15 op chain below: a WGSL dispatch
+   * on webgpu (lib/tensor/webgpu_kernels.ts), a multithreaded SIMD pass on wasm (wasm_kernels.ts). Both
+   * are bit-identical to the chain, which stays the reference and runs on cpu. Default true; tests set
+   * false to compare.
    */
   fused?: boolean;
 }
@@ -56,7 +58,7 @@ export class AdamW {
     const bc2 = 1 - Math.pow(beta2, this.t);
     const stepSize = lr / bc1;
     const sqrtBc2 = Math.sqrt(bc2);
-    const fused = this.opts.fused !== false && fusedKernelsActive();
+    const fused = this.opts.fused !== false && (fusedKernelsActive() || wasmKernelsActive());
     for (const [name, p] of this.params) {
       const g0 = grads.get(name);
       if (!g0) throw new Error(`AdamW: no gradient for parameter '${name}'`);

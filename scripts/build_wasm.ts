@@ -4,12 +4,12 @@
 // one (its single-threaded build). Uses wabt's WebAssembly port from npm, at build time only.
 //
 //   deno run -A scripts/build_wasm.ts           rewrite the generated modules
-//   deno run -A scripts/build_wasm.ts --check   exit 1 if any is out of date (tests/wasm_softmax_test.ts)
+//   deno run -A scripts/build_wasm.ts --check   exit 1 if any is out of date (tests/wasm_kernels_test.ts)
 import wabtInit from "wabt";
 import { writeAtomic } from "../lib/fs.ts";
 
 /** Each .wat source and the module generated from it. */
-export const KERNELS = [{ wat: "lib/tensor/wasm_softmax.wat", out: "lib/tensor/wasm_softmax_bytes.ts" }];
+export const KERNELS = [{ wat: "lib/tensor/wasm_kernels.wat", out: "lib/tensor/wasm_kernels_bytes.ts" }];
 
 const ROOT = new URL("../", import.meta.url);
 const FEATURES = { simd: true, threads: true };

@@ -10,7 +10,7 @@ import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyFixes } from "./fixes.ts";
 import { enableWasmThreads } from "./wasm_threads.ts";
 import { blasStatus, loadBlas } from "./blas.ts";
-import { startWasmSoftmax } from "./wasm_softmax.ts";
+import { startWasmKernels } from "./wasm_kernels.ts";
 import { LmpipeError, usageError } from "../errors.ts";
 import { info, warn } from "../log.ts";
 
@@ -217,7 +217,7 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
       warn(`wasm started earlier in this process with ${threads} thread(s); ${opts.threads} requested now`);
     }
     loadBlas(threads); // big float32 matMuls go to a CBLAS sgemm when one is found (fixes.ts)
-    await startWasmSoftmax(); // the loss's softmax kernel and its worker threads (softmax_rows.ts)
+    await startWasmKernels(); // lmpipe's own wasm kernels and their worker threads (wasm_kernels.ts)
     result = {
       name: "wasm",
       device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}, ${blasStatus()}`,

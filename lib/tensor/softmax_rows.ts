@@ -1,9 +1,10 @@
 // The unnormalised softmax of each row of a matrix, the hot spot of lmpipe's loss over a 50304-token
 // vocabulary (lib/loss.ts): e = exp(x - rowmax), with the row maxima m and the row sums s of e. On wasm
-// one multithreaded SIMD kernel computes it (wasm_softmax.ts); elsewhere, or with LMPIPE_WASM_FUSED=0,
+// one multithreaded SIMD kernel computes it (wasm_kernels.ts); elsewhere, or with LMPIPE_WASM_FUSED=0,
 // TF.js's Max, Sub, Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
 import * as tf from "@tensorflow/tfjs-core";
-import { SOFTMAX_ROWS_KERNEL, wasmSoftmaxUsable } from "./wasm_softmax.ts";
+import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { wasmKernelsActive } from "./wasm_kernels.ts";
 
 export interface SoftmaxRows {
   /** exp(x - m), [rows, cols]. */
@@ -12,23 +13,6 @@ export interface SoftmaxRows {
   m: tf.Tensor2D;
   /** Row sums of e, [rows, 1]. */
   s: tf.Tensor2D;
-}
-
-let wasmKernelEnabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WASM_FUSED") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
-
-/** Turns the wasm kernel on or off for this process (the op chain runs instead); returns the old state. */
-export function setWasmSoftmaxEnabled(on: boolean): boolean {
-  const old = wasmKernelEnabled;
-  wasmKernelEnabled = on;
-  return old;
 }
 
 /** The op chain, on any backend: also the reference the kernels are tested against. */
@@ -41,7 +25,7 @@ export function softmaxRowsByOps(x: tf.Tensor2D): SoftmaxRows {
 
 /** e = exp(x - rowmax(x)), the row maxima and the row sums of e, for a 2-D float32 x. */
 export function softmaxRows(x: tf.Tensor2D): SoftmaxRows {
-  const useKernel = x.dtype === "float32" && wasmKernelEnabled && wasmSoftmaxUsable();
+  const useKernel = x.dtype === "float32" && wasmKernelsActive();
   if (!useKernel) return softmaxRowsByOps(x);
   const [e, m, s] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x }, {}) as tf.Tensor2D[];
   return { e, m, s };

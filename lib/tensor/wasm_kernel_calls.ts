@@ -1,0 +1,67 @@
+// How a job of lmpipe's wasm kernels (wasm_kernels.wat) is described and run piece by piece, shared by
+// the main thread (wasm_kernels.ts) and its worker threads (wasm_kernels_worker.ts): a job is a list of
+// int32 arguments, the first naming the kernel, floats passed as their bits; its "rows" are the
+// softmax's rows, or blocks of BLOCK elements for the elementwise kernels.
+
+export const KIND = { softmaxRows: 0, adamW: 1, tanh: 2 } as const;
+
+/** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
+export const BLOCK = 8192;
+
+/** The exports of an instance of wasm_kernels.wat. */
+export interface KernelExports {
+  softmax_rows(x: number, e: number, m: number, s: number, r0: number, r1: number, cols: number): void;
+  adamw(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    po: number,
+    mo: number,
+    vo: number,
+    i0: number,
+    i1: number,
+    ...constants: number[]
+  ): void;
+  tanh(x: number, y: number, i0: number, i1: number): void;
+}
+
+const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
+
+/** A float as the int32 bits of its float32 value (job arguments are int32). */
+export function floatBits(x: number): number {
+  f32[0] = x;
+  return i32[0];
+}
+
+function bitsFloat(bits: number): number {
+  i32[0] = bits;
+  return f32[0];
+}
+
+/** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
+export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1: number): void {
+  switch (a[0]) {
+    case KIND.softmaxRows: // x, e, m, s, cols
+      return k.softmax_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.adamW: { // p, g, m, v, pOut, mOut, vOut, n, then 9 float constants
+      const consts = Array.from({ length: 9 }, (_, i) => bitsFloat(a[9 + i]));
+      return k.adamw(
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        a[6],
+        a[7],
+        r0 * BLOCK,
+        Math.min(a[8], r1 * BLOCK),
+        ...consts,
+      );
+    }
+    case KIND.tanh: // x, y, n
+      return k.tanh(a[1], a[2], r0 * BLOCK, Math.min(a[3], r1 * BLOCK));
+    default:
+      throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
+  }
+}

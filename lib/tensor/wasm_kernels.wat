@@ -1,0 +1,318 @@
+;; lmpipe's own WebAssembly SIMD kernels for the wasm backend, where TF.js's are single-threaded and
+;; slow on what a training step spends most on besides matMuls (bench/RESULTS.md):
+;;   softmax_rows  the loss's vocabulary softmax: TF.js runs Max, Sub, Exp and Sum over [rows, 50304]
+;;   adamw         one parameter's AdamW update: ~15 TF.js kernels, one pass here
+;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
+;; Each works on a range (rows or elements) so that lib/tensor/wasm_kernels.ts can share a call out
+;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
+;;
+;; Built into lib/tensor/wasm_kernels_bytes.ts by scripts/build_wasm.ts (twice: with a shared memory
+;; import for the threaded wasm build, without for the single-threaded one). Constants are set into
+;; locals before the loops: V8 rebuilds a v128.const at every use.
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; For rows r0 <= row < r1 of x [rows, cols] (float32, row-major, byte offsets into the memory):
+  ;; m[row] = max of the row, e[row, :] = exp(x[row, :] - m[row]), s[row] = sum of e[row, :]. The sum
+  ;; is taken in float32 vectors over blocks of 256 values and in float64 across blocks. e may be x.
+  ;;
+  ;; exp(t), t = x - max <= 0 (or NaN), to ~2 ulp: t = k ln2 + r with |r| <= ln2/2 (ln2 split in two
+  ;; so that k ln2 is exact), e^r by Cephes' expf polynomial, 2^k built in the exponent bits. k is
+  ;; rounded by adding 1.5 * 2^23 (the float's low bits then hold k). Below ln(FLT_MIN) the result is
+  ;; 0 (the true one is a denormal, or 0 for -Infinity). A NaN stays NaN throughout.
+  (func (export "softmax_rows")
+    (param $x i32) (param $e i32) (param $m i32) (param $s i32)
+    (param $r0 i32) (param $r1 i32) (param $cols i32)
+    (local $row i32) (local $p i32) (local $q i32) (local $end i32) (local $vend i32) (local $bend i32)
+    (local $left i32)
+    (local $mx v128) (local $mx2 v128) (local $max f32) (local $vmax v128)
+    (local $t v128) (local $tiny v128) (local $kb v128) (local $k v128) (local $r v128) (local $y v128)
+    (local $acc v128) (local $sum v128)
+    (local $min_t v128) (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $one v128) (local $bias v128) (local $lane v128) (local $ninf v128)
+    (local.set $min_t (v128.const f32x4 -87.33654 -87.33654 -87.33654 -87.33654))
+    (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $lane (v128.const i32x4 0 1 2 3))
+    (local.set $ninf (v128.const f32x4 -inf -inf -inf -inf))
+
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        ;; this row is [p, end) in x; its first 4 * floor(cols / 4) values end at vend
+        (local.set $p (i32.add (local.get $x) (i32.shl (i32.mul (local.get $row) (local.get $cols)) (i32.const 2))))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $vend (i32.add (local.get $p)
+          (i32.shl (i32.and (local.get $cols) (i32.const -4)) (i32.const 2))))
+
+        ;; pass 1: the maximum, two accumulators, 8 values a step while 8 remain. pmax(a, v) keeps a
+        ;; when v is NaN; the NaN comes back through x - max in pass 2, so the sum is NaN all the same.
+        (local.set $mx (local.get $ninf))
+        (local.set $mx2 (local.get $ninf))
+        (block $max8_done
+          (loop $max8
+            (br_if $max8_done (i32.gt_u (i32.add (local.get $p) (i32.const 32)) (local.get $vend)))
+            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+            (local.set $mx2 (f32x4.pmax (local.get $mx2) (v128.load offset=16 (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (br $max8)))
+        (if (i32.lt_u (local.get $p) (local.get $vend))
+          (then
+            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))))
+        (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mx2)))
+        (local.set $max (f32.max
+          (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+          (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+        (block $max1_done
+          (loop $max1
+            (br_if $max1_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $max (f32.max (local.get $max) (f32.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (br $max1)))
+
+        ;; pass 2: e = exp(x - max) and its sum, in blocks of 256 values; the last 1-3 values of a row
+        ;; whose length is not a multiple of 4 go through as one vector padded with zeros after exp
+        (local.set $vmax (f32x4.splat (local.get $max)))
+        (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $q (i32.add (local.get $e) (i32.sub (local.get $p) (local.get $x))))
+        (local.set $sum (v128.const f64x2 0 0))
+        (block $blocks_done
+          (loop $blocks
+            (br_if $blocks_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $bend (i32.add (local.get $p) (i32.const 1024)))
+            (if (i32.gt_u (local.get $bend) (local.get $end)) (then (local.set $bend (local.get $end))))
+            (local.set $acc (v128.const f32x4 0 0 0 0))
+            (loop $vectors
+              ;; values left in the row, in bytes (>= 16: a whole vector)
+              (local.set $left (i32.sub (local.get $end) (local.get $p)))
+              (if (i32.ge_u (local.get $left) (i32.const 16))
+                (then (local.set $t (v128.load (local.get $p))))
+                (else
+                  (local.set $t (v128.load32_lane 0 (local.get $p) (local.get $ninf)))
+                  (if (i32.ge_u (local.get $left) (i32.const 8))
+                    (then (local.set $t (v128.load32_lane offset=4 1 (local.get $p) (local.get $t)))))
+                  (if (i32.ge_u (local.get $left) (i32.const 12))
+                    (then (local.set $t (v128.load32_lane offset=8 2 (local.get $p) (local.get $t)))))))
+              (local.set $t (f32x4.sub (local.get $t) (local.get $vmax)))
+              ;; lanes below ln(FLT_MIN) give 0 (NaN is not below anything); the others are clamped
+              ;; there (pmax keeps a NaN t); then k = round(t / ln2) and r = t - k ln2
+              (local.set $tiny (f32x4.lt (local.get $t) (local.get $min_t)))
+              (local.set $t (f32x4.pmax (local.get $t) (local.get $min_t)))
+              (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
+              (local.set $k (f32x4.sub (local.get $kb) (local.get $round)))
+              (local.set $r (f32x4.sub (local.get $t) (f32x4.mul (local.get $k) (local.get $ln2_hi))))
+              (local.set $r (f32x4.sub (local.get $r) (f32x4.mul (local.get $k) (local.get $ln2_lo))))
+              ;; e^r = ((((c0 r + c1) r + c2) r + c3) r + c4) r + c5) r^2 + r + 1
+              (local.set $y (f32x4.add (f32x4.mul (local.get $c0) (local.get $r)) (local.get $c1)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c2)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c3)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c4)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c5)))
+              (local.set $y (f32x4.add (f32x4.add
+                (f32x4.mul (local.get $y) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r)) (local.get $one)))
+              ;; times 2^k: kb's bits are those of 1.5 * 2^23 plus k; adding 127 and shifting left by 23
+              ;; drops the former and leaves (k + 127) << 23, the float 2^k (k >= -126 after the clamp)
+              (local.set $y (v128.andnot (f32x4.mul (local.get $y)
+                (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))) (local.get $tiny)))
+              (if (i32.ge_u (local.get $left) (i32.const 16))
+                (then (v128.store (local.get $q) (local.get $y)))
+                (else
+                  ;; keep only the lanes that hold values of this row
+                  (local.set $y (v128.and (local.get $y)
+                    (i32x4.lt_s (local.get $lane) (i32x4.splat (i32.shr_u (local.get $left) (i32.const 2))))))
+                  (v128.store32_lane 0 (local.get $q) (local.get $y))
+                  (if (i32.ge_u (local.get $left) (i32.const 8))
+                    (then (v128.store32_lane offset=4 1 (local.get $q) (local.get $y))))
+                  (if (i32.ge_u (local.get $left) (i32.const 12))
+                    (then (v128.store32_lane offset=8 2 (local.get $q) (local.get $y))))))
+              (local.set $acc (f32x4.add (local.get $acc) (local.get $y)))
+              (local.set $p (i32.add (local.get $p) (i32.const 16)))
+              (local.set $q (i32.add (local.get $q) (i32.const 16)))
+              (br_if $vectors (i32.lt_u (local.get $p) (local.get $bend))))
+            (local.set $sum (f64x2.add (local.get $sum) (f64x2.add
+              (f64x2.promote_low_f32x4 (local.get $acc))
+              (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
+            (br $blocks)))
+
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $row) (i32.const 2))) (local.get $max))
+        (f32.store (i32.add (local.get $s) (i32.shl (local.get $row) (i32.const 2)))
+          (f32.demote_f64 (f64.add (f64x2.extract_lane 0 (local.get $sum)) (f64x2.extract_lane 1 (local.get $sum)))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; AdamW for elements i0 <= i < i1 of one parameter (lib/optim.ts): the same float32 operations in
+  ;; the same order as its op chain, so the result is bit-identical to it:
+  ;;   g' = g gs;  m1 = m b1 + g' (1 - b1);  v1 = v b2 + g'^2 (1 - b2)
+  ;;   p1 = p decay - m1 / (sqrt(v1) / sqrt(bc2) + eps) * step
+  ;; (gs = 1 and decay = 1 where the chain skips the multiplication: x * 1 is exact). p, g, m, v are
+  ;; read, po, mo, vo written (byte offsets); float32 arrays.
+  (func (export "adamw")
+    (param $p i32) (param $g i32) (param $m i32) (param $v i32) (param $po i32) (param $mo i32) (param $vo i32)
+    (param $i0 i32) (param $i1 i32)
+    (param $gs f32) (param $b1 f32) (param $omb1 f32) (param $b2 f32) (param $omb2 f32) (param $decay f32)
+    (param $sqrt_bc2 f32) (param $eps f32) (param $step f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $gv v128) (local $m1 v128) (local $v1 v128)
+    (local $vgs v128) (local $vb1 v128) (local $vomb1 v128) (local $vb2 v128) (local $vomb2 v128)
+    (local $vdecay v128) (local $vsqrt_bc2 v128) (local $veps v128) (local $vstep v128)
+    (local $gf f32) (local $m1f f32) (local $v1f f32)
+    (local.set $vgs (f32x4.splat (local.get $gs)))
+    (local.set $vb1 (f32x4.splat (local.get $b1)))
+    (local.set $vomb1 (f32x4.splat (local.get $omb1)))
+    (local.set $vb2 (f32x4.splat (local.get $b2)))
+    (local.set $vomb2 (f32x4.splat (local.get $omb2)))
+    (local.set $vdecay (f32x4.splat (local.get $decay)))
+    (local.set $vsqrt_bc2 (f32x4.splat (local.get $sqrt_bc2)))
+    (local.set $veps (f32x4.splat (local.get $eps)))
+    (local.set $vstep (f32x4.splat (local.get $step)))
+    ;; o walks byte offsets from i0; the vectors stop where fewer than 4 elements remain
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $gv (f32x4.mul (v128.load (i32.add (local.get $g) (local.get $o))) (local.get $vgs)))
+        (local.set $m1 (f32x4.add
+          (f32x4.mul (v128.load (i32.add (local.get $m) (local.get $o))) (local.get $vb1))
+          (f32x4.mul (local.get $gv) (local.get $vomb1))))
+        (local.set $v1 (f32x4.add
+          (f32x4.mul (v128.load (i32.add (local.get $v) (local.get $o))) (local.get $vb2))
+          (f32x4.mul (f32x4.mul (local.get $gv) (local.get $gv)) (local.get $vomb2))))
+        (v128.store (i32.add (local.get $mo) (local.get $o)) (local.get $m1))
+        (v128.store (i32.add (local.get $vo) (local.get $o)) (local.get $v1))
+        (v128.store (i32.add (local.get $po) (local.get $o))
+          (f32x4.sub
+            (f32x4.mul (v128.load (i32.add (local.get $p) (local.get $o))) (local.get $vdecay))
+            (f32x4.mul
+              (f32x4.div (local.get $m1)
+                (f32x4.add (f32x4.div (f32x4.sqrt (local.get $v1)) (local.get $vsqrt_bc2)) (local.get $veps)))
+              (local.get $vstep))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $gf (f32.mul (f32.load (i32.add (local.get $g) (local.get $o))) (local.get $gs)))
+        (local.set $m1f (f32.add
+          (f32.mul (f32.load (i32.add (local.get $m) (local.get $o))) (local.get $b1))
+          (f32.mul (local.get $gf) (local.get $omb1))))
+        (local.set $v1f (f32.add
+          (f32.mul (f32.load (i32.add (local.get $v) (local.get $o))) (local.get $b2))
+          (f32.mul (f32.mul (local.get $gf) (local.get $gf)) (local.get $omb2))))
+        (f32.store (i32.add (local.get $mo) (local.get $o)) (local.get $m1f))
+        (f32.store (i32.add (local.get $vo) (local.get $o)) (local.get $v1f))
+        (f32.store (i32.add (local.get $po) (local.get $o))
+          (f32.sub
+            (f32.mul (f32.load (i32.add (local.get $p) (local.get $o))) (local.get $decay))
+            (f32.mul
+              (f32.div (local.get $m1f)
+                (f32.add (f32.div (f32.sqrt (local.get $v1f)) (local.get $sqrt_bc2)) (local.get $eps)))
+              (local.get $step))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; y = tanh(x) for elements i0 <= i < i1 (byte offsets x, y; may be equal), to ~2 ulp, as Cephes'
+  ;; tanhf: for |x| < 0.625 the odd polynomial x + x^3 P(x^2); above, 1 - 2 / (exp(2|x|) + 1) with the
+  ;; sign of x, exp as in softmax_rows (2|x| clamped to 88: the result is 1 from ~9 on). Both are
+  ;; computed for a vector and the lanes pick one; the sign of x is copied in last. NaN stays NaN; -0
+  ;; stays -0.
+  (func (export "tanh") (param $x i32) (param $y i32) (param $i0 i32) (param $i1 i32)
+    (local $o i32) (local $end i32) (local $left i32)
+    (local $v v128) (local $a v128) (local $z v128) (local $small v128) (local $big v128)
+    (local $t v128) (local $kb v128) (local $k v128) (local $r v128) (local $q v128)
+    (local $sign v128) (local $cut v128) (local $max_t v128) (local $two v128)
+    (local $p0 v128) (local $p1 v128) (local $p2 v128) (local $p3 v128) (local $p4 v128)
+    (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $one v128) (local $bias v128)
+    (local.set $sign (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))
+    (local.set $cut (v128.const f32x4 0.625 0.625 0.625 0.625))
+    (local.set $max_t (v128.const f32x4 88 88 88 88))
+    (local.set $two (v128.const f32x4 2 2 2 2))
+    (local.set $p0 (v128.const f32x4 -5.70498872745e-3 -5.70498872745e-3 -5.70498872745e-3 -5.70498872745e-3))
+    (local.set $p1 (v128.const f32x4 2.06390887954e-2 2.06390887954e-2 2.06390887954e-2 2.06390887954e-2))
+    (local.set $p2 (v128.const f32x4 -5.37397155531e-2 -5.37397155531e-2 -5.37397155531e-2 -5.37397155531e-2))
+    (local.set $p3 (v128.const f32x4 1.33314422036e-1 1.33314422036e-1 1.33314422036e-1 1.33314422036e-1))
+    (local.set $p4 (v128.const f32x4 -3.33332819422e-1 -3.33332819422e-1 -3.33332819422e-1 -3.33332819422e-1))
+    (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (block $done
+      (loop $vectors
+        (br_if $done (i32.ge_s (local.get $o) (local.get $end)))
+        ;; the last 1-3 elements go through as one vector padded with zeros (not stored)
+        (local.set $left (i32.sub (local.get $end) (local.get $o)))
+        (if (i32.ge_u (local.get $left) (i32.const 16))
+          (then (local.set $v (v128.load (i32.add (local.get $x) (local.get $o)))))
+          (else
+            (local.set $v (v128.load32_lane 0 (i32.add (local.get $x) (local.get $o)) (v128.const i32x4 0 0 0 0)))
+            (if (i32.ge_u (local.get $left) (i32.const 8))
+              (then (local.set $v (v128.load32_lane offset=4 1 (i32.add (local.get $x) (local.get $o)) (local.get $v)))))
+            (if (i32.ge_u (local.get $left) (i32.const 12))
+              (then (local.set $v (v128.load32_lane offset=8 2 (i32.add (local.get $x) (local.get $o)) (local.get $v)))))))
+        (local.set $a (f32x4.abs (local.get $v)))
+        ;; small |x|: x + x z P(z), z = x^2
+        (local.set $z (f32x4.mul (local.get $v) (local.get $v)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $p0) (local.get $z)) (local.get $p1)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p2)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p3)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p4)))
+        (local.set $small (f32x4.add
+          (f32x4.mul (f32x4.mul (local.get $small) (local.get $z)) (local.get $v)) (local.get $v)))
+        ;; big |x|: 1 - 2 / (exp(t) + 1), t = min(2|x|, 88)
+        (local.set $t (f32x4.pmin (f32x4.mul (local.get $a) (local.get $two)) (local.get $max_t)))
+        (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
+        (local.set $k (f32x4.sub (local.get $kb) (local.get $round)))
+        (local.set $r (f32x4.sub (local.get $t) (f32x4.mul (local.get $k) (local.get $ln2_hi))))
+        (local.set $r (f32x4.sub (local.get $r) (f32x4.mul (local.get $k) (local.get $ln2_lo))))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $c0) (local.get $r)) (local.get $c1)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c2)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c3)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c4)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c5)))
+        (local.set $q (f32x4.add (f32x4.add
+          (f32x4.mul (local.get $q) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r)) (local.get $one)))
+        (local.set $q (f32x4.mul (local.get $q)
+          (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))))
+        (local.set $big (f32x4.sub (local.get $one)
+          (f32x4.div (local.get $two) (f32x4.add (local.get $q) (local.get $one)))))
+        ;; pick a branch per lane, then give every lane the sign of x (the polynomial loses it at -0)
+        (local.set $small (v128.bitselect (local.get $big) (local.get $small) (f32x4.ge (local.get $a) (local.get $cut))))
+        (local.set $v (v128.or (v128.andnot (local.get $small) (local.get $sign)) (v128.and (local.get $v) (local.get $sign))))
+        (if (i32.ge_u (local.get $left) (i32.const 16))
+          (then (v128.store (i32.add (local.get $y) (local.get $o)) (local.get $v)))
+          (else
+            (v128.store32_lane 0 (i32.add (local.get $y) (local.get $o)) (local.get $v))
+            (if (i32.ge_u (local.get $left) (i32.const 8))
+              (then (v128.store32_lane offset=4 1 (i32.add (local.get $y) (local.get $o)) (local.get $v))))
+            (if (i32.ge_u (local.get $left) (i32.const 12))
+              (then (v128.store32_lane offset=8 2 (i32.add (local.get $y) (local.get $o)) (local.get $v))))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors))))
+)

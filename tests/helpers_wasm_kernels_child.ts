@@ -1,0 +1,94 @@
+// Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
+// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm_kernels.ts) on inputs with every length
+// remainder, special values and sizes big enough for the worker threads. Prints one JSON line: the
+// threads used, rows taken by workers, the largest errors against float64 loops, and a checksum of all
+// output bits (equal across thread counts).
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
+import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
+import { AdamW } from "../lib/optim.ts";
+import { randomArray } from "../lib/tensor/testing.ts";
+
+const info = await initBackend("wasm", { quiet: true });
+let hash = 2166136261;
+const mix = (a: Float32Array) => {
+  for (const b of new Uint8Array(a.buffer, a.byteOffset, a.byteLength)) {
+    hash = Math.imul(hash ^ b, 16777619) >>> 0;
+  }
+};
+
+// Softmax rows: every row-length remainder, long rows, rows enough for the workers.
+const shapes = [[1, 1], [3, 5], [4, 6], [2, 7], [5, 8], [6, 259], [2, 1024], [64, 4099], [3, 50304]];
+let eErr = 0, sErr = 0, mErr = 0;
+for (const [rows, cols] of shapes) {
+  const x = randomArray(rows * cols, rows * 7919 + cols).map((v, i) => v * (i % 3 === 0 ? 40 : 8));
+  const { e, m, s } = softmaxRows(tf.tensor2d(x, [rows, cols]));
+  const [ev, mv, sv] = [e.dataSync() as Float32Array, m.dataSync(), s.dataSync() as Float32Array];
+  mix(ev), mix(sv);
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * cols, (r + 1) * cols);
+    const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
+    mErr = Math.max(mErr, Math.abs(mv[r] - max));
+    let sum = 0;
+    for (let j = 0; j < cols; j++) {
+      const want = Math.exp(Math.fround(row[j] - max)); // x - max rounds to float32 on every path
+      sum += want;
+      if (want > 1e-30) eErr = Math.max(eErr, Math.abs(ev[r * cols + j] - want) / want);
+    }
+    sErr = Math.max(sErr, Math.abs(sv[r] - sum) / sum);
+  }
+}
+// A NaN makes its row's sum NaN and leaves the other rows alone; -Infinity gives 0.
+const special = softmaxRows(tf.tensor2d([1, NaN, 3, 2, 0, -Infinity, 5, 1, 2, 3, 4, 5], [3, 4]));
+
+// tanh: lengths with every remainder, both branches and their boundary, special values.
+let tanhErr = 0;
+for (const n of [1, 2, 3, 5, 8, 8195, 100_003]) {
+  const x = randomArray(n, n).map((v, i) => v * [0.7, 3, 12, 0.001][i % 4]);
+  const y = tf.tanh(tf.tensor1d(x)).dataSync() as Float32Array;
+  mix(y);
+  for (let i = 0; i < n; i++) {
+    const want = Math.tanh(x[i]);
+    tanhErr = Math.max(tanhErr, Math.abs(y[i] - want) / Math.max(Math.abs(want), 1e-30));
+  }
+}
+const tanhSpecial = Array.from(
+  tf.tanh(tf.tensor1d([NaN, -0, 0, Infinity, -Infinity, 0.625, -0.625, 50, -50])).dataSync(),
+)
+  .map((v) => Object.is(v, -0) ? "-0" : String(v));
+
+// AdamW: a few updates of parameters of every remainder and one big enough for the workers.
+const sizes = [1, 7, 8, 8193, 70_001];
+const params = new Map(sizes.map((n, i) => [`p${i}`, tf.variable(tf.tensor1d(randomArray(n, 100 + i)))]));
+const opt = new AdamW(params, {
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.1,
+  decays: (n) => n !== "p1",
+});
+for (let step = 0; step < 3; step++) {
+  const grads = new Map(sizes.map((n, i) => [`p${i}`, tf.tensor1d(randomArray(n, 1000 * step + i))]));
+  opt.step(grads, 1e-2 * (step + 1), step === 1 ? 0.5 : 1);
+}
+for (const p of params.values()) mix(p.dataSync() as Float32Array);
+
+// Workers take rows of big jobs; the main thread takes rows too, so give them a few chances.
+const big = tf.tensor2d(randomArray(256 * 4096, 5), [256, 4096]);
+for (let i = 0; i < 50 && wasmKernelStats().rowsOnWorkers === 0; i++) {
+  tf.dispose(Object.values(softmaxRows(big)));
+}
+
+console.log(JSON.stringify({
+  backend: info.device,
+  threads: wasmKernelThreads(),
+  rowsOnWorkers: wasmKernelStats().rowsOnWorkers,
+  eErr,
+  sErr,
+  mErr,
+  tanhErr,
+  tanhSpecial,
+  hash,
+  specialS: Array.from(special.s.dataSync()).map(String),
+  specialE: Array.from(special.e.dataSync()).slice(4, 8),
+}));

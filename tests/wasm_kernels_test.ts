@@ -1,0 +1,169 @@
+// lmpipe's own wasm kernels (lib/tensor/wasm_kernels.wat, run by wasm_kernels.ts on several threads):
+// the vocabulary softmax and tanh match float64 loops on every length remainder and on special values,
+// AdamW is bit-identical to lib/optim.ts's op chain, all three give bit-identical results on 1 and 2
+// threads (with the worker proven to take work), the loss and its gradients stay where TF.js's op
+// chain puts them, and the committed kernel bytes are those of the committed .wat.
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
+import { tiedCrossEntropy } from "../lib/loss.ts";
+import { AdamW } from "../lib/optim.ts";
+import { assertClose, randomArray } from "../lib/tensor/testing.ts";
+import { generate, KERNELS } from "../scripts/build_wasm.ts";
+
+async function child(threads: string) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tests/helpers_wasm_kernels_child.ts"],
+    env: { LMPIPE_WASM_THREADS: threads },
+    cwd: new URL("..", import.meta.url).pathname,
+    signal: AbortSignal.timeout(120_000), // a child that never exits fails the test instead of hanging it
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+/** Runs fn with the wasm kernels on or off, restoring the previous state. */
+function withKernels<T>(on: boolean, fn: () => T): T {
+  const old = setWasmKernelsEnabled(on);
+  try {
+    return fn();
+  } finally {
+    setWasmKernelsEnabled(old);
+  }
+}
+
+Deno.test("wasm kernels: match float64 on 1 and 2 threads, bit-identical between them", async () => {
+  const [one, two] = [await child("1"), await child("2")];
+  assert.equal(one.threads, 1, one.backend);
+  assert.equal(two.threads, 2, two.backend);
+  assert.equal(one.rowsOnWorkers, 0);
+  assert.ok(two.rowsOnWorkers > 0, "the worker thread never took a row");
+  for (const r of [one, two]) {
+    assert.equal(r.mErr, 0, "row maxima are exact");
+    assert.ok(r.eErr < 1e-6, `exp relative error ${r.eErr}`);
+    assert.ok(r.sErr < 1e-6, `row sum relative error ${r.sErr}`);
+    assert.deepEqual(r.specialS.map((v: string) => v === "NaN"), [true, false, false]);
+    const want = [Math.exp(-5), 0, 1, Math.exp(-4)]; // row [0, -Infinity, 5, 1]: exp(-Infinity) is 0
+    assertClose(r.specialE, want, 1e-6, "the row with -Infinity");
+    assert.equal(r.specialE[1], 0);
+    assert.ok(r.tanhErr < 5e-7, `tanh relative error ${r.tanhErr}`);
+    const t = (x: number) => String(Math.fround(Math.tanh(x)));
+    assert.deepEqual(r.tanhSpecial, [
+      "NaN",
+      "-0",
+      "0",
+      "1",
+      "-1",
+      r.tanhSpecial[5],
+      r.tanhSpecial[6],
+      "1",
+      "-1",
+    ]);
+    assertClose(
+      [Number(r.tanhSpecial[5]), Number(r.tanhSpecial[6])],
+      [Number(t(0.625)), Number(t(-0.625))],
+      3e-7,
+      "tanh at the branch boundary",
+    );
+  }
+  assert.equal(two.hash, one.hash, "outputs differ between 1 and 2 threads");
+});
+
+Deno.test("softmaxRows on cpu is the op chain; on wasm the kernel agrees with it", async () => {
+  const x = randomArray(7 * 301, 3).map((v) => v * 30);
+  for (const backend of ["cpu", "wasm"] as const) {
+    await initBackend(backend, { quiet: true });
+    const xb = tf.tensor2d(x, [7, 301]);
+    const got = softmaxRows(xb), want = softmaxRowsByOps(xb);
+    assert.deepEqual(got.e.shape, [7, 301]);
+    assert.deepEqual(got.s.shape, [7, 1]);
+    assertClose(got.e.dataSync(), want.e.dataSync(), 1e-6, `${backend} e`);
+    assertClose(got.m.dataSync(), want.m.dataSync(), 0, `${backend} m`);
+    assertClose(got.s.dataSync(), want.s.dataSync(), 1e-6, `${backend} s`);
+  }
+});
+
+Deno.test("tiedCrossEntropy: same loss and gradients with the wasm kernels as with the op chain", async () => {
+  await initBackend("wasm", { quiet: true });
+  const [N, C, V] = [40, 16, 1003];
+  const h = tf.tensor2d(randomArray(N * C, 11), [N, C]);
+  const w = tf.tensor2d(randomArray(V * C, 12).map((v) => v * 2), [V, C]);
+  const t = tf.tensor1d(Array.from({ length: N }, (_, i) => (i * 389) % V), "int32");
+  const f = (kernels: boolean) =>
+    withKernels(kernels, () => {
+      const g = tf.grads((a, b) =>
+        tiedCrossEntropy(a as tf.Tensor2D, b as tf.Tensor2D, t, { chunkRows: 16 })
+      );
+      const loss = tiedCrossEntropy(h, w, t, { chunkRows: 16 }).dataSync()[0];
+      return { loss, grads: g([h, w]).map((x) => x.dataSync()) };
+    });
+  const [withKernel, withOps] = [f(true), f(false)];
+  assert.ok(
+    Math.abs(withKernel.loss - withOps.loss) < 1e-5 * withOps.loss,
+    `${withKernel.loss} vs ${withOps.loss}`,
+  );
+  assertClose(withKernel.grads[0], withOps.grads[0], 1e-5, "dL/dh");
+  assertClose(withKernel.grads[1], withOps.grads[1], 1e-5, "dL/dW");
+});
+
+Deno.test("wasm AdamW kernel: bit-identical to the op chain over several updates", async () => {
+  await initBackend("wasm", { quiet: true });
+  const sizes = [1, 3, 4, 9, 8192 + 5, 100_000];
+  const run = (fused: boolean) => {
+    const params = new Map(sizes.map((n, i) => [`w${i}`, tf.variable(tf.tensor1d(randomArray(n, 7 + i)))]));
+    const opt = new AdamW(params, {
+      beta1: 0.9,
+      beta2: 0.95,
+      eps: 1e-8,
+      weightDecay: 0.1,
+      decays: (name) => name !== "w2",
+      fused,
+    });
+    for (let step = 0; step < 4; step++) {
+      const grads = new Map(sizes.map((n, i) => [`w${i}`, tf.tensor1d(randomArray(n, 50 * step + i))]));
+      opt.step(grads, 3e-3 * (step + 1), step === 2 ? 1 / 1024 : 1);
+      tf.dispose([...grads.values()]);
+    }
+    const out = [...params.values(), ...opt.m.values(), ...opt.v.values()].map((t) =>
+      t.dataSync() as Float32Array
+    );
+    opt.dispose();
+    tf.dispose([...params.values()]);
+    return out;
+  };
+  const [kernel, chain] = [run(true), run(false)];
+  for (let i = 0; i < kernel.length; i++) {
+    assert.deepEqual(
+      new Uint32Array(kernel[i].buffer),
+      new Uint32Array(chain[i].buffer),
+      `tensor ${i} differs`,
+    );
+  }
+});
+
+Deno.test("wasm tanh kernel: gradients through it match the cpu backend; off, TF.js's own runs", async () => {
+  const x = randomArray(1000, 9).map((v) => v * 4);
+  const grad = () => {
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.tanh(a), tf.tanh(a))))(tf.tensor1d(x));
+    return g.dataSync();
+  };
+  await initBackend("cpu", { quiet: true });
+  const want = grad();
+  await initBackend("wasm", { quiet: true });
+  assertClose(grad(), want, 2e-6, "d/dx sum(tanh(x)^2), kernel");
+  assertClose(withKernels(false, grad), want, 2e-6, "d/dx sum(tanh(x)^2), TF.js's tanh");
+});
+
+Deno.test("the committed kernel bytes are built from the committed .wat (scripts/build_wasm.ts)", async () => {
+  for (const k of KERNELS) {
+    const committed = await Deno.readTextFile(new URL(`../${k.out}`, import.meta.url));
+    assert.equal(
+      committed,
+      await generate(k.wat),
+      `${k.out} is stale: run deno run -A scripts/build_wasm.ts`,
+    );
+  }
+});
