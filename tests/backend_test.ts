@@ -13,6 +13,7 @@ import {
 import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/tensor/fixes.ts";
 import { LmpipeError } from "../lib/errors.ts";
 import { assertClose, randomArray, testBackends, webgpuStatus } from "../lib/tensor/testing.ts";
+import { denoChildJson } from "./helpers_run.ts";
 
 const backends = await testBackends();
 const gpu = await webgpuStatus();
@@ -42,18 +43,8 @@ Deno.test("wasm with 2 threads (LMPIPE_WASM_THREADS=2) starts, computes the same
     const g = tf.grad((x) => tf.sum(tf.square(tf.conv2d(x, tf.ones([3, 3, 1, 4]), 1, "same"))))(tf.reshape(a, [2, 32, 48, 1]));
     console.log(JSON.stringify({ threads: info.threads, y: Array.from(await readData(y)), g: Array.from(await readData(g)) }));
   `;
-  const run = async (threads: string) => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--ext=ts", script],
-      env: { LMPIPE_WASM_THREADS: threads },
-      cwd: new URL("..", import.meta.url).pathname, // the project's deno.json maps the npm imports
-      signal: AbortSignal.timeout(60_000), // a child that never exits fails the test instead of hanging it
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
-    return JSON.parse(new TextDecoder().decode(out.stdout));
-  };
+  const run = (threads: string) =>
+    denoChildJson(["eval", "--ext=ts", script], { LMPIPE_WASM_THREADS: threads }, 60_000);
   const [one, two] = [await run("1"), await run("2")];
   assert.equal(one.threads, 1);
   assert.equal(two.threads, 2);

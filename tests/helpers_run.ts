@@ -1,6 +1,6 @@
 // Test helpers for run folders: save an untrained model as a run (checkpoint at step 0, so the sample,
 // eval and viz tests load a model through the same path as a real run), read a run's step log, and
-// expect a LmpipeError with a given exit code and message.
+// expect a LmpipeError with a given exit code and message, and run a child deno that prints JSON.
 import assert from "node:assert/strict";
 import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { LmpipeError } from "../lib/errors.ts";
@@ -37,4 +37,26 @@ export async function rejectsWith(p: Promise<unknown>, code: number, re: RegExp)
     assert.match(e.message, re);
     return true;
   });
+}
+
+/**
+ * Runs `deno <args>` in the project root (its deno.json maps the npm imports) with `env` added, fails
+ * the test if it fails or outlives `timeoutMs` (instead of hanging), and returns its stdout as JSON.
+ */
+export async function denoChildJson(
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs = 120_000,
+  // deno-lint-ignore no-explicit-any
+): Promise<any> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env,
+    cwd: new URL("..", import.meta.url).pathname,
+    signal: AbortSignal.timeout(timeoutMs),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
 }

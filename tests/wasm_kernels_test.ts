@@ -11,18 +11,12 @@ import { tiedCrossEntropy } from "../lib/loss.ts";
 import { AdamW } from "../lib/optim.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
+import { denoChildJson } from "./helpers_run.ts";
 
-async function child(threads: string) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tests/helpers_wasm_kernels_child.ts"],
-    env: { LMPIPE_WASM_THREADS: threads },
-    cwd: new URL("..", import.meta.url).pathname,
-    signal: AbortSignal.timeout(120_000), // a child that never exits fails the test instead of hanging it
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+function child(threads: string) {
+  return denoChildJson(["run", "-A", "tests/helpers_wasm_kernels_child.ts"], {
+    LMPIPE_WASM_THREADS: threads,
+  });
 }
 
 /** Runs fn with the wasm kernels on or off, restoring the previous state. */

@@ -7,7 +7,7 @@
 // TF.js's Tanh run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
-import { PLAIN_MEMORY_WASM, SHARED_MEMORY_WASM } from "./wasm_kernels_bytes.ts";
+import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./wasm_kernel_calls.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "./webgpu_kernels.ts";
@@ -39,8 +39,22 @@ export function setWasmKernelsEnabled(on: boolean): boolean {
   return old;
 }
 
-function decode(b64: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+/**
+ * The kernels' module bytes for a shared memory (TF.js's threaded wasm build) or a plain one (its
+ * single-threaded build). The .wat imports a shared memory; the plain variant differs only in the
+ * import's limits flag (binary format: 0x03 = maximum + shared, 0x01 = maximum), patched here.
+ */
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
+  if (shared) return bytes;
+  const name = [6, ...new TextEncoder().encode("memory"), 2]; // "memory", then import kind 2 (memory)
+  for (let i = 0; i + name.length < bytes.length; i++) {
+    if (name.every((b, j) => bytes[i + j] === b) && bytes[i + name.length] === 3) {
+      bytes[i + name.length] = 1;
+      return bytes;
+    }
+  }
+  throw new Error("wasm kernels: no shared memory import found in the module");
 }
 
 /** The kernels bound to one wasm memory, with their worker threads. */
@@ -58,7 +72,7 @@ class Runner {
   constructor(memory: WebAssembly.Memory, threads: number) {
     this.memory = memory;
     const shared = memory.buffer instanceof SharedArrayBuffer;
-    const module = new WebAssembly.Module(decode(shared ? SHARED_MEMORY_WASM : PLAIN_MEMORY_WASM));
+    const module = new WebAssembly.Module(moduleBytes(shared));
     this.#kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
     const starts: Promise<void>[] = [];
     for (let i = 1; shared && i < threads; i++) {
