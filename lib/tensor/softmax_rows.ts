@@ -1,10 +1,12 @@
 // The unnormalised softmax of each row of a matrix, the hot spot of lmpipe's loss over a 50304-token
 // vocabulary (lib/loss.ts): e = exp(x - rowmax), with the row maxima m and the row sums s of e. On wasm
-// one multithreaded SIMD kernel computes it (wasm_kernels.ts); elsewhere, or with LMPIPE_WASM_FUSED=0,
-// TF.js's Max, Sub, Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
+// one multithreaded SIMD kernel computes it (wasm_kernels.ts), on webgpu one WGSL dispatch
+// (webgpu_kernels.ts); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
+// Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { wasmKernelsActive } from "./wasm_kernels.ts";
+import { fusedKernelsActive } from "./webgpu_kernels.ts";
 
 export interface SoftmaxRows {
   /** exp(x - m), [rows, cols]. */
@@ -25,7 +27,8 @@ export function softmaxRowsByOps(x: tf.Tensor2D): SoftmaxRows {
 
 /** e = exp(x - rowmax(x)), the row maxima and the row sums of e, for a 2-D float32 x. */
 export function softmaxRows(x: tf.Tensor2D): SoftmaxRows {
-  const useKernel = x.dtype === "float32" && wasmKernelsActive();
+  const onWebGPU = x.dtype === "float32" && x.size > 0 && fusedKernelsActive();
+  const useKernel = onWebGPU || (x.dtype === "float32" && wasmKernelsActive());
   if (!useKernel) return softmaxRowsByOps(x);
   const [e, m, s] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x }, {}) as tf.Tensor2D[];
   return { e, m, s };
