@@ -6,8 +6,12 @@
 import { tf } from "./tensor/backend.ts";
 import { linear } from "./tensor/fixes.ts";
 import { boundary } from "./precision.ts";
+import { causalSoftmax } from "./tensor/causal_softmax.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
+
+/** The additive causal mask moved to lib/tensor/causal_softmax.ts (its op-chain fallback); re-exported. */
+export { causalMask } from "./tensor/causal_softmax.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Initialisation
@@ -61,17 +65,6 @@ export const gelu = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => 
     },
   };
 }) as (x: tf.Tensor) => tf.Tensor;
-
-/**
- * Additive causal mask [q, past + q]: query i (at absolute position past + i) sees keys 0..past+i.
- * Masked entries are -1e9, not -inf, so a fully masked row can never produce NaN.
- */
-export function causalMask(q: number, past: number): tf.Tensor2D {
-  const k = past + q;
-  const m = new Float32Array(q * k);
-  for (let i = 0; i < q; i++) for (let j = past + i + 1; j < k; j++) m[i * k + j] = -1e9;
-  return tf.tensor2d(m, [q, k]);
-}
 
 export interface AttentionParams {
   /** [C, 3C] (q, k, v column blocks, heads consecutive within each). */
@@ -130,9 +123,8 @@ export function causalSelfAttention(
     cache.k = tf.keep(k), cache.v = tf.keep(v);
   }
   q = boundary(q, prec);
-  let scores: tf.Tensor = boundary(tf.matMul(q, k, false, true), prec); // [B, H, T, past + T]
-  if (T > 1) scores = tf.add(scores, causalMask(T, past));
-  const probs = boundary(tf.softmax(scores), prec);
+  const scores = boundary(tf.matMul(q, k, false, true), prec); // [B, H, T, past + T]
+  const probs = boundary(causalSoftmax(scores, past), prec);
   if (opts.attentionProbs) opts.attentionProbs.push(tf.keep(probs));
   const y = boundary(tf.matMul(probs, v), prec); // [B, H, T, D]
   const merged = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);

@@ -32,7 +32,8 @@ import { tf } from "../tensor/backend.ts";
 import { embeddingLookup, linear } from "../tensor/fixes.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, type BlockParams, causalMask, type KVCache, layerNorm, normalInit } from "../nn.ts";
+import { block, type BlockParams, type KVCache, layerNorm, normalInit } from "../nn.ts";
+import { causalSoftmax } from "../tensor/causal_softmax.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import type {
@@ -384,9 +385,8 @@ export function attnImages(
     }
     cache.k = tf.keep(k), cache.src = tf.keep(src);
   }
-  let scores: tf.Tensor = boundary(tf.matMul(q, k, false, true), precision); // [B, C, T, past + T]
-  if (T > 1) scores = tf.add(scores, causalMask(T, past));
-  const probs = boundary(tf.softmax(scores), precision) as tf.Tensor4D;
+  const scores = boundary(tf.matMul(q, k, false, true), precision); // [B, C, T, past + T]
+  const probs = boundary(causalSoftmax(scores, past), precision) as tf.Tensor4D;
   if (probsOut) probsOut.push(tf.keep(probs));
   const Tk = past + T;
   let imgs: tf.Tensor;
