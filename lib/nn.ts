@@ -9,6 +9,7 @@ import { boundary } from "./precision.ts";
 import { causalSoftmax } from "./tensor/causal_softmax.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
+import { layerNorm } from "./tensor/layer_norm.ts";
 
 /** The additive causal mask moved to lib/tensor/causal_softmax.ts (its op-chain fallback); re-exported. */
 export { causalMask } from "./tensor/causal_softmax.ts";
@@ -37,11 +38,7 @@ export function normalInit(rng: Rng, shape: number[], std: number): tf.Tensor {
 // Layers
 
 /** LayerNorm over the last axis (statistics in float32, eps 1e-5 as PyTorch), optional bias. */
-export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  const y = tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight);
-  return bias ? tf.add(y, bias) : y;
-}
+export { layerNorm };
 
 const GELU_K = Math.sqrt(2 / Math.PI);
 const GELU_C = 0.044715;

@@ -1,5 +1,5 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
-// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm_kernels.ts) on inputs with every length
+// per process) and runs lmpipe's wasm kernels (softmax, tanh, AdamW, LayerNorm) (lib/tensor/wasm_kernels.ts) on inputs with every length
 // remainder, special values and sizes big enough for the worker threads. Prints one JSON line: the
 // threads used, rows taken by workers, the largest errors against float64 loops, and a checksum of all
 // output bits (equal across thread counts).
@@ -7,6 +7,7 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
 import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
 import { AdamW } from "../lib/optim.ts";
+import { layerNorm } from "../lib/tensor/layer_norm.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
 
 const info = await initBackend("wasm", { quiet: true });
@@ -72,6 +73,18 @@ for (let step = 0; step < 3; step++) {
   opt.step(grads, 1e-2 * (step + 1), step === 1 ? 0.5 : 1);
 }
 for (const p of params.values()) mix(p.dataSync() as Float32Array);
+
+// LayerNorm forward and gradients over rows enough for the workers.
+{
+  const [rows, C] = [2048, 128];
+  const x = tf.tensor2d(randomArray(rows * C, 31), [rows, C]),
+    dy = tf.tensor2d(randomArray(rows * C, 32), [rows, C]);
+  const w = tf.tensor1d(randomArray(C, 33)), b = tf.tensor1d(randomArray(C, 34));
+  const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
+    tf.sum(tf.mul(layerNorm(xi, wi as tf.Tensor1D, bi as tf.Tensor1D), dy));
+  mix(layerNorm(x, w, b).dataSync() as Float32Array);
+  for (const g of tf.grads(f)([x, w, b])) mix(g.dataSync() as Float32Array);
+}
 
 // Workers take rows of big jobs; the main thread takes rows too, so give them a few chances.
 const big = tf.tensor2d(randomArray(256 * 4096, 5), [256, 4096]);

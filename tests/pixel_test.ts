@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { AdamW } from "../lib/optim.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
 import {
   attnImages,
   cumsumImages,
@@ -338,24 +339,45 @@ Deno.test("pixel models: each overfits one batch", async () => {
   await initBackend("cpu", { quiet: true });
 });
 
+// Backends that run the same formulas (cpu, webgpu, and wasm with TF.js's own kernels) agree to ~1e-7
+// over three steps. wasm's own LayerNorm/tanh/softmax kernels (lib/tensor/wasm_kernels.ts) round
+// differently, as accurately (tests/wasm_kernels_test.ts), and the tiny CNN's max-pooling makes the
+// later steps jump: with the op chains alone, scaling the initial weights by 1 +- 1e-6 moves
+// pixel-attn-wide's second loss from 4.05369 to 4.05272 (2.4e-4). So "wasm" must match the first loss
+// tightly and the later ones within 1e-3; "wasm, TF.js kernels" keeps the strict check.
 Deno.test("pixel models: a few training steps give the same losses on every backend", async () => {
   const results: Record<string, number[][]> = {};
-  for (const be of await testBackends()) {
+  const runs = [
+    ...(await testBackends()).map((be) => [be, be] as const),
+    ["wasm, TF.js kernels", "wasm"] as const,
+  ];
+  for (const [name, be] of runs) {
     await initBackend(be, { quiet: true });
-    results[be] = [];
-    for (const model of FAMILIES) {
-      const c = tinyConfig(model, { cnnChunk: 7 });
-      const m = createModel(c, 7);
-      const x = tokens(2, 8, c.vocabSize, 51), y = tokens(2, 8, c.vocabSize, 52);
-      results[be].push(await trainSteps(m, x, y, 3, 3e-3));
-      tf.dispose([x, y]);
-      m.dispose();
+    const old = setWasmKernelsEnabled(name === be);
+    results[name] = [];
+    try {
+      for (const model of FAMILIES) {
+        const c = tinyConfig(model, { cnnChunk: 7 });
+        const m = createModel(c, 7);
+        const x = tokens(2, 8, c.vocabSize, 51), y = tokens(2, 8, c.vocabSize, 52);
+        results[name].push(await trainSteps(m, x, y, 3, 3e-3));
+        tf.dispose([x, y]);
+        m.dispose();
+      }
+    } finally {
+      setWasmKernelsEnabled(old);
     }
   }
-  for (const be of Object.keys(results)) {
-    results[be].forEach((ls, i) => {
-      assert.ok(ls[2] < ls[0], `${be} ${FAMILIES[i]}: loss did not fall: ${ls}`);
-      assertClose(ls, results.cpu[i], 1e-4, `${be} ${FAMILIES[i]} losses ${ls} vs cpu ${results.cpu[i]}`);
+  for (const name of Object.keys(results)) {
+    results[name].forEach((ls, i) => {
+      const want = results.cpu[i], what = `${name} ${FAMILIES[i]} losses ${ls} vs cpu ${want}`;
+      assert.ok(ls[2] < ls[0], `${name} ${FAMILIES[i]}: loss did not fall: ${ls}`);
+      if (name === "wasm") {
+        assertClose([ls[0]], [want[0]], 1e-5, what);
+        assertClose(ls, want, 1e-3, what);
+      } else {
+        assertClose(ls, want, 1e-4, what);
+      }
     });
   }
   await initBackend("cpu", { quiet: true });

@@ -9,6 +9,7 @@ import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { AdamW } from "../lib/optim.ts";
+import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
 import { denoChildJson } from "./helpers_run.ts";
@@ -149,6 +150,53 @@ Deno.test("wasm tanh kernel: gradients through it match the cpu backend; off, TF
   await initBackend("wasm", { quiet: true });
   assertClose(grad(), want, 2e-6, "d/dx sum(tanh(x)^2), kernel");
   assertClose(withKernels(false, grad), want, 2e-6, "d/dx sum(tanh(x)^2), TF.js's tanh");
+});
+
+Deno.test("wasm LayerNorm kernels: forward and all gradients match float64 and the op chain", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (
+    const [rows, C, withBias] of [[1, 4, true], [3, 12, false], [37, 128, true], [1024, 64, true]] as const
+  ) {
+    const x = randomArray(rows * C, rows + C).map((v, i) => v * 3 + (i % C === 0 ? 5 : 0));
+    const w = randomArray(C, 2).map((v) => 1 + v / 2), b = randomArray(C, 3);
+    const dy = randomArray(rows * C, 4);
+    // float64 reference: y, and the gradients of sum(y * dy)
+    const want = {
+      y: new Float64Array(rows * C),
+      dx: new Float64Array(rows * C),
+      dw: new Float64Array(C),
+      db: new Float64Array(C),
+    };
+    for (let r = 0; r < rows; r++) {
+      const xr = x.subarray(r * C, (r + 1) * C), dr = dy.subarray(r * C, (r + 1) * C);
+      const mean = xr.reduce((a, v) => a + v, 0) / C;
+      const rstd = 1 / Math.sqrt(xr.reduce((a, v) => a + (v - mean) ** 2, 0) / C + 1e-5);
+      const xh = Array.from(xr, (v) => (v - mean) * rstd), g = Array.from(dr, (d, j) => d * w[j]);
+      const mg = g.reduce((a, v) => a + v, 0) / C, mgx = g.reduce((a, v, j) => a + v * xh[j], 0) / C;
+      for (let j = 0; j < C; j++) {
+        want.y[r * C + j] = xh[j] * w[j] + (withBias ? b[j] : 0);
+        want.dx[r * C + j] = rstd * (g[j] - mg - xh[j] * mgx);
+        want.dw[j] += dr[j] * xh[j];
+        want.db[j] += dr[j];
+      }
+    }
+    const run = (fn: typeof layerNorm) => {
+      const inputs = [tf.tensor2d(x, [rows, C]), tf.tensor1d(w), ...(withBias ? [tf.tensor1d(b)] : [])];
+      const apply = (xi: tf.Tensor, wi: tf.Tensor, bi?: tf.Tensor) =>
+        fn(xi, wi as tf.Tensor1D, bi as tf.Tensor1D);
+      const f = (...t: tf.Tensor[]) => tf.sum(tf.mul(apply(t[0], t[1], t[2]), tf.tensor2d(dy, [rows, C])));
+      const y = apply(inputs[0], inputs[1], inputs[2]).dataSync();
+      const g = tf.grads(f)(inputs).map((t) => t.dataSync());
+      return { y, dx: g[0], dw: g[1], db: g[2] };
+    };
+    const got = run(layerNorm), chain = run(layerNormByOps);
+    const what = `[${rows}, ${C}]${withBias ? " with bias" : ""}`;
+    for (const k of ["y", "dx", "dw"] as const) {
+      assertClose(got[k], want[k], 2e-5, `${k} ${what}, kernel vs float64`);
+      assertClose(got[k], chain[k], 2e-5, `${k} ${what}, kernel vs op chain`);
+    }
+    if (withBias) assertClose(got.db!, want.db, 2e-5, `db ${what}`);
+  }
 });
 
 Deno.test("the committed kernel bytes are built from the committed .wat (scripts/build_wasm.ts)", async () => {

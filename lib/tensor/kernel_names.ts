@@ -3,3 +3,7 @@
 
 /** e = exp(x - rowmax), row maxima, row sums: lib/tensor/softmax_rows.ts. */
 export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
+
+/** LayerNorm forward (y, row means, row 1/std) and its gradient: lib/tensor/layer_norm.ts. */
+export const LAYER_NORM_KERNEL = "LmpipeLayerNorm";
+export const LAYER_NORM_GRAD_KERNEL = "LmpipeLayerNormGrad";

@@ -3,7 +3,14 @@
 // int32 arguments, the first naming the kernel, floats passed as their bits; its "rows" are the
 // softmax's rows, or blocks of BLOCK elements for the elementwise kernels.
 
-export const KIND = { softmaxRows: 0, adamW: 1, tanh: 2 } as const;
+export const KIND = {
+  softmaxRows: 0,
+  adamW: 1,
+  tanh: 2,
+  layerNorm: 3,
+  layerNormDx: 4,
+  layerNormDwDb: 5,
+} as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
 export const BLOCK = 8192;
@@ -24,6 +31,40 @@ export interface KernelExports {
     ...constants: number[]
   ): void;
   tanh(x: number, y: number, i0: number, i1: number): void;
+  layernorm_fwd(
+    x: number,
+    w: number,
+    b: number,
+    y: number,
+    mean: number,
+    rstd: number,
+    r0: number,
+    r1: number,
+    c: number,
+    eps: number,
+    hasBias: number,
+  ): void;
+  layernorm_dx(
+    dy: number,
+    x: number,
+    w: number,
+    mean: number,
+    rstd: number,
+    dx: number,
+    r0: number,
+    r1: number,
+    c: number,
+  ): void;
+  layernorm_dwdb(
+    dy: number,
+    x: number,
+    mean: number,
+    rstd: number,
+    dw: number,
+    db: number,
+    rows: number,
+    c: number,
+  ): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -61,6 +102,12 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
     }
     case KIND.tanh: // x, y, n
       return k.tanh(a[1], a[2], r0 * BLOCK, Math.min(a[3], r1 * BLOCK));
+    case KIND.layerNorm: // x, w, b, y, mean, rstd, C, eps, has bias
+      return k.layernorm_fwd(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7], bitsFloat(a[8]), a[9]);
+    case KIND.layerNormDx: // dy, x, w, mean, rstd, dx, C
+      return k.layernorm_dx(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7]);
+    case KIND.layerNormDwDb: // dy, x, mean, rstd, dw, db, rows, C: one piece, all rows
+      return k.layernorm_dwdb(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

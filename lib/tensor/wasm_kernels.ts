@@ -1,9 +1,10 @@
 // lmpipe's own kernels for the wasm backend (wasm_kernels.wat: the loss's vocabulary softmax, AdamW,
-// tanh), run straight on TF.js's heap and shared between the main thread and, with the threaded wasm
+// tanh, LayerNorm), run straight on TF.js's heap and shared between the main thread and, with the threaded wasm
 // build, one worker thread per extra wasm thread (TF.js's own elementwise and reduction kernels use one
 // thread whatever the count). Registered as TF.js kernels: LmpipeSoftmaxRows (softmax_rows.ts),
-// LmpipeAdamW (the name of webgpu's fused AdamW, so lib/optim.ts calls both the same way), and Tanh on
-// wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains and
+// LmpipeAdamW (the name of webgpu's fused AdamW, so lib/optim.ts calls both the same way),
+// LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts), and Tanh on wasm, which replaces TF.js's
+// scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains and
 // TF.js's Tanh run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
@@ -11,7 +12,7 @@ import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./wasm_kernel_calls.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "./webgpu_kernels.ts";
-import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
@@ -241,6 +242,67 @@ function adamWKernel(
   return outs;
 }
 
+/** Rows of a LayerNorm job piece: about PIECE_VALUES values. */
+function rowsPerPiece(cols: number): number {
+  return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
+}
+
+function layerNormKernel(
+  { inputs, backend, attrs }: { inputs: Record<string, TensorInfo>; backend: AnyBackend; attrs: unknown },
+): TensorInfo[] {
+  const { x, w, b } = inputs;
+  const { eps } = attrs as { eps: number };
+  const C = x.shape[x.shape.length - 1], rows = tf.util.sizeFromShape(x.shape) / C;
+  requireFloat32(LAYER_NORM_KERNEL, "x", x);
+  requireFloat32(LAYER_NORM_KERNEL, "the weight", w, [C]);
+  if (b) requireFloat32(LAYER_NORM_KERNEL, "the bias", b, [C]);
+  if (C % 4 !== 0) {
+    throw new Error(`${LAYER_NORM_KERNEL}: rows of ${C} values; the kernel needs a multiple of 4`);
+  }
+  const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+  const mean = backend.makeOutput([rows], "float32") as TensorInfo;
+  const rstd = backend.makeOutput([rows], "float32") as TensorInfo;
+  if (rows > 0) {
+    const o = (t: TensorInfo) => offsetOf(backend, t);
+    const args = [
+      KIND.layerNorm,
+      o(x),
+      o(w),
+      b ? o(b) : 0,
+      o(y),
+      o(mean),
+      o(rstd),
+      C,
+      floatBits(eps),
+      b ? 1 : 0,
+    ];
+    runnerFor(backend).run(args, rows, rowsPerPiece(C), rows * C);
+  }
+  return [y, mean, rstd];
+}
+
+function layerNormGradKernel(
+  { inputs, backend }: { inputs: Record<string, TensorInfo>; backend: AnyBackend },
+): TensorInfo[] {
+  const { dy, x, w, mean, rstd } = inputs;
+  const C = x.shape[x.shape.length - 1], rows = tf.util.sizeFromShape(x.shape) / C;
+  for (
+    const [what, t, shape] of [["dy", dy, x.shape], ["mean", mean, [rows]], ["rstd", rstd, [rows]]] as const
+  ) {
+    requireFloat32(LAYER_NORM_GRAD_KERNEL, what, t, shape as number[]);
+  }
+  const dx = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+  const dw = backend.makeOutput([C], "float32") as TensorInfo;
+  const db = backend.makeOutput([C], "float32") as TensorInfo;
+  const o = (t: TensorInfo) => offsetOf(backend, t);
+  const r = runnerFor(backend);
+  if (rows > 0) {
+    r.run([KIND.layerNormDx, o(dy), o(x), o(w), o(mean), o(rstd), o(dx), C], rows, rowsPerPiece(C), rows * C);
+  }
+  r.run([KIND.layerNormDwDb, o(dy), o(x), o(mean), o(rstd), o(dw), o(db), rows, C], 1, 1, 0);
+  return [dx, dw, db];
+}
+
 function tanhKernel(orig: KernelFn): KernelFn {
   return (args) => {
     const { x } = args.inputs as { x: TensorInfo };
@@ -261,10 +323,12 @@ function tanhKernel(orig: KernelFn): KernelFn {
 }
 
 for (
-  const [kernelName, kernelFunc] of [[SOFTMAX_ROWS_KERNEL, softmaxRowsKernel], [
-    ADAMW_KERNEL,
-    adamWKernel,
-  ]] as const
+  const [kernelName, kernelFunc] of [
+    [SOFTMAX_ROWS_KERNEL, softmaxRowsKernel],
+    [ADAMW_KERNEL, adamWKernel],
+    [LAYER_NORM_KERNEL, layerNormKernel],
+    [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
+  ] as const
 ) {
   if (!tf.getKernel(kernelName, "wasm")) {
     tf.registerKernel({

@@ -3,6 +3,7 @@
 ;;   softmax_rows  the loss's vocabulary softmax: TF.js runs Max, Sub, Exp and Sum over [rows, 50304]
 ;;   adamw         one parameter's AdamW update: ~15 TF.js kernels, one pass here
 ;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
+;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm_kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -315,4 +316,141 @@
               (then (v128.store32_lane offset=8 2 (i32.add (local.get $y) (local.get $o)) (local.get $v))))))
         (local.set $o (i32.add (local.get $o) (i32.const 16)))
         (br $vectors))))
+
+  ;; LayerNorm over rows of C values (C a multiple of 4), rows r0 <= row < r1, as lib/nn.ts's op chain
+  ;; computes it in float32: mean = sum(x) / C, var = sum((x - mean)^2) / C, rstd = 1 / sqrt(var + eps),
+  ;; y = (x - mean) * rstd * w (+ b when has_bias). Keeps mean and rstd per row for the backward pass.
+  (func (export "layernorm_fwd")
+    (param $x i32) (param $w i32) (param $b i32) (param $y i32) (param $mean i32) (param $rstd i32)
+    (param $r0 i32) (param $r1 i32) (param $c i32) (param $eps f32) (param $has_bias i32)
+    (local $row i32) (local $o i32) (local $px i32) (local $py i32) (local $bytes i32)
+    (local $acc v128) (local $d v128) (local $vm v128) (local $vr v128) (local $m f32) (local $r f32)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $px (i32.add (local.get $x) (i32.mul (local.get $row) (local.get $bytes))))
+        (local.set $py (i32.add (local.get $y) (i32.mul (local.get $row) (local.get $bytes))))
+        ;; the mean
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $sum
+          (local.set $acc (f32x4.add (local.get $acc) (v128.load (i32.add (local.get $px) (local.get $o)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $sum (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $m (f32.div (call $hsum (local.get $acc)) (f32.convert_i32_u (local.get $c))))
+        (local.set $vm (f32x4.splat (local.get $m)))
+        ;; the variance about it, then 1 / sqrt(var + eps)
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $var
+          (local.set $d (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)))
+          (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $d) (local.get $d))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $var (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $r (f32.div (f32.const 1) (f32.sqrt (f32.add
+          (f32.div (call $hsum (local.get $acc)) (f32.convert_i32_u (local.get $c))) (local.get $eps)))))
+        (local.set $vr (f32x4.splat (local.get $r)))
+        ;; y
+        (local.set $o (i32.const 0))
+        (loop $out
+          (local.set $d (f32x4.mul
+            (f32x4.mul (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)) (local.get $vr))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (if (local.get $has_bias)
+            (then (local.set $d (f32x4.add (local.get $d) (v128.load (i32.add (local.get $b) (local.get $o)))))))
+          (v128.store (i32.add (local.get $py) (local.get $o)) (local.get $d))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $bytes))))
+        (f32.store (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2))) (local.get $m))
+        (f32.store (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2))) (local.get $r))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The input gradient of layernorm_fwd for rows r0 <= row < r1: with xhat = (x - mean) rstd and
+  ;; g = dy w, dx = rstd (g - mean(g) - xhat mean(g xhat)).
+  (func (export "layernorm_dx")
+    (param $dy i32) (param $x i32) (param $w i32) (param $mean i32) (param $rstd i32) (param $dx i32)
+    (param $r0 i32) (param $r1 i32) (param $c i32)
+    (local $row i32) (local $o i32) (local $base i32) (local $bytes i32)
+    (local $g v128) (local $xh v128) (local $sg v128) (local $sgx v128)
+    (local $vm v128) (local $vr v128) (local $va v128) (local $vb v128) (local $n f32)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $n (f32.convert_i32_u (local.get $c)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $base (i32.mul (local.get $row) (local.get $bytes)))
+        (local.set $vm (v128.load32_splat (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $vr (v128.load32_splat (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2)))))
+        ;; sums of g and g xhat
+        (local.set $sg (v128.const f32x4 0 0 0 0))
+        (local.set $sgx (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $sums
+          (local.set $g (f32x4.mul (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (local.set $sg (f32x4.add (local.get $sg) (local.get $g)))
+          (local.set $sgx (f32x4.add (local.get $sgx) (f32x4.mul (local.get $g) (local.get $xh))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $sums (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $va (f32x4.splat (f32.div (call $hsum (local.get $sg)) (local.get $n))))
+        (local.set $vb (f32x4.splat (f32.div (call $hsum (local.get $sgx)) (local.get $n))))
+        ;; dx
+        (local.set $o (i32.const 0))
+        (loop $out
+          (local.set $g (f32x4.mul (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (v128.store (i32.add (local.get $dx) (i32.add (local.get $base) (local.get $o)))
+            (f32x4.mul (local.get $vr)
+              (f32x4.sub (f32x4.sub (local.get $g) (local.get $va)) (f32x4.mul (local.get $xh) (local.get $vb)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The weight and bias gradients of layernorm_fwd over all `rows` rows: dw = sum over rows of
+  ;; dy xhat, db = sum of dy, accumulated row by row in float32 (one thread: C values per row).
+  (func (export "layernorm_dwdb")
+    (param $dy i32) (param $x i32) (param $mean i32) (param $rstd i32) (param $dw i32) (param $db i32)
+    (param $rows i32) (param $c i32)
+    (local $row i32) (local $o i32) (local $base i32) (local $bytes i32)
+    (local $d v128) (local $vm v128) (local $vr v128)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (memory.fill (local.get $dw) (i32.const 0) (local.get $bytes))
+    (memory.fill (local.get $db) (i32.const 0) (local.get $bytes))
+    (local.set $row (i32.const 0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $rows)))
+        (local.set $base (i32.mul (local.get $row) (local.get $bytes)))
+        (local.set $vm (v128.load32_splat (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $vr (v128.load32_splat (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $o (i32.const 0))
+        (loop $cols
+          (local.set $d (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o)))))
+          (v128.store (i32.add (local.get $db) (local.get $o))
+            (f32x4.add (v128.load (i32.add (local.get $db) (local.get $o))) (local.get $d)))
+          (v128.store (i32.add (local.get $dw) (local.get $o))
+            (f32x4.add (v128.load (i32.add (local.get $dw) (local.get $o)))
+              (f32x4.mul (local.get $d) (f32x4.mul
+                (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+                (local.get $vr)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $cols (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The sum of a vector's four lanes, in lane order ((l0 + l1) + l2) + l3.
+  (func $hsum (param $v v128) (result f32)
+    (f32.add (f32.add (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
+      (f32x4.extract_lane 2 (local.get $v))) (f32x4.extract_lane 3 (local.get $v))))
 )
