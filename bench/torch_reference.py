@@ -122,7 +122,7 @@ class Gpt(nn.Module):
 
 
 def blas_library():
-    """The BLAS this process loaded (from /proc/self/maps; Linux only), e.g. 'libopenblasp-r0.3.21.so'."""
+    """The BLAS this process loaded (from /proc/self/maps; Linux only), e.g. 'openblas-openmp/libopenblasp-r0.3.21.so'."""
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "/" in line}
@@ -130,7 +130,8 @@ def blas_library():
         return "unknown"
     names = sorted(p for p in paths if any(k in p.rsplit("/", 1)[-1] for k in ("openblas", "mkl", "blis")))
     if names:
-        return ", ".join(n.rsplit("/", 1)[-1] for n in names)
+        # the file and its folder: Debian's OpenMP and pthread builds share a file name
+        return ", ".join("/".join(n.rsplit("/", 2)[-2:]) for n in names)
     ref = sorted(p for p in paths if "libblas" in p)
     return f"reference BLAS ({ref[0]})" if ref else "none found"
 

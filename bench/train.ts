@@ -43,7 +43,9 @@ const HELP = `deno run -A bench/train.ts [flags]
 
 PyTorch runs on the CPU next to wasm/cpu rows and on CUDA (when it sees a GPU) next to webgpu/tensorflow
 rows. Debian's python3-torch installed without recommends uses netlib's reference BLAS (~10x slower);
-install libopenblas0-openmp too (torch_reference.py warns when it finds the reference BLAS).
+install libopenblas0-openmp too (torch_reference.py warns when it finds the reference BLAS). PyTorch is
+given Debian's OpenMP build of OpenBLAS where installed, its faster one ($LMPIPE_TORCH_BLAS=system: the
+system's choice), and $OMP_NUM_THREADS / $OPENBLAS_NUM_THREADS set to the thread count.
 
 Examples:
   deno run -A bench/train.ts --backends wasm --presets tiny --steps 3
@@ -376,6 +378,28 @@ async function findTorchPython(): Promise<string> {
   );
 }
 
+/**
+ * Debian's OpenMP build of OpenBLAS, which PyTorch gets when it is the system's choice: PyTorch's best
+ * BLAS here. With the pthread build (the system's choice once libopenblas0-pthread is installed, as
+ * .ci/run does for lmpipe), PyTorch's OpenMP pool and OpenBLAS's threads contend: 980 ms/step at 2
+ * threads against 600 with the OpenMP build (issue 5's shape, this VM). So the yardstick always loads
+ * the OpenMP build where it is installed; $LMPIPE_TORCH_BLAS=system keeps the system's choice.
+ */
+function torchOpenBlasDir(): string | null {
+  if (Deno.env.get("LMPIPE_TORCH_BLAS") === "system") return null;
+  for (
+    const dir of ["/usr/lib/x86_64-linux-gnu/openblas-openmp", "/usr/lib/aarch64-linux-gnu/openblas-openmp"]
+  ) {
+    try {
+      Deno.statSync(`${dir}/libopenblas.so.0`);
+      return dir;
+    } catch {
+      // not this one
+    }
+  }
+  return null;
+}
+
 /** Runs bench/torch_reference.py on `config` and reads its JSON line. */
 async function runTorch(
   python: string,
@@ -412,12 +436,10 @@ async function runTorch(
   ];
   if (config.bias === false) args.push("--no-bias");
   const n = String(threads); // BLAS pools that do not follow torch.set_num_threads (OpenBLAS pthreads)
-  const out = await new Deno.Command(python, {
-    args,
-    stdout: "piped",
-    stderr: "inherit",
-    env: { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n },
-  }).output();
+  const env: Record<string, string> = { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
+  const openmp = torchOpenBlasDir();
+  if (openmp) env.LD_LIBRARY_PATH = [openmp, Deno.env.get("LD_LIBRARY_PATH")].filter(Boolean).join(":");
+  const out = await new Deno.Command(python, { args, stdout: "piped", stderr: "inherit", env }).output();
   const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
   if (!out.success) {
     throw new LmpipeError(
