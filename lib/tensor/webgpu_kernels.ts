@@ -13,7 +13,8 @@
 //     Sum -> 1, without their two [rows, cols] temporaries): e = exp(x - rowmax), the row maxima and the
 //     row sums of e, one workgroup per row, with the float32 operations of the op chain in its order.
 // All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
-// are tracked and disposed like any other op's. Other backends keep the op chains.
+// are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
+// kernels for some: wasm_kernels.ts). Attention's causal mask + softmax is webgpu_attention.ts.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
 import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
