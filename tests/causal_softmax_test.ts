@@ -3,9 +3,15 @@
 // lib/tensor/webgpu_attention.ts against the op chain they replace (one dispatch each way), and the gpt
 // and pixel-attn models using them agreeing with cpu, in training and in KV-cached decoding.
 import assert from "node:assert/strict";
-import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { assertClose, maxRelErr, randomArray, testBackends, webgpuStatus } from "../lib/tensor/testing.ts";
+import {
+  assertClose,
+  dispatchedByAsync,
+  maxRelErr,
+  randomArray,
+  testBackends,
+  webgpuStatus,
+} from "../lib/tensor/testing.ts";
 import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/causal_softmax.ts";
 import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -126,23 +132,6 @@ async function forwardAndGrad(
 }
 
 /** Names of the programs dispatched on webgpu while `f` runs. */
-async function dispatchedBy<T>(f: () => Promise<T>): Promise<{ names: string[]; result: T }> {
-  // deno-lint-ignore no-explicit-any
-  const proto = WebGPUBackend.prototype as any;
-  const record = proto.recordAndSubmit;
-  const names: string[] = [];
-  // deno-lint-ignore no-explicit-any
-  proto.recordAndSubmit = function (program: any, ...rest: unknown[]) {
-    names.push(program.constructor.name);
-    return record.call(this, program, ...rest);
-  };
-  try {
-    return { names, result: await f() };
-  } finally {
-    proto.recordAndSubmit = record;
-  }
-}
-
 const count = (names: string[], name: string) => names.filter((n) => n === name).length;
 
 /** A small config of `model`: the tiny preset's structure, short context, small vocabulary. */
@@ -202,9 +191,9 @@ if (gpu) {
       for (const c of CASES) {
         const x = scoresOf(c), dy = upstreamOf(c);
         const before = tf.memory().numTensors;
-        const fused = await dispatchedBy(() => forwardAndGrad(causalSoftmax, c, x, dy));
+        const fused = await dispatchedByAsync(() => forwardAndGrad(causalSoftmax, c, x, dy));
         assert.equal(tf.memory().numTensors, before, `${label(c)}: the fused path leaked tensors`);
-        const ops = await dispatchedBy(() => forwardAndGrad(causalSoftmaxByOps, c, x, dy));
+        const ops = await dispatchedByAsync(() => forwardAndGrad(causalSoftmaxByOps, c, x, dy));
         // forward + gradient: one dispatch of each kernel, nothing else
         assert.deepEqual(
           fused.names,
@@ -219,7 +208,7 @@ if (gpu) {
       // turned off, causalSoftmax is the op chain again
       setFusedKernelsEnabled(false);
       const c = CASES[1];
-      const off = await dispatchedBy(() => forwardAndGrad(causalSoftmax, c, scoresOf(c), upstreamOf(c)));
+      const off = await dispatchedByAsync(() => forwardAndGrad(causalSoftmax, c, scoresOf(c), upstreamOf(c)));
       assert.equal(off.names.filter((n) => n.startsWith("LmpipeCausal")).length, 0, `${off.names}`);
     } finally {
       setFusedKernelsEnabled(true);
@@ -243,7 +232,7 @@ if (gpu) {
         const tgt = tf.tensor2d(rows.map((r) => r.slice(1)), [2, 12], "int32");
         const m = createModel(smallConfig(model, extra), 5);
         randomizeWeights(m, 500);
-        const { names, result } = await dispatchedBy(async () => {
+        const { names, result } = await dispatchedByAsync(async () => {
           const { value, grads } = tf.variableGrads(() => m.loss(idx, tgt, { precision, training: true }));
           const out = { loss: await readScalar(value), grads: new Map<string, Float32Array>() };
           for (const [n, v] of m.params) out.grads.set(n, new Float32Array(await readData(grads[v.name])));
@@ -289,7 +278,7 @@ if (gpu) {
         const rows = tokens(B, T, V, 81);
         const full = await readData(tf.tidy(() => m.logits(tf.tensor2d(rows, [B, T], "int32"))));
         const state = m.startDecode(B);
-        const { names } = await dispatchedBy(async () => {
+        const { names } = await dispatchedByAsync(async () => {
           for (let t = 0; t < T; t++) {
             const step = tf.tensor1d(rows.map((r) => r[t]), "int32");
             const logits = m.decodeStep(state, step);

@@ -1,8 +1,9 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
-// per process) and runs lmpipe's wasm kernels (softmax, tanh, AdamW, LayerNorm) (lib/tensor/wasm_kernels.ts) on inputs with every length
-// remainder, special values and sizes big enough for the worker threads. Prints one JSON line: the
-// threads used, rows taken by workers, the largest errors against float64 loops, and a checksum of all
-// output bits (equal across thread counts).
+// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm_kernels.ts: softmax, tanh, AdamW,
+// LayerNorm) on inputs with every length remainder, special values and sizes big enough for the worker
+// threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
+// float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
+// across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
 import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
@@ -58,21 +59,37 @@ const tanhSpecial = Array.from(
 )
   .map((v) => Object.is(v, -0) ? "-0" : String(v));
 
-// AdamW: a few updates of parameters of every remainder and one big enough for the workers.
-const sizes = [1, 7, 8, 8193, 70_001];
-const params = new Map(sizes.map((n, i) => [`p${i}`, tf.variable(tf.tensor1d(randomArray(n, 100 + i)))]));
-const opt = new AdamW(params, {
-  beta1: 0.9,
-  beta2: 0.95,
-  eps: 1e-8,
-  weightDecay: 0.1,
-  decays: (n) => n !== "p1",
-});
-for (let step = 0; step < 3; step++) {
-  const grads = new Map(sizes.map((n, i) => [`p${i}`, tf.tensor1d(randomArray(n, 1000 * step + i))]));
-  opt.step(grads, 1e-2 * (step + 1), step === 1 ? 0.5 : 1);
+// AdamW: four updates (with a loss-scale unscale factor once, a parameter without decay) of parameters
+// of every remainder and two big enough for the workers, with the kernel and with lib/optim.ts's op
+// chain: the kernel must be bit-identical to the chain.
+function adamW(fused: boolean): Float32Array[] {
+  const sizes = [1, 3, 4, 9, 8192 + 5, 100_000];
+  const params = new Map(sizes.map((n, i) => [`w${i}`, tf.variable(tf.tensor1d(randomArray(n, 7 + i)))]));
+  const opt = new AdamW(params, {
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weightDecay: 0.1,
+    decays: (name) => name !== "w2",
+    fused,
+  });
+  for (let step = 0; step < 4; step++) {
+    const grads = new Map(sizes.map((n, i) => [`w${i}`, tf.tensor1d(randomArray(n, 50 * step + i))]));
+    opt.step(grads, 3e-3 * (step + 1), step === 2 ? 1 / 1024 : 1);
+    tf.dispose([...grads.values()]);
+  }
+  const out = [...params.values(), ...opt.m.values(), ...opt.v.values()].map((t) =>
+    t.dataSync() as Float32Array
+  );
+  opt.dispose();
+  tf.dispose([...params.values()]);
+  return out;
 }
-for (const p of params.values()) mix(p.dataSync() as Float32Array);
+const adamWKernel = adamW(true), adamWChain = adamW(false);
+const sameBits = (a: Float32Array, b: Float32Array) =>
+  a.length === b.length && new Uint32Array(a.buffer).every((v, i) => v === new Uint32Array(b.buffer)[i]);
+const adamWIdentical = adamWKernel.every((a, i) => sameBits(a, adamWChain[i]));
+adamWKernel.forEach(mix);
 
 // LayerNorm forward and gradients over rows enough for the workers.
 {
@@ -101,6 +118,7 @@ console.log(JSON.stringify({
   mErr,
   tanhErr,
   tanhSpecial,
+  adamWIdentical,
   hash,
   specialS: Array.from(special.s.dataSync()).map(String),
   specialE: Array.from(special.e.dataSync()).slice(4, 8),

@@ -8,9 +8,8 @@
 // after several steps. The binary16 kernel uses integer operations on the bits: bitwise everywhere
 // (zeros compared by value where the input was a float32 subnormal, which GPUs may flush).
 import assert from "node:assert/strict";
-import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
-import { maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+import { dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu_kernels.ts";
 import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "../lib/optim.ts";
 import { toHalf, toHalfOps } from "../lib/precision.ts";
@@ -23,24 +22,6 @@ const adapter = await getGpuAdapter();
 const software = adapter !== null && isSoftwareAdapter(adapter);
 
 /** Names of the programs dispatched on webgpu while `f` runs. */
-function dispatchedBy(f: () => void): string[] {
-  // deno-lint-ignore no-explicit-any
-  const proto = WebGPUBackend.prototype as any;
-  const record = proto.recordAndSubmit;
-  const names: string[] = [];
-  // deno-lint-ignore no-explicit-any
-  proto.recordAndSubmit = function (program: any, ...rest: unknown[]) {
-    names.push(program.constructor.name);
-    return record.call(this, program, ...rest);
-  };
-  try {
-    f();
-  } finally {
-    proto.recordAndSubmit = record;
-  }
-  return names;
-}
-
 /** Number of elements whose float32 bit patterns differ. */
 function bitDiffs(a: Float32Array, b: Float32Array): number {
   const ua = new Uint32Array(a.buffer, a.byteOffset, a.length),
@@ -98,14 +79,14 @@ if (gpu.ok) {
         grads.set(name, tf.mul(tf.tensor(randomArray(n, 100 + 10 * s + k++), shape), mag));
       }
       const before = tf.memory().numTensors;
-      const names = dispatchedBy(() => fused.step(grads, lr, gradScale));
+      const names = dispatchedBy(() => fused.step(grads, lr, gradScale)).names;
       assert.equal(tf.memory().numTensors, before, "the fused update must not leak tensors");
       assert.deepEqual(
         names,
         Object.keys(SHAPES).map(() => "LmpipeAdamWProgram"),
         "one fused dispatch per parameter",
       );
-      const refNames = dispatchedBy(() => ref.step(grads, lr, gradScale));
+      const refNames = dispatchedBy(() => ref.step(grads, lr, gradScale)).names;
       assert(!refNames.includes("LmpipeAdamWProgram") && refNames.length >= 12 * Object.keys(SHAPES).length);
       grads.forEach((g) => g.dispose());
     }
@@ -179,7 +160,7 @@ if (gpu.ok) {
     xs.set(edges, r.length);
     const x = tf.tensor1d(xs);
     let fused!: tf.Tensor;
-    const names = dispatchedBy(() => fused = toHalf(x));
+    const names = dispatchedBy(() => fused = toHalf(x)).names;
     assert.deepEqual(names, ["LmpipeToHalfProgram"]);
     const a = new Float32Array(await readData(fused)), b = new Float32Array(await readData(toHalfOps(x)));
     let bad = 0;
@@ -218,7 +199,7 @@ if (gpu.ok) {
     for (const scale of [1, 1 / 1024, 3.7]) {
       for (const k of [1, 2, 5, sizes.length]) {
         let fused!: tf.Scalar;
-        const names = dispatchedBy(() => fused = sumOfSquares(ts.slice(0, k), scale));
+        const names = dispatchedBy(() => fused = sumOfSquares(ts.slice(0, k), scale)).names;
         assert.equal(
           names.length,
           expectedDispatches(sizes.slice(0, k)),

@@ -6,14 +6,13 @@
 // [rows, cols] temporaries, and must leave tiedCrossEntropy's loss and gradients where the op chain
 // puts them.
 import assert from "node:assert/strict";
-import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
 import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../lib/tensor/kernel_names.ts";
 import { setWebGPUBindingLimitForTests } from "../lib/tensor/fixes.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
-import { assertClose, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
 const adapter = await getGpuAdapter();
@@ -23,23 +22,6 @@ const adapter = await getGpuAdapter();
 const software = adapter !== null && isSoftwareAdapter(adapter);
 
 /** Names of the programs dispatched on webgpu while `f` runs. */
-function dispatchedBy<T>(f: () => T): { out: T; names: string[] } {
-  // deno-lint-ignore no-explicit-any
-  const proto = WebGPUBackend.prototype as any;
-  const record = proto.recordAndSubmit;
-  const names: string[] = [];
-  // deno-lint-ignore no-explicit-any
-  proto.recordAndSubmit = function (program: any, ...rest: unknown[]) {
-    names.push(program.constructor.name);
-    return record.call(this, program, ...rest);
-  };
-  try {
-    return { out: f(), names };
-  } finally {
-    proto.recordAndSubmit = record;
-  }
-}
-
 /** e, m, s of the rows of x [rows, cols] in float64 (NaN rows: all NaN; -Infinity entries: e 0). */
 function reference(x: Float32Array, rows: number, cols: number) {
   const e = new Float64Array(rows * cols), m = new Float64Array(rows), s = new Float64Array(rows);
@@ -65,7 +47,7 @@ async function read(t: { e: tf.Tensor; m: tf.Tensor; s: tf.Tensor }) {
 /** The kernel's e, m, s for x, checked to come from one dispatch and three new tensors. */
 async function fused(x: tf.Tensor2D) {
   const before = tf.memory().numTensors;
-  const { out, names } = dispatchedBy(() => softmaxRows(x));
+  const { result: out, names } = dispatchedBy(() => softmaxRows(x));
   assert.deepEqual(names, ["LmpipeSoftmaxRowsProgram"], "one dispatch");
   assert.equal(tf.memory().numTensors, before + 3, "three outputs, nothing else left behind");
   assert.deepEqual(out.e.shape, x.shape);
@@ -248,7 +230,7 @@ if (gpu.ok) {
     }
     setFusedKernelsEnabled(false);
     try {
-      const { out, names } = dispatchedBy(() => softmaxRows(x));
+      const { result: out, names } = dispatchedBy(() => softmaxRows(x));
       assert(!names.includes("LmpipeSoftmaxRowsProgram") && names.length >= 4, names.join(", "));
       tf.dispose([out.e, out.m, out.s]);
     } finally {
@@ -269,7 +251,7 @@ if (gpu.ok) {
       const run = async (kernel: boolean) => {
         setFusedKernelsEnabled(kernel);
         try {
-          const { out, names } = dispatchedBy(() =>
+          const { result: out, names } = dispatchedBy(() =>
             tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
               tiedCrossEntropy(a as tf.Tensor2D, b as tf.Tensor2D, t, { chunkRows })
             )([h, w])
@@ -317,7 +299,7 @@ if (gpu.ok) {
     wv[600 * C + 1] = NaN;
     const h = tf.tensor2d(randomArray(N * C, 71), [N, C]), w = tf.tensor2d(wv, [V, C]);
     const t = tf.tensor1d([1, 2, 3, 4, 5], "int32");
-    const { out: loss, names } = dispatchedBy(() => tiedCrossEntropy(h, w, t, { chunkRows: 2 }));
+    const { result: loss, names } = dispatchedBy(() => tiedCrossEntropy(h, w, t, { chunkRows: 2 }));
     assert.equal(names.filter((n) => n === "LmpipeSoftmaxRowsProgram").length, 3);
     assert(Number.isNaN((await readData(loss))[0]), "the loss must be NaN");
     tf.dispose([h, w, t, loss]);

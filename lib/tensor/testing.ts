@@ -1,6 +1,8 @@
 // Shared by the test files that compare backends: which backends this machine can run, the rule for
 // webgpu (skipped with a reason locally when there is no adapter; a failure in CI, where .ci/run
-// installs Mesa's software Vulkan driver), and a numeric comparison helper.
+// installs Mesa's software Vulkan driver), a numeric comparison helper, and a record of the webgpu
+// programs an operation dispatches (for the fused-kernel tests).
+import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { getGpuAdapter } from "./backend.ts";
 
 export type TestBackend = "cpu" | "wasm" | "webgpu";
@@ -55,4 +57,39 @@ export function randomArray(n: number, seed: number): Float32Array {
     out[i] = (s / 2 ** 32) * 2 - 1;
   }
   return out;
+}
+
+/** Wraps WebGPUBackend.recordAndSubmit (every webgpu program passes through it) to push program names. */
+function recordDispatches(names: string[]): () => void {
+  // deno-lint-ignore no-explicit-any
+  const proto = WebGPUBackend.prototype as any;
+  const record = proto.recordAndSubmit;
+  // deno-lint-ignore no-explicit-any
+  proto.recordAndSubmit = function (program: any, ...rest: unknown[]) {
+    names.push(program.constructor.name);
+    return record.call(this, program, ...rest);
+  };
+  return () => void (proto.recordAndSubmit = record);
+}
+
+/** `f`'s result and the class names of the webgpu programs dispatched while it ran. */
+export function dispatchedBy<T>(f: () => T): { result: T; names: string[] } {
+  const names: string[] = [];
+  const restore = recordDispatches(names);
+  try {
+    return { result: f(), names };
+  } finally {
+    restore();
+  }
+}
+
+/** dispatchedBy for an asynchronous `f`. */
+export async function dispatchedByAsync<T>(f: () => Promise<T>): Promise<{ result: T; names: string[] }> {
+  const names: string[] = [];
+  const restore = recordDispatches(names);
+  try {
+    return { result: await f(), names };
+  } finally {
+    restore();
+  }
 }

@@ -13,6 +13,8 @@
 // op chain would hand its probability to the masked keys.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
+import { cachedPipeline, workgroupGrid } from "./webgpu_kernels.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, device), typed loosely as in webgpu_kernels.ts.
@@ -29,47 +31,6 @@ function rowWorkgroup(cols: number): number {
   return 256; // WebGPU guarantees 256 invocations per workgroup
 }
 
-/** One workgroup per row: a 1-D grid when it fits the per-dimension limit, else a square 2-D grid. */
-function rowGrid(device: GPUDevice, rows: number, what: string): [number, number, number] {
-  const max = device.limits.maxComputeWorkgroupsPerDimension;
-  if (rows <= max) return [rows, 1, 1];
-  const side = Math.ceil(Math.sqrt(rows));
-  if (side > max) throw new Error(`${what}: ${rows} rows exceed the dispatch limits of this GPU`);
-  return [side, side, 1];
-}
-
-const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
-
-function pipelineFor(device: GPUDevice, key: string, code: () => string): GPUComputePipeline {
-  let m = pipelines.get(device);
-  if (!m) pipelines.set(device, m = new Map());
-  let p = m.get(key);
-  if (!p) {
-    const module = device.createShaderModule({ code: code(), label: key });
-    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
-    m.set(key, p);
-  }
-  return p;
-}
-
-// WGSL shared by both shaders: NaN and infinity tests on the bits (no compiler may assume them away),
-// and a halving tree over the workgroup's partial values (`combine` of two partials).
-const helpers = `
-fn isNaN(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
-fn isPosInf(v: f32) -> bool { return bitcast<u32>(v) == 0x7f800000u; }
-fn isNegInf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }`;
-
-const treeReduce = (combine: (a: string, b: string) => string, w: number) => `
-  workgroupBarrier();
-  live = min(cols, ${w}u);
-  loop {
-    if (live <= 1u) { break; }
-    let upper = (live + 1u) / 2u;
-    if (lid < live / 2u) { partial[lid] = ${combine("partial[lid]", "partial[lid + upper]")}; }
-    live = upper;
-    workgroupBarrier();
-  }`;
-
 // recordAndSubmit's uniforms for [y (output), x], both 1-D: NaN, Infinity, 2 x (shape, stride); then
 // rows, cols (= past + T), T (queries per [T, past + T] block) and past.
 const forwardShader = (w: number) => `
@@ -81,12 +42,8 @@ struct Uniforms {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> u: Uniforms;
 var<workgroup> partial: array<f32, ${w}>;
-${helpers}
-/** The larger of a and b; NaN when either is NaN. */
-fn maxNaN(a: f32, b: f32) -> f32 {
-  if (isNaN(a) || isNaN(b)) { return u.nanValue; }
-  return select(a, b, b > a);
-}
+${WGSL_FLOAT_TESTS}
+${WGSL_MAX_NAN}
 
 @compute @workgroup_size(${w})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -110,7 +67,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   partial[lid] = best;
   var live: u32;
-  ${treeReduce((a, b) => `maxNaN(${a}, ${b})`, w)}
+  ${wgslTreeReduce((a, b) => `maxNaN(${a}, ${b})`, w)}
   let mx = partial[0];
   workgroupBarrier(); // everyone has read the maximum before partial is reused for the sums
   let rowNaN = isNaN(mx) || isNegInf(mx);
@@ -126,7 +83,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     y[base + c] = ev;
   }
   partial[lid] = acc;
-  ${treeReduce((a, b) => `${a} + ${b}`, w)}
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
   let s = partial[0];
   // each thread divides the elements it wrote above
   for (var c = lid; c < cols; c = c + ${w}u) {
@@ -164,7 +121,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   partial[lid] = acc;
   var live: u32;
-  ${treeReduce((a, b) => `${a} + ${b}`, w)}
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
   let s = partial[0];
   for (var c = lid; c < cols; c = c + ${w}u) {
     let yv = y[base + c];
@@ -180,7 +137,7 @@ class LmpipeCausalSoftmaxProgram {
   size = false;
   constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
     this.outputShape = [rows * cols];
-    this.dispatch = rowGrid(device, rows, CAUSAL_SOFTMAX_KERNEL);
+    this.dispatch = workgroupGrid(device, rows, CAUSAL_SOFTMAX_KERNEL); // one workgroup per row
   }
 }
 
@@ -190,7 +147,7 @@ class LmpipeCausalSoftmaxGradProgram {
   size = false;
   constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
     this.outputShape = [rows * cols];
-    this.dispatch = rowGrid(device, rows, CAUSAL_SOFTMAX_GRAD_KERNEL);
+    this.dispatch = workgroupGrid(device, rows, CAUSAL_SOFTMAX_GRAD_KERNEL);
   }
 }
 
@@ -237,7 +194,7 @@ function causalSoftmaxKernel(
   backend.uploadToGPU(x.dataId);
   backend.uploadToGPU(y.dataId);
   const w = rowWorkgroup(cols);
-  const pipeline = pipelineFor(device, `${CAUSAL_SOFTMAX_KERNEL}${w}`, () => forwardShader(w));
+  const pipeline = cachedPipeline(device, `${CAUSAL_SOFTMAX_KERNEL}${w}`, () => forwardShader(w));
   const int = (v: number) => ({ type: "int32", data: [v] });
   backend.recordAndSubmit(
     new LmpipeCausalSoftmaxProgram(pipeline, device, rows, cols),
@@ -264,7 +221,7 @@ function causalSoftmaxGradKernel(
   const dx = backend.makeTensorInfo(y.shape.slice(), "float32") as TensorInfo;
   for (const t of [y, dy, dx]) backend.uploadToGPU(t.dataId);
   const w = rowWorkgroup(cols);
-  const pipeline = pipelineFor(device, `${CAUSAL_SOFTMAX_GRAD_KERNEL}${w}`, () => gradShader(w));
+  const pipeline = cachedPipeline(device, `${CAUSAL_SOFTMAX_GRAD_KERNEL}${w}`, () => gradShader(w));
   backend.recordAndSubmit(
     new LmpipeCausalSoftmaxGradProgram(pipeline, device, rows, cols),
     flat(dx),

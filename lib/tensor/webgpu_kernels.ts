@@ -18,6 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
 import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -126,14 +127,22 @@ function adamWPipeline(device: GPUDevice): GPUComputePipeline {
   return p;
 }
 
-/** Workgroup grid for `n` elements: 1-D when it fits the per-dimension limit, else a square 2-D grid. */
-function grid(device: GPUDevice, n: number): [number, number, number] {
-  const groups = Math.max(1, Math.ceil(n / WORKGROUP));
+/**
+ * A grid of `groups` workgroups: 1-D when it fits the per-dimension limit, else a square 2-D grid (the
+ * shader numbers them wid.y * num_workgroups.x + wid.x and skips those past the end). `what` names the
+ * caller in the error for a grid no GPU dimension can hold.
+ */
+export function workgroupGrid(device: GPUDevice, groups: number, what: string): [number, number, number] {
   const max = device.limits.maxComputeWorkgroupsPerDimension;
-  if (groups <= max) return [groups, 1, 1];
+  if (groups <= max) return [Math.max(1, groups), 1, 1];
   const side = Math.ceil(Math.sqrt(groups));
-  if (side > max) throw new Error(`webgpu_kernels: ${n} elements exceed the dispatch limits of this GPU`);
+  if (side > max) throw new Error(`${what}: ${groups} workgroups exceed the dispatch limits of this GPU`);
   return [side, side, 1];
+}
+
+/** Workgroup grid for `n` elements, WORKGROUP to a workgroup. */
+function grid(device: GPUDevice, n: number): [number, number, number] {
+  return workgroupGrid(device, Math.ceil(n / WORKGROUP), "webgpu_kernels");
 }
 
 /** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
@@ -305,7 +314,8 @@ fn _start() {
 
 const extraPipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
-function cachedPipeline(device: GPUDevice, key: string, code: () => string): GPUComputePipeline {
+/** The compute pipeline of WGSL `code` (entry point _start), compiled once per device and key. */
+export function cachedPipeline(device: GPUDevice, key: string, code: () => string): GPUComputePipeline {
   let m = extraPipelines.get(device);
   if (!m) extraPipelines.set(device, m = new Map());
   let p = m.get(key);
@@ -483,13 +493,8 @@ struct Uniforms {
 @group(0) @binding(4) var<uniform> u: Uniforms;
 var<workgroup> partial: array<f32, ${w}>;
 
-fn isNaN(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
-fn isNegInf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }
-/** The larger of a and b; NaN when either is NaN. */
-fn maxNaN(a: f32, b: f32) -> f32 {
-  if (isNaN(a) || isNaN(b)) { return u.nanValue; }
-  return select(a, b, b > a);
-}
+${WGSL_FLOAT_TESTS}
+${WGSL_MAX_NAN}
 
 @compute @workgroup_size(${w})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -501,15 +506,8 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   var best = -u.infValue;
   for (var c = lid; c < cols; c = c + ${w}u) { best = maxNaN(best, x[base + c]); }
   partial[lid] = best;
-  workgroupBarrier();
-  var live = min(cols, ${w}u);
-  loop {
-    if (live <= 1u) { break; }
-    let upper = (live + 1u) / 2u;
-    if (lid < live / 2u) { partial[lid] = maxNaN(partial[lid], partial[lid + upper]); }
-    live = upper;
-    workgroupBarrier();
-  }
+  var live: u32;
+  ${wgslTreeReduce((a, b) => `maxNaN(${a}, ${b})`, w)}
   let mx = partial[0];
   workgroupBarrier(); // everyone has read the maximum before partial is reused for the sums
   let rowNaN = isNaN(mx);
@@ -523,15 +521,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     acc = acc + ev;
   }
   partial[lid] = acc;
-  workgroupBarrier();
-  live = min(cols, ${w}u);
-  loop {
-    if (live <= 1u) { break; }
-    let upper = (live + 1u) / 2u;
-    if (lid < live / 2u) { partial[lid] = partial[lid] + partial[lid + upper]; }
-    live = upper;
-    workgroupBarrier();
-  }
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
   if (lid == 0u) {
     m[row] = mx;
     s[row] = select(partial[0], u.nanValue, rowNaN);

@@ -1,0 +1,35 @@
+// WGSL pieces shared by lmpipe's webgpu kernels (webgpu_kernels.ts, webgpu_attention.ts): float tests on
+// the bits (no shader compiler may assume NaN or infinity away), a NaN-propagating maximum, and the
+// halving tree over a workgroup's partial values that TF.js's own reductions use (so that fused kernels
+// can reproduce the op chains' sums bit for bit).
+
+/** isNaN, isPosInf, isNegInf on a f32's bits. */
+export const WGSL_FLOAT_TESTS = `
+fn isNaN(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn isPosInf(v: f32) -> bool { return bitcast<u32>(v) == 0x7f800000u; }
+fn isNegInf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }`;
+
+/** maxNaN(a, b): the larger, NaN when either is NaN (needs WGSL_FLOAT_TESTS and a `u.nanValue` uniform). */
+export const WGSL_MAX_NAN = `
+fn maxNaN(a: f32, b: f32) -> f32 {
+  if (isNaN(a) || isNaN(b)) { return u.nanValue; }
+  return select(a, b, b > a);
+}`;
+
+/**
+ * Reduces `partial[0..min(cols, w))` into partial[0] with `combine`, halving the live count each round
+ * (the upper half folded onto the lower), as TF.js's reductions do. Expects `partial` (workgroup
+ * array of w), `lid`, `cols` and a declared `var live: u32` in scope; starts with a barrier.
+ */
+export function wgslTreeReduce(combine: (a: string, b: string) => string, w: number): string {
+  return `
+  workgroupBarrier();
+  live = min(cols, ${w}u);
+  loop {
+    if (live <= 1u) { break; }
+    let upper = (live + 1u) / 2u;
+    if (lid < live / 2u) { partial[lid] = ${combine("partial[lid]", "partial[lid + upper]")}; }
+    live = upper;
+    workgroupBarrier();
+  }`;
+}
