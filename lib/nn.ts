@@ -10,6 +10,7 @@ import { causalSoftmax } from "./tensor/causal_softmax.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/layer_norm.ts";
+import { gelu } from "./tensor/gelu.ts";
 
 /** The additive causal mask moved to lib/tensor/causal_softmax.ts (its op-chain fallback); re-exported. */
 export { causalMask } from "./tensor/causal_softmax.ts";
@@ -40,28 +41,8 @@ export function normalInit(rng: Rng, shape: number[], std: number): tf.Tensor {
 /** LayerNorm over the last axis (statistics in float32, eps 1e-5 as PyTorch), optional bias. */
 export { layerNorm };
 
-const GELU_K = Math.sqrt(2 / Math.PI);
-const GELU_C = 0.044715;
-
-/**
- * GELU, tanh approximation (as GPT-2 used): 0.5 x (1 + tanh(k (x + c x^3))). Its gradient is written
- * out, 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), so the tape holds x and t instead of six ops.
- */
-export const gelu = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  const x2 = tf.square(x);
-  const t = tf.tanh(tf.mul(tf.mul(x, tf.add(tf.mul(x2, GELU_C), 1)), GELU_K));
-  save([x, t]);
-  return {
-    value: tf.mul(tf.mul(x, 0.5), tf.add(t, 1)),
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const [xs, ts] = saved;
-      const inner = tf.mul(tf.add(tf.mul(tf.square(xs), 3 * GELU_C), 1), GELU_K);
-      const dt = tf.mul(tf.mul(xs, tf.sub(1, tf.square(ts))), inner);
-      return tf.mul(dy as tf.Tensor, tf.mul(tf.add(tf.add(ts, 1), dt), 0.5));
-    },
-  };
-}) as (x: tf.Tensor) => tf.Tensor;
+/** GELU, tanh approximation (as GPT-2 used). */
+export { gelu };
 
 export interface AttentionParams {
   /** [C, 3C] (q, k, v column blocks, heads consecutive within each). */

@@ -1,6 +1,6 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
 // per process) and runs lmpipe's wasm kernels (lib/tensor/wasm_kernels.ts: softmax, tanh, AdamW,
-// LayerNorm) on inputs with every length remainder, special values and sizes big enough for the worker
+// LayerNorm, GELU) on inputs with every length remainder, special values and sizes big enough for the worker
 // threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
 // across thread counts).
@@ -9,6 +9,7 @@ import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
 import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
 import { AdamW } from "../lib/optim.ts";
 import { layerNorm } from "../lib/tensor/layer_norm.ts";
+import { gelu } from "../lib/tensor/gelu.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
 
 const info = await initBackend("wasm", { quiet: true });
@@ -101,6 +102,14 @@ adamWKernel.forEach(mix);
     tf.sum(tf.mul(layerNorm(xi, wi as tf.Tensor1D, bi as tf.Tensor1D), dy));
   mix(layerNorm(x, w, b).dataSync() as Float32Array);
   for (const g of tf.grads(f)([x, w, b])) mix(g.dataSync() as Float32Array);
+}
+
+// GELU forward and gradient, big enough for the workers.
+{
+  const x = tf.tensor1d(randomArray(200_003, 41).map((v) => v * 4)),
+    dy = tf.tensor1d(randomArray(200_003, 42));
+  mix(gelu(x).dataSync() as Float32Array);
+  mix(tf.grad((a: tf.Tensor) => tf.sum(tf.mul(gelu(a), dy)))(x).dataSync() as Float32Array);
 }
 
 // Workers take rows of big jobs; the main thread takes rows too, so give them a few chances.

@@ -9,6 +9,7 @@ import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
+import { gelu, geluByOps } from "../lib/tensor/gelu.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
 import { denoChildJson } from "./helpers_run.ts";
@@ -161,6 +162,29 @@ Deno.test("wasm LayerNorm kernels: forward and all gradients match float64 and t
       assertClose(got[k], chain[k], 2e-5, `${k} ${what}, kernel vs op chain`);
     }
     if (withBias) assertClose(got.db!, want.db, 2e-5, `db ${what}`);
+  }
+});
+
+Deno.test("wasm GELU kernels: bit-identical to the op chain forward and backward; close to float64", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (const n of [1, 3, 6, 8192 + 7, 70_001]) {
+    const x = randomArray(n, n + 1).map((v, i) => v * [0.5, 3, 9][i % 3]), dy = randomArray(n, n + 2);
+    const run = (fn: (t: tf.Tensor) => tf.Tensor) => {
+      const xt = tf.tensor1d(x), dyt = tf.tensor1d(dy);
+      const y = fn(xt).dataSync() as Float32Array;
+      const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(fn(a), dyt)))(xt).dataSync() as Float32Array;
+      return { y, dx };
+    };
+    // both with the kernels on, so that the chain's tanh is the same (wasm's Tanh kernel)
+    const got = run(gelu), chain = run(geluByOps);
+    const { kernelNames } = await tf.profile(() => gelu(tf.tensor1d(x)));
+    assert.ok(kernelNames.includes("LmpipeGelu"), `gelu ran ${kernelNames}, not the kernel`);
+    const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer));
+    assert.deepEqual(bits(got.y), bits(chain.y), `GELU forward, n = ${n}`);
+    assert.deepEqual(bits(got.dx), bits(chain.dx), `GELU backward, n = ${n}`);
+    const k = Math.sqrt(2 / Math.PI), c = 0.044715;
+    const want = Array.from(x, (v) => 0.5 * v * (1 + Math.tanh(k * (v + c * v ** 3))));
+    assertClose(got.y, want, 1e-6, `GELU forward vs float64, n = ${n}`);
   }
 });
 

@@ -1,5 +1,6 @@
 // Names of lmpipe's own TF.js kernels that more than one backend registers (wasm_kernels.ts,
-// webgpu_kernels.ts), kept apart so that neither backend module imports the other for a name.
+// webgpu_kernels.ts, ...), and the constants of their contracts, kept apart so that no backend module
+// imports another (or an op module) for them.
 
 /** e = exp(x - rowmax), row maxima, row sums: lib/tensor/softmax_rows.ts. */
 export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
@@ -7,3 +8,10 @@ export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
 /** LayerNorm forward (y, row means, row 1/std) and its gradient: lib/tensor/layer_norm.ts. */
 export const LAYER_NORM_KERNEL = "LmpipeLayerNorm";
 export const LAYER_NORM_GRAD_KERNEL = "LmpipeLayerNormGrad";
+
+/** GELU (tanh form) forward, y only, and its gradient from x and dy (tanh recomputed): lib/tensor/gelu.ts. */
+export const GELU_KERNEL = "LmpipeGelu";
+/** GELU's k = sqrt(2 / pi) and c: 0.5 x (1 + tanh(k (x + c x^3))). */
+export const GELU_K = Math.sqrt(2 / Math.PI);
+export const GELU_C = 0.044715;
+export const GELU_GRAD_KERNEL = "LmpipeGeluGrad";

@@ -10,6 +10,8 @@ export const KIND = {
   layerNorm: 3,
   layerNormDx: 4,
   layerNormDwDb: 5,
+  gelu: 6,
+  geluGrad: 7,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -65,6 +67,18 @@ export interface KernelExports {
     rows: number,
     c: number,
   ): void;
+  gelu_inner(x: number, u: number, i0: number, i1: number, c: number, k: number): void;
+  gelu_out(x: number, t: number, y: number, i0: number, i1: number): void;
+  gelu_grad_out(
+    x: number,
+    t: number,
+    dy: number,
+    dx: number,
+    i0: number,
+    i1: number,
+    c3: number,
+    k: number,
+  ): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -108,6 +122,18 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.layernorm_dx(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7]);
     case KIND.layerNormDwDb: // dy, x, mean, rstd, dw, db, rows, C: one piece, all rows
       return k.layernorm_dwdb(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    case KIND.gelu: { // x, y, n, c, k: u into y, tanh in place, then y; block by block (in cache)
+      const i0 = r0 * BLOCK, i1 = Math.min(a[3], r1 * BLOCK);
+      k.gelu_inner(a[1], a[2], i0, i1, bitsFloat(a[4]), bitsFloat(a[5]));
+      k.tanh(a[2], a[2], i0, i1);
+      return k.gelu_out(a[1], a[2], a[2], i0, i1);
+    }
+    case KIND.geluGrad: { // x, dy, dx, n, c, 3c, k: u into dx, tanh in place, then dx
+      const i0 = r0 * BLOCK, i1 = Math.min(a[4], r1 * BLOCK);
+      k.gelu_inner(a[1], a[3], i0, i1, bitsFloat(a[5]), bitsFloat(a[7]));
+      k.tanh(a[3], a[3], i0, i1);
+      return k.gelu_grad_out(a[1], a[3], a[2], a[3], i0, i1, bitsFloat(a[6]), bitsFloat(a[7]));
+    }
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -3,8 +3,8 @@
 // build, one worker thread per extra wasm thread (TF.js's own elementwise and reduction kernels use one
 // thread whatever the count). Registered as TF.js kernels: LmpipeSoftmaxRows (softmax_rows.ts),
 // LmpipeAdamW (the name of webgpu's fused AdamW, so lib/optim.ts calls both the same way),
-// LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts), and Tanh on wasm, which replaces TF.js's
-// scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains and
+// LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts), LmpipeGelu and LmpipeGeluGrad (gelu.ts), and
+// Tanh on wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains and
 // TF.js's Tanh run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
@@ -12,7 +12,15 @@ import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./wasm_kernel_calls.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "./webgpu_kernels.ts";
-import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import {
+  GELU_C,
+  GELU_GRAD_KERNEL,
+  GELU_K,
+  GELU_KERNEL,
+  LAYER_NORM_GRAD_KERNEL,
+  LAYER_NORM_KERNEL,
+  SOFTMAX_ROWS_KERNEL,
+} from "./kernel_names.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
@@ -303,6 +311,41 @@ function layerNormGradKernel(
   return [dx, dw, db];
 }
 
+function geluKernel({ inputs, backend }: { inputs: { x: TensorInfo }; backend: AnyBackend }): TensorInfo {
+  const { x } = inputs;
+  requireFloat32(GELU_KERNEL, "x", x);
+  const n = tf.util.sizeFromShape(x.shape);
+  const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+  if (n > 0) {
+    const args = [
+      KIND.gelu,
+      offsetOf(backend, x),
+      offsetOf(backend, y),
+      n,
+      floatBits(GELU_C),
+      floatBits(GELU_K),
+    ];
+    runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
+  }
+  return y;
+}
+
+function geluGradKernel(
+  { inputs, backend }: { inputs: { x: TensorInfo; dy: TensorInfo }; backend: AnyBackend },
+): TensorInfo {
+  const { x, dy } = inputs;
+  requireFloat32(GELU_GRAD_KERNEL, "x", x);
+  requireFloat32(GELU_GRAD_KERNEL, "dy", dy, x.shape);
+  const n = tf.util.sizeFromShape(x.shape);
+  const dx = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+  if (n > 0) {
+    const o = (t: TensorInfo) => offsetOf(backend, t);
+    const consts = [GELU_C, 3 * GELU_C, GELU_K].map(floatBits);
+    runnerFor(backend).run([KIND.geluGrad, o(x), o(dy), o(dx), n, ...consts], Math.ceil(n / BLOCK), 1, n);
+  }
+  return dx;
+}
+
 function tanhKernel(orig: KernelFn): KernelFn {
   return (args) => {
     const { x } = args.inputs as { x: TensorInfo };
@@ -328,6 +371,8 @@ for (
     [ADAMW_KERNEL, adamWKernel],
     [LAYER_NORM_KERNEL, layerNormKernel],
     [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
+    [GELU_KERNEL, geluKernel],
+    [GELU_GRAD_KERNEL, geluGradKernel],
   ] as const
 ) {
   if (!tf.getKernel(kernelName, "wasm")) {

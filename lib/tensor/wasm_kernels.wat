@@ -4,6 +4,7 @@
 ;;   adamw         one parameter's AdamW update: ~15 TF.js kernels, one pass here
 ;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
+;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm_kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -453,4 +454,109 @@
   (func $hsum (param $v v128) (result f32)
     (f32.add (f32.add (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
       (f32x4.extract_lane 2 (local.get $v))) (f32x4.extract_lane 3 (local.get $v))))
+
+  ;; GELU forward, first part, elements i0 <= i < i1: u = (x ((x x) c + 1)) k, the argument of tanh.
+  (func (export "gelu_inner") (param $x i32) (param $u i32) (param $i0 i32) (param $i1 i32) (param $c f32) (param $k f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $v v128) (local $f f32) (local $vc v128) (local $vk v128) (local $one v128)
+    (local.set $vc (f32x4.splat (local.get $c)))
+    (local.set $vk (f32x4.splat (local.get $k)))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $o))))
+        (v128.store (i32.add (local.get $u) (local.get $o))
+          (f32x4.mul (f32x4.mul (local.get $v)
+            (f32x4.add (f32x4.mul (f32x4.mul (local.get $v) (local.get $v)) (local.get $vc)) (local.get $one)))
+            (local.get $vk)))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $f (f32.load (i32.add (local.get $x) (local.get $o))))
+        (f32.store (i32.add (local.get $u) (local.get $o))
+          (f32.mul (f32.mul (local.get $f)
+            (f32.add (f32.mul (f32.mul (local.get $f) (local.get $f)) (local.get $c)) (f32.const 1)))
+            (local.get $k)))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; GELU forward, last part: y = (x 0.5) (t + 1), t = tanh(u). t may be y.
+  (func (export "gelu_out") (param $x i32) (param $t i32) (param $y i32) (param $i0 i32) (param $i1 i32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $half v128) (local $one v128)
+    (local.set $half (v128.const f32x4 0.5 0.5 0.5 0.5))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (v128.store (i32.add (local.get $y) (local.get $o))
+          (f32x4.mul (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $o))) (local.get $half))
+            (f32x4.add (v128.load (i32.add (local.get $t) (local.get $o))) (local.get $one))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (f32.store (i32.add (local.get $y) (local.get $o))
+          (f32.mul (f32.mul (f32.load (i32.add (local.get $x) (local.get $o))) (f32.const 0.5))
+            (f32.add (f32.load (i32.add (local.get $t) (local.get $o))) (f32.const 1))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; GELU backward, from t = tanh(u): q = ((x x) 3c + 1) k, d = (x (1 - t t)) q,
+  ;; dx = dy (((t + 1) + d) 0.5). t may be dx.
+  (func (export "gelu_grad_out")
+    (param $x i32) (param $t i32) (param $dy i32) (param $dx i32) (param $i0 i32) (param $i1 i32)
+    (param $c3 f32) (param $k f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $v v128) (local $tv v128) (local $q v128) (local $f f32) (local $tf f32) (local $qf f32)
+    (local $vc3 v128) (local $vk v128) (local $one v128) (local $half v128)
+    (local.set $vc3 (f32x4.splat (local.get $c3)))
+    (local.set $vk (f32x4.splat (local.get $k)))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $half (v128.const f32x4 0.5 0.5 0.5 0.5))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $o))))
+        (local.set $tv (v128.load (i32.add (local.get $t) (local.get $o))))
+        (local.set $q (f32x4.mul
+          (f32x4.add (f32x4.mul (f32x4.mul (local.get $v) (local.get $v)) (local.get $vc3)) (local.get $one))
+          (local.get $vk)))
+        (local.set $q (f32x4.mul
+          (f32x4.mul (local.get $v) (f32x4.sub (local.get $one) (f32x4.mul (local.get $tv) (local.get $tv))))
+          (local.get $q)))
+        (v128.store (i32.add (local.get $dx) (local.get $o))
+          (f32x4.mul (v128.load (i32.add (local.get $dy) (local.get $o)))
+            (f32x4.mul (f32x4.add (f32x4.add (local.get $tv) (local.get $one)) (local.get $q)) (local.get $half))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $f (f32.load (i32.add (local.get $x) (local.get $o))))
+        (local.set $tf (f32.load (i32.add (local.get $t) (local.get $o))))
+        (local.set $qf (f32.mul
+          (f32.add (f32.mul (f32.mul (local.get $f) (local.get $f)) (local.get $c3)) (f32.const 1))
+          (local.get $k)))
+        (local.set $qf (f32.mul
+          (f32.mul (local.get $f) (f32.sub (f32.const 1) (f32.mul (local.get $tf) (local.get $tf))))
+          (local.get $qf)))
+        (f32.store (i32.add (local.get $dx) (local.get $o))
+          (f32.mul (f32.load (i32.add (local.get $dy) (local.get $o)))
+            (f32.mul (f32.add (f32.add (local.get $tf) (f32.const 1)) (local.get $qf)) (f32.const 0.5))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
 )
