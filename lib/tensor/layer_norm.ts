@@ -39,10 +39,17 @@ function fused(eps: number, withBias: boolean) {
   });
 }
 
+/** Whether the current backend runs the LayerNorm kernels: wasm's, or webgpu's where registered. */
+function kernelsOn(): boolean {
+  const backend = tf.getBackend();
+  if (backend === "wasm") return wasmKernelsActive();
+  return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(LAYER_NORM_KERNEL, "webgpu") !== undefined;
+}
+
 /** LayerNorm of x [..., C] with weight [C] and optional bias [C]. */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
   const C = x.shape[x.rank - 1];
-  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || !wasmKernelsActive() || Deno.env.get("NOLN")) {
+  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || !kernelsOn()) {
     return layerNormByOps(x, weight, bias, eps);
   }
   return bias ? fused(eps, true)(x, weight, bias) : fused(eps, false)(x, weight);
