@@ -1,0 +1,421 @@
+// LayerNorm and GELU as WGSL kernels on webgpu, registered under the names their ops call
+// (kernel_names.ts; lib/tensor/layer_norm.ts and gelu.ts pick them when fusedKernelsActive()). TF.js
+// spells LayerNorm as ~10 programs forward and ~20 backward and GELU as ~7 and ~10, each a pass over
+// the tensor; here each is one dispatch forward and one (GELU) or two (LayerNorm) backward.
+//   - LmpipeLayerNorm: one workgroup per row (rowWorkgroup threads; each takes the row's elements
+//     t, t + W, ...): row sum -> mean, sum of squared deviations -> rstd = 1 / sqrt(var + eps), then
+//     y = (x - mean) * rstd * w (+ b); writes y and the row mean and rstd (kept for the gradient).
+//   - LmpipeLayerNormGrad, dispatch 1: dx, one workgroup per row, both row sums (of g = dy w and of
+//     g xhat) reduced together as a vec2; dispatch 2: dw and db, the column sums over rows. For those a
+//     workgroup takes COL_TILE adjacent columns with LANES threads per column; lane l adds rows l,
+//     l + LANES, ... (neighbouring threads read neighbouring columns of a row), then the lanes' sums
+//     are added in lane order. This keeps C / COL_TILE * 256 threads busy (C = 768: 48 workgroups)
+//     without a temporary buffer of partial sums and the third dispatch a two-level reduction over
+//     row blocks would need; rows / LANES additions per thread stay short for rows up to B * T.
+//   - LmpipeGelu / LmpipeGeluGrad: elementwise TF.js programs (runWebGPUProgram) with the float32
+//     operations of gelu.ts's op chain in its order, tanh in TF.js's own overflow-safe form.
+// Non-finite values: a NaN or infinity in a LayerNorm row of x (or of dy, backward) makes that row's
+// outputs NaN, and NaN in GELU's x or dy gives NaN, tested on the bits (WGSL lets compilers assume NaN
+// away in float arithmetic), so the mixed-precision loss scaler still sees its overflows.
+import * as tf from "@tensorflow/tfjs-core";
+import { webgpuMaxTensorBytes } from "./fixes.ts";
+import {
+  GELU_C,
+  GELU_GRAD_KERNEL,
+  GELU_K,
+  GELU_KERNEL,
+  LAYER_NORM_GRAD_KERNEL,
+  LAYER_NORM_KERNEL,
+} from "./kernel_names.ts";
+import { cachedPipeline, workgroupGrid } from "./webgpu_kernels.ts";
+import { WGSL_FLOAT_TESTS, wgslTreeReduce } from "./wgsl.ts";
+
+// The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,
+// uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in webgpu_kernels.ts.
+// deno-lint-ignore no-explicit-any
+type GpuBackend = any;
+type TensorInfo = tf.TensorInfo;
+
+/** Columns per workgroup of the dw/db column sums, and threads (lanes) per column. */
+const COL_TILE = 16;
+const LANES = 16;
+
+/** Threads per row: the smallest of 32, 64, 128, 256 that covers the row, 256 for longer rows. */
+function rowWorkgroup(cols: number): number {
+  for (const w of [32, 64, 128]) if (cols <= w) return w;
+  return 256; // WebGPU guarantees 256 invocations per workgroup
+}
+
+/** isFinite on the bits (neither NaN nor an infinity). */
+const WGSL_IS_FINITE = `
+fn isFinite(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u; }`;
+
+/** recordAndSubmit's leading uniforms for `k` tensors bound as 1-D views: NaN, Infinity, (shape, stride) each. */
+function tfjsUniformFields(k: number): string {
+  return "nanValue: f32, infValue: f32, " +
+    Array.from({ length: k }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
+}
+
+// --- LayerNorm forward -------------------------------------------------------------------------------
+// Bound: y (output), x, w, [b], mean, rstd; then our uniforms rows, cols, eps.
+const layerNormShader = (w: number, bias: boolean) => {
+  const k = bias ? 6 : 5;
+  const at = bias ? 4 : 3; // binding of mean
+  return `
+struct Uniforms { ${tfjsUniformFields(k)} rows: i32, cols: i32, eps: f32, };
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+${bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+@group(0) @binding(${at}) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(${at + 1}) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(${k}) var<uniform> u: Uniforms;
+var<workgroup> partial: array<f32, ${w}>;
+${WGSL_IS_FINITE}
+
+@compute @workgroup_size(${w})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
+  let cols = u32(u.cols);
+  let base = row * cols;
+  var acc = 0.0;
+  var bad = false;
+  for (var c = lid; c < cols; c = c + ${w}u) {
+    let v = x[base + c];
+    bad = bad || !isFinite(v);
+    acc = acc + v;
+  }
+  partial[lid] = select(acc, u.nanValue, bad);
+  var live: u32;
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
+  let mu = partial[0] / f32(cols);
+  let rowNaN = !isFinite(mu); // a non-finite x anywhere in the row, or a sum that overflowed
+  workgroupBarrier(); // everyone has read the sum before partial is reused
+  var sq = 0.0;
+  for (var c = lid; c < cols; c = c + ${w}u) {
+    let d = x[base + c] - mu;
+    sq = sq + d * d;
+  }
+  partial[lid] = sq;
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
+  let variance = partial[0] / f32(cols);
+  let rs = 1.0 / sqrt(variance + u.eps);
+  for (var c = lid; c < cols; c = c + ${w}u) {
+    let v = (x[base + c] - mu) * rs * weight[c]${bias ? " + bias[c]" : ""};
+    y[base + c] = select(v, u.nanValue, rowNaN);
+  }
+  if (lid == 0u) {
+    mean[row] = select(mu, u.nanValue, rowNaN);
+    rstd[row] = select(rs, u.nanValue, rowNaN);
+  }
+}`;
+};
+
+// --- LayerNorm gradient: dx ---------------------------------------------------------------------------
+// Bound: dx (output), dy, x, w, mean, rstd; then rows, cols.
+const layerNormDxShader = (w: number) => `
+struct Uniforms { ${tfjsUniformFields(6)} rows: i32, cols: i32, };
+@group(0) @binding(0) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> mean: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;
+@group(0) @binding(6) var<uniform> u: Uniforms;
+var<workgroup> partial: array<vec2<f32>, ${w}>;
+${WGSL_IS_FINITE}
+
+@compute @workgroup_size(${w})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
+  let cols = u32(u.cols);
+  let base = row * cols;
+  let mu = mean[row];
+  let rs = rstd[row];
+  // sums of g = dy w and of g xhat over the row, together
+  var acc = vec2<f32>(0.0, 0.0);
+  var bad = !isFinite(mu) || !isFinite(rs);
+  for (var c = lid; c < cols; c = c + ${w}u) {
+    let d = dy[base + c];
+    bad = bad || !isFinite(d);
+    let g = d * weight[c];
+    let xh = (x[base + c] - mu) * rs;
+    acc = acc + vec2<f32>(g, g * xh);
+  }
+  partial[lid] = select(acc, vec2<f32>(u.nanValue, u.nanValue), bad);
+  var live: u32;
+  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
+  let means = partial[0] / f32(cols); // mean(g), mean(g xhat)
+  let rowNaN = !isFinite(means.x) || !isFinite(means.y);
+  for (var c = lid; c < cols; c = c + ${w}u) {
+    let g = dy[base + c] * weight[c];
+    let xh = (x[base + c] - mu) * rs;
+    let v = rs * (g - means.x - xh * means.y);
+    dx[base + c] = select(v, u.nanValue, rowNaN);
+  }
+}`;
+
+// --- LayerNorm gradient: dw, db -----------------------------------------------------------------------
+// Bound: dw (output), dy, x, mean, rstd, db; then rows, cols. Workgroup (COL_TILE, LANES): x is the
+// column within the tile, y the lane. No early return: every thread reaches the barrier.
+const layerNormDwDbShader = `
+struct Uniforms { ${tfjsUniformFields(6)} rows: i32, cols: i32, };
+@group(0) @binding(0) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> db: array<f32>;
+@group(0) @binding(6) var<uniform> u: Uniforms;
+var<workgroup> partial: array<vec2<f32>, ${COL_TILE * LANES}>;
+
+@compute @workgroup_size(${COL_TILE}, ${LANES})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+  let col = (wid.y * nwg.x + wid.x) * ${COL_TILE}u + lid.x;
+  let rows = u32(u.rows);
+  let cols = u32(u.cols);
+  var acc = vec2<f32>(0.0, 0.0); // sum of dy xhat, sum of dy
+  if (col < cols) {
+    for (var r = lid.y; r < rows; r = r + ${LANES}u) {
+      let d = dy[r * cols + col];
+      let xh = (x[r * cols + col] - mean[r]) * rstd[r];
+      acc = acc + vec2<f32>(d * xh, d);
+    }
+  }
+  partial[lid.y * ${COL_TILE}u + lid.x] = acc;
+  workgroupBarrier();
+  if (lid.y == 0u && col < cols) {
+    var s = partial[lid.x];
+    for (var l = 1u; l < ${LANES}u; l = l + 1u) { s = s + partial[l * ${COL_TILE}u + lid.x]; }
+    dw[col] = s.x;
+    db[col] = s.y;
+  }
+}`;
+
+/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
+class LmpipeLayerNormProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
+    this.outputShape = [rows * cols];
+    this.dispatch = workgroupGrid(device, rows, LAYER_NORM_KERNEL); // one workgroup per row
+  }
+}
+
+class LmpipeLayerNormDxProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
+    this.outputShape = [rows * cols];
+    this.dispatch = workgroupGrid(device, rows, LAYER_NORM_GRAD_KERNEL);
+  }
+}
+
+class LmpipeLayerNormDwDbProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, cols: number) {
+    this.outputShape = [cols];
+    this.dispatch = workgroupGrid(device, Math.ceil(cols / COL_TILE), LAYER_NORM_GRAD_KERNEL);
+  }
+}
+
+const flat = (t: TensorInfo): TensorInfo => ({
+  dataId: t.dataId,
+  shape: [tf.util.sizeFromShape(t.shape)],
+  dtype: "float32",
+});
+
+const int = (v: number) => ({ type: "int32", data: [v] });
+
+/** Throws, naming the kernel, unless `t` is float32 of `shape`. */
+function requireShape(kernel: string, what: string, t: TensorInfo, shape: number[]): void {
+  if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, shape)) {
+    throw new Error(`${kernel}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${shape}] float32`);
+  }
+}
+
+/** Rows and C of x [..., C]; throws, naming the kernel and the fix, for inputs the kernels do not take. */
+function rowsOf(kernel: string, x: TensorInfo, backend: GpuBackend): { rows: number; cols: number } {
+  const cols = x.shape[x.shape.length - 1];
+  const size = tf.util.sizeFromShape(x.shape);
+  if (x.dtype !== "float32" || x.shape.length < 1 || size === 0 || cols % 4 !== 0) {
+    throw new Error(
+      `${kernel}: x must be a non-empty float32 tensor whose last axis is a multiple of 4, got ` +
+        `[${x.shape}] ${x.dtype}; layerNorm (lib/tensor/layer_norm.ts) runs the op chain for other inputs`,
+    );
+  }
+  const limit = webgpuMaxTensorBytes(backend);
+  if (size * 4 > limit) {
+    throw new Error(
+      `${kernel}: x [${x.shape}] (${(size * 4 / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
+        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
+    );
+  }
+  return { rows: size / cols, cols };
+}
+
+function layerNormKernel(
+  { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
+): TensorInfo[] {
+  const { x, w, b } = inputs as Record<string, TensorInfo | undefined> as Record<string, TensorInfo>;
+  const eps = (attrs as { eps: number }).eps;
+  const { rows, cols } = rowsOf(LAYER_NORM_KERNEL, x, backend);
+  requireShape(LAYER_NORM_KERNEL, "the weight", w, [cols]);
+  if (b) requireShape(LAYER_NORM_KERNEL, "the bias", b, [cols]);
+  const device = backend.device as GPUDevice;
+  const y = backend.makeTensorInfo(x.shape.slice(), "float32") as TensorInfo;
+  const mean = backend.makeTensorInfo([rows], "float32") as TensorInfo;
+  const rstd = backend.makeTensorInfo([rows], "float32") as TensorInfo;
+  const bound = b ? [x, w, b, mean, rstd] : [x, w, mean, rstd];
+  for (const t of [y, ...bound]) backend.uploadToGPU(t.dataId);
+  const wg = rowWorkgroup(cols);
+  const key = `${LAYER_NORM_KERNEL}${wg}${b ? "b" : ""}`;
+  const pipeline = cachedPipeline(device, key, () => layerNormShader(wg, !!b));
+  backend.recordAndSubmit(
+    new LmpipeLayerNormProgram(pipeline, device, rows, cols),
+    flat(y),
+    bound.map(flat),
+    [int(rows), int(cols), { type: "float32", data: [eps] }],
+  );
+  return [y, mean, rstd];
+}
+
+function layerNormGradKernel(
+  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
+): TensorInfo[] {
+  const { dy, x, w, mean, rstd } = inputs as Record<string, TensorInfo>;
+  const { rows, cols } = rowsOf(LAYER_NORM_GRAD_KERNEL, x, backend);
+  requireShape(LAYER_NORM_GRAD_KERNEL, "dy", dy, x.shape);
+  requireShape(LAYER_NORM_GRAD_KERNEL, "the weight", w, [cols]);
+  requireShape(LAYER_NORM_GRAD_KERNEL, "mean", mean, [rows]);
+  requireShape(LAYER_NORM_GRAD_KERNEL, "rstd", rstd, [rows]);
+  const device = backend.device as GPUDevice;
+  const dx = backend.makeTensorInfo(x.shape.slice(), "float32") as TensorInfo;
+  const dw = backend.makeTensorInfo([cols], "float32") as TensorInfo;
+  const db = backend.makeTensorInfo([cols], "float32") as TensorInfo;
+  for (const t of [dy, x, w, mean, rstd, dx, dw, db]) backend.uploadToGPU(t.dataId);
+  const wg = rowWorkgroup(cols);
+  const dxPipeline = cachedPipeline(device, `${LAYER_NORM_GRAD_KERNEL}Dx${wg}`, () => layerNormDxShader(wg));
+  backend.recordAndSubmit(
+    new LmpipeLayerNormDxProgram(dxPipeline, device, rows, cols),
+    flat(dx),
+    [dy, x, w, mean, rstd].map(flat),
+    [int(rows), int(cols)],
+  );
+  const sumsPipeline = cachedPipeline(device, `${LAYER_NORM_GRAD_KERNEL}DwDb`, () => layerNormDwDbShader);
+  backend.recordAndSubmit(
+    new LmpipeLayerNormDwDbProgram(sumsPipeline, device, cols),
+    flat(dw),
+    [dy, x, mean, rstd, db].map(flat),
+    [int(rows), int(cols)],
+  );
+  return [dx, dw, db];
+}
+
+// --- GELU -----------------------------------------------------------------------------------------------
+// The constants as the op chain's float32 scalar tensors hold them (3c is computed in float64 first, as
+// gelu.ts does), written as exact WGSL literals.
+const f32 = (v: number) => `f32(${Math.fround(v)})`;
+
+// gelu.ts geluByOps, one float32 operation per TF.js op, in its order; TF.js's Tanh program's formula.
+const GELU_WGSL = `
+${WGSL_FLOAT_TESTS}
+fn tanhTf(a: f32) -> f32 {
+  let e2x = exp(-2.0 * abs(a));
+  return sign(a) * (1.0 - e2x) / (1.0 + e2x);
+}
+fn geluTanh(v: f32) -> f32 {
+  let x2 = v * v;
+  return tanhTf((v * (x2 * ${f32(GELU_C)} + 1.0)) * ${f32(GELU_K)});
+}`;
+
+/** A one-output elementwise TF.js program (runWebGPUProgram compiles, caches and dispatches it). */
+class LmpipeGeluProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout: { x: number[] };
+  dispatch: [number, number, number];
+  variableNames: string[];
+  workgroupSize: [number, number, number] = [128, 1, 1];
+  size = true;
+  constructor(shape: number[], readonly grad: boolean) {
+    this.outputShape = shape;
+    this.shaderKey = grad ? "lmpipe_gelu_grad" : "lmpipe_gelu";
+    this.variableNames = grad ? ["X", "Dy"] : ["X"];
+    this.dispatchLayout = { x: shape.map((_, i) => i) };
+    const groups = Math.ceil(tf.util.sizeFromShape(shape) / this.workgroupSize[0]);
+    this.dispatch = [Math.max(1, groups), 1, 1]; // runWebGPUProgram folds it into 2-D when too wide
+  }
+  getUserCode(): string {
+    const body = this.grad
+      ? `let d = getDyByOutputIndex(index);
+          let t = geluTanh(v);
+          let inner = (v * v * ${f32(3 * GELU_C)} + 1.0) * ${f32(GELU_K)};
+          let dt = (v * (1.0 - t * t)) * inner;
+          let out = d * (((t + 1.0) + dt) * 0.5);
+          setOutputAtIndex(index, select(out, uniforms.NAN, isNaN(v) || isNaN(d)));`
+      : `let t = geluTanh(v);
+          let out = (v * 0.5) * (t + 1.0);
+          setOutputAtIndex(index, select(out, uniforms.NAN, isNaN(v)));`;
+    return `${GELU_WGSL}
+      fn main(index: i32) {
+        if (index < uniforms.size) {
+          let v = getXByOutputIndex(index);
+          ${body}
+        }
+      }`;
+  }
+}
+
+function geluInput(kernel: string, what: string, t: TensorInfo, backend: GpuBackend): void {
+  if (t.dtype !== "float32") {
+    throw new Error(
+      `${kernel}: ${what} must be float32, got ${t.dtype}; gelu (lib/tensor/gelu.ts) runs the op chain`,
+    );
+  }
+  const bytes = tf.util.sizeFromShape(t.shape) * 4, limit = webgpuMaxTensorBytes(backend);
+  if (bytes > limit) {
+    throw new Error(
+      `${kernel}: ${what} [${t.shape}] (${(bytes / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
+        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
+    );
+  }
+}
+
+function geluKernel({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend }): TensorInfo {
+  const { x } = inputs as Record<string, TensorInfo>;
+  geluInput(GELU_KERNEL, "x", x, backend);
+  return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), false), [x], "float32");
+}
+
+function geluGradKernel(
+  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
+): TensorInfo {
+  const { x, dy } = inputs as Record<string, TensorInfo>;
+  geluInput(GELU_GRAD_KERNEL, "x", x, backend);
+  requireShape(GELU_GRAD_KERNEL, "dy", dy, x.shape);
+  return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), true), [x, dy], "float32");
+}
+
+// Registered once, when this module is first imported (fixes.ts, imported above, loads the webgpu backend).
+for (
+  const [kernelName, fn] of [
+    [LAYER_NORM_KERNEL, layerNormKernel],
+    [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
+    [GELU_KERNEL, geluKernel],
+    [GELU_GRAD_KERNEL, geluGradKernel],
+  ] as const
+) {
+  if (!tf.getKernel(kernelName, "webgpu")) {
+    tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
+  }
+}
