@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
 import { dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu_kernels.ts";
+import { setLayerKernelsRegistered } from "../lib/tensor/webgpu_layers.ts";
 import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "../lib/optim.ts";
 import { toHalf, toHalfOps } from "../lib/precision.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -218,9 +219,12 @@ if (gpu.ok) {
     tf.dispose([...ts, ...withInf, ...withNaN]);
   });
 
-  // A whole step as lib/train_loop.ts takes it (loss scale, norm, clip), fused kernels on vs off.
+  // A whole step as lib/train_loop.ts takes it (loss scale, norm, clip), fused kernels on vs off. LayerNorm
+  // and GELU run their op chains in both: their kernels differ from them in the last bits (tested with
+  // tolerances in tests/webgpu_layers_test.ts).
   const train = async (precision: Precision, fused: boolean, steps: number) => {
     setFusedKernelsEnabled(fused);
+    setLayerKernelsRegistered(false);
     try {
       const config = resolveConfig("gpt", "tiny", { vocabSize: 97, contextLength: 16, nEmbd: 32, nLayer: 1 });
       const model = createModel(config, 3);
@@ -256,6 +260,7 @@ if (gpu.ok) {
       return { losses, params };
     } finally {
       setFusedKernelsEnabled(true);
+      setLayerKernelsRegistered(true);
     }
   };
 

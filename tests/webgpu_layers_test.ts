@@ -132,10 +132,10 @@ const times = (a: ArrayLike<number>, b: ArrayLike<number>) => Float64Array.from(
 /** Row r of a [rows, C] array. */
 const rowOf = (a: Float32Array, r: number, C: number) => a.subarray(r * C, (r + 1) * C);
 
-// Tolerances, relative to each tensor's largest value (testing.ts maxRelErr): float32 sums of up to
-// 768 values per row or 1000+ rows per column, against float64 and against TF.js's op chain (which sums
-// in another order).
-const TOL = 2e-5;
+// Tolerance, relative to each tensor's largest value (testing.ts maxRelErr), against float64 and against
+// TF.js's op chain (which sums in another order): measured up to 7e-7 on Mesa llvmpipe (dx, C = 4 with
+// 1030 rows); float32 sums of up to 768 values per row or 1030 rows per column.
+const TOL = 5e-6;
 
 if (gpu.ok) {
   Deno.test("webgpu LayerNorm kernels: y, dx, dw, db match float64 and the op chain; 1 + 2 dispatches", async () => {
