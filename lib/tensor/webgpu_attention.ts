@@ -13,8 +13,8 @@
 // op chain would hand its probability to the masked keys.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
-import { cachedPipeline, workgroupGrid } from "./webgpu_kernels.ts";
-import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslTreeReduce } from "./wgsl.ts";
+import { cachedPipeline, RowProgram } from "./webgpu_kernels.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, device), typed loosely as in webgpu_kernels.ts.
@@ -45,13 +45,7 @@ var<workgroup> partial: array<f32, ${w}>;
 ${WGSL_FLOAT_TESTS}
 ${WGSL_MAX_NAN}
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
-  let cols = u32(u.cols);
-  let base = row * cols;
+${wgslRowEntry(w)}
   // query i of its block sits at absolute position past + i: keys 0..past+i are visible
   let seen = u32(u.past) + row % u32(u.queries) + 1u;
   // maximum of the visible scores; NaN when any score of the row is NaN or +Infinity (as in the op
@@ -107,13 +101,7 @@ struct Uniforms {
 @group(0) @binding(3) var<uniform> u: Uniforms;
 var<workgroup> partial: array<f32, ${w}>;
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
-  let cols = u32(u.cols);
-  let base = row * cols;
+${wgslRowEntry(w)}
   var acc = 0.0;
   for (var c = lid; c < cols; c = c + ${w}u) {
     let p = dy[base + c] * y[base + c];
@@ -130,26 +118,9 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 }`;
 
-/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
-class LmpipeCausalSoftmaxProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  size = false;
-  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
-    this.outputShape = [rows * cols];
-    this.dispatch = workgroupGrid(device, rows, CAUSAL_SOFTMAX_KERNEL); // one workgroup per row
-  }
-}
+class LmpipeCausalSoftmaxProgram extends RowProgram {}
 
-class LmpipeCausalSoftmaxGradProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  size = false;
-  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
-    this.outputShape = [rows * cols];
-    this.dispatch = workgroupGrid(device, rows, CAUSAL_SOFTMAX_GRAD_KERNEL);
-  }
-}
+class LmpipeCausalSoftmaxGradProgram extends RowProgram {}
 
 /** Throws, naming the kernel, unless `t` is a non-empty float32 tensor that fits one binding. */
 function checkInput(kernel: string, what: string, t: TensorInfo, backend: GpuBackend): void {

@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
 import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
-import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslTreeReduce } from "./wgsl.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -496,13 +496,7 @@ var<workgroup> partial: array<f32, ${w}>;
 ${WGSL_FLOAT_TESTS}
 ${WGSL_MAX_NAN}
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
-  let cols = u32(u.cols);
-  let base = row * cols;
+${wgslRowEntry(w)}
   var best = -u.infValue;
   for (var c = lid; c < cols; c = c + ${w}u) { best = maxNaN(best, x[base + c]); }
   partial[lid] = best;
@@ -528,15 +522,21 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 }`;
 
-class LmpipeSoftmaxRowsProgram {
+/**
+ * A program with one workgroup per row of a [rows, cols] output, in the shape recordAndSubmit reads.
+ * Each kernel subclasses it under its own name: the class name labels timers, profiles and tests.
+ */
+export class RowProgram {
   outputShape: number[];
   dispatch: [number, number, number];
   size = false;
   constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
     this.outputShape = [rows * cols];
-    this.dispatch = grid(device, rows * WORKGROUP); // one workgroup per row
+    this.dispatch = workgroupGrid(device, rows, this.constructor.name);
   }
 }
+
+class LmpipeSoftmaxRowsProgram extends RowProgram {}
 
 function softmaxRowsKernel(
   { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },

@@ -27,8 +27,8 @@ import {
   LAYER_NORM_GRAD_KERNEL,
   LAYER_NORM_KERNEL,
 } from "./kernel_names.ts";
-import { cachedPipeline, workgroupGrid } from "./webgpu_kernels.ts";
-import { WGSL_FLOAT_TESTS, wgslTreeReduce } from "./wgsl.ts";
+import { cachedPipeline, RowProgram, workgroupGrid } from "./webgpu_kernels.ts";
+import { WGSL_FLOAT_TESTS, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,
 // uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in webgpu_kernels.ts.
@@ -73,13 +73,7 @@ ${bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
 var<workgroup> partial: array<f32, ${w}>;
 ${WGSL_IS_FINITE}
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
-  let cols = u32(u.cols);
-  let base = row * cols;
+${wgslRowEntry(w)}
   var acc = 0.0;
   var bad = false;
   for (var c = lid; c < cols; c = c + ${w}u) {
@@ -127,13 +121,7 @@ struct Uniforms { ${tfjsUniformFields(6)} rows: i32, cols: i32, };
 var<workgroup> partial: array<vec2<f32>, ${w}>;
 ${WGSL_IS_FINITE}
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
-  let cols = u32(u.cols);
-  let base = row * cols;
+${wgslRowEntry(w)}
   let mu = mean[row];
   let rs = rstd[row];
   // sums of g = dy w and of g xhat over the row, together
@@ -197,26 +185,9 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 }`;
 
-/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
-class LmpipeLayerNormProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  size = false;
-  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
-    this.outputShape = [rows * cols];
-    this.dispatch = workgroupGrid(device, rows, LAYER_NORM_KERNEL); // one workgroup per row
-  }
-}
+class LmpipeLayerNormProgram extends RowProgram {}
 
-class LmpipeLayerNormDxProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  size = false;
-  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
-    this.outputShape = [rows * cols];
-    this.dispatch = workgroupGrid(device, rows, LAYER_NORM_GRAD_KERNEL);
-  }
-}
+class LmpipeLayerNormDxProgram extends RowProgram {}
 
 class LmpipeLayerNormDwDbProgram {
   outputShape: number[];

@@ -1,7 +1,8 @@
-// WGSL pieces shared by lmpipe's webgpu kernels (webgpu_kernels.ts, webgpu_attention.ts): float tests on
-// the bits (no shader compiler may assume NaN or infinity away), a NaN-propagating maximum, and the
-// halving tree over a workgroup's partial values that TF.js's own reductions use (so that fused kernels
-// can reproduce the op chains' sums bit for bit).
+// WGSL pieces shared by lmpipe's webgpu kernels (webgpu_kernels.ts, webgpu_attention.ts,
+// webgpu_layers.ts): float tests on the bits (no shader compiler may assume NaN or infinity away), a
+// NaN-propagating maximum, the entry point of a one-workgroup-per-row kernel, and the halving tree over
+// a workgroup's partial values that TF.js's own reductions use (so that fused kernels can reproduce the
+// op chains' sums bit for bit).
 
 /** isNaN, isPosInf, isNegInf on a f32's bits. */
 export const WGSL_FLOAT_TESTS = `
@@ -32,4 +33,20 @@ export function wgslTreeReduce(combine: (a: string, b: string) => string, w: num
     live = upper;
     workgroupBarrier();
   }`;
+}
+
+/**
+ * The opening of a kernel that gives each row of a [rows, cols] tensor one workgroup of w threads
+ * (row numbers over a 1-D or 2-D grid, see webgpu_kernels.ts workgroupGrid): defines `row`, `cols`,
+ * `base` (the row's first index) and `lid`, and returns from workgroups past the last row. Needs
+ * `rows` and `cols` uniforms in `u`; the shader goes on with the body and the closing brace.
+ */
+export function wgslRowEntry(w: number): string {
+  return `@compute @workgroup_size(${w})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= u32(u.rows)) { return; } // the same for the whole workgroup
+  let cols = u32(u.cols);
+  let base = row * cols;`;
 }
