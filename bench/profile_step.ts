@@ -20,7 +20,8 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
 
   --backend B        wasm | cpu (default wasm)
   --threads N        wasm threads (default: lmpipe's own)
-  --preset P         gpt preset (default tiny)
+  --model M          gpt | pixel-cumsum | pixel-attn | pixel-attn-wide (default gpt)
+  --preset P         preset of the model (default tiny)
   --n-layer N, --n-head N, --n-embd N, --context N   config overrides
   --batch-size N     sequences per step (default 8)
   --steps N          profiled steps, after one untimed warm-up step (default 3)
@@ -58,6 +59,7 @@ async function main(): Promise<void> {
     backend: { type: "string" },
     threads: { type: "string" },
     preset: { type: "string" },
+    model: { type: "string" },
     ...SHAPE_FLAGS,
     "batch-size": { type: "string" },
     steps: { type: "string" },
@@ -112,7 +114,10 @@ async function main(): Promise<void> {
     });
   }
 
-  const config = resolveConfig("gpt", str(p, "preset", "tiny"), overrides);
+  const modelName = str(p, "model", "gpt");
+  const preset = str(p, "preset", "tiny");
+  const config = resolveConfig(modelName, preset, overrides);
+  const shapeLabel = modelName === "gpt" ? `L${config.nLayer} H${config.nHead} C${config.nEmbd}` : preset;
   const T = config.contextLength;
   const dir = await Deno.makeTempDir({ prefix: "lmpipe-profile-step-" });
   try {
@@ -121,7 +126,7 @@ async function main(): Promise<void> {
     const train = await WindowSampler.open([shardPath], T, config.vocabSize, 1);
     const logs: StepLog[] = [];
     console.error(
-      `${info.name} (${info.device}) gpt: 1 warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
+      `${info.name} (${info.device}) ${modelName}: 1 warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
     );
     await trainLoop({
       model,
@@ -148,7 +153,7 @@ async function main(): Promise<void> {
     rows.sort((a, b) => b.ms - a.ms);
     const inKernels = rows.reduce((a, r) => a + r.ms, 0);
     console.log(
-      `${info.name} (${info.device}), gpt L${config.nLayer} H${config.nHead} C${config.nEmbd} T${T} B${B}: ` +
+      `${info.name} (${info.device}), ${modelName} ${shapeLabel} T${T} B${B}: ` +
         `${stepMs.toFixed(0)} ms/step (mean of ${steps}), ${(B * T * 1000 / stepMs).toFixed(0)} tokens/s\n`,
     );
     const pct = (ms: number) => (100 * ms / stepMs).toFixed(1);

@@ -238,6 +238,20 @@ function nhwcConvInfo(
 
 let wasmMatMul: KernelFn | undefined;
 
+/**
+ * a @ b (b transposed when `transB`), 2-D float32, through the wasm BatchMatMul kernel registered now
+ * (wasmFastMatMul below: OpenBLAS sgemm when blas.ts found a library, else XNNPACK), for the conv
+ * gradient kernels.
+ */
+function fastMatMul(backend: AnyBackend, a: TensorInfo, b: TensorInfo, transB: boolean): TensorInfo {
+  const kernel = tf.getKernel(tf.BatchMatMul, "wasm")!.kernelFunc as unknown as KernelFn;
+  return kernel({
+    inputs: { a, b },
+    backend,
+    attrs: { transposeA: false, transposeB: transB },
+  }) as TensorInfo;
+}
+
 function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { x, dy } = inputs as Record<string, TensorInfo>;
   const filterShape = attrs.filterShape as number[];
@@ -288,11 +302,7 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
         }
       }
     }
-    const part = wasmMatMul!({
-      inputs: { a: col, b: dyc },
-      backend,
-      attrs: { transposeA: false, transposeB: false },
-    }) as TensorInfo;
+    const part = fastMatMul(backend, col, dyc, false);
     backend.disposeData(col.dataId);
     if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);
     if (!result) result = part;
@@ -367,11 +377,7 @@ function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): Tensor
   const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const K = KH * KW * Ci, perImage = OH * OW;
   const out = alloc(backend, inputShape.slice(), "float32");
-  const wT = wasmTranspose!({
-    inputs: { x: { ...filter, shape: [K, Co] } },
-    backend,
-    attrs: { perm: [1, 0] },
-  }) as TensorInfo;
+  const w2 = { ...filter, shape: [K, Co] };
   const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
   for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
     const nb = Math.min(imgsPerChunk, B - b0), rows = nb * perImage;
@@ -383,11 +389,7 @@ function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): Tensor
         heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co),
       );
     }
-    const col = wasmMatMul!({
-      inputs: { a: dyc, b: wT },
-      backend,
-      attrs: { transposeA: false, transposeB: false },
-    }) as TensorInfo;
+    const col = fastMatMul(backend, dyc, w2, true); // dy [rows, Co] @ W^T [Co, K]
     const c = heapView(backend, col), dx = heapView(backend, out.info);
     let p = 0;
     for (let b = b0; b < b0 + nb; b++) {
@@ -416,7 +418,6 @@ function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): Tensor
     backend.disposeData(col.dataId);
     if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);
   }
-  backend.disposeData(wT.dataId);
   return out.info;
 }
 

@@ -44,7 +44,8 @@ function fused(eps: number, withBias: boolean) {
 function kernelsOn(): boolean {
   const backend = tf.getBackend();
   if (backend === "wasm") return wasmKernelsActive();
-  return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(LAYER_NORM_KERNEL, "webgpu") !== undefined;
+  return backend === "webgpu" && fusedKernelsActive() &&
+    tf.getKernel(LAYER_NORM_KERNEL, "webgpu") !== undefined;
 }
 
 /** LayerNorm of x [..., C] with weight [C] and optional bias [C]. */
