@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
-import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
+import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm_kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
 import { gelu, geluByOps } from "../lib/tensor/gelu.ts";
@@ -185,6 +185,34 @@ Deno.test("wasm GELU kernels: bit-identical to the op chain forward and backward
     const k = Math.sqrt(2 / Math.PI), c = 0.044715;
     const want = Array.from(x, (v) => 0.5 * v * (1 + Math.tanh(k * (v + c * v ** 3))));
     assertClose(got.y, want, 1e-6, `GELU forward vs float64, n = ${n}`);
+  }
+});
+
+Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript loops' numbers", async () => {
+  await initBackend("wasm", { quiet: true });
+  const cases = [
+    { x: [64, 7, 7, 3], w: [3, 3, 3, 4], strides: 1, pad: "same" as const, dilations: 1 },
+    { x: [9, 8, 9, 2], w: [3, 2, 2, 5], strides: 2, pad: "same" as const, dilations: 1 },
+    { x: [5, 9, 9, 4], w: [2, 3, 4, 3], strides: 1, pad: "valid" as const, dilations: 1 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const run = (kernels: boolean) =>
+      withKernels(kernels, () => {
+        const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+        const x = tf.tensor4d(randomArray(size(c.x), 60 + i), c.x as [number, number, number, number]);
+        const w = tf.tensor4d(randomArray(size(c.w), 70 + i), c.w as [number, number, number, number]);
+        const f = (a: tf.Tensor, b: tf.Tensor) =>
+          tf.sum(
+            tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.strides, c.pad, "NHWC", c.dilations)),
+          );
+        return tf.grads(f)([x, w]).map((g) => g.dataSync());
+      });
+    const before = wasmKernelStats().rows;
+    const on = run(true);
+    assert.ok(wasmKernelStats().rows > before, "the im2col/col2im kernels did not run");
+    const off = run(false);
+    assertClose(on[0], off[0], 1e-6, `case ${i} dx`);
+    assertClose(on[1], off[1], 1e-6, `case ${i} dW`);
   }
 });
 

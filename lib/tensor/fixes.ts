@@ -17,6 +17,7 @@ import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { EXIT, LmpipeError, OUT_OF_MEMORY_HINT } from "../errors.ts";
 import { type Blas, currentBlas } from "./blas.ts";
+import { col2imOnHeap, type ConvGeometry, im2colOnHeap } from "./wasm_kernels.ts";
 
 const { util, backend_util } = tf;
 type TensorInfo = tf.TensorInfo;
@@ -252,6 +253,34 @@ function fastMatMul(backend: AnyBackend, a: TensorInfo, b: TensorInfo, transB: b
   }) as TensorInfo;
 }
 
+/** The im2col matrix c [KH KW Ci, rows] of images b0 .. b0 + nb - 1 of xs (NHWC), in JavaScript. */
+function im2colJs(xs: Arr, c: Arr, b0: number, nb: number, rows: number, g: ConvGeometry): void {
+  const { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl } = g;
+  for (let kh = 0; kh < KH; kh++) {
+    for (let kw = 0; kw < KW; kw++) {
+      for (let ch = 0; ch < Ci; ch++) {
+        let p = ((kh * KW + kw) * Ci + ch) * rows;
+        for (let b = b0; b < b0 + nb; b++) {
+          const xb = b * H * W * Ci + ch;
+          for (let oh = 0; oh < OH; oh++) {
+            const h = oh * sh + kh * dh - pt;
+            if (h < 0 || h >= H) {
+              c.fill(0, p, p + OW);
+              p += OW;
+              continue;
+            }
+            const xr = xb + h * W * Ci;
+            for (let ow = 0; ow < OW; ow++) {
+              const w = ow * sw + kw * dw - pl;
+              c[p++] = w < 0 || w >= W ? 0 : xs[xr + w * Ci];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { x, dy } = inputs as Record<string, TensorInfo>;
   const filterShape = attrs.filterShape as number[];
@@ -264,6 +293,7 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
   const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const K = KH * KW * Ci, perImage = OH * OW;
+  const geometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
   const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
   let result: TensorInfo | undefined;
   for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
@@ -278,29 +308,9 @@ function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): Tenso
         heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co),
       );
     }
-    const c = heapView(backend, col), xs = heapView(backend, x);
-    for (let kh = 0; kh < KH; kh++) {
-      for (let kw = 0; kw < KW; kw++) {
-        for (let ch = 0; ch < Ci; ch++) {
-          let p = ((kh * KW + kw) * Ci + ch) * rows;
-          for (let b = b0; b < b0 + nb; b++) {
-            const xb = b * H * W * Ci + ch;
-            for (let oh = 0; oh < OH; oh++) {
-              const h = oh * sh + kh * dh - pt;
-              if (h < 0 || h >= H) {
-                c.fill(0, p, p + OW);
-                p += OW;
-                continue;
-              }
-              const xr = xb + h * W * Ci;
-              for (let ow = 0; ow < OW; ow++) {
-                const w = ow * sw + kw * dw - pl;
-                c[p++] = w < 0 || w >= W ? 0 : xs[xr + w * Ci];
-              }
-            }
-          }
-        }
-      }
+    // lmpipe's wasm kernel on all threads, or (kernels off) the same loop in JavaScript
+    if (!im2colOnHeap(backend, x, col, b0, nb, geometry)) {
+      im2colJs(heapView(backend, x), heapView(backend, col), b0, nb, rows, geometry);
     }
     const part = fastMatMul(backend, col, dyc, false);
     backend.disposeData(col.dataId);
@@ -366,6 +376,35 @@ function conv2DBackpropFilterByOps(orig: KernelFn): KernelFn {
 // TF.js's wasm kernel is a naive loop (~2 GFLOP/s against ~20 for the XNNPACK forward conv). Here:
 // dcol [rows, kh*kw*Ci] = dy [rows, Co] @ W^T [Co, kh*kw*Ci] (one XNNPACK matMul per chunk of images),
 // then col2im adds each row's patch back into dx in JS.
+/** Adds c [nb OH OW, KH KW Ci] into dx (NHWC) for images b0 .. b0 + nb - 1, in JavaScript. */
+function col2imJs(c: Arr, dx: Arr, b0: number, nb: number, g: ConvGeometry): void {
+  const { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl } = g;
+  let p = 0;
+  for (let b = b0; b < b0 + nb; b++) {
+    const xb = b * H * W * Ci;
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        for (let kh = 0; kh < KH; kh++) {
+          const h = oh * sh + kh * dh - pt;
+          if (h < 0 || h >= H) {
+            p += KW * Ci;
+            continue;
+          }
+          for (let kw = 0; kw < KW; kw++) {
+            const w = ow * sw + kw * dw - pl;
+            if (w < 0 || w >= W) {
+              p += Ci;
+              continue;
+            }
+            const o = xb + (h * W + w) * Ci;
+            for (let ch = 0; ch < Ci; ch++) dx[o + ch] += c[p++];
+          }
+        }
+      }
+    }
+  }
+}
+
 function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { dy, filter } = inputs as Record<string, TensorInfo>;
   const inputShape = attrs.inputShape as number[];
@@ -376,6 +415,7 @@ function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): Tensor
   const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
   const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const K = KH * KW * Ci, perImage = OH * OW;
+  const geometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
   const out = alloc(backend, inputShape.slice(), "float32");
   const w2 = { ...filter, shape: [K, Co] };
   const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
@@ -390,30 +430,9 @@ function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs): Tensor
       );
     }
     const col = fastMatMul(backend, dyc, w2, true); // dy [rows, Co] @ W^T [Co, K]
-    const c = heapView(backend, col), dx = heapView(backend, out.info);
-    let p = 0;
-    for (let b = b0; b < b0 + nb; b++) {
-      const xb = b * H * W * Ci;
-      for (let oh = 0; oh < OH; oh++) {
-        for (let ow = 0; ow < OW; ow++) {
-          for (let kh = 0; kh < KH; kh++) {
-            const h = oh * sh + kh * dh - pt;
-            if (h < 0 || h >= H) {
-              p += KW * Ci;
-              continue;
-            }
-            for (let kw = 0; kw < KW; kw++) {
-              const w = ow * sw + kw * dw - pl;
-              if (w < 0 || w >= W) {
-                p += Ci;
-                continue;
-              }
-              const o = xb + (h * W + w) * Ci;
-              for (let ch = 0; ch < Ci; ch++) dx[o + ch] += c[p++];
-            }
-          }
-        }
-      }
+    // lmpipe's wasm kernel on all threads, or (kernels off) the same loop in JavaScript
+    if (!col2imOnHeap(backend, col, out.info, b0, nb, geometry)) {
+      col2imJs(heapView(backend, col), heapView(backend, out.info), b0, nb, geometry);
     }
     backend.disposeData(col.dataId);
     if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);

@@ -2,6 +2,9 @@
 // webgpu_kernels.ts, ...), and the constants of their contracts, kept apart so that no backend module
 // imports another (or an op module) for them.
 
+/** One parameter's AdamW update (lib/optim.ts): [new param, m, v] from {p, g, m, v}. */
+export const ADAMW_KERNEL = "LmpipeAdamW";
+
 /** e = exp(x - rowmax), row maxima, row sums: lib/tensor/softmax_rows.ts. */
 export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
 

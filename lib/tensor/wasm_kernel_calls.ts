@@ -12,6 +12,8 @@ export const KIND = {
   layerNormDwDb: 5,
   gelu: 6,
   geluGrad: 7,
+  im2col: 8,
+  col2im: 9,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -79,6 +81,8 @@ export interface KernelExports {
     c3: number,
     k: number,
   ): void;
+  im2col(x: number, col: number, k0: number, k1: number, ...geometry: number[]): void;
+  col2im(col: number, dx: number, i0: number, i1: number, ...geometry: number[]): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -134,6 +138,10 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       k.tanh(a[3], a[3], i0, i1);
       return k.gelu_grad_out(a[1], a[3], a[2], a[3], i0, i1, bitsFloat(a[6]), bitsFloat(a[7]));
     }
+    case KIND.im2col: // x, col, then b0, nb, H, W, Ci, OH, OW, KW, sh, sw, dh, dw, pt, pl, rows
+      return k.im2col(a[1], a[2], r0, r1, ...Array.from({ length: 15 }, (_, i) => a[3 + i]));
+    case KIND.col2im: // col, dx, then b_base, H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl
+      return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

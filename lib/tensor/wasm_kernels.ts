@@ -11,8 +11,9 @@ import { Worker } from "node:worker_threads";
 import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./wasm_kernel_calls.ts";
-import { ADAMW_KERNEL, type AdamWConstants } from "./webgpu_kernels.ts";
+import type { AdamWConstants } from "./webgpu_kernels.ts";
 import {
+  ADAMW_KERNEL,
   GELU_C,
   GELU_GRAD_KERNEL,
   GELU_K,
@@ -344,6 +345,65 @@ function geluGradKernel(
     runnerFor(backend).run([KIND.geluGrad, o(x), o(dy), o(dx), n, ...consts], Math.ceil(n / BLOCK), 1, n);
   }
   return dx;
+}
+
+/** NHWC convolution geometry for the conv gradient helpers below (TF.js's conv info, flattened). */
+export interface ConvGeometry {
+  H: number;
+  W: number;
+  Ci: number;
+  OH: number;
+  OW: number;
+  KH: number;
+  KW: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  pt: number;
+  pl: number;
+}
+
+/**
+ * Fills col [KH KW Ci, nb OH OW] with the im2col matrix of images b0 .. b0 + nb - 1 of x (both on the
+ * heap), rows shared between threads. Returns false, doing nothing, when the kernels are off or cannot
+ * run here: the caller (lib/tensor/fixes.ts) then runs its JavaScript loop.
+ */
+export function im2colOnHeap(
+  backend: AnyBackend,
+  x: TensorInfo,
+  col: TensorInfo,
+  b0: number,
+  nb: number,
+  g: ConvGeometry,
+): boolean {
+  if (!enabled || !memoryOf(backend)) return false;
+  const K = g.KH * g.KW * g.Ci, rows = nb * g.OH * g.OW;
+  const args = [KIND.im2col, offsetOf(backend, x), offsetOf(backend, col), b0, nb, g.H, g.W, g.Ci, g.OH, g.OW];
+  args.push(g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, rows);
+  runnerFor(backend).run(args, K, rowsPerPiece(rows), K * rows);
+  return true;
+}
+
+/**
+ * Adds the im2col-shaped gradient col [nb OH OW, KH KW Ci] of images b0 .. b0 + nb - 1 into dx (NHWC, on
+ * the heap), images shared between threads. Returns false, doing nothing, when the kernels are off or
+ * cannot run here (the caller runs its JavaScript loop).
+ */
+export function col2imOnHeap(
+  backend: AnyBackend,
+  col: TensorInfo,
+  dx: TensorInfo,
+  b0: number,
+  nb: number,
+  g: ConvGeometry,
+): boolean {
+  if (!enabled || !memoryOf(backend)) return false;
+  const perImage = g.OH * g.OW * g.KH * g.KW * g.Ci;
+  const args = [KIND.col2im, offsetOf(backend, col), offsetOf(backend, dx), b0, g.H, g.W, g.Ci, g.OH, g.OW];
+  args.push(g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl);
+  runnerFor(backend).run(args, nb, rowsPerPiece(perImage), nb * perImage);
+  return true;
 }
 
 function tanhKernel(orig: KernelFn): KernelFn {

@@ -5,6 +5,7 @@
 ;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
 ;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
+;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/fixes.ts)
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm_kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -559,4 +560,135 @@
             (f32.mul (f32.add (f32.add (local.get $tf) (f32.const 1)) (local.get $qf)) (f32.const 0.5))))
         (local.set $o (i32.add (local.get $o) (i32.const 4)))
         (br $scalars))))
+
+  ;; The im2col matrix of the conv filter gradient (lib/tensor/fixes.ts conv2DBackpropFilterWasm), rows
+  ;; k0 <= k < k1 of col [K, rows], K = KH KW Ci, rows = nb OH OW: row k = (kh KW + kw) Ci + ch holds,
+  ;; for images b0 <= b < b0 + nb and output pixels (oh, ow), the input x[b, h, w, ch] (NHWC) that
+  ;; filter tap (kh, kw) sees there, h = oh sh + kh dh - pt, w = ow sw + kw dw - pl, or 0 in the padding.
+  (func (export "im2col")
+    (param $x i32) (param $col i32) (param $k0 i32) (param $k1 i32) (param $b0 i32) (param $nb i32)
+    (param $in_h i32) (param $in_w i32) (param $ci i32) (param $out_h i32) (param $out_w i32) (param $k_w i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32) (param $pt i32) (param $pl i32)
+    (param $rows i32)
+    (local $k i32) (local $kh i32) (local $kw i32) (local $ch i32) (local $p i32) (local $b i32)
+    (local $xb i32) (local $xr i32) (local $oh i32) (local $ow i32) (local $h i32) (local $w i32)
+    (local.set $k (local.get $k0))
+    (block $k_done
+      (loop $ks
+        (br_if $k_done (i32.ge_u (local.get $k) (local.get $k1)))
+        (local.set $kh (i32.div_u (local.get $k) (i32.mul (local.get $k_w) (local.get $ci))))
+        (local.set $kw (i32.rem_u (i32.div_u (local.get $k) (local.get $ci)) (local.get $k_w)))
+        (local.set $ch (i32.rem_u (local.get $k) (local.get $ci)))
+        (local.set $p (i32.add (local.get $col) (i32.shl (i32.mul (local.get $k) (local.get $rows)) (i32.const 2))))
+        (local.set $b (local.get $b0))
+        (block $b_done
+          (loop $bs
+            (br_if $b_done (i32.ge_u (local.get $b) (i32.add (local.get $b0) (local.get $nb))))
+            (local.set $xb (i32.add (local.get $x) (i32.shl (i32.add (local.get $ch)
+              (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $in_h) (local.get $in_w)) (local.get $ci))))
+              (i32.const 2))))
+            (local.set $oh (i32.const 0))
+            (block $oh_done
+              (loop $ohs
+                (br_if $oh_done (i32.ge_u (local.get $oh) (local.get $out_h)))
+                (local.set $h (i32.sub (i32.add (i32.mul (local.get $oh) (local.get $sh))
+                  (i32.mul (local.get $kh) (local.get $dh))) (local.get $pt)))
+                (if (i32.or (i32.lt_s (local.get $h) (i32.const 0)) (i32.ge_s (local.get $h) (local.get $in_h)))
+                  (then
+                    (memory.fill (local.get $p) (i32.const 0) (i32.shl (local.get $out_w) (i32.const 2)))
+                    (local.set $p (i32.add (local.get $p) (i32.shl (local.get $out_w) (i32.const 2)))))
+                  (else
+                    (local.set $xr (i32.add (local.get $xb)
+                      (i32.shl (i32.mul (i32.mul (local.get $h) (local.get $in_w)) (local.get $ci)) (i32.const 2))))
+                    (local.set $ow (i32.const 0))
+                    (block $ow_done
+                      (loop $ows
+                        (br_if $ow_done (i32.ge_u (local.get $ow) (local.get $out_w)))
+                        (local.set $w (i32.sub (i32.add (i32.mul (local.get $ow) (local.get $sw))
+                          (i32.mul (local.get $kw) (local.get $dw))) (local.get $pl)))
+                        (f32.store (local.get $p)
+                          (if (result f32)
+                            (i32.or (i32.lt_s (local.get $w) (i32.const 0)) (i32.ge_s (local.get $w) (local.get $in_w)))
+                            (then (f32.const 0))
+                            (else (f32.load (i32.add (local.get $xr)
+                              (i32.shl (i32.mul (local.get $w) (local.get $ci)) (i32.const 2)))))))
+                        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                        (local.set $ow (i32.add (local.get $ow) (i32.const 1)))
+                        (br $ows)))))
+                (local.set $oh (i32.add (local.get $oh) (i32.const 1)))
+                (br $ohs)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br $bs)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $ks))))
+
+  ;; The scatter-add of the conv input gradient (fixes.ts conv2DBackpropInputWasm), images i0 <= i < i1
+  ;; of a chunk whose first image is b_base: col [nb OH OW, K] holds, per output pixel and filter tap
+  ;; (kh, kw), the gradient for the Ci input channels it saw; each is added to dx[b, h, w, :] (NHWC), in
+  ;; the order (oh, ow, kh, kw, ch). Images are disjoint in dx, so threads split them.
+  (func (export "col2im")
+    (param $col i32) (param $dx i32) (param $i0 i32) (param $i1 i32) (param $b_base i32)
+    (param $in_h i32) (param $in_w i32) (param $ci i32) (param $out_h i32) (param $out_w i32)
+    (param $k_h i32) (param $k_w i32) (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32)
+    (local $i i32) (local $p i32) (local $xb i32) (local $o i32) (local $oh i32) (local $ow i32)
+    (local $kh i32) (local $kw i32) (local $h i32) (local $w i32) (local $ch i32) (local $tap i32)
+    ;; bytes of one filter tap's channels
+    (local.set $tap (i32.shl (local.get $ci) (i32.const 2)))
+    (local.set $i (local.get $i0))
+    (block $i_done
+      (loop $is
+        (br_if $i_done (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p (i32.add (local.get $col) (i32.mul (local.get $i)
+          (i32.mul (i32.mul (local.get $out_h) (local.get $out_w))
+            (i32.mul (i32.mul (local.get $k_h) (local.get $k_w)) (local.get $tap))))))
+        (local.set $xb (i32.add (local.get $dx) (i32.mul (i32.add (local.get $b_base) (local.get $i))
+          (i32.mul (i32.mul (local.get $in_h) (local.get $in_w)) (local.get $tap)))))
+        (local.set $oh (i32.const 0))
+        (block $oh_done
+          (loop $ohs
+            (br_if $oh_done (i32.ge_u (local.get $oh) (local.get $out_h)))
+            (local.set $ow (i32.const 0))
+            (block $ow_done
+              (loop $ows
+                (br_if $ow_done (i32.ge_u (local.get $ow) (local.get $out_w)))
+                (local.set $kh (i32.const 0))
+                (block $kh_done
+                  (loop $khs
+                    (br_if $kh_done (i32.ge_u (local.get $kh) (local.get $k_h)))
+                    (local.set $h (i32.sub (i32.add (i32.mul (local.get $oh) (local.get $sh))
+                      (i32.mul (local.get $kh) (local.get $dh))) (local.get $pt)))
+                    (if (i32.or (i32.lt_s (local.get $h) (i32.const 0)) (i32.ge_s (local.get $h) (local.get $in_h)))
+                      (then (local.set $p (i32.add (local.get $p) (i32.mul (local.get $k_w) (local.get $tap)))))
+                      (else
+                        (local.set $kw (i32.const 0))
+                        (block $kw_done
+                          (loop $kws
+                            (br_if $kw_done (i32.ge_u (local.get $kw) (local.get $k_w)))
+                            (local.set $w (i32.sub (i32.add (i32.mul (local.get $ow) (local.get $sw))
+                              (i32.mul (local.get $kw) (local.get $dw))) (local.get $pl)))
+                            (if (i32.or (i32.lt_s (local.get $w) (i32.const 0)) (i32.ge_s (local.get $w) (local.get $in_w)))
+                              (then (local.set $p (i32.add (local.get $p) (local.get $tap))))
+                              (else
+                                (local.set $o (i32.add (local.get $xb) (i32.mul
+                                  (i32.add (i32.mul (local.get $h) (local.get $in_w)) (local.get $w)) (local.get $tap))))
+                                (local.set $ch (i32.const 0))
+                                (block $ch_done
+                                  (loop $chs
+                                    (br_if $ch_done (i32.ge_u (local.get $ch) (local.get $ci)))
+                                    (f32.store (local.get $o) (f32.add (f32.load (local.get $o)) (f32.load (local.get $p))))
+                                    (local.set $o (i32.add (local.get $o) (i32.const 4)))
+                                    (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                                    (local.set $ch (i32.add (local.get $ch) (i32.const 1)))
+                                    (br $chs)))))
+                            (local.set $kw (i32.add (local.get $kw) (i32.const 1)))
+                            (br $kws)))))
+                    (local.set $kh (i32.add (local.get $kh) (i32.const 1)))
+                    (br $khs)))
+                (local.set $ow (i32.add (local.get $ow) (i32.const 1)))
+                (br $ows)))
+            (local.set $oh (i32.add (local.get $oh) (i32.const 1)))
+            (br $ohs)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $is))))
 )

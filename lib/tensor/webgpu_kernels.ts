@@ -17,7 +17,7 @@
 // kernels for some: wasm_kernels.ts). Attention's causal mask + softmax is webgpu_attention.ts.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
-import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { ADAMW_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
@@ -26,7 +26,6 @@ import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
 
-export const ADAMW_KERNEL = "LmpipeAdamW";
 export const TO_HALF_KERNEL = "LmpipeToHalf";
 
 const WORKGROUP = 64;
