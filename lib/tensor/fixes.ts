@@ -237,8 +237,6 @@ function nhwcConvInfo(
   );
 }
 
-let wasmMatMul: KernelFn | undefined;
-
 /**
  * a @ b (b transposed when `transB`), 2-D float32, through the wasm BatchMatMul kernel registered now
  * (wasmFastMatMul below: OpenBLAS sgemm when blas.ts found a library, else XNNPACK), for the conv
@@ -819,9 +817,8 @@ export function applyFixes(): void {
   applied = true;
   registerGradients();
 
-  wasmMatMul = tf.getKernel(tf.BatchMatMul, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
   wasmTranspose = tf.getKernel(tf.Transpose, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
-  if (wasmMatMul && wasmTranspose) {
+  if (tf.getKernel(tf.BatchMatMul, "wasm") && wasmTranspose) {
     replaceKernel(tf.BatchMatMul, "wasm", (orig) => wasmFastMatMul(orig!));
     replaceKernel(tf.UnsortedSegmentSum, "wasm", () => unsortedSegmentSumKernel);
     replaceKernel(tf.Conv2DBackpropFilter, "wasm", () => conv2DBackpropFilterWasm);

@@ -6,8 +6,7 @@
 // the op chain runs.
 import * as tf from "@tensorflow/tfjs-core";
 import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "./kernel_names.ts";
-import { wasmKernelsActive } from "./wasm_kernels.ts";
-import { fusedKernelsActive } from "./webgpu_kernels.ts";
+import { ownKernelActive } from "./kernel_choice.ts";
 import "./webgpu_layers.ts"; // registers the webgpu kernels
 
 /**
@@ -41,14 +40,7 @@ const geluByKernels = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) =
   };
 }) as (x: tf.Tensor) => tf.Tensor;
 
-/** Whether the current backend runs the GELU kernels: wasm's, or webgpu's where registered. */
-function kernelsOn(): boolean {
-  const backend = tf.getBackend();
-  if (backend === "wasm") return wasmKernelsActive();
-  return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(GELU_KERNEL, "webgpu") !== undefined;
-}
-
 /** GELU of x (any shape). */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  return x.dtype === "float32" && kernelsOn() ? geluByKernels(x) : geluByOps(x);
+  return x.dtype === "float32" && ownKernelActive(GELU_KERNEL) ? geluByKernels(x) : geluByOps(x);
 }

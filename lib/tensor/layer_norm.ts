@@ -5,8 +5,7 @@
 // Elsewhere, or with LMPIPE_WASM_FUSED=0, the op chain runs, with TF.js's gradients.
 import * as tf from "@tensorflow/tfjs-core";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "./kernel_names.ts";
-import { wasmKernelsActive } from "./wasm_kernels.ts";
-import { fusedKernelsActive } from "./webgpu_kernels.ts";
+import { ownKernelActive } from "./kernel_choice.ts";
 import "./webgpu_layers.ts"; // registers the webgpu kernels
 
 /** The op chain: also the reference the kernels are tested against. */
@@ -40,18 +39,10 @@ function fused(eps: number, withBias: boolean) {
   });
 }
 
-/** Whether the current backend runs the LayerNorm kernels: wasm's, or webgpu's where registered. */
-function kernelsOn(): boolean {
-  const backend = tf.getBackend();
-  if (backend === "wasm") return wasmKernelsActive();
-  return backend === "webgpu" && fusedKernelsActive() &&
-    tf.getKernel(LAYER_NORM_KERNEL, "webgpu") !== undefined;
-}
-
 /** LayerNorm of x [..., C] with weight [C] and optional bias [C]. */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
   const C = x.shape[x.rank - 1];
-  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || !kernelsOn()) {
+  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || !ownKernelActive(LAYER_NORM_KERNEL)) {
     return layerNormByOps(x, weight, bias, eps);
   }
   return bias ? fused(eps, true)(x, weight, bias) : fused(eps, false)(x, weight);

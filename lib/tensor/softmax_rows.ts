@@ -5,8 +5,7 @@
 // Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
-import { wasmKernelsActive } from "./wasm_kernels.ts";
-import { fusedKernelsActive } from "./webgpu_kernels.ts";
+import { ownKernelActive } from "./kernel_choice.ts";
 
 export interface SoftmaxRows {
   /** exp(x - m), [rows, cols]. */
@@ -27,9 +26,9 @@ export function softmaxRowsByOps(x: tf.Tensor2D): SoftmaxRows {
 
 /** e = exp(x - rowmax(x)), the row maxima and the row sums of e, for a 2-D float32 x. */
 export function softmaxRows(x: tf.Tensor2D): SoftmaxRows {
-  const onWebGPU = x.dtype === "float32" && x.size > 0 && fusedKernelsActive();
-  const useKernel = onWebGPU || (x.dtype === "float32" && wasmKernelsActive());
-  if (!useKernel) return softmaxRowsByOps(x);
+  if (x.dtype !== "float32" || x.size === 0 || !ownKernelActive(SOFTMAX_ROWS_KERNEL)) {
+    return softmaxRowsByOps(x);
+  }
   const [e, m, s] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x }, {}) as tf.Tensor2D[];
   return { e, m, s };
 }

@@ -1,11 +1,11 @@
-// lmpipe's own kernels for the wasm backend (wasm_kernels.wat: the loss's vocabulary softmax, AdamW,
-// tanh, LayerNorm), run straight on TF.js's heap and shared between the main thread and, with the threaded wasm
-// build, one worker thread per extra wasm thread (TF.js's own elementwise and reduction kernels use one
-// thread whatever the count). Registered as TF.js kernels: LmpipeSoftmaxRows (softmax_rows.ts),
-// LmpipeAdamW (the name of webgpu's fused AdamW, so lib/optim.ts calls both the same way),
-// LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts), LmpipeGelu and LmpipeGeluGrad (gelu.ts), and
-// Tanh on wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains and
-// TF.js's Tanh run instead).
+// lmpipe's own kernels for the wasm backend (wasm_kernels.wat), run straight on TF.js's heap and shared
+// between the main thread and, with the threaded wasm build, one worker thread per extra wasm thread
+// (TF.js's own elementwise and reduction kernels use one thread whatever the count). Registered as TF.js
+// kernels: LmpipeSoftmaxRows (softmax_rows.ts), LmpipeAdamW (the name of webgpu's fused AdamW, so
+// lib/optim.ts calls both the same way), LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts),
+// LmpipeGelu and LmpipeGeluGrad (gelu.ts), and Tanh on wasm, which replaces TF.js's scalar one; and
+// im2colOnHeap / col2imOnHeap for the conv gradient kernels of fixes.ts. LMPIPE_WASM_FUSED=0 turns them
+// all off (the op chains, TF.js's Tanh and fixes.ts's JavaScript loops run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
@@ -25,7 +25,7 @@ import {
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
-/** Values per piece of softmax rows taken at a time by one thread. */
+/** Values per piece of a row job (rowsPerPiece) taken at a time by one thread. */
 const PIECE_VALUES = 1 << 16;
 /** A job fails if no row finishes for this long (a worker died holding rows). */
 const STALL_MS = 60_000;
@@ -151,9 +151,14 @@ function memoryOf(backend: AnyBackend): WebAssembly.Memory | undefined {
   return memory instanceof WebAssembly.Memory ? memory : undefined;
 }
 
-/** Whether the kernels are on and can run on the current backend (wasm, with its memory in reach). */
+/** Whether the kernels are on and can run on `backend` (a wasm backend with its memory in reach). */
+function usable(backend: AnyBackend): boolean {
+  return enabled && memoryOf(backend) !== undefined;
+}
+
+/** Whether the kernels are on and can run on the current backend. */
 export function wasmKernelsActive(): boolean {
-  return enabled && tf.getBackend() === "wasm" && memoryOf(tf.backend()) !== undefined;
+  return tf.getBackend() === "wasm" && usable(tf.backend());
 }
 
 function runnerFor(backend: AnyBackend): Runner {
@@ -171,10 +176,11 @@ function runnerFor(backend: AnyBackend): Runner {
 /**
  * Starts the kernels' worker threads for the current wasm backend and waits until they run (worker
  * threads start only while the main thread is free, so this belongs to backend start, before the
- * first synchronous training step). Returns the threads the kernels will use, 0 where they cannot run.
+ * first synchronous training step). Returns the threads the kernels will use, 0 where they are off or
+ * cannot run.
  */
 export async function startWasmKernels(): Promise<number> {
-  if (tf.getBackend() !== "wasm" || !memoryOf(tf.backend())) return 0;
+  if (!wasmKernelsActive()) return 0; // off (LMPIPE_WASM_FUSED=0): no threads to start
   const r = runnerFor(tf.backend());
   await r.started;
   return r.threads;
@@ -215,8 +221,12 @@ function softmaxRowsKernel(
   const s = backend.makeOutput([rows, 1], "float32") as TensorInfo;
   if (rows > 0) {
     const o = (t: TensorInfo) => offsetOf(backend, t);
-    const chunk = Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
-    runnerFor(backend).run([KIND.softmaxRows, o(x), o(e), o(m), o(s), cols], rows, chunk, rows * cols);
+    runnerFor(backend).run(
+      [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols],
+      rows,
+      rowsPerPiece(cols),
+      rows * cols,
+    );
   }
   return [e, m, s];
 }
@@ -245,15 +255,19 @@ function adamWKernel(
       c.eps,
       c.stepSize,
     ].map(floatBits);
-    const args = [KIND.adamW, o(p), o(g), o(m), o(v), ...outs.map(o), n, ...consts];
-    runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
+    runElementwise(backend, [KIND.adamW, o(p), o(g), o(m), o(v), ...outs.map(o), n, ...consts], n);
   }
   return outs;
 }
 
-/** Rows of a LayerNorm job piece: about PIECE_VALUES values. */
+/** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */
 function rowsPerPiece(cols: number): number {
   return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
+}
+
+/** Runs an elementwise job over `n` values (wasm_kernel_calls.ts: rows are blocks of BLOCK values). */
+function runElementwise(backend: AnyBackend, args: number[], n: number): void {
+  runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
 }
 
 function layerNormKernel(
@@ -326,7 +340,7 @@ function geluKernel({ inputs, backend }: { inputs: { x: TensorInfo }; backend: A
       floatBits(GELU_C),
       floatBits(GELU_K),
     ];
-    runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
+    runElementwise(backend, args, n);
   }
   return y;
 }
@@ -342,7 +356,7 @@ function geluGradKernel(
   if (n > 0) {
     const o = (t: TensorInfo) => offsetOf(backend, t);
     const consts = [GELU_C, 3 * GELU_C, GELU_K].map(floatBits);
-    runnerFor(backend).run([KIND.geluGrad, o(x), o(dy), o(dx), n, ...consts], Math.ceil(n / BLOCK), 1, n);
+    runElementwise(backend, [KIND.geluGrad, o(x), o(dy), o(dx), n, ...consts], n);
   }
   return dx;
 }
@@ -377,9 +391,20 @@ export function im2colOnHeap(
   nb: number,
   g: ConvGeometry,
 ): boolean {
-  if (!enabled || !memoryOf(backend)) return false;
+  if (!usable(backend)) return false;
   const K = g.KH * g.KW * g.Ci, rows = nb * g.OH * g.OW;
-  const args = [KIND.im2col, offsetOf(backend, x), offsetOf(backend, col), b0, nb, g.H, g.W, g.Ci, g.OH, g.OW];
+  const args = [
+    KIND.im2col,
+    offsetOf(backend, x),
+    offsetOf(backend, col),
+    b0,
+    nb,
+    g.H,
+    g.W,
+    g.Ci,
+    g.OH,
+    g.OW,
+  ];
   args.push(g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, rows);
   runnerFor(backend).run(args, K, rowsPerPiece(rows), K * rows);
   return true;
@@ -398,7 +423,7 @@ export function col2imOnHeap(
   nb: number,
   g: ConvGeometry,
 ): boolean {
-  if (!enabled || !memoryOf(backend)) return false;
+  if (!usable(backend)) return false;
   const perImage = g.OH * g.OW * g.KH * g.KW * g.Ci;
   const args = [KIND.col2im, offsetOf(backend, col), offsetOf(backend, dx), b0, g.H, g.W, g.Ci, g.OH, g.OW];
   args.push(g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl);
@@ -409,18 +434,11 @@ export function col2imOnHeap(
 function tanhKernel(orig: KernelFn): KernelFn {
   return (args) => {
     const { x } = args.inputs as { x: TensorInfo };
-    if (!enabled || x.dtype !== "float32") return orig(args);
     const backend = args.backend;
+    if (x.dtype !== "float32" || !usable(backend)) return orig(args);
     const n = tf.util.sizeFromShape(x.shape);
     const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
-    if (n > 0) {
-      runnerFor(backend).run(
-        [KIND.tanh, offsetOf(backend, x), offsetOf(backend, y), n],
-        Math.ceil(n / BLOCK),
-        1,
-        n,
-      );
-    }
+    if (n > 0) runElementwise(backend, [KIND.tanh, offsetOf(backend, x), offsetOf(backend, y), n], n);
     return y;
   };
 }

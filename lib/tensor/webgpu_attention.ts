@@ -12,8 +12,13 @@
 // 0. One deliberate difference: a row whose visible scores are all -Infinity becomes NaN here, where the
 // op chain would hand its probability to the masked keys.
 import * as tf from "@tensorflow/tfjs-core";
-import { webgpuMaxTensorBytes } from "./fixes.ts";
-import { cachedPipeline, RowProgram } from "./webgpu_kernels.ts";
+import {
+  cachedPipeline,
+  flatView,
+  requireWithinBindingLimit,
+  RowProgram,
+  rowWorkgroup,
+} from "./webgpu_kernels.ts";
 import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
@@ -24,12 +29,6 @@ type TensorInfo = tf.TensorInfo;
 
 export const CAUSAL_SOFTMAX_KERNEL = "LmpipeCausalSoftmax";
 export const CAUSAL_SOFTMAX_GRAD_KERNEL = "LmpipeCausalSoftmaxGrad";
-
-/** Threads per row: the smallest of 32, 64, 128, 256 that covers the row, 256 for longer rows. */
-function rowWorkgroup(cols: number): number {
-  for (const w of [32, 64, 128]) if (cols <= w) return w;
-  return 256; // WebGPU guarantees 256 invocations per workgroup
-}
 
 // recordAndSubmit's uniforms for [y (output), x], both 1-D: NaN, Infinity, 2 x (shape, stride); then
 // rows, cols (= past + T), T (queries per [T, past + T] block) and past.
@@ -130,21 +129,8 @@ function checkInput(kernel: string, what: string, t: TensorInfo, backend: GpuBac
         `causalSoftmax (lib/tensor/causal_softmax.ts) runs the op chain for other inputs`,
     );
   }
-  const limit = webgpuMaxTensorBytes(backend);
-  const bytes = tf.util.sizeFromShape(t.shape) * 4;
-  if (bytes > limit) {
-    throw new Error(
-      `${kernel}: ${what} [${t.shape}] (${(bytes / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
-        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
-    );
-  }
+  requireWithinBindingLimit(kernel, what, t, backend);
 }
-
-const flat = (t: TensorInfo): TensorInfo => ({
-  dataId: t.dataId,
-  shape: [tf.util.sizeFromShape(t.shape)],
-  dtype: "float32",
-});
 
 function causalSoftmaxKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
@@ -169,8 +155,8 @@ function causalSoftmaxKernel(
   const int = (v: number) => ({ type: "int32", data: [v] });
   backend.recordAndSubmit(
     new LmpipeCausalSoftmaxProgram(pipeline, device, rows, cols),
-    flat(y),
-    [flat(x)],
+    flatView(y),
+    [flatView(x)],
     [int(rows), int(cols), int(queries), int(past)],
   );
   return y;
@@ -195,8 +181,8 @@ function causalSoftmaxGradKernel(
   const pipeline = cachedPipeline(device, `${CAUSAL_SOFTMAX_GRAD_KERNEL}${w}`, () => gradShader(w));
   backend.recordAndSubmit(
     new LmpipeCausalSoftmaxGradProgram(pipeline, device, rows, cols),
-    flat(dx),
-    [flat(y), flat(dy)],
+    flatView(dx),
+    [flatView(y), flatView(dy)],
     [{ type: "int32", data: [rows] }, { type: "int32", data: [cols] }],
   );
   return dx;

@@ -182,12 +182,11 @@ function adamWKernel(
     for (const o of outs) backend.tensorMap.get(o.dataId).values = new Float32Array(0);
     return outs;
   }
-  const flat = (t: TensorInfo): TensorInfo => ({ dataId: t.dataId, shape: [n], dtype: "float32" });
   for (const t of [p, g, m, v, ...outs]) backend.uploadToGPU(t.dataId);
-  const [pOut, mOut, vOut] = outs.map(flat);
+  const [pOut, mOut, vOut] = outs.map(flatView);
   const program = new LmpipeAdamWProgram(backend.device as GPUDevice, n);
   const f = (x: number) => ({ type: "float32", data: [x] });
-  backend.recordAndSubmit(program, pOut, [flat(p), flat(g), flat(m), flat(v), mOut, vOut], [
+  backend.recordAndSubmit(program, pOut, [flatView(p), flatView(g), flatView(m), flatView(v), mOut, vOut], [
     { type: "int32", data: [n] },
     f(c.gradScale),
     f(c.beta1),
@@ -521,6 +520,36 @@ ${wgslRowEntry(w)}
   }
 }`;
 
+/** A tensor bound as a flat float32 view (how the fused kernels hand tensors to recordAndSubmit). */
+export function flatView(t: TensorInfo): TensorInfo {
+  return { dataId: t.dataId, shape: [tf.util.sizeFromShape(t.shape)], dtype: "float32" };
+}
+
+/** Threads per row for the row kernels: the smallest of 32, 64, 128, 256 that covers the row. */
+export function rowWorkgroup(cols: number): number {
+  for (const w of [32, 64, 128]) if (cols <= w) return w;
+  return 256; // WebGPU guarantees 256 invocations per workgroup
+}
+
+/**
+ * Throws, naming the kernel and the fix, when `t` is over this GPU's storage-buffer binding limit (a
+ * larger tensor would read or write garbage: fixes.ts section 7).
+ */
+export function requireWithinBindingLimit(
+  kernel: string,
+  what: string,
+  t: TensorInfo,
+  backend: GpuBackend,
+): void {
+  const bytes = tf.util.sizeFromShape(t.shape) * 4, limit = webgpuMaxTensorBytes(backend);
+  if (bytes > limit) {
+    throw new Error(
+      `${kernel}: ${what} [${t.shape}] (${(bytes / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
+        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
+    );
+  }
+}
+
 /**
  * A program with one workgroup per row of a [rows, cols] output, in the shape recordAndSubmit reads.
  * Each kernel subclasses it under its own name: the class name labels timers, profiles and tests.
@@ -562,17 +591,12 @@ function softmaxRowsKernel(
   const m = backend.makeTensorInfo([rows, 1], "float32") as TensorInfo;
   const s = backend.makeTensorInfo([rows, 1], "float32") as TensorInfo;
   for (const t of [x, e, m, s]) backend.uploadToGPU(t.dataId);
-  const flat = (t: TensorInfo): TensorInfo => ({
-    dataId: t.dataId,
-    shape: [tf.util.sizeFromShape(t.shape)],
-    dtype: "float32",
-  });
   const w = reduceWorkgroup(cols, device.limits.maxComputeWorkgroupSizeX);
   const pipeline = cachedPipeline(device, `LmpipeSoftmaxRows${w}`, () => softmaxRowsShader(w));
   backend.recordAndSubmit(
     new LmpipeSoftmaxRowsProgram(pipeline, device, rows, cols),
-    flat(e),
-    [flat(x), flat(m), flat(s)],
+    flatView(e),
+    [flatView(x), flatView(m), flatView(s)],
     [{ type: "int32", data: [rows] }, { type: "int32", data: [cols] }],
   );
   return [e, m, s];

@@ -18,7 +18,6 @@
 // outputs NaN, and NaN in GELU's x or dy gives NaN, tested on the bits (WGSL lets compilers assume NaN
 // away in float arithmetic), so the mixed-precision loss scaler still sees its overflows.
 import * as tf from "@tensorflow/tfjs-core";
-import { webgpuMaxTensorBytes } from "./fixes.ts";
 import {
   GELU_C,
   GELU_GRAD_KERNEL,
@@ -27,7 +26,14 @@ import {
   LAYER_NORM_GRAD_KERNEL,
   LAYER_NORM_KERNEL,
 } from "./kernel_names.ts";
-import { cachedPipeline, RowProgram, workgroupGrid } from "./webgpu_kernels.ts";
+import {
+  cachedPipeline,
+  flatView,
+  requireWithinBindingLimit,
+  RowProgram,
+  rowWorkgroup,
+  workgroupGrid,
+} from "./webgpu_kernels.ts";
 import { WGSL_FLOAT_TESTS, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,
@@ -39,12 +45,6 @@ type TensorInfo = tf.TensorInfo;
 /** Columns per workgroup of the dw/db column sums, and threads (lanes) per column. */
 const COL_TILE = 16;
 const LANES = 16;
-
-/** Threads per row: the smallest of 32, 64, 128, 256 that covers the row, 256 for longer rows. */
-function rowWorkgroup(cols: number): number {
-  for (const w of [32, 64, 128]) if (cols <= w) return w;
-  return 256; // WebGPU guarantees 256 invocations per workgroup
-}
 
 /** isFinite on the bits (neither NaN nor an infinity). */
 const WGSL_IS_FINITE = `
@@ -199,12 +199,6 @@ class LmpipeLayerNormDwDbProgram {
   }
 }
 
-const flat = (t: TensorInfo): TensorInfo => ({
-  dataId: t.dataId,
-  shape: [tf.util.sizeFromShape(t.shape)],
-  dtype: "float32",
-});
-
 const int = (v: number) => ({ type: "int32", data: [v] });
 
 /** Throws, naming the kernel, unless `t` is float32 of `shape`. */
@@ -224,13 +218,7 @@ function rowsOf(kernel: string, x: TensorInfo, backend: GpuBackend): { rows: num
         `[${x.shape}] ${x.dtype}; layerNorm (lib/tensor/layer_norm.ts) runs the op chain for other inputs`,
     );
   }
-  const limit = webgpuMaxTensorBytes(backend);
-  if (size * 4 > limit) {
-    throw new Error(
-      `${kernel}: x [${x.shape}] (${(size * 4 / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
-        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
-    );
-  }
+  requireWithinBindingLimit(kernel, "x", x, backend);
   return { rows: size / cols, cols };
 }
 
@@ -253,8 +241,8 @@ function layerNormKernel(
   const pipeline = cachedPipeline(device, key, () => layerNormShader(wg, !!b));
   backend.recordAndSubmit(
     new LmpipeLayerNormProgram(pipeline, device, rows, cols),
-    flat(y),
-    bound.map(flat),
+    flatView(y),
+    bound.map(flatView),
     [int(rows), int(cols), { type: "float32", data: [eps] }],
   );
   return [y, mean, rstd];
@@ -278,15 +266,15 @@ function layerNormGradKernel(
   const dxPipeline = cachedPipeline(device, `${LAYER_NORM_GRAD_KERNEL}Dx${wg}`, () => layerNormDxShader(wg));
   backend.recordAndSubmit(
     new LmpipeLayerNormDxProgram(dxPipeline, device, rows, cols),
-    flat(dx),
-    [dy, x, w, mean, rstd].map(flat),
+    flatView(dx),
+    [dy, x, w, mean, rstd].map(flatView),
     [int(rows), int(cols)],
   );
   const sumsPipeline = cachedPipeline(device, `${LAYER_NORM_GRAD_KERNEL}DwDb`, () => layerNormDwDbShader);
   backend.recordAndSubmit(
     new LmpipeLayerNormDwDbProgram(sumsPipeline, device, cols),
-    flat(dw),
-    [dy, x, mean, rstd, db].map(flat),
+    flatView(dw),
+    [dy, x, mean, rstd, db].map(flatView),
     [int(rows), int(cols)],
   );
   return [dx, dw, db];
@@ -353,13 +341,7 @@ function geluInput(kernel: string, what: string, t: TensorInfo, backend: GpuBack
       `${kernel}: ${what} must be float32, got ${t.dtype}; gelu (lib/tensor/gelu.ts) runs the op chain`,
     );
   }
-  const bytes = tf.util.sizeFromShape(t.shape) * 4, limit = webgpuMaxTensorBytes(backend);
-  if (bytes > limit) {
-    throw new Error(
-      `${kernel}: ${what} [${t.shape}] (${(bytes / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
-        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
-    );
-  }
+  requireWithinBindingLimit(kernel, what, t, backend);
 }
 
 function geluKernel({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend }): TensorInfo {
