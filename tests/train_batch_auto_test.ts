@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { EXIT, LmpipeError } from "../lib/errors.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { webgpuStatus } from "../lib/tensor/testing.ts";
+import { currentBlas } from "../lib/tensor/blas.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import {
   findBatchSize,
@@ -119,10 +120,17 @@ for (const backend of ["cpu", "wasm"] as const) {
 
 Deno.test("batch auto (wasm): the step's memory grows linearly here, gradient accumulation and mixed precision are measured", async () => {
   await initBackend("wasm", { quiet: true });
-  const p = await peaks([1, 2, 3, 4]);
-  const d = p[1] - p[0];
-  assert.ok(d > 0, "memory grows with the batch size");
-  assert.deepEqual([p[2] - p[1], p[3] - p[2]], [d, d], `per-sequence bytes: ${p}`);
+  const p = await peaks([1, 2, 3, 4, 5, 6]);
+  const steps = p.slice(1).map((x, i) => x - p[i]);
+  // The step's peak is the largest of the live-byte totals at each moment of the step, each of them
+  // affine in the batch size, so it is convex and piecewise linear: it grows by at least as much per
+  // sequence as the size goes up. Which moment is the largest depends on the kernels (without BLAS,
+  // XNNPACK's transposed operands move the peak at batch 4), so exact linearity is a BLAS-path fact.
+  assert.ok(steps[0] > 0, "memory grows with the batch size");
+  for (let i = 1; i < steps.length; i++) {
+    assert.ok(steps[i] >= steps[i - 1], `per-sequence bytes shrink at batch ${i + 2}: ${p}`);
+  }
+  if (currentBlas()) assert.deepEqual(steps.slice(0, 3), [steps[0], steps[0], steps[0]], `per-sequence bytes: ${p}`);
   // a second micro-batch keeps the summed gradients alive beside the new ones: more memory, not less
   const [accum] = await peaks([4], { ...PROBE, gradAccum: 4 });
   assert.ok(accum > p[3], `grad-accum 4: ${accum} <= ${p[3]}`);
