@@ -1,0 +1,61 @@
+// The compute scaling-law fit behind `study --sizes` (lib/scaling_fit.ts): it recovers known a, b, c from
+// exact synthetic points, stays within its own error bars on noisy ones, and refuses inputs no law fits.
+import assert from "node:assert/strict";
+import { fitScalingLaw, predictLoss, type ScalingPoint } from "../lib/scaling_fit.ts";
+
+const TRUE = { a: 40, b: 0.11, c: 1.8 };
+const computes = [1e13, 4e13, 1.6e14, 6.4e14, 2.56e15, 1e16, 4e16, 1.6e17];
+
+Deno.test("scaling fit: exact points give back a, b and c", () => {
+  const fit = fitScalingLaw(computes.map((compute) => ({ compute, loss: predictLoss(TRUE, compute) })));
+  assert.ok(Math.abs(fit.a / TRUE.a - 1) < 1e-5, `a ${fit.a}`);
+  assert.ok(Math.abs(fit.b - TRUE.b) < 1e-7, `b ${fit.b}`);
+  assert.ok(Math.abs(fit.c - TRUE.c) < 1e-6, `c ${fit.c}`);
+  assert.ok(fit.rmsLogResidual < 1e-9);
+  assert.equal(fit.points, computes.length);
+});
+
+Deno.test("scaling fit: noisy points land within a few standard errors and predict the next size", () => {
+  // deterministic +-1% multiplicative noise
+  const noise = [0.008, -0.011, 0.004, 0.009, -0.006, -0.01, 0.012, -0.003];
+  const pts: ScalingPoint[] = computes.map((compute, i) => ({
+    compute,
+    loss: predictLoss(TRUE, compute) * (1 + noise[i]),
+  }));
+  const fit = fitScalingLaw(pts);
+  assert.ok(fit.stderr, "standard errors with more than 3 points");
+  for (const k of ["b", "c"] as const) {
+    const z = Math.abs(fit[k] - TRUE[k]) / fit.stderr[k];
+    assert.ok(z < 4, `${k}: ${fit[k]} +- ${fit.stderr[k]} vs ${TRUE[k]}`);
+  }
+  assert.ok(fit.rmsLogResidual > 0.003 && fit.rmsLogResidual < 0.02, `rms ${fit.rmsLogResidual}`);
+  const next = 6.4e17;
+  assert.ok(Math.abs(predictLoss(fit, next) / predictLoss(TRUE, next) - 1) < 0.03);
+});
+
+Deno.test("scaling fit: three points fit exactly and have no error bars", () => {
+  const fit = fitScalingLaw(
+    [1e14, 1e15, 1e16].map((compute) => ({ compute, loss: predictLoss(TRUE, compute) })),
+  );
+  assert.equal(fit.stderr, null);
+  assert.ok(Math.abs(fit.c - TRUE.c) < 1e-4, `c ${fit.c}`);
+});
+
+Deno.test("scaling fit: inputs no law fits are clear errors", () => {
+  assert.throws(
+    () => fitScalingLaw([{ compute: 1, loss: 3 }, { compute: 2, loss: 2 }]),
+    /needs points at 3 or more compute values \(got 2\)/,
+  );
+  assert.throws(
+    () => fitScalingLaw([{ compute: 1, loss: 3 }, { compute: 1, loss: 2 }, { compute: 2, loss: 1 }]),
+    /got 2/,
+  );
+  assert.throws(
+    () => fitScalingLaw([{ compute: 1, loss: 3 }, { compute: 0, loss: 2 }, { compute: 3, loss: 1 }]),
+    /point 1 has compute 0/,
+  );
+  assert.throws(
+    () => fitScalingLaw([{ compute: 1, loss: 2 }, { compute: 2, loss: 3 }, { compute: 3, loss: 4 }]),
+    /do not fall with compute/,
+  );
+});
