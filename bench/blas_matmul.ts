@@ -5,8 +5,8 @@
 //   LMPIPE_WASM_THREADS=1 deno run -A bench/blas_matmul.ts
 //   LMPIPE_WASM_THREADS=2 LMPIPE_BLAS=/path/to/libopenblas.so.0 deno run -A bench/blas_matmul.ts
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { currentBlas } from "../lib/tensor/blas.ts";
-import { setBlasMinWork } from "../lib/tensor/fixes.ts";
+import { currentBlas } from "../lib/native/blas.ts";
+import { setBlasMinWork } from "../lib/tensor/kernel_choice.ts";
 
 const info = await initBackend("wasm");
 if (!currentBlas()) {

@@ -11,7 +11,7 @@
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { AdamW, ADAMW_DEFAULTS, clipCoefficient, sumOfSquares } from "../lib/optim.ts";
 import { LossScaler } from "../lib/loss_scale.ts";

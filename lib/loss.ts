@@ -10,8 +10,9 @@
 // chunk's logits exist) and the backward pass only scales them: three matMuls per chunk in all, none
 // recomputed. Without a gradient tape (eval) only the logits matMul runs.
 import { tf } from "./tensor/backend.ts";
-import { maxRowsPerChunk, takeAlongLastAxis, transposedMatMulsAreFree } from "./tensor/fixes.ts";
-import { softmaxRows } from "./tensor/softmax_rows.ts";
+import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
+import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
+import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
 
 export interface TiedCrossEntropyOptions {
   /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */

@@ -5,15 +5,17 @@
 // is set (CI's run with the native libraries), where that is a failure.
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { blasStatus, currentBlas } from "../lib/tensor/blas.ts";
-import { setBlasMinWork } from "../lib/tensor/fixes.ts";
+import { blasStatus, currentBlas } from "../lib/native/blas.ts";
+import { setBlasMinWork } from "../lib/tensor/kernel_choice.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 
 await initBackend("wasm", { quiet: true });
 const noBlas = currentBlas() ? "" : blasStatus();
 if (noBlas) {
   if (Deno.env.get("LMPIPE_REQUIRE_NATIVE")) {
-    throw new Error(`BLAS tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs OpenBLAS): ${noBlas}`);
+    throw new Error(
+      `BLAS tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs OpenBLAS): ${noBlas}`,
+    );
   }
   console.error(`BLAS tests skipped: ${noBlas}`);
 }

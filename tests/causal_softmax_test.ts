@@ -12,8 +12,8 @@ import {
   testBackends,
   webgpuStatus,
 } from "../lib/tensor/testing.ts";
-import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/causal_softmax.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/ops/causal_softmax/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel, Precision } from "../lib/models/types.ts";
 

@@ -5,11 +5,11 @@
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
 // across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
-import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
+import { softmaxRows } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm/kernels.ts";
 import { AdamW } from "../lib/optim.ts";
-import { layerNorm } from "../lib/tensor/layer_norm.ts";
-import { gelu } from "../lib/tensor/gelu.ts";
+import { layerNorm } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
 
 const info = await initBackend("wasm", { quiet: true });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { AdamW } from "../lib/optim.ts";
-import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import {
   attnImages,
   cumsumImages,

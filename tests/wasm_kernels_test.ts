@@ -5,11 +5,11 @@
 // chain puts them, and the committed kernel bytes are those of the committed .wat.
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
-import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm_kernels.ts";
+import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
-import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
-import { gelu, geluByOps } from "../lib/tensor/gelu.ts";
+import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu, geluByOps } from "../lib/tensor/ops/gelu/mod.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
 import { denoChildJson } from "./helpers_run.ts";

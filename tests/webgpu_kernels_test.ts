@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
 import { dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
-import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu_kernels.ts";
-import { setLayerKernelsRegistered } from "../lib/tensor/webgpu_layers.ts";
+import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu/kernels.ts";
+import { setLayerKernelsRegistered } from "../lib/tensor/webgpu/layers.ts";
 import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "../lib/optim.ts";
 import { toHalf, toHalfOps } from "../lib/precision.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";

@@ -6,11 +6,11 @@
 // model's loss and gradients on webgpu agree with cpu with the kernels in use.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
-import { gelu } from "../lib/tensor/gelu.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { GELU_C, GELU_K, LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
-import { setWebGPUBindingLimitForTests } from "../lib/tensor/fixes.ts";
+import { setWebGPUBindingLimitForTests } from "../lib/tensor/webgpu/limits.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";

@@ -7,10 +7,10 @@
 // puts them.
 import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../lib/tensor/kernel_names.ts";
-import { setWebGPUBindingLimitForTests } from "../lib/tensor/fixes.ts";
+import { setWebGPUBindingLimitForTests } from "../lib/tensor/webgpu/limits.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 

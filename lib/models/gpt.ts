@@ -20,10 +20,17 @@
 // (attn.c_proj, mlp.c_proj) normal(0, 0.02 / sqrt(2 nLayer)), biases 0, LayerNorm weights 1.
 // `bias` (default true, nanoGPT's GPT-2-compatible default) adds biases to the linears and LayerNorms.
 import { tf } from "../tensor/backend.ts";
-import { embeddingLookup, linear } from "../tensor/fixes.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, type BlockParams, type KVCache, layerNorm, normalInit } from "../nn.ts";
+import {
+  block,
+  type BlockParams,
+  embeddingLookup,
+  type KVCache,
+  layerNorm,
+  linear,
+  normalInit,
+} from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "./types.ts";

@@ -29,11 +29,18 @@
 // [C, d, P] (+ map.value.bias [C, P] when bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias),
 // lm_head.weight [V, F].
 import { tf } from "../tensor/backend.ts";
-import { embeddingLookup, linear } from "../tensor/fixes.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, type BlockParams, type KVCache, layerNorm, normalInit } from "../nn.ts";
-import { causalSoftmax } from "../tensor/causal_softmax.ts";
+import {
+  block,
+  type BlockParams,
+  embeddingLookup,
+  type KVCache,
+  layerNorm,
+  linear,
+  normalInit,
+} from "../nn.ts";
+import { causalSoftmax } from "../tensor/ops/causal_softmax/mod.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import type {

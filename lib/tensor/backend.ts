@@ -7,10 +7,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
-import { applyFixes } from "./fixes.ts";
-import { enableWasmThreads } from "./wasm_threads.ts";
-import { blasStatus, loadBlas } from "./blas.ts";
-import { startWasmKernels } from "./wasm_kernels.ts";
+import { applyPatches } from "./patches/mod.ts";
+import { enableWasmThreads } from "./wasm/threads.ts";
+import { blasStatus, loadBlas } from "../native/blas.ts";
+import { startWasmKernels } from "./wasm/kernels.ts";
 import { LmpipeError, usageError } from "../errors.ts";
 import { info, warn } from "../log.ts";
 
@@ -62,7 +62,7 @@ let tensorflowLoaded: string | null = null;
 
 function ensureFixes(): void {
   if (fixesApplied) return;
-  applyFixes();
+  applyPatches();
   fixesApplied = true;
 }
 

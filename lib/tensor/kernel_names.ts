@@ -5,6 +5,25 @@
 /** One parameter's AdamW update (lib/optim.ts): [new param, m, v] from {p, g, m, v}. */
 export const ADAMW_KERNEL = "LmpipeAdamW";
 
+/**
+ * Per-update constants of AdamW, computed on the host in float64 exactly as lib/optim.ts computes
+ * them; each becomes a float32 in the shader, as TF.js turns a JS number operand into a float32
+ * scalar tensor, so the fused update sees the same float32 constants as the op chain.
+ */
+export interface AdamWConstants {
+  /** Multiplies the gradient first (loss-scale unscale times clip factor; 1: none). */
+  gradScale: number;
+  beta1: number;
+  oneMinusBeta1: number;
+  beta2: number;
+  oneMinusBeta2: number;
+  /** p is multiplied by this before the update (1 - lr * wd, or 1 without decay). */
+  decay: number;
+  sqrtBc2: number;
+  eps: number;
+  stepSize: number;
+}
+
 /** e = exp(x - rowmax), row maxima, row sums: lib/tensor/softmax_rows.ts. */
 export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
 

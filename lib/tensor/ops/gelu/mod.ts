@@ -5,9 +5,9 @@
 // backward pass (tanh is recomputed). Elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0,
 // the op chain runs.
 import * as tf from "@tensorflow/tfjs-core";
-import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "./kernel_names.ts";
-import { ownKernelActive } from "./kernel_choice.ts";
-import "./webgpu_layers.ts"; // registers the webgpu kernels
+import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "../../kernel_names.ts";
+import { kernelFor } from "../../kernel_choice.ts";
+import "../../webgpu/layers.ts"; // registers the webgpu kernels
 
 /**
  * The op chain. Its gradient is written out, 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), so the tape
@@ -42,5 +42,5 @@ const geluByKernels = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) =
 
 /** GELU of x (any shape). */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  return x.dtype === "float32" && ownKernelActive(GELU_KERNEL) ? geluByKernels(x) : geluByOps(x);
+  return x.dtype === "float32" && kernelFor("gelu") === "lmpipe" ? geluByKernels(x) : geluByOps(x);
 }

@@ -25,7 +25,7 @@ import {
   GELU_KERNEL,
   LAYER_NORM_GRAD_KERNEL,
   LAYER_NORM_KERNEL,
-} from "./kernel_names.ts";
+} from "../kernel_names.ts";
 import {
   cachedPipeline,
   flatView,
@@ -33,7 +33,7 @@ import {
   RowProgram,
   rowWorkgroup,
   workgroupGrid,
-} from "./webgpu_kernels.ts";
+} from "./kernels.ts";
 import { WGSL_FLOAT_TESTS, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,

@@ -4,9 +4,9 @@
 // on all threads (wasm_kernels.ts), keeping only the row means and 1/std for the backward pass.
 // Elsewhere, or with LMPIPE_WASM_FUSED=0, the op chain runs, with TF.js's gradients.
 import * as tf from "@tensorflow/tfjs-core";
-import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "./kernel_names.ts";
-import { ownKernelActive } from "./kernel_choice.ts";
-import "./webgpu_layers.ts"; // registers the webgpu kernels
+import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
+import { kernelFor } from "../../kernel_choice.ts";
+import "../../webgpu/layers.ts"; // registers the webgpu kernels
 
 /** The op chain: also the reference the kernels are tested against. */
 export function layerNormByOps(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
@@ -42,7 +42,7 @@ function fused(eps: number, withBias: boolean) {
 /** LayerNorm of x [..., C] with weight [C] and optional bias [C]. */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
   const C = x.shape[x.rank - 1];
-  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || !ownKernelActive(LAYER_NORM_KERNEL)) {
+  if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || kernelFor("layerNorm") !== "lmpipe") {
     return layerNormByOps(x, weight, bias, eps);
   }
   return bias ? fused(eps, true)(x, weight, bias) : fused(eps, false)(x, weight);

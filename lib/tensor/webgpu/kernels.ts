@@ -16,8 +16,8 @@
 // are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
 // kernels for some: wasm_kernels.ts). Attention's causal mask + softmax is webgpu_attention.ts.
 import * as tf from "@tensorflow/tfjs-core";
-import { webgpuMaxTensorBytes } from "./fixes.ts";
-import { ADAMW_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { webgpuMaxTensorBytes } from "./limits.ts";
+import { ADAMW_KERNEL, type AdamWConstants, SOFTMAX_ROWS_KERNEL } from "../kernel_names.ts";
 import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
@@ -53,25 +53,6 @@ export function fusedKernelsActive(): boolean {
 }
 
 // --- AdamW ---------------------------------------------------------------------------------------
-
-/**
- * Per-update constants of AdamW, computed on the host in float64 exactly as lib/optim.ts computes
- * them; each becomes a float32 in the shader, as TF.js turns a JS number operand into a float32
- * scalar tensor, so the fused update sees the same float32 constants as the op chain.
- */
-export interface AdamWConstants {
-  /** Multiplies the gradient first (loss-scale unscale times clip factor; 1: none). */
-  gradScale: number;
-  beta1: number;
-  oneMinusBeta1: number;
-  beta2: number;
-  oneMinusBeta2: number;
-  /** p is multiplied by this before the update (1 - lr * wd, or 1 without decay). */
-  decay: number;
-  sqrtBc2: number;
-  eps: number;
-  stepSize: number;
-}
 
 // TF.js's recordAndSubmit binds [output, ...inputs, uniforms] and fills the uniform buffer with NaN,
 // Infinity, then a shape and strides field per bound tensor, then the program's own uniforms. All

@@ -1,13 +1,13 @@
 // The causal softmax of attention (lib/nn.ts causalSelfAttention, lib/models/pixel.ts attnImages):
 // softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
 // sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu_kernels.ts
-// fusedKernelsActive; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
+// lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
 // WGSL dispatch each (lib/tensor/webgpu_attention.ts). Everywhere else the op chain runs as before:
 // scores + an additive mask of -1e9, then tf.softmax, with TF.js's own gradients, so cpu and wasm
 // numbers do not change.
 import * as tf from "@tensorflow/tfjs-core";
-import { fusedKernelsActive } from "./webgpu_kernels.ts";
-import { causalSoftmaxGradKernelCall, causalSoftmaxKernelCall } from "./webgpu_attention.ts";
+import { kernelFor } from "../../kernel_choice.ts";
+import { causalSoftmaxGradKernelCall, causalSoftmaxKernelCall } from "./webgpu.ts";
 
 /**
  * Additive causal mask [q, past + q]: query i (at absolute position past + i) sees keys 0..past+i.
@@ -60,7 +60,7 @@ function causalSoftmaxFused(scores: tf.Tensor, past: number): tf.Tensor {
  */
 export function causalSoftmax(scores: tf.Tensor, past: number): tf.Tensor {
   queriesOf(scores, past);
-  if (scores.dtype === "float32" && scores.size > 0 && fusedKernelsActive()) {
+  if (scores.dtype === "float32" && scores.size > 0 && kernelFor("causalSoftmax") === "lmpipe") {
     return causalSoftmaxFused(scores, past);
   }
   return causalSoftmaxByOps(scores, past);

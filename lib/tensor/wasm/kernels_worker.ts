@@ -3,7 +3,7 @@
 // thread unrefs it, so it never keeps a finished process alive.
 import { parentPort, workerData } from "node:worker_threads";
 import { jobArgs, MAX_ARGS, SLOT, takeRows } from "./row_jobs.ts";
-import { type KernelExports, runPiece } from "./wasm_kernel_calls.ts";
+import { type KernelExports, runPiece } from "./kernel_calls.ts";
 
 const { module, memory, ctl } = workerData as {
   module: WebAssembly.Module;

@@ -18,8 +18,8 @@ import {
   requireWithinBindingLimit,
   RowProgram,
   rowWorkgroup,
-} from "./webgpu_kernels.ts";
-import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
+} from "../../webgpu/kernels.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "../../webgpu/wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, device), typed loosely as in webgpu_kernels.ts.

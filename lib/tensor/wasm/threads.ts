@@ -7,11 +7,11 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { createRequire } from "node:module";
-import { warn } from "../log.ts";
+import { warn } from "../../log.ts";
 
 const require = createRequire(import.meta.url);
-const wasmOut = new URL("../../node_modules/@tensorflow/tfjs-backend-wasm/wasm-out/", import.meta.url);
-const workerShim = new URL("./wasm_pthread_worker.cjs", import.meta.url);
+const wasmOut = new URL("../../../node_modules/@tensorflow/tfjs-backend-wasm/wasm-out/", import.meta.url);
+const workerShim = new URL("./pthread_worker.cjs", import.meta.url);
 const START_TIMEOUT_MS = 60_000;
 
 // deno-lint-ignore no-explicit-any

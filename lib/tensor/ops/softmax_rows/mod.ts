@@ -4,8 +4,8 @@
 // (webgpu_kernels.ts); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
 // Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
 import * as tf from "@tensorflow/tfjs-core";
-import { SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
-import { ownKernelActive } from "./kernel_choice.ts";
+import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
+import { kernelFor } from "../../kernel_choice.ts";
 
 export interface SoftmaxRows {
   /** exp(x - m), [rows, cols]. */
@@ -26,7 +26,7 @@ export function softmaxRowsByOps(x: tf.Tensor2D): SoftmaxRows {
 
 /** e = exp(x - rowmax(x)), the row maxima and the row sums of e, for a 2-D float32 x. */
 export function softmaxRows(x: tf.Tensor2D): SoftmaxRows {
-  if (x.dtype !== "float32" || x.size === 0 || !ownKernelActive(SOFTMAX_ROWS_KERNEL)) {
+  if (x.dtype !== "float32" || x.size === 0 || kernelFor("softmaxRows") !== "lmpipe") {
     return softmaxRowsByOps(x);
   }
   const [e, m, s] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x }, {}) as tf.Tensor2D[];

@@ -8,12 +8,12 @@
 // all off (the op chains, TF.js's Tanh and fixes.ts's JavaScript loops run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
-import { KERNELS_WASM } from "./wasm_kernels_bytes.ts";
+import { KERNELS_WASM } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
-import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./wasm_kernel_calls.ts";
-import type { AdamWConstants } from "./webgpu_kernels.ts";
+import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
 import {
   ADAMW_KERNEL,
+  type AdamWConstants,
   GELU_C,
   GELU_GRAD_KERNEL,
   GELU_K,
@@ -21,7 +21,7 @@ import {
   LAYER_NORM_GRAD_KERNEL,
   LAYER_NORM_KERNEL,
   SOFTMAX_ROWS_KERNEL,
-} from "./kernel_names.ts";
+} from "../kernel_names.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
@@ -87,7 +87,7 @@ class Runner {
     const starts: Promise<void>[] = [];
     for (let i = 1; shared && i < threads; i++) {
       try {
-        const w = new Worker(new URL("./wasm_kernels_worker.ts", import.meta.url), {
+        const w = new Worker(new URL("./kernels_worker.ts", import.meta.url), {
           workerData: { module, memory, ctl: this.#ctl },
         });
         w.unref();

@@ -7,7 +7,7 @@
 const path = require("path");
 const workerModule = path.resolve(
   __dirname,
-  "../../node_modules/@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js",
+  "../../../node_modules/@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js",
 );
 const { wasmWorkerContents } = require(process.env.LMPIPE_TFJS_WASM_WORKER || workerModule);
 for (
