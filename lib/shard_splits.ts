@@ -1,8 +1,8 @@
 // The shards behind train's and eval's --data, split into training and validation by lib/dataset.ts,
 // with the first folder's meta file (written by 'lmpipe tokenize') for its tokenizer, vocabulary and
 // byte counts, so shards of another vocabulary are refused before training starts.
-import { listDataset } from "../../lib/dataset.ts";
-import { LmpipeError } from "../../lib/errors.ts";
+import { listDataset } from "./dataset.ts";
+import { LmpipeError } from "./errors.ts";
 
 export interface DataSplits {
   train: string[];

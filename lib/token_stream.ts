@@ -2,8 +2,8 @@
 // Accepted: one or more llm.c segments (a 1024-byte header whose token count N is followed by N uint16
 // tokens; a count of -1 means "tokens until the end of the stream", for writers that cannot know the
 // length up front), or headerless uint16 tokens (nanoGPT's layout). Segments are concatenated.
-import { inputError } from "../../lib/errors.ts";
-import { decodeU16, HEADER_BYTES, parseHeader, SHARD_VERSION } from "../../lib/shard.ts";
+import { inputError } from "./errors.ts";
+import { decodeU16, HEADER_BYTES, parseHeader, SHARD_VERSION } from "./shard.ts";
 
 /** Reads a whole byte stream. */
 export async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
