@@ -1,5 +1,5 @@
-// wasm matMul speed with and without the CBLAS sgemm path (lib/tensor/blas.ts) on one process: the
-// numbers behind blasMinWork in lib/tensor/fixes.ts (below it XNNPACK is as fast) and the GPT shapes
+// wasm matMul speed with and without the CBLAS sgemm path (lib/native/blas.ts) on one process: the
+// numbers behind blasMinWork in lib/tensor/kernel_choice.ts (below it XNNPACK is as fast) and the GPT shapes
 // (output head, attention per head). Timings are wall-clock medians; noisy on a shared machine.
 //
 //   LMPIPE_WASM_THREADS=1 deno run -A bench/blas_matmul.ts

@@ -3,7 +3,7 @@
 // the TF.js ops that are wrong or slow on some backend (oneHot, gather with batchDims, transposed or
 // batched matMuls on wasm's XNNPACK path, webgpu matMul outputs over one storage binding): every matMul
 // is a plain 2-D one, with W^T made once per call, or, where BLAS takes transposes as flags (wasm with
-// OpenBLAS), with transposed operands and no copy. The vocabulary softmax is lib/tensor/softmax_rows.ts.
+// OpenBLAS), with transposed operands and no copy. The vocabulary softmax is lib/tensor/ops/softmax_rows/mod.ts.
 //
 // While gradients are being recorded, the forward pass also computes the gradients (the upstream
 // gradient of a scalar loss is a scalar, so dL/dh and dL/dW can be formed chunk by chunk while each

@@ -15,7 +15,7 @@ export interface AdamWOptions {
   decays: (name: string) => boolean;
   /**
    * Run each parameter's update as one fused kernel instead of the ~15 op chain below: a WGSL dispatch
-   * on webgpu (lib/tensor/webgpu_kernels.ts), a multithreaded SIMD pass on wasm (wasm_kernels.ts). Both
+   * on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass on wasm (wasm/kernels.ts). Both
    * are bit-identical to the chain, which stays the reference and runs on cpu. Default true; tests set
    * false to compare.
    */
@@ -158,7 +158,7 @@ export function learningRate(it: number, o: ScheduleOptions): number {
  * so this one reduction is also the overflow check. `fused: false` forces the op chain on webgpu (tests).
  */
 export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.Scalar {
-  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu_kernels.ts).
+  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu/kernels.ts).
   if (fused && tensors.length > 0 && kernelFor("sumSquares") === "lmpipe") {
     return sumOfSquaresFused(tensors, scale);
   }

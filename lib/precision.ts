@@ -26,7 +26,7 @@ const CLAMP = 131072;
 /**
  * Rounds every value of float32 `x` to the nearest binary16 value (ties to even), as a float32 tensor:
  * magnitudes of 65520 and above become ±inf, values below the smallest subnormal (2^-24) flush to a
- * signed zero as fp16 does, NaN stays NaN. On webgpu one fused WGSL dispatch (lib/tensor/webgpu_kernels.ts,
+ * signed zero as fp16 does, NaN stays NaN. On webgpu one fused WGSL dispatch (lib/tensor/webgpu/kernels.ts,
  * tested bit for bit against toHalfOps); elsewhere toHalfOps.
  */
 export function toHalf(x: tf.Tensor): tf.Tensor {

@@ -1,5 +1,5 @@
-// The optional CBLAS sgemm path of the wasm backend (lib/tensor/blas.ts, used by the wasm matMul kernel
-// in lib/tensor/fixes.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
+// The optional CBLAS sgemm path of the wasm backend (lib/native/blas.ts, used by the wasm matMul kernel
+// in lib/tensor/ops/matmul/wasm.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
 // match plain JS loops and the cpu backend; a disabled or bogus library falls back cleanly. Without a
 // CBLAS library on this machine the BLAS tests are skipped with the reason, unless LMPIPE_REQUIRE_NATIVE
 // is set (CI's run with the native libraries), where that is a failure.

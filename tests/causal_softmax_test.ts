@@ -1,6 +1,6 @@
-// lib/tensor/causal_softmax.ts: attention's causal softmax and its gradient on every backend against a
+// lib/tensor/ops/causal_softmax/mod.ts: attention's causal softmax and its gradient on every backend against a
 // float64 reference (masked keys exactly 0, NaN rows propagated); on webgpu the fused kernels of
-// lib/tensor/webgpu_attention.ts against the op chain they replace (one dispatch each way), and the gpt
+// lib/tensor/ops/causal_softmax/webgpu.ts against the op chain they replace (one dispatch each way), and the gpt
 // and pixel-attn models using them agreeing with cpu, in training and in KV-cached decoding.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";

@@ -1,4 +1,4 @@
-// lmpipe's own wasm kernels (lib/tensor/wasm_kernels.wat, run by wasm_kernels.ts on several threads):
+// lmpipe's own wasm kernels (lib/tensor/wasm/kernels.wat, run by wasm/kernels.ts on several threads):
 // the vocabulary softmax and tanh match float64 loops on every length remainder and on special values,
 // AdamW is bit-identical to lib/optim.ts's op chain, all give bit-identical results on 1 and 2 threads
 // (with the worker proven to take work), the loss and its gradients stay where TF.js's op

@@ -1,4 +1,4 @@
-// lib/tensor/webgpu_kernels.ts: the fused webgpu kernels must compute what the op chains they replace
+// lib/tensor/webgpu/kernels.ts: the fused webgpu kernels must compute what the op chains they replace
 // compute (lib/optim.ts AdamW.step, lib/precision.ts toHalfOps), in fewer launches.
 // Exactness: the AdamW shader does the chain's float32 operations in its order with the same float32
 // constants, so results are bit-identical where the driver compiles each operation as written (measured

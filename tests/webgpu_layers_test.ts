@@ -1,5 +1,5 @@
-// The LayerNorm and GELU kernels on webgpu (lib/tensor/webgpu_layers.ts, picked by layer_norm.ts and
-// gelu.ts): forward and every gradient against a float64 loop and against the op chains they replace,
+// The LayerNorm and GELU kernels on webgpu (lib/tensor/webgpu/layers.ts, picked by ops/layer_norm/ and
+// ops/gelu/): forward and every gradient against a float64 loop and against the op chains they replace,
 // on row lengths C = 4, 16, 128, 768 and 1, 3 and 1000+ rows, with and without bias; NaN and infinity
 // rows stay NaN (the loss scaler's overflow signal) without touching the other rows; one dispatch each
 // forward, two (LayerNorm) or one (GELU) backward; clear errors past the binding limit; and the gpt tiny

@@ -1,5 +1,5 @@
-// The webgpu kernel of the loss's vocabulary softmax (LmpipeSoftmaxRows in lib/tensor/webgpu_kernels.ts,
-// used by lib/tensor/softmax_rows.ts): one dispatch that must give what a float64 loop and TF.js's op
+// The webgpu kernel of the loss's vocabulary softmax (LmpipeSoftmaxRows in lib/tensor/webgpu/kernels.ts,
+// used by lib/tensor/ops/softmax_rows/mod.ts): one dispatch that must give what a float64 loop and TF.js's op
 // chain (Max, Sub, Exp, Sum; bit for bit on a software adapter) give, on every remainder of the row
 // length by the workgroup size, with NaN (the loss scaler's overflow signal must reach the row sum),
 // -Infinity (exp gives 0) and large values (the maximum is subtracted first), without the op chain's

@@ -1,6 +1,6 @@
 // An optional native sgemm for the wasm backend: XNNPACK reaches ~20-30 GFLOP/s per core on the big
 // output-head matMuls of a GPT, OpenBLAS 85-100 (bench/RESULTS.md). This module finds a CBLAS library,
-// opens it through Deno FFI and exposes a row-major sgemm on byte offsets into the wasm heap; fixes.ts
+// opens it through Deno FFI and exposes a row-major sgemm on byte offsets into the wasm heap; ops/matmul/wasm.ts
 // decides which matMuls use it. Nothing here may crash a run: no library, no FFI permission or a failed
 // dlopen all mean "no BLAS", with the reason in the backend description.
 

@@ -1,5 +1,5 @@
-// How a job of lmpipe's wasm kernels (wasm_kernels.wat) is described and run piece by piece, shared by
-// the main thread (wasm_kernels.ts) and its worker threads (wasm_kernels_worker.ts): a job is a list of
+// How a job of lmpipe's wasm kernels (kernels.wat) is described and run piece by piece, shared by
+// the main thread (wasm/kernels.ts) and its worker threads (kernels_worker.ts): a job is a list of
 // int32 arguments, the first naming the kernel, floats passed as their bits; its "rows" are the
 // softmax's rows, or blocks of BLOCK elements for the elementwise kernels.
 
@@ -19,7 +19,7 @@ export const KIND = {
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
 export const BLOCK = 8192;
 
-/** The exports of an instance of wasm_kernels.wat. */
+/** The exports of an instance of kernels.wat. */
 export interface KernelExports {
   softmax_rows(x: number, e: number, m: number, s: number, r0: number, r1: number, cols: number): void;
   adamw(

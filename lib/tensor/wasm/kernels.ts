@@ -1,11 +1,11 @@
-// lmpipe's own kernels for the wasm backend (wasm_kernels.wat), run straight on TF.js's heap and shared
+// lmpipe's own kernels for the wasm backend (kernels.wat), run straight on TF.js's heap and shared
 // between the main thread and, with the threaded wasm build, one worker thread per extra wasm thread
 // (TF.js's own elementwise and reduction kernels use one thread whatever the count). Registered as TF.js
-// kernels: LmpipeSoftmaxRows (softmax_rows.ts), LmpipeAdamW (the name of webgpu's fused AdamW, so
-// lib/optim.ts calls both the same way), LmpipeLayerNorm and LmpipeLayerNormGrad (layer_norm.ts),
-// LmpipeGelu and LmpipeGeluGrad (gelu.ts), and Tanh on wasm, which replaces TF.js's scalar one; and
-// im2colOnHeap / col2imOnHeap for the conv gradient kernels of fixes.ts. LMPIPE_WASM_FUSED=0 turns them
-// all off (the op chains, TF.js's Tanh and fixes.ts's JavaScript loops run instead).
+// kernels: LmpipeSoftmaxRows (ops/softmax_rows/), LmpipeAdamW (the name of webgpu's fused AdamW, so
+// lib/optim.ts calls both the same way), LmpipeLayerNorm and LmpipeLayerNormGrad (ops/layer_norm/),
+// LmpipeGelu and LmpipeGeluGrad (ops/gelu/), and Tanh on wasm, which replaces TF.js's scalar one; and
+// im2colOnHeap / col2imOnHeap for the conv gradient kernels (ops/conv2d/wasm.ts). LMPIPE_WASM_FUSED=0 turns them
+// all off (the op chains, TF.js's Tanh and ops/conv2d/wasm.ts's JavaScript loops run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { KERNELS_WASM } from "./kernels_bytes.ts";
@@ -110,7 +110,7 @@ class Runner {
 
   /**
    * Runs a job of `rows` rows (`values` values in all, which decides whether the workers are woken),
-   * `chunk` rows at a time, with job arguments `args` (wasm_kernel_calls.ts).
+   * `chunk` rows at a time, with job arguments `args` (kernel_calls.ts).
    */
   run(args: number[], rows: number, chunk: number, values: number): void {
     this.stats.rows += rows;
@@ -265,7 +265,7 @@ function rowsPerPiece(cols: number): number {
   return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
 }
 
-/** Runs an elementwise job over `n` values (wasm_kernel_calls.ts: rows are blocks of BLOCK values). */
+/** Runs an elementwise job over `n` values (kernel_calls.ts: rows are blocks of BLOCK values). */
 function runElementwise(backend: AnyBackend, args: number[], n: number): void {
   runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
 }
@@ -381,7 +381,7 @@ export interface ConvGeometry {
 /**
  * Fills col [KH KW Ci, nb OH OW] with the im2col matrix of images b0 .. b0 + nb - 1 of x (both on the
  * heap), rows shared between threads. Returns false, doing nothing, when the kernels are off or cannot
- * run here: the caller (lib/tensor/fixes.ts) then runs its JavaScript loop.
+ * run here: the caller (lib/tensor/ops/conv2d/wasm.ts) then runs its JavaScript loop.
  */
 export function im2colOnHeap(
   backend: AnyBackend,

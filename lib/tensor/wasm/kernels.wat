@@ -5,11 +5,11 @@
 ;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
 ;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
-;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/fixes.ts)
-;; Each works on a range (rows or elements) so that lib/tensor/wasm_kernels.ts can share a call out
+;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/ops/conv2d/wasm.ts)
+;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
-;; Built into lib/tensor/wasm_kernels_bytes.ts by scripts/build_wasm.ts (twice: with a shared memory
+;; Built into lib/tensor/wasm/kernels_bytes.ts by scripts/build_wasm.ts (twice: with a shared memory
 ;; import for the threaded wasm build, without for the single-threaded one). Constants are set into
 ;; locals before the loops: V8 rebuilds a v128.const at every use.
 (module
@@ -561,7 +561,7 @@
         (local.set $o (i32.add (local.get $o) (i32.const 4)))
         (br $scalars))))
 
-  ;; The im2col matrix of the conv filter gradient (lib/tensor/fixes.ts conv2DBackpropFilterWasm), rows
+  ;; The im2col matrix of the conv filter gradient (lib/tensor/ops/conv2d/wasm.ts conv2DBackpropFilterWasm), rows
   ;; k0 <= k < k1 of col [K, rows], K = KH KW Ci, rows = nb OH OW: row k = (kh KW + kw) Ci + ch holds,
   ;; for images b0 <= b < b0 + nb and output pixels (oh, ow), the input x[b, h, w, ch] (NHWC) that
   ;; filter tap (kh, kw) sees there, h = oh sh + kh dh - pt, w = ow sw + kw dw - pl, or 0 in the padding.
@@ -622,7 +622,7 @@
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br $ks))))
 
-  ;; The scatter-add of the conv input gradient (fixes.ts conv2DBackpropInputWasm), images i0 <= i < i1
+  ;; The scatter-add of the conv input gradient (ops/conv2d/wasm.ts conv2DBackpropInputWasm), images i0 <= i < i1
   ;; of a chunk whose first image is b_base: col [nb OH OW, K] holds, per output pixel and filter tap
   ;; (kh, kw), the gradient for the Ci input channels it saw; each is added to dx[b, h, w, :] (NHWC), in
   ;; the order (oh, ow, kh, kw, ch). Images are disjoint in dx, so threads split them.

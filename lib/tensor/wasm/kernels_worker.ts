@@ -1,5 +1,5 @@
-// A worker thread for lib/tensor/wasm_kernels.ts: instantiates lmpipe's wasm kernels on TF.js's shared
-// wasm memory and, forever, waits for a job and takes rows of it (lib/tensor/row_jobs.ts). The main
+// A worker thread for lib/tensor/wasm/kernels.ts: instantiates lmpipe's wasm kernels on TF.js's shared
+// wasm memory and, forever, waits for a job and takes rows of it (lib/tensor/wasm/row_jobs.ts). The main
 // thread unrefs it, so it never keeps a finished process alive.
 import { parentPort, workerData } from "node:worker_threads";
 import { jobArgs, MAX_ARGS, SLOT, takeRows } from "./row_jobs.ts";

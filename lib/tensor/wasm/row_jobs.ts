@@ -1,8 +1,8 @@
 // A job over the rows of a matrix, shared out between the main thread and worker threads through one
 // SharedArrayBuffer: whoever is free takes the next few rows (a compare-and-swap on a cursor that also
 // carries the job's number), so a slow, busy or not yet started worker never holds the others up and
-// the result does not depend on who computed which row. lib/tensor/wasm_kernels.ts runs the jobs; its
-// worker (wasm_kernels_worker.ts) waits for them. Kept free of TF.js so that the worker stays small.
+// the result does not depend on who computed which row. lib/tensor/wasm/kernels.ts runs the jobs; its
+// worker (kernels_worker.ts) waits for them. Kept free of TF.js so that the worker stays small.
 
 /** Int32 slots of the control buffer after the 8-byte cursor. */
 export const SLOT = {

@@ -14,7 +14,7 @@
 //     row sums of e, one workgroup per row, with the float32 operations of the op chain in its order.
 // All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
 // are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
-// kernels for some: wasm_kernels.ts). Attention's causal mask + softmax is webgpu_attention.ts.
+// kernels for some: wasm/kernels.ts). Attention's causal mask + softmax is ops/causal_softmax/webgpu.ts.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./limits.ts";
 import { ADAMW_KERNEL, type AdamWConstants, SOFTMAX_ROWS_KERNEL } from "../kernel_names.ts";
@@ -448,7 +448,7 @@ export function toHalfFused(x: tf.Tensor): tf.Tensor {
   return tf.engine().runKernel(TO_HALF_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
 }
 
-// --- softmax of rows (lib/tensor/softmax_rows.ts, the hot spot of lib/loss.ts) ------------------------
+// --- softmax of rows (lib/tensor/ops/softmax_rows/mod.ts, the hot spot of lib/loss.ts) ------------------------
 // One workgroup per row, of TF.js's reduction size W for the row length (reduceWorkgroup above): each
 // thread takes the row's elements t, t + W, ...; a halving tree over the W partial maxima gives the row
 // maximum (NaN if any element is NaN, tested on the bits so that no compiler may assume NaN away, as
@@ -514,7 +514,7 @@ export function rowWorkgroup(cols: number): number {
 
 /**
  * Throws, naming the kernel and the fix, when `t` is over this GPU's storage-buffer binding limit (a
- * larger tensor would read or write garbage: fixes.ts section 7).
+ * larger tensor would read or write garbage: webgpu/limits.ts).
  */
 export function requireWithinBindingLimit(
   kernel: string,
@@ -557,14 +557,14 @@ function softmaxRowsKernel(
   const [rows, cols] = x.shape;
   if (rows === 0 || cols === 0) {
     throw new Error(
-      `${SOFTMAX_ROWS_KERNEL}: empty input [${x.shape}]; softmaxRows (lib/tensor/softmax_rows.ts) runs the op chain for it`,
+      `${SOFTMAX_ROWS_KERNEL}: empty input [${x.shape}]; softmaxRows (lib/tensor/ops/softmax_rows/mod.ts) runs the op chain for it`,
     );
   }
   const limit = webgpuMaxTensorBytes(backend);
   if (rows * cols * 4 > limit) {
     throw new Error(
       `${SOFTMAX_ROWS_KERNEL}: [${rows}, ${cols}] floats are over this GPU's storage-buffer binding limit of ` +
-        `${(limit / 2 ** 20).toFixed(1)} MiB; split the rows (maxRowsPerChunk in lib/tensor/fixes.ts)`,
+        `${(limit / 2 ** 20).toFixed(1)} MiB; split the rows (maxRowsPerChunk in lib/nn.ts)`,
     );
   }
   const device = backend.device as GPUDevice;
@@ -583,7 +583,7 @@ function softmaxRowsKernel(
   return [e, m, s];
 }
 
-// Registered once, when this module is first imported (fixes.ts, imported above, loads the webgpu backend).
+// Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 for (
   const [kernelName, fn] of [
     [ADAMW_KERNEL, adamWKernel],

@@ -1,5 +1,5 @@
 // LayerNorm and GELU as WGSL kernels on webgpu, registered under the names their ops call
-// (kernel_names.ts; lib/tensor/layer_norm.ts and gelu.ts pick them when fusedKernelsActive()). TF.js
+// (kernel_names.ts; lib/tensor/ops/layer_norm/ and ops/gelu/ pick them when fusedKernelsActive()). TF.js
 // spells LayerNorm as ~10 programs forward and ~20 backward and GELU as ~7 and ~10, each a pass over
 // the tensor; here each is one dispatch forward and one (GELU) or two (LayerNorm) backward.
 //   - LmpipeLayerNorm: one workgroup per row (rowWorkgroup threads; each takes the row's elements
@@ -13,7 +13,7 @@
 //     without a temporary buffer of partial sums and the third dispatch a two-level reduction over
 //     row blocks would need; rows / LANES additions per thread stay short for rows up to B * T.
 //   - LmpipeGelu / LmpipeGeluGrad: elementwise TF.js programs (runWebGPUProgram) with the float32
-//     operations of gelu.ts's op chain in its order, tanh in TF.js's own overflow-safe form.
+//     operations of ops/gelu/mod.ts's op chain in its order, tanh in TF.js's own overflow-safe form.
 // Non-finite values: a NaN or infinity in a LayerNorm row of x (or of dy, backward) makes that row's
 // outputs NaN, and NaN in GELU's x or dy gives NaN, tested on the bits (WGSL lets compilers assume NaN
 // away in float arithmetic), so the mixed-precision loss scaler still sees its overflows.
@@ -37,7 +37,7 @@ import {
 import { WGSL_FLOAT_TESTS, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,
-// uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in webgpu_kernels.ts.
+// uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in webgpu/kernels.ts.
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
@@ -215,7 +215,7 @@ function rowsOf(kernel: string, x: TensorInfo, backend: GpuBackend): { rows: num
   if (x.dtype !== "float32" || x.shape.length < 1 || size === 0 || cols % 4 !== 0) {
     throw new Error(
       `${kernel}: x must be a non-empty float32 tensor whose last axis is a multiple of 4, got ` +
-        `[${x.shape}] ${x.dtype}; layerNorm (lib/tensor/layer_norm.ts) runs the op chain for other inputs`,
+        `[${x.shape}] ${x.dtype}; layerNorm (lib/tensor/ops/layer_norm/mod.ts) runs the op chain for other inputs`,
     );
   }
   requireWithinBindingLimit(kernel, "x", x, backend);
@@ -282,10 +282,10 @@ function layerNormGradKernel(
 
 // --- GELU -----------------------------------------------------------------------------------------------
 // The constants as the op chain's float32 scalar tensors hold them (3c is computed in float64 first, as
-// gelu.ts does), written as exact WGSL literals.
+// ops/gelu/mod.ts does), written as exact WGSL literals.
 const f32 = (v: number) => `f32(${Math.fround(v)})`;
 
-// gelu.ts geluByOps, one float32 operation per TF.js op, in its order; TF.js's Tanh program's formula.
+// ops/gelu/mod.ts geluByOps, one float32 operation per TF.js op, in its order; TF.js's Tanh program's formula.
 const GELU_WGSL = `
 ${WGSL_FLOAT_TESTS}
 fn tanhTf(a: f32) -> f32 {
@@ -338,7 +338,7 @@ class LmpipeGeluProgram {
 function geluInput(kernel: string, what: string, t: TensorInfo, backend: GpuBackend): void {
   if (t.dtype !== "float32") {
     throw new Error(
-      `${kernel}: ${what} must be float32, got ${t.dtype}; gelu (lib/tensor/gelu.ts) runs the op chain`,
+      `${kernel}: ${what} must be float32, got ${t.dtype}; gelu (lib/tensor/ops/gelu/mod.ts) runs the op chain`,
     );
   }
   requireWithinBindingLimit(kernel, what, t, backend);
@@ -368,7 +368,7 @@ const KERNELS = [
 
 /**
  * Registers this module's kernels for webgpu (true) or takes them out of the registry (false), so that
- * layer_norm.ts and gelu.ts run their op chains while the other fused kernels stay on. For tests that
+ * ops/layer_norm/ and ops/gelu/ run their op chains while the other fused kernels stay on. For tests that
  * need whole training steps bit-identical with the fused kernels on and off (tests/webgpu_kernels_test.ts):
  * these kernels add in their own order (LayerNorm) or round differently (GELU: on Mesa llvmpipe ~0.2% of
  * y and ~4% of dx differ from the op chain in the last bits).
@@ -384,5 +384,5 @@ export function setLayerKernelsRegistered(on: boolean): void {
   }
 }
 
-// Registered once, when this module is first imported (fixes.ts, imported above, loads the webgpu backend).
+// Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 setLayerKernelsRegistered(true);

@@ -1,5 +1,5 @@
-// WGSL pieces shared by lmpipe's webgpu kernels (webgpu_kernels.ts, webgpu_attention.ts,
-// webgpu_layers.ts): float tests on the bits (no shader compiler may assume NaN or infinity away), a
+// WGSL pieces shared by lmpipe's webgpu kernels (webgpu/kernels.ts, webgpu/layers.ts,
+// ops/causal_softmax/webgpu.ts): float tests on the bits (no shader compiler may assume NaN or infinity away), a
 // NaN-propagating maximum, the entry point of a one-workgroup-per-row kernel, and the halving tree over
 // a workgroup's partial values that TF.js's own reductions use (so that fused kernels can reproduce the
 // op chains' sums bit for bit).
@@ -37,7 +37,7 @@ export function wgslTreeReduce(combine: (a: string, b: string) => string, w: num
 
 /**
  * The opening of a kernel that gives each row of a [rows, cols] tensor one workgroup of w threads
- * (row numbers over a 1-D or 2-D grid, see webgpu_kernels.ts workgroupGrid): defines `row`, `cols`,
+ * (row numbers over a 1-D or 2-D grid, see webgpu/kernels.ts workgroupGrid): defines `row`, `cols`,
  * `base` (the row's first index) and `lid`, and returns from workgroups past the last row. Needs
  * `rows` and `cols` uniforms in `u`; the shader goes on with the body and the closing brace.
  */

@@ -1,8 +1,8 @@
 // The causal softmax of attention (lib/nn.ts causalSelfAttention, lib/models/pixel.ts attnImages):
 // softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
-// sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu_kernels.ts
+// sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu/kernels.ts
 // lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
-// WGSL dispatch each (lib/tensor/webgpu_attention.ts). Everywhere else the op chain runs as before:
+// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts). Everywhere else the op chain runs as before:
 // scores + an additive mask of -1e9, then tf.softmax, with TF.js's own gradients, so cpu and wasm
 // numbers do not change.
 import * as tf from "@tensorflow/tfjs-core";
@@ -26,7 +26,7 @@ function queriesOf(scores: tf.Tensor, past: number): number {
   const T = r >= 2 ? scores.shape[r - 2] : NaN;
   if (r < 2 || !Number.isInteger(past) || past < 0 || scores.shape[r - 1] !== past + T) {
     throw new Error(
-      `causalSoftmax (lib/tensor/causal_softmax.ts): scores [${scores.shape}] with past ${past}: expected ` +
+      `causalSoftmax (lib/tensor/ops/causal_softmax/mod.ts): scores [${scores.shape}] with past ${past}: expected ` +
         `[..., T, past + T] with an integer past >= 0`,
     );
   }

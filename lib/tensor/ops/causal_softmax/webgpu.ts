@@ -1,4 +1,4 @@
-// Attention's causal softmax as two WGSL kernels on webgpu (lib/tensor/causal_softmax.ts picks them):
+// Attention's causal softmax as two WGSL kernels on webgpu (lib/tensor/ops/causal_softmax/mod.ts picks them):
 //   - LmpipeCausalSoftmax: softmax over the last axis of scores [..., T, past + T] where query row i
 //     (absolute position past + i) sees keys 0..past+i. The mask comes from the row index inside the
 //     shader, so no [T, past + T] mask tensor is uploaded and no add runs before the softmax (op chain:
@@ -6,7 +6,7 @@
 //   - LmpipeCausalSoftmaxGrad: dx = dy * y - sum(dy * y) * y over each row, the float32 operations of
 //     TF.js's Softmax gradient in its order (op chain: Mul, Sum, Mul, Sub; here one dispatch).
 // One workgroup per row, with workgroup reductions for the maximum and the sums. Both bind their tensors
-// as 1-D views and go through the backend's recordAndSubmit, as lib/tensor/webgpu_kernels.ts does.
+// as 1-D views and go through the backend's recordAndSubmit, as lib/tensor/webgpu/kernels.ts does.
 // Numbers, as in the op chain (scores + mask of -1e9, then softmax): masked keys get exactly 0; a row
 // holding a NaN or +Infinity anywhere (masked keys too) becomes NaN throughout; a visible -Infinity gets
 // 0. One deliberate difference: a row whose visible scores are all -Infinity becomes NaN here, where the
@@ -22,7 +22,7 @@ import {
 import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "../../webgpu/wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
-// makeTensorInfo, device), typed loosely as in webgpu_kernels.ts.
+// makeTensorInfo, device), typed loosely as in webgpu/kernels.ts.
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
@@ -126,7 +126,7 @@ function checkInput(kernel: string, what: string, t: TensorInfo, backend: GpuBac
   if (t.dtype !== "float32" || t.shape.length < 2 || tf.util.sizeFromShape(t.shape) === 0) {
     throw new Error(
       `${kernel}: ${what} must be a non-empty float32 tensor of rank >= 2, got [${t.shape}] ${t.dtype}; ` +
-        `causalSoftmax (lib/tensor/causal_softmax.ts) runs the op chain for other inputs`,
+        `causalSoftmax (lib/tensor/ops/causal_softmax/mod.ts) runs the op chain for other inputs`,
     );
   }
   requireWithinBindingLimit(kernel, what, t, backend);
@@ -206,7 +206,7 @@ export function causalSoftmaxGradKernelCall(y: tf.Tensor, dy: tf.Tensor): tf.Ten
   ) as tf.Tensor;
 }
 
-// Registered once, when this module is first imported (fixes.ts, imported above, loads the webgpu backend).
+// Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 for (
   const [kernelName, fn] of [
     [CAUSAL_SOFTMAX_KERNEL, causalSoftmaxKernel],

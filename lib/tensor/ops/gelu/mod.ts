@@ -1,6 +1,6 @@
 // GELU, tanh approximation (as GPT-2 used): 0.5 x (1 + tanh(k (x + c x^3))), the MLP's nonlinearity.
 // The op chain is ~7 TF.js kernels forward and ~10 backward, each a pass over the MLP's widest tensor;
-// where a backend registers lmpipe's GELU kernels (wasm: wasm_kernels.ts; webgpu: webgpu_layers.ts),
+// where a backend registers lmpipe's GELU kernels (wasm: wasm/kernels.ts; webgpu: webgpu/layers.ts),
 // one kernel each way does the same float32 operations in the same order, keeping only x for the
 // backward pass (tanh is recomputed). Elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0,
 // the op chain runs.

@@ -1,7 +1,7 @@
 // LayerNorm over the last axis (statistics in float32, eps 1e-5 as PyTorch), the normalisation of every
 // transformer block. TF.js spells it as ~10 kernels forward and ~20 backward, each one pass on one wasm
 // thread; on wasm (rows of a multiple of 4 values) lmpipe's kernels do it in two passes a row each way
-// on all threads (wasm_kernels.ts), keeping only the row means and 1/std for the backward pass.
+// on all threads (wasm/kernels.ts), keeping only the row means and 1/std for the backward pass.
 // Elsewhere, or with LMPIPE_WASM_FUSED=0, the op chain runs, with TF.js's gradients.
 import * as tf from "@tensorflow/tfjs-core";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
