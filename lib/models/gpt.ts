@@ -22,18 +22,20 @@
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import {
-  block,
-  type BlockParams,
-  embeddingLookup,
-  type KVCache,
-  layerNorm,
-  linear,
-  normalInit,
-} from "../nn.ts";
+import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
+import {
+  blockParamsOf,
+  blockSpecs,
+  createParams,
+  GPT2_VOCAB_SIZE,
+  layerNormSpecs,
+  type ParamSpec,
+  specsSize,
+  weightSpec,
+} from "./params.ts";
 
 export interface GptConfig extends ModelConfig {
   model: "gpt";
@@ -45,8 +47,6 @@ export interface GptConfig extends ModelConfig {
   bias: boolean;
 }
 
-const GPT2_VOCAB = 50304; // GPT-2's 50257 tokens padded to a multiple of 64, as nanoGPT does
-
 /**
  * Presets. `gpt2` is the study's control (124M parameters); `small` is a single-GPU size (6 layers,
  * 6 heads, 384 wide, context 256: nanoGPT's Shakespeare-char size with the GPT-2 vocabulary); `tiny`
@@ -56,7 +56,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   gpt2: {
     model: "gpt",
     preset: "gpt2",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 1024,
     nLayer: 12,
     nHead: 12,
@@ -66,7 +66,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   small: {
     model: "gpt",
     preset: "small",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 256,
     nLayer: 6,
     nHead: 6,
@@ -76,7 +76,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   tiny: {
     model: "gpt",
     preset: "tiny",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 64,
     nLayer: 2,
     nHead: 2,
@@ -111,37 +111,21 @@ export function validateGptConfig(config: ModelConfig): asserts config is GptCon
   }
 }
 
-/** The parameter names and shapes of a config, in a fixed order (also the safetensors order). */
-export function gptParamShapes(c: GptConfig): [string, number[]][] {
-  const C = c.nEmbd;
-  const out: [string, number[]][] = [["transformer.wte.weight", [c.vocabSize, C]], [
-    "transformer.wpe.weight",
-    [c.contextLength, C],
-  ]];
-  const lin = (name: string, i: number, o: number) => {
-    out.push([`${name}.weight`, [i, o]]);
-    if (c.bias) out.push([`${name}.bias`, [o]]);
-  };
-  const ln = (name: string) => {
-    out.push([`${name}.weight`, [C]]);
-    if (c.bias) out.push([`${name}.bias`, [C]]);
-  };
-  for (let i = 0; i < c.nLayer; i++) {
-    const h = `transformer.h.${i}`;
-    ln(`${h}.ln_1`);
-    lin(`${h}.attn.c_attn`, C, 3 * C);
-    lin(`${h}.attn.c_proj`, C, C);
-    ln(`${h}.ln_2`);
-    lin(`${h}.mlp.c_fc`, C, 4 * C);
-    lin(`${h}.mlp.c_proj`, 4 * C, C);
-  }
-  ln("transformer.ln_f");
-  return out;
+/** Every parameter of a config, in a fixed order (also the safetensors order and the init order). */
+export function gptParamSpecs(c: GptConfig): ParamSpec[] {
+  const C = c.nEmbd, projStd = 0.02 / Math.sqrt(2 * c.nLayer);
+  const specs = [
+    weightSpec("transformer.wte.weight", [c.vocabSize, C]),
+    weightSpec("transformer.wpe.weight", [c.contextLength, C]),
+  ];
+  for (let i = 0; i < c.nLayer; i++) specs.push(...blockSpecs(`transformer.h.${i}`, C, c.bias, projStd));
+  specs.push(...layerNormSpecs("transformer.ln_f", C, c.bias));
+  return specs;
 }
 
 /** Trainable parameters of a config (the tied head counted once): 124,475,904 for `gpt2`. */
 export function gptParamCount(c: GptConfig): number {
-  return gptParamShapes(c).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
+  return specsSize(gptParamSpecs(c));
 }
 
 /**
@@ -169,21 +153,12 @@ class GptDecodeState implements DecodeState {
 
 export class Gpt implements LanguageModel {
   readonly config: GptConfig;
-  readonly params = new Map<string, tf.Variable>();
+  readonly params: Map<string, tf.Variable>;
 
   constructor(config: ModelConfig, seed: number) {
     validateGptConfig(config);
     this.config = { ...config };
-    const rng = new Rng(seed);
-    const projStd = 0.02 / Math.sqrt(2 * config.nLayer);
-    for (const [name, shape] of gptParamShapes(this.config)) {
-      let init: tf.Tensor;
-      if (name.endsWith(".bias")) init = tf.zeros(shape);
-      else if (shape.length === 1) init = tf.ones(shape); // LayerNorm weights
-      else init = normalInit(rng, shape, name.endsWith("c_proj.weight") ? projStd : 0.02);
-      this.params.set(name, tf.variable(init, true));
-      init.dispose();
-    }
+    this.params = createParams(gptParamSpecs(this.config), new Rng(seed));
   }
 
   private p(name: string): tf.Variable {
@@ -194,28 +169,6 @@ export class Gpt implements LanguageModel {
 
   private opt(name: string): tf.Variable | undefined {
     return this.params.get(name);
-  }
-
-  private blockParams(i: number): BlockParams {
-    const h = `transformer.h.${i}`;
-    return {
-      ln1W: this.p(`${h}.ln_1.weight`) as tf.Tensor1D,
-      ln1B: this.opt(`${h}.ln_1.bias`) as tf.Tensor1D | undefined,
-      attn: {
-        cAttnW: this.p(`${h}.attn.c_attn.weight`) as tf.Tensor2D,
-        cAttnB: this.opt(`${h}.attn.c_attn.bias`) as tf.Tensor1D | undefined,
-        cProjW: this.p(`${h}.attn.c_proj.weight`) as tf.Tensor2D,
-        cProjB: this.opt(`${h}.attn.c_proj.bias`) as tf.Tensor1D | undefined,
-      },
-      ln2W: this.p(`${h}.ln_2.weight`) as tf.Tensor1D,
-      ln2B: this.opt(`${h}.ln_2.bias`) as tf.Tensor1D | undefined,
-      mlp: {
-        cFcW: this.p(`${h}.mlp.c_fc.weight`) as tf.Tensor2D,
-        cFcB: this.opt(`${h}.mlp.c_fc.bias`) as tf.Tensor1D | undefined,
-        cProjW: this.p(`${h}.mlp.c_proj.weight`) as tf.Tensor2D,
-        cProjB: this.opt(`${h}.mlp.c_proj.bias`) as tf.Tensor1D | undefined,
-      },
-    };
   }
 
   private checkIdx(idx: tf.Tensor, what: string): void {
@@ -237,7 +190,10 @@ export class Gpt implements LanguageModel {
     const pos = tf.slice(this.p("transformer.wpe.weight"), [0, 0], [T, C]);
     let x = tf.add(tok, pos) as tf.Tensor3D;
     for (let i = 0; i < this.config.nLayer; i++) {
-      x = block(x, this.blockParams(i), this.config.nHead, { precision: opts.precision, attentionProbs });
+      x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
+        precision: opts.precision,
+        attentionProbs,
+      });
     }
     const h = layerNorm(
       x,
@@ -312,7 +268,9 @@ export class Gpt implements LanguageModel {
       const pos = tf.slice(this.p("transformer.wpe.weight"), [state.length, 0], [1, C]);
       let x = tf.reshape(tf.add(tok, pos), [B, 1, C]) as tf.Tensor3D;
       for (let i = 0; i < this.config.nLayer; i++) {
-        x = block(x, this.blockParams(i), this.config.nHead, { cache: state.caches[i] });
+        x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
+          cache: state.caches[i],
+        });
       }
       const h = layerNorm(
         tf.reshape(x, [B, C]),

@@ -31,15 +31,7 @@
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import {
-  block,
-  type BlockParams,
-  embeddingLookup,
-  type KVCache,
-  layerNorm,
-  linear,
-  normalInit,
-} from "../nn.ts";
+import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { causalSoftmax } from "../tensor/ops/causal_softmax/mod.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
@@ -62,6 +54,16 @@ import {
   cnnOutWidth,
   cnnParamSpecs,
 } from "./cnn.ts";
+import {
+  biasSpec,
+  blockParamsOf,
+  blockSpecs,
+  createParams,
+  GPT2_VOCAB_SIZE,
+  layerNormSpecs,
+  type ParamSpec,
+  weightSpec,
+} from "./params.ts";
 
 export type PixelFamilyName = "pixel-cumsum" | "pixel-attn" | "pixel-attn-wide";
 
@@ -97,13 +99,11 @@ export interface PixelConfig extends ModelConfig {
   cnnChunk: number;
 }
 
-const GPT2_VOCAB = 50304;
-
 function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
   const cnn: CnnKind = model === "pixel-attn-wide" ? "vgg-wide" : "vgg9";
   const common = {
     model,
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     runningSum: "sum" as const,
     causalSum: "cumsum" as const,
     attnOrder: "auto" as const,
@@ -226,54 +226,23 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
   if (errs.length > 0) throw usageError(`${where}: ${errs.join("; ")}`);
 }
 
-/** Every parameter: name, shape, init, weight decay. */
-interface Spec {
-  name: string;
-  shape: number[];
-  init: { kind: "normal"; std: number } | { kind: "zeros" } | { kind: "ones" };
-  decay: boolean;
-}
-
-export function pixelParamSpecs(c: PixelConfig): Spec[] {
-  const d = c.nEmbd, C = c.channels, P = c.imageSize * c.imageSize, dk = c.keyDim;
-  const out: Spec[] = [];
-  const w = (name: string, shape: number[], std = 0.02) =>
-    out.push({ name, shape, init: { kind: "normal", std }, decay: true });
-  const ln = (name: string, n: number) => {
-    out.push({ name: `${name}.weight`, shape: [n], init: { kind: "ones" }, decay: false });
-    if (c.bias) out.push({ name: `${name}.bias`, shape: [n], init: { kind: "zeros" }, decay: false });
-  };
-  const lin = (name: string, i: number, o: number, std = 0.02) => {
-    w(`${name}.weight`, [i, o], std);
-    if (c.bias) out.push({ name: `${name}.bias`, shape: [o], init: { kind: "zeros" }, decay: false });
-  };
-  w("transformer.wte.weight", [c.vocabSize, d]);
-  w("transformer.wpe.weight", [c.contextLength, d]);
+/** Every parameter, in a fixed order (also the safetensors order and the init order). */
+export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
+  const d = c.nEmbd;
   const projStd = 0.02 / Math.sqrt(2 * c.nWarmup); // GPT-2's residual-projection scaling
-  for (let i = 0; i < c.nWarmup; i++) {
-    const h = `transformer.h.${i}`;
-    ln(`${h}.ln_1`, d);
-    lin(`${h}.attn.c_attn`, d, 3 * d);
-    lin(`${h}.attn.c_proj`, d, d, projStd);
-    ln(`${h}.ln_2`, d);
-    lin(`${h}.mlp.c_fc`, d, 4 * d);
-    lin(`${h}.mlp.c_proj`, 4 * d, d, projStd);
-  }
-  ln("map.ln", d);
-  if (c.model === "pixel-cumsum") {
-    w("map.key.weight", [d, C * dk]);
-    w("map.query", [C, dk, P]);
-  } else {
-    w("map.q.weight", [d, C * dk]);
-    w("map.k.weight", [d, C * dk]);
-    w("map.value.weight", [C, d, P]);
-    if (c.bias) out.push({ name: "map.value.bias", shape: [C, P], init: { kind: "zeros" }, decay: false });
-  }
-  for (const s of cnnParamSpecs(cnnConfigOf(c))) out.push(s);
+  const specs = [
+    weightSpec("transformer.wte.weight", [c.vocabSize, d]),
+    weightSpec("transformer.wpe.weight", [c.contextLength, d]),
+  ];
+  for (let i = 0; i < c.nWarmup; i++) specs.push(...blockSpecs(`transformer.h.${i}`, d, c.bias, projStd));
+  specs.push(
+    ...layerNormSpecs("map.ln", d, c.bias),
+    ...mappingOf(c).specs(c),
+    ...cnnParamSpecs(cnnConfigOf(c)),
+  );
   const F = cnnOutWidth(cnnConfigOf(c));
-  ln("ln_f", F);
-  w("lm_head.weight", [c.vocabSize, F]);
-  return out;
+  specs.push(...layerNormSpecs("ln_f", F, c.bias), weightSpec("lm_head.weight", [c.vocabSize, F]));
+  return specs;
 }
 
 /** The parameters the mapping reads (a subset of the model's, by name). */
@@ -415,6 +384,109 @@ export interface ImageAttnCache {
   src: tf.Tensor | null;
 }
 
+// ---------------------------------------------------------------------------------------------
+// How tokens become images: the one thing the image models do differently (pixel-attn-wide is
+// pixel-attn with a wider CNN). Each mapping lists its parameters, makes a window's images, makes one
+// decoding step's images from what it keeps between steps, and counts its FLOPs.
+
+/** What a mapping keeps between decoding steps (kept tensors, disposed with the decode state). */
+export type MappingCache = Record<string, tf.Tensor | null>;
+
+export interface ImageMapping {
+  /** How positions share images (for viz). */
+  sharing(c: PixelConfig): string;
+  /** Whether it has an attention of its own (viz draws its probabilities). */
+  attends: boolean;
+  /** Its parameters (after map.ln). */
+  specs(c: PixelConfig): ParamSpec[];
+  /** Images [B·T, H, W, C] of a window, from hn [B, T, d]; attention probabilities are pushed to `probs`. */
+  images(c: PixelConfig, p: Params, hn: tf.Tensor3D, precision?: Precision, probs?: tf.Tensor[]): tf.Tensor4D;
+  /** Each token's own image before sharing, [B, T, C, H, W] (for viz). */
+  ownImages(c: PixelConfig, p: Params, hn: tf.Tensor3D): tf.Tensor;
+  /** The images [B, H, W, C] of decoding position t from hn [B, 1, d], updating `cache`. */
+  step(c: PixelConfig, p: Params, hn: tf.Tensor3D, t: number, cache: MappingCache): tf.Tensor4D;
+  /** Its training FLOPs per token (3 x forward, multiply-add = 2), at full context. */
+  flops(c: PixelConfig): number;
+}
+
+/** [B·T, H, W, C] -> [B, T, C, H, W] */
+function toCHW(c: PixelConfig, imgs: tf.Tensor, B: number, T: number): tf.Tensor {
+  const S = c.imageSize;
+  return tf.transpose(tf.reshape(imgs, [B, T, S, S, c.channels]), [0, 1, 4, 2, 3]);
+}
+
+/** pixel-cumsum: per-channel keys times per-pixel queries, shared by a running sum over positions. */
+export const CUMSUM_MAPPING: ImageMapping = {
+  sharing: (c) => `running ${c.runningSum} over positions`,
+  attends: false,
+  specs: (c) => [
+    weightSpec("map.key.weight", [c.nEmbd, c.channels * c.keyDim]),
+    weightSpec("map.query", [c.channels, c.keyDim, c.imageSize * c.imageSize]),
+  ],
+  images: (c, p, hn, precision) => cumsumImages(c, p, hn, precision),
+  ownImages: (c, p, hn) => toCHW(c, cumsumImages(c, p, hn, undefined, false), hn.shape[0], hn.shape[1]),
+  step(c, p, hn, t, cache) {
+    const B = hn.shape[0], S = c.imageSize;
+    const k = linear(tf.reshape(hn, [B, c.nEmbd]), req(p, "map.key.weight") as tf.Tensor2D) as tf.Tensor2D; // [B, C·dk]
+    const sum = cache.keySum ? tf.add(cache.keySum, k) : k;
+    cache.keySum = tf.keep(sum);
+    const s = c.runningSum === "mean" ? tf.div(sum, t + 1) : sum;
+    const perChannel = tf.transpose(tf.reshape(s, [B, c.channels, c.keyDim]), [1, 0, 2]) as tf.Tensor3D;
+    const imgs = perChannelImages(perChannel, req(p, "map.query") as tf.Tensor3D);
+    return tf.reshape(imgs, [B, S, S, c.channels]) as tf.Tensor4D;
+  },
+  flops(c) {
+    const C = c.channels, dk = c.keyDim, P = c.imageSize * c.imageSize;
+    return 6 * c.nEmbd * C * dk + 6 * C * dk * P; // keys, then S_t · pixel queries
+  },
+};
+
+/** pixel-attn(-wide): causal attention, one head per image channel, whose values are images. */
+export const ATTENTION_MAPPING: ImageMapping = {
+  sharing: () => "image attention (one head per channel)",
+  attends: true,
+  specs(c) {
+    const d = c.nEmbd, C = c.channels, P = c.imageSize * c.imageSize;
+    const specs = [
+      weightSpec("map.q.weight", [d, C * c.keyDim]),
+      weightSpec("map.k.weight", [d, C * c.keyDim]),
+      weightSpec("map.value.weight", [C, d, P]),
+    ];
+    return c.bias ? [...specs, biasSpec("map.value.bias", [C, P])] : specs;
+  },
+  images: (c, p, hn, precision, probs) => attnImages(c, p, hn, precision, undefined, probs),
+  ownImages(c, p, hn) {
+    const [B, T] = hn.shape;
+    const S = c.imageSize;
+    const hn2 = tf.reshape(hn, [B * T, c.nEmbd]);
+    const bias = p.get("map.value.bias");
+    const vs = tf.unstack(req(p, "map.value.weight")).map((w, ci) => {
+      const y = tf.matMul(hn2, w as tf.Tensor2D);
+      return bias ? tf.add(y, tf.slice(bias, [ci, 0], [1, S * S])) : y;
+    });
+    return tf.reshape(tf.stack(vs, 1), [B, T, c.channels, S, S]);
+  },
+  step(c, p, hn, _t, cache) {
+    const kept: ImageAttnCache = { k: (cache.k ?? null) as tf.Tensor4D | null, src: cache.src ?? null };
+    const imgs = attnImages(c, p, hn, undefined, kept);
+    cache.k = kept.k, cache.src = kept.src;
+    return imgs;
+  },
+  flops(c) {
+    const d = c.nEmbd, C = c.channels, dk = c.keyDim, P = c.imageSize * c.imageSize, T = c.contextLength;
+    return 6 * 2 * d * C * dk + // q and k
+      6 * C * T * dk + // scores q·k over the context (counted in full, as nanoGPT)
+      (attnOrderOf(c) === "values-first"
+        ? 6 * d * C * P + 6 * C * T * P // value images, then A @ V
+        : 6 * C * T * d + 6 * d * C * P); // A @ hn, then the image maps
+  },
+};
+
+/** The mapping of a config's model. */
+export function mappingOf(c: PixelConfig): ImageMapping {
+  return c.model === "pixel-cumsum" ? CUMSUM_MAPPING : ATTENTION_MAPPING;
+}
+
 /**
  * CNN activation floats alive per image while a chunk's gradient is taken: about 10 tensors of each
  * conv's output size (conv, norm intermediates, ReLU, and their gradients), measured on wasm.
@@ -445,43 +517,36 @@ export function cnnChunkFor(c: PixelConfig, N: number): number {
 
 class PixelDecodeState implements DecodeState {
   length = 0;
-  /** pixel-cumsum: the running key sum [B, C·dk]. */
-  keySum: tf.Tensor2D | null = null;
-  imageCache: ImageAttnCache = { k: null, src: null };
+  /** What the mapping keeps between steps (mappingOf(config).step). */
+  mapping: MappingCache = {};
   constructor(readonly batch: number, readonly caches: KVCache[], readonly headT: tf.Tensor2D) {}
   dispose(): void {
     for (const c of this.caches) {
       c.k?.dispose(), c.v?.dispose();
       c.k = null, c.v = null;
     }
-    this.keySum?.dispose(), this.imageCache.k?.dispose(), this.imageCache.src?.dispose();
-    this.keySum = null, this.imageCache = { k: null, src: null };
+    for (const t of Object.values(this.mapping)) t?.dispose();
+    this.mapping = {};
     this.headT.dispose();
   }
 }
 
 export class PixelModel implements LanguageModel {
   readonly config: PixelConfig;
-  readonly params = new Map<string, tf.Variable>();
+  readonly params: Map<string, tf.Variable>;
   private readonly decayed = new Set<string>();
+  private readonly mapping: ImageMapping;
   private readonly cnnCfg: CnnConfig;
   private readonly cnnNames: string[];
 
   constructor(config: ModelConfig, seed: number) {
     validatePixelConfig(config);
     this.config = { ...config, cnnWidths: [...config.cnnWidths] };
+    this.mapping = mappingOf(this.config);
     this.cnnCfg = cnnConfigOf(this.config);
-    const rng = new Rng(seed);
-    for (const s of pixelParamSpecs(this.config)) {
-      const init = s.init.kind === "normal"
-        ? normalInit(rng, s.shape, s.init.std)
-        : s.init.kind === "ones"
-        ? tf.ones(s.shape)
-        : tf.zeros(s.shape);
-      this.params.set(s.name, tf.variable(init, true));
-      init.dispose();
-      if (s.decay) this.decayed.add(s.name);
-    }
+    const specs = pixelParamSpecs(this.config);
+    this.params = createParams(specs, new Rng(seed));
+    for (const s of specs) if (s.decay) this.decayed.add(s.name);
     this.cnnNames = cnnParamSpecs(this.cnnCfg).map((s) => s.name);
   }
 
@@ -489,30 +554,6 @@ export class PixelModel implements LanguageModel {
     const v = this.params.get(name);
     if (!v) throw new Error(`${this.config.model}: no parameter '${name}'`);
     return v;
-  }
-
-  /** The warm-up block's parameters, by gpt.ts's names. */
-  private blockParams(i: number): BlockParams {
-    const h = `transformer.h.${i}`;
-    const o = (n: string) => this.params.get(n) as tf.Tensor1D | undefined;
-    return {
-      ln1W: this.p(`${h}.ln_1.weight`) as tf.Tensor1D,
-      ln1B: o(`${h}.ln_1.bias`),
-      attn: {
-        cAttnW: this.p(`${h}.attn.c_attn.weight`) as tf.Tensor2D,
-        cAttnB: o(`${h}.attn.c_attn.bias`),
-        cProjW: this.p(`${h}.attn.c_proj.weight`) as tf.Tensor2D,
-        cProjB: o(`${h}.attn.c_proj.bias`),
-      },
-      ln2W: this.p(`${h}.ln_2.weight`) as tf.Tensor1D,
-      ln2B: o(`${h}.ln_2.bias`),
-      mlp: {
-        cFcW: this.p(`${h}.mlp.c_fc.weight`) as tf.Tensor2D,
-        cFcB: o(`${h}.mlp.c_fc.bias`),
-        cProjW: this.p(`${h}.mlp.c_proj.weight`) as tf.Tensor2D,
-        cProjB: o(`${h}.mlp.c_proj.bias`),
-      },
-    };
   }
 
   private checkIdx(idx: tf.Tensor, what: string): void {
@@ -544,7 +585,7 @@ export class PixelModel implements LanguageModel {
     const pos = tf.slice(this.p("transformer.wpe.weight"), [start, 0], [T, d]);
     let x = tf.reshape(tf.add(tok, pos), [B, T, d]) as tf.Tensor3D;
     for (let i = 0; i < this.config.nWarmup; i++) {
-      x = block(x, this.blockParams(i), this.config.nHead, {
+      x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
         precision,
         cache: caches?.[i],
         attentionProbs: probs,
@@ -560,9 +601,7 @@ export class PixelModel implements LanguageModel {
 
   /** Images [B·T, H, W, C] of a whole window (no cache). */
   private images(hn: tf.Tensor3D, precision?: Precision, probs?: tf.Tensor[]): tf.Tensor4D {
-    return this.config.model === "pixel-cumsum"
-      ? cumsumImages(this.config, this.params, hn, precision)
-      : attnImages(this.config, this.params, hn, precision, undefined, probs);
+    return this.mapping.images(this.config, this.params, hn, precision, probs);
   }
 
   /** CNN + GAP + ln_f: normed features [N, F]. */
@@ -617,9 +656,7 @@ export class PixelModel implements LanguageModel {
     const probs: tf.Tensor[] = [];
     tf.tidy(() => {
       const hn = this.front(idx, undefined, 0, undefined, probs);
-      if (this.config.model !== "pixel-cumsum") {
-        attnImages(this.config, this.params, hn, undefined, undefined, probs);
-      }
+      if (this.mapping.attends) this.mapping.images(this.config, this.params, hn, undefined, probs);
     });
     return probs.map((p, i) => ({ name: i < this.config.nWarmup ? `block ${i}` : "image attn", probs: p }));
   }
@@ -630,28 +667,12 @@ export class PixelModel implements LanguageModel {
    */
   activationImages(idx: tf.Tensor2D): { before: tf.Tensor; after: tf.Tensor; sharing: string } {
     this.checkIdx(idx, "activationImages");
-    const c = this.config, S = c.imageSize;
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const hn = this.front(idx);
-      const toCHW = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, T, S, S, c.channels]), [0, 1, 4, 2, 3]);
-      const after = toCHW(this.images(hn));
-      let before: tf.Tensor;
-      if (c.model === "pixel-cumsum") {
-        before = toCHW(cumsumImages(c, this.params, hn, undefined, false));
-      } else {
-        const W = this.p("map.value.weight") as tf.Tensor3D;
-        const hn2 = tf.reshape(hn, [B * T, c.nEmbd]);
-        const bias = this.params.get("map.value.bias");
-        const vs = tf.unstack(W).map((w, ci) => {
-          const y = tf.matMul(hn2, w as tf.Tensor2D);
-          return bias ? tf.add(y, tf.slice(bias, [ci, 0], [1, S * S])) : y;
-        });
-        before = tf.reshape(tf.stack(vs, 1), [B, T, c.channels, S, S]);
-      }
-      const sharing = c.model === "pixel-cumsum"
-        ? `running ${c.runningSum} over positions`
-        : "image attention (one head per channel)";
+      const after = toCHW(this.config, this.images(hn), B, T);
+      const before = this.mapping.ownImages(this.config, this.params, hn);
+      const sharing = this.mapping.sharing(this.config);
       return { before, after, sharing } as unknown as tf.TensorContainer;
     }) as unknown as { before: tf.Tensor; after: tf.Tensor; sharing: string };
   }
@@ -680,33 +701,12 @@ export class PixelModel implements LanguageModel {
     }
     const old: (tf.Tensor | null)[] = [
       ...state.caches.flatMap((k) => [k.k, k.v]),
-      state.keySum,
-      state.imageCache.k,
-      state.imageCache.src,
+      ...Object.values(state.mapping),
     ];
     const t = state.length;
     const logits = tf.tidy(() => {
       const hn = this.front(tf.reshape(tokens, [B, 1]) as tf.Tensor2D, undefined, t, state.caches);
-      let imgs: tf.Tensor4D;
-      const S = c.imageSize;
-      if (c.model === "pixel-cumsum") {
-        const k = linear(
-          tf.reshape(hn, [B, c.nEmbd]),
-          this.p("map.key.weight") as tf.Tensor2D,
-        ) as tf.Tensor2D; // [B, C·dk]
-        const sum = state.keySum ? tf.add(state.keySum, k) : k;
-        state.keySum = tf.keep(sum) as tf.Tensor2D;
-        const s = c.runningSum === "mean" ? tf.div(sum, t + 1) : sum;
-        const perChannel = tf.transpose(tf.reshape(s, [B, c.channels, c.keyDim]), [1, 0, 2]) as tf.Tensor3D;
-        imgs = tf.reshape(perChannelImages(perChannel, this.p("map.query") as tf.Tensor3D), [
-          B,
-          S,
-          S,
-          c.channels,
-        ]) as tf.Tensor4D;
-      } else {
-        imgs = attnImages(c, this.params, hn, undefined, state.imageCache);
-      }
+      const imgs = this.mapping.step(c, this.params, hn, t, state.mapping);
       const h = this.features(imgs);
       return linear(h, state.headT) as tf.Tensor2D;
     });
@@ -729,19 +729,11 @@ export class PixelModel implements LanguageModel {
    */
   flopsPerToken(): number {
     const c = this.config;
-    const d = c.nEmbd, C = c.channels, dk = c.keyDim, P = c.imageSize * c.imageSize, T = c.contextLength;
+    const d = c.nEmbd, T = c.contextLength;
     const blockParams = c.nWarmup * 12 * d * d;
     const F = cnnOutWidth(this.cnnCfg);
     let flops = 6 * blockParams + 12 * c.nWarmup * d * T + 6 * c.vocabSize * F;
-    if (c.model === "pixel-cumsum") {
-      flops += 6 * d * C * dk + 6 * C * dk * P; // keys, then S_t · pixel queries
-    } else {
-      flops += 6 * 2 * d * C * dk; // q and k
-      flops += 6 * C * T * dk; // scores q·k over the context (counted in full, as nanoGPT)
-      flops += attnOrderOf(c) === "values-first"
-        ? 6 * d * C * P + 6 * C * T * P // value images, then A @ V
-        : 6 * C * T * d + 6 * d * C * P; // A @ hn, then the image maps
-    }
+    flops += this.mapping.flops(c);
     flops += 3 * cnnFlopsPerImage(this.cnnCfg);
     return flops;
   }
