@@ -7,14 +7,8 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { AdamW } from "../lib/optim.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
-import {
-  attnImages,
-  cumsumImages,
-  PIXEL_PRESETS,
-  type PixelConfig,
-  PixelModel,
-  validatePixelConfig,
-} from "../lib/models/pixel.ts";
+import { attnImages, cumsumImages } from "../lib/models/pixel_mapping.ts";
+import { PIXEL_PRESETS, type PixelConfig, PixelModel, validatePixelConfig } from "../lib/models/pixel.ts";
 import { literalAttnImages, literalCumsumImages } from "../lib/models/pixel_reference.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";

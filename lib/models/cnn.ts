@@ -28,7 +28,6 @@ export interface CnnConfig {
   norm: CnnNorm;
 }
 
-
 const EPS = 1e-5;
 
 /** One conv of a plain VGG stack: its output width (input = previous width). */
