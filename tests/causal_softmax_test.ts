@@ -177,7 +177,7 @@ for (const backend of backends) {
     }
     assert.throws(
       () => causalSoftmax(tf.zeros([1, 2, 3, 4]), 0),
-      /causal_softmax\.ts.*\[1,2,3,4\] with past 0.*past \+ T/,
+      /causal_softmax\/mod\.ts.*\[1,2,3,4\] with past 0.*past \+ T/,
     );
     await initBackend("cpu", { quiet: true });
   });

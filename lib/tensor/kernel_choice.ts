@@ -48,20 +48,54 @@ export function setBlasMinWork(n: number): number {
 }
 
 const always = () => true;
-/** lmpipe's kernel registered under `name` on webgpu, with the fused kernels on. */
-const webgpuOwn = (name: string) => () => fusedKernelsActive() && tf.getKernel(name, "webgpu") !== undefined;
 
-const WASM_OWN = "lib/tensor/wasm/kernels.ts (kernels.wat)";
-const WASM_WHY = "one multithreaded SIMD pass where TF.js runs several single-threaded kernels";
-const WEBGPU_WHY = "one or two dispatches where TF.js's op chain launches one per op";
-const WASM_FORCE = "LMPIPE_WASM_FUSED=0 runs the op chain";
-const WEBGPU_FORCE = "LMPIPE_WEBGPU_FUSED=0 runs the op chain";
-const OPS = (file: string): Implementation => ({
-  name: "ops",
-  file,
-  active: always,
-  why: "TF.js op chain: the reference the kernels are tested against",
-});
+/** The op chain, always available: the reference the kernels are tested against. */
+function opChain(file: string): Implementation {
+  return {
+    name: "ops",
+    file,
+    active: always,
+    why: "TF.js op chain: the reference the kernels are tested against",
+  };
+}
+
+/** A row where lmpipe's wasm SIMD kernel (wasm/kernels.ts, kernels.wat) runs unless switched off. */
+function wasmRow(op: string, opChainFile: string, force = ""): KernelChoice {
+  const own: Implementation = {
+    name: "lmpipe",
+    file: "lib/tensor/wasm/kernels.ts (kernels.wat)",
+    active: () => wasmKernelsActive(),
+    why: "one multithreaded SIMD pass where TF.js runs several single-threaded kernels",
+  };
+  return {
+    op,
+    backend: "wasm",
+    implementations: [own, opChain(opChainFile)],
+    force: "LMPIPE_WASM_FUSED=0 runs the op chain" + force,
+  };
+}
+
+/**
+ * A row where lmpipe's WGSL kernel runs while the fused kernels are on; `kernel` names a TF.js kernel
+ * that must also be registered (tests unregister some to compare).
+ */
+function webgpuRow(op: string, file: string, opChainFile: string, kernel?: string, force = ""): KernelChoice {
+  const own: Implementation = {
+    name: "lmpipe",
+    file,
+    active: () =>
+      fusedKernelsActive() && (kernel === undefined || tf.getKernel(kernel, "webgpu") !== undefined),
+    why: "one or two dispatches where TF.js's op chain launches one per op",
+  };
+  return {
+    op,
+    backend: "webgpu",
+    implementations: [own, opChain(opChainFile)],
+    force: "LMPIPE_WEBGPU_FUSED=0 runs the op chain" + force,
+  };
+}
+
+const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
 export const TABLE: KernelChoice[] = [
@@ -84,140 +118,31 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
   },
-  {
-    op: "softmaxRows",
-    backend: "wasm",
-    implementations: [
-      { name: "lmpipe", file: WASM_OWN, active: () => wasmKernelsActive(), why: WASM_WHY },
-      OPS("lib/tensor/ops/softmax_rows/mod.ts"),
-    ],
-    force: WASM_FORCE,
-  },
-  {
-    op: "softmaxRows",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/kernels.ts",
-        active: webgpuOwn(SOFTMAX_ROWS_KERNEL),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/tensor/ops/softmax_rows/mod.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
-  {
-    op: "layerNorm",
-    backend: "wasm",
-    implementations: [
-      { name: "lmpipe", file: WASM_OWN, active: () => wasmKernelsActive(), why: WASM_WHY },
-      OPS("lib/tensor/ops/layer_norm/mod.ts"),
-    ],
-    force: WASM_FORCE,
-  },
-  {
-    op: "layerNorm",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/layers.ts",
-        active: webgpuOwn(LAYER_NORM_KERNEL),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/tensor/ops/layer_norm/mod.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
-  {
-    op: "gelu",
-    backend: "wasm",
-    implementations: [
-      { name: "lmpipe", file: WASM_OWN, active: () => wasmKernelsActive(), why: WASM_WHY },
-      OPS("lib/tensor/ops/gelu/mod.ts"),
-    ],
-    force: WASM_FORCE,
-  },
-  {
-    op: "gelu",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/layers.ts",
-        active: webgpuOwn(GELU_KERNEL),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/tensor/ops/gelu/mod.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
-  {
-    op: "causalSoftmax",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/ops/causal_softmax/webgpu.ts",
-        active: () => fusedKernelsActive(),
-        why: "mask from the row index in the shader: no mask upload, one dispatch each way",
-      },
-      OPS("lib/tensor/ops/causal_softmax/mod.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
-  {
-    op: "adamW",
-    backend: "wasm",
-    implementations: [
-      { name: "lmpipe", file: WASM_OWN, active: () => wasmKernelsActive(), why: WASM_WHY },
-      OPS("lib/optim.ts"),
-    ],
-    force: WASM_FORCE + "; AdamW's `fused: false` option",
-  },
-  {
-    op: "adamW",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/kernels.ts",
-        active: () => fusedKernelsActive(),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/optim.ts"),
-    ],
-    force: WEBGPU_FORCE + "; AdamW's `fused: false` option",
-  },
-  {
-    op: "sumSquares",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/kernels.ts",
-        active: () => fusedKernelsActive(),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/optim.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
-  {
-    op: "toHalf",
-    backend: "webgpu",
-    implementations: [
-      {
-        name: "lmpipe",
-        file: "lib/tensor/webgpu/kernels.ts",
-        active: () => fusedKernelsActive(),
-        why: WEBGPU_WHY,
-      },
-      OPS("lib/precision.ts"),
-    ],
-    force: WEBGPU_FORCE,
-  },
+  wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/mod.ts"),
+  wasmRow("layerNorm", "lib/tensor/ops/layer_norm/mod.ts"),
+  wasmRow("gelu", "lib/tensor/ops/gelu/mod.ts"),
+  wasmRow("adamW", "lib/optim.ts", FUSED_OPTION),
+  webgpuRow(
+    "softmaxRows",
+    "lib/tensor/webgpu/kernels.ts",
+    "lib/tensor/ops/softmax_rows/mod.ts",
+    SOFTMAX_ROWS_KERNEL,
+  ),
+  webgpuRow(
+    "layerNorm",
+    "lib/tensor/webgpu/layers.ts",
+    "lib/tensor/ops/layer_norm/mod.ts",
+    LAYER_NORM_KERNEL,
+  ),
+  webgpuRow("gelu", "lib/tensor/webgpu/layers.ts", "lib/tensor/ops/gelu/mod.ts", GELU_KERNEL),
+  webgpuRow(
+    "causalSoftmax",
+    "lib/tensor/ops/causal_softmax/webgpu.ts",
+    "lib/tensor/ops/causal_softmax/mod.ts",
+  ),
+  webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
+  webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
+  webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
 ];
 
 /**

@@ -9,7 +9,14 @@
 //     patch back into dx.
 // im2col / col2im run as lmpipe's wasm kernels on all threads (wasm/kernels.ts) or, with those off, as
 // the JavaScript loops below.
-import { alloc, type Arr, heapView, type KernelArgs, type TensorInfo } from "../../host_kernel.ts";
+import {
+  alloc,
+  type AnyBackend,
+  type Arr,
+  heapView,
+  type KernelArgs,
+  type TensorInfo,
+} from "../../host_kernel.ts";
 import { col2imOnHeap, type ConvGeometry, im2colOnHeap } from "../../wasm/kernels.ts";
 import { wasmMatMul2D } from "../matmul/wasm.ts";
 import { nhwcConvInfo } from "./mod.ts";
@@ -20,6 +27,38 @@ let im2colMaxFloats = IM2COL_MAX_FLOATS;
 /** For tests: a smaller im2col chunk, to exercise the chunked path (null restores the default). */
 export function setIm2colChunkFloatsForTests(n: number | null): void {
   im2colMaxFloats = n ?? IM2COL_MAX_FLOATS;
+}
+
+/** The sizes both gradient kernels work in: the im2col width K, rows per image, images per chunk. */
+function chunkPlan(ci: NonNullable<ReturnType<typeof nhwcConvInfo>>) {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
+  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
+  const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const K = KH * KW * Ci, perImage = OH * OW;
+  const geometry: ConvGeometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
+  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
+  return { B, Co, K, perImage, geometry, imgsPerChunk };
+}
+
+/**
+ * dy's rows [rows, Co] of images b0 .. b0 + nb - 1: dy itself when the chunk is the whole batch, else a
+ * copy (the rows are contiguous); the caller disposes a copy.
+ */
+function dyRows(
+  backend: AnyBackend,
+  dy: TensorInfo,
+  b0: number,
+  nb: number,
+  B: number,
+  perImage: number,
+  Co: number,
+): TensorInfo {
+  const rows = nb * perImage;
+  if (nb === B) return { dataId: dy.dataId, shape: [rows, Co], dtype: "float32" };
+  const dyc = backend.makeOutput([rows, Co], "float32") as TensorInfo;
+  heapView(backend, dyc).set(heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co));
+  return dyc;
 }
 
 /** The im2col matrix c [KH KW Ci, rows] of images b0 .. b0 + nb - 1 of xs (NHWC), in JavaScript. */
@@ -57,26 +96,12 @@ export function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs)
   if (!ci) {
     throw new Error("Conv2DBackpropFilter (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
   }
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
-  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
-  const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
-  const K = KH * KW * Ci, perImage = OH * OW;
-  const geometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
-  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
+  const { B, Co, K, perImage, geometry, imgsPerChunk } = chunkPlan(ci);
   let result: TensorInfo | undefined;
   for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
     const nb = Math.min(imgsPerChunk, B - b0), rows = nb * perImage;
     const col = backend.makeOutput([K, rows], "float32") as TensorInfo;
-    // dy rows of these images are contiguous: use dy itself when it is one chunk, else copy them.
-    let dyc: TensorInfo;
-    if (nb === B) dyc = { dataId: dy.dataId, shape: [rows, Co], dtype: "float32" };
-    else {
-      dyc = backend.makeOutput([rows, Co], "float32");
-      heapView(backend, dyc).set(
-        heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co),
-      );
-    }
+    const dyc = dyRows(backend, dy, b0, nb, B, perImage, Co);
     // lmpipe's wasm kernel on all threads, or (kernels off) the same loop in JavaScript
     if (!im2colOnHeap(backend, x, col, b0, nb, geometry)) {
       im2colJs(heapView(backend, x), heapView(backend, col), b0, nb, rows, geometry);
@@ -131,25 +156,12 @@ export function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs):
   const inputShape = attrs.inputShape as number[];
   const ci = nhwcConvInfo(inputShape, filter.shape, attrs);
   if (!ci) throw new Error("Conv2DBackpropInput (lmpipe wasm kernel): only NHWC (channelsLast) is supported");
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
-  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
-  const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
-  const K = KH * KW * Ci, perImage = OH * OW;
-  const geometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
+  const { B, Co, K, perImage, geometry, imgsPerChunk } = chunkPlan(ci);
   const out = alloc(backend, inputShape.slice(), "float32");
   const w2 = { ...filter, shape: [K, Co] };
-  const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
   for (let b0 = 0; b0 < B; b0 += imgsPerChunk) {
-    const nb = Math.min(imgsPerChunk, B - b0), rows = nb * perImage;
-    let dyc: TensorInfo;
-    if (nb === B) dyc = { dataId: dy.dataId, shape: [rows, Co], dtype: "float32" };
-    else {
-      dyc = backend.makeOutput([rows, Co], "float32");
-      heapView(backend, dyc).set(
-        heapView(backend, dy).subarray(b0 * perImage * Co, (b0 + nb) * perImage * Co),
-      );
-    }
+    const nb = Math.min(imgsPerChunk, B - b0);
+    const dyc = dyRows(backend, dy, b0, nb, B, perImage, Co);
     const col = wasmMatMul2D(backend, dyc, w2, true); // dy [rows, Co] @ W^T [Co, K]
     // lmpipe's wasm kernel on all threads, or (kernels off) the same loop in JavaScript
     if (!col2imOnHeap(backend, col, out.info, b0, nb, geometry)) {
