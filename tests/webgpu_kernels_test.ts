@@ -11,7 +11,14 @@ import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
 import { dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu/kernels.ts";
-import { setLayerKernelsRegistered } from "../lib/tensor/webgpu/layers.ts";
+import { setLayerNormKernelsRegistered } from "../lib/tensor/ops/layer_norm/webgpu.ts";
+import { setGeluKernelsRegistered } from "../lib/tensor/ops/gelu/webgpu.ts";
+
+/** LayerNorm and GELU as op chains (false) or as their WGSL kernels (true). */
+function setLayerKernelsRegistered(on: boolean): void {
+  setLayerNormKernelsRegistered(on);
+  setGeluKernelsRegistered(on);
+}
 import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "../lib/optim.ts";
 import { toHalf, toHalfOps } from "../lib/precision.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";

@@ -1,4 +1,4 @@
-// The LayerNorm and GELU kernels on webgpu (lib/tensor/webgpu/layers.ts, picked by ops/layer_norm/ and
+// The LayerNorm and GELU kernels on webgpu (lib/tensor/ops/layer_norm/webgpu.ts and ops/gelu/webgpu.ts, picked by ops/layer_norm/ and
 // ops/gelu/): forward and every gradient against a float64 loop and against the op chains they replace,
 // on row lengths C = 4, 16, 128, 768 and 1, 3 and 1000+ rows, with and without bias; NaN and infinity
 // rows stay NaN (the loss scaler's overflow signal) without touching the other rows; one dispatch each

@@ -124,17 +124,17 @@ export const TABLE: KernelChoice[] = [
   wasmRow("adamW", "lib/optim.ts", FUSED_OPTION),
   webgpuRow(
     "softmaxRows",
-    "lib/tensor/webgpu/kernels.ts",
+    "lib/tensor/ops/softmax_rows/webgpu.ts",
     "lib/tensor/ops/softmax_rows/mod.ts",
     SOFTMAX_ROWS_KERNEL,
   ),
   webgpuRow(
     "layerNorm",
-    "lib/tensor/webgpu/layers.ts",
+    "lib/tensor/ops/layer_norm/webgpu.ts",
     "lib/tensor/ops/layer_norm/mod.ts",
     LAYER_NORM_KERNEL,
   ),
-  webgpuRow("gelu", "lib/tensor/webgpu/layers.ts", "lib/tensor/ops/gelu/mod.ts", GELU_KERNEL),
+  webgpuRow("gelu", "lib/tensor/ops/gelu/webgpu.ts", "lib/tensor/ops/gelu/mod.ts", GELU_KERNEL),
   webgpuRow(
     "causalSoftmax",
     "lib/tensor/ops/causal_softmax/webgpu.ts",

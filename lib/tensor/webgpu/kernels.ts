@@ -9,16 +9,15 @@
 //   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/6 + 1): the gradient norm and the
 //     loss scaler's overflow check.
 //   - binary16 rounding of --precision mixed (LmpipeToHalf, ~19 -> 1): a one-output TF.js program.
-//   - the loss's vocabulary softmax (LmpipeSoftmaxRows, kernel_names.ts, as on wasm; Max, Sub, Exp,
-//     Sum -> 1, without their two [rows, cols] temporaries): e = exp(x - rowmax), the row maxima and the
-//     row sums of e, one workgroup per row, with the float32 operations of the op chain in its order.
+// It also holds what every lmpipe WGSL kernel shares (lib/tensor/ops/<op>/webgpu.ts use them): the
+// fused-kernel switch, pipeline cache, workgroup grids, row programs, flat views, binding-limit and
+// shape checks, and kernel (un)registration.
 // All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
 // are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
-// kernels for some: wasm/kernels.ts). Attention's causal mask + softmax is ops/causal_softmax/webgpu.ts.
+// kernels for some: wasm/kernels.ts).
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./limits.ts";
-import { ADAMW_KERNEL, type AdamWConstants, SOFTMAX_ROWS_KERNEL } from "../kernel_names.ts";
-import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
+import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -214,7 +213,7 @@ export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
 const SUM_GROUP = 6;
 
 /** TF.js's workgroup size for summing `n` elements to one value (reduce_webgpu.ts in 4.22). */
-function reduceWorkgroup(n: number, maxX: number): number {
+export function reduceWorkgroup(n: number, maxX: number): number {
   if (n >= 32768 && maxX >= 512) return 512;
   return n >= 4096 ? 256 : 64;
 }
@@ -448,59 +447,6 @@ export function toHalfFused(x: tf.Tensor): tf.Tensor {
   return tf.engine().runKernel(TO_HALF_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
 }
 
-// --- softmax of rows (lib/tensor/ops/softmax_rows/mod.ts, the hot spot of lib/loss.ts) ------------------------
-// One workgroup per row, of TF.js's reduction size W for the row length (reduceWorkgroup above): each
-// thread takes the row's elements t, t + W, ...; a halving tree over the W partial maxima gives the row
-// maximum (NaN if any element is NaN, tested on the bits so that no compiler may assume NaN away, as
-// TF.js's Max does); each thread then writes e = exp(x - max) for its elements and the same tree adds
-// the W partial sums: the additions of TF.js's Sum in its order, so on a driver that compiles each
-// operation as written (Mesa llvmpipe) e, m and s equal the op chain's bit for bit. x is read twice,
-// e written once, and nothing else of size [rows, cols] is allocated. As in the op chain: a row with a
-// NaN gets m, e and s all NaN (the loss scaler's overflow check needs a NaN loss); x = -Infinity gives
-// e = 0 (written explicitly: exp(-inf) is not guaranteed on every GPU) unless the whole row is
-// -Infinity (then NaN, as -inf - -inf); x = +Infinity makes m infinite.
-// Uniforms for [e (output), x, m, s], all bound as 1-D: NaN, Infinity, 4 x (shape, stride), rows, cols.
-const softmaxRowsShader = (w: number) => `
-struct Uniforms {
-  nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32,
-  shape2: i32, stride2: i32, shape3: i32, stride3: i32, rows: i32, cols: i32,
-};
-@group(0) @binding(0) var<storage, read_write> e: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> s: array<f32>;
-@group(0) @binding(4) var<uniform> u: Uniforms;
-var<workgroup> partial: array<f32, ${w}>;
-
-${WGSL_FLOAT_TESTS}
-${WGSL_MAX_NAN}
-
-${wgslRowEntry(w)}
-  var best = -u.infValue;
-  for (var c = lid; c < cols; c = c + ${w}u) { best = maxNaN(best, x[base + c]); }
-  partial[lid] = best;
-  var live: u32;
-  ${wgslTreeReduce((a, b) => `maxNaN(${a}, ${b})`, w)}
-  let mx = partial[0];
-  workgroupBarrier(); // everyone has read the maximum before partial is reused for the sums
-  let rowNaN = isNaN(mx);
-  var acc = 0.0;
-  for (var c = lid; c < cols; c = c + ${w}u) {
-    let v = x[base + c];
-    var ev = exp(v - mx);
-    if (isNegInf(v) && mx > v) { ev = 0.0; }
-    if (rowNaN) { ev = u.nanValue; }
-    e[base + c] = ev;
-    acc = acc + ev;
-  }
-  partial[lid] = acc;
-  ${wgslTreeReduce((a, b) => `${a} + ${b}`, w)}
-  if (lid == 0u) {
-    m[row] = mx;
-    s[row] = select(partial[0], u.nanValue, rowNaN);
-  }
-}`;
-
 /** A tensor bound as a flat float32 view (how the fused kernels hand tensors to recordAndSubmit). */
 export function flatView(t: TensorInfo): TensorInfo {
   return { dataId: t.dataId, shape: [tf.util.sizeFromShape(t.shape)], dtype: "float32" };
@@ -545,54 +491,40 @@ export class RowProgram {
   }
 }
 
-class LmpipeSoftmaxRowsProgram extends RowProgram {}
-
-function softmaxRowsKernel(
-  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
-): TensorInfo[] {
-  const { x } = inputs as Record<string, TensorInfo>;
-  if (x.dtype !== "float32" || x.shape.length !== 2) {
-    throw new Error(`${SOFTMAX_ROWS_KERNEL}: expected a 2-D float32 tensor, got [${x.shape}] ${x.dtype}`);
-  }
-  const [rows, cols] = x.shape;
-  if (rows === 0 || cols === 0) {
-    throw new Error(
-      `${SOFTMAX_ROWS_KERNEL}: empty input [${x.shape}]; softmaxRows (lib/tensor/ops/softmax_rows/mod.ts) runs the op chain for it`,
-    );
-  }
-  const limit = webgpuMaxTensorBytes(backend);
-  if (rows * cols * 4 > limit) {
-    throw new Error(
-      `${SOFTMAX_ROWS_KERNEL}: [${rows}, ${cols}] floats are over this GPU's storage-buffer binding limit of ` +
-        `${(limit / 2 ** 20).toFixed(1)} MiB; split the rows (maxRowsPerChunk in lib/nn.ts)`,
-    );
-  }
-  const device = backend.device as GPUDevice;
-  const e = backend.makeTensorInfo([rows, cols], "float32") as TensorInfo;
-  const m = backend.makeTensorInfo([rows, 1], "float32") as TensorInfo;
-  const s = backend.makeTensorInfo([rows, 1], "float32") as TensorInfo;
-  for (const t of [x, e, m, s]) backend.uploadToGPU(t.dataId);
-  const w = reduceWorkgroup(cols, device.limits.maxComputeWorkgroupSizeX);
-  const pipeline = cachedPipeline(device, `LmpipeSoftmaxRows${w}`, () => softmaxRowsShader(w));
-  backend.recordAndSubmit(
-    new LmpipeSoftmaxRowsProgram(pipeline, device, rows, cols),
-    flatView(e),
-    [flatView(x), flatView(m), flatView(s)],
-    [{ type: "int32", data: [rows] }, { type: "int32", data: [cols] }],
-  );
-  return [e, m, s];
-}
-
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 for (
   const [kernelName, fn] of [
     [ADAMW_KERNEL, adamWKernel],
     [TO_HALF_KERNEL, toHalfKernel],
     [SUM_SQUARES_KERNEL, sumSquaresKernel],
-    [SOFTMAX_ROWS_KERNEL, softmaxRowsKernel],
   ] as const
 ) {
   if (!tf.getKernel(kernelName, "webgpu")) {
     tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
+  }
+}
+
+/** Throws, naming the kernel, unless `t` is float32 of `shape`. */
+export function requireShape(kernel: string, what: string, t: TensorInfo, shape: number[]): void {
+  if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, shape)) {
+    throw new Error(`${kernel}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${shape}] float32`);
+  }
+}
+
+/**
+ * Registers `kernels` (name, kernel function) for webgpu (on) or takes them out of TF.js's registry
+ * (off): what each op's webgpu.ts offers tests that compare whole steps with and without its kernels.
+ */
+export function setWebGPUKernelsRegistered(
+  kernels: readonly (readonly [string, unknown])[],
+  on: boolean,
+): void {
+  for (const [kernelName, fn] of kernels) {
+    const registered = tf.getKernel(kernelName, "webgpu") !== undefined;
+    if (on && !registered) {
+      tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as tf.KernelFunc });
+    } else if (!on && registered) {
+      tf.unregisterKernel(kernelName, "webgpu");
+    }
   }
 }

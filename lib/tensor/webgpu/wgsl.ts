@@ -1,4 +1,4 @@
-// WGSL pieces shared by lmpipe's webgpu kernels (webgpu/kernels.ts, webgpu/layers.ts,
+// WGSL pieces shared by lmpipe's webgpu kernels (webgpu/kernels.ts, ops/<op>/webgpu.ts,
 // ops/causal_softmax/webgpu.ts): float tests on the bits (no shader compiler may assume NaN or infinity away), a
 // NaN-propagating maximum, the entry point of a one-workgroup-per-row kernel, and the halving tree over
 // a workgroup's partial values that TF.js's own reductions use (so that fused kernels can reproduce the

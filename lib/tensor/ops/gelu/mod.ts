@@ -1,13 +1,13 @@
 // GELU, tanh approximation (as GPT-2 used): 0.5 x (1 + tanh(k (x + c x^3))), the MLP's nonlinearity.
 // The op chain is ~7 TF.js kernels forward and ~10 backward, each a pass over the MLP's widest tensor;
-// where a backend registers lmpipe's GELU kernels (wasm: wasm/kernels.ts; webgpu: webgpu/layers.ts),
+// where a backend registers lmpipe's GELU kernels (wasm: wasm/kernels.ts; webgpu: webgpu.ts beside this file),
 // one kernel each way does the same float32 operations in the same order, keeping only x for the
 // backward pass (tanh is recomputed). Elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0,
 // the op chain runs.
 import * as tf from "@tensorflow/tfjs-core";
 import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
-import "../../webgpu/layers.ts"; // registers the webgpu kernels
+import "./webgpu.ts"; // registers the webgpu kernels
 
 /**
  * The op chain. Its gradient is written out, 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), so the tape

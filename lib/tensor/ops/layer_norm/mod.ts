@@ -6,7 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
-import "../../webgpu/layers.ts"; // registers the webgpu kernels
+import "./webgpu.ts"; // registers the webgpu kernels
 
 /** The op chain: also the reference the kernels are tested against. */
 export function layerNormByOps(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {

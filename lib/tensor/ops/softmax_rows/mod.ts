@@ -1,11 +1,12 @@
 // The unnormalised softmax of each row of a matrix, the hot spot of lmpipe's loss over a 50304-token
 // vocabulary (lib/loss.ts): e = exp(x - rowmax), with the row maxima m and the row sums s of e. On wasm
 // one multithreaded SIMD kernel computes it (wasm/kernels.ts), on webgpu one WGSL dispatch
-// (webgpu/kernels.ts); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
+// (webgpu.ts beside this file); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
 // Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import "./webgpu.ts"; // registers the webgpu kernel
 
 export interface SoftmaxRows {
   /** exp(x - m), [rows, cols]. */

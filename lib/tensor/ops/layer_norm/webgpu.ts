@@ -1,7 +1,6 @@
-// LayerNorm and GELU as WGSL kernels on webgpu, registered under the names their ops call
-// (kernel_names.ts; lib/tensor/ops/layer_norm/ and ops/gelu/ pick them when fusedKernelsActive()). TF.js
-// spells LayerNorm as ~10 programs forward and ~20 backward and GELU as ~7 and ~10, each a pass over
-// the tensor; here each is one dispatch forward and one (GELU) or two (LayerNorm) backward.
+// LayerNorm as WGSL kernels on webgpu, registered under the names ops/layer_norm/mod.ts calls
+// (kernel_names.ts; kernel_choice.ts decides when). TF.js spells LayerNorm as ~10 programs forward and
+// ~20 backward, each a pass over the tensor; here it is one dispatch forward and two backward.
 //   - LmpipeLayerNorm: one workgroup per row (rowWorkgroup threads; each takes the row's elements
 //     t, t + W, ...): row sum -> mean, sum of squared deviations -> rstd = 1 / sqrt(var + eps), then
 //     y = (x - mean) * rstd * w (+ b); writes y and the row mean and rstd (kept for the gradient).
@@ -12,32 +11,25 @@
 //     are added in lane order. This keeps C / COL_TILE * 256 threads busy (C = 768: 48 workgroups)
 //     without a temporary buffer of partial sums and the third dispatch a two-level reduction over
 //     row blocks would need; rows / LANES additions per thread stay short for rows up to B * T.
-//   - LmpipeGelu / LmpipeGeluGrad: elementwise TF.js programs (runWebGPUProgram) with the float32
-//     operations of ops/gelu/mod.ts's op chain in its order, tanh in TF.js's own overflow-safe form.
-// Non-finite values: a NaN or infinity in a LayerNorm row of x (or of dy, backward) makes that row's
-// outputs NaN, and NaN in GELU's x or dy gives NaN, tested on the bits (WGSL lets compilers assume NaN
-// away in float arithmetic), so the mixed-precision loss scaler still sees its overflows.
+// Non-finite values: a NaN or infinity in a row of x (or of dy, backward) makes that row's outputs NaN,
+// tested on the bits (WGSL lets compilers assume NaN away in float arithmetic), so the mixed-precision
+// loss scaler still sees its overflows.
 import * as tf from "@tensorflow/tfjs-core";
-import {
-  GELU_C,
-  GELU_GRAD_KERNEL,
-  GELU_K,
-  GELU_KERNEL,
-  LAYER_NORM_GRAD_KERNEL,
-  LAYER_NORM_KERNEL,
-} from "../kernel_names.ts";
+import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
 import {
   cachedPipeline,
   flatView,
+  requireShape,
   requireWithinBindingLimit,
   RowProgram,
   rowWorkgroup,
+  setWebGPUKernelsRegistered,
   workgroupGrid,
-} from "./kernels.ts";
-import { WGSL_FLOAT_TESTS, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
+} from "../../webgpu/kernels.ts";
+import { wgslRowEntry, wgslTreeReduce } from "../../webgpu/wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, runWebGPUProgram,
-// uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in webgpu/kernels.ts.
+// uploadToGPU, makeTensorInfo, disposeData, device), typed loosely as in lib/tensor/webgpu/kernels.ts.
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
@@ -201,13 +193,6 @@ class LmpipeLayerNormDwDbProgram {
 
 const int = (v: number) => ({ type: "int32", data: [v] });
 
-/** Throws, naming the kernel, unless `t` is float32 of `shape`. */
-function requireShape(kernel: string, what: string, t: TensorInfo, shape: number[]): void {
-  if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, shape)) {
-    throw new Error(`${kernel}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${shape}] float32`);
-  }
-}
-
 /** Rows and C of x [..., C]; throws, naming the kernel and the fix, for inputs the kernels do not take. */
 function rowsOf(kernel: string, x: TensorInfo, backend: GpuBackend): { rows: number; cols: number } {
   const cols = x.shape[x.shape.length - 1];
@@ -280,109 +265,20 @@ function layerNormGradKernel(
   return [dx, dw, db];
 }
 
-// --- GELU -----------------------------------------------------------------------------------------------
-// The constants as the op chain's float32 scalar tensors hold them (3c is computed in float64 first, as
-// ops/gelu/mod.ts does), written as exact WGSL literals.
-const f32 = (v: number) => `f32(${Math.fround(v)})`;
-
-// ops/gelu/mod.ts geluByOps, one float32 operation per TF.js op, in its order; TF.js's Tanh program's formula.
-const GELU_WGSL = `
-${WGSL_FLOAT_TESTS}
-fn tanhTf(a: f32) -> f32 {
-  let e2x = exp(-2.0 * abs(a));
-  return sign(a) * (1.0 - e2x) / (1.0 + e2x);
-}
-fn geluTanh(v: f32) -> f32 {
-  let x2 = v * v;
-  return tanhTf((v * (x2 * ${f32(GELU_C)} + 1.0)) * ${f32(GELU_K)});
-}`;
-
-/** A one-output elementwise TF.js program (runWebGPUProgram compiles, caches and dispatches it). */
-class LmpipeGeluProgram {
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  variableNames: string[];
-  workgroupSize: [number, number, number] = [128, 1, 1];
-  size = true;
-  constructor(shape: number[], readonly grad: boolean) {
-    this.outputShape = shape;
-    this.shaderKey = grad ? "lmpipe_gelu_grad" : "lmpipe_gelu";
-    this.variableNames = grad ? ["X", "Dy"] : ["X"];
-    this.dispatchLayout = { x: shape.map((_, i) => i) };
-    const groups = Math.ceil(tf.util.sizeFromShape(shape) / this.workgroupSize[0]);
-    this.dispatch = [Math.max(1, groups), 1, 1]; // runWebGPUProgram folds it into 2-D when too wide
-  }
-  getUserCode(): string {
-    const body = this.grad
-      ? `let d = getDyByOutputIndex(index);
-          let t = geluTanh(v);
-          let inner = (v * v * ${f32(3 * GELU_C)} + 1.0) * ${f32(GELU_K)};
-          let dt = (v * (1.0 - t * t)) * inner;
-          let out = d * (((t + 1.0) + dt) * 0.5);
-          setOutputAtIndex(index, select(out, uniforms.NAN, isNaN(v) || isNaN(d)));`
-      : `let t = geluTanh(v);
-          let out = (v * 0.5) * (t + 1.0);
-          setOutputAtIndex(index, select(out, uniforms.NAN, isNaN(v)));`;
-    return `${GELU_WGSL}
-      fn main(index: i32) {
-        if (index < uniforms.size) {
-          let v = getXByOutputIndex(index);
-          ${body}
-        }
-      }`;
-  }
-}
-
-function geluInput(kernel: string, what: string, t: TensorInfo, backend: GpuBackend): void {
-  if (t.dtype !== "float32") {
-    throw new Error(
-      `${kernel}: ${what} must be float32, got ${t.dtype}; gelu (lib/tensor/ops/gelu/mod.ts) runs the op chain`,
-    );
-  }
-  requireWithinBindingLimit(kernel, what, t, backend);
-}
-
-function geluKernel({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend }): TensorInfo {
-  const { x } = inputs as Record<string, TensorInfo>;
-  geluInput(GELU_KERNEL, "x", x, backend);
-  return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), false), [x], "float32");
-}
-
-function geluGradKernel(
-  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
-): TensorInfo {
-  const { x, dy } = inputs as Record<string, TensorInfo>;
-  geluInput(GELU_GRAD_KERNEL, "x", x, backend);
-  requireShape(GELU_GRAD_KERNEL, "dy", dy, x.shape);
-  return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), true), [x, dy], "float32");
-}
-
 const KERNELS = [
   [LAYER_NORM_KERNEL, layerNormKernel],
   [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
-  [GELU_KERNEL, geluKernel],
-  [GELU_GRAD_KERNEL, geluGradKernel],
 ] as const;
 
 /**
- * Registers this module's kernels for webgpu (true) or takes them out of the registry (false), so that
- * ops/layer_norm/ and ops/gelu/ run their op chains while the other fused kernels stay on. For tests that
- * need whole training steps bit-identical with the fused kernels on and off (tests/webgpu_kernels_test.ts):
- * these kernels add in their own order (LayerNorm) or round differently (GELU: on Mesa llvmpipe ~0.2% of
- * y and ~4% of dx differ from the op chain in the last bits).
+ * Registers the LayerNorm kernels for webgpu (true) or takes them out of the registry (false), so that
+ * layerNorm runs its op chain while the other fused kernels stay on: for tests that need whole training
+ * steps bit-identical with the fused kernels on and off (tests/webgpu_kernels_test.ts), since these
+ * kernels add in their own order.
  */
-export function setLayerKernelsRegistered(on: boolean): void {
-  for (const [kernelName, fn] of KERNELS) {
-    const registered = tf.getKernel(kernelName, "webgpu") !== undefined;
-    if (on && !registered) {
-      tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
-    } else if (!on && registered) {
-      tf.unregisterKernel(kernelName, "webgpu");
-    }
-  }
+export function setLayerNormKernelsRegistered(on: boolean): void {
+  setWebGPUKernelsRegistered(KERNELS, on);
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
-setLayerKernelsRegistered(true);
+setLayerNormKernelsRegistered(true);
