@@ -27,7 +27,14 @@ export function loadWeights(model: LanguageModel, weights: Map<string, HostTenso
   }
 }
 
-/** Builds the model a checkpoint's config.json describes, with the checkpoint's weights. */
+/**
+ * Builds the model a checkpoint's config.json describes, with the checkpoint's weights; errors name
+ * the folder and the tensor.
+ *
+ * @example
+ * const ckpt = await loadCheckpoint(dir);
+ * const model = modelFromCheckpoint(await loadFamilies(env), ckpt.config, ckpt.weights, dir, "eval");
+ */
 export function modelFromCheckpoint(
   families: Families,
   config: Record<string, unknown>,

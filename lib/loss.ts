@@ -114,6 +114,9 @@ function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: num
  * Mean over rows of -log softmax(h @ W^T)[target]: h [N, C] float32 hidden states, W [V, C] the tied
  * token embedding, targets [N] int32 in [0, V). Differentiable in h and W (gradients computed with the
  * forward pass as described at the top of this file). Out-of-range targets are a caller bug.
+ *
+ * @example
+ * const loss = tiedCrossEntropy(tf.reshape(h, [-1, C]) as tf.Tensor2D, wte, tf.reshape(targets, [-1]) as tf.Tensor1D);
  */
 export function tiedCrossEntropy(
   h: tf.Tensor2D,

@@ -40,7 +40,10 @@ export function normalInit(rng: Rng, shape: number[], std: number): tf.Tensor {
 
 /**
  * x[..., in] @ W[in, out] (+ b[out]) as one 2-D matMul over all rows: the fast XNNPACK path on wasm
- * and a plain 2-D gradient everywhere.
+ * and a plain 2-D gradient everywhere (TF.js's batched matMul against a 2-D weight is slow on wasm).
+ *
+ * @example
+ * const y = linear(x, w, b); // x [B, T, 64], w [64, 256], b [256] -> y [B, T, 256]
  */
 export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor {
   const inDim = w.shape[0], outDim = w.shape[1];
@@ -55,7 +58,12 @@ export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor
   return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
 }
 
-/** Rows of `table` [V, C] for int32 `ids` of any shape: [...ids.shape, C]. Differentiable in `table`. */
+/**
+ * Rows of `table` [V, C] for int32 `ids` of any shape: [...ids.shape, C]. Differentiable in `table`.
+ *
+ * @example
+ * const tok = embeddingLookup(wte, idx); // wte [V, C], idx int32 [B, T] -> [B, T, C]
+ */
 export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
   const flat = ids.rank === 1 ? ids : tf.reshape(ids, [-1]);
   const rows = tf.gather(table, flat as tf.Tensor1D, 0);
@@ -65,6 +73,9 @@ export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
 /**
  * out[r] = x[r, idx[r]] for x [R, V] and int32 idx [R], via a gather on the flattened tensor (no
  * one-hot, no batchDims): correct forward and gradient on cpu, wasm and webgpu.
+ *
+ * @example
+ * const picked = takeAlongLastAxis(logProbs, targets); // [N, V], int32 [N] -> logProbs[n, targets[n]], [N]
  */
 export function takeAlongLastAxis(x: tf.Tensor2D, idx: tf.Tensor1D): tf.Tensor1D {
   const [R, V] = x.shape;
@@ -75,6 +86,9 @@ export function takeAlongLastAxis(x: tf.Tensor2D, idx: tf.Tensor1D): tf.Tensor1D
 /**
  * How many rows of a [rows, cols] float32 result fit in one webgpu buffer binding (Infinity on other
  * backends); at least 1. Use it to size the row chunks of a large output head.
+ *
+ * @example
+ * const rows = Math.min(N, maxRowsPerChunk(vocabSize)); // rows of h per logits chunk
  */
 export function maxRowsPerChunk(cols: number): number {
   if (tf.getBackend() !== "webgpu") return Infinity;
