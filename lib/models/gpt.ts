@@ -25,6 +25,7 @@ import { Rng } from "../rng.ts";
 import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
+import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
 import {
   blockParamsOf,
@@ -171,17 +172,6 @@ export class Gpt implements LanguageModel {
     return this.params.get(name);
   }
 
-  private checkIdx(idx: tf.Tensor, what: string): void {
-    if (idx.rank !== 2 || idx.dtype !== "int32") {
-      throw new Error(`gpt.${what}: expected int32 [B, T] tokens, got ${idx.dtype} [${idx.shape}]`);
-    }
-    if (idx.shape[1]! > this.config.contextLength) {
-      throw usageError(
-        `gpt.${what}: ${idx.shape[1]} positions exceed the context length ${this.config.contextLength}`,
-      );
-    }
-  }
-
   /** Hidden states after the final LayerNorm, [B, T, C]. */
   private hidden(idx: tf.Tensor2D, opts: ForwardOptions = {}, attentionProbs?: tf.Tensor[]): tf.Tensor3D {
     const [B, T] = idx.shape;
@@ -208,12 +198,7 @@ export class Gpt implements LanguageModel {
   }
 
   loss(idx: tf.Tensor2D, targets: tf.Tensor2D, opts: ForwardOptions = {}): tf.Scalar {
-    this.checkIdx(idx, "loss");
-    if (targets.dtype !== "int32" || targets.shape.join() !== idx.shape.join()) {
-      throw new Error(
-        `gpt.loss: targets must be int32 [${idx.shape}], got ${targets.dtype} [${targets.shape}]`,
-      );
-    }
+    checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]) as tf.Tensor2D;
       const wte = this.p("transformer.wte.weight") as tf.Tensor2D;
@@ -222,7 +207,7 @@ export class Gpt implements LanguageModel {
   }
 
   logits(idx: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
-    this.checkIdx(idx, "logits");
+    checkTokens(this.config, idx, "logits");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]);
@@ -233,7 +218,7 @@ export class Gpt implements LanguageModel {
 
   /** Softmax probabilities of every attention layer for idx [1, T] (for `lmpipe viz`); caller disposes. */
   attentionMaps(idx: tf.Tensor2D): { name: string; probs: tf.Tensor }[] {
-    this.checkIdx(idx, "attentionMaps");
+    checkTokens(this.config, idx, "attentionMaps");
     const probs: tf.Tensor[] = [];
     tf.tidy(() => {
       this.hidden(idx, {}, probs);
@@ -254,14 +239,7 @@ export class Gpt implements LanguageModel {
       throw new Error("gpt.decodeStep: state was not made by this model's startDecode");
     }
     const B = state.batch, C = this.config.nEmbd;
-    if (tokens.rank !== 1 || tokens.shape[0] !== B || tokens.dtype !== "int32") {
-      throw new Error(`gpt.decodeStep: expected int32 [${B}] tokens, got ${tokens.dtype} [${tokens.shape}]`);
-    }
-    if (state.length >= this.config.contextLength) {
-      throw usageError(
-        `gpt.decodeStep: the context (${this.config.contextLength} positions) is full; start a new decode with the last positions`,
-      );
-    }
+    checkDecodeStep(this.config, B, state.length, tokens);
     const old = state.caches.map((c) => [c.k, c.v]);
     const logits = tf.tidy(() => {
       const tok = embeddingLookup(this.p("transformer.wte.weight") as tf.Tensor2D, tokens);

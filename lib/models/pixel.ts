@@ -35,6 +35,7 @@ import { Rng } from "../rng.ts";
 import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
+import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type {
   DecodeState,
   ForwardOptions,
@@ -305,21 +306,6 @@ export class PixelModel implements LanguageModel {
     return v;
   }
 
-  private checkIdx(idx: tf.Tensor, what: string): void {
-    if (idx.rank !== 2 || idx.dtype !== "int32") {
-      throw new Error(
-        `${this.config.model}.${what}: expected int32 [B, T] tokens, got ${idx.dtype} [${idx.shape}]`,
-      );
-    }
-    if ((idx.shape[1] ?? 0) > this.config.contextLength) {
-      throw usageError(
-        `${this.config.model}.${what}: ${
-          idx.shape[1]
-        } positions exceed the context length ${this.config.contextLength}`,
-      );
-    }
-  }
-
   /** Embeddings + warm-up blocks + map LayerNorm for positions start..start+T-1: hn [B, T, d]. */
   private front(
     idx: tf.Tensor2D,
@@ -373,12 +359,7 @@ export class PixelModel implements LanguageModel {
   }
 
   loss(idx: tf.Tensor2D, targets: tf.Tensor2D, opts: ForwardOptions = {}): tf.Scalar {
-    this.checkIdx(idx, "loss");
-    if (targets.dtype !== "int32" || targets.shape.join() !== idx.shape.join()) {
-      throw new Error(
-        `${this.config.model}.loss: targets must be int32 [${idx.shape}], got ${targets.dtype} [${targets.shape}]`,
-      );
-    }
+    checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
       return tiedCrossEntropy(
@@ -390,7 +371,7 @@ export class PixelModel implements LanguageModel {
   }
 
   logits(idx: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
-    this.checkIdx(idx, "logits");
+    checkTokens(this.config, idx, "logits");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
@@ -401,7 +382,7 @@ export class PixelModel implements LanguageModel {
 
   /** Attention probabilities of the warm-up blocks and (pixel-attn) the image attention, for viz. */
   attentionMaps(idx: tf.Tensor2D): { name: string; probs: tf.Tensor }[] {
-    this.checkIdx(idx, "attentionMaps");
+    checkTokens(this.config, idx, "attentionMaps");
     const probs: tf.Tensor[] = [];
     tf.tidy(() => {
       const hn = this.front(idx, undefined, 0, undefined, probs);
@@ -415,7 +396,7 @@ export class PixelModel implements LanguageModel {
    * activation image k_t·q, or its value images), `after` the image the CNN reads.
    */
   activationImages(idx: tf.Tensor2D): { before: tf.Tensor; after: tf.Tensor; sharing: string } {
-    this.checkIdx(idx, "activationImages");
+    checkTokens(this.config, idx, "activationImages");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const hn = this.front(idx);
@@ -438,16 +419,7 @@ export class PixelModel implements LanguageModel {
       throw new Error(`${this.config.model}.decodeStep: state was not made by this model's startDecode`);
     }
     const c = this.config, B = state.batch;
-    if (tokens.rank !== 1 || tokens.shape[0] !== B || tokens.dtype !== "int32") {
-      throw new Error(
-        `${c.model}.decodeStep: expected int32 [${B}] tokens, got ${tokens.dtype} [${tokens.shape}]`,
-      );
-    }
-    if (state.length >= c.contextLength) {
-      throw usageError(
-        `${c.model}.decodeStep: the context (${c.contextLength} positions) is full; start a new decode with the last positions`,
-      );
-    }
+    checkDecodeStep(this.config, B, state.length, tokens);
     const old: (tf.Tensor | null)[] = [
       ...state.caches.flatMap((k) => [k.k, k.v]),
       ...Object.values(state.mapping),
