@@ -1,27 +1,17 @@
-// lmpipe's own kernels for the wasm backend (kernels.wat), run straight on TF.js's heap and shared
-// between the main thread and, with the threaded wasm build, one worker thread per extra wasm thread
-// (TF.js's own elementwise and reduction kernels use one thread whatever the count). Registered as TF.js
-// kernels: LmpipeSoftmaxRows (ops/softmax_rows/), LmpipeAdamW (the name of webgpu's fused AdamW, so
-// lib/optim.ts calls both the same way), LmpipeLayerNorm and LmpipeLayerNormGrad (ops/layer_norm/),
-// LmpipeGelu and LmpipeGeluGrad (ops/gelu/), and Tanh on wasm, which replaces TF.js's scalar one; and
-// im2colOnHeap / col2imOnHeap for the conv gradient kernels (ops/conv2d/wasm.ts). LMPIPE_WASM_FUSED=0 turns them
-// all off (the op chains, TF.js's Tanh and ops/conv2d/wasm.ts's JavaScript loops run instead).
+// The runtime of lmpipe's own wasm kernels (kernels.wat): one module instantiated on TF.js's heap and
+// shared between the main thread and, with the threaded wasm build, one worker thread per extra wasm
+// thread (TF.js's own elementwise and reduction kernels use one thread whatever the count). Ops run jobs
+// through runRows / runElementwise: their kernels live in lib/tensor/ops/<op>/wasm.ts (softmax rows,
+// LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW (the name of
+// webgpu's fused AdamW, so lib/optim.ts calls both the same way) and Tanh on wasm, which replaces TF.js's
+// scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
+// gradients' JavaScript loops run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { KERNELS_WASM } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
-import {
-  ADAMW_KERNEL,
-  type AdamWConstants,
-  GELU_C,
-  GELU_GRAD_KERNEL,
-  GELU_K,
-  GELU_KERNEL,
-  LAYER_NORM_GRAD_KERNEL,
-  LAYER_NORM_KERNEL,
-  SOFTMAX_ROWS_KERNEL,
-} from "../kernel_names.ts";
+import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
@@ -137,8 +127,8 @@ class Runner {
 let runner: Runner | null = null;
 
 // deno-lint-ignore no-explicit-any
-type AnyBackend = any;
-interface TensorInfo {
+export type AnyBackend = any;
+export interface TensorInfo {
   dataId: object;
   shape: number[];
   dtype: string;
@@ -152,7 +142,7 @@ function memoryOf(backend: AnyBackend): WebAssembly.Memory | undefined {
 }
 
 /** Whether the kernels are on and can run on `backend` (a wasm backend with its memory in reach). */
-function usable(backend: AnyBackend): boolean {
+export function usable(backend: AnyBackend): boolean {
   return enabled && memoryOf(backend) !== undefined;
 }
 
@@ -197,38 +187,17 @@ export function wasmKernelStats(): { rows: number; rowsOnWorkers: number } {
 }
 
 /** A tensor's byte offset in the heap (read after any allocation: the heap may grow, offsets stay). */
-function offsetOf(backend: AnyBackend, t: TensorInfo): number {
+export function offsetOf(backend: AnyBackend, t: TensorInfo): number {
   return backend.dataIdMap.get(t.dataId).memoryOffset as number;
 }
 
-function requireFloat32(kernel: string, what: string, t: TensorInfo, shape?: number[]): void {
+/** Throws, naming the kernel, unless `t` is float32 (of `shape`, when given). */
+export function requireFloat32(kernel: string, what: string, t: TensorInfo, shape?: number[]): void {
   if (t.dtype !== "float32" || (shape && !tf.util.arraysEqual(t.shape, shape))) {
     throw new Error(
       `${kernel}: ${what} is ${t.dtype} [${t.shape}], expected float32${shape ? ` [${shape}]` : ""}`,
     );
   }
-}
-
-function softmaxRowsKernel(
-  { inputs, backend }: { inputs: { x: TensorInfo }; backend: AnyBackend },
-): TensorInfo[] {
-  const { x } = inputs;
-  requireFloat32(SOFTMAX_ROWS_KERNEL, "x", x);
-  if (x.shape.length !== 2) throw new Error(`${SOFTMAX_ROWS_KERNEL}: x must be 2-D, got [${x.shape}]`);
-  const [rows, cols] = x.shape;
-  const e = backend.makeOutput([rows, cols], "float32") as TensorInfo;
-  const m = backend.makeOutput([rows, 1], "float32") as TensorInfo;
-  const s = backend.makeOutput([rows, 1], "float32") as TensorInfo;
-  if (rows > 0) {
-    const o = (t: TensorInfo) => offsetOf(backend, t);
-    runnerFor(backend).run(
-      [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols],
-      rows,
-      rowsPerPiece(cols),
-      rows * cols,
-    );
-  }
-  return [e, m, s];
 }
 
 function adamWKernel(
@@ -260,175 +229,22 @@ function adamWKernel(
   return outs;
 }
 
+/**
+ * Runs a job of `rows` rows of `valuesPerRow` values each (job arguments `args`: kernel_calls.ts) on all
+ * the kernels' threads, a piece of about PIECE_VALUES values at a time.
+ */
+export function runRows(backend: AnyBackend, args: number[], rows: number, valuesPerRow: number): void {
+  runnerFor(backend).run(args, rows, rowsPerPiece(valuesPerRow), rows * valuesPerRow);
+}
+
 /** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */
 function rowsPerPiece(cols: number): number {
   return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
 }
 
 /** Runs an elementwise job over `n` values (kernel_calls.ts: rows are blocks of BLOCK values). */
-function runElementwise(backend: AnyBackend, args: number[], n: number): void {
+export function runElementwise(backend: AnyBackend, args: number[], n: number): void {
   runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
-}
-
-function layerNormKernel(
-  { inputs, backend, attrs }: { inputs: Record<string, TensorInfo>; backend: AnyBackend; attrs: unknown },
-): TensorInfo[] {
-  const { x, w, b } = inputs;
-  const { eps } = attrs as { eps: number };
-  const C = x.shape[x.shape.length - 1], rows = tf.util.sizeFromShape(x.shape) / C;
-  requireFloat32(LAYER_NORM_KERNEL, "x", x);
-  requireFloat32(LAYER_NORM_KERNEL, "the weight", w, [C]);
-  if (b) requireFloat32(LAYER_NORM_KERNEL, "the bias", b, [C]);
-  if (C % 4 !== 0) {
-    throw new Error(`${LAYER_NORM_KERNEL}: rows of ${C} values; the kernel needs a multiple of 4`);
-  }
-  const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
-  const mean = backend.makeOutput([rows], "float32") as TensorInfo;
-  const rstd = backend.makeOutput([rows], "float32") as TensorInfo;
-  if (rows > 0) {
-    const o = (t: TensorInfo) => offsetOf(backend, t);
-    const args = [
-      KIND.layerNorm,
-      o(x),
-      o(w),
-      b ? o(b) : 0,
-      o(y),
-      o(mean),
-      o(rstd),
-      C,
-      floatBits(eps),
-      b ? 1 : 0,
-    ];
-    runnerFor(backend).run(args, rows, rowsPerPiece(C), rows * C);
-  }
-  return [y, mean, rstd];
-}
-
-function layerNormGradKernel(
-  { inputs, backend }: { inputs: Record<string, TensorInfo>; backend: AnyBackend },
-): TensorInfo[] {
-  const { dy, x, w, mean, rstd } = inputs;
-  const C = x.shape[x.shape.length - 1], rows = tf.util.sizeFromShape(x.shape) / C;
-  for (
-    const [what, t, shape] of [["dy", dy, x.shape], ["mean", mean, [rows]], ["rstd", rstd, [rows]]] as const
-  ) {
-    requireFloat32(LAYER_NORM_GRAD_KERNEL, what, t, shape as number[]);
-  }
-  const dx = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
-  const dw = backend.makeOutput([C], "float32") as TensorInfo;
-  const db = backend.makeOutput([C], "float32") as TensorInfo;
-  const o = (t: TensorInfo) => offsetOf(backend, t);
-  const r = runnerFor(backend);
-  if (rows > 0) {
-    r.run([KIND.layerNormDx, o(dy), o(x), o(w), o(mean), o(rstd), o(dx), C], rows, rowsPerPiece(C), rows * C);
-  }
-  r.run([KIND.layerNormDwDb, o(dy), o(x), o(mean), o(rstd), o(dw), o(db), rows, C], 1, 1, 0);
-  return [dx, dw, db];
-}
-
-function geluKernel({ inputs, backend }: { inputs: { x: TensorInfo }; backend: AnyBackend }): TensorInfo {
-  const { x } = inputs;
-  requireFloat32(GELU_KERNEL, "x", x);
-  const n = tf.util.sizeFromShape(x.shape);
-  const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
-  if (n > 0) {
-    const args = [
-      KIND.gelu,
-      offsetOf(backend, x),
-      offsetOf(backend, y),
-      n,
-      floatBits(GELU_C),
-      floatBits(GELU_K),
-    ];
-    runElementwise(backend, args, n);
-  }
-  return y;
-}
-
-function geluGradKernel(
-  { inputs, backend }: { inputs: { x: TensorInfo; dy: TensorInfo }; backend: AnyBackend },
-): TensorInfo {
-  const { x, dy } = inputs;
-  requireFloat32(GELU_GRAD_KERNEL, "x", x);
-  requireFloat32(GELU_GRAD_KERNEL, "dy", dy, x.shape);
-  const n = tf.util.sizeFromShape(x.shape);
-  const dx = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
-  if (n > 0) {
-    const o = (t: TensorInfo) => offsetOf(backend, t);
-    const consts = [GELU_C, 3 * GELU_C, GELU_K].map(floatBits);
-    runElementwise(backend, [KIND.geluGrad, o(x), o(dy), o(dx), n, ...consts], n);
-  }
-  return dx;
-}
-
-/** NHWC convolution geometry for the conv gradient helpers below (TF.js's conv info, flattened). */
-export interface ConvGeometry {
-  H: number;
-  W: number;
-  Ci: number;
-  OH: number;
-  OW: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  dh: number;
-  dw: number;
-  pt: number;
-  pl: number;
-}
-
-/**
- * Fills col [KH KW Ci, nb OH OW] with the im2col matrix of images b0 .. b0 + nb - 1 of x (both on the
- * heap), rows shared between threads. Returns false, doing nothing, when the kernels are off or cannot
- * run here: the caller (lib/tensor/ops/conv2d/wasm.ts) then runs its JavaScript loop.
- */
-export function im2colOnHeap(
-  backend: AnyBackend,
-  x: TensorInfo,
-  col: TensorInfo,
-  b0: number,
-  nb: number,
-  g: ConvGeometry,
-): boolean {
-  if (!usable(backend)) return false;
-  const K = g.KH * g.KW * g.Ci, rows = nb * g.OH * g.OW;
-  const args = [
-    KIND.im2col,
-    offsetOf(backend, x),
-    offsetOf(backend, col),
-    b0,
-    nb,
-    g.H,
-    g.W,
-    g.Ci,
-    g.OH,
-    g.OW,
-  ];
-  args.push(g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, rows);
-  runnerFor(backend).run(args, K, rowsPerPiece(rows), K * rows);
-  return true;
-}
-
-/**
- * Adds the im2col-shaped gradient col [nb OH OW, KH KW Ci] of images b0 .. b0 + nb - 1 into dx (NHWC, on
- * the heap), images shared between threads. Returns false, doing nothing, when the kernels are off or
- * cannot run here (the caller runs its JavaScript loop).
- */
-export function col2imOnHeap(
-  backend: AnyBackend,
-  col: TensorInfo,
-  dx: TensorInfo,
-  b0: number,
-  nb: number,
-  g: ConvGeometry,
-): boolean {
-  if (!usable(backend)) return false;
-  const perImage = g.OH * g.OW * g.KH * g.KW * g.Ci;
-  const args = [KIND.col2im, offsetOf(backend, col), offsetOf(backend, dx), b0, g.H, g.W, g.Ci, g.OH, g.OW];
-  args.push(g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl);
-  runnerFor(backend).run(args, nb, rowsPerPiece(perImage), nb * perImage);
-  return true;
 }
 
 function tanhKernel(orig: KernelFn): KernelFn {
@@ -445,12 +261,7 @@ function tanhKernel(orig: KernelFn): KernelFn {
 
 for (
   const [kernelName, kernelFunc] of [
-    [SOFTMAX_ROWS_KERNEL, softmaxRowsKernel],
     [ADAMW_KERNEL, adamWKernel],
-    [LAYER_NORM_KERNEL, layerNormKernel],
-    [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
-    [GELU_KERNEL, geluKernel],
-    [GELU_GRAD_KERNEL, geluGradKernel],
   ] as const
 ) {
   if (!tf.getKernel(kernelName, "wasm")) {

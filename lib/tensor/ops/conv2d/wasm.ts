@@ -7,8 +7,8 @@
 //     layout;
 //   - input: dcol [rows, kh*kw*Ci] = dy [rows, Co] @ W^T [Co, kh*kw*Ci], then col2im adds each row's
 //     patch back into dx.
-// im2col / col2im run as lmpipe's wasm kernels on all threads (wasm/kernels.ts) or, with those off, as
-// the JavaScript loops below.
+// im2col / col2im run as lmpipe's wasm kernels on all threads (kernels.wat, run by wasm/kernels.ts) or,
+// with those off, as the JavaScript loops below.
 import {
   alloc,
   type AnyBackend,
@@ -17,7 +17,8 @@ import {
   type KernelArgs,
   type TensorInfo,
 } from "../../host_kernel.ts";
-import { col2imOnHeap, type ConvGeometry, im2colOnHeap } from "../../wasm/kernels.ts";
+import { offsetOf, runRows, usable } from "../../wasm/kernels.ts";
+import { KIND } from "../../wasm/kernel_calls.ts";
 import { wasmMatMul2D } from "../matmul/wasm.ts";
 import { nhwcConvInfo } from "./mod.ts";
 
@@ -171,4 +172,74 @@ export function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs):
     if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);
   }
   return out.info;
+}
+
+/** NHWC convolution geometry for the conv gradient helpers below (TF.js's conv info, flattened). */
+export interface ConvGeometry {
+  H: number;
+  W: number;
+  Ci: number;
+  OH: number;
+  OW: number;
+  KH: number;
+  KW: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  pt: number;
+  pl: number;
+}
+
+/**
+ * Fills col [KH KW Ci, nb OH OW] with the im2col matrix of images b0 .. b0 + nb - 1 of x (both on the
+ * heap), rows shared between threads. Returns false, doing nothing, when the kernels are off or cannot
+ * run here: the caller then runs its JavaScript loop.
+ */
+function im2colOnHeap(
+  backend: AnyBackend,
+  x: TensorInfo,
+  col: TensorInfo,
+  b0: number,
+  nb: number,
+  g: ConvGeometry,
+): boolean {
+  if (!usable(backend)) return false;
+  const K = g.KH * g.KW * g.Ci, rows = nb * g.OH * g.OW;
+  const args = [
+    KIND.im2col,
+    offsetOf(backend, x),
+    offsetOf(backend, col),
+    b0,
+    nb,
+    g.H,
+    g.W,
+    g.Ci,
+    g.OH,
+    g.OW,
+  ];
+  args.push(g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, rows);
+  runRows(backend, args, K, rows);
+  return true;
+}
+
+/**
+ * Adds the im2col-shaped gradient col [nb OH OW, KH KW Ci] of images b0 .. b0 + nb - 1 into dx (NHWC, on
+ * the heap), images shared between threads. Returns false, doing nothing, when the kernels are off or
+ * cannot run here (the caller runs its JavaScript loop).
+ */
+function col2imOnHeap(
+  backend: AnyBackend,
+  col: TensorInfo,
+  dx: TensorInfo,
+  b0: number,
+  nb: number,
+  g: ConvGeometry,
+): boolean {
+  if (!usable(backend)) return false;
+  const perImage = g.OH * g.OW * g.KH * g.KW * g.Ci;
+  const args = [KIND.col2im, offsetOf(backend, col), offsetOf(backend, dx), b0, g.H, g.W, g.Ci, g.OH, g.OW];
+  args.push(g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl);
+  runRows(backend, args, nb, perImage);
+  return true;
 }

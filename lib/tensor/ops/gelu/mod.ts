@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import "./wasm.ts"; // registers the wasm kernels
 import "./webgpu.ts"; // registers the webgpu kernels
 
 /**

@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import "./wasm.ts"; // registers the wasm kernels
 import "./webgpu.ts"; // registers the webgpu kernels
 
 /** The op chain: also the reference the kernels are tested against. */

@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import "./wasm.ts"; // registers the wasm kernels
 import "./webgpu.ts"; // registers the webgpu kernel
 
 export interface SoftmaxRows {
