@@ -66,3 +66,15 @@ export function replaceKernel(name: string, backendName: string, make: (orig?: K
     disposeFunc: old?.disposeFunc,
   });
 }
+
+/**
+ * Registers each (name, kernel) of `kernels` for `backendName` unless a kernel of that name is registered
+ * already: how lmpipe's own kernels (ops/<op>/wasm.ts, webgpu.ts) register when their module is imported.
+ */
+export function registerKernels(backendName: string, kernels: readonly (readonly [string, unknown])[]): void {
+  for (const [kernelName, fn] of kernels) {
+    if (!tf.getKernel(kernelName, backendName)) {
+      tf.registerKernel({ kernelName, backendName, kernelFunc: fn as tf.KernelFunc });
+    }
+  }
+}

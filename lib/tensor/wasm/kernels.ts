@@ -8,6 +8,7 @@
 // gradients' JavaScript loops run instead).
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
+import { registerKernels } from "../host_kernel.ts";
 import { KERNELS_WASM } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
@@ -259,19 +260,7 @@ function tanhKernel(orig: KernelFn): KernelFn {
   };
 }
 
-for (
-  const [kernelName, kernelFunc] of [
-    [ADAMW_KERNEL, adamWKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "wasm")) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-}
+registerKernels("wasm", [[ADAMW_KERNEL, adamWKernel]]);
 {
   const tfjsTanh = tf.getKernel(tf.Tanh, "wasm");
   if (tfjsTanh && !(tfjsTanh.kernelFunc as { lmpipe?: boolean }).lmpipe) {

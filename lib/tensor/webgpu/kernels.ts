@@ -16,6 +16,7 @@
 // are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
 // kernels for some: wasm/kernels.ts).
 import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../host_kernel.ts";
 import { webgpuMaxTensorBytes } from "./limits.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
 
@@ -492,17 +493,11 @@ export class RowProgram {
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
-for (
-  const [kernelName, fn] of [
-    [ADAMW_KERNEL, adamWKernel],
-    [TO_HALF_KERNEL, toHalfKernel],
-    [SUM_SQUARES_KERNEL, sumSquaresKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "webgpu")) {
-    tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-}
+registerKernels("webgpu", [
+  [ADAMW_KERNEL, adamWKernel],
+  [TO_HALF_KERNEL, toHalfKernel],
+  [SUM_SQUARES_KERNEL, sumSquaresKernel],
+]);
 
 /** Throws, naming the kernel, unless `t` is float32 of `shape`. */
 export function requireShape(kernel: string, what: string, t: TensorInfo, shape: number[]): void {
@@ -519,12 +514,8 @@ export function setWebGPUKernelsRegistered(
   kernels: readonly (readonly [string, unknown])[],
   on: boolean,
 ): void {
-  for (const [kernelName, fn] of kernels) {
-    const registered = tf.getKernel(kernelName, "webgpu") !== undefined;
-    if (on && !registered) {
-      tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as tf.KernelFunc });
-    } else if (!on && registered) {
-      tf.unregisterKernel(kernelName, "webgpu");
-    }
+  if (on) return registerKernels("webgpu", kernels);
+  for (const [kernelName] of kernels) {
+    if (tf.getKernel(kernelName, "webgpu")) tf.unregisterKernel(kernelName, "webgpu");
   }
 }

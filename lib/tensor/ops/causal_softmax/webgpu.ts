@@ -12,6 +12,7 @@
 // 0. One deliberate difference: a row whose visible scores are all -Infinity becomes NaN here, where the
 // op chain would hand its probability to the masked keys.
 import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../../host_kernel.ts";
 import {
   cachedPipeline,
   flatView,
@@ -207,13 +208,7 @@ export function causalSoftmaxGradKernelCall(y: tf.Tensor, dy: tf.Tensor): tf.Ten
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
-for (
-  const [kernelName, fn] of [
-    [CAUSAL_SOFTMAX_KERNEL, causalSoftmaxKernel],
-    [CAUSAL_SOFTMAX_GRAD_KERNEL, causalSoftmaxGradKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "webgpu")) {
-    tf.registerKernel({ kernelName, backendName: "webgpu", kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-}
+registerKernels("webgpu", [
+  [CAUSAL_SOFTMAX_KERNEL, causalSoftmaxKernel],
+  [CAUSAL_SOFTMAX_GRAD_KERNEL, causalSoftmaxGradKernel],
+]);

@@ -2,6 +2,7 @@
 // elementwise SIMD pass each way (kernels.wat gelu_*) on the kernels' threads (wasm/kernels.ts), the
 // float32 operations of mod.ts's op chain, keeping only x for the backward pass.
 import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../../host_kernel.ts";
 import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "../../kernel_names.ts";
 import {
   type AnyBackend,
@@ -48,17 +49,4 @@ function geluGradKernel(
 }
 
 // Registered once, when this module is first imported.
-for (
-  const [kernelName, kernelFunc] of [
-    [GELU_KERNEL, geluKernel],
-    [GELU_GRAD_KERNEL, geluGradKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "wasm")) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-}
+registerKernels("wasm", [[GELU_KERNEL, geluKernel], [GELU_GRAD_KERNEL, geluGradKernel]]);

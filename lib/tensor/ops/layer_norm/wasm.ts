@@ -3,6 +3,7 @@
 // (wasm/kernels.ts), keeping only the row means and 1/std for the backward pass, where TF.js runs
 // ~10 kernels forward and ~20 backward on one thread.
 import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../../host_kernel.ts";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
@@ -63,17 +64,7 @@ function layerNormGradKernel(
 }
 
 // Registered once, when this module is first imported.
-for (
-  const [kernelName, kernelFunc] of [
-    [LAYER_NORM_KERNEL, layerNormKernel],
-    [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "wasm")) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-}
+registerKernels("wasm", [[LAYER_NORM_KERNEL, layerNormKernel], [
+  LAYER_NORM_GRAD_KERNEL,
+  layerNormGradKernel,
+]]);

@@ -1,7 +1,7 @@
 // The loss's vocabulary softmax on wasm, registered as LmpipeSoftmaxRows (kernel_names.ts): one
 // multithreaded SIMD pass a row (kernels.wat softmax_rows) on the kernels' threads (wasm/kernels.ts),
 // where TF.js runs Max, Sub, Exp and Sum, one thread each. Same outputs as the op chain in mod.ts.
-import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../../host_kernel.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
@@ -24,16 +24,4 @@ function softmaxRowsKernel(
 }
 
 // Registered once, when this module is first imported.
-for (
-  const [kernelName, kernelFunc] of [
-    [SOFTMAX_ROWS_KERNEL, softmaxRowsKernel],
-  ] as const
-) {
-  if (!tf.getKernel(kernelName, "wasm")) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-}
+registerKernels("wasm", [[SOFTMAX_ROWS_KERNEL, softmaxRowsKernel]]);

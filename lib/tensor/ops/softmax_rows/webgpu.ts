@@ -2,6 +2,7 @@
 // dispatch on webgpu (Max, Sub, Exp, Sum -> 1, without their two [rows, cols] temporaries), registered
 // as LmpipeSoftmaxRows (kernel_names.ts; wasm's kernel has the name too).
 import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../../host_kernel.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { webgpuMaxTensorBytes } from "../../webgpu/limits.ts";
 import { cachedPipeline, flatView, reduceWorkgroup, RowProgram } from "../../webgpu/kernels.ts";
@@ -103,10 +104,4 @@ function softmaxRowsKernel(
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
-if (!tf.getKernel(SOFTMAX_ROWS_KERNEL, "webgpu")) {
-  tf.registerKernel({
-    kernelName: SOFTMAX_ROWS_KERNEL,
-    backendName: "webgpu",
-    kernelFunc: softmaxRowsKernel as unknown as tf.KernelFunc,
-  });
-}
+registerKernels("webgpu", [[SOFTMAX_ROWS_KERNEL, softmaxRowsKernel]]);
