@@ -59,11 +59,11 @@ function opChain(file: string): Implementation {
   };
 }
 
-/** A row where lmpipe's wasm SIMD kernel (wasm/kernels.ts, kernels.wat) runs unless switched off. */
-function wasmRow(op: string, opChainFile: string, force = ""): KernelChoice {
+/** A row where lmpipe's wasm SIMD kernel in `file` (run by wasm/kernels.ts) runs unless switched off. */
+function wasmRow(op: string, file: string, opChainFile: string, force = ""): KernelChoice {
   const own: Implementation = {
     name: "lmpipe",
-    file: "lib/tensor/wasm/kernels.ts (kernels.wat)",
+    file,
     active: () => wasmKernelsActive(),
     why: "one multithreaded SIMD pass where TF.js runs several single-threaded kernels",
   };
@@ -118,10 +118,10 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
   },
-  wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/mod.ts"),
-  wasmRow("layerNorm", "lib/tensor/ops/layer_norm/mod.ts"),
-  wasmRow("gelu", "lib/tensor/ops/gelu/mod.ts"),
-  wasmRow("adamW", "lib/optim.ts", FUSED_OPTION),
+  wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
+  wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
+  wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
+  wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
   webgpuRow(
     "softmaxRows",
     "lib/tensor/ops/softmax_rows/webgpu.ts",
