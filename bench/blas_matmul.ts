@@ -1,12 +1,12 @@
-// wasm matMul speed with and without the CBLAS sgemm path (lib/tensor/blas.ts) on one process: the
-// numbers behind blasMinWork in lib/tensor/fixes.ts (below it XNNPACK is as fast) and the GPT shapes
+// wasm matMul speed with and without the CBLAS sgemm path (lib/native/blas.ts) on one process: the
+// numbers behind blasMinWork in lib/tensor/kernel_choice.ts (below it XNNPACK is as fast) and the GPT shapes
 // (output head, attention per head). Timings are wall-clock medians; noisy on a shared machine.
 //
 //   LMPIPE_WASM_THREADS=1 deno run -A bench/blas_matmul.ts
 //   LMPIPE_WASM_THREADS=2 LMPIPE_BLAS=/path/to/libopenblas.so.0 deno run -A bench/blas_matmul.ts
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { currentBlas } from "../lib/tensor/blas.ts";
-import { setBlasMinWork } from "../lib/tensor/fixes.ts";
+import { currentBlas } from "../lib/native/blas.ts";
+import { setBlasMinWork } from "../lib/tensor/kernel_choice.ts";
 
 const info = await initBackend("wasm");
 if (!currentBlas()) {

@@ -1,5 +1,5 @@
 // Speed of the tensor ops that dominate training, per backend: the numbers behind the choices in
-// lib/tensor/fixes.ts (2-D non-transposed matMuls on wasm, the im2col filter gradient, 2 wasm threads).
+// lib/tensor/ops/matmul/wasm.ts and ops/conv2d/wasm.ts (2-D non-transposed matMuls on wasm, the im2col filter gradient, 2 wasm threads).
 // wasm's thread count is fixed when wasm starts, so each configuration runs in its own process.
 //
 //   deno run -A bench/ops.ts                       # cpu, wasm 1 thread, wasm 2 threads, webgpu if any

@@ -37,7 +37,7 @@ interface Cost {
   flop: number;
 }
 
-/** 2 m k n per batch for a BatchMatMul (lib/tensor/fixes.ts's and TF.js's), 0 for other kernels. */
+/** 2 m k n per batch for a BatchMatMul (lib/tensor/ops/matmul/wasm.ts's and TF.js's), 0 for other kernels. */
 function matMulFlop(
   name: string,
   args: { inputs: Record<string, unknown>; attrs?: Record<string, unknown> },

@@ -1,6 +1,6 @@
 // Counts GPU kernel launches (compute dispatches) per training step on the webgpu backend, by phase:
 // forward, backward, the gradient-norm / loss-scale overflow check (with the step's one host read),
-// and the AdamW update; with the fused WGSL kernels of lib/tensor/webgpu_kernels.ts off and on, plus
+// and the AdamW update; with the fused WGSL kernels of lib/tensor/webgpu/kernels.ts off and on, plus
 // the mean ms/step and ms per phase of each (a GPU sync after each phase makes the phase times real). Every TF.js webgpu program (and the fused AdamW kernel) is recorded through
 // WebGPUBackend.recordAndSubmit, which is wrapped here to count. The step below mirrors one step of
 // lib/train_loop.ts (grad-accum 1) with phase markers; a real trainLoop run is counted as a cross-check.
@@ -11,7 +11,7 @@
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { AdamW, ADAMW_DEFAULTS, clipCoefficient, sumOfSquares } from "../lib/optim.ts";
 import { LossScaler } from "../lib/loss_scale.ts";

@@ -327,7 +327,7 @@ export interface MemoryLimit {
  * another's data (a reshape) twice. On the tiny GPT (context 64) the heap grew to 1.25-1.6x the counted
  * peak of a step at batch 1 to 16 (220-360 MiB), and to about the counted peak (1.03 GiB) at batch 136.
  * 2.5 GiB leaves room for the former within 4 GiB; a heap that still overflows during a trial fails
- * with an out-of-memory error (lib/tensor/fixes.ts), which counts as "does not fit".
+ * with an out-of-memory error (lib/tensor/patches/wasm.ts), which counts as "does not fit".
  */
 export const WASM_DEFAULT_LIMIT = 2.5 * 2 ** 30;
 /** Share of a GPU's memory (nvidia-smi) or of the host's available memory used by default. */

@@ -3,15 +3,16 @@
 // the TF.js ops that are wrong or slow on some backend (oneHot, gather with batchDims, transposed or
 // batched matMuls on wasm's XNNPACK path, webgpu matMul outputs over one storage binding): every matMul
 // is a plain 2-D one, with W^T made once per call, or, where BLAS takes transposes as flags (wasm with
-// OpenBLAS), with transposed operands and no copy. The vocabulary softmax is lib/tensor/softmax_rows.ts.
+// OpenBLAS), with transposed operands and no copy. The vocabulary softmax is lib/tensor/ops/softmax_rows/mod.ts.
 //
 // While gradients are being recorded, the forward pass also computes the gradients (the upstream
 // gradient of a scalar loss is a scalar, so dL/dh and dL/dW can be formed chunk by chunk while each
 // chunk's logits exist) and the backward pass only scales them: three matMuls per chunk in all, none
 // recomputed. Without a gradient tape (eval) only the logits matMul runs.
 import { tf } from "./tensor/backend.ts";
-import { maxRowsPerChunk, takeAlongLastAxis, transposedMatMulsAreFree } from "./tensor/fixes.ts";
-import { softmaxRows } from "./tensor/softmax_rows.ts";
+import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
+import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
+import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
 
 export interface TiedCrossEntropyOptions {
   /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */
@@ -113,6 +114,9 @@ function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: num
  * Mean over rows of -log softmax(h @ W^T)[target]: h [N, C] float32 hidden states, W [V, C] the tied
  * token embedding, targets [N] int32 in [0, V). Differentiable in h and W (gradients computed with the
  * forward pass as described at the top of this file). Out-of-range targets are a caller bug.
+ *
+ * @example
+ * const loss = tiedCrossEntropy(tf.reshape(h, [-1, C]) as tf.Tensor2D, wte, tf.reshape(targets, [-1]) as tf.Tensor1D);
  */
 export function tiedCrossEntropy(
   h: tf.Tensor2D,

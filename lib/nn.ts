@@ -1,19 +1,19 @@
 // Neural-network pieces shared by the model families: seeded initialisation, LayerNorm, GELU, causal
 // multi-head self-attention (with an optional key/value cache for decoding), the 4x MLP and the
-// pre-LayerNorm transformer block. Every matMul against a weight goes through fixes.ts `linear` (one
+// pre-LayerNorm transformer block. Every matMul against a weight goes through `linear` below (one
 // plain 2-D matMul: correct gradients everywhere, XNNPACK's fast path on wasm), and every layer
 // boundary goes through precision.ts so `--precision mixed` rounds activations and gradients there.
 import { tf } from "./tensor/backend.ts";
-import { linear } from "./tensor/fixes.ts";
+import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
 import { boundary } from "./precision.ts";
-import { causalSoftmax } from "./tensor/causal_softmax.ts";
+import { causalSoftmax } from "./tensor/ops/causal_softmax/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
-import { layerNorm } from "./tensor/layer_norm.ts";
-import { gelu } from "./tensor/gelu.ts";
+import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
+import { gelu } from "./tensor/ops/gelu/mod.ts";
 
-/** The additive causal mask moved to lib/tensor/causal_softmax.ts (its op-chain fallback); re-exported. */
-export { causalMask } from "./tensor/causal_softmax.ts";
+/** The additive causal mask (lib/tensor/ops/causal_softmax/mod.ts, its op-chain fallback); re-exported. */
+export { causalMask } from "./tensor/ops/causal_softmax/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Initialisation
@@ -33,6 +33,67 @@ export function normalArray(rng: Rng, n: number, std: number): Float32Array {
 
 export function normalInit(rng: Rng, shape: number[], std: number): tf.Tensor {
   return tf.tensor(normalArray(rng, shape.reduce((a, b) => a * b, 1), std), shape, "float32");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formulations that are correct and fast on every backend (TF.js's own ops are wrong or slow on some)
+
+/**
+ * x[..., in] @ W[in, out] (+ b[out]) as one 2-D matMul over all rows: the fast XNNPACK path on wasm
+ * and a plain 2-D gradient everywhere (TF.js's batched matMul against a 2-D weight is slow on wasm).
+ *
+ * @example
+ * const y = linear(x, w, b); // x [B, T, 64], w [64, 256], b [256] -> y [B, T, 256]
+ */
+export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor {
+  const inDim = w.shape[0], outDim = w.shape[1];
+  if (x.shape[x.rank - 1] !== inDim) {
+    throw new Error(
+      `linear: input's last dimension ${x.shape[x.rank - 1]} does not match weight [${w.shape}]`,
+    );
+  }
+  const x2 = x.rank === 2 ? x as tf.Tensor2D : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+  let y: tf.Tensor = tf.matMul(x2, w);
+  if (b) y = tf.add(y, b);
+  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
+}
+
+/**
+ * Rows of `table` [V, C] for int32 `ids` of any shape: [...ids.shape, C]. Differentiable in `table`.
+ *
+ * @example
+ * const tok = embeddingLookup(wte, idx); // wte [V, C], idx int32 [B, T] -> [B, T, C]
+ */
+export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
+  const flat = ids.rank === 1 ? ids : tf.reshape(ids, [-1]);
+  const rows = tf.gather(table, flat as tf.Tensor1D, 0);
+  return ids.rank === 1 ? rows : tf.reshape(rows, [...ids.shape, table.shape[1]]);
+}
+
+/**
+ * out[r] = x[r, idx[r]] for x [R, V] and int32 idx [R], via a gather on the flattened tensor (no
+ * one-hot, no batchDims): correct forward and gradient on cpu, wasm and webgpu.
+ *
+ * @example
+ * const picked = takeAlongLastAxis(logProbs, targets); // [N, V], int32 [N] -> logProbs[n, targets[n]], [N]
+ */
+export function takeAlongLastAxis(x: tf.Tensor2D, idx: tf.Tensor1D): tf.Tensor1D {
+  const [R, V] = x.shape;
+  const flatIdx = tf.add(tf.mul(tf.range(0, R, 1, "int32"), tf.scalar(V, "int32")), idx);
+  return tf.gather(tf.reshape(x, [-1]), flatIdx as tf.Tensor1D) as tf.Tensor1D;
+}
+
+/**
+ * How many rows of a [rows, cols] float32 result fit in one webgpu buffer binding (Infinity on other
+ * backends); at least 1. Use it to size the row chunks of a large output head.
+ *
+ * @example
+ * const rows = Math.min(N, maxRowsPerChunk(vocabSize)); // rows of h per logits chunk
+ */
+export function maxRowsPerChunk(cols: number): number {
+  if (tf.getBackend() !== "webgpu") return Infinity;
+  const limit = webgpuMaxTensorBytes();
+  return Math.max(1, Math.floor(limit / (4 * cols)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,13 +2,9 @@
 // update PyTorch's torch.optim.AdamW makes, which nanoGPT uses), the learning-rate schedules, and the
 // global gradient norm used for clipping and for the loss scaler's overflow check.
 import { tf } from "./tensor/backend.ts";
-import {
-  type AdamWConstants,
-  adamWFused,
-  fusedKernelsActive,
-  sumOfSquaresFused,
-} from "./tensor/webgpu_kernels.ts";
-import { wasmKernelsActive } from "./tensor/wasm_kernels.ts";
+import { adamWFused, sumOfSquaresFused } from "./tensor/webgpu/kernels.ts";
+import type { AdamWConstants } from "./tensor/kernel_names.ts";
+import { kernelFor } from "./tensor/kernel_choice.ts";
 
 export interface AdamWOptions {
   beta1: number;
@@ -19,7 +15,7 @@ export interface AdamWOptions {
   decays: (name: string) => boolean;
   /**
    * Run each parameter's update as one fused kernel instead of the ~15 op chain below: a WGSL dispatch
-   * on webgpu (lib/tensor/webgpu_kernels.ts), a multithreaded SIMD pass on wasm (wasm_kernels.ts). Both
+   * on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass on wasm (wasm/kernels.ts). Both
    * are bit-identical to the chain, which stays the reference and runs on cpu. Default true; tests set
    * false to compare.
    */
@@ -58,7 +54,7 @@ export class AdamW {
     const bc2 = 1 - Math.pow(beta2, this.t);
     const stepSize = lr / bc1;
     const sqrtBc2 = Math.sqrt(bc2);
-    const fused = this.opts.fused !== false && (fusedKernelsActive() || wasmKernelsActive());
+    const fused = this.opts.fused !== false && kernelFor("adamW") === "lmpipe";
     for (const [name, p] of this.params) {
       const g0 = grads.get(name);
       if (!g0) throw new Error(`AdamW: no gradient for parameter '${name}'`);
@@ -162,8 +158,10 @@ export function learningRate(it: number, o: ScheduleOptions): number {
  * so this one reduction is also the overflow check. `fused: false` forces the op chain on webgpu (tests).
  */
 export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.Scalar {
-  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu_kernels.ts).
-  if (fused && tensors.length > 0 && fusedKernelsActive()) return sumOfSquaresFused(tensors, scale);
+  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu/kernels.ts).
+  if (fused && tensors.length > 0 && kernelFor("sumSquares") === "lmpipe") {
+    return sumOfSquaresFused(tensors, scale);
+  }
   return tf.tidy(() => {
     if (tensors.length === 0) return tf.scalar(0);
     return pairwiseSum(

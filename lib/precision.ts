@@ -3,7 +3,8 @@
 // boundaries, in the forward pass (activations) and in the backward pass (gradients). Swapping in real
 // f16 arithmetic later means changing only this file.
 import { tf } from "./tensor/backend.ts";
-import { fusedKernelsActive, toHalfFused } from "./tensor/webgpu_kernels.ts";
+import { toHalfFused } from "./tensor/webgpu/kernels.ts";
+import { kernelFor } from "./tensor/kernel_choice.ts";
 import type { Precision } from "./models/types.ts";
 
 /** Largest finite binary16 value. */
@@ -25,11 +26,11 @@ const CLAMP = 131072;
 /**
  * Rounds every value of float32 `x` to the nearest binary16 value (ties to even), as a float32 tensor:
  * magnitudes of 65520 and above become ±inf, values below the smallest subnormal (2^-24) flush to a
- * signed zero as fp16 does, NaN stays NaN. On webgpu one fused WGSL dispatch (lib/tensor/webgpu_kernels.ts,
+ * signed zero as fp16 does, NaN stays NaN. On webgpu one fused WGSL dispatch (lib/tensor/webgpu/kernels.ts,
  * tested bit for bit against toHalfOps); elsewhere toHalfOps.
  */
 export function toHalf(x: tf.Tensor): tf.Tensor {
-  if (x.dtype === "float32" && fusedKernelsActive()) return toHalfFused(x);
+  if (x.dtype === "float32" && kernelFor("toHalf") === "lmpipe") return toHalfFused(x);
   return toHalfOps(x);
 }
 

@@ -10,7 +10,7 @@ import {
   TENSORFLOW_INSTALL_HELP,
   tf,
 } from "../lib/tensor/backend.ts";
-import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/tensor/fixes.ts";
+import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/nn.ts";
 import { LmpipeError } from "../lib/errors.ts";
 import { assertClose, randomArray, testBackends, webgpuStatus } from "../lib/tensor/testing.ts";
 import { denoChildJson } from "./helpers_run.ts";

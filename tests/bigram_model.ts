@@ -2,7 +2,7 @@
 // Small, deterministic and family-agnostic, so the engine tests depend only on the model contract.
 // `poison` lets a test make the loss inf/NaN on chosen calls (an injected overflow or divergence).
 import { tf } from "../lib/tensor/backend.ts";
-import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/tensor/fixes.ts";
+import { embeddingLookup, linear, takeAlongLastAxis } from "../lib/nn.ts";
 import type {
   DecodeState,
   ForwardOptions,

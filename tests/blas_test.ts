@@ -1,19 +1,21 @@
-// The optional CBLAS sgemm path of the wasm backend (lib/tensor/blas.ts, used by the wasm matMul kernel
-// in lib/tensor/fixes.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
+// The optional CBLAS sgemm path of the wasm backend (lib/native/blas.ts, used by the wasm matMul kernel
+// in lib/tensor/ops/matmul/wasm.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
 // match plain JS loops and the cpu backend; a disabled or bogus library falls back cleanly. Without a
 // CBLAS library on this machine the BLAS tests are skipped with the reason, unless LMPIPE_REQUIRE_NATIVE
 // is set (CI's run with the native libraries), where that is a failure.
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { blasStatus, currentBlas } from "../lib/tensor/blas.ts";
-import { setBlasMinWork } from "../lib/tensor/fixes.ts";
+import { blasStatus, currentBlas } from "../lib/native/blas.ts";
+import { setBlasMinWork } from "../lib/tensor/kernel_choice.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 
 await initBackend("wasm", { quiet: true });
 const noBlas = currentBlas() ? "" : blasStatus();
 if (noBlas) {
   if (Deno.env.get("LMPIPE_REQUIRE_NATIVE")) {
-    throw new Error(`BLAS tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs OpenBLAS): ${noBlas}`);
+    throw new Error(
+      `BLAS tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs OpenBLAS): ${noBlas}`,
+    );
   }
   console.error(`BLAS tests skipped: ${noBlas}`);
 }

@@ -1,6 +1,6 @@
-// lib/tensor/causal_softmax.ts: attention's causal softmax and its gradient on every backend against a
+// lib/tensor/ops/causal_softmax/mod.ts: attention's causal softmax and its gradient on every backend against a
 // float64 reference (masked keys exactly 0, NaN rows propagated); on webgpu the fused kernels of
-// lib/tensor/webgpu_attention.ts against the op chain they replace (one dispatch each way), and the gpt
+// lib/tensor/ops/causal_softmax/webgpu.ts against the op chain they replace (one dispatch each way), and the gpt
 // and pixel-attn models using them agreeing with cpu, in training and in KV-cached decoding.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
@@ -12,8 +12,8 @@ import {
   testBackends,
   webgpuStatus,
 } from "../lib/tensor/testing.ts";
-import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/causal_softmax.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/ops/causal_softmax/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel, Precision } from "../lib/models/types.ts";
 
@@ -177,7 +177,7 @@ for (const backend of backends) {
     }
     assert.throws(
       () => causalSoftmax(tf.zeros([1, 2, 3, 4]), 0),
-      /causal_softmax\.ts.*\[1,2,3,4\] with past 0.*past \+ T/,
+      /causal_softmax\/mod\.ts.*\[1,2,3,4\] with past 0.*past \+ T/,
     );
     await initBackend("cpu", { quiet: true });
   });

@@ -9,7 +9,7 @@ import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { encodeU16, shardHeader, ShardReader } from "../lib/shard.ts";
 import { EXIT, LmpipeError } from "../lib/errors.ts";
 import { run as evaluate } from "../pipelines/eval/mod.ts";
-import { parseTokenStream } from "../pipelines/eval/stream.ts";
+import { parseTokenStream } from "../lib/token_stream.ts";
 import { BIGRAM_FAMILY, BigramModel, writeToyShard } from "./bigram_model.ts";
 
 await initBackend("cpu", { quiet: true });

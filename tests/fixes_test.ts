@@ -1,17 +1,12 @@
-// One test per TF.js gap filled by lib/tensor/fixes.ts: forward and gradient on every backend this
+// One test per TF.js gap filled by lib/tensor/patches/ (and the kernels of ops/ it registers): forward and gradient on every backend this
 // machine has (cpu, wasm, webgpu), against plain-JS references or the stock cpu kernel.
 import assert from "node:assert/strict";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { asOutOfMemory, EXIT, LmpipeError } from "../lib/errors.ts";
-import {
-  embeddingLookup,
-  linear,
-  maxRowsPerChunk,
-  setIm2colChunkFloatsForTests,
-  setWebGPUBindingLimitForTests,
-  takeAlongLastAxis,
-} from "../lib/tensor/fixes.ts";
+import { embeddingLookup, linear, maxRowsPerChunk, takeAlongLastAxis } from "../lib/nn.ts";
+import { setIm2colChunkFloatsForTests } from "../lib/tensor/ops/conv2d/wasm.ts";
+import { setWebGPUBindingLimitForTests } from "../lib/tensor/webgpu/limits.ts";
 import {
   assertClose,
   randomArray,

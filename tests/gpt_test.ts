@@ -3,7 +3,7 @@
 // full forward pass, overfitting one batch, agreement of every backend with cpu, and config resolution.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { Gpt, GPT_PRESETS, gptFlopsPerToken, gptParamCount, gptParamShapes } from "../lib/models/gpt.ts";
+import { Gpt, GPT_PRESETS, gptFlopsPerToken, gptParamCount, gptParamSpecs } from "../lib/models/gpt.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { LmpipeError } from "../lib/errors.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
@@ -67,7 +67,7 @@ Deno.test("parameter names, shapes and counts; presets' sizes and FLOPs per toke
   assert.ok(model.decays("transformer.wte.weight") && model.decays("transformer.h.0.attn.c_attn.weight"));
   assert.ok(!model.decays("transformer.h.0.attn.c_attn.bias") && !model.decays("transformer.ln_f.weight"));
   const noBias = resolveConfig("gpt", "tiny", { bias: false });
-  assert.ok(gptParamShapes(noBias as typeof GPT_PRESETS.tiny).every(([n]) => !n.endsWith(".bias")));
+  assert.ok(gptParamSpecs(noBias as typeof GPT_PRESETS.tiny).every(({ name: n }) => !n.endsWith(".bias")));
   model.dispose();
 });
 

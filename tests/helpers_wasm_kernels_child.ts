@@ -1,15 +1,15 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
-// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm_kernels.ts: softmax, tanh, AdamW,
+// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW,
 // LayerNorm, GELU) on inputs with every length remainder, special values and sizes big enough for the worker
 // threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
 // across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows } from "../lib/tensor/softmax_rows.ts";
-import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm_kernels.ts";
+import { softmaxRows } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm/kernels.ts";
 import { AdamW } from "../lib/optim.ts";
-import { layerNorm } from "../lib/tensor/layer_norm.ts";
-import { gelu } from "../lib/tensor/gelu.ts";
+import { layerNorm } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
 
 const info = await initBackend("wasm", { quiet: true });

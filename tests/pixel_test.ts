@@ -6,15 +6,9 @@ import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { AdamW } from "../lib/optim.ts";
-import { setWasmKernelsEnabled } from "../lib/tensor/wasm_kernels.ts";
-import {
-  attnImages,
-  cumsumImages,
-  PIXEL_PRESETS,
-  type PixelConfig,
-  PixelModel,
-  validatePixelConfig,
-} from "../lib/models/pixel.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
+import { attnImages, cumsumImages } from "../lib/models/pixel_mapping.ts";
+import { PIXEL_PRESETS, type PixelConfig, PixelModel, validatePixelConfig } from "../lib/models/pixel.ts";
 import { literalAttnImages, literalCumsumImages } from "../lib/models/pixel_reference.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
@@ -340,7 +334,7 @@ Deno.test("pixel models: each overfits one batch", async () => {
 });
 
 // Backends that run the same formulas (cpu, webgpu, and wasm with TF.js's own kernels) agree to ~1e-7
-// over three steps. wasm's own LayerNorm/tanh/softmax kernels (lib/tensor/wasm_kernels.ts) round
+// over three steps. wasm's own LayerNorm/tanh/softmax kernels (lib/tensor/wasm/kernels.ts) round
 // differently, as accurately (tests/wasm_kernels_test.ts), and the tiny CNN's max-pooling makes the
 // later steps jump: with the op chains alone, scaling the initial weights by 1 +- 1e-6 moves
 // pixel-attn-wide's second loss from 4.05369 to 4.05272 (2.4e-4). So "wasm" must match the first loss

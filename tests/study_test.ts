@@ -6,7 +6,14 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { decodePng } from "../lib/plot/png.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
-import { ALL_MODELS, failureLine, parseEval, presetFor } from "../pipelines/study/mod.ts";
+import {
+  ALL_MODELS,
+  failureLine,
+  parseEval,
+  presetFor,
+  refuseOtherEvalSpellings,
+} from "../pipelines/study/mod.ts";
+import { familyNames } from "../lib/models/registry.ts";
 import {
   type ModelResult,
   renderMarkdown,
@@ -92,6 +99,18 @@ Deno.test("study: bad flags fail before any training, naming the fix", async () 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("study: one spelling of the eval option; the others name it", async () => {
+  for (const flag of ["--max-tokens", "--eval-max-tokens", "--eval_tokens", "--evalTokens=5"]) {
+    assert.throws(
+      () => refuseOtherEvalSpellings(["--data", "d", flag, "5"]),
+      /not a study option.*set with --eval-tokens N/,
+    );
+    assert.equal(await main(["study", "--data", "d", "--budget", "8s", "--out", "o", flag, "5"]), 2);
+  }
+  refuseOtherEvalSpellings(["--eval-tokens", "5"]); // the one spelling passes
+  assert.deepEqual([...ALL_MODELS], familyNames(), "the study trains the registry's models");
 });
 
 Deno.test("study: the study-size preset has each family's name", () => {

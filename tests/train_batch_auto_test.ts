@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { EXIT, LmpipeError } from "../lib/errors.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { webgpuStatus } from "../lib/tensor/testing.ts";
-import { currentBlas } from "../lib/tensor/blas.ts";
+import { currentBlas } from "../lib/native/blas.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import {
   findBatchSize,
@@ -130,7 +130,9 @@ Deno.test("batch auto (wasm): the step's memory grows linearly here, gradient ac
   for (let i = 1; i < steps.length; i++) {
     assert.ok(steps[i] >= steps[i - 1], `per-sequence bytes shrink at batch ${i + 2}: ${p}`);
   }
-  if (currentBlas()) assert.deepEqual(steps.slice(0, 3), [steps[0], steps[0], steps[0]], `per-sequence bytes: ${p}`);
+  if (currentBlas()) {
+    assert.deepEqual(steps.slice(0, 3), [steps[0], steps[0], steps[0]], `per-sequence bytes: ${p}`);
+  }
   // a second micro-batch keeps the summed gradients alive beside the new ones: more memory, not less
   const [accum] = await peaks([4], { ...PROBE, gradAccum: 4 });
   assert.ok(accum > p[3], `grad-accum 4: ${accum} <= ${p[3]}`);

@@ -1,15 +1,15 @@
-// lmpipe's own wasm kernels (lib/tensor/wasm_kernels.wat, run by wasm_kernels.ts on several threads):
+// lmpipe's own wasm kernels (lib/tensor/wasm/kernels.wat, run by wasm/kernels.ts on several threads):
 // the vocabulary softmax and tanh match float64 loops on every length remainder and on special values,
 // AdamW is bit-identical to lib/optim.ts's op chain, all give bit-identical results on 1 and 2 threads
 // (with the worker proven to take work), the loss and its gradients stay where TF.js's op
 // chain puts them, and the committed kernel bytes are those of the committed .wat.
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
-import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm_kernels.ts";
+import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
-import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
-import { gelu, geluByOps } from "../lib/tensor/gelu.ts";
+import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu, geluByOps } from "../lib/tensor/ops/gelu/mod.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
 import { denoChildJson } from "./helpers_run.ts";

@@ -1,4 +1,4 @@
-// lib/tensor/webgpu_kernels.ts: the fused webgpu kernels must compute what the op chains they replace
+// lib/tensor/webgpu/kernels.ts: the fused webgpu kernels must compute what the op chains they replace
 // compute (lib/optim.ts AdamW.step, lib/precision.ts toHalfOps), in fewer launches.
 // Exactness: the AdamW shader does the chain's float32 operations in its order with the same float32
 // constants, so results are bit-identical where the driver compiles each operation as written (measured
@@ -10,8 +10,15 @@
 import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
 import { dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
-import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu_kernels.ts";
-import { setLayerKernelsRegistered } from "../lib/tensor/webgpu_layers.ts";
+import { setFusedKernelsEnabled, toHalfFused } from "../lib/tensor/webgpu/kernels.ts";
+import { setLayerNormKernelsRegistered } from "../lib/tensor/ops/layer_norm/webgpu.ts";
+import { setGeluKernelsRegistered } from "../lib/tensor/ops/gelu/webgpu.ts";
+
+/** LayerNorm and GELU as op chains (false) or as their WGSL kernels (true). */
+function setLayerKernelsRegistered(on: boolean): void {
+  setLayerNormKernelsRegistered(on);
+  setGeluKernelsRegistered(on);
+}
 import { AdamW, ADAMW_DEFAULTS, sumOfSquares } from "../lib/optim.ts";
 import { toHalf, toHalfOps } from "../lib/precision.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";

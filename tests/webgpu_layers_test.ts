@@ -1,16 +1,16 @@
-// The LayerNorm and GELU kernels on webgpu (lib/tensor/webgpu_layers.ts, picked by layer_norm.ts and
-// gelu.ts): forward and every gradient against a float64 loop and against the op chains they replace,
+// The LayerNorm and GELU kernels on webgpu (lib/tensor/ops/layer_norm/webgpu.ts and ops/gelu/webgpu.ts, picked by ops/layer_norm/ and
+// ops/gelu/): forward and every gradient against a float64 loop and against the op chains they replace,
 // on row lengths C = 4, 16, 128, 768 and 1, 3 and 1000+ rows, with and without bias; NaN and infinity
 // rows stay NaN (the loss scaler's overflow signal) without touching the other rows; one dispatch each
 // forward, two (LayerNorm) or one (GELU) backward; clear errors past the binding limit; and the gpt tiny
 // model's loss and gradients on webgpu agree with cpu with the kernels in use.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { layerNorm, layerNormByOps } from "../lib/tensor/layer_norm.ts";
-import { gelu } from "../lib/tensor/gelu.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
+import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { GELU_C, GELU_K, LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
-import { setWebGPUBindingLimitForTests } from "../lib/tensor/fixes.ts";
+import { setWebGPUBindingLimitForTests } from "../lib/tensor/webgpu/limits.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";

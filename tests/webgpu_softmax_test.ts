@@ -1,5 +1,5 @@
-// The webgpu kernel of the loss's vocabulary softmax (LmpipeSoftmaxRows in lib/tensor/webgpu_kernels.ts,
-// used by lib/tensor/softmax_rows.ts): one dispatch that must give what a float64 loop and TF.js's op
+// The webgpu kernel of the loss's vocabulary softmax (LmpipeSoftmaxRows in lib/tensor/webgpu/kernels.ts,
+// used by lib/tensor/ops/softmax_rows/mod.ts): one dispatch that must give what a float64 loop and TF.js's op
 // chain (Max, Sub, Exp, Sum; bit for bit on a software adapter) give, on every remainder of the row
 // length by the workgroup size, with NaN (the loss scaler's overflow signal must reach the row sum),
 // -Infinity (exp gives 0) and large values (the maximum is subtracted first), without the op chain's
@@ -7,10 +7,10 @@
 // puts them.
 import assert from "node:assert/strict";
 import { getGpuAdapter, initBackend, isSoftwareAdapter, readData, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/softmax_rows.ts";
-import { setFusedKernelsEnabled } from "../lib/tensor/webgpu_kernels.ts";
+import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../lib/tensor/kernel_names.ts";
-import { setWebGPUBindingLimitForTests } from "../lib/tensor/fixes.ts";
+import { setWebGPUBindingLimitForTests } from "../lib/tensor/webgpu/limits.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 

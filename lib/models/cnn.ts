@@ -6,6 +6,7 @@
 // images with gradient checkpointing (cnnCheckpointed): the backward pass recomputes one chunk at a
 // time, so peak memory grows with the chunk, not with B·T.
 import { tf } from "../tensor/backend.ts";
+import { type ParamSpec, specsSize } from "./params.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -25,17 +26,6 @@ export interface CnnConfig {
   /** Explicit output widths of every conv (vgg9 / vgg-wide only); overrides baseWidth and depth. */
   widths?: number[];
   norm: CnnNorm;
-}
-
-/** How to initialise a parameter: normal(0, std), zeros or ones. */
-export type InitSpec = { kind: "normal"; std: number } | { kind: "zeros" } | { kind: "ones" };
-
-export interface ParamSpec {
-  name: string;
-  shape: number[];
-  init: InitSpec;
-  /** AdamW weight decay: conv kernels yes, norm scales/shifts and biases no. */
-  decay: boolean;
 }
 
 const EPS = 1e-5;
@@ -319,7 +309,7 @@ export function cnnFlopsPerImage(cfg: CnnConfig): number {
 
 /** Number of CNN parameters. */
 export function cnnParamCount(cfg: CnnConfig): number {
-  return cnnParamSpecs(cfg).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  return specsSize(cnnParamSpecs(cfg));
 }
 
 /** Validation messages for a CNN config (empty when fine). */

@@ -20,13 +20,23 @@
 // (attn.c_proj, mlp.c_proj) normal(0, 0.02 / sqrt(2 nLayer)), biases 0, LayerNorm weights 1.
 // `bias` (default true, nanoGPT's GPT-2-compatible default) adds biases to the linears and LayerNorms.
 import { tf } from "../tensor/backend.ts";
-import { embeddingLookup, linear } from "../tensor/fixes.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, type BlockParams, type KVCache, layerNorm, normalInit } from "../nn.ts";
+import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
+import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
+import {
+  blockParamsOf,
+  blockSpecs,
+  createParams,
+  GPT2_VOCAB_SIZE,
+  layerNormSpecs,
+  type ParamSpec,
+  specsSize,
+  weightSpec,
+} from "./params.ts";
 
 export interface GptConfig extends ModelConfig {
   model: "gpt";
@@ -38,8 +48,6 @@ export interface GptConfig extends ModelConfig {
   bias: boolean;
 }
 
-const GPT2_VOCAB = 50304; // GPT-2's 50257 tokens padded to a multiple of 64, as nanoGPT does
-
 /**
  * Presets. `gpt2` is the study's control (124M parameters); `small` is a single-GPU size (6 layers,
  * 6 heads, 384 wide, context 256: nanoGPT's Shakespeare-char size with the GPT-2 vocabulary); `tiny`
@@ -49,7 +57,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   gpt2: {
     model: "gpt",
     preset: "gpt2",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 1024,
     nLayer: 12,
     nHead: 12,
@@ -59,7 +67,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   small: {
     model: "gpt",
     preset: "small",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 256,
     nLayer: 6,
     nHead: 6,
@@ -69,7 +77,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
   tiny: {
     model: "gpt",
     preset: "tiny",
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     contextLength: 64,
     nLayer: 2,
     nHead: 2,
@@ -104,37 +112,21 @@ export function validateGptConfig(config: ModelConfig): asserts config is GptCon
   }
 }
 
-/** The parameter names and shapes of a config, in a fixed order (also the safetensors order). */
-export function gptParamShapes(c: GptConfig): [string, number[]][] {
-  const C = c.nEmbd;
-  const out: [string, number[]][] = [["transformer.wte.weight", [c.vocabSize, C]], [
-    "transformer.wpe.weight",
-    [c.contextLength, C],
-  ]];
-  const lin = (name: string, i: number, o: number) => {
-    out.push([`${name}.weight`, [i, o]]);
-    if (c.bias) out.push([`${name}.bias`, [o]]);
-  };
-  const ln = (name: string) => {
-    out.push([`${name}.weight`, [C]]);
-    if (c.bias) out.push([`${name}.bias`, [C]]);
-  };
-  for (let i = 0; i < c.nLayer; i++) {
-    const h = `transformer.h.${i}`;
-    ln(`${h}.ln_1`);
-    lin(`${h}.attn.c_attn`, C, 3 * C);
-    lin(`${h}.attn.c_proj`, C, C);
-    ln(`${h}.ln_2`);
-    lin(`${h}.mlp.c_fc`, C, 4 * C);
-    lin(`${h}.mlp.c_proj`, 4 * C, C);
-  }
-  ln("transformer.ln_f");
-  return out;
+/** Every parameter of a config, in a fixed order (also the safetensors order and the init order). */
+export function gptParamSpecs(c: GptConfig): ParamSpec[] {
+  const C = c.nEmbd, projStd = 0.02 / Math.sqrt(2 * c.nLayer);
+  const specs = [
+    weightSpec("transformer.wte.weight", [c.vocabSize, C]),
+    weightSpec("transformer.wpe.weight", [c.contextLength, C]),
+  ];
+  for (let i = 0; i < c.nLayer; i++) specs.push(...blockSpecs(`transformer.h.${i}`, C, c.bias, projStd));
+  specs.push(...layerNormSpecs("transformer.ln_f", C, c.bias));
+  return specs;
 }
 
 /** Trainable parameters of a config (the tied head counted once): 124,475,904 for `gpt2`. */
 export function gptParamCount(c: GptConfig): number {
-  return gptParamShapes(c).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
+  return specsSize(gptParamSpecs(c));
 }
 
 /**
@@ -162,21 +154,12 @@ class GptDecodeState implements DecodeState {
 
 export class Gpt implements LanguageModel {
   readonly config: GptConfig;
-  readonly params = new Map<string, tf.Variable>();
+  readonly params: Map<string, tf.Variable>;
 
   constructor(config: ModelConfig, seed: number) {
     validateGptConfig(config);
     this.config = { ...config };
-    const rng = new Rng(seed);
-    const projStd = 0.02 / Math.sqrt(2 * config.nLayer);
-    for (const [name, shape] of gptParamShapes(this.config)) {
-      let init: tf.Tensor;
-      if (name.endsWith(".bias")) init = tf.zeros(shape);
-      else if (shape.length === 1) init = tf.ones(shape); // LayerNorm weights
-      else init = normalInit(rng, shape, name.endsWith("c_proj.weight") ? projStd : 0.02);
-      this.params.set(name, tf.variable(init, true));
-      init.dispose();
-    }
+    this.params = createParams(gptParamSpecs(this.config), new Rng(seed));
   }
 
   private p(name: string): tf.Variable {
@@ -189,39 +172,6 @@ export class Gpt implements LanguageModel {
     return this.params.get(name);
   }
 
-  private blockParams(i: number): BlockParams {
-    const h = `transformer.h.${i}`;
-    return {
-      ln1W: this.p(`${h}.ln_1.weight`) as tf.Tensor1D,
-      ln1B: this.opt(`${h}.ln_1.bias`) as tf.Tensor1D | undefined,
-      attn: {
-        cAttnW: this.p(`${h}.attn.c_attn.weight`) as tf.Tensor2D,
-        cAttnB: this.opt(`${h}.attn.c_attn.bias`) as tf.Tensor1D | undefined,
-        cProjW: this.p(`${h}.attn.c_proj.weight`) as tf.Tensor2D,
-        cProjB: this.opt(`${h}.attn.c_proj.bias`) as tf.Tensor1D | undefined,
-      },
-      ln2W: this.p(`${h}.ln_2.weight`) as tf.Tensor1D,
-      ln2B: this.opt(`${h}.ln_2.bias`) as tf.Tensor1D | undefined,
-      mlp: {
-        cFcW: this.p(`${h}.mlp.c_fc.weight`) as tf.Tensor2D,
-        cFcB: this.opt(`${h}.mlp.c_fc.bias`) as tf.Tensor1D | undefined,
-        cProjW: this.p(`${h}.mlp.c_proj.weight`) as tf.Tensor2D,
-        cProjB: this.opt(`${h}.mlp.c_proj.bias`) as tf.Tensor1D | undefined,
-      },
-    };
-  }
-
-  private checkIdx(idx: tf.Tensor, what: string): void {
-    if (idx.rank !== 2 || idx.dtype !== "int32") {
-      throw new Error(`gpt.${what}: expected int32 [B, T] tokens, got ${idx.dtype} [${idx.shape}]`);
-    }
-    if (idx.shape[1]! > this.config.contextLength) {
-      throw usageError(
-        `gpt.${what}: ${idx.shape[1]} positions exceed the context length ${this.config.contextLength}`,
-      );
-    }
-  }
-
   /** Hidden states after the final LayerNorm, [B, T, C]. */
   private hidden(idx: tf.Tensor2D, opts: ForwardOptions = {}, attentionProbs?: tf.Tensor[]): tf.Tensor3D {
     const [B, T] = idx.shape;
@@ -230,7 +180,10 @@ export class Gpt implements LanguageModel {
     const pos = tf.slice(this.p("transformer.wpe.weight"), [0, 0], [T, C]);
     let x = tf.add(tok, pos) as tf.Tensor3D;
     for (let i = 0; i < this.config.nLayer; i++) {
-      x = block(x, this.blockParams(i), this.config.nHead, { precision: opts.precision, attentionProbs });
+      x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
+        precision: opts.precision,
+        attentionProbs,
+      });
     }
     const h = layerNorm(
       x,
@@ -245,12 +198,7 @@ export class Gpt implements LanguageModel {
   }
 
   loss(idx: tf.Tensor2D, targets: tf.Tensor2D, opts: ForwardOptions = {}): tf.Scalar {
-    this.checkIdx(idx, "loss");
-    if (targets.dtype !== "int32" || targets.shape.join() !== idx.shape.join()) {
-      throw new Error(
-        `gpt.loss: targets must be int32 [${idx.shape}], got ${targets.dtype} [${targets.shape}]`,
-      );
-    }
+    checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]) as tf.Tensor2D;
       const wte = this.p("transformer.wte.weight") as tf.Tensor2D;
@@ -259,7 +207,7 @@ export class Gpt implements LanguageModel {
   }
 
   logits(idx: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
-    this.checkIdx(idx, "logits");
+    checkTokens(this.config, idx, "logits");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]);
@@ -270,7 +218,7 @@ export class Gpt implements LanguageModel {
 
   /** Softmax probabilities of every attention layer for idx [1, T] (for `lmpipe viz`); caller disposes. */
   attentionMaps(idx: tf.Tensor2D): { name: string; probs: tf.Tensor }[] {
-    this.checkIdx(idx, "attentionMaps");
+    checkTokens(this.config, idx, "attentionMaps");
     const probs: tf.Tensor[] = [];
     tf.tidy(() => {
       this.hidden(idx, {}, probs);
@@ -291,21 +239,16 @@ export class Gpt implements LanguageModel {
       throw new Error("gpt.decodeStep: state was not made by this model's startDecode");
     }
     const B = state.batch, C = this.config.nEmbd;
-    if (tokens.rank !== 1 || tokens.shape[0] !== B || tokens.dtype !== "int32") {
-      throw new Error(`gpt.decodeStep: expected int32 [${B}] tokens, got ${tokens.dtype} [${tokens.shape}]`);
-    }
-    if (state.length >= this.config.contextLength) {
-      throw usageError(
-        `gpt.decodeStep: the context (${this.config.contextLength} positions) is full; start a new decode with the last positions`,
-      );
-    }
+    checkDecodeStep(this.config, B, state.length, tokens);
     const old = state.caches.map((c) => [c.k, c.v]);
     const logits = tf.tidy(() => {
       const tok = embeddingLookup(this.p("transformer.wte.weight") as tf.Tensor2D, tokens);
       const pos = tf.slice(this.p("transformer.wpe.weight"), [state.length, 0], [1, C]);
       let x = tf.reshape(tf.add(tok, pos), [B, 1, C]) as tf.Tensor3D;
       for (let i = 0; i < this.config.nLayer; i++) {
-        x = block(x, this.blockParams(i), this.config.nHead, { cache: state.caches[i] });
+        x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
+          cache: state.caches[i],
+        });
       }
       const h = layerNorm(
         tf.reshape(x, [B, C]),

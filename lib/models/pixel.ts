@@ -1,7 +1,8 @@
 // The study's three image models: `pixel-cumsum`, `pixel-attn` and `pixel-attn-wide`. Each maps every
 // token position to an image of C channels and H×W pixels, shares images causally over time, reads each
 // position's image with a CNN on its own (lib/models/cnn.ts), pools, normalises and predicts the next
-// token with an untied linear head. Strictly causal in training and eval (no statistic ever crosses
+// token with an untied linear head. The three differ only in how tokens become images, a strategy object
+// of lib/models/pixel_mapping.ts (pixel-attn-wide is pixel-attn with a wider CNN). Strictly causal in training and eval (no statistic ever crosses
 // positions), and efficient by algebra: both mappings are linear in what is shared, so sharing happens
 // on small vectors where that is cheaper (tests/pixel_test.ts checks them against the literal forms of
 // lib/models/pixel_reference.ts, outputs and gradients).
@@ -29,13 +30,12 @@
 // [C, d, P] (+ map.value.bias [C, P] when bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias),
 // lm_head.weight [V, F].
 import { tf } from "../tensor/backend.ts";
-import { embeddingLookup, linear } from "../tensor/fixes.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, type BlockParams, type KVCache, layerNorm, normalInit } from "../nn.ts";
-import { causalSoftmax } from "../tensor/causal_softmax.ts";
+import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
+import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type {
   DecodeState,
   ForwardOptions,
@@ -55,31 +55,32 @@ import {
   cnnOutWidth,
   cnnParamSpecs,
 } from "./cnn.ts";
+import {
+  blockParamsOf,
+  blockSpecs,
+  createParams,
+  GPT2_VOCAB_SIZE,
+  layerNormSpecs,
+  type ParamSpec,
+  weightSpec,
+} from "./params.ts";
+import {
+  type ImageMapping,
+  type MappingCache,
+  type MappingConfig,
+  mappingOf,
+  toCHW,
+} from "./pixel_mapping.ts";
 
 export type PixelFamilyName = "pixel-cumsum" | "pixel-attn" | "pixel-attn-wide";
 
-export interface PixelConfig extends ModelConfig {
+/** The config of the image models: the mapping's fields (pixel_mapping.ts MappingConfig) and these. */
+export interface PixelConfig extends ModelConfig, MappingConfig {
   model: PixelFamilyName;
-  /** Width d of the embeddings and warm-up blocks. */
-  nEmbd: number;
   /** Heads of the warm-up blocks. */
   nHead: number;
   /** Number of warm-up GPT blocks (3 in the study). */
   nWarmup: number;
-  /** Biases in the warm-up blocks' linears and LayerNorms, the map LayerNorm and ln_f, and the value map. */
-  bias: boolean;
-  /** Image channels C (one attention head per channel in pixel-attn). */
-  channels: number;
-  /** Image height = width (20 in the study's code). */
-  imageSize: number;
-  /** Key/query size dk per channel. */
-  keyDim: number;
-  /** pixel-cumsum: "sum" (the study: act[t] += act[t-1]) or "mean" (the running sum ÷ (t+1)). */
-  runningSum: "sum" | "mean";
-  /** pixel-cumsum: how the causal sum over time is computed ("cumsum" or a lower-triangular "matmul"). */
-  causalSum: "cumsum" | "matmul";
-  /** pixel-attn: "auto" (cheaper order), "values-first" or "attend-first"; all exact. */
-  attnOrder: "auto" | "values-first" | "attend-first";
   cnn: CnnKind;
   cnnWidth: number;
   cnnDepth: number;
@@ -90,13 +91,11 @@ export interface PixelConfig extends ModelConfig {
   cnnChunk: number;
 }
 
-const GPT2_VOCAB = 50304;
-
 function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
   const cnn: CnnKind = model === "pixel-attn-wide" ? "vgg-wide" : "vgg9";
   const common = {
     model,
-    vocabSize: GPT2_VOCAB,
+    vocabSize: GPT2_VOCAB_SIZE,
     runningSum: "sum" as const,
     causalSum: "cumsum" as const,
     attnOrder: "auto" as const,
@@ -219,193 +218,23 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
   if (errs.length > 0) throw usageError(`${where}: ${errs.join("; ")}`);
 }
 
-/** Every parameter: name, shape, init, weight decay. */
-interface Spec {
-  name: string;
-  shape: number[];
-  init: { kind: "normal"; std: number } | { kind: "zeros" } | { kind: "ones" };
-  decay: boolean;
-}
-
-export function pixelParamSpecs(c: PixelConfig): Spec[] {
-  const d = c.nEmbd, C = c.channels, P = c.imageSize * c.imageSize, dk = c.keyDim;
-  const out: Spec[] = [];
-  const w = (name: string, shape: number[], std = 0.02) =>
-    out.push({ name, shape, init: { kind: "normal", std }, decay: true });
-  const ln = (name: string, n: number) => {
-    out.push({ name: `${name}.weight`, shape: [n], init: { kind: "ones" }, decay: false });
-    if (c.bias) out.push({ name: `${name}.bias`, shape: [n], init: { kind: "zeros" }, decay: false });
-  };
-  const lin = (name: string, i: number, o: number, std = 0.02) => {
-    w(`${name}.weight`, [i, o], std);
-    if (c.bias) out.push({ name: `${name}.bias`, shape: [o], init: { kind: "zeros" }, decay: false });
-  };
-  w("transformer.wte.weight", [c.vocabSize, d]);
-  w("transformer.wpe.weight", [c.contextLength, d]);
+/** Every parameter, in a fixed order (also the safetensors order and the init order). */
+export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
+  const d = c.nEmbd;
   const projStd = 0.02 / Math.sqrt(2 * c.nWarmup); // GPT-2's residual-projection scaling
-  for (let i = 0; i < c.nWarmup; i++) {
-    const h = `transformer.h.${i}`;
-    ln(`${h}.ln_1`, d);
-    lin(`${h}.attn.c_attn`, d, 3 * d);
-    lin(`${h}.attn.c_proj`, d, d, projStd);
-    ln(`${h}.ln_2`, d);
-    lin(`${h}.mlp.c_fc`, d, 4 * d);
-    lin(`${h}.mlp.c_proj`, 4 * d, d, projStd);
-  }
-  ln("map.ln", d);
-  if (c.model === "pixel-cumsum") {
-    w("map.key.weight", [d, C * dk]);
-    w("map.query", [C, dk, P]);
-  } else {
-    w("map.q.weight", [d, C * dk]);
-    w("map.k.weight", [d, C * dk]);
-    w("map.value.weight", [C, d, P]);
-    if (c.bias) out.push({ name: "map.value.bias", shape: [C, P], init: { kind: "zeros" }, decay: false });
-  }
-  for (const s of cnnParamSpecs(cnnConfigOf(c))) out.push(s);
-  const F = cnnOutWidth(cnnConfigOf(c));
-  ln("ln_f", F);
-  w("lm_head.weight", [c.vocabSize, F]);
-  return out;
-}
-
-/** The parameters the mapping reads (a subset of the model's, by name). */
-export type Params = Map<string, tf.Tensor>;
-
-function req(p: Params, name: string): tf.Tensor {
-  const t = p.get(name);
-  if (!t) throw new Error(`pixel: missing parameter '${name}'`);
-  return t;
-}
-
-/** The causal running sum over axis 1 of k [B, T, X] (÷ (t+1) for "mean"). */
-export function causalRunningSum(
-  k: tf.Tensor3D,
-  c: Pick<PixelConfig, "runningSum" | "causalSum">,
-): tf.Tensor3D {
-  const [B, T, X] = k.shape;
-  let s: tf.Tensor;
-  if (c.causalSum === "cumsum") s = tf.cumsum(k, 1);
-  else {
-    // lower-triangular ones [T, T] @ k, as one plain 2-D matMul over [T, B·X]
-    const tril = tf.linalg.bandPart(tf.ones([T, T]), -1, 0) as tf.Tensor2D;
-    const k2 = tf.reshape(tf.transpose(k, [1, 0, 2]), [T, B * X]) as tf.Tensor2D;
-    s = tf.transpose(tf.reshape(tf.matMul(tril, k2), [T, B, X]), [1, 0, 2]);
-  }
-  if (c.runningSum === "mean") {
-    const inv = tf.tensor3d(Float32Array.from({ length: T }, (_, t) => 1 / (t + 1)), [1, T, 1]);
-    s = tf.mul(s, inv);
-  }
-  return s as tf.Tensor3D;
-}
-
-/** Images [N, P, C] from per-channel vectors v [C, N, K] and per-channel maps [C, K, P], stacked NHWC-wise. */
-function perChannelImages(v: tf.Tensor3D, maps: tf.Tensor3D, bias?: tf.Tensor2D): tf.Tensor3D {
-  const vs = tf.unstack(v), ms = tf.unstack(maps);
-  const bs = bias ? tf.unstack(bias) : [];
-  const imgs = vs.map((x, c) => {
-    const y = tf.matMul(x as tf.Tensor2D, ms[c] as tf.Tensor2D); // plain 2-D matMul: the fast path
-    return bias ? tf.add(y, bs[c]) : y;
-  });
-  return tf.stack(imgs, 2) as tf.Tensor3D;
-}
-
-/**
- * pixel-cumsum's images, [B·T, H, W, C], from the normed hidden states hn [B, T, d] (with share =
- * false: each token's own activation image, before the running sum; for viz).
- */
-export function cumsumImages(
-  c: PixelConfig,
-  p: Params,
-  hn: tf.Tensor3D,
-  precision?: Precision,
-  share = true,
-): tf.Tensor4D {
-  const [B, T] = hn.shape;
-  const C = c.channels, dk = c.keyDim, S = c.imageSize;
-  const keys = boundary(linear(hn, req(p, "map.key.weight") as tf.Tensor2D), precision) as tf.Tensor3D; // [B, T, C·dk]
-  const sums = share ? boundary(causalRunningSum(keys, c), precision) : keys; // share = false: own images
-  const perChannel = tf.transpose(tf.reshape(sums, [B * T, C, dk]), [1, 0, 2]) as tf.Tensor3D; // [C, B·T, dk]
-  const imgs = perChannelImages(perChannel, req(p, "map.query") as tf.Tensor3D);
-  return boundary(tf.reshape(imgs, [B * T, S, S, C]), precision) as tf.Tensor4D;
-}
-
-/** Which order pixel-attn uses for this config. */
-export function attnOrderOf(c: PixelConfig): "values-first" | "attend-first" {
-  if (c.attnOrder !== "auto") return c.attnOrder;
-  return c.imageSize * c.imageSize <= c.nEmbd ? "values-first" : "attend-first";
-}
-
-/** [B, T, C·dk] -> [B, C, T, dk] */
-function heads(x: tf.Tensor, C: number): tf.Tensor4D {
-  const [B, T, X] = x.shape;
-  return tf.transpose(tf.reshape(x, [B, T, C, X / C]), [0, 2, 1, 3]) as tf.Tensor4D;
-}
-
-/**
- * pixel-attn's images [B·T, H, W, C] for the new positions hn [B, T, d]. With `cache`, the T new
- * positions also attend to the cached ones (keys, and hn or value images, by order) and are appended.
- */
-export function attnImages(
-  c: PixelConfig,
-  p: Params,
-  hn: tf.Tensor3D,
-  precision?: Precision,
-  cache?: ImageAttnCache,
-  probsOut?: tf.Tensor[],
-): tf.Tensor4D {
-  const [B, T, d] = hn.shape;
-  const C = c.channels, dk = c.keyDim, S = c.imageSize, P = S * S;
-  const order = attnOrderOf(c);
-  const q = boundary(
-    heads(tf.mul(linear(hn, req(p, "map.q.weight") as tf.Tensor2D), 1 / Math.sqrt(dk)), C),
-    precision,
+  const specs = [
+    weightSpec("transformer.wte.weight", [c.vocabSize, d]),
+    weightSpec("transformer.wpe.weight", [c.contextLength, d]),
+  ];
+  for (let i = 0; i < c.nWarmup; i++) specs.push(...blockSpecs(`transformer.h.${i}`, d, c.bias, projStd));
+  specs.push(
+    ...layerNormSpecs("map.ln", d, c.bias),
+    ...mappingOf(c).specs(c),
+    ...cnnParamSpecs(cnnConfigOf(c)),
   );
-  let k = boundary(heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D), C), precision);
-  const W = req(p, "map.value.weight") as tf.Tensor3D;
-  const bias = p.get("map.value.bias") as tf.Tensor2D | undefined;
-  // What the attention weights are applied to: value images [B, C, T, P], or the token vectors [B, T, d].
-  let src: tf.Tensor;
-  if (order === "values-first") {
-    const hn2 = tf.reshape(hn, [B * T, d]);
-    const vs = tf.unstack(W).map((w, ci) => {
-      const y = tf.matMul(hn2, w as tf.Tensor2D);
-      return tf.reshape(bias ? tf.add(y, tf.slice(bias, [ci, 0], [1, P])) : y, [B, 1, T, P]);
-    });
-    src = boundary(tf.concat(vs, 1), precision); // [B, C, T, P]
-  } else {
-    src = hn;
-  }
-  let past = 0;
-  if (cache) {
-    if (cache.k && cache.src) {
-      past = cache.k.shape[2];
-      k = tf.concat([cache.k, k], 2);
-      src = tf.concat([cache.src, src], order === "values-first" ? 2 : 1);
-    }
-    cache.k = tf.keep(k), cache.src = tf.keep(src);
-  }
-  const scores = boundary(tf.matMul(q, k, false, true), precision); // [B, C, T, past + T]
-  const probs = boundary(causalSoftmax(scores, past), precision) as tf.Tensor4D;
-  if (probsOut) probsOut.push(tf.keep(probs));
-  const Tk = past + T;
-  let imgs: tf.Tensor;
-  if (order === "values-first") {
-    const out = tf.matMul(probs, src as tf.Tensor4D); // [B, C, T, P]
-    imgs = tf.transpose(out, [0, 2, 3, 1]); // [B, T, P, C]
-  } else {
-    // A_c @ hn for all heads at once: [B, C·T, Tk] @ [B, Tk, d] -> [B, C·T, d]
-    const mixed = boundary(tf.matMul(tf.reshape(probs, [B, C * T, Tk]), src as tf.Tensor3D), precision);
-    const perChannel = tf.reshape(tf.transpose(tf.reshape(mixed, [B, C, T, d]), [1, 0, 2, 3]), [C, B * T, d]);
-    imgs = perChannelImages(perChannel as tf.Tensor3D, W, bias); // [B·T, P, C]
-  }
-  return boundary(tf.reshape(imgs, [B * T, S, S, C]), precision) as tf.Tensor4D;
-}
-
-/** pixel-attn's decoding cache: keys [B, C, t, dk] and the attended source (value images or hn). */
-export interface ImageAttnCache {
-  k: tf.Tensor4D | null;
-  src: tf.Tensor | null;
+  const F = cnnOutWidth(cnnConfigOf(c));
+  specs.push(...layerNormSpecs("ln_f", F, c.bias), weightSpec("lm_head.weight", [c.vocabSize, F]));
+  return specs;
 }
 
 /**
@@ -438,43 +267,36 @@ export function cnnChunkFor(c: PixelConfig, N: number): number {
 
 class PixelDecodeState implements DecodeState {
   length = 0;
-  /** pixel-cumsum: the running key sum [B, C·dk]. */
-  keySum: tf.Tensor2D | null = null;
-  imageCache: ImageAttnCache = { k: null, src: null };
+  /** What the mapping keeps between steps (mappingOf(config).step). */
+  mapping: MappingCache = {};
   constructor(readonly batch: number, readonly caches: KVCache[], readonly headT: tf.Tensor2D) {}
   dispose(): void {
     for (const c of this.caches) {
       c.k?.dispose(), c.v?.dispose();
       c.k = null, c.v = null;
     }
-    this.keySum?.dispose(), this.imageCache.k?.dispose(), this.imageCache.src?.dispose();
-    this.keySum = null, this.imageCache = { k: null, src: null };
+    for (const t of Object.values(this.mapping)) t?.dispose();
+    this.mapping = {};
     this.headT.dispose();
   }
 }
 
 export class PixelModel implements LanguageModel {
   readonly config: PixelConfig;
-  readonly params = new Map<string, tf.Variable>();
+  readonly params: Map<string, tf.Variable>;
   private readonly decayed = new Set<string>();
+  private readonly mapping: ImageMapping;
   private readonly cnnCfg: CnnConfig;
   private readonly cnnNames: string[];
 
   constructor(config: ModelConfig, seed: number) {
     validatePixelConfig(config);
     this.config = { ...config, cnnWidths: [...config.cnnWidths] };
+    this.mapping = mappingOf(this.config);
     this.cnnCfg = cnnConfigOf(this.config);
-    const rng = new Rng(seed);
-    for (const s of pixelParamSpecs(this.config)) {
-      const init = s.init.kind === "normal"
-        ? normalInit(rng, s.shape, s.init.std)
-        : s.init.kind === "ones"
-        ? tf.ones(s.shape)
-        : tf.zeros(s.shape);
-      this.params.set(s.name, tf.variable(init, true));
-      init.dispose();
-      if (s.decay) this.decayed.add(s.name);
-    }
+    const specs = pixelParamSpecs(this.config);
+    this.params = createParams(specs, new Rng(seed));
+    for (const s of specs) if (s.decay) this.decayed.add(s.name);
     this.cnnNames = cnnParamSpecs(this.cnnCfg).map((s) => s.name);
   }
 
@@ -482,45 +304,6 @@ export class PixelModel implements LanguageModel {
     const v = this.params.get(name);
     if (!v) throw new Error(`${this.config.model}: no parameter '${name}'`);
     return v;
-  }
-
-  /** The warm-up block's parameters, by gpt.ts's names. */
-  private blockParams(i: number): BlockParams {
-    const h = `transformer.h.${i}`;
-    const o = (n: string) => this.params.get(n) as tf.Tensor1D | undefined;
-    return {
-      ln1W: this.p(`${h}.ln_1.weight`) as tf.Tensor1D,
-      ln1B: o(`${h}.ln_1.bias`),
-      attn: {
-        cAttnW: this.p(`${h}.attn.c_attn.weight`) as tf.Tensor2D,
-        cAttnB: o(`${h}.attn.c_attn.bias`),
-        cProjW: this.p(`${h}.attn.c_proj.weight`) as tf.Tensor2D,
-        cProjB: o(`${h}.attn.c_proj.bias`),
-      },
-      ln2W: this.p(`${h}.ln_2.weight`) as tf.Tensor1D,
-      ln2B: o(`${h}.ln_2.bias`),
-      mlp: {
-        cFcW: this.p(`${h}.mlp.c_fc.weight`) as tf.Tensor2D,
-        cFcB: o(`${h}.mlp.c_fc.bias`),
-        cProjW: this.p(`${h}.mlp.c_proj.weight`) as tf.Tensor2D,
-        cProjB: o(`${h}.mlp.c_proj.bias`),
-      },
-    };
-  }
-
-  private checkIdx(idx: tf.Tensor, what: string): void {
-    if (idx.rank !== 2 || idx.dtype !== "int32") {
-      throw new Error(
-        `${this.config.model}.${what}: expected int32 [B, T] tokens, got ${idx.dtype} [${idx.shape}]`,
-      );
-    }
-    if ((idx.shape[1] ?? 0) > this.config.contextLength) {
-      throw usageError(
-        `${this.config.model}.${what}: ${
-          idx.shape[1]
-        } positions exceed the context length ${this.config.contextLength}`,
-      );
-    }
   }
 
   /** Embeddings + warm-up blocks + map LayerNorm for positions start..start+T-1: hn [B, T, d]. */
@@ -537,7 +320,7 @@ export class PixelModel implements LanguageModel {
     const pos = tf.slice(this.p("transformer.wpe.weight"), [start, 0], [T, d]);
     let x = tf.reshape(tf.add(tok, pos), [B, T, d]) as tf.Tensor3D;
     for (let i = 0; i < this.config.nWarmup; i++) {
-      x = block(x, this.blockParams(i), this.config.nHead, {
+      x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
         precision,
         cache: caches?.[i],
         attentionProbs: probs,
@@ -553,9 +336,7 @@ export class PixelModel implements LanguageModel {
 
   /** Images [B·T, H, W, C] of a whole window (no cache). */
   private images(hn: tf.Tensor3D, precision?: Precision, probs?: tf.Tensor[]): tf.Tensor4D {
-    return this.config.model === "pixel-cumsum"
-      ? cumsumImages(this.config, this.params, hn, precision)
-      : attnImages(this.config, this.params, hn, precision, undefined, probs);
+    return this.mapping.images(this.config, this.params, hn, precision, probs);
   }
 
   /** CNN + GAP + ln_f: normed features [N, F]. */
@@ -578,12 +359,7 @@ export class PixelModel implements LanguageModel {
   }
 
   loss(idx: tf.Tensor2D, targets: tf.Tensor2D, opts: ForwardOptions = {}): tf.Scalar {
-    this.checkIdx(idx, "loss");
-    if (targets.dtype !== "int32" || targets.shape.join() !== idx.shape.join()) {
-      throw new Error(
-        `${this.config.model}.loss: targets must be int32 [${idx.shape}], got ${targets.dtype} [${targets.shape}]`,
-      );
-    }
+    checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
       return tiedCrossEntropy(
@@ -595,7 +371,7 @@ export class PixelModel implements LanguageModel {
   }
 
   logits(idx: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
-    this.checkIdx(idx, "logits");
+    checkTokens(this.config, idx, "logits");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
@@ -606,13 +382,11 @@ export class PixelModel implements LanguageModel {
 
   /** Attention probabilities of the warm-up blocks and (pixel-attn) the image attention, for viz. */
   attentionMaps(idx: tf.Tensor2D): { name: string; probs: tf.Tensor }[] {
-    this.checkIdx(idx, "attentionMaps");
+    checkTokens(this.config, idx, "attentionMaps");
     const probs: tf.Tensor[] = [];
     tf.tidy(() => {
       const hn = this.front(idx, undefined, 0, undefined, probs);
-      if (this.config.model !== "pixel-cumsum") {
-        attnImages(this.config, this.params, hn, undefined, undefined, probs);
-      }
+      if (this.mapping.attends) this.mapping.images(this.config, this.params, hn, undefined, probs);
     });
     return probs.map((p, i) => ({ name: i < this.config.nWarmup ? `block ${i}` : "image attn", probs: p }));
   }
@@ -622,29 +396,13 @@ export class PixelModel implements LanguageModel {
    * activation image k_t·q, or its value images), `after` the image the CNN reads.
    */
   activationImages(idx: tf.Tensor2D): { before: tf.Tensor; after: tf.Tensor; sharing: string } {
-    this.checkIdx(idx, "activationImages");
-    const c = this.config, S = c.imageSize;
+    checkTokens(this.config, idx, "activationImages");
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const hn = this.front(idx);
-      const toCHW = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, T, S, S, c.channels]), [0, 1, 4, 2, 3]);
-      const after = toCHW(this.images(hn));
-      let before: tf.Tensor;
-      if (c.model === "pixel-cumsum") {
-        before = toCHW(cumsumImages(c, this.params, hn, undefined, false));
-      } else {
-        const W = this.p("map.value.weight") as tf.Tensor3D;
-        const hn2 = tf.reshape(hn, [B * T, c.nEmbd]);
-        const bias = this.params.get("map.value.bias");
-        const vs = tf.unstack(W).map((w, ci) => {
-          const y = tf.matMul(hn2, w as tf.Tensor2D);
-          return bias ? tf.add(y, tf.slice(bias, [ci, 0], [1, S * S])) : y;
-        });
-        before = tf.reshape(tf.stack(vs, 1), [B, T, c.channels, S, S]);
-      }
-      const sharing = c.model === "pixel-cumsum"
-        ? `running ${c.runningSum} over positions`
-        : "image attention (one head per channel)";
+      const after = toCHW(this.config, this.images(hn), B, T);
+      const before = this.mapping.ownImages(this.config, this.params, hn);
+      const sharing = this.mapping.sharing(this.config);
       return { before, after, sharing } as unknown as tf.TensorContainer;
     }) as unknown as { before: tf.Tensor; after: tf.Tensor; sharing: string };
   }
@@ -661,45 +419,15 @@ export class PixelModel implements LanguageModel {
       throw new Error(`${this.config.model}.decodeStep: state was not made by this model's startDecode`);
     }
     const c = this.config, B = state.batch;
-    if (tokens.rank !== 1 || tokens.shape[0] !== B || tokens.dtype !== "int32") {
-      throw new Error(
-        `${c.model}.decodeStep: expected int32 [${B}] tokens, got ${tokens.dtype} [${tokens.shape}]`,
-      );
-    }
-    if (state.length >= c.contextLength) {
-      throw usageError(
-        `${c.model}.decodeStep: the context (${c.contextLength} positions) is full; start a new decode with the last positions`,
-      );
-    }
+    checkDecodeStep(this.config, B, state.length, tokens);
     const old: (tf.Tensor | null)[] = [
       ...state.caches.flatMap((k) => [k.k, k.v]),
-      state.keySum,
-      state.imageCache.k,
-      state.imageCache.src,
+      ...Object.values(state.mapping),
     ];
     const t = state.length;
     const logits = tf.tidy(() => {
       const hn = this.front(tf.reshape(tokens, [B, 1]) as tf.Tensor2D, undefined, t, state.caches);
-      let imgs: tf.Tensor4D;
-      const S = c.imageSize;
-      if (c.model === "pixel-cumsum") {
-        const k = linear(
-          tf.reshape(hn, [B, c.nEmbd]),
-          this.p("map.key.weight") as tf.Tensor2D,
-        ) as tf.Tensor2D; // [B, C·dk]
-        const sum = state.keySum ? tf.add(state.keySum, k) : k;
-        state.keySum = tf.keep(sum) as tf.Tensor2D;
-        const s = c.runningSum === "mean" ? tf.div(sum, t + 1) : sum;
-        const perChannel = tf.transpose(tf.reshape(s, [B, c.channels, c.keyDim]), [1, 0, 2]) as tf.Tensor3D;
-        imgs = tf.reshape(perChannelImages(perChannel, this.p("map.query") as tf.Tensor3D), [
-          B,
-          S,
-          S,
-          c.channels,
-        ]) as tf.Tensor4D;
-      } else {
-        imgs = attnImages(c, this.params, hn, undefined, state.imageCache);
-      }
+      const imgs = this.mapping.step(c, this.params, hn, t, state.mapping);
       const h = this.features(imgs);
       return linear(h, state.headT) as tf.Tensor2D;
     });
@@ -722,19 +450,11 @@ export class PixelModel implements LanguageModel {
    */
   flopsPerToken(): number {
     const c = this.config;
-    const d = c.nEmbd, C = c.channels, dk = c.keyDim, P = c.imageSize * c.imageSize, T = c.contextLength;
+    const d = c.nEmbd, T = c.contextLength;
     const blockParams = c.nWarmup * 12 * d * d;
     const F = cnnOutWidth(this.cnnCfg);
     let flops = 6 * blockParams + 12 * c.nWarmup * d * T + 6 * c.vocabSize * F;
-    if (c.model === "pixel-cumsum") {
-      flops += 6 * d * C * dk + 6 * C * dk * P; // keys, then S_t · pixel queries
-    } else {
-      flops += 6 * 2 * d * C * dk; // q and k
-      flops += 6 * C * T * dk; // scores q·k over the context (counted in full, as nanoGPT)
-      flops += attnOrderOf(c) === "values-first"
-        ? 6 * d * C * P + 6 * C * T * P // value images, then A @ V
-        : 6 * C * T * d + 6 * d * C * P; // A @ hn, then the image maps
-    }
+    flops += this.mapping.flops(c);
     flops += 3 * cnnFlopsPerImage(this.cnnCfg);
     return flops;
   }

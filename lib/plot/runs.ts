@@ -5,6 +5,7 @@ import { basename, dirname, join } from "node:path";
 import { inputError } from "../errors.ts";
 import { warn } from "../log.ts";
 import { type ChartSpec, type Mark, PALETTE, type Series, type XAxis } from "./chart.ts";
+import { STUDY_PUBLISHED } from "../study_published.ts";
 
 /** File names, in order, that hold the step log inside a run folder. */
 export const RUN_LOG_NAMES = ["log.jsonl", "train.jsonl", "train_log.jsonl", "metrics.jsonl"];
@@ -178,20 +179,14 @@ function uniqueNames(names: string[]): string[] {
 }
 
 /** The study's compute budgets (wall-clock, on its 4-GPU node) as vertical marks on a time axis. */
-export const STUDY_BUDGETS: Mark[] = [
-  { at: 2 * 3600, label: "study: cumsum 2h" },
-  { at: 3 * 3600, label: "study: attn 3h" },
-  { at: 3 * 3600 + 27 * 60, label: "study: wide 3h27m" },
-  { at: 4 * 3600, label: "study: gpt 4h" },
-];
+export const STUDY_BUDGETS: Mark[] = Object.values(STUDY_PUBLISHED)
+  .sort((a, b) => a.budgetSeconds - b.budgetSeconds)
+  .map((r) => ({ at: r.budgetSeconds, label: `study: ${r.mark.budget}` }));
 
 /** The final losses the study reported, as horizontal reference lines. */
-export const STUDY_LOSSES: Mark[] = [
-  { at: 3.198, label: "study gpt 3.198" },
-  { at: 4.50, label: "study attn-wide 4.50" },
-  { at: 4.73, label: "study attn 4.73" },
-  { at: 6.46, label: "study cumsum 6.46" },
-];
+export const STUDY_LOSSES: Mark[] = Object.values(STUDY_PUBLISHED)
+  .sort((a, b) => a.value - b.value)
+  .map((r) => ({ at: Number(r.mark.loss.split(" ").pop()), label: `study ${r.mark.loss}` }));
 
 export interface LossChartOptions {
   axis: XAxis;

@@ -1,16 +1,16 @@
 // Picks and starts the TF.js tensor backend for every lmpipe command, so that models and the engine
-// never touch backend set-up: `tf` exported here has gradients registered and the gap fills of
-// fixes.ts applied, and initBackend() can be called again to switch backends within one process
+// never touch backend set-up: `tf` exported here has gradients registered and the fixes of
+// patches/ applied, and initBackend() can be called again to switch backends within one process
 // (tests compare each backend with `cpu` in-process).
 import "@tensorflow/tfjs"; // side effect: registers the gradients (tfjs-core's node build under Deno does not)
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
-import { applyFixes } from "./fixes.ts";
-import { enableWasmThreads } from "./wasm_threads.ts";
-import { blasStatus, loadBlas } from "./blas.ts";
-import { startWasmKernels } from "./wasm_kernels.ts";
+import { applyPatches } from "./patches/mod.ts";
+import { enableWasmThreads } from "./wasm/threads.ts";
+import { blasStatus, loadBlas } from "../native/blas.ts";
+import { startWasmKernels } from "./wasm/kernels.ts";
 import { LmpipeError, usageError } from "../errors.ts";
 import { info, warn } from "../log.ts";
 
@@ -23,7 +23,7 @@ export interface BackendInfo {
   name: Exclude<BackendName, "auto">;
   /**
    * Human-readable device, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "WebAssembly SIMD, 2 threads,
-   * OpenBLAS sgemm" (wasm names its matMul path: lib/tensor/blas.ts).
+   * OpenBLAS sgemm" (wasm names its matMul path: lib/native/blas.ts).
    */
   device: string;
   threads?: number;
@@ -62,7 +62,7 @@ let tensorflowLoaded: string | null = null;
 
 function ensureFixes(): void {
   if (fixesApplied) return;
-  applyFixes();
+  applyPatches();
   fixesApplied = true;
 }
 
@@ -216,8 +216,8 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
     if (startedBefore && opts.threads !== undefined && opts.threads !== threads && !opts.quiet) {
       warn(`wasm started earlier in this process with ${threads} thread(s); ${opts.threads} requested now`);
     }
-    loadBlas(threads); // big float32 matMuls go to a CBLAS sgemm when one is found (fixes.ts)
-    await startWasmKernels(); // lmpipe's own wasm kernels and their worker threads (wasm_kernels.ts)
+    loadBlas(threads); // big float32 matMuls go to a CBLAS sgemm when one is found (ops/matmul/wasm.ts)
+    await startWasmKernels(); // lmpipe's own wasm kernels and their worker threads (wasm/kernels.ts)
     result = {
       name: "wasm",
       device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}, ${blasStatus()}`,

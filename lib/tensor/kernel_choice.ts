@@ -1,14 +1,174 @@
-// Whether one of lmpipe's own kernels (kernel_names.ts) runs on the current backend: the ops that have
-// one (softmax_rows.ts, layer_norm.ts, gelu.ts) ask here instead of each spelling out the rule. On wasm
-// the kernels of wasm_kernels.ts, unless LMPIPE_WASM_FUSED=0; on webgpu a kernel registered by
-// webgpu_kernels.ts, webgpu_attention.ts or webgpu_layers.ts, unless LMPIPE_WEBGPU_FUSED=0; elsewhere
-// never (the op chains run).
+// Which implementation of an op runs on each backend, decided here and nowhere else: lmpipe's own
+// kernels (ops/<op>/, wasm/kernels.ts, webgpu/), a native library (lib/native/), or TF.js's stock
+// kernels and op chains. Each op asks kernelFor(op) and runs what it names; docs/kernels.md explains
+// the table and how to force each implementation for benchmarking.
+//
+// The rule is the order of TABLE: for an op on a backend, the first implementation whose `active()`
+// holds runs; the last of each row is always available. A new kernel adds one implementation to its
+// op's row (or a new row), with the file that holds it, why it wins and the switch that turns it off.
+// The switches' state stays beside the kernels that obey them (wasm/kernels.ts setWasmKernelsEnabled,
+// webgpu/kernels.ts setFusedKernelsEnabled, lib/native/blas.ts loadBlas), so no kernel imports this file
+// back except to ask.
 import * as tf from "@tensorflow/tfjs-core";
-import { wasmKernelsActive } from "./wasm_kernels.ts";
-import { fusedKernelsActive } from "./webgpu_kernels.ts";
+import { type Blas, currentBlas } from "../native/blas.ts";
+import { wasmKernelsActive } from "./wasm/kernels.ts";
+import { fusedKernelsActive } from "./webgpu/kernels.ts";
+import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 
-export function ownKernelActive(kernelName: string): boolean {
-  const backend = tf.getBackend();
-  if (backend === "wasm") return wasmKernelsActive();
-  return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(kernelName, "webgpu") !== undefined;
+/** One way to compute an op on a backend. */
+export interface Implementation {
+  /** Short name callers compare against: "lmpipe", "blas", "tfjs", "ops", ... */
+  name: string;
+  /** Where it lives. */
+  file: string;
+  /** Whether it runs now; `work` is the op's size where the choice depends on it (matMul: M*K*N). */
+  active: (work: number) => boolean;
+  /** Why it is preferred over the ones after it. */
+  why: string;
+}
+
+/** An op on a backend and its implementations, most preferred first. */
+export interface KernelChoice {
+  op: string;
+  backend: string;
+  implementations: Implementation[];
+  /** How to force the choice (environment variables), for benchmarking. */
+  force: string;
+}
+
+// With a CBLAS library, sgemm matched or beat XNNPACK at every size measured from 16x16x16 up
+// (bench/blas_matmul.ts); below blasMinWork multiply-adds per batch slice call overhead dominates.
+let blasMinWork = 4096;
+
+/** Sets the smallest M*K*N (per batch slice) that goes to BLAS; returns the previous value. */
+export function setBlasMinWork(n: number): number {
+  const prev = blasMinWork;
+  blasMinWork = n;
+  return prev;
+}
+
+const always = () => true;
+
+/** The op chain, always available: the reference the kernels are tested against. */
+function opChain(file: string): Implementation {
+  return {
+    name: "ops",
+    file,
+    active: always,
+    why: "TF.js op chain: the reference the kernels are tested against",
+  };
+}
+
+/** A row where lmpipe's wasm SIMD kernel in `file` (run by wasm/kernels.ts) runs unless switched off. */
+function wasmRow(op: string, file: string, opChainFile: string, force = ""): KernelChoice {
+  const own: Implementation = {
+    name: "lmpipe",
+    file,
+    active: () => wasmKernelsActive(),
+    why: "one multithreaded SIMD pass where TF.js runs several single-threaded kernels",
+  };
+  return {
+    op,
+    backend: "wasm",
+    implementations: [own, opChain(opChainFile)],
+    force: "LMPIPE_WASM_FUSED=0 runs the op chain" + force,
+  };
+}
+
+/**
+ * A row where lmpipe's WGSL kernel runs while the fused kernels are on; `kernel` names a TF.js kernel
+ * that must also be registered (tests unregister some to compare).
+ */
+function webgpuRow(op: string, file: string, opChainFile: string, kernel?: string, force = ""): KernelChoice {
+  const own: Implementation = {
+    name: "lmpipe",
+    file,
+    active: () =>
+      fusedKernelsActive() && (kernel === undefined || tf.getKernel(kernel, "webgpu") !== undefined),
+    why: "one or two dispatches where TF.js's op chain launches one per op",
+  };
+  return {
+    op,
+    backend: "webgpu",
+    implementations: [own, opChain(opChainFile)],
+    force: "LMPIPE_WEBGPU_FUSED=0 runs the op chain" + force,
+  };
+}
+
+const FUSED_OPTION = "; AdamW's `fused: false` option";
+
+/** The rule. Each row: an op on a backend, implementations in priority order. */
+export const TABLE: KernelChoice[] = [
+  {
+    op: "matMul",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "blas",
+        file: "lib/native/blas.ts via lib/tensor/ops/matmul/wasm.ts",
+        active: (work) => currentBlas() !== null && work >= blasMinWork,
+        why: "OpenBLAS sgemm on the wasm heap: 3-4x XNNPACK, transposes as flags",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/matmul/wasm.ts",
+        active: always,
+        why: "every matMul reshaped onto XNNPACK's fast 2-D path (TF.js's own loop is 10x slower otherwise)",
+      },
+    ],
+    force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
+  },
+  wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
+  wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
+  wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
+  wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
+  webgpuRow(
+    "softmaxRows",
+    "lib/tensor/ops/softmax_rows/webgpu.ts",
+    "lib/tensor/ops/softmax_rows/mod.ts",
+    SOFTMAX_ROWS_KERNEL,
+  ),
+  webgpuRow(
+    "layerNorm",
+    "lib/tensor/ops/layer_norm/webgpu.ts",
+    "lib/tensor/ops/layer_norm/mod.ts",
+    LAYER_NORM_KERNEL,
+  ),
+  webgpuRow("gelu", "lib/tensor/ops/gelu/webgpu.ts", "lib/tensor/ops/gelu/mod.ts", GELU_KERNEL),
+  webgpuRow(
+    "causalSoftmax",
+    "lib/tensor/ops/causal_softmax/webgpu.ts",
+    "lib/tensor/ops/causal_softmax/mod.ts",
+  ),
+  webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
+  webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
+  webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
+];
+
+/**
+ * The name of the implementation of `op` that runs now on `backend` (default: the current one):
+ * "ops" (or "tfjs") where the table has no row for the pair.
+ *
+ * @example
+ * if (kernelFor("gelu") === "lmpipe") return geluByKernels(x); // else the op chain
+ */
+export function kernelFor(op: string, backend: string = tf.getBackend(), work = 0): string {
+  const row = TABLE.find((r) => r.op === op && r.backend === backend);
+  if (!row) return "ops";
+  for (const impl of row.implementations) if (impl.active(work)) return impl.name;
+  return row.implementations[row.implementations.length - 1].name;
+}
+
+/** The BLAS library to run a wasm matMul of `work` = M*K*N multiply-adds per slice with, or null. */
+export function blasForMatMul(work: number): Blas | null {
+  return kernelFor("matMul", "wasm", work) === "blas" ? currentBlas() : null;
+}
+
+/**
+ * Whether float32 matMuls with transposed operands cost no more than plain ones on the current
+ * backend: wasm with a BLAS library (the flags go to sgemm), where a materialised transpose is pure
+ * overhead. Elsewhere callers keep their explicit, reused transposes.
+ */
+export function transposedMatMulsAreFree(): boolean {
+  return tf.getBackend() === "wasm" && currentBlas() !== null && blasMinWork <= 1 << 20;
 }

@@ -1,18 +1,37 @@
-// Names of lmpipe's own TF.js kernels that more than one backend registers (wasm_kernels.ts,
-// webgpu_kernels.ts, ...), and the constants of their contracts, kept apart so that no backend module
+// Names of lmpipe's own TF.js kernels that more than one backend registers (wasm/kernels.ts,
+// webgpu/kernels.ts, ...), and the constants of their contracts, kept apart so that no backend module
 // imports another (or an op module) for them.
 
 /** One parameter's AdamW update (lib/optim.ts): [new param, m, v] from {p, g, m, v}. */
 export const ADAMW_KERNEL = "LmpipeAdamW";
 
-/** e = exp(x - rowmax), row maxima, row sums: lib/tensor/softmax_rows.ts. */
+/**
+ * Per-update constants of AdamW, computed on the host in float64 exactly as lib/optim.ts computes
+ * them; each becomes a float32 in the shader, as TF.js turns a JS number operand into a float32
+ * scalar tensor, so the fused update sees the same float32 constants as the op chain.
+ */
+export interface AdamWConstants {
+  /** Multiplies the gradient first (loss-scale unscale times clip factor; 1: none). */
+  gradScale: number;
+  beta1: number;
+  oneMinusBeta1: number;
+  beta2: number;
+  oneMinusBeta2: number;
+  /** p is multiplied by this before the update (1 - lr * wd, or 1 without decay). */
+  decay: number;
+  sqrtBc2: number;
+  eps: number;
+  stepSize: number;
+}
+
+/** e = exp(x - rowmax), row maxima, row sums: lib/tensor/ops/softmax_rows/mod.ts. */
 export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
 
-/** LayerNorm forward (y, row means, row 1/std) and its gradient: lib/tensor/layer_norm.ts. */
+/** LayerNorm forward (y, row means, row 1/std) and its gradient: lib/tensor/ops/layer_norm/mod.ts. */
 export const LAYER_NORM_KERNEL = "LmpipeLayerNorm";
 export const LAYER_NORM_GRAD_KERNEL = "LmpipeLayerNormGrad";
 
-/** GELU (tanh form) forward, y only, and its gradient from x and dy (tanh recomputed): lib/tensor/gelu.ts. */
+/** GELU (tanh form) forward, y only, and its gradient from x and dy (tanh recomputed): lib/tensor/ops/gelu/mod.ts. */
 export const GELU_KERNEL = "LmpipeGelu";
 /** GELU's k = sqrt(2 / pi) and c: 0.5 x (1 + tanh(k (x + c x^3))). */
 export const GELU_K = Math.sqrt(2 / Math.PI);

@@ -9,10 +9,11 @@ import { loadCheckpoint } from "../../lib/checkpoint.ts";
 import { ShardReader } from "../../lib/shard.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
 import type { Precision } from "../../lib/models/types.ts";
-import { listShards } from "../train/data.ts";
-import { loadFamilies, modelFromCheckpoint, type PipelineEnv, stdoutWriter } from "../train/setup.ts";
+import { listShards } from "../../lib/shard_splits.ts";
+import { loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
 import { type Score, scoreSource, type TokenSource } from "./score.ts";
-import { parseTokenStream, readAll } from "./stream.ts";
+import { parseTokenStream, readAll } from "../../lib/token_stream.ts";
 
 const CMD = "eval";
 

@@ -4,7 +4,7 @@
 // context - stride tokens of extra history and score only the new tokens of each window.
 import type { LanguageModel, Precision } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
-import { takeAlongLastAxis } from "../../lib/tensor/fixes.ts";
+import { takeAlongLastAxis } from "../../lib/nn.ts";
 
 /** Random access to a token sequence: `read(offset, count)`. */
 export interface TokenSource {

@@ -8,8 +8,9 @@ import { loadCheckpoint } from "../../lib/checkpoint.ts";
 import { Rng } from "../../lib/rng.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
 import { decodeBytes, encodeOrdinary, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
-import { readAll } from "../eval/stream.ts";
-import { loadFamilies, modelFromCheckpoint, type PipelineEnv, stdoutWriter } from "../train/setup.ts";
+import { readAll } from "../../lib/token_stream.ts";
+import { loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
 import { cachedStepper, chooseToken, type SamplingOptions, uncachedStepper } from "./generate.ts";
 import { topLine, topTokens } from "./top.ts";
 

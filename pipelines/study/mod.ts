@@ -11,7 +11,8 @@ import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtDuration, info, stderrIsTTY, warn } from "../../lib/log.ts";
 import { VERSION } from "../../lib/version.ts";
-import { getFamily } from "../../lib/models/registry.ts";
+import { familyNames, getFamily } from "../../lib/models/registry.ts";
+import { peakRssOf } from "../../lib/rss.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { initBackend } from "../../lib/tensor/backend.ts";
 import { encodePng } from "../../lib/plot/png.ts";
@@ -22,7 +23,8 @@ import { renderTerm } from "../../lib/plot/term.ts";
 import { pathExists, writeAtomic } from "../../lib/fs.ts";
 import { type ModelResult, renderMarkdown, STUDY_REPORTED, type StudyReport } from "./report.ts";
 
-export const ALL_MODELS = ["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"];
+/** Every model the study trains: the registry's families, in its order. */
+export const ALL_MODELS: readonly string[] = familyNames();
 
 const HELP = `lmpipe study: train every model for the same wall-clock budget and compare them
 
@@ -79,6 +81,7 @@ export async function run(argv: string[]): Promise<void> {
   const dd = argv.indexOf("--");
   const own = dd >= 0 ? argv.slice(0, dd) : argv;
   const trainExtra = dd >= 0 ? argv.slice(dd + 1) : [];
+  refuseOtherEvalSpellings(own);
   const p = parseFlags("study", own, {
     data: { type: "string" },
     budget: { type: "string" },
@@ -163,6 +166,30 @@ export async function run(argv: string[]): Promise<void> {
   }
 }
 
+/**
+ * Other spellings of --eval-tokens (eval's own --max-tokens, the report's eval_max_tokens, ...): a usage
+ * error that names the study's one spelling, instead of a generic "unknown flag".
+ */
+const EVAL_TOKENS_ALIASES = [
+  "--max-tokens",
+  "--eval-max-tokens",
+  "--eval_max_tokens",
+  "--eval_tokens",
+  "--evalTokens",
+];
+
+export function refuseOtherEvalSpellings(args: string[]): void {
+  for (const a of args) {
+    const flag = a.split("=")[0];
+    if (EVAL_TOKENS_ALIASES.includes(flag)) {
+      throw usageError(
+        `lmpipe study: ${flag} is not a study option; the validation tokens each model is evaluated on ` +
+          `are set with --eval-tokens N (0 = the whole val split)`,
+      );
+    }
+  }
+}
+
 /** Marker written into a run folder once its training finished, with the budget it ran under. */
 const DONE_FILE = "study_done.json";
 
@@ -187,7 +214,7 @@ async function lmpipe(
   }).spawn();
   let peak: number | null = null;
   const poll = setInterval(() => {
-    const v = peakRss(child.pid);
+    const v = peakRssOf(child.pid);
     if (v !== null) peak = Math.max(peak ?? 0, v);
   }, 250);
   const tail: string[] = [];
@@ -225,16 +252,6 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   let off = 0;
   for (const c of chunks) out.set(c, off), off += c.length;
   return out;
-}
-
-/** Peak resident set size of a process (Linux /proc VmHWM), or null where the OS does not say. */
-function peakRss(pid: number): number | null {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
 }
 
 /** The study-size preset is called gpt2 for gpt and study for the image models; either name picks both. */

@@ -1,6 +1,7 @@
 // The study's report: per-model results of equal-budget runs as report.json (for tools) and report.md
 // (for people), next to the study's own reported numbers, with the loss-curve figures linked.
 import { fmtBytes, fmtCount, fmtDuration } from "../../lib/log.ts";
+import { STUDY_PUBLISHED } from "../../lib/study_published.ts";
 
 /** What one model's run produced. */
 export interface ModelResult {
@@ -30,13 +31,13 @@ export interface ModelResult {
   resumed?: boolean;
 }
 
-/** The study's reported final losses (Project PS write-up), for the comparison columns. */
-export const STUDY_REPORTED: Record<string, { compute: string; loss: string; value: number }> = {
-  "gpt": { compute: "4 h (2 h: < 3.5)", loss: "3.198", value: 3.198 },
-  "pixel-cumsum": { compute: "2 h", loss: "10.8 → 6.46", value: 6.46 },
-  "pixel-attn": { compute: "3 h", loss: "4.73", value: 4.73 },
-  "pixel-attn-wide": { compute: "3 h 27 min", loss: "train 4.5023, val 4.5044", value: 4.5044 },
-};
+/** The study's reported final losses (lib/study_published.ts), as report.json quotes them. */
+export const STUDY_REPORTED: Record<string, { compute: string; loss: string; value: number }> = Object
+  .fromEntries(
+    Object.entries(STUDY_PUBLISHED).map((
+      [m, r],
+    ) => [m, { compute: r.compute, loss: r.loss, value: r.value }]),
+  );
 
 export interface StudyReport {
   lmpipe: string;

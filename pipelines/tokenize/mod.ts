@@ -22,7 +22,7 @@ import { writeAll, writeAtomic, writeFailure } from "../../lib/fs.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { VERSION } from "../../lib/version.ts";
 import { isVal } from "./split.ts";
-import { peakRss } from "./rss.ts";
+import { peakRss } from "../../lib/rss.ts";
 
 const CMD = "tokenize";
 

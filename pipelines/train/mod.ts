@@ -29,15 +29,10 @@ import { wasmHeapBytes } from "../../lib/tensor/memory.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
-import { listShards, metaTokenizer, metaVocab } from "./data.ts";
-import {
-  buildModelConfig,
-  familyOf,
-  loadFamilies,
-  loadWeights,
-  type PipelineEnv,
-  stdoutWriter,
-} from "./setup.ts";
+import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts";
+import { familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import { loadWeights } from "../../lib/checkpoint_model.ts";
+import { configFromFlags } from "../../lib/models/config.ts";
 
 const CMD = "train";
 
@@ -202,7 +197,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     familyOf(families, modelConfig.model, CMD).validate(modelConfig);
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
-    modelConfig = await buildModelConfig(
+    modelConfig = await configFromFlags(
       family,
       str(p, "preset", "tiny"),
       str(p, "config"),

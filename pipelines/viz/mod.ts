@@ -13,7 +13,8 @@ import { encodePng } from "../../lib/plot/png.ts";
 import { writeAtomic } from "../../lib/fs.ts";
 import { BACKEND_NAMES, type BackendName, initBackend, readData, tf } from "../../lib/tensor/backend.ts";
 import { decode, encodeOrdinary, EOT } from "../../lib/tokenizer.ts";
-import { loadFamilies, modelFromCheckpoint } from "../train/setup.ts";
+import { loadFamilies } from "../../lib/pipeline_env.ts";
+import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
 import { type ActivationImages, attentionGrid, imagesGrid, type LayerAttention } from "./grids.ts";
 import { hasAttentionProbe, hasImageProbe } from "./probes.ts";
 

@@ -1,0 +1,67 @@
+// The causal softmax of attention (lib/nn.ts causalSelfAttention, lib/models/pixel.ts attnImages):
+// softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
+// sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu/kernels.ts
+// lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
+// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts). Everywhere else the op chain runs as before:
+// scores + an additive mask of -1e9, then tf.softmax, with TF.js's own gradients, so cpu and wasm
+// numbers do not change.
+import * as tf from "@tensorflow/tfjs-core";
+import { kernelFor } from "../../kernel_choice.ts";
+import { causalSoftmaxGradKernelCall, causalSoftmaxKernelCall } from "./webgpu.ts";
+
+/**
+ * Additive causal mask [q, past + q]: query i (at absolute position past + i) sees keys 0..past+i.
+ * Masked entries are -1e9, not -inf, so a fully masked row can never produce NaN.
+ */
+export function causalMask(q: number, past: number): tf.Tensor2D {
+  const k = past + q;
+  const m = new Float32Array(q * k);
+  for (let i = 0; i < q; i++) for (let j = past + i + 1; j < k; j++) m[i * k + j] = -1e9;
+  return tf.tensor2d(m, [q, k]);
+}
+
+/** [T, past + T] of `scores`, or a clear error naming the caller's mistake. */
+function queriesOf(scores: tf.Tensor, past: number): number {
+  const r = scores.rank;
+  const T = r >= 2 ? scores.shape[r - 2] : NaN;
+  if (r < 2 || !Number.isInteger(past) || past < 0 || scores.shape[r - 1] !== past + T) {
+    throw new Error(
+      `causalSoftmax (lib/tensor/ops/causal_softmax/mod.ts): scores [${scores.shape}] with past ${past}: expected ` +
+        `[..., T, past + T] with an integer past >= 0`,
+    );
+  }
+  return T;
+}
+
+/** The op chain: add the -1e9 mask (only when T > 1, when some key is masked), then tf.softmax. */
+export function causalSoftmaxByOps(scores: tf.Tensor, past: number): tf.Tensor {
+  const T = queriesOf(scores, past);
+  return tf.softmax(T > 1 ? tf.add(scores, causalMask(T, past)) : scores);
+}
+
+/** The fused kernels with the softmax gradient dx = dy * y - sum(dy * y) * y, one dispatch each way. */
+function causalSoftmaxFused(scores: tf.Tensor, past: number): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const y = causalSoftmaxKernelCall(x, past);
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        causalSoftmaxGradKernelCall(saved[0], dy as tf.Tensor),
+    };
+  }) as (x: tf.Tensor) => tf.Tensor;
+  return f(scores);
+}
+
+/**
+ * Softmax over the last axis of `scores` [..., T, past + T], query row i seeing keys 0..past+i only
+ * (the others get probability exactly 0). Differentiable.
+ */
+export function causalSoftmax(scores: tf.Tensor, past: number): tf.Tensor {
+  queriesOf(scores, past);
+  if (scores.dtype === "float32" && scores.size > 0 && kernelFor("causalSoftmax") === "lmpipe") {
+    return causalSoftmaxFused(scores, past);
+  }
+  return causalSoftmaxByOps(scores, past);
+}

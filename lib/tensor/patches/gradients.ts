@@ -1,0 +1,65 @@
+// Gradients TF.js 4.22 gets wrong on every backend, registered over its own:
+//   - Cumsum along an inner axis: a wrongly transposed result -> the reverse cumsum of dy;
+//   - BatchMatMul against a broadcast weight: not summed over the broadcast batch -> summed, and a 2-D
+//     weight against a batched input as one 2-D matMul over all rows (also wasm's fast path).
+import * as tf from "@tensorflow/tfjs-core";
+import type { Attrs } from "../host_kernel.ts";
+
+const { util, backend_util } = tf;
+
+/** Sums `g` over the batch dimensions that were broadcast in an input of shape `shape`. */
+function reduceToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
+  if (util.arraysEqual(g.shape, shape)) return g;
+  const axes = backend_util.getReductionAxes(shape, g.shape);
+  const summed = axes.length > 0 ? tf.sum(g, axes) : g;
+  return tf.reshape(summed, shape);
+}
+
+/** Registers the two gradients above over TF.js's; call once. */
+export function registerGradientPatches(): void {
+  // Cumsum: d(cumsum x)/dx is the cumsum of dy in the opposite direction along the same axis. TF.js
+  // 4.22 also transposes the result, giving a wrong shape whenever the axis is not the last one.
+  tf.registerGradient({
+    kernelName: tf.Cumsum,
+    inputsToSave: ["x"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], _saved: tf.Tensor[], attrs: Attrs) => {
+      const { axis, exclusive, reverse } = attrs;
+      return { x: () => tf.cumsum(dy as tf.Tensor, axis, exclusive, !reverse) };
+    },
+  });
+
+  // BatchMatMul: TF.js 4.22 forgets to sum the gradient over broadcast batch dimensions (e.g.
+  // [B,T,K] @ [K,N] gives a [B,K,N] gradient for the [K,N] weight). A 2-D weight against a batched
+  // input is computed as one 2-D matMul over all rows, which is also the fast path on wasm.
+  tf.registerGradient({
+    kernelName: tf.BatchMatMul,
+    inputsToSave: ["a", "b"],
+    gradFunc: (dyIn: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: Attrs) => {
+      const dy = dyIn as tf.Tensor;
+      const [a, b] = saved;
+      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+      const gradA = () => {
+        let g: tf.Tensor;
+        if (!transposeA && !transposeB) g = tf.matMul(dy, b, false, true);
+        else if (!transposeA && transposeB) g = tf.matMul(dy, b, false, false);
+        else if (transposeA && !transposeB) g = tf.matMul(b, dy, false, true);
+        else g = tf.matMul(b, dy, true, true);
+        return reduceToShape(g, a.shape);
+      };
+      const gradB = () => {
+        if (b.rank === 2 && a.rank > 2 && !transposeA) {
+          const K = a.shape[a.rank - 1], N = dy.shape[dy.rank - 1];
+          const a2 = tf.reshape(a, [-1, K]), dy2 = tf.reshape(dy, [-1, N]);
+          return transposeB ? tf.matMul(dy2, a2, true, false) : tf.matMul(a2, dy2, true, false);
+        }
+        let g: tf.Tensor;
+        if (!transposeA && !transposeB) g = tf.matMul(a, dy, true, false);
+        else if (!transposeA && transposeB) g = tf.matMul(dy, a, true, false);
+        else if (transposeA && !transposeB) g = tf.matMul(a, dy, false, false);
+        else g = tf.matMul(dy, a, true, true);
+        return reduceToShape(g, b.shape);
+      };
+      return { a: gradA, b: gradB };
+    },
+  });
+}

@@ -1,0 +1,235 @@
+// Fixes to TF.js 4.22's own kernels on the wasm backend, where they are missing, wrong or slow, and the
+// registration of lmpipe's wasm matMul and conv-gradient kernels (ops/matmul/wasm.ts, ops/conv2d/wasm.ts):
+//   - UnsortedSegmentSum (the embedding gradient): missing -> a one-pass JS kernel (also used on cpu);
+//   - MaxPoolGrad: routes the gradient wrongly when a whole window is negative -> a JS kernel;
+//   - OneHot with a float32 output: denormal garbage -> a JS kernel;
+//   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel;
+//   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap;
+//   - out of memory (the heap stops at 4 GiB): silent corruption -> a clear error.
+// The JS kernels work on the wasm heap and on the cpu backend's arrays alike (host_kernel.ts).
+// scatterND has no gradient in TF.js; no model uses it, so it is left alone.
+import * as tf from "@tensorflow/tfjs-core";
+import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
+import { EXIT, LmpipeError, OUT_OF_MEMORY_HINT } from "../../errors.ts";
+import {
+  alloc,
+  type AnyBackend,
+  heapView,
+  isWasm,
+  type KernelArgs,
+  type KernelFn,
+  replaceKernel,
+  type TensorInfo,
+  view,
+} from "../host_kernel.ts";
+import { wasmFastMatMul } from "../ops/matmul/wasm.ts";
+import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from "../ops/conv2d/wasm.ts";
+
+const { util, backend_util } = tf;
+
+// --- UnsortedSegmentSum (the gather/embedding gradient) ---------------------------------------
+// Missing on wasm; on cpu it exists but loops over every segment (minutes for a 50304-row table).
+// One pass over the input, adding each row into its segment: O(input size) plus zeroing the output.
+export function unsortedSegmentSumKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, segmentIds } = inputs as Record<string, TensorInfo>;
+  const numSegments = attrs.numSegments as number;
+  const nIds = util.sizeFromShape(segmentIds.shape);
+  const inner = util.sizeFromShape(x.shape.slice(segmentIds.shape.length));
+  const out = alloc(backend, [numSegments, ...x.shape.slice(segmentIds.shape.length)], x.dtype);
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, x), ids = view(backend, segmentIds);
+  for (let i = 0; i < nIds; i++) {
+    const s = ids[i];
+    if (s < 0 || s >= numSegments) continue; // TF semantics: out-of-range ids are dropped
+    const ob = s * inner, xb = i * inner;
+    for (let j = 0; j < inner; j++) o[ob + j] += xs[xb + j];
+  }
+  return out.info;
+}
+
+// --- MaxPoolGrad on wasm ------------------------------------------------------------------------
+// The wasm kernel routes the gradient to the wrong element when a whole window is negative. This
+// one scans each window for its first maximum (padding excluded), like the cpu backend.
+export function maxPoolGradKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { dy, input } = inputs as Record<string, TensorInfo>;
+  const { filterSize, strides, pad, dimRoundingMode } = attrs;
+  const ci = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    filterSize,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const out = alloc(backend, input.shape.slice(), "float32");
+  const dx = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, input), g = view(backend, dy);
+  const [H, W, C] = [ci.inHeight, ci.inWidth, ci.inChannels];
+  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
+  const { effectiveFilterHeight: fh, effectiveFilterWidth: fw, dilationHeight: dh, dilationWidth: dw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  for (let b = 0; b < ci.batchSize; b++) {
+    const xb = b * H * W * C;
+    for (let oh = 0; oh < OH; oh++) {
+      const h0 = oh * sh - pt;
+      for (let ow = 0; ow < OW; ow++) {
+        const w0 = ow * sw - pl;
+        const gBase = ((b * OH + oh) * OW + ow) * C;
+        for (let c = 0; c < C; c++) {
+          let best = -Infinity, at = -1;
+          for (let kh = 0; kh < fh; kh += dh) {
+            const h = h0 + kh;
+            if (h < 0 || h >= H) continue;
+            for (let kw = 0; kw < fw; kw += dw) {
+              const w = w0 + kw;
+              if (w < 0 || w >= W) continue;
+              const idx = xb + (h * W + w) * C + c;
+              const v = xs[idx];
+              if (v > best || at < 0) best = v, at = idx;
+            }
+          }
+          if (at >= 0) dx[at] += g[gBase + c];
+        }
+      }
+    }
+  }
+  return out.info;
+}
+
+// --- OneHot on wasm (float32 output comes back as denormal garbage) --------------------------
+export function oneHotKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { indices } = inputs as Record<string, TensorInfo>;
+  const { depth, onValue, offValue, dtype } = attrs;
+  const n = util.sizeFromShape(indices.shape);
+  const out = alloc(backend, [...indices.shape, depth], dtype ?? "int32");
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const idx = view(backend, indices);
+  if (offValue !== 0) o.fill(offValue);
+  for (let i = 0; i < n; i++) {
+    const k = idx[i];
+    if (k >= 0 && k < depth) o[i * depth + k] = onValue;
+  }
+  return out.info;
+}
+
+// --- GatherV2 with batchDims > 0 on wasm (wrong forward) --------------------------------------
+export function gatherBatchedKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, indices } = inputs as Record<string, TensorInfo>;
+  const rank = x.shape.length;
+  let axis = util.parseAxisParam(attrs.axis, x.shape)[0];
+  let batchDims = attrs.batchDims as number;
+  if (batchDims < 0) batchDims += indices.shape.length;
+  if (axis < 0) axis += rank;
+  const outer = util.sizeFromShape(x.shape.slice(0, batchDims));
+  const between = util.sizeFromShape(x.shape.slice(batchDims, axis));
+  const axisDim = x.shape[axis];
+  const slice = util.sizeFromShape(x.shape.slice(axis + 1));
+  const nIdx = outer === 0 ? 0 : util.sizeFromShape(indices.shape) / outer;
+  const outShape = [...x.shape.slice(0, axis), ...indices.shape.slice(batchDims), ...x.shape.slice(axis + 1)];
+  const out = alloc(backend, outShape, x.dtype);
+  const o = isWasm(backend) ? heapView(backend, out.info) : out.data;
+  const xs = view(backend, x), idx = view(backend, indices);
+  for (let b = 0; b < outer; b++) {
+    for (let d = 0; d < between; d++) {
+      for (let n = 0; n < nIdx; n++) {
+        const k = idx[b * nIdx + n];
+        if (k < 0 || k >= axisDim) {
+          throw new Error(`gather: index ${k} is out of range [0, ${axisDim})`);
+        }
+        const src = ((b * between + d) * axisDim + k) * slice;
+        const dst = ((b * between + d) * nIdx + n) * slice;
+        o.set(xs.subarray(src, src + slice), dst);
+      }
+    }
+  }
+  return out.info;
+}
+// --- wasm speed: Sum over leading axes (bias gradients) --------------------------------------------
+// The gradient of x @ W + b sums dy over its rows. TF.js's wasm Sum transposes the input first to sum
+// along the last axis: 4.5 ms for [1024, 512] (bench/profile_step.ts), ~6% of a small GPT's step on 2
+// threads. Column sums straight on the heap, accumulated in float64, take a tenth of that.
+
+function sumLeadingAxes(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+    const rank = x.shape.length;
+    if (x.dtype !== "float32" || rank < 2) return orig(args);
+    const axes = util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+    const k = axes.length;
+    if (k === 0 || k >= rank || axes.some((a, i) => a !== i)) return orig(args);
+    const rows = util.sizeFromShape(x.shape.slice(0, k)), cols = util.sizeFromShape(x.shape.slice(k));
+    const outShape = keepDims ? [...x.shape.slice(0, k).map(() => 1), ...x.shape.slice(k)] : x.shape.slice(k);
+    const backend = args.backend;
+    const out = backend.makeOutput(outShape, "float32") as TensorInfo;
+    const src = heapView(backend, x), dst = heapView(backend, out); // views after the allocation
+    const acc = new Float64Array(cols);
+    for (let r = 0, i = 0; r < rows; r++) {
+      for (let j = 0; j < cols; j++, i++) acc[j] += src[i];
+    }
+    dst.set(acc);
+    return out;
+  };
+}
+
+// --- wasm out of memory ------------------------------------------------------------------------
+// The wasm heap cannot grow past 4 GiB. Then malloc returns 0, TF.js places the tensor at address 0 and
+// training goes on with corrupted memory until "memory access out of bounds". Every tensor allocation
+// goes through BackendWasm.move, which here makes a failed malloc a clear error instead.
+
+function guardWasmMalloc(): void {
+  const proto = BackendWasm.prototype as AnyBackend;
+  if (proto.__lmpipeMallocGuard) return;
+  const move = proto.move;
+  // Allocates without values first, checks the address, then copies the values in (as TF.js would).
+  proto.move = function (
+    this: AnyBackend,
+    dataId: object,
+    values: ArrayBufferView | null,
+    shape: number[],
+    dtype: tf.DataType,
+    refCount: number,
+  ) {
+    if (dtype === "string") return move.call(this, dataId, values, shape, dtype, refCount);
+    move.call(this, dataId, null, shape, dtype, refCount);
+    const data = this.dataIdMap.get(dataId);
+    const numBytes = util.sizeFromShape(shape) * util.bytesPerElement(dtype);
+    if (data.memoryOffset === 0 && numBytes > 0) {
+      this.wasm.tfjs.disposeData(data.id);
+      this.dataIdMap.delete(dataId);
+      const heap = this.wasm.HEAPU8.buffer.byteLength / 2 ** 30;
+      throw new LmpipeError(
+        `wasm: out of memory allocating ${(numBytes / 2 ** 20).toFixed(1)} MiB (heap ${
+          heap.toFixed(2)
+        } GiB ` +
+          `of at most 4 GiB; tensors hold ${
+            (tf.memory().numBytes / 2 ** 30).toFixed(2)
+          } GiB): ${OUT_OF_MEMORY_HINT}`,
+        EXIT.memory,
+      );
+    }
+    if (values != null) {
+      this.wasm.HEAPU8.set(new Uint8Array(values.buffer, values.byteOffset, numBytes), data.memoryOffset);
+    }
+  };
+  proto.__lmpipeMallocGuard = true;
+}
+
+/** Registers the wasm kernels above and lmpipe's matMul and conv gradients on wasm; once. */
+export function applyWasmPatches(): void {
+  const transpose = tf.getKernel(tf.Transpose, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
+  if (tf.getKernel(tf.BatchMatMul, "wasm") && transpose) {
+    replaceKernel(tf.BatchMatMul, "wasm", (orig) => wasmFastMatMul(orig!, transpose));
+    replaceKernel(tf.UnsortedSegmentSum, "wasm", () => unsortedSegmentSumKernel);
+    replaceKernel(tf.Conv2DBackpropFilter, "wasm", () => conv2DBackpropFilterWasm);
+    replaceKernel(tf.Conv2DBackpropInput, "wasm", () => conv2DBackpropInputWasm);
+    replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
+    replaceKernel(tf.Sum, "wasm", (orig) => sumLeadingAxes(orig!));
+    replaceKernel(tf.OneHot, "wasm", () => oneHotKernel);
+    replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
+      const bd = (args.attrs?.batchDims ?? 0) as number;
+      return bd === 0 ? orig!(args) : gatherBatchedKernel(args);
+    });
+  }
+  guardWasmMalloc();
+}

@@ -1,0 +1,148 @@
+// How a job of lmpipe's wasm kernels (kernels.wat) is described and run piece by piece, shared by
+// the main thread (wasm/kernels.ts) and its worker threads (kernels_worker.ts): a job is a list of
+// int32 arguments, the first naming the kernel, floats passed as their bits; its "rows" are the
+// softmax's rows, or blocks of BLOCK elements for the elementwise kernels.
+
+export const KIND = {
+  softmaxRows: 0,
+  adamW: 1,
+  tanh: 2,
+  layerNorm: 3,
+  layerNormDx: 4,
+  layerNormDwDb: 5,
+  gelu: 6,
+  geluGrad: 7,
+  im2col: 8,
+  col2im: 9,
+} as const;
+
+/** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
+export const BLOCK = 8192;
+
+/** The exports of an instance of kernels.wat. */
+export interface KernelExports {
+  softmax_rows(x: number, e: number, m: number, s: number, r0: number, r1: number, cols: number): void;
+  adamw(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    po: number,
+    mo: number,
+    vo: number,
+    i0: number,
+    i1: number,
+    ...constants: number[]
+  ): void;
+  tanh(x: number, y: number, i0: number, i1: number): void;
+  layernorm_fwd(
+    x: number,
+    w: number,
+    b: number,
+    y: number,
+    mean: number,
+    rstd: number,
+    r0: number,
+    r1: number,
+    c: number,
+    eps: number,
+    hasBias: number,
+  ): void;
+  layernorm_dx(
+    dy: number,
+    x: number,
+    w: number,
+    mean: number,
+    rstd: number,
+    dx: number,
+    r0: number,
+    r1: number,
+    c: number,
+  ): void;
+  layernorm_dwdb(
+    dy: number,
+    x: number,
+    mean: number,
+    rstd: number,
+    dw: number,
+    db: number,
+    rows: number,
+    c: number,
+  ): void;
+  gelu_inner(x: number, u: number, i0: number, i1: number, c: number, k: number): void;
+  gelu_out(x: number, t: number, y: number, i0: number, i1: number): void;
+  gelu_grad_out(
+    x: number,
+    t: number,
+    dy: number,
+    dx: number,
+    i0: number,
+    i1: number,
+    c3: number,
+    k: number,
+  ): void;
+  im2col(x: number, col: number, k0: number, k1: number, ...geometry: number[]): void;
+  col2im(col: number, dx: number, i0: number, i1: number, ...geometry: number[]): void;
+}
+
+const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
+
+/** A float as the int32 bits of its float32 value (job arguments are int32). */
+export function floatBits(x: number): number {
+  f32[0] = x;
+  return i32[0];
+}
+
+function bitsFloat(bits: number): number {
+  i32[0] = bits;
+  return f32[0];
+}
+
+/** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
+export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1: number): void {
+  switch (a[0]) {
+    case KIND.softmaxRows: // x, e, m, s, cols
+      return k.softmax_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.adamW: { // p, g, m, v, pOut, mOut, vOut, n, then 9 float constants
+      const consts = Array.from({ length: 9 }, (_, i) => bitsFloat(a[9 + i]));
+      return k.adamw(
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        a[6],
+        a[7],
+        r0 * BLOCK,
+        Math.min(a[8], r1 * BLOCK),
+        ...consts,
+      );
+    }
+    case KIND.tanh: // x, y, n
+      return k.tanh(a[1], a[2], r0 * BLOCK, Math.min(a[3], r1 * BLOCK));
+    case KIND.layerNorm: // x, w, b, y, mean, rstd, C, eps, has bias
+      return k.layernorm_fwd(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7], bitsFloat(a[8]), a[9]);
+    case KIND.layerNormDx: // dy, x, w, mean, rstd, dx, C
+      return k.layernorm_dx(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7]);
+    case KIND.layerNormDwDb: // dy, x, mean, rstd, dw, db, rows, C: one piece, all rows
+      return k.layernorm_dwdb(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    case KIND.gelu: { // x, y, n, c, k: u into y, tanh in place, then y; block by block (in cache)
+      const i0 = r0 * BLOCK, i1 = Math.min(a[3], r1 * BLOCK);
+      k.gelu_inner(a[1], a[2], i0, i1, bitsFloat(a[4]), bitsFloat(a[5]));
+      k.tanh(a[2], a[2], i0, i1);
+      return k.gelu_out(a[1], a[2], a[2], i0, i1);
+    }
+    case KIND.geluGrad: { // x, dy, dx, n, c, 3c, k: u into dx, tanh in place, then dx
+      const i0 = r0 * BLOCK, i1 = Math.min(a[4], r1 * BLOCK);
+      k.gelu_inner(a[1], a[3], i0, i1, bitsFloat(a[5]), bitsFloat(a[7]));
+      k.tanh(a[3], a[3], i0, i1);
+      return k.gelu_grad_out(a[1], a[3], a[2], a[3], i0, i1, bitsFloat(a[6]), bitsFloat(a[7]));
+    }
+    case KIND.im2col: // x, col, then b0, nb, H, W, Ci, OH, OW, KW, sh, sw, dh, dw, pt, pl, rows
+      return k.im2col(a[1], a[2], r0, r1, ...Array.from({ length: 15 }, (_, i) => a[3 + i]));
+    case KIND.col2im: // col, dx, then b_base, H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl
+      return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
+    default:
+      throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
+  }
+}

@@ -1,0 +1,272 @@
+// The runtime of lmpipe's own wasm kernels (kernels.wat): one module instantiated on TF.js's heap and
+// shared between the main thread and, with the threaded wasm build, one worker thread per extra wasm
+// thread (TF.js's own elementwise and reduction kernels use one thread whatever the count). Ops run jobs
+// through runRows / runElementwise: their kernels live in lib/tensor/ops/<op>/wasm.ts (softmax rows,
+// LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW (the name of
+// webgpu's fused AdamW, so lib/optim.ts calls both the same way) and Tanh on wasm, which replaces TF.js's
+// scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
+// gradients' JavaScript loops run instead).
+import * as tf from "@tensorflow/tfjs-core";
+import { Worker } from "node:worker_threads";
+import { registerKernels } from "../host_kernel.ts";
+import { KERNELS_WASM } from "./kernels_bytes.ts";
+import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
+import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
+import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+
+/** Below this many values a job runs on the calling thread alone (waking workers costs more). */
+const PARALLEL_MIN_VALUES = 1 << 16;
+/** Values per piece of a row job (rowsPerPiece) taken at a time by one thread. */
+const PIECE_VALUES = 1 << 16;
+/** A job fails if no row finishes for this long (a worker died holding rows). */
+const STALL_MS = 60_000;
+/** How long backend start waits for the workers (they only join jobs once started). */
+const START_TIMEOUT_MS = 10_000;
+
+let enabled = readEnabledFromEnv();
+
+function readEnabledFromEnv(): boolean {
+  try {
+    return Deno.env.get("LMPIPE_WASM_FUSED") !== "0";
+  } catch {
+    return true; // no env permission
+  }
+}
+
+/** Turns the kernels on or off for this process (callers fall back to op chains); returns the old state. */
+export function setWasmKernelsEnabled(on: boolean): boolean {
+  const old = enabled;
+  enabled = on;
+  return old;
+}
+
+/**
+ * The kernels' module bytes for a shared memory (TF.js's threaded wasm build) or a plain one (its
+ * single-threaded build). The .wat imports a shared memory; the plain variant differs only in the
+ * import's limits flag (binary format: 0x03 = maximum + shared, 0x01 = maximum), patched here.
+ */
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
+  if (shared) return bytes;
+  const name = [6, ...new TextEncoder().encode("memory"), 2]; // "memory", then import kind 2 (memory)
+  for (let i = 0; i + name.length < bytes.length; i++) {
+    if (name.every((b, j) => bytes[i + j] === b) && bytes[i + name.length] === 3) {
+      bytes[i + name.length] = 1;
+      return bytes;
+    }
+  }
+  throw new Error("wasm kernels: no shared memory import found in the module");
+}
+
+/** The kernels bound to one wasm memory, with their worker threads. */
+class Runner {
+  readonly memory: WebAssembly.Memory;
+  readonly #kernels: KernelExports;
+  readonly #ctl = newControl();
+  readonly #workers: Worker[] = [];
+  #job = 0;
+  /** Rows computed so far, and how many of them by worker threads. */
+  readonly stats = { rows: 0, rowsOnWorkers: 0 };
+  /** Settles when every worker has started or failed to (jobs never wait for a worker anyway). */
+  readonly started: Promise<void>;
+
+  constructor(memory: WebAssembly.Memory, threads: number) {
+    this.memory = memory;
+    const shared = memory.buffer instanceof SharedArrayBuffer;
+    const module = new WebAssembly.Module(moduleBytes(shared));
+    this.#kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+    const starts: Promise<void>[] = [];
+    for (let i = 1; shared && i < threads; i++) {
+      try {
+        const w = new Worker(new URL("./kernels_worker.ts", import.meta.url), {
+          workerData: { module, memory, ctl: this.#ctl },
+        });
+        w.unref();
+        // A worker that fails to start only leaves its share to the others.
+        starts.push(
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, START_TIMEOUT_MS);
+            const done = () => (clearTimeout(timer), resolve());
+            w.once("message", done);
+            w.once("error", done);
+          }),
+        );
+        this.#workers.push(w);
+      } catch {
+        break;
+      }
+    }
+    this.started = Promise.all(starts).then(() => {});
+  }
+
+  /**
+   * Runs a job of `rows` rows (`values` values in all, which decides whether the workers are woken),
+   * `chunk` rows at a time, with job arguments `args` (kernel_calls.ts).
+   */
+  run(args: number[], rows: number, chunk: number, values: number): void {
+    this.stats.rows += rows;
+    if (this.#workers.length === 0 || rows < 2 || values < PARALLEL_MIN_VALUES) {
+      runPiece(this.#kernels, args, 0, rows);
+      return;
+    }
+    const job = this.#job = (this.#job + 1) >>> 0;
+    let mine = 0;
+    startJob(this.#ctl, job, rows, chunk, args);
+    takeRows(this.#ctl, job, (r0, r1) => {
+      runPiece(this.#kernels, args, r0, r1);
+      mine += r1 - r0;
+    });
+    waitForRows(this.#ctl, rows, STALL_MS);
+    this.stats.rowsOnWorkers += rows - mine;
+  }
+
+  get threads(): number {
+    return 1 + this.#workers.length;
+  }
+}
+
+let runner: Runner | null = null;
+
+// deno-lint-ignore no-explicit-any
+export type AnyBackend = any;
+export interface TensorInfo {
+  dataId: object;
+  shape: number[];
+  dtype: string;
+}
+type KernelFn = (args: { inputs: unknown; backend: AnyBackend; attrs?: unknown }) => unknown;
+
+/** The wasm backend's memory: exported by the threaded build's glue, by the plain build's instance. */
+function memoryOf(backend: AnyBackend): WebAssembly.Memory | undefined {
+  const memory = backend?.wasm?.wasmMemory ?? backend?.wasm?.asm?.memory;
+  return memory instanceof WebAssembly.Memory ? memory : undefined;
+}
+
+/** Whether the kernels are on and can run on `backend` (a wasm backend with its memory in reach). */
+export function usable(backend: AnyBackend): boolean {
+  return enabled && memoryOf(backend) !== undefined;
+}
+
+/** Whether the kernels are on and can run on the current backend. */
+export function wasmKernelsActive(): boolean {
+  return tf.getBackend() === "wasm" && usable(tf.backend());
+}
+
+function runnerFor(backend: AnyBackend): Runner {
+  const memory = memoryOf(backend);
+  if (!memory) throw new Error("wasm kernels: the wasm backend's memory is not reachable");
+  if (runner === null || runner.memory !== memory) {
+    const threads = typeof backend.wasm.tfjs?.getThreadsCount === "function"
+      ? backend.wasm.tfjs.getThreadsCount()
+      : 1;
+    runner = new Runner(memory, threads);
+  }
+  return runner;
+}
+
+/**
+ * Starts the kernels' worker threads for the current wasm backend and waits until they run (worker
+ * threads start only while the main thread is free, so this belongs to backend start, before the
+ * first synchronous training step). Returns the threads the kernels will use, 0 where they are off or
+ * cannot run.
+ */
+export async function startWasmKernels(): Promise<number> {
+  if (!wasmKernelsActive()) return 0; // off (LMPIPE_WASM_FUSED=0): no threads to start
+  const r = runnerFor(tf.backend());
+  await r.started;
+  return r.threads;
+}
+
+/** Threads the kernels run on in this process (0 before they start). */
+export function wasmKernelThreads(): number {
+  return runner?.threads ?? 0;
+}
+
+/** Rows the kernels have computed in this process, and how many of them on worker threads. */
+export function wasmKernelStats(): { rows: number; rowsOnWorkers: number } {
+  return { ...(runner?.stats ?? { rows: 0, rowsOnWorkers: 0 }) };
+}
+
+/** A tensor's byte offset in the heap (read after any allocation: the heap may grow, offsets stay). */
+export function offsetOf(backend: AnyBackend, t: TensorInfo): number {
+  return backend.dataIdMap.get(t.dataId).memoryOffset as number;
+}
+
+/** Throws, naming the kernel, unless `t` is float32 (of `shape`, when given). */
+export function requireFloat32(kernel: string, what: string, t: TensorInfo, shape?: number[]): void {
+  if (t.dtype !== "float32" || (shape && !tf.util.arraysEqual(t.shape, shape))) {
+    throw new Error(
+      `${kernel}: ${what} is ${t.dtype} [${t.shape}], expected float32${shape ? ` [${shape}]` : ""}`,
+    );
+  }
+}
+
+function adamWKernel(
+  { inputs, backend, attrs }: { inputs: Record<string, TensorInfo>; backend: AnyBackend; attrs: unknown },
+): TensorInfo[] {
+  const { p, g, m, v } = inputs;
+  const c = attrs as AdamWConstants;
+  requireFloat32(ADAMW_KERNEL, "the parameter", p);
+  for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
+    requireFloat32(ADAMW_KERNEL, what, t, p.shape);
+  }
+  const n = tf.util.sizeFromShape(p.shape);
+  const outs = [0, 1, 2].map(() => backend.makeOutput(p.shape.slice(), "float32") as TensorInfo);
+  if (n > 0) {
+    const o = (t: TensorInfo) => offsetOf(backend, t);
+    const consts = [
+      c.gradScale,
+      c.beta1,
+      c.oneMinusBeta1,
+      c.beta2,
+      c.oneMinusBeta2,
+      c.decay,
+      c.sqrtBc2,
+      c.eps,
+      c.stepSize,
+    ].map(floatBits);
+    runElementwise(backend, [KIND.adamW, o(p), o(g), o(m), o(v), ...outs.map(o), n, ...consts], n);
+  }
+  return outs;
+}
+
+/**
+ * Runs a job of `rows` rows of `valuesPerRow` values each (job arguments `args`: kernel_calls.ts) on all
+ * the kernels' threads, a piece of about PIECE_VALUES values at a time.
+ */
+export function runRows(backend: AnyBackend, args: number[], rows: number, valuesPerRow: number): void {
+  runnerFor(backend).run(args, rows, rowsPerPiece(valuesPerRow), rows * valuesPerRow);
+}
+
+/** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */
+function rowsPerPiece(cols: number): number {
+  return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
+}
+
+/** Runs an elementwise job over `n` values (kernel_calls.ts: rows are blocks of BLOCK values). */
+export function runElementwise(backend: AnyBackend, args: number[], n: number): void {
+  runnerFor(backend).run(args, Math.ceil(n / BLOCK), 1, n);
+}
+
+function tanhKernel(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const backend = args.backend;
+    if (x.dtype !== "float32" || !usable(backend)) return orig(args);
+    const n = tf.util.sizeFromShape(x.shape);
+    const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+    if (n > 0) runElementwise(backend, [KIND.tanh, offsetOf(backend, x), offsetOf(backend, y), n], n);
+    return y;
+  };
+}
+
+registerKernels("wasm", [[ADAMW_KERNEL, adamWKernel]]);
+{
+  const tfjsTanh = tf.getKernel(tf.Tanh, "wasm");
+  if (tfjsTanh && !(tfjsTanh.kernelFunc as { lmpipe?: boolean }).lmpipe) {
+    const f = tanhKernel(tfjsTanh.kernelFunc as unknown as KernelFn) as KernelFn & { lmpipe?: boolean };
+    f.lmpipe = true;
+    tf.unregisterKernel(tf.Tanh, "wasm");
+    tf.registerKernel({ ...tfjsTanh, kernelFunc: f as unknown as tf.KernelFunc });
+  }
+}

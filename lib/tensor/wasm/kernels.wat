@@ -1,0 +1,694 @@
+;; lmpipe's own WebAssembly SIMD kernels for the wasm backend, where TF.js's are single-threaded and
+;; slow on what a training step spends most on besides matMuls (bench/RESULTS.md):
+;;   softmax_rows  the loss's vocabulary softmax: TF.js runs Max, Sub, Exp and Sum over [rows, 50304]
+;;   adamw         one parameter's AdamW update: ~15 TF.js kernels, one pass here
+;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
+;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
+;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
+;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/ops/conv2d/wasm.ts)
+;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
+;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
+;;
+;; Built into lib/tensor/wasm/kernels_bytes.ts by scripts/build_wasm.ts (twice: with a shared memory
+;; import for the threaded wasm build, without for the single-threaded one). Constants are set into
+;; locals before the loops: V8 rebuilds a v128.const at every use.
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; For rows r0 <= row < r1 of x [rows, cols] (float32, row-major, byte offsets into the memory):
+  ;; m[row] = max of the row, e[row, :] = exp(x[row, :] - m[row]), s[row] = sum of e[row, :]. The sum
+  ;; is taken in float32 vectors over blocks of 256 values and in float64 across blocks. e may be x.
+  ;;
+  ;; exp(t), t = x - max <= 0 (or NaN), to ~2 ulp: t = k ln2 + r with |r| <= ln2/2 (ln2 split in two
+  ;; so that k ln2 is exact), e^r by Cephes' expf polynomial, 2^k built in the exponent bits. k is
+  ;; rounded by adding 1.5 * 2^23 (the float's low bits then hold k). Below ln(FLT_MIN) the result is
+  ;; 0 (the true one is a denormal, or 0 for -Infinity). A NaN stays NaN throughout.
+  (func (export "softmax_rows")
+    (param $x i32) (param $e i32) (param $m i32) (param $s i32)
+    (param $r0 i32) (param $r1 i32) (param $cols i32)
+    (local $row i32) (local $p i32) (local $q i32) (local $end i32) (local $vend i32) (local $bend i32)
+    (local $left i32)
+    (local $mx v128) (local $mx2 v128) (local $max f32) (local $vmax v128)
+    (local $t v128) (local $tiny v128) (local $kb v128) (local $k v128) (local $r v128) (local $y v128)
+    (local $acc v128) (local $sum v128)
+    (local $min_t v128) (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $one v128) (local $bias v128) (local $lane v128) (local $ninf v128)
+    (local.set $min_t (v128.const f32x4 -87.33654 -87.33654 -87.33654 -87.33654))
+    (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $lane (v128.const i32x4 0 1 2 3))
+    (local.set $ninf (v128.const f32x4 -inf -inf -inf -inf))
+
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        ;; this row is [p, end) in x; its first 4 * floor(cols / 4) values end at vend
+        (local.set $p (i32.add (local.get $x) (i32.shl (i32.mul (local.get $row) (local.get $cols)) (i32.const 2))))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $vend (i32.add (local.get $p)
+          (i32.shl (i32.and (local.get $cols) (i32.const -4)) (i32.const 2))))
+
+        ;; pass 1: the maximum, two accumulators, 8 values a step while 8 remain. pmax(a, v) keeps a
+        ;; when v is NaN; the NaN comes back through x - max in pass 2, so the sum is NaN all the same.
+        (local.set $mx (local.get $ninf))
+        (local.set $mx2 (local.get $ninf))
+        (block $max8_done
+          (loop $max8
+            (br_if $max8_done (i32.gt_u (i32.add (local.get $p) (i32.const 32)) (local.get $vend)))
+            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+            (local.set $mx2 (f32x4.pmax (local.get $mx2) (v128.load offset=16 (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (br $max8)))
+        (if (i32.lt_u (local.get $p) (local.get $vend))
+          (then
+            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))))
+        (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mx2)))
+        (local.set $max (f32.max
+          (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+          (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+        (block $max1_done
+          (loop $max1
+            (br_if $max1_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $max (f32.max (local.get $max) (f32.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (br $max1)))
+
+        ;; pass 2: e = exp(x - max) and its sum, in blocks of 256 values; the last 1-3 values of a row
+        ;; whose length is not a multiple of 4 go through as one vector padded with zeros after exp
+        (local.set $vmax (f32x4.splat (local.get $max)))
+        (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $q (i32.add (local.get $e) (i32.sub (local.get $p) (local.get $x))))
+        (local.set $sum (v128.const f64x2 0 0))
+        (block $blocks_done
+          (loop $blocks
+            (br_if $blocks_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $bend (i32.add (local.get $p) (i32.const 1024)))
+            (if (i32.gt_u (local.get $bend) (local.get $end)) (then (local.set $bend (local.get $end))))
+            (local.set $acc (v128.const f32x4 0 0 0 0))
+            (loop $vectors
+              ;; values left in the row, in bytes (>= 16: a whole vector)
+              (local.set $left (i32.sub (local.get $end) (local.get $p)))
+              (if (i32.ge_u (local.get $left) (i32.const 16))
+                (then (local.set $t (v128.load (local.get $p))))
+                (else
+                  (local.set $t (v128.load32_lane 0 (local.get $p) (local.get $ninf)))
+                  (if (i32.ge_u (local.get $left) (i32.const 8))
+                    (then (local.set $t (v128.load32_lane offset=4 1 (local.get $p) (local.get $t)))))
+                  (if (i32.ge_u (local.get $left) (i32.const 12))
+                    (then (local.set $t (v128.load32_lane offset=8 2 (local.get $p) (local.get $t)))))))
+              (local.set $t (f32x4.sub (local.get $t) (local.get $vmax)))
+              ;; lanes below ln(FLT_MIN) give 0 (NaN is not below anything); the others are clamped
+              ;; there (pmax keeps a NaN t); then k = round(t / ln2) and r = t - k ln2
+              (local.set $tiny (f32x4.lt (local.get $t) (local.get $min_t)))
+              (local.set $t (f32x4.pmax (local.get $t) (local.get $min_t)))
+              (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
+              (local.set $k (f32x4.sub (local.get $kb) (local.get $round)))
+              (local.set $r (f32x4.sub (local.get $t) (f32x4.mul (local.get $k) (local.get $ln2_hi))))
+              (local.set $r (f32x4.sub (local.get $r) (f32x4.mul (local.get $k) (local.get $ln2_lo))))
+              ;; e^r = ((((c0 r + c1) r + c2) r + c3) r + c4) r + c5) r^2 + r + 1
+              (local.set $y (f32x4.add (f32x4.mul (local.get $c0) (local.get $r)) (local.get $c1)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c2)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c3)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c4)))
+              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c5)))
+              (local.set $y (f32x4.add (f32x4.add
+                (f32x4.mul (local.get $y) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r)) (local.get $one)))
+              ;; times 2^k: kb's bits are those of 1.5 * 2^23 plus k; adding 127 and shifting left by 23
+              ;; drops the former and leaves (k + 127) << 23, the float 2^k (k >= -126 after the clamp)
+              (local.set $y (v128.andnot (f32x4.mul (local.get $y)
+                (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))) (local.get $tiny)))
+              (if (i32.ge_u (local.get $left) (i32.const 16))
+                (then (v128.store (local.get $q) (local.get $y)))
+                (else
+                  ;; keep only the lanes that hold values of this row
+                  (local.set $y (v128.and (local.get $y)
+                    (i32x4.lt_s (local.get $lane) (i32x4.splat (i32.shr_u (local.get $left) (i32.const 2))))))
+                  (v128.store32_lane 0 (local.get $q) (local.get $y))
+                  (if (i32.ge_u (local.get $left) (i32.const 8))
+                    (then (v128.store32_lane offset=4 1 (local.get $q) (local.get $y))))
+                  (if (i32.ge_u (local.get $left) (i32.const 12))
+                    (then (v128.store32_lane offset=8 2 (local.get $q) (local.get $y))))))
+              (local.set $acc (f32x4.add (local.get $acc) (local.get $y)))
+              (local.set $p (i32.add (local.get $p) (i32.const 16)))
+              (local.set $q (i32.add (local.get $q) (i32.const 16)))
+              (br_if $vectors (i32.lt_u (local.get $p) (local.get $bend))))
+            (local.set $sum (f64x2.add (local.get $sum) (f64x2.add
+              (f64x2.promote_low_f32x4 (local.get $acc))
+              (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
+            (br $blocks)))
+
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $row) (i32.const 2))) (local.get $max))
+        (f32.store (i32.add (local.get $s) (i32.shl (local.get $row) (i32.const 2)))
+          (f32.demote_f64 (f64.add (f64x2.extract_lane 0 (local.get $sum)) (f64x2.extract_lane 1 (local.get $sum)))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; AdamW for elements i0 <= i < i1 of one parameter (lib/optim.ts): the same float32 operations in
+  ;; the same order as its op chain, so the result is bit-identical to it:
+  ;;   g' = g gs;  m1 = m b1 + g' (1 - b1);  v1 = v b2 + g'^2 (1 - b2)
+  ;;   p1 = p decay - m1 / (sqrt(v1) / sqrt(bc2) + eps) * step
+  ;; (gs = 1 and decay = 1 where the chain skips the multiplication: x * 1 is exact). p, g, m, v are
+  ;; read, po, mo, vo written (byte offsets); float32 arrays.
+  (func (export "adamw")
+    (param $p i32) (param $g i32) (param $m i32) (param $v i32) (param $po i32) (param $mo i32) (param $vo i32)
+    (param $i0 i32) (param $i1 i32)
+    (param $gs f32) (param $b1 f32) (param $omb1 f32) (param $b2 f32) (param $omb2 f32) (param $decay f32)
+    (param $sqrt_bc2 f32) (param $eps f32) (param $step f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $gv v128) (local $m1 v128) (local $v1 v128)
+    (local $vgs v128) (local $vb1 v128) (local $vomb1 v128) (local $vb2 v128) (local $vomb2 v128)
+    (local $vdecay v128) (local $vsqrt_bc2 v128) (local $veps v128) (local $vstep v128)
+    (local $gf f32) (local $m1f f32) (local $v1f f32)
+    (local.set $vgs (f32x4.splat (local.get $gs)))
+    (local.set $vb1 (f32x4.splat (local.get $b1)))
+    (local.set $vomb1 (f32x4.splat (local.get $omb1)))
+    (local.set $vb2 (f32x4.splat (local.get $b2)))
+    (local.set $vomb2 (f32x4.splat (local.get $omb2)))
+    (local.set $vdecay (f32x4.splat (local.get $decay)))
+    (local.set $vsqrt_bc2 (f32x4.splat (local.get $sqrt_bc2)))
+    (local.set $veps (f32x4.splat (local.get $eps)))
+    (local.set $vstep (f32x4.splat (local.get $step)))
+    ;; o walks byte offsets from i0; the vectors stop where fewer than 4 elements remain
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $gv (f32x4.mul (v128.load (i32.add (local.get $g) (local.get $o))) (local.get $vgs)))
+        (local.set $m1 (f32x4.add
+          (f32x4.mul (v128.load (i32.add (local.get $m) (local.get $o))) (local.get $vb1))
+          (f32x4.mul (local.get $gv) (local.get $vomb1))))
+        (local.set $v1 (f32x4.add
+          (f32x4.mul (v128.load (i32.add (local.get $v) (local.get $o))) (local.get $vb2))
+          (f32x4.mul (f32x4.mul (local.get $gv) (local.get $gv)) (local.get $vomb2))))
+        (v128.store (i32.add (local.get $mo) (local.get $o)) (local.get $m1))
+        (v128.store (i32.add (local.get $vo) (local.get $o)) (local.get $v1))
+        (v128.store (i32.add (local.get $po) (local.get $o))
+          (f32x4.sub
+            (f32x4.mul (v128.load (i32.add (local.get $p) (local.get $o))) (local.get $vdecay))
+            (f32x4.mul
+              (f32x4.div (local.get $m1)
+                (f32x4.add (f32x4.div (f32x4.sqrt (local.get $v1)) (local.get $vsqrt_bc2)) (local.get $veps)))
+              (local.get $vstep))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $gf (f32.mul (f32.load (i32.add (local.get $g) (local.get $o))) (local.get $gs)))
+        (local.set $m1f (f32.add
+          (f32.mul (f32.load (i32.add (local.get $m) (local.get $o))) (local.get $b1))
+          (f32.mul (local.get $gf) (local.get $omb1))))
+        (local.set $v1f (f32.add
+          (f32.mul (f32.load (i32.add (local.get $v) (local.get $o))) (local.get $b2))
+          (f32.mul (f32.mul (local.get $gf) (local.get $gf)) (local.get $omb2))))
+        (f32.store (i32.add (local.get $mo) (local.get $o)) (local.get $m1f))
+        (f32.store (i32.add (local.get $vo) (local.get $o)) (local.get $v1f))
+        (f32.store (i32.add (local.get $po) (local.get $o))
+          (f32.sub
+            (f32.mul (f32.load (i32.add (local.get $p) (local.get $o))) (local.get $decay))
+            (f32.mul
+              (f32.div (local.get $m1f)
+                (f32.add (f32.div (f32.sqrt (local.get $v1f)) (local.get $sqrt_bc2)) (local.get $eps)))
+              (local.get $step))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; y = tanh(x) for elements i0 <= i < i1 (byte offsets x, y; may be equal), to ~2 ulp, as Cephes'
+  ;; tanhf: for |x| < 0.625 the odd polynomial x + x^3 P(x^2); above, 1 - 2 / (exp(2|x|) + 1) with the
+  ;; sign of x, exp as in softmax_rows (2|x| clamped to 88: the result is 1 from ~9 on). Both are
+  ;; computed for a vector and the lanes pick one; the sign of x is copied in last. NaN stays NaN; -0
+  ;; stays -0.
+  (func (export "tanh") (param $x i32) (param $y i32) (param $i0 i32) (param $i1 i32)
+    (local $o i32) (local $end i32) (local $left i32)
+    (local $v v128) (local $a v128) (local $z v128) (local $small v128) (local $big v128)
+    (local $t v128) (local $kb v128) (local $k v128) (local $r v128) (local $q v128)
+    (local $sign v128) (local $cut v128) (local $max_t v128) (local $two v128)
+    (local $p0 v128) (local $p1 v128) (local $p2 v128) (local $p3 v128) (local $p4 v128)
+    (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $one v128) (local $bias v128)
+    (local.set $sign (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))
+    (local.set $cut (v128.const f32x4 0.625 0.625 0.625 0.625))
+    (local.set $max_t (v128.const f32x4 88 88 88 88))
+    (local.set $two (v128.const f32x4 2 2 2 2))
+    (local.set $p0 (v128.const f32x4 -5.70498872745e-3 -5.70498872745e-3 -5.70498872745e-3 -5.70498872745e-3))
+    (local.set $p1 (v128.const f32x4 2.06390887954e-2 2.06390887954e-2 2.06390887954e-2 2.06390887954e-2))
+    (local.set $p2 (v128.const f32x4 -5.37397155531e-2 -5.37397155531e-2 -5.37397155531e-2 -5.37397155531e-2))
+    (local.set $p3 (v128.const f32x4 1.33314422036e-1 1.33314422036e-1 1.33314422036e-1 1.33314422036e-1))
+    (local.set $p4 (v128.const f32x4 -3.33332819422e-1 -3.33332819422e-1 -3.33332819422e-1 -3.33332819422e-1))
+    (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (block $done
+      (loop $vectors
+        (br_if $done (i32.ge_s (local.get $o) (local.get $end)))
+        ;; the last 1-3 elements go through as one vector padded with zeros (not stored)
+        (local.set $left (i32.sub (local.get $end) (local.get $o)))
+        (if (i32.ge_u (local.get $left) (i32.const 16))
+          (then (local.set $v (v128.load (i32.add (local.get $x) (local.get $o)))))
+          (else
+            (local.set $v (v128.load32_lane 0 (i32.add (local.get $x) (local.get $o)) (v128.const i32x4 0 0 0 0)))
+            (if (i32.ge_u (local.get $left) (i32.const 8))
+              (then (local.set $v (v128.load32_lane offset=4 1 (i32.add (local.get $x) (local.get $o)) (local.get $v)))))
+            (if (i32.ge_u (local.get $left) (i32.const 12))
+              (then (local.set $v (v128.load32_lane offset=8 2 (i32.add (local.get $x) (local.get $o)) (local.get $v)))))))
+        (local.set $a (f32x4.abs (local.get $v)))
+        ;; small |x|: x + x z P(z), z = x^2
+        (local.set $z (f32x4.mul (local.get $v) (local.get $v)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $p0) (local.get $z)) (local.get $p1)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p2)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p3)))
+        (local.set $small (f32x4.add (f32x4.mul (local.get $small) (local.get $z)) (local.get $p4)))
+        (local.set $small (f32x4.add
+          (f32x4.mul (f32x4.mul (local.get $small) (local.get $z)) (local.get $v)) (local.get $v)))
+        ;; big |x|: 1 - 2 / (exp(t) + 1), t = min(2|x|, 88)
+        (local.set $t (f32x4.pmin (f32x4.mul (local.get $a) (local.get $two)) (local.get $max_t)))
+        (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
+        (local.set $k (f32x4.sub (local.get $kb) (local.get $round)))
+        (local.set $r (f32x4.sub (local.get $t) (f32x4.mul (local.get $k) (local.get $ln2_hi))))
+        (local.set $r (f32x4.sub (local.get $r) (f32x4.mul (local.get $k) (local.get $ln2_lo))))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $c0) (local.get $r)) (local.get $c1)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c2)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c3)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c4)))
+        (local.set $q (f32x4.add (f32x4.mul (local.get $q) (local.get $r)) (local.get $c5)))
+        (local.set $q (f32x4.add (f32x4.add
+          (f32x4.mul (local.get $q) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r)) (local.get $one)))
+        (local.set $q (f32x4.mul (local.get $q)
+          (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))))
+        (local.set $big (f32x4.sub (local.get $one)
+          (f32x4.div (local.get $two) (f32x4.add (local.get $q) (local.get $one)))))
+        ;; pick a branch per lane, then give every lane the sign of x (the polynomial loses it at -0)
+        (local.set $small (v128.bitselect (local.get $big) (local.get $small) (f32x4.ge (local.get $a) (local.get $cut))))
+        (local.set $v (v128.or (v128.andnot (local.get $small) (local.get $sign)) (v128.and (local.get $v) (local.get $sign))))
+        (if (i32.ge_u (local.get $left) (i32.const 16))
+          (then (v128.store (i32.add (local.get $y) (local.get $o)) (local.get $v)))
+          (else
+            (v128.store32_lane 0 (i32.add (local.get $y) (local.get $o)) (local.get $v))
+            (if (i32.ge_u (local.get $left) (i32.const 8))
+              (then (v128.store32_lane offset=4 1 (i32.add (local.get $y) (local.get $o)) (local.get $v))))
+            (if (i32.ge_u (local.get $left) (i32.const 12))
+              (then (v128.store32_lane offset=8 2 (i32.add (local.get $y) (local.get $o)) (local.get $v))))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors))))
+
+  ;; LayerNorm over rows of C values (C a multiple of 4), rows r0 <= row < r1, as lib/nn.ts's op chain
+  ;; computes it in float32: mean = sum(x) / C, var = sum((x - mean)^2) / C, rstd = 1 / sqrt(var + eps),
+  ;; y = (x - mean) * rstd * w (+ b when has_bias). Keeps mean and rstd per row for the backward pass.
+  (func (export "layernorm_fwd")
+    (param $x i32) (param $w i32) (param $b i32) (param $y i32) (param $mean i32) (param $rstd i32)
+    (param $r0 i32) (param $r1 i32) (param $c i32) (param $eps f32) (param $has_bias i32)
+    (local $row i32) (local $o i32) (local $px i32) (local $py i32) (local $bytes i32)
+    (local $acc v128) (local $d v128) (local $vm v128) (local $vr v128) (local $m f32) (local $r f32)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $px (i32.add (local.get $x) (i32.mul (local.get $row) (local.get $bytes))))
+        (local.set $py (i32.add (local.get $y) (i32.mul (local.get $row) (local.get $bytes))))
+        ;; the mean
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $sum
+          (local.set $acc (f32x4.add (local.get $acc) (v128.load (i32.add (local.get $px) (local.get $o)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $sum (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $m (f32.div (call $hsum (local.get $acc)) (f32.convert_i32_u (local.get $c))))
+        (local.set $vm (f32x4.splat (local.get $m)))
+        ;; the variance about it, then 1 / sqrt(var + eps)
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $var
+          (local.set $d (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)))
+          (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $d) (local.get $d))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $var (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $r (f32.div (f32.const 1) (f32.sqrt (f32.add
+          (f32.div (call $hsum (local.get $acc)) (f32.convert_i32_u (local.get $c))) (local.get $eps)))))
+        (local.set $vr (f32x4.splat (local.get $r)))
+        ;; y
+        (local.set $o (i32.const 0))
+        (loop $out
+          (local.set $d (f32x4.mul
+            (f32x4.mul (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)) (local.get $vr))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (if (local.get $has_bias)
+            (then (local.set $d (f32x4.add (local.get $d) (v128.load (i32.add (local.get $b) (local.get $o)))))))
+          (v128.store (i32.add (local.get $py) (local.get $o)) (local.get $d))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $bytes))))
+        (f32.store (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2))) (local.get $m))
+        (f32.store (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2))) (local.get $r))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The input gradient of layernorm_fwd for rows r0 <= row < r1: with xhat = (x - mean) rstd and
+  ;; g = dy w, dx = rstd (g - mean(g) - xhat mean(g xhat)).
+  (func (export "layernorm_dx")
+    (param $dy i32) (param $x i32) (param $w i32) (param $mean i32) (param $rstd i32) (param $dx i32)
+    (param $r0 i32) (param $r1 i32) (param $c i32)
+    (local $row i32) (local $o i32) (local $base i32) (local $bytes i32)
+    (local $g v128) (local $xh v128) (local $sg v128) (local $sgx v128)
+    (local $vm v128) (local $vr v128) (local $va v128) (local $vb v128) (local $n f32)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $n (f32.convert_i32_u (local.get $c)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $base (i32.mul (local.get $row) (local.get $bytes)))
+        (local.set $vm (v128.load32_splat (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $vr (v128.load32_splat (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2)))))
+        ;; sums of g and g xhat
+        (local.set $sg (v128.const f32x4 0 0 0 0))
+        (local.set $sgx (v128.const f32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (loop $sums
+          (local.set $g (f32x4.mul (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (local.set $sg (f32x4.add (local.get $sg) (local.get $g)))
+          (local.set $sgx (f32x4.add (local.get $sgx) (f32x4.mul (local.get $g) (local.get $xh))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $sums (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $va (f32x4.splat (f32.div (call $hsum (local.get $sg)) (local.get $n))))
+        (local.set $vb (f32x4.splat (f32.div (call $hsum (local.get $sgx)) (local.get $n))))
+        ;; dx
+        (local.set $o (i32.const 0))
+        (loop $out
+          (local.set $g (f32x4.mul (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.load (i32.add (local.get $w) (local.get $o)))))
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (v128.store (i32.add (local.get $dx) (i32.add (local.get $base) (local.get $o)))
+            (f32x4.mul (local.get $vr)
+              (f32x4.sub (f32x4.sub (local.get $g) (local.get $va)) (f32x4.mul (local.get $xh) (local.get $vb)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The weight and bias gradients of layernorm_fwd over all `rows` rows: dw = sum over rows of
+  ;; dy xhat, db = sum of dy, accumulated row by row in float32 (one thread: C values per row).
+  (func (export "layernorm_dwdb")
+    (param $dy i32) (param $x i32) (param $mean i32) (param $rstd i32) (param $dw i32) (param $db i32)
+    (param $rows i32) (param $c i32)
+    (local $row i32) (local $o i32) (local $base i32) (local $bytes i32)
+    (local $d v128) (local $vm v128) (local $vr v128)
+    (local.set $bytes (i32.shl (local.get $c) (i32.const 2)))
+    (memory.fill (local.get $dw) (i32.const 0) (local.get $bytes))
+    (memory.fill (local.get $db) (i32.const 0) (local.get $bytes))
+    (local.set $row (i32.const 0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $rows)))
+        (local.set $base (i32.mul (local.get $row) (local.get $bytes)))
+        (local.set $vm (v128.load32_splat (i32.add (local.get $mean) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $vr (v128.load32_splat (i32.add (local.get $rstd) (i32.shl (local.get $row) (i32.const 2)))))
+        (local.set $o (i32.const 0))
+        (loop $cols
+          (local.set $d (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o)))))
+          (v128.store (i32.add (local.get $db) (local.get $o))
+            (f32x4.add (v128.load (i32.add (local.get $db) (local.get $o))) (local.get $d)))
+          (v128.store (i32.add (local.get $dw) (local.get $o))
+            (f32x4.add (v128.load (i32.add (local.get $dw) (local.get $o)))
+              (f32x4.mul (local.get $d) (f32x4.mul
+                (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+                (local.get $vr)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $cols (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The sum of a vector's four lanes, in lane order ((l0 + l1) + l2) + l3.
+  (func $hsum (param $v v128) (result f32)
+    (f32.add (f32.add (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
+      (f32x4.extract_lane 2 (local.get $v))) (f32x4.extract_lane 3 (local.get $v))))
+
+  ;; GELU forward, first part, elements i0 <= i < i1: u = (x ((x x) c + 1)) k, the argument of tanh.
+  (func (export "gelu_inner") (param $x i32) (param $u i32) (param $i0 i32) (param $i1 i32) (param $c f32) (param $k f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $v v128) (local $f f32) (local $vc v128) (local $vk v128) (local $one v128)
+    (local.set $vc (f32x4.splat (local.get $c)))
+    (local.set $vk (f32x4.splat (local.get $k)))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $o))))
+        (v128.store (i32.add (local.get $u) (local.get $o))
+          (f32x4.mul (f32x4.mul (local.get $v)
+            (f32x4.add (f32x4.mul (f32x4.mul (local.get $v) (local.get $v)) (local.get $vc)) (local.get $one)))
+            (local.get $vk)))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $f (f32.load (i32.add (local.get $x) (local.get $o))))
+        (f32.store (i32.add (local.get $u) (local.get $o))
+          (f32.mul (f32.mul (local.get $f)
+            (f32.add (f32.mul (f32.mul (local.get $f) (local.get $f)) (local.get $c)) (f32.const 1)))
+            (local.get $k)))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; GELU forward, last part: y = (x 0.5) (t + 1), t = tanh(u). t may be y.
+  (func (export "gelu_out") (param $x i32) (param $t i32) (param $y i32) (param $i0 i32) (param $i1 i32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $half v128) (local $one v128)
+    (local.set $half (v128.const f32x4 0.5 0.5 0.5 0.5))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (v128.store (i32.add (local.get $y) (local.get $o))
+          (f32x4.mul (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $o))) (local.get $half))
+            (f32x4.add (v128.load (i32.add (local.get $t) (local.get $o))) (local.get $one))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (f32.store (i32.add (local.get $y) (local.get $o))
+          (f32.mul (f32.mul (f32.load (i32.add (local.get $x) (local.get $o))) (f32.const 0.5))
+            (f32.add (f32.load (i32.add (local.get $t) (local.get $o))) (f32.const 1))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; GELU backward, from t = tanh(u): q = ((x x) 3c + 1) k, d = (x (1 - t t)) q,
+  ;; dx = dy (((t + 1) + d) 0.5). t may be dx.
+  (func (export "gelu_grad_out")
+    (param $x i32) (param $t i32) (param $dy i32) (param $dx i32) (param $i0 i32) (param $i1 i32)
+    (param $c3 f32) (param $k f32)
+    (local $o i32) (local $end i32) (local $vend i32)
+    (local $v v128) (local $tv v128) (local $q v128) (local $f f32) (local $tf f32) (local $qf f32)
+    (local $vc3 v128) (local $vk v128) (local $one v128) (local $half v128)
+    (local.set $vc3 (f32x4.splat (local.get $c3)))
+    (local.set $vk (f32x4.splat (local.get $k)))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $half (v128.const f32x4 0.5 0.5 0.5 0.5))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+    (block $vectors_done
+      (loop $vectors
+        (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+        (local.set $v (v128.load (i32.add (local.get $x) (local.get $o))))
+        (local.set $tv (v128.load (i32.add (local.get $t) (local.get $o))))
+        (local.set $q (f32x4.mul
+          (f32x4.add (f32x4.mul (f32x4.mul (local.get $v) (local.get $v)) (local.get $vc3)) (local.get $one))
+          (local.get $vk)))
+        (local.set $q (f32x4.mul
+          (f32x4.mul (local.get $v) (f32x4.sub (local.get $one) (f32x4.mul (local.get $tv) (local.get $tv))))
+          (local.get $q)))
+        (v128.store (i32.add (local.get $dx) (local.get $o))
+          (f32x4.mul (v128.load (i32.add (local.get $dy) (local.get $o)))
+            (f32x4.mul (f32x4.add (f32x4.add (local.get $tv) (local.get $one)) (local.get $q)) (local.get $half))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors)))
+    (block $scalars_done
+      (loop $scalars
+        (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+        (local.set $f (f32.load (i32.add (local.get $x) (local.get $o))))
+        (local.set $tf (f32.load (i32.add (local.get $t) (local.get $o))))
+        (local.set $qf (f32.mul
+          (f32.add (f32.mul (f32.mul (local.get $f) (local.get $f)) (local.get $c3)) (f32.const 1))
+          (local.get $k)))
+        (local.set $qf (f32.mul
+          (f32.mul (local.get $f) (f32.sub (f32.const 1) (f32.mul (local.get $tf) (local.get $tf))))
+          (local.get $qf)))
+        (f32.store (i32.add (local.get $dx) (local.get $o))
+          (f32.mul (f32.load (i32.add (local.get $dy) (local.get $o)))
+            (f32.mul (f32.add (f32.add (local.get $tf) (f32.const 1)) (local.get $qf)) (f32.const 0.5))))
+        (local.set $o (i32.add (local.get $o) (i32.const 4)))
+        (br $scalars))))
+
+  ;; The im2col matrix of the conv filter gradient (lib/tensor/ops/conv2d/wasm.ts conv2DBackpropFilterWasm), rows
+  ;; k0 <= k < k1 of col [K, rows], K = KH KW Ci, rows = nb OH OW: row k = (kh KW + kw) Ci + ch holds,
+  ;; for images b0 <= b < b0 + nb and output pixels (oh, ow), the input x[b, h, w, ch] (NHWC) that
+  ;; filter tap (kh, kw) sees there, h = oh sh + kh dh - pt, w = ow sw + kw dw - pl, or 0 in the padding.
+  (func (export "im2col")
+    (param $x i32) (param $col i32) (param $k0 i32) (param $k1 i32) (param $b0 i32) (param $nb i32)
+    (param $in_h i32) (param $in_w i32) (param $ci i32) (param $out_h i32) (param $out_w i32) (param $k_w i32)
+    (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32) (param $pt i32) (param $pl i32)
+    (param $rows i32)
+    (local $k i32) (local $kh i32) (local $kw i32) (local $ch i32) (local $p i32) (local $b i32)
+    (local $xb i32) (local $xr i32) (local $oh i32) (local $ow i32) (local $h i32) (local $w i32)
+    (local.set $k (local.get $k0))
+    (block $k_done
+      (loop $ks
+        (br_if $k_done (i32.ge_u (local.get $k) (local.get $k1)))
+        (local.set $kh (i32.div_u (local.get $k) (i32.mul (local.get $k_w) (local.get $ci))))
+        (local.set $kw (i32.rem_u (i32.div_u (local.get $k) (local.get $ci)) (local.get $k_w)))
+        (local.set $ch (i32.rem_u (local.get $k) (local.get $ci)))
+        (local.set $p (i32.add (local.get $col) (i32.shl (i32.mul (local.get $k) (local.get $rows)) (i32.const 2))))
+        (local.set $b (local.get $b0))
+        (block $b_done
+          (loop $bs
+            (br_if $b_done (i32.ge_u (local.get $b) (i32.add (local.get $b0) (local.get $nb))))
+            (local.set $xb (i32.add (local.get $x) (i32.shl (i32.add (local.get $ch)
+              (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $in_h) (local.get $in_w)) (local.get $ci))))
+              (i32.const 2))))
+            (local.set $oh (i32.const 0))
+            (block $oh_done
+              (loop $ohs
+                (br_if $oh_done (i32.ge_u (local.get $oh) (local.get $out_h)))
+                (local.set $h (i32.sub (i32.add (i32.mul (local.get $oh) (local.get $sh))
+                  (i32.mul (local.get $kh) (local.get $dh))) (local.get $pt)))
+                (if (i32.or (i32.lt_s (local.get $h) (i32.const 0)) (i32.ge_s (local.get $h) (local.get $in_h)))
+                  (then
+                    (memory.fill (local.get $p) (i32.const 0) (i32.shl (local.get $out_w) (i32.const 2)))
+                    (local.set $p (i32.add (local.get $p) (i32.shl (local.get $out_w) (i32.const 2)))))
+                  (else
+                    (local.set $xr (i32.add (local.get $xb)
+                      (i32.shl (i32.mul (i32.mul (local.get $h) (local.get $in_w)) (local.get $ci)) (i32.const 2))))
+                    (local.set $ow (i32.const 0))
+                    (block $ow_done
+                      (loop $ows
+                        (br_if $ow_done (i32.ge_u (local.get $ow) (local.get $out_w)))
+                        (local.set $w (i32.sub (i32.add (i32.mul (local.get $ow) (local.get $sw))
+                          (i32.mul (local.get $kw) (local.get $dw))) (local.get $pl)))
+                        (f32.store (local.get $p)
+                          (if (result f32)
+                            (i32.or (i32.lt_s (local.get $w) (i32.const 0)) (i32.ge_s (local.get $w) (local.get $in_w)))
+                            (then (f32.const 0))
+                            (else (f32.load (i32.add (local.get $xr)
+                              (i32.shl (i32.mul (local.get $w) (local.get $ci)) (i32.const 2)))))))
+                        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                        (local.set $ow (i32.add (local.get $ow) (i32.const 1)))
+                        (br $ows)))))
+                (local.set $oh (i32.add (local.get $oh) (i32.const 1)))
+                (br $ohs)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br $bs)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $ks))))
+
+  ;; The scatter-add of the conv input gradient (ops/conv2d/wasm.ts conv2DBackpropInputWasm), images i0 <= i < i1
+  ;; of a chunk whose first image is b_base: col [nb OH OW, K] holds, per output pixel and filter tap
+  ;; (kh, kw), the gradient for the Ci input channels it saw; each is added to dx[b, h, w, :] (NHWC), in
+  ;; the order (oh, ow, kh, kw, ch). Images are disjoint in dx, so threads split them.
+  (func (export "col2im")
+    (param $col i32) (param $dx i32) (param $i0 i32) (param $i1 i32) (param $b_base i32)
+    (param $in_h i32) (param $in_w i32) (param $ci i32) (param $out_h i32) (param $out_w i32)
+    (param $k_h i32) (param $k_w i32) (param $sh i32) (param $sw i32) (param $dh i32) (param $dw i32)
+    (param $pt i32) (param $pl i32)
+    (local $i i32) (local $p i32) (local $xb i32) (local $o i32) (local $oh i32) (local $ow i32)
+    (local $kh i32) (local $kw i32) (local $h i32) (local $w i32) (local $ch i32) (local $tap i32)
+    ;; bytes of one filter tap's channels
+    (local.set $tap (i32.shl (local.get $ci) (i32.const 2)))
+    (local.set $i (local.get $i0))
+    (block $i_done
+      (loop $is
+        (br_if $i_done (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p (i32.add (local.get $col) (i32.mul (local.get $i)
+          (i32.mul (i32.mul (local.get $out_h) (local.get $out_w))
+            (i32.mul (i32.mul (local.get $k_h) (local.get $k_w)) (local.get $tap))))))
+        (local.set $xb (i32.add (local.get $dx) (i32.mul (i32.add (local.get $b_base) (local.get $i))
+          (i32.mul (i32.mul (local.get $in_h) (local.get $in_w)) (local.get $tap)))))
+        (local.set $oh (i32.const 0))
+        (block $oh_done
+          (loop $ohs
+            (br_if $oh_done (i32.ge_u (local.get $oh) (local.get $out_h)))
+            (local.set $ow (i32.const 0))
+            (block $ow_done
+              (loop $ows
+                (br_if $ow_done (i32.ge_u (local.get $ow) (local.get $out_w)))
+                (local.set $kh (i32.const 0))
+                (block $kh_done
+                  (loop $khs
+                    (br_if $kh_done (i32.ge_u (local.get $kh) (local.get $k_h)))
+                    (local.set $h (i32.sub (i32.add (i32.mul (local.get $oh) (local.get $sh))
+                      (i32.mul (local.get $kh) (local.get $dh))) (local.get $pt)))
+                    (if (i32.or (i32.lt_s (local.get $h) (i32.const 0)) (i32.ge_s (local.get $h) (local.get $in_h)))
+                      (then (local.set $p (i32.add (local.get $p) (i32.mul (local.get $k_w) (local.get $tap)))))
+                      (else
+                        (local.set $kw (i32.const 0))
+                        (block $kw_done
+                          (loop $kws
+                            (br_if $kw_done (i32.ge_u (local.get $kw) (local.get $k_w)))
+                            (local.set $w (i32.sub (i32.add (i32.mul (local.get $ow) (local.get $sw))
+                              (i32.mul (local.get $kw) (local.get $dw))) (local.get $pl)))
+                            (if (i32.or (i32.lt_s (local.get $w) (i32.const 0)) (i32.ge_s (local.get $w) (local.get $in_w)))
+                              (then (local.set $p (i32.add (local.get $p) (local.get $tap))))
+                              (else
+                                (local.set $o (i32.add (local.get $xb) (i32.mul
+                                  (i32.add (i32.mul (local.get $h) (local.get $in_w)) (local.get $w)) (local.get $tap))))
+                                (local.set $ch (i32.const 0))
+                                (block $ch_done
+                                  (loop $chs
+                                    (br_if $ch_done (i32.ge_u (local.get $ch) (local.get $ci)))
+                                    (f32.store (local.get $o) (f32.add (f32.load (local.get $o)) (f32.load (local.get $p))))
+                                    (local.set $o (i32.add (local.get $o) (i32.const 4)))
+                                    (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                                    (local.set $ch (i32.add (local.get $ch) (i32.const 1)))
+                                    (br $chs)))))
+                            (local.set $kw (i32.add (local.get $kw) (i32.const 1)))
+                            (br $kws)))))
+                    (local.set $kh (i32.add (local.get $kh) (i32.const 1)))
+                    (br $khs)))
+                (local.set $ow (i32.add (local.get $ow) (i32.const 1)))
+                (br $ows)))
+            (local.set $oh (i32.add (local.get $oh) (i32.const 1)))
+            (br $ohs)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $is))))
+)

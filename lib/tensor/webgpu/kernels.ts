@@ -1,0 +1,521 @@
+// Fused WGSL kernels for the webgpu backend: each replaces a chain of TF.js ops (one GPU dispatch
+// each) by fewer dispatches that compute the same float32 operations in the same order, so the op
+// chains stay the single reference (lib/optim.ts, lib/precision.ts) and tests/webgpu_kernels_test.ts
+// compares the two on the GPU (bit for bit on Mesa llvmpipe).
+//   - AdamW update (LmpipeAdamW, ~15 -> 1 dispatch per parameter): reads param, grad, m, v and writes
+//     new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
+//     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
+//     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
+//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/6 + 1): the gradient norm and the
+//     loss scaler's overflow check.
+//   - binary16 rounding of --precision mixed (LmpipeToHalf, ~19 -> 1): a one-output TF.js program.
+// It also holds what every lmpipe WGSL kernel shares (lib/tensor/ops/<op>/webgpu.ts use them): the
+// fused-kernel switch, pipeline cache, workgroup grids, row programs, flat views, binding-limit and
+// shape checks, and kernel (un)registration.
+// All are registered as TF.js kernels for "webgpu" only, so they show up in tf.profile and their outputs
+// are tracked and disposed like any other op's. Other backends keep the op chains (wasm has its own
+// kernels for some: wasm/kernels.ts).
+import * as tf from "@tensorflow/tfjs-core";
+import { registerKernels } from "../host_kernel.ts";
+import { webgpuMaxTensorBytes } from "./limits.ts";
+import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+
+// The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
+// makeTensorInfo, tensorMap, device); typed loosely.
+// deno-lint-ignore no-explicit-any
+type GpuBackend = any;
+type TensorInfo = tf.TensorInfo;
+
+export const TO_HALF_KERNEL = "LmpipeToHalf";
+
+const WORKGROUP = 64;
+
+// On by default; LMPIPE_WEBGPU_FUSED=0 turns them off (the op chains run instead), as does
+// setFusedKernelsEnabled(false) (bench/webgpu_launches.ts measures both ways).
+let enabled = readEnabledFromEnv();
+
+function readEnabledFromEnv(): boolean {
+  try {
+    return Deno.env.get("LMPIPE_WEBGPU_FUSED") !== "0";
+  } catch {
+    return true; // no env permission
+  }
+}
+
+/** Turns the fused webgpu kernels on or off for this process (callers fall back to the op chains). */
+export function setFusedKernelsEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/** Whether the fused kernels are used now: enabled, and the current backend is webgpu. */
+export function fusedKernelsActive(): boolean {
+  return enabled && tf.getBackend() === "webgpu";
+}
+
+// --- AdamW ---------------------------------------------------------------------------------------
+
+// TF.js's recordAndSubmit binds [output, ...inputs, uniforms] and fills the uniform buffer with NaN,
+// Infinity, then a shape and strides field per bound tensor, then the program's own uniforms. All
+// tensors are passed as 1-D views, so every one of those fields is a single 4-byte scalar. The
+// struct below spells that layout out; the exactness tests would fail if it were off.
+const ADAMW_BOUND = 7; // pOut (output), p, g, m, v, mOut, vOut
+const adamWShader = () => {
+  const tfjsFields = Array.from({ length: ADAMW_BOUND }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(
+    " ",
+  );
+  return `
+struct Uniforms {
+  nanValue: f32, infValue: f32, ${tfjsFields}
+  n: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
+  decay: f32, sqrtBc2: f32, eps: f32, stepSize: f32,
+};
+@group(0) @binding(0) var<storage, read_write> pOut: array<f32>;
+@group(0) @binding(1) var<storage, read> pIn: array<f32>;
+@group(0) @binding(2) var<storage, read> gIn: array<f32>;
+@group(0) @binding(3) var<storage, read> mIn: array<f32>;
+@group(0) @binding(4) var<storage, read> vIn: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mOut: array<f32>;
+@group(0) @binding(6) var<storage, read_write> vOut: array<f32>;
+@group(0) @binding(7) var<uniform> u: Uniforms;
+
+@compute @workgroup_size(${WORKGROUP})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = i32((wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid);
+  if (i >= u.n) { return; }
+  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
+  let g = gIn[i] * u.gradScale;
+  let m1 = mIn[i] * u.beta1 + g * u.oneMinusBeta1;
+  let v1 = vIn[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
+  let decayed = pIn[i] * u.decay;
+  let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
+  pOut[i] = decayed - (m1 / denom) * u.stepSize;
+  mOut[i] = m1;
+  vOut[i] = v1;
+}`;
+};
+
+const pipelines = new WeakMap<GPUDevice, GPUComputePipeline>();
+
+function adamWPipeline(device: GPUDevice): GPUComputePipeline {
+  let p = pipelines.get(device);
+  if (!p) {
+    const module = device.createShaderModule({ code: adamWShader(), label: "LmpipeAdamW" });
+    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
+    pipelines.set(device, p);
+  }
+  return p;
+}
+
+/**
+ * A grid of `groups` workgroups: 1-D when it fits the per-dimension limit, else a square 2-D grid (the
+ * shader numbers them wid.y * num_workgroups.x + wid.x and skips those past the end). `what` names the
+ * caller in the error for a grid no GPU dimension can hold.
+ */
+export function workgroupGrid(device: GPUDevice, groups: number, what: string): [number, number, number] {
+  const max = device.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= max) return [Math.max(1, groups), 1, 1];
+  const side = Math.ceil(Math.sqrt(groups));
+  if (side > max) throw new Error(`${what}: ${groups} workgroups exceed the dispatch limits of this GPU`);
+  return [side, side, 1];
+}
+
+/** Workgroup grid for `n` elements, WORKGROUP to a workgroup. */
+function grid(device: GPUDevice, n: number): [number, number, number] {
+  return workgroupGrid(device, Math.ceil(n / WORKGROUP), "webgpu_kernels");
+}
+
+/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
+class LmpipeAdamWProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  pipeline: GPUComputePipeline;
+  size = false;
+  constructor(device: GPUDevice, n: number) {
+    this.outputShape = [n];
+    this.dispatch = grid(device, n);
+    this.pipeline = adamWPipeline(device);
+  }
+}
+
+function adamWKernel(
+  { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
+): TensorInfo[] {
+  const { p, g, m, v } = inputs as Record<string, TensorInfo>;
+  const c = attrs as unknown as AdamWConstants;
+  const n = tf.util.sizeFromShape(p.shape);
+  for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
+    if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
+      throw new Error(
+        `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
+      );
+    }
+  }
+  const limit = webgpuMaxTensorBytes(backend);
+  if (n * 4 > limit) {
+    throw new Error(
+      `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
+        `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+    );
+  }
+  const outs = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
+  if (n === 0) {
+    for (const o of outs) backend.tensorMap.get(o.dataId).values = new Float32Array(0);
+    return outs;
+  }
+  for (const t of [p, g, m, v, ...outs]) backend.uploadToGPU(t.dataId);
+  const [pOut, mOut, vOut] = outs.map(flatView);
+  const program = new LmpipeAdamWProgram(backend.device as GPUDevice, n);
+  const f = (x: number) => ({ type: "float32", data: [x] });
+  backend.recordAndSubmit(program, pOut, [flatView(p), flatView(g), flatView(m), flatView(v), mOut, vOut], [
+    { type: "int32", data: [n] },
+    f(c.gradScale),
+    f(c.beta1),
+    f(c.oneMinusBeta1),
+    f(c.beta2),
+    f(c.oneMinusBeta2),
+    f(c.decay),
+    f(c.sqrtBc2),
+    f(c.eps),
+    f(c.stepSize),
+  ]);
+  return outs;
+}
+
+/**
+ * One fused AdamW update on webgpu: returns [new param, new m, new v] as fresh tensors (the caller
+ * assigns them to its variables). Same float32 arithmetic as the op chain in lib/optim.ts.
+ */
+export function adamWFused(
+  p: tf.Tensor,
+  g: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  c: AdamWConstants,
+): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const out = tf.engine().runKernel(
+    ADAMW_KERNEL,
+    { p, g, m, v } as unknown as tf.NamedTensorMap,
+    c as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor[];
+  return [out[0], out[1], out[2]];
+}
+
+// --- sum of squares (gradient norm and loss-scale overflow check) ------------------------------------
+// lib/optim.ts sumOfSquares: per tensor sum(square(g * scale)) (2-3 dispatches), then pairwise adds of
+// the per-tensor sums (N - 1 dispatches). Fused: each tensor is squared and summed by one workgroup in
+// the same order as TF.js's full reduction (ReduceProgram: one workgroup of W = 64, 256 or 512 threads
+// by size; thread t adds elements t, t + W, ... in turn; then a halving tree over the W partial sums),
+// which writes the sum into the tensor's slot of one [N] buffer. Tensors with the same W go up to
+// SUM_GROUP at a time into one dispatch (one workgroup each). Then one dispatch adds the slots pairwise,
+// level by level, as sumOfSquares does. For N parameters: about N / SUM_GROUP + 1 dispatches.
+export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
+/** Tensors per dispatch: with the [N] output, 7 storage buffers (WebGPU guarantees 8 per stage). */
+const SUM_GROUP = 6;
+
+/** TF.js's workgroup size for summing `n` elements to one value (reduce_webgpu.ts in 4.22). */
+export function reduceWorkgroup(n: number, maxX: number): number {
+  if (n >= 32768 && maxX >= 512) return 512;
+  return n >= 4096 ? 256 : 64;
+}
+
+// recordAndSubmit's leading uniforms for [output, k inputs], all 1-D: NaN, Infinity, then (shape,
+// stride) per tensor; then ours: the scale, each tensor's size and slot.
+const sumSquaresShader = (w: number, k: number) => {
+  const ids = Array.from({ length: k }, (_, j) => j);
+  const tfjsFields = [
+    "shape0: i32, stride0: i32,",
+    ...ids.map((j) => `shape${j + 1}: i32, stride${j + 1}: i32,`),
+  ];
+  const pick = (what: (j: number) => string) =>
+    `switch j { ${ids.map((j) => `case ${j}u: { return ${what(j)}; }`).join(" ")} default: { return ${
+      what(0)
+    }; } }`;
+  return `
+struct Uniforms {
+  nanValue: f32, infValue: f32, ${tfjsFields.join(" ")}
+  scale: f32, ${ids.map((j) => `n${j}: i32,`).join(" ")} ${ids.map((j) => `slot${j}: i32,`).join(" ")}
+};
+@group(0) @binding(0) var<storage, read_write> sums: array<f32>;
+${ids.map((j) => `@group(0) @binding(${j + 1}) var<storage, read> x${j}: array<f32>;`).join("\n")}
+@group(0) @binding(${k + 1}) var<uniform> u: Uniforms;
+var<workgroup> partial: array<f32, ${w}>;
+
+fn load(j: u32, e: i32) -> f32 { ${pick((j) => `x${j}[e]`)} }
+fn count(j: u32) -> i32 { ${pick((j) => `u.n${j}`)} }
+fn slotOf(j: u32) -> i32 { ${pick((j) => `u.slot${j}`)} }
+
+@compute @workgroup_size(${w})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = wid.x;
+  let n = count(j);
+  var acc = 0.0;
+  for (var e = i32(lid); e < n; e = e + ${w}) {
+    let s = load(j, e) * u.scale;
+    let sq = s * s;
+    acc = acc + sq;
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  var live = min(u32(n), ${w}u);
+  loop {
+    if (live <= 1u) { break; }
+    let half = live / 2u;
+    let upper = (live + 1u) / 2u;
+    if (lid < half) { partial[lid] = partial[lid] + partial[lid + upper]; }
+    live = upper;
+    workgroupBarrier();
+  }
+  if (lid == 0u) { sums[slotOf(j)] = partial[0]; }
+}`;
+};
+
+// Pairwise total of the [N] per-tensor sums, in place, one thread (N is the number of parameters).
+// Uniforms for [output, one input]: NaN, Infinity, 2 x (shape, stride), then N.
+const pairwiseShader = `
+struct Uniforms { nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32, count: i32 };
+@group(0) @binding(0) var<storage, read_write> total: array<f32>;
+@group(0) @binding(1) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(2) var<uniform> u: Uniforms;
+
+@compute @workgroup_size(1)
+fn _start() {
+  var len = u.count;
+  loop {
+    if (len <= 1) { break; }
+    for (var i = 0; i < len; i = i + 2) {
+      if (i + 1 < len) { sums[i / 2] = sums[i] + sums[i + 1]; } else { sums[i / 2] = sums[i]; }
+    }
+    len = (len + 1) / 2;
+  }
+  total[0] = sums[0];
+}`;
+
+const extraPipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/** The compute pipeline of WGSL `code` (entry point _start), compiled once per device and key. */
+export function cachedPipeline(device: GPUDevice, key: string, code: () => string): GPUComputePipeline {
+  let m = extraPipelines.get(device);
+  if (!m) extraPipelines.set(device, m = new Map());
+  let p = m.get(key);
+  if (!p) {
+    const module = device.createShaderModule({ code: code(), label: key });
+    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
+    m.set(key, p);
+  }
+  return p;
+}
+
+class LmpipeSumSquaresProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, slots: number, tensors: number) {
+    this.outputShape = [slots];
+    this.dispatch = [tensors, 1, 1];
+  }
+}
+
+class LmpipePairwiseSumProgram {
+  outputShape = [1];
+  dispatch: [number, number, number] = [1, 1, 1];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline) {}
+}
+
+function sumSquaresKernel(
+  { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
+): TensorInfo {
+  const ts = inputs as unknown as TensorInfo[];
+  const scale = (attrs as { scale: number }).scale;
+  const device = backend.device as GPUDevice;
+  const out = backend.makeTensorInfo([], "float32") as TensorInfo;
+  const N = ts.length;
+  const sums = backend.makeTensorInfo([N], "float32") as TensorInfo;
+  backend.uploadToGPU(sums.dataId);
+  backend.uploadToGPU(out.dataId);
+  const limit = webgpuMaxTensorBytes(backend);
+  const groups = new Map<number, number[]>(); // workgroup size -> tensor indices, in order
+  ts.forEach((t, i) => {
+    const n = tf.util.sizeFromShape(t.shape);
+    if (t.dtype !== "float32") {
+      throw new Error(`${SUM_SQUARES_KERNEL}: tensor ${i} is ${t.dtype}, expected float32`);
+    }
+    if (n * 4 > limit) {
+      throw new Error(`${SUM_SQUARES_KERNEL}: tensor ${i} (${n} floats) is over this GPU's binding limit`);
+    }
+    backend.uploadToGPU(t.dataId);
+    const w = reduceWorkgroup(n, device.limits.maxComputeWorkgroupSizeX);
+    groups.set(w, [...(groups.get(w) ?? []), i]);
+  });
+  for (const [w, members] of groups) {
+    for (let g0 = 0; g0 < members.length; g0 += SUM_GROUP) {
+      const part = members.slice(g0, g0 + SUM_GROUP);
+      const k = part.length;
+      const pipeline = cachedPipeline(device, `LmpipeSumSquares${w}x${k}`, () => sumSquaresShader(w, k));
+      const sizes = part.map((i) => tf.util.sizeFromShape(ts[i].shape));
+      backend.recordAndSubmit(
+        new LmpipeSumSquaresProgram(pipeline, N, k),
+        sums,
+        part.map((i, j) => ({ dataId: ts[i].dataId, shape: [sizes[j]], dtype: "float32" })),
+        [
+          { type: "float32", data: [scale] },
+          ...sizes.map((n) => ({ type: "int32", data: [n] })),
+          ...part.map((i) => ({ type: "int32", data: [i] })),
+        ],
+      );
+    }
+  }
+  const pairwise = cachedPipeline(device, "LmpipePairwiseSum", () => pairwiseShader);
+  const out1 = { dataId: out.dataId, shape: [1], dtype: "float32" as const };
+  backend.recordAndSubmit(new LmpipePairwiseSumProgram(pairwise), out1, [sums], [{
+    type: "int32",
+    data: [N],
+  }]);
+  backend.disposeData(sums.dataId);
+  return out;
+}
+
+/**
+ * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in about
+ * N / 6 + 1 webgpu dispatches; the same float32 operations in the same order as lib/optim.ts
+ * sumOfSquares on webgpu.
+ */
+export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scalar {
+  if (tensors.length === 0) throw new Error(`${SUM_SQUARES_KERNEL}: no tensors`);
+  return tf.engine().runKernel(
+    SUM_SQUARES_KERNEL,
+    tensors as unknown as tf.NamedTensorMap,
+    { scale } as unknown as tf.NamedAttrMap,
+  ) as tf.Scalar;
+}
+
+// --- binary16 rounding -----------------------------------------------------------------------------
+// Rounds float32 to the nearest binary16 value (ties to even) with integer operations on the bits,
+// which no compiler may contract or reorder: normal range: add half a unit of the 13 dropped bits
+// (minus one unless the kept part is odd) and clear them, a carry rolling into the exponent as it
+// should; below 2^-14 the spacing is fixed at 2^-24: x * 2^24 is exact, round() ties to even, and
+// the product back is exact. From 65520 up: infinity; NaN is returned unchanged; signs are kept
+// (so tiny negatives become -0). Matches toHalf's op chain in lib/precision.ts bit for bit.
+class LmpipeToHalfProgram {
+  outputShape: number[];
+  shaderKey = "lmpipe_to_half";
+  dispatchLayout: { x: number[] };
+  dispatch: [number, number, number];
+  variableNames = ["A"];
+  workgroupSize: [number, number, number] = [128, 1, 1];
+  size = true;
+  constructor(shape: number[]) {
+    this.outputShape = shape;
+    this.dispatchLayout = { x: shape.map((_, i) => i) };
+    const groups = Math.ceil(tf.util.sizeFromShape(shape) / this.workgroupSize[0]);
+    this.dispatch = [Math.max(1, groups), 1, 1]; // runWebGPUProgram folds it into 2-D when too wide
+  }
+  getUserCode(): string {
+    return `
+      fn roundToHalf(x: f32) -> f32 {
+        let bits = bitcast<u32>(x);
+        let sign = bits & 0x80000000u;
+        let mag = bits & 0x7fffffffu;
+        if (mag > 0x7f800000u) { return x; }                      // NaN
+        if (mag >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: inf
+        if (mag >= 0x38800000u) {                                   // >= 2^-14: normal binary16
+          let odd = (mag >> 13u) & 1u;
+          let r = (mag + 0xfffu + odd) & 0xffffe000u;
+          return bitcast<f32>(sign | r);
+        }
+        let q = round(bitcast<f32>(mag) * 16777216.0) * 5.9604644775390625e-8;
+        return bitcast<f32>(sign | bitcast<u32>(q));
+      }
+      fn main(index: i32) {
+        if (index < uniforms.size) {
+          setOutputAtIndex(index, roundToHalf(getAByOutputIndex(index)));
+        }
+      }`;
+  }
+}
+
+function toHalfKernel(
+  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
+): TensorInfo {
+  const { x } = inputs as Record<string, TensorInfo>;
+  if (x.dtype !== "float32") throw new Error(`${TO_HALF_KERNEL}: expected float32, got ${x.dtype}`);
+  return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice()), [x], "float32");
+}
+
+/** binary16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toHalf). */
+export function toHalfFused(x: tf.Tensor): tf.Tensor {
+  return tf.engine().runKernel(TO_HALF_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
+}
+
+/** A tensor bound as a flat float32 view (how the fused kernels hand tensors to recordAndSubmit). */
+export function flatView(t: TensorInfo): TensorInfo {
+  return { dataId: t.dataId, shape: [tf.util.sizeFromShape(t.shape)], dtype: "float32" };
+}
+
+/** Threads per row for the row kernels: the smallest of 32, 64, 128, 256 that covers the row. */
+export function rowWorkgroup(cols: number): number {
+  for (const w of [32, 64, 128]) if (cols <= w) return w;
+  return 256; // WebGPU guarantees 256 invocations per workgroup
+}
+
+/**
+ * Throws, naming the kernel and the fix, when `t` is over this GPU's storage-buffer binding limit (a
+ * larger tensor would read or write garbage: webgpu/limits.ts).
+ */
+export function requireWithinBindingLimit(
+  kernel: string,
+  what: string,
+  t: TensorInfo,
+  backend: GpuBackend,
+): void {
+  const bytes = tf.util.sizeFromShape(t.shape) * 4, limit = webgpuMaxTensorBytes(backend);
+  if (bytes > limit) {
+    throw new Error(
+      `${kernel}: ${what} [${t.shape}] (${(bytes / 2 ** 20).toFixed(1)} MiB) is over this GPU's ` +
+        `storage-buffer binding limit of ${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller batch or context`,
+    );
+  }
+}
+
+/**
+ * A program with one workgroup per row of a [rows, cols] output, in the shape recordAndSubmit reads.
+ * Each kernel subclasses it under its own name: the class name labels timers, profiles and tests.
+ */
+export class RowProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, rows: number, cols: number) {
+    this.outputShape = [rows * cols];
+    this.dispatch = workgroupGrid(device, rows, this.constructor.name);
+  }
+}
+
+// Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
+registerKernels("webgpu", [
+  [ADAMW_KERNEL, adamWKernel],
+  [TO_HALF_KERNEL, toHalfKernel],
+  [SUM_SQUARES_KERNEL, sumSquaresKernel],
+]);
+
+/** Throws, naming the kernel, unless `t` is float32 of `shape`. */
+export function requireShape(kernel: string, what: string, t: TensorInfo, shape: number[]): void {
+  if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, shape)) {
+    throw new Error(`${kernel}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${shape}] float32`);
+  }
+}
+
+/**
+ * Registers `kernels` (name, kernel function) for webgpu (on) or takes them out of TF.js's registry
+ * (off): what each op's webgpu.ts offers tests that compare whole steps with and without its kernels.
+ */
+export function setWebGPUKernelsRegistered(
+  kernels: readonly (readonly [string, unknown])[],
+  on: boolean,
+): void {
+  if (on) return registerKernels("webgpu", kernels);
+  for (const [kernelName] of kernels) {
+    if (tf.getKernel(kernelName, "webgpu")) tf.unregisterKernel(kernelName, "webgpu");
+  }
+}

@@ -1,0 +1,51 @@
+// lib/tensor/kernel_choice.ts: the one rule for which implementation of an op runs. Every row names
+// files that exist and ends in an implementation that always applies; the switches change the answer.
+import assert from "node:assert/strict";
+import { initBackend } from "../lib/tensor/backend.ts";
+import { blasForMatMul, kernelFor, setBlasMinWork, TABLE } from "../lib/tensor/kernel_choice.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
+import { currentBlas } from "../lib/native/blas.ts";
+
+Deno.test("kernel choice: every row names existing files and ends in an implementation that always runs", () => {
+  const seen = new Set<string>();
+  for (const row of TABLE) {
+    const key = `${row.op}/${row.backend}`;
+    assert.ok(!seen.has(key), `${key} has two rows`);
+    seen.add(key);
+    assert.ok(row.implementations.length >= 2, `${key}: a choice needs two implementations`);
+    assert.ok(row.force.length > 0, `${key}: say how to force the choice`);
+    for (const impl of row.implementations) {
+      const file = impl.file.split(" ")[0];
+      assert.ok(Deno.statSync(new URL(`../${file}`, import.meta.url)).isFile, `${key}: ${file} is missing`);
+    }
+    assert.ok(row.implementations.at(-1)!.active(0), `${key}: the last implementation must always apply`);
+  }
+});
+
+Deno.test("kernel choice: wasm runs lmpipe's kernels unless switched off; cpu the op chains", async () => {
+  await initBackend("cpu", { quiet: true });
+  for (const op of ["softmaxRows", "layerNorm", "gelu", "causalSoftmax"]) {
+    assert.equal(kernelFor(op), "ops", op);
+  }
+  await initBackend("wasm", { quiet: true });
+  for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW"]) assert.equal(kernelFor(op), "lmpipe", op);
+  assert.equal(kernelFor("causalSoftmax"), "ops"); // no wasm kernel: no row
+  const old = setWasmKernelsEnabled(false);
+  try {
+    for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW"]) assert.equal(kernelFor(op), "ops", op);
+  } finally {
+    setWasmKernelsEnabled(old);
+  }
+});
+
+Deno.test("kernel choice: wasm matMuls go to BLAS from blasMinWork multiply-adds up, when a library is loaded", async () => {
+  await initBackend("wasm", { quiet: true });
+  const old = setBlasMinWork(1000);
+  try {
+    assert.equal(blasForMatMul(999), null);
+    assert.equal(blasForMatMul(1000), currentBlas()); // null without a library: XNNPACK then
+    assert.equal(kernelFor("matMul", "wasm", 1000), currentBlas() ? "blas" : "lmpipe");
+  } finally {
+    setBlasMinWork(old);
+  }
+});
