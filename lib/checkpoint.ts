@@ -9,6 +9,7 @@
 // the next load, because the temp folder then holds a complete state.json. Every file carries the
 // checkpoint id, so files of two different saves are never mixed silently.
 import { join } from "node:path";
+import { checkConfigJson, checkStateJson } from "./checkpoint_check.ts";
 import { inputError, outputError } from "./errors.ts";
 import { pathExists, writeAll } from "./fs.ts";
 import { readData, tf } from "./tensor/backend.ts";
@@ -314,22 +315,23 @@ export async function loadCheckpoint(
       `${dir}: not a checkpoint folder (needs ${MODEL_FILE} and ${CONFIG_FILE}). Give the --out folder of 'lmpipe train'.`,
     );
   }
-  let config: Record<string, unknown>;
+  let config: unknown;
   try {
     config = JSON.parse(await Deno.readTextFile(configPath));
   } catch (err) {
     throw inputError(`${configPath}: not valid JSON (${(err as Error).message})`);
   }
+  checkConfigJson(config, configPath);
   let state: StateFile | null = null;
   if (await pathExists(statePath)) {
+    let raw: unknown;
     try {
-      state = JSON.parse(await Deno.readTextFile(statePath)) as StateFile;
+      raw = JSON.parse(await Deno.readTextFile(statePath));
     } catch (err) {
       throw inputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
-    if (state.format !== "lmpipe-checkpoint") {
-      throw inputError(`${statePath}: not an lmpipe checkpoint state file`);
-    }
+    checkStateJson(raw, statePath);
+    state = raw as unknown as StateFile;
   }
   const model = await readSafetensors(modelPath);
   const check = (what: string, fileId: unknown) => {

@@ -38,6 +38,7 @@ import {
   type PipelineEnv,
   stdoutWriter,
 } from "./setup.ts";
+import { validateStored } from "../../lib/checkpoint_check.ts";
 
 const CMD = "train";
 
@@ -199,7 +200,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
         "lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)",
       );
     }
-    familyOf(families, modelConfig.model, CMD).validate(modelConfig);
+    validateStored(familyOf(families, modelConfig.model, CMD), modelConfig, join(out, "config.json"));
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
     modelConfig = await buildModelConfig(

@@ -3,6 +3,7 @@
 // model, and the I/O hooks that let tests run the pipelines in-process (stdout, stdin, families).
 import { inputError, usageError } from "../../lib/errors.ts";
 import type { HostTensor } from "../../lib/checkpoint.ts";
+import { validateStored } from "../../lib/checkpoint_check.ts";
 import type { LanguageModel, ModelConfig, ModelFamily } from "../../lib/models/types.ts";
 import { tf } from "../../lib/tensor/backend.ts";
 
@@ -163,7 +164,7 @@ export function modelFromCheckpoint(
     throw inputError(`${dir}/config.json: has no "model" object; was it written by 'lmpipe train'?`);
   }
   const family = familyOf(families, mc.model, cmd);
-  family.validate(mc);
+  validateStored(family, mc, `${dir}/config.json`);
   const model = family.create(mc, 0);
   loadWeights(model, weights, dir);
   return model;
