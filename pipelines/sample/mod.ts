@@ -78,6 +78,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   };
   if (sampling.topP === 0) throw usageError("lmpipe sample: --top-p must be above 0");
   const numSamples = num(p, CMD, "num-samples", 1, { min: 1, integer: true });
+  const top = num(p, CMD, "top", 0, { min: 1, integer: true }); // 0: not asked for
   const seed = num(p, CMD, "seed", 1337, { min: 0, integer: true });
   const format = str(p, "format", "text");
   if (!["text", "jsonl", "tokens"].includes(format)) {
@@ -129,7 +130,6 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const write = stdoutWriter(env);
   const enc = new TextEncoder();
-  const top = num(p, CMD, "top", 0, { min: 0, integer: true });
   if (top > 0) {
     // --top N: the next-token distribution after the prompt instead of a sample
     const stepper = uncachedStepper(model);

@@ -89,6 +89,7 @@ export interface TokenizeEnv {
 }
 
 const SHARD_NAME = /^(train|val)(_p\d+of\d+)?(_\d{6})?\.bin(\.tmp)?$/;
+const META_NAME = /^(meta)(_p\d+of\d+)?\.json$/;
 
 export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> {
   const p = parseFlags(CMD, argv, {
@@ -368,7 +369,7 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   }
 }
 
-/** Shard and meta files of this part (or of any part-less run) already in `dir`. */
+/** Shard files of this part (or of any part-less run) already in `dir`. */
 async function ownShards(dir: string, label: string | null): Promise<string[]> {
   const out: string[] = [];
   try {
@@ -379,6 +380,30 @@ async function ownShards(dir: string, label: string | null): Promise<string[]> {
     }
   } catch { /* no folder yet */ }
   return out.sort();
+}
+
+/**
+ * Finished shard and meta files in `dir` that this run would duplicate: its own (same part, or part-less
+ * for a whole run) and, in `foreign`, those of the other kind (a complete part-less tokenization when
+ * writing a part, or parts when writing a whole run), which together with this run would hold the same
+ * documents twice.
+ */
+async function existingOutput(
+  dir: string,
+  label: string | null,
+): Promise<{ own: string[]; foreign: string[] }> {
+  const own: string[] = [], foreign: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile) continue;
+      const m = SHARD_NAME.exec(e.name) ?? META_NAME.exec(e.name);
+      if (!m || e.name.endsWith(".tmp")) continue;
+      const filePart = (m[2] ?? "").replace(/^_/, "") || null;
+      if (filePart === label) own.push(e.name);
+      else if (label === null || filePart === null) foreign.push(e.name);
+    }
+  } catch { /* no folder yet */ }
+  return { own: own.sort(), foreign: foreign.sort() };
 }
 
 /** Creates the output folder, refusing one that holds shards of this part unless --force. */
@@ -399,13 +424,19 @@ async function prepareOutDir(dir: string, label: string | null, force: boolean):
       throw outputError(`--out ${dir}: cannot create the folder (${(e as Error).message})`);
     }
   }
-  const existing = (await ownShards(dir, label)).filter((f) => !f.endsWith(".tmp"));
-  if (existing.length > 0 && !force) {
+  const { own, foreign } = await existingOutput(dir, label);
+  const list = (fs: string[]) => `${fs.slice(0, 3).join(", ")}${fs.length > 3 ? ", ..." : ""}`;
+  if (own.length > 0 && !force) {
     throw outputError(
-      `--out ${dir} already holds shards (${existing.slice(0, 3).join(", ")}${
-        existing.length > 3 ? ", ..." : ""
-      }); ` +
-        `pass --force to replace them or choose another folder`,
+      `--out ${dir} already holds shards or the meta file of a tokenization (${list(own)}); ` +
+        `pass --force to replace it or choose another folder`,
+    );
+  }
+  if (foreign.length > 0) {
+    throw outputError(
+      `--out ${dir} already holds ${label ? "a complete tokenization" : "the parts of a tokenization"} ` +
+        `(${list(foreign)}); ${label ? `part ${label}` : "this run"} would duplicate its documents. ` +
+        `Remove those files or choose another folder`,
     );
   }
   // Stale temp files of an interrupted run of this part are removed now.
