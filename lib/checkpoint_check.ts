@@ -1,7 +1,7 @@
 // Shape checks for a run folder's config.json and state.json. They are plain JSON that a person or a
 // script may have edited or damaged, so every field lmpipe reads is checked for its type before use: a
 // bad file is an input error (exit 3) naming the file and the field, never a crash deep in training.
-import { inputError, type LmpipeError } from "./errors.ts";
+import { EXIT, inputError, LmpipeError } from "./errors.ts";
 
 type Json = Record<string, unknown>;
 
@@ -38,9 +38,11 @@ const TRAINING_STRINGS = ["schedule", "precision", "backend"];
 export function checkConfigJson(config: unknown, path: string): asserts config is Json {
   if (!isObject(config)) throw badField(path, "(top level)", "a JSON object", config);
   const model = config.model;
-  if (!isObject(model)) throw badField(path, "model", "an object (the model config)", model);
-  if (typeof model.model !== "string") {
-    throw badField(path, "model.model", "a model family name", model.model);
+  if (model !== undefined) { // absent only in engine-level runs without a model family (tests)
+    if (!isObject(model)) throw badField(path, "model", "an object (the model config)", model);
+    if (typeof model.model !== "string") {
+      throw badField(path, "model.model", "a model family name", model.model);
+    }
   }
   const t = config.training;
   if (t === undefined) return; // weights-only runs (tests, exports) have no training options
@@ -105,5 +107,24 @@ export function validateStored<C>(family: { validate(c: C): void }, mc: C, path:
     family.validate(mc);
   } catch (err) {
     throw inputError(`${path}: bad "model" config: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Fails (exit 5, as a diverged run) when a checkpoint's weights hold NaN or infinity: such a model
+ * scores every text as NaN and samples only junk, so eval and sample stop instead of answering.
+ */
+export function checkFiniteWeights(weights: Map<string, { data: Float32Array }>, dir: string): void {
+  for (const [name, t] of weights) {
+    const d = t.data;
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i])) {
+        throw new LmpipeError(
+          `${dir}/model.safetensors: tensor '${name}' holds ${d[i]} at index ${i}: the run diverged before ` +
+            `this checkpoint was saved. Use an earlier checkpoint or retrain with a lower --lr.`,
+          EXIT.training,
+        );
+      }
+    }
   }
 }

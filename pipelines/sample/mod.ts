@@ -5,6 +5,7 @@ import { usageError } from "../../lib/errors.ts";
 import { bool, num, parseFlags, str } from "../../lib/flags.ts";
 import { info, warn } from "../../lib/log.ts";
 import { loadCheckpoint } from "../../lib/checkpoint.ts";
+import { checkFiniteWeights } from "../../lib/checkpoint_check.ts";
 import { Rng } from "../../lib/rng.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
 import { decodeBytes, encodeOrdinary, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
@@ -105,6 +106,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const families = await loadFamilies(env);
   const ckpt = await loadCheckpoint(dir);
+  checkFiniteWeights(ckpt.weights, dir);
   const backend = await initBackend(str(p, "backend", "auto") as BackendName, { quiet: true });
   const model = modelFromCheckpoint(families, ckpt.config, ckpt.weights, dir, CMD);
   const T = model.config.contextLength;

@@ -253,8 +253,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const T = modelConfig.contextLength;
-  const trainData = await WindowSampler.open(splits.train, T, vocab, o.seed, "training");
-  const valData = await WindowSampler.open(splits.val, T, vocab, o.seed, "validation");
+  const dataVocab = Math.min(vocab, VOCAB_SIZE); // ids past GPT-2's 50257 are padding rows, never data
+  const trainData = await WindowSampler.open(splits.train, T, dataVocab, o.seed, "training");
+  const valData = await WindowSampler.open(splits.val, T, dataVocab, o.seed, "validation");
 
   // --- backend and model
   const backend = await initBackend(o.backend as BackendName, { quiet: true });
