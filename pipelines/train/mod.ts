@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
+import { truncateStepLog } from "../../lib/step_log.ts";
 import { pathExists } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
@@ -323,6 +324,12 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   // --- logs
   const logPath = str(p, "log") ?? join(out, "log.jsonl");
   let logFile: Deno.FsFile;
+  if (ckpt?.state) {
+    const dropped = await truncateStepLog(logPath, ckpt.state.step);
+    if (dropped) {
+      info(`log: dropped ${dropped} line(s) past the checkpoint's step ${ckpt.state.step} from ${logPath}`);
+    }
+  }
   try {
     logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
   } catch (err) {
