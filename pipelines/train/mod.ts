@@ -6,6 +6,7 @@ import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { truncateStepLog } from "../../lib/step_log.ts";
+import { lockRunFolder } from "../../lib/run_lock.ts";
 import { pathExists } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
@@ -170,6 +171,22 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
+  const lock = await lockRunFolder(out, ["lmpipe", CMD, ...argv].join(" "));
+  try {
+    await trainLocked(p, out, resume, force, families, env);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(
+  p: Parsed,
+  out: string,
+  resume: boolean,
+  force: boolean,
+  families: Awaited<ReturnType<typeof loadFamilies>>,
+  env: PipelineEnv,
+): Promise<void> {
   const existing = await hasCheckpoint(out) || await pathExists(join(out, MODEL_FILE));
   if (existing && !resume && !force) {
     throw outputError(
@@ -469,7 +486,7 @@ function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */
 async function ensureWritable(dir: string): Promise<void> {
-  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
+  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(probe, "");
