@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { checkConfigJson, checkStateJson } from "./checkpoint_check.ts";
 import { inputError, outputError } from "./errors.ts";
-import { pathExists, writeAll } from "./fs.ts";
+import { pathExists, writeAll, writeFailure } from "./fs.ts";
 import { readData, tf } from "./tensor/backend.ts";
 
 export const MODEL_FILE = "model.safetensors";
@@ -231,6 +231,35 @@ export async function saveCheckpoint(
       `${dir}: cannot write a checkpoint (${(err as Error).message}); choose a writable --out.`,
     );
   }
+  let markerRemoved = false;
+  try {
+    return await writeAndCommit(dir, tmp, id, input, crashAt, () => markerRemoved = true);
+  } catch (err) {
+    if (crashAt || markerRemoved) throw err; // simulated crashes; a commit the next load rolls forward
+    // Nothing of this save reached the run folder: drop the temp folder and say what is intact.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const prev = await Deno.readTextFile(join(dir, STATE_FILE)).then((t) => JSON.parse(t).step).catch(() =>
+      null
+    );
+    throw writeFailure(
+      tmp,
+      err,
+      `The checkpoint of step ${input.state.step} was not saved; ` +
+        (typeof prev === "number"
+          ? `the last complete one (step ${prev}) in ${dir} is kept and resumes with --resume.`
+          : `${dir} holds no earlier checkpoint.`),
+    );
+  }
+}
+
+async function writeAndCommit(
+  dir: string,
+  tmp: string,
+  id: string,
+  input: SaveInput,
+  crashAt: CrashPoint | undefined,
+  onMarkerRemoved: () => void,
+): Promise<StateFile> {
   const meta = { format: "pt", lmpipe_checkpoint_id: id, step: String(input.state.step) };
   await writeSafetensors(join(tmp, MODEL_FILE), input.params, meta);
   if (input.optimizer) await writeSafetensors(join(tmp, OPTIMIZER_FILE), input.optimizer, meta);
@@ -247,6 +276,7 @@ export async function saveCheckpoint(
   };
   await writeTextSynced(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
   if (crashAt === "tmp-written") throw new Error("simulated crash: temp checkpoint written");
+  onMarkerRemoved();
   await Deno.remove(join(dir, STATE_FILE)).catch(() => {});
   if (crashAt === "marker-removed") throw new Error("simulated crash: marker removed");
   await commitTmp(dir, tmp, crashAt);
@@ -264,8 +294,11 @@ async function commitTmp(dir: string, tmp: string, crashAt?: CrashPoint): Promis
   await Deno.remove(tmp, { recursive: true });
 }
 
-/** Removes leftover temp folders of saves that died while writing. */
-async function removeStaleTmps(dir: string): Promise<void> {
+/**
+ * Removes leftover temp folders of saves that died while writing (only by the process that owns the
+ * run folder: another one's save may be in progress).
+ */
+export async function removeStaleTmps(dir: string): Promise<void> {
   for await (const e of Deno.readDir(dir)) {
     if (e.isDirectory && e.name.startsWith(TMP_PREFIX)) {
       await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});

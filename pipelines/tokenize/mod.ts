@@ -167,7 +167,14 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   let streamOut: StreamTokenWriter | null = null;
   let outDir = "";
   if (toStdout) {
-    const write = env.stdout ?? ((b: Uint8Array) => writeAll(Deno.stdout, b));
+    const write = env.stdout ?? (async (b: Uint8Array) => {
+      try {
+        await writeAll(Deno.stdout, b);
+      } catch (err) {
+        if (err instanceof Deno.errors.BrokenPipe) throw err; // the reader stopped: not a failure
+        throw writeFailure("stdout", err, "The token stream written so far is incomplete.");
+      }
+    });
     streamOut = new StreamTokenWriter(write, shardFormat, Math.min(shardTokens, 1 << 20));
   } else {
     outDir = out;

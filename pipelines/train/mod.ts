@@ -7,13 +7,14 @@ import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../li
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { truncateStepLog } from "../../lib/step_log.ts";
 import { lockRunFolder } from "../../lib/run_lock.ts";
-import { pathExists } from "../../lib/fs.ts";
+import { pathExists, writeAllSync, writeFailure } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
   hasCheckpoint,
   loadCheckpoint,
   MODEL_FILE,
   OPTIMIZER_FILE,
+  removeStaleTmps,
   STATE_FILE,
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
@@ -199,6 +200,7 @@ async function trainLocked(
     );
   }
   const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
+  await removeStaleTmps(out).catch(() => {}); // saves that died half-written (this process holds the lock)
 
   // --- model config
   let modelConfig: ModelConfig;
@@ -358,7 +360,15 @@ async function trainLocked(
   const json = bool(p, "json");
   const log = (rec: StepLog) => {
     const line = enc.encode(JSON.stringify(rec) + "\n");
-    logFile.writeSync(line);
+    try {
+      writeAllSync(logFile, line);
+    } catch (err) {
+      throw writeFailure(
+        logPath,
+        err,
+        `Training stopped at step ${rec.step}; checkpoints already saved in ${out} are kept (resume with --resume).`,
+      );
+    }
     if (json) pending = pending.then(() => write(line));
   };
 
