@@ -8,6 +8,7 @@ import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseFlags, str } from "../../lib/flags.ts";
 import { fmtBytes, fmtCount, fmtDuration, info, progress, warn } from "../../lib/log.ts";
 import {
+  DEFAULT_MAX_DOC_BYTES,
   INPUT_FORMATS,
   type InputFormat,
   parsePart,
@@ -59,6 +60,8 @@ Options:
                          OpenWebText urlsf_subset archive, a tar member) numbered in order, unit k goes to
                          part (k mod N)+1; shard names carry the part (train_p003of016_000000.bin) and
                          the folder's meta file is meta_p003of016.json (default: everything)
+  --max-doc-bytes N      largest document (a JSONL line, a .txt file or tar member, a --doc-sep document);
+                         a larger one stops with exit 3. Accepts 500M, 2G (default: 64M)
   --force                replace shards already in --out (otherwise refused)
   --json                 print a JSON summary on stdout when done (folder output only)
   -h, --help             show this help
@@ -71,8 +74,8 @@ With --out -, every document goes to stdout (no train/val split) as consecutive 
 with its own header (about 1M tokens each, on document boundaries), or raw uint16 with nanogpt.
 
 Memory: bounded, independent of the input's size: about 150 MB for the process and its V8 heap, plus
-about 4 MiB of text per worker in flight, plus the largest single document (a whole stdin or .txt file
-without --doc-sep is one document). V8 may let its heap grow lazily by a few tens of MB when memory is
+about 4 MiB of text per worker in flight, plus about 14 bytes per byte of the largest single document (a
+whole stdin or .txt file without --doc-sep is one document), which --max-doc-bytes bounds (64M: < 1 GB). V8 may let its heap grow lazily by a few tens of MB when memory is
 plentiful; with --v8-flags=--max-old-space-size=32 a 24 MB run peaks within 24 MB of a 2 MB run
 (tests/shard_test.ts).
 
@@ -105,6 +108,7 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
     part: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
+    "max-doc-bytes": { type: "string" },
   });
   if (p.help) {
     console.log(HELP);
@@ -132,6 +136,11 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   if (shardFormat !== "llmc" && shardFormat !== "nanogpt") {
     throw usageError(`lmpipe ${CMD}: --shard-format must be llmc or nanogpt, got '${shardFormat}'`);
   }
+  const maxDocBytes = parseCount(
+    CMD,
+    "max-doc-bytes",
+    str(p, "max-doc-bytes", String(DEFAULT_MAX_DOC_BYTES)),
+  );
   const workers = num(p, CMD, "workers", navigator.hardwareConcurrency, { integer: true, min: 0, max: 256 });
   const part = parsePart(str(p, "part"), CMD);
   const label = part[1] > 1 ? partLabel(part) : null;
@@ -210,7 +219,9 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   let qHead = 0;
   const counts = { docs: 0, tokens: 0, textBytes: 0 };
   async function* texts(): AsyncGenerator<string> {
-    for await (const d of readDocuments(inputs, { format, field, docSep, part, stdin: env.stdin }, stats)) {
+    for await (
+      const d of readDocuments(inputs, { format, field, docSep, part, stdin: env.stdin, maxDocBytes }, stats)
+    ) {
       queue.push({ val: !toStdout && isVal(d.text, seed, valFraction), bytes: utf8Length(d.text) });
       yield d.text;
     }
