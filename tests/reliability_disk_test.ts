@@ -7,18 +7,12 @@ import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { EXIT } from "../lib/errors.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_FAMILY, writeToyShard } from "./bigram_model.ts";
+import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
 import { readLog, rejectsWith } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
-const env = {
-  families: { bigram: BIGRAM_FAMILY },
-  signals: false,
-  stdout: async (_b: Uint8Array) => {},
-} as never;
-const data = await Deno.makeTempDir();
-await writeToyShard(join(data, "toy_train_000001.bin"), 3000, 64, 1);
-await writeToyShard(join(data, "toy_val_000000.bin"), 800, 64, 3);
+const env = BIGRAM_ENV;
+const data = await toyData();
 const BASE = [
   "--model",
   "bigram",

@@ -11,13 +11,10 @@ import { run as sample } from "../pipelines/sample/mod.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { BIGRAM_FAMILY, BigramModel, writeToyShard } from "./bigram_model.ts";
 import { rejectsWith, saveUntrainedRun } from "./helpers_run.ts";
+import { BIGRAM_ENV } from "./helpers_bigram_run.ts";
 
 await initBackend("cpu", { quiet: true });
-const env = {
-  families: { bigram: BIGRAM_FAMILY },
-  signals: false,
-  stdout: async (_b: Uint8Array) => {},
-} as never;
+const env = BIGRAM_ENV;
 const tiny = { ...BIGRAM_FAMILY.presets.tiny };
 
 async function shard(dir: string, name: string, ids: number[]): Promise<void> {

@@ -8,21 +8,16 @@ import { run as evaluate } from "../pipelines/eval/mod.ts";
 import { run as sample } from "../pipelines/sample/mod.ts";
 import { run as study } from "../pipelines/study/mod.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_FAMILY, writeToyShard } from "./bigram_model.ts";
+import { BIGRAM_FAMILY } from "./bigram_model.ts";
+import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
 import { rejectsWith, saveUntrainedRun } from "./helpers_run.ts";
 import { CORPUS, FIXTURE_OPTS, tmp, tok } from "./helpers_tokenize.ts";
 import { BigramModel } from "./bigram_model.ts";
 import { initBackend } from "../lib/tensor/backend.ts";
 
 await initBackend("cpu", { quiet: true });
-const env = {
-  families: { bigram: BIGRAM_FAMILY },
-  signals: false,
-  stdout: async (_b: Uint8Array) => {},
-} as never;
-const data = await Deno.makeTempDir({ prefix: "lmpipe-rel-limits-" });
-await writeToyShard(join(data, "toy_train_000001.bin"), 2000, 64, 1);
-await writeToyShard(join(data, "toy_val_000000.bin"), 500, 64, 3);
+const env = BIGRAM_ENV;
+const data = await toyData(2000, 500);
 const run = await Deno.makeTempDir({ prefix: "lmpipe-rel-limits-run-" });
 await saveUntrainedRun(run, new BigramModel({ ...BIGRAM_FAMILY.presets.tiny } as never, 1));
 const TRAIN = ["--model", "bigram", "--data", data, "--backend", "cpu", "--batch-size", "2"];

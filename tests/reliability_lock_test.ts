@@ -9,18 +9,12 @@ import { EXIT } from "../lib/errors.ts";
 import { LOCK_FILE } from "../lib/run_lock.ts";
 import { pathExists } from "../lib/fs.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_FAMILY, writeToyShard } from "./bigram_model.ts";
+import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
 import { rejectsWith } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
-const env = {
-  families: { bigram: BIGRAM_FAMILY },
-  signals: false,
-  stdout: async (_b: Uint8Array) => {},
-} as never;
-const data = await Deno.makeTempDir();
-await writeToyShard(join(data, "toy_train_000001.bin"), 3000, 64, 1);
-await writeToyShard(join(data, "toy_val_000000.bin"), 800, 64, 3);
+const env = BIGRAM_ENV;
+const data = await toyData();
 const args = (
   out: string,
 ) => ["--model", "bigram", "--data", data, "--backend", "cpu", "--max-steps", "2", "--out", out];

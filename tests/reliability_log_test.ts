@@ -6,20 +6,14 @@ import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { truncateStepLog } from "../lib/step_log.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_FAMILY, writeToyShard } from "./bigram_model.ts";
+import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
 import { readLog } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
-const env = {
-  families: { bigram: BIGRAM_FAMILY },
-  signals: false,
-  stdout: async (_b: Uint8Array) => {},
-} as never;
+const env = BIGRAM_ENV;
 
 Deno.test("train --resume after a kill: log.jsonl holds each step once", async () => {
-  const data = await Deno.makeTempDir();
-  await writeToyShard(join(data, "toy_train_000001.bin"), 3000, 64, 1);
-  await writeToyShard(join(data, "toy_val_000000.bin"), 800, 64, 3);
+  const data = await toyData();
   const out = await Deno.makeTempDir();
   const base = [
     "--model",
