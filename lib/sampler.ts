@@ -139,12 +139,14 @@ export async function checkVocab(s: ShardReader, vocabSize: number): Promise<voi
   if (vocabSize >= 65536) return; // uint16 ids always fit
   const n = Math.min(s.tokens, VOCAB_SCAN_TOKENS);
   const ids = await s.read(0, n);
-  let max = 0;
-  for (let i = 0; i < n; i++) if (ids[i] > max) max = ids[i];
-  if (max >= vocabSize) {
-    throw inputError(
-      `${s.info.path}: holds token id ${max}, but the model's vocabulary has ${vocabSize} ids: ` +
-        `the shard was made with another tokenizer. Re-tokenize with 'lmpipe tokenize' or set --set vocabSize=N.`,
-    );
+  for (let i = 0; i < n; i++) {
+    if (ids[i] >= vocabSize) {
+      throw inputError(
+        `${s.info.path}: holds token id ${
+          ids[i]
+        } at token offset ${i}, outside the vocabulary (${vocabSize} ids): ` +
+          `the shard was made with another tokenizer or is damaged. Re-tokenize with 'lmpipe tokenize'.`,
+      );
+    }
   }
 }

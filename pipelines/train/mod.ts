@@ -5,13 +5,16 @@ import { join } from "node:path";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
-import { pathExists } from "../../lib/fs.ts";
+import { truncateStepLog } from "../../lib/step_log.ts";
+import { lockRunFolder } from "../../lib/run_lock.ts";
+import { pathExists, writeAllSync, writeFailure } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
   hasCheckpoint,
   loadCheckpoint,
   MODEL_FILE,
   OPTIMIZER_FILE,
+  removeStaleTmps,
   STATE_FILE,
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
@@ -33,6 +36,7 @@ import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts"
 import { familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
+import { validateStored } from "../../lib/checkpoint_check.ts";
 
 const CMD = "train";
 
@@ -163,6 +167,22 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
+  const lock = await lockRunFolder(out, ["lmpipe", CMD, ...argv].join(" "));
+  try {
+    await trainLocked(p, out, resume, force, families, env);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(
+  p: Parsed,
+  out: string,
+  resume: boolean,
+  force: boolean,
+  families: Awaited<ReturnType<typeof loadFamilies>>,
+  env: PipelineEnv,
+): Promise<void> {
   const existing = await hasCheckpoint(out) || await pathExists(join(out, MODEL_FILE));
   if (existing && !resume && !force) {
     throw outputError(
@@ -175,6 +195,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
+  await removeStaleTmps(out).catch(() => {}); // saves that died half-written (this process holds the lock)
 
   // --- model config
   let modelConfig: ModelConfig;
@@ -194,7 +215,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
         "lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)",
       );
     }
-    familyOf(families, modelConfig.model, CMD).validate(modelConfig);
+    validateStored(familyOf(families, modelConfig.model, CMD), modelConfig, join(out, "config.json"));
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
     modelConfig = await configFromFlags(
@@ -247,8 +268,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const T = modelConfig.contextLength;
-  const trainData = await WindowSampler.open(splits.train, T, vocab, o.seed, "training");
-  const valData = await WindowSampler.open(splits.val, T, vocab, o.seed, "validation");
+  const dataVocab = Math.min(vocab, VOCAB_SIZE); // ids past GPT-2's 50257 are padding rows, never data
+  const trainData = await WindowSampler.open(splits.train, T, dataVocab, o.seed, "training");
+  const valData = await WindowSampler.open(splits.val, T, dataVocab, o.seed, "validation");
 
   // --- backend and model
   const backend = await initBackend(o.backend as BackendName, { quiet: true });
@@ -316,6 +338,12 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   // --- logs
   const logPath = str(p, "log") ?? join(out, "log.jsonl");
   let logFile: Deno.FsFile;
+  if (ckpt?.state) {
+    const dropped = await truncateStepLog(logPath, ckpt.state.step);
+    if (dropped) {
+      info(`log: dropped ${dropped} line(s) past the checkpoint's step ${ckpt.state.step} from ${logPath}`);
+    }
+  }
   try {
     logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
   } catch (err) {
@@ -327,7 +355,15 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const json = bool(p, "json");
   const log = (rec: StepLog) => {
     const line = enc.encode(JSON.stringify(rec) + "\n");
-    logFile.writeSync(line);
+    try {
+      writeAllSync(logFile, line);
+    } catch (err) {
+      throw writeFailure(
+        logPath,
+        err,
+        `Training stopped at step ${rec.step}; checkpoints already saved in ${out} are kept (resume with --resume).`,
+      );
+    }
     if (json) pending = pending.then(() => write(line));
   };
 
@@ -455,7 +491,7 @@ function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */
 async function ensureWritable(dir: string): Promise<void> {
-  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
+  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(probe, "");
