@@ -408,10 +408,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       if (stopRequested) {
         throw new LmpipeError(
           `interrupted${
-            stopSignal ? ` by ${stopSignal}` : ""
-          } after step ${step}; checkpoint saved in ${run.out}${
-            dist ? ` by rank 0 (this is rank ${dist.rank})` : ""
-          }. ` +
+            stopSignal ? ` by ${stopSignal}` : dist && signalled() ? " (a signal to another rank)" : ""
+          } ` +
+            `after step ${step}; checkpoint saved in ${run.out}${
+              dist && !dist.writer ? " by rank 0" : ""
+            }. ` +
             `Continue with --resume.`,
           EXIT.interrupted,
         );
