@@ -34,6 +34,8 @@ interface Result {
   ranks: number;
   msPerStep: number;
   reduceMsPerStep: number;
+  /** One all-reduce of all the gradients' bytes after a barrier: the communication alone, ms (median of 3). */
+  pureReduceMs: number;
   params: number;
   tokensPerStep: number;
 }
@@ -66,6 +68,17 @@ async function worker(o: Opts): Promise<void> {
     },
     benchTrainOptions({ batchSize: o.batch, gradAccum: o.accum, maxSteps: o.warm + o.steps }),
   );
+  let pure = 0;
+  if (dist) {
+    const buf = new Float32Array(model.paramCount()), times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await dist.mpi.barrier("bench");
+      const t0 = performance.now();
+      await dist.mpi.allreduceF32(Deno.UnsafePointer.of(buf), buf.length, "sum", "bench");
+      times.push(performance.now() - t0);
+    }
+    pure = times.sort((a, b) => a - b)[1];
+  }
   if (!dist || dist.dp.writer) {
     const timed = logs.slice(o.warm);
     const result: Result = {
@@ -73,6 +86,7 @@ async function worker(o: Opts): Promise<void> {
       msPerStep: timed.reduce((a, r) => a + r.ms_per_step, 0) / timed.length,
       reduceMsPerStep: (reduceAt[reduceAt.length - 1] - (o.warm > 0 ? reduceAt[o.warm - 1] : 0)) /
         timed.length,
+      pureReduceMs: pure,
       params: model.paramCount(),
       tokensPerStep: o.batch * o.accum * T,
     };
@@ -170,6 +184,16 @@ async function main(): Promise<void> {
   console.log("| --- | --- | --- | --- | --- | --- |");
   console.log(row(one));
   console.log(row(many));
+  // The all-reduce in a step also waits for the slower rank; alone (after a barrier) it is the
+  // communication cost, and 1 process's step split N ways plus that is the step communication would give.
+  const ideal = one.msPerStep / many.ranks;
+  console.log(
+    `\nall-reduce of ${(4 * one.params / 1e6).toFixed(0)} MB alone (after a barrier, median of 3): ` +
+      `${many.pureReduceMs.toFixed(0)} ms; efficiency if it were the only added cost: ` +
+      `${(100 * ideal / (ideal + many.pureReduceMs)).toFixed(0)}% (${
+        ideal.toFixed(0)
+      } ms of compute per rank)`,
+  );
 }
 
 await runBench(main);

@@ -17,6 +17,7 @@ import {
 import { WindowSampler } from "../../lib/sampler.ts";
 import { batchLosses, type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
 import { type DistRun, startDist } from "../../lib/dist/mod.ts";
+import { reportRankDevice } from "../../lib/dist/gpu.ts";
 import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
 import {
   type AutoBatchResult,
@@ -288,7 +289,10 @@ async function train(p: Parsed, env: PipelineEnv, families: Families, dist: Dist
   const backend = await initBackend(o.backend as BackendName, { quiet: true, threads: dist?.threads });
   const model = family.create(modelConfig, o.seed);
   if (ckpt) loadWeights(model, ckpt.weights, out);
-  if (dist) await dist.dp.broadcastParams(model.params); // one set of weights on every rank
+  if (dist) {
+    reportRankDevice(dist, backend);
+    await dist.dp.broadcastParams(model.params); // one set of weights on every rank
+  }
   info(
     `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${
       fmtCount(model.paramCount())
