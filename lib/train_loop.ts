@@ -246,6 +246,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     schedule: decaySteps !== null && warmup !== null ? { warmup, decaySteps } : undefined,
   });
   const save = async () => {
+    if (dist) await dist.syncReplicas(model.params); // the checkpoint is every rank's model
     if (dist && !dist.writer) return void (lastSaved = step); // rank 0 alone writes the run folder
     const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
     await saveCheckpoint(run.out, {

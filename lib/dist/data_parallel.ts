@@ -10,6 +10,7 @@
 // read gradients to the host, reduce them there and upload the sums. One bucket is reduced while the
 // next is packed or read back (a single MPI call in flight, as MPI_THREAD_SERIALIZED allows).
 import { LmpipeError } from "../errors.ts";
+import { warn } from "../log.ts";
 import type { Mpi } from "../native/mpi.ts";
 import type { LanguageModel, Precision } from "../models/types.ts";
 import type { Batch } from "../sampler.ts";
@@ -34,6 +35,11 @@ export interface DataParallelHooks {
   agree(local: StepAgreement): Promise<StepAgreement>;
   /** Mean validation loss over `batches`, each rank scoring every N-th batch. */
   evaluate(model: LanguageModel, batches: Batch[], precision: Precision): Promise<number>;
+  /**
+   * Checks that every rank holds the same weights (at each checkpoint); where they drifted apart, rank 0's
+   * are copied to all with a warning. Returns whether they had drifted.
+   */
+  syncReplicas(params: Map<string, tf.Variable>): Promise<boolean>;
 }
 
 export interface StepAgreement {
@@ -253,6 +259,25 @@ export class DataParallel implements DataParallelHooks {
       await this.mpi.bcastF32(Deno.UnsafePointer.of(data), data.length, 0, `parameter ${name}`);
       if (!this.writer) tf.tidy(() => v.assign(tf.tensor(data, v.shape, "float32")));
     }
+  }
+
+  async syncReplicas(params: Map<string, tf.Variable>): Promise<boolean> {
+    // A 32-bit digest of every weight's bits; ranks agree when the largest digest equals the smallest.
+    let h = 0x811c9dc5;
+    for (const v of params.values()) {
+      const data = await v.data() as Float32Array;
+      const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+      for (let i = 0; i < bits.length; i++) h = Math.imul(h ^ bits[i], 0x01000193) >>> 0;
+    }
+    const v = new Float64Array([h, -h]);
+    await this.mpi.allreduceF64(v, "max", "weight digests");
+    if (v[0] === -v[1]) return false;
+    warn(
+      `the ranks' weights differ in their last bits (the devices compute differently, or MPI's sums differ ` +
+        `between ranks); copying rank 0's weights to every rank`,
+    );
+    await this.broadcastParams(params);
+    return true;
   }
 
   /** The smallest of every rank's `x` (e.g. a batch size each rank found on its own). */
