@@ -13,6 +13,7 @@ import { EXIT } from "../lib/errors.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { detectLauncher, threadsPerRank, wantsMpi } from "../lib/dist/launcher.ts";
 import { mpiAvailable, mpiStatus } from "../lib/native/mpi.ts";
+import { WindowSampler } from "../lib/sampler.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { readLog, rejectsWith } from "./helpers_run.ts";
 
@@ -318,4 +319,18 @@ Deno.test("dist: launcher detection (mpirun, Hydra, srun steps, not a batch scri
   assert.equal(threadsPerRank(2, 2, 2), 1);
   assert.equal(threadsPerRank(1, 2, 2), 1);
   assert.equal(threadsPerRank(8, null, 2), 2);
+});
+
+Deno.test("dist: skipping another rank's micro-batch keeps the data position of reading it", async () => {
+  const shard = join(ROOT, "fixtures/shards/train_000000.bin");
+  const a = await WindowSampler.open([shard], 16, 50304, 5),
+    b = await WindowSampler.open([shard], 16, 50304, 5);
+  try {
+    await a.next(4);
+    b.skip(4);
+    assert.deepEqual(b.rng.state(), a.rng.state());
+    assert.deepEqual((await b.next(4)).x, (await a.next(4)).x);
+  } finally {
+    a.close(), b.close();
+  }
 });
