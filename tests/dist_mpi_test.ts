@@ -15,7 +15,7 @@ import { detectLauncher, threadsPerRank, wantsMpi } from "../lib/dist/launcher.t
 import { mpiAvailable, mpiStatus } from "../lib/native/mpi.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { readLog, rejectsWith } from "./helpers_run.ts";
+import { readLog, rejectsWith, TINY_SHAPES } from "./helpers_run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = join(ROOT, "cli.ts");
@@ -46,10 +46,7 @@ if (noMpi) {
   console.error(`MPI tests skipped: ${noMpi}`);
 }
 
-const SHAPES: Record<string, string[]> = {
-  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
-  "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
-};
+const SHAPES = TINY_SHAPES;
 
 function trainArgs(model: string, out: string, steps: number, extra: string[] = []): string[] {
   return [
@@ -129,10 +126,22 @@ async function job(
   return { code: status.code, stderr, ms: performance.now() - t0 };
 }
 
-/** The pid rank `rank` announced ("dist: rank 1/2, pid 1234, ..."), or null before it did. */
-function rankPid(stderr: string, rank: number): number | null {
-  const m = new RegExp(`dist: rank ${rank}/\\d+, pid (\\d+)`).exec(stderr);
-  return m ? Number(m[1]) : null;
+/**
+ * A watcher for job(): once rank 1 has announced its pid ("dist: rank 1/2, pid 1234, ...") and rank 0
+ * has logged step 2, sends `signal` to rank 1, once. `sent` says whether it did.
+ */
+function signalRank1AfterStep2(signal: Deno.Signal): { watch: (stderr: string) => void; sent: boolean } {
+  const w = {
+    sent: false,
+    watch: (stderr: string) => {
+      const m = /dist: rank 1\/\d+, pid (\d+)/.exec(stderr);
+      if (!w.sent && m && /^step 2\//m.test(stderr)) {
+        w.sent = true;
+        Deno.kill(Number(m[1]), signal);
+      }
+    },
+  };
+  return w;
 }
 
 async function assertSameRun(a: string, b: string, steps: number, resumed = false): Promise<void> {
@@ -184,17 +193,9 @@ Deno.test({
   fn: async () => {
     const ref = single.gpt, out = await tmp();
     assert.ok(ref, "runs after the 2-rank gpt test");
-    let sent = false;
-    const j = await job(2, trainArgs("gpt", out, 10), {
-      watch: (err) => {
-        const pid = rankPid(err, 1);
-        if (!sent && pid !== null && /^step 2\//m.test(err)) {
-          sent = true;
-          Deno.kill(pid, "SIGTERM");
-        }
-      },
-    });
-    assert.ok(sent, j.stderr);
+    const term = signalRank1AfterStep2("SIGTERM");
+    const j = await job(2, trainArgs("gpt", out, 10), { watch: term.watch });
+    assert.ok(term.sent, j.stderr);
     assert.equal(j.code, EXIT.interrupted, j.stderr);
     const stopped = (await loadCheckpoint(out)).state!.step;
     assert.ok(stopped >= 2 && stopped < 10, `stopped at ${stopped}`);
@@ -221,18 +222,9 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const out = await tmp();
-    let killed = false;
-    const j = await job(2, trainArgs("gpt", out, 100_000), {
-      watch: (err) => {
-        const pid = rankPid(err, 1);
-        if (!killed && pid !== null && /^step 2\//m.test(err)) {
-          killed = true;
-          Deno.kill(pid, "SIGKILL");
-        }
-      },
-      timeoutMs: 60_000,
-    });
-    assert.ok(killed, j.stderr);
+    const kill = signalRank1AfterStep2("SIGKILL");
+    const j = await job(2, trainArgs("gpt", out, 100_000), { watch: kill.watch, timeoutMs: 60_000 });
+    assert.ok(kill.sent, j.stderr);
     assert.notEqual(j.code, 0, j.stderr);
     assert.ok((await loadCheckpoint(out, { optimizer: true })).state!.step >= 2);
   },
@@ -244,18 +236,13 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const out = await tmp();
-    let pid: number | null = null;
+    const stop = signalRank1AfterStep2("SIGSTOP");
     const j = await job(2, trainArgs("gpt", out, 100_000), {
       env: { LMPIPE_MPI_TIMEOUT: "3" },
-      watch: (err) => {
-        if (pid === null && /^step 2\//m.test(err)) {
-          pid = rankPid(err, 1);
-          if (pid !== null) Deno.kill(pid, "SIGSTOP");
-        }
-      },
+      watch: stop.watch,
       timeoutMs: 60_000,
     });
-    assert.ok(pid !== null, j.stderr);
+    assert.ok(stop.sent, j.stderr);
     assert.notEqual(j.code, 0, j.stderr);
     assert.match(j.stderr, /rank 0\/2: MPI_\w+ \(.*\) did not complete within 3 s/);
   },

@@ -60,3 +60,9 @@ export async function denoChildJson(
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
+
+/** --set overrides that make the real gpt and pixel-attn families test-sized (a step takes milliseconds). */
+export const TINY_SHAPES: Record<string, string[]> = {
+  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
+  "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
+};
