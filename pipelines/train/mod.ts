@@ -319,7 +319,7 @@ async function train(p: Parsed, env: PipelineEnv, families: Families, dist: Dist
     o.batchSizeAuto = autoRecord(found, limit);
     const heap = wasmHeapBytes();
     info(
-      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
+      `batch size auto: ${o.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
         fmtMiB(limit.bytes)
       }; ` +
         `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
