@@ -226,7 +226,8 @@ Deno.test({
     const j = await job(2, trainArgs("gpt", out, 100_000), { watch: kill.watch, timeoutMs: 60_000 });
     assert.ok(kill.sent, j.stderr);
     assert.notEqual(j.code, 0, j.stderr);
-    assert.ok((await loadCheckpoint(out, { optimizer: true })).state!.step >= 2);
+    // the last checkpoint is intact (step 1 or 2: rank 0 may have been saving step 2 when rank 1 died)
+    assert.ok((await loadCheckpoint(out, { optimizer: true })).state!.step >= 1);
   },
 });
 

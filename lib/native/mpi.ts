@@ -11,10 +11,11 @@
 // Only the Open MPI path has been run (Open MPI 4.1.4 on Debian); the MPICH constants are those of
 // MPICH's mpi.h. The MPI 5 standard ABI (libmpi_abi.so) is not supported yet.
 //
-// Collectives run as nonblocking FFI calls (on a helper thread; MPI_THREAD_SERIALIZED is requested) so
-// the JavaScript thread stays free to time them out: a peer that died or hangs makes a call fail after
-// LMPIPE_MPI_TIMEOUT seconds instead of blocking the job forever.
-import { LmpipeError, usageError } from "../errors.ts";
+// Collectives run as nonblocking FFI calls (on a helper thread; MPI_THREAD_MULTIPLE is requested, at least
+// MPI_THREAD_SERIALIZED needed) so the JavaScript thread stays free to time them out: a peer that died or
+// hangs makes a call fail after LMPIPE_MPI_TIMEOUT seconds instead of blocking the job forever, and where
+// the library is fully thread-safe the rank then calls MPI_Abort so the launcher ends every rank at once.
+import { EXIT, LmpipeError, usageError } from "../errors.ts";
 
 /** How to get an MPI library, printed whenever one is needed and missing. */
 export const MPI_INSTALL_HINT = "install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi3; " +
@@ -80,7 +81,7 @@ const MPICH = {
   errorsReturn: 0x54000001,
 };
 
-const THREAD_SERIALIZED = 2; // the same value in Open MPI and MPICH
+const THREAD_SERIALIZED = 2, THREAD_MULTIPLE = 3; // the same values in Open MPI and MPICH
 
 type Handle = Deno.PointerValue | number;
 // deno-lint-ignore no-explicit-any
@@ -116,6 +117,8 @@ export interface MpiOptions {
 let reason = "not loaded";
 let current: Mpi | null = null;
 let serialOnly = false;
+/** The thread level MPI_Init_thread granted (0 when MPI was initialised by someone else). */
+let threadLevel = 0;
 
 function env(name: string): string | undefined {
   try {
@@ -262,7 +265,8 @@ export function initMpi(opts: MpiOptions = {}): Mpi {
   check(fn.MPI_Initialized(i32), "MPI_Initialized");
   if (i32[0] === 0) {
     const provided = new Int32Array(1);
-    check(fn.MPI_Init_thread(null, null, THREAD_SERIALIZED, provided), "MPI_Init_thread");
+    check(fn.MPI_Init_thread(null, null, THREAD_MULTIPLE, provided), "MPI_Init_thread");
+    threadLevel = provided[0];
     if (provided[0] < THREAD_SERIALIZED) {
       // Calls then come from the main thread only: collectives block, and the timeout cannot fire.
       serialOnly = true;
@@ -284,12 +288,15 @@ export function initMpi(opts: MpiOptions = {}): Mpi {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(
-          new LmpipeError(
-            `rank ${rank}/${size}: ${call} (${what}) did not complete within ${timeoutS} s: another rank ` +
-              `died, hangs or is far behind. Stopping this rank (LMPIPE_MPI_TIMEOUT=${timeoutS} sets the limit).`,
-          ),
-        );
+        const msg =
+          `rank ${rank}/${size}: ${call} (${what}) did not complete within ${timeoutS} s: another ` +
+          `rank died, hangs or is far behind. Stopping this rank (LMPIPE_MPI_TIMEOUT=${timeoutS} sets the limit).`;
+        if (threadLevel >= THREAD_MULTIPLE) {
+          // The stuck call holds no lock a second thread needs: MPI_Abort asks the launcher to end the job.
+          console.error(`error: ${msg} Aborting the MPI job.`);
+          fn.MPI_Abort(h.comm, EXIT.internal);
+        }
+        reject(new LmpipeError(msg));
       }, timeoutS * 1000);
     });
     try {
