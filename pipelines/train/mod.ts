@@ -319,9 +319,7 @@ async function train(p: Parsed, env: PipelineEnv, families: Families, dist: Dist
     o.batchSizeAuto = autoRecord(found, limit);
     const heap = wasmHeapBytes();
     info(
-      `batch size auto: ${o.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
-        fmtMiB(limit.bytes)
-      }; ` +
+      `batch size auto: ${o.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${fmtMiB(limit.bytes)}; ` +
         `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
         (heap !== null ? `; wasm heap now ${fmtMiB(heap)}` : "") + ")" +
         (found.capped ? "; capped at the largest size searched" : "") +
