@@ -15,7 +15,7 @@ import { detectLauncher, threadsPerRank, wantsMpi } from "../lib/dist/launcher.t
 import { mpiAvailable, mpiStatus } from "../lib/native/mpi.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { readLog, rejectsWith, TINY_SHAPES } from "./helpers_run.ts";
+import { readLog, rejectsWith, TINY_SHAPES, tinyModelFlags } from "./helpers_run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = join(ROOT, "cli.ts");
@@ -46,16 +46,10 @@ if (noMpi) {
   console.error(`MPI tests skipped: ${noMpi}`);
 }
 
-const SHAPES = TINY_SHAPES;
-
 function trainArgs(model: string, out: string, steps: number, extra: string[] = []): string[] {
   return [
     "train",
-    "--model",
-    model,
-    "--preset",
-    "tiny",
-    ...SHAPES[model].flatMap((s) => ["--set", s]),
+    ...tinyModelFlags(model),
     "--data",
     join(ROOT, "fixtures/shards"),
     "--backend",
@@ -165,7 +159,7 @@ async function assertSameRun(a: string, b: string, steps: number, resumed = fals
 const tmp = () => Deno.makeTempDir({ prefix: "lmpipe-dist-" });
 const single: Record<string, string> = {}; // model -> its 1-process run of 10 steps
 
-for (const model of Object.keys(SHAPES)) {
+for (const model of Object.keys(TINY_SHAPES)) {
   Deno.test({
     name: `dist ${model}: 2 ranks = 1 process (--batch-size 4 --grad-accum 2, wasm): same losses and weights`,
     ignore: noMpi !== null,
