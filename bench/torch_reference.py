@@ -7,15 +7,46 @@
 # norm 1.0, one loss read per step) on uniformly random token batches. Used only for measurement, by
 # `deno run -A bench/train.ts --vs-torch`; never by the CI tests (CI has no PyTorch).
 #
-# Prints one JSON line on stdout (tokens/s, ms/step, parameter count, configuration); progress on stderr.
+# Prints one JSON line on stdout (tokens/s, median ms/step, parameter count, configuration, the BLAS
+# library and the OpenBLAS kernel it dispatched, OPENBLAS_CORETYPE); progress on stderr.
+#
+# An honest anchor: glibc's default malloc returns PyTorch's large activation buffers to the kernel after
+# every op, so every step page-faults them back in (257 tokens/s instead of 1,713 on 1 thread, issue 17).
+# This script therefore re-executes itself with the tuned malloc settings of docs (MALLOC_MMAP_THRESHOLD_,
+# MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_) unless they are set already, and times the step nanoGPT's
+# train.py takes: forward, backward, clip, AdamW step, zero_grad.
 #
 #   python3 bench/torch_reference.py --preset tiny --steps 3 --warmup-steps 1 --threads 1
 #   python3 bench/torch_reference.py --n-layer 4 --n-embd 128 --n-head 4 --context 128 --batch 8 --precision bf16
 import argparse
+import ctypes
 import json
 import math
+import os
+import statistics
 import sys
 import time
+
+# glibc malloc settings that keep freed buffers in the process (see the header); applied before torch loads.
+TUNED_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+def ensure_tuned_malloc():
+    """Re-executes this script with TUNED_MALLOC in the environment unless every variable is set already."""
+    if all(k in os.environ for k in TUNED_MALLOC) or os.environ.get("LMPIPE_TORCH_MALLOC") == "default":
+        return
+    env = dict(os.environ)
+    for k, v in TUNED_MALLOC.items():
+        env.setdefault(k, v)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+if __name__ == "__main__":
+    ensure_tuned_malloc()
 
 try:
     import torch
@@ -136,6 +167,29 @@ def blas_library():
     return f"reference BLAS ({ref[0]})" if ref else "none found"
 
 
+def openblas_corename():
+    """The kernel family OpenBLAS dispatched in this process (openblas_get_corename), e.g. 'SkylakeX', or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.rsplit("/", 1)[-1]})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        return fn().decode()
+    return None
+
+
+def malloc_settings():
+    """The glibc malloc variables in effect ('default' when none is set)."""
+    set_ = {k: os.environ[k] for k in TUNED_MALLOC if k in os.environ}
+    return set_ or "default"
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/torch_reference.py",
@@ -224,7 +278,7 @@ def main(argv):
         else:
             with torch.autocast(device_type=device, dtype=amp_dtype):
                 loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
+        # nanoGPT train.py's order: backward, clip, step, then zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,6 +289,7 @@ def main(argv):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
+        opt.zero_grad(set_to_none=True)
         return loss.item()  # the one host read per step, as lmpipe's loop (also syncs CUDA)
 
     warm_up_blas = torch.ones(8, 8) @ torch.ones(8, 8)  # loads the BLAS library before it is named
@@ -244,7 +299,8 @@ def main(argv):
             "apt-get install -y --no-install-recommends libopenblas0-openmp")
     del warm_up_blas
     log(f"{device}, {torch.get_num_threads()} thread(s), {a.precision}: {a.warmup_steps} + {a.steps} steps "
-        f"of {B} x {T} tokens, {params / 1e6:.2f}M parameters")
+        f"of {B} x {T} tokens, {params / 1e6:.2f}M parameters; BLAS {blas} (kernel {openblas_corename()}, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}), malloc {malloc_settings()}")
     for _ in range(a.warmup_steps):
         step()
     times, losses = [], []
@@ -252,7 +308,7 @@ def main(argv):
         t0 = time.perf_counter()
         losses.append(step())
         times.append((time.perf_counter() - t0) * 1000)
-    ms = sum(times) / len(times)
+    ms = statistics.median(times)
     out = {
         "impl": "pytorch",
         "torch": torch.__version__,
@@ -261,13 +317,17 @@ def main(argv):
         "precision": a.precision,
         "attention": "sdpa" if use_sdpa else "manual",
         "blas": blas,
+        "blas_core": openblas_corename(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        "malloc": malloc_settings(),
         "config": {"n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd, "context": T,
                    "vocab": a.vocab, "bias": not a.no_bias, "batch": B},
         "params": params,
         "warmup_steps": a.warmup_steps,
         "steps": a.steps,
-        "ms_per_step": round(ms, 2),
+        "ms_per_step": round(ms, 2),  # the median of the timed steps
         "ms_per_step_min": round(min(times), 2),
+        "ms_per_step_mean": round(sum(times) / len(times), 2),
         "tokens_per_s": round(B * T * 1000 / ms, 1),
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),

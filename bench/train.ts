@@ -161,6 +161,8 @@ interface Row {
   tokensPerS: number;
   sampleCached?: number;
   sampleUncached?: number;
+  /** lmpipe's sgemm library and the OpenBLAS kernels it dispatched (backend description). */
+  blas: string;
   torch?: TorchResult[];
 }
 
@@ -173,6 +175,10 @@ interface TorchResult {
   params: number;
   version: string;
   blas: string;
+  /** openblas_get_corename in the PyTorch process, and its OPENBLAS_CORETYPE and malloc settings. */
+  blasCore: string | null;
+  coretype: string;
+  malloc: string;
 }
 
 let o: Options;
@@ -191,13 +197,22 @@ async function main(): Promise<void> {
     return;
   }
   const how =
-    `lmpipe precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (mean ms/step), batch ${o.batch}`;
+    `lmpipe precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (median ms/step), ` +
+    `batch ${o.batch}; load average at the end ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ` +
+    `${navigator.hardwareConcurrency} cores; OPENBLAS_CORETYPE=${
+      Deno.env.get("OPENBLAS_CORETYPE") ?? "unset"
+    }`;
   if (o.vsTorch) {
     const t = rows.find((r) => r.torch?.length)?.torch?.[0];
     console.log(
-      `${how}; PyTorch ${t?.version ?? "?"} (BLAS: ${t?.blas ?? "?"}) with the same steps and threads\n`,
+      `${how}\nlmpipe: ${rows[0]?.blas ?? "?"}\nPyTorch ${t?.version ?? "?"}: BLAS ${t?.blas ?? "?"} ` +
+        `(${t?.blasCore ?? "?"} kernels, OPENBLAS_CORETYPE=${t?.coretype ?? "?"}, malloc ${
+          t?.malloc ?? "?"
+        }), ` +
+        `same steps and threads, run after each lmpipe measurement (alternating)\n`,
     );
     printVsTorch(rows);
+    if (o.repeat > 1) printMedianRatios(rows);
   } else {
     console.log(`${how}, sampling ${o.sampleTokens} tokens\n`);
     printSpeeds(rows);
@@ -263,7 +278,7 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               benchTrainOptions({ batchSize: o.batch, maxSteps: o.warm + o.steps, precision: o.precision }),
             );
             const timed = logs.slice(o.warm);
-            const ms = timed.reduce((a, r) => a + r.ms_per_step, 0) / timed.length;
+            const ms = median(timed.map((r) => r.ms_per_step));
             const row: Row = {
               run,
               backend: info.name,
@@ -273,6 +288,7 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               preset: preset + star(),
               config: describe(config),
               params: model.paramCount(),
+              blas: info.device,
               msPerStep: ms,
               tokensPerS: (o.batch * T * 1000) / ms,
             };
@@ -289,6 +305,13 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               row.torch = [];
               for (const tp of o.torchPrecisions) {
                 row.torch.push(await runTorch(python, config, torchThreads, tp, device));
+              }
+              const torchCore = row.torch[0].blasCore;
+              if (torchCore && !row.blas.includes(`(${torchCore} kernels`)) {
+                console.error(
+                  `warning: PyTorch's OpenBLAS runs ${torchCore} kernels, lmpipe's: ${row.blas}; ` +
+                    "set OPENBLAS_CORETYPE to compare the same kernels",
+                );
               }
               if (row.torch[0].params !== row.params) {
                 console.error(
@@ -456,7 +479,34 @@ async function runTorch(
     params: j.params,
     version: j.torch,
     blas: j.blas,
+    blasCore: j.blas_core ?? null,
+    coretype: j.openblas_coretype ?? "?",
+    malloc: typeof j.malloc === "string" ? j.malloc : "tuned",
   };
+}
+
+/** The median of `xs` (the mean of the middle two for an even count). */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Per configuration: the median over the --repeat rounds of the per-round ratio lmpipe/PyTorch. */
+function printMedianRatios(rows: Row[]): void {
+  const groups = new Map<string, number[]>();
+  for (const r of rows) {
+    const t = r.torch?.[0];
+    if (!t) continue;
+    const key = `| ${r.preset} | ${r.config} | ${backendLabel(r)} `;
+    groups.set(key, [...(groups.get(key) ?? []), r.tokensPerS / t.tokensPerS]);
+  }
+  console.log("\n| preset | config | lmpipe backend | ratio lmpipe/PyTorch: median (range) | rounds |");
+  console.log("|---|---|---|---:|---:|");
+  for (const [key, ratios] of groups) {
+    const lo = Math.min(...ratios).toFixed(2), hi = Math.max(...ratios).toFixed(2);
+    console.log(`${key}| ${median(ratios).toFixed(2)}x (${lo}-${hi}) | ${ratios.length} |`);
+  }
 }
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
