@@ -17,6 +17,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import type { Precision } from "../lib/models/types.ts";
 import { usageError } from "../lib/errors.ts";
+import { median } from "./common.ts";
 import { currentDnnl, dnnlStatus } from "../lib/native/dnnl.ts";
 import { setDnnlConvs } from "../lib/tensor/kernel_choice.ts";
 
@@ -139,10 +140,6 @@ console.log(
 console.log("|---:|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|");
 for (const r of rows) console.log(r);
 if (dnnlModes.length === 2) {
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
-    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-  };
   console.log("\n| model | preset | ms/step oneDNN on (median) | off (median) | speed-up on/off |");
   console.log("|---|---|---:|---:|---:|");
   for (const [key, t] of times) {

@@ -152,6 +152,88 @@ class Gpt(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
+class PixelModel(nn.Module):
+    """lmpipe's image models (lib/models/pixel.ts) with a VGG CNN (cnn.ts): embeddings, warm-up GPT blocks,
+    the map LayerNorm, each position's image (pixel-cumsum: a running sum of keys times pixel queries;
+    pixel-attn / pixel-attn-wide: per-channel causal attention over value images), the CNN on every image
+    on its own (3x3 convs, each followed by a per-image norm over H, W and C with a per-channel scale and
+    shift, i.e. GroupNorm with one group, and ReLU), global average pooling, ln_f and an untied head."""
+
+    def __init__(self, cfg, use_sdpa):
+        super().__init__()
+        self.cfg = cfg
+        d, C, dk, S, V, T = cfg["nEmbd"], cfg["channels"], cfg["keyDim"], cfg["imageSize"], cfg["vocabSize"], cfg["contextLength"]
+        bias = bool(cfg.get("bias", False))
+        self.model = cfg["model"]
+        self.wte = nn.Embedding(V, d)
+        self.wpe = nn.Embedding(T, d)
+        self.blocks = nn.ModuleList(Block(d, cfg["nHead"], bias, use_sdpa) for _ in range(cfg["nWarmup"]))
+        self.map_ln = nn.LayerNorm(d)
+        if not bias:
+            self.map_ln.bias = None
+        if self.model == "pixel-cumsum":
+            self.key = nn.Linear(d, C * dk, bias=False)
+            self.query = nn.Parameter(torch.randn(C, dk, S * S) * 0.02)
+        else:
+            self.q = nn.Linear(d, C * dk, bias=False)
+            self.k = nn.Linear(d, C * dk, bias=False)
+            self.value = nn.Parameter(torch.randn(C, d, S * S) * 0.02)
+            self.value_bias = nn.Parameter(torch.zeros(C, S * S)) if bias else None
+        if cfg["cnn"] not in ("vgg9", "vgg-wide"):
+            sys.exit(f"bench/torch_reference.py: cnn '{cfg['cnn']}' has no PyTorch reference here (vgg9, vgg-wide)")
+        if cfg.get("cnnNorm", "image") != "image":
+            sys.exit("bench/torch_reference.py: only cnnNorm 'image' has a PyTorch reference here")
+        widths = list(cfg.get("cnnWidths") or [])
+        if not widths:
+            w = cfg["cnnWidth"]
+            widths = [w] * cfg["cnnDepth"] if cfg["cnn"] == "vgg9" else [w, w, w, w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 4 * w]
+        layers, in_c = [], C
+        for out_c in widths:
+            layers += [nn.Conv2d(in_c, out_c, 3, padding=1, bias=False), nn.GroupNorm(1, out_c, eps=1e-5), nn.ReLU()]
+            in_c = out_c
+        self.cnn = nn.Sequential(*layers)
+        self.ln_f = nn.LayerNorm(in_c)
+        if not bias:
+            self.ln_f.bias = None
+        self.lm_head = nn.Linear(in_c, V, bias=False)
+        self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1), persistent=False)
+        for name, p in self.named_parameters():
+            if p.dim() >= 2 and not name.startswith("cnn."):
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def images(self, hn):
+        c = self.cfg
+        B, T, d = hn.shape
+        C, dk, S = c["channels"], c["keyDim"], c["imageSize"]
+        if self.model == "pixel-cumsum":
+            sums = torch.cumsum(self.key(hn), dim=1).view(B, T, C, dk)
+            imgs = torch.einsum("btck,ckp->btcp", sums, self.query)
+        else:
+            q = (self.q(hn) / math.sqrt(dk)).view(B, T, C, dk).transpose(1, 2)  # [B, C, T, dk]
+            k = self.k(hn).view(B, T, C, dk).transpose(1, 2)
+            probs = F.softmax((q @ k.transpose(-2, -1)).masked_fill(self.mask[:T, :T], float("-inf")), dim=-1)
+            if S * S <= d:  # values first, as lmpipe's attnOrder auto
+                v = torch.einsum("btd,cdp->bctp", hn, self.value)
+                if self.value_bias is not None:
+                    v = v + self.value_bias[None, :, None, :]
+                imgs = (probs @ v).permute(0, 2, 1, 3)  # [B, T, C, P]
+            else:  # attend first
+                mixed = probs @ hn[:, None]  # [B, C, T, d]
+                imgs = torch.einsum("bctd,cdp->btcp", mixed, self.value)
+                if self.value_bias is not None:
+                    imgs = imgs + self.value_bias[None, None]
+        return imgs.reshape(B * T, C, S, S)
+
+    def forward(self, idx, targets):
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe.weight[:t]
+        for blk in self.blocks:
+            x = blk(x, self.mask)
+        feats = self.cnn(self.images(self.map_ln(x))).mean(dim=(2, 3))
+        logits = self.lm_head(self.ln_f(feats))
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
+
+
 def blas_library():
     """The BLAS this process loaded (from /proc/self/maps; Linux only), e.g. 'openblas-openmp/libopenblasp-r0.3.21.so'."""
     try:
@@ -201,6 +283,9 @@ def parse_args(argv):
         "      --threads 2 --precision bf16",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="base shapes (default tiny)")
+    ap.add_argument("--model", default="gpt", choices=["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"],
+                    help="gpt (default), or an image model given by --pixel-config")
+    ap.add_argument("--pixel-config", help="an image model's lmpipe config as JSON (its run's config.json)")
     ap.add_argument("--n-layer", type=int)
     ap.add_argument("--n-head", type=int)
     ap.add_argument("--n-embd", type=int)
@@ -257,7 +342,15 @@ def main(argv):
     use_sdpa = a.attention == "sdpa" or (a.attention == "auto" and has_sdpa)
 
     torch.manual_seed(a.seed)
-    model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa).to(device)
+    if a.model == "gpt":
+        model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa).to(device)
+    else:
+        if not a.pixel_config:
+            sys.exit(f"bench/torch_reference.py: --model {a.model} needs --pixel-config JSON (lmpipe's config)")
+        pcfg = json.loads(a.pixel_config)
+        pcfg["model"] = a.model
+        model = PixelModel(pcfg, use_sdpa).to(device)
+        a.vocab, a.context = pcfg["vocabSize"], pcfg["contextLength"]
     params = sum(p.numel() for p in model.parameters())  # the tied head is wte, counted once
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -320,6 +413,7 @@ def main(argv):
         "blas_core": openblas_corename(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset"),
         "malloc": malloc_settings(),
+        "model": a.model,
         "config": {"n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd, "context": T,
                    "vocab": a.vocab, "bias": not a.no_bias, "batch": B},
         "params": params,
