@@ -369,53 +369,47 @@ function float32(...ts: TensorInfo[]): boolean {
   return ts.every((t) => t.dtype === "float32");
 }
 
-/** Conv2D {x, filter} on oneDNN when kernel_choice.ts says so and the call fits, else `fallback`. */
-export function dnnlConv2D(fallback: KernelFn): KernelFn {
+/**
+ * A kernel for one conv direction that runs on oneDNN when kernel_choice.ts says so and the call fits,
+ * else `fallback`: Conv2D {x, filter}, Conv2DBackpropInput {dy, filter} (attrs.inputShape),
+ * Conv2DBackpropFilter {x, dy} (attrs.filterShape).
+ */
+function dnnlKernel(dir: Direction, fallback: KernelFn): KernelFn {
   return (args) => {
     const dnnl = currentDnnl();
-    const { x, filter } = args.inputs as Record<string, TensorInfo>;
-    const s = dnnl && dnnlConvActive() && float32(x, filter)
-      ? convShape(x.shape, filter.shape, args.attrs)
-      : null;
-    const plan = s && planFor(dnnl!, "forward", s);
+    const ins = args.inputs as Record<string, TensorInfo>;
+    const [a, b] = dir === "forward"
+      ? [ins.x, ins.filter]
+      : dir === "backwardData"
+      ? [ins.dy, ins.filter]
+      : [ins.x, ins.dy];
+    const xShape: number[] = dir === "backwardData" ? args.attrs.inputShape : a.shape;
+    const wShape: number[] = dir === "backwardWeights" ? args.attrs.filterShape : b.shape;
+    const s = dnnl && dnnlConvActive() && float32(a, b) ? convShape(xShape, wShape, args.attrs) : null;
+    const plan = s && planFor(dnnl!, dir, s);
     if (!plan) return fallback(args);
-    const y = args.backend.makeOutput([s!.N, s!.OH, s!.OW, s!.Co], "float32") as TensorInfo;
-    execute(dnnl!, args.backend, plan, { x, w: filter, y });
-    return y;
+    const outShape = dir === "forward"
+      ? [s!.N, s!.OH, s!.OW, s!.Co]
+      : dir === "backwardData"
+      ? xShape
+      : wShape;
+    const out = args.backend.makeOutput(outShape.slice(), "float32") as TensorInfo;
+    const slots = dir === "forward"
+      ? { x: a, w: b, y: out }
+      : dir === "backwardData"
+      ? { x: out, w: b, y: a }
+      : { x: a, w: out, y: b };
+    execute(dnnl!, args.backend, plan, slots);
+    return out;
   };
 }
 
-/** Conv2DBackpropInput {dy, filter} (attrs.inputShape) on oneDNN, else `fallback`. */
-export function dnnlConv2DBackpropInput(fallback: KernelFn): KernelFn {
-  return (args) => {
-    const dnnl = currentDnnl();
-    const { dy, filter } = args.inputs as Record<string, TensorInfo>;
-    const inputShape = args.attrs.inputShape as number[];
-    const s = dnnl && dnnlConvActive() && float32(dy, filter)
-      ? convShape(inputShape, filter.shape, args.attrs)
-      : null;
-    const plan = s && planFor(dnnl!, "backwardData", s);
-    if (!plan) return fallback(args);
-    const dx = args.backend.makeOutput(inputShape.slice(), "float32") as TensorInfo;
-    execute(dnnl!, args.backend, plan, { x: dx, w: filter, y: dy });
-    return dx;
-  };
-}
-
-/** Conv2DBackpropFilter {x, dy} (attrs.filterShape) on oneDNN, else `fallback`. */
-export function dnnlConv2DBackpropFilter(fallback: KernelFn): KernelFn {
-  return (args) => {
-    const dnnl = currentDnnl();
-    const { x, dy } = args.inputs as Record<string, TensorInfo>;
-    const filterShape = args.attrs.filterShape as number[];
-    const s = dnnl && dnnlConvActive() && float32(x, dy) ? convShape(x.shape, filterShape, args.attrs) : null;
-    const plan = s && planFor(dnnl!, "backwardWeights", s);
-    if (!plan) return fallback(args);
-    const dw = args.backend.makeOutput(filterShape.slice(), "float32") as TensorInfo;
-    execute(dnnl!, args.backend, plan, { x, w: dw, y: dy });
-    return dw;
-  };
-}
+/** Conv2D on oneDNN, else `fallback` (TF.js's XNNPACK kernel). */
+export const dnnlConv2D = (fallback: KernelFn) => dnnlKernel("forward", fallback);
+/** Conv2DBackpropInput on oneDNN, else `fallback` (fixes.ts's matMul + col2im). */
+export const dnnlConv2DBackpropInput = (fallback: KernelFn) => dnnlKernel("backwardData", fallback);
+/** Conv2DBackpropFilter on oneDNN, else `fallback` (fixes.ts's im2col + matMul). */
+export const dnnlConv2DBackpropFilter = (fallback: KernelFn) => dnnlKernel("backwardWeights", fallback);
 
 let registered = false;
 
