@@ -262,14 +262,17 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
   const y = createMemory(dnnl, d.y, null);
   const wUser = createMemory(dnnl, d.wUser, null);
   const heap: [Slot, Deno.PointerValue][] = [["x", x], ["y", y], ["w", wUser]];
+  /** The weights in the layout primitive `pd` chose: a reorder step from HWIO unless it chose HWIO. */
+  const weightsFor = (pd: Deno.PointerValue, steps: Step[]) => {
+    const wMd = dnnl.sym.dnnl_primitive_desc_query_md(pd, DNNL.queryWeightsMd, 0);
+    if (same(wMd)) return wUser;
+    const w = createMemory(dnnl, wMd, allocate());
+    steps.push(reorder(dnnl, wUserPtr, wUser, wMd, w));
+    return w;
+  };
   if (dir === "forward") {
-    const wMd = dnnl.sym.dnnl_primitive_desc_query_md(fwd, DNNL.queryWeightsMd, 0);
     const steps: Step[] = [];
-    let w = wUser;
-    if (!same(wMd)) {
-      w = createMemory(dnnl, wMd, allocate());
-      steps.push(reorder(dnnl, wUserPtr, wUser, wMd, w));
-    }
+    const w = weightsFor(fwd, steps);
     steps.push(step(createPrimitive(dnnl, fwd), [[DNNL.argSrc, x], [DNNL.argWeights, w], [DNNL.argDst, y]]));
     return { steps, heap, impl: implName(dnnl, fwd) };
   }
@@ -289,13 +292,8 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
       "convolution_backward_data_desc_init",
     );
     const pd = primitiveDesc(dnnl, cd, fwd, "convolution backward-data primitive_desc_create");
-    const wMd = dnnl.sym.dnnl_primitive_desc_query_md(pd, DNNL.queryWeightsMd, 0);
     const steps: Step[] = [];
-    let w = wUser;
-    if (!same(wMd)) {
-      w = createMemory(dnnl, wMd, allocate());
-      steps.push(reorder(dnnl, wUserPtr, wUser, wMd, w));
-    }
+    const w = weightsFor(pd, steps);
     steps.push(
       step(createPrimitive(dnnl, pd), [[DNNL.argDiffDst, y], [DNNL.argWeights, w], [DNNL.argDiffSrc, x]]),
     );
