@@ -366,7 +366,9 @@ export function loadDnnl(threads: number): Dnnl | null {
       }
     }
   }
-  loaded?.setThreads(threads);
+  // LMPIPE_DNNL_THREADS overrides the shared budget for oneDNN alone (for measuring how the threads share)
+  const own = Number(env("LMPIPE_DNNL_THREADS"));
+  loaded?.setThreads(Number.isInteger(own) && own >= 1 ? own : threads);
   return loaded;
 }
 
