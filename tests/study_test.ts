@@ -11,8 +11,8 @@ import {
   failureLine,
   parseEval,
   presetFor,
-  RESULT_FILE,
   refuseOtherEvalSpellings,
+  RESULT_FILE,
 } from "../pipelines/study/mod.ts";
 import { familyNames } from "../lib/models/registry.ts";
 import {

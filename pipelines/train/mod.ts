@@ -35,7 +35,13 @@ import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
 import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts";
-import { type Families, familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import {
+  type Families,
+  familyOf,
+  loadFamilies,
+  type PipelineEnv,
+  stdoutWriter,
+} from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
 import { validateStored } from "../../lib/checkpoint_check.ts";
