@@ -8,6 +8,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyFixes } from "./fixes.ts";
+import "./ops/matmul/webgpu.ts"; // registers lmpipe's webgpu GEMM (BatchMatMul, _FusedMatMul)
 import { enableWasmThreads } from "./wasm_threads.ts";
 import { blasStatus, loadBlas } from "./blas.ts";
 import { startWasmKernels } from "./wasm_kernels.ts";
