@@ -39,8 +39,10 @@ type KernelFn = (
 /** lmpipe's matMul with epilogue, for callers that want GELU, a residual or a scale fused in. */
 export const LMPIPE_MATMUL_KERNEL = "LmpipeMatMul";
 
-/** Workgroups that keep a large GPU busy: 2 per SM of a 132-SM H100/H200. */
-export const FILL_WORKGROUPS = 2 * 132;
+/** Streaming multiprocessors of an H100/H200 (the GPUs the tile choice is sized for). */
+export const SMS = 132;
+/** Workgroups that keep such a GPU busy: 2 per SM. */
+export const FILL_WORKGROUPS = 2 * SMS;
 
 const THREADS = 256;
 
@@ -386,14 +388,18 @@ interface Plan {
   kChunk: number;
 }
 
-/** Tile and split-K factor for a batch of M x N outputs over K (see the top of this file). */
+/**
+ * Tile and split-K factor for a batch of M x N outputs over K: the 128x128 tile when it gives every SM
+ * a workgroup, else 64x64; split-K when even that leaves SMs idle and K is long (at least 1024), into
+ * enough K ranges of at least 256 to give FILL_WORKGROUPS workgroups (at most 32, and as many as the
+ * partial sums' binding allows).
+ */
 export function planMatMul(batch: number, M: number, N: number, K: number, partialLimitFloats: number): Plan {
   const blocks = (t: Tile) => batch * Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
-  let tile = forced?.tile ?? (blocks(TILES.large) >= FILL_WORKGROUPS ? TILES.large : TILES.medium);
+  const tile = forced?.tile ?? (blocks(TILES.large) >= SMS ? TILES.large : TILES.medium);
   let splits = 1;
   if (forced?.splits != null) splits = forced.splits;
-  else if (blocks(tile) < FILL_WORKGROUPS && K >= 1024) {
-    // enough splits to fill the GPU, each at least 256 deep, at most 32
+  else if (blocks(tile) < SMS && K >= 1024) {
     splits = Math.min(Math.ceil(FILL_WORKGROUPS / blocks(tile)), Math.floor(K / 256), 32);
   }
   splits = Math.max(1, Math.min(splits, Math.floor(partialLimitFloats / Math.max(1, batch * M * N))));
