@@ -391,7 +391,7 @@ interface Plan {
 /**
  * Tile and split-K factor for a batch of M x N outputs over K: the 128x128 tile when it gives every SM
  * a workgroup, else 64x64; split-K when even that leaves SMs idle and K is long (at least 1024), into
- * enough K ranges of at least 256 to give FILL_WORKGROUPS workgroups (at most 32, and as many as the
+ * enough K ranges of at least 256 to give FILL_WORKGROUPS workgroups (at most 64, and as many as the
  * partial sums' binding allows).
  */
 export function planMatMul(batch: number, M: number, N: number, K: number, partialLimitFloats: number): Plan {
@@ -400,7 +400,7 @@ export function planMatMul(batch: number, M: number, N: number, K: number, parti
   let splits = 1;
   if (forced?.splits != null) splits = forced.splits;
   else if (blocks(tile) < SMS && K >= 1024) {
-    splits = Math.min(Math.ceil(FILL_WORKGROUPS / blocks(tile)), Math.floor(K / 256), 32);
+    splits = Math.min(Math.ceil(FILL_WORKGROUPS / blocks(tile)), Math.floor(K / 256), 64);
   }
   splits = Math.max(1, Math.min(splits, Math.floor(partialLimitFloats / Math.max(1, batch * M * N))));
   if (splits <= 1) return { tile, splits: 1, kChunk: Math.max(K, 1) };
