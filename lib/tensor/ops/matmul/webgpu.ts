@@ -388,21 +388,36 @@ interface Plan {
   kChunk: number;
 }
 
+// What the tile and split-K choice assumes of the GPU (an H100's fp32 rate without tensor cores, its
+// memory bandwidth, and a few microseconds per extra dispatch).
+const PLAN_FLOPS = 67e12, PLAN_BYTES_PER_S = 3.35e12, PLAN_LAUNCH_S = 4e-6;
+
 /**
  * Tile and split-K factor for a batch of M x N outputs over K: the 128x128 tile when it gives every SM
- * a workgroup, else 64x64; split-K when even that leaves SMs idle and K is long (at least 1024), into
- * enough K ranges of at least 256 to give FILL_WORKGROUPS workgroups (at most 64, and as many as the
- * partial sums' binding allows).
+ * a workgroup, else 64x64. Split-K (K ranges of at least 256, at most 64 of them, and no more partial
+ * sums than one binding holds) when it is predicted faster: the GEMM's time at peak divided by the
+ * share of FILL_WORKGROUPS it keeps busy, plus, when split, one more dispatch that reads the partials.
  */
 export function planMatMul(batch: number, M: number, N: number, K: number, partialLimitFloats: number): Plan {
   const blocks = (t: Tile) => batch * Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
   const tile = forced?.tile ?? (blocks(TILES.large) >= SMS ? TILES.large : TILES.medium);
+  const outs = batch * M * N;
+  const maxSplits = Math.max(
+    1,
+    Math.min(64, Math.floor(K / 256), Math.floor(partialLimitFloats / Math.max(1, outs))),
+  );
+  const time = (S: number) => {
+    const gemm = (2 * outs * K) / PLAN_FLOPS / Math.min(1, (blocks(tile) * S) / FILL_WORKGROUPS);
+    if (S === 1) return gemm;
+    const reduceGroups = Math.ceil(outs / THREADS);
+    return gemm + PLAN_LAUNCH_S +
+      (4 * (S + 1) * outs) / PLAN_BYTES_PER_S / Math.min(1, reduceGroups / FILL_WORKGROUPS);
+  };
   let splits = 1;
   if (forced?.splits != null) splits = forced.splits;
-  else if (blocks(tile) < SMS && K >= 1024) {
-    splits = Math.min(Math.ceil(FILL_WORKGROUPS / blocks(tile)), Math.floor(K / 256), 64);
+  else {
+    for (let S = 2; S <= maxSplits; S *= 2) if (time(S) < time(splits)) splits = S;
   }
-  splits = Math.max(1, Math.min(splits, Math.floor(partialLimitFloats / Math.max(1, batch * M * N))));
   if (splits <= 1) return { tile, splits: 1, kChunk: Math.max(K, 1) };
   const kChunk = Math.ceil(K / splits / tile.BK) * tile.BK;
   splits = Math.ceil(K / kChunk);
