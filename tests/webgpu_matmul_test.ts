@@ -114,7 +114,7 @@ if (gpu.ok) {
     await initBackend("webgpu", { quiet: true });
     assert(ownMatMulActive());
     try {
-      for (const tile of [TILES.medium, TILES.large] as Tile[]) {
+      for (const tile of [TILES.small, TILES.medium, TILES.large] as Tile[]) {
         setMatMulPlanForTests({ tile, splits: 1 });
         const ms = [1, tile.BM - 1, tile.BM + 3], ns = [tile.TN - 1, tile.BN, tile.BN + 1];
         const ks = [1, tile.BK - 1, tile.BK + 1, 3 * tile.BK];
@@ -152,8 +152,8 @@ if (gpu.ok) {
   Deno.test("webgpu GEMM: split-K (forced and chosen), K up to 50304, the output head's shapes", async () => {
     await initBackend("webgpu", { quiet: true });
     try {
-      for (const splits of [2, 3, 7]) {
-        setMatMulPlanForTests({ tile: TILES.medium, splits });
+      for (const [tile, splits] of [[TILES.medium, 2], [TILES.small, 3], [TILES.large, 7]] as const) {
+        setMatMulPlanForTests({ tile, splits });
         for (const [tA, tB] of TRANSPOSES) {
           await checkMatMul(
             operand(stored(33, 101, tA)),
@@ -172,7 +172,8 @@ if (gpu.ok) {
     assert(plan.splits > 1, `64x48x4096 should split K (plan ${JSON.stringify(plan)})`);
     assert.equal(planMatMul(1, 1024, 1024, 1024, 1e9).splits, 1, "a square 1024 GEMM fills the GPU unsplit");
     assert.equal(planMatMul(1, 2048, 2048, 64, 1e9).tile.name, "large");
-    assert.equal(planMatMul(1, 256, 256, 64, 1e9).tile.name, "medium");
+    assert.equal(planMatMul(1, 1024, 1024, 64, 1e9).tile.name, "medium");
+    assert.equal(planMatMul(1, 256, 256, 64, 1e9).tile.name, "small");
     await checkMatMul(operand([4096, 64]), operand([4096, 48]), true, false, "dW = x^T dy, K = 4096");
     await checkMatMul(operand([6, 50304]), operand([50304, 5]), false, false, "K = 50304");
     await checkMatMul(

@@ -44,7 +44,8 @@ export const SMS = 132;
 /** Workgroups that keep such a GPU busy: 2 per SM. */
 export const FILL_WORKGROUPS = 2 * SMS;
 
-const THREADS = 256;
+/** Threads of a split-K reduction workgroup. */
+const REDUCE_THREADS = 256;
 
 /** A block tile: BM x BN outputs per workgroup, BK deep, TM x TN outputs per thread. */
 export interface Tile {
@@ -55,10 +56,16 @@ export interface Tile {
   TM: number;
   TN: number;
 }
-export const TILES: Record<"large" | "medium", Tile> = {
-  large: { name: "large", BM: 128, BN: 128, BK: 8, TM: 8, TN: 8 },
-  medium: { name: "medium", BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 },
+export const TILES: Record<"large" | "medium" | "small", Tile> = {
+  large: { name: "large", BM: 128, BN: 128, BK: 8, TM: 8, TN: 8 }, // 256 threads
+  medium: { name: "medium", BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 }, // 256 threads
+  small: { name: "small", BM: 32, BN: 32, BK: 16, TM: 4, TN: 4 }, // 64 threads
 };
+
+/** Threads of a workgroup of `t`: one per TM x TN block of outputs. */
+export function tileThreads(t: Tile): number {
+  return (t.BM / t.TM) * (t.BN / t.TN);
+}
 
 export type Activation = "linear" | "relu" | "relu6" | "elu" | "sigmoid" | "leakyrelu" | "prelu" | "gelu";
 const ACTIVATIONS = new Set<string>([
@@ -175,6 +182,7 @@ function gemmBindingCount(v: Variant): number {
 
 function gemmShader(v: Variant): string {
   const { BM, BN, BK, TM, TN } = v.tile;
+  const THREADS = tileThreads(v.tile);
   const WX = BN / TN; // threads along N
   const aLoads = (BM * BK) / THREADS, bLoads = (BK * BN) / THREADS;
   const n = gemmBindingCount(v);
@@ -287,10 +295,10 @@ ${epilogueBindings(v, 2).join("\n")}
 @group(0) @binding(${n}) var<uniform> u: Uniforms;
 ${epilogueFn(v)}
 
-@compute @workgroup_size(${THREADS})
+@compute @workgroup_size(${REDUCE_THREADS})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let o = (wid.y * nwg.x + wid.x) * ${THREADS}u + lid;
+  let o = (wid.y * nwg.x + wid.x) * ${REDUCE_THREADS}u + lid;
   let total = u32(u.batch) * u32(u.M) * u32(u.N);
   if (o >= total) { return; }
   var sum = 0.0;
@@ -369,14 +377,16 @@ export interface DispatchCost {
 class LmpipeMatMulProgram {
   outputShape: number[];
   size = false;
-  workgroupSize: [number, number, number] = [THREADS, 1, 1];
+  workgroupSize: [number, number, number];
   constructor(
     readonly pipeline: GPUComputePipeline,
     readonly dispatch: [number, number, number],
     readonly cost: DispatchCost,
     outElements: number,
+    threads: number,
   ) {
     this.outputShape = [outElements];
+    this.workgroupSize = [threads, 1, 1];
   }
 }
 class LmpipeMatMulSplitKReduceProgram extends LmpipeMatMulProgram {}
@@ -393,14 +403,15 @@ interface Plan {
 const PLAN_FLOPS = 67e12, PLAN_BYTES_PER_S = 3.35e12, PLAN_LAUNCH_S = 4e-6;
 
 /**
- * Tile and split-K factor for a batch of M x N outputs over K: the 128x128 tile when it gives every SM
- * a workgroup, else 64x64. Split-K (K ranges of at least 256, at most 64 of them, and no more partial
+ * Tile and split-K factor for a batch of M x N outputs over K: the largest of the 128x128, 64x64 and
+ * 32x32 tiles that gives every SM a workgroup (32x32 when none does). Split-K (K ranges of at least 256, at most 64 of them, and no more partial
  * sums than one binding holds) when it is predicted faster: the GEMM's time at peak divided by the
  * share of FILL_WORKGROUPS it keeps busy, plus, when split, one more dispatch that reads the partials.
  */
 export function planMatMul(batch: number, M: number, N: number, K: number, partialLimitFloats: number): Plan {
   const blocks = (t: Tile) => batch * Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
-  const tile = forced?.tile ?? (blocks(TILES.large) >= SMS ? TILES.large : TILES.medium);
+  const tile = forced?.tile ??
+    (blocks(TILES.large) >= SMS ? TILES.large : blocks(TILES.medium) >= SMS ? TILES.medium : TILES.small);
   const outs = batch * M * N;
   const maxSplits = Math.max(
     1,
@@ -409,7 +420,7 @@ export function planMatMul(batch: number, M: number, N: number, K: number, parti
   const time = (S: number) => {
     const gemm = (2 * outs * K) / PLAN_FLOPS / Math.min(1, (blocks(tile) * S) / FILL_WORKGROUPS);
     if (S === 1) return gemm;
-    const reduceGroups = Math.ceil(outs / THREADS);
+    const reduceGroups = Math.ceil(outs / REDUCE_THREADS);
     return gemm + PLAN_LAUNCH_S +
       (4 * (S + 1) * outs) / PLAN_BYTES_PER_S / Math.min(1, reduceGroups / FILL_WORKGROUPS);
   };
@@ -567,7 +578,7 @@ function gemm(
       const pipeline = cachedPipeline(device, variantKey(v, "gemm"), () => gemmShader(v));
       const cost = { flops, bytes: inBytes + 4 * batch * M * N * (ep.residual ? 2 : 1) };
       backend.recordAndSubmit(
-        new LmpipeMatMulProgram(pipeline, grid, cost, batch * M * N),
+        new LmpipeMatMulProgram(pipeline, grid, cost, batch * M * N, tileThreads(plan.tile)),
         flat(out),
         [flat(a), flat(b), ...epInputs.map(flat)],
         uniforms({ ...common, kChunk: plan.kChunk, splits: 1, batch }),
@@ -586,6 +597,7 @@ function gemm(
         grid,
         { flops, bytes: inBytes + 4 * plan.splits * pStride },
         plan.splits * pStride,
+        tileThreads(plan.tile),
       ),
       P,
       [flat(a), flat(b)],
@@ -593,13 +605,13 @@ function gemm(
     );
     const vr = variantOf(plan.tile, false);
     const reduce = cachedPipeline(device, variantKey(vr, "reduce"), () => reduceShader(vr));
-    const rgrid = workgroupGrid(device, Math.ceil(pStride / THREADS), LMPIPE_MATMUL_KERNEL);
+    const rgrid = workgroupGrid(device, Math.ceil(pStride / REDUCE_THREADS), LMPIPE_MATMUL_KERNEL);
     const rcost = {
       flops: plan.splits * pStride,
       bytes: 4 * pStride * (plan.splits + 1 + (ep.residual ? 1 : 0)),
     };
     backend.recordAndSubmit(
-      new LmpipeMatMulSplitKReduceProgram(reduce, rgrid, rcost, pStride),
+      new LmpipeMatMulSplitKReduceProgram(reduce, rgrid, rcost, pStride, REDUCE_THREADS),
       flat(out),
       [P, ...epInputs.map(flat)],
       u,
@@ -639,7 +651,7 @@ function gemm(
       const grid: [number, number, number] = [Math.ceil(N / tile.BN), Math.ceil(blockM / tile.BM), 1];
       const cost = { flops: 2 * r * N * K, bytes: 4 * (r * K + K * N + r * N) };
       backend.recordAndSubmit(
-        new LmpipeMatMulProgram(pipeline, grid, cost, r * N),
+        new LmpipeMatMulProgram(pipeline, grid, cost, r * N, tileThreads(tile)),
         cv.view,
         [av.view, bv.view, ...extra],
         uniforms({
