@@ -18,12 +18,11 @@
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { usageError } from "../lib/errors.ts";
-import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { FILL_WORKGROUPS, setOwnMatMulEnabled } from "../lib/tensor/ops/matmul/webgpu.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
-import { AdamW, ADAMW_DEFAULTS, clipCoefficient, sumOfSquares } from "../lib/optim.ts";
-import { Rng } from "../lib/rng.ts";
 import { runBench } from "./common.ts";
+import { compileTimer, makeTrainStep } from "./webgpu_step.ts";
 import type { Precision } from "../lib/models/types.ts";
 
 const HELP = `deno run -A bench/webgpu_audit.ts --model M --preset P [flags]
@@ -136,24 +135,8 @@ async function main(): Promise<void> {
   setOwnMatMulEnabled(matmul === "own");
   // deno-lint-ignore no-explicit-any
   const be = tf.backend() as any;
-  const device = be.device as GPUDevice;
 
-  // compile time: every shader module and pipeline created (TF.js's and lmpipe's) is timed
-  let compileMs = 0, pipelinesCreated = 0;
-  // deno-lint-ignore no-explicit-any
-  const dev = device as any;
-  for (const fn of ["createShaderModule", "createComputePipeline"]) {
-    const orig = dev[fn].bind(device);
-    dev[fn] = (...args: unknown[]) => {
-      const t0 = performance.now();
-      try {
-        return orig(...args);
-      } finally {
-        compileMs += performance.now() - t0;
-        if (fn === "createComputePipeline") pipelinesCreated++;
-      }
-    };
-  }
+  const compile = compileTimer();
 
   // every dispatch passes through recordAndSubmit
   let records: DispatchRecord[] | null = null;
@@ -185,38 +168,15 @@ async function main(): Promise<void> {
   };
 
   const config = resolveConfig(family, preset);
-  const T = config.contextLength as number, vocab = config.vocabSize as number;
   const model = createModel(config, 1);
-  const names = [...model.params.keys()];
-  const vars = names.map((n) => model.params.get(n)!);
-  const optimizer = new AdamW(model.params, { ...ADAMW_DEFAULTS, decays: (n) => model.decays(n) });
-  const rng = new Rng(5);
-
-  /** One step as lib/train_loop.ts takes it (grad-accum 1, loss scale 1): forward, backward, norm, AdamW. */
-  const step = async () => {
-    const x = new Int32Array(B * T), y = new Int32Array(B * T);
-    for (let i = 0; i < B * T; i++) x[i] = rng.int(vocab), y[i] = rng.int(vocab);
-    const { value, grads } = tf.tidy(() => {
-      const xt = tf.tensor2d(x, [B, T], "int32"), yt = tf.tensor2d(y, [B, T], "int32");
-      return tf.variableGrads(() => model.loss(xt, yt, { precision, training: true }) as tf.Scalar, vars);
-    });
-    const acc = vars.map((v) => grads[v.name]);
-    const both = tf.tidy(() => tf.stack([sumOfSquares(acc, 1), value]));
-    const [sq] = await readData(both);
-    both.dispose(), value.dispose();
-    optimizer.step(new Map(names.map((n, i) => [n, acc[i]])), 3e-4, clipCoefficient(Math.sqrt(sq), 1));
-    acc.forEach((t) => t.dispose());
-    be.ensureCommandEncoderReady();
-    be.endComputePassEncoder();
-    be.submitQueue();
-    await device.queue.onSubmittedWorkDone();
-  };
+  const { step, dispose } = makeTrainStep(model, B, precision);
+  const T = config.contextLength as number;
 
   let t0 = performance.now();
   await step();
   const firstStepMs = performance.now() - t0;
-  const firstCompileMs = compileMs, firstPipelines = pipelinesCreated;
-  compileMs = 0, pipelinesCreated = 0;
+  const firstCompileMs = compile.ms, firstPipelines = compile.pipelines;
+  compile.reset();
 
   records = [];
   let timers: { name: string; query: Promise<number> }[] | null = null;
@@ -224,7 +184,7 @@ async function main(): Promise<void> {
   t0 = performance.now();
   await step();
   const stepMs = performance.now() - t0;
-  const steadyCompileMs = compileMs;
+  const steadyCompileMs = compile.ms;
   if (timers) {
     be.activeTimers = null;
     const ms = await Promise.all(timers.map((t) => t.query));
@@ -237,7 +197,7 @@ async function main(): Promise<void> {
   }
   const recs = records;
   records = null;
-  optimizer.dispose(), model.dispose();
+  dispose(), model.dispose();
 
   type PerProgram = {
     count: number;
