@@ -404,7 +404,7 @@ const PLAN_FLOPS = 67e12, PLAN_BYTES_PER_S = 3.35e12, PLAN_LAUNCH_S = 4e-6;
 
 /**
  * Tile and split-K factor for a batch of M x N outputs over K: the largest of the 128x128, 64x64 and
- * 32x32 tiles that gives every SM a workgroup (32x32 when none does). Split-K (K ranges of at least 256, at most 64 of them, and no more partial
+ * 32x32 tiles that gives every SM a workgroup (32x32 when none does). Split-K (K ranges of at least 128, at most 64 of them, and no more partial
  * sums than one binding holds) when it is predicted faster: the GEMM's time at peak divided by the
  * share of FILL_WORKGROUPS it keeps busy, plus, when split, one more dispatch that reads the partials.
  */
@@ -415,7 +415,7 @@ export function planMatMul(batch: number, M: number, N: number, K: number, parti
   const outs = batch * M * N;
   const maxSplits = Math.max(
     1,
-    Math.min(64, Math.floor(K / 256), Math.floor(partialLimitFloats / Math.max(1, outs))),
+    Math.min(64, Math.floor(K / 128), Math.floor(partialLimitFloats / Math.max(1, outs))),
   );
   const time = (S: number) => {
     const gemm = (2 * outs * K) / PLAN_FLOPS / Math.min(1, (blocks(tile) * S) / FILL_WORKGROUPS);
