@@ -628,7 +628,7 @@ function gemm(
   if (rows < 1) rows = Math.max(1, Math.floor((limit - slack) / rowBytes));
   const v = variantOf(tile, false);
   const pipeline = cachedPipeline(device, variantKey(v, "gemm"), () => gemmShader(v));
-  const [o0, o1, o2] = od;
+  const [, o1, o2] = od;
   for (let bi = 0; bi < batch; bi++) {
     const i2 = bi % o2, i1 = Math.floor(bi / o2) % o1, i0 = Math.floor(bi / (o2 * o1));
     const aStart = i0 * as[0] + i1 * as[1] + i2 * as[2];
