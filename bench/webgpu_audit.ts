@@ -36,6 +36,7 @@ const HELP = `deno run -A bench/webgpu_audit.ts --model M --preset P [flags]
   --json           one JSON object per dispatch, then one summary object
   --measure        also time every dispatch with timestamp queries (meaningful on the named GPU itself)
   --top N          list the N costliest dispatches (default 15; text output)
+  --vocab-size N   a smaller vocabulary than the preset's (quick checks)
 
 One warm-up step (compiles every pipeline; its compile time is reported), then one audited step.
 Example: deno run -A bench/webgpu_audit.ts --model gpt --preset tiny --json`;
@@ -110,6 +111,7 @@ async function main(): Promise<void> {
     json: { type: "boolean" },
     measure: { type: "boolean" },
     top: { type: "string" },
+    "vocab-size": { type: "string" },
   });
   if (p.help) {
     console.log(HELP);
@@ -167,7 +169,12 @@ async function main(): Promise<void> {
     return record.call(this, program, output, inputs, ...rest);
   };
 
-  const config = resolveConfig(family, preset);
+  const vocab = str(p, "vocab-size");
+  const config = resolveConfig(
+    family,
+    preset,
+    vocab ? { vocabSize: num(p, "bench/webgpu_audit", "vocab-size", 1, { min: 2, integer: true }) } : {},
+  );
   const model = createModel(config, 1);
   const { step, dispose } = makeTrainStep(model, B, precision);
   const T = config.contextLength as number;
