@@ -20,6 +20,7 @@ import { GELU_C, GELU_K } from "../lib/tensor/kernel_names.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+import { compileTimer } from "../bench/webgpu_step.ts";
 
 const gpu = await webgpuStatus();
 const PROGRAM = "LmpipeMatMulProgram";
@@ -312,6 +313,22 @@ if (gpu.ok) {
       tf.dispose([big, w, tres]);
     } finally {
       setWebGPUBindingLimitForTests(null);
+    }
+  });
+
+  Deno.test("webgpu GEMM: new shapes compile no new pipeline (shapes are uniforms)", async () => {
+    await initBackend("webgpu", { quiet: true });
+    const compiled = compileTimer();
+    try {
+      setMatMulPlanForTests({ tile: TILES.small, splits: 1 });
+      await checkMatMul(operand([3, 4]), operand([4, 5]), false, false, "first shape");
+      const after = compiled.pipelines;
+      for (const [M, N, K] of [[7, 9, 11], [40, 3, 100], [1, 33, 2], [65, 65, 65]]) {
+        await checkMatMul(operand([M, K]), operand([K, N]), false, false, `${M}x${N}x${K}`);
+      }
+      assert.equal(compiled.pipelines, after, "pipelines compiled for new shapes");
+    } finally {
+      setMatMulPlanForTests(null);
     }
   });
 
