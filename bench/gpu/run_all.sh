@@ -47,14 +47,14 @@ if [ $dry = 1 ]; then
   PY=/usr/bin/python3
   TDEV=cpu
   export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
-  SIZES=128,256 SECS=0.3 PRESET=tiny B=1 STEPS=1 GPU=h200
+  SIZES=128,256 SECS=0.3 PRESET=tiny B=1 PB=1 STEPS=1 GPU=h200
 else
   run unpack 25 bash -c 'for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; xz -dc .devcarry/deno.xz > /tmp/deno && chmod +x /tmp/deno'
   DENO=/tmp/deno
   PY=python3
   TDEV=cuda
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  SIZES=1024,2048,4096 SECS=1 PRESET=small B=8 STEPS=3 GPU=h200
+  SIZES=1024,2048,4096 SECS=1 PRESET=small B=8 PB=4 STEPS=3 GPU=h200 # PB: pixel-attn (~15 s per step with stock convs)
   (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/nvidia_smi.txt") 2>/dev/null
 fi
 
@@ -62,7 +62,7 @@ run gemm 75 "$DENO" run -A .devcarry/gemm.js --sizes "$SIZES" --seconds "$SECS"
 run torch_mm 40 "$PY" bench/gpu/torch_matmul.py --device "$TDEV" --sizes "$SIZES" --seconds "$SECS"
 run train_gpt_own 50 "$DENO" run -A .devcarry/train_step.js --model gpt --preset "$PRESET" --batch-size "$B" --steps "$STEPS"
 run train_gpt_stock 45 "$DENO" run -A .devcarry/train_step.js --model gpt --preset "$PRESET" --batch-size "$B" --steps 2 --matmul stock
-run train_pixel_own 90 "$DENO" run -A .devcarry/train_step.js --model pixel-attn --preset "$PRESET" --batch-size "$B" --steps 1
+run train_pixel_own 90 "$DENO" run -A .devcarry/train_step.js --model pixel-attn --preset "$PRESET" --batch-size "$PB" --steps 1
 run torch_gpt 50 bash -c "'$PY' bench/torch_reference.py --device $TDEV --preset $PRESET --batch $B --steps $((STEPS + 2)) --warmup-steps 2 | sed 's/^{/{\"bench\": \"torch_train\", \"model\": \"gpt\", \"preset\": \"$PRESET\", /'"
 run audit_gpt 40 "$DENO" run -A .devcarry/webgpu_audit.js --model gpt --preset "$PRESET" --batch-size "$B" --gpu "$GPU" --measure --json
 
