@@ -2,17 +2,19 @@
 // kernels (and as LmpipeMatMul, which adds lmpipe's epilogues), because TF.js 4.22's stock matMul runs
 // at a few percent of a big GPU's fp32 rate (docs/gpu.md). Design, after the published fast WebGPU and
 // CUDA SGEMMs:
-//   - a workgroup of 256 threads owns a BM x BN block of C and walks K in steps of BK: it copies an
-//     A tile (BM x BK) and a B tile (BK x BN) into workgroup memory (neighbouring threads read
-//     neighbouring addresses of whichever layout the operand has, so every transpose is coalesced),
-//     stored k-major so that each thread then reads its TM rows of A and TN columns of B as vec4s;
+//   - a workgroup owns a BM x BN block of C and walks K in steps of BK: it copies an A tile (BM x BK)
+//     and a B tile (BK x BN) into workgroup memory (neighbouring threads read neighbouring addresses of
+//     whichever layout the operand has, so every transpose is coalesced), stored k-major so that each
+//     thread then reads its TM rows of A and TN columns of B as vec4s; the next tiles are fetched into
+//     registers while the current ones are multiplied;
 //   - each thread keeps a TM x TN block of C in registers (vec4 accumulators, f32), so every value
 //     read from workgroup memory feeds TM or TN multiply-adds;
-//   - tile shapes: 128x128 (BK 8, 8x8 per thread) when that gives enough workgroups to fill a large
-//     GPU (FILL_WORKGROUPS), else 64x64 (BK 16, 4x4 per thread); when even that leaves the GPU mostly
-//     idle and K is long (the weight gradients [768 x B*T] x [B*T x 3072], the tied head's input
-//     gradient with K = 50304), split-K: S workgroups per block each sum a K range into a partial
-//     buffer, and a second dispatch adds the S partials in order and applies the epilogue;
+//   - tiles: 128x128 (BK 8, 8x8 per thread, 256 threads) when that gives each SM of an H100 a
+//     workgroup, else 64x64 (BK 16, 4x4, 256 threads) when that does, else 32x32 (BK 16, 4x4, 64
+//     threads); split-K when a roofline estimate says so (the weight gradients [768 x B*T] x
+//     [B*T x 3072], the tied head's input gradient with K = 50304): S workgroups per block each sum a
+//     K range into a partial buffer, and a second dispatch adds the S partials in order (deterministic,
+//     no atomics) and applies the epilogue;
 //   - one shader variant per (tile, transposeA, transposeB, epilogue), compiled once per device
 //     (cachedPipeline); shapes, strides and offsets are uniforms, so a new shape compiles nothing;
 //   - batch broadcasting over up to 3 outer dimensions by per-dimension strides (0 where broadcast);
@@ -188,32 +190,39 @@ function gemmShader(v: Variant): string {
   const n = gemmBindingCount(v);
   // Global -> workgroup memory, k-major (As[k][m], Bs[k][n]); consecutive threads take consecutive
   // addresses of the operand's own layout.
-  const loadA = (i: number) => {
+  // fetchA(i, kt): this thread's i-th value of the A tile at k = kt into register ra<i> (0 outside);
+  // storeA(i): ra<i> into workgroup memory. Likewise for B.
+  const aSlot = (i: number) => {
     const idx = `lid + ${i * THREADS}u`;
-    const [mm, kk] = v.transA
-      ? [`(${idx}) % ${BM}u`, `(${idx}) / ${BM}u`]
-      : [`(${idx}) / ${BK}u`, `(${idx}) % ${BK}u`];
+    return v.transA ? [`(${idx}) % ${BM}u`, `(${idx}) / ${BM}u`] : [`(${idx}) / ${BK}u`, `(${idx}) % ${BK}u`];
+  };
+  const bSlot = (i: number) => {
+    const idx = `lid + ${i * THREADS}u`;
+    return v.transB ? [`(${idx}) / ${BK}u`, `(${idx}) % ${BK}u`] : [`(${idx}) % ${BN}u`, `(${idx}) / ${BN}u`];
+  };
+  const fetchA = (i: number, kt: string) => {
+    const [mm, kk] = aSlot(i);
     const addr = v.transA ? "aOff + gk * lda + gm" : "aOff + gm * lda + gk";
-    return `{
-      let mm = ${mm}; let kk = ${kk}; let gm = row0 + mm; let gk = k0 + kk;
-      var val = 0.0;
-      if (gm < M && gk < kEnd) { val = A[${addr}]; }
-      As[kk * ${BM / 4}u + mm / 4u][mm % 4u] = val;
-    }`;
+    return `{ let gm = row0 + ${mm}; let gk = ${kt} + ${kk}; ra${i} = 0.0; if (gm < M && gk < kEnd) { ra${i} = A[${addr}]; } }`;
   };
-  const loadB = (i: number) => {
-    const idx = `lid + ${i * THREADS}u`;
-    const [nn, kk] = v.transB
-      ? [`(${idx}) / ${BK}u`, `(${idx}) % ${BK}u`]
-      : [`(${idx}) % ${BN}u`, `(${idx}) / ${BN}u`];
+  const fetchB = (i: number, kt: string) => {
+    const [nn, kk] = bSlot(i);
     const addr = v.transB ? "bOff + gn * ldb + gk" : "bOff + gk * ldb + gn";
-    return `{
-      let nn = ${nn}; let kk = ${kk}; let gn = col0 + nn; let gk = k0 + kk;
-      var val = 0.0;
-      if (gn < N && gk < kEnd) { val = B[${addr}]; }
-      Bs[kk * ${BN / 4}u + nn / 4u][nn % 4u] = val;
-    }`;
+    return `{ let gn = col0 + ${nn}; let gk = ${kt} + ${kk}; rb${i} = 0.0; if (gn < N && gk < kEnd) { rb${i} = B[${addr}]; } }`;
   };
+  const storeA = (i: number) => {
+    const [mm, kk] = aSlot(i);
+    return `{ let mm = ${mm}; As[(${kk}) * ${BM / 4}u + mm / 4u][mm % 4u] = ra${i}; }`;
+  };
+  const storeB = (i: number) => {
+    const [nn, kk] = bSlot(i);
+    return `{ let nn = ${nn}; Bs[(${kk}) * ${BN / 4}u + nn / 4u][nn % 4u] = rb${i}; }`;
+  };
+  const each = (n: number, f: (i: number) => string) =>
+    Array.from({ length: n }, (_, i) => f(i)).join("\n    ");
+  const fetchTile = (kt: string) =>
+    `${each(aLoads, (i) => fetchA(i, kt))}\n    ${each(bLoads, (i) => fetchB(i, kt))}`;
+  const storeTile = `${each(aLoads, storeA)}\n    ${each(bLoads, storeB)}`;
   const TM4 = TM / 4, TN4 = TN / 4;
   const inner: string[] = [];
   for (let i = 0; i < TM4; i++) inner.push(`let a${i} = As[kk * ${BM / 4}u + ty * ${TM4}u + ${i}u];`);
@@ -271,13 +280,19 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let kBegin = s * u32(u.kChunk);
   let kEnd = min(K, kBegin + u32(u.kChunk));
   var acc: array<vec4<f32>, ${TM4 * TN}>;
+  ${Array.from({ length: aLoads }, (_, i) => `var ra${i}: f32;`).join(" ")}
+  ${Array.from({ length: bLoads }, (_, i) => `var rb${i}: f32;`).join(" ")}
+  // the first tile, then each step fetches the next tile into registers before computing on this one
+  ${fetchTile("kBegin")}
+  ${storeTile}
+  workgroupBarrier();
   for (var k0 = kBegin; k0 < kEnd; k0 = k0 + ${BK}u) {
-    ${Array.from({ length: aLoads }, (_, i) => loadA(i)).join("\n    ")}
-    ${Array.from({ length: bLoads }, (_, i) => loadB(i)).join("\n    ")}
-    workgroupBarrier();
+    ${fetchTile(`(k0 + ${BK}u)`)}
     for (var kk = 0u; kk < ${BK}u; kk = kk + 1u) {
       ${inner.join("\n      ")}
     }
+    workgroupBarrier();
+    ${storeTile}
     workgroupBarrier();
   }
   ${store.join("\n  ")}
