@@ -8,6 +8,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyPatches } from "./patches/mod.ts";
+import "./ops/matmul/webgpu.ts"; // wraps webgpu's BatchMatMul / _FusedMatMul with lmpipe's GEMM
 import { enableWasmThreads } from "./wasm/threads.ts";
 import { blasStatus, loadBlas } from "../native/blas.ts";
 import { dnnlStatus, loadDnnl } from "../native/dnnl.ts";

@@ -15,6 +15,7 @@ import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl } from "../native/dnnl.ts";
+import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -148,6 +149,26 @@ export const TABLE: KernelChoice[] = [
       },
     ],
     force: "LMPIPE_DNNL=off (or a library path); setDnnlConvs for tests and bench/pixel.ts --dnnl",
+  },
+  {
+    op: "matMul",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/matmul/webgpu.ts",
+        active: () => ownMatMulEnabled(),
+        why: "register-tiled GEMM (128/64/32 tiles, deterministic split-K, fused bias/activation/residual " +
+          "epilogue): TF.js's stock kernel ran at 3-6% of the card's fp32 rate",
+      },
+      {
+        name: "tfjs",
+        file: "lib/tensor/ops/matmul/webgpu.ts (its wrapper calls the stock BatchMatMul / _FusedMatMul)",
+        active: always,
+        why: "TF.js's stock kernel; also taken for inputs the GEMM does not handle",
+      },
+    ],
+    force: "LMPIPE_WEBGPU_MATMUL=0 runs TF.js's stock kernel; setOwnMatMulEnabled for tests and bench/gpu",
   },
   wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
