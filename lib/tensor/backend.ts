@@ -8,6 +8,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyFixes } from "./fixes.ts";
+import { installWebgpuConvKernels } from "./ops/conv2d/webgpu.ts";
 import { enableWasmThreads } from "./wasm_threads.ts";
 import { blasStatus, loadBlas } from "./blas.ts";
 import { startWasmKernels } from "./wasm_kernels.ts";
@@ -63,6 +64,7 @@ let tensorflowLoaded: string | null = null;
 function ensureFixes(): void {
   if (fixesApplied) return;
   applyFixes();
+  installWebgpuConvKernels(); // after fixes.ts: its webgpu filter gradient becomes the fallback
   fixesApplied = true;
 }
 

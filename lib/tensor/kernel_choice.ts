@@ -12,3 +12,26 @@ export function ownKernelActive(kernelName: string): boolean {
   if (backend === "wasm") return wasmKernelsActive();
   return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(kernelName, "webgpu") !== undefined;
 }
+
+// lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts): on unless LMPIPE_WEBGPU_CONV=0
+// (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter gradient run).
+let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
+
+/** Whether an env var leaves a kernel family on: anything but "0" (or no env permission) is on. */
+function envSwitch(name: string): boolean {
+  try {
+    return Deno.env.get(name) !== "0";
+  } catch {
+    return true;
+  }
+}
+
+/** Turns lmpipe's webgpu convs on or off for this process (tests and benchmarks compare both). */
+export function setWebgpuConvEnabled(on: boolean): void {
+  webgpuConvOn = on;
+}
+
+/** Whether lmpipe's conv kernels run now: enabled and the current backend is webgpu. */
+export function webgpuConvActive(): boolean {
+  return webgpuConvOn && tf.getBackend() === "webgpu";
+}

@@ -1,0 +1,439 @@
+// lmpipe's convolutions on webgpu: Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter (NHWC, float32)
+// as implicit GEMMs. Each is one matrix product whose operand tiles are gathered straight from the
+// image and filter tensors while they are loaded into workgroup memory, so no im2col matrix is ever
+// written to GPU memory:
+//   forward        y[M = N*OH*OW, Co]        = patches(x)[M, KH*KW*Ci] x w[KH*KW*Ci, Co]
+//   input grad     dx[M = N*H*W, Ci]         = patches(dy)[M, KH*KW*Co] x w^T (per offset)
+//                  (the dy pixels a stride-s conv never sent to this input pixel read as 0)
+//   filter grad    dw[KH*KW*Ci, Co]          = patches(x)^T[KH*KW*Ci, K = N*OH*OW] x dy[K, Co],
+//                  split along K over several workgroups (split-K) when the output alone has too few
+//                  tiles to fill a GPU, then one small dispatch adds the partial products in order.
+// Tiles: 64 output rows x 64 (or 16, for narrow outputs) columns per workgroup of 256 threads, 4 x 4
+// (or 4 x 1) outputs per thread in registers, K in steps of 16 through workgroup memory; every sum is
+// accumulated in float32. Under --precision mixed with an adapter that offers shader-f16, the tiles are
+// held in workgroup memory as f16 (each input rounded to binary16 as it is loaded) and the products
+// are summed in f32: see setWebgpuConvHalf.
+// Registered over TF.js's webgpu kernels by installWebgpuConvKernels (lib/tensor/backend.ts calls it
+// once); each call checks lib/tensor/kernel_choice.ts webgpuConvActive() and hands anything it does not
+// handle (LMPIPE_WEBGPU_CONV=0, NCHW, other dtypes, dilated gradients) to the kernel it replaced.
+import * as tf from "@tensorflow/tfjs-core";
+import { cachedPipeline, requireWithinBindingLimit, workgroupGrid } from "../../webgpu_kernels.ts";
+import { webgpuConvActive } from "../../kernel_choice.ts";
+
+const { backend_util } = tf;
+// The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
+// makeTensorInfo, disposeData, device), typed loosely as in webgpu_kernels.ts.
+// deno-lint-ignore no-explicit-any
+type GpuBackend = any;
+type TensorInfo = tf.TensorInfo;
+type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs: tf.NamedAttrMap };
+type KernelFn = (args: KernelArgs) => TensorInfo;
+
+const TM = 64, TK = 16, THREADS = 256;
+/** Workgroups a dispatch should have before split-K stops adding more (about 2 per SM of a big GPU). */
+const TARGET_WORKGROUPS = 264;
+/** The least K a split-K slice gets (shorter slices cost more in the final sum than they save). */
+const MIN_SPLIT_K = 512;
+
+let half = false;
+
+/**
+ * Under --precision mixed on an adapter with shader-f16: load every operand as binary16 (f16 in
+ * workgroup memory) and sum in f32. Off by default; lib/train.ts-level callers turn it on.
+ */
+export function setWebgpuConvHalf(on: boolean): void {
+  half = on;
+}
+
+/** The shape of one implicit GEMM: which gather reads A, how it is laid out, and its sizes. */
+interface GemmPlan {
+  /** The kernel's name, also the program class's label in profiles. */
+  name: string;
+  /** WGSL body of `fn loadA(m: i32, k: i32) -> f32` (m < M, k < K guaranteed). */
+  loadA: string;
+  /** WGSL body of `fn loadB(k: i32, n: i32) -> f32`. */
+  loadB: string;
+  /** Whether consecutive threads should load consecutive m (A contiguous along m) rather than k. */
+  aAlongM: boolean;
+  M: number;
+  N: number;
+  K: number;
+  /** The geometry uniforms the loads read (all i32), by name. */
+  geometry: Record<string, number>;
+}
+
+const GEOMETRY_FIELDS = [
+  "B",
+  "H",
+  "W",
+  "Ci",
+  "OH",
+  "OW",
+  "Co",
+  "KH",
+  "KW",
+  "sh",
+  "sw",
+  "dh",
+  "dw",
+  "pt",
+  "pl",
+];
+
+function gemmShader(p: GemmPlan, tn: number, useHalf: boolean): string {
+  const cj = tn / 16; // columns per thread
+  const st = useHalf ? "f16" : "f32";
+  return `${useHalf ? "enable f16;" : ""}
+struct Uniforms {
+  nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32,
+  shape2: i32, stride2: i32, M: i32, N: i32, K: i32, kPer: i32, tilesN: i32, tiles: i32,
+  ${GEOMETRY_FIELDS.map((f) => `${f}: i32,`).join(" ")}
+};
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<uniform> u: Uniforms;
+var<workgroup> As: array<${st}, ${TK * TM}>;
+var<workgroup> Bs: array<${st}, ${TK * tn}>;
+
+fn loadA(m: i32, k: i32) -> f32 {
+${p.loadA}
+}
+fn loadB(k: i32, n: i32) -> f32 {
+${p.loadB}
+}
+
+@compute @workgroup_size(${THREADS})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lidu: u32) {
+  let tile = i32(wid.y * nwg.x + wid.x);
+  if (tile >= u.tiles) { return; } // the same for the whole workgroup
+  let lid = i32(lidu);
+  let m0 = (tile / u.tilesN) * ${TM};
+  let n0 = (tile % u.tilesN) * ${tn};
+  let kStart = i32(wid.z) * u.kPer;
+  let kEnd = min(u.K, kStart + u.kPer);
+  let tx = lid % 16;
+  let ty = lid / 16;
+  var acc: array<array<f32, ${cj}>, 4>;
+  for (var kt = kStart; kt < kEnd; kt = kt + ${TK}) {
+    for (var r = 0; r < ${(TM * TK) / THREADS}; r = r + 1) {
+      let e = lid + r * ${THREADS};
+      ${p.aAlongM ? `let mm = e % ${TM}; let kk = e / ${TM};` : `let mm = e / ${TK}; let kk = e % ${TK};`}
+      let gm = m0 + mm;
+      let gk = kt + kk;
+      var v = 0.0;
+      if (gm < u.M && gk < kEnd) { v = loadA(gm, gk); }
+      As[kk * ${TM} + mm] = ${st}(v);
+    }
+    for (var r = 0; r < ${(tn * TK) / THREADS}; r = r + 1) {
+      let e = lid + r * ${THREADS};
+      let nn = e % ${tn};
+      let kk = e / ${tn};
+      let gn = n0 + nn;
+      let gk = kt + kk;
+      var v = 0.0;
+      if (gn < u.N && gk < kEnd) { v = loadB(gk, gn); }
+      Bs[kk * ${tn} + nn] = ${st}(v);
+    }
+    workgroupBarrier();
+    for (var kk = 0; kk < ${TK}; kk = kk + 1) {
+      var av: array<f32, 4>;
+      for (var i = 0; i < 4; i = i + 1) { av[i] = f32(As[kk * ${TM} + ty * 4 + i]); }
+      for (var j = 0; j < ${cj}; j = j + 1) {
+        let bv = f32(Bs[kk * ${tn} + tx * ${cj} + j]);
+        for (var i = 0; i < 4; i = i + 1) { acc[i][j] = acc[i][j] + av[i] * bv; }
+      }
+    }
+    workgroupBarrier();
+  }
+  let base = i32(wid.z) * u.M * u.N;
+  for (var i = 0; i < 4; i = i + 1) {
+    let m = m0 + ty * 4 + i;
+    if (m >= u.M) { continue; }
+    for (var j = 0; j < ${cj}; j = j + 1) {
+      let n = n0 + tx * ${cj} + j;
+      if (n < u.N) { out[base + m * u.N + n] = acc[i][j]; }
+    }
+  }
+}`;
+}
+
+// Adds `splits` partial products [splits, count] into [count], split 0 first.
+const splitSumShader = () => `
+struct Uniforms {
+  nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32, count: i32, splits: i32,
+};
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<uniform> u: Uniforms;
+@compute @workgroup_size(64)
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = i32((wid.y * nwg.x + wid.x) * 64u + lid);
+  if (i >= u.count) { return; }
+  var s = part[i];
+  for (var z = 1; z < u.splits; z = z + 1) { s = s + part[z * u.count + i]; }
+  out[i] = s;
+}`;
+
+// Program objects in the shape recordAndSubmit reads; the class names label profiles and dispatch counts.
+class GpuProgram {
+  size = false;
+  constructor(
+    readonly pipeline: GPUComputePipeline,
+    readonly outputShape: number[],
+    readonly dispatch: [number, number, number],
+  ) {}
+}
+class LmpipeConv2DProgram extends GpuProgram {}
+class LmpipeConv2DBackpropInputProgram extends GpuProgram {}
+class LmpipeConv2DBackpropFilterProgram extends GpuProgram {}
+class LmpipeConvSplitSumProgram extends GpuProgram {}
+const PROGRAMS: Record<string, typeof GpuProgram> = {
+  Conv2D: LmpipeConv2DProgram,
+  Conv2DBackpropInput: LmpipeConv2DBackpropInputProgram,
+  Conv2DBackpropFilter: LmpipeConv2DBackpropFilterProgram,
+};
+
+// Decodes a row index m of N*OH*OW output pixels, or a column k of KH*KW*C filter taps, in WGSL.
+const PIXEL = (v: string, h: string, w: string) =>
+  `let b_ = ${v} / (u.${h} * u.${w}); let p_ = ${v} % (u.${h} * u.${w}); let y_ = p_ / u.${w}; let x_ = p_ % u.${w};`;
+const TAP = (v: string, c: string) =>
+  `let ky = ${v} / (u.KW * u.${c}); let t_ = ${v} % (u.KW * u.${c}); let kx = t_ / u.${c}; let c_ = t_ % u.${c};`;
+
+// A of the forward pass and of the filter gradient: the input pixel that output pixel (b_, y_, x_)
+// sees through tap (ky, kx), channel c_, or 0 in the padding.
+const READ_X = `
+  let iy = y_ * u.sh - u.pt + ky * u.dh;
+  let ix = x_ * u.sw - u.pl + kx * u.dw;
+  if (iy < 0 || iy >= u.H || ix < 0 || ix >= u.W) { return 0.0; }
+  return a[((b_ * u.H + iy) * u.W + ix) * u.Ci + c_];`;
+
+function plan(
+  kind: "Conv2D" | "Conv2DBackpropInput" | "Conv2DBackpropFilter",
+  ci: ReturnType<typeof backend_util.computeConv2DInfo>,
+): GemmPlan {
+  const geometry = {
+    B: ci.batchSize,
+    H: ci.inHeight,
+    W: ci.inWidth,
+    Ci: ci.inChannels,
+    OH: ci.outHeight,
+    OW: ci.outWidth,
+    Co: ci.outChannels,
+    KH: ci.filterHeight,
+    KW: ci.filterWidth,
+    sh: ci.strideHeight,
+    sw: ci.strideWidth,
+    dh: ci.dilationHeight,
+    dw: ci.dilationWidth,
+    pt: ci.padInfo.top,
+    pl: ci.padInfo.left,
+  };
+  const taps = ci.filterHeight * ci.filterWidth;
+  const outPixels = ci.batchSize * ci.outHeight * ci.outWidth;
+  if (kind === "Conv2D") {
+    return {
+      name: kind,
+      M: outPixels,
+      N: ci.outChannels,
+      K: taps * ci.inChannels,
+      aAlongM: false,
+      geometry,
+      loadA: `  ${PIXEL("m", "OH", "OW")} ${TAP("k", "Ci")}${READ_X}`,
+      loadB: `  return b[k * u.Co + n];`,
+    };
+  }
+  if (kind === "Conv2DBackpropFilter") {
+    return {
+      name: kind,
+      M: taps * ci.inChannels,
+      N: ci.outChannels,
+      K: outPixels,
+      aAlongM: true,
+      geometry,
+      loadA: `  ${PIXEL("k", "OH", "OW")} ${TAP("m", "Ci")}${READ_X}`,
+      loadB: `  return b[k * u.Co + n];`,
+    };
+  }
+  // input gradient: input pixel (b_, y_, x_) received dy at output pixel ((y_ + pt - ky) / sh, ...)
+  // through tap (ky, kx) when that division is exact and lands inside the output
+  return {
+    name: kind,
+    M: ci.batchSize * ci.inHeight * ci.inWidth,
+    N: ci.inChannels,
+    K: taps * ci.outChannels,
+    aAlongM: false,
+    geometry,
+    loadA: `  ${PIXEL("m", "H", "W")} ${TAP("k", "Co")}
+  let ty = y_ + u.pt - ky * u.dh;
+  let tx = x_ + u.pl - kx * u.dw;
+  if (ty < 0 || tx < 0 || ty % u.sh != 0 || tx % u.sw != 0) { return 0.0; }
+  let oy = ty / u.sh;
+  let ox = tx / u.sw;
+  if (oy >= u.OH || ox >= u.OW) { return 0.0; }
+  return a[((b_ * u.OH + oy) * u.OW + ox) * u.Co + c_];`,
+    // w[ky, kx, n, c_] for the tap and output channel of row k
+    loadB: `  let tap = k / u.Co; let co = k % u.Co;
+  return b[(tap * u.Ci + n) * u.Co + co];`,
+  };
+}
+
+/** Runs plan `p` on bound tensors a, b; returns the [M, N] product as a new tensor of `shape`. */
+function runGemm(
+  backend: GpuBackend,
+  p: GemmPlan,
+  a: TensorInfo,
+  b: TensorInfo,
+  shape: number[],
+): TensorInfo {
+  const device = backend.device as GPUDevice;
+  const useHalf = half && device.features.has("shader-f16");
+  const tn = p.N <= 16 ? 16 : 64;
+  const tilesN = Math.ceil(p.N / tn), tiles = Math.ceil(p.M / TM) * tilesN;
+  // split-K: more workgroups along K when the output has too few tiles, each slice at least MIN_SPLIT_K
+  let splits = 1;
+  if (tiles < TARGET_WORKGROUPS && p.K >= 2 * MIN_SPLIT_K) {
+    splits = Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(p.K / MIN_SPLIT_K), 64);
+    const limit = Math.floor(backend.device.limits.maxStorageBufferBindingSize / (4 * p.M * p.N));
+    splits = Math.max(1, Math.min(splits, limit));
+  }
+  const kPer = Math.ceil(Math.ceil(p.K / splits) / TK) * TK;
+  splits = Math.ceil(p.K / kPer);
+  const out = backend.makeTensorInfo(shape, "float32") as TensorInfo;
+  const target = splits > 1 ? backend.makeTensorInfo([splits * p.M * p.N], "float32") as TensorInfo : out;
+  for (const t of [a, b, target]) backend.uploadToGPU(t.dataId);
+  const key = `LmpipeConv:${p.name}:${tn}:${useHalf}`;
+  const pipeline = cachedPipeline(device, key, () => gemmShader(p, tn, useHalf));
+  const [gx, gy] = workgroupGrid(device, tiles, `${p.name} (lmpipe webgpu conv)`);
+  const int = (v: number) => ({ type: "int32", data: [v] });
+  const flat = (t: TensorInfo) => ({
+    dataId: t.dataId,
+    shape: [tf.util.sizeFromShape(t.shape)],
+    dtype: "float32",
+  });
+  backend.recordAndSubmit(
+    new PROGRAMS[p.name](pipeline, [splits * p.M * p.N], [gx, gy, splits]),
+    flat(target),
+    [flat(a), flat(b)],
+    [p.M, p.N, p.K, kPer, tilesN, tiles, ...GEOMETRY_FIELDS.map((f) => p.geometry[f])].map(int),
+  );
+  if (splits > 1) {
+    backend.uploadToGPU(out.dataId);
+    const count = p.M * p.N;
+    const sum = cachedPipeline(device, "LmpipeConvSplitSum", splitSumShader);
+    backend.recordAndSubmit(
+      new LmpipeConvSplitSumProgram(
+        sum,
+        [count],
+        workgroupGrid(device, Math.ceil(count / 64), "conv split-K sum"),
+      ),
+      flat(out),
+      [flat(target)],
+      [int(count), int(splits)],
+    );
+    backend.disposeData(target.dataId);
+  }
+  return out;
+}
+
+/** The conv geometry of an NHWC call, or null when lmpipe's kernels do not take it (the stock one runs). */
+function geometryOf(
+  inShape: readonly number[],
+  filterShape: readonly number[],
+  attrs: tf.NamedAttrMap,
+  dilations: number | [number, number],
+): ReturnType<typeof backend_util.computeConv2DInfo> | null {
+  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
+    strides: [number, number] | number;
+    pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
+    dataFormat: "NHWC" | "NCHW";
+    dimRoundingMode?: "floor" | "round" | "ceil";
+  };
+  if (backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
+  return backend_util.computeConv2DInfo(
+    inShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    strides,
+    dilations,
+    pad,
+    dimRoundingMode,
+    false,
+    "channelsLast",
+  );
+}
+
+function sizesOk(ci: ReturnType<typeof backend_util.computeConv2DInfo>, ts: TensorInfo[]): boolean {
+  return ts.every((t) => t.dtype === "float32" && tf.util.sizeFromShape(t.shape) > 0) &&
+    ci.outHeight > 0 && ci.outWidth > 0;
+}
+
+function conv2D(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { x, filter } = args.inputs as Record<string, TensorInfo>;
+    const ci = webgpuConvActive()
+      ? geometryOf(x.shape, filter.shape, args.attrs, args.attrs.dilations as number)
+      : null;
+    if (!ci || !sizesOk(ci, [x, filter])) return orig(args);
+    for (const [what, t] of [["x", x], ["filter", filter]] as const) {
+      requireWithinBindingLimit("Conv2D (lmpipe webgpu)", what, t, args.backend);
+    }
+    return runGemm(args.backend, plan("Conv2D", ci), x, filter, ci.outShape.slice());
+  };
+}
+
+function conv2DBackpropInput(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { dy, filter } = args.inputs as Record<string, TensorInfo>;
+    const inputShape = args.attrs.inputShape as number[];
+    const ci = webgpuConvActive() ? geometryOf(inputShape, filter.shape, args.attrs, 1) : null;
+    if (!ci || !sizesOk(ci, [dy, filter])) return orig(args);
+    for (const [what, t] of [["dy", dy], ["filter", filter]] as const) {
+      requireWithinBindingLimit("Conv2DBackpropInput (lmpipe webgpu)", what, t, args.backend);
+    }
+    return runGemm(args.backend, plan("Conv2DBackpropInput", ci), dy, filter, inputShape.slice());
+  };
+}
+
+function conv2DBackpropFilter(orig: KernelFn): KernelFn {
+  return (args) => {
+    const { x, dy } = args.inputs as Record<string, TensorInfo>;
+    const filterShape = args.attrs.filterShape as number[];
+    const ci = webgpuConvActive() ? geometryOf(x.shape, filterShape, args.attrs, 1) : null;
+    if (!ci || !sizesOk(ci, [x, dy])) return orig(args);
+    for (const [what, t] of [["x", x], ["dy", dy]] as const) {
+      requireWithinBindingLimit("Conv2DBackpropFilter (lmpipe webgpu)", what, t, args.backend);
+    }
+    return runGemm(args.backend, plan("Conv2DBackpropFilter", ci), x, dy, filterShape.slice());
+  };
+}
+
+let installed = false;
+
+/**
+ * Puts lmpipe's conv kernels over the webgpu backend's Conv2D, Conv2DBackpropInput and
+ * Conv2DBackpropFilter (after lib/tensor/fixes.ts, whose ops-built filter gradient becomes the
+ * fallback). Idempotent; a no-op when the webgpu backend is not loaded.
+ */
+export function installWebgpuConvKernels(): void {
+  if (installed || !tf.getKernel(tf.Conv2D, "webgpu")) return;
+  installed = true;
+  for (
+    const [name, make] of [
+      [tf.Conv2D, conv2D],
+      [tf.Conv2DBackpropInput, conv2DBackpropInput],
+      [tf.Conv2DBackpropFilter, conv2DBackpropFilter],
+    ] as const
+  ) {
+    const old = tf.getKernel(name, "webgpu")!;
+    tf.unregisterKernel(name, "webgpu");
+    tf.registerKernel({
+      kernelName: name,
+      backendName: "webgpu",
+      kernelFunc: make(old.kernelFunc as unknown as KernelFn) as unknown as tf.KernelFunc,
+      setupFunc: old.setupFunc,
+      disposeFunc: old.disposeFunc,
+    });
+  }
+}

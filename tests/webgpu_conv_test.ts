@@ -1,0 +1,178 @@
+// lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts): the forward conv, the input
+// gradient and the filter gradient against float64 loops, on the image models' shapes (20 x 20 images,
+// 8-256 channels, 3 x 3 and 1 x 1, stride 1 and 2, 'same' padding) and odd ones ('valid', explicit
+// padding, non-square images and filters, 1 channel, split-K along many pixels); one dispatch per op
+// (two for a split-K filter gradient); LMPIPE_WEBGPU_CONV's switch hands every call back to TF.js.
+import assert from "node:assert/strict";
+import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
+import { setWebgpuConvEnabled } from "../lib/tensor/kernel_choice.ts";
+import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+
+const gpu = await webgpuStatus();
+
+interface Case {
+  n: number;
+  h: number;
+  w: number;
+  ci: number;
+  co: number;
+  kh: number;
+  kw: number;
+  stride: [number, number];
+  pad: "same" | "valid" | [[number, number], [number, number], [number, number], [number, number]];
+}
+
+/** Output size and top/left padding as TF.js computes them (backend_util.computeConv2DInfo). */
+function geometry(c: Case) {
+  const ci = tf.backend_util.computeConv2DInfo(
+    [c.n, c.h, c.w, c.ci],
+    [c.kh, c.kw, c.ci, c.co],
+    c.stride,
+    1,
+    c.pad,
+  );
+  return { oh: ci.outHeight, ow: ci.outWidth, pt: ci.padInfo.top, pl: ci.padInfo.left };
+}
+
+/** y = conv(x, w), dx and dw for upstream dy, all in float64 loops over the output pixels. */
+function convRef(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array) {
+  const { oh, ow, pt, pl } = geometry(c);
+  const y = new Float64Array(c.n * oh * ow * c.co);
+  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
+  for (let b = 0; b < c.n; b++) {
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) {
+        const o = ((b * oh + oy) * ow + ox) * c.co;
+        for (let ky = 0; ky < c.kh; ky++) {
+          const iy = oy * c.stride[0] - pt + ky;
+          if (iy < 0 || iy >= c.h) continue;
+          for (let kx = 0; kx < c.kw; kx++) {
+            const ix = ox * c.stride[1] - pl + kx;
+            if (ix < 0 || ix >= c.w) continue;
+            const xi = ((b * c.h + iy) * c.w + ix) * c.ci, wi = (ky * c.kw + kx) * c.ci * c.co;
+            for (let i = 0; i < c.ci; i++) {
+              const xv = x[xi + i], wr = wi + i * c.co;
+              let g = 0;
+              for (let j = 0; j < c.co; j++) {
+                y[o + j] += xv * w[wr + j];
+                g += dy[o + j] * w[wr + j];
+                dw[wr + j] += xv * dy[o + j];
+              }
+              dx[xi + i] += g;
+            }
+          }
+        }
+      }
+    }
+  }
+  return { y, dx, dw };
+}
+
+/** y, dx, dw on the current backend, and the programs dispatched forward and backward. */
+async function convRun(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array) {
+  const { oh, ow } = geometry(c);
+  const xt = tf.tensor4d(x, [c.n, c.h, c.w, c.ci]), wt = tf.tensor4d(w, [c.kh, c.kw, c.ci, c.co]);
+  const dyt = tf.tensor4d(dy, [c.n, oh, ow, c.co]);
+  const f = (a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad);
+  const fwd = dispatchedBy(() => f(xt, wt));
+  const bwd = dispatchedBy(() => tf.grads(f)([xt, wt], dyt));
+  const out = {
+    y: new Float32Array(await readData(fwd.result)),
+    dx: new Float32Array(await readData(bwd.result[0])),
+    dw: new Float32Array(await readData(bwd.result[1])),
+    forward: fwd.names,
+    backward: bwd.names,
+  };
+  tf.dispose([xt, wt, dyt, fwd.result, ...bwd.result]);
+  return out;
+}
+
+const S: [number, number] = [1, 1], S2: [number, number] = [2, 2];
+const CASES: Case[] = [
+  // the image models: first conv from C image channels, then 64 -> 64 (vgg9), 64 -> 128 and 128 -> 256
+  // (vgg-wide), resnet's stride-2 3 x 3 and its 1 x 1 stride-2 skip
+  { n: 3, h: 20, w: 20, ci: 8, co: 64, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 2, h: 20, w: 20, ci: 64, co: 64, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 1, h: 20, w: 20, ci: 64, co: 128, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 1, h: 10, w: 10, ci: 128, co: 256, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 2, h: 20, w: 20, ci: 64, co: 128, kh: 3, kw: 3, stride: S2, pad: "same" },
+  { n: 2, h: 20, w: 20, ci: 64, co: 128, kh: 1, kw: 1, stride: S2, pad: "same" },
+  { n: 2, h: 5, w: 5, ci: 16, co: 32, kh: 3, kw: 3, stride: S2, pad: "same" },
+  // odd sizes: 1 channel, 'valid', explicit padding, non-square everything, narrow outputs
+  { n: 3, h: 7, w: 5, ci: 1, co: 3, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 2, h: 9, w: 6, ci: 5, co: 7, kh: 3, kw: 2, stride: [2, 1], pad: "valid" },
+  { n: 1, h: 6, w: 8, ci: 3, co: 17, kh: 2, kw: 3, stride: [1, 2], pad: [[0, 0], [2, 1], [0, 2], [0, 0]] },
+  { n: 2, h: 11, w: 11, ci: 65, co: 66, kh: 3, kw: 3, stride: S2, pad: "same" },
+  // split-K: 40 x 20 x 20 = 16000 output pixels summed into a 3 x 3 x 8 x 16 filter gradient
+  { n: 40, h: 20, w: 20, ci: 8, co: 16, kh: 3, kw: 3, stride: S, pad: "same" },
+];
+
+// Tolerance relative to each tensor's largest value (testing.ts maxRelErr): float32 sums of up to
+// 16000 products (the split-K filter gradient) against float64.
+const TOL = 2e-5;
+
+const describe = (c: Case) =>
+  `[${c.n},${c.h},${c.w},${c.ci}] * [${c.kh},${c.kw},${c.ci},${c.co}] stride ${c.stride} pad ${
+    JSON.stringify(c.pad)
+  }`;
+
+if (gpu.ok) {
+  Deno.test("webgpu convs: y, dx, dw match float64 on the models' shapes and odd ones; one dispatch each (+ split-K sums)", async () => {
+    await initBackend("webgpu", { quiet: true });
+    setWebgpuConvEnabled(true);
+    let seed = 11, splitSums = 0;
+    for (const c of CASES) {
+      const { oh, ow } = geometry(c);
+      const x = randomArray(c.n * c.h * c.w * c.ci, seed++);
+      const w = randomArray(c.kh * c.kw * c.ci * c.co, seed++);
+      const dy = randomArray(c.n * oh * ow * c.co, seed++);
+      const what = describe(c);
+      const got = await convRun(c, x, w, dy);
+      const want = convRef(c, x, w, dy);
+      assertClose(got.y, want.y, TOL, `${what}: y`);
+      assertClose(got.dx, want.dx, TOL, `${what}: dx`);
+      assertClose(got.dw, want.dw, TOL, `${what}: dw`);
+      assert.deepEqual(
+        got.forward.filter((n) => n !== "LmpipeConvSplitSumProgram"),
+        ["LmpipeConv2DProgram"],
+        `${what}: forward dispatches`,
+      );
+      // tf.grads runs the forward conv again, then both gradients; a GEMM with few output tiles and a
+      // long K (the filter gradient over many pixels, the input gradient of a wide layer) adds one
+      // split-K sum
+      const convs = got.backward.filter((n) => n.startsWith("LmpipeConv2D"));
+      assert.deepEqual(
+        convs,
+        ["LmpipeConv2DProgram", "LmpipeConv2DBackpropInputProgram", "LmpipeConv2DBackpropFilterProgram"],
+        `${what}: backward dispatches (${got.backward})`,
+      );
+      const sums = got.backward.filter((n) => n === "LmpipeConvSplitSumProgram").length;
+      assert(sums <= 3 && got.backward.length === 3 + sums, `${what}: ${got.backward}`);
+      splitSums += sums;
+    }
+    assert(splitSums >= 3, `the split-K path ran ${splitSums} times`);
+  });
+
+  Deno.test("webgpu convs: LMPIPE_WEBGPU_CONV's switch off runs TF.js's kernels, with the same numbers", async () => {
+    await initBackend("webgpu", { quiet: true });
+    const c = CASES[4];
+    const { oh, ow } = geometry(c);
+    const x = randomArray(c.n * c.h * c.w * c.ci, 5), w = randomArray(c.kh * c.kw * c.ci * c.co, 6);
+    const dy = randomArray(c.n * oh * ow * c.co, 7);
+    setWebgpuConvEnabled(false);
+    let stock;
+    try {
+      stock = await convRun(c, x, w, dy);
+    } finally {
+      setWebgpuConvEnabled(true);
+    }
+    assert(
+      ![...stock.forward, ...stock.backward].some((n) => n.startsWith("LmpipeConv")),
+      `${stock.backward}`,
+    );
+    const want = convRef(c, x, w, dy);
+    assertClose(stock.y, want.y, TOL, "stock y");
+    assertClose(stock.dx, want.dx, TOL, "stock dx");
+    assertClose(stock.dw, want.dw, TOL, "stock dw");
+  });
+}
