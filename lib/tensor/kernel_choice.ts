@@ -13,9 +13,13 @@ export function ownKernelActive(kernelName: string): boolean {
   return backend === "webgpu" && fusedKernelsActive() && tf.getKernel(kernelName, "webgpu") !== undefined;
 }
 
-// lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts): on unless LMPIPE_WEBGPU_CONV=0
-// (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter gradient run).
+// lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts) and its flash attention
+// (lib/tensor/ops/attention/webgpu.ts): on with the other webgpu kernels, unless LMPIPE_WEBGPU_CONV=0 or
+// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter
+// gradient run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0 turns
+// both off too.
 let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
+let webgpuAttentionOn = envSwitch("LMPIPE_WEBGPU_ATTENTION");
 
 /** Whether an env var leaves a kernel family on: anything but "0" (or no env permission) is on. */
 function envSwitch(name: string): boolean {
@@ -31,7 +35,17 @@ export function setWebgpuConvEnabled(on: boolean): void {
   webgpuConvOn = on;
 }
 
-/** Whether lmpipe's conv kernels run now: enabled and the current backend is webgpu. */
+/** Whether lmpipe's conv kernels run now: enabled, with the fused kernels, on the webgpu backend. */
 export function webgpuConvActive(): boolean {
-  return webgpuConvOn && tf.getBackend() === "webgpu";
+  return webgpuConvOn && fusedKernelsActive();
+}
+
+/** Turns lmpipe's webgpu flash attention on or off for this process. */
+export function setWebgpuAttentionEnabled(on: boolean): void {
+  webgpuAttentionOn = on;
+}
+
+/** Whether causalAttention (lib/tensor/ops/attention/mod.ts) runs the flash kernels now. */
+export function webgpuAttentionActive(): boolean {
+  return webgpuAttentionOn && fusedKernelsActive();
 }
