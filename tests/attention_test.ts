@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { causalAttention, causalAttentionByOps } from "../lib/tensor/ops/attention/mod.ts";
 import { setWebgpuAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
+import { boundary, toHalfOps } from "../lib/precision.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
@@ -166,6 +167,29 @@ if (gpu.ok) {
         `${describe(c)}: backward`,
       );
     }
+  });
+
+  Deno.test("webgpu flash attention under mixed: binary16 q * scale, k, v; float32 scores and probabilities", async () => {
+    const c: Case = { bh: 4, t: 24, past: 0, d: 16, dv: 40 };
+    const x = inputs(c, 61);
+    // k and v arrive as binary16 values (the models' boundaries); the rule: only q * scale is rounded more
+    const [k, v] = await Promise.all(
+      [x.k, x.v].map(async (a) => new Float32Array(await readData(toHalfOps(tf.tensor(a))))),
+    );
+    const run = async (backend: "cpu" | "webgpu") => {
+      await initBackend(backend, { quiet: true });
+      const attn = backend === "webgpu"
+        ? (q: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, scale: number) =>
+          causalAttention(q, kk, vv, scale, { precision: "mixed" })
+        : (q: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, scale: number) =>
+          causalAttentionByOps(boundary(tf.mul(q, scale), "mixed"), kk, vv, 1);
+      return await attentionRun(attn, c, x.q, k, v, x.dout, x.scale);
+    };
+    const want = await run("cpu"), got = await run("webgpu");
+    assert.deepEqual(got.forward.filter((n) => n.startsWith("LmpipeFlash")), ["LmpipeFlashAttentionProgram"]);
+    for (const n of ["out", "dk", "dv"] as const) assertClose(got[n], want[n], TOL, `mixed ${n}`);
+    // dq is rounded to binary16 on its way back through the boundary: a float32 difference can flip one
+    assertClose(got.dq, want.dq, 1e-3, "mixed dq");
   });
 
   Deno.test("webgpu flash attention is causal: changing key and value j never changes outputs before j", async () => {
