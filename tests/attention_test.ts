@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { causalAttention, causalAttentionByOps } from "../lib/tensor/ops/attention/mod.ts";
-import { setWebgpuAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
+import { setWebgpuAttentionEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { boundary, toHalfOps } from "../lib/precision.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 
@@ -190,6 +190,42 @@ if (gpu.ok) {
     for (const n of ["out", "dk", "dv"] as const) assertClose(got[n], want[n], TOL, `mixed ${n}`);
     // dq is rounded to binary16 on its way back through the boundary: a float32 difference can flip one
     assertClose(got.dq, want.dq, 1e-3, "mixed dq");
+  });
+
+  Deno.test("webgpu flash attention with binary16 operands (shader-f16): the emulation's numbers, bit for bit", async (t) => {
+    await initBackend("webgpu", { quiet: true });
+    // deno-lint-ignore no-explicit-any
+    if (!(tf.backend() as any).device.features.has("shader-f16")) {
+      if (Deno.env.get("CI")) throw new Error("CI's llvmpipe adapter offers shader-f16; this one does not");
+      return void await t.step({
+        name: "skipped: no shader-f16 on this adapter",
+        ignore: true,
+        fn: () => {},
+      });
+    }
+    const c: Case = { bh: 2, t: 20, past: 3, d: 32, dv: 70 };
+    const x = inputs(c, 71);
+    const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));
+    const [k, v, dout] = await Promise.all([x.k, x.v, x.dout].map(half));
+    const attn = (q: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, scale: number) =>
+      causalAttention(q, kk, vv, scale, { precision: "mixed" });
+    const emulated = await attentionRun(attn, c, x.q, k, v, dout, x.scale);
+    setWebgpuHalfOperands(true);
+    try {
+      // operands that are binary16 values already (as the models' boundaries make them): f16 tiles lose
+      // nothing and f16 x f16 products are exact in f32, so the numbers are the emulation's exactly
+      const real = await attentionRun(attn, c, x.q, k, v, dout, x.scale);
+      // a dOut that is not: the kernels round it as they load it
+      const unrounded = await attentionRun(attn, c, x.q, k, v, x.dout, x.scale);
+      for (const n of ["out", "dq", "dk", "dv"] as const) {
+        assert.deepEqual(real[n], emulated[n], `f16 ${n}`);
+        if (n !== "out") assert.deepEqual(unrounded[n], emulated[n], `f16 ${n} from an unrounded dOut`);
+      }
+    } finally {
+      setWebgpuHalfOperands(false);
+    }
+    const plain = await attentionRun(attn, c, x.q, k, v, x.dout, x.scale);
+    assert.notDeepEqual(plain.dv, emulated.dv, "without f16 operands an unrounded dOut is used as it is");
   });
 
   Deno.test("webgpu flash attention is causal: changing key and value j never changes outputs before j", async () => {

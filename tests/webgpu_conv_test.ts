@@ -2,11 +2,13 @@
 // gradient and the filter gradient against float64 loops, on the image models' shapes (20 x 20 images,
 // 8-256 channels, 3 x 3 and 1 x 1, stride 1 and 2, 'same' padding) and odd ones ('valid', explicit
 // padding, non-square images and filters, 1 channel, split-K along many pixels); one dispatch per op
-// (two for a split-K filter gradient); LMPIPE_WEBGPU_CONV's switch hands every call back to TF.js.
+// (plus a split-K sum where K is long); LMPIPE_WEBGPU_CONV's switch hands every call back to TF.js;
+// with binary16 operands (--precision mixed on shader-f16) each operand is rounded as it is loaded.
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { setWebgpuConvEnabled } from "../lib/tensor/kernel_choice.ts";
-import { assertClose, dispatchedBy, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
+import { toHalfOps } from "../lib/precision.ts";
+import { assertClose, dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
 
@@ -174,5 +176,39 @@ if (gpu.ok) {
     assertClose(stock.y, want.y, TOL, "stock y");
     assertClose(stock.dx, want.dx, TOL, "stock dx");
     assertClose(stock.dw, want.dw, TOL, "stock dw");
+  });
+
+  Deno.test("webgpu convs with binary16 operands (--precision mixed, shader-f16): f16 inputs, f32 sums", async (t) => {
+    await initBackend("webgpu", { quiet: true });
+    // deno-lint-ignore no-explicit-any
+    if (!(tf.backend() as any).device.features.has("shader-f16")) {
+      if (Deno.env.get("CI")) throw new Error("CI's llvmpipe adapter offers shader-f16; this one does not");
+      return void await t.step({
+        name: "skipped: no shader-f16 on this adapter",
+        ignore: true,
+        fn: () => {},
+      });
+    }
+    const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));
+    for (const c of [CASES[1], CASES[4], CASES[9]]) {
+      const { oh, ow } = geometry(c);
+      // values that binary16 cannot hold exactly
+      const x = randomArray(c.n * c.h * c.w * c.ci, 31).map((v) => v * 1.0001);
+      const w = randomArray(c.kh * c.kw * c.ci * c.co, 32).map((v) => v * 1.0001);
+      const dy = randomArray(c.n * oh * ow * c.co, 33).map((v) => v * 1.0001);
+      setWebgpuHalfOperands(true);
+      let got;
+      try {
+        got = await convRun(c, x, w, dy);
+      } finally {
+        setWebgpuHalfOperands(false);
+      }
+      const want = convRef(c, await half(x), await half(w), await half(dy));
+      const exact = convRef(c, x, w, dy);
+      for (const n of ["y", "dx", "dw"] as const) {
+        assertClose(got[n], want[n], TOL, `${describe(c)} f16: ${n} vs float64 of the rounded operands`);
+        assert(!(maxRelErr(got[n], exact[n]) < TOL), `${describe(c)} f16: ${n} was not rounded`);
+      }
+    }
   });
 }

@@ -49,3 +49,19 @@ export function setWebgpuAttentionEnabled(on: boolean): void {
 export function webgpuAttentionActive(): boolean {
   return webgpuAttentionOn && fusedKernelsActive();
 }
+
+// Real f16 under --precision mixed (lib/train_loop.ts turns it on for a mixed run): where the GPU offers
+// shader-f16, lmpipe's conv and attention kernels round every operand to binary16 as they load it
+// (roundToHalf in lib/tensor/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
+// memory as f16; products and sums stay f32. Other webgpu kernels and backends keep the emulation.
+let halfOperands = false;
+
+/** Turns binary16 operands for lmpipe's webgpu conv and attention kernels on or off (see above). */
+export function setWebgpuHalfOperands(on: boolean): void {
+  halfOperands = on;
+}
+
+/** Whether the kernels of `device` load their operands as f16: switched on and shader-f16 offered. */
+export function webgpuHalfOperands(device: GPUDevice): boolean {
+  return halfOperands && device.features.has("shader-f16");
+}

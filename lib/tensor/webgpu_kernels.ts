@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuMaxTensorBytes } from "./fixes.ts";
 import { ADAMW_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
-import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
+import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, WGSL_ROUND_TO_HALF, wgslRowEntry, wgslTreeReduce } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -432,20 +432,7 @@ class LmpipeToHalfProgram {
   }
   getUserCode(): string {
     return `
-      fn roundToHalf(x: f32) -> f32 {
-        let bits = bitcast<u32>(x);
-        let sign = bits & 0x80000000u;
-        let mag = bits & 0x7fffffffu;
-        if (mag > 0x7f800000u) { return x; }                      // NaN
-        if (mag >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: inf
-        if (mag >= 0x38800000u) {                                   // >= 2^-14: normal binary16
-          let odd = (mag >> 13u) & 1u;
-          let r = (mag + 0xfffu + odd) & 0xffffe000u;
-          return bitcast<f32>(sign | r);
-        }
-        let q = round(bitcast<f32>(mag) * 16777216.0) * 5.9604644775390625e-8;
-        return bitcast<f32>(sign | bitcast<u32>(q));
-      }
+      ${WGSL_ROUND_TO_HALF}
       fn main(index: i32) {
         if (index < uniforms.size) {
           setOutputAtIndex(index, roundToHalf(getAByOutputIndex(index)));

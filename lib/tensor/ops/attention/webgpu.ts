@@ -11,11 +11,13 @@
 //     dk (per key tile) and dv (per key tile and 64 value columns), each recomputing the probabilities
 //     p = exp(s - logsumexp) of the tiles it needs; no atomics, nothing of size T x Tk.
 // Every sum is accumulated in float32; exp and log run in float32. Heads of up to 64 dims (D) are taken
-// (the Q and K tiles live whole in workgroup memory); mod.ts runs the op chain for larger ones. With
-// setWebgpuAttentionHalf(true) and shader-f16, q, k, v and dOut are held in workgroup memory as f16
-// (rounded to binary16 as they are loaded); products and sums stay f32.
+// (the Q and K tiles live whole in workgroup memory); mod.ts runs the op chain for larger ones. Under
+// --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
+// rounded to binary16 as they are loaded and held in workgroup memory as f16; products and sums stay f32.
 import * as tf from "@tensorflow/tfjs-core";
 import { cachedPipeline, requireWithinBindingLimit, workgroupGrid } from "../../webgpu_kernels.ts";
+import { webgpuHalfOperands } from "../../kernel_choice.ts";
+import { WGSL_ROUND_TO_HALF } from "../../wgsl.ts";
 
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
@@ -27,13 +29,6 @@ export const FLASH_ATTENTION_GRAD_KERNEL = "LmpipeFlashAttentionGrad";
 export const FLASH_MAX_HEAD_DIM = 64;
 
 const TILE = 16, THREADS = 64;
-
-let half = false;
-
-/** Holds q, k, v and dOut as f16 in workgroup memory where the adapter offers shader-f16 (--precision mixed). */
-export function setWebgpuAttentionHalf(on: boolean): void {
-  half = on;
-}
 
 // The uniforms after TF.js's NaN, Infinity and one (shape, stride) pair per bound tensor (all 1-D).
 const FIELDS = "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32,";
@@ -49,7 +44,9 @@ ${
         "\n",
       )
   }
-@group(0) @binding(${bound.length}) var<uniform> u: Uniforms;`;
+@group(0) @binding(${bound.length}) var<uniform> u: Uniforms;
+${useHalf ? WGSL_ROUND_TO_HALF : ""}
+fn toTile(x: f32) -> ST { return ${useHalf ? "f16(roundToHalf(x))" : "x"}; }`;
 }
 
 // Opening of every kernel: the workgroup's head bh and first row (query or key) t0 of its tile; lid.
@@ -71,7 +68,7 @@ const loadTile = (dst: string, src: string, rows: string, width: string, w: stri
     if (t0_${dst} + rr < ${rows} && ${c0} + cc < ${width}) {
       x = ${src}[(bh * ${rows} + t0_${dst} + rr) * ${width} + ${c0} + cc]${mul};
     }
-    ${dst}[e] = ST(x);
+    ${dst}[e] = toTile(x);
   }`;
 
 // Forward: thread (r = lid / 4, l = lid % 4) owns query row r of the tile and value columns
@@ -139,16 +136,16 @@ ${ENTRY}
   }
 }`;
 
-// delta[row] = sum over columns of dOut * out, one thread per row.
-const deltaShader = () =>
-  `${header([["delta", "read_write"], ["dout", "read"], ["o", "read"]], false)}
+// delta[row] = sum over columns of dOut * out, one thread per row (dOut read as the other kernels read it).
+const deltaShader = (useHalf: boolean) =>
+  `${header([["delta", "read_write"], ["dout", "read"], ["o", "read"]], useHalf)}
 @compute @workgroup_size(64)
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let row = i32((wid.y * nwg.x + wid.x) * 64u + lid);
   if (row >= u.BH * u.T) { return; }
   var s = 0.0;
-  for (var c = 0; c < u.Dv; c = c + 1) { s = s + dout[row * u.Dv + c] * o[row * u.Dv + c]; }
+  for (var c = 0; c < u.Dv; c = c + 1) { s = s + f32(toTile(dout[row * u.Dv + c])) * o[row * u.Dv + c]; }
   delta[row] = s;
 }`;
 
@@ -387,10 +384,6 @@ function uniforms(s: ReturnType<typeof sizesOf>, scale: number, tilesPerHead: nu
   ];
 }
 
-function useHalf(device: GPUDevice): boolean {
-  return half && device.features.has("shader-f16");
-}
-
 function flashAttentionKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
@@ -401,7 +394,7 @@ function flashAttentionKernel(
     requireWithinBindingLimit(FLASH_ATTENTION_KERNEL, what, t, backend);
   }
   const device = backend.device as GPUDevice;
-  const h = useHalf(device);
+  const h = webgpuHalfOperands(device);
   const out = backend.makeTensorInfo([s.BH, s.T, s.Dv], "float32") as TensorInfo;
   const lse = backend.makeTensorInfo([s.BH, s.T], "float32") as TensorInfo;
   for (const t of [q, k, v, out, lse]) backend.uploadToGPU(t.dataId);
@@ -436,14 +429,14 @@ function flashAttentionGradKernel(
     );
   }
   const device = backend.device as GPUDevice;
-  const h = useHalf(device);
+  const h = webgpuHalfOperands(device);
   const delta = backend.makeTensorInfo([s.BH, s.T], "float32") as TensorInfo;
   const dq = backend.makeTensorInfo(q.shape.slice(), "float32") as TensorInfo;
   const dk = backend.makeTensorInfo(k.shape.slice(), "float32") as TensorInfo;
   const dv = backend.makeTensorInfo(v.shape.slice(), "float32") as TensorInfo;
   for (const t of [q, k, v, out, lse, dout, delta, dq, dk, dv]) backend.uploadToGPU(t.dataId);
-  const pipe = (name: string, code: (h: boolean) => string, hh = h) =>
-    cachedPipeline(device, `${FLASH_ATTENTION_GRAD_KERNEL}:${name}:${hh}`, () => code(hh));
+  const pipe = (name: string, code: (h: boolean) => string) =>
+    cachedPipeline(device, `${FLASH_ATTENTION_GRAD_KERNEL}:${name}:${h}`, () => code(h));
   const grid = (groups: number, z = 1): [number, number, number] => {
     const [gx, gy] = workgroupGrid(device, groups, FLASH_ATTENTION_GRAD_KERNEL);
     return [gx, gy, z];
@@ -451,7 +444,7 @@ function flashAttentionGradKernel(
   const qTiles = Math.ceil(s.T / TILE), kTiles = Math.ceil(s.Tk / TILE);
   backend.recordAndSubmit(
     new LmpipeFlashAttentionDeltaProgram(
-      pipe("delta", deltaShader, false),
+      pipe("delta", deltaShader),
       [s.BH * s.T],
       grid(Math.ceil(s.BH * s.T / 64)),
     ),

@@ -11,14 +11,15 @@
 // Tiles: 64 output rows x 64 (or 16, for narrow outputs) columns per workgroup of 256 threads, 4 x 4
 // (or 4 x 1) outputs per thread in registers, K in steps of 16 through workgroup memory; every sum is
 // accumulated in float32. Under --precision mixed with an adapter that offers shader-f16, the tiles are
-// held in workgroup memory as f16 (each input rounded to binary16 as it is loaded) and the products
-// are summed in f32: see setWebgpuConvHalf.
+// held in workgroup memory as f16 (each operand rounded to binary16 as it is loaded, weights and
+// incoming gradients included) and the products are summed in f32: kernel_choice.ts webgpuHalfOperands.
 // Registered over TF.js's webgpu kernels by installWebgpuConvKernels (lib/tensor/backend.ts calls it
 // once); each call checks lib/tensor/kernel_choice.ts webgpuConvActive() and hands anything it does not
 // handle (LMPIPE_WEBGPU_CONV=0, NCHW, other dtypes, dilated gradients) to the kernel it replaced.
 import * as tf from "@tensorflow/tfjs-core";
 import { cachedPipeline, requireWithinBindingLimit, workgroupGrid } from "../../webgpu_kernels.ts";
-import { webgpuConvActive } from "../../kernel_choice.ts";
+import { webgpuConvActive, webgpuHalfOperands } from "../../kernel_choice.ts";
+import { WGSL_ROUND_TO_HALF } from "../../wgsl.ts";
 
 const { backend_util } = tf;
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
@@ -34,16 +35,6 @@ const TM = 64, TK = 16, THREADS = 256;
 const TARGET_WORKGROUPS = 264;
 /** The least K a split-K slice gets (shorter slices cost more in the final sum than they save). */
 const MIN_SPLIT_K = 512;
-
-let half = false;
-
-/**
- * Under --precision mixed on an adapter with shader-f16: load every operand as binary16 (f16 in
- * workgroup memory) and sum in f32. Off by default; lib/train.ts-level callers turn it on.
- */
-export function setWebgpuConvHalf(on: boolean): void {
-  half = on;
-}
 
 /** The shape of one implicit GEMM: which gather reads A, how it is laid out, and its sizes. */
 interface GemmPlan {
@@ -93,6 +84,7 @@ struct Uniforms {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<uniform> u: Uniforms;
+${useHalf ? WGSL_ROUND_TO_HALF : ""}
 var<workgroup> As: array<${st}, ${TK * TM}>;
 var<workgroup> Bs: array<${st}, ${TK * tn}>;
 
@@ -124,7 +116,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
       let gk = kt + kk;
       var v = 0.0;
       if (gm < u.M && gk < kEnd) { v = loadA(gm, gk); }
-      As[kk * ${TM} + mm] = ${st}(v);
+      As[kk * ${TM} + mm] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
     }
     for (var r = 0; r < ${(tn * TK) / THREADS}; r = r + 1) {
       let e = lid + r * ${THREADS};
@@ -134,7 +126,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
       let gk = kt + kk;
       var v = 0.0;
       if (gn < u.N && gk < kEnd) { v = loadB(gk, gn); }
-      Bs[kk * ${tn} + nn] = ${st}(v);
+      Bs[kk * ${tn} + nn] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
     }
     workgroupBarrier();
     for (var kk = 0; kk < ${TK}; kk = kk + 1) {
@@ -289,7 +281,7 @@ function runGemm(
   shape: number[],
 ): TensorInfo {
   const device = backend.device as GPUDevice;
-  const useHalf = half && device.features.has("shader-f16");
+  const useHalf = webgpuHalfOperands(device);
   const tn = p.N <= 16 ? 16 : 64;
   const tilesN = Math.ceil(p.N / tn), tiles = Math.ceil(p.M / TM) * tilesN;
   // split-K: more workgroups along K when the output has too few tiles, each slice at least MIN_SPLIT_K
