@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { toHalfOps } from "../lib/precision.ts";
-import { assertClose, dispatchedBy, maxRelErr, randomArray, webgpuStatus } from "../lib/tensor/testing.ts";
+import {
+  assertClose,
+  dispatchedBy,
+  maxRelErr,
+  randomArray,
+  webgpuHasF16,
+  webgpuStatus,
+} from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
 
@@ -180,9 +187,7 @@ if (gpu.ok) {
 
   Deno.test("webgpu convs with binary16 operands (--precision mixed, shader-f16): f16 inputs, f32 sums", async (t) => {
     await initBackend("webgpu", { quiet: true });
-    // deno-lint-ignore no-explicit-any
-    if (!(tf.backend() as any).device.features.has("shader-f16")) {
-      if (Deno.env.get("CI")) throw new Error("CI's llvmpipe adapter offers shader-f16; this one does not");
+    if (!webgpuHasF16()) {
       return void await t.step({
         name: "skipped: no shader-f16 on this adapter",
         ignore: true,

@@ -551,6 +551,19 @@ export class RowProgram {
   }
 }
 
+/**
+ * A program with its own pipeline and workgroup grid, in the shape recordAndSubmit reads (lib/tensor/ops/*
+ * kernels). Each kernel subclasses it under its own name, which labels timers, profiles and tests.
+ */
+export class GridProgram {
+  size = false;
+  constructor(
+    readonly pipeline: GPUComputePipeline,
+    readonly outputShape: number[],
+    readonly dispatch: [number, number, number],
+  ) {}
+}
+
 class LmpipeSoftmaxRowsProgram extends RowProgram {}
 
 function softmaxRowsKernel(

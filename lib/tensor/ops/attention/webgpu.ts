@@ -15,7 +15,13 @@
 // --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
 // rounded to binary16 as they are loaded and held in workgroup memory as f16; products and sums stay f32.
 import * as tf from "@tensorflow/tfjs-core";
-import { cachedPipeline, requireWithinBindingLimit, workgroupGrid } from "../../webgpu_kernels.ts";
+import {
+  cachedPipeline,
+  flatView,
+  GridProgram,
+  requireWithinBindingLimit,
+  workgroupGrid,
+} from "../../webgpu_kernels.ts";
 import { webgpuHalfOperands } from "../../kernel_choice.ts";
 import { WGSL_ROUND_TO_HALF } from "../../wgsl.ts";
 
@@ -334,19 +340,11 @@ ${ENTRY}
   }
 }`;
 
-class GpuProgram {
-  size = false;
-  constructor(
-    readonly pipeline: GPUComputePipeline,
-    readonly outputShape: number[],
-    readonly dispatch: [number, number, number],
-  ) {}
-}
-class LmpipeFlashAttentionProgram extends GpuProgram {}
-class LmpipeFlashAttentionDeltaProgram extends GpuProgram {}
-class LmpipeFlashAttentionDqProgram extends GpuProgram {}
-class LmpipeFlashAttentionDkProgram extends GpuProgram {}
-class LmpipeFlashAttentionDvProgram extends GpuProgram {}
+class LmpipeFlashAttentionProgram extends GridProgram {}
+class LmpipeFlashAttentionDeltaProgram extends GridProgram {}
+class LmpipeFlashAttentionDqProgram extends GridProgram {}
+class LmpipeFlashAttentionDkProgram extends GridProgram {}
+class LmpipeFlashAttentionDvProgram extends GridProgram {}
 
 /** The sizes of a call: q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv], checked. */
 function sizesOf(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo) {
@@ -363,12 +361,6 @@ function sizesOf(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo) {
   }
   return { BH, T, Tk, D, Dv, past: Tk - T };
 }
-
-const flat = (t: TensorInfo) => ({
-  dataId: t.dataId,
-  shape: [tf.util.sizeFromShape(t.shape)],
-  dtype: "float32",
-});
 
 function uniforms(s: ReturnType<typeof sizesOf>, scale: number, tilesPerHead: number) {
   const int = (v: number) => ({ type: "int32", data: [v] });
@@ -406,8 +398,8 @@ function flashAttentionKernel(
       [s.BH * s.T * s.Dv],
       [gx, gy, Math.ceil(s.Dv / 64)],
     ),
-    flat(out),
-    [flat(lse), flat(q), flat(k), flat(v)],
+    flatView(out),
+    [flatView(lse), flatView(q), flatView(k), flatView(v)],
     uniforms(s, scale, tiles),
   );
   return [out, lse];
@@ -448,20 +440,20 @@ function flashAttentionGradKernel(
       [s.BH * s.T],
       grid(Math.ceil(s.BH * s.T / 64)),
     ),
-    flat(delta),
-    [flat(dout), flat(out)],
+    flatView(delta),
+    [flatView(dout), flatView(out)],
     uniforms(s, scale, 1),
   );
-  const rest = [flat(q), flat(k), flat(v), flat(dout), flat(lse), flat(delta)];
+  const rest = [flatView(q), flatView(k), flatView(v), flatView(dout), flatView(lse), flatView(delta)];
   backend.recordAndSubmit(
     new LmpipeFlashAttentionDqProgram(pipe("dq", dqShader), [s.BH * s.T * s.D], grid(s.BH * qTiles)),
-    flat(dq),
+    flatView(dq),
     rest,
     uniforms(s, scale, qTiles),
   );
   backend.recordAndSubmit(
     new LmpipeFlashAttentionDkProgram(pipe("dk", dkShader), [s.BH * s.Tk * s.D], grid(s.BH * kTiles)),
-    flat(dk),
+    flatView(dk),
     rest,
     uniforms(s, scale, kTiles),
   );
@@ -471,8 +463,8 @@ function flashAttentionGradKernel(
       [s.BH * s.Tk * s.Dv],
       grid(s.BH * kTiles, Math.ceil(s.Dv / 64)),
     ),
-    flat(dv),
-    [flat(q), flat(k), flat(dout), flat(lse)],
+    flatView(dv),
+    [flatView(q), flatView(k), flatView(dout), flatView(lse)],
     uniforms(s, scale, kTiles),
   );
   backend.disposeData(delta.dataId);

@@ -17,7 +17,13 @@
 // once); each call checks lib/tensor/kernel_choice.ts webgpuConvActive() and hands anything it does not
 // handle (LMPIPE_WEBGPU_CONV=0, NCHW, other dtypes, dilated gradients) to the kernel it replaced.
 import * as tf from "@tensorflow/tfjs-core";
-import { cachedPipeline, requireWithinBindingLimit, workgroupGrid } from "../../webgpu_kernels.ts";
+import {
+  cachedPipeline,
+  flatView,
+  GridProgram,
+  requireWithinBindingLimit,
+  workgroupGrid,
+} from "../../webgpu_kernels.ts";
 import { webgpuConvActive, webgpuHalfOperands } from "../../kernel_choice.ts";
 import { WGSL_ROUND_TO_HALF } from "../../wgsl.ts";
 
@@ -169,20 +175,11 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   out[i] = s;
 }`;
 
-// Program objects in the shape recordAndSubmit reads; the class names label profiles and dispatch counts.
-class GpuProgram {
-  size = false;
-  constructor(
-    readonly pipeline: GPUComputePipeline,
-    readonly outputShape: number[],
-    readonly dispatch: [number, number, number],
-  ) {}
-}
-class LmpipeConv2DProgram extends GpuProgram {}
-class LmpipeConv2DBackpropInputProgram extends GpuProgram {}
-class LmpipeConv2DBackpropFilterProgram extends GpuProgram {}
-class LmpipeConvSplitSumProgram extends GpuProgram {}
-const PROGRAMS: Record<string, typeof GpuProgram> = {
+class LmpipeConv2DProgram extends GridProgram {}
+class LmpipeConv2DBackpropInputProgram extends GridProgram {}
+class LmpipeConv2DBackpropFilterProgram extends GridProgram {}
+class LmpipeConvSplitSumProgram extends GridProgram {}
+const PROGRAMS: Record<string, typeof GridProgram> = {
   Conv2D: LmpipeConv2DProgram,
   Conv2DBackpropInput: LmpipeConv2DBackpropInputProgram,
   Conv2DBackpropFilter: LmpipeConv2DBackpropFilterProgram,
@@ -300,15 +297,10 @@ function runGemm(
   const pipeline = cachedPipeline(device, key, () => gemmShader(p, tn, useHalf));
   const [gx, gy] = workgroupGrid(device, tiles, `${p.name} (lmpipe webgpu conv)`);
   const int = (v: number) => ({ type: "int32", data: [v] });
-  const flat = (t: TensorInfo) => ({
-    dataId: t.dataId,
-    shape: [tf.util.sizeFromShape(t.shape)],
-    dtype: "float32",
-  });
   backend.recordAndSubmit(
     new PROGRAMS[p.name](pipeline, [splits * p.M * p.N], [gx, gy, splits]),
-    flat(target),
-    [flat(a), flat(b)],
+    flatView(target),
+    [flatView(a), flatView(b)],
     [p.M, p.N, p.K, kPer, tilesN, tiles, ...GEOMETRY_FIELDS.map((f) => p.geometry[f])].map(int),
   );
   if (splits > 1) {
@@ -321,8 +313,8 @@ function runGemm(
         [count],
         workgroupGrid(device, Math.ceil(count / 64), "conv split-K sum"),
       ),
-      flat(out),
-      [flat(target)],
+      flatView(out),
+      [flatView(target)],
       [int(count), int(splits)],
     );
     backend.disposeData(target.dataId);
