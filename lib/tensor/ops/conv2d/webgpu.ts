@@ -42,13 +42,24 @@ const TARGET_WORKGROUPS = 264;
 /** The least K a split-K slice gets (shorter slices cost more in the final sum than they save). */
 const MIN_SPLIT_K = 512;
 
-/** The shape of one implicit GEMM: which gather reads A, how it is laid out, and its sizes. */
+/**
+ * The shape of one implicit GEMM and its gathers. The index arithmetic of the gathers is kept out of the
+ * inner loop: each thread decodes the row m of the A elements it loads once (fixA), and the column k as
+ * mixed-radix digits (d.x fastest, radix kRadix[0], then d.y with radix kRadix[1], then d.z) that it
+ * advances by 16 per K step without dividing.
+ */
 interface GemmPlan {
   /** The kernel's name, also the program class's label in profiles. */
   name: string;
-  /** WGSL body of `fn loadA(m: i32, k: i32) -> f32` (m < M, k < K guaranteed). */
+  /** WGSL body of `fn fixA(m: i32) -> vec4<i32>`: what loadA needs of row m (m < M). */
+  fixA: string;
+  /** WGSL expressions of the radices of A's k digits. */
+  kRadix: [string, string];
+  /** WGSL body of `fn loadA(f: vec4<i32>, d: vec3<i32>) -> f32`: A at fixA(m) and the digits d of k. */
   loadA: string;
-  /** WGSL body of `fn loadB(k: i32, n: i32) -> f32`. */
+  /** The radices of B's k digits when loadB reads them (else null: d is 0). */
+  bRadix: [string, string] | null;
+  /** WGSL body of `fn loadB(k: i32, d: vec3<i32>, n: i32) -> f32`. */
   loadB: string;
   /** Whether consecutive threads should load consecutive m (A contiguous along m) rather than k. */
   aAlongM: boolean;
@@ -79,6 +90,7 @@ const GEOMETRY_FIELDS = [
 
 function gemmShader(p: GemmPlan, tn: number, useHalf: boolean): string {
   const cj = tn / 16; // columns per thread
+  const RA = (TM * TK) / THREADS, rbCount = (tn * TK) / THREADS; // A and B elements each thread loads
   const st = useHalf ? "f16" : "f32";
   return `${useHalf ? "enable f16;" : ""}
 struct Uniforms {
@@ -94,11 +106,30 @@ ${useHalf ? WGSL_ROUND_TO_HALF : ""}
 var<workgroup> As: array<${st}, ${TK * TM}>;
 var<workgroup> Bs: array<${st}, ${TK * tn}>;
 
-fn loadA(m: i32, k: i32) -> f32 {
+fn fixA(m: i32) -> vec4<i32> {
+${p.fixA}
+}
+fn loadA(f: vec4<i32>, d: vec3<i32>) -> f32 {
 ${p.loadA}
 }
-fn loadB(k: i32, n: i32) -> f32 {
+fn loadB(k: i32, d: vec3<i32>, n: i32) -> f32 {
 ${p.loadB}
+}
+// the digits of i in radices r0, r1 (the last digit unbounded), and those digits advanced by \`by\`
+fn digits(i: i32, r0: i32, r1: i32) -> vec3<i32> {
+  let q = i / r0;
+  return vec3<i32>(i % r0, q % r1, q / r1);
+}
+fn advance(d: vec3<i32>, by: i32, r0: i32, r1: i32) -> vec3<i32> {
+  var x = d;
+  x.x = x.x + by;
+  loop {
+    if (x.x < r0) { break; }
+    x.x = x.x - r0;
+    x.y = x.y + 1;
+    if (x.y == r1) { x.y = 0; x.z = x.z + 1; }
+  }
+  return x;
 }
 
 @compute @workgroup_size(${THREADS})
@@ -114,25 +145,42 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let tx = lid % 16;
   let ty = lid / 16;
   var acc: array<array<f32, ${cj}>, 4>;
+  // what each of this thread's A and B loads needs, decoded once
+  let ra0 = ${p.kRadix[0]};
+  let ra1 = ${p.kRadix[1]};
+  let rb0 = ${p.bRadix ? p.bRadix[0] : "1"};
+  let rb1 = ${p.bRadix ? p.bRadix[1] : "1"};
+  var aFix: array<vec4<i32>, ${RA}>;
+  var aDig: array<vec3<i32>, ${RA}>;
+  var bDig: array<vec3<i32>, ${rbCount}>;
+  for (var r = 0; r < ${RA}; r = r + 1) {
+    let e = lid + r * ${THREADS};
+    ${p.aAlongM ? `let mm = e % ${TM}; let kk = e / ${TM};` : `let mm = e / ${TK}; let kk = e % ${TK};`}
+    aFix[r] = fixA(min(m0 + mm, u.M - 1));
+    aDig[r] = digits(kStart + kk, ra0, ra1);
+  }
+  for (var r = 0; r < ${rbCount}; r = r + 1) {
+    bDig[r] = digits(kStart + (lid + r * ${THREADS}) / ${tn}, rb0, rb1);
+  }
   for (var kt = kStart; kt < kEnd; kt = kt + ${TK}) {
-    for (var r = 0; r < ${(TM * TK) / THREADS}; r = r + 1) {
+    for (var r = 0; r < ${RA}; r = r + 1) {
       let e = lid + r * ${THREADS};
       ${p.aAlongM ? `let mm = e % ${TM}; let kk = e / ${TM};` : `let mm = e / ${TK}; let kk = e % ${TK};`}
-      let gm = m0 + mm;
-      let gk = kt + kk;
       var v = 0.0;
-      if (gm < u.M && gk < kEnd) { v = loadA(gm, gk); }
+      if (m0 + mm < u.M && kt + kk < kEnd) { v = loadA(aFix[r], aDig[r]); }
       As[kk * ${TM} + mm] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
+      aDig[r] = advance(aDig[r], ${TK}, ra0, ra1);
     }
-    for (var r = 0; r < ${(tn * TK) / THREADS}; r = r + 1) {
+    for (var r = 0; r < ${rbCount}; r = r + 1) {
       let e = lid + r * ${THREADS};
       let nn = e % ${tn};
       let kk = e / ${tn};
       let gn = n0 + nn;
       let gk = kt + kk;
       var v = 0.0;
-      if (gn < u.N && gk < kEnd) { v = loadB(gk, gn); }
+      if (gn < u.N && gk < kEnd) { v = loadB(gk, bDig[r], gn); }
       Bs[kk * ${tn} + nn] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
+      ${p.bRadix ? `bDig[r] = advance(bDig[r], ${TK}, rb0, rb1);` : ""}
     }
     workgroupBarrier();
     for (var kk = 0; kk < ${TK}; kk = kk + 1) {
@@ -185,19 +233,20 @@ const PROGRAMS: Record<string, typeof GridProgram> = {
   Conv2DBackpropFilter: LmpipeConv2DBackpropFilterProgram,
 };
 
-// Decodes a row index m of N*OH*OW output pixels, or a column k of KH*KW*C filter taps, in WGSL.
-const PIXEL = (v: string, h: string, w: string) =>
-  `let b_ = ${v} / (u.${h} * u.${w}); let p_ = ${v} % (u.${h} * u.${w}); let y_ = p_ / u.${w}; let x_ = p_ % u.${w};`;
-const TAP = (v: string, c: string) =>
-  `let ky = ${v} / (u.KW * u.${c}); let t_ = ${v} % (u.KW * u.${c}); let kx = t_ / u.${c}; let c_ = t_ % u.${c};`;
+// fixA of the forward conv and of the input gradient: row m is pixel (y_, x_) of image m / (h w) on an
+// h x w grid; y and x say what loadA wants of them.
+const PIXEL_ROW = (h: string, w: string, y: string, x: string) => `
+  let p_ = m % (u.${h} * u.${w});
+  let y_ = p_ / u.${w};
+  let x_ = p_ % u.${w};
+  return vec4<i32>(m / (u.${h} * u.${w}), ${y}, ${x}, 0);`;
 
-// A of the forward pass and of the filter gradient: the input pixel that output pixel (b_, y_, x_)
-// sees through tap (ky, kx), channel c_, or 0 in the padding.
-const READ_X = `
-  let iy = y_ * u.sh - u.pt + ky * u.dh;
-  let ix = x_ * u.sw - u.pl + kx * u.dw;
+// The input pixel x[b, iy, ix, c], or 0 in the padding.
+const READ_X = (b: string, iy: string, ix: string, c: string) => `
+  let iy = ${iy};
+  let ix = ${ix};
   if (iy < 0 || iy >= u.H || ix < 0 || ix >= u.W) { return 0.0; }
-  return a[((b_ * u.H + iy) * u.W + ix) * u.Ci + c_];`;
+  return a[((${b} * u.H + iy) * u.W + ix) * u.Ci + ${c}];`;
 
 function plan(
   kind: "Conv2D" | "Conv2DBackpropInput" | "Conv2DBackpropFilter",
@@ -222,50 +271,57 @@ function plan(
   };
   const taps = ci.filterHeight * ci.filterWidth;
   const outPixels = ci.batchSize * ci.outHeight * ci.outWidth;
+  const sizes = { geometry, aAlongM: false, bRadix: null, loadB: `  return b[k * u.Co + n];` };
   if (kind === "Conv2D") {
+    // row m: output pixel (b, oy, ox) -> f = (b, oy sh - pt, ox sw - pl); k digits: (c, kx, ky)
     return {
+      ...sizes,
       name: kind,
       M: outPixels,
       N: ci.outChannels,
       K: taps * ci.inChannels,
-      aAlongM: false,
-      geometry,
-      loadA: `  ${PIXEL("m", "OH", "OW")} ${TAP("k", "Ci")}${READ_X}`,
-      loadB: `  return b[k * u.Co + n];`,
+      fixA: PIXEL_ROW("OH", "OW", "y_ * u.sh - u.pt", "x_ * u.sw - u.pl"),
+      kRadix: ["u.Ci", "u.KW"],
+      loadA: READ_X("f.x", "f.y + d.z * u.dh", "f.z + d.y * u.dw", "d.x"),
     };
   }
   if (kind === "Conv2DBackpropFilter") {
+    // row m: tap (ky, kx) and channel c -> f = (ky dh - pt, kx dw - pl, c); k digits: output pixel (ox, oy, b)
     return {
+      ...sizes,
       name: kind,
       M: taps * ci.inChannels,
       N: ci.outChannels,
       K: outPixels,
       aAlongM: true,
-      geometry,
-      loadA: `  ${PIXEL("k", "OH", "OW")} ${TAP("m", "Ci")}${READ_X}`,
-      loadB: `  return b[k * u.Co + n];`,
+      fixA: `
+  let t_ = m % (u.KW * u.Ci);
+  return vec4<i32>((m / (u.KW * u.Ci)) * u.dh - u.pt, (t_ / u.Ci) * u.dw - u.pl, t_ % u.Ci, 0);`,
+      kRadix: ["u.OW", "u.OH"],
+      loadA: READ_X("d.z", "d.y * u.sh + f.x", "d.x * u.sw + f.y", "f.z"),
     };
   }
-  // input gradient: input pixel (b_, y_, x_) received dy at output pixel ((y_ + pt - ky) / sh, ...)
-  // through tap (ky, kx) when that division is exact and lands inside the output
+  // input gradient: input pixel (b, y, x) received dy at output pixel ((y + pt - ky) / sh, ...) through
+  // tap (ky, kx) when that division is exact and lands inside the output. Row m -> f = (b, y + pt, x + pl);
+  // k digits: (co, kx, ky); B = w[ky, kx, n, co] with k digits (co, tap)
   return {
+    ...sizes,
     name: kind,
     M: ci.batchSize * ci.inHeight * ci.inWidth,
     N: ci.inChannels,
     K: taps * ci.outChannels,
-    aAlongM: false,
-    geometry,
-    loadA: `  ${PIXEL("m", "H", "W")} ${TAP("k", "Co")}
-  let ty = y_ + u.pt - ky * u.dh;
-  let tx = x_ + u.pl - kx * u.dw;
+    fixA: PIXEL_ROW("H", "W", "y_ + u.pt", "x_ + u.pl"),
+    kRadix: ["u.Co", "u.KW"],
+    loadA: `
+  let ty = f.y - d.z * u.dh;
+  let tx = f.z - d.y * u.dw;
   if (ty < 0 || tx < 0 || ty % u.sh != 0 || tx % u.sw != 0) { return 0.0; }
   let oy = ty / u.sh;
   let ox = tx / u.sw;
   if (oy >= u.OH || ox >= u.OW) { return 0.0; }
-  return a[((b_ * u.OH + oy) * u.OW + ox) * u.Co + c_];`,
-    // w[ky, kx, n, c_] for the tap and output channel of row k
-    loadB: `  let tap = k / u.Co; let co = k % u.Co;
-  return b[(tap * u.Ci + n) * u.Co + co];`,
+  return a[((f.x * u.OH + oy) * u.OW + ox) * u.Co + d.x];`,
+    bRadix: ["u.Co", "0x7fffffff"],
+    loadB: `  return b[(d.y * u.Ci + n) * u.Co + d.x];`,
   };
 }
 
