@@ -41,6 +41,17 @@ function pastOf(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): number {
   return Tk - T;
 }
 
+// Whether the op chain rounds scores and probabilities to binary16 under mixed precision (the emulation's
+// rule, the default) or keeps them float32 as the flash kernels do (tests compare models both ways).
+let roundScores = true;
+
+/** Sets the op chain's mixed-precision rule for scores and probabilities (see above); returns the old one. */
+export function setOpChainRoundsScores(on: boolean): boolean {
+  const old = roundScores;
+  roundScores = on;
+  return old;
+}
+
 /** The reference: the op chain with TF.js's own gradients (and mixed precision's boundaries). */
 export function causalAttentionByOps(
   q: tf.Tensor,
@@ -51,8 +62,9 @@ export function causalAttentionByOps(
 ): tf.Tensor {
   const past = pastOf(q, k, v), prec = opts.precision;
   const qs = boundary(tf.mul(q, scale), prec);
-  const scores = boundary(tf.matMul(qs, k, false, true), prec); // [..., T, past + T]
-  const probs = boundary(causalSoftmax(scores, past), prec);
+  const inner = roundScores ? prec : undefined;
+  const scores = boundary(tf.matMul(qs, k, false, true), inner); // [..., T, past + T]
+  const probs = boundary(causalSoftmax(scores, past), inner);
   if (opts.probsOut) opts.probsOut.push(tf.keep(probs));
   return tf.matMul(probs, v);
 }
