@@ -346,6 +346,8 @@ function runGemm(
   }
   const kPer = Math.ceil(Math.ceil(p.K / splits) / TK) * TK;
   splits = Math.ceil(p.K / kPer);
+  const outInfo = { dataId: {}, shape, dtype: "float32" } as TensorInfo;
+  requireWithinBindingLimit(`${p.name} (lmpipe webgpu)`, "output", outInfo, backend);
   const out = backend.makeTensorInfo(shape, "float32") as TensorInfo;
   const target = splits > 1 ? backend.makeTensorInfo([splits * p.M * p.N], "float32") as TensorInfo : out;
   for (const t of [a, b, target]) backend.uploadToGPU(t.dataId);
