@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { toHalfOps } from "../lib/precision.ts";
+import { IMAGE_NORM_EPS, imageNormRelu } from "../lib/tensor/ops/conv2d/mod.ts";
 import {
   assertClose,
   dispatchedBy,
@@ -214,6 +215,66 @@ if (gpu.ok) {
         assertClose(got[n], want[n], TOL, `${describe(c)} f16: ${n} vs float64 of the rounded operands`);
         assert(!(maxRelErr(got[n], exact[n]) < TOL), `${describe(c)} f16: ${n} was not rounded`);
       }
+    }
+  });
+
+  Deno.test("webgpu image norm + ReLU (the CNN's op after each conv): y, dx, dg, db match float64", async () => {
+    await initBackend("webgpu", { quiet: true });
+    let seed = 40;
+    for (
+      const [shape, relu] of [[[3, 20, 20, 64], true], [[2, 5, 5, 256], false], [[4, 3, 7, 1], true]] as const
+    ) {
+      const [N, , , C] = shape, n = shape[1] * shape[2] * C;
+      // offsets per image, so that means and variances are far from 0 and 1
+      const x = randomArray(N * n, seed++).map((v, i) => 2 * v + Math.floor(i / n) - 1);
+      const g = randomArray(C, seed++).map((v) => 1 + 0.5 * v),
+        b = randomArray(C, seed++).map((v) => 0.3 * v);
+      const dy = randomArray(N * n, seed++);
+      const xt = tf.tensor4d(x, [...shape]),
+        gt = tf.tensor1d(g),
+        bt = tf.tensor1d(b),
+        dyt = tf.tensor4d(dy, [...shape]);
+      const f = (a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => imageNormRelu(a as tf.Tensor4D, gg, bb, relu);
+      const fwd = dispatchedBy(() => f(xt, gt, bt));
+      const bwd = dispatchedBy(() => tf.grads(f)([xt, gt, bt], dyt));
+      const got = [fwd.result, ...bwd.result].map(async (t) => new Float32Array(await readData(t)));
+      const [y, dx, dg, db] = await Promise.all(got);
+      // float64 reference
+      const wy = new Float64Array(N * n), wdx = new Float64Array(N * n);
+      const wdg = new Float64Array(C), wdb = new Float64Array(C);
+      for (let i = 0; i < N; i++) {
+        const o = i * n;
+        let mean = 0, v = 0;
+        for (let j = 0; j < n; j++) mean += x[o + j] / n;
+        for (let j = 0; j < n; j++) v += (x[o + j] - mean) ** 2 / n;
+        const rstd = 1 / Math.sqrt(v + IMAGE_NORM_EPS);
+        let m1 = 0, m2 = 0;
+        const xh = (j: number) => (x[o + j] - mean) * rstd;
+        const d = (j: number) => {
+          const pre = xh(j) * g[j % C] + b[j % C];
+          return relu && !(pre > 0) ? 0 : dy[o + j];
+        };
+        for (let j = 0; j < n; j++) {
+          const pre = xh(j) * g[j % C] + b[j % C];
+          wy[o + j] = relu ? Math.max(0, pre) : pre;
+          m1 += d(j) * g[j % C] / n, m2 += d(j) * g[j % C] * xh(j) / n;
+          wdg[j % C] += d(j) * xh(j), wdb[j % C] += d(j);
+        }
+        for (let j = 0; j < n; j++) wdx[o + j] = rstd * (d(j) * g[j % C] - m1 - xh(j) * m2);
+      }
+      const what = `[${shape}] relu ${relu}`;
+      assertClose(y, wy, 1e-5, `${what}: y`);
+      assertClose(dx, wdx, 1e-4, `${what}: dx`);
+      assertClose(dg, wdg, 1e-4, `${what}: dg`);
+      assertClose(db, wdb, 1e-4, `${what}: db`);
+      assert.deepEqual(fwd.names, ["LmpipeImageNormProgram"], `${what}: forward dispatches`);
+      assert.equal(
+        bwd.names.filter((p) => p === "LmpipeImageNormGradProgram").length,
+        1,
+        `${what}: ${bwd.names}`,
+      );
+      assert(bwd.names.length <= 6, `${what}: backward dispatches ${bwd.names}`);
+      tf.dispose([xt, gt, bt, dyt, fwd.result, ...bwd.result]);
     }
   });
 }

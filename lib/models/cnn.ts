@@ -6,6 +6,7 @@
 // images with gradient checkpointing (cnnCheckpointed): the backward pass recomputes one chunk at a
 // time, so peak memory grows with the chunk, not with B·T.
 import { tf } from "../tensor/backend.ts";
+import { imageNormRelu } from "../tensor/ops/conv2d/mod.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -37,8 +38,6 @@ export interface ParamSpec {
   /** AdamW weight decay: conv kernels yes, norm scales/shifts and biases no. */
   decay: boolean;
 }
-
-const EPS = 1e-5;
 
 /** One conv of a plain VGG stack: its output width (input = previous width). */
 interface ConvLayer {
@@ -168,11 +167,12 @@ export function cnnParamSpecs(cfg: CnnConfig): ParamSpec[] {
   return out;
 }
 
-/** Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine. */
+/**
+ * Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine (lib/tensor/ops/
+ * conv2d/mod.ts: one WGSL dispatch each way on webgpu, the op chain elsewhere).
+ */
 export function imageNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
-  const { mean, variance } = tf.moments(x, [1, 2, 3], true);
-  const xhat = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, EPS)));
-  return tf.add(tf.mul(xhat, g), b) as tf.Tensor4D;
+  return imageNormRelu(x, g, b, false);
 }
 
 type Params = Map<string, tf.Tensor> | Record<string, tf.Tensor>;
@@ -183,7 +183,7 @@ function get(p: Params, name: string): tf.Tensor {
   return t;
 }
 
-/** conv (+ norm or + bias); no activation. */
+/** conv (+ norm or + bias), then ReLU when `relu` (fused with the norm on webgpu). */
 function convNorm(
   p: Params,
   x: tf.Tensor4D,
@@ -192,12 +192,14 @@ function convNorm(
   norm: CnnNorm,
   convName = "w",
   normName = "norm",
+  relu = false,
 ): tf.Tensor4D {
   const y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, "same");
   if (norm === "image") {
-    return imageNorm(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`));
+    return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
-  return tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
+  const z = tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
+  return relu ? tf.relu(z) : z;
 }
 
 /** A hook applied at every layer boundary (mixed precision rounds activations to fp16 here). */
@@ -217,13 +219,13 @@ export function cnnForward(
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
-      x = boundary(tf.relu(convNorm(p, x, l.prefix, 1, cfg.norm))) as tf.Tensor4D;
+      x = boundary(convNorm(p, x, l.prefix, 1, cfg.norm, "w", "norm", true)) as tf.Tensor4D;
     }
   } else {
     // the study's stem has no ReLU after its norm; we keep that
     x = boundary(convNorm(p, x, "cnn.stem", 1, cfg.norm)) as tf.Tensor4D;
     for (const b of resnetPlan(cfg)) {
-      const h = tf.relu(convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1"));
+      const h = convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1", true);
       const h2 = convNorm(p, h, b.prefix, 1, cfg.norm, "conv2", "norm2");
       const skip = b.inC !== b.outC || b.stride !== 1
         ? convNorm(p, x, b.prefix, b.stride, cfg.norm, "skip", "skipnorm")
