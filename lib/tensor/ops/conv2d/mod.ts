@@ -5,7 +5,7 @@
 //   - On webgpu with lmpipe's conv kernels on: ./webgpu_norm.ts, one dispatch forward (one workgroup per
 //     image: mean, variance, then the normalised, scaled, shifted, rectified output; it keeps each image's
 //     mean and 1/std) and one backward (dx per image, and per image and channel the sums that make dg and
-//     db, added over the images by one TF.js sum). The op chain takes ~13 dispatches forward, ~25 backward.
+//     db, added over the images by one TF.js sum). The op chain takes ~10 dispatches forward, ~14 backward.
 //   - Everywhere else the op chain: tf.moments, (x - mean) * rsqrt(variance + eps) * g + b, tf.relu.
 import * as tf from "@tensorflow/tfjs-core";
 import { webgpuConvActive } from "../../kernel_choice.ts";
