@@ -192,15 +192,9 @@ if (gpu.ok) {
     assertClose(got.dq, want.dq, 1e-3, "mixed dq");
   });
 
-  Deno.test("webgpu flash attention with binary16 operands (shader-f16): the emulation's numbers, bit for bit", async (t) => {
+  Deno.test("webgpu flash attention with binary16 operands (shader-f16): the emulation's numbers, bit for bit", async () => {
     await initBackend("webgpu", { quiet: true });
-    if (!webgpuHasF16()) {
-      return void await t.step({
-        name: "skipped: no shader-f16 on this adapter",
-        ignore: true,
-        fn: () => {},
-      });
-    }
+    if (!webgpuHasF16()) return; // says why on stderr
     const c: Case = { bh: 2, t: 20, past: 3, d: 32, dv: 70 };
     const x = inputs(c, 71);
     const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));

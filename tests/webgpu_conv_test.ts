@@ -186,15 +186,9 @@ if (gpu.ok) {
     assertClose(stock.dw, want.dw, TOL, "stock dw");
   });
 
-  Deno.test("webgpu convs with binary16 operands (--precision mixed, shader-f16): f16 inputs, f32 sums", async (t) => {
+  Deno.test("webgpu convs with binary16 operands (--precision mixed, shader-f16): f16 inputs, f32 sums", async () => {
     await initBackend("webgpu", { quiet: true });
-    if (!webgpuHasF16()) {
-      return void await t.step({
-        name: "skipped: no shader-f16 on this adapter",
-        ignore: true,
-        fn: () => {},
-      });
-    }
+    if (!webgpuHasF16()) return; // says why on stderr
     const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));
     for (const c of [CASES[1], CASES[4], CASES[9]]) {
       const { oh, ow } = geometry(c);

@@ -21,7 +21,7 @@ export async function webgpuStatus(): Promise<{ ok: boolean; reason: string }> {
 
 /**
  * Whether the current webgpu device has shader-f16 (for the tests of binary16 operands); CI's llvmpipe
- * adapter offers it, so there a missing feature is an error, elsewhere a skip the caller reports.
+ * adapter offers it, so there a missing feature is an error; elsewhere it says on stderr that a test skips.
  */
 export function webgpuHasF16(): boolean {
   // deno-lint-ignore no-explicit-any
@@ -29,6 +29,7 @@ export function webgpuHasF16(): boolean {
   if (!ok && Deno.env.get("CI")) {
     throw new Error("CI's llvmpipe adapter offers shader-f16; this one does not");
   }
+  if (!ok) console.error("f16 test skipped: this WebGPU adapter does not offer shader-f16");
   return ok;
 }
 
