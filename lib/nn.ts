@@ -6,7 +6,7 @@
 import { tf } from "./tensor/backend.ts";
 import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
 import { boundary } from "./precision.ts";
-import { causalSoftmax } from "./tensor/ops/causal_softmax/mod.ts";
+import { causalAttention } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
@@ -150,22 +150,20 @@ export function causalSelfAttention(
   const prec = opts.precision;
   const qkv = boundary(linear(x, p.cAttnW, p.cAttnB), prec);
   const [q0, k0, v0] = tf.split(qkv, 3, 2);
-  let q = splitHeads(tf.mul(q0, 1 / Math.sqrt(D)), nHead);
+  const q = splitHeads(q0, nHead);
   let k = splitHeads(k0, nHead), v = splitHeads(v0, nHead);
-  let past = 0;
   const cache = opts.cache;
   if (cache) {
     if (cache.k && cache.v) {
-      past = cache.k.shape[2];
       k = tf.concat([cache.k, k], 2), v = tf.concat([cache.v, v], 2);
     }
     cache.k = tf.keep(k), cache.v = tf.keep(v);
   }
-  q = boundary(q, prec);
-  const scores = boundary(tf.matMul(q, k, false, true), prec); // [B, H, T, past + T]
-  const probs = boundary(causalSoftmax(scores, past), prec);
-  if (opts.attentionProbs) opts.attentionProbs.push(tf.keep(probs));
-  const y = boundary(tf.matMul(probs, v), prec); // [B, H, T, D]
+  // softmax(q k^T / sqrt(D), causal) v: flash kernels on webgpu, else matMul, causal softmax, matMul
+  const y = boundary(
+    causalAttention(q, k, v, 1 / Math.sqrt(D), { precision: prec, probsOut: opts.attentionProbs }),
+    prec,
+  ); // [B, H, T, D]
   const merged = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);
   return boundary(linear(merged, p.cProjW, p.cProjB), prec) as tf.Tensor3D;
 }

@@ -4,6 +4,7 @@
 // budget, periodic evaluation, atomic checkpoints (periodic, at the end and on SIGINT/SIGTERM), the JSON
 // step log, and a stop with exit code 5 when an fp32 loss turns NaN (the last good checkpoint is kept).
 import { EXIT, LmpipeError } from "./errors.ts";
+import { setWebgpuHalfOperands } from "./tensor/kernel_choice.ts";
 import { fmtCount, fmtDuration, info, progress, stderrIsTTY } from "./log.ts";
 import {
   AdamW,
@@ -190,6 +191,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     weightDecay: o.weightDecay,
     decays: (n) => model.decays(n),
   });
+  setWebgpuHalfOperands(o.precision === "mixed"); // real f16 operands in lmpipe's webgpu kernels
   const scaler = new LossScaler({
     enabled: o.precision === "mixed",
     window: o.scaleWindow,

@@ -9,6 +9,7 @@ import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyPatches } from "./patches/mod.ts";
 import "./ops/matmul/webgpu.ts"; // wraps webgpu's BatchMatMul / _FusedMatMul with lmpipe's GEMM
+import { installWebgpuConvKernels } from "./ops/conv2d/webgpu.ts";
 import { enableWasmThreads } from "./wasm/threads.ts";
 import { blasStatus, loadBlas } from "../native/blas.ts";
 import { dnnlStatus, loadDnnl } from "../native/dnnl.ts";
@@ -66,6 +67,7 @@ let tensorflowLoaded: string | null = null;
 function ensureFixes(): void {
   if (fixesApplied) return;
   applyPatches();
+  installWebgpuConvKernels(); // after the patches: their webgpu filter gradient becomes the fallback
   fixesApplied = true;
 }
 
