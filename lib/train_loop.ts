@@ -15,6 +15,7 @@ import {
   sumOfSquares,
 } from "./optim.ts";
 import { LossScaler } from "./loss_scale.ts";
+import { rampedBatchSize, stepsWithin } from "./batch_ramp.ts";
 import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { Batch, WindowSampler } from "./sampler.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
@@ -22,7 +23,10 @@ import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
 
 export interface TrainOptions {
+  /** Sequences per micro-batch (the full size, when a ramp is on). */
   batchSize: number;
+  /** Grow the micro-batch over the first this many training tokens (lib/batch_ramp.ts); 0 or absent: none. */
+  batchRamp?: number;
   gradAccum: number;
   lr: number;
   minLr: number;
@@ -64,7 +68,7 @@ export interface StepLog {
   tokens_per_s: number;
   ms_per_step: number;
   elapsed_s: number;
-  /** Sequences per micro-batch. */
+  /** Sequences per micro-batch (smaller than --batch-size during a --batch-ramp). */
   batch_size: number;
   /**
    * Peak backend memory during the step, bytes (lib/tensor/memory.ts: GPU buffers held on webgpu,
@@ -192,7 +196,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     optimizer.loadState(s.optimizerStep, run.resume.optimizer);
   }
   const B = o.batchSize, T = train.context;
-  const tokensPerStep = B * T * o.gradAccum;
+  const rampTokens = o.batchRamp ?? 0;
   const startedAt = performance.now();
   const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
   const valBatches = await val.fixedBatches(o.evalIters, B);
@@ -203,7 +207,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   let warmup: number | null = o.warmup ?? stored?.warmup ?? null;
   const autoWarmup = (d: number) => Math.min(DEFAULT_WARMUP, Math.ceil(d / 10));
   if (decaySteps !== null && warmup === null) warmup = autoWarmup(decaySteps);
-  const stepTimes: number[] = [];
+  const stepTimes: number[] = [], stepSequences: number[] = [];
   const schedule = () => ({
     schedule: o.schedule,
     lr: o.lr,
@@ -269,18 +273,20 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       resetPeak();
       const lr = learningRate(step, schedule());
       const S = scaler.scale;
+      const b = rampedBatchSize(tokensSeen, B, rampTokens);
+      const tokensPerStep = b * T * o.gradAccum;
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
       const lossParts: tf.Tensor[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
-        const batch = await train.next(B);
+        const batch = await train.next(b);
         const r = addMicroBatchGradients(
           model,
           vars,
           names,
           batch.x,
           batch.y,
-          B,
+          b,
           o.precision,
           S / o.gradAccum,
           acc,
@@ -297,7 +303,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const finite = Number.isFinite(sqVal) && Number.isFinite(loss);
       if (!finite && o.precision === "fp32") {
         acc!.forEach((t) => t.dispose());
-        run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0));
+        run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0, b));
         throw new LmpipeError(
           `training diverged: the loss is ${loss} (gradient norm ${gradNorm}) at step ${step + 1}. ` +
             (lastSaved >= 0
@@ -331,10 +337,13 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const ms = performance.now() - t0;
       if (decaySteps === null && o.maxTimeS !== null) {
         // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
-        stepTimes.push(ms);
+        stepTimes.push(ms), stepSequences.push(b * o.gradAccum);
         if (stepTimes.length === ESTIMATE_AFTER) {
-          const per = stepTimes.slice(1).reduce((a, b) => a + b, 0) / (ESTIMATE_AFTER - 1) / 1000;
-          decaySteps = Math.max(step + 1, step + Math.floor((o.maxTimeS - elapsed()) / per));
+          const sum = (xs: number[]) => xs.slice(1).reduce((x, y) => x + y, 0);
+          const perSequence = sum(stepTimes) / sum(stepSequences) / 1000;
+          const shape = { batchSize: B, rampTokens, gradAccum: o.gradAccum, context: T };
+          decaySteps = step +
+            Math.max(1, stepsWithin(o.maxTimeS - elapsed(), perSequence, tokensSeen, shape));
           if (warmup === null) warmup = Math.max(step, autoWarmup(decaySteps));
           if (!run.quiet) {
             info(
@@ -352,6 +361,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         skipped,
         ms,
         tokensPerStep,
+        b,
       );
       runPeak = Math.max(runPeak, rec.peak_bytes);
       const isLast = done();
@@ -389,6 +399,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     skipped: boolean,
     ms: number,
     tokens: number,
+    batchSize: number,
   ): StepLog {
     return {
       step: s,
@@ -401,7 +412,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokens_per_s: ms > 0 ? round((tokens * 1000) / ms, 1) : 0,
       ms_per_step: round(ms, 1),
       elapsed_s: round(elapsed(), 3),
-      batch_size: B,
+      batch_size: batchSize,
       peak_bytes: peakBytes(),
     };
   }

@@ -3,7 +3,7 @@
 // over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
 import { join } from "node:path";
 import { inputError, outputError, usageError } from "../../lib/errors.ts";
-import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
+import { bool, num, parseCount, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { pathExists } from "../../lib/fs.ts";
 import {
@@ -33,6 +33,8 @@ import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts"
 import { familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
+import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
+import { rampStart } from "../../lib/batch_ramp.ts";
 
 const CMD = "train";
 
@@ -50,7 +52,9 @@ const SPEC = {
   "min-lr": { type: "string" },
   warmup: { type: "string" },
   "decay-steps": { type: "string" },
+  "lr-schedule": { type: "string" },
   schedule: { type: "string" },
+  "batch-ramp": { type: "string" },
   "weight-decay": { type: "string" },
   "grad-clip": { type: "string" },
   "max-steps": { type: "string" },
@@ -94,7 +98,14 @@ Optimisation:
   --warmup N           warm-up steps                     (default: 2000, or a tenth of the decay steps if less)
   --decay-steps N      step where the decay reaches --min-lr
                        (default: --max-steps; with only --max-time, estimated from the first steps' speed)
-  --schedule NAME      cosine (linear warm-up, cosine decay) | onecycle (lr/25 up to lr, down)  (default: cosine)
+  --lr-schedule NAME   cosine: linear warm-up lr*(s+1)/(warmup+1), then cosine down to --min-lr at
+                       --decay-steps; onecycle: cosine rise from lr/25 to lr over the warm-up, then
+                       cosine down to --min-lr; constant: the linear warm-up, then lr to the end
+                       (--schedule is the older spelling)                                   (default: cosine)
+  --batch-ramp N       grow the micro-batch over the first N training tokens (50k, 2M, 1G): from
+                       ceil(B/8) sequences linearly to B = --batch-size (auto included), i.e.
+                       ceil(B/8) + floor((B - ceil(B/8)) * seen / N); --grad-accum stays, tokens in
+                       the log count what was trained; resumes continue the same curve   (default: 0, off)
   --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
   --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
   --precision P        fp32 | mixed (fp16-rounded activations/gradients, dynamic loss scale) (default: fp32)
@@ -298,7 +309,13 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${
       fmtCount(tokPerStep)
     } tokens/step, ` +
-      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${Number(o.minLr.toPrecision(6))}` +
+      (o.batchRamp
+        ? `batch ramp from ${rampStart(o.batchSize)} to ${o.batchSize} sequences over ${
+          fmtCount(o.batchRamp)
+        } tokens, `
+        : "") +
+      `${o.precision}, ${o.schedule} lr ${o.lr}` +
+      (o.schedule === "constant" ? "" : ` -> ${Number(o.minLr.toPrecision(6))}`) +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
       (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
@@ -382,12 +399,18 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
   const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
   const lr = pick("lr", "lr", 6e-4, real("lr", 0));
-  const schedule = pick("schedule", "schedule", "cosine", () => {
-    const s = str(p, "schedule")!;
-    if (s !== "cosine" && s !== "onecycle") {
-      throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+  if (given("lr-schedule") && given("schedule")) {
+    throw usageError("lmpipe train: --schedule is the older spelling of --lr-schedule; give one of them");
+  }
+  const scheduleFlag = given("schedule") ? "schedule" : "lr-schedule";
+  const schedule = pick(scheduleFlag, "schedule", "cosine", () => {
+    const s = str(p, scheduleFlag)!;
+    if (!(SCHEDULE_NAMES as readonly string[]).includes(s)) {
+      throw usageError(
+        `lmpipe train: --${scheduleFlag} must be ${SCHEDULE_NAMES.join(", ")}, got '${s}'`,
+      );
     }
-    return s;
+    return s as ScheduleName;
   });
   const precision = pick("precision", "precision", "fp32", () => {
     const s = str(p, "precision")!;
@@ -407,6 +430,7 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
       }
       return Number(batchFlag);
     }),
+    batchRamp: pick("batch-ramp", "batchRamp", 0, () => parseCount(CMD, "batch-ramp", str(p, "batch-ramp")!)),
     gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
     lr,
     minLr: given("min-lr")
