@@ -50,3 +50,15 @@ export function stepsWithin(seconds: number, secondsPerSequence: number, seen: n
   }
   return steps + Math.floor(left / (secondsPerSequence * s.batchSize * s.gradAccum));
 }
+
+/** Steps a run at `seen` tokens takes until it has seen at least `tokens` (the last step may pass it). */
+export function stepsToTokens(tokens: number, seen: number, s: StepShape): number {
+  let steps = 0;
+  while (seen < tokens && seen < s.rampTokens) {
+    seen += rampedBatchSize(seen, s.batchSize, s.rampTokens) * s.context * s.gradAccum;
+    steps++;
+  }
+  return seen >= tokens
+    ? steps
+    : steps + Math.ceil((tokens - seen) / (s.batchSize * s.context * s.gradAccum));
+}

@@ -15,7 +15,7 @@ import {
   sumOfSquares,
 } from "./optim.ts";
 import { LossScaler } from "./loss_scale.ts";
-import { rampedBatchSize, stepsWithin } from "./batch_ramp.ts";
+import { rampedBatchSize, stepsToTokens, stepsWithin } from "./batch_ramp.ts";
 import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { Batch, WindowSampler } from "./sampler.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
@@ -33,7 +33,8 @@ export interface TrainOptions {
   /** Warm-up steps; null: 2000 (nanoGPT), or a tenth of the decay steps when that is smaller. */
   warmup: number | null;
   /**
-   * Step at which the schedule reaches minLr; null: --max-steps, or, with only a time budget, estimated
+   * Step at which the schedule reaches minLr; null: --max-steps or the steps --max-tokens takes (the
+   * fewer of the two), or, with only a time budget, estimated
    * from the time of the first steps (then fixed and saved, so a resumed run keeps it).
    */
   decaySteps: number | null;
@@ -43,6 +44,8 @@ export interface TrainOptions {
   gradClip: number;
   /** Stop after this many steps (null: no step limit). */
   maxSteps: number | null;
+  /** Stop at the first step that brings the tokens seen to at least this (null or absent: no limit). */
+  maxTokens?: number | null;
   /** Stop once this much wall-clock time (seconds, resumed time included) has passed (null: none). */
   maxTimeS: number | null;
   precision: Precision;
@@ -197,13 +200,19 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   }
   const B = o.batchSize, T = train.context;
   const rampTokens = o.batchRamp ?? 0;
+  const shape = { batchSize: B, rampTokens, gradAccum: o.gradAccum, context: T };
+  const maxTokens = o.maxTokens ?? null;
   const startedAt = performance.now();
   const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
   const valBatches = await val.fixedBatches(o.evalIters, B);
   let lastSaved = run.resume?.state?.step ?? -1;
   // The schedule's shape, fixed once known (see TrainOptions.warmup/decaySteps).
   const stored = run.resume?.state?.schedule;
-  let decaySteps: number | null = o.decaySteps ?? stored?.decaySteps ?? o.maxSteps;
+  const tokenSteps = maxTokens === null ? null : stepsToTokens(maxTokens, 0, shape);
+  const budgetSteps = o.maxSteps === null || tokenSteps === null
+    ? o.maxSteps ?? tokenSteps
+    : Math.min(o.maxSteps, tokenSteps);
+  let decaySteps: number | null = o.decaySteps ?? stored?.decaySteps ?? budgetSteps;
   let warmup: number | null = o.warmup ?? stored?.warmup ?? null;
   const autoWarmup = (d: number) => Math.min(DEFAULT_WARMUP, Math.ceil(d / 10));
   if (decaySteps !== null && warmup === null) warmup = autoWarmup(decaySteps);
@@ -267,7 +276,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
 
   try {
     const done = () =>
-      (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS);
+      (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS) ||
+      (maxTokens !== null && tokensSeen >= maxTokens);
     while (!done()) {
       const t0 = performance.now();
       resetPeak();
@@ -341,7 +351,6 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         if (stepTimes.length === ESTIMATE_AFTER) {
           const sum = (xs: number[]) => xs.slice(1).reduce((x, y) => x + y, 0);
           const perSequence = sum(stepTimes) / sum(stepSequences) / 1000;
-          const shape = { batchSize: B, rampTokens, gradAccum: o.gradAccum, context: T };
           decaySteps = step +
             Math.max(1, stepsWithin(o.maxTimeS - elapsed(), perSequence, tokensSeen, shape));
           if (warmup === null) warmup = Math.max(step, autoWarmup(decaySteps));
@@ -418,7 +427,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   }
 
   function report(r: StepLog, o: TrainOptions): void {
-    const total = o.maxSteps !== null ? `/${o.maxSteps}` : "";
+    const total = budgetSteps !== null ? `/${budgetSteps}` : "";
     const parts = [
       `step ${r.step}${total}`,
       `loss ${r.loss === null ? "nan" : r.loss.toFixed(4)}`,
@@ -432,8 +441,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     ].filter((s) => s);
     info(parts.join(" | "));
     if (stderrIsTTY) {
-      const frac = o.maxSteps !== null
-        ? r.step / o.maxSteps
+      const frac = budgetSteps !== null
+        ? r.step / budgetSteps
         : o.maxTimeS !== null
         ? r.elapsed_s / o.maxTimeS
         : 0;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { EXIT } from "../lib/errors.ts";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
-import { rampedBatchSize, rampStart, stepsWithin } from "../lib/batch_ramp.ts";
+import { rampedBatchSize, rampStart, stepsToTokens, stepsWithin } from "../lib/batch_ramp.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { BIGRAM_FAMILY, writeToyShard } from "./bigram_model.ts";
 import { readLog, rejectsWith } from "./helpers_run.ts";
@@ -151,4 +151,28 @@ Deno.test("train: bad schedule flags are usage errors naming the choices", async
     /--batch-ramp must be a count/,
   );
   await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("train --max-tokens: stops at the first step reaching N tokens; the decay is fitted to those steps", async () => {
+  const a = await Deno.makeTempDir();
+  // 2 x 16 = 32 tokens a step: 100 tokens take 4 steps (128 tokens)
+  await train([...BASE, "--batch-size", "2", "--max-tokens", "100", "--warmup", "1", "--out", a], env);
+  const la = await readLog(join(a, "log.jsonl"));
+  assert.deepEqual(la.map((r) => r.tokens), [32, 64, 96, 128]);
+  assert.ok(
+    Math.abs(la[3].lr - (6e-4 / 10 + 0.5 * (1 + Math.cos(Math.PI * 2 / 3)) * (6e-4 - 6e-4 / 10))) < 1e-15,
+  );
+  // with a ramp, the steps are counted along it: sizes 1, 1, 1, 2, 3, 4 reach 192 >= 150 tokens
+  const b = await Deno.makeTempDir();
+  await train(
+    [...BASE, "--batch-size", "8", "--batch-ramp", "256", "--max-tokens", "150", "--warmup", "1", "--out", b],
+    env,
+  );
+  const lb = await readLog(join(b, "log.jsonl"));
+  assert.deepEqual(lb.map((r) => r.batch_size), [1, 1, 1, 2, 3, 4]);
+  // decay steps 6 (not the 10 of full-size steps): step index 5 is 4/5 of the way down
+  assert.ok(Math.abs(lb[5].lr - (6e-5 + 0.5 * (1 + Math.cos(Math.PI * 0.8)) * (6e-4 - 6e-5))) < 1e-15);
+  assert.equal(stepsToTokens(150, 0, { batchSize: 8, rampTokens: 256, gradAccum: 1, context: 16 }), 6);
+  assert.equal(stepsToTokens(100, 0, { batchSize: 2, rampTokens: 0, gradAccum: 1, context: 16 }), 4);
+  await Deno.remove(a, { recursive: true }), await Deno.remove(b, { recursive: true });
 });

@@ -59,6 +59,7 @@ const SPEC = {
   "grad-clip": { type: "string" },
   "max-steps": { type: "string" },
   "max-time": { type: "string" },
+  "max-tokens": { type: "string" },
   precision: { type: "string" },
   "scale-window": { type: "string" },
   out: { type: "string" },
@@ -72,7 +73,8 @@ const SPEC = {
   seed: { type: "string" },
 } as const;
 
-const HELP = `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR) [options]
+const HELP =
+  `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR | --max-tokens N) [options]
 
 Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable checkpoint in --out:
 model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
@@ -97,7 +99,8 @@ Optimisation:
   --min-lr X           final learning rate                                                   (default: lr/10)
   --warmup N           warm-up steps                     (default: 2000, or a tenth of the decay steps if less)
   --decay-steps N      step where the decay reaches --min-lr
-                       (default: --max-steps; with only --max-time, estimated from the first steps' speed)
+                       (default: --max-steps, or the steps --max-tokens takes if fewer; with only
+                       --max-time, estimated from the first steps' speed)
   --lr-schedule NAME   cosine: linear warm-up lr*(s+1)/(warmup+1), then cosine down to --min-lr at
                        --decay-steps; onecycle: cosine rise from lr/25 to lr over the warm-up, then
                        cosine down to --min-lr; constant: the linear warm-up, then lr to the end
@@ -113,6 +116,8 @@ Optimisation:
 Budget and output:
   --max-steps N        stop after N optimiser steps                                          (default: none)
   --max-time DUR       stop after this wall-clock time, e.g. 90s, 10m, 2h, 1h30m             (default: none)
+  --max-tokens N       stop at the first step that brings the training tokens seen to N or more,
+                       e.g. 500k, 20M (equal-data comparisons)                               (default: none)
   --out DIR            run folder (checkpoint, config, log)                                  (required)
   --ckpt-every N       save every N steps (also at the end and on SIGINT/SIGTERM); 0 = end only (default: 1000)
   --eval-every N       validation loss every N steps (and at the end); 0 = end only          (default: 200)
@@ -318,6 +323,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       (o.schedule === "constant" ? "" : ` -> ${Number(o.minLr.toPrecision(6))}`) +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
       (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
+      (o.maxTokens ? `, ${fmtCount(o.maxTokens)} tokens` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
   );
   if (ckpt?.state) {
@@ -445,6 +451,11 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     gradClip: pick("grad-clip", "gradClip", 1.0, real("grad-clip", 0)),
     maxSteps: pick("max-steps", "maxSteps", null, int("max-steps", 1)),
     maxTimeS: pick("max-time", "maxTimeS", null, () => parseDuration(CMD, "max-time", str(p, "max-time")!)),
+    maxTokens: pick("max-tokens", "maxTokens", null, () => {
+      const n = parseCount(CMD, "max-tokens", str(p, "max-tokens")!);
+      if (n < 1) throw usageError(`lmpipe train: --max-tokens must be at least 1, got ${n}`);
+      return n;
+    }),
     precision,
     scaleWindow: pick("scale-window", "scaleWindow", 2000, int("scale-window", 1)),
     ckptEvery: pick("ckpt-every", "ckptEvery", 1000, int("ckpt-every", 0)),
@@ -456,9 +467,9 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   };
   // an explicit size replaces a stored search; --batch-size auto makes a new one
   if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
-  if (o.maxSteps === null && o.maxTimeS === null) {
+  if (o.maxSteps === null && o.maxTimeS === null && (o.maxTokens ?? null) === null) {
     throw usageError(
-      "lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)",
+      "lmpipe train: give a budget: --max-steps N, --max-time DUR (e.g. --max-time 10m) and/or --max-tokens N",
     );
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
