@@ -230,11 +230,20 @@ export function renderRaster(spec: ChartSpec): Raster {
   const lw = 1.2 * s;
   for (const ser of spec.series) {
     const pts = thinPoints(ser.points, sc.x)
-      .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0))
+      .filter(([x, y]) =>
+        Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0) && (!spec.logX || x > 0)
+      )
       .map(([x, y]) => [sc.x(x), sc.y(y)] as [number, number]);
     const color = hexRgb(ser.color);
-    img.polyline(pts, color, lw, ser.style === "dashed" ? [6 * s, 4 * s] : undefined, clip);
-    if (ser.kind === "val" && pts.length <= 200) { for (const [x, y] of pts) img.dot(x, y, 1.5 * s, color); }
+    const dash: [number, number] | undefined = ser.style === "dashed"
+      ? [6 * s, 4 * s]
+      : ser.style === "dotted"
+      ? [2 * s, 3 * s]
+      : undefined;
+    if (ser.style !== "none") img.polyline(pts, color, lw, dash, clip);
+    if ((ser.dots ?? ser.kind === "val") && pts.length <= 200) {
+      for (const [x, y] of pts) img.dot(x, y, (ser.kind === "points" ? 2.5 : 1.5) * s, color);
+    }
   }
 
   const entries = legendEntries(spec);

@@ -123,12 +123,18 @@ export function renderSvg(spec: ChartSpec): string {
   for (const s of spec.series) {
     if (s.points.length === 0) continue;
     const pts = thinPoints(s.points, sc.x).filter(([x, y]) =>
-      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0)
+      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0) && (!spec.logX || x > 0)
     );
     const d = pts.map(([x, y], i) => `${i ? "L" : "M"}${f1(sc.x(x))} ${f1(sc.y(y))}`).join("");
-    const dash = s.style === "dashed" ? ` stroke-dasharray="6 4"` : "";
-    o.push(`<path class="${s.kind}" data-run="${xmlEscape(s.run)}" stroke="${s.color}"${dash} d="${d}"/>`);
-    if (s.kind === "val" && pts.length <= 200) {
+    const dash = s.style === "dashed"
+      ? ` stroke-dasharray="6 4"`
+      : s.style === "dotted"
+      ? ` stroke-dasharray="2 3" stroke-width="1.2"`
+      : "";
+    if (s.style !== "none") {
+      o.push(`<path class="${s.kind}" data-run="${xmlEscape(s.run)}" stroke="${s.color}"${dash} d="${d}"/>`);
+    }
+    if ((s.dots ?? s.kind === "val") && pts.length <= 200) {
       for (const [x, y] of pts) {
         o.push(`<circle cx="${f1(sc.x(x))}" cy="${f1(sc.y(y))}" r="2.5" fill="${s.color}" stroke="none"/>`);
       }
