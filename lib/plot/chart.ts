@@ -33,7 +33,8 @@ export interface ChartSpec {
   width: number;
   height: number;
   title?: string;
-  xAxis: XAxis;
+  /** What x measures: a step log's axis, or training FLOPs (study's scaling chart). */
+  xAxis: XAxis | "flops";
   xLabel: string;
   yLabel: string;
   logY: boolean;

@@ -185,6 +185,19 @@ const GRID: RGB = [230, 230, 230];
 const FRAME: RGB = [85, 85, 85];
 const MARK: RGB = [150, 150, 150];
 
+/** Images side by side, left to right, on white (each at its own size, aligned at the top). */
+export function rastersSideBySide(images: Raster[]): Raster {
+  const out = new Raster(images.reduce((w, r) => w + r.width, 0), Math.max(...images.map((r) => r.height)));
+  let x0 = 0;
+  for (const img of images) {
+    for (let y = 0; y < img.height; y++) {
+      out.data.set(img.data.subarray(y * img.width * 4, (y + 1) * img.width * 4), (y * out.width + x0) * 4);
+    }
+    x0 += img.width;
+  }
+  return out;
+}
+
 /** Draws the line chart of `spec` (same layout rules as the SVG) into a new raster of spec.width×spec.height. */
 export function renderRaster(spec: ChartSpec): Raster {
   const s = spec.width >= 560 ? 2 : 1; // font scale

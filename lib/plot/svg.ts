@@ -27,7 +27,28 @@ export function xmlEscape(s: string): string {
 
 const f1 = (v: number) => (Math.round(v * 10) / 10).toString();
 
-export function renderSvg(spec: ChartSpec): string {
+/**
+ * Charts side by side in one SVG picture (e.g. loss against tokens and against time), each at its own
+ * spec's size, left to right.
+ */
+export function renderSvgPanels(specs: ChartSpec[]): string {
+  const W = specs.reduce((w, s) => w + s.width, 0), H = Math.max(...specs.map((s) => s.height));
+  const o = [
+    `<?xml version="1.0" encoding="UTF-8"?>`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`,
+  ];
+  let x = 0;
+  specs.forEach((spec, i) => {
+    const inner = renderSvg(spec, `p${i}-`).replace(/^<\?xml[^>]*>\n/, "");
+    o.push(inner.replace(/^<svg /, `<svg x="${x}" y="0" `).trimEnd());
+    x += spec.width;
+  });
+  o.push(`</svg>`);
+  return o.join("\n") + "\n";
+}
+
+/** The chart as an SVG document; `idPrefix` keeps its element ids unique when panels share a picture. */
+export function renderSvg(spec: ChartSpec, idPrefix = ""): string {
   const r = axisRanges(spec);
   const yt = yTicks(spec, r.y, Math.max(3, Math.round(spec.height / 70)));
   const xt = xTicks(spec, r.x, Math.max(3, Math.round(spec.width / 110)));
@@ -43,7 +64,9 @@ export function renderSvg(spec: ChartSpec): string {
   );
   o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
   o.push(
-    `<defs><clipPath id="plot-area"><rect x="${box.left}" y="${box.top}" width="${box.right - box.left}" ` +
+    `<defs><clipPath id="${idPrefix}plot-area"><rect x="${box.left}" y="${box.top}" width="${
+      box.right - box.left
+    }" ` +
       `height="${box.bottom - box.top}"/></clipPath></defs>`,
   );
   if (spec.title) {
@@ -118,7 +141,7 @@ export function renderSvg(spec: ChartSpec): string {
 
   // curves
   o.push(
-    `<g class="series" clip-path="url(#plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`,
+    `<g class="series" clip-path="url(#${idPrefix}plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`,
   );
   for (const s of spec.series) {
     if (s.points.length === 0) continue;
