@@ -34,9 +34,7 @@ export function parseSpecList(flag: string, list: string): Spec[] {
     const [name, ...pairs] = text.split(":").map((s) => s.trim());
     if (!NAME.test(name)) {
       const hint = name.includes("=")
-        ? `; several keys on one model are joined with ':', e.g. '${
-          items[i - 1] ?? "gpt:pos=rope"
-        }:${text}'`
+        ? `; several keys on one model are joined with ':', e.g. '${items[i - 1] ?? "gpt:pos=rope"}:${text}'`
         : "";
       throw usageError(`lmpipe study: --${flag} item '${text}' does not start with a name${hint}`);
     }
@@ -58,7 +56,9 @@ export function parseSpecList(flag: string, list: string): Spec[] {
   const names = specs.map(specFolder);
   const dup = names.findIndex((n, j) => names.indexOf(n) !== j);
   if (dup >= 0) {
-    throw usageError(`lmpipe study: --${flag} lists '${specs[dup].text}' twice (keys in any order are one spec)`);
+    throw usageError(
+      `lmpipe study: --${flag} lists '${specs[dup].text}' twice (keys in any order are one spec)`,
+    );
   }
   return specs;
 }
@@ -113,7 +113,13 @@ export async function checkSpecs(models: Spec[], sizes: Spec[]): Promise<void> {
     }
     for (const s of sizes) {
       try {
-        await configFromFlags(getFamily(m.name), presetFor(m.name, s.name), undefined, runSets(m, s), "study");
+        await configFromFlags(
+          getFamily(m.name),
+          presetFor(m.name, s.name),
+          undefined,
+          runSets(m, s),
+          "study",
+        );
       } catch (err) {
         throw usageError(`lmpipe study: model '${m.text}' at size '${s.text}': ${(err as Error).message}`);
       }
