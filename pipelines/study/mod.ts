@@ -6,7 +6,7 @@
 // Each train and eval runs as a child process of this same lmpipe: the budget then measures one model's
 // training alone, the peak memory is that process's own, and a model that crashes (e.g. out of memory)
 // is reported as failed without taking the other models down.
-import { join } from "node:path";
+import { basename, join, relative } from "node:path";
 import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtDuration, info, stderrIsTTY, warn } from "../../lib/log.ts";
@@ -29,6 +29,7 @@ export const ALL_MODELS: readonly string[] = familyNames();
 const HELP = `lmpipe study: train every model for the same wall-clock budget and compare them
 
 Usage: lmpipe study --data DIR --budget DURATION --out DIR [options] [-- extra train flags]
+       lmpipe study --merge --out DIR [FOLDER...]
 
 Trains each model (one after another, same data, backend, seed and budget) into DIR/<model>/, an
 ordinary 'lmpipe train' run folder with its step log DIR/<model>/log.jsonl; evaluates each with
@@ -48,10 +49,19 @@ Options:
   --eval-tokens N   validation tokens each model is evaluated on (0 = whole split) (default: 65536)
   --force           retrain models whose runs are already finished                 (default: off)
   --json            print report.json to stdout as well                            (default: off)
+  --only MODEL      train and evaluate this one model as an independent job (e.g. one Slurm array
+                    task per model): writes DIR/MODEL/ with its study_result.json, no report; jobs
+                    for different models may share DIR                              (default: all)
+  --merge           build the report from finished run folders instead of training: every
+                    DIR/<model>/study_result.json, plus those in each FOLDER given (a run folder,
+                    or a study folder holding them); they must share data, budget, preset, backend
+                    and seed                                                         (default: off)
   -- FLAGS...       passed to every 'lmpipe train' (e.g. -- --batch-size 8 --precision mixed)
 
-Example:
+Examples:
   lmpipe study --data fixtures/shards --preset tiny --budget 20s --out runs/study-demo
+  for m in gpt pixel-attn; do lmpipe study --data fixtures/shards --preset tiny --budget 20s \
+    --out runs/s --only $m & done; wait; lmpipe study --merge --out runs/s
 `;
 
 /** Paths and settings of one study invocation. */
@@ -93,11 +103,14 @@ export async function run(argv: string[]): Promise<void> {
     "eval-tokens": { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
+    only: { type: "string" },
+    merge: { type: "boolean" },
   });
   if (p.help) {
     console.log(HELP);
     return;
   }
+  if (bool(p, "merge")) return await merge(str(p, "out"), p.positionals, argv, bool(p, "json"));
   if (p.positionals.length) {
     throw usageError(
       `lmpipe study: unexpected argument '${p.positionals[0]}' (extra train flags go after '--')`,
@@ -108,11 +121,15 @@ export async function run(argv: string[]): Promise<void> {
     if (v === undefined) throw usageError(`lmpipe study: --${name} is required\nSee 'lmpipe study --help'.`);
     return v;
   };
+  const only = str(p, "only");
+  if (only !== undefined && str(p, "models") !== undefined) {
+    throw usageError("lmpipe study: --only MODEL and --models LIST contradict each other; give one");
+  }
   const o: StudyOptions = {
     data: need("data"),
     budget: parseDuration("study", "budget", need("budget")),
     out: need("out"),
-    models: str(p, "models", ALL_MODELS.join(",")).split(",").map((s) => s.trim()).filter(Boolean),
+    models: (only ?? str(p, "models", ALL_MODELS.join(","))).split(",").map((s) => s.trim()).filter(Boolean),
     preset: str(p, "preset", "small"),
     backend: str(p, "backend", "auto"),
     seed: num(p, "study", "seed", 1337, { min: 0, integer: true }),
@@ -125,8 +142,12 @@ export async function run(argv: string[]): Promise<void> {
   const unknown = o.models.filter((m) => !ALL_MODELS.includes(m));
   if (unknown.length) {
     throw usageError(
-      `lmpipe study: unknown model '${unknown[0]}' in --models; choose from ${ALL_MODELS.join(", ")}`,
+      `lmpipe study: unknown model '${unknown[0]}' in ${only !== undefined ? "--only" : "--models"}; ` +
+        `choose from ${ALL_MODELS.join(", ")}`,
     );
+  }
+  if (only !== undefined && o.models.length !== 1) {
+    throw usageError(`lmpipe study: --only takes one model (got '${only}'); run one job per model`);
   }
   if (new Set(o.models).size !== o.models.length) {
     throw usageError("lmpipe study: --models lists a model twice");
@@ -150,7 +171,21 @@ export async function run(argv: string[]): Promise<void> {
   const results: ModelResult[] = [];
   for (const [i, model] of o.models.entries()) {
     info(`study: [${i + 1}/${o.models.length}] ${model}, budget ${fmtDuration(o.budget)}`);
-    results.push(await runModel(model, o));
+    const r = await runModel(model, o);
+    results.push(r);
+    await writeResult(o, r, argv);
+    if (only !== undefined) {
+      info(
+        `study: ${model} ${r.status === "ok" ? "done" : "failed"}; wrote ${
+          join(o.out, model, RESULT_FILE)
+        }. ` +
+          `Once every model's job has finished: lmpipe study --merge --out ${o.out}`,
+      );
+      if (r.status !== "ok") {
+        throw new LmpipeError(`lmpipe study: ${model} failed: ${r.error}`, EXIT.training);
+      }
+      return;
+    }
     await writeReport(o, results, argv); // a partial report after every model
   }
   const report = await writeReport(o, results, argv);
@@ -192,6 +227,116 @@ export function refuseOtherEvalSpellings(args: string[]): void {
 
 /** Marker written into a run folder once its training finished, with the budget it ran under. */
 const DONE_FILE = "study_done.json";
+/** A model's row of the report and the study settings it ran under, for `--merge`. */
+export const RESULT_FILE = "study_result.json";
+
+/** The settings that must agree between the models of one report. */
+type SharedSettings = Pick<StudyOptions, "data" | "budget" | "preset" | "backend" | "seed" | "evalTokens">;
+
+interface StoredResult {
+  study: SharedSettings & { command: string };
+  result: ModelResult;
+}
+
+async function writeResult(o: StudyOptions, r: ModelResult, argv: string[]): Promise<void> {
+  const { data, budget, preset, backend, seed, evalTokens } = o;
+  const stored: StoredResult = {
+    study: { data, budget, preset, backend, seed, evalTokens, command: commandLine(argv) },
+    result: r,
+  };
+  await Deno.mkdir(join(o.out, r.model), { recursive: true });
+  await writeAtomic(join(o.out, r.model, RESULT_FILE), JSON.stringify(stored, null, 2) + "\n");
+}
+
+/**
+ * `lmpipe study --merge --out DIR [FOLDER...]`: the report of models trained by separate jobs, from
+ * their study_result.json files (DIR's model folders, and the FOLDERs: run folders or study folders).
+ */
+async function merge(
+  out: string | undefined,
+  folders: string[],
+  argv: string[],
+  json: boolean,
+): Promise<void> {
+  if (!out) throw usageError("lmpipe study --merge: --out DIR is required (where report.json goes)");
+  const found: { path: string; stored: StoredResult }[] = [];
+  const read = async (dir: string, required: boolean) => {
+    const path = join(dir, RESULT_FILE);
+    const j = await readJson(path);
+    if (j === null) {
+      if (required) {
+        throw inputError(
+          `lmpipe study --merge: ${path} is missing or not JSON; was ${dir} trained by 'lmpipe study --only'?`,
+        );
+      }
+      return false;
+    }
+    const stored = j as unknown as StoredResult;
+    if (!stored.study || !stored.result || typeof stored.result.model !== "string") {
+      throw inputError(
+        `lmpipe study --merge: ${path} is not a study result (no "study" and "result" objects)`,
+      );
+    }
+    found.push({ path: dir, stored });
+    return true;
+  };
+  const scanStudy = async (dir: string) => {
+    let any = false;
+    for (const m of ALL_MODELS) any = await read(join(dir, m), false) || any;
+    return any;
+  };
+  await scanStudy(out);
+  for (const f of folders) {
+    if (!(await pathExists(f))) throw inputError(`lmpipe study --merge: ${f} does not exist`);
+    if (!(await read(f, false)) && !(await scanStudy(f))) {
+      throw inputError(`lmpipe study --merge: ${f} holds no ${RESULT_FILE}, nor model folders with one`);
+    }
+  }
+  if (found.length === 0) {
+    throw inputError(
+      `lmpipe study --merge: no ${RESULT_FILE} in ${out}/<model>/ ` +
+        `(train each model with 'lmpipe study ... --out ${out} --only MODEL' first)`,
+    );
+  }
+  const first = found[0];
+  const byModel = new Map<string, string>();
+  for (const f of found) {
+    const model = f.stored.result.model;
+    if (byModel.has(model) && byModel.get(model) !== f.path) {
+      throw usageError(
+        `lmpipe study --merge: ${model} is in both ${byModel.get(model)} and ${f.path}; keep one`,
+      );
+    }
+    byModel.set(model, f.path);
+    for (const k of ["data", "budget", "preset", "backend", "seed", "evalTokens"] as const) {
+      if (f.stored.study[k] !== first.stored.study[k]) {
+        throw inputError(
+          `lmpipe study --merge: ${f.path} ran with ${k} ${
+            JSON.stringify(f.stored.study[k])
+          }, ${first.path} with ` +
+            `${
+              JSON.stringify(first.stored.study[k])
+            }: one report compares runs of one setting; retrain or merge separately`,
+        );
+      }
+    }
+  }
+  const results = ALL_MODELS.filter((m) => byModel.has(m)).map((m) => {
+    const f = found.find((x) => x.stored.result.model === m && x.path === byModel.get(m))!;
+    const dir = relative(out, f.path) || basename(f.path);
+    return { ...f.stored.result, run_dir: dir };
+  });
+  const s = first.stored.study;
+  const o: StudyOptions = { ...s, out, models: results.map((r) => r.model), force: false, trainExtra: [] };
+  await Deno.mkdir(out, { recursive: true });
+  const report = await writeReport(o, results, argv);
+  info(
+    `study: merged ${results.length} model(s) (${o.models.join(", ")}) into ${
+      join(out, "report.md")
+    } and report.json`,
+  );
+  if (json) console.log(JSON.stringify(report, null, 2));
+}
 
 async function readJson(path: string): Promise<Record<string, unknown> | null> {
   try {
@@ -455,7 +600,7 @@ async function writeReport(o: StudyOptions, results: ModelResult[], argv: string
   const report: StudyReport = {
     lmpipe: VERSION,
     created: new Date().toISOString(),
-    command: ["lmpipe", "study", ...argv].map(shellQuote).join(" "),
+    command: commandLine(argv),
     data: o.data,
     preset: o.preset,
     budget_s: o.budget,
@@ -485,6 +630,10 @@ async function showCurves(o: StudyOptions, results: ModelResult[]): Promise<void
   await Deno.stderr.write(
     new TextEncoder().encode(renderTerm(spec, { width: cols, height: 18, color: true })),
   );
+}
+
+function commandLine(argv: string[]): string {
+  return ["lmpipe", "study", ...argv].map(shellQuote).join(" ");
 }
 
 function shellQuote(s: string): string {
