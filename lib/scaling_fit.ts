@@ -112,7 +112,9 @@ function normalEquations(J: number[][], r: number[], damping: number): { A: numb
 const sumSquares = (r: number[]) => r.reduce((s, v) => s + v * v, 0);
 
 /**
- * Fits L(C) = a C^-b + c (a > 0, c < min L) to at least 3 points with distinct compute.
+ * Fits L(C) = a C^-b + c (a > 0, 0 <= c < min L: a loss floor is never negative) to at least 3 points with
+ * distinct compute. Points far from the floor may put c at 0; its standard error then says how loosely
+ * the data hold it.
  *
  * @example
  * const fit = fitScalingLaw([{ compute: 1e15, loss: 4.1 }, { compute: 1e16, loss: 3.6 }, { compute: 1e17, loss: 3.3 }]);
@@ -161,7 +163,7 @@ export function fitScalingLaw(points: ScalingPoint[]): ScalingFit {
     const { A, g } = normalEquations(J, r, damping);
     const step = solve3(A, g);
     const next = step && theta.map((t, i) => t + step[i]);
-    const res = next && next[2] < minLoss ? residuals(next, lx, ly) : null;
+    const res = next && next[2] < minLoss && next[2] >= 0 ? residuals(next, lx, ly) : null;
     const nextRss = res ? sumSquares(res.r) : Infinity;
     if (nextRss < rss) {
       const gain = rss - nextRss;

@@ -92,3 +92,12 @@ Deno.test("scaling fit: the predicted loss's standard error (delta method over t
   assert.ok(Math.abs(predictLossStderr(real, 1e60)! / real.stderr!.c - 1) < 1e-3);
   assert.ok(Math.abs(Math.sqrt(real.covariance[1][1]) / real.stderr!.b - 1) < 1e-12);
 });
+
+Deno.test("scaling fit: the loss floor c stays at or above 0 where the points would pull it below", () => {
+  // a pure power law bent the other way (losses falling faster than any a C^-b at large C) wants c < 0
+  const pts = [1e9, 2e9, 4e9, 8e9].map((compute, i) => ({ compute, loss: [10.72, 10.63, 10.34, 10.01][i] }));
+  const fit = fitScalingLaw(pts);
+  assert.ok(fit.c >= 0 && fit.c < 10.01, `c ${fit.c}`);
+  assert.ok(fit.a > 0 && fit.b > 0);
+  for (const p of pts) assert.ok(Math.abs(predictLoss(fit, p.compute) / p.loss - 1) < 0.02);
+});
