@@ -38,6 +38,8 @@ export interface ChartSpec {
   xLabel: string;
   yLabel: string;
   logY: boolean;
+  /** Draw the legend (default true; false for a panel whose neighbour carries it). */
+  legend?: boolean;
   /** A logarithmic x axis (e.g. training FLOPs over several decades). */
   logX?: boolean;
   series: Series[];

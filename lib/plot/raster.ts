@@ -259,24 +259,26 @@ export function renderRaster(spec: ChartSpec): Raster {
     }
   }
 
-  const entries = legendEntries(spec);
-  const anyVal = entries.some((e) => e.hasVal);
-  const rows = entries.length + (anyVal ? 1 : 0);
-  const valText = "validation (dashed)";
-  const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) +
-    40 * s / 2 + 16;
-  const rh = charH + 4, lx = box.right - lwid - 8, ly = box.top + 8;
-  img.fillRect(lx, ly, lwid, rows * rh + 8, [255, 255, 255]);
-  img.strokeRect(lx, ly, lwid, rows * rh + 8, [204, 204, 204]);
-  entries.forEach((e, i) => {
-    const y = ly + 4 + rh * i + rh / 2;
-    img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], hexRgb(e.color), 2 * s);
-    label(img, lx + 10 + 16 * s, y, e.run, INK, s);
-  });
-  if (anyVal) {
-    const y = ly + 4 + rh * entries.length + rh / 2;
-    img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], FRAME, lw, [4 * s, 3 * s]);
-    label(img, lx + 10 + 16 * s, y, valText, FRAME, s);
+  if (spec.legend !== false) {
+    const entries = legendEntries(spec);
+    const anyVal = entries.some((e) => e.hasVal);
+    const rows = entries.length + (anyVal ? 1 : 0);
+    const valText = "validation (dashed)";
+    const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) +
+      40 * s / 2 + 16;
+    const rh = charH + 4, lx = box.right - lwid - 8, ly = box.top + 8;
+    img.fillRect(lx, ly, lwid, rows * rh + 8, [255, 255, 255]);
+    img.strokeRect(lx, ly, lwid, rows * rh + 8, [204, 204, 204]);
+    entries.forEach((e, i) => {
+      const y = ly + 4 + rh * i + rh / 2;
+      img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], hexRgb(e.color), 2 * s);
+      label(img, lx + 10 + 16 * s, y, e.run, INK, s);
+    });
+    if (anyVal) {
+      const y = ly + 4 + rh * entries.length + rh / 2;
+      img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], FRAME, lw, [4 * s, 3 * s]);
+      label(img, lx + 10 + 16 * s, y, valText, FRAME, s);
+    }
   }
   return img;
 }

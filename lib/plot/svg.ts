@@ -165,33 +165,37 @@ export function renderSvg(spec: ChartSpec, idPrefix = ""): string {
   }
   o.push(`</g>`);
 
-  // legend, top right inside the plot
-  const entries = legendEntries(spec);
-  const anyVal = entries.some((e) => e.hasVal);
-  const rows = entries.length + (anyVal ? 1 : 0);
-  const lw = Math.max(...entries.map((e) => e.run.length), anyVal ? 19 : 0) * CHAR_W + 40;
-  const lx = box.right - lw - 8, ly = box.top + 8, rh = FONT + 6;
-  o.push(`<g class="legend">`);
-  o.push(
-    `<rect x="${lx}" y="${ly}" width="${lw}" height="${
-      rows * rh + 8
-    }" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`,
-  );
-  entries.forEach((e, i) => {
-    const y = ly + 4 + rh * i + rh / 2;
-    o.push(`<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="${e.color}" stroke-width="2"/>`);
-    o.push(`<text x="${lx + 34}" y="${y + 4}">${xmlEscape(e.run)}</text>`);
-  });
-  if (anyVal) {
-    const y = ly + 4 + rh * entries.length + rh / 2;
+  if (spec.legend !== false) {
+    // legend, top right inside the plot
+    const entries = legendEntries(spec);
+    const anyVal = entries.some((e) => e.hasVal);
+    const rows = entries.length + (anyVal ? 1 : 0);
+    const lw = Math.max(...entries.map((e) => e.run.length), anyVal ? 19 : 0) * CHAR_W + 40;
+    const lx = box.right - lw - 8, ly = box.top + 8, rh = FONT + 6;
+    o.push(`<g class="legend">`);
     o.push(
-      `<line x1="${lx + 6}" x2="${
-        lx + 28
-      }" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`,
+      `<rect x="${lx}" y="${ly}" width="${lw}" height="${
+        rows * rh + 8
+      }" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`,
     );
-    o.push(`<text x="${lx + 34}" y="${y + 4}" fill="#555555">validation (dashed)</text>`);
+    entries.forEach((e, i) => {
+      const y = ly + 4 + rh * i + rh / 2;
+      o.push(
+        `<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="${e.color}" stroke-width="2"/>`,
+      );
+      o.push(`<text x="${lx + 34}" y="${y + 4}">${xmlEscape(e.run)}</text>`);
+    });
+    if (anyVal) {
+      const y = ly + 4 + rh * entries.length + rh / 2;
+      o.push(
+        `<line x1="${lx + 6}" x2="${
+          lx + 28
+        }" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`,
+      );
+      o.push(`<text x="${lx + 34}" y="${y + 4}" fill="#555555">validation (dashed)</text>`);
+    }
+    o.push(`</g>`);
   }
-  o.push(`</g>`);
   o.push(`</svg>`);
   return o.join("\n") + "\n";
 }
