@@ -9,7 +9,7 @@
 // it trained on.
 import { fitScalingLaw, predictLoss, predictLossStderr, type ScalingFit } from "../../lib/scaling_fit.ts";
 import { type ChartSpec, PALETTE, type Series } from "../../lib/plot/chart.ts";
-import type { ModelResult } from "./report.ts";
+import type { ModelResult } from "./results.ts";
 
 /** One spec's points and its fitted law (or why there is none). */
 export interface ScalingEntry {

@@ -121,7 +121,8 @@ export async function checkSpecs(models: Spec[], sizes: Spec[]): Promise<void> {
           "study",
         );
       } catch (err) {
-        throw usageError(`lmpipe study: model '${m.text}' at size '${s.text}': ${(err as Error).message}`);
+        const why = (err as Error).message.replace(/^lmpipe study: /, "");
+        throw usageError(`lmpipe study: model '${m.text}' at size '${s.text}': ${why}`);
       }
     }
   }
