@@ -19,6 +19,7 @@ import { rampedBatchSize, stepsToTokens, stepsWithin } from "./batch_ramp.ts";
 import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { Batch, WindowSampler } from "./sampler.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
+import type { DataParallelHooks } from "./dist/data_parallel.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
 
@@ -99,6 +100,11 @@ export interface TrainRun {
   stopAfterStep?: (step: number) => boolean;
   /** Quiet: no human lines on stderr. */
   quiet?: boolean;
+  /**
+   * Data-parallel training (lib/dist/): this process is one rank; it trains on its share of each step's
+   * micro-batches, and only the writer rank saves checkpoints.
+   */
+  dist?: DataParallelHooks;
 }
 
 export interface TrainResult {
@@ -155,6 +161,18 @@ export async function evaluateBatches(
   batches: Batch[],
   precision: Precision,
 ): Promise<number> {
+  const values = await batchLosses(model, batches, precision);
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+/** The validation loss of each batch (one host read). */
+export async function batchLosses(
+  model: LanguageModel,
+  batches: Batch[],
+  precision: Precision,
+): Promise<Float32Array> {
   const parts: tf.Scalar[] = [];
   for (const b of batches) {
     parts.push(tf.tidy(() => {
@@ -167,13 +185,11 @@ export async function evaluateBatches(
   const values = await readData(stacked);
   stacked.dispose();
   parts.forEach((p) => p.dispose());
-  let sum = 0;
-  for (const v of values) sum += v;
-  return sum / values.length;
+  return values as Float32Array;
 }
 
 export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainResult> {
-  const { model, train, val } = run;
+  const { model, train, val, dist } = run;
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, {
@@ -203,7 +219,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const shape = { batchSize: B, rampTokens, gradAccum: o.gradAccum, context: T };
   const maxTokens = o.maxTokens ?? null;
   const startedAt = performance.now();
-  const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
+  // Data-parallel ranks go by rank 0's clock, shared every step, so time budgets end everywhere alike.
+  let agreedElapsed: number | null = dist ? elapsedBefore : null;
+  const elapsed = () => agreedElapsed ?? elapsedBefore + (performance.now() - startedAt) / 1000;
   const valBatches = await val.fixedBatches(o.evalIters, B);
   let lastSaved = run.resume?.state?.step ?? -1;
   // The schedule's shape, fixed once known (see TrainOptions.warmup/decaySteps).
@@ -241,6 +259,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     schedule: decaySteps !== null && warmup !== null ? { warmup, decaySteps } : undefined,
   });
   const save = async () => {
+    if (dist) await dist.syncReplicas(model.params); // the checkpoint is every rank's model
+    if (dist && !dist.writer) return void (lastSaved = step); // rank 0 alone writes the run folder
     const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
     await saveCheckpoint(run.out, {
       params: model.params,
@@ -287,8 +307,14 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const tokensPerStep = b * T * o.gradAccum;
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
-      const lossParts: tf.Tensor[] = [];
+      let lossParts: tf.Tensor[] = [];
+      const owned: number[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
+        if (dist && !dist.owns(micro)) {
+          train.skip(b); // another rank's micro-batch: keep the same data position
+          continue;
+        }
+        owned.push(micro);
         const batch = await train.next(b);
         const r = addMicroBatchGradients(
           model,
@@ -304,13 +330,28 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         acc = r.acc;
         lossParts.push(r.loss);
       }
+      if (dist) {
+        acc = await dist.allreduceGradients(acc!);
+        lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
+      }
       // One reduction over all gradients (norm and overflow check) and one host read per step.
       const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
       const [sqVal, scaledLoss] = await readData(both);
       both.dispose(), lossParts.forEach((t) => t.dispose());
       const loss = scaledLoss / S;
       const gradNorm = Math.sqrt(sqVal);
-      const finite = Number.isFinite(sqVal) && Number.isFinite(loss);
+      let finite = Number.isFinite(sqVal) && Number.isFinite(loss);
+      let agreedStop = false, agreedMs: number | null = null;
+      if (dist) {
+        const a = await dist.agree({
+          finite,
+          stop: stopSignal !== null,
+          elapsedS: elapsedBefore + (performance.now() - startedAt) / 1000,
+          stepMs: performance.now() - t0,
+        });
+        finite = a.finite, agreedStop = a.stop, agreedElapsed = a.elapsedS, agreedMs = a.stepMs;
+      }
+      const signalled = () => dist ? agreedStop : stopSignal !== null;
       if (!finite && o.precision === "fp32") {
         acc!.forEach((t) => t.dispose());
         run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0, b));
@@ -344,7 +385,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokensSeen += tokensPerStep;
       if (finite) lastLoss = loss;
       losses.push(loss);
-      const ms = performance.now() - t0;
+      const ms = agreedMs ?? performance.now() - t0;
       if (decaySteps === null && o.maxTimeS !== null) {
         // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
         stepTimes.push(ms), stepSequences.push(b * o.gradAccum);
@@ -374,19 +415,24 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       );
       runPeak = Math.max(runPeak, rec.peak_bytes);
       const isLast = done();
-      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
-        rec.val_loss = lastValLoss = await evaluateBatches(model, valBatches, o.precision);
+      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled()) {
+        rec.val_loss = lastValLoss = dist
+          ? await dist.evaluate(model, valBatches, o.precision)
+          : await evaluateBatches(model, valBatches, o.precision);
       }
       rec.elapsed_s = round(elapsed(), 3);
       run.log?.(rec);
       if (!run.quiet) report(rec, o);
-      const stopRequested = stopSignal !== null || (run.stopAfterStep?.(step) ?? false);
+      const stopRequested = signalled() || (run.stopAfterStep?.(step) ?? false);
       if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
       if (stopRequested) {
         throw new LmpipeError(
           `interrupted${
-            stopSignal ? ` by ${stopSignal}` : ""
-          } after step ${step}; checkpoint saved in ${run.out}. ` +
+            stopSignal ? ` by ${stopSignal}` : dist && signalled() ? " (a signal to another rank)" : ""
+          } ` +
+            `after step ${step}; checkpoint saved in ${run.out}${
+              dist && !dist.writer ? " by rank 0" : ""
+            }. ` +
             `Continue with --resume.`,
           EXIT.interrupted,
         );

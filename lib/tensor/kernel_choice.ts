@@ -14,6 +14,8 @@ import { type Blas, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { currentDnnl } from "../native/dnnl.ts";
+import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -39,6 +41,17 @@ export interface KernelChoice {
 // With a CBLAS library, sgemm matched or beat XNNPACK at every size measured from 16x16x16 up
 // (bench/blas_matmul.ts); below blasMinWork multiply-adds per batch slice call overhead dominates.
 let blasMinWork = 4096;
+
+// oneDNN convolutions run whenever lib/native/dnnl.ts loaded the library; tests and bench/pixel.ts turn
+// them off to compare against TF.js's kernels in one process.
+let dnnlConvs = true;
+
+/** For tests and benchmarks: route wasm convolutions to oneDNN (when loaded) or not; returns the old setting. */
+export function setDnnlConvs(on: boolean): boolean {
+  const old = dnnlConvs;
+  dnnlConvs = on;
+  return old;
+}
 
 /** Sets the smallest M*K*N (per batch slice) that goes to BLAS; returns the previous value. */
 export function setBlasMinWork(n: number): number {
@@ -117,6 +130,45 @@ export const TABLE: KernelChoice[] = [
       },
     ],
     force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
+  },
+  {
+    op: "conv2d",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "dnnl",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
+        active: () => dnnlConvs && currentDnnl() !== null,
+        why: "oneDNN's direct convolutions (forward and both gradients), multithreaded, no im2col copy",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/conv2d/wasm.ts",
+        active: always,
+        why: "TF.js's XNNPACK forward; gradients by chunked im2col/col2im on the wasm heap",
+      },
+    ],
+    force: "LMPIPE_DNNL=off (or a library path); setDnnlConvs for tests and bench/pixel.ts --dnnl",
+  },
+  {
+    op: "matMul",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/matmul/webgpu.ts",
+        active: () => ownMatMulEnabled(),
+        why: "register-tiled GEMM (128/64/32 tiles, deterministic split-K, fused bias/activation/residual " +
+          "epilogue): TF.js's stock kernel ran at 3-6% of the card's fp32 rate",
+      },
+      {
+        name: "tfjs",
+        file: "lib/tensor/ops/matmul/webgpu.ts (its wrapper calls the stock BatchMatMul / _FusedMatMul)",
+        active: always,
+        why: "TF.js's stock kernel; also taken for inputs the GEMM does not handle",
+      },
+    ],
+    force: "LMPIPE_WEBGPU_MATMUL=0 runs TF.js's stock kernel; setOwnMatMulEnabled for tests and bench/gpu",
   },
   wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),

@@ -2,20 +2,25 @@
 // can be checked before the first step (data splits, vocabulary, context, output folder), then hands
 // over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
 import { join } from "node:path";
-import { inputError, outputError, usageError } from "../../lib/errors.ts";
+import { EXIT, inputError, LmpipeError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
-import { pathExists } from "../../lib/fs.ts";
+import { truncateStepLog } from "../../lib/step_log.ts";
+import { lockRunFolder } from "../../lib/run_lock.ts";
+import { pathExists, writeAllSync, writeFailure } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
   hasCheckpoint,
   loadCheckpoint,
   MODEL_FILE,
   OPTIMIZER_FILE,
+  removeStaleTmps,
   STATE_FILE,
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
-import { type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
+import { batchLosses, type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
+import { type DistRun, startDist } from "../../lib/dist/mod.ts";
+import { reportRankDevice } from "../../lib/dist/gpu.ts";
 import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
 import {
   type AutoBatchResult,
@@ -30,11 +35,18 @@ import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
 import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts";
-import { familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import {
+  type Families,
+  familyOf,
+  loadFamilies,
+  type PipelineEnv,
+  stdoutWriter,
+} from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
 import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
 import { rampStart } from "../../lib/batch_ramp.ts";
+import { validateStored } from "../../lib/checkpoint_check.ts";
 
 const CMD = "train";
 
@@ -71,6 +83,7 @@ const SPEC = {
   log: { type: "string" },
   json: { type: "boolean" },
   seed: { type: "string" },
+  dist: { type: "string" },
 } as const;
 
 const HELP =
@@ -128,6 +141,10 @@ Budget and output:
   --json               also print those JSON lines to stdout                                 (default: off)
   --backend NAME       auto | webgpu | tensorflow | wasm | cpu                               (default: auto)
   --seed N             seed for the weights and the data order                               (default: 1337)
+  --dist MODE          auto: data-parallel over MPI when started by mpirun/srun with more than one
+                       process; mpi: always; none: never. Each rank trains on every N-th of the
+                       --grad-accum micro-batches (N must divide it), so any rank count trains the
+                       same model as one process; rank 0 writes the run (docs/distributed.md)  (default: auto)
 
 Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
 ms_per_step, elapsed_s, batch_size, peak_bytes (the step's peak backend memory, as --memory-limit
@@ -168,6 +185,25 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     throw usageError(`lmpipe train: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe train --help'.`);
   }
   const families = await loadFamilies(env);
+  // Before anything is written: whether this process is one rank of a data-parallel job.
+  const dist = startDist(str(p, "dist"), CMD, batchLosses, 2);
+  try {
+    await train(p, argv, env, families, dist);
+    dist?.mpi.finalize(); // every rank gets here at the same step
+  } catch (err) {
+    if (err instanceof LmpipeError && err.exitCode === EXIT.interrupted) dist?.mpi.finalize(); // a stop all ranks agreed on
+    throw err;
+  }
+}
+
+async function train(
+  p: Parsed,
+  argv: string[],
+  env: PipelineEnv,
+  families: Families,
+  dist: DistRun | null,
+): Promise<void> {
+  const writer = !dist || dist.dp.writer;
   const out = str(p, "out");
   if (!out) {
     throw usageError("lmpipe train: --out DIR is required (the run folder)\nSee 'lmpipe train --help'.");
@@ -179,6 +215,25 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
+  // rank 0 alone writes the folder, so it alone holds the lock (the other ranks share its run)
+  const lock = writer ? await lockRunFolder(out, ["lmpipe", CMD, ...argv].join(" ")) : null;
+  try {
+    await trainLocked(p, out, resume, force, families, env, dist, writer);
+  } finally {
+    lock?.release();
+  }
+}
+
+async function trainLocked(
+  p: Parsed,
+  out: string,
+  resume: boolean,
+  force: boolean,
+  families: Families,
+  env: PipelineEnv,
+  dist: DistRun | null,
+  writer: boolean,
+): Promise<void> {
   const existing = await hasCheckpoint(out) || await pathExists(join(out, MODEL_FILE));
   if (existing && !resume && !force) {
     throw outputError(
@@ -191,6 +246,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
+  await removeStaleTmps(out).catch(() => {}); // saves that died half-written (this process holds the lock)
 
   // --- model config
   let modelConfig: ModelConfig;
@@ -210,7 +266,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
         "lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)",
       );
     }
-    familyOf(families, modelConfig.model, CMD).validate(modelConfig);
+    validateStored(familyOf(families, modelConfig.model, CMD), modelConfig, join(out, "config.json"));
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
     modelConfig = await configFromFlags(
@@ -225,6 +281,15 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- training options: defaults, then what the run stored (on --resume), then explicit flags
   const o = trainingOptions(p, stored);
+  if (dist && o.gradAccum % dist.mpi.size !== 0) {
+    throw usageError(
+      `lmpipe train: --grad-accum ${o.gradAccum} micro-batches per step cannot be split over ${dist.mpi.size} ranks; ` +
+        `use a multiple of ${dist.mpi.size} (e.g. --grad-accum ${
+          dist.mpi.size * Math.max(1, Math.round(o.gradAccum / dist.mpi.size))
+        }), ` +
+        `or as many ranks as divide it.`,
+    );
+  }
   const autoBatch = o.batchSize === 0;
   const memoryLimitFlag = str(p, "memory-limit");
   if (memoryLimitFlag !== undefined && !autoBatch) {
@@ -263,13 +328,18 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const T = modelConfig.contextLength;
-  const trainData = await WindowSampler.open(splits.train, T, vocab, o.seed, "training");
-  const valData = await WindowSampler.open(splits.val, T, vocab, o.seed, "validation");
+  const dataVocab = Math.min(vocab, VOCAB_SIZE); // ids past GPT-2's 50257 are padding rows, never data
+  const trainData = await WindowSampler.open(splits.train, T, dataVocab, o.seed, "training");
+  const valData = await WindowSampler.open(splits.val, T, dataVocab, o.seed, "validation");
 
   // --- backend and model
-  const backend = await initBackend(o.backend as BackendName, { quiet: true });
+  const backend = await initBackend(o.backend as BackendName, { quiet: true, threads: dist?.threads });
   const model = family.create(modelConfig, o.seed);
   if (ckpt) loadWeights(model, ckpt.weights, out);
+  if (dist) {
+    reportRankDevice(dist, backend);
+    await dist.dp.broadcastParams(model.params); // one set of weights on every rank
+  }
   info(
     `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${
       fmtCount(model.paramCount())
@@ -292,13 +362,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       weightDecay: o.weightDecay,
       log: info,
     });
-    o.batchSize = found.batchSize;
+    o.batchSize = dist ? await dist.dp.min(found.batchSize, "--batch-size auto") : found.batchSize;
     o.batchSizeAuto = autoRecord(found, limit);
     const heap = wasmHeapBytes();
     info(
-      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
-        fmtMiB(limit.bytes)
-      }; ` +
+      `batch size auto: ${o.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${fmtMiB(limit.bytes)}; ` +
         `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
         (heap !== null ? `; wasm heap now ${fmtMiB(heap)}` : "") + ")" +
         (found.capped ? "; capped at the largest size searched" : "") +
@@ -314,6 +382,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${
       fmtCount(tokPerStep)
     } tokens/step, ` +
+      (dist ? `${o.gradAccum / dist.mpi.size} micro-batch(es) on each of ${dist.mpi.size} ranks, ` : "") +
       (o.batchRamp
         ? `batch ramp from ${rampStart(o.batchSize)} to ${o.batchSize} sequences over ${
           fmtCount(o.batchRamp)
@@ -338,9 +407,17 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- logs
   const logPath = str(p, "log") ?? join(out, "log.jsonl");
-  let logFile: Deno.FsFile;
+  let logFile: Deno.FsFile | null = null; // rank 0 alone writes the log
+  if (writer && ckpt?.state) {
+    const dropped = await truncateStepLog(logPath, ckpt.state.step);
+    if (dropped) {
+      info(`log: dropped ${dropped} line(s) past the checkpoint's step ${ckpt.state.step} from ${logPath}`);
+    }
+  }
   try {
-    logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
+    if (writer) {
+      logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
+    }
   } catch (err) {
     throw outputError(`lmpipe train: cannot write --log ${logPath} (${(err as Error).message})`);
   }
@@ -350,11 +427,19 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const json = bool(p, "json");
   const log = (rec: StepLog) => {
     const line = enc.encode(JSON.stringify(rec) + "\n");
-    logFile.writeSync(line);
+    try {
+      writeAllSync(logFile!, line);
+    } catch (err) {
+      throw writeFailure(
+        logPath,
+        err,
+        `Training stopped at step ${rec.step}; checkpoints already saved in ${out} are kept (resume with --resume).`,
+      );
+    }
     if (json) pending = pending.then(() => write(line));
   };
 
-  if (force && existing) {
+  if (force && existing && writer) {
     for (const f of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, STATE_FILE]) {
       await Deno.remove(join(out, f)).catch(() => {});
     }
@@ -375,8 +460,10 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       out,
       config,
       resume: ckpt,
-      log,
+      log: writer ? log : undefined,
       handleSignals: env.signals ?? true,
+      quiet: !writer,
+      dist: dist?.dp,
     }, o);
     info(
       `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${
@@ -387,7 +474,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   } finally {
     await pending;
-    logFile.close();
+    logFile?.close();
     trainData.close();
     valData.close();
     model.dispose();
@@ -490,7 +577,7 @@ function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */
 async function ensureWritable(dir: string): Promise<void> {
-  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
+  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(probe, "");
