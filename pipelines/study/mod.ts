@@ -34,8 +34,9 @@ DIR/loss_step.{svg,png}. Running the same command again resumes: finished runs a
 interrupted ones resume from their last checkpoint.
 
 Model specs (--models, --only): SPEC[,SPEC...], SPEC = FAMILY[:KEY=VALUE[:KEY=VALUE...]], where
-FAMILY is ${ALL_MODELS.join(", ")} and each KEY=VALUE is a config field of the family, passed to
-'lmpipe train' as --set KEY=VALUE (e.g. gpt:nLayer=4:nHead=4). The run folder is the spec with
+FAMILY is one of ${ALL_MODELS.join(", ")},
+and each KEY=VALUE is a config field of the family, passed to 'lmpipe train' as --set KEY=VALUE
+(e.g. gpt:nLayer=4:nHead=4). The run folder is the spec with
 '+' before each pair, keys sorted (gpt:nLayer=4 -> DIR/gpt+nLayer=4/); characters other than
 letters, digits, '.', '_' and '-' are written %XX.
 
@@ -45,7 +46,7 @@ Options:
   --budget DUR        wall-clock training budget per run: 90s, 10m, 2h, 1h30m
   --budget-tokens N   training tokens per run, e.g. 2M (each run stops at the first step that
                       reaches N); with --budget too, whichever comes first     (one of the two required)
-  --models LIST       model specs                                 (default: ${ALL_MODELS.join(",")})
+  --models LIST       model specs                  (default: ${ALL_MODELS.join(",")})
   --preset NAME       model preset for every model: tiny | small | study (the study's sizes:
                       gpt2 for gpt, study for the image models; gpt2 means the same)  (default: small)
   --sizes LIST        train every spec at each size and fit L(C) = a*C^-b + c per spec (C: training
