@@ -180,6 +180,22 @@ for (const model of Object.keys(TINY_SHAPES)) {
 }
 
 Deno.test({
+  name: "dist gpt: 2 ranks = 1 process under --batch-ramp (each rank trains and skips the ramp's sizes)",
+  ignore: noMpi !== null,
+  sanitizeResources: false,
+  fn: async () => {
+    const a = await tmp(), b = await tmp();
+    const args = (out: string) => trainArgs("gpt", out, 6, ["--batch-ramp", "256"]);
+    const [ja, jb] = [await job(0, args(a)), await job(2, args(b))];
+    assert.equal(ja.code, 0, ja.stderr);
+    assert.equal(jb.code, 0, jb.stderr);
+    // B = 4, 2 micro-batches of 16 tokens a sequence: seen 0, 32, 64 -> 1; 96, 160 -> 2; 224 -> 3
+    assert.deepEqual((await readLog(join(b, "log.jsonl"))).map((r) => r.batch_size), [1, 1, 1, 2, 2, 3]);
+    await assertSameRun(a, b, 6);
+  },
+});
+
+Deno.test({
   name:
     "dist gpt: SIGTERM to rank 1 stops both ranks at one step (exit 130, rank 0 saves); resumes on 1 then 2 ranks",
   ignore: noMpi !== null,

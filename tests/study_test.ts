@@ -6,14 +6,9 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { decodePng } from "../lib/plot/png.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
-import {
-  ALL_MODELS,
-  failureLine,
-  parseEval,
-  presetFor,
-  refuseOtherEvalSpellings,
-  RESULT_FILE,
-} from "../pipelines/study/mod.ts";
+import { ALL_MODELS, refuseOtherEvalSpellings, RESULT_FILE } from "../pipelines/study/mod.ts";
+import { failureLine, parseEval } from "../pipelines/study/runner.ts";
+import { presetFor } from "../pipelines/study/specs.ts";
 import { familyNames } from "../lib/models/registry.ts";
 import {
   type ModelResult,
@@ -68,9 +63,12 @@ Deno.test("study report: a row per model, failed runs say why, the study's numbe
   const md = renderMarkdown(report);
   assert.match(
     md,
-    /\| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| 300\.0 MB \| ok \|/,
+    /\| 1 \| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| 300\.0 MB \| ok \|/,
   );
-  assert.match(md, /\| \[pixel-cumsum\]\(pixel-cumsum\/\) .*\| failed: train exited with 3: bad shard \|/);
+  assert.match(
+    md,
+    /\| – \| \[pixel-cumsum\]\(pixel-cumsum\/\) .*\| failed: train exited with 3: bad shard \|/,
+  );
   for (const v of ["3.198", "6.46", "4.73", "4.5044"]) assert.ok(md.includes(v), v);
   assert.ok(md.includes("![loss against wall-clock time](loss_time.png)"));
   assert.ok(md.includes("lmpipe study --data d --budget 8s --out o"));

@@ -3,7 +3,7 @@
 // over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
 import { join } from "node:path";
 import { EXIT, inputError, LmpipeError, outputError, usageError } from "../../lib/errors.ts";
-import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
+import { bool, num, parseCount, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { truncateStepLog } from "../../lib/step_log.ts";
 import { lockRunFolder } from "../../lib/run_lock.ts";
@@ -44,6 +44,8 @@ import {
 } from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
+import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
+import { rampStart } from "../../lib/batch_ramp.ts";
 import { validateStored } from "../../lib/checkpoint_check.ts";
 
 const CMD = "train";
@@ -62,11 +64,14 @@ const SPEC = {
   "min-lr": { type: "string" },
   warmup: { type: "string" },
   "decay-steps": { type: "string" },
+  "lr-schedule": { type: "string" },
   schedule: { type: "string" },
+  "batch-ramp": { type: "string" },
   "weight-decay": { type: "string" },
   "grad-clip": { type: "string" },
   "max-steps": { type: "string" },
   "max-time": { type: "string" },
+  "max-tokens": { type: "string" },
   precision: { type: "string" },
   "scale-window": { type: "string" },
   out: { type: "string" },
@@ -81,7 +86,8 @@ const SPEC = {
   dist: { type: "string" },
 } as const;
 
-const HELP = `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR) [options]
+const HELP =
+  `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR | --max-tokens N) [options]
 
 Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable checkpoint in --out:
 model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
@@ -106,8 +112,16 @@ Optimisation:
   --min-lr X           final learning rate                                                   (default: lr/10)
   --warmup N           warm-up steps                     (default: 2000, or a tenth of the decay steps if less)
   --decay-steps N      step where the decay reaches --min-lr
-                       (default: --max-steps; with only --max-time, estimated from the first steps' speed)
-  --schedule NAME      cosine (linear warm-up, cosine decay) | onecycle (lr/25 up to lr, down)  (default: cosine)
+                       (default: --max-steps, or the steps --max-tokens takes if fewer; with only
+                       --max-time, estimated from the first steps' speed)
+  --lr-schedule NAME   cosine: linear warm-up lr*(s+1)/(warmup+1), then cosine down to --min-lr at
+                       --decay-steps; onecycle: cosine rise from lr/25 to lr over the warm-up, then
+                       cosine down to --min-lr; constant: the linear warm-up, then lr to the end
+                       (--schedule is the older spelling)                                   (default: cosine)
+  --batch-ramp N       grow the micro-batch over the first N training tokens (50k, 2M, 1G): from
+                       ceil(B/8) sequences linearly to B = --batch-size (auto included), i.e.
+                       ceil(B/8) + floor((B - ceil(B/8)) * seen / N); --grad-accum stays, tokens in
+                       the log count what was trained; resumes continue the same curve   (default: 0, off)
   --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
   --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
   --precision P        fp32 | mixed (fp16-rounded activations/gradients, dynamic loss scale) (default: fp32)
@@ -115,6 +129,8 @@ Optimisation:
 Budget and output:
   --max-steps N        stop after N optimiser steps                                          (default: none)
   --max-time DUR       stop after this wall-clock time, e.g. 90s, 10m, 2h, 1h30m             (default: none)
+  --max-tokens N       stop at the first step that brings the training tokens seen to N or more,
+                       e.g. 500k, 20M (equal-data comparisons)                               (default: none)
   --out DIR            run folder (checkpoint, config, log)                                  (required)
   --ckpt-every N       save every N steps (also at the end and on SIGINT/SIGTERM); 0 = end only (default: 1000)
   --eval-every N       validation loss every N steps (and at the end); 0 = end only          (default: 200)
@@ -367,9 +383,16 @@ async function trainLocked(
       fmtCount(tokPerStep)
     } tokens/step, ` +
       (dist ? `${o.gradAccum / dist.mpi.size} micro-batch(es) on each of ${dist.mpi.size} ranks, ` : "") +
-      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${Number(o.minLr.toPrecision(6))}` +
+      (o.batchRamp
+        ? `batch ramp from ${rampStart(o.batchSize)} to ${o.batchSize} sequences over ${
+          fmtCount(o.batchRamp)
+        } tokens, `
+        : "") +
+      `${o.precision}, ${o.schedule} lr ${o.lr}` +
+      (o.schedule === "constant" ? "" : ` -> ${Number(o.minLr.toPrecision(6))}`) +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
       (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
+      (o.maxTokens ? `, ${fmtCount(o.maxTokens)} tokens` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
   );
   if (ckpt?.state) {
@@ -469,12 +492,18 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
   const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
   const lr = pick("lr", "lr", 6e-4, real("lr", 0));
-  const schedule = pick("schedule", "schedule", "cosine", () => {
-    const s = str(p, "schedule")!;
-    if (s !== "cosine" && s !== "onecycle") {
-      throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+  if (given("lr-schedule") && given("schedule")) {
+    throw usageError("lmpipe train: --schedule is the older spelling of --lr-schedule; give one of them");
+  }
+  const scheduleFlag = given("schedule") ? "schedule" : "lr-schedule";
+  const schedule = pick(scheduleFlag, "schedule", "cosine", () => {
+    const s = str(p, scheduleFlag)!;
+    if (!(SCHEDULE_NAMES as readonly string[]).includes(s)) {
+      throw usageError(
+        `lmpipe train: --${scheduleFlag} must be ${SCHEDULE_NAMES.join(", ")}, got '${s}'`,
+      );
     }
-    return s;
+    return s as ScheduleName;
   });
   const precision = pick("precision", "precision", "fp32", () => {
     const s = str(p, "precision")!;
@@ -494,6 +523,7 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
       }
       return Number(batchFlag);
     }),
+    batchRamp: pick("batch-ramp", "batchRamp", 0, () => parseCount(CMD, "batch-ramp", str(p, "batch-ramp")!)),
     gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
     lr,
     minLr: given("min-lr")
@@ -508,6 +538,11 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     gradClip: pick("grad-clip", "gradClip", 1.0, real("grad-clip", 0)),
     maxSteps: pick("max-steps", "maxSteps", null, int("max-steps", 1)),
     maxTimeS: pick("max-time", "maxTimeS", null, () => parseDuration(CMD, "max-time", str(p, "max-time")!)),
+    maxTokens: pick("max-tokens", "maxTokens", null, () => {
+      const n = parseCount(CMD, "max-tokens", str(p, "max-tokens")!);
+      if (n < 1) throw usageError(`lmpipe train: --max-tokens must be at least 1, got ${n}`);
+      return n;
+    }),
     precision,
     scaleWindow: pick("scale-window", "scaleWindow", 2000, int("scale-window", 1)),
     ckptEvery: pick("ckpt-every", "ckptEvery", 1000, int("ckpt-every", 0)),
@@ -519,9 +554,9 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   };
   // an explicit size replaces a stored search; --batch-size auto makes a new one
   if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
-  if (o.maxSteps === null && o.maxTimeS === null) {
+  if (o.maxSteps === null && o.maxTimeS === null && (o.maxTokens ?? null) === null) {
     throw usageError(
-      "lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)",
+      "lmpipe train: give a budget: --max-steps N, --max-time DUR (e.g. --max-time 10m) and/or --max-tokens N",
     );
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
