@@ -110,9 +110,9 @@ function webgpuRow(op: string, file: string, opChainFile: string, kernel?: strin
 
 // lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts) and its flash attention
 // (lib/tensor/ops/attention/webgpu.ts): on with the other webgpu kernels, unless LMPIPE_WEBGPU_CONV=0 or
-// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter
-// gradient of ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0 turns
-// both off too.
+// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and the filter gradient of
+// ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0
+// turns both off too.
 let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
 let webgpuAttentionOn = envSwitch("LMPIPE_WEBGPU_ATTENTION");
 
