@@ -310,7 +310,7 @@ export function transposedMatMulsAreFree(): boolean {
 
 // Real f16 under --precision mixed (lib/train_loop.ts turns it on for a mixed run): where the GPU offers
 // shader-f16, lmpipe's conv and attention kernels round every operand to binary16 as they load it
-// (roundToHalf in lib/tensor/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
+// (roundToHalf in lib/tensor/webgpu/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
 // memory as f16; products and sums stay f32. Other webgpu kernels and backends keep the emulation.
 let halfOperands = false;
 

@@ -1,5 +1,5 @@
 // causalAttention: softmax(scale q k^T, causal) v over the last two axes, the attention of gpt
-// (lib/nn.ts causalSelfAttention) and of pixel-attn's value images (lib/models/pixel.ts attnImages).
+// (lib/nn.ts causalSelfAttention) and of pixel-attn's value images (lib/models/pixel_mapping.ts attnImages).
 // q [..., T, D], k [..., past + T, D], v [..., past + T, Dv]: query i sits at absolute position
 // past + i and sees keys 0..past+i (past > 0 when decoding with a KV cache).
 //   - On webgpu with lmpipe's kernels on (lib/tensor/kernel_choice.ts kernelFor("causalAttention")) and heads of
