@@ -191,8 +191,8 @@ function splitHeads(x: tf.Tensor, nHead: number): tf.Tensor4D {
 /** [B, G, T, D] -> [B, G·n, T, D], each head repeated n times in a row (head h reads group h / n). */
 function repeatHeads(x: tf.Tensor4D, n: number): tf.Tensor4D {
   if (n === 1) return x;
-  const [B, G, T, D] = x.shape;
-  return tf.reshape(tf.tile(tf.expandDims(x, 2), [1, 1, n, 1, 1]), [B, G * n, T, D]);
+  const [B, G, T, D] = x.shape; // a rank-4 tile (TF.js has no rank-5 tile gradient)
+  return tf.reshape(tf.tile(tf.reshape(x, [B, G, 1, T * D]), [1, 1, n, 1]), [B, G * n, T, D]);
 }
 
 export interface AttendOptions {

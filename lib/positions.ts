@@ -49,9 +49,8 @@ export function ropeTables(start: number, T: number, D: number, base = 10000): R
  * (x_2i cos - x_2i+1 sin, x_2i sin + x_2i+1 cos). Differentiable in x.
  */
 export function applyRope(x: tf.Tensor, r: RopeTables): tf.Tensor {
-  const D = x.shape[x.rank - 1];
-  const pairs = tf.reshape(x, [...x.shape.slice(0, -1), D / 2, 2]);
-  const swapped = tf.reshape(tf.reverse(pairs, -1), x.shape); // (x_2i+1, x_2i)
+  const pairs = tf.reshape(x, [-1, 2]); // rank 2: webgpu's reverse mishandles rank 5
+  const swapped = tf.reshape(tf.reverse(pairs, 1), x.shape); // (x_2i+1, x_2i)
   return tf.add(tf.mul(x, r.cos), tf.mul(swapped, r.sin));
 }
 
@@ -75,7 +74,7 @@ export function alibiBias(H: number, start: number, T: number): tf.Tensor3D {
   const out = new Float32Array(H * T * Tk);
   for (let h = 0; h < H; h++) {
     for (let i = 0; i < T; i++) {
-      for (let j = 0; j <= start + i; j++) out[(h * T + i) * Tk + j] = -slopes[h] * (start + i - j);
+      for (let j = 0; j <= start + i; j++) out[(h * T + i) * Tk + j] = slopes[h] * (j - start - i);
     }
   }
   return tf.tensor3d(out, [H, T, Tk]);
