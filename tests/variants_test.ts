@@ -28,6 +28,7 @@ import { saveUntrainedRun } from "./helpers_run.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { run as evaluate } from "../pipelines/eval/mod.ts";
 import { run as sample } from "../pipelines/sample/mod.ts";
+import { presetFor } from "../pipelines/study/mod.ts";
 
 const V = 61;
 
@@ -400,6 +401,8 @@ Deno.test("config: options through resolution, clear errors, llama family, image
     "llama",
   ]);
   assert.ok(FAMILIES.some((f) => f.name === "llama"));
+  assert.equal(presetFor("llama", "study"), "gpt2"); // study's size names pick llama's gpt2 preset
+  assert.equal(presetFor("llama", "gpt2"), "gpt2");
   // the image models' warm-up blocks take the block options: causal, and cached decoding still agrees
   for (const model of ["pixel-attn", "pixel-cumsum"]) {
     const cfg = resolveConfig(model, "tiny", {

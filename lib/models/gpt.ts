@@ -337,6 +337,7 @@ export const llamaFamily: ModelFamily = {
   name: "llama",
   summary: "gpt with llama-style blocks (RMSNorm, SwiGLU, rotary positions, no biases, untied head)",
   presets: LLAMA_PRESETS,
+  variantOf: "gpt",
   validate: validateGptConfig,
   create: (config, seed) => new Gpt(config, seed),
 };

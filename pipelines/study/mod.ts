@@ -11,7 +11,7 @@ import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtDuration, info, stderrIsTTY, warn } from "../../lib/log.ts";
 import { VERSION } from "../../lib/version.ts";
-import { familyNames, getFamily } from "../../lib/models/registry.ts";
+import { FAMILIES, familyNames, getFamily } from "../../lib/models/registry.ts";
 import { peakRssOf } from "../../lib/rss.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { initBackend } from "../../lib/tensor/backend.ts";
@@ -23,8 +23,8 @@ import { renderTerm } from "../../lib/plot/term.ts";
 import { pathExists, writeAtomic } from "../../lib/fs.ts";
 import { type ModelResult, renderMarkdown, STUDY_REPORTED, type StudyReport } from "./report.ts";
 
-/** Every model the study trains: the registry's families, in its order. */
-export const ALL_MODELS: readonly string[] = familyNames();
+/** Every model the study trains by default: the registry's families (not variants of another), in its order. */
+export const ALL_MODELS: readonly string[] = FAMILIES.filter((f) => !f.variantOf).map((f) => f.name);
 
 const HELP = `lmpipe study: train every model for the same wall-clock budget and compare them
 
@@ -122,10 +122,10 @@ export async function run(argv: string[]): Promise<void> {
   };
   if (o.budget <= 0) throw usageError("lmpipe study: --budget must be longer than 0s");
   if (o.models.length === 0) throw usageError("lmpipe study: --models is empty");
-  const unknown = o.models.filter((m) => !ALL_MODELS.includes(m));
+  const unknown = o.models.filter((m) => !familyNames().includes(m));
   if (unknown.length) {
     throw usageError(
-      `lmpipe study: unknown model '${unknown[0]}' in --models; choose from ${ALL_MODELS.join(", ")}`,
+      `lmpipe study: unknown model '${unknown[0]}' in --models; choose from ${familyNames().join(", ")}`,
     );
   }
   if (new Set(o.models).size !== o.models.length) {
@@ -254,10 +254,11 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** The study-size preset is called gpt2 for gpt and study for the image models; either name picks both. */
+/** The study-size preset is called gpt2 for gpt and llama, study for the image models; either name picks both. */
 export function presetFor(model: string, preset: string): string {
-  if (preset === "study" && model === "gpt") return "gpt2";
-  if (preset === "gpt2" && model !== "gpt") return "study";
+  const gptLike = model === "gpt" || model === "llama";
+  if (preset === "study" && gptLike) return "gpt2";
+  if (preset === "gpt2" && !gptLike) return "study";
   return preset;
 }
 
