@@ -11,7 +11,6 @@ import {
   type GptConfig,
   gptFlopsPerToken,
   gptParamCount,
-  gptParamSpecs,
   LLAMA_PRESETS,
 } from "../lib/models/gpt.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -24,6 +23,7 @@ import { FAMILIES } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
 import { assertClose, maxRelErr, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { referenceLogits, type RefTensor } from "./helpers_gpt_reference.ts";
+import { assertAgrees, lossAndGrads } from "./helpers_backends.ts";
 import { saveUntrainedRun } from "./helpers_run.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { run as evaluate } from "../pipelines/eval/mod.ts";
@@ -311,32 +311,12 @@ Deno.test("finite differences agree with the gradient for every parameter under 
 
 for (const backend of (await testBackends()).filter((b) => b !== "cpu")) {
   Deno.test(`${backend} agrees with cpu under the options (loss and gradients, fp32 and mixed)`, async () => {
+    const rows = tokens(2, 13, V, 33);
     for (const extra of [CASES["everything else"], CASES["rope + kv_heads=2 + separate + attn_extra"]]) {
-      const run = async (name: typeof backend | "cpu", precision: "fp32" | "mixed") => {
-        await initBackend(name, { quiet: true });
-        const rows = tokens(2, 13, V, 33);
-        const idx = tf.tensor2d(rows.map((r) => r.slice(0, 12)), [2, 12], "int32");
-        const tgt = tf.tensor2d(rows.map((r) => r.slice(1)), [2, 12], "int32");
-        const model = gpt(extra, 42);
-        const { value, grads } = tf.variableGrads(() => model.loss(idx, tgt, { precision }));
-        const out = { loss: await readScalar(value), grads: new Map<string, ArrayLike<number>>() };
-        for (const [n, v] of model.params) out.grads.set(n, await readData(grads[v.name]));
-        tf.dispose([value, ...Object.values(grads), idx, tgt]);
-        model.dispose();
-        return out;
-      };
       for (const precision of ["fp32", "mixed"] as const) {
-        const want = await run("cpu", precision), got = await run(backend, precision);
-        assertClose(
-          [got.loss],
-          [want.loss],
-          precision === "fp32" ? 1e-5 : 1e-4,
-          `${backend} ${precision} loss`,
-        );
-        const tol = precision === "fp32" ? 1e-4 : 2e-3; // mixed: a flipped fp16 rounding is 2^-11
-        for (const [n, g] of want.grads) {
-          assertClose(got.grads.get(n)!, g, tol, `${backend} ${precision} ${n}`);
-        }
+        const want = await lossAndGrads("cpu", precision, () => gpt(extra, 42), rows);
+        const got = await lossAndGrads(backend, precision, () => gpt(extra, 42), rows);
+        assertAgrees(got, want, precision, `${backend} ${precision} ${JSON.stringify(extra)}`);
       }
     }
   });
