@@ -6,15 +6,21 @@
 // positions start..start+T-1, and rounded to float32 once.
 import { tf } from "./tensor/backend.ts";
 
-/** Sinusoidal embeddings [T, C] of positions start..start+T-1: sin in even columns, cos in odd ones. */
-export function sinusoidalTable(start: number, T: number, C: number): tf.Tensor2D {
+/**
+ * Sinusoidal embeddings [T, C] of positions start..start+T-1: `scale` sin in even columns, `scale` cos in
+ * odd ones. The default scale, 0.02, is the std GPT-2 draws token (and learned position) embeddings from,
+ * so tokens and positions start at the ratio they have in GPT-2. Vaswani et al. added the unscaled table
+ * to embeddings multiplied by sqrt(C); with GPT-2's initialisation an unscaled table drowns the tokens
+ * (docs/variants.md measures it).
+ */
+export function sinusoidalTable(start: number, T: number, C: number, scale = 0.02): tf.Tensor2D {
   if (C % 2 !== 0) throw new Error(`sinusoidal positions need an even width, got ${C}`);
   const out = new Float32Array(T * C);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < C / 2; i++) {
       const angle = (start + t) / 10000 ** ((2 * i) / C);
-      out[t * C + 2 * i] = Math.sin(angle);
-      out[t * C + 2 * i + 1] = Math.cos(angle);
+      out[t * C + 2 * i] = scale * Math.sin(angle);
+      out[t * C + 2 * i + 1] = scale * Math.cos(angle);
     }
   }
   return tf.tensor2d(out, [T, C]);

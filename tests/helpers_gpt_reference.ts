@@ -81,7 +81,7 @@ export function referenceLogits(c: RefConfig, p: Map<string, RefTensor>, tokens:
       if (c.pos === "learned") v[i] += get("transformer.wpe.weight").data[t * C + i];
       if (c.pos === "sinusoidal") {
         const a = t / 10000 ** ((i - (i % 2)) / C);
-        v[i] += i % 2 === 0 ? Math.sin(a) : Math.cos(a);
+        v[i] += 0.02 * (i % 2 === 0 ? Math.sin(a) : Math.cos(a)); // the table scaled to GPT-2's init std
       }
     }
     return v;
