@@ -7,15 +7,46 @@
 # norm 1.0, one loss read per step) on uniformly random token batches. Used only for measurement, by
 # `deno run -A bench/train.ts --vs-torch`; never by the CI tests (CI has no PyTorch).
 #
-# Prints one JSON line on stdout (tokens/s, ms/step, parameter count, configuration); progress on stderr.
+# Prints one JSON line on stdout (tokens/s, median ms/step, parameter count, configuration, the BLAS
+# library and the OpenBLAS kernel it dispatched, OPENBLAS_CORETYPE); progress on stderr.
+#
+# An honest anchor: glibc's default malloc returns PyTorch's large activation buffers to the kernel after
+# every op, so every step page-faults them back in (257 tokens/s instead of 1,713 on 1 thread, issue 17).
+# This script therefore re-executes itself with the tuned malloc settings of docs (MALLOC_MMAP_THRESHOLD_,
+# MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_) unless they are set already, and times the step nanoGPT's
+# train.py takes: forward, backward, clip, AdamW step, zero_grad.
 #
 #   python3 bench/torch_reference.py --preset tiny --steps 3 --warmup-steps 1 --threads 1
 #   python3 bench/torch_reference.py --n-layer 4 --n-embd 128 --n-head 4 --context 128 --batch 8 --precision bf16
 import argparse
+import ctypes
 import json
 import math
+import os
+import statistics
 import sys
 import time
+
+# glibc malloc settings that keep freed buffers in the process (see the header); applied before torch loads.
+TUNED_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+def ensure_tuned_malloc():
+    """Re-executes this script with TUNED_MALLOC in the environment unless every variable is set already."""
+    if all(k in os.environ for k in TUNED_MALLOC) or os.environ.get("LMPIPE_TORCH_MALLOC") == "default":
+        return
+    env = dict(os.environ)
+    for k, v in TUNED_MALLOC.items():
+        env.setdefault(k, v)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+if __name__ == "__main__":
+    ensure_tuned_malloc()
 
 try:
     import torch
@@ -121,6 +152,88 @@ class Gpt(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
+class PixelModel(nn.Module):
+    """lmpipe's image models (lib/models/pixel.ts) with a VGG CNN (cnn.ts): embeddings, warm-up GPT blocks,
+    the map LayerNorm, each position's image (pixel-cumsum: a running sum of keys times pixel queries;
+    pixel-attn / pixel-attn-wide: per-channel causal attention over value images), the CNN on every image
+    on its own (3x3 convs, each followed by a per-image norm over H, W and C with a per-channel scale and
+    shift, i.e. GroupNorm with one group, and ReLU), global average pooling, ln_f and an untied head."""
+
+    def __init__(self, cfg, use_sdpa):
+        super().__init__()
+        self.cfg = cfg
+        d, C, dk, S, V, T = cfg["nEmbd"], cfg["channels"], cfg["keyDim"], cfg["imageSize"], cfg["vocabSize"], cfg["contextLength"]
+        bias = bool(cfg.get("bias", False))
+        self.model = cfg["model"]
+        self.wte = nn.Embedding(V, d)
+        self.wpe = nn.Embedding(T, d)
+        self.blocks = nn.ModuleList(Block(d, cfg["nHead"], bias, use_sdpa) for _ in range(cfg["nWarmup"]))
+        self.map_ln = nn.LayerNorm(d)
+        if not bias:
+            self.map_ln.bias = None
+        if self.model == "pixel-cumsum":
+            self.key = nn.Linear(d, C * dk, bias=False)
+            self.query = nn.Parameter(torch.randn(C, dk, S * S) * 0.02)
+        else:
+            self.q = nn.Linear(d, C * dk, bias=False)
+            self.k = nn.Linear(d, C * dk, bias=False)
+            self.value = nn.Parameter(torch.randn(C, d, S * S) * 0.02)
+            self.value_bias = nn.Parameter(torch.zeros(C, S * S)) if bias else None
+        if cfg["cnn"] not in ("vgg9", "vgg-wide"):
+            sys.exit(f"bench/torch_reference.py: cnn '{cfg['cnn']}' has no PyTorch reference here (vgg9, vgg-wide)")
+        if cfg.get("cnnNorm", "image") != "image":
+            sys.exit("bench/torch_reference.py: only cnnNorm 'image' has a PyTorch reference here")
+        widths = list(cfg.get("cnnWidths") or [])
+        if not widths:
+            w = cfg["cnnWidth"]
+            widths = [w] * cfg["cnnDepth"] if cfg["cnn"] == "vgg9" else [w, w, w, w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 4 * w]
+        layers, in_c = [], C
+        for out_c in widths:
+            layers += [nn.Conv2d(in_c, out_c, 3, padding=1, bias=False), nn.GroupNorm(1, out_c, eps=1e-5), nn.ReLU()]
+            in_c = out_c
+        self.cnn = nn.Sequential(*layers)
+        self.ln_f = nn.LayerNorm(in_c)
+        if not bias:
+            self.ln_f.bias = None
+        self.lm_head = nn.Linear(in_c, V, bias=False)
+        self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1), persistent=False)
+        for name, p in self.named_parameters():
+            if p.dim() >= 2 and not name.startswith("cnn."):
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def images(self, hn):
+        c = self.cfg
+        B, T, d = hn.shape
+        C, dk, S = c["channels"], c["keyDim"], c["imageSize"]
+        if self.model == "pixel-cumsum":
+            sums = torch.cumsum(self.key(hn), dim=1).view(B, T, C, dk)
+            imgs = torch.einsum("btck,ckp->btcp", sums, self.query)
+        else:
+            q = (self.q(hn) / math.sqrt(dk)).view(B, T, C, dk).transpose(1, 2)  # [B, C, T, dk]
+            k = self.k(hn).view(B, T, C, dk).transpose(1, 2)
+            probs = F.softmax((q @ k.transpose(-2, -1)).masked_fill(self.mask[:T, :T], float("-inf")), dim=-1)
+            if S * S <= d:  # values first, as lmpipe's attnOrder auto
+                v = torch.einsum("btd,cdp->bctp", hn, self.value)
+                if self.value_bias is not None:
+                    v = v + self.value_bias[None, :, None, :]
+                imgs = (probs @ v).permute(0, 2, 1, 3)  # [B, T, C, P]
+            else:  # attend first
+                mixed = probs @ hn[:, None]  # [B, C, T, d]
+                imgs = torch.einsum("bctd,cdp->btcp", mixed, self.value)
+                if self.value_bias is not None:
+                    imgs = imgs + self.value_bias[None, None]
+        return imgs.reshape(B * T, C, S, S)
+
+    def forward(self, idx, targets):
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe.weight[:t]
+        for blk in self.blocks:
+            x = blk(x, self.mask)
+        feats = self.cnn(self.images(self.map_ln(x))).mean(dim=(2, 3))
+        logits = self.lm_head(self.ln_f(feats))
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
+
+
 def blas_library():
     """The BLAS this process loaded (from /proc/self/maps; Linux only), e.g. 'openblas-openmp/libopenblasp-r0.3.21.so'."""
     try:
@@ -136,6 +249,29 @@ def blas_library():
     return f"reference BLAS ({ref[0]})" if ref else "none found"
 
 
+def openblas_corename():
+    """The kernel family OpenBLAS dispatched in this process (openblas_get_corename), e.g. 'SkylakeX', or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.rsplit("/", 1)[-1]})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        return fn().decode()
+    return None
+
+
+def malloc_settings():
+    """The glibc malloc variables in effect ('default' when none is set)."""
+    set_ = {k: os.environ[k] for k in TUNED_MALLOC if k in os.environ}
+    return set_ or "default"
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/torch_reference.py",
@@ -147,6 +283,9 @@ def parse_args(argv):
         "      --threads 2 --precision bf16",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="base shapes (default tiny)")
+    ap.add_argument("--model", default="gpt", choices=["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"],
+                    help="gpt (default), or an image model given by --pixel-config")
+    ap.add_argument("--pixel-config", help="an image model's lmpipe config as JSON (its run's config.json)")
     ap.add_argument("--n-layer", type=int)
     ap.add_argument("--n-head", type=int)
     ap.add_argument("--n-embd", type=int)
@@ -203,7 +342,15 @@ def main(argv):
     use_sdpa = a.attention == "sdpa" or (a.attention == "auto" and has_sdpa)
 
     torch.manual_seed(a.seed)
-    model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa).to(device)
+    if a.model == "gpt":
+        model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa).to(device)
+    else:
+        if not a.pixel_config:
+            sys.exit(f"bench/torch_reference.py: --model {a.model} needs --pixel-config JSON (lmpipe's config)")
+        pcfg = json.loads(a.pixel_config)
+        pcfg["model"] = a.model
+        model = PixelModel(pcfg, use_sdpa).to(device)
+        a.vocab, a.context = pcfg["vocabSize"], pcfg["contextLength"]
     params = sum(p.numel() for p in model.parameters())  # the tied head is wte, counted once
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -224,7 +371,7 @@ def main(argv):
         else:
             with torch.autocast(device_type=device, dtype=amp_dtype):
                 loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
+        # nanoGPT train.py's order: backward, clip, step, then zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,6 +382,7 @@ def main(argv):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
+        opt.zero_grad(set_to_none=True)
         return loss.item()  # the one host read per step, as lmpipe's loop (also syncs CUDA)
 
     warm_up_blas = torch.ones(8, 8) @ torch.ones(8, 8)  # loads the BLAS library before it is named
@@ -244,7 +392,8 @@ def main(argv):
             "apt-get install -y --no-install-recommends libopenblas0-openmp")
     del warm_up_blas
     log(f"{device}, {torch.get_num_threads()} thread(s), {a.precision}: {a.warmup_steps} + {a.steps} steps "
-        f"of {B} x {T} tokens, {params / 1e6:.2f}M parameters")
+        f"of {B} x {T} tokens, {params / 1e6:.2f}M parameters; BLAS {blas} (kernel {openblas_corename()}, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}), malloc {malloc_settings()}")
     for _ in range(a.warmup_steps):
         step()
     times, losses = [], []
@@ -252,7 +401,7 @@ def main(argv):
         t0 = time.perf_counter()
         losses.append(step())
         times.append((time.perf_counter() - t0) * 1000)
-    ms = sum(times) / len(times)
+    ms = statistics.median(times)
     out = {
         "impl": "pytorch",
         "torch": torch.__version__,
@@ -261,13 +410,18 @@ def main(argv):
         "precision": a.precision,
         "attention": "sdpa" if use_sdpa else "manual",
         "blas": blas,
+        "blas_core": openblas_corename(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        "malloc": malloc_settings(),
+        "model": a.model,
         "config": {"n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd, "context": T,
                    "vocab": a.vocab, "bias": not a.no_bias, "batch": B},
         "params": params,
         "warmup_steps": a.warmup_steps,
         "steps": a.steps,
-        "ms_per_step": round(ms, 2),
+        "ms_per_step": round(ms, 2),  # the median of the timed steps
         "ms_per_step_min": round(min(times), 2),
+        "ms_per_step_mean": round(sum(times) / len(times), 2),
         "tokens_per_s": round(B * T * 1000 / ms, 1),
         "loss_first": round(losses[0], 4),
         "loss_last": round(losses[-1], 4),

@@ -17,7 +17,14 @@ import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
-import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import {
+  benchTrainOptions,
+  median,
+  runBench,
+  SHAPE_FLAGS,
+  shapeOverrides,
+  writeRandomShard,
+} from "./common.ts";
 
 const HELP = `deno run -A bench/train.ts [flags]
 
@@ -35,7 +42,10 @@ const HELP = `deno run -A bench/train.ts [flags]
   --repeat N           measure every configuration N times, one row each (default 1)
   --sample-tokens N    tokens generated for the sampling rates (default 32; not with --vs-torch)
   --vs-torch           after each lmpipe measurement run bench/torch_reference.py on the same config
-                       (gpt only): ms/step, tokens/s and the ratio lmpipe/PyTorch of tokens/s
+                       (gpt and the image models with a VGG CNN; parameter counts must be equal): ms/step,
+                       tokens/s and the ratio lmpipe/PyTorch of tokens/s
+  --dnnl L             on | off | on,off: wasm convolutions on oneDNN or not (LMPIPE_DNNL=off), one child
+                       process per thread count and mode, rounds of --repeat alternating over them
   --torch-precision L  PyTorch precisions, fp32 first (the ratio's yardstick): fp32 | bf16 | fp16
                        (autocast; fp16 on CUDA only), e.g. fp32,bf16 (default fp32)
   --torch-python P     python with PyTorch (default: $LMPIPE_TORCH_PYTHON, else the first of python3,
@@ -69,6 +79,7 @@ const FLAGS = {
   "vs-torch": { type: "boolean" },
   "torch-precision": { type: "string" },
   "torch-python": { type: "string" },
+  dnnl: { type: "string" },
   "emit-rows": { type: "boolean" }, // internal: a child of a --threads list prints its rows as JSON
 } as const;
 
@@ -88,6 +99,8 @@ interface Options {
   torchPrecisions: string[];
   torchPython?: string;
   emitRows: boolean;
+  /** oneDNN modes, one child process each (LMPIPE_DNNL=off for "off"); empty: the environment's. */
+  dnnl: string[];
 }
 
 /** The flags as Options, or a usage error naming the bad one. */
@@ -121,10 +134,9 @@ function parseOptions(argv: string[]): Options | null {
       `${CMD}: --torch-precision must start with fp32 (the ratio's yardstick), e.g. fp32,bf16`,
     );
   }
-  if (vsTorch && models.some((m) => m !== "gpt")) {
-    throw usageError(
-      `${CMD}: --vs-torch compares the gpt model only (bench/torch_reference.py); drop --models or use --models gpt`,
-    );
+  const dnnl = list("dnnl", "");
+  for (const d of dnnl) {
+    if (d !== "on" && d !== "off") throw usageError(`${CMD}: --dnnl takes on, off or on,off; got '${d}'`);
   }
   const overrides = shapeOverrides(p, CMD);
   const backends = str(p, "backends") === undefined ? undefined : list("backends", "") as BackendName[];
@@ -144,6 +156,7 @@ function parseOptions(argv: string[]): Options | null {
     torchPrecisions,
     torchPython: str(p, "torch-python"),
     emitRows: bool(p, "emit-rows"),
+    dnnl,
   };
 }
 
@@ -161,6 +174,8 @@ interface Row {
   tokensPerS: number;
   sampleCached?: number;
   sampleUncached?: number;
+  /** lmpipe's sgemm library and the OpenBLAS kernels it dispatched (backend description). */
+  blas: string;
   torch?: TorchResult[];
 }
 
@@ -173,6 +188,10 @@ interface TorchResult {
   params: number;
   version: string;
   blas: string;
+  /** openblas_get_corename in the PyTorch process, and its OPENBLAS_CORETYPE and malloc settings. */
+  blasCore: string | null;
+  coretype: string;
+  malloc: string;
 }
 
 let o: Options;
@@ -184,47 +203,69 @@ async function main(): Promise<void> {
   if (!parsed) return console.log(HELP);
   o = parsed;
   let rows: Row[];
-  if (o.threads.length > 1) rows = await runPerThreadCount();
+  if (o.threads.length > 1 || o.dnnl.length > 0) rows = await runPerThreadCount();
   else rows = await measure(o.threads[0]);
   if (o.emitRows) {
     for (const r of rows) console.log(JSON.stringify(r));
     return;
   }
   const how =
-    `lmpipe precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (mean ms/step), batch ${o.batch}`;
+    `lmpipe precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (median ms/step), ` +
+    `batch ${o.batch}; load average at the end ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ` +
+    `${navigator.hardwareConcurrency} cores; OPENBLAS_CORETYPE=${
+      Deno.env.get("OPENBLAS_CORETYPE") ?? "unset"
+    }`;
   if (o.vsTorch) {
     const t = rows.find((r) => r.torch?.length)?.torch?.[0];
     console.log(
-      `${how}; PyTorch ${t?.version ?? "?"} (BLAS: ${t?.blas ?? "?"}) with the same steps and threads\n`,
+      `${how}\nlmpipe: ${rows[0]?.blas ?? "?"}\nPyTorch ${t?.version ?? "?"}: BLAS ${t?.blas ?? "?"} ` +
+        `(${t?.blasCore ?? "?"} kernels, OPENBLAS_CORETYPE=${t?.coretype ?? "?"}, malloc ${
+          t?.malloc ?? "?"
+        }), ` +
+        `same steps and threads, run after each lmpipe measurement (alternating)\n`,
     );
     printVsTorch(rows);
+    if (o.repeat > 1) printMedianRatios(rows);
   } else {
     console.log(`${how}, sampling ${o.sampleTokens} tokens\n`);
     printSpeeds(rows);
   }
 }
 
-/** Runs this script once per thread count (wasm threads are fixed per process) and merges the rows. */
+/**
+ * Runs this script once per thread count (wasm threads are fixed per process) and oneDNN mode, each child
+ * one round, the rounds of --repeat alternating over them, and merges the rows.
+ */
 async function runPerThreadCount(): Promise<Row[]> {
   const rows: Row[] = [];
   const self = new URL(import.meta.url).pathname;
+  const drop = new Set(["--threads", "--dnnl", "--repeat"]);
   const args = Deno.args.filter((a, i, all) =>
-    !(a === "--threads" || a.startsWith("--threads=") || all[i - 1] === "--threads")
+    !(drop.has(a) || drop.has(all[i - 1]) || [...drop].some((f) => a.startsWith(`${f}=`)))
   );
-  for (const t of o.threads) {
-    console.error(`--- ${t} thread${t === 1 ? "" : "s"} (child process) ---`);
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", self, ...args, "--threads", String(t), "--emit-rows"],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    if (!out.success) {
-      throw new LmpipeError(
-        `${CMD}: the child run with --threads ${t} failed (exit ${out.code}); its messages are above`,
-      );
-    }
-    for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
-      if (line.startsWith("{")) rows.push(JSON.parse(line));
+  const threads = o.threads.length > 0 ? o.threads : [undefined];
+  const modes = o.dnnl.length > 0 ? o.dnnl : [undefined];
+  for (let run = 1; run <= o.repeat; run++) {
+    for (const t of threads) {
+      for (const mode of modes) {
+        const what = `${t ?? "default"} thread${t === 1 ? "" : "s"}${mode ? `, oneDNN ${mode}` : ""}`;
+        console.error(`--- round ${run}: ${what} (child process) ---`);
+        const env: Record<string, string> = mode === "off" ? { LMPIPE_DNNL: "off" } : {};
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", self, ...args, ...(t ? ["--threads", String(t)] : []), "--emit-rows"],
+          env,
+          stdout: "piped",
+          stderr: "inherit",
+        }).output();
+        if (!out.success) {
+          throw new LmpipeError(
+            `${CMD}: the child run with ${what} failed (exit ${out.code}); its messages are above`,
+          );
+        }
+        for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+          if (line.startsWith("{")) rows.push({ ...JSON.parse(line), run });
+        }
+      }
     }
   }
   return rows;
@@ -263,7 +304,7 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               benchTrainOptions({ batchSize: o.batch, maxSteps: o.warm + o.steps, precision: o.precision }),
             );
             const timed = logs.slice(o.warm);
-            const ms = timed.reduce((a, r) => a + r.ms_per_step, 0) / timed.length;
+            const ms = median(timed.map((r) => r.ms_per_step));
             const row: Row = {
               run,
               backend: info.name,
@@ -273,6 +314,7 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               preset: preset + star(),
               config: describe(config),
               params: model.paramCount(),
+              blas: info.device,
               msPerStep: ms,
               tokensPerS: (o.batch * T * 1000) / ms,
             };
@@ -290,11 +332,19 @@ async function measure(threads: number | undefined): Promise<Row[]> {
               for (const tp of o.torchPrecisions) {
                 row.torch.push(await runTorch(python, config, torchThreads, tp, device));
               }
-              if (row.torch[0].params !== row.params) {
+              const torchCore = row.torch[0].blasCore;
+              if (torchCore && !row.blas.includes(`(${torchCore} kernels`)) {
                 console.error(
-                  `warning: PyTorch's model has ${
+                  `warning: PyTorch's OpenBLAS runs ${torchCore} kernels, lmpipe's: ${row.blas}; ` +
+                    "set OPENBLAS_CORETYPE to compare the same kernels",
+                );
+              }
+              if (row.torch[0].params !== row.params) {
+                throw new LmpipeError(
+                  `${CMD}: PyTorch's ${family} has ${
                     row.torch[0].params
-                  } parameters, lmpipe's ${row.params}: not the same model`,
+                  } parameters, lmpipe's ${row.params}: ` +
+                    "not the same model; bench/torch_reference.py must be brought in line with lib/models/",
                 );
               }
             }
@@ -409,10 +459,14 @@ async function runTorch(
   device: string,
 ): Promise<TorchResult> {
   const script = new URL("./torch_reference.py", import.meta.url).pathname;
+  const model = config.model === "gpt"
+    ? []
+    : ["--model", config.model, "--pixel-config", JSON.stringify(config)];
   const args = [
     script,
+    ...model,
     "--n-layer",
-    String(config.nLayer),
+    String(config.nLayer ?? 1),
     "--n-head",
     String(config.nHead),
     "--n-embd",
@@ -456,12 +510,36 @@ async function runTorch(
     params: j.params,
     version: j.torch,
     blas: j.blas,
+    blasCore: j.blas_core ?? null,
+    coretype: j.openblas_coretype ?? "?",
+    malloc: typeof j.malloc === "string" ? j.malloc : "tuned",
   };
+}
+
+/** Per configuration: the median over the --repeat rounds of the per-round ratio lmpipe/PyTorch. */
+function printMedianRatios(rows: Row[]): void {
+  const groups = new Map<string, number[]>();
+  for (const r of rows) {
+    const t = r.torch?.[0];
+    if (!t) continue;
+    const key = `| ${r.model} | ${r.preset} | ${r.config} | ${backendLabel(r)} `;
+    groups.set(key, [...(groups.get(key) ?? []), r.tokensPerS / t.tokensPerS]);
+  }
+  console.log(
+    "\n| model | preset | config | lmpipe backend | ratio lmpipe/PyTorch: median (range) | rounds |",
+  );
+  console.log("|---|---|---|---|---:|---:|");
+  for (const [key, ratios] of groups) {
+    const lo = Math.min(...ratios).toFixed(2), hi = Math.max(...ratios).toFixed(2);
+    console.log(`${key}| ${median(ratios).toFixed(2)}x (${lo}-${hi}) | ${ratios.length} |`);
+  }
 }
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
 /** "wasm 2t", or the backend and its device ("webgpu (NVIDIA H100 ...)"). */
-const backendLabel = (r: Row) => (r.threads ? `${r.backend} ${r.threads}t` : `${r.backend} (${r.device})`);
+const backendLabel = (r: Row) =>
+  (r.threads ? `${r.backend} ${r.threads}t` : `${r.backend} (${r.device})`) +
+  (/oneDNN \d/.test(r.blas) ? " oneDNN" : r.backend === "wasm" ? " no oneDNN" : "");
 
 function printSpeeds(rows: Row[]): void {
   console.log(
@@ -482,6 +560,7 @@ function printVsTorch(rows: Row[]): void {
   const extra = o.torchPrecisions.slice(1);
   const head = [
     "run",
+    "model",
     "preset",
     "config",
     "params",
@@ -499,7 +578,10 @@ function printVsTorch(rows: Row[]): void {
     `|${
       head.map((
         h,
-      ) => (h === "preset" || h === "config" || h.endsWith("backend") || h === "PyTorch" ? "---" : "---:"))
+      ) => (h === "model" || h === "preset" || h === "config" || h.endsWith("backend") || h === "PyTorch"
+        ? "---"
+        : "---:")
+      )
         .join("|")
     }|`,
   );
@@ -507,6 +589,7 @@ function printVsTorch(rows: Row[]): void {
     const [t, ...more] = r.torch ?? [];
     const cells = [
       String(r.run),
+      r.model,
       r.preset,
       r.config,
       `${(r.params / 1e6).toFixed(2)}M`,

@@ -9,8 +9,9 @@
 // the next load, because the temp folder then holds a complete state.json. Every file carries the
 // checkpoint id, so files of two different saves are never mixed silently.
 import { join } from "node:path";
+import { checkConfigJson, checkStateJson } from "./checkpoint_check.ts";
 import { inputError, outputError } from "./errors.ts";
-import { pathExists, writeAll } from "./fs.ts";
+import { pathExists, writeAll, writeFailure } from "./fs.ts";
 import { readData, tf } from "./tensor/backend.ts";
 
 export const MODEL_FILE = "model.safetensors";
@@ -230,6 +231,35 @@ export async function saveCheckpoint(
       `${dir}: cannot write a checkpoint (${(err as Error).message}); choose a writable --out.`,
     );
   }
+  let markerRemoved = false;
+  try {
+    return await writeAndCommit(dir, tmp, id, input, crashAt, () => markerRemoved = true);
+  } catch (err) {
+    if (crashAt || markerRemoved) throw err; // simulated crashes; a commit the next load rolls forward
+    // Nothing of this save reached the run folder: drop the temp folder and say what is intact.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const prev = await Deno.readTextFile(join(dir, STATE_FILE)).then((t) => JSON.parse(t).step).catch(() =>
+      null
+    );
+    throw writeFailure(
+      tmp,
+      err,
+      `The checkpoint of step ${input.state.step} was not saved; ` +
+        (typeof prev === "number"
+          ? `the last complete one (step ${prev}) in ${dir} is kept and resumes with --resume.`
+          : `${dir} holds no earlier checkpoint.`),
+    );
+  }
+}
+
+async function writeAndCommit(
+  dir: string,
+  tmp: string,
+  id: string,
+  input: SaveInput,
+  crashAt: CrashPoint | undefined,
+  onMarkerRemoved: () => void,
+): Promise<StateFile> {
   const meta = { format: "pt", lmpipe_checkpoint_id: id, step: String(input.state.step) };
   await writeSafetensors(join(tmp, MODEL_FILE), input.params, meta);
   if (input.optimizer) await writeSafetensors(join(tmp, OPTIMIZER_FILE), input.optimizer, meta);
@@ -246,6 +276,7 @@ export async function saveCheckpoint(
   };
   await writeTextSynced(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + "\n");
   if (crashAt === "tmp-written") throw new Error("simulated crash: temp checkpoint written");
+  onMarkerRemoved();
   await Deno.remove(join(dir, STATE_FILE)).catch(() => {});
   if (crashAt === "marker-removed") throw new Error("simulated crash: marker removed");
   await commitTmp(dir, tmp, crashAt);
@@ -263,8 +294,11 @@ async function commitTmp(dir: string, tmp: string, crashAt?: CrashPoint): Promis
   await Deno.remove(tmp, { recursive: true });
 }
 
-/** Removes leftover temp folders of saves that died while writing. */
-async function removeStaleTmps(dir: string): Promise<void> {
+/**
+ * Removes leftover temp folders of saves that died while writing (only by the process that owns the
+ * run folder: another one's save may be in progress).
+ */
+export async function removeStaleTmps(dir: string): Promise<void> {
   for await (const e of Deno.readDir(dir)) {
     if (e.isDirectory && e.name.startsWith(TMP_PREFIX)) {
       await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});
@@ -314,22 +348,23 @@ export async function loadCheckpoint(
       `${dir}: not a checkpoint folder (needs ${MODEL_FILE} and ${CONFIG_FILE}). Give the --out folder of 'lmpipe train'.`,
     );
   }
-  let config: Record<string, unknown>;
+  let config: unknown;
   try {
     config = JSON.parse(await Deno.readTextFile(configPath));
   } catch (err) {
     throw inputError(`${configPath}: not valid JSON (${(err as Error).message})`);
   }
+  checkConfigJson(config, configPath);
   let state: StateFile | null = null;
   if (await pathExists(statePath)) {
+    let raw: unknown;
     try {
-      state = JSON.parse(await Deno.readTextFile(statePath)) as StateFile;
+      raw = JSON.parse(await Deno.readTextFile(statePath));
     } catch (err) {
       throw inputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
-    if (state.format !== "lmpipe-checkpoint") {
-      throw inputError(`${statePath}: not an lmpipe checkpoint state file`);
-    }
+    checkStateJson(raw, statePath);
+    state = raw as unknown as StateFile;
   }
   const model = await readSafetensors(modelPath);
   const check = (what: string, fileId: unknown) => {

@@ -2,6 +2,7 @@
 // weights of model.safetensors (lib/checkpoint.ts reads the files), every name and shape checked.
 // Used by train --resume, eval, sample and viz.
 import { inputError } from "./errors.ts";
+import { validateStored } from "./checkpoint_check.ts";
 import type { HostTensor } from "./checkpoint.ts";
 import type { LanguageModel, ModelConfig } from "./models/types.ts";
 import { type Families, familyOf } from "./pipeline_env.ts";
@@ -47,7 +48,7 @@ export function modelFromCheckpoint(
     throw inputError(`${dir}/config.json: has no "model" object; was it written by 'lmpipe train'?`);
   }
   const family = familyOf(families, mc.model, cmd);
-  family.validate(mc);
+  validateStored(family, mc, `${dir}/config.json`);
   const model = family.create(mc, 0);
   loadWeights(model, weights, dir);
   return model;

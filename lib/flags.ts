@@ -66,20 +66,27 @@ export function bool(p: Parsed, name: string): boolean {
   return p.values[name] === true;
 }
 
-/** Parses sizes like `100M`, `2G`, `512k` or plain integers (decimal multipliers). */
+/** Parses sizes like `100M`, `2G`, `512k` or plain integers (decimal multipliers), at least 1. */
 export function parseCount(cmd: string, name: string, raw: string): number {
   const m = /^(\d+(?:\.\d+)?)([kKmMgGtT]?)$/.exec(raw.trim());
   if (!m) {
     throw usageError(`lmpipe ${cmd}: --${name} must be a count like 1000, 50k, 100M or 2G, got '${raw}'`);
   }
   const mult = { "": 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2].toLowerCase()]!;
-  return Math.round(Number(m[1]) * mult);
+  const n = Math.round(Number(m[1]) * mult);
+  if (n < 1) throw usageError(`lmpipe ${cmd}: --${name} must be at least 1, got '${raw}'`);
+  return n;
 }
 
-/** Parses durations like `90s`, `10m`, `2h`, `1h30m`, or plain seconds. Returns seconds. */
+/** Parses durations like `90s`, `10m`, `2h`, `1h30m`, or plain seconds, more than 0. Returns seconds. */
 export function parseDuration(cmd: string, name: string, raw: string): number {
   const s = raw.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
+  const seconds = /^\d+(\.\d+)?$/.test(s) ? Number(s) : durationParts(cmd, name, raw, s);
+  if (!(seconds > 0)) throw usageError(`lmpipe ${cmd}: --${name} must be more than 0 seconds, got '${raw}'`);
+  return seconds;
+}
+
+function durationParts(cmd: string, name: string, raw: string, s: string): number {
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
   let total = 0, m: RegExpExecArray | null, used = 0;
   while ((m = re.exec(s)) !== null) {

@@ -4,16 +4,29 @@
 import { dirname } from "node:path";
 import { outputError } from "./errors.ts";
 
-/** An output error for a failed write to `path`, with the fix: free space, or check permissions. */
-export function writeFailure(path: string, err: unknown): Error {
+/**
+ * An output error for a failed write to `path`, with the fix: free space, check the disk, or check
+ * permissions; `kept` says what is still intact (e.g. the last complete checkpoint).
+ */
+export function writeFailure(path: string, err: unknown, kept?: string): Error {
   const msg = err instanceof Error ? err.message : String(err);
-  const full = /No space left|os error 28|ENOSPC/i.test(msg);
+  const full = /No space left|os error 28|ENOSPC|quota/i.test(msg);
+  const io = /Input\/output error|os error 5\b|EIO/i.test(msg);
   return outputError(
     `${path}: cannot write (${msg}). ` +
       (full
         ? "The disk is full: free space or choose another --out."
-        : "Check the folder's permissions or choose another --out."),
+        : io
+        ? "The disk reported an I/O error: check it, or choose another --out."
+        : "Check the folder's permissions or choose another --out.") +
+      (kept ? ` ${kept}` : ""),
   );
+}
+
+/** Writes all of `bytes` to a file synchronously (a single write may take only part of it). */
+export function writeAllSync(f: { writeSync(b: Uint8Array): number }, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += f.writeSync(bytes.subarray(off));
 }
 
 /** Writes all of `bytes` (a single write may take only part of it). */

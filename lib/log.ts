@@ -5,6 +5,16 @@ const enc = new TextEncoder();
 export const stderrIsTTY = Deno.stderr.isTerminal();
 
 let progressShown = false;
+let infoMuted = false, warnPrefix = "";
+
+/**
+ * For the ranks of a data-parallel job other than rank 0: their info lines are dropped (rank 0 speaks
+ * for the job) and their warnings say which rank wrote them.
+ */
+export function setRankOutput(rank: number, muteInfo: boolean): void {
+  infoMuted = muteInfo;
+  warnPrefix = `rank ${rank}: `;
+}
 
 function writeErr(s: string): void {
   Deno.stderr.writeSync(enc.encode(s));
@@ -12,17 +22,19 @@ function writeErr(s: string): void {
 
 /** A log line for people. Clears a progress line first so the two never interleave. */
 export function info(msg: string): void {
+  if (infoMuted) return;
   clearProgress();
   writeErr(msg + "\n");
 }
 
 export function warn(msg: string): void {
-  info(`warning: ${msg}`);
+  clearProgress();
+  writeErr(`${warnPrefix}warning: ${msg}\n`);
 }
 
 /** Redraws the single progress line (TTY only; a no-op otherwise). */
 export function progress(line: string): void {
-  if (!stderrIsTTY) return;
+  if (!stderrIsTTY || infoMuted) return;
   const cols = (() => {
     try {
       // a pseudo-terminal that reports 0 columns (some ssh/tmux/CI set-ups) means "unknown", not "none"

@@ -6,7 +6,7 @@
 import { tf } from "./tensor/backend.ts";
 import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
 import { boundary } from "./precision.ts";
-import { causalSoftmax } from "./tensor/ops/causal_softmax/mod.ts";
+import { causalAttention } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
@@ -195,31 +195,6 @@ function repeatHeads(x: tf.Tensor4D, n: number): tf.Tensor4D {
   return tf.reshape(tf.tile(tf.reshape(x, [B, G, 1, T * D]), [1, 1, n, 1]), [B, G * n, T, D]);
 }
 
-export interface AttendOptions {
-  precision?: Precision;
-  /** When given, the probabilities [..., T, Tk] are pushed here (kept). */
-  probsOut?: tf.Tensor[];
-  /** Added to the scaled scores before the causal softmax; broadcast to [..., T, Tk] (alibi, attn_extra). */
-  scoreBias?: tf.Tensor;
-}
-
-/**
- * softmax(scale q k^T + scoreBias, query i seeing keys 0..past+i) v for q [..., T, D], k [..., past + T, D],
- * v [..., past + T, Dv]: [..., T, Dv], as matMul, causal softmax, matMul with --precision mixed's
- * boundaries between them. Without a score bias this is plain causal attention, the case a fused
- * attention kernel covers; a score bias (ALiBi, attn_extra) needs the scores as a tensor.
- */
-export function attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number, opts: AttendOptions = {}) {
-  const prec = opts.precision;
-  const past = k.shape[k.rank - 2] - q.shape[q.rank - 2];
-  const qs = boundary(tf.mul(q, scale), prec);
-  let scores = boundary(tf.matMul(qs, k, false, true), prec); // [..., T, past + T]
-  if (opts.scoreBias) scores = boundary(tf.add(scores, opts.scoreBias), prec);
-  const probs = boundary(causalSoftmax(scores, past), prec);
-  if (opts.probsOut) opts.probsOut.push(tf.keep(probs));
-  return tf.matMul(probs, v);
-}
-
 /** q, k and v [B, T, C], [B, T, kvC], [B, T, kvC] of x: fused or separate projections, then qkv_act. */
 function projectQkv(x: tf.Tensor3D, p: AttentionParams, kvC: number, opts: LayerOptions): tf.Tensor[] {
   const prec = opts.precision, C = x.shape[2];
@@ -275,8 +250,10 @@ export function causalSelfAttention(
   }
   const scoreBias = opts.alibi && keyBias ? tf.add(opts.alibi, keyBias) : opts.alibi ?? keyBias;
   const group = nHead / kvHeads;
+  // softmax(q k^T / sqrt(D) + scoreBias, causal) v: flash kernels on webgpu when there is no score
+  // bias, else matMul, (+ bias,) causal softmax, matMul
   const y = boundary(
-    attend(q, repeatHeads(k, group), repeatHeads(v, group), 1 / Math.sqrt(D), {
+    causalAttention(q, repeatHeads(k, group), repeatHeads(v, group), 1 / Math.sqrt(D), {
       precision: prec,
       probsOut: opts.attentionProbs,
       scoreBias,

@@ -120,7 +120,9 @@ export class AdamW {
   }
 }
 
-export type ScheduleName = "cosine" | "onecycle";
+/** The learning-rate schedules `lmpipe train --lr-schedule` offers. */
+export const SCHEDULE_NAMES = ["cosine", "onecycle", "constant"] as const;
+export type ScheduleName = typeof SCHEDULE_NAMES[number];
 
 export interface ScheduleOptions {
   schedule: ScheduleName;
@@ -138,6 +140,7 @@ export interface ScheduleOptions {
  * Learning rate for step `it` (0-based).
  * cosine (nanoGPT): linear warm-up lr*(it+1)/(warmup+1), then cosine from lr down to minLr at decaySteps.
  * onecycle: cosine rise from lr/25 to lr over the warm-up, then cosine fall to minLr at decaySteps.
+ * constant: the same linear warm-up as cosine, then lr for good (minLr and decaySteps unused).
  */
 export function learningRate(it: number, o: ScheduleOptions): number {
   const half = (from: number, to: number, ratio: number) =>
@@ -148,6 +151,7 @@ export function learningRate(it: number, o: ScheduleOptions): number {
     return half(o.lr, o.minLr, (it - o.warmup) / Math.max(1, o.decaySteps - o.warmup));
   }
   if (it < o.warmup) return (o.lr * (it + 1)) / (o.warmup + 1);
+  if (o.schedule === "constant") return o.lr;
   if (it >= o.decaySteps) return o.minLr;
   return half(o.lr, o.minLr, (it - o.warmup) / Math.max(1, o.decaySteps - o.warmup));
 }

@@ -87,11 +87,7 @@ export class WindowSampler {
     const T = this.context;
     const x = new Int32Array(batchSize * T), y = new Int32Array(batchSize * T);
     for (let b = 0; b < batchSize; b++) {
-      const r = rng.int(this.total);
-      let i = 0;
-      while (this.cumulative[i] <= r) i++;
-      const shard = this.shards[i];
-      const offset = rng.int(shard.tokens - T);
+      const { shard, offset } = this.pick(rng);
       const w = await shard.read(offset, T + 1);
       for (let t = 0; t < T; t++) {
         const a = w[t], c = w[t + 1];
@@ -108,6 +104,23 @@ export class WindowSampler {
       }
     }
     return { x, y, batchSize, context: T };
+  }
+
+  /**
+   * Advances the RNG exactly as next(batchSize) would, without reading: a data-parallel rank skips the
+   * micro-batches other ranks train on (lib/dist/), so every rank keeps the same data position.
+   */
+  skip(batchSize: number, rng: Rng = this.rng): void {
+    for (let b = 0; b < batchSize; b++) this.pick(rng);
+  }
+
+  /** One window: its shard (chance proportional to its tokens) and start offset. */
+  private pick(rng: Rng): { shard: ShardReader; offset: number } {
+    const r = rng.int(this.total);
+    let i = 0;
+    while (this.cumulative[i] <= r) i++;
+    const shard = this.shards[i];
+    return { shard, offset: rng.int(shard.tokens - this.context) };
   }
 
   /** `count` validation batches from a fresh RNG seeded with VAL_SEED (the same every call). */
@@ -139,12 +152,14 @@ export async function checkVocab(s: ShardReader, vocabSize: number): Promise<voi
   if (vocabSize >= 65536) return; // uint16 ids always fit
   const n = Math.min(s.tokens, VOCAB_SCAN_TOKENS);
   const ids = await s.read(0, n);
-  let max = 0;
-  for (let i = 0; i < n; i++) if (ids[i] > max) max = ids[i];
-  if (max >= vocabSize) {
-    throw inputError(
-      `${s.info.path}: holds token id ${max}, but the model's vocabulary has ${vocabSize} ids: ` +
-        `the shard was made with another tokenizer. Re-tokenize with 'lmpipe tokenize' or set --set vocabSize=N.`,
-    );
+  for (let i = 0; i < n; i++) {
+    if (ids[i] >= vocabSize) {
+      throw inputError(
+        `${s.info.path}: holds token id ${
+          ids[i]
+        } at token offset ${i}, outside the vocabulary (${vocabSize} ids): ` +
+          `the shard was made with another tokenizer or is damaged. Re-tokenize with 'lmpipe tokenize'.`,
+      );
+    }
   }
 }

@@ -18,6 +18,11 @@ export interface ScalingFit {
   c: number;
   /** Standard errors of a, b, c; null when there are only 3 points (an exact fit has no residual). */
   stderr: { a: number; b: number; c: number } | null;
+  /**
+   * Covariance of the fitted (log a, b, c), s^2 (J^T J)^-1 (null with the standard errors): what the
+   * uncertainty of a predicted loss needs, since the three estimates are strongly correlated.
+   */
+  covariance: number[][] | null;
   /** Root mean square of the log-space residuals. */
   rmsLogResidual: number;
   points: number;
@@ -26,6 +31,19 @@ export interface ScalingFit {
 /** L(C) under a fitted law. */
 export function predictLoss(fit: Pick<ScalingFit, "a" | "b" | "c">, compute: number): number {
   return fit.a * Math.pow(compute, -fit.b) + fit.c;
+}
+
+/**
+ * Standard error of the fitted law's loss at `compute` (delta method: g^T Cov g with g the gradient of
+ * a C^-b + c in (log a, b, c)); null when the fit has no covariance (3 points).
+ */
+export function predictLossStderr(fit: ScalingFit, compute: number): number | null {
+  if (!fit.covariance) return null;
+  const power = fit.a * Math.pow(compute, -fit.b);
+  const g = [power, -power * Math.log(compute), 1];
+  let v = 0;
+  for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) v += g[i] * fit.covariance[i][j] * g[j];
+  return Math.sqrt(Math.max(0, v));
 }
 
 /** Least-squares line y = p + q x; returns p, q and the residual sum of squares. */
@@ -94,7 +112,9 @@ function normalEquations(J: number[][], r: number[], damping: number): { A: numb
 const sumSquares = (r: number[]) => r.reduce((s, v) => s + v * v, 0);
 
 /**
- * Fits L(C) = a C^-b + c (a > 0, c < min L) to at least 3 points with distinct compute.
+ * Fits L(C) = a C^-b + c (a > 0, 0 <= c < min L: a loss floor is never negative) to at least 3 points with
+ * distinct compute. Points far from the floor may put c at 0; its standard error then says how loosely
+ * the data hold it.
  *
  * @example
  * const fit = fitScalingLaw([{ compute: 1e15, loss: 4.1 }, { compute: 1e16, loss: 3.6 }, { compute: 1e17, loss: 3.3 }]);
@@ -143,7 +163,7 @@ export function fitScalingLaw(points: ScalingPoint[]): ScalingFit {
     const { A, g } = normalEquations(J, r, damping);
     const step = solve3(A, g);
     const next = step && theta.map((t, i) => t + step[i]);
-    const res = next && next[2] < minLoss ? residuals(next, lx, ly) : null;
+    const res = next && next[2] < minLoss && next[2] >= 0 ? residuals(next, lx, ly) : null;
     const nextRss = res ? sumSquares(res.r) : Infinity;
     if (nextRss < rss) {
       const gain = rss - nextRss;
@@ -158,13 +178,14 @@ export function fitScalingLaw(points: ScalingPoint[]): ScalingFit {
   }
 
   const n = points.length;
-  let stderr: ScalingFit["stderr"] = null;
+  let stderr: ScalingFit["stderr"] = null, covariance: number[][] | null = null;
   if (n > 3) {
     const { J } = residuals(theta, lx, ly)!;
     const { A } = normalEquations(J, new Array(n).fill(0), 0);
     const s2 = rss / (n - 3);
     const cov = [0, 1, 2].map((k) => solve3(A, [0, 1, 2].map((j) => (j === k ? 1 : 0))));
     if (cov.every((col) => col !== null)) {
+      covariance = cov.map((col) => col!.map((v) => s2 * v)); // (J^T J)^-1 is symmetric: columns = rows
       const a = Math.exp(theta[0]);
       stderr = {
         a: a * Math.sqrt(Math.max(0, s2 * cov[0]![0])), // delta method for a = e^alpha
@@ -178,6 +199,7 @@ export function fitScalingLaw(points: ScalingPoint[]): ScalingFit {
     b: theta[1],
     c: theta[2],
     stderr,
+    covariance,
     rmsLogResidual: Math.sqrt(rss / n),
     points: n,
   };

@@ -2,6 +2,7 @@
 // 256 little-endian int32: magic 20240520, version 1, token count; then uint16 tokens) so shards
 // interoperate with llm.c, and reads nanoGPT's headerless uint16 `train.bin`/`val.bin` as well.
 // Readers go by offset: nothing here loads a whole shard into memory.
+import { basename } from "node:path";
 import { inputError } from "./errors.ts";
 import { ByteReader } from "./readers/byte_reader.ts";
 
@@ -42,9 +43,43 @@ export function parseHeader(bytes: Uint8Array): { version: number; tokens: numbe
   return { version: view.getInt32(4, true), tokens: view.getInt32(8, true) };
 }
 
+/** nanoGPT's names for its headerless token files (train.bin, val.bin; lmpipe adds a part label). */
+export const RAW_SHARD_NAME = /^(train|val)(_p\d+of\d+)?\.bin$/;
+
 /**
- * Identifies a shard file and validates its size against its header. A file without the llm.c
- * magic is taken as nanoGPT's raw uint16 layout, which must then have an even size.
+ * Why bytes that lack the llm.c magic are not headerless tokens either, or null when they may be: an
+ * llm.c header whose magic is damaged (version 1 and the rest of the header zeros), or text (no control
+ * bytes besides whitespace, valid UTF-8) that should have gone through `lmpipe tokenize` first.
+ */
+export function notRawTokens(head: Uint8Array): string | null {
+  if (head.length >= HEADER_BYTES) {
+    const v = new DataView(head.buffer, head.byteOffset, HEADER_BYTES);
+    let zeros = true;
+    for (let i = 12; i < HEADER_BYTES && zeros; i += 4) zeros = v.getInt32(i, true) === 0;
+    if (zeros && v.getInt32(4, true) === SHARD_VERSION) {
+      return `its first 1024 bytes are an llm.c shard header with a damaged magic number (${
+        v.getInt32(0, true)
+      } instead of ${SHARD_MAGIC}); the shard is corrupt: re-create it with 'lmpipe tokenize'`;
+    }
+  }
+  if (head.length >= 16) {
+    const sample = head.subarray(0, 4096);
+    // Token ids below 8192 (most of GPT-2's frequent tokens) put a byte below 0x20 in every pair.
+    const control = sample.some((b) => b < 0x20 && b !== 9 && b !== 10 && b !== 13 && b !== 12);
+    if (!control) {
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(sample.subarray(0, sample.length - 4));
+        return `it holds text, not token ids; tokenize it first, e.g. 'lmpipe tokenize FILE --out -'`;
+      } catch { /* not UTF-8: may be tokens */ }
+    }
+  }
+  return null;
+}
+
+/**
+ * Identifies a shard file and validates its size against its header. A file without the llm.c magic
+ * is read as nanoGPT's raw uint16 layout only when it has nanoGPT's name (train.bin, val.bin) and does
+ * not look like a damaged llm.c header or text; it must then have an even size.
  */
 export async function probeShard(path: string): Promise<ShardInfo> {
   let stat: Deno.FileInfo;
@@ -78,6 +113,16 @@ export async function probeShard(path: string): Promise<ShardInfo> {
       );
     }
     return { path, format: "llmc", tokens: hdr.tokens, dataOffset: HEADER_BYTES };
+  }
+  const why = notRawTokens(head);
+  if (why) throw inputError(`${path}: not a token shard: ${why}.`);
+  if (!RAW_SHARD_NAME.test(basename(path))) {
+    const magic = head.length >= 4 ? new DataView(head.buffer).getInt32(0, true) : "none";
+    throw inputError(
+      `${path}: no llm.c header (magic ${magic}, expected ${SHARD_MAGIC}), so the shard is corrupt or not ` +
+        `a token file. Headerless nanoGPT uint16 files are read only under nanoGPT's names (train.bin, ` +
+        `val.bin); rename it if it is one, else re-create it with 'lmpipe tokenize'.`,
+    );
   }
   if (size % 2 !== 0) {
     throw inputError(
@@ -171,8 +216,15 @@ export async function* readTokenStream(
     const headered = parseHeader(new Uint8Array([...first, 0, 0, 0, 0, 0, 0, 0, 0])) !== null;
     if (!headered) {
       let carry = first;
+      let checked = false;
       while (true) {
-        const c = await r.exact(chunkTokens * 2);
+        const want = checked ? chunkTokens * 2 : Math.max(chunkTokens * 2, HEADER_BYTES);
+        const c = await r.exact(want);
+        if (!checked) {
+          checked = true;
+          const why = notRawTokens(new Uint8Array([...first, ...c.subarray(0, HEADER_BYTES * 4)]));
+          if (why) throw inputError(`${what}: not a token stream: ${why}.`);
+        }
         const all = carry.length ? new Uint8Array(carry.length + c.length) : c;
         if (carry.length) all.set(carry), all.set(c, carry.length);
         carry = new Uint8Array(0);
@@ -183,7 +235,7 @@ export async function* readTokenStream(
             `${what}: headerless token stream has an odd number of bytes (${r.position}); it is truncated`,
           );
         }
-        if (c.length < chunkTokens * 2) return;
+        if (c.length < want) return;
       }
     }
     let head: Uint8Array = first;

@@ -4,6 +4,7 @@
 // budget, periodic evaluation, atomic checkpoints (periodic, at the end and on SIGINT/SIGTERM), the JSON
 // step log, and a stop with exit code 5 when an fp32 loss turns NaN (the last good checkpoint is kept).
 import { EXIT, LmpipeError } from "./errors.ts";
+import { setWebgpuHalfOperands } from "./tensor/kernel_choice.ts";
 import { fmtCount, fmtDuration, info, progress, stderrIsTTY } from "./log.ts";
 import {
   AdamW,
@@ -15,21 +16,27 @@ import {
   sumOfSquares,
 } from "./optim.ts";
 import { LossScaler } from "./loss_scale.ts";
+import { rampedBatchSize, stepsToTokens, stepsWithin } from "./batch_ramp.ts";
 import { type LoadedCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { Batch, WindowSampler } from "./sampler.ts";
 import type { LanguageModel, Precision } from "./models/types.ts";
+import type { DataParallelHooks } from "./dist/data_parallel.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
 
 export interface TrainOptions {
+  /** Sequences per micro-batch (the full size, when a ramp is on). */
   batchSize: number;
+  /** Grow the micro-batch over the first this many training tokens (lib/batch_ramp.ts); 0 or absent: none. */
+  batchRamp?: number;
   gradAccum: number;
   lr: number;
   minLr: number;
   /** Warm-up steps; null: 2000 (nanoGPT), or a tenth of the decay steps when that is smaller. */
   warmup: number | null;
   /**
-   * Step at which the schedule reaches minLr; null: --max-steps, or, with only a time budget, estimated
+   * Step at which the schedule reaches minLr; null: --max-steps or the steps --max-tokens takes (the
+   * fewer of the two), or, with only a time budget, estimated
    * from the time of the first steps (then fixed and saved, so a resumed run keeps it).
    */
   decaySteps: number | null;
@@ -39,6 +46,8 @@ export interface TrainOptions {
   gradClip: number;
   /** Stop after this many steps (null: no step limit). */
   maxSteps: number | null;
+  /** Stop at the first step that brings the tokens seen to at least this (null or absent: no limit). */
+  maxTokens?: number | null;
   /** Stop once this much wall-clock time (seconds, resumed time included) has passed (null: none). */
   maxTimeS: number | null;
   precision: Precision;
@@ -64,7 +73,7 @@ export interface StepLog {
   tokens_per_s: number;
   ms_per_step: number;
   elapsed_s: number;
-  /** Sequences per micro-batch. */
+  /** Sequences per micro-batch (smaller than --batch-size during a --batch-ramp). */
   batch_size: number;
   /**
    * Peak backend memory during the step, bytes (lib/tensor/memory.ts: GPU buffers held on webgpu,
@@ -92,6 +101,11 @@ export interface TrainRun {
   stopAfterStep?: (step: number) => boolean;
   /** Quiet: no human lines on stderr. */
   quiet?: boolean;
+  /**
+   * Data-parallel training (lib/dist/): this process is one rank; it trains on its share of each step's
+   * micro-batches, and only the writer rank saves checkpoints.
+   */
+  dist?: DataParallelHooks;
 }
 
 export interface TrainResult {
@@ -148,6 +162,18 @@ export async function evaluateBatches(
   batches: Batch[],
   precision: Precision,
 ): Promise<number> {
+  const values = await batchLosses(model, batches, precision);
+  let sum = 0;
+  for (const v of values) sum += v;
+  return sum / values.length;
+}
+
+/** The validation loss of each batch (one host read). */
+export async function batchLosses(
+  model: LanguageModel,
+  batches: Batch[],
+  precision: Precision,
+): Promise<Float32Array> {
   const parts: tf.Scalar[] = [];
   for (const b of batches) {
     parts.push(tf.tidy(() => {
@@ -160,13 +186,11 @@ export async function evaluateBatches(
   const values = await readData(stacked);
   stacked.dispose();
   parts.forEach((p) => p.dispose());
-  let sum = 0;
-  for (const v of values) sum += v;
-  return sum / values.length;
+  return values as Float32Array;
 }
 
 export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainResult> {
-  const { model, train, val } = run;
+  const { model, train, val, dist } = run;
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, {
@@ -174,6 +198,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     weightDecay: o.weightDecay,
     decays: (n) => model.decays(n),
   });
+  setWebgpuHalfOperands(o.precision === "mixed"); // real f16 operands in lmpipe's webgpu kernels
   const scaler = new LossScaler({
     enabled: o.precision === "mixed",
     window: o.scaleWindow,
@@ -192,18 +217,26 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     optimizer.loadState(s.optimizerStep, run.resume.optimizer);
   }
   const B = o.batchSize, T = train.context;
-  const tokensPerStep = B * T * o.gradAccum;
+  const rampTokens = o.batchRamp ?? 0;
+  const shape = { batchSize: B, rampTokens, gradAccum: o.gradAccum, context: T };
+  const maxTokens = o.maxTokens ?? null;
   const startedAt = performance.now();
-  const elapsed = () => elapsedBefore + (performance.now() - startedAt) / 1000;
+  // Data-parallel ranks go by rank 0's clock, shared every step, so time budgets end everywhere alike.
+  let agreedElapsed: number | null = dist ? elapsedBefore : null;
+  const elapsed = () => agreedElapsed ?? elapsedBefore + (performance.now() - startedAt) / 1000;
   const valBatches = await val.fixedBatches(o.evalIters, B);
   let lastSaved = run.resume?.state?.step ?? -1;
   // The schedule's shape, fixed once known (see TrainOptions.warmup/decaySteps).
   const stored = run.resume?.state?.schedule;
-  let decaySteps: number | null = o.decaySteps ?? stored?.decaySteps ?? o.maxSteps;
+  const tokenSteps = maxTokens === null ? null : stepsToTokens(maxTokens, 0, shape);
+  const budgetSteps = o.maxSteps === null || tokenSteps === null
+    ? o.maxSteps ?? tokenSteps
+    : Math.min(o.maxSteps, tokenSteps);
+  let decaySteps: number | null = o.decaySteps ?? stored?.decaySteps ?? budgetSteps;
   let warmup: number | null = o.warmup ?? stored?.warmup ?? null;
   const autoWarmup = (d: number) => Math.min(DEFAULT_WARMUP, Math.ceil(d / 10));
   if (decaySteps !== null && warmup === null) warmup = autoWarmup(decaySteps);
-  const stepTimes: number[] = [];
+  const stepTimes: number[] = [], stepSequences: number[] = [];
   const schedule = () => ({
     schedule: o.schedule,
     lr: o.lr,
@@ -228,6 +261,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     schedule: decaySteps !== null && warmup !== null ? { warmup, decaySteps } : undefined,
   });
   const save = async () => {
+    if (dist) await dist.syncReplicas(model.params); // the checkpoint is every rank's model
+    if (dist && !dist.writer) return void (lastSaved = step); // rank 0 alone writes the run folder
     const optState = optimizer.stateTensors() as Map<string, tf.Tensor>;
     await saveCheckpoint(run.out, {
       params: model.params,
@@ -263,24 +298,33 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
 
   try {
     const done = () =>
-      (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS);
+      (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS) ||
+      (maxTokens !== null && tokensSeen >= maxTokens);
     while (!done()) {
       const t0 = performance.now();
       resetPeak();
       const lr = learningRate(step, schedule());
       const S = scaler.scale;
+      const b = rampedBatchSize(tokensSeen, B, rampTokens);
+      const tokensPerStep = b * T * o.gradAccum;
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
-      const lossParts: tf.Tensor[] = [];
+      let lossParts: tf.Tensor[] = [];
+      const owned: number[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
-        const batch = await train.next(B);
+        if (dist && !dist.owns(micro)) {
+          train.skip(b); // another rank's micro-batch: keep the same data position
+          continue;
+        }
+        owned.push(micro);
+        const batch = await train.next(b);
         const r = addMicroBatchGradients(
           model,
           vars,
           names,
           batch.x,
           batch.y,
-          B,
+          b,
           o.precision,
           S / o.gradAccum,
           acc,
@@ -288,16 +332,31 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         acc = r.acc;
         lossParts.push(r.loss);
       }
+      if (dist) {
+        acc = await dist.allreduceGradients(acc!);
+        lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
+      }
       // One reduction over all gradients (norm and overflow check) and one host read per step.
       const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
       const [sqVal, scaledLoss] = await readData(both);
       both.dispose(), lossParts.forEach((t) => t.dispose());
       const loss = scaledLoss / S;
       const gradNorm = Math.sqrt(sqVal);
-      const finite = Number.isFinite(sqVal) && Number.isFinite(loss);
+      let finite = Number.isFinite(sqVal) && Number.isFinite(loss);
+      let agreedStop = false, agreedMs: number | null = null;
+      if (dist) {
+        const a = await dist.agree({
+          finite,
+          stop: stopSignal !== null,
+          elapsedS: elapsedBefore + (performance.now() - startedAt) / 1000,
+          stepMs: performance.now() - t0,
+        });
+        finite = a.finite, agreedStop = a.stop, agreedElapsed = a.elapsedS, agreedMs = a.stepMs;
+      }
+      const signalled = () => dist ? agreedStop : stopSignal !== null;
       if (!finite && o.precision === "fp32") {
         acc!.forEach((t) => t.dispose());
-        run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0));
+        run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0, b));
         throw new LmpipeError(
           `training diverged: the loss is ${loss} (gradient norm ${gradNorm}) at step ${step + 1}. ` +
             (lastSaved >= 0
@@ -328,13 +387,15 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokensSeen += tokensPerStep;
       if (finite) lastLoss = loss;
       losses.push(loss);
-      const ms = performance.now() - t0;
+      const ms = agreedMs ?? performance.now() - t0;
       if (decaySteps === null && o.maxTimeS !== null) {
         // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
-        stepTimes.push(ms);
+        stepTimes.push(ms), stepSequences.push(b * o.gradAccum);
         if (stepTimes.length === ESTIMATE_AFTER) {
-          const per = stepTimes.slice(1).reduce((a, b) => a + b, 0) / (ESTIMATE_AFTER - 1) / 1000;
-          decaySteps = Math.max(step + 1, step + Math.floor((o.maxTimeS - elapsed()) / per));
+          const sum = (xs: number[]) => xs.slice(1).reduce((x, y) => x + y, 0);
+          const perSequence = sum(stepTimes) / sum(stepSequences) / 1000;
+          decaySteps = step +
+            Math.max(1, stepsWithin(o.maxTimeS - elapsed(), perSequence, tokensSeen, shape));
           if (warmup === null) warmup = Math.max(step, autoWarmup(decaySteps));
           if (!run.quiet) {
             info(
@@ -352,22 +413,28 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         skipped,
         ms,
         tokensPerStep,
+        b,
       );
       runPeak = Math.max(runPeak, rec.peak_bytes);
       const isLast = done();
-      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || stopSignal) {
-        rec.val_loss = lastValLoss = await evaluateBatches(model, valBatches, o.precision);
+      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled()) {
+        rec.val_loss = lastValLoss = dist
+          ? await dist.evaluate(model, valBatches, o.precision)
+          : await evaluateBatches(model, valBatches, o.precision);
       }
       rec.elapsed_s = round(elapsed(), 3);
       run.log?.(rec);
       if (!run.quiet) report(rec, o);
-      const stopRequested = stopSignal !== null || (run.stopAfterStep?.(step) ?? false);
+      const stopRequested = signalled() || (run.stopAfterStep?.(step) ?? false);
       if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
       if (stopRequested) {
         throw new LmpipeError(
           `interrupted${
-            stopSignal ? ` by ${stopSignal}` : ""
-          } after step ${step}; checkpoint saved in ${run.out}. ` +
+            stopSignal ? ` by ${stopSignal}` : dist && signalled() ? " (a signal to another rank)" : ""
+          } ` +
+            `after step ${step}; checkpoint saved in ${run.out}${
+              dist && !dist.writer ? " by rank 0" : ""
+            }. ` +
             `Continue with --resume.`,
           EXIT.interrupted,
         );
@@ -389,6 +456,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     skipped: boolean,
     ms: number,
     tokens: number,
+    batchSize: number,
   ): StepLog {
     return {
       step: s,
@@ -401,13 +469,13 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokens_per_s: ms > 0 ? round((tokens * 1000) / ms, 1) : 0,
       ms_per_step: round(ms, 1),
       elapsed_s: round(elapsed(), 3),
-      batch_size: B,
+      batch_size: batchSize,
       peak_bytes: peakBytes(),
     };
   }
 
   function report(r: StepLog, o: TrainOptions): void {
-    const total = o.maxSteps !== null ? `/${o.maxSteps}` : "";
+    const total = budgetSteps !== null ? `/${budgetSteps}` : "";
     const parts = [
       `step ${r.step}${total}`,
       `loss ${r.loss === null ? "nan" : r.loss.toFixed(4)}`,
@@ -421,8 +489,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     ].filter((s) => s);
     info(parts.join(" | "));
     if (stderrIsTTY) {
-      const frac = o.maxSteps !== null
-        ? r.step / o.maxSteps
+      const frac = budgetSteps !== null
+        ? r.step / budgetSteps
         : o.maxTimeS !== null
         ? r.elapsed_s / o.maxTimeS
         : 0;

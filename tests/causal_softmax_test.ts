@@ -14,6 +14,8 @@ import {
 } from "../lib/tensor/testing.ts";
 import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/ops/causal_softmax/mod.ts";
 import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
+import { setWebgpuAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
+import { setOpChainRoundsScores } from "../lib/tensor/ops/attention/mod.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel, Precision } from "../lib/models/types.ts";
 
@@ -222,83 +224,107 @@ if (gpu) {
     ["pixel-attn", { attnOrder: "attend-first" }],
   ];
 
+  // Each model twice: with the causal softmax kernels (lmpipe's flash attention off), and with the
+  // flash attention of lib/tensor/ops/attention (its own tests: tests/attention_test.ts), which the models
+  // use on webgpu by default (attend-first keeps the causal softmax).
+  const KERNELS = [
+    { flash: false, what: "the fused causal softmax", fwdName: "LmpipeCausalSoftmaxProgram" },
+    { flash: true, what: "flash attention", fwdName: "LmpipeFlashAttentionProgram" },
+  ];
   for (const [model, extra] of MODELS) {
-    const name = `${model}${extra.attnOrder ? ` (${extra.attnOrder})` : ""}`;
-    Deno.test(`webgpu: ${name} loss and gradients with the fused causal softmax equal cpu's`, async () => {
-      const run = async (backend: "cpu" | "webgpu", precision: Precision) => {
-        await initBackend(backend, { quiet: true });
-        const rows = tokens(2, 13, 61, 71);
-        const idx = tf.tensor2d(rows.map((r) => r.slice(0, 12)), [2, 12], "int32");
-        const tgt = tf.tensor2d(rows.map((r) => r.slice(1)), [2, 12], "int32");
-        const m = createModel(smallConfig(model, extra), 5);
-        randomizeWeights(m, 500);
-        const { names, result } = await dispatchedByAsync(async () => {
-          const { value, grads } = tf.variableGrads(() => m.loss(idx, tgt, { precision, training: true }));
-          const out = { loss: await readScalar(value), grads: new Map<string, Float32Array>() };
-          for (const [n, v] of m.params) out.grads.set(n, new Float32Array(await readData(grads[v.name])));
-          tf.dispose([value, ...Object.values(grads)]);
-          return out;
-        });
-        tf.dispose([idx, tgt]);
-        m.dispose();
-        return { ...result, names };
-      };
-      try {
-        for (const precision of ["fp32", "mixed"] as const) {
-          const want = await run("cpu", precision), got = await run("webgpu", precision);
-          const fwd = count(got.names, "LmpipeCausalSoftmaxProgram");
-          const bwd = count(got.names, "LmpipeCausalSoftmaxGradProgram");
-          assert.ok(
-            fwd > 0 && bwd === fwd,
-            `${name} ${precision}: ${fwd} forward, ${bwd} backward kernels ran`,
-          );
-          // the tolerances of tests/gpt_test.ts (mixed: a float32 difference can flip an fp16 rounding)
-          assertClose(
-            [got.loss],
-            [want.loss],
-            precision === "fp32" ? 1e-5 : 1e-4,
-            `${name} ${precision} loss`,
-          );
-          const tol = precision === "fp32" ? 1e-4 : 2e-3;
-          for (const [n, g] of want.grads) {
-            assertClose(got.grads.get(n)!, g, tol, `${name} ${precision} ${n}`);
-          }
-        }
-      } finally {
-        await initBackend("cpu", { quiet: true });
-      }
-    });
-
-    Deno.test(`webgpu: ${name} KV-cached decoding with the fused causal softmax equals the full pass`, async () => {
-      await initBackend("webgpu", { quiet: true });
-      try {
-        const m = createModel(smallConfig(model, extra), 6);
-        randomizeWeights(m, 600);
-        const B = 2, T = 12, V = 61;
-        const rows = tokens(B, T, V, 81);
-        const full = await readData(tf.tidy(() => m.logits(tf.tensor2d(rows, [B, T], "int32"))));
-        const state = m.startDecode(B);
-        const { names } = await dispatchedByAsync(async () => {
-          for (let t = 0; t < T; t++) {
-            const step = tf.tensor1d(rows.map((r) => r[t]), "int32");
-            const logits = m.decodeStep(state, step);
-            const got = await readData(logits);
-            for (let b = 0; b < B; b++) {
-              const want = full.slice((b * T + t) * V, (b * T + t + 1) * V);
-              assertClose(got.slice(b * V, (b + 1) * V), want, 1e-5, `${name} sequence ${b}, position ${t}`);
+    for (const k of KERNELS) {
+      if (k.flash && extra.attnOrder === "attend-first") continue;
+      const name = `${model}${extra.attnOrder ? ` (${extra.attnOrder})` : ""}`;
+      const bwdName = k.flash ? "LmpipeFlashAttentionDqProgram" : "LmpipeCausalSoftmaxGradProgram";
+      Deno.test(`webgpu: ${name} loss and gradients with ${k.what} equal cpu's`, async () => {
+        const run = async (backend: "cpu" | "webgpu", precision: Precision) => {
+          await initBackend(backend, { quiet: true });
+          const rows = tokens(2, 13, 61, 71);
+          const idx = tf.tensor2d(rows.map((r) => r.slice(0, 12)), [2, 12], "int32");
+          const tgt = tf.tensor2d(rows.map((r) => r.slice(1)), [2, 12], "int32");
+          const m = createModel(smallConfig(model, extra), 5);
+          randomizeWeights(m, 500);
+          const { names, result } = await dispatchedByAsync(async () => {
+            const { value, grads } = tf.variableGrads(() => m.loss(idx, tgt, { precision, training: true }));
+            const out = { loss: await readScalar(value), grads: new Map<string, Float32Array>() };
+            for (const [n, v] of m.params) out.grads.set(n, new Float32Array(await readData(grads[v.name])));
+            tf.dispose([value, ...Object.values(grads)]);
+            return out;
+          });
+          tf.dispose([idx, tgt]);
+          m.dispose();
+          return { ...result, names };
+        };
+        setWebgpuAttentionEnabled(k.flash);
+        try {
+          for (const precision of ["fp32", "mixed"] as const) {
+            // flash attention keeps scores and probabilities float32 under mixed: cpu's op chain does too here
+            const before = setOpChainRoundsScores(!k.flash);
+            const want = await run("cpu", precision);
+            setOpChainRoundsScores(before);
+            const got = await run("webgpu", precision);
+            const fwd = count(got.names, k.fwdName);
+            const bwd = count(got.names, bwdName);
+            assert.ok(
+              fwd > 0 && bwd === fwd,
+              `${name} ${precision}: ${fwd} forward, ${bwd} backward kernels ran`,
+            );
+            // the tolerances of tests/gpt_test.ts (mixed: a float32 difference can flip an fp16 rounding)
+            assertClose(
+              [got.loss],
+              [want.loss],
+              precision === "fp32" ? 1e-5 : 1e-4,
+              `${name} ${precision} loss`,
+            );
+            const tol = precision === "fp32" ? 1e-4 : 2e-3;
+            for (const [n, g] of want.grads) {
+              assertClose(got.grads.get(n)!, g, tol, `${name} ${precision} ${n}`);
             }
-            tf.dispose([step, logits]);
           }
-        });
-        assert.ok(
-          count(names, "LmpipeCausalSoftmaxProgram") >= T,
-          `${name}: the kernel did not run in decoding`,
-        );
-        state.dispose();
-        m.dispose();
-      } finally {
-        await initBackend("cpu", { quiet: true });
-      }
-    });
+        } finally {
+          setWebgpuAttentionEnabled(true);
+          await initBackend("cpu", { quiet: true });
+        }
+      });
+
+      Deno.test(`webgpu: ${name} KV-cached decoding with ${k.what} equals the full pass`, async () => {
+        await initBackend("webgpu", { quiet: true });
+        setWebgpuAttentionEnabled(k.flash);
+        try {
+          const m = createModel(smallConfig(model, extra), 6);
+          randomizeWeights(m, 600);
+          const B = 2, T = 12, V = 61;
+          const rows = tokens(B, T, V, 81);
+          const full = await readData(tf.tidy(() => m.logits(tf.tensor2d(rows, [B, T], "int32"))));
+          const state = m.startDecode(B);
+          const { names } = await dispatchedByAsync(async () => {
+            for (let t = 0; t < T; t++) {
+              const step = tf.tensor1d(rows.map((r) => r[t]), "int32");
+              const logits = m.decodeStep(state, step);
+              const got = await readData(logits);
+              for (let b = 0; b < B; b++) {
+                const want = full.slice((b * T + t) * V, (b * T + t + 1) * V);
+                assertClose(
+                  got.slice(b * V, (b + 1) * V),
+                  want,
+                  1e-5,
+                  `${name} sequence ${b}, position ${t}`,
+                );
+              }
+              tf.dispose([step, logits]);
+            }
+          });
+          assert.ok(
+            count(names, k.fwdName) >= T,
+            `${name}: the kernel did not run in decoding`,
+          );
+          state.dispose();
+          m.dispose();
+        } finally {
+          setWebgpuAttentionEnabled(true);
+          await initBackend("cpu", { quiet: true });
+        }
+      });
+    }
   }
 }

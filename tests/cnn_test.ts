@@ -12,7 +12,10 @@ import {
   cnnOutWidth,
   cnnParamCount,
   cnnParamSpecs,
+  imageNorm,
+  imageNormByOps,
 } from "../lib/models/cnn.ts";
+import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
 
 function makeParams(cfg: CnnConfig, seed: number): Map<string, tf.Variable> {
   const m = new Map<string, tf.Variable>();
@@ -196,4 +199,32 @@ Deno.test("cnn: checkpointed chunks bound the peak memory of a training step", a
   const plain = await peak(0), chunked = await peak(4);
   // the plain pass keeps every conv's activations of all 32 images; chunks of 4 keep an eighth
   assert.ok(chunked < 0.3 * plain, `peak bytes: chunked ${chunked} vs plain ${plain}`);
+});
+
+Deno.test("cnn: the image norm on wasm runs as one LayerNorm kernel and equals the op chain (values, gradients)", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (const [N, H, W, C] of [[3, 5, 4, 8], [2, 8, 8, 16], [1, 3, 3, 4]]) {
+    const x = tf.tensor4d(randomArray(N * H * W * C, 21).map((v) => 3 * v + 1), [N, H, W, C]);
+    const g = tf.tensor1d(randomArray(C, 22).map((v) => 1 + v)), b = tf.tensor1d(randomArray(C, 23));
+    const dy = tf.tensor4d(randomArray(N * H * W * C, 24), [N, H, W, C]);
+    const run = (f: typeof imageNorm) => {
+      const y = f(x, g, b);
+      const grads = tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) =>
+        tf.sum(tf.mul(f(a as tf.Tensor4D, c, d), dy))
+      )([x, g, b]);
+      return [y, ...grads];
+    };
+    let fastT: tf.Tensor[] = [];
+    const prof = await tf.profile(() => (fastT = run(imageNorm)));
+    assert.ok(
+      prof.kernelNames.includes(LAYER_NORM_KERNEL),
+      `[${N},${H},${W},${C}]: the LayerNorm kernel did not run (${prof.kernelNames})`,
+    );
+    const fast = fastT.map((t) => t.dataSync());
+    const ref = run(imageNormByOps).map((t) => t.dataSync());
+    ["y", "dx", "dg", "db"].forEach((what, i) =>
+      assertClose(fast[i], ref[i], 2e-5, `[${N},${H},${W},${C}] ${what}`)
+    );
+    tf.dispose([x, g, b, dy]);
+  }
 });

@@ -60,3 +60,14 @@ export async function denoChildJson(
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
+
+/** --set overrides that make the real gpt and pixel-attn families test-sized (a step takes milliseconds). */
+export const TINY_SHAPES: Record<string, string[]> = {
+  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
+  "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
+};
+
+/** `--model M --preset tiny --set ...`: the flags of a test-sized real model (TINY_SHAPES). */
+export function tinyModelFlags(model: string): string[] {
+  return ["--model", model, "--preset", "tiny", ...TINY_SHAPES[model].flatMap((s) => ["--set", s])];
+}

@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { type ChartSpec, hexRgb, linearTicks, logTicks, PALETTE, timeTicks } from "../lib/plot/chart.ts";
 import { decodePng, encodePng } from "../lib/plot/png.ts";
-import { Raster, renderRaster } from "../lib/plot/raster.ts";
+import { Raster, rastersSideBySide, renderRaster } from "../lib/plot/raster.ts";
 import { dedupeResumed, lossChart, parseLog, readRun, type RunLog, xValues } from "../lib/plot/runs.ts";
-import { renderSvg } from "../lib/plot/svg.ts";
+import { renderSvg, renderSvgPanels } from "../lib/plot/svg.ts";
 import { renderTerm, visibleWidth } from "../lib/plot/term.ts";
 
 function fakeRun(name: string, final: number, steps = 120, evalEvery = 20): RunLog {
@@ -245,4 +245,73 @@ Deno.test("lmpipe plot -: reads a step log from stdin and draws it on the termin
   assert.equal(text.trimEnd().split("\n").length, 12);
   assert.match(text, /[\u2801-\u28ff]/);
   assert.ok(text.includes("stdin"));
+});
+
+Deno.test("svg panels and side-by-side rasters: one picture, each chart at its place, unique clip ids", () => {
+  const runs = [fakeRun("gpt", 4), fakeRun("pixel-attn", 6)];
+  const left = chart(runs, { axis: "tokens", width: 400, height: 300 });
+  const right = chart(runs, { axis: "time", width: 500, height: 300 });
+  const svg = renderSvgPanels([left, right]);
+  assertWellFormed(svg);
+  assert.match(svg, /^<\?xml[^>]*>\n<svg [^>]*width="900" height="300"/);
+  assert.match(svg, /<svg x="0" y="0" [^>]*width="400"/);
+  assert.match(svg, /<svg x="400" y="0" [^>]*width="500"/);
+  assert.ok(svg.includes(`id="p0-plot-area"`) && svg.includes(`url(#p1-plot-area)`));
+  assert.equal(svg.match(/<path class="train"/g)?.length, 4);
+  const a = renderRaster(left), b = renderRaster(right), both = rastersSideBySide([a, b]);
+  assert.equal(both.width, 900);
+  assert.equal(both.height, 300);
+  for (const [x, y] of [[10, 10], [200, 150], [399, 299]]) assert.deepEqual(both.get(x, y), a.get(x, y));
+  for (const [x, y] of [[0, 10], [250, 150], [499, 299]]) assert.deepEqual(both.get(400 + x, y), b.get(x, y));
+});
+
+Deno.test("svg: a log x axis over decades, points without a line, dotted bands", () => {
+  const spec: ChartSpec = {
+    width: 600,
+    height: 400,
+    xAxis: "flops",
+    xLabel: "training FLOPs",
+    yLabel: "val loss",
+    logY: false,
+    logX: true,
+    series: [
+      {
+        label: "m",
+        run: "m",
+        color: PALETTE[0],
+        style: "none",
+        kind: "points",
+        dots: true,
+        points: [[1e12, 5], [1e13, 4], [1e14, 3.5]],
+      },
+      {
+        label: "m fit",
+        run: "m",
+        color: PALETTE[0],
+        style: "solid",
+        kind: "fit",
+        points: [[1e12, 5], [1e14, 3.5]],
+      },
+      {
+        label: "m band",
+        run: "m",
+        color: PALETTE[0],
+        style: "dotted",
+        kind: "band",
+        points: [[1e12, 5.1], [1e14, 3.6]],
+      },
+    ],
+    vmarks: [],
+    hmarks: [],
+  };
+  const svg = renderSvg(spec);
+  assertWellFormed(svg);
+  assert.equal(svg.match(/<path class="points"/g), null, "no line through measured points");
+  assert.equal(svg.match(/<path class="fit"/g)?.length, 1);
+  assert.match(svg, /<path class="band"[^>]*stroke-dasharray="2 3"/);
+  const dots = [...svg.matchAll(/<circle cx="([\d.]+)"/g)].map((m) => Number(m[1]));
+  assert.equal(dots.length, 3);
+  // equal decades are equal distances on a log axis
+  assert.ok(Math.abs((dots[1] - dots[0]) - (dots[2] - dots[1])) < 0.2, `${dots}`);
+  for (const t of ["1e12", "1e13", "1e14"]) assert.ok(svg.includes(`>${t}</text>`), t);
 });

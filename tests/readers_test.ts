@@ -7,6 +7,7 @@ import { LmpipeError } from "../lib/errors.ts";
 import { autoDecompress } from "../lib/readers/decompress.ts";
 import { buildTar, readTar, tarHeader } from "../lib/readers/tar.ts";
 import { decodeUtf8, parseDocSep, splitDocs, utf8Length, Utf8Stream } from "../lib/readers/text.ts";
+import { concat, fixChecksum, pad } from "./helpers_tar.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -168,26 +169,3 @@ Deno.test("doc-sep: blank lines and literal separators, across every chunk bound
   }
   assert.equal(parseDocSep("\\n---\\n"), "\n---\n");
 });
-
-function pad(b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil(b.length / 512) * 512);
-  out.set(b);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) out.set(p, o), o += p.length;
-  return out;
-}
-
-function fixChecksum(h: Uint8Array): void {
-  for (let i = 148; i < 156; i++) h[i] = 32;
-  let sum = 0;
-  for (const b of h) sum += b;
-  const s = sum.toString(8).padStart(6, "0");
-  for (let i = 0; i < 6; i++) h[148 + i] = s.charCodeAt(i);
-  h[154] = 0;
-  h[155] = 32;
-}

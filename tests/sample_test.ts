@@ -8,7 +8,7 @@ import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import { run as sample } from "../pipelines/sample/mod.ts";
-import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
+import { cachedStepper, chooseToken, kthLargest, uncachedStepper } from "../pipelines/sample/generate.ts";
 import { maxRelErr } from "../lib/tensor/testing.ts";
 import { BIGRAM_FAMILY, BigramModel } from "./bigram_model.ts";
 
@@ -150,4 +150,22 @@ Deno.test("sampling rules: greedy, top-k and top-p restrict the draw; padded ids
   seen.clear();
   for (let i = 0; i < 2000; i++) seen.add(chooseToken(logits, { ...o, temperature: 1 }, rng));
   assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4]);
+});
+
+Deno.test("top-k threshold: the heap selection equals the k-th of a sorted copy (ties, k = 1 .. V)", () => {
+  const rng = new Rng(9);
+  for (const [n, levels] of [[50257, 0], [1000, 7], [37, 3], [5, 0]]) {
+    // levels > 0: only a few distinct values, so the k-th largest sits inside a run of ties
+    const v = Float32Array.from(
+      { length: n },
+      () => levels ? Math.floor(rng.next() * levels) : rng.next() * 20 - 10,
+    );
+    const sorted = v.slice().sort();
+    for (const k of [1, 2, 3, 5, 40, 200, n - 1, n]) {
+      if (k < 1 || k > n) continue;
+      assert.equal(kthLargest(v, n, k), sorted[n - k], `n ${n}, k ${k}`);
+    }
+  }
+  // only the first n values count
+  assert.equal(kthLargest(Float32Array.from([1, 2, 3, 100]), 3, 1), 3);
 });

@@ -6,13 +6,9 @@ import { join } from "node:path";
 import { main } from "../cli.ts";
 import { decodePng } from "../lib/plot/png.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
-import {
-  ALL_MODELS,
-  failureLine,
-  parseEval,
-  presetFor,
-  refuseOtherEvalSpellings,
-} from "../pipelines/study/mod.ts";
+import { ALL_MODELS, refuseOtherEvalSpellings, RESULT_FILE } from "../pipelines/study/mod.ts";
+import { failureLine, parseEval } from "../pipelines/study/runner.ts";
+import { presetFor } from "../pipelines/study/specs.ts";
 import { familyNames } from "../lib/models/registry.ts";
 import {
   type ModelResult,
@@ -67,9 +63,12 @@ Deno.test("study report: a row per model, failed runs say why, the study's numbe
   const md = renderMarkdown(report);
   assert.match(
     md,
-    /\| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| 300\.0 MB \| ok \|/,
+    /\| 1 \| \[gpt\]\(gpt\/\) \| 1\.23M \| 7\.40 MFLOP \| 40 \| 20\.5k \| 1024 \| 7\.123 \| 7\.456 \| 512\.0 MB \| 300\.0 MB \| ok \|/,
   );
-  assert.match(md, /\| \[pixel-cumsum\]\(pixel-cumsum\/\) .*\| failed: train exited with 3: bad shard \|/);
+  assert.match(
+    md,
+    /\| – \| \[pixel-cumsum\]\(pixel-cumsum\/\) .*\| failed: train exited with 3: bad shard \|/,
+  );
   for (const v of ["3.198", "6.46", "4.73", "4.5044"]) assert.ok(md.includes(v), v);
   assert.ok(md.includes("![loss against wall-clock time](loss_time.png)"));
   assert.ok(md.includes("lmpipe study --data d --budget 8s --out o"));
@@ -112,6 +111,56 @@ Deno.test("study: one spelling of the eval option; the others name it", async ()
   refuseOtherEvalSpellings(["--eval-tokens", "5"]); // the one spelling passes
   // the study trains the registry's models, except llama (gpt's variant, trained when --models names it)
   assert.deepEqual([...ALL_MODELS], familyNames().filter((m) => m !== "llama"));
+});
+
+Deno.test("study --only / --merge: one job per model, then one report from their run folders", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const study = {
+      data: "d",
+      budget: 60,
+      preset: "tiny",
+      backend: "wasm",
+      seed: 1,
+      evalTokens: 1024,
+      command: "x",
+    };
+    const put = async (folder: string, model: string, val: number, over: Record<string, unknown> = {}) => {
+      await Deno.mkdir(folder, { recursive: true });
+      const result = { model, run_dir: model, status: "ok", val_loss: val, steps: 10 };
+      await Deno.writeTextFile(
+        join(folder, RESULT_FILE),
+        JSON.stringify({ study: { ...study, ...over }, result }),
+      );
+    };
+    const out = join(dir, "study"), elsewhere = join(dir, "node7", "pixel-attn");
+    await put(join(out, "pixel-cumsum"), "pixel-cumsum", 7.5);
+    await put(join(out, "gpt"), "gpt", 6.5);
+    await put(elsewhere, "pixel-attn", 7.0);
+    assert.equal(await main(["study", "--merge", "--out", out, elsewhere]), 0);
+    const report = JSON.parse(await Deno.readTextFile(join(out, "report.json")));
+    assert.deepEqual(report.models.map((m: ModelResult) => m.model), ["gpt", "pixel-cumsum", "pixel-attn"]);
+    assert.deepEqual(report.models.map((m: ModelResult) => m.run_dir), [
+      "gpt",
+      "pixel-cumsum",
+      "../node7/pixel-attn",
+    ]);
+    assert.equal(report.budget_s, 60);
+    assert.ok(
+      (await Deno.readTextFile(join(out, "report.md"))).includes("| [pixel-attn](../node7/pixel-attn/) |"),
+    );
+    // a run of another setting is refused, naming both folders
+    await put(join(dir, "other", "pixel-attn-wide"), "pixel-attn-wide", 7, { budget: 30 });
+    assert.equal(await main(["study", "--merge", "--out", out, join(dir, "other")]), 3);
+    assert.equal(await main(["study", "--merge", "--out", join(dir, "empty")]), 3);
+    // --only takes one known model and not --models as well
+    const base = ["study", "--data", out, "--budget", "8s", "--out", out];
+    assert.equal(await main([...base, "--only", "rnn"]), 2);
+    assert.equal(await main([...base, "--only", "gpt,pixel-attn"]), 2);
+    assert.equal(await main([...base, "--only", "gpt", "--models", "gpt"]), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("study: the study-size preset has each family's name", () => {

@@ -7,26 +7,17 @@ import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { readLog } from "./helpers_run.ts";
+import { readLog, TINY_SHAPES, tinyModelFlags } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
 const env = { signals: false, stdout: async (_b: Uint8Array) => {} };
 
-const SHAPES: Record<string, string[]> = {
-  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
-  "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
-};
-
-for (const model of Object.keys(SHAPES)) {
+for (const model of Object.keys(TINY_SHAPES)) {
   Deno.test(`train ${model}: 3 steps + --resume to 6 reproduces a straight 6-step run (mixed precision, cpu)`, async () => {
     const a = await Deno.makeTempDir({ prefix: "lmpipe-resume-a-" }),
       b = await Deno.makeTempDir({ prefix: "lmpipe-resume-b-" });
     const common = [
-      "--model",
-      model,
-      "--preset",
-      "tiny",
-      ...SHAPES[model].flatMap((s) => ["--set", s]),
+      ...tinyModelFlags(model),
       "--data",
       "fixtures/shards",
       "--backend",

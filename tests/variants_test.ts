@@ -6,13 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import {
-  Gpt,
-  type GptConfig,
-  gptFlopsPerToken,
-  gptParamCount,
-  LLAMA_PRESETS,
-} from "../lib/models/gpt.ts";
+import { Gpt, type GptConfig, gptFlopsPerToken, gptParamCount, LLAMA_PRESETS } from "../lib/models/gpt.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { gluHidden } from "../lib/models/params.ts";
 import { alibiBias, alibiSlopes, applyRope, ropeTables } from "../lib/positions.ts";
@@ -21,14 +15,21 @@ import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { modelFromCheckpoint } from "../lib/checkpoint_model.ts";
 import { FAMILIES } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
-import { assertClose, maxRelErr, randomArray, testBackends } from "../lib/tensor/testing.ts";
+import {
+  assertClose,
+  dispatchedByAsync,
+  maxRelErr,
+  randomArray,
+  testBackends,
+} from "../lib/tensor/testing.ts";
+import { setOpChainRoundsScores } from "../lib/tensor/ops/attention/mod.ts";
 import { referenceLogits, type RefTensor } from "./helpers_gpt_reference.ts";
 import { assertAgrees, lossAndGrads } from "./helpers_backends.ts";
 import { saveUntrainedRun } from "./helpers_run.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { run as evaluate } from "../pipelines/eval/mod.ts";
 import { run as sample } from "../pipelines/sample/mod.ts";
-import { presetFor } from "../pipelines/study/mod.ts";
+import { presetFor } from "../pipelines/study/specs.ts";
 
 const V = 61;
 
@@ -318,6 +319,35 @@ for (const backend of (await testBackends()).filter((b) => b !== "cpu")) {
         const got = await lossAndGrads(backend, precision, () => gpt(extra, 42), rows);
         assertAgrees(got, want, precision, `${backend} ${precision} ${JSON.stringify(extra)}`);
       }
+    }
+  });
+}
+
+if ((await testBackends()).includes("webgpu")) {
+  Deno.test("webgpu: rope and grouped kv heads stay on flash attention, a score bias takes the op chain", async () => {
+    const rows = tokens(2, 13, V, 35);
+    const cases: [Record<string, unknown>, boolean][] = [
+      [{ pos: "rope", kv_heads: 2, norm: "rmsnorm", mlp: "swiglu", qkv: "separate" }, true],
+      [{ pos: "alibi" }, false],
+      [{ attn_extra: "linear" }, false],
+    ];
+    try {
+      for (const [extra, flash] of cases) {
+        for (const precision of ["fp32", "mixed"] as const) {
+          // flash attention keeps scores float32 under mixed; cpu's op chain does too when comparing with it
+          const before = setOpChainRoundsScores(!flash);
+          const want = await lossAndGrads("cpu", precision, () => gpt(extra, 42), rows);
+          setOpChainRoundsScores(before);
+          const { result: got, names } = await dispatchedByAsync(() =>
+            lossAndGrads("webgpu", precision, () => gpt(extra, 42), rows)
+          );
+          const what = `webgpu ${precision} ${JSON.stringify(extra)}`;
+          assert.equal(names.includes("LmpipeFlashAttentionProgram"), flash, `${what}: flash attention ran?`);
+          assertAgrees(got, want, precision, what);
+        }
+      }
+    } finally {
+      await initBackend("cpu", { quiet: true });
     }
   });
 }

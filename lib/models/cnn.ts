@@ -7,6 +7,7 @@
 // time, so peak memory grows with the chunk, not with B·T.
 import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
+import { imageNormRelu, imageNormReluByOps } from "../tensor/ops/image_norm/mod.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -27,8 +28,6 @@ export interface CnnConfig {
   widths?: number[];
   norm: CnnNorm;
 }
-
-const EPS = 1e-5;
 
 /** One conv of a plain VGG stack: its output width (input = previous width). */
 interface ConvLayer {
@@ -158,11 +157,18 @@ export function cnnParamSpecs(cfg: CnnConfig): ParamSpec[] {
   return out;
 }
 
-/** Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine. */
+/** The image norm as TF.js ops: the reference the kernels are tested against. */
+export function imageNormByOps(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
+  return imageNormReluByOps(x, g, b, false);
+}
+
+/**
+ * Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine
+ * (lib/tensor/ops/image_norm/mod.ts: one WGSL dispatch each way on webgpu, lmpipe's LayerNorm kernel on
+ * wasm, the op chain elsewhere).
+ */
 export function imageNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
-  const { mean, variance } = tf.moments(x, [1, 2, 3], true);
-  const xhat = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, EPS)));
-  return tf.add(tf.mul(xhat, g), b) as tf.Tensor4D;
+  return imageNormRelu(x, g, b, false);
 }
 
 type Params = Map<string, tf.Tensor> | Record<string, tf.Tensor>;
@@ -173,7 +179,7 @@ function get(p: Params, name: string): tf.Tensor {
   return t;
 }
 
-/** conv (+ norm or + bias); no activation. */
+/** conv (+ norm or + bias), then ReLU when `relu` (fused with the norm on webgpu). */
 function convNorm(
   p: Params,
   x: tf.Tensor4D,
@@ -182,12 +188,14 @@ function convNorm(
   norm: CnnNorm,
   convName = "w",
   normName = "norm",
+  relu = false,
 ): tf.Tensor4D {
   const y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, "same");
   if (norm === "image") {
-    return imageNorm(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`));
+    return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
-  return tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
+  const z = tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
+  return relu ? tf.relu(z) : z;
 }
 
 /** A hook applied at every layer boundary (mixed precision rounds activations to fp16 here). */
@@ -207,13 +215,13 @@ export function cnnForward(
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
-      x = boundary(tf.relu(convNorm(p, x, l.prefix, 1, cfg.norm))) as tf.Tensor4D;
+      x = boundary(convNorm(p, x, l.prefix, 1, cfg.norm, "w", "norm", true)) as tf.Tensor4D;
     }
   } else {
     // the study's stem has no ReLU after its norm; we keep that
     x = boundary(convNorm(p, x, "cnn.stem", 1, cfg.norm)) as tf.Tensor4D;
     for (const b of resnetPlan(cfg)) {
-      const h = tf.relu(convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1"));
+      const h = convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1", true);
       const h2 = convNorm(p, h, b.prefix, 1, cfg.norm, "conv2", "norm2");
       const skip = b.inC !== b.outC || b.stride !== 1
         ? convNorm(p, x, b.prefix, b.stride, cfg.norm, "skip", "skipnorm")

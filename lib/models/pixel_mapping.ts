@@ -5,6 +5,7 @@
 import { tf } from "../tensor/backend.ts";
 import { linear } from "../nn.ts";
 import { causalSoftmax } from "../tensor/ops/causal_softmax/mod.ts";
+import { causalAttention } from "../tensor/ops/attention/mod.ts";
 import { boundary } from "../precision.ts";
 import type { Precision } from "./types.ts";
 import { biasSpec, type ParamSpec, weightSpec } from "./params.ts";
@@ -119,10 +120,7 @@ export function attnImages(
   const [B, T, d] = hn.shape;
   const C = c.channels, dk = c.keyDim, S = c.imageSize, P = S * S;
   const order = attnOrderOf(c);
-  const q = boundary(
-    heads(tf.mul(linear(hn, req(p, "map.q.weight") as tf.Tensor2D), 1 / Math.sqrt(dk)), C),
-    precision,
-  );
+  const q = heads(linear(hn, req(p, "map.q.weight") as tf.Tensor2D), C), scale = 1 / Math.sqrt(dk);
   let k = boundary(heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D), C), precision);
   const W = req(p, "map.value.weight") as tf.Tensor3D;
   const bias = p.get("map.value.bias") as tf.Tensor2D | undefined;
@@ -147,15 +145,17 @@ export function attnImages(
     }
     cache.k = tf.keep(k), cache.src = tf.keep(src);
   }
-  const scores = boundary(tf.matMul(q, k, false, true), precision); // [B, C, T, past + T]
-  const probs = boundary(causalSoftmax(scores, past), precision) as tf.Tensor4D;
-  if (probsOut) probsOut.push(tf.keep(probs));
-  const Tk = past + T;
   let imgs: tf.Tensor;
   if (order === "values-first") {
-    const out = tf.matMul(probs, src as tf.Tensor4D); // [B, C, T, P]
+    // softmax(q k^T / sqrt(dk), causal) @ value images: flash kernels on webgpu (lib/tensor/ops/attention)
+    const out = causalAttention(q, k, src, scale, { precision, probsOut }); // [B, C, T, P]
     imgs = tf.transpose(out, [0, 2, 3, 1]); // [B, T, P, C]
   } else {
+    const qs = boundary(tf.mul(q, scale), precision);
+    const scores = boundary(tf.matMul(qs, k, false, true), precision); // [B, C, T, past + T]
+    const probs = boundary(causalSoftmax(scores, past), precision) as tf.Tensor4D;
+    if (probsOut) probsOut.push(tf.keep(probs));
+    const Tk = past + T;
     // A_c @ hn for all heads at once: [B, C·T, Tk] @ [B, Tk, d] -> [B, C·T, d]
     const mixed = boundary(tf.matMul(tf.reshape(probs, [B, C * T, Tk]), src as tf.Tensor3D), precision);
     const perChannel = tf.reshape(tf.transpose(tf.reshape(mixed, [B, C, T, d]), [1, 0, 2, 3]), [C, B * T, d]);

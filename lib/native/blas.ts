@@ -41,6 +41,8 @@ const SYMBOLS = {
   },
   openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
+  /** The kernel family OpenBLAS dispatched on this CPU (e.g. "Haswell", "SkylakeX"); OPENBLAS_CORETYPE forces one. */
+  openblas_get_corename: { parameters: [], result: "pointer", optional: true },
   /** 0 sequential, 1 pthreads, 2 OpenMP. */
   openblas_get_parallel: { parameters: [], result: "i32", optional: true },
 } as const;
@@ -70,6 +72,8 @@ export interface Blas {
   ): void;
   /** How many sgemm calls ran (tests check that the BLAS path was taken). */
   calls: number;
+  /** OpenBLAS's kernel family (openblas_get_corename), or null for another CBLAS. */
+  core: string | null;
 }
 
 let loaded: Blas | null = null;
@@ -115,15 +119,16 @@ function wrap(lib: Lib, path: string): Blas {
   openLib = lib;
   openmpBuild = lib.symbols.openblas_get_parallel?.() === 2;
   const fn = lib.symbols.cblas_sgemm;
+  const corePtr = lib.symbols.openblas_get_corename?.() ?? null;
+  const core = corePtr === null ? null : new Deno.UnsafePointerView(corePtr).getCString();
   const label = !lib.symbols.openblas_get_config
     ? `CBLAS sgemm (${path})`
-    : openmpBuild
-    ? "OpenBLAS sgemm (OpenMP build: 1 thread)"
-    : "OpenBLAS sgemm";
+    : `OpenBLAS sgemm (${core ?? "?"} kernels${openmpBuild ? ", OpenMP build: 1 thread" : ""})`;
   const blas: Blas = {
     path,
     label,
     calls: 0,
+    core,
     sgemm(heap, transA, transB, M, N, K, a, b, c) {
       const base = Deno.UnsafePointer.of(new Uint8Array(heap));
       if (base === null) throw new Error("blas.ts: could not take a pointer to the wasm heap");

@@ -9,11 +9,16 @@ export interface Series {
   points: Array<[number, number]>;
   /** CSS-style "#rrggbb" colour. */
   color: string;
-  /** Train curves are solid; validation curves dashed with dots at the measured points. */
-  style: "solid" | "dashed";
+  /**
+   * Train curves are solid; validation curves dashed with dots at the measured points. A scaling chart
+   * draws measured points alone ("none": no line), the fitted law solid and its error band dotted.
+   */
+  style: "solid" | "dashed" | "dotted" | "none";
   /** Which run the series belongs to (train and val of one run share a colour and a legend entry). */
   run: string;
-  kind: "train" | "val";
+  kind: "train" | "val" | "points" | "fit" | "band";
+  /** Dots at the points (default: for validation series). */
+  dots?: boolean;
 }
 
 /** A vertical line at x (e.g. a compute budget) or a horizontal one at y (e.g. a loss the study reported). */
@@ -28,10 +33,15 @@ export interface ChartSpec {
   width: number;
   height: number;
   title?: string;
-  xAxis: XAxis;
+  /** What x measures: a step log's axis, or training FLOPs (study's scaling chart). */
+  xAxis: XAxis | "flops";
   xLabel: string;
   yLabel: string;
   logY: boolean;
+  /** Draw the legend (default true; false for a panel whose neighbour carries it). */
+  legend?: boolean;
+  /** A logarithmic x axis (e.g. training FLOPs over several decades). */
+  logX?: boolean;
   series: Series[];
   vmarks: Mark[];
   hmarks: Mark[];
@@ -59,18 +69,22 @@ export const PALETTE = [
   "#495057",
 ];
 
-/** Data range of all series (x and y), with y limited to finite, positive values when logY. */
+/** Data range of all series (x and y), limited to finite values, and positive ones on a log axis. */
 export function dataRange(spec: ChartSpec): { x: Range; y: Range } {
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const s of spec.series) {
     for (const [x, y] of s.points) {
-      if (!Number.isFinite(x) || !Number.isFinite(y) || (spec.logY && y <= 0)) continue;
+      if (!Number.isFinite(x) || !Number.isFinite(y) || (spec.logY && y <= 0) || (spec.logX && x <= 0)) {
+        continue;
+      }
       x0 = Math.min(x0, x), x1 = Math.max(x1, x);
       y0 = Math.min(y0, y), y1 = Math.max(y1, y);
     }
   }
-  if (x0 === Infinity) x0 = 0, x1 = 1, y0 = spec.logY ? 1 : 0, y1 = spec.logY ? 10 : 1;
-  if (x1 === x0) x1 = x0 + 1;
+  if (x0 === Infinity) {
+    x0 = spec.logX ? 1 : 0, x1 = spec.logX ? 10 : 1, y0 = spec.logY ? 1 : 0, y1 = spec.logY ? 10 : 1;
+  }
+  if (x1 === x0) x1 = spec.logX ? x0 * 10 : x0 + 1;
   if (y1 === y0) {
     const pad = Math.abs(y0) * 0.05 || 1;
     y0 = spec.logY ? y0 / 1.1 : y0 - pad, y1 = spec.logY ? y1 * 1.1 : y1 + pad;
@@ -78,10 +92,17 @@ export function dataRange(spec: ChartSpec): { x: Range; y: Range } {
   return { x: { min: x0, max: x1 }, y: { min: y0, max: y1 } };
 }
 
-/** The axis ranges actually drawn: x from 0 (or the data start) to the data end, y padded by 4%. */
+/**
+ * The axis ranges actually drawn: x from 0 (or the data start) to the data end, y padded by 4%; a log x
+ * axis spans the data padded by 4% of its decades.
+ */
 export function axisRanges(spec: ChartSpec): { x: Range; y: Range } {
   const d = dataRange(spec);
-  const x = { min: Math.min(0, d.x.min), max: d.x.max };
+  let x = { min: Math.min(0, d.x.min), max: d.x.max };
+  if (spec.logX) {
+    const l0 = Math.log10(d.x.min), l1 = Math.log10(d.x.max), pad = (l1 - l0) * 0.04;
+    x = { min: 10 ** (l0 - pad), max: 10 ** (l1 + pad) };
+  }
   let y: Range;
   if (spec.logY) {
     const l0 = Math.log10(d.y.min), l1 = Math.log10(d.y.max), pad = (l1 - l0) * 0.04;
@@ -139,6 +160,10 @@ export function timeTicks(r: Range, target: number): number[] {
 export function fmtNumber(v: number): string {
   const a = Math.abs(v);
   const trim = (s: string) => s.includes(".") ? s.replace(/\.?0+$/, "") : s;
+  if (a >= 1e12) {
+    const e = Math.floor(Math.log10(a));
+    return `${trim((v / 10 ** e).toFixed(1))}e${e}`;
+  }
   if (a >= 1e9) return trim((v / 1e9).toFixed(2)) + "B";
   if (a >= 1e6) return trim((v / 1e6).toFixed(2)) + "M";
   if (a >= 1e4) return trim((v / 1e3).toFixed(1)) + "k";
@@ -160,7 +185,11 @@ export function fmtSeconds(v: number): string {
 }
 
 export function xTicks(spec: ChartSpec, r: Range, target: number): Tick[] {
-  const values = spec.xAxis === "time" ? timeTicks(r, target) : linearTicks(r, target);
+  const values = spec.xAxis === "time"
+    ? timeTicks(r, target)
+    : spec.logX
+    ? logTicks(r, target)
+    : linearTicks(r, target);
   const fmt = spec.xAxis === "time" ? fmtSeconds : fmtNumber;
   return values.map((value) => ({ value, label: fmt(value) }));
 }
@@ -182,9 +211,10 @@ export function makeScales(
   box: { left: number; top: number; right: number; bottom: number },
 ): Scales {
   const fy = spec.logY ? Math.log10 : (v: number) => v;
-  const y0 = fy(r.y.min), y1 = fy(r.y.max);
+  const fx = spec.logX ? Math.log10 : (v: number) => v;
+  const y0 = fy(r.y.min), y1 = fy(r.y.max), x0 = fx(r.x.min), x1 = fx(r.x.max);
   return {
-    x: (v) => box.left + (v - r.x.min) / (r.x.max - r.x.min) * (box.right - box.left),
+    x: (v) => box.left + (fx(v) - x0) / (x1 - x0) * (box.right - box.left),
     y: (v) => box.bottom - (fy(v) - y0) / (y1 - y0) * (box.bottom - box.top),
   };
 }

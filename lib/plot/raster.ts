@@ -185,6 +185,19 @@ const GRID: RGB = [230, 230, 230];
 const FRAME: RGB = [85, 85, 85];
 const MARK: RGB = [150, 150, 150];
 
+/** Images side by side, left to right, on white (each at its own size, aligned at the top). */
+export function rastersSideBySide(images: Raster[]): Raster {
+  const out = new Raster(images.reduce((w, r) => w + r.width, 0), Math.max(...images.map((r) => r.height)));
+  let x0 = 0;
+  for (const img of images) {
+    for (let y = 0; y < img.height; y++) {
+      out.data.set(img.data.subarray(y * img.width * 4, (y + 1) * img.width * 4), (y * out.width + x0) * 4);
+    }
+    x0 += img.width;
+  }
+  return out;
+}
+
 /** Draws the line chart of `spec` (same layout rules as the SVG) into a new raster of spec.width×spec.height. */
 export function renderRaster(spec: ChartSpec): Raster {
   const s = spec.width >= 560 ? 2 : 1; // font scale
@@ -230,31 +243,42 @@ export function renderRaster(spec: ChartSpec): Raster {
   const lw = 1.2 * s;
   for (const ser of spec.series) {
     const pts = thinPoints(ser.points, sc.x)
-      .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0))
+      .filter(([x, y]) =>
+        Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0) && (!spec.logX || x > 0)
+      )
       .map(([x, y]) => [sc.x(x), sc.y(y)] as [number, number]);
     const color = hexRgb(ser.color);
-    img.polyline(pts, color, lw, ser.style === "dashed" ? [6 * s, 4 * s] : undefined, clip);
-    if (ser.kind === "val" && pts.length <= 200) { for (const [x, y] of pts) img.dot(x, y, 1.5 * s, color); }
+    const dash: [number, number] | undefined = ser.style === "dashed"
+      ? [6 * s, 4 * s]
+      : ser.style === "dotted"
+      ? [2 * s, 3 * s]
+      : undefined;
+    if (ser.style !== "none") img.polyline(pts, color, lw, dash, clip);
+    if ((ser.dots ?? ser.kind === "val") && pts.length <= 200) {
+      for (const [x, y] of pts) img.dot(x, y, (ser.kind === "points" ? 2.5 : 1.5) * s, color);
+    }
   }
 
-  const entries = legendEntries(spec);
-  const anyVal = entries.some((e) => e.hasVal);
-  const rows = entries.length + (anyVal ? 1 : 0);
-  const valText = "validation (dashed)";
-  const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) +
-    40 * s / 2 + 16;
-  const rh = charH + 4, lx = box.right - lwid - 8, ly = box.top + 8;
-  img.fillRect(lx, ly, lwid, rows * rh + 8, [255, 255, 255]);
-  img.strokeRect(lx, ly, lwid, rows * rh + 8, [204, 204, 204]);
-  entries.forEach((e, i) => {
-    const y = ly + 4 + rh * i + rh / 2;
-    img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], hexRgb(e.color), 2 * s);
-    label(img, lx + 10 + 16 * s, y, e.run, INK, s);
-  });
-  if (anyVal) {
-    const y = ly + 4 + rh * entries.length + rh / 2;
-    img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], FRAME, lw, [4 * s, 3 * s]);
-    label(img, lx + 10 + 16 * s, y, valText, FRAME, s);
+  if (spec.legend !== false) {
+    const entries = legendEntries(spec);
+    const anyVal = entries.some((e) => e.hasVal);
+    const rows = entries.length + (anyVal ? 1 : 0);
+    const valText = "validation (dashed)";
+    const lwid = Math.max(...entries.map((e) => textPx(e.run, s)), anyVal ? textPx(valText, s) : 0) +
+      40 * s / 2 + 16;
+    const rh = charH + 4, lx = box.right - lwid - 8, ly = box.top + 8;
+    img.fillRect(lx, ly, lwid, rows * rh + 8, [255, 255, 255]);
+    img.strokeRect(lx, ly, lwid, rows * rh + 8, [204, 204, 204]);
+    entries.forEach((e, i) => {
+      const y = ly + 4 + rh * i + rh / 2;
+      img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], hexRgb(e.color), 2 * s);
+      label(img, lx + 10 + 16 * s, y, e.run, INK, s);
+    });
+    if (anyVal) {
+      const y = ly + 4 + rh * entries.length + rh / 2;
+      img.polyline([[lx + 6, y], [lx + 6 + 14 * s, y]], FRAME, lw, [4 * s, 3 * s]);
+      label(img, lx + 10 + 16 * s, y, valText, FRAME, s);
+    }
   }
   return img;
 }

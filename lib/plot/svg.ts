@@ -27,7 +27,28 @@ export function xmlEscape(s: string): string {
 
 const f1 = (v: number) => (Math.round(v * 10) / 10).toString();
 
-export function renderSvg(spec: ChartSpec): string {
+/**
+ * Charts side by side in one SVG picture (e.g. loss against tokens and against time), each at its own
+ * spec's size, left to right.
+ */
+export function renderSvgPanels(specs: ChartSpec[]): string {
+  const W = specs.reduce((w, s) => w + s.width, 0), H = Math.max(...specs.map((s) => s.height));
+  const o = [
+    `<?xml version="1.0" encoding="UTF-8"?>`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`,
+  ];
+  let x = 0;
+  specs.forEach((spec, i) => {
+    const inner = renderSvg(spec, `p${i}-`).replace(/^<\?xml[^>]*>\n/, "");
+    o.push(inner.replace(/^<svg /, `<svg x="${x}" y="0" `).trimEnd());
+    x += spec.width;
+  });
+  o.push(`</svg>`);
+  return o.join("\n") + "\n";
+}
+
+/** The chart as an SVG document; `idPrefix` keeps its element ids unique when panels share a picture. */
+export function renderSvg(spec: ChartSpec, idPrefix = ""): string {
   const r = axisRanges(spec);
   const yt = yTicks(spec, r.y, Math.max(3, Math.round(spec.height / 70)));
   const xt = xTicks(spec, r.x, Math.max(3, Math.round(spec.width / 110)));
@@ -43,7 +64,9 @@ export function renderSvg(spec: ChartSpec): string {
   );
   o.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
   o.push(
-    `<defs><clipPath id="plot-area"><rect x="${box.left}" y="${box.top}" width="${box.right - box.left}" ` +
+    `<defs><clipPath id="${idPrefix}plot-area"><rect x="${box.left}" y="${box.top}" width="${
+      box.right - box.left
+    }" ` +
       `height="${box.bottom - box.top}"/></clipPath></defs>`,
   );
   if (spec.title) {
@@ -118,17 +141,23 @@ export function renderSvg(spec: ChartSpec): string {
 
   // curves
   o.push(
-    `<g class="series" clip-path="url(#plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`,
+    `<g class="series" clip-path="url(#${idPrefix}plot-area)" fill="none" stroke-width="1.6" stroke-linejoin="round">`,
   );
   for (const s of spec.series) {
     if (s.points.length === 0) continue;
     const pts = thinPoints(s.points, sc.x).filter(([x, y]) =>
-      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0)
+      Number.isFinite(x) && Number.isFinite(y) && (!spec.logY || y > 0) && (!spec.logX || x > 0)
     );
     const d = pts.map(([x, y], i) => `${i ? "L" : "M"}${f1(sc.x(x))} ${f1(sc.y(y))}`).join("");
-    const dash = s.style === "dashed" ? ` stroke-dasharray="6 4"` : "";
-    o.push(`<path class="${s.kind}" data-run="${xmlEscape(s.run)}" stroke="${s.color}"${dash} d="${d}"/>`);
-    if (s.kind === "val" && pts.length <= 200) {
+    const dash = s.style === "dashed"
+      ? ` stroke-dasharray="6 4"`
+      : s.style === "dotted"
+      ? ` stroke-dasharray="2 3" stroke-width="1.2"`
+      : "";
+    if (s.style !== "none") {
+      o.push(`<path class="${s.kind}" data-run="${xmlEscape(s.run)}" stroke="${s.color}"${dash} d="${d}"/>`);
+    }
+    if ((s.dots ?? s.kind === "val") && pts.length <= 200) {
       for (const [x, y] of pts) {
         o.push(`<circle cx="${f1(sc.x(x))}" cy="${f1(sc.y(y))}" r="2.5" fill="${s.color}" stroke="none"/>`);
       }
@@ -136,33 +165,37 @@ export function renderSvg(spec: ChartSpec): string {
   }
   o.push(`</g>`);
 
-  // legend, top right inside the plot
-  const entries = legendEntries(spec);
-  const anyVal = entries.some((e) => e.hasVal);
-  const rows = entries.length + (anyVal ? 1 : 0);
-  const lw = Math.max(...entries.map((e) => e.run.length), anyVal ? 19 : 0) * CHAR_W + 40;
-  const lx = box.right - lw - 8, ly = box.top + 8, rh = FONT + 6;
-  o.push(`<g class="legend">`);
-  o.push(
-    `<rect x="${lx}" y="${ly}" width="${lw}" height="${
-      rows * rh + 8
-    }" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`,
-  );
-  entries.forEach((e, i) => {
-    const y = ly + 4 + rh * i + rh / 2;
-    o.push(`<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="${e.color}" stroke-width="2"/>`);
-    o.push(`<text x="${lx + 34}" y="${y + 4}">${xmlEscape(e.run)}</text>`);
-  });
-  if (anyVal) {
-    const y = ly + 4 + rh * entries.length + rh / 2;
+  if (spec.legend !== false) {
+    // legend, top right inside the plot
+    const entries = legendEntries(spec);
+    const anyVal = entries.some((e) => e.hasVal);
+    const rows = entries.length + (anyVal ? 1 : 0);
+    const lw = Math.max(...entries.map((e) => e.run.length), anyVal ? 19 : 0) * CHAR_W + 40;
+    const lx = box.right - lw - 8, ly = box.top + 8, rh = FONT + 6;
+    o.push(`<g class="legend">`);
     o.push(
-      `<line x1="${lx + 6}" x2="${
-        lx + 28
-      }" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`,
+      `<rect x="${lx}" y="${ly}" width="${lw}" height="${
+        rows * rh + 8
+      }" fill="#ffffff" fill-opacity="0.85" stroke="#cccccc"/>`,
     );
-    o.push(`<text x="${lx + 34}" y="${y + 4}" fill="#555555">validation (dashed)</text>`);
+    entries.forEach((e, i) => {
+      const y = ly + 4 + rh * i + rh / 2;
+      o.push(
+        `<line x1="${lx + 6}" x2="${lx + 28}" y1="${y}" y2="${y}" stroke="${e.color}" stroke-width="2"/>`,
+      );
+      o.push(`<text x="${lx + 34}" y="${y + 4}">${xmlEscape(e.run)}</text>`);
+    });
+    if (anyVal) {
+      const y = ly + 4 + rh * entries.length + rh / 2;
+      o.push(
+        `<line x1="${lx + 6}" x2="${
+          lx + 28
+        }" y1="${y}" y2="${y}" stroke="#555555" stroke-width="1.6" stroke-dasharray="6 4"/>`,
+      );
+      o.push(`<text x="${lx + 34}" y="${y + 4}" fill="#555555">validation (dashed)</text>`);
+    }
+    o.push(`</g>`);
   }
-  o.push(`</g>`);
   o.push(`</svg>`);
   return o.join("\n") + "\n";
 }

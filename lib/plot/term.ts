@@ -41,7 +41,8 @@ export function renderTerm(spec: ChartSpec, o: TermOptions): string {
   const cols = Math.max(4, o.width - lw - 2);
   const dotsW = cols * 2, dotsH = rows * 4;
   const fy = spec.logY ? Math.log10 : (v: number) => v;
-  const dx = (v: number) => Math.round(((v - r.x.min) / (r.x.max - r.x.min)) * (dotsW - 1));
+  const fx = spec.logX ? Math.log10 : (v: number) => v;
+  const dx = (v: number) => Math.round(((fx(v) - fx(r.x.min)) / (fx(r.x.max) - fx(r.x.min))) * (dotsW - 1));
   const dy = (v: number) =>
     Math.round((1 - (fy(v) - fy(r.y.min)) / (fy(r.y.max) - fy(r.y.min))) * (dotsH - 1));
 
@@ -72,8 +73,8 @@ export function renderTerm(spec: ChartSpec, o: TermOptions): string {
     );
     for (let i = 0; i < pts.length; i++) {
       const [x, y] = [dx(pts[i][0]), dy(pts[i][1])];
-      if (i === 0) set(x, y, run);
-      else line(dx(pts[i - 1][0]), dy(pts[i - 1][1]), x, y, run, s.kind === "val");
+      if (i === 0 || s.style === "none") set(x, y, run);
+      else line(dx(pts[i - 1][0]), dy(pts[i - 1][1]), x, y, run, s.style !== "solid");
     }
   }
 

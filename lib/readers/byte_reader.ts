@@ -29,6 +29,7 @@ export class ByteReader {
 
   /** Up to `max` bytes (at least 1), or null at the end. The result may be a view into upstream data. */
   async chunk(max: number): Promise<Uint8Array | null> {
+    checkCount(max, "chunk");
     if (!(await this.#fill())) return null;
     const n = Math.min(max, this.#buf.length);
     const out = this.#buf.subarray(0, n);
@@ -39,6 +40,7 @@ export class ByteReader {
 
   /** Exactly `n` bytes (a fresh copy), or fewer when the stream ends first (check the length). */
   async exact(n: number): Promise<Uint8Array> {
+    checkCount(n, "exact");
     const out = new Uint8Array(n);
     let off = 0;
     while (off < n) {
@@ -52,6 +54,7 @@ export class ByteReader {
 
   /** Skips `n` bytes; returns how many were skipped (fewer at the end of the stream). */
   async skip(n: number): Promise<number> {
+    checkCount(n, "skip");
     let left = n;
     while (left > 0) {
       const c = await this.chunk(left);
@@ -67,4 +70,9 @@ export class ByteReader {
       await this.#reader.cancel();
     } catch { /* already errored */ }
   }
+}
+
+/** Byte counts must be whole and non-negative: a fraction would make the read loops spin forever. */
+function checkCount(n: number, what: string): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`ByteReader.${what}: bad byte count ${n}`);
 }

@@ -29,6 +29,20 @@ export interface ReadOptions {
   /** [index (0-based), count] of the partition to keep. */
   part: [number, number];
   stdin?: ReadableStream<Uint8Array>;
+  /** Largest document in bytes (a JSONL line, a .txt file or member, a --doc-sep document); larger is exit 3. */
+  maxDocBytes?: number;
+}
+
+/** Default of --max-doc-bytes: far above any web page, and bounds the memory one document takes. */
+export const DEFAULT_MAX_DOC_BYTES = 64_000_000;
+
+/** The input error for a document over the limit. */
+function docTooLong(where: string, size: string, limit: number): Error {
+  return inputError(
+    `${where}: a document of ${size} is larger than --max-doc-bytes ${limit}; raise --max-doc-bytes ` +
+      `(tokenizing takes about 14 bytes of memory per byte of a document) or split the text into documents ` +
+      `(--doc-sep, one JSONL line each)`,
+  );
 }
 
 /** Counters the readers update as they go (for progress, warnings and meta.json). */
@@ -225,9 +239,9 @@ async function* readStream(
     // Nested archives (OpenWebText's urlsf_subset*.xz) are units; plain .txt members are documents.
     yield* tarDocs(stream, what, opts, stats, unitTaken ? undefined : takeUnit);
   } else if (kind === "jsonl") {
-    yield* jsonlDocs(stream, what, opts.field, stats);
+    yield* jsonlDocs(stream, what, opts.field, stats, opts.maxDocBytes ?? DEFAULT_MAX_DOC_BYTES);
   } else {
-    yield* textDocs(stream, what, opts.docSep, stats);
+    yield* textDocs(stream, what, opts.docSep, stats, opts.maxDocBytes ?? DEFAULT_MAX_DOC_BYTES);
   }
 }
 
@@ -251,6 +265,8 @@ async function* tarDocs(
       yield* tarDocs(inner, where, opts, stats);
     } else if (TEXT_MEMBER.test(m.name)) {
       if (takeUnit && !takeUnit()) continue; // a plain tar of documents: each member is a unit
+      const limit = opts.maxDocBytes ?? DEFAULT_MAX_DOC_BYTES;
+      if (m.size > limit) throw docTooLong(where, `${m.size} bytes`, limit);
       const { text, replaced } = decodeUtf8(await m.bytes());
       stats.noteReplaced(where, replaced);
       if (text.length === 0) {
@@ -268,27 +284,43 @@ async function* one(s: string): AsyncGenerator<string> {
   yield s;
 }
 
-/** Lines of a byte stream as byte arrays (without the newline), with 1-based line numbers. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<[Uint8Array, number]> {
-  let carry: Uint8Array | null = null;
+/**
+ * Lines of a byte stream as byte arrays (without the newline), with 1-based line numbers. A line longer
+ * than a chunk is gathered as pieces and joined once (joining on every chunk was quadratic); one longer
+ * than `maxBytes` throws `tooLong(lineNo, bytes)` as soon as it passes the limit.
+ */
+async function* lines(
+  stream: ReadableStream<Uint8Array>,
+  maxBytes: number,
+  tooLong: (lineNo: number, bytes: number) => Error,
+): AsyncGenerator<[Uint8Array, number]> {
+  let carry: Uint8Array[] = [];
+  let carryLen = 0;
   let n = 0;
+  const joined = (last: Uint8Array): Uint8Array => {
+    if (carry.length === 0) return last;
+    const out = new Uint8Array(carryLen + last.length);
+    let o = 0;
+    for (const c of carry) out.set(c, o), o += c.length;
+    out.set(last, o);
+    carry = [], carryLen = 0;
+    return out;
+  };
   for await (const chunk of stream as AsyncIterable<Uint8Array>) {
     let start = 0;
-    let data: Uint8Array = chunk;
-    if (carry) {
-      const joined: Uint8Array = new Uint8Array(carry.length + chunk.length);
-      joined.set(carry), joined.set(chunk, carry.length);
-      data = joined;
-      carry = null;
-    }
     let i: number;
-    while ((i = data.indexOf(10, start)) !== -1) {
-      yield [data.subarray(start, i), ++n];
+    while ((i = chunk.indexOf(10, start)) !== -1) {
+      if (carryLen + i - start > maxBytes) throw tooLong(n + 1, carryLen + i - start);
+      yield [joined(chunk.subarray(start, i)), ++n];
       start = i + 1;
     }
-    if (start < data.length) carry = data.slice(start);
+    if (start < chunk.length) {
+      carry.push(chunk.slice(start));
+      carryLen += chunk.length - start;
+      if (carryLen > maxBytes) throw tooLong(n + 1, carryLen);
+    }
   }
-  if (carry && carry.length) yield [carry, ++n];
+  if (carryLen > 0) yield [joined(new Uint8Array(0)), ++n];
 }
 
 async function* jsonlDocs(
@@ -296,8 +328,11 @@ async function* jsonlDocs(
   what: string,
   field: string,
   stats: ReadStats,
+  maxDocBytes: number,
 ): AsyncGenerator<Doc> {
-  for await (const [bytes, lineNo] of lines(stream)) {
+  const tooLong = (lineNo: number, bytes: number) =>
+    docTooLong(`${what}: line ${lineNo}`, `more than ${bytes} bytes`, maxDocBytes);
+  for await (const [bytes, lineNo] of lines(stream, maxDocBytes, tooLong)) {
     const { text: line, replaced } = decodeUtf8(bytes);
     const where = `${what}: line ${lineNo}`;
     stats.noteReplaced(where, replaced);
@@ -337,12 +372,16 @@ async function* textDocs(
   what: string,
   docSep: RegExp | string | undefined,
   stats: ReadStats,
+  maxDocBytes: number,
 ): AsyncGenerator<Doc> {
   if (docSep === undefined) {
     // The whole input is one document.
     const parts: Uint8Array[] = [];
     let total = 0;
-    for await (const c of stream) parts.push(c), total += c.length;
+    for await (const c of stream) {
+      parts.push(c), total += c.length;
+      if (total > maxDocBytes) throw docTooLong(what, `more than ${total} bytes`, maxDocBytes);
+    }
     const all = new Uint8Array(total);
     let o = 0;
     for (const p of parts) all.set(p, o), o += p.length;
@@ -361,7 +400,14 @@ async function* textDocs(
     yield u.push(new Uint8Array(0), true);
   }
   let n = 0;
-  for await (const d of splitDocs(chunks(), docSep)) yield { text: d, source: `${what}: document ${++n}` };
+  const tooLong = {
+    maxChars: maxDocBytes,
+    fail: (chars: number) =>
+      docTooLong(`${what}: document ${n + 1}`, `more than ${chars} characters`, maxDocBytes),
+  };
+  for await (const d of splitDocs(chunks(), docSep, tooLong)) {
+    yield { text: d, source: `${what}: document ${++n}` };
+  }
   stats.noteReplaced(what, u.replaced);
 }
 

@@ -27,17 +27,29 @@ function cstr(b: Uint8Array, start: number, len: number): string {
   return dec.decode(end === -1 ? s : s.subarray(0, end));
 }
 
-/** Numeric header field: octal text, or GNU base-256 when the top bit of the first byte is set. */
+/**
+ * Numeric header field: octal text, or GNU base-256 when the top bit of the first byte is set. NaN when
+ * the field is not a number, negative, or larger than 2^53 (no real archive holds such a member).
+ */
 function numField(b: Uint8Array, start: number, len: number): number {
   if (b[start] & 0x80) {
-    let v = b[start] & 0x7f;
+    if (b[start] & 0x40) return NaN; // base-256 negative
+    let v = b[start] & 0x3f;
     for (let i = 1; i < len; i++) v = v * 256 + b[start + i];
-    return v;
+    return Number.isSafeInteger(v) ? v : NaN;
   }
   const s = cstr(b, start, len).trim();
   if (s === "") return 0;
   if (!/^[0-7]+$/.test(s)) return NaN;
-  return parseInt(s, 8);
+  const v = parseInt(s, 8);
+  return Number.isSafeInteger(v) ? v : NaN;
+}
+
+/** A header field as printable text for error messages (octal digits, or the base-256 bytes in hex). */
+function rawField(b: Uint8Array, start: number, len: number): string {
+  const f = b.subarray(start, start + len);
+  if (f[0] & 0x80) return `base-256 0x${Array.from(f, (x) => x.toString(16).padStart(2, "0")).join("")}`;
+  return JSON.stringify(cstr(b, start, len));
 }
 
 function checksumOk(h: Uint8Array): boolean {
@@ -47,19 +59,25 @@ function checksumOk(h: Uint8Array): boolean {
   return stored === sum;
 }
 
-/** Parses pax "len key=value\n" records. */
-function parsePax(body: Uint8Array): Record<string, string> {
+/** Parses pax "len key=value\n" records; a string saying what is wrong when a record is malformed. */
+function parsePax(body: Uint8Array): Record<string, string> | string {
   const out: Record<string, string> = {};
-  const text = dec.decode(body);
   let off = 0;
-  while (off < text.length) {
-    const sp = text.indexOf(" ", off);
-    if (sp === -1) break;
-    const len = Number(text.slice(off, sp));
-    if (!Number.isInteger(len) || len <= 0) break;
-    const rec = text.slice(sp + 1, off + len - 1);
-    const eq = rec.indexOf("=");
-    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+  while (off < body.length) {
+    if (body[off] === 0) break; // NUL padding after the last record
+    const sp = body.indexOf(0x20, off);
+    const lenText = dec.decode(body.subarray(off, sp === -1 ? body.length : sp));
+    const len = Number(lenText);
+    if (sp === -1 || !/^[0-9]+$/.test(lenText) || off + len > body.length || len <= sp - off + 1) {
+      return `record length '${lenText.slice(0, 20)}' at byte ${off} of the pax header`;
+    }
+    const rec = body.subarray(sp + 1, off + len);
+    if (rec[rec.length - 1] !== 10) {
+      return `record at byte ${off} of the pax header does not end in a newline`;
+    }
+    const eq = rec.indexOf(0x3d);
+    if (eq <= 0) return `record at byte ${off} of the pax header has no key=value`;
+    out[dec.decode(rec.subarray(0, eq))] = dec.decode(rec.subarray(eq + 1, rec.length - 1));
     off += len;
   }
   return out;
@@ -77,6 +95,7 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
   try {
     while (true) {
       const h = await r.exact(BLOCK);
+      const at = r.position - h.length; // the header's offset, for messages
       if (h.length === 0) return; // end without the two zero blocks: tolerated (many writers omit them)
       if (h.length < BLOCK) throw inputError(`${what}: tar archive is truncated after member '${prevName}'`);
       if (h.every((x) => x === 0)) return; // end-of-archive marker
@@ -89,19 +108,27 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
         );
       }
       const typeflag = String.fromCharCode(h[156] || 48); // NUL = '0' (old regular file)
-      let size = numField(h, 124, 12);
-      if (!Number.isFinite(size) || size < 0) {
-        throw inputError(`${what}: corrupt tar header after member '${prevName}' (bad size field)`);
-      }
       const magic = cstr(h, 257, 6);
       let name = cstr(h, 0, 100);
       if (magic.startsWith("ustar")) {
         const prefix = cstr(h, 345, 155);
         if (prefix && magic === "ustar") name = `${prefix}/${name}`;
       }
-      if (pax.size !== undefined) size = Number(pax.size);
       if (pax.path !== undefined) name = pax.path;
       if (longName !== null) name = longName;
+      const bad = (field: string, value: string) =>
+        inputError(
+          `${what}: tar member '${name}' (after '${prevName}', header at byte ${at}): ` +
+            `bad ${field} ${value}; the archive is damaged or not a tar file`,
+        );
+      let size = numField(h, 124, 12);
+      if (!Number.isSafeInteger(size)) throw bad("size field", rawField(h, 124, 12));
+      if (pax.size !== undefined) {
+        // A decimal byte count; anything else (10.5, -5, 1e20) would desynchronise the reader.
+        size = /^[0-9]{1,16}$/.test(pax.size) ? Number(pax.size) : NaN;
+        if (!Number.isSafeInteger(size)) throw bad("pax size record", JSON.stringify(pax.size.slice(0, 40)));
+      }
+      if (name === "" && typeflag !== "x" && typeflag !== "g") throw bad("name field", "(empty)");
       const padded = Math.ceil(size / BLOCK) * BLOCK;
 
       // Meta members that describe the next one.
@@ -116,7 +143,11 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
           throw inputError(`${what}: tar archive is truncated in a '${typeflag}' header`);
         }
         if (typeflag === "L") longName = cstr(body, 0, size);
-        else if (typeflag === "x") pax = parsePax(body.subarray(0, size));
+        else if (typeflag === "x") {
+          const parsed = parsePax(body.subarray(0, size));
+          if (typeof parsed === "string") throw bad("pax header", parsed);
+          pax = parsed;
+        }
         continue; // 'g' (global pax) and 'K' (long link name) do not matter for reading files
       }
       longName = null;
@@ -128,7 +159,10 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
       let left = bodySize;
       let used = false;
       let inflight: Promise<void> | null = null;
-      const truncated = () => inputError(`${what}: tar archive is truncated inside member '${name}'`);
+      const truncated = () =>
+        inputError(
+          `${what}: tar archive is truncated inside member '${name}' (its header says ${bodySize} bytes)`,
+        );
       const member: TarMember = {
         name,
         size: bodySize,
@@ -136,9 +170,19 @@ export async function* readTar(stream: ReadableStream<Uint8Array>, what: string)
         bytes: async () => {
           if (used) throw new Error("tar member body already consumed");
           used = true;
-          const b = await r.exact(left);
-          if (b.length < left) throw truncated();
-          left = 0;
+          // Read piece by piece, so a header that claims more than the archive holds is reported as
+          // truncated instead of allocating what it claims.
+          const pieces: Uint8Array[] = [];
+          while (left > 0) {
+            const c = await r.chunk(Math.min(left, 1 << 20));
+            if (c === null) throw truncated();
+            pieces.push(c.slice());
+            left -= c.length;
+          }
+          if (pieces.length === 1) return pieces[0];
+          const b = new Uint8Array(bodySize);
+          let o = 0;
+          for (const p of pieces) b.set(p, o), o += p.length;
           return b;
         },
         stream: () => {

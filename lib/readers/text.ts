@@ -78,50 +78,74 @@ export function parseDocSep(raw: string): RegExp | string {
 
 /**
  * Splits a stream of text chunks into documents at `sep`. Empty documents are dropped (and, for blank
- * line separation, whitespace-only ones). Only the current partial document is held in memory.
+ * line separation, whitespace-only ones). Only the current partial document is held in memory, as the
+ * pieces it arrived in, and each chunk is searched once: the time is linear in the text, however long
+ * a document is (searching a growing buffer again on every chunk was quadratic). With `maxDocChars`, a
+ * longer document throws (via `tooLong`) as soon as it passes the limit.
  */
 export async function* splitDocs(
   chunks: AsyncIterable<string>,
   sep: RegExp | string,
+  tooLong?: { maxChars: number; fail: (chars: number) => Error },
 ): AsyncGenerator<string> {
-  let buf = "";
-  let scanFrom = 0; // no separator starts before this index of buf
   const keep = (d: string) => (typeof sep === "string" ? d.length > 0 : d.trim().length > 0);
-  // Yields the documents completed in buf; unless `final`, a separator touching the end may still grow.
-  function* drain(final: boolean): Generator<string> {
+  let parts: string[] = []; // the current document's text before `tail`
+  let partsChars = 0;
+  let tail = ""; // the buffered end, where a separator may have begun
+  function* scan(chunk: string, final: boolean): Generator<string> {
+    const work = tail + chunk;
     let start = 0;
+    let pending = -1; // a regex separator touching the end of the text, which may still grow
+    const doc = (end: string) => {
+      const d = parts.length ? parts.join("") + end : end;
+      parts = [], partsChars = 0;
+      return d;
+    };
     if (typeof sep === "string") {
       let i: number;
-      while ((i = buf.indexOf(sep, Math.max(start, scanFrom))) !== -1) {
-        const d = buf.slice(start, i);
+      while ((i = work.indexOf(sep, start)) !== -1) {
+        const d = doc(work.slice(start, i));
         if (keep(d)) yield d;
         start = i + sep.length;
       }
-      buf = buf.slice(start);
-      scanFrom = Math.max(0, buf.length - sep.length + 1);
     } else {
-      sep.lastIndex = Math.max(start, scanFrom);
       let m: RegExpExecArray | null;
-      let pending = -1;
-      while ((m = sep.exec(buf)) !== null) {
-        if (!final && m.index + m[0].length >= buf.length) {
+      sep.lastIndex = start;
+      while ((m = sep.exec(work)) !== null) {
+        if (!final && m.index + m[0].length >= work.length) {
           pending = m.index;
           break;
         }
-        const d = buf.slice(start, m.index);
+        const d = doc(work.slice(start, m.index));
         if (keep(d)) yield d;
         start = m.index + m[0].length;
+        sep.lastIndex = start;
       }
-      buf = buf.slice(start);
-      // An unfinished separator can only begin at the last newline (or the \r before it).
-      const nl = buf.lastIndexOf("\n");
-      scanFrom = pending >= 0 ? pending - start : Math.max(0, nl === -1 ? buf.length - 1 : nl - 1);
     }
+    if (final) {
+      tail = "";
+      const d = doc(work.slice(start));
+      if (keep(d)) yield d;
+      return;
+    }
+    // Where an unfinished separator may begin: the last sep.length-1 chars of a literal; for blank lines
+    // the pending match, else the last newline (or the \r before it), else the very last char (a \r).
+    let cut: number;
+    if (typeof sep === "string") cut = Math.max(start, work.length - sep.length + 1);
+    else if (pending >= 0) cut = pending;
+    else {
+      const nl = work.lastIndexOf("\n");
+      // A separator can begin at that newline only while nothing but spaces and tabs follows it.
+      const open = nl >= start && !/[^ \t\r]/.test(work.slice(nl + 1));
+      cut = Math.max(start, open ? nl - 1 : work.length - 1);
+    }
+    if (cut > start) {
+      parts.push(work.slice(start, cut));
+      partsChars += cut - start;
+    }
+    tail = work.slice(cut);
+    if (tooLong && partsChars + tail.length > tooLong.maxChars) throw tooLong.fail(partsChars + tail.length);
   }
-  for await (const c of chunks) {
-    buf += c;
-    yield* drain(false);
-  }
-  yield* drain(true);
-  if (keep(buf)) yield buf;
+  for await (const c of chunks) yield* scan(c, false);
+  yield* scan("", true);
 }

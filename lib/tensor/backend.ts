@@ -8,8 +8,12 @@ import "@tensorflow/tfjs-backend-cpu";
 import * as wasmBackend from "@tensorflow/tfjs-backend-wasm";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { applyPatches } from "./patches/mod.ts";
+import "./ops/matmul/webgpu.ts"; // wraps webgpu's BatchMatMul / _FusedMatMul with lmpipe's GEMM
+import { installWebgpuConvKernels } from "./ops/conv2d/webgpu.ts";
 import { enableWasmThreads } from "./wasm/threads.ts";
 import { blasStatus, loadBlas } from "../native/blas.ts";
+import { dnnlStatus, loadDnnl } from "../native/dnnl.ts";
+import { registerDnnlConvKernels } from "./ops/conv2d/dnnl.ts";
 import { startWasmKernels } from "./wasm/kernels.ts";
 import { LmpipeError, usageError } from "../errors.ts";
 import { info, warn } from "../log.ts";
@@ -63,6 +67,7 @@ let tensorflowLoaded: string | null = null;
 function ensureFixes(): void {
   if (fixesApplied) return;
   applyPatches();
+  installWebgpuConvKernels(); // after the patches: their webgpu filter gradient becomes the fallback
   fixesApplied = true;
 }
 
@@ -217,10 +222,13 @@ export async function initBackend(name: BackendName, opts: InitOptions = {}): Pr
       warn(`wasm started earlier in this process with ${threads} thread(s); ${opts.threads} requested now`);
     }
     loadBlas(threads); // big float32 matMuls go to a CBLAS sgemm when one is found (ops/matmul/wasm.ts)
+    if (loadDnnl(threads)) registerDnnlConvKernels(); // convolutions on oneDNN when found (ops/conv2d)
     await startWasmKernels(); // lmpipe's own wasm kernels and their worker threads (wasm/kernels.ts)
     result = {
       name: "wasm",
-      device: `WebAssembly SIMD, ${threads} thread${threads === 1 ? "" : "s"}, ${blasStatus()}`,
+      device: `WebAssembly SIMD, ${threads} thread${
+        threads === 1 ? "" : "s"
+      }, ${blasStatus()}, ${dnnlStatus()}`,
       threads,
     };
   } else if (chosen === "webgpu") {

@@ -14,6 +14,8 @@ import { type Blas, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { currentDnnl } from "../native/dnnl.ts";
+import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -39,6 +41,17 @@ export interface KernelChoice {
 // With a CBLAS library, sgemm matched or beat XNNPACK at every size measured from 16x16x16 up
 // (bench/blas_matmul.ts); below blasMinWork multiply-adds per batch slice call overhead dominates.
 let blasMinWork = 4096;
+
+// oneDNN convolutions run whenever lib/native/dnnl.ts loaded the library; tests and bench/pixel.ts turn
+// them off to compare against TF.js's kernels in one process.
+let dnnlConvs = true;
+
+/** For tests and benchmarks: route wasm convolutions to oneDNN (when loaded) or not; returns the old setting. */
+export function setDnnlConvs(on: boolean): boolean {
+  const old = dnnlConvs;
+  dnnlConvs = on;
+  return old;
+}
 
 /** Sets the smallest M*K*N (per batch slice) that goes to BLAS; returns the previous value. */
 export function setBlasMinWork(n: number): number {
@@ -95,6 +108,33 @@ function webgpuRow(op: string, file: string, opChainFile: string, kernel?: strin
   };
 }
 
+// lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts) and its flash attention
+// (lib/tensor/ops/attention/webgpu.ts): on with the other webgpu kernels, unless LMPIPE_WEBGPU_CONV=0 or
+// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter
+// gradient of ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0 turns
+// both off too.
+let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
+let webgpuAttentionOn = envSwitch("LMPIPE_WEBGPU_ATTENTION");
+
+/** Whether an env var leaves a kernel family on: anything but "0" (or no env permission) is on. */
+function envSwitch(name: string): boolean {
+  try {
+    return Deno.env.get(name) !== "0";
+  } catch {
+    return true;
+  }
+}
+
+/** Turns lmpipe's webgpu convs on or off for this process (tests and benchmarks compare both). */
+export function setWebgpuConvEnabled(on: boolean): void {
+  webgpuConvOn = on;
+}
+
+/** Turns lmpipe's webgpu flash attention on or off for this process. */
+export function setWebgpuAttentionEnabled(on: boolean): void {
+  webgpuAttentionOn = on;
+}
+
 const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
@@ -118,6 +158,45 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
   },
+  {
+    op: "conv2d",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "dnnl",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
+        active: () => dnnlConvs && currentDnnl() !== null,
+        why: "oneDNN's direct convolutions (forward and both gradients), multithreaded, no im2col copy",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/conv2d/wasm.ts",
+        active: always,
+        why: "TF.js's XNNPACK forward; gradients by chunked im2col/col2im on the wasm heap",
+      },
+    ],
+    force: "LMPIPE_DNNL=off (or a library path); setDnnlConvs for tests and bench/pixel.ts --dnnl",
+  },
+  {
+    op: "matMul",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/matmul/webgpu.ts",
+        active: () => ownMatMulEnabled(),
+        why: "register-tiled GEMM (128/64/32 tiles, deterministic split-K, fused bias/activation/residual " +
+          "epilogue): TF.js's stock kernel ran at 3-6% of the card's fp32 rate",
+      },
+      {
+        name: "tfjs",
+        file: "lib/tensor/ops/matmul/webgpu.ts (its wrapper calls the stock BatchMatMul / _FusedMatMul)",
+        active: always,
+        why: "TF.js's stock kernel; also taken for inputs the GEMM does not handle",
+      },
+    ],
+    force: "LMPIPE_WEBGPU_MATMUL=0 runs TF.js's stock kernel; setOwnMatMulEnabled for tests and bench/gpu",
+  },
   wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
@@ -140,6 +219,62 @@ export const TABLE: KernelChoice[] = [
     "lib/tensor/ops/causal_softmax/webgpu.ts",
     "lib/tensor/ops/causal_softmax/mod.ts",
   ),
+  {
+    op: "conv2d",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/conv2d/webgpu.ts",
+        active: () => webgpuConvOn && fusedKernelsActive(),
+        why:
+          "implicit GEMM (no im2col buffer), deterministic split-K for the filter gradient, f16 operands " +
+          "under --precision mixed: TF.js's stock conv and its filter gradient are far slower",
+      },
+      {
+        name: "tfjs",
+        file:
+          "lib/tensor/patches/webgpu.ts (TF.js's Conv2D, Conv2DBackpropInput; ops/conv2d/mod.ts's filter gradient)",
+        active: always,
+        why: "TF.js's stock kernels, with the filter gradient composed from matMuls",
+      },
+    ],
+    force: "LMPIPE_WEBGPU_CONV=0 (or LMPIPE_WEBGPU_FUSED=0); setWebgpuConvEnabled for tests and benchmarks",
+  },
+  {
+    op: "imageNorm",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/image_norm/webgpu.ts",
+        active: () => webgpuConvOn && fusedKernelsActive(),
+        why:
+          "norm + ReLU in one dispatch each way (one workgroup per image) where the op chain takes ~10 and ~14",
+      },
+      opChain("lib/tensor/ops/image_norm/mod.ts"),
+    ],
+    force: "goes with the conv kernels: LMPIPE_WEBGPU_CONV=0 (or LMPIPE_WEBGPU_FUSED=0) runs the op chain",
+  },
+  wasmRow(
+    "imageNorm",
+    "lib/tensor/ops/layer_norm/wasm.ts via lib/tensor/ops/image_norm/mod.ts",
+    "lib/tensor/ops/image_norm/mod.ts",
+  ),
+  {
+    op: "causalAttention",
+    backend: "webgpu",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/attention/webgpu.ts",
+        active: () => webgpuAttentionOn && fusedKernelsActive(),
+        why: "flash attention: scores never stored, memory O(T) per row block instead of O(T^2)",
+      },
+      opChain("lib/tensor/ops/attention/mod.ts"),
+    ],
+    force: "LMPIPE_WEBGPU_ATTENTION=0 (or LMPIPE_WEBGPU_FUSED=0); setWebgpuAttentionEnabled for tests",
+  },
   webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
   webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
   webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
@@ -171,4 +306,20 @@ export function blasForMatMul(work: number): Blas | null {
  */
 export function transposedMatMulsAreFree(): boolean {
   return tf.getBackend() === "wasm" && currentBlas() !== null && blasMinWork <= 1 << 20;
+}
+
+// Real f16 under --precision mixed (lib/train_loop.ts turns it on for a mixed run): where the GPU offers
+// shader-f16, lmpipe's conv and attention kernels round every operand to binary16 as they load it
+// (roundToHalf in lib/tensor/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
+// memory as f16; products and sums stay f32. Other webgpu kernels and backends keep the emulation.
+let halfOperands = false;
+
+/** Turns binary16 operands for lmpipe's webgpu conv and attention kernels on or off (see above). */
+export function setWebgpuHalfOperands(on: boolean): void {
+  halfOperands = on;
+}
+
+/** Whether the kernels of `device` load their operands as f16: switched on and shader-f16 offered. */
+export function webgpuHalfOperands(device: GPUDevice): boolean {
+  return halfOperands && device.features.has("shader-f16");
 }

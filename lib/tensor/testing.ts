@@ -3,7 +3,7 @@
 // installs Mesa's software Vulkan driver), a numeric comparison helper, and a record of the webgpu
 // programs an operation dispatches (for the fused-kernel tests).
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
-import { getGpuAdapter } from "./backend.ts";
+import { getGpuAdapter, tf } from "./backend.ts";
 
 export type TestBackend = "cpu" | "wasm" | "webgpu";
 
@@ -17,6 +17,20 @@ export async function webgpuStatus(): Promise<{ ok: boolean; reason: string }> {
   }
   console.error(`webgpu tests skipped: ${reason}`);
   return { ok: false, reason };
+}
+
+/**
+ * Whether the current webgpu device has shader-f16 (for the tests of binary16 operands); CI's llvmpipe
+ * adapter offers it, so there a missing feature is an error; elsewhere it says on stderr that a test skips.
+ */
+export function webgpuHasF16(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const ok = (tf.backend() as any).device?.features?.has("shader-f16") === true;
+  if (!ok && Deno.env.get("CI")) {
+    throw new Error("CI's llvmpipe adapter offers shader-f16; this one does not");
+  }
+  if (!ok) console.error("f16 test skipped: this WebGPU adapter does not offer shader-f16");
+  return ok;
 }
 
 /** The backends to compare on this machine: cpu and wasm always, webgpu when an adapter exists. */

@@ -2,10 +2,12 @@
 // token, perplexity, and bits per byte when the text's byte length is known (meta.json of the shards).
 // Reads the val shards of a folder by offset, or a token stream on stdin (`--data -`).
 import { basename } from "node:path";
-import { inputError, usageError } from "../../lib/errors.ts";
+import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, info } from "../../lib/log.ts";
 import { loadCheckpoint } from "../../lib/checkpoint.ts";
+import { checkFiniteWeights } from "../../lib/checkpoint_check.ts";
+import { VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { ShardReader } from "../../lib/shard.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
 import type { Precision } from "../../lib/models/types.ts";
@@ -78,6 +80,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const families = await loadFamilies(env);
   const ckpt = await loadCheckpoint(dir);
+  checkFiniteWeights(ckpt.weights, dir);
   const backend = await initBackend(str(p, "backend", "auto") as BackendName, { quiet: true });
   const model = modelFromCheckpoint(families, ckpt.config, ckpt.weights, dir, CMD);
   const T = model.config.contextLength, vocab = model.config.vocabSize;
@@ -116,7 +119,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       available += Math.max(0, src.length - 1);
       const budget = maxTokens - total.tokens;
       if (budget <= 0) break;
-      await checkIds(src, vocab, name, Math.min(src.length, budget + 1));
+      await checkIds(src, Math.min(vocab, VOCAB_SIZE), name, Math.min(src.length, budget + 1));
       const s = await scoreSource(
         model,
         src,
@@ -125,7 +128,20 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       );
       total.nats += s.nats, total.tokens += s.tokens, total.windows += s.windows;
     }
+    if (total.tokens === 0) {
+      throw inputError(
+        `${data.join(", ")}: no tokens to score (the data holds fewer than 2 tokens per source); ` +
+          `give shards with data`,
+      );
+    }
     const loss = total.nats / total.tokens;
+    if (!Number.isFinite(loss)) {
+      throw new LmpipeError(
+        `eval: the loss of ${dir} on this data is ${loss}: the model's outputs overflow ` +
+          `(with --precision mixed, try fp32) or the checkpoint is damaged`,
+        EXIT.training,
+      );
+    }
     const whole = total.tokens === available && sources.length > 0;
     const result: Record<string, unknown> = {
       loss,
@@ -165,9 +181,9 @@ async function checkIds(src: TokenSource, vocab: number, name: string, limit: nu
     for (let i = 0; i < ids.length; i++) {
       if (ids[i] >= vocab) {
         throw inputError(
-          `${name}: token id ${ids[i]} at token ${
+          `${name}: holds token id ${ids[i]} at token offset ${
             off + i
-          } is outside the model's vocabulary (${vocab}); the data was made with another tokenizer`,
+          }, outside the vocabulary (${vocab} ids); the data was made with another tokenizer or is damaged`,
         );
       }
     }

@@ -17,6 +17,46 @@ export interface SamplingOptions {
   allowedVocab: number;
 }
 
+/**
+ * The k-th largest of values[0 .. n-1] (ties counted, as the k-th from the top of a sorted copy), by a
+ * k-sized min-heap: one pass where almost every value fails a single comparison with the heap's root,
+ * instead of sorting all 50,257 logits per token (about 7 ms). NaN is skipped.
+ */
+export function kthLargest(values: Float32Array, n: number, k: number): number {
+  const heap = new Float32Array(k);
+  let size = 0;
+  const siftDown = () => {
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < size && heap[l] < heap[m]) m = l;
+      if (r < size && heap[r] < heap[m]) m = r;
+      if (m === i) return;
+      const t = heap[i];
+      heap[i] = heap[m], heap[m] = t, i = m;
+    }
+  };
+  for (let j = 0; j < n; j++) {
+    const v = values[j];
+    if (size < k) {
+      if (v !== v) continue; // NaN
+      let i = size++; // sift up
+      heap[i] = v;
+      while (i > 0) {
+        const p = (i - 1) >> 1;
+        if (heap[p] <= heap[i]) break;
+        const t = heap[p];
+        heap[p] = heap[i], heap[i] = t, i = p;
+      }
+    } else if (v > heap[0]) {
+      heap[0] = v;
+      siftDown();
+    }
+  }
+  return size < k ? -Infinity : heap[0];
+}
+
 /** Picks the next token from one row of logits. */
 export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng): number {
   const V = Math.min(logits.length, o.allowedVocab);
@@ -25,11 +65,7 @@ export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng):
     for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
-  let threshold = -Infinity;
-  if (o.topK > 0 && o.topK < V) {
-    const sorted = logits.slice(0, V).sort(); // ascending
-    threshold = sorted[V - o.topK];
-  }
+  const threshold = o.topK > 0 && o.topK < V ? kthLargest(logits, V, o.topK) : -Infinity;
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (logits[i] >= threshold && logits[i] > max) max = logits[i];
   const ids: number[] = [], probs: number[] = [];

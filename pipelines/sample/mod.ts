@@ -5,6 +5,7 @@ import { usageError } from "../../lib/errors.ts";
 import { bool, num, parseFlags, str } from "../../lib/flags.ts";
 import { info, warn } from "../../lib/log.ts";
 import { loadCheckpoint } from "../../lib/checkpoint.ts";
+import { checkFiniteWeights } from "../../lib/checkpoint_check.ts";
 import { Rng } from "../../lib/rng.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
 import { decodeBytes, encodeOrdinary, EOT, VOCAB_SIZE } from "../../lib/tokenizer.ts";
@@ -79,6 +80,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   };
   if (sampling.topP === 0) throw usageError("lmpipe sample: --top-p must be above 0");
   const numSamples = num(p, CMD, "num-samples", 1, { min: 1, integer: true });
+  const top = num(p, CMD, "top", 0, { min: 1, integer: true }); // 0: not asked for
   const seed = num(p, CMD, "seed", 1337, { min: 0, integer: true });
   const format = str(p, "format", "text");
   if (!["text", "jsonl", "tokens"].includes(format)) {
@@ -105,6 +107,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const families = await loadFamilies(env);
   const ckpt = await loadCheckpoint(dir);
+  checkFiniteWeights(ckpt.weights, dir);
   const backend = await initBackend(str(p, "backend", "auto") as BackendName, { quiet: true });
   const model = modelFromCheckpoint(families, ckpt.config, ckpt.weights, dir, CMD);
   const T = model.config.contextLength;
@@ -130,7 +133,6 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   const write = stdoutWriter(env);
   const enc = new TextEncoder();
-  const top = num(p, CMD, "top", 0, { min: 0, integer: true });
   if (top > 0) {
     // --top N: the next-token distribution after the prompt instead of a sample
     const stepper = uncachedStepper(model);

@@ -8,6 +8,7 @@ import { inputError, outputError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseFlags, str } from "../../lib/flags.ts";
 import { fmtBytes, fmtCount, fmtDuration, info, progress, warn } from "../../lib/log.ts";
 import {
+  DEFAULT_MAX_DOC_BYTES,
   INPUT_FORMATS,
   type InputFormat,
   parsePart,
@@ -59,6 +60,8 @@ Options:
                          OpenWebText urlsf_subset archive, a tar member) numbered in order, unit k goes to
                          part (k mod N)+1; shard names carry the part (train_p003of016_000000.bin) and
                          the folder's meta file is meta_p003of016.json (default: everything)
+  --max-doc-bytes N      largest document (a JSONL line, a .txt file or tar member, a --doc-sep document);
+                         a larger one stops with exit 3. Accepts 500M, 2G (default: 64M)
   --force                replace shards already in --out (otherwise refused)
   --json                 print a JSON summary on stdout when done (folder output only)
   -h, --help             show this help
@@ -71,8 +74,8 @@ With --out -, every document goes to stdout (no train/val split) as consecutive 
 with its own header (about 1M tokens each, on document boundaries), or raw uint16 with nanogpt.
 
 Memory: bounded, independent of the input's size: about 150 MB for the process and its V8 heap, plus
-about 4 MiB of text per worker in flight, plus the largest single document (a whole stdin or .txt file
-without --doc-sep is one document). V8 may let its heap grow lazily by a few tens of MB when memory is
+about 4 MiB of text per worker in flight, plus about 14 bytes per byte of the largest single document (a
+whole stdin or .txt file without --doc-sep is one document), which --max-doc-bytes bounds (64M: < 1 GB). V8 may let its heap grow lazily by a few tens of MB when memory is
 plentiful; with --v8-flags=--max-old-space-size=32 a 24 MB run peaks within 24 MB of a 2 MB run
 (tests/shard_test.ts).
 
@@ -89,6 +92,7 @@ export interface TokenizeEnv {
 }
 
 const SHARD_NAME = /^(train|val)(_p\d+of\d+)?(_\d{6})?\.bin(\.tmp)?$/;
+const META_NAME = /^(meta)(_p\d+of\d+)?\.json$/;
 
 export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> {
   const p = parseFlags(CMD, argv, {
@@ -104,6 +108,7 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
     part: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
+    "max-doc-bytes": { type: "string" },
   });
   if (p.help) {
     console.log(HELP);
@@ -131,6 +136,11 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   if (shardFormat !== "llmc" && shardFormat !== "nanogpt") {
     throw usageError(`lmpipe ${CMD}: --shard-format must be llmc or nanogpt, got '${shardFormat}'`);
   }
+  const maxDocBytes = parseCount(
+    CMD,
+    "max-doc-bytes",
+    str(p, "max-doc-bytes", String(DEFAULT_MAX_DOC_BYTES)),
+  );
   const workers = num(p, CMD, "workers", navigator.hardwareConcurrency, { integer: true, min: 0, max: 256 });
   const part = parsePart(str(p, "part"), CMD);
   const label = part[1] > 1 ? partLabel(part) : null;
@@ -166,7 +176,14 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   let streamOut: StreamTokenWriter | null = null;
   let outDir = "";
   if (toStdout) {
-    const write = env.stdout ?? ((b: Uint8Array) => writeAll(Deno.stdout, b));
+    const write = env.stdout ?? (async (b: Uint8Array) => {
+      try {
+        await writeAll(Deno.stdout, b);
+      } catch (err) {
+        if (err instanceof Deno.errors.BrokenPipe) throw err; // the reader stopped: not a failure
+        throw writeFailure("stdout", err, "The token stream written so far is incomplete.");
+      }
+    });
     streamOut = new StreamTokenWriter(write, shardFormat, Math.min(shardTokens, 1 << 20));
   } else {
     outDir = out;
@@ -202,7 +219,9 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   let qHead = 0;
   const counts = { docs: 0, tokens: 0, textBytes: 0 };
   async function* texts(): AsyncGenerator<string> {
-    for await (const d of readDocuments(inputs, { format, field, docSep, part, stdin: env.stdin }, stats)) {
+    for await (
+      const d of readDocuments(inputs, { format, field, docSep, part, stdin: env.stdin, maxDocBytes }, stats)
+    ) {
       queue.push({ val: !toStdout && isVal(d.text, seed, valFraction), bytes: utf8Length(d.text) });
       yield d.text;
     }
@@ -368,7 +387,7 @@ export async function run(argv: string[], env: TokenizeEnv = {}): Promise<void> 
   }
 }
 
-/** Shard and meta files of this part (or of any part-less run) already in `dir`. */
+/** Shard files of this part (or of any part-less run) already in `dir`. */
 async function ownShards(dir: string, label: string | null): Promise<string[]> {
   const out: string[] = [];
   try {
@@ -379,6 +398,30 @@ async function ownShards(dir: string, label: string | null): Promise<string[]> {
     }
   } catch { /* no folder yet */ }
   return out.sort();
+}
+
+/**
+ * Finished shard and meta files in `dir` that this run would duplicate: its own (same part, or part-less
+ * for a whole run) and, in `foreign`, those of the other kind (a complete part-less tokenization when
+ * writing a part, or parts when writing a whole run), which together with this run would hold the same
+ * documents twice.
+ */
+async function existingOutput(
+  dir: string,
+  label: string | null,
+): Promise<{ own: string[]; foreign: string[] }> {
+  const own: string[] = [], foreign: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile) continue;
+      const m = SHARD_NAME.exec(e.name) ?? META_NAME.exec(e.name);
+      if (!m || e.name.endsWith(".tmp")) continue;
+      const filePart = (m[2] ?? "").replace(/^_/, "") || null;
+      if (filePart === label) own.push(e.name);
+      else if (label === null || filePart === null) foreign.push(e.name);
+    }
+  } catch { /* no folder yet */ }
+  return { own: own.sort(), foreign: foreign.sort() };
 }
 
 /** Creates the output folder, refusing one that holds shards of this part unless --force. */
@@ -399,13 +442,19 @@ async function prepareOutDir(dir: string, label: string | null, force: boolean):
       throw outputError(`--out ${dir}: cannot create the folder (${(e as Error).message})`);
     }
   }
-  const existing = (await ownShards(dir, label)).filter((f) => !f.endsWith(".tmp"));
-  if (existing.length > 0 && !force) {
+  const { own, foreign } = await existingOutput(dir, label);
+  const list = (fs: string[]) => `${fs.slice(0, 3).join(", ")}${fs.length > 3 ? ", ..." : ""}`;
+  if (own.length > 0 && !force) {
     throw outputError(
-      `--out ${dir} already holds shards (${existing.slice(0, 3).join(", ")}${
-        existing.length > 3 ? ", ..." : ""
-      }); ` +
-        `pass --force to replace them or choose another folder`,
+      `--out ${dir} already holds shards or the meta file of a tokenization (${list(own)}); ` +
+        `pass --force to replace it or choose another folder`,
+    );
+  }
+  if (foreign.length > 0) {
+    throw outputError(
+      `--out ${dir} already holds ${label ? "a complete tokenization" : "the parts of a tokenization"} ` +
+        `(${list(foreign)}); ${label ? `part ${label}` : "this run"} would duplicate its documents. ` +
+        `Remove those files or choose another folder`,
     );
   }
   // Stale temp files of an interrupted run of this part are removed now.

@@ -2,20 +2,25 @@
 // can be checked before the first step (data splits, vocabulary, context, output folder), then hands
 // over to the engine (lib/train_loop.ts). --resume continues a run from its checkpoint.
 import { join } from "node:path";
-import { inputError, outputError, usageError } from "../../lib/errors.ts";
-import { bool, num, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
+import { EXIT, inputError, LmpipeError, outputError, usageError } from "../../lib/errors.ts";
+import { bool, num, parseCount, type Parsed, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
-import { pathExists } from "../../lib/fs.ts";
+import { truncateStepLog } from "../../lib/step_log.ts";
+import { lockRunFolder } from "../../lib/run_lock.ts";
+import { pathExists, writeAllSync, writeFailure } from "../../lib/fs.ts";
 import {
   CONFIG_FILE,
   hasCheckpoint,
   loadCheckpoint,
   MODEL_FILE,
   OPTIMIZER_FILE,
+  removeStaleTmps,
   STATE_FILE,
 } from "../../lib/checkpoint.ts";
 import { WindowSampler } from "../../lib/sampler.ts";
-import { type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
+import { batchLosses, type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
+import { type DistRun, startDist } from "../../lib/dist/mod.ts";
+import { reportRankDevice } from "../../lib/dist/gpu.ts";
 import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
 import {
   type AutoBatchResult,
@@ -30,9 +35,18 @@ import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import type { ModelConfig } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
 import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts";
-import { familyOf, loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
+import {
+  type Families,
+  familyOf,
+  loadFamilies,
+  type PipelineEnv,
+  stdoutWriter,
+} from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
+import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
+import { rampStart } from "../../lib/batch_ramp.ts";
+import { validateStored } from "../../lib/checkpoint_check.ts";
 
 const CMD = "train";
 
@@ -50,11 +64,14 @@ const SPEC = {
   "min-lr": { type: "string" },
   warmup: { type: "string" },
   "decay-steps": { type: "string" },
+  "lr-schedule": { type: "string" },
   schedule: { type: "string" },
+  "batch-ramp": { type: "string" },
   "weight-decay": { type: "string" },
   "grad-clip": { type: "string" },
   "max-steps": { type: "string" },
   "max-time": { type: "string" },
+  "max-tokens": { type: "string" },
   precision: { type: "string" },
   "scale-window": { type: "string" },
   out: { type: "string" },
@@ -66,9 +83,11 @@ const SPEC = {
   log: { type: "string" },
   json: { type: "boolean" },
   seed: { type: "string" },
+  dist: { type: "string" },
 } as const;
 
-const HELP = `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR) [options]
+const HELP =
+  `Usage: lmpipe train --data PATH... --out DIR (--max-steps N | --max-time DUR | --max-tokens N) [options]
 
 Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable checkpoint in --out:
 model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
@@ -98,8 +117,16 @@ Optimisation:
   --min-lr X           final learning rate                                                   (default: lr/10)
   --warmup N           warm-up steps                     (default: 2000, or a tenth of the decay steps if less)
   --decay-steps N      step where the decay reaches --min-lr
-                       (default: --max-steps; with only --max-time, estimated from the first steps' speed)
-  --schedule NAME      cosine (linear warm-up, cosine decay) | onecycle (lr/25 up to lr, down)  (default: cosine)
+                       (default: --max-steps, or the steps --max-tokens takes if fewer; with only
+                       --max-time, estimated from the first steps' speed)
+  --lr-schedule NAME   cosine: linear warm-up lr*(s+1)/(warmup+1), then cosine down to --min-lr at
+                       --decay-steps; onecycle: cosine rise from lr/25 to lr over the warm-up, then
+                       cosine down to --min-lr; constant: the linear warm-up, then lr to the end
+                       (--schedule is the older spelling)                                   (default: cosine)
+  --batch-ramp N       grow the micro-batch over the first N training tokens (50k, 2M, 1G): from
+                       ceil(B/8) sequences linearly to B = --batch-size (auto included), i.e.
+                       ceil(B/8) + floor((B - ceil(B/8)) * seen / N); --grad-accum stays, tokens in
+                       the log count what was trained; resumes continue the same curve   (default: 0, off)
   --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
   --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
   --precision P        fp32 | mixed (fp16-rounded activations/gradients, dynamic loss scale) (default: fp32)
@@ -107,6 +134,8 @@ Optimisation:
 Budget and output:
   --max-steps N        stop after N optimiser steps                                          (default: none)
   --max-time DUR       stop after this wall-clock time, e.g. 90s, 10m, 2h, 1h30m             (default: none)
+  --max-tokens N       stop at the first step that brings the training tokens seen to N or more,
+                       e.g. 500k, 20M (equal-data comparisons)                               (default: none)
   --out DIR            run folder (checkpoint, config, log)                                  (required)
   --ckpt-every N       save every N steps (also at the end and on SIGINT/SIGTERM); 0 = end only (default: 1000)
   --eval-every N       validation loss every N steps (and at the end); 0 = end only          (default: 200)
@@ -117,6 +146,10 @@ Budget and output:
   --json               also print those JSON lines to stdout                                 (default: off)
   --backend NAME       auto | webgpu | tensorflow | wasm | cpu                               (default: auto)
   --seed N             seed for the weights and the data order                               (default: 1337)
+  --dist MODE          auto: data-parallel over MPI when started by mpirun/srun with more than one
+                       process; mpi: always; none: never. Each rank trains on every N-th of the
+                       --grad-accum micro-batches (N must divide it), so any rank count trains the
+                       same model as one process; rank 0 writes the run (docs/distributed.md)  (default: auto)
 
 Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
 ms_per_step, elapsed_s, batch_size, peak_bytes (the step's peak backend memory, as --memory-limit
@@ -157,6 +190,25 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     throw usageError(`lmpipe train: unexpected argument '${p.positionals[0]}'\nSee 'lmpipe train --help'.`);
   }
   const families = await loadFamilies(env);
+  // Before anything is written: whether this process is one rank of a data-parallel job.
+  const dist = startDist(str(p, "dist"), CMD, batchLosses, 2);
+  try {
+    await train(p, argv, env, families, dist);
+    dist?.mpi.finalize(); // every rank gets here at the same step
+  } catch (err) {
+    if (err instanceof LmpipeError && err.exitCode === EXIT.interrupted) dist?.mpi.finalize(); // a stop all ranks agreed on
+    throw err;
+  }
+}
+
+async function train(
+  p: Parsed,
+  argv: string[],
+  env: PipelineEnv,
+  families: Families,
+  dist: DistRun | null,
+): Promise<void> {
+  const writer = !dist || dist.dp.writer;
   const out = str(p, "out");
   if (!out) {
     throw usageError("lmpipe train: --out DIR is required (the run folder)\nSee 'lmpipe train --help'.");
@@ -168,6 +220,25 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- the output folder: writable, and no run silently overwritten
   await ensureWritable(out);
+  // rank 0 alone writes the folder, so it alone holds the lock (the other ranks share its run)
+  const lock = writer ? await lockRunFolder(out, ["lmpipe", CMD, ...argv].join(" ")) : null;
+  try {
+    await trainLocked(p, out, resume, force, families, env, dist, writer);
+  } finally {
+    lock?.release();
+  }
+}
+
+async function trainLocked(
+  p: Parsed,
+  out: string,
+  resume: boolean,
+  force: boolean,
+  families: Families,
+  env: PipelineEnv,
+  dist: DistRun | null,
+  writer: boolean,
+): Promise<void> {
   const existing = await hasCheckpoint(out) || await pathExists(join(out, MODEL_FILE));
   if (existing && !resume && !force) {
     throw outputError(
@@ -180,6 +251,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const ckpt = resume ? await loadCheckpoint(out, { optimizer: true }) : undefined;
+  await removeStaleTmps(out).catch(() => {}); // saves that died half-written (this process holds the lock)
 
   // --- model config
   let modelConfig: ModelConfig;
@@ -199,7 +271,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
         "lmpipe train: --resume keeps the run's model config; drop --config/--set (or start a new run)",
       );
     }
-    familyOf(families, modelConfig.model, CMD).validate(modelConfig);
+    validateStored(familyOf(families, modelConfig.model, CMD), modelConfig, join(out, "config.json"));
   } else {
     const family = familyOf(families, str(p, "model", "gpt"), CMD);
     modelConfig = await configFromFlags(
@@ -214,6 +286,15 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- training options: defaults, then what the run stored (on --resume), then explicit flags
   const o = trainingOptions(p, stored);
+  if (dist && o.gradAccum % dist.mpi.size !== 0) {
+    throw usageError(
+      `lmpipe train: --grad-accum ${o.gradAccum} micro-batches per step cannot be split over ${dist.mpi.size} ranks; ` +
+        `use a multiple of ${dist.mpi.size} (e.g. --grad-accum ${
+          dist.mpi.size * Math.max(1, Math.round(o.gradAccum / dist.mpi.size))
+        }), ` +
+        `or as many ranks as divide it.`,
+    );
+  }
   const autoBatch = o.batchSize === 0;
   const memoryLimitFlag = str(p, "memory-limit");
   if (memoryLimitFlag !== undefined && !autoBatch) {
@@ -252,13 +333,18 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   }
   const T = modelConfig.contextLength;
-  const trainData = await WindowSampler.open(splits.train, T, vocab, o.seed, "training");
-  const valData = await WindowSampler.open(splits.val, T, vocab, o.seed, "validation");
+  const dataVocab = Math.min(vocab, VOCAB_SIZE); // ids past GPT-2's 50257 are padding rows, never data
+  const trainData = await WindowSampler.open(splits.train, T, dataVocab, o.seed, "training");
+  const valData = await WindowSampler.open(splits.val, T, dataVocab, o.seed, "validation");
 
   // --- backend and model
-  const backend = await initBackend(o.backend as BackendName, { quiet: true });
+  const backend = await initBackend(o.backend as BackendName, { quiet: true, threads: dist?.threads });
   const model = family.create(modelConfig, o.seed);
   if (ckpt) loadWeights(model, ckpt.weights, out);
+  if (dist) {
+    reportRankDevice(dist, backend);
+    await dist.dp.broadcastParams(model.params); // one set of weights on every rank
+  }
   info(
     `model: ${modelConfig.model}/${modelConfig.preset ?? "custom"}, ${
       fmtCount(model.paramCount())
@@ -281,13 +367,11 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       weightDecay: o.weightDecay,
       log: info,
     });
-    o.batchSize = found.batchSize;
+    o.batchSize = dist ? await dist.dp.min(found.batchSize, "--batch-size auto") : found.batchSize;
     o.batchSizeAuto = autoRecord(found, limit);
     const heap = wasmHeapBytes();
     info(
-      `batch size auto: ${found.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${
-        fmtMiB(limit.bytes)
-      }; ` +
+      `batch size auto: ${o.batchSize} (step peak ${fmtMiB(found.peakBytes)} of ${fmtMiB(limit.bytes)}; ` +
         `about ${fmtMiB(found.baseBytes)} + ${fmtMiB(found.bytesPerSequence)} per sequence` +
         (heap !== null ? `; wasm heap now ${fmtMiB(heap)}` : "") + ")" +
         (found.capped ? "; capped at the largest size searched" : "") +
@@ -303,9 +387,17 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${
       fmtCount(tokPerStep)
     } tokens/step, ` +
-      `${o.precision}, ${o.schedule} lr ${o.lr} -> ${Number(o.minLr.toPrecision(6))}` +
+      (dist ? `${o.gradAccum / dist.mpi.size} micro-batch(es) on each of ${dist.mpi.size} ranks, ` : "") +
+      (o.batchRamp
+        ? `batch ramp from ${rampStart(o.batchSize)} to ${o.batchSize} sequences over ${
+          fmtCount(o.batchRamp)
+        } tokens, `
+        : "") +
+      `${o.precision}, ${o.schedule} lr ${o.lr}` +
+      (o.schedule === "constant" ? "" : ` -> ${Number(o.minLr.toPrecision(6))}`) +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
       (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
+      (o.maxTokens ? `, ${fmtCount(o.maxTokens)} tokens` : "") +
       (ckpt ? `; resuming at step ${ckpt.state!.step}` : ""),
   );
   if (ckpt?.state) {
@@ -320,9 +412,17 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
 
   // --- logs
   const logPath = str(p, "log") ?? join(out, "log.jsonl");
-  let logFile: Deno.FsFile;
+  let logFile: Deno.FsFile | null = null; // rank 0 alone writes the log
+  if (writer && ckpt?.state) {
+    const dropped = await truncateStepLog(logPath, ckpt.state.step);
+    if (dropped) {
+      info(`log: dropped ${dropped} line(s) past the checkpoint's step ${ckpt.state.step} from ${logPath}`);
+    }
+  }
   try {
-    logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
+    if (writer) {
+      logFile = await Deno.open(logPath, { write: true, create: true, append: resume, truncate: !resume });
+    }
   } catch (err) {
     throw outputError(`lmpipe train: cannot write --log ${logPath} (${(err as Error).message})`);
   }
@@ -332,11 +432,19 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const json = bool(p, "json");
   const log = (rec: StepLog) => {
     const line = enc.encode(JSON.stringify(rec) + "\n");
-    logFile.writeSync(line);
+    try {
+      writeAllSync(logFile!, line);
+    } catch (err) {
+      throw writeFailure(
+        logPath,
+        err,
+        `Training stopped at step ${rec.step}; checkpoints already saved in ${out} are kept (resume with --resume).`,
+      );
+    }
     if (json) pending = pending.then(() => write(line));
   };
 
-  if (force && existing) {
+  if (force && existing && writer) {
     for (const f of [MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE, STATE_FILE]) {
       await Deno.remove(join(out, f)).catch(() => {});
     }
@@ -357,8 +465,10 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       out,
       config,
       resume: ckpt,
-      log,
+      log: writer ? log : undefined,
       handleSignals: env.signals ?? true,
+      quiet: !writer,
+      dist: dist?.dp,
     }, o);
     info(
       `done: ${result.steps} steps, ${fmtCount(result.tokensSeen)} tokens, ${
@@ -369,7 +479,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
   } finally {
     await pending;
-    logFile.close();
+    logFile?.close();
     trainData.close();
     valData.close();
     model.dispose();
@@ -387,12 +497,18 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
   const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
   const lr = pick("lr", "lr", 6e-4, real("lr", 0));
-  const schedule = pick("schedule", "schedule", "cosine", () => {
-    const s = str(p, "schedule")!;
-    if (s !== "cosine" && s !== "onecycle") {
-      throw usageError(`lmpipe train: --schedule must be cosine or onecycle, got '${s}'`);
+  if (given("lr-schedule") && given("schedule")) {
+    throw usageError("lmpipe train: --schedule is the older spelling of --lr-schedule; give one of them");
+  }
+  const scheduleFlag = given("schedule") ? "schedule" : "lr-schedule";
+  const schedule = pick(scheduleFlag, "schedule", "cosine", () => {
+    const s = str(p, scheduleFlag)!;
+    if (!(SCHEDULE_NAMES as readonly string[]).includes(s)) {
+      throw usageError(
+        `lmpipe train: --${scheduleFlag} must be ${SCHEDULE_NAMES.join(", ")}, got '${s}'`,
+      );
     }
-    return s;
+    return s as ScheduleName;
   });
   const precision = pick("precision", "precision", "fp32", () => {
     const s = str(p, "precision")!;
@@ -412,6 +528,7 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
       }
       return Number(batchFlag);
     }),
+    batchRamp: pick("batch-ramp", "batchRamp", 0, () => parseCount(CMD, "batch-ramp", str(p, "batch-ramp")!)),
     gradAccum: pick("grad-accum", "gradAccum", 1, int("grad-accum", 1)),
     lr,
     minLr: given("min-lr")
@@ -426,6 +543,11 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
     gradClip: pick("grad-clip", "gradClip", 1.0, real("grad-clip", 0)),
     maxSteps: pick("max-steps", "maxSteps", null, int("max-steps", 1)),
     maxTimeS: pick("max-time", "maxTimeS", null, () => parseDuration(CMD, "max-time", str(p, "max-time")!)),
+    maxTokens: pick("max-tokens", "maxTokens", null, () => {
+      const n = parseCount(CMD, "max-tokens", str(p, "max-tokens")!);
+      if (n < 1) throw usageError(`lmpipe train: --max-tokens must be at least 1, got ${n}`);
+      return n;
+    }),
     precision,
     scaleWindow: pick("scale-window", "scaleWindow", 2000, int("scale-window", 1)),
     ckptEvery: pick("ckpt-every", "ckptEvery", 1000, int("ckpt-every", 0)),
@@ -437,9 +559,9 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   };
   // an explicit size replaces a stored search; --batch-size auto makes a new one
   if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
-  if (o.maxSteps === null && o.maxTimeS === null) {
+  if (o.maxSteps === null && o.maxTimeS === null && (o.maxTokens ?? null) === null) {
     throw usageError(
-      "lmpipe train: give a budget: --max-steps N and/or --max-time DUR (e.g. --max-time 10m)",
+      "lmpipe train: give a budget: --max-steps N, --max-time DUR (e.g. --max-time 10m) and/or --max-tokens N",
     );
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
@@ -460,7 +582,7 @@ function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
 
 /** Creates `dir` if needed and proves a file can be written there, before any training starts. */
 async function ensureWritable(dir: string): Promise<void> {
-  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}`);
+  const probe = join(dir, `.lmpipe-write-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(probe, "");

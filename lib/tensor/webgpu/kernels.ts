@@ -19,6 +19,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { registerKernels } from "../host_kernel.ts";
 import { webgpuMaxTensorBytes } from "./limits.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+import { WGSL_ROUND_TO_HALF } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -413,20 +414,7 @@ class LmpipeToHalfProgram {
   }
   getUserCode(): string {
     return `
-      fn roundToHalf(x: f32) -> f32 {
-        let bits = bitcast<u32>(x);
-        let sign = bits & 0x80000000u;
-        let mag = bits & 0x7fffffffu;
-        if (mag > 0x7f800000u) { return x; }                      // NaN
-        if (mag >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: inf
-        if (mag >= 0x38800000u) {                                   // >= 2^-14: normal binary16
-          let odd = (mag >> 13u) & 1u;
-          let r = (mag + 0xfffu + odd) & 0xffffe000u;
-          return bitcast<f32>(sign | r);
-        }
-        let q = round(bitcast<f32>(mag) * 16777216.0) * 5.9604644775390625e-8;
-        return bitcast<f32>(sign | bitcast<u32>(q));
-      }
+      ${WGSL_ROUND_TO_HALF}
       fn main(index: i32) {
         if (index < uniforms.size) {
           setOutputAtIndex(index, roundToHalf(getAByOutputIndex(index)));
@@ -490,6 +478,19 @@ export class RowProgram {
     this.outputShape = [rows * cols];
     this.dispatch = workgroupGrid(device, rows, this.constructor.name);
   }
+}
+
+/**
+ * A program with its own pipeline and workgroup grid, in the shape recordAndSubmit reads (lib/tensor/ops/*
+ * kernels). Each kernel subclasses it under its own name, which labels timers, profiles and tests.
+ */
+export class GridProgram {
+  size = false;
+  constructor(
+    readonly pipeline: GPUComputePipeline,
+    readonly outputShape: number[],
+    readonly dispatch: [number, number, number],
+  ) {}
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).

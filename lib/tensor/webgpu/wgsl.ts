@@ -4,6 +4,27 @@
 // a workgroup's partial values that TF.js's own reductions use (so that fused kernels can reproduce the
 // op chains' sums bit for bit).
 
+/**
+ * roundToHalf(x): x rounded to the nearest binary16 value (ties to even) as an f32, on its bits: 65520
+ * and above become infinity, below 2^-14 the fixed spacing 2^-24 of subnormals (so tiny negatives become
+ * -0), NaN stays NaN. The rule of lib/precision.ts toHalf, bit for bit.
+ */
+export const WGSL_ROUND_TO_HALF = `
+fn roundToHalf(x: f32) -> f32 {
+  let bits = bitcast<u32>(x);
+  let sign = bits & 0x80000000u;
+  let mag = bits & 0x7fffffffu;
+  if (mag > 0x7f800000u) { return x; }                                  // NaN
+  if (mag >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); } // >= 65520: inf
+  if (mag >= 0x38800000u) {                                             // >= 2^-14: normal binary16
+    let odd = (mag >> 13u) & 1u;
+    let r = (mag + 0xfffu + odd) & 0xffffe000u;
+    return bitcast<f32>(sign | r);
+  }
+  let q = round(bitcast<f32>(mag) * 16777216.0) * 5.9604644775390625e-8;
+  return bitcast<f32>(sign | bitcast<u32>(q));
+}`;
+
 /** isNaN, isPosInf, isNegInf on a f32's bits. */
 export const WGSL_FLOAT_TESTS = `
 fn isNaN(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }

@@ -1,0 +1,116 @@
+// causalAttention: softmax(scale q k^T, causal) v over the last two axes, the attention of gpt
+// (lib/nn.ts causalSelfAttention) and of pixel-attn's value images (lib/models/pixel.ts attnImages).
+// q [..., T, D], k [..., past + T, D], v [..., past + T, Dv]: query i sits at absolute position
+// past + i and sees keys 0..past+i (past > 0 when decoding with a KV cache).
+//   - On webgpu with lmpipe's kernels on (lib/tensor/kernel_choice.ts kernelFor("causalAttention")) and heads of
+//     up to 64 dims: the flash-style kernels of ./webgpu.ts, forward one dispatch, backward four, and no
+//     [T, past + T] tensor in memory (the backward pass recomputes the probabilities from each row's
+//     logsumexp). The softmax's maximum, sum and logsumexp are float32; under --precision mixed the
+//     inputs (q scaled, k, v) are binary16 values, and the scores and probabilities stay float32 inside
+//     the kernel (the op chain rounds them to binary16 between its ops).
+//   - Everywhere else (and when probabilities are asked for, for the attention plots, or a score bias is
+//     given: ALiBi, attn_extra of docs/variants.md) the op chain of causalAttentionByOps: q * scale,
+//     matMul with k, + the score bias, causalSoftmax, matMul with v, with the layer boundaries of
+//     --precision mixed between them, so cpu and wasm numbers do not change.
+import * as tf from "@tensorflow/tfjs-core";
+import { causalSoftmax } from "../causal_softmax/mod.ts";
+import { kernelFor } from "../../kernel_choice.ts";
+import { boundary } from "../../../precision.ts";
+import type { Precision } from "../../../models/types.ts";
+import { FLASH_MAX_HEAD_DIM, flashAttentionCall, flashAttentionGradCall } from "./webgpu.ts";
+
+export interface CausalAttentionOptions {
+  /** --precision: mixed puts binary16 boundaries on the scaled q (and, in the op chain, scores, probs). */
+  precision?: Precision;
+  /** When given, the probabilities [..., T, past + T] are pushed here (kept); forces the op chain. */
+  probsOut?: tf.Tensor[];
+  /** Added to the scaled scores before the softmax, broadcast to [..., T, past + T]; forces the op chain. */
+  scoreBias?: tf.Tensor;
+}
+
+/** past (= keys - queries) of a call, or a clear error naming what does not fit. */
+function pastOf(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): number {
+  const r = q.rank, T = q.shape[r - 2], Tk = k.shape[r - 2];
+  const lead = (t: tf.Tensor) => t.shape.slice(0, -2).join(",");
+  if (
+    r < 3 || k.rank !== r || v.rank !== r || lead(k) !== lead(q) || lead(v) !== lead(q) ||
+    k.shape[r - 1] !== q.shape[r - 1] || v.shape[r - 2] !== Tk || Tk < T
+  ) {
+    throw new Error(
+      `causalAttention (lib/tensor/ops/attention/mod.ts): expected q [..., T, D], k [..., past + T, D], ` +
+        `v [..., past + T, Dv] with the same leading dims; got q [${q.shape}], k [${k.shape}], v [${v.shape}]`,
+    );
+  }
+  return Tk - T;
+}
+
+// Whether the op chain rounds scores and probabilities to binary16 under mixed precision (the emulation's
+// rule, the default) or keeps them float32 as the flash kernels do (tests compare models both ways).
+let roundScores = true;
+
+/** Sets the op chain's mixed-precision rule for scores and probabilities (see above); returns the old one. */
+export function setOpChainRoundsScores(on: boolean): boolean {
+  const old = roundScores;
+  roundScores = on;
+  return old;
+}
+
+/** The reference: the op chain with TF.js's own gradients (and mixed precision's boundaries). */
+export function causalAttentionByOps(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  scale: number,
+  opts: CausalAttentionOptions = {},
+): tf.Tensor {
+  const past = pastOf(q, k, v), prec = opts.precision;
+  const qs = boundary(tf.mul(q, scale), prec);
+  const inner = roundScores ? prec : undefined;
+  let scores = boundary(tf.matMul(qs, k, false, true), inner); // [..., T, past + T]
+  if (opts.scoreBias) scores = boundary(tf.add(scores, opts.scoreBias), inner);
+  const probs = boundary(causalSoftmax(scores, past), inner);
+  if (opts.probsOut) opts.probsOut.push(tf.keep(probs));
+  return tf.matMul(probs, v);
+}
+
+/** The flash kernels with their own gradient, on [BH, T, *] views of the inputs. */
+function causalAttentionFused(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.Tensor {
+  const r = q.rank, lead = q.shape.slice(0, -2);
+  const flat3 = (t: tf.Tensor) => tf.reshape(t, [-1, t.shape[r - 2], t.shape[r - 1]]);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [q3, k3, v3, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [out, lse] = flashAttentionCall(q3, k3, v3, scale);
+    save([q3, k3, v3, out, lse]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sq, sk, sv, so, sl] = saved;
+        return flashAttentionGradCall(sq, sk, sv, so, sl, dy as tf.Tensor, scale);
+      },
+    };
+  }) as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor;
+  const out = f(flat3(q), flat3(k), flat3(v));
+  return tf.reshape(out, [...lead, q.shape[r - 2], v.shape[r - 1]]);
+}
+
+/**
+ * softmax(scale q k^T (+ scoreBias) with query i seeing keys 0..past+i) v for q [..., T, D],
+ * k [..., past + T, D], v [..., past + T, Dv]: [..., T, Dv]. Differentiable in q, k, v and the bias.
+ */
+export function causalAttention(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  scale: number,
+  opts: CausalAttentionOptions = {},
+): tf.Tensor {
+  pastOf(q, k, v);
+  const fusable = !opts.probsOut && !opts.scoreBias && q.dtype === "float32" && k.dtype === "float32" &&
+    v.dtype === "float32" && q.size > 0 && v.size > 0 && q.shape[q.rank - 1] <= FLASH_MAX_HEAD_DIM;
+  if (!fusable || kernelFor("causalAttention") !== "lmpipe") {
+    return causalAttentionByOps(q, k, v, scale, opts);
+  }
+  // mixed: the scaled q is rounded to binary16 as the op chain does; k and v arrive rounded
+  if (opts.precision === "mixed") return causalAttentionFused(boundary(tf.mul(q, scale), "mixed"), k, v, 1);
+  return causalAttentionFused(q, k, v, scale);
+}

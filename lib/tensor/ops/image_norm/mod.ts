@@ -1,0 +1,78 @@
+// imageNormRelu: what follows each conv of the image models' CNNs (lib/models/cnn.ts): a LayerNorm over one
+// image's own H, W and C with a per-channel scale g and shift b, then (optionally) ReLU. It is not fused
+// into the conv itself (lib/tensor/ops/conv2d/webgpu.ts): the norm needs the mean and variance of the whole
+// conv output of an image, spread over many of the conv's tiles, before any element can be written.
+//   - On webgpu with lmpipe's conv kernels on: ./webgpu.ts, one dispatch forward (one workgroup per
+//     image: mean, variance, then the normalised, scaled, shifted, rectified output; it keeps each image's
+//     mean and 1/std) and one backward (dx per image, and per image and channel the sums that make dg and
+//     db, added over the images by one TF.js sum). The op chain takes ~10 dispatches forward, ~14 backward.
+//   - On wasm with lmpipe's kernels on: exactly a LayerNorm of rows of H·W·C values whose weight and bias
+//     are the per-channel ones tiled over the pixels, so lmpipe's LayerNorm kernel runs it, one pass each
+//     way (../layer_norm; the tiles' gradients sum back to the channels), then tf.relu.
+//   - Everywhere else the op chain: tf.moments, (x - mean) * rsqrt(variance + eps) * g + b, tf.relu.
+// kernel_choice.ts decides (rows "imageNorm").
+import * as tf from "@tensorflow/tfjs-core";
+import { kernelFor } from "../../kernel_choice.ts";
+import { layerNorm } from "../layer_norm/mod.ts";
+import { imageNormCall, imageNormGradCall } from "./webgpu.ts";
+
+/** The norm's epsilon (added to the variance). */
+export const IMAGE_NORM_EPS = 1e-5;
+
+/** The reference: the op chain with TF.js's own gradients (~10 kernels forward, ~20 backward). */
+export function imageNormReluByOps(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+  const { mean, variance } = tf.moments(x, [1, 2, 3], true);
+  const xhat = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, IMAGE_NORM_EPS)));
+  const y = tf.add(tf.mul(xhat, g), b) as tf.Tensor4D;
+  return relu ? tf.relu(y) : y;
+}
+
+/** On wasm: one LayerNorm kernel pass over rows of H·W·C values with the channel affine tiled. */
+function imageNormReluByLayerNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+  const [N, H, W, C] = x.shape;
+  const row = H * W * C;
+  const tile = (t: tf.Tensor) => tf.reshape(tf.tile(tf.reshape(t, [1, C]), [H * W, 1]), [row]) as tf.Tensor1D;
+  const y = tf.reshape(layerNorm(tf.reshape(x, [N, row]), tile(g), tile(b), IMAGE_NORM_EPS), [N, H, W, C]);
+  return (relu ? tf.relu(y) : y) as tf.Tensor4D;
+}
+
+function imageNormReluFused(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+  const [N, , , C] = x.shape;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xx, gg, bb, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [y, stats] = imageNormCall(xx, gg, bb, relu, IMAGE_NORM_EPS);
+    save([xx, gg, bb, stats]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sx, sg, sb, st] = saved;
+        const [dx, partial] = imageNormGradCall(sx, sg, sb, st, dy as tf.Tensor, relu);
+        // per image and channel sums of dy * xhat and dy: added over the images into dg and db
+        const dgb = tf.sum(tf.reshape(partial, [N, 2, C]), 0);
+        const [dg, db] = tf.unstack(dgb);
+        return [dx, tf.reshape(dg, sg.shape), tf.reshape(db, sb.shape)];
+      },
+    };
+  }) as (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  return f(x, g, b) as tf.Tensor4D;
+}
+
+/**
+ * The per-image norm of x [N, H, W, C] over (H, W, C) with per-channel scale g [C] and shift b [C], then
+ * ReLU when `relu`. Differentiable in x, g and b.
+ */
+export function imageNormRelu(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+  const C = x.shape[3];
+  if (x.rank !== 4 || g.size !== C || b.size !== C) {
+    throw new Error(
+      `imageNormRelu (lib/tensor/ops/image_norm/mod.ts): expected x [N, H, W, C] with g and b of C values; ` +
+        `got x [${x.shape}], g [${g.shape}], b [${b.shape}]`,
+    );
+  }
+  const fusable = x.dtype === "float32" && g.dtype === "float32" && b.dtype === "float32" && x.size > 0;
+  if (!fusable) return imageNormReluByOps(x, g, b, relu);
+  const kernel = kernelFor("imageNorm");
+  if (kernel === "lmpipe" && tf.getBackend() === "webgpu") return imageNormReluFused(x, g, b, relu);
+  if (kernel === "lmpipe" && (x.size / x.shape[0]) % 4 === 0) return imageNormReluByLayerNorm(x, g, b, relu);
+  return imageNormReluByOps(x, g, b, relu);
+}
