@@ -36,6 +36,50 @@ export function nhwcConvInfo(
   );
 }
 
+/** A conv's geometry as flat numbers, NHWC input, HWIO filter, TF.js's (possibly asymmetric) padding. */
+export interface ConvGeometry {
+  B: number;
+  H: number;
+  W: number;
+  Ci: number;
+  OH: number;
+  OW: number;
+  Co: number;
+  KH: number;
+  KW: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  pt: number;
+  pb: number;
+  pl: number;
+  pr: number;
+}
+
+/** The flat geometry of TF.js's conv info (what lmpipe's conv kernels, webgpu and oneDNN, read). */
+export function flatConvGeometry(ci: ReturnType<typeof backend_util.computeConv2DInfo>): ConvGeometry {
+  return {
+    B: ci.batchSize,
+    H: ci.inHeight,
+    W: ci.inWidth,
+    Ci: ci.inChannels,
+    OH: ci.outHeight,
+    OW: ci.outWidth,
+    Co: ci.outChannels,
+    KH: ci.filterHeight,
+    KW: ci.filterWidth,
+    sh: ci.strideHeight,
+    sw: ci.strideWidth,
+    dh: ci.dilationHeight,
+    dw: ci.dilationWidth,
+    pt: ci.padInfo.top,
+    pb: ci.padInfo.bottom,
+    pl: ci.padInfo.left,
+    pr: ci.padInfo.right,
+  };
+}
+
 /**
  * The Conv2DBackpropFilter kernel from ops, around the backend's own (`orig`, still used for NCHW).
  * Ops run inside a kernel are not recorded for gradients; the kernel returns the resulting tensor itself.

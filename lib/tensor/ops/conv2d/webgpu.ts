@@ -25,6 +25,7 @@ import {
   workgroupGrid,
 } from "../../webgpu/kernels.ts";
 import { kernelFor, webgpuHalfOperands } from "../../kernel_choice.ts";
+import { flatConvGeometry } from "./mod.ts";
 import { WGSL_ROUND_TO_HALF } from "../../webgpu/wgsl.ts";
 
 const { backend_util } = tf;
@@ -252,23 +253,7 @@ function plan(
   kind: "Conv2D" | "Conv2DBackpropInput" | "Conv2DBackpropFilter",
   ci: ReturnType<typeof backend_util.computeConv2DInfo>,
 ): GemmPlan {
-  const geometry = {
-    B: ci.batchSize,
-    H: ci.inHeight,
-    W: ci.inWidth,
-    Ci: ci.inChannels,
-    OH: ci.outHeight,
-    OW: ci.outWidth,
-    Co: ci.outChannels,
-    KH: ci.filterHeight,
-    KW: ci.filterWidth,
-    sh: ci.strideHeight,
-    sw: ci.strideWidth,
-    dh: ci.dilationHeight,
-    dw: ci.dilationWidth,
-    pt: ci.padInfo.top,
-    pl: ci.padInfo.left,
-  };
+  const geometry: Record<string, number> = { ...flatConvGeometry(ci) };
   const taps = ci.filterHeight * ci.filterWidth;
   const outPixels = ci.batchSize * ci.outHeight * ci.outWidth;
   const sizes = { geometry, aAlongM: false, bRadix: null, loadB: `  return b[k * u.Co + n];` };
