@@ -22,7 +22,7 @@ import {
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
-import { type ConvGeometry, flatConvGeometry } from "./mod.ts";
+import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
 type TensorInfo = tf.TensorInfo;
 // deno-lint-ignore no-explicit-any
@@ -43,20 +43,11 @@ export function convShape(
   filterShape: readonly number[],
   attrs: KernelArgs["attrs"],
 ): ConvShape | null {
-  const { strides, pad, dataFormat, dimRoundingMode } = attrs;
   const dilations = attrs.dilations ?? 1;
-  if (tf.backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
   const d = typeof dilations === "number" ? [dilations, dilations] : dilations;
   if (d[0] !== 1 || d[1] !== 1) return null;
-  const ci = tf.backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number],
-    filterShape as [number, number, number, number],
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-    false,
-  );
+  const ci = nhwcConvInfo(xShape, filterShape, attrs);
+  if (!ci) return null;
   const s: ConvShape = flatConvGeometry(ci);
   if (s.B * s.H * s.W * s.Ci * s.Co * s.OH * s.OW === 0) return null;
   // oneDNN's output size: (in - k + pad_l + pad_r) / stride + 1, rounded down

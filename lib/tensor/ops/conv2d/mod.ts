@@ -10,29 +10,31 @@ import type { KernelArgs, KernelFn, TensorInfo } from "../../host_kernel.ts";
 const { backend_util } = tf;
 
 /**
- * The geometry of a conv2d gradient kernel's call from its attributes, or null when the data format is
- * not NHWC (channelsLast), the only layout lmpipe's conv kernels handle.
+ * The geometry of a conv2d kernel's call from its attributes (with `dilations`, default 1), or null when
+ * the data format is not NHWC (channelsLast), the only layout lmpipe's conv kernels handle.
  */
 export function nhwcConvInfo(
   inShape: readonly number[],
   filterShape: readonly number[],
   attrs: KernelArgs["attrs"],
+  dilations: number | [number, number] = 1,
 ): ReturnType<typeof backend_util.computeConv2DInfo> | null {
   const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
     strides: [number, number] | number;
-    pad: "valid" | "same" | number;
-    dataFormat: "NHWC" | "NCHW";
+    pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
+    dataFormat?: "NHWC" | "NCHW";
     dimRoundingMode?: "floor" | "round" | "ceil";
   };
-  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") return null;
+  if (backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
   return backend_util.computeConv2DInfo(
     inShape as [number, number, number, number],
     filterShape as [number, number, number, number],
     strides,
-    1,
+    dilations,
     pad,
     dimRoundingMode,
     false,
+    "channelsLast",
   );
 }
 
