@@ -7,7 +7,9 @@
 # and Shot (model_shotnet.py, idea 1), and the whole ShotNet and MirrorNet. The VGGs have no code in the
 # repository (the write-up says they were edited on the compute node and never committed), so they are
 # built from the write-up's description in PyTorch's defaults (Conv2d with bias, BatchNorm2d after each
-# conv, Linear head with bias); counts of those are the write-up's networks, not published code.
+# conv, Linear head with bias); counts of those are the write-up's networks, not published code. The
+# control GPT is nanoGPT's (12 layers, 768 wide, head tied), with bias=False as the study ran it and with
+# bias=True as GPT-2.
 #
 # With --study-repo DIR (a checkout of the study's repository), the study's own classes are imported
 # from DIR too and every count is checked against the rebuild (a mismatch exits 1).
@@ -15,8 +17,8 @@
 #   /usr/bin/python3 bench/torch_resnet3_count.py [--study-repo DIR]
 # Prints one JSON object on stdout. Used for reference only; no lmpipe test needs PyTorch.
 import argparse
+import contextlib
 import json
-import math
 import sys
 
 import torch
@@ -142,6 +144,29 @@ def image_model(mapping, d=512, context=1024, vocab=VOCAB):
     )
 
 
+def nanogpt(n_layer=12, d=768, bias=True, context=1024, vocab=VOCAB):
+    """nanoGPT's GPT (model.py) as the study's control: head tied to wte (counted once)."""
+
+    class NanoBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(d, elementwise_affine=True) if bias else LayerNorm(d)
+            self.c_attn = nn.Linear(d, 3 * d, bias=bias)
+            self.attn_proj = nn.Linear(d, d, bias=bias)
+            self.ln_2 = nn.LayerNorm(d) if bias else LayerNorm(d)
+            self.c_fc = nn.Linear(d, 4 * d, bias=bias)
+            self.mlp_proj = nn.Linear(4 * d, d, bias=bias)
+
+    return nn.ModuleDict(
+        {
+            "wte": nn.Embedding(vocab, d),
+            "wpe": nn.Embedding(context, d),
+            "h": nn.Sequential(*[NanoBlock() for _ in range(n_layer)]),
+            "ln_f": nn.LayerNorm(d) if bias else LayerNorm(d),
+        }
+    )
+
+
 def count(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -175,15 +200,17 @@ def by_module(model):
 def check_against_repo(repo, out):
     """Imports the study's own classes from `repo` and compares their counts with the rebuild."""
     sys.path.insert(0, repo)
-    import model_resnet  # noqa: E402  (the study's code)
-    import mirrornet
-    import model_shotnet
+    # the study's modules print warnings on stdout; keep stdout for the JSON
+    with contextlib.redirect_stdout(sys.stderr):
+        import model_resnet  # the study's code
+        import mirrornet
+        import model_shotnet
 
-    theirs = {
-        "resnet3": count(model_resnet.Resnet3(8, VOCAB)),
-        "mirrornet": count(mirrornet.MirrorNet()),
-        "shotnet": count(model_shotnet.ShotNet()),
-    }
+        theirs = {
+            "resnet3": count(model_resnet.Resnet3(8, VOCAB)),
+            "mirrornet": count(mirrornet.MirrorNet()),
+            "shotnet": count(model_shotnet.ShotNet()),
+        }
     ours = {"resnet3": out["resnet3"]["total"], "mirrornet": out["mirrornet"]["total"], "shotnet": out["shotnet"]["total"]}
     return theirs, theirs == ours
 
@@ -207,6 +234,8 @@ def main():
     for name, mapping in [("shotnet", Shot(512, 20, 8)), ("mirrornet", CausalReflection(512, 8, 20))]:
         m = image_model(mapping)
         out[name] = {"total": count(m), "by_module": by_module(m)}
+    for name, bias in [("gpt_control_bias_false", False), ("gpt2_bias_true", True)]:
+        out[name] = {"total": count(nanogpt(bias=bias)), "source": "nanoGPT's GPT, 12 x 768, head tied"}
     if a.study_repo:
         theirs, same = check_against_repo(a.study_repo, out)
         out["study_repo_check"] = {"counts": theirs, "equal": same}
