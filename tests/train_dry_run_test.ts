@@ -71,6 +71,18 @@ Deno.test("train --dry-run: a readable table without --json; no budget or data n
   assert.match(text, /one step at 3 x \d+ tokens \(grad-accum 1, fp32\): peak [\d.]+ (KiB|MiB|GiB)/);
 });
 
+Deno.test("train --dry-run --batch-size auto: runs the search and reports the size and the limit", async () => {
+  const text = await captured(
+    ["--dry-run", "--json", "--model", "bigram", "--backend", "cpu", "--batch-size", "auto"].concat(
+      ["--memory-limit", "64MiB"],
+    ),
+    { bigram: BIGRAM_FAMILY },
+  );
+  const r = JSON.parse(text);
+  assert.equal(r.memory.memory_limit_bytes, 64 * 2 ** 20);
+  assert.ok(r.memory.batch_size >= 1 && r.memory.step_peak_bytes <= 64 * 2 ** 20, JSON.stringify(r.memory));
+});
+
 Deno.test("train --dry-run refuses --resume, a bad config and --memory-limit without auto", async () => {
   const env = { bigram: BIGRAM_FAMILY };
   await rejectsWith(

@@ -37,13 +37,19 @@ export function paramsByModule(model: LanguageModel): { total: number; by_module
   return { total, by_module: by };
 }
 
-/** Builds the model, counts its parameters, measures one step (or the auto search), prints the report. */
+/**
+ * Builds the model, counts its parameters, measures one step (or the auto search), prints the report.
+ * Without --json the parameter table comes first, before the measurement, which takes as long as a
+ * training step (minutes for the study's sizes on a CPU).
+ */
 export async function dryRun(o: DryRunOptions, env: PipelineEnv): Promise<void> {
   const backend = await initBackend(o.backend as BackendName, { quiet: true });
   const model = o.family.create(o.config, o.seed);
+  const write = (text: string) => stdoutWriter(env)(new TextEncoder().encode(text));
   try {
     const params = paramsByModule(model);
-    const T = o.config.contextLength;
+    const flopsPerToken = model.flopsPerToken();
+    if (!o.json) await write(paramsTable(o.config, params, flopsPerToken));
     const probe = { precision: o.precision, gradAccum: o.gradAccum, weightDecay: o.weightDecay };
     let batchSize = o.batchSize, peak: number | null, limit: { bytes: number; source: string } | null = null;
     if (batchSize === 0) {
@@ -60,66 +66,81 @@ export async function dryRun(o: DryRunOptions, env: PipelineEnv): Promise<void> 
       [peak] = await measureStepPeaks(model, [batchSize], probe);
     }
     const weights = 4 * params.total;
-    const memory = {
+    const memory: StepMemory = {
       backend: backend.name,
       counted_as: backend.name === "webgpu" ? "GPU buffers TF.js holds" : "live tensor bytes",
       batch_size: batchSize,
-      context: T,
+      context: o.config.contextLength,
       grad_accum: o.gradAccum,
       precision: o.precision,
       // float32 weights, their gradients, and AdamW's two moments
       weights_bytes: weights,
       gradients_bytes: weights,
       optimizer_bytes: 2 * weights,
-      // null: the step ran out of memory
+      // the measured peak of one step; null: it ran out of memory
       step_peak_bytes: peak,
       ...(limit ? { memory_limit_bytes: limit.bytes, memory_limit_source: limit.source } : {}),
     };
+    if (!o.json) return await write(memoryLines(memory));
     const report = {
       dry_run: true,
       model: o.config.model,
       preset: o.config.preset ?? null,
       config: o.config,
       params,
-      flops_per_token: model.flopsPerToken(),
+      flops_per_token: flopsPerToken,
       memory,
     };
-    const text = o.json
-      ? JSON.stringify(report) + "\n"
-      : readable(report.model, report.preset, params, memory);
-    await stdoutWriter(env)(new TextEncoder().encode(text));
+    await write(JSON.stringify(report) + "\n");
   } finally {
     model.dispose();
   }
 }
 
-function readable(
-  modelName: string,
-  preset: string | null,
+interface StepMemory {
+  backend: string;
+  counted_as: string;
+  batch_size: number;
+  context: number;
+  grad_accum: number;
+  precision: string;
+  weights_bytes: number;
+  gradients_bytes: number;
+  optimizer_bytes: number;
+  step_peak_bytes: number | null;
+  memory_limit_bytes?: number;
+  memory_limit_source?: string;
+}
+
+/** The readable parameter table: one row per top-level module, then the total and FLOPs per token. */
+function paramsTable(
+  config: ModelConfig,
   params: { total: number; by_module: Record<string, number> },
-  m: {
-    backend: string;
-    counted_as: string;
-    batch_size: number;
-    context: number;
-    grad_accum: number;
-    precision: string;
-    weights_bytes: number;
-    step_peak_bytes: number | null;
-  },
+  flopsPerToken: number,
 ): string {
   const rows = [...Object.entries(params.by_module), ["total", params.total] as [string, number]];
   const w = Math.max(...rows.map(([n]) => n.length));
   const num = (n: number) => n.toLocaleString("en-US");
   const nw = Math.max(...rows.map(([, n]) => num(n).length));
-  const lines = [
-    `${modelName}/${preset ?? "custom"}: ${num(params.total)} parameters (${fmtCount(params.total)})`,
+  return [
+    `${config.model}/${config.preset ?? "custom"}: ${num(params.total)} parameters (${
+      fmtCount(params.total)
+    }), ` +
+    `${fmtCount(flopsPerToken)} FLOPs/token (train)`,
     ...rows.map(([n, c]) => `  ${n.padEnd(w)}  ${num(c).padStart(nw)}`),
+  ].join("\n") + "\n";
+}
+
+/** The readable memory lines: the weights' state, and the measured step. */
+function memoryLines(m: StepMemory): string {
+  return [
     `memory (${m.backend}, ${m.counted_as}): weights ${fmtMiB(m.weights_bytes)}, gradients ${
-      fmtMiB(m.weights_bytes)
-    }, AdamW moments ${fmtMiB(2 * m.weights_bytes)}`,
+      fmtMiB(m.gradients_bytes)
+    }, AdamW moments ${fmtMiB(m.optimizer_bytes)}`,
     `  one step at ${m.batch_size} x ${m.context} tokens (grad-accum ${m.grad_accum}, ${m.precision}): ` +
-    (m.step_peak_bytes === null ? "out of memory" : `peak ${fmtMiB(m.step_peak_bytes)}`),
-  ];
-  return lines.join("\n") + "\n";
+    (m.step_peak_bytes === null ? "out of memory" : `peak ${fmtMiB(m.step_peak_bytes)}`) +
+    (m.memory_limit_bytes !== undefined
+      ? ` (--batch-size auto, limit ${fmtMiB(m.memory_limit_bytes)} from ${m.memory_limit_source})`
+      : ""),
+  ].join("\n") + "\n";
 }

@@ -146,8 +146,9 @@ Budget and output:
   --dry-run            resolve the config, build the model, print its parameters per module (the
                        first part of their names: transformer, map, cnn, lm_head, ...) and the
                        memory of one training step (measured as --batch-size auto does, on made-up
-                       tokens; with auto, the search itself), then exit 0. Reads no --data, writes
-                       no --out, needs no budget; --json prints one JSON object  (default: off)
+                       tokens, as long as a training step takes; with auto, the search itself),
+                       then exit 0. Reads no --data, writes no --out, needs no budget; --json
+                       prints one JSON object {"params":{"total","by_module"},"memory":...}  (default: off)
   --dist MODE          auto: data-parallel over MPI when started by mpirun/srun with more than one
                        process; mpi: always; none: never. Each rank trains on every N-th of the
                        --grad-accum micro-batches (N must divide it), so any rank count trains the
