@@ -115,7 +115,10 @@ function vggLayers(cfg: CnnConfig): ConvLayer[] {
   });
 }
 
-/** A conv's weight, then its norm's scale and shift, or its bias without a norm (and with `bias`, both). */
+/**
+ * A conv's parameters: its weight, its bias (always without a norm, with one only when `bias`), then its
+ * norm's scale and shift.
+ */
 function convSpecs(
   l: ConvLayer,
   norm: CnnNorm,
