@@ -1,6 +1,6 @@
-// Neural-network pieces shared by the model families: seeded initialisation, LayerNorm, GELU, causal
-// multi-head self-attention (with an optional key/value cache for decoding), the 4x MLP and the
-// pre-LayerNorm transformer block. Every matMul against a weight goes through `linear` below (one
+// Neural-network pieces shared by the model families: seeded initialisation, LayerNorm and RMSNorm, GELU,
+// causal multi-head self-attention (with an optional key/value cache for decoding), the 4x MLP or a gated
+// one and the pre-norm transformer block, with the variants of docs/variants.md (BlockVariant). Every matMul against a weight goes through `linear` below (one
 // plain 2-D matMul: correct gradients everywhere, XNNPACK's fast path on wasm), and every layer
 // boundary goes through precision.ts so `--precision mixed` rounds activations and gradients there.
 import { tf } from "./tensor/backend.ts";
@@ -11,6 +11,7 @@ import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
 import { gelu } from "./tensor/ops/gelu/mod.ts";
+import { applyRope, type RopeTables } from "./positions.ts";
 
 /** The additive causal mask (lib/tensor/ops/causal_softmax/mod.ts, its op-chain fallback); re-exported. */
 export { causalMask } from "./tensor/ops/causal_softmax/mod.ts";
@@ -105,19 +106,66 @@ export { layerNorm };
 /** GELU, tanh approximation (as GPT-2 used). */
 export { gelu };
 
+/** RMSNorm over the last axis (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight (+ bias). */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
+  const y = tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), weight);
+  return bias ? tf.add(y, bias) : y;
+}
+
+/**
+ * How a transformer block computes (docs/variants.md). Every field is optional and its default is
+ * GPT-2's block, so `{}` is the block as it always was.
+ */
+export interface BlockVariant {
+  /** The two norms of the block: "layernorm" (default) or "rmsnorm". */
+  norm?: "layernorm" | "rmsnorm";
+  /** "gelu" (default: c_proj(gelu(c_fc x))) or a gated unit, c_proj(act(x W) * (x V)), act SiLU or GELU. */
+  mlp?: "gelu" | "swiglu" | "geglu";
+  /** "gelu": q, k and v are gelu(x W + b) instead of x W (+ b). */
+  qkvAct?: "none" | "gelu";
+  /** Key/value heads, a divisor of the query heads (grouped-query attention); default: one per query head. */
+  kvHeads?: number;
+}
+
+/** The norm a variant uses (LayerNorm or RMSNorm), with the same signature. */
+export function normOf(v: BlockVariant = {}): typeof layerNorm {
+  return v.norm === "rmsnorm" ? rmsNorm : layerNorm;
+}
+
 export interface AttentionParams {
-  /** [C, 3C] (q, k, v column blocks, heads consecutive within each). */
-  cAttnW: tf.Tensor2D;
+  /** [C, C + 2 kvC] (q, k, v column blocks, heads consecutive within each; kvC = C unless grouped). */
+  cAttnW?: tf.Tensor2D;
   cAttnB?: tf.Tensor1D;
+  /** qkv=separate: the three projections [C, C], [C, kvC], [C, kvC] instead of cAttnW. */
+  cQW?: tf.Tensor2D;
+  cQB?: tf.Tensor1D;
+  cKW?: tf.Tensor2D;
+  cKB?: tf.Tensor1D;
+  cVW?: tf.Tensor2D;
+  cVB?: tf.Tensor1D;
+  /** attn_extra=linear: [C, H], head h adds x_j · extraW[:, h] to the score of every query with key j. */
+  extraW?: tf.Tensor2D;
   /** [C, C] */
   cProjW: tf.Tensor2D;
   cProjB?: tf.Tensor1D;
 }
 
-/** Keys and values of the positions seen so far, [B, H, length, D] each; null before the first. */
+/** Keys and values of the positions seen so far, [B, kvHeads, length, D] each; null before the first. */
 export interface KVCache {
   k: tf.Tensor4D | null;
   v: tf.Tensor4D | null;
+  /** attn_extra=linear: each key's extra score per head, [B, H, 1, length]. */
+  keyBias?: tf.Tensor4D | null;
+}
+
+/** A cache for one attention layer before the first position. */
+export function emptyKVCache(): KVCache {
+  return { k: null, v: null, keyBias: null };
+}
+
+/** The tensors a cache holds now (to dispose the old ones after a step, or all at the end). */
+export function kvCacheTensors(c: KVCache): tf.Tensor[] {
+  return [c.k, c.v, c.keyBias].filter((t): t is tf.Tensor4D => t != null);
 }
 
 export interface LayerOptions {
@@ -126,6 +174,12 @@ export interface LayerOptions {
   cache?: KVCache;
   /** When set, each attention layer pushes its softmax probabilities [B, H, T, Tk] (kept) here. */
   attentionProbs?: tf.Tensor[];
+  /** The block's variant (default GPT-2's). */
+  variant?: BlockVariant;
+  /** pos=rope: tables of this call's positions (lib/positions.ts ropeTables), applied to q and k. */
+  rope?: RopeTables;
+  /** pos=alibi: the score bias [H, T, Tk] of this call's positions (lib/positions.ts alibiBias). */
+  alibi?: tf.Tensor3D;
 }
 
 /** [B, T, C] -> [B, H, T, D] */
@@ -134,10 +188,34 @@ function splitHeads(x: tf.Tensor, nHead: number): tf.Tensor4D {
   return tf.transpose(tf.reshape(x, [B, T, nHead, C / nHead]), [0, 2, 1, 3]) as tf.Tensor4D;
 }
 
+/** [B, G, T, D] -> [B, G·n, T, D], each head repeated n times in a row (head h reads group h / n). */
+function repeatHeads(x: tf.Tensor4D, n: number): tf.Tensor4D {
+  if (n === 1) return x;
+  const [B, G, T, D] = x.shape; // a rank-4 tile (TF.js has no rank-5 tile gradient)
+  return tf.reshape(tf.tile(tf.reshape(x, [B, G, 1, T * D]), [1, 1, n, 1]), [B, G * n, T, D]);
+}
+
+/** q, k and v [B, T, C], [B, T, kvC], [B, T, kvC] of x: fused or separate projections, then qkv_act. */
+function projectQkv(x: tf.Tensor3D, p: AttentionParams, kvC: number, opts: LayerOptions): tf.Tensor[] {
+  const prec = opts.precision, C = x.shape[2];
+  const act = (t: tf.Tensor) => opts.variant?.qkvAct === "gelu" ? boundary(gelu(t), prec) : t;
+  if (p.cAttnW) {
+    const qkv = act(boundary(linear(x, p.cAttnW, p.cAttnB), prec));
+    return kvC === C ? tf.split(qkv, 3, 2) : tf.split(qkv, [C, kvC, kvC], 2);
+  }
+  if (!p.cQW || !p.cKW || !p.cVW) {
+    throw new Error("attention: neither c_attn nor c_q, c_k, c_v weights given");
+  }
+  return [[p.cQW, p.cQB], [p.cKW, p.cKB], [p.cVW, p.cVB]].map(([w, b]) =>
+    act(boundary(linear(x, w as tf.Tensor2D, b as tf.Tensor1D | undefined), prec))
+  );
+}
+
 /**
  * Causal multi-head self-attention of x [B, T, C]. With `opts.cache`, x holds the T newest positions
  * and attends to the cached ones too; the cache is replaced by the concatenation (old tensors are the
- * caller's to dispose).
+ * caller's to dispose). The variant's options (grouped keys and values, qkv_act, rotary positions,
+ * ALiBi, the extra linear score term) apply as docs/variants.md describes.
  */
 export function causalSelfAttention(
   x: tf.Tensor3D,
@@ -146,22 +224,40 @@ export function causalSelfAttention(
   opts: LayerOptions = {},
 ): tf.Tensor3D {
   const [B, T, C] = x.shape;
-  const D = C / nHead;
+  const D = C / nHead, kvHeads = opts.variant?.kvHeads || nHead;
   const prec = opts.precision;
-  const qkv = boundary(linear(x, p.cAttnW, p.cAttnB), prec);
-  const [q0, k0, v0] = tf.split(qkv, 3, 2);
-  const q = splitHeads(q0, nHead);
-  let k = splitHeads(k0, nHead), v = splitHeads(v0, nHead);
+  const [q0, k0, v0] = projectQkv(x, p, kvHeads * D, opts);
+  let q = splitHeads(q0, nHead), k = splitHeads(k0, kvHeads), v = splitHeads(v0, kvHeads);
+  if (opts.rope) {
+    q = applyRope(q, opts.rope) as tf.Tensor4D;
+    k = boundary(applyRope(k, opts.rope), prec) as tf.Tensor4D;
+  }
+  // attn_extra: head h's extra score for key j is x_j . extraW[:, h], the same for every query
+  let keyBias = p.extraW
+    ? boundary(
+      tf.reshape(tf.transpose(linear(x, p.extraW), [0, 2, 1]), [B, nHead, 1, T]),
+      prec,
+    ) as tf.Tensor4D
+    : undefined;
   const cache = opts.cache;
   if (cache) {
     if (cache.k && cache.v) {
       k = tf.concat([cache.k, k], 2), v = tf.concat([cache.v, v], 2);
+      if (keyBias && cache.keyBias) keyBias = tf.concat([cache.keyBias, keyBias], 3);
     }
     cache.k = tf.keep(k), cache.v = tf.keep(v);
+    if (keyBias) cache.keyBias = tf.keep(keyBias);
   }
-  // softmax(q k^T / sqrt(D), causal) v: flash kernels on webgpu, else matMul, causal softmax, matMul
+  const scoreBias = opts.alibi && keyBias ? tf.add(opts.alibi, keyBias) : opts.alibi ?? keyBias;
+  const group = nHead / kvHeads;
+  // softmax(q k^T / sqrt(D) + scoreBias, causal) v: flash kernels on webgpu when there is no score
+  // bias, else matMul, (+ bias,) causal softmax, matMul
   const y = boundary(
-    causalAttention(q, k, v, 1 / Math.sqrt(D), { precision: prec, probsOut: opts.attentionProbs }),
+    causalAttention(q, repeatHeads(k, group), repeatHeads(v, group), 1 / Math.sqrt(D), {
+      precision: prec,
+      probsOut: opts.attentionProbs,
+      scoreBias,
+    }),
     prec,
   ); // [B, H, T, D]
   const merged = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);
@@ -169,18 +265,27 @@ export function causalSelfAttention(
 }
 
 export interface MlpParams {
-  /** [C, 4C] */
+  /** [C, 4C] (gelu) or [C, 2F] (swiglu, geglu: the gate's F columns, then the linear unit's F) */
   cFcW: tf.Tensor2D;
   cFcB?: tf.Tensor1D;
-  /** [4C, C] */
+  /** [4C, C] or [F, C] */
   cProjW: tf.Tensor2D;
   cProjB?: tf.Tensor1D;
 }
 
-/** The 4x GELU MLP: c_proj(gelu(c_fc(x))). */
-export function mlp(x: tf.Tensor, p: MlpParams, precision?: Precision): tf.Tensor {
+/**
+ * The feed-forward part: c_proj(gelu(c_fc(x))) (GPT-2's 4x MLP), or with a gated unit (Shazeer 2020)
+ * c_proj(act(g) * u) where [g, u] = c_fc(x) and act is SiLU (swiglu) or GELU (geglu).
+ */
+export function mlp(x: tf.Tensor, p: MlpParams, precision?: Precision, kind: BlockVariant["mlp"] = "gelu") {
   const hidden = boundary(linear(x, p.cFcW, p.cFcB), precision);
-  const act = boundary(gelu(hidden), precision);
+  let act: tf.Tensor;
+  if (kind === "gelu") act = boundary(gelu(hidden), precision);
+  else {
+    const [g, u] = tf.split(hidden, 2, -1);
+    const gate = kind === "swiglu" ? tf.mul(g, tf.sigmoid(g)) : gelu(g);
+    act = boundary(tf.mul(gate, u), precision);
+  }
   return boundary(linear(act, p.cProjW, p.cProjB), precision);
 }
 
@@ -194,13 +299,13 @@ export interface BlockParams {
 }
 
 /**
- * Pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)). The residual stream stays
+ * Pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)). The residual stream stays
  * float32 in mixed precision (as under PyTorch autocast); what enters each matMul is rounded.
  */
 export function block(x: tf.Tensor3D, p: BlockParams, nHead: number, opts: LayerOptions = {}): tf.Tensor3D {
-  const prec = opts.precision;
-  const a = boundary(layerNorm(x, p.ln1W, p.ln1B), prec) as tf.Tensor3D;
+  const prec = opts.precision, norm = normOf(opts.variant);
+  const a = boundary(norm(x, p.ln1W, p.ln1B), prec) as tf.Tensor3D;
   const x1 = tf.add(x, causalSelfAttention(a, p.attn, nHead, opts));
-  const m = boundary(layerNorm(x1, p.ln2W, p.ln2B), prec);
-  return tf.add(x1, mlp(m, p.mlp, prec)) as tf.Tensor3D;
+  const m = boundary(norm(x1, p.ln2W, p.ln2B), prec);
+  return tf.add(x1, mlp(m, p.mlp, prec, opts.variant?.mlp)) as tf.Tensor3D;
 }

@@ -1,8 +1,8 @@
 // The oneDNN convolutions of the wasm backend (lib/native/dnnl.ts, lib/tensor/ops/conv2d/dnnl.ts): the
 // forward conv, its input gradient and its filter gradient against a float64 reference at every conv
 // shape the image models use (vgg9 and vgg-wide at the tiny, small and study presets, resnet at tiny and
-// small), at odd
-// sizes, batch 1 and many, stride 2 and 'valid' padding, and against today's path (TF.js + fixes.ts);
+// small), at odd sizes, batch 1 and many, stride 2 and 'valid' padding, and against the path without oneDNN
+// (XNNPACK forward, lib/tensor/ops/conv2d/wasm.ts's im2col/col2im gradients);
 // a pixel model's loss and gradients equal with oneDNN on and off; a dilated conv falls back; the off
 // switch and a bogus library give a clear reason. Without libdnnl2 the tests are skipped with the
 // reason, unless LMPIPE_REQUIRE_NATIVE is set (CI's run with the native libraries), where that fails.

@@ -7,6 +7,7 @@ import { Gpt, GPT_PRESETS, gptFlopsPerToken, gptParamCount, gptParamSpecs } from
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { LmpipeError } from "../lib/errors.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
+import { assertAgrees, lossAndGrads } from "./helpers_backends.ts";
 
 const backends = await testBackends();
 
@@ -218,29 +219,16 @@ Deno.test("the tiny preset overfits a single batch to near-zero loss (wasm, Adam
 
 for (const backend of backends.filter((b) => b !== "cpu")) {
   Deno.test(`${backend} agrees with cpu on the model's loss and gradients (fp32 and mixed)`, async () => {
-    const run = async (name: typeof backend | "cpu", precision: "fp32" | "mixed") => {
-      await initBackend(name, { quiet: true });
-      const { idx, tgt } = batch(2, 12, 61, 33); // made on the backend that uses them
+    const rows = tokens(2, 13, 61, 33);
+    const build = () => {
       const model = new Gpt(small(), 42);
       randomizeWeights(model, 400);
-      const { value, grads } = tf.variableGrads(() => model.loss(idx, tgt, { precision }));
-      const out = { loss: await readScalar(value), grads: new Map<string, ArrayLike<number>>() };
-      for (const [n, v] of model.params) out.grads.set(n, await readData(grads[v.name]));
-      tf.dispose([value, ...Object.values(grads), idx, tgt]);
-      model.dispose();
-      return out;
+      return model;
     };
     for (const precision of ["fp32", "mixed"] as const) {
-      const want = await run("cpu", precision), got = await run(backend, precision);
-      assertClose(
-        [got.loss],
-        [want.loss],
-        precision === "fp32" ? 1e-5 : 1e-4,
-        `${backend} ${precision} loss`,
-      );
-      // mixed: a float32 difference can flip an fp16 rounding, a relative step of 2^-11
-      const tol = precision === "fp32" ? 1e-4 : 2e-3;
-      for (const [n, g] of want.grads) assertClose(got.grads.get(n)!, g, tol, `${backend} ${precision} ${n}`);
+      const want = await lossAndGrads("cpu", precision, build, rows);
+      const got = await lossAndGrads(backend, precision, build, rows);
+      assertAgrees(got, want, precision, `${backend} ${precision}`);
     }
   });
 }

@@ -12,6 +12,7 @@ import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
 import { gelu, geluByOps } from "../lib/tensor/ops/gelu/mod.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { generate, KERNELS } from "../scripts/build_wasm.ts";
+import { setDnnlConvs } from "../lib/tensor/kernel_choice.ts";
 import { denoChildJson } from "./helpers_run.ts";
 
 function child(threads: string) {
@@ -207,10 +208,17 @@ Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript lo
           );
         return tf.grads(f)([x, w]).map((g) => g.dataSync());
       });
-    const before = wasmKernelStats().rows;
-    const on = run(true);
-    assert.ok(wasmKernelStats().rows > before, "the im2col/col2im kernels did not run");
-    const off = run(false);
+    // with oneDNN loaded the convs would go there (tests/dnnl_conv_test.ts); this test is about the path without it
+    const dnnlWas = setDnnlConvs(false);
+    let on: ReturnType<typeof run>, off: ReturnType<typeof run>;
+    try {
+      const before = wasmKernelStats().rows;
+      on = run(true);
+      assert.ok(wasmKernelStats().rows > before, "the im2col/col2im kernels did not run");
+      off = run(false);
+    } finally {
+      setDnnlConvs(dnnlWas);
+    }
     assertClose(on[0], off[0], 1e-6, `case ${i} dx`);
     assertClose(on[1], off[1], 1e-6, `case ${i} dW`);
   }

@@ -10,6 +10,8 @@
 // Shapes (B batch, T positions, d = nEmbd, C = channels, P = H·W pixels, dk = keyDim, F = CNN features):
 //   x = wte[idx] + wpe[:T]                                   [B, T, d]
 //   3 warm-up blocks (nn.ts `block`, the same block as gpt)   [B, T, d]
+//     with gpt's architecture options (variants.ts: norm, mlp, pos, qkv, qkv_act, attn_extra,
+//     kv_heads; pos also replaces wpe), all at GPT-2's values by default
 //   hn = LayerNorm_map(x)                                     [B, T, d]
 //   pixel-cumsum: k = hn @ map.key.weight                     [B, T, C·dk]  one key per channel
 //                 S_t = Σ_{s<=t} k_s   (÷ (t+1) if runningSum = "mean")
@@ -32,7 +34,7 @@
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
-import { block, embeddingLookup, type KVCache, layerNorm, linear } from "../nn.ts";
+import { emptyKVCache, type KVCache, kvCacheTensors, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
@@ -56,7 +58,6 @@ import {
   cnnParamSpecs,
 } from "./cnn.ts";
 import {
-  blockParamsOf,
   blockSpecs,
   createParams,
   GPT2_VOCAB_SIZE,
@@ -64,6 +65,17 @@ import {
   type ParamSpec,
   weightSpec,
 } from "./params.ts";
+import {
+  blockLayoutOf,
+  embed,
+  GPT2_VARIANT,
+  positionSpecs,
+  runBlocks,
+  type Trunk,
+  type VariantConfig,
+  variantErrors,
+  variantOf,
+} from "./variants.ts";
 import {
   type ImageMapping,
   type MappingCache,
@@ -75,7 +87,7 @@ import {
 export type PixelFamilyName = "pixel-cumsum" | "pixel-attn" | "pixel-attn-wide";
 
 /** The config of the image models: the mapping's fields (pixel_mapping.ts MappingConfig) and these. */
-export interface PixelConfig extends ModelConfig, MappingConfig {
+export interface PixelConfig extends ModelConfig, MappingConfig, VariantConfig {
   model: PixelFamilyName;
   /** Heads of the warm-up blocks. */
   nHead: number;
@@ -107,6 +119,7 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
     cnnChunk: 0,
     nWarmup: 3,
     bias: false,
+    ...GPT2_VARIANT,
   };
   return {
     // The study's code: 512-wide warm-up blocks with 8 heads, no bias, 8 channels of 20x20, context 1024.
@@ -214,7 +227,7 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
   if (!Array.isArray(c.cnnWidths)) {
     throw usageError(`${where}: 'cnnWidths' must be a list of widths ([] = derived)`);
   }
-  const errs = cnnConfigErrors(cnnConfigOf(c));
+  const errs = [...variantErrors(c, c.nHead, c.nEmbd), ...cnnConfigErrors(cnnConfigOf(c))];
   if (errs.length > 0) throw usageError(`${where}: ${errs.join("; ")}`);
 }
 
@@ -222,11 +235,12 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
 export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
   const d = c.nEmbd;
   const projStd = 0.02 / Math.sqrt(2 * c.nWarmup); // GPT-2's residual-projection scaling
+  const v = variantOf(c);
   const specs = [
     weightSpec("transformer.wte.weight", [c.vocabSize, d]),
-    weightSpec("transformer.wpe.weight", [c.contextLength, d]),
+    ...positionSpecs(v, c.contextLength, d),
   ];
-  for (let i = 0; i < c.nWarmup; i++) specs.push(...blockSpecs(`transformer.h.${i}`, d, c.bias, projStd));
+  specs.push(...warmupSpecs(c, projStd));
   specs.push(
     ...layerNormSpecs("map.ln", d, c.bias),
     ...mappingOf(c).specs(c),
@@ -234,6 +248,15 @@ export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
   );
   const F = cnnOutWidth(cnnConfigOf(c));
   specs.push(...layerNormSpecs("ln_f", F, c.bias), weightSpec("lm_head.weight", [c.vocabSize, F]));
+  return specs;
+}
+
+/** The warm-up blocks' parameters (GPT-2's residual-projection scaling `projStd`). */
+function warmupSpecs(c: PixelConfig, projStd: number): ParamSpec[] {
+  const layout = blockLayoutOf(variantOf(c), c.nHead), specs: ParamSpec[] = [];
+  for (let i = 0; i < c.nWarmup; i++) {
+    specs.push(...blockSpecs(`transformer.h.${i}`, c.nEmbd, c.bias, projStd, layout));
+  }
   return specs;
 }
 
@@ -272,8 +295,8 @@ class PixelDecodeState implements DecodeState {
   constructor(readonly batch: number, readonly caches: KVCache[], readonly headT: tf.Tensor2D) {}
   dispose(): void {
     for (const c of this.caches) {
-      c.k?.dispose(), c.v?.dispose();
-      c.k = null, c.v = null;
+      for (const t of kvCacheTensors(c)) t.dispose();
+      Object.assign(c, emptyKVCache());
     }
     for (const t of Object.values(this.mapping)) t?.dispose();
     this.mapping = {};
@@ -288,16 +311,19 @@ export class PixelModel implements LanguageModel {
   private readonly mapping: ImageMapping;
   private readonly cnnCfg: CnnConfig;
   private readonly cnnNames: string[];
+  private readonly trunk: Trunk;
 
+  /** A model of `config` (a config without the option fields gets GPT-2's blocks: old checkpoints). */
   constructor(config: ModelConfig, seed: number) {
     validatePixelConfig(config);
-    this.config = { ...config, cnnWidths: [...config.cnnWidths] };
+    this.config = { ...config, ...variantOf(config), cnnWidths: [...config.cnnWidths] };
     this.mapping = mappingOf(this.config);
     this.cnnCfg = cnnConfigOf(this.config);
     const specs = pixelParamSpecs(this.config);
     this.params = createParams(specs, new Rng(seed));
     for (const s of specs) if (s.decay) this.decayed.add(s.name);
     this.cnnNames = cnnParamSpecs(this.cnnCfg).map((s) => s.name);
+    this.trunk = { variant: variantOf(this.config), nHead: this.config.nHead, params: this.params };
   }
 
   private p(name: string): tf.Variable {
@@ -314,18 +340,12 @@ export class PixelModel implements LanguageModel {
     caches?: KVCache[],
     probs?: tf.Tensor[],
   ): tf.Tensor3D {
-    const [B, T] = idx.shape;
-    const d = this.config.nEmbd;
-    const tok = embeddingLookup(this.p("transformer.wte.weight") as tf.Tensor2D, idx);
-    const pos = tf.slice(this.p("transformer.wpe.weight"), [start, 0], [T, d]);
-    let x = tf.reshape(tf.add(tok, pos), [B, T, d]) as tf.Tensor3D;
-    for (let i = 0; i < this.config.nWarmup; i++) {
-      x = block(x, blockParamsOf(this.params, `transformer.h.${i}`), this.config.nHead, {
-        precision,
-        cache: caches?.[i],
-        attentionProbs: probs,
-      });
-    }
+    const x = runBlocks(this.trunk, embed(this.trunk, idx, start), this.config.nWarmup, {
+      start,
+      precision,
+      caches,
+      attentionProbs: probs,
+    });
     const hn = layerNorm(
       x,
       this.p("map.ln.weight") as tf.Tensor1D,
@@ -409,7 +429,7 @@ export class PixelModel implements LanguageModel {
 
   startDecode(batch: number): DecodeState {
     const caches: KVCache[] = [];
-    for (let i = 0; i < this.config.nWarmup; i++) caches.push({ k: null, v: null });
+    for (let i = 0; i < this.config.nWarmup; i++) caches.push(emptyKVCache());
     const headT = tf.tidy(() => tf.transpose(this.p("lm_head.weight")) as tf.Tensor2D);
     return new PixelDecodeState(batch, caches, headT);
   }
@@ -421,7 +441,7 @@ export class PixelModel implements LanguageModel {
     const c = this.config, B = state.batch;
     checkDecodeStep(this.config, B, state.length, tokens);
     const old: (tf.Tensor | null)[] = [
-      ...state.caches.flatMap((k) => [k.k, k.v]),
+      ...state.caches.flatMap(kvCacheTensors),
       ...Object.values(state.mapping),
     ];
     const t = state.length;
@@ -444,14 +464,15 @@ export class PixelModel implements LanguageModel {
 
   /**
    * Training FLOPs per token (forward + backward = 3 × forward; multiply-add = 2): the weight matMuls of
-   * the warm-up blocks and the head (6 per parameter, as gpt), the warm-up attention (12 L d T), the
+   * the warm-up blocks (their matrices: 12 d² each for GPT-2's block) and the head (6 per parameter, as gpt), the warm-up attention (12 L d T), the
    * mapping, and the CNN on this position's image (3 × its forward). At full context; gradient
    * checkpointing adds one more CNN forward per step (not counted).
    */
   flopsPerToken(): number {
     const c = this.config;
     const d = c.nEmbd, T = c.contextLength;
-    const blockParams = c.nWarmup * 12 * d * d;
+    const blockParams = warmupSpecs(c, 0).filter((s) => s.shape.length === 2)
+      .reduce((n, s) => n + s.shape[0] * s.shape[1], 0);
     const F = cnnOutWidth(this.cnnCfg);
     let flops = 6 * blockParams + 12 * c.nWarmup * d * T + 6 * c.vocabSize * F;
     flops += this.mapping.flops(c);

@@ -2,13 +2,14 @@
 // resolves a full config from a preset plus overrides (config.ts, shared with the CLI's flags). A new family is
 // added by importing it and listing it in FAMILIES; nothing else in the engine changes.
 import { usageError } from "../errors.ts";
-import { gptFamily } from "./gpt.ts";
+import { gptFamily, llamaFamily } from "./gpt.ts";
 import { pixelAttnFamily, pixelAttnWideFamily, pixelCumsumFamily } from "./pixel.ts";
 import type { LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
 import { resolveFamilyConfig } from "./config.ts";
 
 export const FAMILIES: readonly ModelFamily[] = [
   gptFamily,
+  llamaFamily,
   pixelCumsumFamily,
   pixelAttnFamily,
   pixelAttnWideFamily,

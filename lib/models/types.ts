@@ -65,6 +65,8 @@ export interface ModelFamily {
   presets: Record<string, ModelConfig>;
   /** Validates a config (throws a usage LmpipeError naming the bad field). */
   validate(config: ModelConfig): void;
+  /** The family this one is a preset set of (llama: gpt); such families are not in the study by default. */
+  variantOf?: string;
   /** Builds a model with freshly initialised weights from a seed. */
   create(config: ModelConfig, seed: number): LanguageModel;
 }

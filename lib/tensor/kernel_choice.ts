@@ -110,9 +110,9 @@ function webgpuRow(op: string, file: string, opChainFile: string, kernel?: strin
 
 // lmpipe's implicit-GEMM convs on webgpu (lib/tensor/ops/conv2d/webgpu.ts) and its flash attention
 // (lib/tensor/ops/attention/webgpu.ts): on with the other webgpu kernels, unless LMPIPE_WEBGPU_CONV=0 or
-// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and fixes.ts's filter
-// gradient of ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0 turns
-// both off too.
+// LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and the filter gradient of
+// ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0
+// turns both off too.
 let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
 let webgpuAttentionOn = envSwitch("LMPIPE_WEBGPU_ATTENTION");
 
@@ -310,7 +310,7 @@ export function transposedMatMulsAreFree(): boolean {
 
 // Real f16 under --precision mixed (lib/train_loop.ts turns it on for a mixed run): where the GPU offers
 // shader-f16, lmpipe's conv and attention kernels round every operand to binary16 as they load it
-// (roundToHalf in lib/tensor/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
+// (roundToHalf in lib/tensor/webgpu/wgsl.ts, the rule of lib/precision.ts toHalf) and hold the tiles in workgroup
 // memory as f16; products and sums stay f32. Other webgpu kernels and backends keep the emulation.
 let halfOperands = false;
 

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { info, stderrIsTTY } from "../../lib/log.ts";
-import { familyNames } from "../../lib/models/registry.ts";
+import { FAMILIES, familyNames } from "../../lib/models/registry.ts";
 import type { ModelResult } from "./report.ts";
 import { checkSpecs, parseSpecList } from "./specs.ts";
 import { budgetWords, runModel, type StudyOptions, studyRuns } from "./runner.ts";
@@ -17,8 +17,8 @@ import { mergeStudy, RESULT_FILE, writeResult } from "./merge.ts";
 
 export { RESULT_FILE };
 
-/** Every model the study trains: the registry's families, in its order. */
-export const ALL_MODELS: readonly string[] = familyNames();
+/** Every model the study trains by default: the registry's families (not variants of another), in its order. */
+export const ALL_MODELS: readonly string[] = FAMILIES.filter((f) => !f.variantOf).map((f) => f.name);
 
 const HELP = `lmpipe study: train models for the same budget and compare them
 
@@ -34,7 +34,7 @@ DIR/loss_step.{svg,png}. Running the same command again resumes: finished runs a
 interrupted ones resume from their last checkpoint.
 
 Model specs (--models, --only): SPEC[,SPEC...], SPEC = FAMILY[:KEY=VALUE[:KEY=VALUE...]], where
-FAMILY is one of ${ALL_MODELS.join(", ")},
+FAMILY is one of ${familyNames().join(", ")},
 and each KEY=VALUE is a config field of the family, passed to 'lmpipe train' as --set KEY=VALUE
 (e.g. gpt:nLayer=4:nHead=4). The run folder is the spec with
 '+' before each pair, keys sorted (gpt:nLayer=4 -> DIR/gpt+nLayer=4/); characters other than

@@ -88,10 +88,11 @@ export function runFolder(model: Spec, size: Spec | null): string {
   return size ? `${specFolder(model)}@${specFolder(size)}` : specFolder(model);
 }
 
-/** The study-size preset is called gpt2 for gpt and study for the image models; either name picks both. */
+/** The study-size preset is called gpt2 for gpt and llama, study for the image models; either name picks both. */
 export function presetFor(model: string, preset: string): string {
-  if (preset === "study" && model === "gpt") return "gpt2";
-  if (preset === "gpt2" && model !== "gpt") return "study";
+  const gptLike = model === "gpt" || model === "llama";
+  if (preset === "study" && gptLike) return "gpt2";
+  if (preset === "gpt2" && !gptLike) return "study";
   return preset;
 }
 

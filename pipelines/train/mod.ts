@@ -95,10 +95,15 @@ Trains a model on token shards from 'lmpipe tokenize' and keeps a resumable chec
 model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl by default).
 
 Model:
-  --model NAME         gpt | pixel-cumsum | pixel-attn | pixel-attn-wide                     (default: gpt)
-  --preset NAME        tiny | small, plus gpt2 (gpt) or study (pixel-*)                      (default: tiny)
+  --model NAME         gpt | llama | pixel-cumsum | pixel-attn | pixel-attn-wide             (default: gpt)
+  --preset NAME        tiny | small, plus gpt2 (gpt, llama) or study (pixel-*)               (default: tiny)
   --config FILE        JSON object of config fields (or a run's config.json) over the preset (default: none)
   --set KEY=VALUE      override one config field, repeatable, e.g. --set nLayer=4             (default: none)
+                       architecture options (docs/variants.md): norm=layernorm|rmsnorm,
+                       mlp=gelu|swiglu|geglu, pos=learned|sinusoidal|rope|alibi|none,
+                       qkv=fused|separate, qkv_act=none|gelu, attn_extra=none|linear, kv_heads=N,
+                       bias=true|false, tie=true|false (gpt, llama; the image models' warm-up blocks
+                       take all but tie); config.json records them for eval, sample and viz
 Data:
   --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
 Optimisation:

@@ -1,5 +1,5 @@
 // causalAttention: softmax(scale q k^T, causal) v over the last two axes, the attention of gpt
-// (lib/nn.ts causalSelfAttention) and of pixel-attn's value images (lib/models/pixel.ts attnImages).
+// (lib/nn.ts causalSelfAttention) and of pixel-attn's value images (lib/models/pixel_mapping.ts attnImages).
 // q [..., T, D], k [..., past + T, D], v [..., past + T, Dv]: query i sits at absolute position
 // past + i and sees keys 0..past+i (past > 0 when decoding with a KV cache).
 //   - On webgpu with lmpipe's kernels on (lib/tensor/kernel_choice.ts kernelFor("causalAttention")) and heads of
@@ -8,9 +8,10 @@
 //     logsumexp). The softmax's maximum, sum and logsumexp are float32; under --precision mixed the
 //     inputs (q scaled, k, v) are binary16 values, and the scores and probabilities stay float32 inside
 //     the kernel (the op chain rounds them to binary16 between its ops).
-//   - Everywhere else (and when probabilities are asked for, for the attention plots) the op chain of
-//     causalAttentionByOps: q * scale, matMul with k, causalSoftmax, matMul with v, with the layer
-//     boundaries of --precision mixed between them, so cpu and wasm numbers do not change.
+//   - Everywhere else (and when probabilities are asked for, for the attention plots, or a score bias is
+//     given: ALiBi, attn_extra of docs/variants.md) the op chain of causalAttentionByOps: q * scale,
+//     matMul with k, + the score bias, causalSoftmax, matMul with v, with the layer boundaries of
+//     --precision mixed between them, so cpu and wasm numbers do not change.
 import * as tf from "@tensorflow/tfjs-core";
 import { causalSoftmax } from "../causal_softmax/mod.ts";
 import { kernelFor } from "../../kernel_choice.ts";
@@ -23,6 +24,8 @@ export interface CausalAttentionOptions {
   precision?: Precision;
   /** When given, the probabilities [..., T, past + T] are pushed here (kept); forces the op chain. */
   probsOut?: tf.Tensor[];
+  /** Added to the scaled scores before the softmax, broadcast to [..., T, past + T]; forces the op chain. */
+  scoreBias?: tf.Tensor;
 }
 
 /** past (= keys - queries) of a call, or a clear error naming what does not fit. */
@@ -63,7 +66,8 @@ export function causalAttentionByOps(
   const past = pastOf(q, k, v), prec = opts.precision;
   const qs = boundary(tf.mul(q, scale), prec);
   const inner = roundScores ? prec : undefined;
-  const scores = boundary(tf.matMul(qs, k, false, true), inner); // [..., T, past + T]
+  let scores = boundary(tf.matMul(qs, k, false, true), inner); // [..., T, past + T]
+  if (opts.scoreBias) scores = boundary(tf.add(scores, opts.scoreBias), inner);
   const probs = boundary(causalSoftmax(scores, past), inner);
   if (opts.probsOut) opts.probsOut.push(tf.keep(probs));
   return tf.matMul(probs, v);
@@ -90,8 +94,8 @@ function causalAttentionFused(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: n
 }
 
 /**
- * softmax(scale q k^T with query i seeing keys 0..past+i) v for q [..., T, D], k [..., past + T, D],
- * v [..., past + T, Dv]: [..., T, Dv]. Differentiable in q, k and v.
+ * softmax(scale q k^T (+ scoreBias) with query i seeing keys 0..past+i) v for q [..., T, D],
+ * k [..., past + T, D], v [..., past + T, Dv]: [..., T, Dv]. Differentiable in q, k, v and the bias.
  */
 export function causalAttention(
   q: tf.Tensor,
@@ -101,7 +105,7 @@ export function causalAttention(
   opts: CausalAttentionOptions = {},
 ): tf.Tensor {
   pastOf(q, k, v);
-  const fusable = !opts.probsOut && q.dtype === "float32" && k.dtype === "float32" &&
+  const fusable = !opts.probsOut && !opts.scoreBias && q.dtype === "float32" && k.dtype === "float32" &&
     v.dtype === "float32" && q.size > 0 && v.size > 0 && q.shape[q.rank - 1] <= FLASH_MAX_HEAD_DIM;
   if (!fusable || kernelFor("causalAttention") !== "lmpipe") {
     return causalAttentionByOps(q, k, v, scale, opts);

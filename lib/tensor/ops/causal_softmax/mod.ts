@@ -1,4 +1,4 @@
-// The causal softmax of attention (lib/nn.ts causalSelfAttention, lib/models/pixel.ts attnImages):
+// The causal softmax of attention (lib/nn.ts causalSelfAttention, lib/models/pixel_mapping.ts attnImages):
 // softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
 // sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu/kernels.ts
 // lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
