@@ -77,7 +77,7 @@ Deno.test("cnn: the study's layouts have the documented widths and parameter cou
       "128->256",
     ],
   );
-  const res: CnnConfig = { ...vgg9, kind: "resnet", depth: 4 };
+  const res: CnnConfig = { ...vgg9, kind: "resnet", depth: 0 };
   assert.equal(cnnOutWidth(res), 1024);
   const skips = cnnParamSpecs(res).filter((s) => s.name.endsWith(".skip")).map((s) =>
     `${s.shape[2]}->${s.shape[3]}`
@@ -86,6 +86,131 @@ Deno.test("cnn: the study's layouts have the documented widths and parameter cou
   const none: CnnConfig = { ...vgg9, norm: "none" };
   assert.ok(cnnParamSpecs(none).every((s) => !s.name.includes("norm")));
   assert.equal(cnnParamCount(none), 9 * 8 * 64 + 8 * 9 * 64 * 64 + 9 * 64);
+});
+
+// PyTorch's count of the study's Resnet3(8, 50304) (model_resnet.py, rebuilt layer by layer and checked
+// against the study's own class): conv1 4,800 + block1 452,096 + block2 3,904,000 + block3 28,848,128
+// (BatchNorm's 18,560 included), fc 51,561,600 (1024 x 50304 weights + 50304 biases); total 84,770,624.
+// Printed by: /usr/bin/python3 bench/torch_resnet3_count.py --study-repo DIR (resnet3.cnn_without_fc, .by_child).
+const TORCH_RESNET3_WITHOUT_FC = 33_209_024;
+const TORCH_RESNET3_FC_WEIGHT = 1024 * 50304;
+
+Deno.test("cnn: resnet is the study's Resnet3 (PyTorch's parameter count, 12 blocks, widths, strides)", () => {
+  const res: CnnConfig = {
+    kind: "resnet",
+    inChannels: 8,
+    height: 20,
+    width: 20,
+    baseWidth: 64,
+    depth: 0, // the study's: 4 blocks per stage
+    norm: "image",
+  };
+  // the image norm's scale and shift stand where BatchNorm's weight and bias were: the same count
+  assert.equal(cnnParamCount(res), TORCH_RESNET3_WITHOUT_FC);
+  const specs = cnnParamSpecs(res);
+  const count = (prefix: string) =>
+    specs.filter((s) => s.name.startsWith(prefix)).reduce(
+      (n, s) => n + s.shape.reduce((a, b) => a * b, 1),
+      0,
+    );
+  // PyTorch's per-child counts: conv1, block1, block2, block3
+  assert.deepEqual(
+    [count("cnn.stem."), count("cnn.s0."), count("cnn.s1."), count("cnn.s2.")],
+    [4800, 452096, 3904000, 28848128],
+  );
+  const blocks = new Set(
+    specs.map((s) => s.name.split(".").slice(0, 3).join(".")).filter((n) => /\.b\d+$/.test(n)),
+  );
+  assert.equal(blocks.size, 12);
+  assert.equal(cnnOutWidth(res), 1024);
+  assert.equal(cnnOutWidth(res) * 50304, TORCH_RESNET3_FC_WEIGHT);
+  // widening blocks are the last of each stage; their first conv and skip have stride 2 (FLOPs show it):
+  // stem 18x18, stage 0 at 18x18 then 9x9, stage 1 at 9x9 then 5x5, stage 2 at 5x5 then 3x3
+  const c = (px: number, i: number, o: number, k: number) => 2 * px * k * k * i * o;
+  const stage = (pIn: number, pOut: number, w: number, wNext: number) =>
+    3 * (c(pIn, w, w, 3) + c(pIn, w, w, 3)) + c(pOut, w, wNext, 3) + c(pOut, wNext, wNext, 3) +
+    c(pOut, w, wNext, 1);
+  assert.equal(
+    cnnFlopsPerImage(res),
+    c(18 * 18, 8, 64, 3) + stage(18 * 18, 81, 64, 128) + stage(81, 25, 128, 512) + stage(25, 9, 512, 1024),
+  );
+  // an explicit depth still gives that many blocks per stage
+  assert.equal(cnnParamSpecs({ ...res, depth: 1 }).filter((s) => s.name.endsWith(".conv1")).length, 3);
+});
+
+/** A float64 conv with PyTorch's semantics: NHWC input, HWIO weights, `pad` zeros on every side. */
+function convRef(
+  x: Float64Array,
+  [N, H, W, C]: number[],
+  w: Float32Array,
+  k: number,
+  O: number,
+  stride: number,
+  pad: number,
+  bias: Float32Array,
+): { y: Float64Array; shape: number[] } {
+  const Ho = Math.floor((H + 2 * pad - k) / stride) + 1, Wo = Math.floor((W + 2 * pad - k) / stride) + 1;
+  const y = new Float64Array(N * Ho * Wo * O);
+  for (let n = 0; n < N; n++) {
+    for (let i = 0; i < Ho; i++) {
+      for (let j = 0; j < Wo; j++) {
+        for (let o = 0; o < O; o++) {
+          let s = bias[o];
+          for (let a = 0; a < k; a++) {
+            for (let b = 0; b < k; b++) {
+              const r = i * stride - pad + a, q = j * stride - pad + b;
+              if (r < 0 || r >= H || q < 0 || q >= W) continue;
+              for (let c = 0; c < C; c++) {
+                s += x[((n * H + r) * W + q) * C + c] * w[((a * k + b) * C + c) * O + o];
+              }
+            }
+          }
+          y[((n * Ho + i) * Wo + j) * O + o] = s;
+        }
+      }
+    }
+  }
+  return { y, shape: [N, Ho, Wo, O] };
+}
+
+Deno.test("cnn: resnet pads as the study's PyTorch code (unpadded stem, padding 1, 1x1 skips) against float64", async () => {
+  await initBackend("cpu", { quiet: true });
+  // 8x8 images: stem 6x6, the stride-2 convs at an even size (6 -> 3, where 'same' padding would sample
+  // other rows), then 3 -> 2 -> 1; norm "none" so every conv has a bias and nothing else intervenes
+  const cfg: CnnConfig = {
+    kind: "resnet",
+    inChannels: 3,
+    height: 8,
+    width: 8,
+    baseWidth: 2,
+    depth: 2,
+    norm: "none",
+  };
+  const p = makeParams(cfg, 31);
+  const N = 2, shape = [N, 8, 8, 3];
+  const input = randomArray(N * 8 * 8 * 3, 32);
+  const got = await cnnForward(cfg, p, tf.tensor4d(input, shape as [number, number, number, number])).data();
+  const w = (n: string) => p.get(n)!.dataSync() as Float32Array;
+  const conv = (x: { y: Float64Array; shape: number[] }, name: string, stride: number, pad: number) => {
+    const ws = p.get(name)!.shape as number[];
+    return convRef(x.y, x.shape, w(name), ws[0], ws[3], stride, pad, w(`${name}.bias`));
+  };
+  const relu = (t: { y: Float64Array; shape: number[] }) => ({
+    y: t.y.map((v) => Math.max(0, v)),
+    shape: t.shape,
+  });
+  let x = conv({ y: Float64Array.from(input), shape }, "cnn.stem.w", 1, 0);
+  for (let s = 0; s < 3; s++) {
+    for (let b = 0; b < 2; b++) {
+      const pre = `cnn.s${s}.b${b}`, stride = b === 1 ? 2 : 1;
+      const h = conv(relu(conv(x, `${pre}.conv1`, stride, 1)), `${pre}.conv2`, 1, 1);
+      const skip = b === 1 ? conv(x, `${pre}.skip`, 2, 0) : x;
+      x = relu({ y: h.y.map((v, i) => v + skip.y[i]), shape: h.shape });
+    }
+  }
+  assert.deepEqual(x.shape, [N, 1, 1, 32]);
+  assertClose(got, Float32Array.from(x.y), 1e-5, "resnet forward");
+  p.forEach((v) => v.dispose());
 });
 
 Deno.test("cnn: every image is read on its own (changing one image changes only its own features)", async () => {

@@ -22,7 +22,10 @@ export interface CnnConfig {
   width: number;
   /** Base width (64 in the study); the other widths scale with it. */
   baseWidth: number;
-  /** vgg9: number of convs (9); resnet: residual blocks per stage (4); vgg-wide: unused. */
+  /**
+   * vgg9: number of convs; resnet: residual blocks per stage; vgg-wide: unused. 0 = the study's
+   * (defaultCnnDepth: 9 convs, 4 blocks per stage).
+   */
   depth: number;
   /** Explicit output widths of every conv (vgg9 / vgg-wide only); overrides baseWidth and depth. */
   widths?: number[];
@@ -38,7 +41,10 @@ interface ConvLayer {
   kernel: number;
 }
 
-/** A residual block: conv3x3(stride) -> norm -> relu -> conv3x3 -> norm, plus skip, then relu. */
+/**
+ * A residual block: conv3x3(stride) -> norm -> relu -> conv3x3 -> norm, plus the skip (a 1x1 conv of the
+ * same stride -> norm where the width changes), then relu.
+ */
 interface ResBlock {
   prefix: string;
   inC: number;
@@ -46,11 +52,21 @@ interface ResBlock {
   stride: number;
 }
 
+/** The study's depth of a CNN kind: vgg9 9 convs, resnet 4 blocks per stage (Resnet3); vgg-wide fixed. */
+export function defaultCnnDepth(kind: CnnKind): number {
+  return kind === "resnet" ? 4 : 9;
+}
+
+/** cfg.depth, or the kind's default when it is 0. */
+function depthOf(cfg: CnnConfig): number {
+  return cfg.depth === 0 ? defaultCnnDepth(cfg.kind) : cfg.depth;
+}
+
 /** Output widths of the convs of a VGG-style CNN. */
 export function vggWidths(cfg: CnnConfig): number[] {
   if (cfg.widths && cfg.widths.length > 0) return cfg.widths.slice();
   const w = cfg.baseWidth;
-  if (cfg.kind === "vgg9") return Array(cfg.depth).fill(w);
+  if (cfg.kind === "vgg9") return Array(depthOf(cfg)).fill(w);
   if (cfg.kind === "vgg-wide") {
     // conv C->64; 3 convs 64->64 and one 64->128; 3 convs 128->128; 3 convs 128->128, the last to 256
     return [w, w, w, w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 2 * w, 4 * w];
@@ -58,16 +74,20 @@ export function vggWidths(cfg: CnnConfig): number[] {
   throw new Error(`vggWidths: '${cfg.kind}' is not a VGG-style CNN`);
 }
 
-/** Residual stages of the resnet: widths 64, 128, 512, 1024 (times baseWidth/64). */
+/**
+ * Residual stages of the resnet: widths 64, 128, 512, 1024 (times baseWidth/64). As the study's Resnet3
+ * (model_resnet.py): stage s has `depth` (4) blocks; the last block of each stage widens to the next
+ * width with stride 2 (64 -> 128 -> 512 -> 1024), so a 20x20 image goes 18 (the unpadded stem) -> 9 -> 5
+ * -> 3.
+ */
 function resnetPlan(cfg: CnnConfig): ResBlock[] {
   const w = cfg.baseWidth;
   const stages = [w, 2 * w, 8 * w, 16 * w];
   const blocks: ResBlock[] = [];
-  // As the study's Resnet3: stage s has `depth` blocks; the last block of stages 0..2 widens to the
-  // next stage's width with stride 2 (64 -> 128 -> 512 -> 1024), so the image shrinks three times.
+  const depth = depthOf(cfg);
   for (let s = 0; s < 3; s++) {
-    for (let b = 0; b < cfg.depth; b++) {
-      const last = b === cfg.depth - 1;
+    for (let b = 0; b < depth; b++) {
+      const last = b === depth - 1;
       blocks.push({
         prefix: `cnn.s${s}.b${b}`,
         inC: stages[s],
@@ -95,7 +115,18 @@ function vggLayers(cfg: CnnConfig): ConvLayer[] {
   });
 }
 
-function convSpecs(l: ConvLayer, norm: CnnNorm, out: ParamSpec[], normName = "norm", convName = "w"): void {
+/**
+ * A conv's parameters: its weight, its bias (always without a norm, with one only when `bias`), then its
+ * norm's scale and shift.
+ */
+function convSpecs(
+  l: ConvLayer,
+  norm: CnnNorm,
+  out: ParamSpec[],
+  normName = "norm",
+  convName = "w",
+  bias = false,
+): void {
   const fanIn = l.kernel * l.kernel * l.inC;
   out.push({
     name: `${l.prefix}.${convName}`,
@@ -103,17 +134,18 @@ function convSpecs(l: ConvLayer, norm: CnnNorm, out: ParamSpec[], normName = "no
     init: { kind: "normal", std: Math.sqrt(2 / fanIn) }, // He init for ReLU nets
     decay: true,
   });
-  if (norm === "image") {
-    out.push({ name: `${l.prefix}.${normName}.g`, shape: [l.outC], init: { kind: "ones" }, decay: false });
-    out.push({ name: `${l.prefix}.${normName}.b`, shape: [l.outC], init: { kind: "zeros" }, decay: false });
-  } else {
-    // without a norm the conv keeps its bias
+  if (bias || norm !== "image") {
+    // without a norm every conv keeps its bias; the resnet's stem has one in any case (as the study's)
     out.push({
       name: `${l.prefix}.${convName}.bias`,
       shape: [l.outC],
       init: { kind: "zeros" },
       decay: false,
     });
+  }
+  if (norm === "image") {
+    out.push({ name: `${l.prefix}.${normName}.g`, shape: [l.outC], init: { kind: "ones" }, decay: false });
+    out.push({ name: `${l.prefix}.${normName}.b`, shape: [l.outC], init: { kind: "zeros" }, decay: false });
   }
 }
 
@@ -124,10 +156,14 @@ export function cnnParamSpecs(cfg: CnnConfig): ParamSpec[] {
     for (const l of vggLayers(cfg)) convSpecs(l, cfg.norm, out);
     return out;
   }
+  // the study's stem: Conv2d(C, 64, 3) with its default bias, then the norm
   convSpecs(
     { prefix: "cnn.stem", inC: cfg.inChannels, outC: cfg.baseWidth, stride: 1, kernel: 3 },
     cfg.norm,
     out,
+    "norm",
+    "w",
+    true,
   );
   for (const b of resnetPlan(cfg)) {
     convSpecs(
@@ -179,23 +215,31 @@ function get(p: Params, name: string): tf.Tensor {
   return t;
 }
 
-/** conv (+ norm or + bias), then ReLU when `relu` (fused with the norm on webgpu). */
+/** Padding of a conv: TF.js's 'same' / 'valid', or a number of zero rows and columns on every side. */
+type Pad = "same" | "valid" | number;
+
+/**
+ * conv (+ bias when there is no norm, or when `bias`) (+ norm), then ReLU when `relu` (fused with the
+ * norm on webgpu).
+ */
 function convNorm(
   p: Params,
   x: tf.Tensor4D,
   prefix: string,
   stride: number,
+  pad: Pad,
   norm: CnnNorm,
   convName = "w",
   normName = "norm",
   relu = false,
+  bias = false,
 ): tf.Tensor4D {
-  const y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, "same");
+  let y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, pad);
+  if (bias || norm !== "image") y = tf.add(y, get(p, `${prefix}.${convName}.bias`));
   if (norm === "image") {
     return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
-  const z = tf.add(y, get(p, `${prefix}.${convName}.bias`)) as tf.Tensor4D;
-  return relu ? tf.relu(z) : z;
+  return relu ? tf.relu(y) : y;
 }
 
 /** A hook applied at every layer boundary (mixed precision rounds activations to fp16 here). */
@@ -215,16 +259,18 @@ export function cnnForward(
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
-      x = boundary(convNorm(p, x, l.prefix, 1, cfg.norm, "w", "norm", true)) as tf.Tensor4D;
+      x = boundary(convNorm(p, x, l.prefix, 1, "same", cfg.norm, "w", "norm", true)) as tf.Tensor4D;
     }
   } else {
-    // the study's stem has no ReLU after its norm; we keep that
-    x = boundary(convNorm(p, x, "cnn.stem", 1, cfg.norm)) as tf.Tensor4D;
+    // The study's Resnet3: an unpadded stem with a bias and no ReLU after its norm; then 3x3 convs
+    // padded by 1 on every side (PyTorch's padding=1: a stride-2 conv of an even-sized image starts
+    // at row -1, where TF.js's 'same' would start at row 0) and unpadded 1x1 skips.
+    x = boundary(convNorm(p, x, "cnn.stem", 1, "valid", cfg.norm, "w", "norm", false, true)) as tf.Tensor4D;
     for (const b of resnetPlan(cfg)) {
-      const h = convNorm(p, x, b.prefix, b.stride, cfg.norm, "conv1", "norm1", true);
-      const h2 = convNorm(p, h, b.prefix, 1, cfg.norm, "conv2", "norm2");
+      const h = convNorm(p, x, b.prefix, b.stride, 1, cfg.norm, "conv1", "norm1", true);
+      const h2 = convNorm(p, h, b.prefix, 1, 1, cfg.norm, "conv2", "norm2");
       const skip = b.inC !== b.outC || b.stride !== 1
-        ? convNorm(p, x, b.prefix, b.stride, cfg.norm, "skip", "skipnorm")
+        ? convNorm(p, x, b.prefix, b.stride, 0, cfg.norm, "skip", "skipnorm")
         : x;
       x = boundary(tf.relu(tf.add(skip, h2))) as tf.Tensor4D;
     }
@@ -306,9 +352,11 @@ export function cnnFlopsPerImage(cfg: CnnConfig): number {
     for (const l of vggLayers(cfg)) flops += conv(h * w, l.inC, l.outC, 3);
     return flops;
   }
+  h -= 2, w -= 2; // the unpadded stem
   flops += conv(h * w, cfg.inChannels, cfg.baseWidth, 3);
   for (const b of resnetPlan(cfg)) {
-    h = Math.ceil(h / b.stride), w = Math.ceil(w / b.stride); // 'same' padding
+    // padding 1: floor((h + 2 - 3) / stride) + 1 rows
+    h = Math.floor((h - 1) / b.stride) + 1, w = Math.floor((w - 1) / b.stride) + 1;
     flops += conv(h * w, b.inC, b.outC, 3) + conv(h * w, b.outC, b.outC, 3);
     if (b.inC !== b.outC || b.stride !== 1) flops += conv(h * w, b.inC, b.outC, 1);
   }
@@ -328,7 +376,16 @@ export function cnnConfigErrors(cfg: CnnConfig): string[] {
   }
   const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
   if (!posInt(cfg.baseWidth)) errs.push(`cnnWidth must be a positive integer (got ${cfg.baseWidth})`);
-  if (!posInt(cfg.depth)) errs.push(`cnnDepth must be a positive integer (got ${cfg.depth})`);
+  if (!Number.isInteger(cfg.depth) || cfg.depth < 0) {
+    errs.push(
+      `cnnDepth must be 0 (the study's: vgg9 9 convs, resnet 4 blocks per stage) or a positive integer (got ${cfg.depth})`,
+    );
+  }
+  if (cfg.kind === "resnet" && (cfg.height < 3 || cfg.width < 3)) {
+    errs.push(
+      `cnn 'resnet' needs images of at least 3x3 (its stem is an unpadded 3x3 conv; got ${cfg.height}x${cfg.width})`,
+    );
+  }
   if (cfg.widths !== undefined) {
     if (cfg.kind === "resnet") errs.push("cnnWidths applies to vgg9 and vgg-wide only");
     else if (!Array.isArray(cfg.widths) || cfg.widths.length === 0 || !cfg.widths.every(posInt)) {

@@ -95,6 +95,7 @@ export interface PixelConfig extends ModelConfig, MappingConfig, VariantConfig {
   nWarmup: number;
   cnn: CnnKind;
   cnnWidth: number;
+  /** vgg9: convs; resnet: blocks per stage; 0 = the study's (9 convs, 4 blocks per stage as Resnet3). */
   cnnDepth: number;
   /** Explicit conv widths for vgg9/vgg-wide ([] = derived from cnnWidth and cnnDepth). */
   cnnWidths: number[];
@@ -112,7 +113,7 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
     causalSum: "cumsum" as const,
     attnOrder: "auto" as const,
     cnn,
-    cnnDepth: 9,
+    cnnDepth: 0,
     cnnWidths: [] as number[],
     cnnNorm: "image" as const,
     cnnChunk: 0,
@@ -195,7 +196,6 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
       "imageSize",
       "keyDim",
       "cnnWidth",
-      "cnnDepth",
     ]
   ) {
     const v = config[f];

@@ -47,6 +47,7 @@ import { configFromFlags } from "../../lib/models/config.ts";
 import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
 import { rampStart } from "../../lib/batch_ramp.ts";
 import { validateStored } from "../../lib/checkpoint_check.ts";
+import { dryRun } from "./dry_run.ts";
 
 const CMD = "train";
 
@@ -84,6 +85,7 @@ const SPEC = {
   json: { type: "boolean" },
   seed: { type: "string" },
   dist: { type: "string" },
+  "dry-run": { type: "boolean" },
 } as const;
 
 const HELP =
@@ -146,6 +148,12 @@ Budget and output:
   --json               also print those JSON lines to stdout                                 (default: off)
   --backend NAME       auto | webgpu | tensorflow | wasm | cpu                               (default: auto)
   --seed N             seed for the weights and the data order                               (default: 1337)
+  --dry-run            resolve the config, build the model, print its parameters per module (the
+                       first part of their names: transformer, map, cnn, lm_head, ...) and the
+                       memory of one training step (measured as --batch-size auto does, on made-up
+                       tokens, as long as a training step takes; with auto, the search itself),
+                       then exit 0. Reads no --data, writes no --out, needs no budget; --json
+                       prints one JSON object {"params":{"total","by_module"},"memory":...}  (default: off)
   --dist MODE          auto: data-parallel over MPI when started by mpirun/srun with more than one
                        process; mpi: always; none: never. Each rank trains on every N-th of the
                        --grad-accum micro-batches (N must divide it), so any rank count trains the
@@ -208,6 +216,7 @@ async function train(
   families: Families,
   dist: DistRun | null,
 ): Promise<void> {
+  if (bool(p, "dry-run")) return await dryRunFromFlags(p, env, families);
   const writer = !dist || dist.dp.writer;
   const out = str(p, "out");
   if (!out) {
@@ -486,7 +495,45 @@ async function trainLocked(
   }
 }
 
-function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined): StoredTraining {
+/** --dry-run: the model and training flags as a run would resolve them, then dry_run.ts. */
+async function dryRunFromFlags(p: Parsed, env: PipelineEnv, families: Families): Promise<void> {
+  if (bool(p, "resume")) {
+    throw usageError("lmpipe train: --dry-run describes a new run; drop --resume (or --dry-run)");
+  }
+  const family = familyOf(families, str(p, "model", "gpt"), CMD);
+  const config = await configFromFlags(
+    family,
+    str(p, "preset", "tiny"),
+    str(p, "config"),
+    (p.values.set as string[]) ?? [],
+    CMD,
+  );
+  const o = trainingOptions(p, undefined, false);
+  const memoryLimitFlag = str(p, "memory-limit");
+  if (memoryLimitFlag !== undefined && o.batchSize !== 0) {
+    throw usageError("lmpipe train: --memory-limit only applies to --batch-size auto");
+  }
+  if (memoryLimitFlag !== undefined) parseMemorySize(CMD, "--memory-limit", memoryLimitFlag);
+  await dryRun({
+    family,
+    config,
+    backend: o.backend,
+    batchSize: o.batchSize,
+    gradAccum: o.gradAccum,
+    precision: o.precision,
+    weightDecay: o.weightDecay,
+    seed: o.seed,
+    memoryLimitFlag,
+    json: bool(p, "json"),
+  }, env);
+}
+
+/** Training options from the flags over `stored`; `needBudget` false for --dry-run. */
+function trainingOptions(
+  p: Parsed,
+  stored: Partial<StoredTraining> | undefined,
+  needBudget = true,
+): StoredTraining {
   const given = (name: string) => p.values[name] !== undefined;
   const pick = <K extends keyof StoredTraining>(
     flag: string,
@@ -559,7 +606,7 @@ function trainingOptions(p: Parsed, stored: Partial<StoredTraining> | undefined)
   };
   // an explicit size replaces a stored search; --batch-size auto makes a new one
   if (stored?.batchSizeAuto && !given("batch-size")) o.batchSizeAuto = stored.batchSizeAuto;
-  if (o.maxSteps === null && o.maxTimeS === null && (o.maxTokens ?? null) === null) {
+  if (needBudget && o.maxSteps === null && o.maxTimeS === null && (o.maxTokens ?? null) === null) {
     throw usageError(
       "lmpipe train: give a budget: --max-steps N, --max-time DUR (e.g. --max-time 10m) and/or --max-tokens N",
     );
