@@ -1,9 +1,9 @@
-// lib/precision.ts: toHalf must round exactly as IEEE binary16 does (checked against a bit-level
-// converter written here), on every backend; the mixed-precision boundary must round gradients too;
+// lib/precision.ts: toHalf and toBf16 must round exactly as IEEE binary16 and bfloat16 do (checked against
+// bit-level converters written here), on every backend; the mixed-precision boundary must round gradients too;
 // and a tiny GPT's loss in `mixed` must stay close to `fp32`.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { boundary, HALF_MAX, toHalf } from "../lib/precision.ts";
+import { boundary, HALF_MAX, toBf16, toHalf } from "../lib/precision.ts";
 import { testBackends } from "../lib/tensor/testing.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
@@ -113,6 +113,64 @@ Deno.test("the reference converter agrees with known binary16 encodings", () => 
   assert.equal(halfBits(-0), 0x8000);
   assert.equal(halfToFloat(0x3555), 0.333251953125);
 });
+
+// --- Reference: float32 -> bfloat16 (the top 16 bits, round to nearest, ties to even) -> float ----------
+function refBf16(x: number): number {
+  f32[0] = x;
+  const b = u32[0];
+  if (((b >>> 23) & 0xff) === 0xff) return f32[0]; // inf / NaN stay
+  const low = b & 0xffff, hi = b >>> 16;
+  const up = low > 0x8000 || (low === 0x8000 && (hi & 1)) ? 1 : 0;
+  u32[0] = ((hi + up) << 16) >>> 0; // a carry may reach the exponent, up to inf
+  return f32[0];
+}
+
+/** Edge cases plus values over every binade of float32 (subnormals too) and exact bf16 ties. */
+function bf16TestValues(): Float32Array {
+  const v: number[] = [0, -0, NaN, Infinity, -Infinity, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9];
+  v.push(3.3895313892515355e38, 3.39e38, 3.4e38, -3.4e38, 2 ** 100, 2 ** 127 * 1.99, 2 ** -126, 2 ** -133);
+  v.push(2 ** -134, 3 * 2 ** -134, 1e-45, -1e-45, 2 ** -126 - 2 ** -134, 0.1, 1 / 3, Math.PI);
+  let s = 777;
+  const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (let e = -149; e <= 127; e++) {
+    for (let i = 0; i < 30; i++) {
+      const m = 1 + rand();
+      v.push((rand() < 0.5 ? -1 : 1) * m * 2 ** e);
+      const q = 2 ** (Math.max(e, -126) - 7); // bf16 spacing in this binade
+      v.push((Math.floor(m * 2 ** e / q) + 0.5) * q); // an exact tie
+    }
+  }
+  return new Float32Array(v);
+}
+
+Deno.test("the bfloat16 reference agrees with known encodings", () => {
+  assert.equal(refBf16(1 + 2 ** -8), 1); // tie to even
+  assert.equal(refBf16(1 + 3 * 2 ** -8), 1 + 2 ** -6);
+  assert.equal(refBf16(1 / 3), 0.333984375);
+  assert.equal(refBf16(3.4e38), Infinity);
+  assert.equal(refBf16(0.1), 0.10009765625);
+});
+
+for (const backend of backends) {
+  Deno.test(`toBf16 matches bfloat16 rounding exactly on ${backend}`, async () => {
+    await initBackend(backend, { quiet: true });
+    const xs = bf16TestValues();
+    const got = await tf.tidy(() => toBf16(tf.tensor1d(xs))).data();
+    let bad = 0;
+    const examples: string[] = [];
+    for (let i = 0; i < xs.length; i++) {
+      const want = refBf16(xs[i]);
+      // webgpu may flush float32 subnormals and not keep the sign of zero
+      const tiny = Math.abs(xs[i]) < 2 ** -126 || want === 0;
+      const same = backend === "webgpu" && tiny ? Math.abs(got[i]) <= 2 ** -126 : Object.is(got[i], want);
+      if (!same) {
+        bad++;
+        if (examples.length < 8) examples.push(`${xs[i]} -> ${got[i]} (want ${want})`);
+      }
+    }
+    assert.equal(bad, 0, `${bad} of ${xs.length} values rounded wrongly: ${examples.join("; ")}`);
+  });
+}
 
 for (const backend of backends) {
   Deno.test(`toHalf matches IEEE binary16 rounding exactly on ${backend}`, async () => {
