@@ -5,49 +5,11 @@ import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
 import { boundary, HALF_MAX, toBf16, toHalf } from "../lib/precision.ts";
 import { testBackends } from "../lib/tensor/testing.ts";
+import { halfBits, halfToFloat, refBf16, refHalf } from "./helpers_round.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
 
 const backends = await testBackends();
-
-// --- Reference: float32 -> binary16 bits (round to nearest, ties to even) -> float ----------------
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-function halfBits(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let man = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0); // inf / NaN
-  const e = exp - 127 + 15; // binary16 biased exponent
-  if (e >= 31) return sign | 0x7c00; // overflow
-  if (e <= 0) {
-    // subnormal (or zero): value = man' * 2^-24 with man' = full mantissa >> (14 - e)
-    if (e < -10) return sign; // below half the smallest subnormal: zero
-    man |= 0x800000;
-    const shift = 14 - e; // 14..24
-    let h = man >>> shift;
-    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h += 1;
-    return sign | h; // h == 0x400 carries into the smallest normal correctly
-  }
-  let h = (e << 10) | (man >>> 13);
-  const rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h += 1; // may carry into the exponent / to inf
-  return sign | h;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-const refHalf = (x: number) => halfToFloat(halfBits(x));
 
 /** Edge cases plus many values spread over every binade from 2^-30 to 2^18, both signs. */
 function testValues(): Float32Array {
@@ -113,17 +75,6 @@ Deno.test("the reference converter agrees with known binary16 encodings", () => 
   assert.equal(halfBits(-0), 0x8000);
   assert.equal(halfToFloat(0x3555), 0.333251953125);
 });
-
-// --- Reference: float32 -> bfloat16 (the top 16 bits, round to nearest, ties to even) -> float ----------
-function refBf16(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  if (((b >>> 23) & 0xff) === 0xff) return f32[0]; // inf / NaN stay
-  const low = b & 0xffff, hi = b >>> 16;
-  const up = low > 0x8000 || (low === 0x8000 && (hi & 1)) ? 1 : 0;
-  u32[0] = ((hi + up) << 16) >>> 0; // a carry may reach the exponent, up to inf
-  return f32[0];
-}
 
 /** Edge cases plus values over every binade of float32 (subnormals too) and exact bf16 ties. */
 function bf16TestValues(): Float32Array {
