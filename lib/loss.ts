@@ -13,10 +13,18 @@ import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
 import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
 import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
+import { boundary, roundTo } from "./precision.ts";
+import type { Precision } from "./models/types.ts";
 
 export interface TiedCrossEntropyOptions {
   /** Rows of h per chunk (default: as many as keep a chunk's logits at 2^24 floats, 64 MiB). */
   chunkRows?: number;
+  /**
+   * mixed / bf16 (autocast's rule for the head's linear): h and W are rounded to 16 bits (their gradients
+   * too) and so are the logits before the float32 softmax and loss. The logits' own gradient stays
+   * float32 (it is formed in the forward pass, before the loss scale is known; docs/precision.md).
+   */
+  precision?: Precision;
 }
 
 /** Floats in one chunk's logits by default: 64 MiB, large enough for full-speed matMuls. */
@@ -57,12 +65,13 @@ function chunk(
   wT: tf.Tensor2D | null,
   n: number,
   grads: boolean,
+  precision?: Precision,
 ): ChunkOut {
-  const logits = (wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true)) as tf.Tensor2D; // [rows, V]
+  const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
   const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
   const lse = tf.add(m, tf.log(s));
   const wt = tf.gather(w, tc); // W[target] rows [rows, C]
-  const targetLogit = tf.sum(tf.mul(hc, wt), 1);
+  const targetLogit = roundTo(tf.sum(tf.mul(hc, wt), 1), precision); // as rounded as its logit
   const lossSum = tf.sub(tf.sum(lse), tf.sum(targetLogit)) as tf.Scalar;
   if (!grads) return { lossSum };
   const inv = tf.div(1 / n, s); // softmax normaliser and the 1/N of the mean, per row
@@ -73,7 +82,14 @@ function chunk(
 }
 
 /** Runs `chunk` over all rows; with `grads` also assembles dL/dh [N, C] and dL/dW [V, C]. */
-function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: number, grads: boolean) {
+function chunked(
+  h: tf.Tensor2D,
+  w: tf.Tensor2D,
+  targets: tf.Tensor1D,
+  rows: number,
+  grads: boolean,
+  precision?: Precision,
+) {
   const [N, C] = h.shape;
   const V = w.shape[0];
   const wT = transposedMatMulsAreFree() ? null : tf.transpose(w) as tf.Tensor2D;
@@ -85,7 +101,7 @@ function chunked(h: tf.Tensor2D, w: tf.Tensor2D, targets: tf.Tensor1D, rows: num
     const out = tf.tidy(() => {
       const hc = n === N ? h : tf.slice(h, [r0, 0], [n, C]);
       const tc = n === N ? targets : tf.slice(targets, [r0], [n]);
-      return chunk(hc, tc, w, wT, N, grads) as unknown as tf.TensorContainer;
+      return chunk(hc, tc, w, wT, N, grads, precision) as unknown as tf.TensorContainer;
     }) as unknown as ChunkOut;
     const prev = lossSum;
     lossSum = tf.add(lossSum, out.lossSum);
@@ -134,10 +150,13 @@ export function tiedCrossEntropy(
     throw new Error(`tiedCrossEntropy: targets must be int32, got ${targets.dtype}`);
   }
   const rows = chunkRowsFor(N, w.shape[0], opts.chunkRows);
-  if (!gradientsRecorded()) return tf.tidy(() => chunked(h, w, targets, rows, false).loss);
+  const prec = opts.precision;
+  if (!gradientsRecorded()) {
+    return tf.tidy(() => chunked(boundary(h, prec), boundary(w, prec), targets, rows, false, prec).loss);
+  }
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [hIn, wIn, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const { loss, dh, dw } = chunked(hIn as tf.Tensor2D, wIn as tf.Tensor2D, targets, rows, true);
+    const { loss, dh, dw } = chunked(hIn as tf.Tensor2D, wIn as tf.Tensor2D, targets, rows, true, prec);
     save([dh!, dw!]);
     return {
       value: loss,
@@ -147,7 +166,7 @@ export function tiedCrossEntropy(
       ],
     };
   });
-  return f(h, w) as tf.Scalar;
+  return f(boundary(h, prec), boundary(w, prec)) as tf.Scalar;
 }
 
 /** The same loss the plain way (full logits, logSoftmax, flat gather): a reference for tests. */

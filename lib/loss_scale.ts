@@ -1,5 +1,5 @@
-// Dynamic loss scaling for --precision mixed. Half precision (emulated by the models at layer
-// boundaries, see lib/precision.ts) cannot hold small gradients, so the loss is multiplied by S before
+// Dynamic loss scaling for --precision mixed (bf16 needs none: its range is float32's). Half precision
+// (emulated at autocast's places, see lib/precision.ts) cannot hold small gradients, so the loss is multiplied by S before
 // the backward pass and the gradients divided by S before clipping and the update. When any gradient
 // overflowed (inf/NaN) the step is skipped and S halved; after `window` clean steps in a row S doubles.
 // The overflow test itself is one reduction over all gradients (optim.ts sumOfSquares) and one host read,
@@ -77,8 +77,9 @@ export class LossScaler {
     if (!(s.scale > 0) || !Number.isInteger(s.cleanSteps) || s.cleanSteps < 0) {
       throw new RangeError(`invalid loss scale state ${JSON.stringify(s)}`);
     }
+    this.skippedSteps = s.skippedSteps ?? 0;
+    if (!this.enabled) return; // fp32 / bf16 resuming a mixed run: S stays 1
     this.scale = s.scale;
     this.cleanSteps = s.cleanSteps;
-    this.skippedSteps = s.skippedSteps ?? 0;
   }
 }

@@ -1,11 +1,11 @@
 // Neural-network pieces shared by the model families: seeded initialisation, LayerNorm and RMSNorm, GELU,
 // causal multi-head self-attention (with an optional key/value cache for decoding), the 4x MLP or a gated
 // one and the pre-norm transformer block, with the variants of docs/variants.md (BlockVariant). Every matMul against a weight goes through `linear` below (one
-// plain 2-D matMul: correct gradients everywhere, XNNPACK's fast path on wasm), and every layer
-// boundary goes through precision.ts so `--precision mixed` rounds activations and gradients there.
+// plain 2-D matMul: correct gradients everywhere, XNNPACK's fast path on wasm), which under --precision
+// mixed or bf16 rounds its operands and output to 16 bits as autocast does (precision.ts, docs/precision.md).
 import { tf } from "./tensor/backend.ts";
 import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
-import { boundary } from "./precision.ts";
+import { boundary, isLowPrecision } from "./precision.ts";
 import { causalAttention } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
@@ -42,21 +42,27 @@ export function normalInit(rng: Rng, shape: number[], std: number): tf.Tensor {
 /**
  * x[..., in] @ W[in, out] (+ b[out]) as one 2-D matMul over all rows: the fast XNNPACK path on wasm
  * and a plain 2-D gradient everywhere (TF.js's batched matMul against a 2-D weight is slow on wasm).
+ * With `precision` mixed or bf16, autocast's rule for linear: x, W and b are rounded to 16 bits (their
+ * gradients too) and so is the output; the sums are float32.
  *
  * @example
  * const y = linear(x, w, b); // x [B, T, 64], w [64, 256], b [256] -> y [B, T, 256]
  */
-export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor {
+export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D, precision?: Precision): tf.Tensor {
   const inDim = w.shape[0], outDim = w.shape[1];
   if (x.shape[x.rank - 1] !== inDim) {
     throw new Error(
       `linear: input's last dimension ${x.shape[x.rank - 1]} does not match weight [${w.shape}]`,
     );
   }
+  if (isLowPrecision(precision)) {
+    x = boundary(x, precision), w = boundary(w, precision);
+    if (b) b = boundary(b, precision);
+  }
   const x2 = x.rank === 2 ? x as tf.Tensor2D : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
   let y: tf.Tensor = tf.matMul(x2, w);
   if (b) y = tf.add(y, b);
-  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
+  return boundary(x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]), precision);
 }
 
 /**
@@ -200,14 +206,14 @@ function projectQkv(x: tf.Tensor3D, p: AttentionParams, kvC: number, opts: Layer
   const prec = opts.precision, C = x.shape[2];
   const act = (t: tf.Tensor) => opts.variant?.qkvAct === "gelu" ? boundary(gelu(t), prec) : t;
   if (p.cAttnW) {
-    const qkv = act(boundary(linear(x, p.cAttnW, p.cAttnB), prec));
+    const qkv = act(linear(x, p.cAttnW, p.cAttnB, prec));
     return kvC === C ? tf.split(qkv, 3, 2) : tf.split(qkv, [C, kvC, kvC], 2);
   }
   if (!p.cQW || !p.cKW || !p.cVW) {
     throw new Error("attention: neither c_attn nor c_q, c_k, c_v weights given");
   }
   return [[p.cQW, p.cQB], [p.cKW, p.cKB], [p.cVW, p.cVB]].map(([w, b]) =>
-    act(boundary(linear(x, w as tf.Tensor2D, b as tf.Tensor1D | undefined), prec))
+    act(linear(x, w as tf.Tensor2D, b as tf.Tensor1D | undefined, prec))
   );
 }
 
@@ -235,7 +241,7 @@ export function causalSelfAttention(
   // attn_extra: head h's extra score for key j is x_j . extraW[:, h], the same for every query
   let keyBias = p.extraW
     ? boundary(
-      tf.reshape(tf.transpose(linear(x, p.extraW), [0, 2, 1]), [B, nHead, 1, T]),
+      tf.reshape(tf.transpose(linear(x, p.extraW, undefined, prec), [0, 2, 1]), [B, nHead, 1, T]),
       prec,
     ) as tf.Tensor4D
     : undefined;
@@ -261,7 +267,7 @@ export function causalSelfAttention(
     prec,
   ); // [B, H, T, D]
   const merged = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);
-  return boundary(linear(merged, p.cProjW, p.cProjB), prec) as tf.Tensor3D;
+  return linear(merged, p.cProjW, p.cProjB, prec) as tf.Tensor3D;
 }
 
 export interface MlpParams {
@@ -278,7 +284,7 @@ export interface MlpParams {
  * c_proj(act(g) * u) where [g, u] = c_fc(x) and act is SiLU (swiglu) or GELU (geglu).
  */
 export function mlp(x: tf.Tensor, p: MlpParams, precision?: Precision, kind: BlockVariant["mlp"] = "gelu") {
-  const hidden = boundary(linear(x, p.cFcW, p.cFcB), precision);
+  const hidden = linear(x, p.cFcW, p.cFcB, precision);
   let act: tf.Tensor;
   if (kind === "gelu") act = boundary(gelu(hidden), precision);
   else {
@@ -286,7 +292,7 @@ export function mlp(x: tf.Tensor, p: MlpParams, precision?: Precision, kind: Blo
     const gate = kind === "swiglu" ? tf.mul(g, tf.sigmoid(g)) : gelu(g);
     act = boundary(tf.mul(gate, u), precision);
   }
-  return boundary(linear(act, p.cProjW, p.cProjB), precision);
+  return linear(act, p.cProjW, p.cProjB, precision);
 }
 
 export interface BlockParams {
@@ -304,8 +310,8 @@ export interface BlockParams {
  */
 export function block(x: tf.Tensor3D, p: BlockParams, nHead: number, opts: LayerOptions = {}): tf.Tensor3D {
   const prec = opts.precision, norm = normOf(opts.variant);
-  const a = boundary(norm(x, p.ln1W, p.ln1B), prec) as tf.Tensor3D;
+  const a = norm(x, p.ln1W, p.ln1B) as tf.Tensor3D; // float32; linear rounds it where it enters a matMul
   const x1 = tf.add(x, causalSelfAttention(a, p.attn, nHead, opts));
-  const m = boundary(norm(x1, p.ln2W, p.ln2B), prec);
+  const m = norm(x1, p.ln2W, p.ln2B);
   return tf.add(x1, mlp(m, p.mlp, prec, opts.variant?.mlp)) as tf.Tensor3D;
 }

@@ -1,7 +1,9 @@
-// The one place that implements `--precision mixed`. TF.js has no float16 dtype, so half precision is
-// emulated: values stay float32 tensors but are rounded to the nearest IEEE binary16 value at layer
-// boundaries, in the forward pass (activations) and in the backward pass (gradients). Swapping in real
-// f16 arithmetic later means changing only this file.
+// The one place that implements `--precision mixed` (binary16) and `--precision bf16` (bfloat16). TF.js has
+// no 16-bit float dtype, so both are emulated: values stay float32 tensors but are rounded to the nearest
+// 16-bit value (ties to even) wherever PyTorch's autocast would hold them in 16 bits: the inputs (weights
+// included) and outputs of every matMul and conv, and, in the backward pass, the gradients of those
+// tensors. Everything else (norms, softmax, the loss, the residual stream, the master weights and the
+// optimizer) stays float32. The op-by-op table is docs/precision.md.
 import { tf } from "./tensor/backend.ts";
 import { toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
@@ -48,16 +50,67 @@ export function toHalfOps(x: tf.Tensor): tf.Tensor {
   });
 }
 
-/** An identity whose forward output and backward gradient are both rounded to binary16. */
-const halfBoundary = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-  value: toHalf(args[0] as tf.Tensor),
-  gradFunc: (dy: tf.Tensor | tf.Tensor[]) => toHalf(dy as tf.Tensor),
-})) as (x: tf.Tensor) => tf.Tensor;
+// bfloat16 keeps float32's exponent and 8 significant bits: the same Veltkamp split with 2^16 + 1 rounds to
+// nearest-even on 24 - 16 = 8 bits. Magnitudes of 2^100 and more are scaled down by 2^64 first so the
+// multiply cannot overflow (exact: a power of two), and back after (2^128 and up become inf, as in bf16).
+// Below 2^-126, bf16 is subnormal with a spacing of 2^-133: (x + 1.5·2^-110) - 1.5·2^-110 rounds to it
+// (the float32 spacing in that binade is 2^-133). Checked against a bit-level converter in
+// tests/precision_test.ts.
+const BF16_SPLITTER = 65537;
+const BF16_BIG = 2 ** 100;
+const BF16_DOWN = 2 ** -64;
+const BF16_SUBNORMAL_SHIFT = 1.5 * 2 ** -110;
+/** Smallest positive normal bfloat16 (and float32) value. */
+export const BF16_MIN_NORMAL = 2 ** -126;
 
 /**
- * A layer boundary: in `mixed` precision the activation (and, in the backward pass, its gradient) is
- * rounded to binary16; in `fp32` (or when `precision` is unset) it is returned unchanged.
+ * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
+ * ±inf and NaN stay. Plain elementwise ops on every backend (on webgpu too: bf16 is emulated there).
+ */
+export function toBf16(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const big = tf.greaterEqual(tf.abs(x), BF16_BIG);
+    const xs = tf.where(big, tf.mul(x, BF16_DOWN), x);
+    const c = tf.mul(xs, BF16_SPLITTER);
+    const hi = tf.add(c, tf.sub(xs, c));
+    let r = tf.where(big, tf.mul(hi, 1 / BF16_DOWN), hi);
+    const sub = tf.sub(tf.add(x, BF16_SUBNORMAL_SHIFT), BF16_SUBNORMAL_SHIFT);
+    r = tf.where(tf.less(tf.abs(x), BF16_MIN_NORMAL), sub, r);
+    r = tf.where(tf.equal(r, 0), tf.mul(x, 0), r); // keep the sign of zero
+    return tf.where(tf.logicalOr(tf.isNaN(x), tf.isInf(x)), x, r);
+  });
+}
+
+/** An identity whose forward output and backward gradient are both rounded by `round`. */
+function roundingIdentity(round: (t: tf.Tensor) => tf.Tensor): (x: tf.Tensor) => tf.Tensor {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: round(args[0] as tf.Tensor),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[]) => round(dy as tf.Tensor),
+  })) as (x: tf.Tensor) => tf.Tensor;
+}
+
+const halfBoundary = roundingIdentity(toHalf);
+const bf16Boundary = roundingIdentity(toBf16);
+
+/** Whether `precision` holds matMul and conv operands in 16 bits (mixed: binary16, bf16: bfloat16). */
+export function isLowPrecision(precision: Precision | undefined): boolean {
+  return precision === "mixed" || precision === "bf16";
+}
+
+/**
+ * A 16-bit place of autocast (a matMul's or conv's input, weight or output): in `mixed` the tensor (and, in
+ * the backward pass, its gradient) is rounded to binary16, in `bf16` to bfloat16; in `fp32` (or when
+ * `precision` is unset) it is returned unchanged.
  */
 export function boundary<T extends tf.Tensor>(x: T, precision: Precision | undefined): T {
-  return (precision === "mixed" ? halfBoundary(x) : x) as T;
+  if (precision === "mixed") return halfBoundary(x) as T;
+  if (precision === "bf16") return bf16Boundary(x) as T;
+  return x;
+}
+
+/** Forward-only rounding of `x` to the 16-bit type of `precision` (no gradient rule; for values). */
+export function roundTo(x: tf.Tensor, precision: Precision | undefined): tf.Tensor {
+  if (precision === "mixed") return toHalf(x);
+  if (precision === "bf16") return toBf16(x);
+  return x;
 }

@@ -198,7 +198,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     weightDecay: o.weightDecay,
     decays: (n) => model.decays(n),
   });
-  setWebgpuHalfOperands(o.precision === "mixed"); // real f16 operands in lmpipe's webgpu kernels
+  // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
+  setWebgpuHalfOperands(o.precision === "mixed");
   const scaler = new LossScaler({
     enabled: o.precision === "mixed",
     window: o.scaleWindow,
@@ -354,7 +355,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         finite = a.finite, agreedStop = a.stop, agreedElapsed = a.elapsedS, agreedMs = a.stepMs;
       }
       const signalled = () => dist ? agreedStop : stopSignal !== null;
-      if (!finite && o.precision === "fp32") {
+      if (!finite && o.precision !== "mixed") { // fp32, bf16: no loss scale, a non-finite step is divergence
         acc!.forEach((t) => t.dispose());
         run.log?.(record(step + 1, null, lr, Number.isFinite(gradNorm) ? gradNorm : null, S, true, 0, 0, b));
         throw new LmpipeError(

@@ -1,5 +1,5 @@
 // The dynamic loss scaler on its own: halve and skip on overflow, double after a window of clean steps,
-// capped growth, disabled (fp32) behaviour, state round trip. The engine-level test (an injected
+// capped growth, disabled (fp32, bf16) behaviour, state round trip. The engine-level test (an injected
 // overflow inside a training run) is in train_test.ts.
 import assert from "node:assert/strict";
 import { INIT_SCALE, LossScaler } from "../lib/loss_scale.ts";
@@ -36,4 +36,11 @@ Deno.test("loss scaler disabled (fp32): scale 1, never skips", () => {
   assert.equal(s.update(false), false);
   assert.equal(s.scale, 1);
   assert.ok(!s.collapsed());
+});
+
+Deno.test("loss scaler disabled (fp32, bf16) keeps scale 1 when it loads a mixed run's state", () => {
+  const s = new LossScaler({ enabled: false });
+  s.load({ scale: 65536, cleanSteps: 7, skippedSteps: 2 });
+  assert.equal(s.scale, 1, "a resumed mixed run switched to fp32 or bf16 trains unscaled");
+  assert.equal(s.skippedSteps, 2);
 });

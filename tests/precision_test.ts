@@ -1,53 +1,15 @@
-// lib/precision.ts: toHalf must round exactly as IEEE binary16 does (checked against a bit-level
-// converter written here), on every backend; the mixed-precision boundary must round gradients too;
+// lib/precision.ts: toHalf and toBf16 must round exactly as IEEE binary16 and bfloat16 do (checked against
+// bit-level converters written here), on every backend; the mixed-precision boundary must round gradients too;
 // and a tiny GPT's loss in `mixed` must stay close to `fp32`.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { boundary, HALF_MAX, toHalf } from "../lib/precision.ts";
+import { boundary, HALF_MAX, toBf16, toHalf } from "../lib/precision.ts";
 import { testBackends } from "../lib/tensor/testing.ts";
+import { halfBits, halfToFloat, refBf16, refHalf } from "./helpers_round.ts";
 import { Gpt } from "../lib/models/gpt.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
 
 const backends = await testBackends();
-
-// --- Reference: float32 -> binary16 bits (round to nearest, ties to even) -> float ----------------
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-function halfBits(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let man = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0); // inf / NaN
-  const e = exp - 127 + 15; // binary16 biased exponent
-  if (e >= 31) return sign | 0x7c00; // overflow
-  if (e <= 0) {
-    // subnormal (or zero): value = man' * 2^-24 with man' = full mantissa >> (14 - e)
-    if (e < -10) return sign; // below half the smallest subnormal: zero
-    man |= 0x800000;
-    const shift = 14 - e; // 14..24
-    let h = man >>> shift;
-    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h += 1;
-    return sign | h; // h == 0x400 carries into the smallest normal correctly
-  }
-  let h = (e << 10) | (man >>> 13);
-  const rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h += 1; // may carry into the exponent / to inf
-  return sign | h;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-const refHalf = (x: number) => halfToFloat(halfBits(x));
 
 /** Edge cases plus many values spread over every binade from 2^-30 to 2^18, both signs. */
 function testValues(): Float32Array {
@@ -114,23 +76,78 @@ Deno.test("the reference converter agrees with known binary16 encodings", () => 
   assert.equal(halfToFloat(0x3555), 0.333251953125);
 });
 
+/** Edge cases plus values over every binade of float32 (subnormals too) and exact bf16 ties. */
+function bf16TestValues(): Float32Array {
+  const v: number[] = [0, -0, NaN, Infinity, -Infinity, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9];
+  v.push(3.3895313892515355e38, 3.39e38, 3.4e38, -3.4e38, 2 ** 100, 2 ** 127 * 1.99, 2 ** -126, 2 ** -133);
+  v.push(2 ** -134, 3 * 2 ** -134, 1e-45, -1e-45, 2 ** -126 - 2 ** -134, 0.1, 1 / 3, Math.PI);
+  let s = 777;
+  const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (let e = -149; e <= 127; e++) {
+    for (let i = 0; i < 30; i++) {
+      const m = 1 + rand();
+      v.push((rand() < 0.5 ? -1 : 1) * m * 2 ** e);
+      const q = 2 ** (Math.max(e, -126) - 7); // bf16 spacing in this binade
+      v.push((Math.floor(m * 2 ** e / q) + 0.5) * q); // an exact tie
+    }
+  }
+  return new Float32Array(v);
+}
+
+Deno.test("the bfloat16 reference agrees with known encodings", () => {
+  assert.equal(refBf16(1 + 2 ** -8), 1); // tie to even
+  assert.equal(refBf16(1 + 3 * 2 ** -8), 1 + 2 ** -6);
+  assert.equal(refBf16(1 / 3), 0.333984375);
+  assert.equal(refBf16(3.4e38), Infinity);
+  assert.equal(refBf16(0.1), 0.10009765625);
+});
+
+/**
+ * Runs `round` on `xs` on the current backend and counts the values that differ from `ref` (`same` decides,
+ * to allow for what a backend may do with zeros and subnormals); fails naming a few.
+ */
+async function checkRounding(
+  xs: Float32Array,
+  round: (t: tf.Tensor) => tf.Tensor,
+  ref: (x: number) => number,
+  same: (x: number, got: number, want: number) => boolean,
+): Promise<void> {
+  const got = await tf.tidy(() => round(tf.tensor1d(xs))).data();
+  let bad = 0;
+  const examples: string[] = [];
+  for (let i = 0; i < xs.length; i++) {
+    const want = ref(xs[i]);
+    if (!same(xs[i], got[i], want)) {
+      bad++;
+      if (examples.length < 8) examples.push(`${xs[i]} -> ${got[i]} (want ${want})`);
+    }
+  }
+  assert.equal(bad, 0, `${bad} of ${xs.length} values rounded wrongly: ${examples.join("; ")}`);
+}
+
 for (const backend of backends) {
+  Deno.test(`toBf16 matches bfloat16 rounding exactly on ${backend}`, async () => {
+    await initBackend(backend, { quiet: true });
+    // webgpu may flush float32 subnormals and not keep the sign of zero
+    await checkRounding(
+      bf16TestValues(),
+      toBf16,
+      refBf16,
+      (x, got, want) =>
+        backend === "webgpu" && (Math.abs(x) < 2 ** -126 || want === 0)
+          ? Math.abs(got) <= 2 ** -126
+          : Object.is(got, want),
+    );
+  });
   Deno.test(`toHalf matches IEEE binary16 rounding exactly on ${backend}`, async () => {
     await initBackend(backend, { quiet: true });
-    const xs = testValues();
-    const got = await tf.tidy(() => toHalf(tf.tensor1d(xs))).data();
-    let bad = 0;
-    const examples: string[] = [];
-    for (let i = 0; i < xs.length; i++) {
-      const want = refHalf(xs[i]);
-      // webgpu shaders may not keep the sign of zero; every other backend must
-      const same = backend === "webgpu" && want === 0 ? got[i] === 0 : Object.is(got[i], want);
-      if (!same) {
-        bad++;
-        if (examples.length < 8) examples.push(`${xs[i]} -> ${got[i]} (want ${want})`);
-      }
-    }
-    assert.equal(bad, 0, `${bad} of ${xs.length} values rounded wrongly: ${examples.join("; ")}`);
+    // webgpu shaders may not keep the sign of zero; every other backend must
+    await checkRounding(
+      testValues(),
+      toHalf,
+      refHalf,
+      (_x, got, want) => backend === "webgpu" && want === 0 ? got === 0 : Object.is(got, want),
+    );
   });
 }
 

@@ -260,7 +260,9 @@ export class Gpt implements LanguageModel {
     checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]) as tf.Tensor2D;
-      return tiedCrossEntropy(h, this.head(), tf.reshape(targets, [-1]) as tf.Tensor1D);
+      return tiedCrossEntropy(h, this.head(), tf.reshape(targets, [-1]) as tf.Tensor1D, {
+        precision: opts.precision,
+      });
     });
   }
 
@@ -269,7 +271,8 @@ export class Gpt implements LanguageModel {
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]);
-      const out = tf.matMul(h, this.head(), false, true);
+      const p = opts.precision; // autocast: 16-bit operands and logits under mixed / bf16
+      const out = boundary(tf.matMul(boundary(h, p), boundary(this.head(), p), false, true), p);
       return tf.reshape(out, [B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }

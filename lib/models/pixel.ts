@@ -361,7 +361,11 @@ export class PixelModel implements LanguageModel {
 
   /** CNN + GAP + ln_f: normed features [N, F]. */
   private features(imgs: tf.Tensor4D, precision?: Precision): tf.Tensor2D {
-    const cnnParams = new Map(this.cnnNames.map((n) => [n, this.p(n) as tf.Tensor]));
+    // autocast: conv weights and biases enter the convs as 16-bit values (gradients too); norm scales stay
+    const convParam = (n: string, v: tf.Tensor) => v.rank === 4 || n.endsWith(".bias");
+    const cnnParams = new Map(
+      this.cnnNames.map((n) => [n, convParam(n, this.p(n)) ? boundary(this.p(n), precision) : this.p(n)]),
+    );
     const chunk = cnnChunkFor(this.config, imgs.shape[0]);
     const bnd = (t: tf.Tensor) => boundary(t, precision);
     const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd);
@@ -386,6 +390,7 @@ export class PixelModel implements LanguageModel {
         h,
         this.p("lm_head.weight") as tf.Tensor2D,
         tf.reshape(targets, [-1]) as tf.Tensor1D,
+        { precision: opts.precision },
       );
     });
   }
@@ -395,7 +400,8 @@ export class PixelModel implements LanguageModel {
     return tf.tidy(() => {
       const [B, T] = idx.shape;
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
-      const out = tf.matMul(h, this.p("lm_head.weight"), false, true);
+      const p = opts.precision; // autocast: 16-bit operands and logits under mixed / bf16
+      const out = boundary(tf.matMul(boundary(h, p), boundary(this.p("lm_head.weight"), p), false, true), p);
       return tf.reshape(out, [B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }

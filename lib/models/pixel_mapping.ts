@@ -86,10 +86,10 @@ export function cumsumImages(
 ): tf.Tensor4D {
   const [B, T] = hn.shape;
   const C = c.channels, dk = c.keyDim, S = c.imageSize;
-  const keys = boundary(linear(hn, req(p, "map.key.weight") as tf.Tensor2D), precision) as tf.Tensor3D; // [B, T, C·dk]
+  const keys = linear(hn, req(p, "map.key.weight") as tf.Tensor2D, undefined, precision) as tf.Tensor3D; // [B, T, C·dk]
   const sums = share ? boundary(causalRunningSum(keys, c), precision) : keys; // share = false: own images
   const perChannel = tf.transpose(tf.reshape(sums, [B * T, C, dk]), [1, 0, 2]) as tf.Tensor3D; // [C, B·T, dk]
-  const imgs = perChannelImages(perChannel, req(p, "map.query") as tf.Tensor3D);
+  const imgs = perChannelImages(perChannel, boundary(req(p, "map.query") as tf.Tensor3D, precision));
   return boundary(tf.reshape(imgs, [B * T, S, S, C]), precision) as tf.Tensor4D;
 }
 
@@ -120,10 +120,13 @@ export function attnImages(
   const [B, T, d] = hn.shape;
   const C = c.channels, dk = c.keyDim, S = c.imageSize, P = S * S;
   const order = attnOrderOf(c);
-  const q = heads(linear(hn, req(p, "map.q.weight") as tf.Tensor2D), C), scale = 1 / Math.sqrt(dk);
-  let k = boundary(heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D), C), precision);
-  const W = req(p, "map.value.weight") as tf.Tensor3D;
-  const bias = p.get("map.value.bias") as tf.Tensor2D | undefined;
+  const q = heads(linear(hn, req(p, "map.q.weight") as tf.Tensor2D, undefined, precision), C);
+  const scale = 1 / Math.sqrt(dk);
+  let k = heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D, undefined, precision), C);
+  // matMul operands: 16-bit under mixed / bf16 (autocast), gradients too
+  const W = boundary(req(p, "map.value.weight") as tf.Tensor3D, precision);
+  const valueBias = p.get("map.value.bias") as tf.Tensor2D | undefined;
+  const bias = valueBias && boundary(valueBias, precision);
   // What the attention weights are applied to: value images [B, C, T, P], or the token vectors [B, T, d].
   let src: tf.Tensor;
   if (order === "values-first") {

@@ -3,7 +3,9 @@
 // ever talks to this interface, so new models plug in without changing the engine.
 import type { tf } from "../tensor/backend.ts";
 
-export type Precision = "fp32" | "mixed";
+export type Precision = "fp32" | "mixed" | "bf16";
+/** The --precision values (docs/precision.md): float32; binary16 autocast with loss scaling; bfloat16 autocast. */
+export const PRECISIONS: readonly Precision[] = ["fp32", "mixed", "bf16"];
 
 /** A model's full configuration: what config.json stores and what `--config file.json` overrides. */
 export interface ModelConfig {

@@ -10,7 +10,7 @@ import { checkFiniteWeights } from "../../lib/checkpoint_check.ts";
 import { VOCAB_SIZE } from "../../lib/tokenizer.ts";
 import { ShardReader } from "../../lib/shard.ts";
 import { type BackendName, initBackend } from "../../lib/tensor/backend.ts";
-import type { Precision } from "../../lib/models/types.ts";
+import { type Precision, PRECISIONS } from "../../lib/models/types.ts";
 import { listShards } from "../../lib/shard_splits.ts";
 import { loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
 import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
@@ -44,7 +44,7 @@ Options:
   --stride N          sliding windows advancing N tokens, scoring only each window's new tokens;
                       = context for non-overlapping windows                                (default: context)
   --batch-size N      windows per forward pass (non-overlapping windows)                   (default: 8)
-  --precision P       fp32 | mixed                                                         (default: fp32)
+  --precision P       fp32 | mixed (binary16 autocast) | bf16 (bfloat16 autocast)          (default: fp32)
   --backend NAME      auto | webgpu | tensorflow | wasm | cpu                              (default: auto)
   --pretty            indent the JSON                                                      (default: off)
 
@@ -74,8 +74,8 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   if (maxTokens < 1) throw usageError("lmpipe eval: --max-tokens must be at least 1");
   const batchSize = num(p, CMD, "batch-size", 8, { min: 1, integer: true });
   const precision = str(p, "precision", "fp32") as Precision;
-  if (precision !== "fp32" && precision !== "mixed") {
-    throw usageError(`lmpipe eval: --precision must be fp32 or mixed`);
+  if (!PRECISIONS.includes(precision)) {
+    throw usageError(`lmpipe eval: --precision must be ${PRECISIONS.join(", ")}, got '${precision}'`);
   }
 
   const families = await loadFamilies(env);
@@ -138,7 +138,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     if (!Number.isFinite(loss)) {
       throw new LmpipeError(
         `eval: the loss of ${dir} on this data is ${loss}: the model's outputs overflow ` +
-          `(with --precision mixed, try fp32) or the checkpoint is damaged`,
+          `(with --precision mixed or bf16, try fp32) or the checkpoint is damaged`,
         EXIT.training,
       );
     }

@@ -2,7 +2,7 @@
 // (startDecode/decodeStep: each new token costs one position), or full recomputation of the last
 // `context` tokens per token (--no-cache). Choosing the next token happens on the host from the logits
 // with lmpipe's seeded RNG, so a seed gives the same text on every run of a backend.
-import type { LanguageModel } from "../../lib/models/types.ts";
+import type { LanguageModel, Precision } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
 import type { Rng } from "../../lib/rng.ts";
 
@@ -109,8 +109,8 @@ async function row(t: tf.Tensor): Promise<Float32Array> {
   return d;
 }
 
-/** Full recomputation over the last `context` tokens for every new token. */
-export function uncachedStepper(model: LanguageModel): Stepper {
+/** Full recomputation over the last `context` tokens for every new token, in `precision` (default fp32). */
+export function uncachedStepper(model: LanguageModel, precision: Precision = "fp32"): Stepper {
   const T = model.config.contextLength;
   return {
     next(tokens) {
@@ -118,6 +118,7 @@ export function uncachedStepper(model: LanguageModel): Stepper {
       const t = tf.tidy(() => {
         const logits = model.logits(tf.tensor2d(Int32Array.from(win), [1, win.length], "int32"), {
           training: false,
+          precision,
         });
         const V = logits.shape[2];
         return tf.slice(logits, [0, win.length - 1, 0], [1, 1, V]).reshape([V]);

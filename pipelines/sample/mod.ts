@@ -14,6 +14,7 @@ import { loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline
 import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
 import { cachedStepper, chooseToken, type SamplingOptions, uncachedStepper } from "./generate.ts";
 import { topLine, topTokens } from "./top.ts";
+import { type Precision, PRECISIONS } from "../../lib/models/types.ts";
 
 const CMD = "sample";
 
@@ -30,6 +31,7 @@ const SPEC = {
   seed: { type: "string" },
   format: { type: "string" },
   "no-cache": { type: "boolean" },
+  precision: { type: "string" },
   backend: { type: "string" },
 } as const;
 
@@ -54,6 +56,8 @@ Options:
   --format F            text (prompt + continuation, streamed) | jsonl (one object per sample) |
                         tokens (generated ids, one line per sample)                      (default: text)
   --no-cache            recompute the whole window for every token instead of the key/value cache
+  --precision P         fp32 | mixed | bf16: the forward pass as trained (docs/precision.md);
+                        mixed and bf16 recompute the window per token (as --no-cache)    (default: fp32)
   --backend NAME        auto | webgpu | tensorflow | wasm | cpu                          (default: auto)
 
 Example:
@@ -125,17 +129,22 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
     );
     promptIds = promptIds.slice(-T);
   }
-  const cache = !bool(p, "no-cache");
+  const precision = (str(p, "precision") ?? "fp32") as Precision;
+  if (!PRECISIONS.includes(precision)) {
+    throw usageError(`lmpipe sample: --precision must be ${PRECISIONS.join(", ")}, got '${precision}'`);
+  }
+  // the key/value-cached decoding path runs in float32; mixed and bf16 take the recomputing one
+  const cache = !bool(p, "no-cache") && precision === "fp32";
   info(
     `sample: ${model.config.model} from ${dir}, backend ${backend.name} (${backend.device}), ` +
-      `${cache ? "key/value cache" : "no cache"}, prompt ${promptIds.length} tokens`,
+      `${cache ? "key/value cache" : "no cache"}, ${precision}, prompt ${promptIds.length} tokens`,
   );
 
   const write = stdoutWriter(env);
   const enc = new TextEncoder();
   if (top > 0) {
     // --top N: the next-token distribution after the prompt instead of a sample
-    const stepper = uncachedStepper(model);
+    const stepper = uncachedStepper(model, precision);
     try {
       const best = topTokens(await stepper.next(promptIds), top, sampling.allowedVocab);
       const texts = best.map((t) => new TextDecoder().decode(decodeBytes([t.id])));
@@ -156,7 +165,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const rng = new Rng(seed);
   try {
     for (let s = 0; s < numSamples; s++) {
-      const stepper = cache ? cachedStepper(model) : uncachedStepper(model);
+      const stepper = cache ? cachedStepper(model) : uncachedStepper(model, precision);
       const tokens = [...promptIds];
       const generated: number[] = [];
       const utf8 = new TextDecoder("utf-8");

@@ -9,6 +9,7 @@ import { EXIT, inputError, LmpipeError, usageError } from "../../lib/errors.ts";
 import { bool, num, parseCount, parseDuration, parseFlags, str } from "../../lib/flags.ts";
 import { info, stderrIsTTY } from "../../lib/log.ts";
 import { FAMILIES, familyNames } from "../../lib/models/registry.ts";
+import { type Precision, PRECISIONS } from "../../lib/models/types.ts";
 import type { ModelResult } from "./report.ts";
 import { checkSpecs, parseSpecList } from "./specs.ts";
 import { budgetWords, runModel, type StudyOptions, studyRuns } from "./runner.ts";
@@ -56,6 +57,7 @@ Options:
                       figure DIR/scaling.{svg,png} and each spec's gap to the first  (default: --preset)
   --backend NAME      auto | webgpu | tensorflow | wasm | cpu                        (default: auto)
   --seed N            seed for weights and data order                              (default: 1337)
+  --precision P       fp32 | mixed | bf16, every train and eval (docs/precision.md)  (default: fp32)
   --eval-tokens N     validation tokens each run is evaluated on (0 = whole split) (default: 65536)
   --force             retrain runs that are already finished                       (default: off)
   --json              print report.json to stdout as well                          (default: off)
@@ -79,6 +81,15 @@ Examples:
     --out runs/s --only $m & done; wait; lmpipe study --merge --out runs/s
 `;
 
+/** --precision, checked (undefined when not given: fp32). */
+function studyPrecision(flag: string | undefined): Precision | undefined {
+  if (flag === undefined) return undefined;
+  if (!(PRECISIONS as readonly string[]).includes(flag)) {
+    throw usageError(`lmpipe study: --precision must be ${PRECISIONS.join(", ")}, got '${flag}'`);
+  }
+  return flag as Precision;
+}
+
 export async function run(argv: string[]): Promise<void> {
   const dd = argv.indexOf("--");
   const own = dd >= 0 ? argv.slice(0, dd) : argv;
@@ -95,6 +106,7 @@ export async function run(argv: string[]): Promise<void> {
     backend: { type: "string" },
     seed: { type: "string" },
     "eval-tokens": { type: "string" },
+    precision: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
     only: { type: "string" },
@@ -149,6 +161,7 @@ export async function run(argv: string[]): Promise<void> {
     seed: num(p, "study", "seed", 1337, { min: 0, integer: true }),
     evalTokens: num(p, "study", "eval-tokens", 65536, { min: 0, integer: true }),
     force: bool(p, "force"),
+    precision: studyPrecision(str(p, "precision")),
     trainExtra,
   };
   if (o.budget !== null && o.budget <= 0) throw usageError("lmpipe study: --budget must be longer than 0s");

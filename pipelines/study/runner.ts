@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fmtCount, fmtDuration, info, warn } from "../../lib/log.ts";
 import { getFamily } from "../../lib/models/registry.ts";
 import { peakRssOf } from "../../lib/rss.ts";
-import type { ModelConfig } from "../../lib/models/types.ts";
+import type { ModelConfig, Precision } from "../../lib/models/types.ts";
 import { initBackend } from "../../lib/tensor/backend.ts";
 import { readRun, type RunLog } from "../../lib/plot/runs.ts";
 import { pathExists, writeAtomic } from "../../lib/fs.ts";
@@ -33,6 +33,8 @@ export interface StudyOptions {
   seed: number;
   evalTokens: number;
   force: boolean;
+  /** --precision for every train and eval (absent: fp32). */
+  precision?: Precision;
   trainExtra: string[];
 }
 
@@ -171,8 +173,14 @@ export function trainArgs(run: Run, o: StudyOptions, runDir: string, resume: boo
     "--log",
     join(runDir, "log.jsonl"),
     ...(resume ? ["--resume"] : []),
+    ...precisionArgs(o),
     ...o.trainExtra,
   ];
+}
+
+/** `--precision P` for train and eval when the study sets one other than fp32. */
+function precisionArgs(o: StudyOptions): string[] {
+  return o.precision && o.precision !== "fp32" ? ["--precision", o.precision] : [];
 }
 
 /** Trains (or reuses, or resumes) and evaluates one run; never throws for a failed child, it reports it. */
@@ -231,6 +239,7 @@ export async function runModel(run: Run, o: StudyOptions): Promise<ModelResult> 
 
   const evalArgs = ["eval", "--ckpt", runDir, "--data", o.data, "--backend", o.backend];
   if (o.evalTokens > 0) evalArgs.push("--max-tokens", String(o.evalTokens));
+  evalArgs.push(...precisionArgs(o));
   const e = await lmpipe(evalArgs, true);
   if (e.code !== 0) {
     result.error = `eval exited with ${e.code}: ${e.stderrTail}`;

@@ -32,7 +32,7 @@ import {
 } from "../../lib/batch_size.ts";
 import { wasmHeapBytes } from "../../lib/tensor/memory.ts";
 import { EOT, TOKENIZER_NAME, VOCAB_SIZE } from "../../lib/tokenizer.ts";
-import type { ModelConfig } from "../../lib/models/types.ts";
+import { type ModelConfig, type Precision, PRECISIONS } from "../../lib/models/types.ts";
 import { VERSION } from "../../lib/version.ts";
 import { listShards, metaTokenizer, metaVocab } from "../../lib/shard_splits.ts";
 import {
@@ -131,7 +131,10 @@ Optimisation:
                        the log count what was trained; resumes continue the same curve   (default: 0, off)
   --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
   --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
-  --precision P        fp32 | mixed (fp16-rounded activations/gradients, dynamic loss scale) (default: fp32)
+  --precision P        fp32 | mixed (fp16 autocast: matMul/conv operands, weights and outputs
+                       rounded to binary16, fp32 norms/softmax/loss/master weights, dynamic
+                       loss scale) | bf16 (the same places rounded to bfloat16, no loss
+                       scale); both emulated in float32 (docs/precision.md)       (default: fp32)
   --scale-window N     clean steps before the loss scale doubles (mixed)                     (default: 2000)
 Budget and output:
   --max-steps N        stop after N optimiser steps                                          (default: none)
@@ -559,10 +562,10 @@ function trainingOptions(
   });
   const precision = pick("precision", "precision", "fp32", () => {
     const s = str(p, "precision")!;
-    if (s !== "fp32" && s !== "mixed") {
-      throw usageError(`lmpipe train: --precision must be fp32 or mixed, got '${s}'`);
+    if (!(PRECISIONS as readonly string[]).includes(s)) {
+      throw usageError(`lmpipe train: --precision must be ${PRECISIONS.join(", ")}, got '${s}'`);
     }
-    return s;
+    return s as Precision;
   });
   const batchFlag = str(p, "batch-size");
   const auto = batchFlag?.trim() === "auto";

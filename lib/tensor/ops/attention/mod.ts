@@ -15,7 +15,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { causalSoftmax } from "../causal_softmax/mod.ts";
 import { kernelFor } from "../../kernel_choice.ts";
-import { boundary } from "../../../precision.ts";
+import { boundary, isLowPrecision } from "../../../precision.ts";
 import type { Precision } from "../../../models/types.ts";
 import { FLASH_MAX_HEAD_DIM, flashAttentionCall, flashAttentionGradCall } from "./webgpu.ts";
 
@@ -110,7 +110,9 @@ export function causalAttention(
   if (!fusable || kernelFor("causalAttention") !== "lmpipe") {
     return causalAttentionByOps(q, k, v, scale, opts);
   }
-  // mixed: the scaled q is rounded to binary16 as the op chain does; k and v arrive rounded
-  if (opts.precision === "mixed") return causalAttentionFused(boundary(tf.mul(q, scale), "mixed"), k, v, 1);
+  // mixed / bf16: the scaled q is rounded to 16 bits as the op chain does; k and v arrive rounded
+  if (isLowPrecision(opts.precision)) {
+    return causalAttentionFused(boundary(tf.mul(q, scale), opts.precision), k, v, 1);
+  }
   return causalAttentionFused(q, k, v, scale);
 }
