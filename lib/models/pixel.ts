@@ -125,6 +125,7 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
     study: {
       ...common,
       preset: "study",
+      gelu: "exact" as const,
       contextLength: 1024,
       nEmbd: 512,
       nHead: 8,

@@ -100,8 +100,9 @@ Model:
                        architecture options (docs/variants.md): norm=layernorm|rmsnorm,
                        mlp=gelu|swiglu|geglu, pos=learned|sinusoidal|rope|alibi|none,
                        qkv=fused|separate, qkv_act=none|gelu, attn_extra=none|linear, kv_heads=N,
-                       bias=true|false, tie=true|false (gpt, llama; the image models' warm-up blocks
-                       take all but tie); config.json records them for eval, sample and viz
+                       gelu=tanh|exact, bias=true|false, tie=true|false (gpt, llama; the image
+                       models' warm-up blocks take all but tie); config.json records them for eval,
+                       sample and viz
 Data:
   --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
 Optimisation:
