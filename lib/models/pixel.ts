@@ -58,6 +58,7 @@ import {
   cnnParamSpecs,
 } from "./cnn.ts";
 import {
+  biasSpec,
   blockSpecs,
   createParams,
   GPT2_VOCAB_SIZE,
@@ -101,6 +102,23 @@ export interface PixelConfig extends ModelConfig, MappingConfig, VariantConfig {
   cnnNorm: CnnNorm;
   /** Images per CNN chunk (gradient checkpointing); 0 = automatic (about 128 MiB of activations, 1 GiB on webgpu). */
   cnnChunk: number;
+  /** A LayerNorm (map.ln) on the warm-up blocks' output before the mapping; absent: true. */
+  map_norm?: boolean;
+  /** A LayerNorm (ln_f) on the CNN's pooled features before the head; absent: true. */
+  final_norm?: boolean;
+  /** A bias (lm_head.bias [V]) on the output head; absent: false. */
+  head_bias?: boolean;
+}
+
+/**
+ * The study's code where lmpipe's presets differ (docs/pixel.md, "`--preset study` against the study's
+ * code"): no map or final LayerNorm, a head with bias, a bias on the map projection; for idea 1 (ShotNet)
+ * 128-d pixel vectors, softmax images and the window of two positions.
+ */
+function studyCode(model: PixelFamilyName): Partial<PixelConfig> {
+  const common = { map_norm: false, final_norm: false, head_bias: true, map_bias: true };
+  if (model !== "pixel-cumsum") return common;
+  return { ...common, keyDim: 128, mapping: "softmax", mix: "window" };
 }
 
 function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
@@ -119,6 +137,11 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
     nWarmup: 3,
     bias: false,
     ...GPT2_VARIANT,
+    map_norm: true,
+    final_norm: true,
+    head_bias: false,
+    map_bias: false,
+    ...(model === "pixel-cumsum" ? { mix: "cumsum" as const, mapping: "dot" as const } : {}),
   };
   return {
     // The study's code: 512-wide warm-up blocks with 8 heads, no bias, 8 channels of 20x20, context 1024.
@@ -133,6 +156,7 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
       imageSize: 20,
       keyDim: 64,
       cnnWidth: 64,
+      ...studyCode(model),
     },
     // A single-GPU size.
     small: {
@@ -224,6 +248,19 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
   choice("runningSum", ["sum", "mean"]);
   choice("causalSum", ["cumsum", "matmul"]);
   choice("attnOrder", ["auto", "values-first", "attend-first"]);
+  for (const f of ["map_norm", "final_norm", "head_bias", "map_bias"]) {
+    if (config[f] !== undefined && typeof config[f] !== "boolean") {
+      throw usageError(`${where}: '${f}' must be true or false, got ${JSON.stringify(config[f])}`);
+    }
+  }
+  for (const [f, ok] of [["mix", ["cumsum", "window"]], ["mapping", ["dot", "softmax"]]] as const) {
+    if (config[f] === undefined) continue;
+    if (c.model !== "pixel-cumsum") throw usageError(`${where}: '${f}' is a pixel-cumsum field`);
+    choice(f, ok);
+  }
+  if (c.mix === "window" && c.runningSum === "mean") {
+    throw usageError(`${where}: runningSum "mean" is for mix "cumsum"; the window of two sums its positions`);
+  }
   choice("cnn", CNN_KINDS);
   if (!Array.isArray(c.cnnWidths)) {
     throw usageError(`${where}: 'cnnWidths' must be a list of widths ([] = derived)`);
@@ -243,12 +280,14 @@ export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
   ];
   specs.push(...warmupSpecs(c, projStd));
   specs.push(
-    ...layerNormSpecs("map.ln", d, c.bias),
+    ...(c.map_norm !== false ? layerNormSpecs("map.ln", d, c.bias) : []),
     ...mappingOf(c).specs(c),
     ...cnnParamSpecs(cnnConfigOf(c)),
   );
   const F = cnnOutWidth(cnnConfigOf(c));
-  specs.push(...layerNormSpecs("ln_f", F, c.bias), weightSpec("lm_head.weight", [c.vocabSize, F]));
+  if (c.final_norm !== false) specs.push(...layerNormSpecs("ln_f", F, c.bias));
+  specs.push(weightSpec("lm_head.weight", [c.vocabSize, F]));
+  if (c.head_bias === true) specs.push(biasSpec("lm_head.bias", [c.vocabSize]));
   return specs;
 }
 
@@ -347,6 +386,7 @@ export class PixelModel implements LanguageModel {
       caches,
       attentionProbs: probs,
     });
+    if (this.config.map_norm === false) return x;
     const hn = layerNorm(
       x,
       this.p("map.ln.weight") as tf.Tensor1D,
@@ -366,6 +406,7 @@ export class PixelModel implements LanguageModel {
     const chunk = cnnChunkFor(this.config, imgs.shape[0]);
     const bnd = (t: tf.Tensor) => boundary(t, precision);
     const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd);
+    if (this.config.final_norm === false) return pooled as tf.Tensor2D;
     const h = layerNorm(
       pooled,
       this.p("ln_f.weight") as tf.Tensor1D,
@@ -383,11 +424,12 @@ export class PixelModel implements LanguageModel {
     checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
-      return tiedCrossEntropy(
-        h,
-        this.p("lm_head.weight") as tf.Tensor2D,
-        tf.reshape(targets, [-1]) as tf.Tensor1D,
-      );
+      const w = this.p("lm_head.weight") as tf.Tensor2D, b = this.params.get("lm_head.bias");
+      // a head bias as one more feature: [h, 1] · [W, b] (the loss never forms the logits whole)
+      const [hb, wb] = b
+        ? [tf.concat([h, tf.ones([h.shape[0], 1])], 1), tf.concat([w, tf.reshape(b, [-1, 1])], 1)]
+        : [h, w];
+      return tiedCrossEntropy(hb as tf.Tensor2D, wb as tf.Tensor2D, tf.reshape(targets, [-1]) as tf.Tensor1D);
     });
   }
 
@@ -397,7 +439,8 @@ export class PixelModel implements LanguageModel {
       const [B, T] = idx.shape;
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
       const out = tf.matMul(h, this.p("lm_head.weight"), false, true);
-      return tf.reshape(out, [B, T, this.config.vocabSize]) as tf.Tensor3D;
+      const b = this.params.get("lm_head.bias");
+      return tf.reshape(b ? tf.add(out, b) : out, [B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }
 
@@ -450,7 +493,11 @@ export class PixelModel implements LanguageModel {
       const hn = this.front(tf.reshape(tokens, [B, 1]) as tf.Tensor2D, undefined, t, state.caches);
       const imgs = this.mapping.step(c, this.params, hn, t, state.mapping);
       const h = this.features(imgs);
-      return linear(h, state.headT) as tf.Tensor2D;
+      return linear(
+        h,
+        state.headT,
+        this.params.get("lm_head.bias") as tf.Tensor1D | undefined,
+      ) as tf.Tensor2D;
     });
     for (const o of old) o?.dispose();
     state.length += 1;
