@@ -12,11 +12,13 @@
 //   3 warm-up blocks (nn.ts `block`, the same block as gpt)   [B, T, d]
 //     with gpt's architecture options (variants.ts: norm, mlp, pos, qkv, qkv_act, attn_extra,
 //     kv_heads; pos also replaces wpe), all at GPT-2's values by default
-//   hn = LayerNorm_map(x)                                     [B, T, d]
+//   hn = LayerNorm_map(x)  (hn = x with map_norm false)       [B, T, d]
 //   pixel-cumsum: k = hn @ map.key.weight                     [B, T, C·dk]  one key per channel
 //                 S_t = Σ_{s<=t} k_s   (÷ (t+1) if runningSum = "mean")
 //                 img_t[c, p] = S_t[c] · map.query[c, :, p]  [B·T, P, C]   (pixel queries [C, dk, P])
 //     The study's act[t] += act[t-1] over the images k_t[c]·q[c, p] is the same, by linearity.
+//     The study's code (--preset study): k with map.key.bias, img_t = own_t + own_{t-1} (mix "window";
+//     own_{-1} = 0), own_t[c] = S·softmax_p(k_t[c]·q[c, p] / √dk) (mapping "softmax": images shared).
 //   pixel-attn:   q, k = hn @ map.q.weight, hn @ map.k.weight [B, C, T, dk] (one head per channel)
 //                 A_c = softmax(q_c k_cᵀ / √dk + causal mask)  [B, C, T, T]
 //                 img_t[c] = Σ_s A_c[t, s] (hn_s @ map.value.weight[c] + map.value.bias[c])
@@ -24,13 +26,15 @@
 //     or attend first (A_c @ hn, then @ W_c: T²·d per head), whichever is cheaper (attnOrder "auto":
 //     values first when P <= d). Equal by linearity, also with the bias since each row of A sums to 1.
 //   CNN on [B·T, H, W, C] -> GAP -> features                  [B·T, F]
-//   LayerNorm_f, logits = features @ lm_head.weightᵀ          [B·T, V]   (lm_head.weight [V, F])
+//   LayerNorm_f (unless final_norm false), logits = features @ lm_head.weightᵀ (+ lm_head.bias)
+//                                                             [B·T, V]   (lm_head.weight [V, F])
 //
 // Parameter names (safetensors): transformer.wte.weight [V, d], transformer.wpe.weight [T, d],
-// transformer.h.{i}.* (exactly as gpt.ts, i < nWarmup), map.ln.weight [d] (+ .bias), map.key.weight
-// [d, C·dk] and map.query [C, dk, P] (cumsum), map.q.weight / map.k.weight [d, C·dk], map.value.weight
-// [C, d, P] (+ map.value.bias [C, P] when bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias),
-// lm_head.weight [V, F].
+// transformer.h.{i}.* (exactly as gpt.ts, i < nWarmup), map.ln.weight [d] (+ .bias) (unless map_norm
+// false), map.key.weight [d, C·dk] (+ map.key.bias [C·dk] when map_bias) and map.query [C, dk, P]
+// (cumsum), map.q.weight / map.k.weight [d, C·dk], map.value.weight [C, d, P] (+ map.value.bias [C, P]
+// when bias or map_bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias) (unless final_norm false),
+// lm_head.weight [V, F] (+ lm_head.bias [V] when head_bias).
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
