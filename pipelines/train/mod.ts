@@ -109,7 +109,8 @@ Model:
                        qkv=fused|separate, qkv_act=none|gelu, attn_extra=none|linear, kv_heads=N,
                        gelu=tanh|exact, bias=true|false, tie=true|false (gpt, llama; the image
                        models' warm-up blocks take all but tie); config.json records them for eval,
-                       sample and viz
+                       sample and viz. Image models (docs/pixel.md): map_norm, final_norm, head_bias,
+                       map_bias=true|false, and for pixel-cumsum mix=cumsum|window, mapping=dot|softmax
 Data:
   --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
 Optimisation:
