@@ -18,3 +18,19 @@ export async function toyData(trainTokens = 3000, valTokens = 800): Promise<stri
   await writeToyShard(join(dir, "toy_val_000000.bin"), valTokens, 64, 3);
   return dir;
 }
+
+/** `train` flags for a quick bigram run on `data` (cpu, no periodic evaluation); add --out, --max-steps. */
+export function bigramTrainFlags(data: string, batchSize = 2): string[] {
+  return [
+    "--model",
+    "bigram",
+    "--data",
+    data,
+    "--backend",
+    "cpu",
+    "--batch-size",
+    String(batchSize),
+    "--eval-every",
+    "0",
+  ];
+}

@@ -7,24 +7,13 @@ import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { EXIT } from "../lib/errors.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
+import { BIGRAM_ENV, bigramTrainFlags, toyData } from "./helpers_bigram_run.ts";
 import { readLog, rejectsWith } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
 const env = BIGRAM_ENV;
 const data = await toyData();
-const BASE = [
-  "--model",
-  "bigram",
-  "--data",
-  data,
-  "--backend",
-  "cpu",
-  "--batch-size",
-  "2",
-  "--eval-every",
-  "0",
-];
+const BASE = bigramTrainFlags(data);
 
 /** Runs `fn` while every file opened for writing inside a ckpt.tmp-* folder fails its writes with ENOSPC. */
 async function withFullCheckpointDisk<T>(fn: () => Promise<T>): Promise<T> {

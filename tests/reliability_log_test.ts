@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { initBackend } from "../lib/tensor/backend.ts";
 import { truncateStepLog } from "../lib/step_log.ts";
 import { run as train } from "../pipelines/train/mod.ts";
-import { BIGRAM_ENV, toyData } from "./helpers_bigram_run.ts";
+import { BIGRAM_ENV, bigramTrainFlags, toyData } from "./helpers_bigram_run.ts";
 import { readLog } from "./helpers_run.ts";
 
 await initBackend("cpu", { quiet: true });
@@ -15,18 +15,7 @@ const env = BIGRAM_ENV;
 Deno.test("train --resume after a kill: log.jsonl holds each step once", async () => {
   const data = await toyData();
   const out = await Deno.makeTempDir();
-  const base = [
-    "--model",
-    "bigram",
-    "--data",
-    data,
-    "--backend",
-    "cpu",
-    "--batch-size",
-    "2",
-    "--eval-every",
-    "0",
-  ];
+  const base = bigramTrainFlags(data);
   await train([...base, "--max-steps", "3", "--out", out], env);
   // Keep the step-3 checkpoint, run on to step 5, then put the step-3 checkpoint back: the folder is
   // now what a kill -9 after step 5 (and before its checkpoint) leaves, with a log of steps 1..5.

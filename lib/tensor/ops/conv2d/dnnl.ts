@@ -22,6 +22,7 @@ import {
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
 type TensorInfo = tf.TensorInfo;
 // deno-lint-ignore no-explicit-any
@@ -30,24 +31,8 @@ type AnyBackend = any;
 type KernelArgs = { inputs: any; backend: AnyBackend; attrs?: any };
 type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[];
 
-/** One conv's geometry in NHWC / HWIO terms, with TF.js's padding (possibly asymmetric). */
-export interface ConvShape {
-  N: number;
-  H: number;
-  W: number;
-  Ci: number;
-  OH: number;
-  OW: number;
-  Co: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  pt: number;
-  pb: number;
-  pl: number;
-  pr: number;
-}
+/** One conv's geometry (dilation 1: oneDNN is not asked for dilated convs). */
+export type ConvShape = ConvGeometry;
 
 /**
  * The geometry of a Conv2D-family call, or null when oneDNN is not used for it: not NHWC, dilated,
@@ -58,38 +43,13 @@ export function convShape(
   filterShape: readonly number[],
   attrs: KernelArgs["attrs"],
 ): ConvShape | null {
-  const { strides, pad, dataFormat, dimRoundingMode } = attrs;
   const dilations = attrs.dilations ?? 1;
-  if (tf.backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
   const d = typeof dilations === "number" ? [dilations, dilations] : dilations;
   if (d[0] !== 1 || d[1] !== 1) return null;
-  const ci = tf.backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number],
-    filterShape as [number, number, number, number],
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-    false,
-  );
-  const s: ConvShape = {
-    N: ci.batchSize,
-    H: ci.inHeight,
-    W: ci.inWidth,
-    Ci: ci.inChannels,
-    OH: ci.outHeight,
-    OW: ci.outWidth,
-    Co: ci.outChannels,
-    KH: ci.filterHeight,
-    KW: ci.filterWidth,
-    sh: ci.strideHeight,
-    sw: ci.strideWidth,
-    pt: ci.padInfo.top,
-    pb: ci.padInfo.bottom,
-    pl: ci.padInfo.left,
-    pr: ci.padInfo.right,
-  };
-  if (s.N * s.H * s.W * s.Ci * s.Co * s.OH * s.OW === 0) return null;
+  const ci = nhwcConvInfo(xShape, filterShape, attrs);
+  if (!ci) return null;
+  const s: ConvShape = flatConvGeometry(ci);
+  if (s.B * s.H * s.W * s.Ci * s.Co * s.OH * s.OW === 0) return null;
   // oneDNN's output size: (in - k + pad_l + pad_r) / stride + 1, rounded down
   const fits = Math.floor((s.H - s.KH + s.pt + s.pb) / s.sh) + 1 === s.OH &&
     Math.floor((s.W - s.KW + s.pl + s.pr) / s.sw) + 1 === s.OW;
@@ -209,14 +169,14 @@ function implName(dnnl: Dnnl, pd: Deno.PointerValue): string {
 }
 
 function shapeKey(s: ConvShape): string {
-  return [s.N, s.H, s.W, s.Ci, s.Co, s.KH, s.KW, s.sh, s.sw, s.pt, s.pb, s.pl, s.pr].join(",");
+  return [s.B, s.H, s.W, s.Ci, s.Co, s.KH, s.KW, s.sh, s.sw, s.pt, s.pb, s.pl, s.pr].join(",");
 }
 
 /** The descriptors every direction shares: data NHWC, user weights HWIO, chosen weights 'any'. */
 function descs(dnnl: Dnnl, s: ConvShape) {
   return {
-    x: memoryDesc(dnnl, [s.N, s.Ci, s.H, s.W], DNNL.nhwc),
-    y: memoryDesc(dnnl, [s.N, s.Co, s.OH, s.OW], DNNL.nhwc),
+    x: memoryDesc(dnnl, [s.B, s.Ci, s.H, s.W], DNNL.nhwc),
+    y: memoryDesc(dnnl, [s.B, s.Co, s.OH, s.OW], DNNL.nhwc),
     wUser: memoryDesc(dnnl, [s.Co, s.Ci, s.KH, s.KW], DNNL.hwio),
     wAny: memoryDesc(dnnl, [s.Co, s.Ci, s.KH, s.KW], DNNL.tagAny),
     strides: dims2(s.sh, s.sw),
@@ -389,7 +349,7 @@ function dnnlKernel(dir: Direction, fallback: KernelFn): KernelFn {
     const plan = s && planFor(dnnl!, dir, s);
     if (!plan) return fallback(args);
     const outShape = dir === "forward"
-      ? [s!.N, s!.OH, s!.OW, s!.Co]
+      ? [s!.B, s!.OH, s!.OW, s!.Co]
       : dir === "backwardData"
       ? xShape
       : wShape;

@@ -10,30 +10,76 @@ import type { KernelArgs, KernelFn, TensorInfo } from "../../host_kernel.ts";
 const { backend_util } = tf;
 
 /**
- * The geometry of a conv2d gradient kernel's call from its attributes, or null when the data format is
- * not NHWC (channelsLast), the only layout lmpipe's conv kernels handle.
+ * The geometry of a conv2d kernel's call from its attributes (with `dilations`, default 1), or null when
+ * the data format is not NHWC (channelsLast), the only layout lmpipe's conv kernels handle.
  */
 export function nhwcConvInfo(
   inShape: readonly number[],
   filterShape: readonly number[],
   attrs: KernelArgs["attrs"],
+  dilations: number | [number, number] = 1,
 ): ReturnType<typeof backend_util.computeConv2DInfo> | null {
   const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
     strides: [number, number] | number;
-    pad: "valid" | "same" | number;
-    dataFormat: "NHWC" | "NCHW";
+    pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
+    dataFormat?: "NHWC" | "NCHW";
     dimRoundingMode?: "floor" | "round" | "ceil";
   };
-  if (backend_util.convertConv2DDataFormat(dataFormat) !== "channelsLast") return null;
+  if (backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
   return backend_util.computeConv2DInfo(
     inShape as [number, number, number, number],
     filterShape as [number, number, number, number],
     strides,
-    1,
+    dilations,
     pad,
     dimRoundingMode,
     false,
+    "channelsLast",
   );
+}
+
+/** A conv's geometry as flat numbers, NHWC input, HWIO filter, TF.js's (possibly asymmetric) padding. */
+export interface ConvGeometry {
+  B: number;
+  H: number;
+  W: number;
+  Ci: number;
+  OH: number;
+  OW: number;
+  Co: number;
+  KH: number;
+  KW: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  pt: number;
+  pb: number;
+  pl: number;
+  pr: number;
+}
+
+/** The flat geometry of TF.js's conv info (what lmpipe's conv kernels, webgpu and oneDNN, read). */
+export function flatConvGeometry(ci: ReturnType<typeof backend_util.computeConv2DInfo>): ConvGeometry {
+  return {
+    B: ci.batchSize,
+    H: ci.inHeight,
+    W: ci.inWidth,
+    Ci: ci.inChannels,
+    OH: ci.outHeight,
+    OW: ci.outWidth,
+    Co: ci.outChannels,
+    KH: ci.filterHeight,
+    KW: ci.filterWidth,
+    sh: ci.strideHeight,
+    sw: ci.strideWidth,
+    dh: ci.dilationHeight,
+    dw: ci.dilationWidth,
+    pt: ci.padInfo.top,
+    pb: ci.padInfo.bottom,
+    pl: ci.padInfo.left,
+    pr: ci.padInfo.right,
+  };
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   workgroupGrid,
 } from "../../webgpu/kernels.ts";
 import { kernelFor, webgpuHalfOperands } from "../../kernel_choice.ts";
+import { flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 import { WGSL_ROUND_TO_HALF } from "../../webgpu/wgsl.ts";
 
 const { backend_util } = tf;
@@ -252,23 +253,7 @@ function plan(
   kind: "Conv2D" | "Conv2DBackpropInput" | "Conv2DBackpropFilter",
   ci: ReturnType<typeof backend_util.computeConv2DInfo>,
 ): GemmPlan {
-  const geometry = {
-    B: ci.batchSize,
-    H: ci.inHeight,
-    W: ci.inWidth,
-    Ci: ci.inChannels,
-    OH: ci.outHeight,
-    OW: ci.outWidth,
-    Co: ci.outChannels,
-    KH: ci.filterHeight,
-    KW: ci.filterWidth,
-    sh: ci.strideHeight,
-    sw: ci.strideWidth,
-    dh: ci.dilationHeight,
-    dw: ci.dilationWidth,
-    pt: ci.padInfo.top,
-    pl: ci.padInfo.left,
-  };
+  const geometry: Record<string, number> = { ...flatConvGeometry(ci) };
   const taps = ci.filterHeight * ci.filterWidth;
   const outPixels = ci.batchSize * ci.outHeight * ci.outWidth;
   const sizes = { geometry, aAlongM: false, bRadix: null, loadB: `  return b[k * u.Co + n];` };
@@ -380,32 +365,6 @@ function runGemm(
   return out;
 }
 
-/** The conv geometry of an NHWC call, or null when lmpipe's kernels do not take it (the stock one runs). */
-function geometryOf(
-  inShape: readonly number[],
-  filterShape: readonly number[],
-  attrs: tf.NamedAttrMap,
-  dilations: number | [number, number],
-): ReturnType<typeof backend_util.computeConv2DInfo> | null {
-  const { strides, pad, dataFormat, dimRoundingMode } = attrs as unknown as {
-    strides: [number, number] | number;
-    pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
-    dataFormat: "NHWC" | "NCHW";
-    dimRoundingMode?: "floor" | "round" | "ceil";
-  };
-  if (backend_util.convertConv2DDataFormat(dataFormat ?? "NHWC") !== "channelsLast") return null;
-  return backend_util.computeConv2DInfo(
-    inShape as [number, number, number, number],
-    filterShape as [number, number, number, number],
-    strides,
-    dilations,
-    pad,
-    dimRoundingMode,
-    false,
-    "channelsLast",
-  );
-}
-
 function sizesOk(ci: ReturnType<typeof backend_util.computeConv2DInfo>, ts: TensorInfo[]): boolean {
   return ts.every((t) => t.dtype === "float32" && tf.util.sizeFromShape(t.shape) > 0) &&
     ci.outHeight > 0 && ci.outWidth > 0;
@@ -415,7 +374,7 @@ function conv2D(orig: KernelFn): KernelFn {
   return (args) => {
     const { x, filter } = args.inputs as Record<string, TensorInfo>;
     const ci = kernelFor("conv2d") === "lmpipe"
-      ? geometryOf(x.shape, filter.shape, args.attrs, args.attrs.dilations as number)
+      ? nhwcConvInfo(x.shape, filter.shape, args.attrs, args.attrs.dilations as number)
       : null;
     if (!ci || !sizesOk(ci, [x, filter])) return orig(args);
     for (const [what, t] of [["x", x], ["filter", filter]] as const) {
@@ -429,7 +388,9 @@ function conv2DBackpropInput(orig: KernelFn): KernelFn {
   return (args) => {
     const { dy, filter } = args.inputs as Record<string, TensorInfo>;
     const inputShape = args.attrs.inputShape as number[];
-    const ci = kernelFor("conv2d") === "lmpipe" ? geometryOf(inputShape, filter.shape, args.attrs, 1) : null;
+    const ci = kernelFor("conv2d") === "lmpipe"
+      ? nhwcConvInfo(inputShape, filter.shape, args.attrs, 1)
+      : null;
     if (!ci || !sizesOk(ci, [dy, filter])) return orig(args);
     for (const [what, t] of [["dy", dy], ["filter", filter]] as const) {
       requireWithinBindingLimit("Conv2DBackpropInput (lmpipe webgpu)", what, t, args.backend);
@@ -442,7 +403,7 @@ function conv2DBackpropFilter(orig: KernelFn): KernelFn {
   return (args) => {
     const { x, dy } = args.inputs as Record<string, TensorInfo>;
     const filterShape = args.attrs.filterShape as number[];
-    const ci = kernelFor("conv2d") === "lmpipe" ? geometryOf(x.shape, filterShape, args.attrs, 1) : null;
+    const ci = kernelFor("conv2d") === "lmpipe" ? nhwcConvInfo(x.shape, filterShape, args.attrs, 1) : null;
     if (!ci || !sizesOk(ci, [x, dy])) return orig(args);
     for (const [what, t] of [["x", x], ["dy", dy]] as const) {
       requireWithinBindingLimit("Conv2DBackpropFilter (lmpipe webgpu)", what, t, args.backend);
