@@ -116,10 +116,17 @@ Deno.test("pixel-cumsum: running key sum x pixel queries equals the literal runn
 });
 
 Deno.test("pixel-attn: both orders equal the literal attention over value images (outputs, gradients, with bias)", async () => {
-  for (const bias of [false, true]) {
+  // the value bias comes with bias, or alone with map_bias (the study's code: values with bias, bias=False)
+  for (const [bias, map_bias] of [[false, false], [true, false], [false, true]]) {
     for (const attnOrder of ["values-first", "attend-first"] as const) {
-      const c = tinyConfig("pixel-attn", { bias, attnOrder });
-      const names = ["map.q.weight", "map.k.weight", "map.value.weight", ...(bias ? ["map.value.bias"] : [])];
+      const c = tinyConfig("pixel-attn", { bias, map_bias, attnOrder });
+      const valueBias = bias || map_bias;
+      const names = [
+        "map.q.weight",
+        "map.k.weight",
+        "map.value.weight",
+        ...(valueBias ? ["map.value.bias"] : []),
+      ];
       await mappingEquivalence(
         c,
         names,
@@ -189,26 +196,6 @@ Deno.test("pixel-cumsum: softmax/dot images x window/running sum, with and witho
           },
         ),
     ), /relative error/);
-});
-
-Deno.test("pixel-attn: map_bias gives the values their bias without bias=true (literal attention, both orders)", async () => {
-  for (const attnOrder of ["values-first", "attend-first"] as const) {
-    const c = tinyConfig("pixel-attn", { bias: false, map_bias: true, attnOrder });
-    await mappingEquivalence(
-      c,
-      ["map.q.weight", "map.k.weight", "map.value.weight", "map.value.bias"],
-      (p, hn) => attnImages(c, p, hn),
-      (p, hn) =>
-        literalAttnImages(
-          hn,
-          p.get("map.q.weight") as tf.Tensor2D,
-          p.get("map.k.weight") as tf.Tensor2D,
-          p.get("map.value.weight") as tf.Tensor3D,
-          p.get("map.value.bias") as tf.Tensor2D,
-          c.keyDim,
-        ),
-    );
-  }
 });
 
 /** tinyConfig with the study preset's switches (studyOver), for the whole-model checks below. */

@@ -117,6 +117,13 @@ const common = [
   "1",
 ];
 const small = ["--set", "vocabSize=64", "--set", "contextLength=8"];
+/** A one-layer, 16-wide gpt of `preset`. */
+const gptArgs = (preset: string) => [
+  ...["--model", "gpt", "--preset", preset, ...small],
+  ...["--set", "nLayer=1", "--set", "nEmbd=16", "--set", "nHead=2"],
+];
+/** The values of `keys` in a run's stored training options. */
+const fields = (training: Record<string, unknown>, keys: string[]) => keys.map((k) => training[k]);
 
 async function trained(args: string[]) {
   const out = await Deno.makeTempDir({ prefix: "lmpipe-preset-training-run-" });
@@ -155,98 +162,24 @@ Deno.test("train --preset study: config.json records the study's optimiser per m
   assert.equal(pixel.model.gelu, "exact");
   assert.equal(pixel.log[0].lr, 6e-4 / 2001); // nanoGPT's warm-up: lr (it + 1) / (warmup + 1)
 
-  const gpt = await trained([
-    "--model",
-    "gpt",
-    "--preset",
-    "study",
-    ...small,
-    "--set",
-    "nLayer=1",
-    "--set",
-    "nEmbd=16",
-    "--set",
-    "nHead=2",
-  ]);
-  assert.deepEqual(
-    [gpt.training.beta2, gpt.training.weightDecay, gpt.training.decayParams, gpt.training.warmup],
-    [0.95, 0.1, "matrices", 2000],
-  );
+  const keys = ["beta2", "weightDecay", "decayParams", "warmup"];
+  const gpt = await trained(gptArgs("study"));
+  assert.deepEqual(fields(gpt.training, keys), [0.95, 0.1, "matrices", 2000]);
   assert.deepEqual([gpt.model.bias, gpt.model.gelu], [false, "exact"]);
 
   const flags = await trained([
-    ...[
-      "--model",
-      "gpt",
-      "--preset",
-      "study",
-      ...small,
-      "--set",
-      "nLayer=1",
-      "--set",
-      "nEmbd=16",
-      "--set",
-      "nHead=2",
-      "--set",
-      "nHead=2",
-    ],
-    ...[
-      "--beta2",
-      "0.98",
-      "--adam-eps",
-      "1e-6",
-      "--decay-params",
-      "all",
-      "--weight-decay",
-      "0.05",
-      "--warmup",
-      "3",
-    ],
+    ...gptArgs("study"),
+    ...["--beta2", "0.98", "--adam-eps", "1e-6", "--decay-params", "all", "--weight-decay", "0.05"],
+    ...["--warmup", "3"],
   ]);
-  assert.deepEqual(
-    [
-      flags.training.beta2,
-      flags.training.eps,
-      flags.training.decayParams,
-      flags.training.weightDecay,
-      flags.training.warmup,
-    ],
-    [0.98, 1e-6, "all", 0.05, 3],
-  );
+  assert.deepEqual(fields(flags.training, [...keys, "eps"]), [0.98, 0.05, "all", 3, 1e-6]);
 
-  const tiny = await trained([
-    "--model",
-    "gpt",
-    "--preset",
-    "tiny",
-    ...small,
-    "--set",
-    "nLayer=1",
-    "--set",
-    "nEmbd=16",
-    "--set",
-    "nHead=2",
-  ]);
-  assert.deepEqual(
-    [tiny.training.beta2, tiny.training.weightDecay, tiny.training.decayParams, tiny.training.warmup],
-    [0.95, 0.1, "matrices", null],
-  );
+  const tiny = await trained(gptArgs("tiny"));
+  assert.deepEqual(fields(tiny.training, keys), [0.95, 0.1, "matrices", null]);
 });
 
 Deno.test("train: a run stored without the AdamW fields resumes with nanoGPT's; bad values are usage errors", async () => {
-  const { out } = await trained([
-    "--model",
-    "gpt",
-    "--preset",
-    "study",
-    ...small,
-    "--set",
-    "nLayer=1",
-    "--set",
-    "nEmbd=16",
-    "--set",
-    "nHead=2",
-  ]);
+  const { out } = await trained(gptArgs("study"));
   const path = join(out, "config.json");
   const config = JSON.parse(await Deno.readTextFile(path));
   for (const k of ["beta1", "beta2", "eps", "decayParams"]) delete config.training[k];
