@@ -10,7 +10,7 @@ import { causalAttention } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
-import { gelu } from "./tensor/ops/gelu/mod.ts";
+import { gelu, type GeluForm } from "./tensor/ops/gelu/mod.ts";
 import { applyRope, type RopeTables } from "./positions.ts";
 
 /** The additive causal mask (lib/tensor/ops/causal_softmax/mod.ts, its op-chain fallback); re-exported. */
@@ -109,7 +109,7 @@ export function maxRowsPerChunk(cols: number): number {
 /** LayerNorm over the last axis (statistics in float32, eps 1e-5 as PyTorch), optional bias. */
 export { layerNorm };
 
-/** GELU, tanh approximation (as GPT-2 used). */
+/** GELU, tanh approximation (as GPT-2 used) or exact erf (PyTorch's default). */
 export { gelu };
 
 /** RMSNorm over the last axis (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight (+ bias). */
@@ -129,6 +129,8 @@ export interface BlockVariant {
   mlp?: "gelu" | "swiglu" | "geglu";
   /** "gelu": q, k and v are gelu(x W + b) instead of x W (+ b). */
   qkvAct?: "none" | "gelu";
+  /** The form of every GELU in the block: "tanh" (default, GPT-2's approximation) or "exact" (erf). */
+  gelu?: GeluForm;
   /** Key/value heads, a divisor of the query heads (grouped-query attention); default: one per query head. */
   kvHeads?: number;
 }
@@ -204,7 +206,8 @@ function repeatHeads(x: tf.Tensor4D, n: number): tf.Tensor4D {
 /** q, k and v [B, T, C], [B, T, kvC], [B, T, kvC] of x: fused or separate projections, then qkv_act. */
 function projectQkv(x: tf.Tensor3D, p: AttentionParams, kvC: number, opts: LayerOptions): tf.Tensor[] {
   const prec = opts.precision, C = x.shape[2];
-  const act = (t: tf.Tensor) => opts.variant?.qkvAct === "gelu" ? boundary(gelu(t), prec) : t;
+  const act = (t: tf.Tensor) =>
+    opts.variant?.qkvAct === "gelu" ? boundary(gelu(t, opts.variant.gelu), prec) : t;
   if (p.cAttnW) {
     const qkv = act(linear(x, p.cAttnW, p.cAttnB, prec));
     return kvC === C ? tf.split(qkv, 3, 2) : tf.split(qkv, [C, kvC, kvC], 2);
@@ -283,13 +286,19 @@ export interface MlpParams {
  * The feed-forward part: c_proj(gelu(c_fc(x))) (GPT-2's 4x MLP), or with a gated unit (Shazeer 2020)
  * c_proj(act(g) * u) where [g, u] = c_fc(x) and act is SiLU (swiglu) or GELU (geglu).
  */
-export function mlp(x: tf.Tensor, p: MlpParams, precision?: Precision, kind: BlockVariant["mlp"] = "gelu") {
+export function mlp(
+  x: tf.Tensor,
+  p: MlpParams,
+  precision?: Precision,
+  kind: BlockVariant["mlp"] = "gelu",
+  form: GeluForm = "tanh",
+) {
   const hidden = linear(x, p.cFcW, p.cFcB, precision);
   let act: tf.Tensor;
-  if (kind === "gelu") act = boundary(gelu(hidden), precision);
+  if (kind === "gelu") act = boundary(gelu(hidden, form), precision);
   else {
     const [g, u] = tf.split(hidden, 2, -1);
-    const gate = kind === "swiglu" ? tf.mul(g, tf.sigmoid(g)) : gelu(g);
+    const gate = kind === "swiglu" ? tf.mul(g, tf.sigmoid(g)) : gelu(g, form);
     act = boundary(tf.mul(gate, u), precision);
   }
   return linear(act, p.cProjW, p.cProjB, precision);
@@ -313,5 +322,5 @@ export function block(x: tf.Tensor3D, p: BlockParams, nHead: number, opts: Layer
   const a = norm(x, p.ln1W, p.ln1B) as tf.Tensor3D; // float32; linear rounds it where it enters a matMul
   const x1 = tf.add(x, causalSelfAttention(a, p.attn, nHead, opts));
   const m = norm(x1, p.ln2W, p.ln2B);
-  return tf.add(x1, mlp(m, p.mlp, prec, opts.variant?.mlp)) as tf.Tensor3D;
+  return tf.add(x1, mlp(m, p.mlp, prec, opts.variant?.mlp, opts.variant?.gelu)) as tf.Tensor3D;
 }

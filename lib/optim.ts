@@ -25,6 +25,13 @@ export interface AdamWOptions {
 export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
 
 /**
+ * Which parameters weight decay applies to: "matrices", the model's rule (matrices and embeddings, as
+ * nanoGPT's configure_optimizers), or "all" (torch.optim.AdamW(model.parameters()): biases and norms too).
+ */
+export const DECAY_PARAMS = ["matrices", "all"] as const;
+export type DecayParams = typeof DECAY_PARAMS[number];
+
+/**
  * AdamW over named variables. Per parameter p with gradient g at update t (t counts applied updates):
  *   p <- p * (1 - lr * wd)                       (only where decays(name))
  *   m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2

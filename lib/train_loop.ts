@@ -9,7 +9,9 @@ import { fmtCount, fmtDuration, info, progress, stderrIsTTY } from "./log.ts";
 import {
   AdamW,
   ADAMW_DEFAULTS,
+  type AdamWOptions,
   clipCoefficient,
+  type DecayParams,
   learningRate,
   pairwiseSum,
   type ScheduleName,
@@ -42,6 +44,12 @@ export interface TrainOptions {
   decaySteps: number | null;
   schedule: ScheduleName;
   weightDecay: number;
+  /** AdamW's beta1, beta2 and epsilon; absent (runs older than the options): 0.9, 0.95, 1e-8 (nanoGPT). */
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Which parameters weight decay applies to (optim.ts DecayParams); absent: "matrices". */
+  decayParams?: DecayParams;
   /** Clip the global gradient norm to this (0 = no clipping). */
   gradClip: number;
   /** Stop after this many steps (null: no step limit). */
@@ -189,15 +197,25 @@ export async function batchLosses(
   return values as Float32Array;
 }
 
+/** The AdamW settings of a run: its options, nanoGPT's values where a (stored) run lacks them. */
+export function adamWOptions(
+  model: LanguageModel,
+  o: Pick<TrainOptions, "weightDecay" | "beta1" | "beta2" | "eps" | "decayParams">,
+): AdamWOptions {
+  return {
+    beta1: o.beta1 ?? ADAMW_DEFAULTS.beta1,
+    beta2: o.beta2 ?? ADAMW_DEFAULTS.beta2,
+    eps: o.eps ?? ADAMW_DEFAULTS.eps,
+    weightDecay: o.weightDecay,
+    decays: o.decayParams === "all" ? () => true : (n) => model.decays(n),
+  };
+}
+
 export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainResult> {
   const { model, train, val, dist } = run;
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
-  const optimizer = new AdamW(model.params, {
-    ...ADAMW_DEFAULTS,
-    weightDecay: o.weightDecay,
-    decays: (n) => model.decays(n),
-  });
+  const optimizer = new AdamW(model.params, adamWOptions(model, o));
   // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
   setWebgpuHalfOperands(o.precision === "mixed");
   const scaler = new LossScaler({

@@ -11,8 +11,14 @@ import { AdamW } from "../lib/optim.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { attnImages, cumsumImages } from "../lib/models/pixel_mapping.ts";
 import { refBf16, refHalf } from "./helpers_round.ts";
-import { PIXEL_PRESETS, type PixelConfig, PixelModel, validatePixelConfig } from "../lib/models/pixel.ts";
-import { literalAttnImages, literalCumsumImages } from "../lib/models/pixel_reference.ts";
+import {
+  PIXEL_PRESETS,
+  type PixelConfig,
+  PixelModel,
+  pixelParamSpecs,
+  validatePixelConfig,
+} from "../lib/models/pixel.ts";
+import { literalAttnImages, literalCumsumImages, literalShotImages } from "../lib/models/pixel_reference.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
 
@@ -113,10 +119,17 @@ Deno.test("pixel-cumsum: running key sum x pixel queries equals the literal runn
 });
 
 Deno.test("pixel-attn: both orders equal the literal attention over value images (outputs, gradients, with bias)", async () => {
-  for (const bias of [false, true]) {
+  // the value bias comes with bias, or alone with map_bias (the study's code: values with bias, bias=False)
+  for (const [bias, map_bias] of [[false, false], [true, false], [false, true]]) {
     for (const attnOrder of ["values-first", "attend-first"] as const) {
-      const c = tinyConfig("pixel-attn", { bias, attnOrder });
-      const names = ["map.q.weight", "map.k.weight", "map.value.weight", ...(bias ? ["map.value.bias"] : [])];
+      const c = tinyConfig("pixel-attn", { bias, map_bias, attnOrder });
+      const valueBias = bias || map_bias;
+      const names = [
+        "map.q.weight",
+        "map.k.weight",
+        "map.value.weight",
+        ...(valueBias ? ["map.value.bias"] : []),
+      ];
       await mappingEquivalence(
         c,
         names,
@@ -133,6 +146,166 @@ Deno.test("pixel-attn: both orders equal the literal attention over value images
       );
     }
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The study's code under --preset study (docs/pixel.md): idea 1's softmax images and window of two,
+// biases on the map projection and the head, no map or final LayerNorm
+
+Deno.test("pixel-cumsum: softmax/dot images x window/running sum, with and without key bias, equal the literal ShotNet (outputs, gradients)", async () => {
+  const cases = [
+    ...(["dot", "softmax"] as const).flatMap((mapping) =>
+      (["window", "cumsum"] as const).map((mix) => ({ mapping, mix, runningSum: "sum" as const }))
+    ),
+    { mapping: "softmax" as const, mix: "cumsum" as const, runningSum: "mean" as const },
+  ];
+  for (const o of cases) {
+    for (const map_bias of [false, true]) {
+      const c = tinyConfig("pixel-cumsum", { ...o, map_bias });
+      const names = ["map.key.weight", ...(map_bias ? ["map.key.bias"] : []), "map.query"];
+      await mappingEquivalence(
+        c,
+        names,
+        (p, hn) => cumsumImages(c, p, hn),
+        (p, hn) =>
+          literalShotImages(
+            hn,
+            p.get("map.key.weight") as tf.Tensor2D,
+            p.get("map.key.bias") as tf.Tensor1D | undefined,
+            p.get("map.query") as tf.Tensor3D,
+            { ...o, imageSize: c.imageSize },
+          ),
+      );
+    }
+  }
+  // the check can fail: the window is not the running sum
+  const c = tinyConfig("pixel-cumsum", { mapping: "softmax", mix: "window" });
+  await assert.rejects(() =>
+    mappingEquivalence(
+      c,
+      ["map.key.weight", "map.query"],
+      (p, hn) => cumsumImages(c, p, hn),
+      (p, hn) =>
+        literalShotImages(
+          hn,
+          p.get("map.key.weight") as tf.Tensor2D,
+          undefined,
+          p.get("map.query") as tf.Tensor3D,
+          {
+            mapping: "softmax",
+            mix: "cumsum",
+            runningSum: "sum",
+            imageSize: c.imageSize,
+          },
+        ),
+    ), /relative error/);
+});
+
+/** tinyConfig with the study preset's switches (studyOver), for the whole-model checks below. */
+function studySwitches(model: PixelConfig["model"]): PixelConfig {
+  const study = PIXEL_PRESETS[model].study;
+  const over: Partial<PixelConfig> = {};
+  for (const f of ["map_norm", "final_norm", "head_bias", "map_bias", "mix", "mapping"] as const) {
+    if (study[f] !== undefined) (over as Record<string, unknown>)[f] = study[f];
+  }
+  return tinyConfig(model, over);
+}
+
+Deno.test("pixel study switches: causal in training and eval, cached decoding = uncached logits, loss = logits' cross-entropy", async () => {
+  for (const model of ["pixel-cumsum", "pixel-attn"] as const) {
+    const c = studySwitches(model);
+    const m = createModel(c, 5);
+    randomizeParams(m, 70);
+    const B = 2, T = 8;
+    const idx = tokens(B, T, c.vocabSize, 9), base = await idx.array();
+    // causality: changing token t+1 changes exactly the positions after t
+    for (const training of [true, false]) {
+      const la = await m.logits(idx, { training }).array();
+      for (const t of [0, 4]) {
+        const b = tf.tensor2d(base.map((r) => r.map((v, i) => (i === t + 1 ? (v + 13) % c.vocabSize : v))), [
+          B,
+          T,
+        ], "int32");
+        const lb = await m.logits(b, { training }).array();
+        b.dispose();
+        for (let s = 0; s < T; s++) {
+          const same = la.every((row, bi) => row[s].every((v, j) => v === lb[bi][s][j]));
+          assert.equal(same, s <= t, `${model} training=${training}: position ${s} after changing ${t + 1}`);
+        }
+      }
+    }
+    // decoding
+    const full = await m.logits(idx).data();
+    const state = m.startDecode(B);
+    for (let t = 0; t < T; t++) {
+      const tok = tf.tensor1d(base.map((r) => r[t]), "int32");
+      const step = m.decodeStep(state, tok);
+      const want = new Float32Array(B * c.vocabSize);
+      for (let b = 0; b < B; b++) {
+        want.set(full.subarray((b * T + t) * c.vocabSize, (b * T + t + 1) * c.vocabSize), b * c.vocabSize);
+      }
+      assertClose(await step.data(), want, 1e-4, `${model} decode position ${t}`);
+      tf.dispose([tok, step]);
+    }
+    state.dispose();
+    // the loss (head bias folded into the head) is the cross-entropy of logits (bias added)
+    const targets = tokens(B, T, c.vocabSize, 10);
+    const loss = await m.loss(idx, targets).data();
+    const want = tf.tidy(() =>
+      tf.losses.softmaxCrossEntropy(
+        tf.oneHot(tf.reshape(targets, [-1]) as tf.Tensor1D, c.vocabSize),
+        tf.reshape(m.logits(idx), [B * T, c.vocabSize]),
+      )
+    );
+    assertClose(loss, await want.data(), 1e-5, `${model} loss`);
+    tf.dispose([idx, targets, want]);
+    m.dispose();
+  }
+});
+
+Deno.test("pixel study preset: the study's code's parameters outside the CNN, counted as PyTorch counts them", () => {
+  // The study's code, d = 512, V = 50304, T = 1024, 3 blocks without bias (GPTConfig bias=False):
+  const d = 512, V = 50304, embeddings = V * d + 1024 * d;
+  const blocks = 3 * (d + d * 3 * d + d * d + d + d * 4 * d + 4 * d * d); // ln_1, c_attn, c_proj, ln_2, c_fc, c_proj
+  const shot = 8 * 400 * 128 + (d * 8 * 128 + 8 * 128); // Shot.keys, Shot.query Linear(512, 1024) with bias
+  const mirror = d * 2 * d + (d * 8 * 400 + 8 * 400); // c_attn Linear(512, 1024, bias=False), v_proj with bias
+  const head = (F: number) => V * F + V; // Resnet3's final Linear(F, V) with bias
+  for (
+    const [model, mapping] of [["pixel-cumsum", shot], ["pixel-attn", mirror], [
+      "pixel-attn-wide",
+      mirror,
+    ]] as const
+  ) {
+    const c = resolveConfig(model, "study") as PixelConfig;
+    const specs = pixelParamSpecs(c);
+    const names = specs.map((s) => s.name);
+    for (const gone of ["map.ln.weight", "ln_f.weight"]) {
+      assert.ok(!names.includes(gone), `${model}: ${gone}`);
+    }
+    const F = specs.find((s) => s.name === "lm_head.weight")!.shape[1];
+    const outsideCnn = specs.filter((s) => !s.name.startsWith("cnn.")).reduce(
+      (n, s) => n + s.shape.reduce((a, b) => a * b, 1),
+      0,
+    );
+    assert.equal(outsideCnn, embeddings + blocks + mapping + head(F), model);
+  }
+  assert.equal(resolveConfig("pixel-cumsum", "study").keyDim, 128);
+  assert.throws(
+    () => resolveConfig("pixel-attn", "tiny", { mix: "window" }),
+    /unknown config field 'mix' for model 'pixel-attn'/,
+  );
+  assert.throws(
+    () => resolveConfig("pixel-cumsum", "tiny", { mapping: "cosine" }),
+    /'mapping' must be one of dot, softmax/,
+  );
+  assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { mix: "window", runningSum: "mean" }), /window/);
+  // a config written before the fields keeps lmpipe's model: map.ln, ln_f, no head or key bias
+  const { map_norm: _a, final_norm: _b, head_bias: _c, map_bias: _d, mix: _e, mapping: _f, ...old } =
+    PIXEL_PRESETS["pixel-cumsum"].tiny;
+  assert.deepEqual(
+    pixelParamSpecs(old as PixelConfig).map((s) => s.name),
+    pixelParamSpecs(PIXEL_PRESETS["pixel-cumsum"].tiny).map((s) => s.name),
+  );
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -445,7 +618,7 @@ Deno.test("pixel presets: the study preset is the study's code; every preset val
     const s = resolveConfig(model, "study") as PixelConfig;
     assert.deepEqual(
       [s.nEmbd, s.nHead, s.nWarmup, s.bias, s.channels, s.imageSize, s.contextLength, s.keyDim, s.vocabSize],
-      [512, 8, 3, false, 8, 20, 1024, 64, 50304],
+      [512, 8, 3, false, 8, 20, 1024, model === "pixel-cumsum" ? 128 : 64, 50304],
     );
     assert.equal(s.cnn, model === "pixel-attn-wide" ? "vgg-wide" : "vgg9");
   }

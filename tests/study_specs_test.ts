@@ -107,7 +107,7 @@ Deno.test("study runs: each size, each spec; train gets the family, the preset, 
     "--model",
     "gpt",
     "--preset",
-    "gpt2", // the study size of gpt
+    "study", // gpt's study preset: the study's control (gpt2 with bias=False)
     "--set",
     "nLayer=2",
     "--set",

@@ -164,7 +164,8 @@ Deno.test("study --only / --merge: one job per model, then one report from their
 });
 
 Deno.test("study: the study-size preset has each family's name", () => {
-  assert.equal(presetFor("gpt", "study"), "gpt2");
+  assert.equal(presetFor("gpt", "study"), "study"); // the study's control: gpt2 with bias=False
+  assert.equal(presetFor("gpt", "gpt2"), "gpt2");
   assert.equal(presetFor("pixel-attn", "gpt2"), "study");
   assert.equal(presetFor("pixel-attn", "tiny"), "tiny");
 });

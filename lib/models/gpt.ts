@@ -1,5 +1,5 @@
 // The `gpt` model family: GPT-2 as nanoGPT builds it, the control model of the study. Token + learned
-// position embeddings, pre-LayerNorm blocks (causal multi-head self-attention, 4x GELU-tanh MLP), a
+// position embeddings, pre-LayerNorm blocks (causal multi-head self-attention, 4x GELU MLP), a
 // final LayerNorm and an output head tied to the token embedding; no dropout. The architecture options
 // of variants.ts (norm, mlp, pos, qkv, qkv_act, attn_extra, kv_heads) and `tie` change that block by
 // block (docs/variants.md); the `llama` family is this model with llama-style presets (RMSNorm, SwiGLU,
@@ -69,7 +69,8 @@ export interface GptConfig extends ModelConfig, VariantConfig {
 }
 
 /**
- * Presets. `gpt2` is the study's control (124M parameters); `small` is a single-GPU size (6 layers,
+ * Presets. `gpt2` is GPT-2 small as nanoGPT builds it (124M parameters, exact GELU); `study` is the
+ * study's control, gpt2 without its 102,144 biases (124,373,760 parameters); `small` is a single-GPU size (6 layers,
  * 6 heads, 384 wide, context 256: nanoGPT's Shakespeare-char size with the GPT-2 vocabulary); `tiny`
  * takes seconds per step on 2 CPU cores (2 layers, 2 heads, 64 wide, context 64), for tests and demos.
  */
@@ -85,6 +86,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
     bias: true,
     tie: true,
     ...GPT2_VARIANT,
+    gelu: "exact",
   },
   small: {
     model: "gpt",
@@ -110,6 +112,21 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
     tie: true,
     ...GPT2_VARIANT,
   },
+  // The study's control: nanoGPT's train.py as the study ran it, gpt2's size with bias=False (no biases,
+  // weight-only LayerNorms) and nn.GELU()'s exact erf.
+  study: {
+    model: "gpt",
+    preset: "study",
+    vocabSize: GPT2_VOCAB_SIZE,
+    contextLength: 1024,
+    nLayer: 12,
+    nHead: 12,
+    nEmbd: 768,
+    bias: false,
+    tie: true,
+    ...GPT2_VARIANT,
+    gelu: "exact",
+  },
 };
 
 /**
@@ -117,7 +134,7 @@ export const GPT_PRESETS: Record<string, GptConfig> = {
  * rotary positions), no biases and an untied head.
  */
 export const LLAMA_PRESETS: Record<string, GptConfig> = Object.fromEntries(
-  Object.entries(GPT_PRESETS).map((
+  Object.entries(GPT_PRESETS).filter(([name]) => name !== "study").map((
     [name, c],
   ) => [name, { ...c, model: "llama", ...LLAMA_VARIANT, bias: false, tie: false }]),
 );

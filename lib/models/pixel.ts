@@ -12,11 +12,13 @@
 //   3 warm-up blocks (nn.ts `block`, the same block as gpt)   [B, T, d]
 //     with gpt's architecture options (variants.ts: norm, mlp, pos, qkv, qkv_act, attn_extra,
 //     kv_heads; pos also replaces wpe), all at GPT-2's values by default
-//   hn = LayerNorm_map(x)                                     [B, T, d]
+//   hn = LayerNorm_map(x)  (hn = x with map_norm false)       [B, T, d]
 //   pixel-cumsum: k = hn @ map.key.weight                     [B, T, C·dk]  one key per channel
 //                 S_t = Σ_{s<=t} k_s   (÷ (t+1) if runningSum = "mean")
 //                 img_t[c, p] = S_t[c] · map.query[c, :, p]  [B·T, P, C]   (pixel queries [C, dk, P])
 //     The study's act[t] += act[t-1] over the images k_t[c]·q[c, p] is the same, by linearity.
+//     The study's code (--preset study): k with map.key.bias, img_t = own_t + own_{t-1} (mix "window";
+//     own_{-1} = 0), own_t[c] = S·softmax_p(k_t[c]·q[c, p] / √dk) (mapping "softmax": images shared).
 //   pixel-attn:   q, k = hn @ map.q.weight, hn @ map.k.weight [B, C, T, dk] (one head per channel)
 //                 A_c = softmax(q_c k_cᵀ / √dk + causal mask)  [B, C, T, T]
 //                 img_t[c] = Σ_s A_c[t, s] (hn_s @ map.value.weight[c] + map.value.bias[c])
@@ -24,13 +26,15 @@
 //     or attend first (A_c @ hn, then @ W_c: T²·d per head), whichever is cheaper (attnOrder "auto":
 //     values first when P <= d). Equal by linearity, also with the bias since each row of A sums to 1.
 //   CNN on [B·T, H, W, C] -> GAP -> features                  [B·T, F]
-//   LayerNorm_f, logits = features @ lm_head.weightᵀ          [B·T, V]   (lm_head.weight [V, F])
+//   LayerNorm_f (unless final_norm false), logits = features @ lm_head.weightᵀ (+ lm_head.bias)
+//                                                             [B·T, V]   (lm_head.weight [V, F])
 //
 // Parameter names (safetensors): transformer.wte.weight [V, d], transformer.wpe.weight [T, d],
-// transformer.h.{i}.* (exactly as gpt.ts, i < nWarmup), map.ln.weight [d] (+ .bias), map.key.weight
-// [d, C·dk] and map.query [C, dk, P] (cumsum), map.q.weight / map.k.weight [d, C·dk], map.value.weight
-// [C, d, P] (+ map.value.bias [C, P] when bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias),
-// lm_head.weight [V, F].
+// transformer.h.{i}.* (exactly as gpt.ts, i < nWarmup), map.ln.weight [d] (+ .bias) (unless map_norm
+// false), map.key.weight [d, C·dk] (+ map.key.bias [C·dk] when map_bias) and map.query [C, dk, P]
+// (cumsum), map.q.weight / map.k.weight [d, C·dk], map.value.weight [C, d, P] (+ map.value.bias [C, P]
+// when bias or map_bias) (attn), cnn.* (cnn.ts), ln_f.weight [F] (+ .bias) (unless final_norm false),
+// lm_head.weight [V, F] (+ lm_head.bias [V] when head_bias).
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
@@ -58,6 +62,7 @@ import {
   cnnParamSpecs,
 } from "./cnn.ts";
 import {
+  biasSpec,
   blockSpecs,
   createParams,
   GPT2_VOCAB_SIZE,
@@ -102,6 +107,23 @@ export interface PixelConfig extends ModelConfig, MappingConfig, VariantConfig {
   cnnNorm: CnnNorm;
   /** Images per CNN chunk (gradient checkpointing); 0 = automatic (about 128 MiB of activations, 1 GiB on webgpu). */
   cnnChunk: number;
+  /** A LayerNorm (map.ln) on the warm-up blocks' output before the mapping; absent: true. */
+  map_norm?: boolean;
+  /** A LayerNorm (ln_f) on the CNN's pooled features before the head; absent: true. */
+  final_norm?: boolean;
+  /** A bias (lm_head.bias [V]) on the output head; absent: false. */
+  head_bias?: boolean;
+}
+
+/**
+ * The study's code where lmpipe's presets differ (docs/pixel.md, "`--preset study` against the study's
+ * code"): no map or final LayerNorm, a head with bias, a bias on the map projection; for idea 1 (ShotNet)
+ * 128-d pixel vectors, softmax images and the window of two positions.
+ */
+function studyCode(model: PixelFamilyName): Partial<PixelConfig> {
+  const common = { map_norm: false, final_norm: false, head_bias: true, map_bias: true };
+  if (model !== "pixel-cumsum") return common;
+  return { ...common, keyDim: 128, mapping: "softmax", mix: "window" };
 }
 
 function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
@@ -120,12 +142,18 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
     nWarmup: 3,
     bias: false,
     ...GPT2_VARIANT,
+    map_norm: true,
+    final_norm: true,
+    head_bias: false,
+    map_bias: false,
+    ...(model === "pixel-cumsum" ? { mix: "cumsum" as const, mapping: "dot" as const } : {}),
   };
   return {
     // The study's code: 512-wide warm-up blocks with 8 heads, no bias, 8 channels of 20x20, context 1024.
     study: {
       ...common,
       preset: "study",
+      gelu: "exact" as const,
       contextLength: 1024,
       nEmbd: 512,
       nHead: 8,
@@ -133,6 +161,7 @@ function presetsFor(model: PixelFamilyName): Record<string, PixelConfig> {
       imageSize: 20,
       keyDim: 64,
       cnnWidth: 64,
+      ...studyCode(model),
     },
     // A single-GPU size.
     small: {
@@ -223,6 +252,19 @@ export function validatePixelConfig(config: ModelConfig): asserts config is Pixe
   choice("runningSum", ["sum", "mean"]);
   choice("causalSum", ["cumsum", "matmul"]);
   choice("attnOrder", ["auto", "values-first", "attend-first"]);
+  for (const f of ["map_norm", "final_norm", "head_bias", "map_bias"]) {
+    if (config[f] !== undefined && typeof config[f] !== "boolean") {
+      throw usageError(`${where}: '${f}' must be true or false, got ${JSON.stringify(config[f])}`);
+    }
+  }
+  for (const [f, ok] of [["mix", ["cumsum", "window"]], ["mapping", ["dot", "softmax"]]] as const) {
+    if (config[f] === undefined) continue;
+    if (c.model !== "pixel-cumsum") throw usageError(`${where}: '${f}' is a pixel-cumsum field`);
+    choice(f, ok);
+  }
+  if (c.mix === "window" && c.runningSum === "mean") {
+    throw usageError(`${where}: runningSum "mean" is for mix "cumsum"; the window of two sums its positions`);
+  }
   choice("cnn", CNN_KINDS);
   if (!Array.isArray(c.cnnWidths)) {
     throw usageError(`${where}: 'cnnWidths' must be a list of widths ([] = derived)`);
@@ -242,12 +284,14 @@ export function pixelParamSpecs(c: PixelConfig): ParamSpec[] {
   ];
   specs.push(...warmupSpecs(c, projStd));
   specs.push(
-    ...layerNormSpecs("map.ln", d, c.bias),
+    ...(c.map_norm !== false ? layerNormSpecs("map.ln", d, c.bias) : []),
     ...mappingOf(c).specs(c),
     ...cnnParamSpecs(cnnConfigOf(c)),
   );
   const F = cnnOutWidth(cnnConfigOf(c));
-  specs.push(...layerNormSpecs("ln_f", F, c.bias), weightSpec("lm_head.weight", [c.vocabSize, F]));
+  if (c.final_norm !== false) specs.push(...layerNormSpecs("ln_f", F, c.bias));
+  specs.push(weightSpec("lm_head.weight", [c.vocabSize, F]));
+  if (c.head_bias === true) specs.push(biasSpec("lm_head.bias", [c.vocabSize]));
   return specs;
 }
 
@@ -346,6 +390,7 @@ export class PixelModel implements LanguageModel {
       caches,
       attentionProbs: probs,
     });
+    if (this.config.map_norm === false) return x;
     const hn = layerNorm(
       x,
       this.p("map.ln.weight") as tf.Tensor1D,
@@ -369,6 +414,7 @@ export class PixelModel implements LanguageModel {
     const chunk = cnnChunkFor(this.config, imgs.shape[0]);
     const bnd = (t: tf.Tensor) => boundary(t, precision);
     const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd);
+    if (this.config.final_norm === false) return pooled as tf.Tensor2D;
     const h = layerNorm(
       pooled,
       this.p("ln_f.weight") as tf.Tensor1D,
@@ -386,9 +432,14 @@ export class PixelModel implements LanguageModel {
     checkLossInputs(this.config, idx, targets);
     return tf.tidy(() => {
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
+      const w = this.p("lm_head.weight") as tf.Tensor2D, b = this.params.get("lm_head.bias");
+      // a head bias as one more feature: [h, 1] · [W, b] (the loss never forms the logits whole)
+      const [hb, wb] = b
+        ? [tf.concat([h, tf.ones([h.shape[0], 1])], 1), tf.concat([w, tf.reshape(b, [-1, 1])], 1)]
+        : [h, w];
       return tiedCrossEntropy(
-        h,
-        this.p("lm_head.weight") as tf.Tensor2D,
+        hb as tf.Tensor2D,
+        wb as tf.Tensor2D,
         tf.reshape(targets, [-1]) as tf.Tensor1D,
         { precision: opts.precision },
       );
@@ -401,7 +452,9 @@ export class PixelModel implements LanguageModel {
       const [B, T] = idx.shape;
       const h = this.features(this.images(this.front(idx, opts.precision), opts.precision), opts.precision);
       const p = opts.precision; // autocast: 16-bit operands and logits under mixed / bf16
-      const out = boundary(tf.matMul(boundary(h, p), boundary(this.p("lm_head.weight"), p), false, true), p);
+      const b = this.params.get("lm_head.bias");
+      const hw = tf.matMul(boundary(h, p), boundary(this.p("lm_head.weight"), p), false, true);
+      const out = boundary(b ? tf.add(hw, boundary(b, p)) : hw, p);
       return tf.reshape(out, [B, T, this.config.vocabSize]) as tf.Tensor3D;
     });
   }
@@ -455,7 +508,11 @@ export class PixelModel implements LanguageModel {
       const hn = this.front(tf.reshape(tokens, [B, 1]) as tf.Tensor2D, undefined, t, state.caches);
       const imgs = this.mapping.step(c, this.params, hn, t, state.mapping);
       const h = this.features(imgs);
-      return linear(h, state.headT) as tf.Tensor2D;
+      return linear(
+        h,
+        state.headT,
+        this.params.get("lm_head.bias") as tf.Tensor1D | undefined,
+      ) as tf.Tensor2D;
     });
     for (const o of old) o?.dispose();
     state.length += 1;

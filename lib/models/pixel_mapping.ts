@@ -1,7 +1,9 @@
 // How the image models turn tokens into images: the one thing pixel-cumsum and pixel-attn(-wide) do
 // differently, as two small strategy objects (ImageMapping) that lib/models/pixel.ts picks by model
 // name. Both are linear in what positions share, so sharing happens on small vectors where that is
-// cheaper; tests/pixel_test.ts checks both against the literal forms of pixel_reference.ts.
+// cheaper; tests/pixel_test.ts checks both against the literal forms of pixel_reference.ts. pixel-cumsum
+// also has the study's code's own form (docs/pixel.md): softmax images (`mapping`, not linear, so
+// positions share images instead of keys) and a window of two positions (`mix`).
 import { tf } from "../tensor/backend.ts";
 import { linear } from "../nn.ts";
 import { causalSoftmax } from "../tensor/ops/causal_softmax/mod.ts";
@@ -30,6 +32,57 @@ export interface MappingConfig {
   causalSum: "cumsum" | "matmul";
   /** pixel-attn: "auto" (cheaper order), "values-first" or "attend-first"; all exact. */
   attnOrder: "auto" | "values-first" | "attend-first";
+  /**
+   * pixel-cumsum: how positions share images: "cumsum" (the running sum of the write-up; absent means
+   * this) or "window" (a position's image plus the previous one's, the study's code; position 0 has none).
+   */
+  mix?: "cumsum" | "window";
+  /**
+   * pixel-cumsum: a token's image per channel: "dot" (key · pixel query; absent means this) or "softmax"
+   * (imageSize × softmax over the channel's pixels of key · query / √dk, the study's code).
+   */
+  mapping?: "dot" | "softmax";
+  /**
+   * A bias on the token's map projection even without `bias`: map.key.bias (pixel-cumsum, which has it
+   * only then) or map.value.bias (pixel-attn, which also has it with `bias`). Absent: false.
+   */
+  map_bias?: boolean;
+}
+
+/** Whether pixel-cumsum's keys get map.key.bias, and pixel-attn's values map.value.bias. */
+export function keyBiasOf(c: MappingConfig): boolean {
+  return c.map_bias === true;
+}
+export function valueBiasOf(c: MappingConfig): boolean {
+  return c.bias || c.map_bias === true;
+}
+
+/** x [B, T, X] plus x one position earlier (zero before position 0): the study's window of two, causal. */
+export function causalWindow(x: tf.Tensor3D): tf.Tensor3D {
+  const [B, T, X] = x.shape;
+  if (T === 1) return x;
+  const prev = tf.pad(tf.slice(x, [0, 0, 0], [B, T - 1, X]), [[0, 0], [1, 0], [0, 0]]);
+  return tf.add(x, prev) as tf.Tensor3D;
+}
+
+/** How pixel-cumsum shares x [B, T, X] over positions: the causal running sum (or mean), or the window. */
+function shareOverTime(x: tf.Tensor3D, c: MappingConfig): tf.Tensor3D {
+  return c.mix === "window" ? causalWindow(x) : causalRunningSum(x, c);
+}
+
+/**
+ * Each token's softmax images, [N, P, C], from keys k [C, N, dk] and pixel queries [C, dk, P]: per
+ * channel imageSize × softmax over the P pixels of k · q / √dk (the study's Shot module).
+ */
+function softmaxImages(k: tf.Tensor3D, query: tf.Tensor3D, imageSize: number): tf.Tensor3D {
+  const dk = k.shape[2], ks = tf.unstack(k), qs = tf.unstack(query);
+  const imgs = ks.map((x, c) =>
+    tf.mul(
+      tf.softmax(tf.mul(tf.matMul(x as tf.Tensor2D, qs[c] as tf.Tensor2D), 1 / Math.sqrt(dk))),
+      imageSize,
+    )
+  );
+  return tf.stack(imgs, 2) as tf.Tensor3D;
 }
 
 /** The parameters the mapping reads (a subset of the model's, by name). */
@@ -86,10 +139,21 @@ export function cumsumImages(
 ): tf.Tensor4D {
   const [B, T] = hn.shape;
   const C = c.channels, dk = c.keyDim, S = c.imageSize;
-  const keys = linear(hn, req(p, "map.key.weight") as tf.Tensor2D, undefined, precision) as tf.Tensor3D; // [B, T, C·dk]
-  const sums = share ? boundary(causalRunningSum(keys, c), precision) : keys; // share = false: own images
+  const bias = keyBiasOf(c) ? req(p, "map.key.bias") as tf.Tensor1D : undefined;
+  const keys = linear(hn, req(p, "map.key.weight") as tf.Tensor2D, bias, precision) as tf.Tensor3D; // [B, T, C·dk]
+  // matMul operands: 16-bit under mixed / bf16 (autocast), gradients too
+  const query = boundary(req(p, "map.query") as tf.Tensor3D, precision);
+  if (c.mapping === "softmax") { // not linear: each token's images first, then shared
+    const perChannel = tf.transpose(tf.reshape(keys, [B * T, C, dk]), [1, 0, 2]) as tf.Tensor3D;
+    let imgs = boundary(softmaxImages(perChannel, query, S), precision) as tf.Tensor; // [B·T, P, C]
+    if (share) {
+      imgs = boundary(shareOverTime(tf.reshape(imgs, [B, T, S * S * C]) as tf.Tensor3D, c), precision);
+    }
+    return tf.reshape(imgs, [B * T, S, S, C]) as tf.Tensor4D;
+  }
+  const sums = share ? boundary(shareOverTime(keys, c), precision) : keys; // share = false: own images
   const perChannel = tf.transpose(tf.reshape(sums, [B * T, C, dk]), [1, 0, 2]) as tf.Tensor3D; // [C, B·T, dk]
-  const imgs = perChannelImages(perChannel, boundary(req(p, "map.query") as tf.Tensor3D, precision));
+  const imgs = perChannelImages(perChannel, query);
   return boundary(tf.reshape(imgs, [B * T, S, S, C]), precision) as tf.Tensor4D;
 }
 
@@ -125,8 +189,7 @@ export function attnImages(
   let k = heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D, undefined, precision), C);
   // matMul operands: 16-bit under mixed / bf16 (autocast), gradients too
   const W = boundary(req(p, "map.value.weight") as tf.Tensor3D, precision);
-  const valueBias = p.get("map.value.bias") as tf.Tensor2D | undefined;
-  const bias = valueBias && boundary(valueBias, precision);
+  const bias = valueBiasOf(c) ? boundary(req(p, "map.value.bias") as tf.Tensor2D, precision) : undefined;
   // What the attention weights are applied to: value images [B, C, T, P], or the token vectors [B, T, d].
   let src: tf.Tensor;
   if (order === "values-first") {
@@ -212,23 +275,43 @@ export function toCHW(c: MappingConfig, imgs: tf.Tensor, B: number, T: number): 
 
 /** pixel-cumsum: per-channel keys times per-pixel queries, shared by a running sum over positions. */
 export const CUMSUM_MAPPING: ImageMapping = {
-  sharing: (c) => `running ${c.runningSum} over positions`,
+  sharing: (c) =>
+    (c.mapping === "softmax" ? "softmax images, " : "") +
+    (c.mix === "window" ? "window of two positions" : `running ${c.runningSum} over positions`),
   attends: false,
   specs: (c) => [
     weightSpec("map.key.weight", [c.nEmbd, c.channels * c.keyDim]),
+    ...(keyBiasOf(c) ? [biasSpec("map.key.bias", [c.channels * c.keyDim])] : []),
     weightSpec("map.query", [c.channels, c.keyDim, c.imageSize * c.imageSize]),
   ],
   images: (c, p, hn, precision) => cumsumImages(c, p, hn, precision),
   ownImages: (c, p, hn) => toCHW(c, cumsumImages(c, p, hn, undefined, false), hn.shape[0], hn.shape[1]),
   step(c, p, hn, t, cache) {
-    const B = hn.shape[0], S = c.imageSize;
-    const k = linear(tf.reshape(hn, [B, c.nEmbd]), req(p, "map.key.weight") as tf.Tensor2D) as tf.Tensor2D; // [B, C·dk]
-    const sum = cache.keySum ? tf.add(cache.keySum, k) : k;
-    cache.keySum = tf.keep(sum);
-    const s = c.runningSum === "mean" ? tf.div(sum, t + 1) : sum;
-    const perChannel = tf.transpose(tf.reshape(s, [B, c.channels, c.keyDim]), [1, 0, 2]) as tf.Tensor3D;
-    const imgs = perChannelImages(perChannel, req(p, "map.query") as tf.Tensor3D);
-    return tf.reshape(imgs, [B, S, S, c.channels]) as tf.Tensor4D;
+    const B = hn.shape[0], S = c.imageSize, C = c.channels;
+    const bias = keyBiasOf(c) ? req(p, "map.key.bias") as tf.Tensor1D : undefined;
+    const k = linear(
+      tf.reshape(hn, [B, c.nEmbd]),
+      req(p, "map.key.weight") as tf.Tensor2D,
+      bias,
+    ) as tf.Tensor2D; // [B, C·dk]
+    const query = req(p, "map.query") as tf.Tensor3D;
+    const perChannel = (x: tf.Tensor) =>
+      tf.transpose(tf.reshape(x, [B, C, c.keyDim]), [1, 0, 2]) as tf.Tensor3D;
+    // What is shared: keys (dot, linear) or each token's images (softmax), as a [B, X] row per step.
+    const own = c.mapping === "softmax"
+      ? tf.reshape(softmaxImages(perChannel(k), query, S), [B, S * S * C])
+      : k;
+    let shared: tf.Tensor;
+    if (c.mix === "window") {
+      shared = cache.previous ? tf.add(own, cache.previous) : own;
+      cache.previous = tf.keep(own);
+    } else {
+      const sum = cache.keySum ? tf.add(cache.keySum, own) : own;
+      cache.keySum = tf.keep(sum);
+      shared = c.runningSum === "mean" ? tf.div(sum, t + 1) : sum;
+    }
+    const imgs = c.mapping === "softmax" ? shared : perChannelImages(perChannel(shared), query);
+    return tf.reshape(imgs, [B, S, S, C]) as tf.Tensor4D;
   },
   flops(c) {
     const C = c.channels, dk = c.keyDim, P = c.imageSize * c.imageSize;
@@ -247,14 +330,14 @@ export const ATTENTION_MAPPING: ImageMapping = {
       weightSpec("map.k.weight", [d, C * c.keyDim]),
       weightSpec("map.value.weight", [C, d, P]),
     ];
-    return c.bias ? [...specs, biasSpec("map.value.bias", [C, P])] : specs;
+    return valueBiasOf(c) ? [...specs, biasSpec("map.value.bias", [C, P])] : specs;
   },
   images: (c, p, hn, precision, probs) => attnImages(c, p, hn, precision, undefined, probs),
   ownImages(c, p, hn) {
     const [B, T] = hn.shape;
     const S = c.imageSize;
     const hn2 = tf.reshape(hn, [B * T, c.nEmbd]);
-    const bias = p.get("map.value.bias");
+    const bias = valueBiasOf(c) ? req(p, "map.value.bias") : undefined;
     const vs = tf.unstack(req(p, "map.value.weight")).map((w, ci) => {
       const y = tf.matMul(hn2, w as tf.Tensor2D);
       return bias ? tf.add(y, tf.slice(bias, [ci, 0], [1, S * S])) : y;

@@ -69,3 +69,44 @@ export function literalAttnImages(
   }
   return tf.stack(out, 1) as tf.Tensor4D;
 }
+
+/**
+ * pixel-cumsum as the study's code (ShotNet) writes it, literally, with the choices the config offers:
+ * every token's key vector per channel, keys[b, t, c] = hn[b, t] @ keyW[:, c] (+ keyB[c]); its image per
+ * pixel p, a[b, t, c, p] = k · query[c, :, p] ("dot"), or imageSize · exp(z_p) / Σ_p' exp(z_p') with
+ * z = k · query[c] / sqrt(dk) ("softmax"); then images shared position by position: the window of two,
+ * out[t] = a[t] + a[t-1] (position 0: a[0], the causal reading of the code's unwritten position 0), or
+ * the running sum (÷ (t+1) for "mean"). hn [B, T, d]; keyW [d, C*dk]; keyB [C*dk]; query [C, dk, H*W].
+ * Returns [B, T, C, H*W].
+ */
+export function literalShotImages(
+  hn: tf.Tensor3D,
+  keyW: tf.Tensor2D,
+  keyB: tf.Tensor1D | undefined,
+  query: tf.Tensor3D,
+  o: { mapping: "dot" | "softmax"; mix: "window" | "cumsum"; runningSum: "sum" | "mean"; imageSize: number },
+): tf.Tensor4D {
+  const [B, T, d] = hn.shape;
+  const [C, dk, P] = query.shape;
+  let flat = tf.sum(tf.mul(tf.reshape(hn, [B, T, d, 1]), tf.reshape(keyW, [1, 1, d, C * dk])), 2);
+  if (keyB) flat = tf.add(flat, keyB);
+  const keys = tf.reshape(flat, [B, T, C, dk, 1]);
+  let act = tf.sum(tf.mul(keys, tf.reshape(query, [1, 1, C, dk, P])), 3) as tf.Tensor4D; // [B, T, C, P]
+  if (o.mapping === "softmax") {
+    const z = tf.div(act, Math.sqrt(dk));
+    const e = tf.exp(tf.sub(z, tf.max(z, 3, true)));
+    act = tf.mul(tf.div(e, tf.sum(e, 3, true)), o.imageSize) as tf.Tensor4D;
+  }
+  const own = (t: number) => tf.squeeze(tf.slice(act, [0, t, 0, 0], [B, 1, C, P]), [1]);
+  const out: tf.Tensor[] = [];
+  let running: tf.Tensor | null = null;
+  for (let t = 0; t < T; t++) {
+    if (o.mix === "window") {
+      out.push(t === 0 ? own(0) : tf.add(own(t), own(t - 1))); // img[t] + img[t-1]
+      continue;
+    }
+    running = running ? tf.add(running, own(t)) : own(t);
+    out.push(o.runningSum === "mean" ? tf.div(running, t + 1) : running);
+  }
+  return tf.stack(out, 1) as tf.Tensor4D;
+}

@@ -1,6 +1,6 @@
 // The architecture options of the transformer blocks (docs/variants.md) as config fields, shared by the
 // gpt and llama families and the image models' warm-up blocks: which norm, MLP, positions, q/k/v
-// projection, extra attention term and key/value heads. Each field's default is GPT-2's, and a config
+// projection, extra attention term, GELU form and key/value heads. Each field's default is GPT-2's, and a config
 // written before the fields existed (an old checkpoint's config.json) means exactly that. This file
 // turns the fields into parameter shapes (params.ts BlockLayout), the nn.ts block's BlockVariant, the
 // embedding of the first block's input and the per-call position tables, so the families only loop.
@@ -18,6 +18,7 @@ export const VARIANT_CHOICES = {
   qkv: ["fused", "separate"],
   qkv_act: ["none", "gelu"],
   attn_extra: ["none", "linear"],
+  gelu: ["tanh", "exact"],
 } as const;
 
 type Choice<K extends keyof typeof VARIANT_CHOICES> = (typeof VARIANT_CHOICES)[K][number];
@@ -30,6 +31,8 @@ export interface VariantConfig {
   qkv: Choice<"qkv">;
   qkv_act: Choice<"qkv_act">;
   attn_extra: Choice<"attn_extra">;
+  /** GELU's form in the MLP (and qkv_act, geglu): GPT-2's tanh approximation or exact erf (nanoGPT, the study). */
+  gelu: Choice<"gelu">;
   /** Key/value heads, a divisor of nHead (grouped-query attention); 0 = one per query head. */
   kv_heads: number;
 }
@@ -42,6 +45,7 @@ export const GPT2_VARIANT: VariantConfig = {
   qkv: "fused",
   qkv_act: "none",
   attn_extra: "none",
+  gelu: "tanh",
   kv_heads: 0,
 };
 
@@ -87,7 +91,7 @@ export function variantErrors(config: ModelConfig, nHead: number, width: number)
 
 /** nn.ts's view of the options: how a block computes. */
 export function blockVariantOf(v: VariantConfig): BlockVariant {
-  return { norm: v.norm, mlp: v.mlp, qkvAct: v.qkv_act, kvHeads: v.kv_heads || undefined };
+  return { norm: v.norm, mlp: v.mlp, qkvAct: v.qkv_act, gelu: v.gelu, kvHeads: v.kv_heads || undefined };
 }
 
 /** params.ts's view of the options: which tensors a block has. */

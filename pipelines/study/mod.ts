@@ -48,8 +48,8 @@ Options:
   --budget-tokens N   training tokens per run, e.g. 2M (each run stops at the first step that
                       reaches N); with --budget too, whichever comes first     (one of the two required)
   --models LIST       model specs                  (default: ${ALL_MODELS.join(",")})
-  --preset NAME       model preset for every model: tiny | small | study (the study's sizes:
-                      gpt2 for gpt, study for the image models; gpt2 means the same)  (default: small)
+  --preset NAME       model preset for every model: tiny | small | study (the study's models: its
+                      control for gpt, gpt2 for llama; gpt2 picks study for the image models) (default: small)
   --sizes LIST        train every spec at each size and fit L(C) = a*C^-b + c per spec (C: training
                       FLOPs = FLOPs/token x tokens seen; 3 sizes fit, 4 or more give error bars);
                       SIZE = PRESET[:KEY=VALUE...], e.g. tiny,small,small:nLayer=8; run folders

@@ -88,10 +88,13 @@ export function runFolder(model: Spec, size: Spec | null): string {
   return size ? `${specFolder(model)}@${specFolder(size)}` : specFolder(model);
 }
 
-/** The study-size preset is called gpt2 for gpt and llama, study for the image models; either name picks both. */
+/**
+ * The study-size preset: `study` for gpt (the study's control, bias=False) and the image models, gpt2 for
+ * llama (which has no study preset); gpt2 given for an image model means its study preset.
+ */
 export function presetFor(model: string, preset: string): string {
   const gptLike = model === "gpt" || model === "llama";
-  if (preset === "study" && gptLike) return "gpt2";
+  if (preset === "study" && model === "llama") return "gpt2";
   if (preset === "gpt2" && !gptLike) return "study";
   return preset;
 }

@@ -44,7 +44,8 @@ import {
 } from "../../lib/pipeline_env.ts";
 import { loadWeights } from "../../lib/checkpoint_model.ts";
 import { configFromFlags } from "../../lib/models/config.ts";
-import { SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
+import { DECAY_PARAMS, type DecayParams, SCHEDULE_NAMES, type ScheduleName } from "../../lib/optim.ts";
+import { presetTraining } from "../../lib/preset_training.ts";
 import { rampStart } from "../../lib/batch_ramp.ts";
 import { validateStored } from "../../lib/checkpoint_check.ts";
 import { dryRun } from "./dry_run.ts";
@@ -69,6 +70,10 @@ const SPEC = {
   schedule: { type: "string" },
   "batch-ramp": { type: "string" },
   "weight-decay": { type: "string" },
+  "decay-params": { type: "string" },
+  beta1: { type: "string" },
+  beta2: { type: "string" },
+  "adam-eps": { type: "string" },
   "grad-clip": { type: "string" },
   "max-steps": { type: "string" },
   "max-time": { type: "string" },
@@ -96,14 +101,18 @@ model.safetensors, optimizer.safetensors, config.json, state.json (and log.jsonl
 
 Model:
   --model NAME         gpt | llama | pixel-cumsum | pixel-attn | pixel-attn-wide             (default: gpt)
-  --preset NAME        tiny | small, plus gpt2 (gpt, llama) or study (pixel-*)               (default: tiny)
+  --preset NAME        tiny | small, plus gpt2 (gpt, llama) or study (gpt, pixel-*); study also
+                       trains as the study's code did (docs/pixel.md): its AdamW settings per
+                       model, lr 6e-4, warm-up 2000, cosine to 6e-5 at step 600000, clip 1.0  (default: tiny)
   --config FILE        JSON object of config fields (or a run's config.json) over the preset (default: none)
   --set KEY=VALUE      override one config field, repeatable, e.g. --set nLayer=4             (default: none)
                        architecture options (docs/variants.md): norm=layernorm|rmsnorm,
                        mlp=gelu|swiglu|geglu, pos=learned|sinusoidal|rope|alibi|none,
                        qkv=fused|separate, qkv_act=none|gelu, attn_extra=none|linear, kv_heads=N,
-                       bias=true|false, tie=true|false (gpt, llama; the image models' warm-up blocks
-                       take all but tie); config.json records them for eval, sample and viz
+                       gelu=tanh|exact, bias=true|false, tie=true|false (gpt, llama; the image
+                       models' warm-up blocks take all but tie); config.json records them for eval,
+                       sample and viz. Image models (docs/pixel.md): map_norm, final_norm, head_bias,
+                       map_bias=true|false, and for pixel-cumsum mix=cumsum|window, mapping=dot|softmax
 Data:
   --data PATH          shard folder or .bin file, repeatable; files named *val* are validation (required)
 Optimisation:
@@ -130,6 +139,10 @@ Optimisation:
                        ceil(B/8) + floor((B - ceil(B/8)) * seen / N); --grad-accum stays, tokens in
                        the log count what was trained; resumes continue the same curve   (default: 0, off)
   --weight-decay X     AdamW decoupled weight decay on matrices and embeddings               (default: 0.1)
+  --decay-params WHICH matrices: decay matrices and embeddings only (nanoGPT); all: every parameter,
+                       biases and norms too (torch.optim.AdamW(model.parameters()))    (default: matrices)
+  --beta1 X, --beta2 X AdamW's moment decay rates                              (default: 0.9 and 0.95)
+  --adam-eps X         AdamW's epsilon                                                       (default: 1e-8)
   --grad-clip X        clip the global gradient norm to X; 0 disables                        (default: 1.0)
   --precision P        fp32 | mixed (fp16 autocast: matMul/conv operands, weights and outputs
                        rounded to binary16, fp32 norms/softmax/loss/master weights, dynamic
@@ -296,8 +309,9 @@ async function trainLocked(
   }
   const family = familyOf(families, modelConfig.model, CMD);
 
-  // --- training options: defaults, then what the run stored (on --resume), then explicit flags
-  const o = trainingOptions(p, stored);
+  // --- training options: defaults (a new run's preset may bring its own: lib/preset_training.ts), then
+  // what the run stored (on --resume), then explicit flags
+  const o = trainingOptions(p, stored, ckpt ? {} : presetTraining(modelConfig.model, modelConfig.preset));
   if (dist && o.gradAccum % dist.mpi.size !== 0) {
     throw usageError(
       `lmpipe train: --grad-accum ${o.gradAccum} micro-batches per step cannot be split over ${dist.mpi.size} ranks; ` +
@@ -405,7 +419,9 @@ async function trainLocked(
           fmtCount(o.batchRamp)
         } tokens, `
         : "") +
-      `${o.precision}, ${o.schedule} lr ${o.lr}` +
+      `${o.precision}, AdamW betas ${o.beta1}/${o.beta2} eps ${o.eps} decay ${o.weightDecay} on ${
+        o.decayParams === "all" ? "every parameter" : "matrices"
+      }, ${o.schedule} lr ${o.lr}` +
       (o.schedule === "constant" ? "" : ` -> ${Number(o.minLr.toPrecision(6))}`) +
       (o.maxSteps !== null ? `, ${o.maxSteps} steps` : "") +
       (o.maxTimeS !== null ? `, ${fmtDuration(o.maxTimeS)}` : "") +
@@ -511,7 +527,7 @@ async function dryRunFromFlags(p: Parsed, env: PipelineEnv, families: Families):
     (p.values.set as string[]) ?? [],
     CMD,
   );
-  const o = trainingOptions(p, undefined, false);
+  const o = trainingOptions(p, undefined, presetTraining(config.model, config.preset), false);
   const memoryLimitFlag = str(p, "memory-limit");
   if (memoryLimitFlag !== undefined && o.batchSize !== 0) {
     throw usageError("lmpipe train: --memory-limit only applies to --batch-size auto");
@@ -531,10 +547,14 @@ async function dryRunFromFlags(p: Parsed, env: PipelineEnv, families: Families):
   }, env);
 }
 
-/** Training options from the flags over `stored`; `needBudget` false for --dry-run. */
+/**
+ * Training options from the flags over `stored` (a resumed run) or over the preset's training defaults;
+ * `needBudget` false for --dry-run.
+ */
 function trainingOptions(
   p: Parsed,
   stored: Partial<StoredTraining> | undefined,
+  preset: Partial<TrainOptions>,
   needBudget = true,
 ): StoredTraining {
   const given = (name: string) => p.values[name] !== undefined;
@@ -543,7 +563,19 @@ function trainingOptions(
     key: K,
     dflt: StoredTraining[K],
     parse: () => StoredTraining[K],
-  ) => given(flag) ? parse() : stored && key in stored ? stored[key] as StoredTraining[K] : dflt;
+  ) =>
+    given(flag)
+      ? parse()
+      : stored && key in stored
+      ? stored[key] as StoredTraining[K]
+      : key in preset
+      ? (preset as Partial<StoredTraining>)[key] as StoredTraining[K]
+      : dflt;
+  const beta = (flag: string) => () => {
+    const v = num(p, CMD, flag, 0, { min: 0 });
+    if (!(v < 1)) throw usageError(`lmpipe train: --${flag} must be at least 0 and below 1, got ${v}`);
+    return v;
+  };
   const int = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min, integer: true });
   const real = (flag: string, min: number) => () => num(p, CMD, flag, 0, { min });
   const lr = pick("lr", "lr", 6e-4, real("lr", 0));
@@ -584,12 +616,27 @@ function trainingOptions(
     minLr: given("min-lr")
       ? real("min-lr", 0)()
       : given("lr") || stored?.minLr === undefined
-      ? lr / 10
+      ? (!given("lr") && preset.minLr !== undefined ? preset.minLr : lr / 10)
       : stored.minLr,
     warmup: pick("warmup", "warmup", null, int("warmup", 0)),
     decaySteps: pick("decay-steps", "decaySteps", null, int("decay-steps", 1)),
     schedule,
     weightDecay: pick("weight-decay", "weightDecay", 0.1, real("weight-decay", 0)),
+    // a stored run without the AdamW fields trained with nanoGPT's values, the defaults here
+    decayParams: pick("decay-params", "decayParams", "matrices", () => {
+      const s = str(p, "decay-params")!;
+      if (!(DECAY_PARAMS as readonly string[]).includes(s)) {
+        throw usageError(`lmpipe train: --decay-params must be ${DECAY_PARAMS.join(" or ")}, got '${s}'`);
+      }
+      return s as DecayParams;
+    }),
+    beta1: pick("beta1", "beta1", 0.9, beta("beta1")),
+    beta2: pick("beta2", "beta2", 0.95, beta("beta2")),
+    eps: pick("adam-eps", "eps", 1e-8, () => {
+      const v = num(p, CMD, "adam-eps", 0, { min: 0 });
+      if (!(v > 0)) throw usageError(`lmpipe train: --adam-eps must be above 0, got ${v}`);
+      return v;
+    }),
     gradClip: pick("grad-clip", "gradClip", 1.0, real("grad-clip", 0)),
     maxSteps: pick("max-steps", "maxSteps", null, int("max-steps", 1)),
     maxTimeS: pick("max-time", "maxTimeS", null, () => parseDuration(CMD, "max-time", str(p, "max-time")!)),

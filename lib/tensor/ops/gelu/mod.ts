@@ -1,4 +1,7 @@
-// GELU, tanh approximation (as GPT-2 used): 0.5 x (1 + tanh(k (x + c x^3))), the MLP's nonlinearity.
+// GELU, the MLP's nonlinearity, in two forms: "tanh", the approximation GPT-2 used, 0.5 x (1 + tanh(k (x +
+// c x^3))), and "exact", 0.5 x (1 + erf(x / sqrt 2)), PyTorch's nn.GELU() default that nanoGPT and the
+// study's code run (they differ by up to ~2e-4 in y). The exact form is an op chain on every backend
+// (TF.js's Erf kernel, the gradient written out); the fused kernels below are the tanh form's.
 // The op chain is ~7 TF.js kernels forward and ~10 backward, each a pass over the MLP's widest tensor;
 // where a backend registers lmpipe's GELU kernels (wasm: wasm/kernels.ts; webgpu: webgpu.ts beside this file),
 // one kernel each way does the same float32 operations in the same order, keeping only x for the
@@ -41,7 +44,31 @@ const geluByKernels = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) =
   };
 }) as (x: tf.Tensor) => tf.Tensor;
 
-/** GELU of x (any shape). */
-export function gelu(x: tf.Tensor): tf.Tensor {
+/** The two forms of GELU (config field `gelu`): tanh approximation or exact erf. */
+export type GeluForm = "tanh" | "exact";
+
+/**
+ * Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), with its gradient written out: 0.5 (1 + erf(x / sqrt 2)) +
+ * x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi); the tape holds x and the erf term. TF.js's Erf is the
+ * Abramowitz-Stegun 7.1.26 polynomial on cpu and webgpu (absolute error under 1.5e-7) and a compiled
+ * erf on wasm; tests/gelu_test.ts compares all of them with a float64 series.
+ */
+export const geluExact = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  const onePlusErf = tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1);
+  save([x, onePlusErf]);
+  return {
+    value: tf.mul(tf.mul(x, 0.5), onePlusErf),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [xs, e] = saved;
+      const phi = tf.mul(tf.exp(tf.mul(tf.square(xs), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+      return tf.mul(dy as tf.Tensor, tf.add(tf.mul(e, 0.5), tf.mul(xs, phi)));
+    },
+  };
+}) as (x: tf.Tensor) => tf.Tensor;
+
+/** GELU of x (any shape) in `form` ("tanh" by default: what checkpoints without the field trained with). */
+export function gelu(x: tf.Tensor, form: GeluForm = "tanh"): tf.Tensor {
+  if (form === "exact") return geluExact(x);
   return x.dtype === "float32" && kernelFor("gelu") === "lmpipe" ? geluByKernels(x) : geluByOps(x);
 }
