@@ -20,7 +20,7 @@ import {
 import { offsetOf, runRows, usable } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 import { wasmMatMul2D } from "../matmul/wasm.ts";
-import { nhwcConvInfo } from "./mod.ts";
+import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
 const IM2COL_MAX_FLOATS = 16 << 20; // 64 MB per chunk
 let im2colMaxFloats = IM2COL_MAX_FLOATS;
@@ -32,12 +32,9 @@ export function setIm2colChunkFloatsForTests(n: number | null): void {
 
 /** The sizes both gradient kernels work in: the im2col width K, rows per image, images per chunk. */
 function chunkPlan(ci: NonNullable<ReturnType<typeof nhwcConvInfo>>) {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = ci;
-  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw } = ci;
-  const { filterHeight: KH, filterWidth: KW, dilationHeight: dh, dilationWidth: dw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const geometry = flatConvGeometry(ci);
+  const { B, Co, KH, KW, Ci, OH, OW } = geometry;
   const K = KH * KW * Ci, perImage = OH * OW;
-  const geometry: ConvGeometry = { H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl };
   const imgsPerChunk = Math.max(1, Math.min(B, Math.floor(im2colMaxFloats / Math.max(1, K * perImage))));
   return { B, Co, K, perImage, geometry, imgsPerChunk };
 }
@@ -172,23 +169,6 @@ export function conv2DBackpropInputWasm({ inputs, backend, attrs }: KernelArgs):
     if (dyc.dataId !== dy.dataId) backend.disposeData(dyc.dataId);
   }
   return out.info;
-}
-
-/** NHWC convolution geometry for the conv gradient helpers below (TF.js's conv info, flattened). */
-export interface ConvGeometry {
-  H: number;
-  W: number;
-  Ci: number;
-  OH: number;
-  OW: number;
-  KH: number;
-  KW: number;
-  sh: number;
-  sw: number;
-  dh: number;
-  dw: number;
-  pt: number;
-  pl: number;
 }
 
 /**
