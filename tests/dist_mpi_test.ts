@@ -211,12 +211,12 @@ Deno.test({
     assert.ok(stopped >= 2 && stopped < 10, `stopped at ${stopped}`);
     const log = await readLog(join(out, "log.jsonl"));
     assert.equal(log[log.length - 1].step, stopped, "the checkpoint is the last logged step");
-    // both ranks stopped after that step (each says so), rank 0 saved
-    assert.equal(
-      j.stderr.match(new RegExp(`interrupted.* after step ${stopped};`, "g"))?.length,
-      2,
-      j.stderr,
-    );
+    // the ranks stopped after that step: rank 0 says so and saved it; rank 1 says so too, but mpirun aborts
+    // the job as soon as one rank exits non-zero and may drop the other's last line, so its line is not
+    // required (the exit code 130 above is the interrupt path's on whichever rank exited first)
+    const said = j.stderr.match(new RegExp(`interrupted.* after step ${stopped};`, "g"))?.length ?? 0;
+    assert.ok(said >= 1 && said <= 2, j.stderr);
+    assert.match(j.stderr, new RegExp(`after step ${stopped}; checkpoint saved in .* by rank 0`));
     // resume one step on 1 process, then the rest on 2 ranks: the straight run's losses and weights
     const r1 = await job(0, ["train", "--resume", "--max-steps", String(stopped + 1), "--out", out]);
     assert.equal(r1.code, 0, r1.stderr);
