@@ -42,7 +42,7 @@ const COMMANDS: Record<
     load: () => import("./pipelines/viz/mod.ts"),
   },
   study: {
-    summary: "train every model for the same wall-clock budget and write the comparison report",
+    summary: "train models or variants at equal time or tokens (and across sizes) and report them",
     load: () => import("./pipelines/study/mod.ts"),
   },
 };
