@@ -12,9 +12,8 @@ import {
   cnnOutWidth,
   cnnParamCount,
   cnnParamSpecs,
-  imageNorm,
-  imageNormByOps,
 } from "../lib/models/cnn.ts";
+import { imageNormRelu, imageNormReluByOps } from "../lib/tensor/ops/image_norm/mod.ts";
 import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
 
 function makeParams(cfg: CnnConfig, seed: number): Map<string, tf.Variable> {
@@ -332,7 +331,9 @@ Deno.test("cnn: the image norm on wasm runs as one LayerNorm kernel and equals t
     const x = tf.tensor4d(randomArray(N * H * W * C, 21).map((v) => 3 * v + 1), [N, H, W, C]);
     const g = tf.tensor1d(randomArray(C, 22).map((v) => 1 + v)), b = tf.tensor1d(randomArray(C, 23));
     const dy = tf.tensor4d(randomArray(N * H * W * C, 24), [N, H, W, C]);
-    const run = (f: typeof imageNorm) => {
+    const fused = (a: tf.Tensor4D, c: tf.Tensor, d: tf.Tensor) => imageNormRelu(a, c, d, false);
+    const byOps = (a: tf.Tensor4D, c: tf.Tensor, d: tf.Tensor) => imageNormReluByOps(a, c, d, false);
+    const run = (f: typeof fused) => {
       const y = f(x, g, b);
       const grads = tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) =>
         tf.sum(tf.mul(f(a as tf.Tensor4D, c, d), dy))
@@ -340,13 +341,13 @@ Deno.test("cnn: the image norm on wasm runs as one LayerNorm kernel and equals t
       return [y, ...grads];
     };
     let fastT: tf.Tensor[] = [];
-    const prof = await tf.profile(() => (fastT = run(imageNorm)));
+    const prof = await tf.profile(() => (fastT = run(fused)));
     assert.ok(
       prof.kernelNames.includes(LAYER_NORM_KERNEL),
       `[${N},${H},${W},${C}]: the LayerNorm kernel did not run (${prof.kernelNames})`,
     );
     const fast = fastT.map((t) => t.dataSync());
-    const ref = run(imageNormByOps).map((t) => t.dataSync());
+    const ref = run(byOps).map((t) => t.dataSync());
     ["y", "dx", "dg", "db"].forEach((what, i) =>
       assertClose(fast[i], ref[i], 2e-5, `[${N},${H},${W},${C}] ${what}`)
     );

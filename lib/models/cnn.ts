@@ -7,7 +7,7 @@
 // time, so peak memory grows with the chunk, not with B·T.
 import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
-import { imageNormRelu, imageNormReluByOps } from "../tensor/ops/image_norm/mod.ts";
+import { imageNormRelu } from "../tensor/ops/image_norm/mod.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -191,20 +191,6 @@ export function cnnParamSpecs(cfg: CnnConfig): ParamSpec[] {
     }
   }
   return out;
-}
-
-/** The image norm as TF.js ops: the reference the kernels are tested against. */
-export function imageNormByOps(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
-  return imageNormReluByOps(x, g, b, false);
-}
-
-/**
- * Per-image LayerNorm over (H, W, C) of each image of x [N, H, W, C], per-channel affine
- * (lib/tensor/ops/image_norm/mod.ts: one WGSL dispatch each way on webgpu, lmpipe's LayerNorm kernel on
- * wasm, the op chain elsewhere).
- */
-export function imageNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D {
-  return imageNormRelu(x, g, b, false);
 }
 
 type Params = Map<string, tf.Tensor> | Record<string, tf.Tensor>;
