@@ -69,36 +69,51 @@ async function readAllDocs(bytes: Uint8Array, format: "jsonl" | "txt", docSep?: 
   return chars;
 }
 
-/** Seconds `fn` takes (best of 2, to soften a busy machine). */
-async function seconds(fn: () => Promise<unknown>): Promise<number> {
-  let best = Infinity;
-  for (let i = 0; i < 2; i++) {
-    const t0 = performance.now();
-    await fn();
-    best = Math.min(best, (performance.now() - t0) / 1000);
+/**
+ * Seconds `small` and `big` take, each the best of 3 runs taken in turns (small, big, small, ...), so that
+ * a busy machine's slow moments fall on both sizes alike.
+ */
+async function seconds2(
+  small: () => Promise<unknown>,
+  big: () => Promise<unknown>,
+): Promise<[number, number]> {
+  const best: [number, number] = [Infinity, Infinity];
+  for (let i = 0; i < 3; i++) {
+    for (const [j, fn] of [small, big].entries()) {
+      const t0 = performance.now();
+      await fn();
+      best[j] = Math.min(best[j], (performance.now() - t0) / 1000);
+    }
   }
   return best;
 }
 
 Deno.test("huge documents: reading a long JSONL line or --doc-sep paragraph is linear in its size", async () => {
-  const small = soup(4e6), big = soup(16e6);
-  const line = (t: string) => enc.encode(JSON.stringify({ text: t }) + "\n");
-  const para = (t: string) => enc.encode(`a\n\n${t}\n\nb\n`);
-  const [ls, lb] = [line(small), line(big)];
-  const tl = [await seconds(() => readAllDocs(ls, "jsonl")), await seconds(() => readAllDocs(lb, "jsonl"))];
-  const [ps, pb] = [para(small), para(big)];
-  const tp = [
-    await seconds(() => readAllDocs(ps, "txt", "blank")),
-    await seconds(() => readAllDocs(pb, "txt", "blank")),
-  ];
-  console.log(
-    `4x the size: JSONL line ${(tl[1] / tl[0]).toFixed(1)}x the time, --doc-sep paragraph ${
-      (tp[1] / tp[0]).toFixed(1)
-    }x`,
+  // Time ratios between two sizes swing with the garbage collector's regime (a 4 MB read ran in 0.04 s and
+  // 0.22 s on the same machine), so each read is compared with the least work any reader must do on the same
+  // bytes: decode them once and parse (JSONL) or split (paragraphs) them. A linear reader stays within a
+  // small factor of that at every size (1.3-1.5x measured at 34 MB); a reader that re-joins its carried bytes
+  // on every chunk measured 6.8x at 17 MB and grows with the size.
+  const big = soup(32e6);
+  const line = enc.encode(JSON.stringify({ text: big }) + "\n");
+  const para = enc.encode(`a\n\n${big}\n\nb\n`);
+  const dec = new TextDecoder();
+  const [tl, tlBase] = await seconds2(
+    () => readAllDocs(line, "jsonl"),
+    async () => JSON.parse(dec.decode(line)).text.length,
   );
-  // Linear gives 4x; the quadratic readers gave about 16x.
-  assert.ok(tl[1] / tl[0] < 8, `JSONL: ${tl}`);
-  assert.ok(tp[1] / tp[0] < 8, `doc-sep: ${tp}`);
+  const [tp, tpBase] = await seconds2(
+    () => readAllDocs(para, "txt", "blank"),
+    async () => dec.decode(para).split(/\n\n/).length,
+  );
+  console.log(
+    `34 MB: JSONL line ${tl.toFixed(2)} s (${
+      (tl / tlBase).toFixed(1)
+    }x decode + parse), --doc-sep paragraph ` +
+      `${tp.toFixed(2)} s (${(tp / tpBase).toFixed(1)}x decode + split)`,
+  );
+  assert.ok(tl < 5 * tlBase, `JSONL: ${tl} s against ${tlBase} s`);
+  assert.ok(tp < 5 * tpBase, `doc-sep: ${tp} s against ${tpBase} s`);
 });
 
 Deno.test("huge documents: splitDocs gives the same documents as before for a paragraph over many chunks", async () => {
