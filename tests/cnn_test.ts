@@ -15,6 +15,8 @@ import {
 } from "../lib/models/cnn.ts";
 import { imageNormRelu, imageNormReluByOps } from "../lib/tensor/ops/image_norm/mod.ts";
 import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
+import { boundary } from "../lib/precision.ts";
+import { refHalf } from "./helpers_round.ts";
 
 function makeParams(cfg: CnnConfig, seed: number): Map<string, tf.Variable> {
   const m = new Map<string, tf.Variable>();
@@ -209,6 +211,72 @@ Deno.test("cnn: resnet pads as the study's PyTorch code (unpadded stem, padding 
   }
   assert.deepEqual(x.shape, [N, 1, 1, 32]);
   assertClose(got, Float32Array.from(x.y), 1e-5, "resnet forward");
+  p.forEach((v) => v.dispose());
+});
+
+Deno.test("cnn: under mixed precision every conv's input and output are binary16, as autocast's (resnet, float64 reference)", async () => {
+  await initBackend("cpu", { quiet: true });
+  // The resnet of the test above, with the training loop's mixed-precision boundary. Autocast runs each
+  // conv in 16 bits: its input and its output are binary16 (the norm or ReLU after it reads the binary16
+  // output); additions stay float32 and are rounded where they enter the next conv. The reference rounds
+  // by hand at those places; without the rounding of the conv outputs it moves by a rounding's size.
+  const cfg: CnnConfig = {
+    kind: "resnet",
+    inChannels: 3,
+    height: 8,
+    width: 8,
+    baseWidth: 2,
+    depth: 1,
+    norm: "none",
+  };
+  const p = makeParams(cfg, 41);
+  const N = 8, shape = [N, 8, 8, 3];
+  const input = randomArray(N * 8 * 8 * 3, 42).map(refHalf);
+  const got = await cnnForward(
+    cfg,
+    p,
+    tf.tensor4d(input, shape as [number, number, number, number]),
+    (t) => boundary(t, "mixed"),
+  ).data();
+  const w = (n: string) => p.get(n)!.dataSync() as Float32Array;
+  type T = { y: Float64Array; shape: number[] };
+  const reference = (roundConvOutputs: boolean) => {
+    const r = (t: T) => ({ y: t.y.map((v) => refHalf(Math.fround(v))), shape: t.shape });
+    const out = (t: T) => roundConvOutputs ? r(t) : t;
+    const conv = (x: T, name: string, stride: number, pad: number) => {
+      const ws = p.get(name)!.shape as number[];
+      return out(convRef(x.y, x.shape, w(name), ws[0], ws[3], stride, pad, w(`${name}.bias`)));
+    };
+    const relu = (t: T) => ({ y: t.y.map((v) => Math.max(0, v)), shape: t.shape });
+    let x = r(conv({ y: Float64Array.from(input), shape }, "cnn.stem.w", 1, 0));
+    for (let s = 0; s < 3; s++) {
+      {
+        const pre = `cnn.s${s}.b0`, stride = 2; // depth 1: each stage is its one stride-2 block
+        const h = conv(r(relu(conv(x, `${pre}.conv1`, stride, 1))), `${pre}.conv2`, 1, 1);
+        const skip = conv(x, `${pre}.skip`, 2, 0);
+        x = r(relu({ y: h.y.map((v, i) => v + skip.y[i]), shape: h.shape }));
+      }
+    }
+    return x.y;
+  };
+  const want = reference(true), unrounded = reference(false);
+  const l2 = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+    let n = 0, d = 0;
+    for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2, d += b[i] ** 2;
+    return Math.sqrt(n / d);
+  };
+  const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+    let m = 0;
+    for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + 1e-3));
+    return m;
+  };
+  const err = maxDiff(got, want), away = maxDiff(unrounded, want);
+  const same = Array.from(got).filter((v, i) => v === want[i]).length / want.length;
+  // float32 sums inside the convs can tip a value over a binary16 rounding threshold, rarely
+  assert.ok(
+    away > 1e-4 && err < away / 10,
+    `mixed resnet: ${err} from the rounded reference, unrounded ${away}`,
+  );
   p.forEach((v) => v.dispose());
 });
 

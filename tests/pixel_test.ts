@@ -513,12 +513,13 @@ Deno.test("pixel models: mixed and bf16 move loss and gradients from fp32 by the
     const lh = Math.abs(h.loss - a.loss) / a.loss, lb = Math.abs(b.loss - a.loss) / a.loss;
     const sizes = `${model}: loss moved by ${lh} (mixed), ${lb} (bf16); gradients by ${dh}, ${db}`;
     // The loss of these tiny models (near log V) hardly moves; the gradients do: this tiny ReLU CNN turns a
-    // relative perturbation of 5e-4 into several percent (measured: mixed 7.7e-4 .. 3.9e-2, bf16 0.11 ..
-    // 0.28 in relative L2 over all gradients, bf16 3.7 .. 140 times mixed). Without any rounding both are 0;
-    // a wrong backward pass is far off.
+    // relative perturbation of 5e-4 into several percent (measured: mixed 7.7e-4 .. 7.0e-2, bf16 0.10 ..
+    // 0.52 in relative L2 over all gradients, bf16 5 .. 140 times mixed; the largest, pixel-cumsum's, since
+    // the conv outputs are rounded before the per-image norm as autocast does). Without any rounding both
+    // are 0; a wrong backward pass is far off (a lost gradient is 1.0 away).
     assert.ok(lh < 2e-3 && lb < 2e-2, sizes);
     assert.ok(dh > 1e-4 && dh < 0.1, sizes);
-    assert.ok(db > 2 * dh && db < 0.5, sizes);
+    assert.ok(db > 2 * dh && db < 0.75, sizes);
     tf.dispose([x, y]);
     m.dispose();
   }

@@ -205,8 +205,9 @@ function get(p: Params, name: string): tf.Tensor {
 type Pad = "same" | "valid" | number;
 
 /**
- * conv (+ bias when there is no norm, or when `bias`) (+ norm), then ReLU when `relu` (fused with the
- * norm on webgpu).
+ * conv (+ bias when there is no norm, or when `bias`), its output through `boundary` (a 16-bit place under
+ * mixed precision, as autocast's conv output), (+ norm), then ReLU when `relu` (fused with the norm on
+ * webgpu).
  */
 function convNorm(
   p: Params,
@@ -215,6 +216,7 @@ function convNorm(
   stride: number,
   pad: Pad,
   norm: CnnNorm,
+  boundary: Boundary,
   convName = "w",
   normName = "norm",
   relu = false,
@@ -222,6 +224,7 @@ function convNorm(
 ): tf.Tensor4D {
   let y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, pad);
   if (bias || norm !== "image") y = tf.add(y, get(p, `${prefix}.${convName}.bias`));
+  y = boundary(y) as tf.Tensor4D;
   if (norm === "image") {
     return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
@@ -245,18 +248,20 @@ export function cnnForward(
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
-      x = boundary(convNorm(p, x, l.prefix, 1, "same", cfg.norm, "w", "norm", true)) as tf.Tensor4D;
+      x = boundary(convNorm(p, x, l.prefix, 1, "same", cfg.norm, boundary, "w", "norm", true)) as tf.Tensor4D;
     }
   } else {
     // The study's Resnet3: an unpadded stem with a bias and no ReLU after its norm; then 3x3 convs
     // padded by 1 on every side (PyTorch's padding=1: a stride-2 conv of an even-sized image starts
     // at row -1, where TF.js's 'same' would start at row 0) and unpadded 1x1 skips.
-    x = boundary(convNorm(p, x, "cnn.stem", 1, "valid", cfg.norm, "w", "norm", false, true)) as tf.Tensor4D;
+    x = boundary(
+      convNorm(p, x, "cnn.stem", 1, "valid", cfg.norm, boundary, "w", "norm", false, true),
+    ) as tf.Tensor4D;
     for (const b of resnetPlan(cfg)) {
-      const h = convNorm(p, x, b.prefix, b.stride, 1, cfg.norm, "conv1", "norm1", true);
-      const h2 = convNorm(p, h, b.prefix, 1, 1, cfg.norm, "conv2", "norm2");
+      const h = boundary(convNorm(p, x, b.prefix, b.stride, 1, cfg.norm, boundary, "conv1", "norm1", true));
+      const h2 = convNorm(p, h as tf.Tensor4D, b.prefix, 1, 1, cfg.norm, boundary, "conv2", "norm2");
       const skip = b.inC !== b.outC || b.stride !== 1
-        ? convNorm(p, x, b.prefix, b.stride, 0, cfg.norm, "skip", "skipnorm")
+        ? convNorm(p, x, b.prefix, b.stride, 0, cfg.norm, boundary, "skip", "skipnorm")
         : x;
       x = boundary(tf.relu(tf.add(skip, h2))) as tf.Tensor4D;
     }
