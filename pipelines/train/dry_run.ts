@@ -79,6 +79,8 @@ export async function dryRun(o: DryRunOptions, env: PipelineEnv): Promise<void> 
       optimizer_bytes: 2 * weights,
       // the measured peak of one step; null: it ran out of memory
       step_peak_bytes: peak,
+      // where the step has to fit: the wasm heap cannot grow past 4 GiB (weights and optimizer state included)
+      ...(backend.name === "wasm" ? { heap_limit_bytes: WASM_HEAP_LIMIT } : {}),
       ...(limit ? { memory_limit_bytes: limit.bytes, memory_limit_source: limit.source } : {}),
     };
     if (!o.json) return await write(memoryLines(memory));
@@ -108,6 +110,7 @@ interface StepMemory {
   gradients_bytes: number;
   optimizer_bytes: number;
   step_peak_bytes: number | null;
+  heap_limit_bytes?: number;
   memory_limit_bytes?: number;
   memory_limit_source?: string;
 }
@@ -131,6 +134,20 @@ function paramsTable(
   ].join("\n") + "\n";
 }
 
+/** The wasm heap's ceiling: its memory is addressed with 32-bit offsets. */
+const WASM_HEAP_LIMIT = 2 ** 32;
+
+/** Why a step did not fit, and what to try. */
+function outOfMemory(m: StepMemory): string {
+  const state = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes;
+  const where = m.heap_limit_bytes !== undefined
+    ? `the wasm heap ends at ${fmtMiB(m.heap_limit_bytes)} and the weights, gradients and AdamW moments ` +
+      `take ${fmtMiB(state)} of it`
+    : `the ${m.backend} backend could not allocate it`;
+  return `out of memory (${where}); try a smaller --batch-size (1 can take minutes to measure on a CPU), ` +
+    `a shorter --context, or --backend webgpu`;
+}
+
 /** The readable memory lines: the weights' state, and the measured step. */
 function memoryLines(m: StepMemory): string {
   return [
@@ -138,7 +155,7 @@ function memoryLines(m: StepMemory): string {
       fmtMiB(m.gradients_bytes)
     }, AdamW moments ${fmtMiB(m.optimizer_bytes)}`,
     `  one step at ${m.batch_size} x ${m.context} tokens (grad-accum ${m.grad_accum}, ${m.precision}): ` +
-    (m.step_peak_bytes === null ? "out of memory" : `peak ${fmtMiB(m.step_peak_bytes)}`) +
+    (m.step_peak_bytes === null ? outOfMemory(m) : `peak ${fmtMiB(m.step_peak_bytes)}`) +
     (m.memory_limit_bytes !== undefined
       ? ` (--batch-size auto, limit ${fmtMiB(m.memory_limit_bytes)} from ${m.memory_limit_source})`
       : ""),
