@@ -623,6 +623,20 @@ Deno.test("pixel presets: the study preset is the study's code; every preset val
     );
     assert.equal(s.cnn, model === "pixel-attn-wide" ? "vgg-wide" : "vgg9");
   }
+  // The published code's networks, counted by PyTorch (bench/torch_resnet3_count.py prints these): ShotNet
+  // (idea 1) and MirrorNet (idea 2) read their images with Resnet3, whose Linear is the head.
+  const published = {
+    "pixel-cumsum": { transformer: 35720192, map: 934912, cnn: 33209024, lm_head: 51561600 },
+    "pixel-attn": { transformer: 35720192, map: 2165888, cnn: 33209024, lm_head: 51561600 },
+  };
+  for (const [model, want] of Object.entries(published)) {
+    const byModule: Record<string, number> = {};
+    for (const s of pixelParamSpecs(resolveConfig(model, "study", { cnn: "resnet" }) as PixelConfig)) {
+      const top = s.name.split(".")[0];
+      byModule[top] = (byModule[top] ?? 0) + s.shape.reduce((a, b) => a * b, 1);
+    }
+    assert.deepEqual(byModule, want, `${model} --preset study --set cnn=resnet against PyTorch's count`);
+  }
   assert.throws(() => resolveConfig("pixel-attn", "tiny", { cnn: "alexnet" }), /cnn/);
   assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { runningSum: "max" }), /runningSum/);
   assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { nEmbd: 30, nHead: 4 }), /multiple/);
