@@ -13,7 +13,7 @@ import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
 import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
 import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
-import { boundary, roundTo } from "./precision.ts";
+import { boundary, isLowPrecision, roundTo } from "./precision.ts";
 import type { Precision } from "./models/types.ts";
 
 export interface TiedCrossEntropyOptions {
@@ -21,10 +21,16 @@ export interface TiedCrossEntropyOptions {
   chunkRows?: number;
   /**
    * mixed / bf16 (autocast's rule for the head's linear): h and W are rounded to 16 bits (their gradients
-   * too) and so are the logits before the float32 softmax and loss. The logits' own gradient stays
-   * float32 (it is formed in the forward pass, before the loss scale is known; docs/precision.md).
+   * too) and so are the logits before the float32 softmax and loss, and the logits' gradient, formed here
+   * in the forward pass, at the scale `gradScale` the backward pass will bring (docs/precision.md).
    */
   precision?: Precision;
+  /**
+   * The gradient the caller will send into this loss (the factor it multiplies the loss by: loss scale /
+   * micro-batches; default 1). Only the rounding uses it: any other incoming gradient still scales the
+   * result linearly.
+   */
+  gradScale?: number;
 }
 
 /** Floats in one chunk's logits by default: 64 MiB, large enough for full-speed matMuls. */
@@ -57,6 +63,8 @@ interface ChunkOut {
  * and the softmax part of dL/dW = softmax^T @ hc / N. The softmax normaliser 1/sum is applied to the
  * [n, C] sides, never to the [n, V] probabilities. With `wT` (W^T [C, V], made once per call) every
  * matMul is a plain one; without, the transposes are matMul flags (free on wasm's BLAS path).
+ * Under mixed / bf16 the logits' gradient (softmax - onehot) / N is formed whole instead, rounded to 16 bits
+ * at `gradScale` as autocast's backward pass holds it, and dL/dW gets its -onehot part here too.
  */
 function chunk(
   hc: tf.Tensor2D,
@@ -66,6 +74,7 @@ function chunk(
   n: number,
   grads: boolean,
   precision?: Precision,
+  gradScale = 1,
 ): ChunkOut {
   const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
   const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
@@ -74,6 +83,16 @@ function chunk(
   const targetLogit = roundTo(tf.sum(tf.mul(hc, wt), 1), precision); // as rounded as its logit
   const lossSum = tf.sub(tf.sum(lse), tf.sum(targetLogit)) as tf.Scalar;
   if (!grads) return { lossSum };
+  if (isLowPrecision(precision)) {
+    const probs = tf.mul(e, tf.div(1 / n, s));
+    const isTarget = tf.equal(tf.reshape(tc, [-1, 1]), tf.range(0, w.shape[0], 1, "int32").expandDims(0));
+    const dLogits = tf.where(isTarget, tf.sub(probs, 1 / n), probs);
+    const rounded = tf.div(roundTo(tf.mul(dLogits, gradScale), precision), gradScale);
+    const dh = tf.matMul(rounded, w) as tf.Tensor2D;
+    const dwPart =
+      (wT ? tf.matMul(tf.transpose(hc), rounded) : tf.matMul(rounded, hc, true, false)) as tf.Tensor2D;
+    return { lossSum, dh, dwPart };
+  }
   const inv = tf.div(1 / n, s); // softmax normaliser and the 1/N of the mean, per row
   const dh = tf.sub(tf.mul(tf.matMul(e, w), inv), tf.mul(wt, 1 / n)) as tf.Tensor2D;
   const hs = tf.mul(hc, inv);
@@ -89,6 +108,7 @@ function chunked(
   rows: number,
   grads: boolean,
   precision?: Precision,
+  gradScale = 1,
 ) {
   const [N, C] = h.shape;
   const V = w.shape[0];
@@ -101,7 +121,7 @@ function chunked(
     const out = tf.tidy(() => {
       const hc = n === N ? h : tf.slice(h, [r0, 0], [n, C]);
       const tc = n === N ? targets : tf.slice(targets, [r0], [n]);
-      return chunk(hc, tc, w, wT, N, grads, precision) as unknown as tf.TensorContainer;
+      return chunk(hc, tc, w, wT, N, grads, precision, gradScale) as unknown as tf.TensorContainer;
     }) as unknown as ChunkOut;
     const prev = lossSum;
     lossSum = tf.add(lossSum, out.lossSum);
@@ -119,9 +139,12 @@ function chunked(
   wT?.dispose();
   const loss = tf.div(lossSum, N) as tf.Scalar;
   if (!grads) return { loss };
-  // The -onehot part of dL/dW: row target[r] gets -h[r]/N, summed over duplicate targets.
-  const picked = tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V);
-  const dw = tf.sub(wT ? tf.transpose(dwPart!) : dwPart!, picked) as tf.Tensor2D;
+  const dwSoftmax = (wT ? tf.transpose(dwPart!) : dwPart!) as tf.Tensor2D;
+  // The -onehot part of dL/dW (already in under mixed / bf16): row target[r] gets -h[r]/N, summed over
+  // duplicate targets.
+  const dw = isLowPrecision(precision)
+    ? dwSoftmax
+    : tf.sub(dwSoftmax, tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V)) as tf.Tensor2D;
   const dh = (dhs.length === 1 ? dhs[0] : tf.concat(dhs, 0)) as tf.Tensor2D;
   return { loss, dh, dw };
 }
@@ -156,7 +179,15 @@ export function tiedCrossEntropy(
   }
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [hIn, wIn, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const { loss, dh, dw } = chunked(hIn as tf.Tensor2D, wIn as tf.Tensor2D, targets, rows, true, prec);
+    const { loss, dh, dw } = chunked(
+      hIn as tf.Tensor2D,
+      wIn as tf.Tensor2D,
+      targets,
+      rows,
+      true,
+      prec,
+      opts.gradScale ?? 1,
+    );
     save([dh!, dw!]);
     return {
       value: loss,

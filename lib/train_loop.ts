@@ -148,7 +148,8 @@ export function addMicroBatchGradients(
     const xt = tf.tensor2d(x, [batchSize, T], "int32");
     const yt = tf.tensor2d(y, [batchSize, T], "int32");
     return tf.variableGrads(
-      () => tf.mul(model.loss(xt, yt, { precision, training: true }), lossMul) as tf.Scalar,
+      () =>
+        tf.mul(model.loss(xt, yt, { precision, training: true, gradScale: lossMul }), lossMul) as tf.Scalar,
       vars,
     );
   });

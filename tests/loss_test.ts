@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
 import { chunkRowsFor, naiveCrossEntropy, tiedCrossEntropy } from "../lib/loss.ts";
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
+import { boundary, roundTo } from "../lib/precision.ts";
+import type { Precision } from "../lib/models/types.ts";
 
 const backends = await testBackends();
 const N = 10, C = 6, V = 37;
@@ -41,6 +43,52 @@ Deno.test("chunked tied cross-entropy equals logSoftmax cross-entropy (values an
   const scaled = await lossAndGrads("chunked", 3, 1024);
   assertClose(scaled.dw, want.dw.map((v) => v * 1024), 1e-5, "dL/dW under a scaled loss");
   assertClose(scaled.dh, want.dh.map((v) => v * 1024), 1e-5, "dL/dh under a scaled loss");
+});
+
+Deno.test("mixed and bf16: the logits' gradient is rounded to 16 bits at the loss scale, as autocast's backward pass (cpu)", async () => {
+  await initBackend("cpu", { quiet: true });
+  // Autocast's composition in ops: 16-bit h and W (gradients too), 16-bit logits whose gradient is 16-bit,
+  // a float32 log-softmax and mean, the loss times S before the backward pass. `roundLogitGrad: false` is
+  // the same with the logits rounded forward only: the gradient a float32 dL/dlogits would give.
+  const roundedForwardOnly = (x: tf.Tensor, precision: Precision) =>
+    tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+      value: roundTo(args[0] as tf.Tensor, precision),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => dy as tf.Tensor,
+    }))(x);
+  const autocast = (precision: Precision, S: number, roundLogitGrad: boolean) =>
+    tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) => {
+      const z = tf.matMul(boundary(a, precision), boundary(b, precision), false, true);
+      const logits = roundLogitGrad ? boundary(z, precision) : roundedForwardOnly(z, precision);
+      const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.tensor1d(T, "int32"), V)), 1);
+      return tf.mul(tf.neg(tf.mean(picked)), S) as tf.Scalar;
+    });
+  for (const [precision, S] of [["mixed", 2 ** 15], ["bf16", 0.5]] as [Precision, number][]) {
+    const h = tf.tensor2d(H, [N, C]), w = tf.tensor2d(W, [V, C]), t = tf.tensor1d(T, "int32");
+    const fused = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
+      tf.mul(
+        tiedCrossEntropy(a as tf.Tensor2D, b as tf.Tensor2D, t, { chunkRows: 3, precision, gradScale: S }),
+        S,
+      )
+    )([h, w]);
+    const want = autocast(precision, S, true)([h, w]), f32 = autocast(precision, S, false)([h, w]);
+    const maxRel = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+      let m = 0, big = 0;
+      for (let i = 0; i < b.length; i++) big = Math.max(big, Math.abs(b[i]));
+      for (let i = 0; i < b.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]) / big);
+      return m;
+    };
+    for (const k of [0, 1]) {
+      const [got, ref, unrounded] = await Promise.all([fused, want, f32].map((r) => readData(r.grads[k])));
+      const err = maxRel(got, ref), away = maxRel(unrounded, ref);
+      const what = `${precision} ${
+        k ? "dL/dW" : "dL/dh"
+      }: ${err} from autocast's, ${away} with a float32 dL/dlogits`;
+      // float32 sums in a different order can tip a 16-bit rounding: within a unit roundoff, 10x closer
+      assert.ok(away > 1e-4 && err < away / 10, what);
+    }
+    assertClose([await readScalar(fused.value)], [await readScalar(want.value)], 1e-6, `${precision} loss`);
+    tf.dispose([h, w, t, fused.value, ...fused.grads, want.value, ...want.grads, f32.value, ...f32.grads]);
+  }
 });
 
 Deno.test("without a gradient tape the chunked loss gives the same value and leaks nothing", async () => {

@@ -279,6 +279,7 @@ export class Gpt implements LanguageModel {
       const h = tf.reshape(this.hidden(idx, opts), [-1, this.config.nEmbd]) as tf.Tensor2D;
       return tiedCrossEntropy(h, this.head(), tf.reshape(targets, [-1]) as tf.Tensor1D, {
         precision: opts.precision,
+        gradScale: opts.gradScale,
       });
     });
   }

@@ -441,7 +441,7 @@ export class PixelModel implements LanguageModel {
         hb as tf.Tensor2D,
         wb as tf.Tensor2D,
         tf.reshape(targets, [-1]) as tf.Tensor1D,
-        { precision: opts.precision },
+        { precision: opts.precision, gradScale: opts.gradScale },
       );
     });
   }

@@ -25,6 +25,12 @@ export interface ForwardOptions {
   precision?: Precision;
   /** true while training (families with train/eval differences must stay causal in both). */
   training?: boolean;
+  /**
+   * What the caller multiplies the loss by before its backward pass (loss scale / micro-batches; default 1).
+   * Under mixed / bf16 the loss forms the logits' 16-bit gradient in the forward pass, rounded at this
+   * scale as autocast's backward pass would see it.
+   */
+  gradScale?: number;
 }
 
 /** Incremental decoding state (e.g. a key/value cache); owned by the model, opaque to the engine. */
