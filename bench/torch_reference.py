@@ -327,7 +327,7 @@ def lmpipe_config(path, model, preset):
     found = [x for x in lines if x.get("model") == model and x.get("preset") == preset]
     if not found:
         have = ", ".join(f"{x.get('model')}/{x.get('preset')}" for x in lines) or "none"
-        sys.exit(f"{where}: no line for {model}/{preset} (it has {have}); add them to model_config.ts's --models/--presets")
+        sys.exit(f"{where}: no line for {model}/{preset} (it has {have}); write it again with bash bench/gpu/prepare.sh, or deno run -A bench/gpu/model_config.ts --models M --presets P > FILE")
     cfg = found[0]["config"]
     for k, want in GPT2_BLOCK.items():
         if cfg.get(k, want) != want:
@@ -358,6 +358,8 @@ def parse_args(argv):
     ap.add_argument("--lmpipe-config", metavar="FILE",
                     help="JSON lines of bench/gpu/model_config.ts: build --model at --preset from lmpipe's own config "
                     "and stop unless the parameter count equals lmpipe's")
+    ap.add_argument("--params-only", action="store_true",
+                    help="build the model, check its parameter count (against --lmpipe-config's), print it, and stop")
     ap.add_argument("--n-layer", type=int)
     ap.add_argument("--n-head", type=int)
     ap.add_argument("--n-embd", type=int)
@@ -430,6 +432,11 @@ def main(argv):
             torch.set_num_interop_threads(1)  # no inter-op parallelism in eager training anyway
         except RuntimeError:
             pass  # already fixed in this process
+    if a.params_only:
+        model = build_model(a, False)
+        print(json.dumps({"bench": "torch_params", "model": a.model, "preset": a.preset,
+                          "params": sum(p.numel() for p in model.parameters()), "params_lmpipe": a.expect_params}))
+        return
     cuda = torch.cuda.is_available()
     note = None
     if a.device == "cuda" and not cuda:
@@ -464,8 +471,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(a, precision, device, use_sdpa, note):
-    """Builds a fresh model (same seed), trains warm-up + timed steps in `precision` and prints one JSON line."""
+def build_model(a, use_sdpa):
+    """The model of `a` on the CPU, seeded; stops when --lmpipe-config's parameter count differs."""
     torch.manual_seed(a.seed)
     if a.model == "gpt":
         model = Gpt(a.vocab, a.context, a.n_layer, a.n_head, a.n_embd, not a.no_bias, use_sdpa, a.gelu)
@@ -479,6 +486,13 @@ def measure(a, precision, device, use_sdpa, note):
     if a.expect_params is not None and params != a.expect_params:
         sys.exit(f"bench/torch_reference.py: PyTorch's {a.model}/{a.preset} has {params} parameters, lmpipe's "
                  f"{a.expect_params}: not the same model; bring PixelModel/Gpt here in line with lib/models/")
+    return model
+
+
+def measure(a, precision, device, use_sdpa, note):
+    """Builds a fresh model (same seed), trains warm-up + timed steps in `precision` and prints one JSON line."""
+    model = build_model(a, use_sdpa)
+    params = sum(p.numel() for p in model.parameters())  # the tied head is wte, counted once
     model = model.to(device)  # the one place the device enters, with the batches' .to(device) in step()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
