@@ -46,7 +46,7 @@ def ratio(a, b):
 meta = first(bench="meta")
 print(f"# lmpipe GPU benchmark ({meta.get('date', '?')})\n")
 print(f"Machine: {meta.get('gpu', '?')}; WebGPU adapter: {meta.get('adapter', '?')}; mode: {meta.get('mode', '?')}; "
-      f"total {meta.get('total_s', '?')} s (budget {meta.get('budget_s', '?')} s; the parts' estimates for an H200 "
+      f"total {meta.get('total_s', '?')} s (budget {meta.get('budget_s', '?')} s; the plan's estimates "
       f"add up to ~{meta.get('planned_s', '?')} s).\n")
 
 print("## GEMM, n x n x n (GFLOP/s)\n")
