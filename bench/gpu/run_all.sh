@@ -101,8 +101,9 @@ TORCH="$PY bench/torch_reference.py --lmpipe-config $OUT/model_config.jsonl --de
 
 # est NAME: the H200 estimate of a part in seconds (process start, first step, timed steps); first-tier
 # figures from the 2026-12-04 run (e.g. pixel-attn small, batch 4: first step 4.4 s, then 906 ms/step),
-# study ones scaled by FLOPs per step (gpt study batch 4 ~4 s/step, pixel-attn study batch 1 ~10 s,
-# pixel-attn-wide ~35 s) and not yet measured.
+# study ones scaled by training FLOPs per token (the models' flopsPerToken(): study / small = 4.6 for gpt,
+# 8.8-9.6 for the image models; so ~1.6 s/step for gpt study at batch 4, ~8 s for pixel-attn at batch 1,
+# ~30 s for pixel-attn-wide), with room for a slower first step; not yet measured.
 est() {
   case $1 in
     gpt_small_*) echo 12 ;; pixel-cumsum_small_* | pixel-attn_small_*) echo 9 ;;
