@@ -93,7 +93,6 @@ else
   NOCUDA=skip # a node whose PyTorch sees no GPU: say so, do not fall back to minutes of CPU steps
   SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=2 TSTEPS=3
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/nvidia_smi.txt") 2>/dev/null
 fi
 MODELS="gpt pixel-cumsum pixel-attn pixel-attn-wide"
 TRAIN="$DENO run -A .devcarry/train_step.js"
@@ -161,6 +160,7 @@ plan
 [ $plan_only = 1 ] && exit 0
 mkdir -p "$OUT"
 cp .devcarry/model_config.jsonl "$OUT/model_config.jsonl"
+[ $dry = 1 ] || (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/nvidia_smi.txt") 2>/dev/null
 phase=run
 plan
 
