@@ -1,5 +1,5 @@
 // GEMM rate on webgpu: lmpipe's WGSL GEMM (lib/tensor/ops/matmul/webgpu.ts) against TF.js's stock
-// matMul, fp32, square n x n x n, plus each one's largest error against float64 on the first 8 rows (a
+// matMul, fp32 (the WGSL GEMM has no f16 variant yet), square n x n x n, plus each one's largest error against float64 on the first 8 rows (a
 // correctness check on the GPU at hand). One JSON line per (n, kernel) on stdout; the yardstick is
 // bench/gpu/torch_matmul.py on the same card.
 //
@@ -36,6 +36,7 @@ for (const n of sizes) {
     const line = {
       bench: "gemm",
       kernel,
+      dtype: "fp32",
       n,
       gflops: +((2 * n ** 3 * reps) / s / 1e9).toFixed(1),
       ms: +((s * 1000) / reps).toFixed(3),

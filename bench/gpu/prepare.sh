@@ -3,7 +3,9 @@
 #   .gl/        Debian's Vulkan loader and GL vendor-neutral dispatch libraries (the NVIDIA Vulkan ICD
 #               is libGLX_nvidia.so.0, which needs libglvnd), plus vulkaninfo for diagnosis;
 #   .devcarry/  the Deno binary (xz-compressed, ~31 MB) and `deno bundle`d entry points, so that no
-#               node_modules has to travel.
+#               node_modules has to travel; and model_config.jsonl, lmpipe's config and parameter count of
+#               every model x preset the run measures (bench/gpu/model_config.ts, ~30 s here), which
+#               bench/torch_reference.py builds its PyTorch models from.
 # Usage: bash bench/gpu/prepare.sh [entry.ts ...]
 #   (default: what bench/gpu/run_all.sh runs, and bench/gpu/probe.ts)
 set -euo pipefail
@@ -27,5 +29,7 @@ for e in "${entries[@]}"; do
   name="$(basename "${e%.ts}")"
   "$deno_bin" bundle --platform=deno -o ".devcarry/$name.js" "$e"
 done
+"$deno_bin" run -A bench/gpu/model_config.ts --presets tiny,small,study > .devcarry/model_config.jsonl.tmp
+mv .devcarry/model_config.jsonl.tmp .devcarry/model_config.jsonl
 du -sh .gl .devcarry
 echo "carried with the tracked files: $(( ($(du -sb .gl .devcarry | awk '{s += $1} END {print s}') + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)) / 1048576 )) MiB (limit 64)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-# Turns the JSON lines bench/gpu/run_all.sh collected in a folder into one Markdown report (stdout):
-# GEMM GFLOP/s (lmpipe's WGSL GEMM, TF.js's stock matMul, torch.mm), training ms/step and tokens/s against
-# PyTorch, first-step compile time, the dispatch audit's predicted vs measured step, and each sub-step's
-# exit status and duration. Standard library only.
+# Turns the JSON lines bench/gpu/run_all.sh collected in a folder into one Markdown report (stdout): GEMM
+# GFLOP/s in fp32 and f16 (lmpipe's WGSL GEMM, TF.js's stock matMul, torch.mm), training ms/step and
+# tokens/s of every model and preset against PyTorch with the first step and its compile time apart and peak
+# GPU memory, the parameter counts of both sides, the dispatch audit's predicted vs measured step, what was
+# not measured and why, and each part's exit status, estimate and duration. Standard library only.
 #   python3 bench/gpu/report.py OUT_DIR > OUT_DIR/gpu_results.md
 import glob
 import json
@@ -26,47 +27,92 @@ def pick(**kw):
     return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
 
 
+def first(**kw):
+    return (pick(**kw) or [{}])[0]
+
+
 def fmt(x, nd=1):
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
-meta = (pick(bench="meta") or [{}])[0]
-print(f"# lmpipe GPU benchmark ({meta.get('date', '?')})\n")
-print(f"Machine: {meta.get('gpu', '?')}; WebGPU adapter: {meta.get('adapter', '?')}; "
-      f"mode: {meta.get('mode', '?')}; total {meta.get('total_s', '?')} s.\n")
+def mib(x):
+    return "-" if x is None else f"{x / 2**20:,.0f}"
 
-print("## GEMM, fp32, n x n x n (GFLOP/s)\n")
-print("| n | lmpipe WGSL | TF.js stock | torch.mm | lmpipe / torch | lmpipe / stock | rel. error lmpipe / stock |")
-print("|---:|---:|---:|---:|---:|---:|---:|")
-sizes = sorted({r["n"] for r in pick(bench="gemm")})
-for n in sizes:
-    g = {k: (pick(bench="gemm", n=n, kernel=k) or [{}])[0].get("gflops") for k in ("own", "stock", "torch")}
-    chk = (pick(bench="gemm_check", n=n) or [{}])[0]
-    err = lambda k: "-" if chk.get(k) is None else f"{chk[k]:.1e}"
-    ratio = lambda a, b: "-" if not a or not b else f"{a / b:.2f}"
-    print(f"| {n} | {fmt(g['own'])} | {fmt(g['stock'])} | {fmt(g['torch'])} | {ratio(g['own'], g['torch'])} | "
-          f"{ratio(g['own'], g['stock'])} | {err('max_rel_err_own')} / {err('max_rel_err_stock')} |")
-print("\nf16 GEMM: not measured (lmpipe's f16 kernels are not part of this build).\n")
+
+def ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}"
+
+
+meta = first(bench="meta")
+print(f"# lmpipe GPU benchmark ({meta.get('date', '?')})\n")
+print(f"Machine: {meta.get('gpu', '?')}; WebGPU adapter: {meta.get('adapter', '?')}; mode: {meta.get('mode', '?')}; "
+      f"total {meta.get('total_s', '?')} s (budget {meta.get('budget_s', '?')} s; the plan's estimates "
+      f"add up to ~{meta.get('planned_s', '?')} s).\n")
+
+print("## GEMM, n x n x n (GFLOP/s)\n")
+print("fp32: torch.mm with TF32 off. f16: torch.mm on float16 operands (tensor cores, f32 accumulation); lmpipe's "
+      "WGSL GEMM has no f16 variant yet, and TF.js has no float16 dtype.\n")
+print("| n | dtype | lmpipe WGSL | TF.js stock | torch.mm | lmpipe / torch | lmpipe / stock | rel. error lmpipe / stock |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|")
+for dtype in ("fp32", "f16"):
+    for n in sorted({r["n"] for r in pick(bench="gemm", dtype=dtype)}):
+        g = {k: first(bench="gemm", n=n, kernel=k, dtype=dtype).get("gflops") for k in ("own", "stock", "torch")}
+        t = first(bench="gemm", n=n, kernel="torch", dtype=dtype)
+        torch_cell = f"skipped: {t['skipped']}" if t.get("skipped") else fmt(g["torch"])
+        chk = first(bench="gemm_check", n=n) if dtype == "fp32" else {}
+        err = lambda k: "-" if chk.get(k) is None else f"{chk[k]:.1e}"
+        own = fmt(g["own"]) if dtype == "fp32" else "no f16 kernel"
+        print(f"| {n} | {dtype} | {own} | {fmt(g['stock'])} | {torch_cell} | {ratio(g['own'], g['torch'])} | "
+              f"{ratio(g['own'], g['stock'])} | {err('max_rel_err_own')} / {err('max_rel_err_stock')} |")
+print()
 
 print("## Training, one step = forward + backward + gradient norm + AdamW\n")
-print("| model | preset | batch x T | precision | implementation | ms/step | tokens/s | first step ms | "
-      "compile ms (pipelines) | vs PyTorch |")
-print("|---|---|---|---|---|---:|---:|---:|---:|---:|")
-torch_rows = pick(bench="torch_train")
-for r in pick(bench="train"):
-    t = [x for x in torch_rows if x.get("model") == r["model"] and x.get("preset") == r["preset"]]
-    vs = f"{r['tokens_per_s'] / t[0]['tokens_per_s']:.2f}x" if t and t[0].get("tokens_per_s") else "-"
-    T = r["tokens_per_step"] // r["batch_size"]
-    print(f"| {r['model']} | {r['preset']} | {r['batch_size']} x {T} | {r['precision']} | lmpipe webgpu, "
-          f"{'WGSL GEMM' if r['matmul'] == 'own' else 'stock matMul'} | {fmt(r['ms_per_step'])} | "
-          f"{fmt(r['tokens_per_s'])} | {fmt(r['first_step_ms'], 0)} | {fmt(r['first_step_compile_ms'], 0)} "
-          f"({r['first_step_pipelines']}) | {vs} |")
-for t in torch_rows:
-    c = t.get("config", {})
-    print(f"| {t['model']} | {t['preset']} | {c.get('batch')} x {c.get('context')} | {t.get('precision')} | "
-          f"PyTorch {t.get('torch')} {t.get('device')} | {fmt(t.get('ms_per_step'))} | {fmt(t.get('tokens_per_s'))} "
-          f"| - | - | 1.00x |")
-print("\n(pixel-attn has no PyTorch reference yet.)\n")
+print("lmpipe: webgpu with its own kernels (WGSL GEMM unless 'stock matMul'); first step = the step that compiles "
+      "its shaders and pipelines, reported apart from ms/step (compile = time inside createShaderModule / "
+      "createComputePipeline, and pipelines created); peak GPU = the GPU buffers TF.js holds at its highest (in use "
+      "plus pooled for reuse, weights included). PyTorch: eager, CUDA, fp32 with TF32 off or bf16 autocast; first "
+      "step = the first warm-up step; peak GPU = torch.cuda.max_memory_allocated. 'vs PyTorch' = lmpipe tokens/s over "
+      "PyTorch's on the same model, preset and batch: fp32 against fp32, mixed against bf16.\n")
+print("| model | preset | batch x T | implementation | precision | ms/step | tokens/s | first step ms | "
+      "compile ms (pipelines) | peak GPU MiB | vs PyTorch |")
+print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+torch_rows = [t for t in pick(bench="torch_train") if not t.get("skipped")]
+keys = []
+for r in pick(bench="train") + torch_rows:
+    k = (r.get("preset"), r.get("model"))
+    if k not in keys:
+        keys.append(k)
+order = {"tiny": 0, "small": 1, "study": 2}
+keys.sort(key=lambda k: (order.get(k[0], 9), ["gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide"].index(k[1])
+                         if k[1] in ("gpt", "pixel-cumsum", "pixel-attn", "pixel-attn-wide") else 9))
+for preset, model in keys:
+    ts = {t["precision"]: t for t in torch_rows if t.get("model") == model and t.get("preset") == preset}
+    for r in pick(bench="train", model=model, preset=preset):
+        t = ts.get("bf16" if r["precision"] == "mixed" else r["precision"])
+        same = t and t.get("config", {}).get("batch") == r["batch_size"]
+        vs = f"{r['tokens_per_s'] / t['tokens_per_s']:.2f}x" if same and t.get("tokens_per_s") else "-"
+        impl = "lmpipe webgpu" + ("" if r["matmul"] == "own" else ", stock matMul")
+        print(f"| {model} | {preset} | {r['batch_size']} x {r['tokens_per_step'] // r['batch_size']} | {impl} | "
+              f"{r['precision']} | {fmt(r['ms_per_step'])} | {fmt(r['tokens_per_s'])} | {fmt(r['first_step_ms'], 0)} | "
+              f"{fmt(r['first_step_compile_ms'], 0)} ({r['first_step_pipelines']}) | {mib(r.get('peak_gpu_bytes'))} | {vs} |")
+    for t in ts.values():
+        c = t.get("config", {})
+        where = f"PyTorch {t.get('torch')} {t.get('device')}" + (" (no CUDA: dry run)" if t.get("note") else "")
+        print(f"| {model} | {preset} | {c.get('batch')} x {c.get('context')} | {where} | {t['precision']} | "
+              f"{fmt(t.get('ms_per_step'))} | {fmt(t.get('tokens_per_s'))} | {fmt(t.get('first_step_ms'), 0)} | - | "
+              f"{mib(t.get('peak_gpu_bytes'))} | 1.00x |")
+print()
+
+print("## Same models on both sides (parameter counts)\n")
+print("| model | preset | lmpipe | PyTorch | equal |")
+print("|---|---|---:|---:|---|")
+for c in pick(bench="model_config"):
+    t = [x for x in pick(bench="torch_train") + pick(bench="torch_params")
+         if x.get("model") == c["model"] and x.get("preset") == c["preset"] and x.get("params")]
+    if t:
+        print(f"| {c['model']} | {c['preset']} | {c['params']:,} | {t[0]['params']:,} | "
+              f"{'yes' if t[0]['params'] == c['params'] else '**NO**'} |")
+print()
 
 audits = [r for r in rows if r.get("summary")]
 if audits:
@@ -80,9 +126,23 @@ if audits:
               f"{a['underfilled_dispatches']} | {a['far_above_roofline_dispatches']} |")
     print()
 
-print("## Sub-steps\n")
-print("| step | exit | seconds |")
-print("|---|---:|---:|")
+print("## Not measured\n")
+print("- f16 GEMM in lmpipe: the WGSL GEMM is fp32 only (f16 operands exist in the conv and attention kernels).")
+print("- The study preset at the study's micro-batch (gpt 12, the image models 8): this script runs gpt at 4 and the "
+      "image models at 1 to fit its time budget.")
+for t in pick(bench="torch_train"):
+    if t.get("skipped"):
+        print(f"- PyTorch {t['model']} {t['preset']} {t['precision']}: skipped ({t['skipped']}).")
+for s in pick(bench="step"):
+    if s["rc"] != 0:
+        why = s["rc"] if isinstance(s["rc"], str) else (
+            f"timed out after {s['seconds']} s" if s["rc"] in (124, 137) else f"exit {s['rc']}, see {s['name']}.log")
+        print(f"- {s['name']}: {why}.")
+print()
+
+print("## Parts\n")
+print("| part | exit | seconds | estimate (H200) |")
+print("|---|---:|---:|---:|")
 for s in pick(bench="step"):
     note = " (timed out)" if s["rc"] in (124, 137) else ""
-    print(f"| {s['name']} | {s['rc']}{note} | {s['seconds']} |")
+    print(f"| {s['name']} | {s['rc']}{note} | {s['seconds']} | {s.get('estimate_s', '-')} |")

@@ -1,6 +1,7 @@
 // Training speed on webgpu for one model and preset: first step (with its compile time, reported
-// apart), then ms/step and tokens/s over the timed steps, with lmpipe's GEMM or TF.js's stock matMul.
-// One JSON line on stdout. Used by bench/gpu/run_all.sh; runs anywhere webgpu does.
+// apart), then ms/step and tokens/s over the timed steps, with lmpipe's GEMM or TF.js's stock matMul, and
+// the peak of the GPU buffers TF.js holds (lib/tensor/memory.ts: in use plus pooled for reuse, weights
+// included; WebGPU reports no device-wide figure). One JSON line on stdout. Used by bench/gpu/run_all.sh; runs anywhere webgpu does.
 //
 //   deno run -A bench/gpu/train_step.ts --model gpt --preset small [--batch-size 8] [--steps 3]
 //        [--matmul own|stock] [--precision fp32|mixed]
@@ -8,6 +9,7 @@ import { num, parseFlags, str } from "../../lib/flags.ts";
 import { initBackend, tf } from "../../lib/tensor/backend.ts";
 import { setOwnMatMulEnabled } from "../../lib/tensor/ops/matmul/webgpu.ts";
 import { createModel, resolveConfig } from "../../lib/models/registry.ts";
+import { peakBytes, resetPeak } from "../../lib/tensor/memory.ts";
 import { compileTimer, makeTrainStep } from "../webgpu_step.ts";
 import type { Precision } from "../../lib/models/types.ts";
 
@@ -28,6 +30,7 @@ const precision = str(p, "precision", "fp32") as Precision;
 const info = await initBackend("webgpu", { quiet: true });
 setOwnMatMulEnabled(matmul !== "stock");
 const compile = compileTimer();
+resetPeak();
 const model = createModel(resolveConfig(family, preset), 1);
 const { step, tokens, dispose } = makeTrainStep(model, B, precision);
 console.error(
@@ -55,6 +58,7 @@ console.log(JSON.stringify({
   tokens_per_step: tokens,
   precision,
   matmul,
+  params: model.paramCount(),
   first_step_ms: +firstMs.toFixed(1),
   first_step_compile_ms: +firstCompile.toFixed(1),
   first_step_pipelines: pipelines,
@@ -62,6 +66,7 @@ console.log(JSON.stringify({
   ms_per_step: +ms.toFixed(1),
   tokens_per_s: +((tokens * 1000) / ms).toFixed(1),
   gpu_bytes: (tf.memory() as { numBytesInGPU?: number }).numBytesInGPU ?? null,
+  peak_gpu_bytes: peakBytes(),
   loss_first: loss0,
   loss_last: loss,
   device: info.device,
