@@ -60,11 +60,16 @@ Deno.test({
   ignore: !!noBlas,
   fn: async () => {
     await initBackend("wasm", { quiet: true });
+    // one row (M = 1) or one column (N = 1) runs as sgemv: the decoding head's [1, 128] x [128, 50304] too
     const sizes = [[1, 1, 1], [1, 7, 333], [7, 1, 5], [333, 7, 1], [3, 50304, 5], [1, 50304, 2], [
-      33,
-      17,
-      65,
-    ]];
+      1,
+      128,
+      50304,
+    ], [
+      50,
+      64,
+      1,
+    ], [33, 17, 65]];
     for (const [si, [M, K, N]] of sizes.entries()) {
       for (const tA of [false, true]) {
         for (const tB of [false, true]) {
