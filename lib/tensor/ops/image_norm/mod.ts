@@ -27,11 +27,26 @@ export function imageNormReluByOps(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, r
   return relu ? tf.relu(y) : y;
 }
 
+/**
+ * A per-channel vector [C] repeated over `pixels` pixels, as one row [pixels·C]. Its gradient is one column
+ * sum; TF.js's own Tile gradient would slice and add once per repeat (64 slices and 64 adds per norm on an
+ * 8x8 image, 2,304 of each per pixel-attn tiny step).
+ */
+function spreadOverPixels(t: tf.Tensor, pixels: number): tf.Tensor1D {
+  const C = t.size;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.reshape(tf.tile(tf.reshape(args[0] as tf.Tensor, [1, C]), [pixels, 1]), [pixels * C]),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[]) =>
+      tf.reshape(tf.sum(tf.reshape(dy as tf.Tensor, [pixels, C]), 0), t.shape),
+  })) as (t: tf.Tensor) => tf.Tensor;
+  return f(t) as tf.Tensor1D;
+}
+
 /** On wasm: one LayerNorm kernel pass over rows of H·W·C values with the channel affine tiled. */
 function imageNormReluByLayerNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
   const [N, H, W, C] = x.shape;
   const row = H * W * C;
-  const tile = (t: tf.Tensor) => tf.reshape(tf.tile(tf.reshape(t, [1, C]), [H * W, 1]), [row]) as tf.Tensor1D;
+  const tile = (t: tf.Tensor) => spreadOverPixels(t, H * W);
   const y = tf.reshape(layerNorm(tf.reshape(x, [N, row]), tile(g), tile(b), IMAGE_NORM_EPS), [N, H, W, C]);
   return (relu ? tf.relu(y) : y) as tf.Tensor4D;
 }
