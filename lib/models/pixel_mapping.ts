@@ -82,7 +82,16 @@ function softmaxImages(k: tf.Tensor3D, query: tf.Tensor3D, imageSize: number): t
       imageSize,
     )
   );
-  return tf.stack(imgs, 2) as tf.Tensor3D;
+  return channelsLast(imgs);
+}
+
+/**
+ * Per-channel images [N, P] -> [N, P, C]. Stacked along the first axis and transposed, not stacked along the
+ * last: TF.js's wasm concat copies one run of the inner axis at a time, a single float here (4.8 ms for four
+ * [512, 64] images, and as long again for the gradient's unstack, against 0.3 ms this way).
+ */
+function channelsLast(imgs: tf.Tensor[]): tf.Tensor3D {
+  return tf.transpose(tf.stack(imgs, 0), [1, 2, 0]) as tf.Tensor3D;
 }
 
 /** The parameters the mapping reads (a subset of the model's, by name). */
@@ -123,7 +132,7 @@ function perChannelImages(v: tf.Tensor3D, maps: tf.Tensor3D, bias?: tf.Tensor2D)
     const y = tf.matMul(x as tf.Tensor2D, ms[c] as tf.Tensor2D); // plain 2-D matMul: the fast path
     return bias ? tf.add(y, bs[c]) : y;
   });
-  return tf.stack(imgs, 2) as tf.Tensor3D;
+  return channelsLast(imgs);
 }
 
 /**
