@@ -457,3 +457,58 @@ Deno.test("wasm Sum over leading axes (bias gradients) matches float64 column su
     assertClose(got.dataSync(), want, 1e-6, `sum ${JSON.stringify({ shape, axis })}`);
   }
 });
+
+// --- Slice, SplitV, Unpack on wasm straight from the heap ------------------------------------------
+Deno.test("wasm slice, split and unstack copy exactly what cpu's stock kernels copy (every rank, axis and dtype)", async () => {
+  if (!backends.includes("wasm")) return;
+  const shapes = [[7], [5, 6], [3, 4, 5], [2, 3, 4, 5], [2, 2, 3, 2, 3]];
+  const cases = (shape: number[]) => {
+    const out: { begin: number[]; size: number[] }[] = [];
+    // whole; a cut on each axis alone (the runs then span every axis after it); cuts everywhere; -1 sizes;
+    // an empty slice
+    out.push({ begin: shape.map(() => 0), size: shape.slice() });
+    shape.forEach((d, a) => {
+      const begin = shape.map(() => 0), size = shape.slice();
+      begin[a] = 1, size[a] = Math.max(1, d - 2);
+      out.push({ begin, size });
+    });
+    out.push({ begin: shape.map((d) => Math.min(1, d - 1)), size: shape.map((d) => Math.max(1, d - 2)) });
+    out.push({ begin: shape.map((d) => d - 1), size: shape.map(() => -1) });
+    out.push({ begin: shape.map(() => 0), size: shape.map((d, a) => (a === 0 ? 0 : d)) });
+    return out;
+  };
+  const run = async (b: TestBackend) => {
+    await initBackend(b, { quiet: true });
+    const before = tf.memory().numTensors;
+    const got: number[][] = [];
+    for (const [si, shape] of shapes.entries()) {
+      const n = shape.reduce((a, c) => a * c, 1);
+      const f = tf.tensor(randomArray(n, 300 + si), shape);
+      const i = tf.tensor(Int32Array.from({ length: n }, (_, k) => k * 7 - 3), shape, "int32");
+      const bo = tf.tensor(
+        Uint8Array.from({ length: n }, (_, k) => (k * 5) % 3 === 0 ? 1 : 0),
+        shape,
+        "bool",
+      );
+      for (const x of [f, i, bo]) {
+        for (const { begin, size } of cases(shape)) {
+          got.push([...tf.tidy(() => tf.slice(x, begin, size).dataSync())]);
+        }
+        for (let a = 0; a < shape.length; a++) {
+          const d = shape[a];
+          const parts = tf.tidy(() => tf.split(x, d > 2 ? [1, d - 3, 2] : [d], a));
+          for (const p of parts) got.push([...p.dataSync()], p.shape);
+          const rows = tf.tidy(() => tf.unstack(x, a));
+          for (const r of rows) got.push([...r.dataSync()], r.shape);
+          tf.dispose([...parts, ...rows]);
+        }
+      }
+      tf.dispose([f, i, bo]);
+    }
+    assert.equal(tf.memory().numTensors, before, `${b}: tensors leaked`);
+    return got;
+  };
+  const want = await run("cpu"), got = await run("wasm");
+  assert.equal(got.length, want.length);
+  for (let k = 0; k < want.length; k++) assert.deepEqual(got[k], want[k], `piece ${k}`);
+});

@@ -5,6 +5,8 @@
 //   - OneHot with a float32 output: denormal garbage -> a JS kernel;
 //   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel;
 //   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap;
+//   - Slice, SplitV, Unpack: each copies its whole input off the heap first (readSync) -> straight from the
+//     heap, one run of contiguous values at a time;
 //   - out of memory (the heap stops at 4 GiB): silent corruption -> a clear error.
 // The JS kernels work on the wasm heap and on the cpu backend's arrays alike (host_kernel.ts).
 // scatterND has no gradient in TF.js; no model uses it, so it is left alone.
@@ -215,6 +217,96 @@ function guardWasmMalloc(): void {
   proto.__lmpipeMallocGuard = true;
 }
 
+// --- Slice, SplitV, Unpack on wasm ------------------------------------------------------------
+// TF.js's wasm Slice reads its input with readSync, which copies the WHOLE input off the heap into a fresh
+// JS buffer before copying the slice out of it: slicing 4 rows of an [8, 1024, 1024] tensor cost ~250 ms
+// where an add of the same size costs 2.5. SplitV and Unpack call that Slice once per piece. These read the
+// heap directly and copy the slice in runs of contiguous values (the trailing axes taken whole, times the
+// innermost one that is cut).
+
+/** x[begin : begin + size] on the wasm heap (float32, int32, bool; strings go to `orig`). */
+function heapSlice(backend: AnyBackend, x: TensorInfo, begin: number[], size: number[]): TensorInfo {
+  const rank = x.shape.length;
+  const out = backend.makeOutput(size, x.dtype) as TensorInfo;
+  if (util.sizeFromShape(size) === 0) return out;
+  // views taken after makeOutput: the allocation can grow the heap and replace its buffer
+  const xs = heapView(backend, x), os = heapView(backend, out);
+  const strides = util.computeStrides(x.shape);
+  // the innermost axis that is cut: everything after it is copied whole, in one run per outer index
+  let cut = rank - 1;
+  while (cut > 0 && size[cut] === x.shape[cut] && begin[cut] === 0) cut--;
+  const inner = cut === rank - 1 ? 1 : strides[cut];
+  const run = size[cut] * inner;
+  let base = 0;
+  for (let a = 0; a <= cut; a++) base += begin[a] * (a === rank - 1 ? 1 : strides[a]);
+  // odometer over the axes before `cut`
+  const idx = new Array(cut).fill(0);
+  let o = 0;
+  for (;;) {
+    let off = base;
+    for (let a = 0; a < cut; a++) off += idx[a] * strides[a];
+    if (run < 16) {
+      for (let j = 0; j < run; j++) os[o + j] = xs[off + j]; // a few values: no subarray object for them
+    } else os.set(xs.subarray(off, off + run), o);
+    o += run;
+    let a = cut - 1;
+    while (a >= 0 && ++idx[a] === size[a]) idx[a--] = 0;
+    if (a < 0) break;
+  }
+  return out;
+}
+
+function sliceKernel(orig: KernelFn): KernelFn {
+  return (args) => {
+    const x = (args.inputs as Record<string, TensorInfo>).x;
+    if (x.dtype === "string") return orig(args);
+    const [begin, size] = tf.slice_util.parseSliceParams(
+      x as unknown as tf.Tensor,
+      args.attrs.begin,
+      args.attrs.size,
+    );
+    return heapSlice(args.backend, x, begin, size);
+  };
+}
+
+function splitVKernel(orig: KernelFn): KernelFn {
+  return (args) => {
+    const x = (args.inputs as Record<string, TensorInfo>).x;
+    if (x.dtype === "string") return orig(args);
+    const axis = util.parseAxisParam(args.attrs.axis, x.shape)[0];
+    const sizes = backend_util.prepareSplitSize(x as unknown as tf.Tensor, args.attrs.numOrSizeSplits, axis);
+    const begin = new Array(x.shape.length).fill(0);
+    return sizes.map((s: number) => {
+      const size = x.shape.slice();
+      size[axis] = s;
+      const piece = heapSlice(args.backend, x, begin, size);
+      begin[axis] += s;
+      return piece;
+    });
+  };
+}
+
+function unpackKernel(orig: KernelFn): KernelFn {
+  return (args) => {
+    const x = (args.inputs as Record<string, TensorInfo>).value;
+    if (x.dtype === "string") return orig(args);
+    const rank = x.shape.length;
+    const axis = (args.attrs.axis as number) < 0
+      ? (args.attrs.axis as number) + rank
+      : args.attrs.axis as number;
+    const outShape = x.shape.filter((_, i) => i !== axis);
+    const begin = new Array(rank).fill(0), size = x.shape.slice();
+    size[axis] = 1;
+    const outs: TensorInfo[] = [];
+    for (let i = 0; i < x.shape[axis]; i++) {
+      begin[axis] = i;
+      const piece = heapSlice(args.backend, x, begin, size);
+      outs.push({ dataId: piece.dataId, dtype: piece.dtype, shape: outShape } as TensorInfo);
+    }
+    return outs;
+  };
+}
+
 /** Registers the wasm kernels above and lmpipe's matMul and conv gradients on wasm; once. */
 export function applyWasmPatches(): void {
   const transpose = tf.getKernel(tf.Transpose, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
@@ -226,6 +318,9 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
     replaceKernel(tf.Sum, "wasm", (orig) => sumLeadingAxes(orig!));
     replaceKernel(tf.OneHot, "wasm", () => oneHotKernel);
+    replaceKernel(tf.Slice, "wasm", (orig) => sliceKernel(orig!));
+    replaceKernel(tf.SplitV, "wasm", (orig) => splitVKernel(orig!));
+    replaceKernel(tf.Unpack, "wasm", (orig) => unpackKernel(orig!));
     replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
       const bd = (args.attrs?.batchDims ?? 0) as number;
       return bd === 0 ? orig!(args) : gatherBatchedKernel(args);
