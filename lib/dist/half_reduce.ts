@@ -1,0 +1,142 @@
+// Gradient sums over MPI in 16-bit floats (`lmpipe train --grad-reduce bf16|fp16`): half the bytes of the
+// float32 all-reduce. MPI has no 16-bit float sum (Open MPI 4.1 defines none, and a user-defined op would
+// call back into JavaScript from MPI's thread), so the sum is built from two plain collectives on 2-byte
+// payloads: each rank rounds its bucket to 16 bits and cuts it into N chunks; MPI_Alltoall gives rank r
+// every rank's chunk r; rank r adds them in float32 in rank order 0..N-1 and rounds the sum to 16 bits;
+// MPI_Allgather gives every rank every summed chunk, which it widens back to float32. Every rank ends with
+// the same bits (the weights stay identical), and the result does not depend on MPI's reduction order.
+//
+// Rounding is to nearest, ties to even; a value past the format's largest finite one becomes infinite
+// (so an fp16 overflow reaches the loss scaler's overflow check), NaN stays NaN. The loops run on typed
+// arrays: about 1 ns a value in V8 (bench/RESULTS.md), small next to moving the bytes.
+import type { Mpi } from "../native/mpi.ts";
+
+/** How gradients are summed between ranks. */
+export type GradReduce = "f32" | "bf16" | "fp16";
+export const GRAD_REDUCES: readonly GradReduce[] = ["f32", "bf16", "fp16"];
+export type Half = Exclude<GradReduce, "f32">;
+
+/** Rounds `src` to bfloat16 bit patterns in `dst` (same length or longer). */
+export function roundToBf16(src: Float32Array, dst: Uint16Array, dstOffset = 0): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i];
+    // NaN: keep the sign and the top mantissa bits, set the quiet bit (rounding could carry into inf)
+    dst[dstOffset + i] = (u & 0x7fffffff) > 0x7f800000
+      ? (u >>> 16) | 0x40
+      : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+  }
+}
+
+/** Widens bfloat16 bit patterns to float32 (exact). */
+export function expandBf16(src: Uint16Array, dst: Float32Array, srcOffset = 0): void {
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+  for (let i = 0; i < bits.length; i++) bits[i] = src[srcOffset + i] << 16;
+}
+
+/** Rounds `src` to IEEE binary16 bit patterns in `dst` (V8's Float16Array conversion: ties to even). */
+export function roundToFp16(src: Float32Array, dst: Uint16Array, dstOffset = 0): void {
+  new Float16Array(dst.buffer, dst.byteOffset + 2 * dstOffset, src.length).set(src);
+}
+
+/** Widens binary16 bit patterns to float32 (exact). */
+export function expandFp16(src: Uint16Array, dst: Float32Array, srcOffset = 0): void {
+  dst.set(new Float16Array(src.buffer, src.byteOffset + 2 * srcOffset, dst.length));
+}
+
+/** Rounds float32 values to `format` bit patterns. */
+export function roundTo(format: Half, src: Float32Array, dst: Uint16Array, dstOffset = 0): void {
+  if (format === "bf16") roundToBf16(src, dst, dstOffset);
+  else roundToFp16(src, dst, dstOffset);
+}
+
+/** Widens `format` bit patterns to float32. */
+export function expand(format: Half, src: Uint16Array, dst: Float32Array, srcOffset = 0): void {
+  if (format === "bf16") expandBf16(src, dst, srcOffset);
+  else expandFp16(src, dst, srcOffset);
+}
+
+/**
+ * The summed chunk: `parts` holds `ranks` chunks of `chunk` values (rank 0's first); `out[i]` = the
+ * float32 sum of the ranks' values i, added in rank order, rounded to `format`. `acc` and `tmp` are
+ * float32 scratch of at least `chunk` values.
+ */
+export function sumChunks(
+  format: Half,
+  parts: Uint16Array,
+  ranks: number,
+  chunk: number,
+  out: Uint16Array,
+  acc: Float32Array,
+  tmp: Float32Array,
+): void {
+  const a = acc.subarray(0, chunk), t = tmp.subarray(0, chunk);
+  expand(format, parts, a, 0);
+  for (let r = 1; r < ranks; r++) {
+    expand(format, parts, t, r * chunk);
+    for (let i = 0; i < chunk; i++) a[i] += t[i]; // stored into a Float32Array: a float32 addition
+  }
+  roundTo(format, a, out);
+}
+
+/** One bucket of float32 values, in pieces (gradients), summed over the ranks in 16 bits. */
+export interface HalfBucket {
+  /** The bucket's pieces in order: read to pack, written with the sums after (views fetched when used). */
+  pieces: () => Float32Array[];
+  count: number;
+}
+
+/**
+ * The buffers of one bucket's 16-bit reduction, reused from step to step (two sets: one bucket is packed
+ * while the other's collectives run).
+ */
+export class HalfReducer {
+  private send = new Uint16Array(0);
+  private recv = new Uint16Array(0);
+  private mine = new Uint16Array(0);
+  private all = new Uint16Array(0);
+  private acc = new Float32Array(0);
+  private tmp = new Float32Array(0);
+  private chunk = 0;
+  private count = 0;
+
+  constructor(readonly mpi: Mpi, readonly format: Half) {}
+
+  /** Rounds the bucket's values to 16 bits into the send buffer (N chunks, the last padded with zeros). */
+  pack(pieces: Float32Array[]): void {
+    const n = this.mpi.size;
+    this.count = pieces.reduce((s, p) => s + p.length, 0);
+    this.chunk = Math.ceil(this.count / n);
+    const padded = this.chunk * n;
+    if (this.send.length < padded) {
+      this.send = new Uint16Array(padded), this.recv = new Uint16Array(padded);
+      this.all = new Uint16Array(padded);
+    }
+    if (this.mine.length < this.chunk) {
+      this.mine = new Uint16Array(this.chunk);
+      this.acc = new Float32Array(this.chunk), this.tmp = new Float32Array(this.chunk);
+    }
+    let off = 0;
+    for (const p of pieces) roundTo(this.format, p, this.send, off), off += p.length;
+    this.send.fill(0, this.count, padded);
+  }
+
+  /** The collectives and this rank's sum: every rank's summed chunks gathered into the result buffer. */
+  async reduce(what: string): Promise<void> {
+    const { mpi, chunk } = this;
+    await mpi.alltoall16(Deno.UnsafePointer.of(this.send), Deno.UnsafePointer.of(this.recv), chunk, what);
+    sumChunks(this.format, this.recv, mpi.size, chunk, this.mine, this.acc, this.tmp);
+    await mpi.allgather16(Deno.UnsafePointer.of(this.mine), Deno.UnsafePointer.of(this.all), chunk, what);
+  }
+
+  /** Widens the sums into `pieces` (the same lengths, in the same order, as packed). */
+  unpack(pieces: Float32Array[]): void {
+    let off = 0;
+    for (const p of pieces) expand(this.format, this.all, p, off), off += p.length;
+  }
+
+  /** Bytes this rank sends per bucket: its N-1 foreign chunks twice (all-to-all, then all-gather). */
+  bytesSent(): number {
+    return 2 * 2 * this.chunk * (this.mpi.size - 1);
+  }
+}
