@@ -13,7 +13,7 @@
 import { LmpipeError } from "../errors.ts";
 import { warn } from "../log.ts";
 import type { Mpi } from "../native/mpi.ts";
-import { type GradReduce, type Half, HalfReducer } from "./half_reduce.ts";
+import { type GradReduce, type Half, type HalfReducer, reduceHalf } from "./half_reduce.ts";
 import type { LanguageModel, Precision } from "../models/types.ts";
 import type { Batch } from "../sampler.ts";
 import { tf } from "../tensor/backend.ts";
@@ -94,7 +94,7 @@ export class DataParallel implements DataParallelHooks {
   private staging: Float32Array[] = [];
   /** How gradients are summed between ranks (--grad-reduce); f32 unless setGradReduce says otherwise. */
   gradReduce: GradReduce = "f32";
-  /** The 16-bit reductions' buffers, two sets as for staging. */
+  /** The 16-bit reductions' buffers (lib/dist/half_reduce.ts's reduceHalf keeps four). */
   private halfReducers: HalfReducer[] = [];
 
   constructor(
@@ -165,17 +165,34 @@ export class DataParallel implements DataParallelHooks {
     if (inflight) await inflight, finish!();
   }
 
-  /** A bucket summed in 16 bits (lib/dist/half_reduce.ts), with the buffers of slot `k % 2`. */
-  private halfWork(k: number, total: number, pieces: () => Float32Array[], after?: () => void): BucketWork {
-    const reducer = this.halfReducers[k % 2] ??= new HalfReducer(this.mpi, this.gradReduce as Half);
-    reducer.pack(pieces());
-    return {
-      reduce: () => reducer.reduce(`${this.gradReduce} gradient bucket ${k + 1}/${total}`),
-      done: () => {
-        reducer.unpack(pieces());
-        after?.();
-      },
-    };
+  /**
+   * The 16-bit path's buckets: consecutive ranges [gradient, start, end) of up to a bucket's worth of values
+   * each, large gradients cut into several, so that the reduction pipeline has work to overlap.
+   */
+  private halfBuckets(grads: tf.Tensor[]): [number, number, number][][] {
+    const limit = this.bucketBytes / 4, out: [number, number, number][][] = [];
+    let cur: [number, number, number][] = [], n = 0;
+    grads.forEach((g, i) => {
+      for (let start = 0; start < g.size;) {
+        const end = Math.min(g.size, start + limit - n);
+        cur.push([i, start, end]), n += end - start, start = end;
+        if (n === limit) out.push(cur), cur = [], n = 0;
+      }
+    });
+    if (cur.length) out.push(cur);
+    return out;
+  }
+
+  /** Sums the gradients held in `arrays(i)` (fetched when used) in 16 bits, in place. */
+  private async reduceHalfInPlace(grads: tf.Tensor[], arrays: (i: number) => Float32Array): Promise<void> {
+    const buckets = this.halfBuckets(grads);
+    await reduceHalf(
+      this.mpi,
+      this.gradReduce as Half,
+      this.halfReducers,
+      buckets.length,
+      (k) => buckets[k].map(([i, start, end]) => arrays(i).subarray(start, end)),
+    );
   }
 
   /** Whether gradients are summed in 16 bits (with one rank nothing is summed: they stay float32). */
@@ -202,13 +219,14 @@ export class DataParallel implements DataParallelHooks {
       return Deno.UnsafePointer.offset(base, backend.dataIdMap.get(t.dataId).memoryOffset as number);
     };
     const view = (t: tf.Tensor) => backend.typedArrayFromHeap(t) as Float32Array;
+    // views are fetched when used: the heap may have grown (and moved) in between
+    if (this.half) {
+      await this.reduceHalfInPlace(grads, (i) => view(grads[i]));
+      return grads;
+    }
     const buckets = this.buckets(grads);
     const steps = buckets.map((bucket, k) => (): Promise<BucketWork> => {
       const what = `gradient bucket ${k + 1}/${buckets.length}`;
-      // views are fetched when used: the heap may have grown (and moved) in between
-      if (this.half) {
-        return Promise.resolve(this.halfWork(k, buckets.length, () => bucket.map((i) => view(grads[i]))));
-      }
       if (bucket.length === 1) {
         const t = grads[bucket[0]];
         return Promise.resolve({
@@ -242,6 +260,13 @@ export class DataParallel implements DataParallelHooks {
 
   private async reduceOnHost(grads: tf.Tensor[]): Promise<tf.Tensor[]> {
     const out: tf.Tensor[] = new Array(grads.length);
+    if (this.half) {
+      // all read back first (the f32 path below overlaps reading back with the reduction)
+      const arrays = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
+      await this.reduceHalfInPlace(grads, (i) => arrays[i]);
+      grads.forEach((g, i) => (out[i] = tf.tensor(arrays[i], g.shape, "float32"), g.dispose()));
+      return out;
+    }
     const buckets = this.buckets(grads);
     const steps = buckets.map((bucket, k) => async (): Promise<BucketWork> => {
       // fresh arrays: the cpu backend keeps the array a tensor is made from
@@ -251,7 +276,6 @@ export class DataParallel implements DataParallelHooks {
           out[i] = tf.tensor(piece(j), grads[i].shape, "float32");
           grads[i].dispose();
         });
-      if (this.half) return this.halfWork(k, buckets.length, () => parts, upload((j) => parts[j]));
       const buf = parts.length === 1 ? parts[0] : new Float32Array(parts.reduce((n, p) => n + p.length, 0));
       const offsets: number[] = [];
       let off = 0;

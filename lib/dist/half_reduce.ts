@@ -79,16 +79,9 @@ export function sumChunks(
   roundTo(format, a, out);
 }
 
-/** One bucket of float32 values, in pieces (gradients), summed over the ranks in 16 bits. */
-export interface HalfBucket {
-  /** The bucket's pieces in order: read to pack, written with the sums after (views fetched when used). */
-  pieces: () => Float32Array[];
-  count: number;
-}
-
 /**
- * The buffers of one bucket's 16-bit reduction, reused from step to step (two sets: one bucket is packed
- * while the other's collectives run).
+ * The buffers of one bucket's 16-bit reduction, reused from step to step; reduceHalf keeps four in turn so
+ * that one bucket is packed, one summed and one unpacked while the others' collectives run.
  */
 export class HalfReducer {
   private send = new Uint16Array(0);
@@ -121,12 +114,28 @@ export class HalfReducer {
     this.send.fill(0, this.count, padded);
   }
 
-  /** The collectives and this rank's sum: every rank's summed chunks gathered into the result buffer. */
+  /** MPI_Alltoall: rank r receives every rank's chunk r. */
+  alltoall(what: string): Promise<void> {
+    const p = Deno.UnsafePointer.of;
+    return this.mpi.alltoall16(p(this.send), p(this.recv), this.chunk, what);
+  }
+
+  /** This rank's chunk of the sum: the ranks' chunks added in rank order in float32, rounded. */
+  sum(): void {
+    sumChunks(this.format, this.recv, this.mpi.size, this.chunk, this.mine, this.acc, this.tmp);
+  }
+
+  /** MPI_Allgather: every rank's summed chunk to every rank. */
+  allgather(what: string): Promise<void> {
+    const p = Deno.UnsafePointer.of;
+    return this.mpi.allgather16(p(this.mine), p(this.all), this.chunk, what);
+  }
+
+  /** alltoall, sum and allgather: the whole reduction of one packed bucket, nothing overlapped. */
   async reduce(what: string): Promise<void> {
-    const { mpi, chunk } = this;
-    await mpi.alltoall16(Deno.UnsafePointer.of(this.send), Deno.UnsafePointer.of(this.recv), chunk, what);
-    sumChunks(this.format, this.recv, mpi.size, chunk, this.mine, this.acc, this.tmp);
-    await mpi.allgather16(Deno.UnsafePointer.of(this.mine), Deno.UnsafePointer.of(this.all), chunk, what);
+    await this.alltoall(what);
+    this.sum();
+    await this.allgather(what);
   }
 
   /** Widens the sums into `pieces` (the same lengths, in the same order, as packed). */
@@ -134,9 +143,39 @@ export class HalfReducer {
     let off = 0;
     for (const p of pieces) expand(this.format, this.all, p, off), off += p.length;
   }
+}
 
-  /** Bytes this rank sends per bucket: its N-1 foreign chunks twice (all-to-all, then all-gather). */
-  bytesSent(): number {
-    return 2 * 2 * this.chunk * (this.mpi.size - 1);
+/**
+ * Sums `buckets` buckets over the ranks in 16 bits, `pieces(k)` giving bucket k's values (read to pack,
+ * then overwritten with the sums; fetched again each time, since wasm heap views go stale when the heap
+ * grows). One MPI call is in flight at a time, in the order alltoall 0, alltoall 1, allgather 0,
+ * alltoall 2, allgather 1, ...; while alltoall k+1 runs this rank sums bucket k and packs bucket k+2, and
+ * while allgather k runs it unpacks bucket k-1. `reducers` (grown to four) are reused across calls.
+ */
+export async function reduceHalf(
+  mpi: Mpi,
+  format: Half,
+  reducers: HalfReducer[],
+  buckets: number,
+  pieces: (k: number) => Float32Array[],
+): Promise<void> {
+  while (reducers.length < 4) reducers.push(new HalfReducer(mpi, format));
+  const r = (k: number) => reducers[k % 4];
+  const what = (k: number) => `${format} gradient bucket ${k + 1}/${buckets}`;
+  if (buckets === 0) return;
+  r(0).pack(pieces(0));
+  let next = r(0).alltoall(what(0));
+  if (buckets > 1) r(1).pack(pieces(1));
+  await next;
+  for (let k = 0; k < buckets; k++) {
+    // alltoall k is done
+    next = k + 1 < buckets ? r(k + 1).alltoall(what(k + 1)) : Promise.resolve();
+    r(k).sum();
+    if (k + 2 < buckets) r(k + 2).pack(pieces(k + 2));
+    await next;
+    const gather = r(k).allgather(what(k));
+    if (k >= 1) r(k - 1).unpack(pieces(k - 1));
+    await gather;
   }
+  r(buckets - 1).unpack(pieces(buckets - 1));
 }
