@@ -13,12 +13,12 @@
 import { join } from "node:path";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { usageError } from "../lib/errors.ts";
-import { initBackend } from "../lib/tensor/backend.ts";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { batchLosses, type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { startDist } from "../lib/dist/mod.ts";
-import { GRAD_REDUCES, type GradReduce, HalfReducer } from "../lib/dist/half_reduce.ts";
+import { GRAD_REDUCES, type GradReduce } from "../lib/dist/half_reduce.ts";
 import { benchTrainOptions, runBench, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/dist";
@@ -40,8 +40,8 @@ interface Result {
   msPerStep: number;
   reduceMsPerStep: number;
   /**
-   * One reduction of all the gradients' values after a barrier, as one bucket in the run's format (16-bit:
-   * rounding, collectives, sum and widening included): the communication alone, ms (median of 3).
+   * The reduction of one step's gradients after a barrier, as in training (buckets, format, pipeline;
+   * 16-bit: rounding, collectives, sums and widening included): the communication alone, ms (median of 3).
    */
   pureReduceMs: number;
   params: number;
@@ -81,20 +81,16 @@ async function worker(o: Opts): Promise<void> {
   );
   let pure = 0;
   if (dist) {
-    const buf = new Float32Array(model.paramCount()), times: number[] = [];
-    const half = o.gradReduce === "f32" ? null : new HalfReducer(dist.mpi, o.gradReduce);
+    // the step's own reduction (buckets, pipeline, format) on gradients of the model's shapes, after a
+    // barrier: the same code as in training, without the wait for a slower rank
+    const times: number[] = [];
     for (let i = 0; i < 3; i++) {
-      buf.fill(1e-3 * (dist.mpi.rank + 1));
+      const grads = [...model.params.values()].map((v) => tf.fill(v.shape, 1e-3 * (dist.mpi.rank + 1)));
       await dist.mpi.barrier("bench");
       const t0 = performance.now();
-      if (half) {
-        half.pack([buf]);
-        await half.reduce("bench");
-        half.unpack([buf]);
-      } else {
-        await dist.mpi.allreduceF32(Deno.UnsafePointer.of(buf), buf.length, "sum", "bench");
-      }
+      const summed = await dist.dp.allreduceGradients(grads);
       times.push(performance.now() - t0);
+      summed.forEach((t) => t.dispose());
     }
     pure = times.sort((a, b) => a - b)[1];
   }
