@@ -232,10 +232,10 @@ async function main(): Promise<void> {
   console.log(row(one));
   for (const r of many) console.log(row(r));
   console.log(
-    `\nall-reduce alone: all ${
+    `\nall-reduce alone: one step's ${
       (one.params / 1e6).toFixed(1)
-    }M gradient values as one bucket after a barrier ` +
-      `(median of 3; 16-bit: rounding, collectives, sum and widening); the last column is ` +
+    }M gradient values reduced after a barrier ` +
+      `as in training (median of 3; 16-bit: rounding, collectives, sums and widening); the last column is ` +
       `${ideal.toFixed(0)} ms of compute per rank / (that + the all-reduce alone)`,
   );
 }
