@@ -1,9 +1,9 @@
 // Data-parallel training over MPI with the semantics of one process: the engine (lib/train_loop.ts)
 // draws the same micro-batch sequence on every rank and rank r trains on every N-th of them; this module
 // sums the ranks' gradients (MPI_Allreduce in buckets, or with --grad-reduce bf16|fp16 in 16 bits through
-// half_reduce.ts), puts the micro-batch losses back in their global
-// order, makes every rank take the same decisions (overflow skip, stop, time budget) from one small
-// reduction per step, and splits the validation batches. With the same --batch-size and --grad-accum,
+// half_reduce.ts), puts the micro-batch losses back in their global order, makes every rank take the same
+// decisions (overflow skip, stop, time budget) from one small reduction per step, and splits the
+// validation batches. With the same --batch-size and --grad-accum,
 // `mpirun -np N` then trains the same model on the same data as one process.
 //
 // Gradients on the wasm backend are reduced where they live: a large gradient in place on the wasm heap
