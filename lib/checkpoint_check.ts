@@ -2,6 +2,7 @@
 // script may have edited or damaged, so every field lmpipe reads is checked for its type before use: a
 // bad file is an input error (exit 3) naming the file and the field, never a crash deep in training.
 import { EXIT, inputError, LmpipeError } from "./errors.ts";
+import { GRAD_REDUCES } from "./dist/half_reduce.ts";
 
 type Json = Record<string, unknown>;
 
@@ -62,6 +63,9 @@ export function checkConfigJson(config: unknown, path: string): asserts config i
   }
   if ("data" in t && !(Array.isArray(t.data) && t.data.every((d) => typeof d === "string"))) {
     throw badField(path, "training.data", "a list of paths", t.data);
+  }
+  if ("gradReduce" in t && !(GRAD_REDUCES as readonly unknown[]).includes(t.gradReduce)) {
+    throw badField(path, "training.gradReduce", GRAD_REDUCES.map((f) => `"${f}"`).join(", "), t.gradReduce);
   }
 }
 

@@ -4,9 +4,11 @@
 // ranks the one addition MPI makes is the one the single process makes); a 2-rank run stopped by SIGTERM
 // to one rank stops everywhere at the same step with exit 130 and resumes exactly, on 1 rank and on 2;
 // a killed rank ends the job with a non-zero exit within 60 s, a stalled one through lmpipe's own
-// timeout. Without mpirun or libmpi these tests skip with the reason (and fail when
-// LMPIPE_REQUIRE_NATIVE is set, as in CI's run with the native libraries). The launcher detection, the
-// thread share and the missing-MPI message are tested everywhere.
+// timeout; --grad-reduce bf16 keeps the replicas identical and within bf16 rounding of f32, and an fp16
+// overflow in the 16-bit sum skips the step on every rank. Without mpirun or libmpi these tests skip with
+// the reason (and fail when LMPIPE_REQUIRE_NATIVE is set, as in CI's run with the native libraries). The
+// launcher detection, the thread share, the missing-MPI message and --grad-reduce's usage errors are
+// tested everywhere.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { EXIT } from "../lib/errors.ts";
@@ -227,6 +229,61 @@ Deno.test({
 });
 
 Deno.test({
+  name: "dist gpt: --grad-reduce bf16 on 2 ranks: identical replicas, losses within bf16 rounding of f32",
+  ignore: noMpi !== null,
+  sanitizeResources: false,
+  fn: async () => {
+    const ref = single.gpt, out = await tmp();
+    assert.ok(
+      ref,
+      "runs after the 2-rank gpt test (whose 1-process run equals the f32 2-rank run bit for bit)",
+    );
+    const j = await job(2, trainArgs("gpt", out, 10, ["--grad-reduce", "bf16"]));
+    assert.equal(j.code, 0, j.stderr);
+    assert.match(j.stderr, /gradients summed in bf16/);
+    // the weights are compared across ranks at every checkpoint (--ckpt-every 1): a 32-bit digest of all
+    // their bits; a mismatch would be warned about and repaired
+    assert.doesNotMatch(j.stderr, /weights differ/);
+    const stored = (await loadCheckpoint(out)).config.training as { gradReduce?: string };
+    assert.equal(stored.gradReduce, "bf16"); // kept for --resume
+    const f32 = await readLog(join(ref, "log.jsonl")), bf16 = await readLog(join(out, "log.jsonl"));
+    let differ = 0;
+    for (let i = 0; i < 10; i++) {
+      const [a, b] = [f32[i], bf16[i]];
+      // bf16 keeps 8 significant bits: each gradient value is off by at most 2^-9 of itself
+      assert.ok(Math.abs(b.grad_norm! - a.grad_norm!) <= 2 ** -8 * a.grad_norm!, `step ${i + 1} grad_norm`);
+      assert.ok(Math.abs(b.loss! - a.loss!) <= 1e-3, `step ${i + 1} loss ${b.loss} vs ${a.loss}`);
+      if (b.grad_norm !== a.grad_norm) differ++;
+    }
+    assert.ok(differ >= 8, `the gradients were rounded (${differ} of 10 norms differ from f32)`);
+  },
+});
+
+Deno.test({
+  name:
+    "dist gpt: --grad-reduce fp16 under mixed precision: an fp16 overflow in the sum skips the step everywhere",
+  ignore: noMpi !== null,
+  sanitizeResources: false,
+  fn: async () => {
+    // --scale-window 1 doubles the loss scale after every clean step: 2^16, 2^17, then 2^18 at step 3, where
+    // this model's scaled gradients pass float16's 65504. (With float32 sums the same run first overflows,
+    // in mixed precision's own float16 roundings, at 2^20, step 5: without the 16-bit sum no step here skips.)
+    const out = await tmp();
+    const j = await job(2, [
+      ...trainArgs("gpt", out, 3, ["--precision", "mixed", "--scale-window", "1", "--grad-reduce", "fp16"]),
+      ...["--eval-every", "0", "--eval-iters", "1"],
+    ]);
+    assert.equal(j.code, 0, j.stderr);
+    assert.doesNotMatch(j.stderr, /weights differ/); // both ranks skipped the same step
+    const log = await readLog(join(out, "log.jsonl"));
+    assert.deepEqual(log.map((r) => [r.loss_scale, r.skipped]), [[2 ** 16, false], [2 ** 17, false], [
+      2 ** 18,
+      true,
+    ]]);
+  },
+});
+
+Deno.test({
   name: "dist: a killed rank ends the job non-zero within 60 s, the last checkpoint intact",
   ignore: noMpi !== null,
   sanitizeResources: false,
@@ -280,6 +337,25 @@ Deno.test("dist: MPI asked for but unusable -> exit 2 naming the packages and th
     if (before === undefined) Deno.env.delete("LMPIPE_MPI");
     else Deno.env.set("LMPIPE_MPI", before);
   }
+});
+
+Deno.test("dist: --grad-reduce usage errors: the values, fp16 without mixed, with --dist none", async () => {
+  const args = async (extra: string[]) => trainArgs("gpt", await tmp(), 1, extra).slice(1);
+  await rejectsWith(
+    train(await args(["--grad-reduce", "half"]), { signals: false }),
+    EXIT.usage,
+    /--grad-reduce must be f32, bf16, fp16, got 'half'/,
+  );
+  await rejectsWith(
+    train(await args(["--grad-reduce", "fp16"]), { signals: false }),
+    EXIT.usage,
+    /--grad-reduce fp16 needs --precision mixed[\s\S]*Use --grad-reduce bf16/,
+  );
+  await rejectsWith(
+    train(await args(["--grad-reduce", "bf16", "--dist", "none"]), { signals: false }),
+    EXIT.usage,
+    /--grad-reduce bf16 sets how MPI ranks sum their gradients, and --dist none runs no ranks/,
+  );
 });
 
 Deno.test("dist: launcher detection (mpirun, Hydra, srun steps, not a batch script) and --dist", () => {

@@ -55,6 +55,11 @@ const CONFIG_CASES: [string, (j: any) => unknown, RegExp][] = [
   ["training: 5", (j) => ({ ...j, training: 5 }), /config\.json: field 'training' must be an object/],
   ['training.lr: "x"', (j) => ({ ...j, training: { lr: "x" } }), /field 'training\.lr' must be a number/],
   ["training.data: 3", (j) => ({ ...j, training: { data: 3 } }), /field 'training\.data' must be a list/],
+  [
+    'training.gradReduce: "bf17"',
+    (j) => ({ ...j, training: { gradReduce: "bf17" } }),
+    /field 'training\.gradReduce' must be "f32", "bf16", "fp16".*got "bf17"/,
+  ],
 ];
 for (const [label, edit, re] of CONFIG_CASES) {
   Deno.test(`checkpoint: config.json with ${label} is exit 3 naming the file and field`, async () => {

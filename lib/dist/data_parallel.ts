@@ -1,8 +1,9 @@
 // Data-parallel training over MPI with the semantics of one process: the engine (lib/train_loop.ts)
 // draws the same micro-batch sequence on every rank and rank r trains on every N-th of them; this module
-// sums the ranks' gradients (MPI_Allreduce, in buckets), puts the micro-batch losses back in their global
-// order, makes every rank take the same decisions (overflow skip, stop, time budget) from one small
-// reduction per step, and splits the validation batches. With the same --batch-size and --grad-accum,
+// sums the ranks' gradients (MPI_Allreduce in buckets, or with --grad-reduce bf16|fp16 in 16 bits through
+// half_reduce.ts), puts the micro-batch losses back in their global order, makes every rank take the same
+// decisions (overflow skip, stop, time budget) from one small reduction per step, and splits the
+// validation batches. With the same --batch-size and --grad-accum,
 // `mpirun -np N` then trains the same model on the same data as one process.
 //
 // Gradients on the wasm backend are reduced where they live: a large gradient in place on the wasm heap
@@ -12,6 +13,7 @@
 import { LmpipeError } from "../errors.ts";
 import { warn } from "../log.ts";
 import type { Mpi } from "../native/mpi.ts";
+import { type GradReduce, type Half, type HalfReducer, reduceHalf } from "./half_reduce.ts";
 import type { LanguageModel, Precision } from "../models/types.ts";
 import type { Batch } from "../sampler.ts";
 import { tf } from "../tensor/backend.ts";
@@ -58,6 +60,7 @@ export interface ReduceStats {
   calls: number;
   /** Wall time inside allreduceGradients, ms (packing, reading back and waiting for MPI included). */
   ms: number;
+  /** Gradient payload bytes each rank put in (4 a value in f32, 2 in bf16/fp16). */
   bytes: number;
 }
 
@@ -67,6 +70,12 @@ export type BatchLosses = (
   batches: Batch[],
   precision: Precision,
 ) => Promise<Float32Array>;
+
+/** One bucket's reduction: started while the next bucket is prepared; `done` puts the sums back. */
+interface BucketWork {
+  reduce: () => Promise<void>;
+  done: () => void;
+}
 
 /** Gradients at least this large are reduced on their own (in place on the wasm heap). */
 const ALONE_BYTES = 1 << 20;
@@ -83,6 +92,10 @@ export class DataParallel implements DataParallelHooks {
   readonly stats: ReduceStats = { calls: 0, ms: 0, bytes: 0 };
   /** Two host buckets for the wasm path: one is packed while the other is reduced. */
   private staging: Float32Array[] = [];
+  /** How gradients are summed between ranks (--grad-reduce); f32 unless setGradReduce says otherwise. */
+  gradReduce: GradReduce = "f32";
+  /** The 16-bit reductions' buffers (lib/dist/half_reduce.ts's reduceHalf keeps four). */
+  private halfReducers: HalfReducer[] = [];
 
   constructor(
     readonly mpi: Mpi,
@@ -92,6 +105,12 @@ export class DataParallel implements DataParallelHooks {
     this.rank = mpi.rank;
     this.size = mpi.size;
     this.writer = mpi.rank === 0;
+  }
+
+  /** Sets --grad-reduce: f32 (MPI_Allreduce, exact) or a 16-bit format (half the bytes, rounded). */
+  setGradReduce(mode: GradReduce): void {
+    this.gradReduce = mode;
+    this.halfReducers = [];
   }
 
   owns(micro: number): boolean {
@@ -108,7 +127,7 @@ export class DataParallel implements DataParallelHooks {
     const out = tf.getBackend() === "wasm" ? await this.reduceOnHeap(grads) : await this.reduceOnHost(grads);
     this.stats.calls++;
     this.stats.ms += performance.now() - t0;
-    this.stats.bytes += grads.reduce((n, g) => n + 4 * g.size, 0);
+    this.stats.bytes += grads.reduce((n, g) => n + (this.half ? 2 : 4) * g.size, 0);
     return out;
   }
 
@@ -130,20 +149,55 @@ export class DataParallel implements DataParallelHooks {
   }
 
   /**
-   * Runs `steps` (one per bucket) with one MPI call in flight: each step prepares its buffer and returns
-   * the call to make and what to do once it is done; the next bucket is prepared while it runs.
+   * Runs `steps` (one per bucket) with one MPI call in flight: each step prepares its bucket and returns
+   * its reduction and what to do once it is done; the next bucket is prepared, and the previous one's
+   * results put back, while a bucket's collective runs.
    */
-  private async pipeline(
-    steps: (() => Promise<{ ptr: Deno.PointerValue; count: number; done: () => void }>)[],
-  ): Promise<void> {
+  private async pipeline(steps: (() => Promise<BucketWork>)[]): Promise<void> {
     let inflight: Promise<void> | null = null, finish: (() => void) | null = null;
-    for (const [k, prepare] of steps.entries()) {
-      const { ptr, count, done } = await prepare();
-      if (inflight) await inflight, finish!();
-      inflight = this.mpi.allreduceF32(ptr, count, "sum", `gradient bucket ${k + 1}/${steps.length}`);
-      finish = done;
+    for (const prepare of steps) {
+      const work = await prepare();
+      if (inflight) await inflight;
+      const previous = finish;
+      inflight = work.reduce(), finish = work.done;
+      previous?.();
     }
     if (inflight) await inflight, finish!();
+  }
+
+  /**
+   * The 16-bit path's buckets: consecutive ranges [gradient, start, end) of up to a bucket's worth of values
+   * each, large gradients cut into several, so that the reduction pipeline has work to overlap.
+   */
+  private halfBuckets(grads: tf.Tensor[]): [number, number, number][][] {
+    const limit = this.bucketBytes / 4, out: [number, number, number][][] = [];
+    let cur: [number, number, number][] = [], n = 0;
+    grads.forEach((g, i) => {
+      for (let start = 0; start < g.size;) {
+        const end = Math.min(g.size, start + limit - n);
+        cur.push([i, start, end]), n += end - start, start = end;
+        if (n === limit) out.push(cur), cur = [], n = 0;
+      }
+    });
+    if (cur.length) out.push(cur);
+    return out;
+  }
+
+  /** Sums the gradients held in `arrays(i)` (fetched when used) in 16 bits, in place. */
+  private async reduceHalfInPlace(grads: tf.Tensor[], arrays: (i: number) => Float32Array): Promise<void> {
+    const buckets = this.halfBuckets(grads);
+    await reduceHalf(
+      this.mpi,
+      this.gradReduce as Half,
+      this.halfReducers,
+      buckets.length,
+      (k) => buckets[k].map(([i, start, end]) => arrays(i).subarray(start, end)),
+    );
+  }
+
+  /** Whether gradients are summed in 16 bits (with one rank nothing is summed: they stay float32). */
+  private get half(): boolean {
+    return this.gradReduce !== "f32" && this.size > 1;
   }
 
   private async reduceOnHeap(input: tf.Tensor[]): Promise<tf.Tensor[]> {
@@ -165,10 +219,20 @@ export class DataParallel implements DataParallelHooks {
       return Deno.UnsafePointer.offset(base, backend.dataIdMap.get(t.dataId).memoryOffset as number);
     };
     const view = (t: tf.Tensor) => backend.typedArrayFromHeap(t) as Float32Array;
-    const steps = this.buckets(grads).map((bucket, k) => () => {
+    // views are fetched when used: the heap may have grown (and moved) in between
+    if (this.half) {
+      await this.reduceHalfInPlace(grads, (i) => view(grads[i]));
+      return grads;
+    }
+    const buckets = this.buckets(grads);
+    const steps = buckets.map((bucket, k) => (): Promise<BucketWork> => {
+      const what = `gradient bucket ${k + 1}/${buckets.length}`;
       if (bucket.length === 1) {
         const t = grads[bucket[0]];
-        return Promise.resolve({ ptr: heapPtr(t), count: t.size, done: () => {} });
+        return Promise.resolve({
+          reduce: () => this.mpi.allreduceF32(heapPtr(t), t.size, "sum", what),
+          done: () => {},
+        });
       }
       const count = bucket.reduce((n, i) => n + grads[i].size, 0);
       const stage = this.stagingBuffer(k % 2, count);
@@ -178,7 +242,10 @@ export class DataParallel implements DataParallelHooks {
         let o = 0;
         for (const i of bucket) view(grads[i]).set(stage.subarray(o, o + grads[i].size)), o += grads[i].size;
       };
-      return Promise.resolve({ ptr: Deno.UnsafePointer.of(stage), count, done });
+      return Promise.resolve({
+        reduce: () => this.mpi.allreduceF32(Deno.UnsafePointer.of(stage), count, "sum", what),
+        done,
+      });
     });
     await this.pipeline(steps);
     return grads;
@@ -193,23 +260,39 @@ export class DataParallel implements DataParallelHooks {
 
   private async reduceOnHost(grads: tf.Tensor[]): Promise<tf.Tensor[]> {
     const out: tf.Tensor[] = new Array(grads.length);
-    const steps = this.buckets(grads).map((bucket) => async () => {
+    if (this.half) {
+      // all read back first (the f32 path below overlaps reading back with the reduction)
+      const arrays = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
+      await this.reduceHalfInPlace(grads, (i) => arrays[i]);
+      grads.forEach((g, i) => (out[i] = tf.tensor(arrays[i], g.shape, "float32"), g.dispose()));
+      return out;
+    }
+    const buckets = this.buckets(grads);
+    const steps = buckets.map((bucket, k) => async (): Promise<BucketWork> => {
       // fresh arrays: the cpu backend keeps the array a tensor is made from
       const parts = await Promise.all(bucket.map((i) => grads[i].data() as Promise<Float32Array>));
-      const buf = parts.length === 1 ? parts[0] : new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-      if (parts.length > 1) {
-        let off = 0;
-        for (const p of parts) buf.set(p, off), off += p.length;
-      }
-      const done = () => {
-        let off = 0;
-        for (const i of bucket) {
-          out[i] = tf.tensor(buf.subarray(off, off + grads[i].size), grads[i].shape, "float32");
-          off += grads[i].size;
+      const upload = (piece: (j: number) => Float32Array) => () =>
+        bucket.forEach((i, j) => {
+          out[i] = tf.tensor(piece(j), grads[i].shape, "float32");
           grads[i].dispose();
-        }
+        });
+      const buf = parts.length === 1 ? parts[0] : new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      const offsets: number[] = [];
+      let off = 0;
+      for (const p of parts) {
+        if (parts.length > 1) buf.set(p, off);
+        offsets.push(off), off += p.length;
+      }
+      return {
+        reduce: () =>
+          this.mpi.allreduceF32(
+            Deno.UnsafePointer.of(buf),
+            buf.length,
+            "sum",
+            `gradient bucket ${k + 1}/${buckets.length}`,
+          ),
+        done: upload((j) => buf.subarray(offsets[j], offsets[j] + parts[j].length)),
       };
-      return { ptr: Deno.UnsafePointer.of(buf), count: buf.length, done };
     });
     await this.pipeline(steps);
     return out;

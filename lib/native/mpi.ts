@@ -1,6 +1,7 @@
 // The MPI library of the cluster, through Deno FFI: lmpipe builds no networking of its own. Data-parallel
 // training (lib/dist/) needs only a handful of calls: MPI_Init_thread, Comm_rank/size, an in-place
-// Allreduce, Bcast, Barrier, Abort and Finalize, on MPI_COMM_WORLD with MPI_ERRORS_RETURN so that a
+// Allreduce, Alltoall and Allgather (16-bit gradient sums, lib/dist/half_reduce.ts), Bcast, Barrier,
+// Abort and Finalize, on MPI_COMM_WORLD with MPI_ERRORS_RETURN so that a
 // failed call comes back as an error code instead of killing the process without a word.
 //
 // Two ABIs exist in the wild and both are supported, chosen by what the opened library exports:
@@ -50,11 +51,16 @@ function symbols(h: "pointer" | "i32"): Deno.ForeignLibraryInterface {
     MPI_Get_library_version: { parameters: ["buffer", "buffer"], result: "i32" },
     // sendbuf, recvbuf, count, datatype, op, comm
     MPI_Allreduce: collective(["pointer", "pointer", "i32", h, h, h]),
+    // sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm
+    MPI_Alltoall: collective(["pointer", "i32", h, "pointer", "i32", h, h]),
+    MPI_Allgather: collective(["pointer", "i32", h, "pointer", "i32", h, h]),
     // buffer, count, datatype, root, comm
     MPI_Bcast: collective(["pointer", "i32", h, "i32", h]),
     MPI_Barrier: collective([h]),
     // the same calls on the main thread, for a library that does not grant MPI_THREAD_SERIALIZED
     MPI_Allreduce_main: blocking("MPI_Allreduce", ["pointer", "pointer", "i32", h, h, h]),
+    MPI_Alltoall_main: blocking("MPI_Alltoall", ["pointer", "i32", h, "pointer", "i32", h, h]),
+    MPI_Allgather_main: blocking("MPI_Allgather", ["pointer", "i32", h, "pointer", "i32", h, h]),
     MPI_Bcast_main: blocking("MPI_Bcast", ["pointer", "i32", h, "i32", h]),
     MPI_Barrier_main: blocking("MPI_Barrier", [h]),
     MPI_Abort: { parameters: [h, "i32"], result: "i32" },
@@ -66,6 +72,7 @@ const OMPI_GLOBALS = {
   ompi_mpi_comm_world: { type: "pointer" },
   ompi_mpi_float: { type: "pointer" },
   ompi_mpi_double: { type: "pointer" },
+  ompi_mpi_unsigned_short: { type: "pointer" },
   ompi_mpi_op_sum: { type: "pointer" },
   ompi_mpi_op_max: { type: "pointer" },
   ompi_mpi_errors_return: { type: "pointer" },
@@ -76,6 +83,7 @@ const MPICH = {
   comm: 0x44000000,
   float: 0x4c00040a,
   double: 0x4c00080b,
+  uint16: 0x4c000204, // MPI_UNSIGNED_SHORT
   sum: 0x58000003,
   max: 0x58000001,
   errorsReturn: 0x54000001,
@@ -100,6 +108,13 @@ export interface Mpi {
   allreduceF32(ptr: Deno.PointerValue, count: number, op: ReduceOp, what: string): Promise<void>;
   /** In place over all ranks, on a host Float64Array. */
   allreduceF64(buf: Float64Array, op: ReduceOp, what: string): Promise<void>;
+  /**
+   * MPI_Alltoall of 2-byte values (16-bit floats moved as MPI_UNSIGNED_SHORT, never summed by MPI): `send`
+   * holds `size` blocks of `count`, block r goes to rank r; `recv` gets rank r's block for this rank at r.
+   */
+  alltoall16(send: Deno.PointerValue, recv: Deno.PointerValue, count: number, what: string): Promise<void>;
+  /** MPI_Allgather of 2-byte values: every rank's `count` values at `send` into `recv`, rank order. */
+  allgather16(send: Deno.PointerValue, recv: Deno.PointerValue, count: number, what: string): Promise<void>;
   /** Rank `root`'s `count` float32 values at `ptr` to every rank. */
   bcastF32(ptr: Deno.PointerValue, count: number, root: number, what: string): Promise<void>;
   barrier(what: string): Promise<void>;
@@ -163,7 +178,15 @@ interface Opened {
   path: string;
   abi: MpiAbi;
   fn: AnySymbols;
-  h: { comm: Handle; float: Handle; double: Handle; sum: Handle; max: Handle; errorsReturn: Handle };
+  h: {
+    comm: Handle;
+    float: Handle;
+    double: Handle;
+    uint16: Handle;
+    sum: Handle;
+    max: Handle;
+    errorsReturn: Handle;
+  };
   inPlace: Deno.PointerValue;
 }
 
@@ -181,6 +204,7 @@ function openLibrary(path: string): Opened {
         comm: s.ompi_mpi_comm_world,
         float: s.ompi_mpi_float,
         double: s.ompi_mpi_double,
+        uint16: s.ompi_mpi_unsigned_short,
         sum: s.ompi_mpi_op_sum,
         max: s.ompi_mpi_op_max,
         errorsReturn: s.ompi_mpi_errors_return,
@@ -314,6 +338,8 @@ export function initMpi(opts: MpiOptions = {}): Mpi {
   const opOf = (op: ReduceOp) => op === "sum" ? h.sum : h.max;
   const allreduce = serialOnly ? fn.MPI_Allreduce_main : fn.MPI_Allreduce;
   const bcast = serialOnly ? fn.MPI_Bcast_main : fn.MPI_Bcast;
+  const alltoall = serialOnly ? fn.MPI_Alltoall_main : fn.MPI_Alltoall;
+  const allgather = serialOnly ? fn.MPI_Allgather_main : fn.MPI_Allgather;
   const barrier = serialOnly ? fn.MPI_Barrier_main : fn.MPI_Barrier;
   let finalized = false;
   const mpi: Mpi = {
@@ -329,6 +355,14 @@ export function initMpi(opts: MpiOptions = {}): Mpi {
         "MPI_Allreduce",
         what,
         () => allreduce(lib.inPlace, Deno.UnsafePointer.of(buf), buf.length, h.double, opOf(op), h.comm),
+      ),
+    alltoall16: (send, recv, count, what) =>
+      collective("MPI_Alltoall", what, () => alltoall(send, count, h.uint16, recv, count, h.uint16, h.comm)),
+    allgather16: (send, recv, count, what) =>
+      collective(
+        "MPI_Allgather",
+        what,
+        () => allgather(send, count, h.uint16, recv, count, h.uint16, h.comm),
       ),
     bcastF32: (ptr, count, root, what) =>
       collective("MPI_Bcast", what, () => bcast(ptr, count, h.float, root, h.comm)),

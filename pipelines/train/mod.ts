@@ -21,6 +21,7 @@ import { WindowSampler } from "../../lib/sampler.ts";
 import { batchLosses, type StepLog, trainLoop, type TrainOptions } from "../../lib/train_loop.ts";
 import { type DistRun, startDist } from "../../lib/dist/mod.ts";
 import { reportRankDevice } from "../../lib/dist/gpu.ts";
+import { GRAD_REDUCES, type GradReduce } from "../../lib/dist/half_reduce.ts";
 import { type BackendName, getGpuAdapter, initBackend, isSoftwareAdapter } from "../../lib/tensor/backend.ts";
 import {
   type AutoBatchResult,
@@ -90,6 +91,7 @@ const SPEC = {
   json: { type: "boolean" },
   seed: { type: "string" },
   dist: { type: "string" },
+  "grad-reduce": { type: "string" },
   "dry-run": { type: "boolean" },
 } as const;
 
@@ -174,6 +176,11 @@ Budget and output:
                        process; mpi: always; none: never. Each rank trains on every N-th of the
                        --grad-accum micro-batches (N must divide it), so any rank count trains the
                        same model as one process; rank 0 writes the run (docs/distributed.md)  (default: auto)
+  --grad-reduce F      how ranks sum gradients: f32 (MPI_Allreduce, exact); bf16 or fp16: each
+                       rank's sum rounded to 16 bits (nearest even), added in float32 in rank order,
+                       the total rounded again: half the bytes, every rank the same bits. fp16 needs
+                       --precision mixed (its loss scale; an overflow skips the step). One process
+                       sums nothing and keeps float32; stored in config.json for --resume (default: f32)
 
 Log fields: step, loss, lr, grad_norm, loss_scale, skipped, tokens (seen so far), tokens_per_s,
 ms_per_step, elapsed_s, batch_size, peak_bytes (the step's peak backend memory, as --memory-limit
@@ -188,6 +195,8 @@ Example:
 /** Training options as stored in config.json (and restored on --resume). */
 interface StoredTraining extends TrainOptions {
   backend: string;
+  /** --grad-reduce: how data-parallel ranks sum gradients (absent in runs before it existed: f32). */
+  gradReduce: GradReduce;
   data: string[];
   /** How --batch-size auto chose batchSize (absent for an explicit size). */
   batchSizeAuto?: AutoBatchRecord;
@@ -321,6 +330,7 @@ async function trainLocked(
         `or as many ranks as divide it.`,
     );
   }
+  checkGradReduce(p, o, dist);
   const autoBatch = o.batchSize === 0;
   const memoryLimitFlag = str(p, "memory-limit");
   if (memoryLimitFlag !== undefined && !autoBatch) {
@@ -413,7 +423,10 @@ async function trainLocked(
     `training: ${o.batchSize} x ${T} tokens x ${o.gradAccum} accumulation = ${
       fmtCount(tokPerStep)
     } tokens/step, ` +
-      (dist ? `${o.gradAccum / dist.mpi.size} micro-batch(es) on each of ${dist.mpi.size} ranks, ` : "") +
+      (dist
+        ? `${o.gradAccum / dist.mpi.size} micro-batch(es) on each of ${dist.mpi.size} ranks, ` +
+          (dist.dp.gradReduce !== "f32" && dist.mpi.size > 1 ? `gradients summed in ${o.gradReduce}, ` : "")
+        : "") +
       (o.batchRamp
         ? `batch ramp from ${rampStart(o.batchSize)} to ${o.batchSize} sequences over ${
           fmtCount(o.batchRamp)
@@ -652,6 +665,13 @@ function trainingOptions(
     evalIters: pick("eval-iters", "evalIters", 20, int("eval-iters", 1)),
     seed: pick("seed", "seed", 1337, int("seed", 0)),
     backend: pick("backend", "backend", "auto", () => str(p, "backend")!),
+    gradReduce: pick("grad-reduce", "gradReduce", "f32", () => {
+      const s = str(p, "grad-reduce")!;
+      if (!(GRAD_REDUCES as readonly string[]).includes(s)) {
+        throw usageError(`lmpipe train: --grad-reduce must be ${GRAD_REDUCES.join(", ")}, got '${s}'`);
+      }
+      return s as GradReduce;
+    }),
     data: stored?.data ?? [],
   };
   // an explicit size replaces a stored search; --batch-size auto makes a new one
@@ -663,6 +683,32 @@ function trainingOptions(
   }
   if (o.minLr > o.lr) throw usageError(`lmpipe train: --min-lr ${o.minLr} is above --lr ${o.lr}`);
   return o;
+}
+
+/**
+ * --grad-reduce against the rest of the run: fp16 needs mixed precision's loss scale; given with --dist
+ * none it contradicts itself; without ranks it is noted and does nothing. Sets it on the ranks.
+ */
+function checkGradReduce(p: Parsed, o: StoredTraining, dist: DistRun | null): void {
+  if (o.gradReduce === "fp16" && o.precision !== "mixed") {
+    throw usageError(
+      `lmpipe train: --grad-reduce fp16 needs --precision mixed: its loss scale keeps the gradients inside ` +
+        `float16's range (unscaled, gradients below 6e-8 become 0, and an overflow has no step to skip). ` +
+        `Use --grad-reduce bf16 with --precision ${o.precision}.`,
+    );
+  }
+  if (dist) return dist.dp.setGradReduce(o.gradReduce);
+  if (o.gradReduce === "f32" || p.values["grad-reduce"] === undefined) return;
+  if (str(p, "dist") === "none") {
+    throw usageError(
+      `lmpipe train: --grad-reduce ${o.gradReduce} sets how MPI ranks sum their gradients, and --dist none ` +
+        `runs no ranks; drop one of them`,
+    );
+  }
+  info(
+    `--grad-reduce ${o.gradReduce}: one process sums no gradients between ranks, so they stay float32 ` +
+      `(the setting is kept in config.json for a resume on several ranks)`,
+  );
 }
 
 function autoRecord(r: AutoBatchResult, limit: MemoryLimit): AutoBatchRecord {
