@@ -8,8 +8,9 @@
 // time is host time even on llvmpipe (where the "GPU" shares the CPU).
 //
 // On llvmpipe queue.submit runs the submitted work itself, so "host ms" there also excludes submits;
-// on a GPU a submit is only its host cost. --ab alternates steps with lmpipe's per-dispatch host changes
-// (webgpu/record.ts) on and off in one process and reports both (ratios within one run).
+// on a GPU a submit is only its host cost. --ab alternates steps with lmpipe's host-side changes on and
+// off in one process (the uniform arena of webgpu/record.ts and AdamW's parameter groups of
+// webgpu/kernels.ts) and reports both (ratios within one run).
 //
 //   deno run -A bench/webgpu_host.ts [--model gpt] [--preset small] [--batch-size 8] [--trivial]
 //        [--steps 3] [--ab] [--json]
@@ -20,6 +21,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { median, runBench } from "./common.ts";
 import { makeTrainStep } from "./webgpu_step.ts";
 import { setUniformArenaEnabled } from "../lib/tensor/webgpu/record.ts";
+import { setAdamWGroupingEnabled } from "../lib/tensor/webgpu/kernels.ts";
 
 const HELP = `deno run -A bench/webgpu_host.ts [flags]
 
@@ -29,7 +31,7 @@ const HELP = `deno run -A bench/webgpu_host.ts [flags]
   --trivial        the preset's layers and heads with tiny widths (nEmbd 2 per head, context 16,
                    vocabulary 256): the dispatches of the real model, almost no GPU work
   --steps N        timed steps after one warm-up step (default 3; the median is reported)
-  --ab             alternate steps with lmpipe's uniform arena (webgpu/record.ts) on and off
+  --ab             alternate steps with lmpipe's uniform arena and AdamW groups on and off
   --json           one JSON object per row instead of the table
 
 Host milliseconds per step: in recordAndSubmit (per dispatch: uniform buffer, bind group, encoding), in
@@ -115,11 +117,14 @@ async function main(): Promise<void> {
   instrument(be.device.queue as Record<string, unknown>, "onSubmittedWorkDone", timers.sync, true);
 
   await step(); // warm-up: compiles every pipeline
-  const variants = p.values.ab ? ["arena on", "arena off"] : ["as configured"];
+  const variants = p.values.ab ? ["arena + AdamW groups", "neither"] : ["as configured"];
   const rows = new Map<string, Record<string, number>[]>(variants.map((v) => [v, []]));
   for (let s = 0; s < steps * variants.length; s++) {
     const variant = variants[s % variants.length];
-    if (p.values.ab) setUniformArenaEnabled(variant === "arena on");
+    if (p.values.ab) {
+      setUniformArenaEnabled(variant !== "neither");
+      setAdamWGroupingEnabled(variant !== "neither");
+    }
     for (const t of Object.values(timers)) t.ms = 0, t.calls = 0;
     const t0 = performance.now();
     await step();

@@ -3,8 +3,8 @@
 // of squares), so the op chains stay the single reference (lib/optim.ts, lib/precision.ts) and
 // tests/webgpu_kernels_test.ts compares the two on the GPU (bit for bit on Mesa llvmpipe; the sum of
 // squares against float64).
-//   - AdamW update (LmpipeAdamW, ~15 -> 1 dispatch per parameter): reads param, grad, m, v and writes
-//     new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
+//   - AdamW update (LmpipeAdamWGroup, ~15 dispatches per parameter -> 1 per group of up to 8): reads
+//     param, grad, m, v and writes new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
 //     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
 //     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
 //   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/15 + 1, a two-level reduction over
@@ -55,58 +55,92 @@ export function fusedKernelsActive(): boolean {
 }
 
 // --- AdamW ---------------------------------------------------------------------------------------
-
+// One dispatch updates up to adamWGroupSize() parameters (7 storage buffers each: p, g, m, v in; new p,
+// m, v out), one thread per element, in the op chain's float32 operations and order.
 // TF.js's recordAndSubmit binds [output, ...inputs, uniforms] and fills the uniform buffer with NaN,
 // Infinity, then a shape and strides field per bound tensor, then the program's own uniforms. All
 // tensors are passed as 1-D views, so every one of those fields is a single 4-byte scalar. The
 // struct below spells that layout out; the exactness tests would fail if it were off.
-const ADAMW_BOUND = 7; // pOut (output), p, g, m, v, mOut, vOut
-const adamWShader = () => {
-  const tfjsFields = Array.from({ length: ADAMW_BOUND }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(
-    " ",
+export const ADAMW_GROUP_KERNEL = "LmpipeAdamWGroup";
+/** Storage buffers per parameter, in binding order: new p (the first is the program's output), p, g, m, v, new m, new v. */
+const ADAMW_ROLES = ["pOut", "pIn", "gIn", "mIn", "vIn", "mOut", "vOut"];
+/** The most parameters one AdamW dispatch updates. */
+const ADAMW_MAX_GROUP = 8;
+
+let adamWGrouping = true;
+
+/** One parameter per AdamW dispatch (false), as before grouping: bench/webgpu_host.ts --ab compares both. */
+export function setAdamWGroupingEnabled(on: boolean): void {
+  adamWGrouping = on;
+}
+
+/** Parameters one fused AdamW dispatch updates on `device` (its storage buffers per stage / 7). */
+export function adamWGroupSize(device: GPUDevice): number {
+  if (!adamWGrouping) return 1;
+  const fit = Math.floor(device.limits.maxStorageBuffersPerShaderStage / ADAMW_ROLES.length);
+  return Math.max(1, Math.min(ADAMW_MAX_GROUP, fit));
+}
+
+const adamWShader = (k: number) => {
+  const ids = Array.from({ length: k }, (_, j) => j);
+  const bound = k * ADAMW_ROLES.length;
+  const tfjsFields = Array.from({ length: bound }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
+  const buffers = ids.flatMap((j) =>
+    ADAMW_ROLES.map((role, r) => {
+      const access = role.endsWith("Out") ? "read_write" : "read";
+      return `@group(0) @binding(${
+        j * ADAMW_ROLES.length + r
+      }) var<storage, ${access}> ${role}${j}: array<f32>;`;
+    })
   );
+  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
+  const update = (j: number) => `
+      let g = gIn${j}[i] * u.gradScale;
+      let m1 = mIn${j}[i] * u.beta1 + g * u.oneMinusBeta1;
+      let v1 = vIn${j}[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
+      let decayed = pIn${j}[i] * u.decay${j};
+      let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
+      pOut${j}[i] = decayed - (m1 / denom) * u.stepSize;
+      mOut${j}[i] = m1;
+      vOut${j}[i] = v1;`;
   return `
 struct Uniforms {
   nanValue: f32, infValue: f32, ${tfjsFields}
-  n: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
-  decay: f32, sqrtBc2: f32, eps: f32, stepSize: f32,
+  groups: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
+  sqrtBc2: f32, eps: f32, stepSize: f32, ${
+    ids.map((j) => `n${j}: i32, first${j}: i32, decay${j}: f32,`).join(" ")
+  }
 };
-@group(0) @binding(0) var<storage, read_write> pOut: array<f32>;
-@group(0) @binding(1) var<storage, read> pIn: array<f32>;
-@group(0) @binding(2) var<storage, read> gIn: array<f32>;
-@group(0) @binding(3) var<storage, read> mIn: array<f32>;
-@group(0) @binding(4) var<storage, read> vIn: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mOut: array<f32>;
-@group(0) @binding(6) var<storage, read_write> vOut: array<f32>;
-@group(0) @binding(7) var<uniform> u: Uniforms;
+${buffers.join("\n")}
+@group(0) @binding(${bound}) var<uniform> u: Uniforms;
 
 @compute @workgroup_size(${WORKGROUP})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = i32((wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid);
-  if (i >= u.n) { return; }
-  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
-  let g = gIn[i] * u.gradScale;
-  let m1 = mIn[i] * u.beta1 + g * u.oneMinusBeta1;
-  let v1 = vIn[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
-  let decayed = pIn[i] * u.decay;
-  let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
-  pOut[i] = decayed - (m1 / denom) * u.stepSize;
-  mOut[i] = m1;
-  vOut[i] = v1;
+  let w = i32(wid.y * nwg.x + wid.x);
+  if (w >= u.groups) { return; }
+  ${
+    ids.map((j) =>
+      `${j === 0 ? "" : "else "}if (${j + 1 < k ? `w < u.first${j + 1}` : "true"}) {
+    let i = (w - u.first${j}) * ${WORKGROUP} + i32(lid);
+    if (i < u.n${j}) {${update(j)}
+    }
+  }`
+    ).join(" ")
+  }
 }`;
 };
 
-const pipelines = new WeakMap<GPUDevice, GPUComputePipeline>();
-
-function adamWPipeline(device: GPUDevice): GPUComputePipeline {
-  let p = pipelines.get(device);
-  if (!p) {
-    const module = device.createShaderModule({ code: adamWShader(), label: "LmpipeAdamW" });
-    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
-    pipelines.set(device, p);
+/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
+class LmpipeAdamWProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  workgroupSize = [WORKGROUP, 1, 1];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, n0: number, groups: number) {
+    this.outputShape = [n0];
+    this.dispatch = workgroupGrid(device, groups, ADAMW_GROUP_KERNEL);
   }
-  return p;
 }
 
 /**
@@ -122,85 +156,96 @@ export function workgroupGrid(device: GPUDevice, groups: number, what: string): 
   return [side, side, 1];
 }
 
-/** Workgroup grid for `n` elements, WORKGROUP to a workgroup. */
-function grid(device: GPUDevice, n: number): [number, number, number] {
-  return workgroupGrid(device, Math.ceil(n / WORKGROUP), "webgpu_kernels");
-}
-
-/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
-class LmpipeAdamWProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  pipeline: GPUComputePipeline;
-  size = false;
-  constructor(device: GPUDevice, n: number) {
-    this.outputShape = [n];
-    this.dispatch = grid(device, n);
-    this.pipeline = adamWPipeline(device);
-  }
-}
-
-function adamWKernel(
+function adamWGroupKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
-  const { p, g, m, v } = inputs as Record<string, TensorInfo>;
-  const c = attrs as unknown as AdamWConstants;
-  const n = tf.util.sizeFromShape(p.shape);
-  for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
-    if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
-      throw new Error(
-        `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
-      );
-    }
-  }
-  const limit = webgpuMaxTensorBytes(backend);
-  if (n * 4 > limit) {
+  const ts = inputs as unknown as TensorInfo[];
+  const cs = (attrs as unknown as { constants: AdamWConstants[] }).constants;
+  const k = cs.length;
+  const device = backend.device as GPUDevice;
+  if (ts.length !== 4 * k || k > adamWGroupSize(device)) {
     throw new Error(
-      `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
-        `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+      `${ADAMW_GROUP_KERNEL}: ${ts.length} tensors for ${k} parameters (at most ${adamWGroupSize(device)})`,
     );
   }
-  const outs = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
-  if (n === 0) {
-    for (const o of outs) backend.tensorMap.get(o.dataId).values = new Float32Array(0);
-    return outs;
+  const limit = webgpuMaxTensorBytes(backend);
+  const outs: TensorInfo[] = [];
+  const live: { n: number; bound: TensorInfo[]; c: AdamWConstants }[] = [];
+  for (let j = 0; j < k; j++) {
+    const [p, g, m, v] = ts.slice(4 * j, 4 * j + 4);
+    const n = tf.util.sizeFromShape(p.shape);
+    for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
+      if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
+        throw new Error(
+          `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
+        );
+      }
+    }
+    if (n * 4 > limit) {
+      throw new Error(
+        `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
+          `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+      );
+    }
+    const o = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
+    outs.push(...o);
+    if (n === 0) {
+      for (const t of o) backend.tensorMap.get(t.dataId).values = new Float32Array(0);
+      continue;
+    }
+    for (const t of [p, g, m, v, ...o]) backend.uploadToGPU(t.dataId);
+    live.push({ n, bound: [o[0], p, g, m, v, o[1], o[2]].map(flatView), c: cs[j] });
   }
-  for (const t of [p, g, m, v, ...outs]) backend.uploadToGPU(t.dataId);
-  const [pOut, mOut, vOut] = outs.map(flatView);
-  const program = new LmpipeAdamWProgram(backend.device as GPUDevice, n);
-  const f = (x: number) => ({ type: "float32", data: [x] });
-  backend.recordAndSubmit(program, pOut, [flatView(p), flatView(g), flatView(m), flatView(v), mOut, vOut], [
-    { type: "int32", data: [n] },
-    f(c.gradScale),
-    f(c.beta1),
-    f(c.oneMinusBeta1),
-    f(c.beta2),
-    f(c.oneMinusBeta2),
-    f(c.decay),
-    f(c.sqrtBc2),
-    f(c.eps),
-    f(c.stepSize),
-  ]);
+  if (live.length === 0) return outs;
+  const firsts: number[] = [];
+  let groups = 0;
+  for (const l of live) firsts.push(groups), groups += Math.ceil(l.n / WORKGROUP);
+  const pipeline = cachedPipeline(
+    device,
+    `${ADAMW_GROUP_KERNEL}:${live.length}`,
+    () => adamWShader(live.length),
+  );
+  const f = (x: number) => ({ type: "float32", data: [x] }),
+    int = (x: number) => ({ type: "int32", data: [x] });
+  const c = live[0].c; // shared by the group (only decay differs per parameter)
+  const bound = live.flatMap((l) => l.bound);
+  backend.recordAndSubmit(
+    new LmpipeAdamWProgram(pipeline, device, live[0].n, groups),
+    bound[0],
+    bound.slice(1),
+    [
+      int(groups),
+      f(c.gradScale),
+      f(c.beta1),
+      f(c.oneMinusBeta1),
+      f(c.beta2),
+      f(c.oneMinusBeta2),
+      f(c.sqrtBc2),
+      f(c.eps),
+      f(c.stepSize),
+      ...live.flatMap((l, j) => [int(l.n), int(firsts[j]), f(l.c.decay)]),
+    ],
+  );
   return outs;
 }
 
 /**
- * One fused AdamW update on webgpu: returns [new param, new m, new v] as fresh tensors (the caller
- * assigns them to its variables). Same float32 arithmetic as the op chain in lib/optim.ts.
+ * Fused AdamW updates on webgpu of up to adamWGroupSize() parameters in one dispatch: for each
+ * [p, g, m, v] with its constants (equal but for `decay`), [new param, new m, new v] as fresh tensors (the
+ * caller assigns them to its variables), in that order. Same float32 arithmetic as lib/optim.ts's op chain.
  */
-export function adamWFused(
-  p: tf.Tensor,
-  g: tf.Tensor,
-  m: tf.Tensor,
-  v: tf.Tensor,
-  c: AdamWConstants,
-): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  const out = tf.engine().runKernel(
-    ADAMW_KERNEL,
-    { p, g, m, v } as unknown as tf.NamedTensorMap,
-    c as unknown as tf.NamedAttrMap,
+export function adamWFusedGroup(
+  params: { p: tf.Tensor; g: tf.Tensor; m: tf.Tensor; v: tf.Tensor; c: AdamWConstants }[],
+): tf.Tensor[] {
+  const shared = (c: AdamWConstants) => JSON.stringify({ ...c, decay: 0 });
+  if (params.some((x) => shared(x.c) !== shared(params[0].c))) {
+    throw new Error(`${ADAMW_GROUP_KERNEL}: the parameters of one group must share all constants but decay`);
+  }
+  return tf.engine().runKernel(
+    ADAMW_GROUP_KERNEL,
+    params.flatMap((x) => [x.p, x.g, x.m, x.v]) as unknown as tf.NamedTensorMap,
+    { constants: params.map((x) => x.c) } as unknown as tf.NamedAttrMap,
   ) as tf.Tensor[];
-  return [out[0], out[1], out[2]];
 }
 
 // --- sum of squares (gradient norm and loss-scale overflow check) ------------------------------------
@@ -534,7 +579,7 @@ export class GridProgram {
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 registerKernels("webgpu", [
-  [ADAMW_KERNEL, adamWKernel],
+  [ADAMW_GROUP_KERNEL, adamWGroupKernel],
   [TO_HALF_KERNEL, toHalfKernel],
   [SUM_SQUARES_KERNEL, sumSquaresKernel],
 ]);
