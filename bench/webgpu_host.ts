@@ -44,14 +44,27 @@ interface Timed {
   calls: number;
 }
 
-/** Wraps `obj[fn]` so that its (synchronous or awaited) time is added to `t`; nested calls count once. */
-function instrument(obj: Record<string, unknown>, fn: string, t: Timed, isAsync = false): void {
+/** Depth of synchronous calls into the waiting functions (a read submits first: counted as waiting). */
+let inWait = 0;
+
+/**
+ * Wraps `obj[fn]` so that its (synchronous or awaited) time is added to `t`; nested calls count once. An
+ * async (waiting) function marks its synchronous part; `notInWait` skips calls made inside one.
+ */
+function instrument(
+  obj: Record<string, unknown>,
+  fn: string,
+  t: Timed,
+  isAsync = false,
+  notInWait = false,
+): void {
   const orig = obj[fn] as (...a: unknown[]) => unknown;
   let depth = 0;
   obj[fn] = function (this: unknown, ...args: unknown[]) {
-    if (depth > 0) return orig.apply(this, args);
+    if (depth > 0 || (notInWait && inWait > 0)) return orig.apply(this, args);
     const t0 = performance.now();
     depth++;
+    if (isAsync) inWait++;
     try {
       const r = orig.apply(this, args);
       if (isAsync && r instanceof Promise) {
@@ -65,6 +78,7 @@ function instrument(obj: Record<string, unknown>, fn: string, t: Timed, isAsync 
       return r;
     } finally {
       depth--;
+      if (isAsync) inWait--;
     }
   };
 }
@@ -112,7 +126,7 @@ async function main(): Promise<void> {
   instrument(proto, "recordAndSubmit", timers.record);
   instrument(proto, "makeUniforms", timers.uniforms);
   instrument(be.device as Record<string, unknown>, "createBindGroup", timers.bindGroup);
-  instrument(be.queue as Record<string, unknown>, "submit", timers.submit);
+  instrument(be.queue as Record<string, unknown>, "submit", timers.submit, false, true);
   instrument(proto, "getBufferData", timers.read, true);
   instrument(be.device.queue as Record<string, unknown>, "onSubmittedWorkDone", timers.sync, true);
 
