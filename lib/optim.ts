@@ -15,9 +15,9 @@ export interface AdamWOptions {
   decays: (name: string) => boolean;
   /**
    * Run each parameter's update as one fused kernel instead of the ~15 op chain below: one WGSL dispatch
-   * per group of up to 8 parameters on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass on wasm (wasm/kernels.ts). Both
-   * are bit-identical to the chain, which stays the reference and runs on cpu. Default true; tests set
-   * false to compare.
+   * per group of up to 8 parameters on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass
+   * on wasm (wasm/kernels.ts). Both are bit-identical to the chain, which stays the reference and runs
+   * on cpu. Default true; tests set false to compare.
    */
   fused?: boolean;
 }

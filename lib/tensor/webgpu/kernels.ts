@@ -4,8 +4,8 @@
 // tests/webgpu_kernels_test.ts compares the two on the GPU (bit for bit on Mesa llvmpipe; the sum of
 // squares against float64).
 //   - AdamW update (LmpipeAdamWGroup, ~15 dispatches per parameter -> 1 per group of up to 8): reads
-//     param, grad, m, v and writes new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
-//     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
+//     param, grad, m, v and writes new param, m, v. TF.js programs have one output, so this kernel
+//     builds its own pipeline with three read_write bindings per parameter and hands it to the backend's recordAndSubmit (the path every TF.js
 //     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
 //   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/15 + 1, a two-level reduction over
 //     hundreds of workgroups): the gradient norm and the loss scaler's overflow check.
@@ -62,7 +62,7 @@ export function fusedKernelsActive(): boolean {
 // tensors are passed as 1-D views, so every one of those fields is a single 4-byte scalar. The
 // struct below spells that layout out; the exactness tests would fail if it were off.
 export const ADAMW_GROUP_KERNEL = "LmpipeAdamWGroup";
-/** Storage buffers per parameter, in binding order: new p (the first is the program's output), p, g, m, v, new m, new v. */
+/** Storage buffers per parameter in binding order (the first new p is the program's output). */
 const ADAMW_ROLES = ["pOut", "pIn", "gIn", "mIn", "vIn", "mOut", "vOut"];
 /** The most parameters one AdamW dispatch updates. */
 const ADAMW_MAX_GROUP = 8;

@@ -5,8 +5,9 @@
 //   - LmpipeFlashAttention: one workgroup of 256 threads per 16 query rows (and per 64 value columns):
 //     key tiles of 16 go through workgroup memory, each thread computes one of the tile's 16 x 16 scores,
 //     masked from the row and key indices, and an online softmax (running maximum and sum per row,
-//     earlier partial outputs rescaled) accumulates 4 output columns per thread in registers. Writes out [BH, T, Dv] and each row's logsumexp [BH, T] (m + log l),
-//     all the backward pass keeps besides q, k, v and out.
+//     earlier partial outputs rescaled) accumulates 4 output columns per thread in registers. Writes
+//     out [BH, T, Dv] and each row's logsumexp [BH, T] (m + log l), all the backward pass keeps
+//     besides q, k, v and out.
 //   - LmpipeFlashAttentionGrad: delta = rowsum(dOut * out) (one dispatch), then dq (per query tile),
 //     dk (per key tile) and dv (per key tile and 64 value columns), each recomputing the probabilities
 //     p = exp(s - logsumexp) of the tiles it needs; no atomics, nothing of size T x Tk.
@@ -506,7 +507,8 @@ function flashAttentionGradKernel(
     [flatView(dout), flatView(out)],
     uniforms(s, scale, 1),
   );
-  // every backward pass recomputes the scores (2 D per pair); dq and dk also dP (2 Dv) and their own sum (2 D)
+  // every backward pass recomputes the scores (2 D per pair); dq and dk also dP (2 Dv) and their own
+  // sum (2 D)
   const pairs = visiblePairs(s), f4 = 4 * s.BH, smem = workgroupMemoryBytes(s);
   const qkvBytes = f4 * (s.T * (2 * s.D + s.Dv + 2) + s.Tk * (s.D + s.Dv));
   const rest = [flatView(q), flatView(k), flatView(v), flatView(dout), flatView(lse), flatView(delta)];
