@@ -8,8 +8,12 @@
 // Cost of a dispatch: lmpipe's programs carry `cost` ({flops, bytes}); TF.js's matMul and conv programs
 // are estimated from their input and output shapes (2 M N K; 2 x output x filter / output channels),
 // every other program as one operation per output element; bytes = every input and the output, 4 bytes
-// each. Predicted time = max(flops / peak, bytes / bandwidth) / fill + LAUNCH_MS, where fill = workgroups
-// / FILL_WORKGROUPS (at most 1): a dispatch of W workgroups keeps at most W of the 2 x 132 slots busy.
+// each. Roofline = max(flops / peak, bytes / bandwidth). A program may also declare `smem`: the bytes its
+// warps move through workgroup (shared) memory, counted as 128 bytes per warp-wide access times its
+// bank-conflict ways (kernels that read tiles from workgroup memory for every multiply-add, like flash
+// attention, are bound by that, not by DRAM). Predicted time = max(roofline, smem / workgroup-memory
+// bandwidth) / fill + LAUNCH_MS, where fill = workgroups / FILL_WORKGROUPS (at most 1): a dispatch of W
+// workgroups keeps at most W of the 2 x 132 slots busy.
 // Compile time (shader modules and pipelines created during the first step) is reported apart from the
 // step time.
 //
@@ -41,10 +45,13 @@ const HELP = `deno run -A bench/webgpu_audit.ts --model M --preset P [flags]
 One warm-up step (compiles every pipeline; its compile time is reported), then one audited step.
 Example: deno run -A bench/webgpu_audit.ts --model gpt --preset tiny --json`;
 
-/** fp32 peak without tensor cores, f16 peak, and memory bandwidth. */
-export const GPUS: Record<string, { name: string; fp32: number; f16: number; bw: number }> = {
-  h100: { name: "H100 SXM", fp32: 67e12, f16: 134e12, bw: 3.35e12 },
-  h200: { name: "H200", fp32: 67e12, f16: 134e12, bw: 4.8e12 },
+/**
+ * fp32 peak without tensor cores, f16 peak, memory bandwidth, and workgroup-memory bandwidth (132 SMs x
+ * 32 banks x 4 bytes per clock at 1.98 GHz).
+ */
+export const GPUS: Record<string, { name: string; fp32: number; f16: number; bw: number; smemBw: number }> = {
+  h100: { name: "H100 SXM", fp32: 67e12, f16: 134e12, bw: 3.35e12, smemBw: 132 * 128 * 1.98e9 },
+  h200: { name: "H200", fp32: 67e12, f16: 134e12, bw: 4.8e12, smemBw: 132 * 128 * 1.98e9 },
 };
 /** Assumed cost of one dispatch on the GPU side (command processing, ramp-up and drain). */
 export const LAUNCH_MS = 0.004;
@@ -55,6 +62,7 @@ export interface DispatchRecord {
   threads: number | null;
   flops: number;
   bytes: number;
+  smem_bytes?: number;
   roofline_ms: number;
   predicted_ms: number;
   flags: string[];
@@ -65,8 +73,12 @@ const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 /** FLOPs and bytes of one dispatch (see the top of this file). */
 // deno-lint-ignore no-explicit-any
-export function dispatchCost(program: any, output: tf.TensorInfo, inputs: tf.TensorInfo[]) {
-  if (program.cost) return program.cost as { flops: number; bytes: number };
+export function dispatchCost(
+  program: any,
+  output: tf.TensorInfo,
+  inputs: tf.TensorInfo[],
+): { flops: number; bytes: number; smem?: number } {
+  if (program.cost) return program.cost as { flops: number; bytes: number; smem?: number };
   const outN = size(program.outputShape ?? output.shape);
   const bytes = 4 * (outN + inputs.reduce((s, t) => s + size(t.shape), 0));
   const name: string = program.constructor?.name ?? "";
@@ -87,13 +99,14 @@ export function dispatchCost(program: any, output: tf.TensorInfo, inputs: tf.Ten
 
 /** Roofline and predicted ms of one dispatch on `gpu`, and its flags. */
 export function predict(
-  cost: { flops: number; bytes: number },
+  cost: { flops: number; bytes: number; smem?: number },
   workgroups: number,
-  gpu: { fp32: number; bw: number },
+  gpu: { fp32: number; bw: number; smemBw: number },
 ): { roofline_ms: number; predicted_ms: number; flags: string[] } {
   const roofline = Math.max(cost.flops / gpu.fp32, cost.bytes / gpu.bw) * 1e3;
+  const work = Math.max(roofline, ((cost.smem ?? 0) / gpu.smemBw) * 1e3);
   const fill = Math.min(1, workgroups / FILL_WORKGROUPS);
-  const predicted = roofline / Math.max(fill, 1e-9) + LAUNCH_MS;
+  const predicted = work / Math.max(fill, 1e-9) + LAUNCH_MS;
   const flags: string[] = [];
   if (workgroups < FILL_WORKGROUPS) flags.push("underfilled");
   if (predicted > 10 * roofline && roofline > 0.001) flags.push("far-above-roofline");
@@ -163,6 +176,7 @@ async function main(): Promise<void> {
         threads: ws ? size(ws) : null,
         flops: cost.flops,
         bytes: cost.bytes,
+        ...(cost.smem != null ? { smem_bytes: cost.smem } : {}),
         ...pr,
       });
     }

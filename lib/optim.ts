@@ -2,8 +2,8 @@
 // update PyTorch's torch.optim.AdamW makes, which nanoGPT uses), the learning-rate schedules, and the
 // global gradient norm used for clipping and for the loss scaler's overflow check.
 import { tf } from "./tensor/backend.ts";
-import { adamWFused, sumOfSquaresFused } from "./tensor/webgpu/kernels.ts";
-import type { AdamWConstants } from "./tensor/kernel_names.ts";
+import { adamWFusedGroup, adamWGroupSize, sumOfSquaresFused } from "./tensor/webgpu/kernels.ts";
+import { ADAMW_KERNEL, type AdamWConstants } from "./tensor/kernel_names.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
 
 export interface AdamWOptions {
@@ -14,10 +14,10 @@ export interface AdamWOptions {
   /** Which parameters get weight decay (the model decides: matrices and embeddings, not biases/norms). */
   decays: (name: string) => boolean;
   /**
-   * Run each parameter's update as one fused kernel instead of the ~15 op chain below: a WGSL dispatch
-   * on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass on wasm (wasm/kernels.ts). Both
-   * are bit-identical to the chain, which stays the reference and runs on cpu. Default true; tests set
-   * false to compare.
+   * Run each parameter's update as one fused kernel instead of the ~15 op chain below: one WGSL dispatch
+   * per group of up to 8 parameters on webgpu (lib/tensor/webgpu/kernels.ts), a multithreaded SIMD pass
+   * on wasm (wasm/kernels.ts). Both are bit-identical to the chain, which stays the reference and runs
+   * on cpu. Default true; tests set false to compare.
    */
   fused?: boolean;
 }
@@ -30,6 +30,15 @@ export const ADAMW_DEFAULTS = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay:
  */
 export const DECAY_PARAMS = ["matrices", "all"] as const;
 export type DecayParams = typeof DECAY_PARAMS[number];
+
+/** One parameter's fused AdamW update through the backend's LmpipeAdamW kernel (wasm): [new p, m, v]. */
+function adamWFused(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, c: AdamWConstants): tf.Tensor[] {
+  return tf.engine().runKernel(
+    ADAMW_KERNEL,
+    { p, g, m, v } as unknown as tf.NamedTensorMap,
+    c as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor[];
+}
 
 /**
  * AdamW over named variables. Per parameter p with gradient g at update t (t counts applied updates):
@@ -62,26 +71,53 @@ export class AdamW {
     const stepSize = lr / bc1;
     const sqrtBc2 = Math.sqrt(bc2);
     const fused = this.opts.fused !== false && kernelFor("adamW") === "lmpipe";
+    const constants = (name: string): AdamWConstants => ({
+      gradScale,
+      beta1,
+      oneMinusBeta1: 1 - beta1,
+      beta2,
+      oneMinusBeta2: 1 - beta2,
+      decay: weightDecay > 0 && this.opts.decays(name) ? 1 - lr * weightDecay : 1,
+      sqrtBc2,
+      eps,
+      stepSize,
+    });
+    const gradOf = (name: string) => {
+      const g = grads.get(name);
+      if (!g) throw new Error(`AdamW: no gradient for parameter '${name}'`);
+      return g;
+    };
+    const names = [...this.params.keys()];
+    if (fused && tf.getBackend() === "webgpu") {
+      // up to adamWGroupSize() parameters per dispatch (lib/tensor/webgpu/kernels.ts)
+      const k = adamWGroupSize((tf.backend() as unknown as { device: GPUDevice }).device);
+      for (let i = 0; i < names.length; i += k) {
+        const group = names.slice(i, i + k);
+        tf.tidy(() => {
+          const outs = adamWFusedGroup(group.map((name) => ({
+            p: this.params.get(name)!,
+            g: gradOf(name),
+            m: this.m.get(name)!,
+            v: this.v.get(name)!,
+            c: constants(name),
+          })));
+          group.forEach((name, j) => {
+            this.m.get(name)!.assign(outs[3 * j + 1]);
+            this.v.get(name)!.assign(outs[3 * j + 2]);
+            this.params.get(name)!.assign(outs[3 * j]);
+          });
+        });
+      }
+      return;
+    }
     for (const [name, p] of this.params) {
-      const g0 = grads.get(name);
-      if (!g0) throw new Error(`AdamW: no gradient for parameter '${name}'`);
+      const g0 = gradOf(name);
       const m = this.m.get(name)!, v = this.v.get(name)!;
       const decays = weightDecay > 0 && this.opts.decays(name);
       tf.tidy(() => {
         if (fused) {
           // The same float32 operations as the chain below, with the same host-computed constants.
-          const c: AdamWConstants = {
-            gradScale,
-            beta1,
-            oneMinusBeta1: 1 - beta1,
-            beta2,
-            oneMinusBeta2: 1 - beta2,
-            decay: decays ? 1 - lr * weightDecay : 1,
-            sqrtBc2,
-            eps,
-            stepSize,
-          };
-          const [p1, m1, v1] = adamWFused(p, g0, m, v, c);
+          const [p1, m1, v1] = adamWFused(p, g0, m, v, constants(name));
           m.assign(m1);
           v.assign(v1);
           p.assign(p1);
@@ -169,7 +205,8 @@ export function learningRate(it: number, o: ScheduleOptions): number {
  * so this one reduction is also the overflow check. `fused: false` forces the op chain on webgpu (tests).
  */
 export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.Scalar {
-  // On webgpu: the same operations in N + 1 fused dispatches instead of ~3N (lib/tensor/webgpu/kernels.ts).
+  // On webgpu: a two-level reduction in ~N/15 + 1 dispatches instead of ~3N (lib/tensor/webgpu/kernels.ts),
+  // equal to this op chain within float32 rounding.
   if (fused && tensors.length > 0 && kernelFor("sumSquares") === "lmpipe") {
     return sumOfSquaresFused(tensors, scale);
   }

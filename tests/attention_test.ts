@@ -107,6 +107,8 @@ const CASES: Case[] = [
   { bh: 2, t: 1, past: 37, d: 64, dv: 400 }, // decoding one position
   { bh: 1, t: 17, past: 0, d: 1, dv: 3 },
   { bh: 2, t: 31, past: 2, d: 63, dv: 65 },
+  { bh: 1, t: 49, past: 0, d: 48, dv: 400 }, // 4 tiles of 16 rows, the last of 1; D not a multiple of 16
+  { bh: 1, t: 16, past: 16, d: 64, dv: 64 }, // exactly one tile of queries after one tile of past keys
 ];
 const describe = (c: Case) => `bh ${c.bh}, T ${c.t}, past ${c.past}, D ${c.d}, Dv ${c.dv}`;
 

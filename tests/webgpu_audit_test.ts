@@ -21,6 +21,10 @@ Deno.test("webgpu audit: roofline, fill and flags on literal cases", () => {
     predict({ flops: 1, bytes: 33.5e6 }, 1, GPUS.h200).roofline_ms < one.roofline_ms,
     "H200 has more bandwidth",
   );
+  // 33.5 GB through workgroup memory at 132 SMs x 128 B x 1.98 GHz: 1 ms, 500x its 0.002 ms DRAM roofline
+  const smem = predict({ flops: 1, bytes: 6.7e6, smem: 1000 * 132 * 128 * 1.98e3 }, 1000, h100);
+  assert(Math.abs(smem.predicted_ms - (1 + LAUNCH_MS)) < 1e-9, `${smem.predicted_ms}`);
+  assert.deepEqual(smem.flags, ["far-above-roofline"]);
   // TF.js matMul program: 2 M N K from [batch, M, K] and the [batch, M, N] output
   const mm = dispatchCost({ constructor: { name: "MatMulPackedProgram" }, outputShape: [2, 5, 7] }, {
     dataId: {},

@@ -147,6 +147,7 @@ function registerWebGPU(): void {
         maxBufferSize: l.maxBufferSize,
         maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
         maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage, // more tensors per sum of squares
       },
     });
     webgpuF16 = device.features.has("shader-f16");

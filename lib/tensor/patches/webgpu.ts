@@ -3,12 +3,14 @@
 //   - any tensor over the storage-buffer binding limit (webgpu/limits.ts) reads or writes garbage ->
 //     a clear error, checked in runWebGPUProgram, which every TF.js webgpu kernel goes through;
 //   - synchronous reads fail with an obscure canvas error under Deno -> a message saying what to do;
-//   - Conv2DBackpropFilter at ~0.01 GFLOP/s -> composed from ops (ops/conv2d/mod.ts).
+//   - Conv2DBackpropFilter at ~0.01 GFLOP/s -> composed from ops (ops/conv2d/mod.ts);
+//   - a uniform buffer taken from the pool and written per dispatch -> one per submit batch (webgpu/record.ts).
 import * as tf from "@tensorflow/tfjs-core";
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { type AnyBackend, type KernelFn, replaceKernel, type TensorInfo } from "../host_kernel.ts";
 import { tensorBytes, webgpuMaxTensorBytes } from "../webgpu/limits.ts";
 import { conv2DBackpropFilterByOps } from "../ops/conv2d/mod.ts";
+import { installUniformArena } from "../webgpu/record.ts";
 
 // --- AddN on webgpu (8 or more inputs: only the first 7 are summed) ---------------------------
 // WebGPU allows 8 storage buffers per shader stage by default: 7 inputs + the output. Sum in groups.
@@ -94,4 +96,5 @@ export function applyWebGPUPatches(): void {
   }
   guardWebGPUPrograms();
   explainWebGPUSyncReads();
+  installUniformArena();
 }

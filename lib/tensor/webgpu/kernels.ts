@@ -1,13 +1,14 @@
 // Fused WGSL kernels for the webgpu backend: each replaces a chain of TF.js ops (one GPU dispatch
-// each) by fewer dispatches that compute the same float32 operations in the same order, so the op
-// chains stay the single reference (lib/optim.ts, lib/precision.ts) and tests/webgpu_kernels_test.ts
-// compares the two on the GPU (bit for bit on Mesa llvmpipe).
-//   - AdamW update (LmpipeAdamW, ~15 -> 1 dispatch per parameter): reads param, grad, m, v and writes
-//     new param, m, v. TF.js programs have one output, so this kernel builds its own pipeline with
-//     three read_write bindings and hands it to the backend's recordAndSubmit (the path every TF.js
+// each) by fewer dispatches that compute the same float32 operations (in the same order, except the sum
+// of squares), so the op chains stay the single reference (lib/optim.ts, lib/precision.ts) and
+// tests/webgpu_kernels_test.ts compares the two on the GPU (bit for bit on Mesa llvmpipe; the sum of
+// squares against float64).
+//   - AdamW update (LmpipeAdamWGroup, ~15 dispatches per parameter -> 1 per group of up to 8): reads
+//     param, grad, m, v and writes new param, m, v. TF.js programs have one output, so this kernel
+//     builds its own pipeline with three read_write bindings per parameter and hands it to the backend's recordAndSubmit (the path every TF.js
 //     program takes after compilation: same command encoder, submit batching, timers, buffer lifetimes).
-//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/6 + 1): the gradient norm and the
-//     loss scaler's overflow check.
+//   - sum of squares of all gradients (LmpipeSumSquares, ~3N -> ~N/15 + 1, a two-level reduction over
+//     hundreds of workgroups): the gradient norm and the loss scaler's overflow check.
 //   - binary16 rounding of --precision mixed (LmpipeToHalf, ~19 -> 1): a one-output TF.js program.
 // It also holds what every lmpipe WGSL kernel shares (lib/tensor/ops/<op>/webgpu.ts use them): the
 // fused-kernel switch, pipeline cache, workgroup grids, row programs, flat views, binding-limit and
@@ -54,58 +55,92 @@ export function fusedKernelsActive(): boolean {
 }
 
 // --- AdamW ---------------------------------------------------------------------------------------
-
+// One dispatch updates up to adamWGroupSize() parameters (7 storage buffers each: p, g, m, v in; new p,
+// m, v out), one thread per element, in the op chain's float32 operations and order.
 // TF.js's recordAndSubmit binds [output, ...inputs, uniforms] and fills the uniform buffer with NaN,
 // Infinity, then a shape and strides field per bound tensor, then the program's own uniforms. All
 // tensors are passed as 1-D views, so every one of those fields is a single 4-byte scalar. The
 // struct below spells that layout out; the exactness tests would fail if it were off.
-const ADAMW_BOUND = 7; // pOut (output), p, g, m, v, mOut, vOut
-const adamWShader = () => {
-  const tfjsFields = Array.from({ length: ADAMW_BOUND }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(
-    " ",
+export const ADAMW_GROUP_KERNEL = "LmpipeAdamWGroup";
+/** Storage buffers per parameter in binding order (the first new p is the program's output). */
+const ADAMW_ROLES = ["pOut", "pIn", "gIn", "mIn", "vIn", "mOut", "vOut"];
+/** The most parameters one AdamW dispatch updates. */
+const ADAMW_MAX_GROUP = 8;
+
+let adamWGrouping = true;
+
+/** One parameter per AdamW dispatch (false), as before grouping: bench/webgpu_host.ts --ab compares both. */
+export function setAdamWGroupingEnabled(on: boolean): void {
+  adamWGrouping = on;
+}
+
+/** Parameters one fused AdamW dispatch updates on `device` (its storage buffers per stage / 7). */
+export function adamWGroupSize(device: GPUDevice): number {
+  if (!adamWGrouping) return 1;
+  const fit = Math.floor(device.limits.maxStorageBuffersPerShaderStage / ADAMW_ROLES.length);
+  return Math.max(1, Math.min(ADAMW_MAX_GROUP, fit));
+}
+
+const adamWShader = (k: number) => {
+  const ids = Array.from({ length: k }, (_, j) => j);
+  const bound = k * ADAMW_ROLES.length;
+  const tfjsFields = Array.from({ length: bound }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
+  const buffers = ids.flatMap((j) =>
+    ADAMW_ROLES.map((role, r) => {
+      const access = role.endsWith("Out") ? "read_write" : "read";
+      return `@group(0) @binding(${
+        j * ADAMW_ROLES.length + r
+      }) var<storage, ${access}> ${role}${j}: array<f32>;`;
+    })
   );
+  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
+  const update = (j: number) => `
+      let g = gIn${j}[i] * u.gradScale;
+      let m1 = mIn${j}[i] * u.beta1 + g * u.oneMinusBeta1;
+      let v1 = vIn${j}[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
+      let decayed = pIn${j}[i] * u.decay${j};
+      let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
+      pOut${j}[i] = decayed - (m1 / denom) * u.stepSize;
+      mOut${j}[i] = m1;
+      vOut${j}[i] = v1;`;
   return `
 struct Uniforms {
   nanValue: f32, infValue: f32, ${tfjsFields}
-  n: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
-  decay: f32, sqrtBc2: f32, eps: f32, stepSize: f32,
+  groups: i32, gradScale: f32, beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32,
+  sqrtBc2: f32, eps: f32, stepSize: f32, ${
+    ids.map((j) => `n${j}: i32, first${j}: i32, decay${j}: f32,`).join(" ")
+  }
 };
-@group(0) @binding(0) var<storage, read_write> pOut: array<f32>;
-@group(0) @binding(1) var<storage, read> pIn: array<f32>;
-@group(0) @binding(2) var<storage, read> gIn: array<f32>;
-@group(0) @binding(3) var<storage, read> mIn: array<f32>;
-@group(0) @binding(4) var<storage, read> vIn: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mOut: array<f32>;
-@group(0) @binding(6) var<storage, read_write> vOut: array<f32>;
-@group(0) @binding(7) var<uniform> u: Uniforms;
+${buffers.join("\n")}
+@group(0) @binding(${bound}) var<uniform> u: Uniforms;
 
 @compute @workgroup_size(${WORKGROUP})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = i32((wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid);
-  if (i >= u.n) { return; }
-  // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
-  let g = gIn[i] * u.gradScale;
-  let m1 = mIn[i] * u.beta1 + g * u.oneMinusBeta1;
-  let v1 = vIn[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
-  let decayed = pIn[i] * u.decay;
-  let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
-  pOut[i] = decayed - (m1 / denom) * u.stepSize;
-  mOut[i] = m1;
-  vOut[i] = v1;
+  let w = i32(wid.y * nwg.x + wid.x);
+  if (w >= u.groups) { return; }
+  ${
+    ids.map((j) =>
+      `${j === 0 ? "" : "else "}if (${j + 1 < k ? `w < u.first${j + 1}` : "true"}) {
+    let i = (w - u.first${j}) * ${WORKGROUP} + i32(lid);
+    if (i < u.n${j}) {${update(j)}
+    }
+  }`
+    ).join(" ")
+  }
 }`;
 };
 
-const pipelines = new WeakMap<GPUDevice, GPUComputePipeline>();
-
-function adamWPipeline(device: GPUDevice): GPUComputePipeline {
-  let p = pipelines.get(device);
-  if (!p) {
-    const module = device.createShaderModule({ code: adamWShader(), label: "LmpipeAdamW" });
-    p = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "_start" } });
-    pipelines.set(device, p);
+/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
+class LmpipeAdamWProgram {
+  outputShape: number[];
+  dispatch: [number, number, number];
+  workgroupSize = [WORKGROUP, 1, 1];
+  size = false;
+  constructor(readonly pipeline: GPUComputePipeline, device: GPUDevice, n0: number, groups: number) {
+    this.outputShape = [n0];
+    this.dispatch = workgroupGrid(device, groups, ADAMW_GROUP_KERNEL);
   }
-  return p;
 }
 
 /**
@@ -121,98 +156,116 @@ export function workgroupGrid(device: GPUDevice, groups: number, what: string): 
   return [side, side, 1];
 }
 
-/** Workgroup grid for `n` elements, WORKGROUP to a workgroup. */
-function grid(device: GPUDevice, n: number): [number, number, number] {
-  return workgroupGrid(device, Math.ceil(n / WORKGROUP), "webgpu_kernels");
-}
-
-/** A program object in the shape recordAndSubmit reads (its class name labels timers and profiles). */
-class LmpipeAdamWProgram {
-  outputShape: number[];
-  dispatch: [number, number, number];
-  pipeline: GPUComputePipeline;
-  size = false;
-  constructor(device: GPUDevice, n: number) {
-    this.outputShape = [n];
-    this.dispatch = grid(device, n);
-    this.pipeline = adamWPipeline(device);
-  }
-}
-
-function adamWKernel(
+function adamWGroupKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
-  const { p, g, m, v } = inputs as Record<string, TensorInfo>;
-  const c = attrs as unknown as AdamWConstants;
-  const n = tf.util.sizeFromShape(p.shape);
-  for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
-    if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
-      throw new Error(
-        `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
-      );
-    }
-  }
-  const limit = webgpuMaxTensorBytes(backend);
-  if (n * 4 > limit) {
+  const ts = inputs as unknown as TensorInfo[];
+  const cs = (attrs as unknown as { constants: AdamWConstants[] }).constants;
+  const k = cs.length;
+  const device = backend.device as GPUDevice;
+  if (ts.length !== 4 * k || k > adamWGroupSize(device)) {
     throw new Error(
-      `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
-        `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+      `${ADAMW_GROUP_KERNEL}: ${ts.length} tensors for ${k} parameters (at most ${adamWGroupSize(device)})`,
     );
   }
-  const outs = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
-  if (n === 0) {
-    for (const o of outs) backend.tensorMap.get(o.dataId).values = new Float32Array(0);
-    return outs;
+  const limit = webgpuMaxTensorBytes(backend);
+  const outs: TensorInfo[] = [];
+  const live: { n: number; bound: TensorInfo[]; c: AdamWConstants }[] = [];
+  for (let j = 0; j < k; j++) {
+    const [p, g, m, v] = ts.slice(4 * j, 4 * j + 4);
+    const n = tf.util.sizeFromShape(p.shape);
+    for (const [what, t] of [["gradient", g], ["m", m], ["v", v]] as const) {
+      if (t.dtype !== "float32" || !tf.util.arraysEqual(t.shape, p.shape)) {
+        throw new Error(
+          `${ADAMW_KERNEL}: ${what} has shape [${t.shape}] (${t.dtype}), expected [${p.shape}] float32 like the parameter`,
+        );
+      }
+    }
+    if (n * 4 > limit) {
+      throw new Error(
+        `${ADAMW_KERNEL}: a parameter of ${n} floats is over this GPU's storage-buffer binding limit of ` +
+          `${(limit / 2 ** 20).toFixed(1)} MiB; use a smaller model on this GPU`,
+      );
+    }
+    const o = [0, 1, 2].map(() => backend.makeTensorInfo(p.shape.slice(), "float32") as TensorInfo);
+    outs.push(...o);
+    if (n === 0) {
+      for (const t of o) backend.tensorMap.get(t.dataId).values = new Float32Array(0);
+      continue;
+    }
+    for (const t of [p, g, m, v, ...o]) backend.uploadToGPU(t.dataId);
+    live.push({ n, bound: [o[0], p, g, m, v, o[1], o[2]].map(flatView), c: cs[j] });
   }
-  for (const t of [p, g, m, v, ...outs]) backend.uploadToGPU(t.dataId);
-  const [pOut, mOut, vOut] = outs.map(flatView);
-  const program = new LmpipeAdamWProgram(backend.device as GPUDevice, n);
-  const f = (x: number) => ({ type: "float32", data: [x] });
-  backend.recordAndSubmit(program, pOut, [flatView(p), flatView(g), flatView(m), flatView(v), mOut, vOut], [
-    { type: "int32", data: [n] },
-    f(c.gradScale),
-    f(c.beta1),
-    f(c.oneMinusBeta1),
-    f(c.beta2),
-    f(c.oneMinusBeta2),
-    f(c.decay),
-    f(c.sqrtBc2),
-    f(c.eps),
-    f(c.stepSize),
-  ]);
+  if (live.length === 0) return outs;
+  const firsts: number[] = [];
+  let groups = 0;
+  for (const l of live) firsts.push(groups), groups += Math.ceil(l.n / WORKGROUP);
+  const pipeline = cachedPipeline(
+    device,
+    `${ADAMW_GROUP_KERNEL}:${live.length}`,
+    () => adamWShader(live.length),
+  );
+  const f = (x: number) => ({ type: "float32", data: [x] }),
+    int = (x: number) => ({ type: "int32", data: [x] });
+  const c = live[0].c; // shared by the group (only decay differs per parameter)
+  const bound = live.flatMap((l) => l.bound);
+  backend.recordAndSubmit(
+    new LmpipeAdamWProgram(pipeline, device, live[0].n, groups),
+    bound[0],
+    bound.slice(1),
+    [
+      int(groups),
+      f(c.gradScale),
+      f(c.beta1),
+      f(c.oneMinusBeta1),
+      f(c.beta2),
+      f(c.oneMinusBeta2),
+      f(c.sqrtBc2),
+      f(c.eps),
+      f(c.stepSize),
+      ...live.flatMap((l, j) => [int(l.n), int(firsts[j]), f(l.c.decay)]),
+    ],
+  );
   return outs;
 }
 
 /**
- * One fused AdamW update on webgpu: returns [new param, new m, new v] as fresh tensors (the caller
- * assigns them to its variables). Same float32 arithmetic as the op chain in lib/optim.ts.
+ * Fused AdamW updates on webgpu of up to adamWGroupSize() parameters in one dispatch: for each
+ * [p, g, m, v] with its constants (equal but for `decay`), [new param, new m, new v] as fresh tensors (the
+ * caller assigns them to its variables), in that order. Same float32 arithmetic as lib/optim.ts's op chain.
  */
-export function adamWFused(
-  p: tf.Tensor,
-  g: tf.Tensor,
-  m: tf.Tensor,
-  v: tf.Tensor,
-  c: AdamWConstants,
-): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  const out = tf.engine().runKernel(
-    ADAMW_KERNEL,
-    { p, g, m, v } as unknown as tf.NamedTensorMap,
-    c as unknown as tf.NamedAttrMap,
+export function adamWFusedGroup(
+  params: { p: tf.Tensor; g: tf.Tensor; m: tf.Tensor; v: tf.Tensor; c: AdamWConstants }[],
+): tf.Tensor[] {
+  const shared = (c: AdamWConstants) => JSON.stringify({ ...c, decay: 0 });
+  if (params.some((x) => shared(x.c) !== shared(params[0].c))) {
+    throw new Error(`${ADAMW_GROUP_KERNEL}: the parameters of one group must share all constants but decay`);
+  }
+  return tf.engine().runKernel(
+    ADAMW_GROUP_KERNEL,
+    params.flatMap((x) => [x.p, x.g, x.m, x.v]) as unknown as tf.NamedTensorMap,
+    { constants: params.map((x) => x.c) } as unknown as tf.NamedAttrMap,
   ) as tf.Tensor[];
-  return [out[0], out[1], out[2]];
 }
 
 // --- sum of squares (gradient norm and loss-scale overflow check) ------------------------------------
-// lib/optim.ts sumOfSquares: per tensor sum(square(g * scale)) (2-3 dispatches), then pairwise adds of
-// the per-tensor sums (N - 1 dispatches). Fused: each tensor is squared and summed by one workgroup in
-// the same order as TF.js's full reduction (ReduceProgram: one workgroup of W = 64, 256 or 512 threads
-// by size; thread t adds elements t, t + W, ... in turn; then a halving tree over the W partial sums),
-// which writes the sum into the tensor's slot of one [N] buffer. Tensors with the same W go up to
-// SUM_GROUP at a time into one dispatch (one workgroup each). Then one dispatch adds the slots pairwise,
-// level by level, as sumOfSquares does. For N parameters: about N / SUM_GROUP + 1 dispatches.
+// lib/optim.ts sumOfSquares: per tensor sum(square(g * scale)), then pairwise adds of the per-tensor sums
+// (about 3N dispatches for N tensors, each tensor summed by ONE workgroup: TF.js's full reduction). Fused,
+// as a two-level reduction that fills a GPU: level 1 cuts every tensor into chunks of SUM_CHUNK elements
+// and gives each chunk its own workgroup (a 19M-element embedding: ~4,700 workgroups), which writes the
+// chunk's sum of squares into one [chunks] buffer of partial sums, tensors in order; up to
+// maxStorageBuffersPerShaderStage - 1 tensors (15 at most) share a dispatch. Level 2: one workgroup adds
+// the partial sums into the scalar. For N parameters: ceil(N / tensors per dispatch) + 1 dispatches.
+// Every sum is float32 in a fixed order (deterministic), but not TF.js's order: the result matches the op
+// chain within float32 rounding (relative ~1e-6), not bit for bit (tests/webgpu_kernels_test.ts compares
+// it with a float64 sum).
 export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
-/** Tensors per dispatch: with the [N] output, 7 storage buffers (WebGPU guarantees 8 per stage). */
-const SUM_GROUP = 6;
+/** Threads per level-1 workgroup and elements per thread: SUM_CHUNK elements per workgroup. */
+const SUM_THREADS = 256, SUM_PER_THREAD = 16;
+/** Elements of one tensor summed by one level-1 workgroup. */
+export const SUM_CHUNK = SUM_THREADS * SUM_PER_THREAD;
+/** The most tensors one level-1 dispatch binds (besides the partial sums). */
+const SUM_MAX_TENSORS = 15;
 
 /** TF.js's workgroup size for summing `n` elements to one value (reduce_webgpu.ts in 4.22). */
 export function reduceWorkgroup(n: number, maxX: number): number {
@@ -220,76 +273,89 @@ export function reduceWorkgroup(n: number, maxX: number): number {
   return n >= 4096 ? 256 : 64;
 }
 
-// recordAndSubmit's leading uniforms for [output, k inputs], all 1-D: NaN, Infinity, then (shape,
-// stride) per tensor; then ours: the scale, each tensor's size and slot.
-const sumSquaresShader = (w: number, k: number) => {
+/** Tensors one level-1 dispatch of the sum of squares binds on `device`. */
+export function sumSquaresTensorsPerDispatch(device: GPUDevice): number {
+  return Math.max(1, Math.min(SUM_MAX_TENSORS, device.limits.maxStorageBuffersPerShaderStage - 1));
+}
+
+/** The halving tree over `partial` (SUM_THREADS values) into partial[0]; starts with a barrier. */
+const SUM_TREE = `
+  workgroupBarrier();
+  for (var half = ${SUM_THREADS / 2}u; half > 0u; half = half / 2u) {
+    if (lid < half) { partial[lid] = partial[lid] + partial[lid + half]; }
+    workgroupBarrier();
+  }`;
+
+// Level 1 over k tensors. Uniforms after recordAndSubmit's NaN, Infinity and (shape, stride) per bound
+// tensor: the scale, the number of workgroups, then per tensor its size, its first workgroup in this
+// dispatch and the index of its first partial sum. Workgroup w belongs to the last tensor whose first
+// workgroup is <= w; thread t of chunk c adds elements c * SUM_CHUNK + t + SUM_THREADS * i (coalesced).
+const sumSquaresShader = (k: number) => {
   const ids = Array.from({ length: k }, (_, j) => j);
   const tfjsFields = [
     "shape0: i32, stride0: i32,",
     ...ids.map((j) => `shape${j + 1}: i32, stride${j + 1}: i32,`),
   ];
-  const pick = (what: (j: number) => string) =>
-    `switch j { ${ids.map((j) => `case ${j}u: { return ${what(j)}; }`).join(" ")} default: { return ${
-      what(0)
-    }; } }`;
+  const field = (name: string) =>
+    `switch j { ${
+      ids.map((j) => `case ${j}u: { return u.${name}${j}; }`).join(" ")
+    } default: { return 0; } }`;
   return `
 struct Uniforms {
   nanValue: f32, infValue: f32, ${tfjsFields.join(" ")}
-  scale: f32, ${ids.map((j) => `n${j}: i32,`).join(" ")} ${ids.map((j) => `slot${j}: i32,`).join(" ")}
+  scale: f32, groups: i32, ${ids.map((j) => `n${j}: i32, first${j}: i32, base${j}: i32,`).join(" ")}
 };
-@group(0) @binding(0) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(0) var<storage, read_write> partials: array<f32>;
 ${ids.map((j) => `@group(0) @binding(${j + 1}) var<storage, read> x${j}: array<f32>;`).join("\n")}
 @group(0) @binding(${k + 1}) var<uniform> u: Uniforms;
-var<workgroup> partial: array<f32, ${w}>;
+var<workgroup> partial: array<f32, ${SUM_THREADS}>;
 
-fn load(j: u32, e: i32) -> f32 { ${pick((j) => `x${j}[e]`)} }
-fn count(j: u32) -> i32 { ${pick((j) => `u.n${j}`)} }
-fn slotOf(j: u32) -> i32 { ${pick((j) => `u.slot${j}`)} }
+fn count(j: u32) -> i32 { ${field("n")} }
+fn first(j: u32) -> i32 { ${field("first")} }
+fn base(j: u32) -> i32 { ${field("base")} }
 
-@compute @workgroup_size(${w})
-fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let j = wid.x;
+@compute @workgroup_size(${SUM_THREADS})
+fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let w = i32(wid.y * nwg.x + wid.x);
+  if (w >= u.groups) { return; } // the same for the whole workgroup
+  var j = 0u;
+  ${ids.slice(1).map((j) => `if (w >= u.first${j}) { j = ${j}u; }`).join("\n  ")}
+  let chunk = w - first(j);
   let n = count(j);
+  let lo = chunk * ${SUM_CHUNK} + i32(lid);
+  let hi = min(n, (chunk + 1) * ${SUM_CHUNK});
   var acc = 0.0;
-  for (var e = i32(lid); e < n; e = e + ${w}) {
-    let s = load(j, e) * u.scale;
-    let sq = s * s;
-    acc = acc + sq;
+  switch j {
+    ${
+    ids.map((j) =>
+      `case ${j}u: { for (var e = lo; e < hi; e = e + ${SUM_THREADS}) { let s = x${j}[e] * u.scale; acc = acc + s * s; } }`
+    ).join("\n    ")
+  }
+    default: {}
   }
   partial[lid] = acc;
-  workgroupBarrier();
-  var live = min(u32(n), ${w}u);
-  loop {
-    if (live <= 1u) { break; }
-    let half = live / 2u;
-    let upper = (live + 1u) / 2u;
-    if (lid < half) { partial[lid] = partial[lid] + partial[lid + upper]; }
-    live = upper;
-    workgroupBarrier();
-  }
-  if (lid == 0u) { sums[slotOf(j)] = partial[0]; }
+  ${SUM_TREE}
+  if (lid == 0u) { partials[base(j) + chunk] = partial[0]; }
 }`;
 };
 
-// Pairwise total of the [N] per-tensor sums, in place, one thread (N is the number of parameters).
-// Uniforms for [output, one input]: NaN, Infinity, 2 x (shape, stride), then N.
-const pairwiseShader = `
+// Level 2: one workgroup adds the `count` partial sums (thread t: t, t + SUM_THREADS, ...; then the tree).
+// Uniforms for [output, one input]: NaN, Infinity, 2 x (shape, stride), then the count.
+const sumPartialsShader = `
 struct Uniforms { nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32, count: i32 };
 @group(0) @binding(0) var<storage, read_write> total: array<f32>;
-@group(0) @binding(1) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
 @group(0) @binding(2) var<uniform> u: Uniforms;
+var<workgroup> partial: array<f32, ${SUM_THREADS}>;
 
-@compute @workgroup_size(1)
-fn _start() {
-  var len = u.count;
-  loop {
-    if (len <= 1) { break; }
-    for (var i = 0; i < len; i = i + 2) {
-      if (i + 1 < len) { sums[i / 2] = sums[i] + sums[i + 1]; } else { sums[i / 2] = sums[i]; }
-    }
-    len = (len + 1) / 2;
-  }
-  total[0] = sums[0];
+@compute @workgroup_size(${SUM_THREADS})
+fn _start(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var e = i32(lid); e < u.count; e = e + ${SUM_THREADS}) { acc = acc + partials[e]; }
+  partial[lid] = acc;
+  ${SUM_TREE}
+  if (lid == 0u) { total[0] = partial[0]; }
 }`;
 
 const extraPipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
@@ -307,21 +373,35 @@ export function cachedPipeline(device: GPUDevice, key: string, code: () => strin
   return p;
 }
 
+/** A level-1 dispatch: `cost` (FLOPs, bytes) is what bench/webgpu_audit.ts charges it. */
 class LmpipeSumSquaresProgram {
   outputShape: number[];
   dispatch: [number, number, number];
+  workgroupSize = [SUM_THREADS, 1, 1];
   size = false;
-  constructor(readonly pipeline: GPUComputePipeline, slots: number, tensors: number) {
-    this.outputShape = [slots];
-    this.dispatch = [tensors, 1, 1];
+  cost: { flops: number; bytes: number };
+  constructor(
+    readonly pipeline: GPUComputePipeline,
+    device: GPUDevice,
+    partials: number,
+    groups: number,
+    elements: number,
+  ) {
+    this.outputShape = [partials];
+    this.dispatch = workgroupGrid(device, groups, SUM_SQUARES_KERNEL);
+    this.cost = { flops: 3 * elements, bytes: 4 * (elements + groups) };
   }
 }
 
-class LmpipePairwiseSumProgram {
+class LmpipeSumPartialsProgram {
   outputShape = [1];
   dispatch: [number, number, number] = [1, 1, 1];
+  workgroupSize = [SUM_THREADS, 1, 1];
   size = false;
-  constructor(readonly pipeline: GPUComputePipeline) {}
+  cost: { flops: number; bytes: number };
+  constructor(readonly pipeline: GPUComputePipeline, partials: number) {
+    this.cost = { flops: partials, bytes: 4 * (partials + 1) };
+  }
 }
 
 function sumSquaresKernel(
@@ -330,13 +410,10 @@ function sumSquaresKernel(
   const ts = inputs as unknown as TensorInfo[];
   const scale = (attrs as { scale: number }).scale;
   const device = backend.device as GPUDevice;
-  const out = backend.makeTensorInfo([], "float32") as TensorInfo;
-  const N = ts.length;
-  const sums = backend.makeTensorInfo([N], "float32") as TensorInfo;
-  backend.uploadToGPU(sums.dataId);
-  backend.uploadToGPU(out.dataId);
   const limit = webgpuMaxTensorBytes(backend);
-  const groups = new Map<number, number[]>(); // workgroup size -> tensor indices, in order
+  // the non-empty tensors with their sizes and the index of their first partial sum
+  const parts: { t: TensorInfo; n: number; base: number }[] = [];
+  let partials = 0;
   ts.forEach((t, i) => {
     const n = tf.util.sizeFromShape(t.shape);
     if (t.dtype !== "float32") {
@@ -345,42 +422,49 @@ function sumSquaresKernel(
     if (n * 4 > limit) {
       throw new Error(`${SUM_SQUARES_KERNEL}: tensor ${i} (${n} floats) is over this GPU's binding limit`);
     }
+    if (n === 0) return; // adds nothing
     backend.uploadToGPU(t.dataId);
-    const w = reduceWorkgroup(n, device.limits.maxComputeWorkgroupSizeX);
-    groups.set(w, [...(groups.get(w) ?? []), i]);
+    parts.push({ t, n, base: partials });
+    partials += Math.ceil(n / SUM_CHUNK);
   });
-  for (const [w, members] of groups) {
-    for (let g0 = 0; g0 < members.length; g0 += SUM_GROUP) {
-      const part = members.slice(g0, g0 + SUM_GROUP);
-      const k = part.length;
-      const pipeline = cachedPipeline(device, `LmpipeSumSquares${w}x${k}`, () => sumSquaresShader(w, k));
-      const sizes = part.map((i) => tf.util.sizeFromShape(ts[i].shape));
-      backend.recordAndSubmit(
-        new LmpipeSumSquaresProgram(pipeline, N, k),
-        sums,
-        part.map((i, j) => ({ dataId: ts[i].dataId, shape: [sizes[j]], dtype: "float32" })),
-        [
-          { type: "float32", data: [scale] },
-          ...sizes.map((n) => ({ type: "int32", data: [n] })),
-          ...part.map((i) => ({ type: "int32", data: [i] })),
-        ],
-      );
-    }
+  const out = backend.makeTensorInfo([], "float32") as TensorInfo;
+  const sums = backend.makeTensorInfo([Math.max(1, partials)], "float32") as TensorInfo;
+  backend.uploadToGPU(sums.dataId);
+  backend.uploadToGPU(out.dataId);
+  const perDispatch = sumSquaresTensorsPerDispatch(device);
+  for (let g0 = 0; g0 < parts.length; g0 += perDispatch) {
+    const group = parts.slice(g0, g0 + perDispatch);
+    const k = group.length;
+    const firsts: number[] = [];
+    let groups = 0, elements = 0;
+    for (const p of group) firsts.push(groups), groups += Math.ceil(p.n / SUM_CHUNK), elements += p.n;
+    const pipeline = cachedPipeline(device, `LmpipeSumSquares:${k}`, () => sumSquaresShader(k));
+    const int = (v: number) => ({ type: "int32", data: [v] });
+    backend.recordAndSubmit(
+      new LmpipeSumSquaresProgram(pipeline, device, Math.max(1, partials), groups, elements),
+      flatView(sums),
+      group.map((p) => ({ dataId: p.t.dataId, shape: [p.n], dtype: "float32" })),
+      [
+        { type: "float32", data: [scale] },
+        int(groups),
+        ...group.flatMap((p, j) => [int(p.n), int(firsts[j]), int(p.base)]),
+      ],
+    );
   }
-  const pairwise = cachedPipeline(device, "LmpipePairwiseSum", () => pairwiseShader);
+  const level2 = cachedPipeline(device, "LmpipeSumPartials", () => sumPartialsShader);
   const out1 = { dataId: out.dataId, shape: [1], dtype: "float32" as const };
-  backend.recordAndSubmit(new LmpipePairwiseSumProgram(pairwise), out1, [sums], [{
+  backend.recordAndSubmit(new LmpipeSumPartialsProgram(level2, partials), out1, [flatView(sums)], [{
     type: "int32",
-    data: [N],
+    data: [partials],
   }]);
   backend.disposeData(sums.dataId);
   return out;
 }
 
 /**
- * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in about
- * N / 6 + 1 webgpu dispatches; the same float32 operations in the same order as lib/optim.ts
- * sumOfSquares on webgpu.
+ * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in a two-level
+ * reduction of ceil(N / tensors per dispatch) + 1 webgpu dispatches; equals lib/optim.ts sumOfSquares's op
+ * chain within float32 rounding.
  */
 export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scalar {
   if (tensors.length === 0) throw new Error(`${SUM_SQUARES_KERNEL}: no tensors`);
@@ -495,7 +579,7 @@ export class GridProgram {
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 registerKernels("webgpu", [
-  [ADAMW_KERNEL, adamWKernel],
+  [ADAMW_GROUP_KERNEL, adamWGroupKernel],
   [TO_HALF_KERNEL, toHalfKernel],
   [SUM_SQUARES_KERNEL, sumSquaresKernel],
 ]);

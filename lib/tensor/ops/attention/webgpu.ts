@@ -2,11 +2,12 @@
 // rows q [BH, T, D], keys k [BH, Tk, D] and values v [BH, Tk, Dv] (Tk = past + T; query i sits at
 // absolute position past + i and sees keys 0..past+i), out = softmax(scale q k^T, causal) v without ever
 // holding the [T, Tk] scores in GPU memory:
-//   - LmpipeFlashAttention: one workgroup per 16 query rows (and per 64 value columns): key tiles of 16
-//     go through workgroup memory, the scores of a tile are masked from the row and key indices, and an
-//     online softmax (running maximum and sum per row, earlier partial outputs rescaled) accumulates
-//     the output in registers. Writes out [BH, T, Dv] and each row's logsumexp [BH, T] (m + log l),
-//     all the backward pass keeps besides q, k, v and out.
+//   - LmpipeFlashAttention: one workgroup of 256 threads per 16 query rows (and per 64 value columns):
+//     key tiles of 16 go through workgroup memory, each thread computes one of the tile's 16 x 16 scores,
+//     masked from the row and key indices, and an online softmax (running maximum and sum per row,
+//     earlier partial outputs rescaled) accumulates 4 output columns per thread in registers. Writes
+//     out [BH, T, Dv] and each row's logsumexp [BH, T] (m + log l), all the backward pass keeps
+//     besides q, k, v and out.
 //   - LmpipeFlashAttentionGrad: delta = rowsum(dOut * out) (one dispatch), then dq (per query tile),
 //     dk (per key tile) and dv (per key tile and 64 value columns), each recomputing the probabilities
 //     p = exp(s - logsumexp) of the tiles it needs; no atomics, nothing of size T x Tk.
@@ -34,7 +35,11 @@ export const FLASH_ATTENTION_GRAD_KERNEL = "LmpipeFlashAttentionGrad";
 /** The largest head dimension D of q and k the kernels take. */
 export const FLASH_MAX_HEAD_DIM = 64;
 
-const TILE = 16, THREADS = 64;
+// A tile is 16 query rows x 16 keys; a workgroup of 256 threads computes its 256 scores one per thread
+// (thread t: row t / 16, key t % 16) and then splits the 16 x 64 outputs it accumulates 4 per thread
+// (thread t: row t / 16, columns t % 16 + 16 j). Q and K rows sit in workgroup memory with a stride of
+// 65 floats, so the 16 rows a warp reads at once fall in different memory banks.
+const TILE = 16, THREADS = 256, QK_STRIDE = FLASH_MAX_HEAD_DIM + 1, DP_CHUNK = 32, DP_STRIDE = DP_CHUNK + 1;
 
 // The uniforms after TF.js's NaN, Infinity and one (shape, stride) pair per bound tensor (all 1-D).
 const FIELDS = "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32,";
@@ -55,7 +60,8 @@ ${useHalf ? WGSL_ROUND_TO_HALF : ""}
 fn toTile(x: f32) -> ST { return ${useHalf ? "f16(roundToHalf(x))" : "x"}; }`;
 }
 
-// Opening of every kernel: the workgroup's head bh and first row (query or key) t0 of its tile; lid.
+// Opening of every kernel: the workgroup's head bh and first row (query or key) t0 of its tile; lid; the
+// thread's pair (a = lid / 16, b = lid % 16) in the tile.
 const ENTRY = `@compute @workgroup_size(${THREADS})
 fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lidu: u32) {
@@ -63,10 +69,24 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   if (tile >= u.BH * u.tilesPerHead) { return; } // the same for the whole workgroup
   let bh = tile / u.tilesPerHead;
   let t0 = (tile % u.tilesPerHead) * ${TILE};
-  let lid = i32(lidu);`;
+  let lid = i32(lidu);
+  let a = lid / ${TILE};
+  let b = lid % ${TILE};`;
 
-/** Loads rows t0.. of `src` [BH, rows, width] (columns c0..c0+w) into `dst` [16, w], scaled, 0 outside. */
-const loadTile = (dst: string, src: string, rows: string, width: string, w: string, c0: string, mul = "") => `
+/**
+ * Loads rows t0_dst.. of `src` [BH, rows, width] (columns c0..c0+w) into `dst` (row stride `stride`),
+ * scaled by `mul`, 0 outside.
+ */
+const loadTile = (
+  dst: string,
+  src: string,
+  rows: string,
+  width: string,
+  w: string,
+  stride: string | number,
+  c0: string,
+  mul = "",
+) => `
   for (var e = lid; e < ${TILE} * ${w}; e = e + ${THREADS}) {
     let rr = e / ${w};
     let cc = e % ${w};
@@ -74,11 +94,20 @@ const loadTile = (dst: string, src: string, rows: string, width: string, w: stri
     if (t0_${dst} + rr < ${rows} && ${c0} + cc < ${width}) {
       x = ${src}[(bh * ${rows} + t0_${dst} + rr) * ${width} + ${c0} + cc]${mul};
     }
-    ${dst}[e] = toTile(x);
+    ${dst}[rr * ${stride} + cc] = toTile(x);
   }`;
 
-// Forward: thread (r = lid / 4, l = lid % 4) owns query row r of the tile and value columns
-// dv0 + l + 4 j (j < 16); it computes the scores of row r for keys 4 l .. 4 l + 3 of each key tile.
+/** The score of query row `qi` and key `kj` of the tiles in Qs and Ks (scale applied to Qs). */
+const SCORE = `
+fn score(qi: i32, kj: i32) -> f32 {
+  var s = 0.0;
+  for (var d = 0; d < u.D; d = d + 1) { s = s + f32(Qs[qi * ${QK_STRIDE} + d]) * f32(Ks[kj * ${QK_STRIDE} + d]); }
+  return s;
+}`;
+
+// Forward: thread (a, b) computes the score of row a and key b of each key tile into Ss; then, for row a,
+// the running maximum m and sum l (every thread of the row keeps the same copy) and its probability into
+// Ps; then the output columns dv0 + b + 16 j (j < 4) of row a.
 const forwardShader = (useHalf: boolean) =>
   `${
     header(
@@ -86,59 +115,57 @@ const forwardShader = (useHalf: boolean) =>
       useHalf,
     )
   }
-var<workgroup> Qs: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
-var<workgroup> Ks: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
+var<workgroup> Qs: array<ST, ${TILE * QK_STRIDE}>;
+var<workgroup> Ks: array<ST, ${TILE * QK_STRIDE}>;
 var<workgroup> Vs: array<ST, ${TILE * 64}>;
 var<workgroup> Ss: array<f32, ${TILE * TILE}>;
+var<workgroup> Ps: array<f32, ${TILE * TILE}>;
+${SCORE}
 ${ENTRY}
-  let r = lid / 4;
-  let l = lid % 4;
   let dv0 = i32(wid.z) * 64;
   let t0_Qs = t0;
-  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", "0", " * u.scale")}
-  let row = t0 + r;
+  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+  let row = t0 + a;
   let rowAbs = u.past + row; // sees keys 0..rowAbs
   let kEnd = min(u.Tk, u.past + min(t0 + ${TILE}, u.T));
   var m = -3.0e38;
   var lsum = 0.0;
-  var o: array<f32, 16>;
+  var o = vec4<f32>(0.0, 0.0, 0.0, 0.0);
   for (var j0 = 0; j0 < kEnd; j0 = j0 + ${TILE}) {
     let t0_Ks = j0;
     let t0_Vs = j0;
     workgroupBarrier();
-    ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", "0")}
-    ${loadTile("Vs", "v", "u.Tk", "u.Dv", "64", "dv0")}
+    ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", QK_STRIDE, "0")}
+    ${loadTile("Vs", "v", "u.Tk", "u.Dv", "64", 64, "dv0")}
     workgroupBarrier();
-    for (var cc = 0; cc < 4; cc = cc + 1) {
-      let c = l * 4 + cc;
-      var s = 0.0;
-      for (var d = 0; d < u.D; d = d + 1) { s = s + f32(Qs[r * u.D + d]) * f32(Ks[c * u.D + d]); }
-      Ss[r * ${TILE} + c] = s;
-    }
+    Ss[lid] = score(a, b);
     workgroupBarrier();
     var mx = m;
     for (var c = 0; c < ${TILE}; c = c + 1) {
-      if (j0 + c <= rowAbs && j0 + c < u.Tk) { mx = max(mx, Ss[r * ${TILE} + c]); }
+      if (j0 + c <= rowAbs && j0 + c < u.Tk) { mx = max(mx, Ss[a * ${TILE} + c]); }
     }
+    var p = 0.0;
+    if (j0 + b <= rowAbs && j0 + b < u.Tk) { p = exp(Ss[lid] - mx); }
+    Ps[lid] = p;
+    workgroupBarrier();
     let alpha = exp(m - mx);
     lsum = lsum * alpha;
-    for (var j = 0; j < 16; j = j + 1) { o[j] = o[j] * alpha; }
+    o = o * alpha;
     for (var c = 0; c < ${TILE}; c = c + 1) {
-      if (j0 + c <= rowAbs && j0 + c < u.Tk) {
-        let p = exp(Ss[r * ${TILE} + c] - mx);
-        lsum = lsum + p;
-        for (var j = 0; j < 16; j = j + 1) { o[j] = o[j] + p * f32(Vs[c * 64 + l + 4 * j]); }
-      }
+      let pc = Ps[a * ${TILE} + c];
+      lsum = lsum + pc;
+      let vb = c * 64 + b;
+      o = o + pc * vec4<f32>(f32(Vs[vb]), f32(Vs[vb + 16]), f32(Vs[vb + 32]), f32(Vs[vb + 48]));
     }
     m = mx;
   }
   if (row < u.T) {
     let ob = (bh * u.T + row) * u.Dv;
-    for (var j = 0; j < 16; j = j + 1) {
-      let col = dv0 + l + 4 * j;
+    for (var j = 0; j < 4; j = j + 1) {
+      let col = dv0 + b + 16 * j;
       if (col < u.Dv) { out[ob + col] = o[j] / lsum; }
     }
-    if (wid.z == 0u && l == 0) { lse[bh * u.T + row] = m + log(lsum); }
+    if (wid.z == 0u && b == 0) { lse[bh * u.T + row] = m + log(lsum); }
   }
 }`;
 
@@ -155,46 +182,30 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   delta[row] = s;
 }`;
 
-// The probabilities and score gradients of one [16 queries x 16 keys] tile, for the backward kernels.
-// dP = dOut . V over all Dv columns in chunks of 32 through workgroup memory (dOs, Vs); `who` says
-// which (query, key) pairs this thread computes: 4 of them, as (qr, kc) for i in 0..3.
-const dsTile = (qr: string, kc: string) => `
+// The score gradient dS of one [16 queries x 16 keys] tile into Ss, one (query qi, key kj) pair per
+// thread: p = exp(s - logsumexp), dP = dOut . V over all Dv columns in chunks of 32 through workgroup
+// memory (dOs, Vs), dS = p (dP - delta).
+const dsTile = (qi: string, kj: string) => `
     workgroupBarrier(); // the caller's Q or K tile is loaded
-    // initialised explicitly: a declaration without one is not re-zeroed per iteration by every compiler
-    var sv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    var dp = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var i = 0; i < 4; i = i + 1) {
-      let qi = ${qr};
-      let kj = ${kc};
-      var s = 0.0;
-      for (var d = 0; d < u.D; d = d + 1) { s = s + f32(Qs[qi * u.D + d]) * f32(Ks[kj * u.D + d]); }
-      sv[i] = s;
-    }
-    for (var c0 = 0; c0 < u.Dv; c0 = c0 + 32) {
+    let sv = score(${qi}, ${kj});
+    var dp = 0.0;
+    for (var c0 = 0; c0 < u.Dv; c0 = c0 + ${DP_CHUNK}) {
       workgroupBarrier();
-      ${loadTile("dOs", "dout", "u.T", "u.Dv", "32", "c0")}
-      ${loadTile("Vs", "v", "u.Tk", "u.Dv", "32", "c0")}
+      ${loadTile("dOs", "dout", "u.T", "u.Dv", `${DP_CHUNK}`, DP_STRIDE, "c0")}
+      ${loadTile("Vs", "v", "u.Tk", "u.Dv", `${DP_CHUNK}`, DP_STRIDE, "c0")}
       workgroupBarrier();
-      for (var i = 0; i < 4; i = i + 1) {
-        let qi = ${qr};
-        let kj = ${kc};
-        var acc = 0.0;
-        for (var d = 0; d < 32; d = d + 1) { acc = acc + f32(dOs[qi * 32 + d]) * f32(Vs[kj * 32 + d]); }
-        dp[i] = dp[i] + acc;
+      for (var d = 0; d < ${DP_CHUNK}; d = d + 1) {
+        dp = dp + f32(dOs[${qi} * ${DP_STRIDE} + d]) * f32(Vs[${kj} * ${DP_STRIDE} + d]);
       }
     }
-    for (var i = 0; i < 4; i = i + 1) {
-      let qi = ${qr};
-      let kj = ${kc};
-      let row = t0_Qs + qi;
-      let key = t0_Ks + kj;
-      var ds = 0.0;
-      if (row < u.T && key < u.Tk && key <= u.past + row) {
-        let p = exp(sv[i] - lse[bh * u.T + row]);
-        ds = p * (dp[i] - delta[bh * u.T + row]);
-      }
-      Ss[qi * ${TILE} + kj] = ds;
+    let row = t0_Qs + ${qi};
+    let key = t0_Ks + ${kj};
+    var ds = 0.0;
+    if (row < u.T && key < u.Tk && key <= u.past + row) {
+      let p = exp(sv - lse[bh * u.T + row]);
+      ds = p * (dp - delta[bh * u.T + row]);
     }
+    Ss[${qi} * ${TILE} + ${kj}] = ds;
     workgroupBarrier();`;
 
 const BACKWARD_BOUND: [string, "read" | "read_write"][] = [
@@ -207,43 +218,39 @@ const BACKWARD_BOUND: [string, "read" | "read_write"][] = [
   ["delta", "read"],
 ];
 const backwardShared = `
-var<workgroup> Qs: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
-var<workgroup> Ks: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
-var<workgroup> dOs: array<ST, ${TILE * 32}>;
-var<workgroup> Vs: array<ST, ${TILE * 32}>;
-var<workgroup> Ss: array<f32, ${TILE * TILE}>;`;
+var<workgroup> Qs: array<ST, ${TILE * QK_STRIDE}>;
+var<workgroup> Ks: array<ST, ${TILE * QK_STRIDE}>;
+var<workgroup> dOs: array<ST, ${TILE * DP_STRIDE}>;
+var<workgroup> Vs: array<ST, ${TILE * DP_STRIDE}>;
+var<workgroup> Ss: array<f32, ${TILE * TILE}>;
+${SCORE}`;
 
-// dq of one query tile: thread (r = lid / 4, l = lid % 4) computes dS for row r, keys 4 l..4 l + 3, then
-// accumulates dq[r, l + 4 j] over all keys the tile sees. Qs holds q * scale, so dq = scale dS K.
+// dq of one query tile: thread (a, b) computes dS for row a and key b of each key tile, then accumulates
+// dq[a, b + 16 j] (j < 4) over all keys the tile sees. Qs holds q * scale, so dq = scale dS K.
 const dqShader = (useHalf: boolean) =>
   `${header(BACKWARD_BOUND, useHalf)}
 ${backwardShared}
 ${ENTRY}
-  let r = lid / 4;
-  let l = lid % 4;
   let t0_Qs = t0;
   let t0_dOs = t0;
-  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", "0", " * u.scale")}
+  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
   let kEnd = min(u.Tk, u.past + min(t0 + ${TILE}, u.T));
-  var acc: array<f32, 16>;
+  var acc = vec4<f32>(0.0, 0.0, 0.0, 0.0);
   for (var j0 = 0; j0 < kEnd; j0 = j0 + ${TILE}) {
     let t0_Ks = j0;
     let t0_Vs = j0;
     workgroupBarrier();
-    ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", "0")}
-    ${dsTile("r", "l * 4 + i")}
+    ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", QK_STRIDE, "0")}
+    ${dsTile("a", "b")}
     for (var c = 0; c < ${TILE}; c = c + 1) {
-      let ds = Ss[r * ${TILE} + c];
-      for (var j = 0; j < 16; j = j + 1) {
-        let d = l + 4 * j;
-        if (d < u.D) { acc[j] = acc[j] + ds * f32(Ks[c * u.D + d]); }
-      }
+      let kb = c * ${QK_STRIDE} + b;
+      acc = acc + Ss[a * ${TILE} + c] * vec4<f32>(f32(Ks[kb]), f32(Ks[kb + 16]), f32(Ks[kb + 32]), f32(Ks[kb + 48]));
     }
   }
-  let row = t0 + r;
+  let row = t0 + a;
   if (row < u.T) {
-    for (var j = 0; j < 16; j = j + 1) {
-      let d = l + 4 * j;
+    for (var j = 0; j < 4; j = j + 1) {
+      let d = b + 16 * j;
       if (d < u.D) { grad[(bh * u.T + row) * u.D + d] = acc[j] * u.scale; }
     }
   }
@@ -252,99 +259,149 @@ ${ENTRY}
 // The first query tile whose rows can see key tile t0 (query i sees keys up to past + i).
 const FIRST_QUERY_TILE = `let iStart = (max(0, t0 - u.past) / ${TILE}) * ${TILE};`;
 
-// dk of one key tile: thread (c = lid / 4, l = lid % 4) computes dS for key c, queries 4 l..4 l + 3, then
-// accumulates dk[c, l + 4 j] = sum over queries of dS q * scale (= dS Qs).
+// dk of one key tile: thread (a, b) computes dS for key a and query b of each query tile, then
+// accumulates dk[a, b + 16 j] = sum over queries of dS q * scale (= dS Qs).
 const dkShader = (useHalf: boolean) =>
   `${header(BACKWARD_BOUND, useHalf)}
 ${backwardShared}
 ${ENTRY}
-  let c = lid / 4;
-  let l = lid % 4;
   let t0_Ks = t0;
   let t0_Vs = t0;
-  ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", "0")}
+  ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", QK_STRIDE, "0")}
   ${FIRST_QUERY_TILE}
-  var acc: array<f32, 16>;
+  var acc = vec4<f32>(0.0, 0.0, 0.0, 0.0);
   for (var i0 = iStart; i0 < u.T; i0 = i0 + ${TILE}) {
     let t0_Qs = i0;
     let t0_dOs = i0;
     workgroupBarrier();
-    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", "0", " * u.scale")}
-    ${dsTile("l * 4 + i", "c")}
+    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+    ${dsTile("b", "a")}
     for (var r = 0; r < ${TILE}; r = r + 1) {
-      let ds = Ss[r * ${TILE} + c];
-      for (var j = 0; j < 16; j = j + 1) {
-        let d = l + 4 * j;
-        if (d < u.D) { acc[j] = acc[j] + ds * f32(Qs[r * u.D + d]); }
-      }
+      let qb = r * ${QK_STRIDE} + b;
+      acc = acc + Ss[r * ${TILE} + a] * vec4<f32>(f32(Qs[qb]), f32(Qs[qb + 16]), f32(Qs[qb + 32]), f32(Qs[qb + 48]));
     }
   }
-  let key = t0 + c;
+  let key = t0 + a;
   if (key < u.Tk) {
-    for (var j = 0; j < 16; j = j + 1) {
-      let d = l + 4 * j;
+    for (var j = 0; j < 4; j = j + 1) {
+      let d = b + 16 * j;
       if (d < u.D) { grad[(bh * u.Tk + key) * u.D + d] = acc[j]; }
     }
   }
 }`;
 
-// dv of one key tile and 64 value columns: thread (c = lid / 4, l = lid % 4) computes p for key c and
-// queries 4 l..4 l + 3, then accumulates dv[c, dv0 + l + 4 j] = sum over queries of p dOut.
+// dv of one key tile and 64 value columns: thread (a, b) computes p for key a and query b of each query
+// tile, then accumulates dv[a, dv0 + b + 16 j] = sum over queries of p dOut.
 const dvShader = (useHalf: boolean) =>
   `${
     header([["grad", "read_write"], ["q", "read"], ["k", "read"], ["dout", "read"], ["lse", "read"]], useHalf)
   }
-var<workgroup> Qs: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
-var<workgroup> Ks: array<ST, ${TILE * FLASH_MAX_HEAD_DIM}>;
+var<workgroup> Qs: array<ST, ${TILE * QK_STRIDE}>;
+var<workgroup> Ks: array<ST, ${TILE * QK_STRIDE}>;
 var<workgroup> dOs: array<ST, ${TILE * 64}>;
 var<workgroup> Ss: array<f32, ${TILE * TILE}>;
+${SCORE}
 ${ENTRY}
-  let c = lid / 4;
-  let l = lid % 4;
   let dv0 = i32(wid.z) * 64;
   let t0_Ks = t0;
-  ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", "0")}
+  ${loadTile("Ks", "k", "u.Tk", "u.D", "u.D", QK_STRIDE, "0")}
   ${FIRST_QUERY_TILE}
-  var acc: array<f32, 16>;
+  var acc = vec4<f32>(0.0, 0.0, 0.0, 0.0);
+  let key = t0 + a;
   for (var i0 = iStart; i0 < u.T; i0 = i0 + ${TILE}) {
     let t0_Qs = i0;
     let t0_dOs = i0;
     workgroupBarrier();
-    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", "0", " * u.scale")}
-    ${loadTile("dOs", "dout", "u.T", "u.Dv", "64", "dv0")}
+    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+    ${loadTile("dOs", "dout", "u.T", "u.Dv", "64", 64, "dv0")}
     workgroupBarrier();
-    for (var i = 0; i < 4; i = i + 1) {
-      let qi = l * 4 + i;
-      let row = i0 + qi;
-      let key = t0 + c;
-      var p = 0.0;
-      if (row < u.T && key < u.Tk && key <= u.past + row) {
-        var s = 0.0;
-        for (var d = 0; d < u.D; d = d + 1) { s = s + f32(Qs[qi * u.D + d]) * f32(Ks[c * u.D + d]); }
-        p = exp(s - lse[bh * u.T + row]);
-      }
-      Ss[qi * ${TILE} + c] = p;
-    }
+    let row = i0 + b;
+    var p = 0.0;
+    if (row < u.T && key < u.Tk && key <= u.past + row) { p = exp(score(b, a) - lse[bh * u.T + row]); }
+    Ss[b * ${TILE} + a] = p;
     workgroupBarrier();
     for (var r = 0; r < ${TILE}; r = r + 1) {
-      let p = Ss[r * ${TILE} + c];
-      for (var j = 0; j < 16; j = j + 1) { acc[j] = acc[j] + p * f32(dOs[r * 64 + l + 4 * j]); }
+      let ob = r * 64 + b;
+      acc = acc + Ss[r * ${TILE} + a] * vec4<f32>(f32(dOs[ob]), f32(dOs[ob + 16]), f32(dOs[ob + 32]), f32(dOs[ob + 48]));
     }
   }
-  let key = t0 + c;
   if (key < u.Tk) {
-    for (var j = 0; j < 16; j = j + 1) {
-      let col = dv0 + l + 4 * j;
+    for (var j = 0; j < 4; j = j + 1) {
+      let col = dv0 + b + 16 * j;
       if (col < u.Dv) { grad[(bh * u.Tk + key) * u.Dv + col] = acc[j]; }
     }
   }
 }`;
 
-class LmpipeFlashAttentionProgram extends GridProgram {}
-class LmpipeFlashAttentionDeltaProgram extends GridProgram {}
-class LmpipeFlashAttentionDqProgram extends GridProgram {}
-class LmpipeFlashAttentionDkProgram extends GridProgram {}
-class LmpipeFlashAttentionDvProgram extends GridProgram {}
+/**
+ * A flash attention dispatch with what bench/webgpu_audit.ts charges it: `cost` counts the useful work
+ * (FLOPs per visible (query, key) pair times the pairs; every tensor read or written once).
+ */
+class FlashProgram extends GridProgram {
+  workgroupSize = [THREADS, 1, 1];
+  constructor(
+    pipeline: GPUComputePipeline,
+    outputShape: number[],
+    dispatch: [number, number, number],
+    readonly cost: { flops: number; bytes: number; smem?: number },
+  ) {
+    super(pipeline, outputShape, dispatch);
+  }
+}
+class LmpipeFlashAttentionProgram extends FlashProgram {}
+class LmpipeFlashAttentionDeltaProgram extends FlashProgram {
+  override workgroupSize = [64, 1, 1];
+}
+class LmpipeFlashAttentionDqProgram extends FlashProgram {}
+class LmpipeFlashAttentionDkProgram extends FlashProgram {}
+class LmpipeFlashAttentionDvProgram extends FlashProgram {}
+
+// Workgroup-memory traffic of each kernel, for bench/webgpu_audit.ts: warp-wide accesses (32 threads)
+// per tile iteration (one key tile for the forward pass and dq, one query tile for dk and dv), each
+// charged 128 bytes (a warp's access to 32 different banks). The tiles' row strides of 65 and 33 floats
+// keep the 16 or 2 rows a warp reads at once in different banks, so no access has bank conflicts; reads
+// of one address by many threads are broadcasts. Per iteration, with 8 warps: the scores 2 D accesses per
+// warp; forward: max and probabilities 18, output 16 x (1 + 4); dq, dk: dP 2 x 32 per column chunk of 32
+// plus its tile loads, the sum 16 x (1 + 4); dv: the sum 16 x (1 + 4); plus the tiles' stores.
+const WARPS = THREADS / 32, WARP_BYTES = 128;
+
+/** Tile iterations of each kernel: key tiles under every query tile, query tiles from every key tile. */
+function tileIterations(s: { BH: number; T: number; Tk: number; past: number }) {
+  let perQueryTile = 0, perKeyTile = 0;
+  for (let t0 = 0; t0 < s.T; t0 += TILE) {
+    perQueryTile += Math.ceil(Math.min(s.Tk, s.past + Math.min(t0 + TILE, s.T)) / TILE);
+  }
+  for (let t0 = 0; t0 < s.Tk; t0 += TILE) {
+    const iStart = Math.floor(Math.max(0, t0 - s.past) / TILE) * TILE;
+    if (iStart < s.T) perKeyTile += Math.ceil((s.T - iStart) / TILE);
+  }
+  return { fwd: s.BH * perQueryTile, bwd: s.BH * perKeyTile };
+}
+
+/** Bytes each kernel moves through workgroup memory (see above). */
+function workgroupMemoryBytes(s: { BH: number; T: number; Tk: number; past: number; D: number; Dv: number }) {
+  const it = tileIterations(s), z = Math.ceil(s.Dv / 64), chunks = Math.ceil(s.Dv / DP_CHUNK);
+  const tileStores = (cols: number) => Math.ceil((TILE * cols) / 32);
+  const scores = WARPS * 2 * s.D;
+  const dsTile = scores + chunks * (2 * tileStores(DP_CHUNK) + WARPS * 2 * DP_CHUNK) + WARPS;
+  const sum = WARPS * TILE * 5;
+  const perIteration = {
+    fwd: tileStores(s.D) + tileStores(64) + scores + WARPS * 19 + sum,
+    dq: tileStores(s.D) + dsTile + sum,
+    dv: tileStores(s.D) + tileStores(64) + scores + WARPS + sum,
+  };
+  return {
+    fwd: WARP_BYTES * z * it.fwd * perIteration.fwd,
+    dq: WARP_BYTES * it.fwd * perIteration.dq,
+    dk: WARP_BYTES * it.bwd * perIteration.dq,
+    dv: WARP_BYTES * z * it.bwd * perIteration.dv,
+  };
+}
+
+/** The (query, key) pairs causal attention computes: each query row sees past + its index + 1 keys. */
+function visiblePairs(s: { BH: number; T: number; past: number }): number {
+  return s.BH * (s.T * s.past + (s.T * (s.T + 1)) / 2);
+}
 
 /** The sizes of a call: q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv], checked. */
 function sizesOf(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo) {
@@ -397,6 +454,11 @@ function flashAttentionKernel(
       cachedPipeline(device, `${FLASH_ATTENTION_KERNEL}:${h}`, () => forwardShader(h)),
       [s.BH * s.T * s.Dv],
       [gx, gy, Math.ceil(s.Dv / 64)],
+      {
+        flops: visiblePairs(s) * (2 * s.D + 2 * s.Dv + 4),
+        bytes: 4 * s.BH * (2 * s.T * s.D + s.Tk * (s.D + s.Dv) + s.T * s.Dv + s.T),
+        smem: workgroupMemoryBytes(s).fwd,
+      },
     ),
     flatView(out),
     [flatView(lse), flatView(q), flatView(k), flatView(v)],
@@ -439,20 +501,33 @@ function flashAttentionGradKernel(
       pipe("delta", deltaShader),
       [s.BH * s.T],
       grid(Math.ceil(s.BH * s.T / 64)),
+      { flops: 2 * s.BH * s.T * s.Dv, bytes: 4 * s.BH * s.T * (2 * s.Dv + 1) },
     ),
     flatView(delta),
     [flatView(dout), flatView(out)],
     uniforms(s, scale, 1),
   );
+  // every backward pass recomputes the scores (2 D per pair); dq and dk also dP (2 Dv) and their own
+  // sum (2 D)
+  const pairs = visiblePairs(s), f4 = 4 * s.BH, smem = workgroupMemoryBytes(s);
+  const qkvBytes = f4 * (s.T * (2 * s.D + s.Dv + 2) + s.Tk * (s.D + s.Dv));
   const rest = [flatView(q), flatView(k), flatView(v), flatView(dout), flatView(lse), flatView(delta)];
   backend.recordAndSubmit(
-    new LmpipeFlashAttentionDqProgram(pipe("dq", dqShader), [s.BH * s.T * s.D], grid(s.BH * qTiles)),
+    new LmpipeFlashAttentionDqProgram(pipe("dq", dqShader), [s.BH * s.T * s.D], grid(s.BH * qTiles), {
+      flops: pairs * (4 * s.D + 2 * s.Dv + 4),
+      bytes: qkvBytes + f4 * s.T * s.D,
+      smem: smem.dq,
+    }),
     flatView(dq),
     rest,
     uniforms(s, scale, qTiles),
   );
   backend.recordAndSubmit(
-    new LmpipeFlashAttentionDkProgram(pipe("dk", dkShader), [s.BH * s.Tk * s.D], grid(s.BH * kTiles)),
+    new LmpipeFlashAttentionDkProgram(pipe("dk", dkShader), [s.BH * s.Tk * s.D], grid(s.BH * kTiles), {
+      flops: pairs * (4 * s.D + 2 * s.Dv + 4),
+      bytes: qkvBytes + f4 * s.Tk * s.D,
+      smem: smem.dk,
+    }),
     flatView(dk),
     rest,
     uniforms(s, scale, kTiles),
@@ -462,6 +537,7 @@ function flashAttentionGradKernel(
       pipe("dv", dvShader),
       [s.BH * s.Tk * s.Dv],
       grid(s.BH * kTiles, Math.ceil(s.Dv / 64)),
+      { flops: pairs * (2 * s.D + 2 * s.Dv + 2), bytes: qkvBytes + f4 * s.Tk * s.Dv, smem: smem.dv },
     ),
     flatView(dv),
     [flatView(q), flatView(k), flatView(dout), flatView(lse)],
