@@ -7,6 +7,8 @@
 //   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap;
 //   - Slice, SplitV, Unpack: each copies its whole input off the heap first (readSync) -> straight from the
 //     heap, one run of contiguous values at a time;
+//   - Identity (what tf.clone runs, and TF.js's engine on every tensor a gradient saves): a full copy -> the
+//     same buffer, counted once more, as the cpu and webgpu backends do it;
 //   - out of memory (the heap stops at 4 GiB): silent corruption -> a clear error.
 // The JS kernels work on the wasm heap and on the cpu backend's arrays alike (host_kernel.ts).
 // scatterND has no gradient in TF.js; no model uses it, so it is left alone.
@@ -307,6 +309,21 @@ function unpackKernel(orig: KernelFn): KernelFn {
   };
 }
 
+// --- Identity on wasm ----------------------------------------------------------------------------
+// TF.js clones every tensor a custom gradient saves for the backward pass, and wasm's Identity copies the
+// data: 802 copies per pixel-attn small step, most of them conv-output sized. Tensors are immutable, so the
+// clone can share the buffer with a reference count (the wasm backend counts them for Reshape already). The
+// one place lmpipe writes into an existing buffer, the MPI all-reduce of gradients (lib/dist), skips
+// buffers whose count is above one.
+function identityKernel(orig: KernelFn): KernelFn {
+  return (args) => {
+    const x = (args.inputs as Record<string, TensorInfo>).x;
+    if (x.dtype === "string") return orig(args);
+    args.backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype } as TensorInfo;
+  };
+}
+
 /** Registers the wasm kernels above and lmpipe's matMul and conv gradients on wasm; once. */
 export function applyWasmPatches(): void {
   const transpose = tf.getKernel(tf.Transpose, "wasm")?.kernelFunc as unknown as KernelFn | undefined;
@@ -321,6 +338,7 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.Slice, "wasm", (orig) => sliceKernel(orig!));
     replaceKernel(tf.SplitV, "wasm", (orig) => splitVKernel(orig!));
     replaceKernel(tf.Unpack, "wasm", (orig) => unpackKernel(orig!));
+    replaceKernel(tf.Identity, "wasm", (orig) => identityKernel(orig!));
     replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
       const bd = (args.attrs?.batchDims ?? 0) as number;
       return bd === 0 ? orig!(args) : gatherBatchedKernel(args);
