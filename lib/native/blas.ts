@@ -202,6 +202,7 @@ export function loadBlas(threads: number): Blas | null {
     } else if (typeof Deno.dlopen !== "function" || !ffiAllowed()) {
       reason = "no BLAS: needs --allow-ffi";
     } else if (env) {
+      spinBriefly();
       try {
         loaded = wrap(open(env), env);
       } catch (err) {
@@ -211,6 +212,7 @@ export function loadBlas(threads: number): Blas | null {
           "with cblas_sgemm, or unset it";
       }
     } else {
+      spinBriefly();
       for (const name of CANDIDATES) {
         if (name === "libblas.so.3" && isReferenceBlas(name)) continue;
         try {
@@ -227,6 +229,22 @@ export function loadBlas(threads: number): Blas | null {
   // against process teardown, most likely; the pthread build: 0 of 30): it gets one thread.
   openLib?.symbols.openblas_set_num_threads?.(openmpBuild ? 1 : Math.max(1, threads));
   return loaded;
+}
+
+/**
+ * OpenBLAS's pthread build keeps its idle threads spinning for 2^28 cycles (~0.1 s) after each sgemm
+ * before they sleep. On a machine whose cores lmpipe's other threads need (XNNPACK's pool, oneDNN's
+ * OpenMP threads, lmpipe's kernel workers, the main thread) that spin takes a core away between matMuls:
+ * an image model's elementwise ops ran 4-10x slower next to it. OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles,
+ * the least OpenBLAS allows) makes them sleep at once; it is read when the library loads, so it is set
+ * here, before the dlopen, unless the user set it.
+ */
+function spinBriefly(): void {
+  try {
+    if (Deno.env.get("OPENBLAS_THREAD_TIMEOUT") === undefined) Deno.env.set("OPENBLAS_THREAD_TIMEOUT", "4");
+  } catch {
+    // no env permission: OpenBLAS keeps its default
+  }
 }
 
 /** The open library, if loadBlas() found one. */

@@ -115,10 +115,23 @@ export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
   return /llvmpipe|lavapipe|softpipe|swiftshader|software/i.test(text);
 }
 
+/**
+ * Threads for XNNPACK's pool (TF.js's own wasm kernels) out of `threads`: $LMPIPE_XNNPACK_THREADS, else one
+ * when a BLAS library takes the matMuls. What is left to XNNPACK then is elementwise work that is small per
+ * op, where handing half of it to a pool thread costs more than it saves, and pool threads that have just
+ * worked spin on the second core against OpenBLAS's, oneDNN's and lmpipe's threads: with a pool of 2 an
+ * image model's Multiply and Relu ran 4-13x slower than with 1 (bench/RESULTS.md).
+ */
+function poolThreadsFor(threads: number): number {
+  const env = Number(Deno.env.get("LMPIPE_XNNPACK_THREADS"));
+  if (Number.isInteger(env) && env >= 1) return Math.min(env, threads);
+  return loadBlas(threads) ? 1 : threads;
+}
+
 function configureWasm(threads: number): void {
   if (wasmConfigured) return;
   wasmBackend.setWasmPaths(Deno.realPathSync(wasmDist) + "/");
-  if (threads > 1) enableWasmThreads(threads);
+  if (threads > 1) enableWasmThreads(threads, poolThreadsFor(threads));
   wasmConfigured = true;
 }
 

@@ -17,7 +17,7 @@ const START_TIMEOUT_MS = 60_000;
 // deno-lint-ignore no-explicit-any
 type EmscriptenModule = any;
 
-async function startThreaded(threads: number): Promise<tf.KernelBackend> {
+async function startThreaded(threads: number, poolThreads: number): Promise<tf.KernelBackend> {
   const dir = Deno.realPathSync(wasmOut);
   const file = (name: string) => `${dir}/${name}`;
   Deno.env.set("LMPIPE_TFJS_WASM_WORKER", file("tfjs-backend-wasm-threaded-simd.worker.js"));
@@ -51,6 +51,11 @@ async function startThreaded(threads: number): Promise<tf.KernelBackend> {
       disposeData: module.cwrap("dispose_data", null, ["number"]),
       dispose: module.cwrap("dispose", null, []),
     };
+    // XNNPACK's pool gets `poolThreads` (TF.js's own kernels: elementwise ops, and matMuls and convs where no
+    // native library takes them); the backend still reports `threads`, which lmpipe's kernels run on.
+    const initWith = module.tfjs.initWithThreadsCount;
+    module.tfjs.initWithThreadsCount = () => initWith(poolThreads);
+    module.tfjs.getThreadsCount = () => threads;
     wasmBackend.setThreadsCount(threads);
     const backend = new wasmBackend.BackendWasm(module); // its constructor starts the thread pool
     // Emscripten refs each worker running a pthread, and XNNPACK's pool threads never end: without
@@ -64,10 +69,11 @@ async function startThreaded(threads: number): Promise<tf.KernelBackend> {
 }
 
 /**
- * Replaces the 'wasm' backend factory with one that starts the threaded build with `threads` threads
- * (call before the wasm backend first starts). Returns false when this runtime cannot run it.
+ * Replaces the 'wasm' backend factory with one that starts the threaded build with `threads` threads, of
+ * which XNNPACK's pool uses `poolThreads` (call before the wasm backend first starts). Returns false when
+ * this runtime cannot run it.
  */
-export function enableWasmThreads(threads: number): boolean {
+export function enableWasmThreads(threads: number, poolThreads = threads): boolean {
   if (threads <= 1 || typeof SharedArrayBuffer === "undefined") return false;
   try {
     Deno.statSync(wasmOut);
@@ -79,7 +85,7 @@ export function enableWasmThreads(threads: number): boolean {
   tf.removeBackend("wasm");
   tf.registerBackend("wasm", async () => {
     try {
-      return await startThreaded(threads);
+      return await startThreaded(threads, poolThreads);
     } catch (err) {
       warn(
         `wasm: ${threads} threads unavailable (${err instanceof Error ? err.message : err}); using 1 thread`,
