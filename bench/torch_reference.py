@@ -400,6 +400,7 @@ def parse_args(argv):
             a.context, a.vocab, a.no_bias, a.gelu = c["contextLength"], c["vocabSize"], not c["bias"], c.get("gelu", "tanh")
     elif a.pixel_config:
         a.config = json.loads(a.pixel_config)
+        a.preset = a.config.get("preset", a.preset)  # the label: the config's own preset, not --preset's default
     if a.model != "gpt" and a.config:  # the image models' warm-up blocks, for the JSON line's "config"
         c = a.config
         for k, v in (("n_layer", c["nWarmup"]), ("n_head", c["nHead"]), ("n_embd", c["nEmbd"]),

@@ -174,6 +174,39 @@ function convRef(
   return { y, shape: [N, Ho, Wo, O] };
 }
 
+type Ref = { y: Float64Array; shape: number[] };
+
+/**
+ * The study's Resnet3 in float64 (norm "none": every conv has a bias), `depth` blocks a stage, the last one
+ * stride 2 with a 1x1 shortcut. `round` is applied where autocast holds 16-bit values (each conv's input and
+ * output), `roundOut` to the conv outputs only; both identity for fp32.
+ */
+function resnetRef(
+  p: Map<string, tf.Variable>,
+  input: Float64Array,
+  shape: number[],
+  depth: number,
+  round = (t: Ref) => t,
+  roundOut = round,
+): Ref {
+  const w = (n: string) => p.get(n)!.dataSync() as Float32Array;
+  const conv = (x: Ref, name: string, stride: number, pad: number) => {
+    const ws = p.get(name)!.shape as number[];
+    return roundOut(convRef(x.y, x.shape, w(name), ws[0], ws[3], stride, pad, w(`${name}.bias`)));
+  };
+  const relu = (t: Ref) => ({ y: t.y.map((v) => Math.max(0, v)), shape: t.shape });
+  let x = round(conv({ y: input, shape }, "cnn.stem.w", 1, 0));
+  for (let s = 0; s < 3; s++) {
+    for (let b = 0; b < depth; b++) {
+      const pre = `cnn.s${s}.b${b}`, last = b === depth - 1, stride = last ? 2 : 1;
+      const h = conv(round(relu(conv(x, `${pre}.conv1`, stride, 1))), `${pre}.conv2`, 1, 1);
+      const skip = last ? conv(x, `${pre}.skip`, 2, 0) : x;
+      x = round(relu({ y: h.y.map((v, i) => v + skip.y[i]), shape: h.shape }));
+    }
+  }
+  return x;
+}
+
 Deno.test("cnn: resnet pads as the study's PyTorch code (unpadded stem, padding 1, 1x1 skips) against float64", async () => {
   await initBackend("cpu", { quiet: true });
   // 8x8 images: stem 6x6, the stride-2 convs at an even size (6 -> 3, where 'same' padding would sample
@@ -191,24 +224,7 @@ Deno.test("cnn: resnet pads as the study's PyTorch code (unpadded stem, padding 
   const N = 2, shape = [N, 8, 8, 3];
   const input = randomArray(N * 8 * 8 * 3, 32);
   const got = await cnnForward(cfg, p, tf.tensor4d(input, shape as [number, number, number, number])).data();
-  const w = (n: string) => p.get(n)!.dataSync() as Float32Array;
-  const conv = (x: { y: Float64Array; shape: number[] }, name: string, stride: number, pad: number) => {
-    const ws = p.get(name)!.shape as number[];
-    return convRef(x.y, x.shape, w(name), ws[0], ws[3], stride, pad, w(`${name}.bias`));
-  };
-  const relu = (t: { y: Float64Array; shape: number[] }) => ({
-    y: t.y.map((v) => Math.max(0, v)),
-    shape: t.shape,
-  });
-  let x = conv({ y: Float64Array.from(input), shape }, "cnn.stem.w", 1, 0);
-  for (let s = 0; s < 3; s++) {
-    for (let b = 0; b < 2; b++) {
-      const pre = `cnn.s${s}.b${b}`, stride = b === 1 ? 2 : 1;
-      const h = conv(relu(conv(x, `${pre}.conv1`, stride, 1)), `${pre}.conv2`, 1, 1);
-      const skip = b === 1 ? conv(x, `${pre}.skip`, 2, 0) : x;
-      x = relu({ y: h.y.map((v, i) => v + skip.y[i]), shape: h.shape });
-    }
-  }
+  const x = resnetRef(p, Float64Array.from(input), shape, 2);
   assert.deepEqual(x.shape, [N, 1, 1, 32]);
   assertClose(got, Float32Array.from(x.y), 1e-5, "resnet forward");
   p.forEach((v) => v.dispose());
@@ -241,27 +257,9 @@ Deno.test("cnn: under mixed precision every conv's input and output are binary16
     )
       .dataSync()
   );
-  const w = (n: string) => p.get(n)!.dataSync() as Float32Array;
-  type T = { y: Float64Array; shape: number[] };
-  const reference = (roundConvOutputs: boolean) => {
-    const r = (t: T) => ({ y: t.y.map((v) => refHalf(Math.fround(v))), shape: t.shape });
-    const out = (t: T) => roundConvOutputs ? r(t) : t;
-    const conv = (x: T, name: string, stride: number, pad: number) => {
-      const ws = p.get(name)!.shape as number[];
-      return out(convRef(x.y, x.shape, w(name), ws[0], ws[3], stride, pad, w(`${name}.bias`)));
-    };
-    const relu = (t: T) => ({ y: t.y.map((v) => Math.max(0, v)), shape: t.shape });
-    let x = r(conv({ y: Float64Array.from(input), shape }, "cnn.stem.w", 1, 0));
-    for (let s = 0; s < 3; s++) {
-      {
-        const pre = `cnn.s${s}.b0`, stride = 2; // depth 1: each stage is its one stride-2 block
-        const h = conv(r(relu(conv(x, `${pre}.conv1`, stride, 1))), `${pre}.conv2`, 1, 1);
-        const skip = conv(x, `${pre}.skip`, 2, 0);
-        x = r(relu({ y: h.y.map((v, i) => v + skip.y[i]), shape: h.shape }));
-      }
-    }
-    return x.y;
-  };
+  const r = (t: Ref) => ({ y: t.y.map((v) => refHalf(Math.fround(v))), shape: t.shape });
+  const reference = (roundConvOutputs: boolean) =>
+    resnetRef(p, Float64Array.from(input), shape, 1, r, roundConvOutputs ? r : (t) => t).y;
   const want = reference(true), unrounded = reference(false);
   const l2 = (a: ArrayLike<number>, b: ArrayLike<number>) => {
     let n = 0, d = 0;
