@@ -174,6 +174,11 @@ function convRef(
   return { y, shape: [N, Ho, Wo, O] };
 }
 
+/** A small resnet on 8x8 RGB images, norm "none" (every conv has a bias), `depth` blocks a stage. */
+function resnet8x8(depth: number): CnnConfig {
+  return { kind: "resnet", inChannels: 3, height: 8, width: 8, baseWidth: 2, depth, norm: "none" };
+}
+
 type Ref = { y: Float64Array; shape: number[] };
 
 /**
@@ -211,15 +216,7 @@ Deno.test("cnn: resnet pads as the study's PyTorch code (unpadded stem, padding 
   await initBackend("cpu", { quiet: true });
   // 8x8 images: stem 6x6, the stride-2 convs at an even size (6 -> 3, where 'same' padding would sample
   // other rows), then 3 -> 2 -> 1; norm "none" so every conv has a bias and nothing else intervenes
-  const cfg: CnnConfig = {
-    kind: "resnet",
-    inChannels: 3,
-    height: 8,
-    width: 8,
-    baseWidth: 2,
-    depth: 2,
-    norm: "none",
-  };
+  const cfg = resnet8x8(2);
   const p = makeParams(cfg, 31);
   const N = 2, shape = [N, 8, 8, 3];
   const input = randomArray(N * 8 * 8 * 3, 32);
@@ -236,15 +233,7 @@ Deno.test("cnn: under mixed precision every conv's input and output are binary16
   // conv in 16 bits: its input and its output are binary16 (the norm or ReLU after it reads the binary16
   // output); additions stay float32 and are rounded where they enter the next conv. The reference rounds
   // by hand at those places; without the rounding of the conv outputs it moves by a rounding's size.
-  const cfg: CnnConfig = {
-    kind: "resnet",
-    inChannels: 3,
-    height: 8,
-    width: 8,
-    baseWidth: 2,
-    depth: 1,
-    norm: "none",
-  };
+  const cfg = resnet8x8(1);
   const p = makeParams(cfg, 41);
   const N = 8, shape = [N, 8, 8, 3];
   const input = randomArray(N * 8 * 8 * 3, 42).map(refHalf);
