@@ -512,3 +512,42 @@ Deno.test("wasm slice, split and unstack copy exactly what cpu's stock kernels c
   assert.equal(got.length, want.length);
   for (let k = 0; k < want.length; k++) assert.deepEqual(got[k], want[k], `piece ${k}`);
 });
+
+// --- Tile's gradient (patches/gradients.ts) ----------------------------------------------------------
+Deno.test("tile gradient: dy summed over the repeats, at ranks 1-5 and repeats of 1, against a JS reference", async () => {
+  const cases: [number[], number[]][] = [
+    [[3], [4]],
+    [[1, 5], [6, 1]],
+    [[2, 3], [3, 2]],
+    [[2, 1, 3], [1, 4, 1]],
+    [[1, 2, 1, 3], [2, 1, 3, 1]],
+    [[2, 1, 2, 1, 2], [1, 3, 1, 2, 1]],
+    [[2, 2], [1, 1]],
+  ];
+  for (const b of backends) {
+    for (const [ci, [shape, reps]] of cases.entries()) {
+      const outShape = shape.map((s, i) => s * reps[i]);
+      const n = outShape.reduce((a, c) => a * c, 1);
+      const dy = randomArray(n, 400 + ci);
+      const [got] = await on(
+        b,
+        () => [
+          tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.tile(x, reps), t(outShape, 400 + ci))))(t(shape, 500)),
+        ],
+      );
+      // reference: every output position adds its dy to the input position it copies
+      const want = new Float32Array(shape.reduce((a, c) => a * c, 1));
+      const inStrides = shape.map((_, i) => shape.slice(i + 1).reduce((a, c) => a * c, 1));
+      const outStrides = outShape.map((_, i) => outShape.slice(i + 1).reduce((a, c) => a * c, 1));
+      for (let o = 0; o < n; o++) {
+        let src = 0;
+        outShape.forEach((
+          _,
+          i,
+        ) => (src += (Math.floor(o / outStrides[i]) % outShape[i] % shape[i]) * inStrides[i]));
+        want[src] += dy[o];
+      }
+      assertClose(got, want, TOL[b], `${b}: tile [${shape}] x [${reps}]`);
+    }
+  }
+});

@@ -1,7 +1,9 @@
 // Gradients TF.js 4.22 gets wrong on every backend, registered over its own:
 //   - Cumsum along an inner axis: a wrongly transposed result -> the reverse cumsum of dy;
 //   - BatchMatMul against a broadcast weight: not summed over the broadcast batch -> summed, and a 2-D
-//     weight against a batched input as one 2-D matMul over all rows (also wasm's fast path).
+//     weight against a batched input as one 2-D matMul over all rows (also wasm's fast path);
+//   - Tile: one slice and one add per repeat (64 of each to spread a channel vector over an 8x8 image),
+//     ranks up to 4 only -> one sum per repeated axis, any rank.
 import * as tf from "@tensorflow/tfjs-core";
 import type { Attrs } from "../host_kernel.ts";
 
@@ -15,7 +17,7 @@ function reduceToShape(g: tf.Tensor, shape: number[]): tf.Tensor {
   return tf.reshape(summed, shape);
 }
 
-/** Registers the two gradients above over TF.js's; call once. */
+/** Registers the gradients above over TF.js's; call once. */
 export function registerGradientPatches(): void {
   // Cumsum: d(cumsum x)/dx is the cumsum of dy in the opposite direction along the same axis. TF.js
   // 4.22 also transposes the result, giving a wrong shape whenever the axis is not the last one.
@@ -60,6 +62,30 @@ export function registerGradientPatches(): void {
         return reduceToShape(g, b.shape);
       };
       return { a: gradA, b: gradB };
+    },
+  });
+
+  // Tile: along each repeated axis i, dy's r_i·s_i positions are r_i copies of x's s_i: seen as
+  // [before, r_i, s_i·after] (rank 3 on every backend, whatever x's rank), summed over the middle axis.
+  tf.registerGradient({
+    kernelName: tf.Tile,
+    inputsToSave: ["x"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: Attrs) => {
+      const [x] = saved, reps = attrs.reps as number[];
+      return {
+        x: () => {
+          let g = dy as tf.Tensor;
+          const shape = g.shape.slice();
+          for (let i = 0; i < shape.length; i++) {
+            if (reps[i] <= 1) continue;
+            const before = util.sizeFromShape(shape.slice(0, i)),
+              after = util.sizeFromShape(shape.slice(i + 1));
+            shape[i] = x.shape[i];
+            g = tf.sum(tf.reshape(g, [before, reps[i], shape[i] * after]), 1);
+          }
+          return tf.reshape(g, x.shape);
+        },
+      };
     },
   });
 }

@@ -28,19 +28,13 @@ export function imageNormReluByOps(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, r
 }
 
 /**
- * A per-channel vector [C] repeated over `pixels` pixels, as one row [pixels·C]. Its gradient is one column
- * sum; TF.js's Tile gradient would slice and add once per repeat (64 slices and 64 adds per norm on an
- * 8x8 image, 2,304 of each per pixel-attn tiny step).
+ * A per-channel vector [C] repeated over `pixels` pixels, as one row [pixels·C]: a broadcasting multiply
+ * (wasm's Tile kernel took ~0.25 ms for these few thousand values, this ~0.05); its gradient sums over the pixels.
  */
 function spreadOverPixels(t: tf.Tensor, pixels: number): tf.Tensor1D {
-  const C = t.size;
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    // a broadcasting multiply: wasm's Tile kernel took ~0.25 ms for these few thousand values, this ~0.05
-    value: tf.reshape(tf.mul(tf.ones([pixels, 1]), tf.reshape(args[0] as tf.Tensor, [1, C])), [pixels * C]),
-    gradFunc: (dy: tf.Tensor | tf.Tensor[]) =>
-      tf.reshape(tf.sum(tf.reshape(dy as tf.Tensor, [pixels, C]), 0), t.shape),
-  })) as (t: tf.Tensor) => tf.Tensor;
-  return f(t) as tf.Tensor1D;
+  return tf.reshape(tf.mul(tf.ones([pixels, 1]), tf.reshape(t, [1, t.size])), [
+    pixels * t.size,
+  ]) as tf.Tensor1D;
 }
 
 /** On wasm: one LayerNorm kernel pass over rows of H·W·C values with the channel affine tiled. */
