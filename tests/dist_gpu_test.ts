@@ -3,6 +3,7 @@
 // per GPU"). Which GPU a rank really gets is up to the Vulkan loader and drivers; that needs a machine with
 // several GPUs and is not tested here. Run in child processes, since the report goes to stderr.
 import assert from "node:assert/strict";
+import { GPU_SELECT_VARS } from "../lib/dist/gpu.ts";
 
 const gpuModule = new URL("../lib/dist/gpu.ts", import.meta.url).href;
 
@@ -20,18 +21,7 @@ async function report(
       { mpi: { rank: ${rank} }, launch: { localRank: ${localRank}, localSize: ${localSize} } } as never,
       { name: ${JSON.stringify(backend)}, device: "Test GPU 0000:41:00.0" },
     );`;
-  const clean: Record<string, string> = {};
-  for (
-    const v of [
-      "MESA_VK_DEVICE_SELECT",
-      "DRI_PRIME",
-      "VK_LOADER_DRIVERS_SELECT",
-      "VK_DRIVER_FILES",
-      "VK_ICD_FILENAMES",
-    ]
-  ) {
-    clean[v] = "";
-  }
+  const clean = Object.fromEntries(GPU_SELECT_VARS.map((v) => [v, ""])); // none set unless `env` sets it
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--ext=ts", code],
     env: { ...clean, ...env, NO_COLOR: "1" },

@@ -131,6 +131,7 @@ function isReferenceBlas(path: string): boolean {
 }
 
 function open(path: string): Lib {
+  spinBriefly();
   return Deno.dlopen(path, SYMBOLS);
 }
 
@@ -202,7 +203,6 @@ export function loadBlas(threads: number): Blas | null {
     } else if (typeof Deno.dlopen !== "function" || !ffiAllowed()) {
       reason = "no BLAS: needs --allow-ffi";
     } else if (env) {
-      spinBriefly();
       try {
         loaded = wrap(open(env), env);
       } catch (err) {
@@ -212,7 +212,6 @@ export function loadBlas(threads: number): Blas | null {
           "with cblas_sgemm, or unset it";
       }
     } else {
-      spinBriefly();
       for (const name of CANDIDATES) {
         if (name === "libblas.so.3" && isReferenceBlas(name)) continue;
         try {
