@@ -25,11 +25,21 @@ for (const n of sizes) {
     results[kernel] = (await readData(first)) as Float32Array; // compiles, and the result to compare
     first.dispose();
     const firstMs = performance.now() - t0;
+    // matMuls per GPU sync: doubled until a batch takes 200 ms, so that the sync's fixed cost (a host
+    // read waits ~10 ms in Deno's WebGPU: bench/gpu/sync_latency.ts) is under 5% of what is timed.
+    let batch = 4;
+    for (;;) {
+      const t = performance.now();
+      for (let i = 0; i < batch; i++) tf.matMul(a, b).dispose(); // buffers are released after the GPU is done
+      await gpuSync();
+      if (performance.now() - t >= 200 || batch >= 4096) break;
+      batch *= 2;
+    }
     let reps = 0;
     const t1 = performance.now();
     while (performance.now() - t1 < seconds * 1000 || reps < 3) {
-      for (let i = 0; i < 4; i++) tf.matMul(a, b).dispose(); // buffers are released after the GPU is done
-      reps += 4;
+      for (let i = 0; i < batch; i++) tf.matMul(a, b).dispose();
+      reps += batch;
       await gpuSync();
     }
     const s = (performance.now() - t1) / 1000;
@@ -41,6 +51,7 @@ for (const n of sizes) {
       gflops: +((2 * n ** 3 * reps) / s / 1e9).toFixed(1),
       ms: +((s * 1000) / reps).toFixed(3),
       reps,
+      per_sync: batch,
       first_call_ms: +firstMs.toFixed(1),
       device: info.device,
     };
