@@ -108,6 +108,9 @@ const CASES: Case[] = [
   { n: 2, h: 20, w: 20, ci: 64, co: 128, kh: 3, kw: 3, stride: S2, pad: "same" },
   { n: 2, h: 20, w: 20, ci: 64, co: 128, kh: 1, kw: 1, stride: S2, pad: "same" },
   { n: 2, h: 5, w: 5, ci: 16, co: 32, kh: 3, kw: 3, stride: S2, pad: "same" },
+  // the `small` presets' CNN (12 x 12 images, 32 channels: 32-column tiles), and 17-32 wide with a tail
+  { n: 3, h: 12, w: 12, ci: 32, co: 32, kh: 3, kw: 3, stride: S, pad: "same" },
+  { n: 2, h: 12, w: 12, ci: 24, co: 30, kh: 3, kw: 3, stride: S, pad: "same" },
   // odd sizes: 1 channel, 'valid', explicit padding, non-square everything, narrow outputs
   { n: 3, h: 7, w: 5, ci: 1, co: 3, kh: 3, kw: 3, stride: S, pad: "same" },
   { n: 2, h: 9, w: 6, ci: 5, co: 7, kh: 3, kw: 2, stride: [2, 1], pad: "valid" },

@@ -570,6 +570,11 @@ export class RowProgram {
  */
 export class GridProgram {
   size = false;
+  /**
+   * What bench/webgpu_audit.ts charges the dispatch: FLOPs, bytes, and the bytes its warps move through
+   * workgroup memory where that may bound it (absent: one operation and 4 bytes per element).
+   */
+  cost?: { flops: number; bytes: number; smem?: number };
   constructor(
     readonly pipeline: GPUComputePipeline,
     readonly outputShape: number[],

@@ -343,7 +343,7 @@ class FlashProgram extends GridProgram {
     pipeline: GPUComputePipeline,
     outputShape: number[],
     dispatch: [number, number, number],
-    readonly cost: { flops: number; bytes: number; smem?: number },
+    override readonly cost: { flops: number; bytes: number; smem?: number },
   ) {
     super(pipeline, outputShape, dispatch);
   }

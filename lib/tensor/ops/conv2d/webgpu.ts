@@ -8,8 +8,10 @@
 //   filter grad    dw[KH*KW*Ci, Co]          = patches(x)^T[KH*KW*Ci, K = N*OH*OW] x dy[K, Co],
 //                  split along K over several workgroups (split-K) when the output alone has too few
 //                  tiles to fill a GPU, then one small dispatch adds the partial products in order.
-// Tiles: 64 output rows x 64 (or 16, for narrow outputs) columns per workgroup of 256 threads, 4 x 4
-// (or 4 x 1) outputs per thread in registers, K in steps of 16 through workgroup memory; every sum is
+// Tiles: 64 output rows x 64, 32 or 16 columns (the narrowest that holds the output's width) per
+// workgroup of 256 threads, 4 x 4, 4 x 2 or 4 x 1 outputs per thread in registers (named variables, the
+// loops over them unrolled when the shader is generated), K in steps of 16 through workgroup memory
+// (read back as vectors: a thread's 4 rows of A, its columns of B); every sum is
 // accumulated in float32. Under --precision mixed with an adapter that offers shader-f16, the tiles are
 // held in workgroup memory as f16 (each operand rounded to binary16 as it is loaded, weights and
 // incoming gradients included) and the products are summed in f32: kernel_choice.ts webgpuHalfOperands.
@@ -89,10 +91,74 @@ const GEOMETRY_FIELDS = [
   "pl",
 ];
 
+/** A tile's row stride in workgroup memory: TM plus 4, so that 16 threads storing one m at 16 k's fall
+ * in 8 banks instead of one (a 16-way conflict), while rows stay vec4-aligned. */
+const AS_STRIDE = TM + 4;
+
+// Everything a thread keeps (its A and B load state, its 4 x cj sums) is a named variable and every
+// loop over them is unrolled here in TypeScript: WGSL arrays indexed in loops may be left in local
+// memory by a GPU's compiler, which on an H200 made these kernels ~100x slower than the GEMM's.
 function gemmShader(p: GemmPlan, tn: number, useHalf: boolean): string {
-  const cj = tn / 16; // columns per thread
-  const RA = (TM * TK) / THREADS, rbCount = (tn * TK) / THREADS; // A and B elements each thread loads
+  const cj = tn / 16; // columns per thread: 4 (a vec4), 2 (a vec2) or 1
+  const RA = (TM * TK) / THREADS, RB = (tn * TK) / THREADS; // A and B elements each thread loads
   const st = useHalf ? "f16" : "f32";
+  const vec = (t: string) => (cj === 1 ? t : `vec${cj}<${t}>`); // cj values of type t
+  const acc = vec("f32");
+  const each = (n: number, f: (i: number) => string, sep = "\n  ") =>
+    Array.from({ length: n }, (_, i) => f(i)).join(sep);
+  const aSlot = (r: number) =>
+    p.aAlongM
+      ? `let mm = (lid + ${r * THREADS}) % ${TM}; let kk = (lid + ${r * THREADS}) / ${TM};`
+      : `let mm = (lid + ${r * THREADS}) / ${TK}; let kk = (lid + ${r * THREADS}) % ${TK};`;
+  const toSt = (v: string) => (useHalf ? `f16(roundToHalf(${v}))` : v);
+  const loadTile = each(RA, (r) =>
+    `{
+      ${aSlot(r)}
+      var v = 0.0;
+      if (m0 + mm < u.M && kt + kk < kEnd) { v = loadA(aFix${r}, aDig${r}); }
+      As[(kk * ${AS_STRIDE} + mm) / 4][mm % 4] = ${toSt("v")};
+      aDig${r} = advance(aDig${r}, ${TK}, ra0, ra1);
+    }`, "\n    ") + "\n    " + each(RB, (r) =>
+      `{
+      let nn = (lid + ${r * THREADS}) % ${tn};
+      let kk = (lid + ${r * THREADS}) / ${tn};
+      let gn = n0 + nn;
+      let gk = kt + kk;
+      var v = 0.0;
+      if (gn < u.N && gk < kEnd) { v = loadB(gk, bDig${r}, gn); }
+      ${
+        cj > 1
+          ? `Bs[(kk * ${tn} + nn) / ${cj}][nn % ${cj}] = ${toSt("v")};`
+          : `Bs[kk * ${tn} + nn] = ${toSt("v")};`
+      }
+      ${p.bRadix ? `bDig${r} = advance(bDig${r}, ${TK}, rb0, rb1);` : ""}
+    }`, "\n    ");
+  // one k of the tile: the thread's 4 rows of A as a vec4, its cj columns of B, 4 x cj multiply-adds
+  // (a product then a sum, as before: the same rounding in the same k order)
+  const comp = each(
+    ["x", "y", "z", "w"].length,
+    (i) => `acc${i} = acc${i} + ${cj > 1 ? `${vec("f32")}(a.${"xyzw"[i]})` : `a.${"xyzw"[i]}`} * b;`,
+    " ",
+  );
+  const inner = each(
+    TK,
+    (kk) =>
+      `{ let a = vec4<f32>(As[${(kk * AS_STRIDE) / 4} + ty]); ` +
+      `let b = ${vec("f32")}(Bs[${(kk * tn) / cj} + tx]); ${comp} }`,
+    "\n      ",
+  );
+  const store = each(4, (i) =>
+    `{
+    let m = m0 + ty * 4 + ${i};
+    if (m < u.M) {
+      ${
+      each(cj, (j) =>
+        `{ let n = n0 + tx * ${cj} + ${j}; if (n < u.N) { out[base + m * u.N + n] = acc${i}${
+          cj > 1 ? `.${"xyzw"[j]}` : ""
+        }; } }`, "\n      ")
+    }
+    }
+  }`);
   return `${useHalf ? "enable f16;" : ""}
 struct Uniforms {
   nanValue: f32, infValue: f32, shape0: i32, stride0: i32, shape1: i32, stride1: i32,
@@ -104,8 +170,8 @@ struct Uniforms {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<uniform> u: Uniforms;
 ${useHalf ? WGSL_ROUND_TO_HALF : ""}
-var<workgroup> As: array<${st}, ${TK * TM}>;
-var<workgroup> Bs: array<${st}, ${TK * tn}>;
+var<workgroup> As: array<vec4<${st}>, ${(TK * AS_STRIDE) / 4}>;
+var<workgroup> Bs: array<${vec(st)}, ${(TK * tn) / cj}>;
 
 fn fixA(m: i32) -> vec4<i32> {
 ${p.fixA}
@@ -145,64 +211,26 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let kEnd = min(u.K, kStart + u.kPer);
   let tx = lid % 16;
   let ty = lid / 16;
-  var acc: array<array<f32, ${cj}>, 4>;
+  ${each(4, (i) => `var acc${i}: ${acc};`, " ")}
   // what each of this thread's A and B loads needs, decoded once
   let ra0 = ${p.kRadix[0]};
   let ra1 = ${p.kRadix[1]};
   let rb0 = ${p.bRadix ? p.bRadix[0] : "1"};
   let rb1 = ${p.bRadix ? p.bRadix[1] : "1"};
-  var aFix: array<vec4<i32>, ${RA}>;
-  var aDig: array<vec3<i32>, ${RA}>;
-  var bDig: array<vec3<i32>, ${rbCount}>;
-  for (var r = 0; r < ${RA}; r = r + 1) {
-    let e = lid + r * ${THREADS};
-    ${p.aAlongM ? `let mm = e % ${TM}; let kk = e / ${TM};` : `let mm = e / ${TK}; let kk = e % ${TK};`}
-    aFix[r] = fixA(min(m0 + mm, u.M - 1));
-    aDig[r] = digits(kStart + kk, ra0, ra1);
+  ${
+    each(RA, (r) =>
+      `var aFix${r}: vec4<i32>; var aDig${r}: vec3<i32>; { ${aSlot(r)}
+    aFix${r} = fixA(min(m0 + mm, u.M - 1)); aDig${r} = digits(kStart + kk, ra0, ra1); }`)
   }
-  for (var r = 0; r < ${rbCount}; r = r + 1) {
-    bDig[r] = digits(kStart + (lid + r * ${THREADS}) / ${tn}, rb0, rb1);
-  }
+  ${each(RB, (r) => `var bDig${r} = digits(kStart + (lid + ${r * THREADS}) / ${tn}, rb0, rb1);`)}
   for (var kt = kStart; kt < kEnd; kt = kt + ${TK}) {
-    for (var r = 0; r < ${RA}; r = r + 1) {
-      let e = lid + r * ${THREADS};
-      ${p.aAlongM ? `let mm = e % ${TM}; let kk = e / ${TM};` : `let mm = e / ${TK}; let kk = e % ${TK};`}
-      var v = 0.0;
-      if (m0 + mm < u.M && kt + kk < kEnd) { v = loadA(aFix[r], aDig[r]); }
-      As[kk * ${TM} + mm] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
-      aDig[r] = advance(aDig[r], ${TK}, ra0, ra1);
-    }
-    for (var r = 0; r < ${rbCount}; r = r + 1) {
-      let e = lid + r * ${THREADS};
-      let nn = e % ${tn};
-      let kk = e / ${tn};
-      let gn = n0 + nn;
-      let gk = kt + kk;
-      var v = 0.0;
-      if (gn < u.N && gk < kEnd) { v = loadB(gk, bDig[r], gn); }
-      Bs[kk * ${tn} + nn] = ${useHalf ? "f16(roundToHalf(v))" : "v"};
-      ${p.bRadix ? `bDig[r] = advance(bDig[r], ${TK}, rb0, rb1);` : ""}
-    }
+    ${loadTile}
     workgroupBarrier();
-    for (var kk = 0; kk < ${TK}; kk = kk + 1) {
-      var av: array<f32, 4>;
-      for (var i = 0; i < 4; i = i + 1) { av[i] = f32(As[kk * ${TM} + ty * 4 + i]); }
-      for (var j = 0; j < ${cj}; j = j + 1) {
-        let bv = f32(Bs[kk * ${tn} + tx * ${cj} + j]);
-        for (var i = 0; i < 4; i = i + 1) { acc[i][j] = acc[i][j] + av[i] * bv; }
-      }
-    }
+    ${inner}
     workgroupBarrier();
   }
   let base = i32(wid.z) * u.M * u.N;
-  for (var i = 0; i < 4; i = i + 1) {
-    let m = m0 + ty * 4 + i;
-    if (m >= u.M) { continue; }
-    for (var j = 0; j < ${cj}; j = j + 1) {
-      let n = n0 + tx * ${cj} + j;
-      if (n < u.N) { out[base + m * u.N + n] = acc[i][j]; }
-    }
-  }
+  ${store}
 }`;
 }
 
@@ -320,7 +348,7 @@ function runGemm(
 ): TensorInfo {
   const device = backend.device as GPUDevice;
   const useHalf = webgpuHalfOperands(device);
-  const tn = p.N <= 16 ? 16 : 64;
+  const tn = p.N <= 16 ? 16 : p.N <= 32 ? 32 : 64;
   const tilesN = Math.ceil(p.N / tn), tiles = Math.ceil(p.M / TM) * tilesN;
   // split-K: more workgroups along K when the output has too few tiles, each slice at least MIN_SPLIT_K
   let splits = 1;
@@ -340,8 +368,11 @@ function runGemm(
   const pipeline = cachedPipeline(device, key, () => gemmShader(p, tn, useHalf));
   const [gx, gy] = workgroupGrid(device, tiles, `${p.name} (lmpipe webgpu conv)`);
   const int = (v: number) => ({ type: "int32", data: [v] });
+  const program = new PROGRAMS[p.name](pipeline, [splits * p.M * p.N], [gx, gy, splits]);
+  const elements = (t: TensorInfo) => t.shape.reduce((x, y) => x * y, 1);
+  program.cost = { flops: 2 * p.M * p.N * p.K, bytes: 4 * (elements(a) + elements(b) + splits * p.M * p.N) };
   backend.recordAndSubmit(
-    new PROGRAMS[p.name](pipeline, [splits * p.M * p.N], [gx, gy, splits]),
+    program,
     flatView(target),
     [flatView(a), flatView(b)],
     [p.M, p.N, p.K, kPer, tilesN, tiles, ...GEOMETRY_FIELDS.map((f) => p.geometry[f])].map(int),
