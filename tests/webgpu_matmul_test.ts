@@ -171,8 +171,25 @@ if (gpu.ok) {
     assert(plan.splits > 1, `64x48x4096 should split K (plan ${JSON.stringify(plan)})`);
     assert.equal(planMatMul(1, 1024, 1024, 1024, 1e9).splits, 1, "a square 1024 GEMM fills the GPU unsplit");
     assert.equal(planMatMul(1, 2048, 2048, 64, 1e9).tile.name, "large");
-    assert.equal(planMatMul(1, 1024, 1024, 64, 1e9).tile.name, "medium");
+    assert.equal(planMatMul(1, 1024, 1024, 64, 1e9).tile.name, "large");
+    assert.equal(planMatMul(1, 512, 512, 64, 1e9).tile.name, "medium");
     assert.equal(planMatMul(1, 256, 256, 64, 1e9).tile.name, "small");
+    // the choices the H200's timings asked for (planMatMul's comment): a K of 1536 unsplit on 48
+    // workgroups of 128x128; K = 50304 split 64 ways on the tile that pads the output least
+    const mlp = planMatMul(1, 2048, 384, 1536, 1e9);
+    assert.deepEqual([mlp.tile.name, mlp.splits], ["large", 1]);
+    for (const [M, N, tile] of [[333, 384, "large"], [50, 384, "medium"], [333, 32, "small"]] as const) {
+      const head = planMatMul(1, M, N, 50304, 1e9);
+      assert.equal(head.tile.name, tile, `${M} x ${N} x 50304`);
+      assert(
+        head.splits >= 63,
+        `${M} x ${N} x 50304: ${head.splits} splits (64 asked, K ranges rounded to BK)`,
+      );
+    }
+    assert(
+      planMatMul(1, 333, 384, 50304, 4 * 333 * 384).splits <= 4,
+      "no more partial sums than a binding holds",
+    );
     await checkMatMul(operand([4096, 64]), operand([4096, 48]), true, false, "dW = x^T dy, K = 4096");
     await checkMatMul(operand([6, 50304]), operand([50304, 5]), false, false, "K = 50304");
     await checkMatMul(

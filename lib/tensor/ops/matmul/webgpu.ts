@@ -9,12 +9,11 @@
 //     registers while the current ones are multiplied;
 //   - each thread keeps a TM x TN block of C in registers (vec4 accumulators, f32), so every value
 //     read from workgroup memory feeds TM or TN multiply-adds;
-//   - tiles: 128x128 (BK 8, 8x8 per thread, 256 threads) when that gives each SM of an H100 a
-//     workgroup, else 64x64 (BK 16, 4x4, 256 threads) when that does, else 32x32 (BK 16, 4x4, 64
-//     threads); split-K when a roofline estimate says so (the weight gradients [768 x B*T] x
-//     [B*T x 3072], the tied head's input gradient with K = 50304): S workgroups per block each sum a
-//     K range into a partial buffer, and a second dispatch adds the S partials in order (deterministic,
-//     no atomics) and applies the epilogue;
+//   - tiles: 128x128 (BK 8, 8x8 per thread, 256 threads), 64x64 (BK 16, 4x4, 256 threads) and 32x32
+//     (BK 16, 4x4, 64 threads), chosen by planMatMul from timings on an H200; split-K for a long K
+//     into a small output (the tied head's input gradient, K = 50304): S workgroups per block each
+//     sum a K range into a partial buffer, and a second dispatch adds the S partials in order
+//     (deterministic, no atomics) and applies the epilogue;
 //   - one shader variant per (tile, transposeA, transposeB, epilogue), compiled once per device
 //     (cachedPipeline); shapes, strides and offsets are uniforms, so a new shape compiles nothing;
 //   - batch broadcasting over up to 3 outer dimensions by per-dimension strides (0 where broadcast);
@@ -413,41 +412,53 @@ interface Plan {
   kChunk: number;
 }
 
-// What the tile and split-K choice assumes of the GPU (an H100's fp32 rate without tensor cores, its
-// memory bandwidth, and a few microseconds per extra dispatch).
-const PLAN_FLOPS = 67e12, PLAN_BYTES_PER_S = 3.35e12, PLAN_LAUNCH_S = 4e-6;
+// The tile and split-K choice, from timings of every tile and split factor on every GEMM shape of gpt and
+// pixel-attn `small` steps on an H200 (bench/gpu/shapes.ts --plans, 2026-12-04; docs/gpu.md):
+//   - splitting a K of up to ~2k never paid: the partial sums' buffer and the second dispatch cost more
+//     than the fill they bring (e.g. [2048 x 1536] x [1536 x 384]: 0.14 ms unsplit on 48 workgroups of
+//     the 128x128 tile, 0.27 ms split in 2 on 64x64 tiles, the old choice);
+//   - a long K against a small output (the tied head's input gradient: K = 50304 into 333 x 384) wants
+//     as many splits as allowed, on the tile that wastes the least of the output: 0.90 ms at 128x128 x 64
+//     splits against 3.5 ms at 32x32 x 2 (the old choice); 32 x 384 and 25 x 32 outputs favour the
+//     smaller tiles, which pad less;
+//   - the 128x128 tile beat 64x64 wherever it had 32 or more workgroups, though 32 do not fill 132 SMs.
+/** Workgroups of the 128x128 (else 64x64) tile that are enough to prefer it. */
+const MIN_BLOCKS = 32;
+/** Shortest K range of one split, and the least K that is split at all. */
+const MIN_SPLIT_K = 512, SPLIT_FROM_K = 4096;
+/** Relative cost per output computed by each tile (padding included): the smaller tiles do less work per
+ * value read from workgroup memory. */
+const TILE_COST: Record<string, number> = { large: 1, medium: 1.5, small: 2.5 };
 
 /**
- * Tile and split-K factor for a batch of M x N outputs over K: the largest of the 128x128, 64x64 and
- * 32x32 tiles that gives every SM a workgroup (32x32 when none does). Split-K (K ranges of at least 128, at most 64 of them, and no more partial
- * sums than one binding holds) when it is predicted faster: the GEMM's time at peak divided by the
- * share of FILL_WORKGROUPS it keeps busy, plus, when split, one more dispatch that reads the partials.
+ * Tile and split-K factor for a batch of M x N outputs over K. A long K (at least SPLIT_FROM_K and four
+ * times M + N) is split into as many ranges as allowed (at least MIN_SPLIT_K each, at most 64, and no
+ * more partial sums than one binding holds), on the tile with the least padded output times its
+ * TILE_COST; any other shape runs unsplit on the 128x128 tile when that gives MIN_BLOCKS workgroups,
+ * else the 64x64 one when that does, else 32x32.
  */
 export function planMatMul(batch: number, M: number, N: number, K: number, partialLimitFloats: number): Plan {
   const blocks = (t: Tile) => batch * Math.ceil(M / t.BM) * Math.ceil(N / t.BN);
-  const tile = forced?.tile ??
-    (blocks(TILES.large) >= SMS ? TILES.large : blocks(TILES.medium) >= SMS ? TILES.medium : TILES.small);
   const outs = batch * M * N;
   const maxSplits = Math.max(
     1,
-    Math.min(64, Math.floor(K / 128), Math.floor(partialLimitFloats / Math.max(1, outs))),
+    Math.min(64, Math.floor(K / MIN_SPLIT_K), Math.floor(partialLimitFloats / Math.max(1, outs))),
   );
-  const time = (S: number) => {
-    const gemm = (2 * outs * K) / PLAN_FLOPS / Math.min(1, (blocks(tile) * S) / FILL_WORKGROUPS);
-    if (S === 1) return gemm;
-    const reduceGroups = Math.ceil(outs / REDUCE_THREADS);
-    return gemm + PLAN_LAUNCH_S +
-      (4 * (S + 1) * outs) / PLAN_BYTES_PER_S / Math.min(1, reduceGroups / FILL_WORKGROUPS);
-  };
-  let splits = 1;
-  if (forced?.splits != null) splits = forced.splits;
-  else {
-    for (let S = 2; S <= maxSplits; S *= 2) if (time(S) < time(splits)) splits = S;
-  }
+  const longK = K >= SPLIT_FROM_K && K >= 4 * (M + N) && maxSplits > 1;
+  const padded = (t: Tile) => blocks(t) * t.BM * t.BN * TILE_COST[t.name];
+  const tile = forced?.tile ??
+    (longK
+      ? [TILES.large, TILES.medium, TILES.small].reduce((a, b) => (padded(b) < padded(a) ? b : a))
+      : blocks(TILES.large) >= MIN_BLOCKS
+      ? TILES.large
+      : blocks(TILES.medium) >= MIN_BLOCKS
+      ? TILES.medium
+      : TILES.small);
+  const splits = forced?.splits ?? (longK ? maxSplits : 1);
   if (splits <= 1) return { tile, splits: 1, kChunk: Math.max(K, 1) };
   const kChunk = Math.ceil(K / splits / tile.BK) * tile.BK;
-  splits = Math.ceil(K / kChunk);
-  return { tile, splits, kChunk: splits <= 1 ? Math.max(K, 1) : kChunk };
+  const used = Math.ceil(K / kChunk);
+  return { tile, splits: used, kChunk: used <= 1 ? Math.max(K, 1) : kChunk };
 }
 
 /** Outer (batch) dimensions of out, padded to 3, and each operand's element stride per dimension. */
