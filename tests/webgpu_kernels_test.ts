@@ -334,10 +334,24 @@ if (gpu.ok) {
         assert(ok, `step ${i + 1}: loss ${on.losses[i]} (fused) vs ${off.losses[i]} (op chains)`);
       }
       assert(on.losses[2] < on.losses[0], `the loss should fall: ${on.losses}`);
+      // On a GPU the driver may contract a * b + c into one fma inside a fused shader, so gradients
+      // differ in their last bits (an H200 showed it). AdamW carries that into the weights, and where a
+      // gradient is nothing but rounding noise it turns the noise into steps of up to lr in either
+      // direction: the attention's key bias, whose gradient is zero in exact arithmetic (q . b_k is
+      // the same for every key of a query, and the softmax ignores a constant). There only the step
+      // size is checked. Under mixed, binary16 rounding at the layer boundaries spreads a last-bit
+      // difference to a half-precision ulp of single values: 4.9e-5 on the H200, hence 1e-4.
+      const tol = precision === "mixed" ? 1e-4 : 1e-5, C = 32, lr = 1e-2;
       for (const [n, a] of on.params) {
         const b = off.params.get(n)!;
         if (software) assert.equal(bitDiffs(a, b), 0, `${n}: weights differ in bits`);
-        else assert(maxRelErr(a, b) <= 1e-5, `${n}: relative error ${maxRelErr(a, b)}`);
+        else if (n.endsWith("attn.c_attn.bias")) {
+          const key = (x: Float32Array) => x.subarray(C, 2 * C);
+          const rest = (x: Float32Array) => Float32Array.from([...x.subarray(0, C), ...x.subarray(2 * C)]);
+          const keyStep = Math.max(...key(a).map((v, i) => Math.abs(v - key(b)[i])));
+          assert(keyStep <= 2 * lr * 3, `${n}: key bias differs by ${keyStep}, more than AdamW's steps`);
+          assert(maxRelErr(rest(a), rest(b)) <= tol, `${n}: relative error ${maxRelErr(rest(a), rest(b))}`);
+        } else assert(maxRelErr(a, b) <= tol, `${n}: relative error ${maxRelErr(a, b)}`);
       }
     });
   }
