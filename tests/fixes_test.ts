@@ -551,3 +551,55 @@ Deno.test("tile gradient: dy summed over the repeats, at ranks 1-5 and repeats o
     }
   }
 });
+
+// --- Mean's gradient (patches/gradients.ts) ----------------------------------------------------------
+Deno.test("mean gradient: dy / n broadcast over the averaged axes (any axes, keepDims), no host-made ones", async () => {
+  const cases: [number[], number | number[], boolean][] = [
+    [[4, 3, 3, 5], [1, 2], false], // an image model's global average pool
+    [[4, 3, 3, 5], [1, 2], true],
+    [[6], 0, false],
+    [[2, 3, 4], -1, false],
+    [[2, 3, 4], [0, 2], true],
+  ];
+  for (const b of backends) {
+    for (const [ci, [shape, axis, keepDims]] of cases.entries()) {
+      const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + shape.length : a));
+      const outShape = shape.filter((_, i) => !axes.includes(i) || keepDims).map((d, i) =>
+        keepDims && axes.includes(i) ? 1 : d
+      );
+      const nOut = outShape.reduce((p, c) => p * c, 1);
+      const dy = randomArray(nOut, 700 + ci);
+      const made: string[] = [];
+      const [got] = await on(b, () => {
+        const w = t(outShape, 700 + ci), x = t(shape, 800);
+        // deno-lint-ignore no-explicit-any
+        const engine = tf.engine() as any;
+        const makeTensor = engine.makeTensor;
+        engine.makeTensor = (v: unknown, s: number[], d: string, be: unknown) => {
+          if (s.length > 0) made.push(`[${s}]`);
+          return makeTensor.call(engine, v, s, d, be);
+        };
+        try {
+          return [tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.mean(x, axis, keepDims), w)))(x)];
+        } finally {
+          engine.makeTensor = makeTensor;
+        }
+      });
+      // reference: input position i gets dy of the output it is averaged into, over n
+      const n = axes.reduce((p, a) => p * shape[a], 1);
+      const size = shape.reduce((p, c) => p * c, 1);
+      const strides = shape.map((_, i) => shape.slice(i + 1).reduce((p, c) => p * c, 1));
+      const want = new Float32Array(size);
+      for (let i = 0; i < size; i++) {
+        let o = 0;
+        for (let d = 0; d < shape.length; d++) {
+          if (axes.includes(d)) continue;
+          o = o * shape[d] + (Math.floor(i / strides[d]) % shape[d]);
+        }
+        want[i] = dy[o] / n;
+      }
+      assertClose(got, want, TOL[b], `${b}: mean [${shape}] over ${JSON.stringify(axis)}`);
+      assert(!made.includes(`[${shape}]`), `${b}: a tensor of x's shape was made on the host (${made})`);
+    }
+  }
+});

@@ -9,6 +9,7 @@ import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { toHalfOps } from "../lib/precision.ts";
 import { IMAGE_NORM_EPS, imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
+import { setConvTileRows } from "../lib/tensor/ops/conv2d/webgpu.ts";
 import {
   assertClose,
   dispatchedBy,
@@ -130,16 +131,17 @@ const describe = (c: Case) =>
   }`;
 
 if (gpu.ok) {
-  Deno.test("webgpu convs: y, dx, dw match float64 on the models' shapes and odd ones; one dispatch each (+ split-K sums)", async () => {
+  Deno.test("webgpu convs: y, dx, dw match float64 on the models' shapes and odd ones, tiles of 64 and 128 rows; one dispatch each (+ split-K sums)", async () => {
     await initBackend("webgpu", { quiet: true });
     setWebgpuConvEnabled(true);
     let seed = 11, splitSums = 0;
-    for (const c of CASES) {
+    for (const [rows, c] of [64, 128].flatMap((r) => CASES.map((c) => [r, c] as const))) {
+      setConvTileRows(rows as 64 | 128);
       const { oh, ow } = geometry(c);
       const x = randomArray(c.n * c.h * c.w * c.ci, seed++);
       const w = randomArray(c.kh * c.kw * c.ci * c.co, seed++);
       const dy = randomArray(c.n * oh * ow * c.co, seed++);
-      const what = describe(c);
+      const what = `${describe(c)}, ${rows}-row tiles`;
       const got = await convRun(c, x, w, dy);
       const want = convRef(c, x, w, dy);
       assertClose(got.y, want.y, TOL, `${what}: y`);
@@ -163,7 +165,8 @@ if (gpu.ok) {
       assert(sums <= 3 && got.backward.length === 3 + sums, `${what}: ${got.backward}`);
       splitSums += sums;
     }
-    assert(splitSums >= 3, `the split-K path ran ${splitSums} times`);
+    setConvTileRows(64);
+    assert(splitSums >= 6, `the split-K path ran ${splitSums} times`);
   });
 
   Deno.test("webgpu convs: LMPIPE_WEBGPU_CONV's switch off runs TF.js's kernels, with the same numbers", async () => {

@@ -339,9 +339,10 @@ if (gpu.ok) {
       // gradient is nothing but rounding noise it turns the noise into steps of up to lr in either
       // direction: the attention's key bias, whose gradient is zero in exact arithmetic (q . b_k is
       // the same for every key of a query, and the softmax ignores a constant). There only the step
-      // size is checked. Under mixed, binary16 rounding at the layer boundaries spreads a last-bit
-      // difference to a half-precision ulp of single values: 4.9e-5 on the H200, hence 1e-4.
-      const tol = precision === "mixed" ? 1e-4 : 1e-5, C = 32, lr = 1e-2;
+      // size is checked. Under mixed, binary16 rounding at the layer boundaries turns a last-bit
+      // difference into a half-precision ulp (2^-11 relative) of single values: two H200 runs measured
+      // 4.9e-5 and 5.3e-4, hence 2e-3.
+      const tol = precision === "mixed" ? 2e-3 : 1e-5, C = 32, lr = 1e-2;
       for (const [n, a] of on.params) {
         const b = off.params.get(n)!;
         if (software) assert.equal(bitDiffs(a, b), 0, `${n}: weights differ in bits`);

@@ -358,6 +358,12 @@ if (gpu.ok) {
     } finally {
       setOwnMatMulEnabled(true);
     }
+    // The variable is read when the module loads: a child process imports it from the source tree, which
+    // a bundled copy of this test (bench/gpu/prepare.sh, on a GPU node without node_modules) cannot do.
+    if (!import.meta.url.endsWith(".ts")) {
+      console.error("LMPIPE_WEBGPU_MATMUL=0 in a child process: not checked from a bundle");
+      return;
+    }
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "eval",

@@ -39,7 +39,7 @@ type TensorInfo = tf.TensorInfo;
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs: tf.NamedAttrMap };
 type KernelFn = (args: KernelArgs) => TensorInfo;
 
-const TM = 64, TK = 16, THREADS = 256;
+const TK = 16, THREADS = 256;
 /** Workgroups a dispatch should have before split-K stops adding more (about 2 per SM of a big GPU). */
 const TARGET_WORKGROUPS = 264;
 /** The least K a split-K slice gets (shorter slices cost more in the final sum than they save). */
@@ -91,15 +91,30 @@ const GEOMETRY_FIELDS = [
   "pl",
 ];
 
-/** A tile's row stride in workgroup memory: TM plus 4, so that 16 threads storing one m at 16 k's fall
- * in 8 banks instead of one (a 16-way conflict), while rows stay vec4-aligned. */
-const AS_STRIDE = TM + 4;
+// Rows per tile (the output rows a workgroup computes, 4 or 8 per thread): 64 or 128, from
+// LMPIPE_WEBGPU_CONV_ROWS (for measuring both on a GPU; bench/gpu/shapes.ts) or 64.
+let tileRows = readTileRows();
+function readTileRows(): number {
+  try {
+    return Deno.env.get("LMPIPE_WEBGPU_CONV_ROWS") === "128" ? 128 : 64;
+  } catch {
+    return 64; // no env permission
+  }
+}
+/** For tests and benchmarks: rows per conv tile, 64 or 128. */
+export function setConvTileRows(rows: 64 | 128): void {
+  tileRows = rows;
+}
 
 // Everything a thread keeps (its A and B load state, its 4 x cj sums) is a named variable and every
 // loop over them is unrolled here in TypeScript: WGSL arrays indexed in loops may be left in local
 // memory by a GPU's compiler, which on an H200 made these kernels ~100x slower than the GEMM's.
-function gemmShader(p: GemmPlan, tn: number, useHalf: boolean): string {
+function gemmShader(p: GemmPlan, tn: number, useHalf: boolean, TM: number): string {
   const cj = tn / 16; // columns per thread: 4 (a vec4), 2 (a vec2) or 1
+  const RM = TM / 16; // rows per thread: 4 or 8, read from workgroup memory as RM / 4 vec4s
+  // The A tile's row stride in workgroup memory: TM plus 4, so that 16 threads storing one m at 16 k's
+  // fall in 8 banks instead of one (a 16-way conflict), while rows stay vec4-aligned.
+  const AS_STRIDE = TM + 4;
   const RA = (TM * TK) / THREADS, RB = (tn * TK) / THREADS; // A and B elements each thread loads
   const st = useHalf ? "f16" : "f32";
   const vec = (t: string) => (cj === 1 ? t : `vec${cj}<${t}>`); // cj values of type t
@@ -133,23 +148,32 @@ function gemmShader(p: GemmPlan, tn: number, useHalf: boolean): string {
       }
       ${p.bRadix ? `bDig${r} = advance(bDig${r}, ${TK}, rb0, rb1);` : ""}
     }`, "\n    ");
-  // one k of the tile: the thread's 4 rows of A as a vec4, its cj columns of B, 4 x cj multiply-adds
+  // one k of the tile: the thread's RM rows of A as vec4s, its cj columns of B, RM x cj multiply-adds
   // (a product then a sum, as before: the same rounding in the same k order)
   const comp = each(
-    ["x", "y", "z", "w"].length,
-    (i) => `acc${i} = acc${i} + ${cj > 1 ? `${vec("f32")}(a.${"xyzw"[i]})` : `a.${"xyzw"[i]}`} * b;`,
+    RM,
+    (i) => {
+      const ai = `a${i >> 2}.${"xyzw"[i & 3]}`;
+      return `acc${i} = acc${i} + ${cj > 1 ? `${vec("f32")}(${ai})` : ai} * b;`;
+    },
     " ",
   );
   const inner = each(
     TK,
     (kk) =>
-      `{ let a = vec4<f32>(As[${(kk * AS_STRIDE) / 4} + ty]); ` +
+      `{ ${
+        each(
+          RM / 4,
+          (q) => `let a${q} = vec4<f32>(As[${(kk * AS_STRIDE) / 4} + ty * ${RM / 4} + ${q}]);`,
+          " ",
+        )
+      } ` +
       `let b = ${vec("f32")}(Bs[${(kk * tn) / cj} + tx]); ${comp} }`,
     "\n      ",
   );
-  const store = each(4, (i) =>
+  const store = each(RM, (i) =>
     `{
-    let m = m0 + ty * 4 + ${i};
+    let m = m0 + ty * ${RM} + ${i};
     if (m < u.M) {
       ${
       each(cj, (j) =>
@@ -211,7 +235,7 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let kEnd = min(u.K, kStart + u.kPer);
   let tx = lid % 16;
   let ty = lid / 16;
-  ${each(4, (i) => `var acc${i}: ${acc};`, " ")}
+  ${each(RM, (i) => `var acc${i}: ${acc};`, " ")}
   // what each of this thread's A and B loads needs, decoded once
   let ra0 = ${p.kRadix[0]};
   let ra1 = ${p.kRadix[1]};
@@ -349,6 +373,7 @@ function runGemm(
   const device = backend.device as GPUDevice;
   const useHalf = webgpuHalfOperands(device);
   const tn = p.N <= 16 ? 16 : p.N <= 32 ? 32 : 64;
+  const TM = tileRows;
   const tilesN = Math.ceil(p.N / tn), tiles = Math.ceil(p.M / TM) * tilesN;
   // split-K: more workgroups along K when the output has too few tiles, each slice at least MIN_SPLIT_K
   let splits = 1;
@@ -364,8 +389,8 @@ function runGemm(
   const out = backend.makeTensorInfo(shape, "float32") as TensorInfo;
   const target = splits > 1 ? backend.makeTensorInfo([splits * p.M * p.N], "float32") as TensorInfo : out;
   for (const t of [a, b, target]) backend.uploadToGPU(t.dataId);
-  const key = `LmpipeConv:${p.name}:${tn}:${useHalf}`;
-  const pipeline = cachedPipeline(device, key, () => gemmShader(p, tn, useHalf));
+  const key = `LmpipeConv:${p.name}:${TM}x${tn}:${useHalf}`;
+  const pipeline = cachedPipeline(device, key, () => gemmShader(p, tn, useHalf, TM));
   const [gx, gy] = workgroupGrid(device, tiles, `${p.name} (lmpipe webgpu conv)`);
   const int = (v: number) => ({ type: "int32", data: [v] });
   const program = new PROGRAMS[p.name](pipeline, [splits * p.M * p.N], [gx, gy, splits]);
