@@ -7,7 +7,7 @@
 #               every model x preset the run measures (bench/gpu/model_config.ts, ~30 s here), which
 #               bench/torch_reference.py builds its PyTorch models from.
 # Usage: bash bench/gpu/prepare.sh [entry.ts ...]
-#   (default: what bench/gpu/run_all.sh runs, and bench/gpu/probe.ts)
+#   (default: what bench/gpu/run_all.sh runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exclude="$(git rev-parse --git-path info/exclude)" # .git may be a file (a worktree)
@@ -24,7 +24,7 @@ fi
 deno_bin="$(command -v deno || npx -y deno@2.9.6 eval 'console.log(Deno.execPath())')"
 [ -s .devcarry/deno.xz ] || xz -T2 -6 -c "$deno_bin" > .devcarry/deno.xz
 entries=("$@")
-[ ${#entries[@]} -gt 0 ] || entries=(bench/gpu/probe.ts bench/gpu/gemm.ts bench/gpu/train_step.ts bench/webgpu_audit.ts)
+[ ${#entries[@]} -gt 0 ] || entries=(bench/gpu/gemm.ts bench/gpu/train_step.ts bench/webgpu_audit.ts bench/webgpu_host.ts)
 for e in "${entries[@]}"; do
   name="$(basename "${e%.ts}")"
   "$deno_bin" bundle --platform=deno -o ".devcarry/$name.js" "$e"

@@ -114,9 +114,26 @@ for c in pick(bench="model_config"):
               f"{'yes' if t[0]['params'] == c['params'] else '**NO**'} |")
 print()
 
+hosts = [r for r in rows if "host_ms" in r and "variant" in r]
+if hosts:
+    print("## Host time of a step (bench/webgpu_host.ts, median of the timed steps)\n")
+    print("wall = host + waiting; host = recording dispatches (of which bind groups) + TF.js's engine and lmpipe's "
+          "op code outside recording + queue submits; waiting = on the step's host read and its final sync (Deno's "
+          "WebGPU takes ~11 ms per read even with the GPU idle: bench/gpu/sync_latency.ts).\n")
+    print("| model | preset | batch | dispatches | wall ms | host ms | recording ms (bind groups) | outside recording ms | "
+          "submits ms | waiting ms | reads | host us per dispatch |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for h in hosts:
+        print(f"| {h['model']} | {h['preset']} | {h['batch_size']} | {h['dispatches']} | {fmt(h['wall_ms'])} | "
+              f"{fmt(h['host_ms'])} | {fmt(h['record_ms'])} ({fmt(h['bind_group_ms'])}) | {fmt(h['outside_record_ms'])} | "
+              f"{fmt(h['submit_ms'])} | {fmt(h['waiting_ms'])} | {h['reads']} | {fmt(h['host_us_per_dispatch'], 0)} |")
+    print()
+
 audits = [r for r in rows if r.get("summary")]
 if audits:
     print("## Dispatch audit (bench/webgpu_audit.ts)\n")
+    print("Measured GPU ms: every dispatch timed with timestamp queries, which puts each in its own pass; short "
+          "kernels come out inflated (on the H200 the sum exceeded the step's wall time), so read it as a ranking.\n")
     print("| model | preset | batch | matMul | dispatches | predicted ms/step | measured GPU ms | "
           "underfilled | far above roofline |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|")

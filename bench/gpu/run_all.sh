@@ -6,7 +6,10 @@
 #     pixel-cumsum, pixel-attn, pixel-attn-wide) at `small`, lmpipe fp32 and mixed against PyTorch CUDA
 #     fp32 and bf16 autocast (bench/torch_reference.py, built from lmpipe's own configs with equal
 #     parameter counts); gpt also with TF.js's stock matMul;
-#   - the dispatch audit of a gpt small step with every dispatch timed on the GPU (--measure);
+#   - where the host time of a gpt and a pixel-attn small step goes (bench/webgpu_host.ts: recording,
+#     bind groups, TF.js's engine, waiting on reads);
+#   - the dispatch audit of a gpt small step with every dispatch timed on the GPU (--measure; timestamp
+#     queries split every dispatch into its own pass, which inflates short kernels: read it as a ranking);
 #   - then the `study` presets, as far as the time budget allows;
 # and writes $OUT/gpu_results.md (bench/gpu/report.py) plus each part's JSON lines and log in $OUT.
 #
@@ -23,7 +26,8 @@
 #                     PyTorch's parameter counts against lmpipe's)
 #   the node's plan:  bash bench/gpu/run_all.sh --plan  (prints the parts, estimates and skips; runs nothing)
 # Environment: OUT (results folder; default a new /tmp/lmpipe-gpu-*), LMPIPE_GPU_BUDGET_S (default 450 on
-# the node, 3600 in a dry run).
+# the node, 3600 in a dry run), LMPIPE_GPU_SKIP (an extended regex: parts whose names match are skipped, e.g.
+# 'stock|audit' to leave time for the study presets).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 dry=0 plan_only=0
@@ -42,7 +46,7 @@ export NO_COLOR=1
 if [ $plan_only = 1 ]; then
   DENO=/tmp/deno PY=python3 NOCUDA=skip SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=2 TSTEPS=3
 fi
-[ $plan_only = 1 ] || for f in gemm.js train_step.js webgpu_audit.js model_config.jsonl; do
+[ $plan_only = 1 ] || for f in gemm.js train_step.js webgpu_audit.js webgpu_host.js model_config.jsonl; do
   [ -s ".devcarry/$f" ] || { echo "run_all: .devcarry/$f missing: run bash bench/gpu/prepare.sh first" >&2; exit 2; }
 done
 
@@ -53,6 +57,15 @@ TMIN=$([ $dry = 1 ] && echo 120 || echo 30) # llvmpipe takes up to ~30 s for a t
 part() {
   local name=$1 est=$2 secs=$((3 * $2 > TMIN ? 3 * $2 : TMIN))
   shift 2
+  if [ -n "${LMPIPE_GPU_SKIP:-}" ] && [[ $name =~ $LMPIPE_GPU_SKIP ]]; then
+    if [ "$phase" = plan ]; then
+      printf 'run_all:   %-34s ~%4d s  matches LMPIPE_GPU_SKIP: skipped\n' "$name" "$est" >&2
+    else
+      printf '{"bench":"step","name":"%s","rc":"skipped (LMPIPE_GPU_SKIP)","seconds":0,"estimate_s":%d}\n' \
+        "$name" "$est" >> "$OUT/steps.jsonl"
+    fi
+    return
+  fi
   if [ "$phase" = plan ]; then
     if [ $((planned + est)) -le "$BUDGET" ]; then
       planned=$((planned + est))
@@ -130,6 +143,10 @@ plan() {
     part "torch_${m}_$P1" "$(est "torch_${m}_$P1")" \
       $TORCH --model $m --preset $P1 --batch $b --steps $TSTEPS --warmup-steps 2 --precision fp32,bf16
   done
+  part "host_gpt_$P1" 12 $DENO run -A .devcarry/webgpu_host.js --model gpt --preset $P1 --batch-size $GB \
+    --steps 3 --json
+  part "host_pixel-attn_$P1" 12 $DENO run -A .devcarry/webgpu_host.js --model pixel-attn --preset $P1 \
+    --batch-size $PB --steps 3 --json
   part "gpt_${P1}_fp32_stock" "$(est "gpt_${P1}_fp32_stock")" \
     $TRAIN --model gpt --preset $P1 --batch-size $GB --steps $STEPS --matmul stock
   part audit_gpt 12 $DENO run -A .devcarry/webgpu_audit.js --model gpt --preset $P1 --batch-size $GB \
