@@ -1,9 +1,16 @@
 // One training step on webgpu as lib/train_loop.ts takes it (grad-accum 1, loss scale 1: forward,
-// backward, gradient norm with the step's one host read, AdamW), ending with a GPU sync so that its wall
-// time is real; and a timer of shader/pipeline compilation. Shared by bench/webgpu_audit.ts and
+// backward, gradient norm, the clip factor computed on the device, AdamW, then the step's one host read,
+// which waits for all of it, so that its wall time is real); and a timer of shader/pipeline compilation. Shared by bench/webgpu_audit.ts and
 // bench/gpu/train_step.ts.
 import { readData, tf } from "../lib/tensor/backend.ts";
-import { AdamW, ADAMW_DEFAULTS, clipCoefficient, sumOfSquares } from "../lib/optim.ts";
+import {
+  AdamW,
+  ADAMW_DEFAULTS,
+  clipCoefficient,
+  deviceStepControl,
+  stepControlOnDevice,
+  sumOfSquares,
+} from "../lib/optim.ts";
 import { Rng } from "../lib/rng.ts";
 import type { LanguageModel, Precision } from "../lib/models/types.ts";
 
@@ -33,11 +40,18 @@ export function makeTrainStep(model: LanguageModel, B: number, precision: Precis
     });
     const acc = vars.map((v) => grads[v.name]);
     const both = tf.tidy(() => tf.stack([sumOfSquares(acc, 1), value]));
+    const gmap = new Map(names.map((n, i) => [n, acc[i]]));
+    const onDevice = stepControlOnDevice();
+    if (onDevice) {
+      const control = deviceStepControl(both, 1, 1);
+      optimizer.step(gmap, 3e-4, 1, control);
+      control.dispose();
+    }
     const [sq, loss] = await readData(both);
     both.dispose(), value.dispose();
-    optimizer.step(new Map(names.map((n, i) => [n, acc[i]])), 3e-4, clipCoefficient(Math.sqrt(sq), 1));
+    if (!onDevice) optimizer.step(gmap, 3e-4, clipCoefficient(Math.sqrt(sq), 1));
     acc.forEach((t) => t.dispose());
-    await gpuSync();
+    if (!onDevice) await gpuSync();
     return loss;
   };
   return { step, tokens: B * T, dispose: () => optimizer.dispose() };

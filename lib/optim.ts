@@ -62,8 +62,13 @@ export class AdamW {
     });
   }
 
-  /** Applies one update with gradients `grads` (by parameter name), each multiplied by `gradScale` first. */
-  step(grads: Map<string, tf.Tensor>, lr: number, gradScale = 1): void {
+  /**
+   * Applies one update with gradients `grads` (by parameter name), each multiplied by `gradScale` first.
+   * With `control` (deviceStepControl: [scale, apply] on the device) the gradients are multiplied by
+   * gradScale * scale, and where apply is 0 nothing changes; the caller learns which when it reads the
+   * step's values and then calls undoSkippedStep().
+   */
+  step(grads: Map<string, tf.Tensor>, lr: number, gradScale = 1, control?: tf.Tensor): void {
     this.t += 1;
     const { beta1, beta2, eps, weightDecay } = this.opts;
     const bc1 = 1 - Math.pow(beta1, this.t);
@@ -94,13 +99,16 @@ export class AdamW {
       for (let i = 0; i < names.length; i += k) {
         const group = names.slice(i, i + k);
         tf.tidy(() => {
-          const outs = adamWFusedGroup(group.map((name) => ({
-            p: this.params.get(name)!,
-            g: gradOf(name),
-            m: this.m.get(name)!,
-            v: this.v.get(name)!,
-            c: constants(name),
-          })));
+          const outs = adamWFusedGroup(
+            group.map((name) => ({
+              p: this.params.get(name)!,
+              g: gradOf(name),
+              m: this.m.get(name)!,
+              v: this.v.get(name)!,
+              c: constants(name),
+            })),
+            control,
+          );
           group.forEach((name, j) => {
             this.m.get(name)!.assign(outs[3 * j + 1]);
             this.v.get(name)!.assign(outs[3 * j + 2]);
@@ -115,7 +123,7 @@ export class AdamW {
       const m = this.m.get(name)!, v = this.v.get(name)!;
       const decays = weightDecay > 0 && this.opts.decays(name);
       tf.tidy(() => {
-        if (fused) {
+        if (fused && !control) {
           // The same float32 operations as the chain below, with the same host-computed constants.
           const [p1, m1, v1] = adamWFused(p, g0, m, v, constants(name));
           m.assign(m1);
@@ -123,17 +131,26 @@ export class AdamW {
           p.assign(p1);
           return;
         }
-        const g = gradScale === 1 ? g0 : tf.mul(g0, gradScale);
+        const scale = control ? tf.mul(gradScale, tf.reshape(tf.slice(control, [0], [1]), [])) : gradScale;
+        const g = scale === 1 ? g0 : tf.mul(g0, scale);
         const m1 = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
         const v1 = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
         const decayed = decays ? tf.mul(p, 1 - lr * weightDecay) : p;
         const denom = tf.add(tf.div(tf.sqrt(v1), sqrtBc2), eps);
         const p1 = tf.sub(decayed, tf.mul(tf.div(m1, denom), stepSize));
-        m.assign(m1);
-        v.assign(v1);
-        p.assign(p1);
+        // a skipped step (apply 0) keeps every tensor as it was
+        const skip = control ? tf.equal(tf.reshape(tf.slice(control, [1], [1]), []), 0) : null;
+        const kept = (was: tf.Tensor, now: tf.Tensor) => (skip ? tf.where(skip, was, now) : now);
+        m.assign(kept(m, m1));
+        v.assign(kept(v, v1));
+        p.assign(kept(p, p1));
       });
     }
+  }
+
+  /** The last step() ran with a control whose apply was 0: it changed nothing and does not count. */
+  undoSkippedStep(): void {
+    this.t -= 1;
   }
 
   /** Moment tensors by their saved names. */
@@ -216,6 +233,36 @@ export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.
       tensors.map((g) => tf.sum(tf.square(scale === 1 ? g : tf.mul(g, scale)))),
     ) as tf.Scalar;
   });
+}
+
+/**
+ * The step's clip factor and overflow verdict computed on the device from `sqAndLoss` = [sum of squares of
+ * the unscaled gradients, scaled loss], as a float32 [scale, apply] for AdamW.step's `control`: scale =
+ * clipCoefficient(sqrt(sq), maxNorm) / lossScale (in float32 here, float64 on the host), apply = 1 when
+ * both values are finite, else 0. It spares a GPU the wait for a host read between the backward pass and
+ * AdamW; the host reads sqAndLoss afterwards and reaches the same verdict.
+ */
+export function deviceStepControl(sqAndLoss: tf.Tensor, maxNorm: number, lossScale: number): tf.Tensor {
+  return tf.tidy(() => {
+    const [sq, loss] = tf.unstack(sqAndLoss);
+    const coef = maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(tf.sqrt(sq), 1e-6))) : tf.scalar(1);
+    const apply = tf.cast(tf.logicalAnd(tf.isFinite(sq), tf.isFinite(loss)), "float32");
+    return tf.stack([tf.div(coef, lossScale), apply]);
+  });
+}
+
+/**
+ * Whether the training step computes its clip factor and overflow verdict on the device and records
+ * AdamW before its host read (deviceStepControl): on webgpu, unless
+ * LMPIPE_WEBGPU_DEVICE_CLIP=0 (the host computes them after the read, as on the other backends).
+ */
+export function stepControlOnDevice(): boolean {
+  if (tf.getBackend() !== "webgpu") return false;
+  try {
+    return Deno.env.get("LMPIPE_WEBGPU_DEVICE_CLIP") !== "0";
+  } catch {
+    return true; // no env permission
+  }
 }
 
 /** Factor that scales gradients of global norm `norm` down to at most `maxNorm` (PyTorch clip_grad_norm_). */

@@ -120,6 +120,48 @@ if (gpu.ok) {
     [...pf.values(), ...pr.values()].forEach((v) => v.dispose());
   });
 
+  Deno.test("AdamW with a device-side control [scale, apply]: fused equals the op chain; apply 0 changes nothing", async () => {
+    await initBackend("webgpu", { quiet: true });
+    const opts = { ...ADAMW_DEFAULTS, decays: (n: string) => !n.endsWith(".b") };
+    const pf = makeParams("cf"), pr = makeParams("cr"), ph = makeParams("ch");
+    const fused = new AdamW(pf, { ...opts, fused: true }), ref = new AdamW(pr, { ...opts, fused: false });
+    const host = new AdamW(ph, { ...opts, fused: true }); // the same steps with the scale as a host number
+    // [scale, apply] per step; the skipped steps (apply 0) must leave params and moments bit for bit
+    const plan: [number, number][] = [[0.37 / 1024, 1], [Number.NaN, 0], [1, 1], [2.5, 0], [1e-3, 1]];
+    for (let s = 0; s < plan.length; s++) {
+      const [scale, apply] = plan[s];
+      const grads = new Map<string, tf.Tensor>();
+      let k = 0;
+      for (const [name, shape] of Object.entries(SHAPES)) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        grads.set(name, tf.tensor(randomArray(n, 300 + 10 * s + k++), shape));
+      }
+      const before = new Map<string, Float32Array>();
+      for (const [n, v] of pf) before.set(n, new Float32Array(await readData(v)));
+      const control = tf.tensor1d([scale, apply]);
+      const names = dispatchedBy(() => fused.step(grads, 6e-4, 1, control)).names;
+      assert(names.every((n) => n === "LmpipeAdamWProgram"), `fused dispatches: ${names}`);
+      ref.step(grads, 6e-4, 1, control);
+      if (apply) host.step(grads, 6e-4, Math.fround(scale));
+      else fused.undoSkippedStep(), ref.undoSkippedStep();
+      control.dispose(), grads.forEach((g) => g.dispose());
+      if (!apply) {
+        for (const [n, v] of pf) {
+          assert.equal(bitDiffs(new Float32Array(await readData(v)), before.get(n)!), 0, `${n} moved`);
+        }
+      }
+    }
+    for (const name of Object.keys(SHAPES)) {
+      await assertSame(pf.get(name)!, pr.get(name)!, `param ${name} (fused vs op chain)`);
+      await assertSame(fused.v.get(name)!, ref.v.get(name)!, `exp_avg_sq ${name} (fused vs op chain)`);
+      await assertSame(pf.get(name)!, ph.get(name)!, `param ${name} (device scale vs host scale)`);
+      await assertSame(fused.m.get(name)!, host.m.get(name)!, `exp_avg ${name} (device scale vs host scale)`);
+    }
+    assert.equal(fused.t, 3), assert.equal(ref.t, 3), assert.equal(host.t, 3);
+    fused.dispose(), ref.dispose(), host.dispose();
+    [...pf.values(), ...pr.values(), ...ph.values()].forEach((v) => v.dispose());
+  });
+
   Deno.test("fused AdamW on a parameter too long for a 1-D dispatch grid (2-D grid path)", async () => {
     await initBackend("webgpu", { quiet: true });
     const adapterLimit = adapter!.limits.maxComputeWorkgroupsPerDimension;

@@ -74,16 +74,21 @@ export function setAdamWGroupingEnabled(on: boolean): void {
   adamWGrouping = on;
 }
 
-/** Parameters one fused AdamW dispatch updates on `device` (its storage buffers per stage / 7). */
+/**
+ * Parameters one fused AdamW dispatch updates on `device`: its storage buffers per stage, less one for a
+ * device-side control (adamWFusedGroup), over 7.
+ */
 export function adamWGroupSize(device: GPUDevice): number {
   if (!adamWGrouping) return 1;
-  const fit = Math.floor(device.limits.maxStorageBuffersPerShaderStage / ADAMW_ROLES.length);
+  const fit = Math.floor((device.limits.maxStorageBuffersPerShaderStage - 1) / ADAMW_ROLES.length);
   return Math.max(1, Math.min(ADAMW_MAX_GROUP, fit));
 }
 
-const adamWShader = (k: number) => {
+// With a control ([scale, apply] on the device): g = gIn * (gradScale * scale), and where apply is 0
+// the outputs are the inputs unchanged (a skipped step).
+const adamWShader = (k: number, controlled: boolean) => {
   const ids = Array.from({ length: k }, (_, j) => j);
-  const bound = k * ADAMW_ROLES.length;
+  const bound = k * ADAMW_ROLES.length + (controlled ? 1 : 0);
   const tfjsFields = Array.from({ length: bound }, (_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
   const buffers = ids.flatMap((j) =>
     ADAMW_ROLES.map((role, r) => {
@@ -95,7 +100,7 @@ const adamWShader = (k: number) => {
   );
   // The op chain of lib/optim.ts AdamW.step, one float32 operation per TF.js op, in its order.
   const update = (j: number) => `
-      let g = gIn${j}[i] * u.gradScale;
+      let g = gIn${j}[i] * ${controlled ? "(u.gradScale * ctl[0])" : "u.gradScale"};
       let m1 = mIn${j}[i] * u.beta1 + g * u.oneMinusBeta1;
       let v1 = vIn${j}[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
       let decayed = pIn${j}[i] * u.decay${j};
@@ -112,6 +117,7 @@ struct Uniforms {
   }
 };
 ${buffers.join("\n")}
+${controlled ? `@group(0) @binding(${bound - 1}) var<storage, read> ctl: array<f32>;` : ""}
 @group(0) @binding(${bound}) var<uniform> u: Uniforms;
 
 @compute @workgroup_size(${WORKGROUP})
@@ -123,7 +129,17 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     ids.map((j) =>
       `${j === 0 ? "" : "else "}if (${j + 1 < k ? `w < u.first${j + 1}` : "true"}) {
     let i = (w - u.first${j}) * ${WORKGROUP} + i32(lid);
-    if (i < u.n${j}) {${update(j)}
+    if (i < u.n${j}) {${
+        controlled
+          ? `
+      if (ctl[1] == 0.0) {
+        pOut${j}[i] = pIn${j}[i];
+        mOut${j}[i] = mIn${j}[i];
+        vOut${j}[i] = vIn${j}[i];
+      } else {${update(j)}
+      }`
+          : update(j)
+      }
     }
   }`
     ).join(" ")
@@ -159,10 +175,16 @@ export function workgroupGrid(device: GPUDevice, groups: number, what: string): 
 function adamWGroupKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
-  const ts = inputs as unknown as TensorInfo[];
-  const cs = (attrs as unknown as { constants: AdamWConstants[] }).constants;
+  const all = inputs as unknown as TensorInfo[];
+  const { constants: cs, controlled } = attrs as unknown as {
+    constants: AdamWConstants[];
+    controlled: boolean;
+  };
   const k = cs.length;
   const device = backend.device as GPUDevice;
+  const ts = controlled ? all.slice(0, -1) : all;
+  const control = controlled ? all[all.length - 1] : null;
+  if (control) requireShape(ADAMW_GROUP_KERNEL, "control", control, [2]);
   if (ts.length !== 4 * k || k > adamWGroupSize(device)) {
     throw new Error(
       `${ADAMW_GROUP_KERNEL}: ${ts.length} tensors for ${k} parameters (at most ${adamWGroupSize(device)})`,
@@ -202,13 +224,14 @@ function adamWGroupKernel(
   for (const l of live) firsts.push(groups), groups += Math.ceil(l.n / WORKGROUP);
   const pipeline = cachedPipeline(
     device,
-    `${ADAMW_GROUP_KERNEL}:${live.length}`,
-    () => adamWShader(live.length),
+    `${ADAMW_GROUP_KERNEL}:${live.length}${control ? ":control" : ""}`,
+    () => adamWShader(live.length, control !== null),
   );
+  if (control) backend.uploadToGPU(control.dataId);
   const f = (x: number) => ({ type: "float32", data: [x] }),
     int = (x: number) => ({ type: "int32", data: [x] });
   const c = live[0].c; // shared by the group (only decay differs per parameter)
-  const bound = live.flatMap((l) => l.bound);
+  const bound = [...live.flatMap((l) => l.bound), ...(control ? [flatView(control)] : [])];
   backend.recordAndSubmit(
     new LmpipeAdamWProgram(pipeline, device, live[0].n, groups),
     bound[0],
@@ -233,9 +256,13 @@ function adamWGroupKernel(
  * Fused AdamW updates on webgpu of up to adamWGroupSize() parameters in one dispatch: for each
  * [p, g, m, v] with its constants (equal but for `decay`), [new param, new m, new v] as fresh tensors (the
  * caller assigns them to its variables), in that order. Same float32 arithmetic as lib/optim.ts's op chain.
+ * `control`, a float32 [scale, apply] computed on the device (lib/optim.ts deviceStepControl), multiplies
+ * gradScale by scale, and with apply 0 returns the inputs unchanged: a step whose clip factor and
+ * overflow verdict the host has not read.
  */
 export function adamWFusedGroup(
   params: { p: tf.Tensor; g: tf.Tensor; m: tf.Tensor; v: tf.Tensor; c: AdamWConstants }[],
+  control?: tf.Tensor,
 ): tf.Tensor[] {
   const shared = (c: AdamWConstants) => JSON.stringify({ ...c, decay: 0 });
   if (params.some((x) => shared(x.c) !== shared(params[0].c))) {
@@ -243,8 +270,11 @@ export function adamWFusedGroup(
   }
   return tf.engine().runKernel(
     ADAMW_GROUP_KERNEL,
-    params.flatMap((x) => [x.p, x.g, x.m, x.v]) as unknown as tf.NamedTensorMap,
-    { constants: params.map((x) => x.c) } as unknown as tf.NamedAttrMap,
+    [
+      ...params.flatMap((x) => [x.p, x.g, x.m, x.v]),
+      ...(control ? [control] : []),
+    ] as unknown as tf.NamedTensorMap,
+    { constants: params.map((x) => x.c), controlled: !!control } as unknown as tf.NamedAttrMap,
   ) as tf.Tensor[];
 }
 
