@@ -44,7 +44,7 @@ deadline=$((start + BUDGET))
 export NO_COLOR=1
 
 if [ $plan_only = 1 ]; then
-  DENO=/tmp/deno PY=python3 NOCUDA=skip SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=2 TSTEPS=3
+  DENO=/tmp/deno PY=python3 NOCUDA=skip SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=5 TSTEPS=3
 fi
 [ $plan_only = 1 ] || for f in gemm.js train_step.js webgpu_audit.js webgpu_host.js model_config.jsonl; do
   [ -s ".devcarry/$f" ] || { echo "run_all: .devcarry/$f missing: run bash bench/gpu/prepare.sh first" >&2; exit 2; }
@@ -104,7 +104,7 @@ else
   DENO=/tmp/deno
   PY=python3
   NOCUDA=skip # a node whose PyTorch sees no GPU: say so, do not fall back to minutes of CPU steps
-  SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=2 TSTEPS=3
+  SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=5 TSTEPS=3
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
 MODELS="gpt pixel-cumsum pixel-attn pixel-attn-wide"

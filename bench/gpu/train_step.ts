@@ -1,5 +1,5 @@
 // Training speed on webgpu for one model and preset: first step (with its compile time, reported
-// apart), then ms/step and tokens/s over the timed steps, with lmpipe's GEMM or TF.js's stock matMul, and
+// apart), then the median ms/step and tokens/s of the timed steps, with lmpipe's GEMM or TF.js's stock matMul, and
 // the peak of the GPU buffers TF.js holds (lib/tensor/memory.ts: in use plus pooled for reuse, weights
 // included; WebGPU reports no device-wide figure). One JSON line on stdout. Used by bench/gpu/run_all.sh; runs anywhere webgpu does.
 //
@@ -49,7 +49,8 @@ for (let i = 0; i < steps; i++) {
   times.push(performance.now() - t0);
   console.error(`${cmd}: step ${i + 1}/${steps} ${times.at(-1)!.toFixed(0)} ms`);
 }
-const ms = times.reduce((a, b) => a + b, 0) / times.length;
+// the median: the first timed steps after compilation can still be slower (an H200 showed 158 then 122 ms)
+const ms = [...times].sort((a, b) => a - b)[times.length >> 1];
 console.log(JSON.stringify({
   bench: "train",
   model: family,
