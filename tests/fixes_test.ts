@@ -603,3 +603,55 @@ Deno.test("mean gradient: dy / n broadcast over the averaged axes (any axes, kee
     }
   }
 });
+
+// --- GatherV2's gradient along axis 0 (patches/gradients.ts) -----------------------------------------
+Deno.test("gather gradient along axis 0: a segment sum of dy over repeated rows, without identity transposes", async () => {
+  const cases: [number[], number[]][] = [
+    [[7, 3], [0, 2, 2, 6, 0]], // repeated rows, as token ids repeat
+    [[5, 2, 3], [4, 1]], // rank 3
+    [[6], [5, 5, 1]], // rank 1
+  ];
+  for (const b of backends) {
+    for (const [ci, [shape, idx]] of cases.entries()) {
+      const inner = shape.slice(1).reduce((p, c) => p * c, 1);
+      const dy = randomArray(idx.length * inner, 900 + ci);
+      const kernels: string[] = [];
+      const [got] = await on(b, () => {
+        const x = t(shape, 950 + ci), w = t([idx.length, ...shape.slice(1)], 900 + ci);
+        const ids = tf.tensor1d(idx, "int32");
+        // deno-lint-ignore no-explicit-any
+        const engine = tf.engine() as any;
+        const runKernel = engine.runKernel;
+        engine.runKernel = (
+          k: string,
+          i: unknown,
+          a: unknown,
+        ) => (kernels.push(k), runKernel.call(engine, k, i, a));
+        try {
+          return [tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.gather(x, ids), w)))(x)];
+        } finally {
+          engine.runKernel = runKernel;
+        }
+      });
+      const want = new Float32Array(shape.reduce((p, c) => p * c, 1));
+      idx.forEach((row, i) => {
+        for (let j = 0; j < inner; j++) want[row * inner + j] += dy[i * inner + j];
+      });
+      assertClose(got, want, TOL[b], `${b}: gather [${shape}] at ${idx}`);
+      assert(!kernels.includes("Transpose"), `${b}: the gradient ran ${kernels}`);
+    }
+  }
+  // another axis keeps TF.js's gradient, which must still be right
+  const [got] = await on("cpu", () => [
+    tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.gather(x, tf.tensor1d([1, 1, 0], "int32"), 1), t([2, 3], 5))))(
+      t([2, 2], 6),
+    ),
+  ]);
+  const w = randomArray(6, 5);
+  assertClose(
+    got,
+    Float32Array.from([w[2], w[0] + w[1], w[5], w[3] + w[4]]),
+    TOL.cpu,
+    "cpu: gather along axis 1",
+  );
+});

@@ -4,6 +4,9 @@
 //     weight against a batched input as one 2-D matMul over all rows (also wasm's fast path);
 //   - Tile: one slice and one add per repeat (64 of each to spread a channel vector over an 8x8 image),
 //     ranks up to 4 only -> one sum per repeated axis, any rank;
+//   - GatherV2 along axis 0 (the token embedding, the loss's W[target] rows): wraps its segment sum in two
+//     transposes whose permutation is the identity, each a full copy (the embedding's gradient: 77 MB at
+//     gpt small) -> the segment sum alone, the same numbers;
 //   - Mean: multiplies dy by a tensor of ones the size of x, filled in JavaScript and uploaded each call
 //     (an image model's global average pool: 1024 images x 12 x 12 x 32 per step, ~19 MB, and most of a
 //     webgpu step's host time) -> dy / n broadcast to x's shape on the device, the same numbers.
@@ -65,6 +68,26 @@ export function registerGradientPatches(): void {
         return reduceToShape(g, b.shape);
       };
       return { a: gradA, b: gradB };
+    },
+  });
+
+  // GatherV2 along axis 0 without batch dimensions: row indices[i] of x gets dy's i-th slice, summed over
+  // repeated indices; any other axis or batchDims keeps TF.js's gradient.
+  const gather = tf.getGradient(tf.GatherV2)!;
+  tf.registerGradient({
+    kernelName: tf.GatherV2,
+    inputsToSave: ["x", "indices"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: Attrs) => {
+      const [x, indices] = saved;
+      const axis = util.parseAxisParam(attrs.axis as number, x.shape)[0];
+      if (axis !== 0 || (attrs.batchDims as number ?? 0) !== 0) return gather.gradFunc(dy, saved, attrs);
+      return {
+        x: () => {
+          const rows = tf.reshape(dy as tf.Tensor, [indices.size, ...x.shape.slice(1)]);
+          return tf.unsortedSegmentSum(rows, tf.reshape(indices, [indices.size]), x.shape[0]);
+        },
+        indices: () => indices, // int32: never used, as in TF.js
+      };
     },
   });
 
