@@ -111,16 +111,15 @@ MODELS="gpt pixel-cumsum pixel-attn pixel-attn-wide"
 TRAIN="$DENO run -A .devcarry/train_step.js"
 TORCH="$PY bench/torch_reference.py --lmpipe-config $OUT/model_config.jsonl --device cuda --no-cuda $NOCUDA"
 
-# est NAME: the H200 estimate of a part in seconds (process start, first step, timed steps); first-tier
-# figures from the 2026-12-04 run (e.g. pixel-attn small, batch 4: first step 4.4 s, then 906 ms/step),
-# study ones scaled by training FLOPs per token (the models' flopsPerToken(): study / small = 4.6 for gpt,
-# 8.8-9.6 for the image models; so ~1.6 s/step for gpt study at batch 4, ~8 s for pixel-attn at batch 1,
-# ~30 s for pixel-attn-wide), with room for a slower first step; not yet measured.
+# est NAME: the H200 estimate of a part in seconds (process start, first step, timed steps), from the
+# 2026-12-04 runs: the small parts took 6-11 s and their PyTorch parts 10-14 s (pixel-attn small, batch 4:
+# first step 3.4 s, then ~117 ms/step), gpt study at batch 4 35 s (a 23 s first step); the other study
+# parts are scaled from the morning's slower kernels by training FLOPs per token and are generous.
 est() {
   case $1 in
     gpt_small_*) echo 12 ;; pixel-cumsum_small_* | pixel-attn_small_*) echo 9 ;;
     pixel-attn-wide_small_*) echo 16 ;; torch_*_small) echo 15 ;;
-    gpt_study_*) echo 25 ;; pixel-cumsum_study_* | pixel-attn_study_*) echo 30 ;;
+    gpt_study_*) echo 35 ;; pixel-cumsum_study_* | pixel-attn_study_*) echo 30 ;;
     pixel-attn-wide_study_*) echo 80 ;; torch_*_study) echo 15 ;;
     *) echo 10 ;; # tiny (dry run)
   esac
