@@ -135,6 +135,17 @@ export function setWebgpuAttentionEnabled(on: boolean): void {
   webgpuAttentionOn = on;
 }
 
+// lmpipe's cached decoding step for gpt on wasm (lib/models/gpt_decode.ts): on with lmpipe's wasm kernels,
+// unless LMPIPE_WASM_DECODE=0 (then decodeStep's TF.js op chain runs every token).
+let wasmDecodeOn = envSwitch("LMPIPE_WASM_DECODE");
+
+/** Turns lmpipe's wasm decoding step on or off for this process (tests and bench/decode.ts compare both). */
+export function setWasmDecodeEnabled(on: boolean): boolean {
+  const old = wasmDecodeOn;
+  wasmDecodeOn = on;
+  return old;
+}
+
 const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
@@ -201,6 +212,22 @@ export const TABLE: KernelChoice[] = [
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
+  {
+    op: "cachedDecode",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/models/gpt_decode.ts (matrix-vector products: lib/tensor/ops/gemv/wasm.ts)",
+        active: () => wasmDecodeOn && wasmKernelsActive(),
+        why: "a whole token as direct kernel calls on the weights where they lie and a preallocated " +
+          "key/value cache: no TF.js op (~170 a token on a 4-layer model), no concat, no tensor",
+      },
+      opChain("lib/models/gpt.ts (decodeStep)"),
+    ],
+    force: "LMPIPE_WASM_DECODE=0 (or LMPIPE_WASM_FUSED=0) runs decodeStep's op chain; setWasmDecodeEnabled " +
+      "for tests and bench/decode.ts",
+  },
   webgpuRow(
     "softmaxRows",
     "lib/tensor/ops/softmax_rows/webgpu.ts",

@@ -1,0 +1,228 @@
+// A cached decoding step of gpt on the wasm backend as direct kernel calls, for `lmpipe sample`. One
+// token of a small model is ~170 TF.js ops through decodeStep, each costing more engine time than
+// arithmetic, plus a concat of every key/value cache and a tensor per intermediate. Here the step runs
+// lmpipe's wasm kernels (LayerNorm, GELU, kernels.wat's matrix-vector products) or OpenBLAS's sgemv
+// (lib/tensor/ops/gemv/wasm.ts) straight on the weights where TF.js keeps them on the wasm heap, with
+// the key/value cache and every intermediate preallocated once per decode, and returns the logits as a
+// view of the heap: no tensor is made per token. The arithmetic is decodeStep's (float32, the same
+// kernels where it uses lmpipe's, the same order of operations), so the logits agree with it to float32
+// rounding (tests/gpt_decode_test.ts). The kernel-choice rule's "cachedDecode" row turns it on and off
+// (LMPIPE_WASM_DECODE=0); Gpt.startDecode falls back to decodeStep's op chain for what this does not
+// cover (gpt_decode's unsupported()).
+import { tf } from "../tensor/backend.ts";
+import { GELU_C, GELU_K } from "../tensor/kernel_names.ts";
+import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
+import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
+import type { GptConfig } from "./gpt.ts";
+import type { DecodeState } from "./types.ts";
+import { variantOf } from "./variants.ts";
+
+const LN_EPS = 1e-5; // lib/nn.ts layerNorm's
+
+/**
+ * Why the wasm step cannot run a decode of `config` for `batch` sequences, or null when it can: GPT-2's
+ * block (LayerNorm, tanh GELU MLP, fused q/k/v, learned positions, one key/value head per query head,
+ * no qkv_act or attn_extra), one sequence, a width that is a multiple of 4 (the LayerNorm kernel's).
+ */
+export function unsupported(config: GptConfig, batch: number): string | null {
+  const v = variantOf(config);
+  if (batch !== 1) return "batch > 1";
+  if (config.nEmbd % 4 !== 0) return "nEmbd not a multiple of 4";
+  if (v.norm !== "layernorm" || v.mlp !== "gelu" || v.gelu !== "tanh") {
+    return "not GPT-2's LayerNorm + tanh GELU";
+  }
+  if (v.qkv !== "fused" || v.pos !== "learned") return "not fused q/k/v with learned positions";
+  if (v.qkv_act !== "none" || v.attn_extra !== "none") return "qkv_act or attn_extra";
+  if (v.kv_heads !== 0 && v.kv_heads !== config.nHead) return "grouped key/value heads";
+  return null;
+}
+
+/** The regions of a step's scratch memory: each is one vector of the step. */
+type Region = "x" | "a" | "qkv" | "att" | "out" | "fc" | "act" | "stats" | "probs" | "logits";
+
+/** Byte offsets of one block's weights (-1: no such bias). */
+interface BlockOffsets {
+  ln1W: number;
+  ln1B: number;
+  attnW: number;
+  attnB: number;
+  attnProjW: number;
+  attnProjB: number;
+  ln2W: number;
+  ln2B: number;
+  fcW: number;
+  fcB: number;
+  mlpProjW: number;
+  mlpProjB: number;
+}
+
+/**
+ * One batch-1 decode of a gpt model on the wasm heap. The weights' offsets are taken once: the
+ * parameters must not be reassigned while it lives (sampling does not train).
+ */
+export class WasmGptDecoder implements DecodeState {
+  /** Positions consumed so far. */
+  length = 0;
+  readonly #heap: HeapView;
+  readonly #c: GptConfig;
+  readonly #blocks: BlockOffsets[];
+  readonly #wte: number;
+  readonly #wpe: number;
+  readonly #head: number;
+  readonly #lnF: [number, number];
+  /** The key/value cache, [layer][k, v][T, C] (the preallocated positions of every layer). */
+  readonly #cache: tf.Tensor;
+  /** Every intermediate of a step, regions of one tensor (offsets below). */
+  readonly #scratch: tf.Tensor;
+  readonly #at: Record<Region, number>;
+
+  constructor(params: Map<string, tf.Variable>, config: GptConfig) {
+    const backend: AnyBackend = tf.backend();
+    this.#heap = new HeapView(backend);
+    this.#c = config;
+    const C = config.nEmbd, T = config.contextLength, V = config.vocabSize;
+    const at = (name: string) => {
+      const p = params.get(name);
+      if (!p) throw new Error(`${config.model} wasm decode: no parameter '${name}'`);
+      return offsetOf(backend, p);
+    };
+    const maybe = (name: string) => params.has(name) ? at(name) : -1;
+    this.#blocks = Array.from({ length: config.nLayer }, (_, i) => {
+      const p = `transformer.h.${i}.`;
+      return {
+        ln1W: at(p + "ln_1.weight"),
+        ln1B: maybe(p + "ln_1.bias"),
+        attnW: at(p + "attn.c_attn.weight"),
+        attnB: maybe(p + "attn.c_attn.bias"),
+        attnProjW: at(p + "attn.c_proj.weight"),
+        attnProjB: maybe(p + "attn.c_proj.bias"),
+        ln2W: at(p + "ln_2.weight"),
+        ln2B: maybe(p + "ln_2.bias"),
+        fcW: at(p + "mlp.c_fc.weight"),
+        fcB: maybe(p + "mlp.c_fc.bias"),
+        mlpProjW: at(p + "mlp.c_proj.weight"),
+        mlpProjB: maybe(p + "mlp.c_proj.bias"),
+      };
+    });
+    this.#wte = at("transformer.wte.weight");
+    this.#wpe = at("transformer.wpe.weight");
+    this.#head = config.tie ? this.#wte : at("lm_head.weight");
+    this.#lnF = [at("transformer.ln_f.weight"), maybe("transformer.ln_f.bias")];
+    // regions of the scratch tensor, in floats, each a multiple of 4 (16-byte aligned vectors)
+    const round4 = (n: number) => Math.ceil(n / 4) * 4;
+    const sizes = {
+      x: C,
+      a: C,
+      qkv: 3 * C,
+      att: C,
+      out: C,
+      fc: 4 * C,
+      act: 4 * C,
+      stats: 4,
+      probs: T,
+      logits: V,
+    };
+    let total = 0;
+    const floats: Record<string, number> = {};
+    for (const [k, n] of Object.entries(sizes)) floats[k] = total, total += round4(n);
+    this.#cache = tf.keep(tf.zeros([config.nLayer * 2 * T * C]));
+    this.#scratch = tf.keep(tf.zeros([total]));
+    const base = offsetOf(backend, this.#scratch);
+    this.#at = Object.fromEntries(Object.entries(floats).map(([k, f]) => [k, base + 4 * f])) as Record<
+      Region,
+      number
+    >;
+  }
+
+  /**
+   * Feeds `token` at the next position and returns the logits [vocabSize] for the one after: a view
+   * of the heap, valid until the next step or dispose().
+   */
+  stepOnHost(token: number): Float32Array {
+    const c = this.#c, C = c.nEmbd, T = c.contextLength, V = c.vocabSize, pos = this.length;
+    if (pos >= T) {
+      throw new Error(
+        `${c.model}.decodeStep: the context (${T} positions) is full; start a new decode with the last positions`,
+      );
+    }
+    if (!Number.isInteger(token) || token < 0 || token >= V) {
+      throw new Error(`${c.model}.decodeStep: token ${token} is outside the vocabulary [0, ${V})`);
+    }
+    const heap = this.#heap, k = heap.kernels, at = this.#at;
+    let f = heap.f32;
+    const x = at.x >> 2, out = at.out >> 2;
+    for (let i = 0, e = (this.#wte >> 2) + token * C, p = (this.#wpe >> 2) + pos * C; i < C; i++) {
+      f[x + i] = f[e + i] + f[p + i];
+    }
+    const cache = offsetOf(heap.backend, this.#cache);
+    for (let l = 0; l < c.nLayer; l++) {
+      const b = this.#blocks[l];
+      const kCache = cache + 4 * (2 * l) * T * C, vCache = kCache + 4 * T * C;
+      this.#norm(b.ln1W, b.ln1B);
+      linearRow(heap, at.a, b.attnW, b.attnB, at.qkv, C, 3 * C);
+      f = heap.f32; // BLAS does not grow the heap, but keep the rule simple: renew after calls out
+      f.copyWithin((kCache >> 2) + pos * C, (at.qkv >> 2) + C, (at.qkv >> 2) + 3 * C);
+      f.copyWithin((vCache >> 2) + pos * C, (at.qkv >> 2) + 2 * C, (at.qkv >> 2) + 3 * C);
+      this.#attend(kCache, vCache, pos + 1);
+      linearRow(heap, at.att, b.attnProjW, b.attnProjB, at.out, C, C);
+      f = heap.f32;
+      for (let i = 0; i < C; i++) f[x + i] += f[out + i];
+      this.#norm(b.ln2W, b.ln2B);
+      linearRow(heap, at.a, b.fcW, b.fcB, at.fc, C, 4 * C);
+      k.gelu_inner(at.fc, at.act, 0, 4 * C, GELU_C, GELU_K); // the op chain's GELU kernels, in its order
+      k.tanh(at.act, at.act, 0, 4 * C);
+      k.gelu_out(at.fc, at.act, at.act, 0, 4 * C);
+      linearRow(heap, at.act, b.mlpProjW, b.mlpProjB, at.out, 4 * C, C);
+      f = heap.f32;
+      for (let i = 0; i < C; i++) f[x + i] += f[out + i];
+    }
+    this.#norm(this.#lnF[0], this.#lnF[1]);
+    headRow(heap, this.#head, at.a, at.logits, V, C);
+    this.length = pos + 1;
+    return heap.f32.subarray(at.logits >> 2, (at.logits >> 2) + V);
+  }
+
+  /** a = LayerNorm(x) with weight w and bias b (-1: none), by the LayerNorm kernel decodeStep uses. */
+  #norm(w: number, b: number) {
+    const at = this.#at;
+    this.#heap.kernels.layernorm_fwd(
+      at.x,
+      w,
+      Math.max(b, 0),
+      at.a,
+      at.stats,
+      at.stats + 4,
+      0,
+      1,
+      this.#c.nEmbd,
+      LN_EPS,
+      b >= 0 ? 1 : 0,
+    );
+  }
+
+  /**
+   * att = softmax(q k^T / sqrt(D)) v per head over the `n` cached positions: q scaled first as the op
+   * chain does (lib/tensor/ops/attention/mod.ts), scores and weighted sums by the gemv kernels on the
+   * cache's rows (stride C), the softmax in float64 on the host (n <= context values).
+   */
+  #attend(kCache: number, vCache: number, n: number) {
+    const c = this.#c, C = c.nEmbd, H = c.nHead, D = C / H, at = this.#at, k = this.#heap.kernels;
+    const f = this.#heap.f32, q = at.qkv >> 2, probs = at.probs >> 2;
+    const scale = Math.fround(1 / Math.sqrt(D));
+    for (let i = 0; i < C; i++) f[q + i] *= scale;
+    for (let h = 0; h < H; h++) {
+      k.gemv_rows(kCache + 4 * h * D, C, at.qkv + 4 * h * D, at.probs, 0, n, D);
+      let max = -Infinity, sum = 0;
+      for (let j = 0; j < n; j++) max = Math.max(max, f[probs + j]);
+      for (let j = 0; j < n; j++) sum += f[probs + j] = Math.fround(Math.exp(f[probs + j] - max));
+      const inv = 1 / sum;
+      for (let j = 0; j < n; j++) f[probs + j] *= inv;
+      k.gemv_cols(vCache + 4 * h * D, C, at.probs, 0, at.att + 4 * h * D, n, 0, D, 0);
+    }
+  }
+
+  dispose(): void {
+    this.#cache.dispose();
+    this.#scratch.dispose();
+  }
+}
