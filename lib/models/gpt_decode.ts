@@ -10,6 +10,7 @@
 // (LMPIPE_WASM_DECODE=0); Gpt.startDecode falls back to decodeStep's op chain for what this does not
 // cover (gpt_decode's unsupported()).
 import { tf } from "../tensor/backend.ts";
+import { usageError } from "../errors.ts";
 import { GELU_C, GELU_K } from "../tensor/kernel_names.ts";
 import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
@@ -141,7 +142,7 @@ export class WasmGptDecoder implements DecodeState {
   stepOnHost(token: number): Float32Array {
     const c = this.#c, C = c.nEmbd, T = c.contextLength, V = c.vocabSize, pos = this.length;
     if (pos >= T) {
-      throw new Error(
+      throw usageError(
         `${c.model}.decodeStep: the context (${T} positions) is full; start a new decode with the last positions`,
       );
     }
@@ -161,7 +162,7 @@ export class WasmGptDecoder implements DecodeState {
       this.#norm(b.ln1W, b.ln1B);
       linearRow(heap, at.a, b.attnW, b.attnB, at.qkv, C, 3 * C);
       f = heap.f32; // BLAS does not grow the heap, but keep the rule simple: renew after calls out
-      f.copyWithin((kCache >> 2) + pos * C, (at.qkv >> 2) + C, (at.qkv >> 2) + 3 * C);
+      f.copyWithin((kCache >> 2) + pos * C, (at.qkv >> 2) + C, (at.qkv >> 2) + 2 * C);
       f.copyWithin((vCache >> 2) + pos * C, (at.qkv >> 2) + 2 * C, (at.qkv >> 2) + 3 * C);
       this.#attend(kCache, vCache, pos + 1);
       linearRow(heap, at.att, b.attnProjW, b.attnProjB, at.out, C, C);
