@@ -14,7 +14,7 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { chooseToken } from "../pipelines/sample/generate.ts";
 import { Rng } from "../lib/rng.ts";
-import { setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
+import { blasForGemv, setGemvBlasMinWork, setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
 import { currentBlas } from "../lib/native/blas.ts";
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
 import { median } from "./common.ts";
@@ -29,6 +29,9 @@ const HELP = `deno run -A bench/decode.ts [flags]
   --rounds N     timed rounds after one warm-up round (default 3)
   --threads N    wasm threads (default 1)
   --top-k K      top-k of the sampling (default 200)
+  --gemv-blas-min N
+                 the wasm step's one-row products of at least N multiply-adds go to BLAS's sgemv
+                 (default: the rule's, kernel_choice.ts gemv row; 0 = all, when a BLAS library is loaded)
 
 Example: deno run -A bench/decode.ts --threads 1 --tokens 100 --rounds 3`;
 
@@ -44,6 +47,7 @@ const p = parseFlags(CMD, Deno.args, {
   rounds: { type: "string" },
   threads: { type: "string" },
   "top-k": { type: "string" },
+  "gemv-blas-min": { type: "string" },
 });
 if (p.help) {
   console.log(HELP);
@@ -59,6 +63,7 @@ const overrides: Record<string, number> = family === "gpt"
     contextLength: whole("context", 128),
   }
   : {};
+if (str(p, "gemv-blas-min") !== undefined) setGemvBlasMinWork(num(p, CMD, "gemv-blas-min", 0, { min: 0 }));
 const info = await initBackend("wasm", { quiet: true, threads: whole("threads", 1) });
 const model = createModel(resolveConfig(family, str(p, "preset", "tiny"), overrides), 1);
 const T = model.config.contextLength;
@@ -118,7 +123,14 @@ async function stepAt(path: Path, pos: number, reps: number): Promise<number> {
   return median(times);
 }
 
-console.log(`${family} ${JSON.stringify(overrides)}, ${info.device}; ${tokens} tokens per round`);
+console.log(
+  `${family} ${JSON.stringify(overrides)}, ${info.device}; ${tokens} tokens per round; the wasm step's ` +
+    `output head by ${
+      blasForGemv(model.config.vocabSize * (model.config.nEmbd as number))
+        ? "BLAS sgemv"
+        : "lmpipe's gemv kernel"
+    }`,
+);
 const rng = new Rng(3);
 for (const path of Object.keys(PATHS) as Path[]) await generate(path, 4, rng);
 const rates: Record<Path, number[]> = { "op chain": [], "wasm step": [] };

@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { Gpt, GPT_PRESETS } from "../lib/models/gpt.ts";
 import { currentBlas } from "../lib/native/blas.ts";
-import { kernelFor, setBlasMinWork, setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
+import {
+  kernelFor,
+  setBlasMinWork,
+  setGemvBlasMinWork,
+  setWasmDecodeEnabled,
+} from "../lib/tensor/kernel_choice.ts";
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { chooseToken } from "../pipelines/sample/generate.ts";
@@ -52,7 +57,8 @@ for (const [name, shape] of Object.entries(SHAPES)) {
       const model = new Gpt({ ...GPT_PRESETS.tiny, ...shape }, 7);
       randomizeWeights(model, 40);
       const T = model.config.contextLength;
-      const oldMin = setBlasMinWork(blas ? 4096 : Infinity);
+      const oldMin = setGemvBlasMinWork(blas ? 0 : Infinity),
+        oldMatMul = setBlasMinWork(blas ? 4096 : Infinity);
       const calls0 = currentBlas()?.calls ?? 0;
       try {
         setWasmDecodeEnabled(false);
@@ -87,7 +93,7 @@ for (const [name, shape] of Object.entries(SHAPES)) {
         ref.dispose(), fast.dispose();
         if (blas) assert.ok(currentBlas()!.calls > calls0, "BLAS ran");
       } finally {
-        setBlasMinWork(oldMin);
+        setGemvBlasMinWork(oldMin), setBlasMinWork(oldMatMul);
         setWasmDecodeEnabled(true);
         model.dispose();
       }

@@ -53,6 +53,17 @@ export function setDnnlConvs(on: boolean): boolean {
   return old;
 }
 
+// The one-row products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts) go to BLAS's sgemv from
+// this many multiply-adds up, to lmpipe's gemv kernels below (see the gemv row of TABLE).
+let gemvBlasMinWork = Infinity;
+
+/** Sets the smallest K*N of a decoding step's one-row product that goes to BLAS; returns the previous value. */
+export function setGemvBlasMinWork(n: number): number {
+  const prev = gemvBlasMinWork;
+  gemvBlasMinWork = n;
+  return prev;
+}
+
 /** Sets the smallest M*K*N (per batch slice) that goes to BLAS; returns the previous value. */
 export function setBlasMinWork(n: number): number {
   const prev = blasMinWork;
@@ -213,6 +224,26 @@ export const TABLE: KernelChoice[] = [
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
   {
+    op: "gemv",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "blas",
+        file: "lib/native/blas.ts via lib/tensor/ops/gemv/wasm.ts",
+        active: (work) => currentBlas() !== null && work >= gemvBlasMinWork,
+        why: "OpenBLAS sgemv, from setGemvBlasMinWork's size up (by default never: see the next)",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/gemv/wasm.ts (kernels.wat gemv_rows, gemv_cols)",
+        active: always,
+        why: "SIMD loops called directly: faster than sgemv through FFI at every size of a decoding step, " +
+          "the output head included (bench/RESULTS.md, cached decoding)",
+      },
+    ],
+    force: "setGemvBlasMinWork for tests; bench/decode.ts --gemv-blas-min N",
+  },
+  {
     op: "cachedDecode",
     backend: "wasm",
     implementations: [
@@ -324,6 +355,11 @@ export function kernelFor(op: string, backend: string = tf.getBackend(), work = 
 /** The BLAS library to run a wasm matMul of `work` = M*K*N multiply-adds per slice with, or null. */
 export function blasForMatMul(work: number): Blas | null {
   return kernelFor("matMul", "wasm", work) === "blas" ? currentBlas() : null;
+}
+
+/** The BLAS library to run a decoding step's one-row product of `work` = K*N multiply-adds with, or null. */
+export function blasForGemv(work: number): Blas | null {
+  return kernelFor("gemv", "wasm", work) === "blas" ? currentBlas() : null;
 }
 
 /**

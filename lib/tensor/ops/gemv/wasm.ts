@@ -1,9 +1,9 @@
 // Matrix-vector products on the wasm heap, for a cached decoding step (lib/models/gpt_decode.ts), where
 // every product has one row and a TF.js matMul costs more in engine overhead than in arithmetic. Each
-// takes byte offsets into the heap and runs OpenBLAS's sgemv when the one kernel-choice rule
-// (kernel_choice.ts blasForMatMul) gives the product to BLAS, lmpipe's SIMD kernels (kernels.wat
-// gemv_rows / gemv_cols) otherwise; nothing is allocated or copied.
-import { blasForMatMul } from "../../kernel_choice.ts";
+// takes byte offsets into the heap and runs lmpipe's SIMD kernels (kernels.wat gemv_rows / gemv_cols),
+// or OpenBLAS's sgemv where the one kernel-choice rule (kernel_choice.ts, its gemv row) gives the product
+// to BLAS; nothing is allocated or copied.
+import { blasForGemv } from "../../kernel_choice.ts";
 import { type KernelExports, KIND } from "../../wasm/kernel_calls.ts";
 import { type AnyBackend, runRows, wasmKernelsOn } from "../../wasm/kernels.ts";
 
@@ -34,7 +34,7 @@ export class HeapView {
  * Offsets in bytes; `b` < 0 for no bias.
  */
 export function linearRow(heap: HeapView, x: number, w: number, b: number, y: number, K: number, N: number) {
-  const blas = blasForMatMul(K * N);
+  const blas = blasForGemv(K * N);
   if (blas === null) {
     heap.kernels.gemv_cols(w, N, x, Math.max(b, 0), y, K, 0, N, b >= 0 ? 1 : 0);
     return;
@@ -51,7 +51,7 @@ export function linearRow(heap: HeapView, x: number, w: number, b: number, y: nu
  * it is). Without BLAS the rows are shared out between the kernels' threads.
  */
 export function headRow(heap: HeapView, a: number, x: number, y: number, R: number, K: number) {
-  const blas = blasForMatMul(R * K);
+  const blas = blasForGemv(R * K);
   if (blas !== null) blas.sgemm(heap.memory.buffer, false, true, 1, R, K, x, a, y);
   else runRows(heap.backend, [KIND.gemvRows, a, K, x, y, K], R, K);
 }
