@@ -103,7 +103,7 @@ async function generate(path: Path, n: number, rng: Rng) {
   for (let i = 0; i < n; i++) {
     const { row, step, read } = await stepAndRead(state, tok);
     const t2 = performance.now();
-    tok = chooseToken(row, sampling, rng);
+    tok = chooseToken(row, sampling, rng, state.blockMaxima?.());
     ms.step += step, ms.read += read, ms.choose += performance.now() - t2;
   }
   state.dispose();

@@ -17,7 +17,7 @@ import {
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 import { chooseToken } from "../pipelines/sample/generate.ts";
-import { topKIds } from "../pipelines/sample/top_k.ts";
+import { blockMaxima, topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
 import { LmpipeError } from "../lib/errors.ts";
 
@@ -82,7 +82,8 @@ for (const [name, shape] of Object.entries(SHAPES)) {
             return out.dataSync() as Float32Array;
           })();
           assertClose(got, want, 1e-5, `position ${pos}`);
-          tokRef = chooseToken(want, sampling, rngRef), tokFast = chooseToken(got, sampling, rngFast);
+          tokRef = chooseToken(want, sampling, rngRef);
+          tokFast = chooseToken(got, sampling, rngFast, pos < T - 1 ? fast.blockMaxima!() : undefined);
           assert.equal(tokFast, tokRef, `token after position ${pos}`);
         }
         assert.equal(fast.length, T);
@@ -179,5 +180,29 @@ Deno.test("top-k candidates = a sort's: ties, NaN, sizes around the block, k up 
       const want = [...v.keys()].filter((i) => v[i] >= t);
       assert.deepEqual(topKIds(v, n, k), want, `n ${n}, k ${k}`);
     }
+  }
+});
+
+Deno.test("block_max kernel = blockMaxima; top-k candidates from a padded row's maxima = without", () => {
+  const heap = new HeapView(tf.backend());
+  const rng = new Rng(9);
+  for (const n of [1, 15, 16, 17, 50, 64, 1000]) {
+    const v = Float32Array.from(
+      { length: n },
+      () => rng.next() < 0.05 ? NaN : Math.floor(rng.next() * 30) - 40,
+    );
+    if (n >= 16) v.fill(NaN, 0, 16); // a block without a number
+    if (n > 3) v.fill(100, n - 3); // the largest values lie past the cut below
+    const x = tf.tensor(v), m = tf.zeros([Math.ceil(n / 16) + 1]);
+    heap.kernels.block_max(offset(x), offset(m), n);
+    const got = heap.f32.slice(offset(m) >> 2, (offset(m) >> 2) + Math.ceil(n / 16));
+    assert.deepEqual([...got], [...blockMaxima(v, n)], `n ${n}`);
+    for (const cut of [n, Math.max(1, n - 3)]) { // maxima over n values, top-k over fewer (allowedVocab)
+      for (const k of [1, 5]) {
+        if (k > cut) continue;
+        assert.deepEqual(topKIds(v, cut, k, got), topKIds(v, cut, k), `n ${n}, first ${cut}, k ${k}`);
+      }
+    }
+    tf.dispose([x, m]);
   }
 });

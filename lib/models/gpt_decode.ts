@@ -16,6 +16,7 @@ import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
 import type { GptConfig } from "./gpt.ts";
 import type { DecodeState } from "./types.ts";
+import { TOP_K_BLOCK } from "../top_k.ts";
 import { variantOf } from "./variants.ts";
 
 const LN_EPS = 1e-5; // lib/nn.ts layerNorm's
@@ -39,7 +40,7 @@ export function unsupported(config: GptConfig, batch: number): string | null {
 }
 
 /** The regions of a step's scratch memory: each is one vector of the step. */
-type Region = "x" | "a" | "qkv" | "att" | "out" | "fc" | "act" | "stats" | "probs" | "logits";
+type Region = "x" | "a" | "qkv" | "att" | "out" | "fc" | "act" | "stats" | "probs" | "logits" | "maxima";
 
 /** Byte offsets of one block's weights (-1: no such bias). */
 interface BlockOffsets {
@@ -122,6 +123,7 @@ export class WasmGptDecoder implements DecodeState {
       stats: 4,
       probs: T,
       logits: V,
+      maxima: Math.ceil(V / TOP_K_BLOCK),
     };
     let total = 0;
     const floats: Record<string, number> = {};
@@ -179,8 +181,18 @@ export class WasmGptDecoder implements DecodeState {
     }
     this.#norm(this.#lnF[0], this.#lnF[1]);
     headRow(heap, this.#head, at.a, at.logits, V, C);
+    k.block_max(at.logits, at.maxima, V); // where the sampler's top-k search starts (~5 us)
     this.length = pos + 1;
     return heap.f32.subarray(at.logits >> 2, (at.logits >> 2) + V);
+  }
+
+  /**
+   * The maxima of the last logits' blocks of TOP_K_BLOCK (lib/top_k.ts blockMaxima over all
+   * vocabSize values), a view valid until the next step: chooseToken skips its own pass with them.
+   */
+  blockMaxima(): Float32Array {
+    const m = this.#at.maxima >> 2;
+    return this.#heap.f32.subarray(m, m + Math.ceil(this.#c.vocabSize / TOP_K_BLOCK));
   }
 
   /** a = LayerNorm(x) with weight w and bias b (-1: none), by the LayerNorm kernel decodeStep uses. */

@@ -43,6 +43,8 @@ export interface DecodeState {
    * [vocabSize] without a tensor, as a view valid until the next step. decodeStep works on it too.
    */
   stepOnHost?(token: number): Float32Array;
+  /** With stepOnHost: the last logits' block maxima (lib/top_k.ts), a view valid until the next step. */
+  blockMaxima?(): Float32Array;
   dispose(): void;
 }
 

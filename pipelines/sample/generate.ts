@@ -5,7 +5,7 @@
 import type { LanguageModel, Precision } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
 import type { Rng } from "../../lib/rng.ts";
-import { kthLargest, topKIds } from "./top_k.ts";
+import { kthLargest, topKIds } from "../../lib/top_k.ts";
 
 export { kthLargest };
 
@@ -20,8 +20,16 @@ export interface SamplingOptions {
   allowedVocab: number;
 }
 
-/** Picks the next token from one row of logits. */
-export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng): number {
+/**
+ * Picks the next token from one row of logits; `maxima`: their block maxima (lib/top_k.ts) where the
+ * model's step computed them (Stepper.blockMaxima), saving the top-k search a pass.
+ */
+export function chooseToken(
+  logits: Float32Array,
+  o: SamplingOptions,
+  rng: Rng,
+  maxima?: Float32Array,
+): number {
   const V = Math.min(logits.length, o.allowedVocab);
   if (o.temperature === 0) {
     let best = 0;
@@ -29,7 +37,9 @@ export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng):
     return best;
   }
   // the candidates in ascending order: the top k (ties included), or every id
-  const ids = o.topK > 0 && o.topK < V ? topKIds(logits, V, o.topK) : Array.from({ length: V }, (_, i) => i);
+  const ids = o.topK > 0 && o.topK < V
+    ? topKIds(logits, V, o.topK, maxima)
+    : Array.from({ length: V }, (_, i) => i);
   let max = -Infinity;
   for (const i of ids) if (logits[i] > max) max = logits[i];
   const probs: number[] = [];
@@ -66,6 +76,8 @@ export interface Stepper {
    * them before the next call: a cached step may return a view that the next one overwrites.
    */
   next(tokens: number[]): Promise<Float32Array>;
+  /** The block maxima of the logits next() returned last, where the model's step computed them. */
+  blockMaxima?(): Float32Array | undefined;
   dispose(): void;
 }
 
@@ -128,6 +140,9 @@ export function cachedStepper(model: LanguageModel): Stepper {
       }
       if (!last) throw new Error("cachedStepper.next: no new token to feed");
       return await row(last); // [1, V]: its data is the one row
+    },
+    blockMaxima() {
+      return state.blockMaxima?.();
     },
     dispose() {
       state.dispose();

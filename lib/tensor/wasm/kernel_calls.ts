@@ -96,6 +96,7 @@ export interface KernelExports {
     c1: number,
     hasBias: number,
   ): void;
+  block_max(x: number, m: number, n: number): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);

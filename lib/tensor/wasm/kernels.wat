@@ -6,8 +6,9 @@
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
 ;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
 ;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/ops/conv2d/wasm.ts)
-;;   gemv_*        matrix-vector products of a cached decoding step (lib/tensor/ops/decode/wasm.ts): the
-;;                 linears, attention against the key/value cache and the output head, without BLAS
+;;   gemv_*        matrix-vector products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts): the
+;;                 linears, attention against the key/value cache and the output head
+;;   block_max     the maxima of blocks of 16 logits, where the sampler's top-k search starts
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -819,4 +820,43 @@
         (f32.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $s))
         (local.set $c (i32.add (local.get $c) (i32.const 1)))
         (br $ones))))
+
+  ;; m[b] = the largest of x[16 b .. 16 b + 15] for blocks b < ceil(n / 16) (the last one ends at n), NaN
+  ;; skipped (-Infinity for a block without a number): lib/top_k.ts blockMaxima, for the
+  ;; logits of a decoding step. pmax(a, b) is b > a ? b : a, so a NaN never replaces the running maximum.
+  (func (export "block_max") (param $x i32) (param $m i32) (param $n i32)
+    (local $b i32) (local $p i32) (local $end i32) (local $v v128) (local $s f32) (local $t f32)
+    (local $ninf v128)
+    (local.set $ninf (f32x4.splat (f32.const -inf)))
+    (local.set $p (local.get $x))
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $blocks_done
+      (loop $blocks
+        (br_if $blocks_done (i32.gt_u (i32.add (local.get $p) (i32.const 64)) (local.get $end)))
+        (local.set $v (f32x4.pmax (f32x4.pmax (f32x4.pmax (f32x4.pmax (local.get $ninf)
+          (v128.load (local.get $p))) (v128.load offset=16 (local.get $p)))
+          (v128.load offset=32 (local.get $p))) (v128.load offset=48 (local.get $p))))
+        (local.set $s (f32x4.extract_lane 0 (local.get $v)))
+        (local.set $t (f32x4.extract_lane 1 (local.get $v)))
+        (if (f32.gt (local.get $t) (local.get $s)) (then (local.set $s (local.get $t))))
+        (local.set $t (f32x4.extract_lane 2 (local.get $v)))
+        (if (f32.gt (local.get $t) (local.get $s)) (then (local.set $s (local.get $t))))
+        (local.set $t (f32x4.extract_lane 3 (local.get $v)))
+        (if (f32.gt (local.get $t) (local.get $s)) (then (local.set $s (local.get $t))))
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $b) (i32.const 2))) (local.get $s))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (local.set $p (i32.add (local.get $p) (i32.const 64)))
+        (br $blocks)))
+    ;; the last, shorter block
+    (if (i32.lt_u (local.get $p) (local.get $end))
+      (then
+        (local.set $s (f32.const -inf))
+        (block $tail_done
+          (loop $tail
+            (br_if $tail_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $t (f32.load (local.get $p)))
+            (if (f32.gt (local.get $t) (local.get $s)) (then (local.set $s (local.get $t))))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (br $tail)))
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $b) (i32.const 2))) (local.get $s)))))
 )

@@ -1,11 +1,29 @@
 // The top-k candidates of a row of logits for `lmpipe sample` without sorting the vocabulary: with the
 // output head down to well under a millisecond a token (lib/models/gpt_decode.ts), three passes over 50,257
-// logits on the host became a third of a token's time. One pass takes the maxima of blocks of 16 logits;
+// logits on the host became a third of a token's time. One pass takes the maxima of blocks of 16 logits
+// (or the wasm decoding step hands them over, computed by a SIMD kernel: kernels.wat block_max);
 // the k-th largest block maximum bounds the k-th largest logit from below (k blocks each hold a value at
 // least that large), so only the few blocks reaching it are searched for the exact k-th largest.
 
 /** Logits per block of the first pass. */
-const BLOCK = 16;
+export const TOP_K_BLOCK = 16;
+
+/**
+ * The largest of each block of TOP_K_BLOCK values of values[0 .. n-1] (the last block may be shorter),
+ * NaN skipped (-Infinity for a block of NaN). lib/models/gpt_decode.ts computes the same on the wasm heap.
+ */
+export function blockMaxima(values: Float32Array, n: number): Float32Array {
+  const blocks = Math.ceil(n / TOP_K_BLOCK);
+  const maxima = new Float32Array(blocks);
+  for (let b = 0; b < blocks; b++) {
+    let m = -Infinity;
+    for (let i = b * TOP_K_BLOCK, end = Math.min(n, i + TOP_K_BLOCK); i < end; i++) {
+      if (values[i] > m) m = values[i];
+    }
+    maxima[b] = m;
+  }
+  return maxima;
+}
 
 /**
  * The k-th largest of values[0 .. n-1] (ties counted, as the k-th from the top of a sorted copy), by a
@@ -49,25 +67,26 @@ export function kthLargest(values: Float32Array, n: number, k: number): number {
 
 /**
  * The ids, ascending, of the values of values[0 .. n-1] at or above the k-th largest (ties counted, as
- * kthLargest: so possibly more than k), 1 <= k <= n. NaN is never a candidate.
+ * kthLargest: so possibly more than k), 1 <= k <= n. NaN is never a candidate. `maxima`: the values'
+ * blockMaxima when the caller has them already (computed over n or more values).
  *
  * @example
  * topKIds(Float32Array.from([3, 1, 4, 1, 5]), 5, 2); // [2, 4]
  */
-export function topKIds(values: Float32Array, n: number, k: number): number[] {
-  const blocks = Math.ceil(n / BLOCK);
-  const maxima = new Float32Array(blocks);
-  for (let b = 0; b < blocks; b++) {
-    let m = -Infinity;
-    for (let i = b * BLOCK, end = Math.min(n, i + BLOCK); i < end; i++) if (values[i] > m) m = values[i];
-    maxima[b] = m;
+export function topKIds(values: Float32Array, n: number, k: number, maxima?: Float32Array): number[] {
+  const blocks = Math.ceil(n / TOP_K_BLOCK);
+  if (!maxima) maxima = blockMaxima(values, n);
+  else if (n % TOP_K_BLOCK !== 0) {
+    // the caller's last block may run past n (a padded vocabulary): redo it over the values below n
+    maxima = maxima.slice(0, blocks);
+    maxima[blocks - 1] = blockMaxima(values.subarray((blocks - 1) * TOP_K_BLOCK, n), n % TOP_K_BLOCK)[0];
   }
   // at most the k-th largest value (-Infinity with fewer than k blocks: then every value is a candidate)
   const bound = k <= blocks ? kthLargest(maxima, blocks, k) : -Infinity;
   const near: number[] = [], nearIds: number[] = [];
   for (let b = 0; b < blocks; b++) {
     if (!(maxima[b] >= bound)) continue;
-    for (let i = b * BLOCK, end = Math.min(n, i + BLOCK); i < end; i++) {
+    for (let i = b * TOP_K_BLOCK, end = Math.min(n, i + TOP_K_BLOCK); i < end; i++) {
       if (values[i] >= bound) near.push(values[i]), nearIds.push(i);
     }
   }
