@@ -17,6 +17,8 @@ import { Rng } from "../lib/rng.ts";
 import { blasForGemv, setGemvBlasMinWork, setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
 import { currentBlas } from "../lib/native/blas.ts";
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
+import { runRows } from "../lib/tensor/wasm/kernels.ts";
+import { KIND } from "../lib/tensor/wasm/kernel_calls.ts";
 import { median } from "./common.ts";
 
 const HELP = `deno run -A bench/decode.ts [flags]
@@ -188,6 +190,10 @@ for (const path of Object.keys(PATHS) as Path[]) {
   console.log(`\nthe head's floor: ${(headBytes / 1e6).toFixed(1)} MB read per token`);
   const h1 = gbps(headBytes, rows(off(head), V), 30);
   report("head, gemv_rows kernel (1 thread)", h1);
+  if (info.threads && info.threads > 1) {
+    const shared = () => runRows(tf.backend(), [KIND.gemvRows, off(head), C, off(x), off(y), C], V, C);
+    report(`head, gemv_rows kernel shared by ${info.threads} threads`, gbps(headBytes, shared, 30));
+  }
   const b1 = gbps(4 * (1 << 26), rows(off(big), bigRows), 5);
   report("256 MiB streaming read, gemv_rows kernel", b1);
   if (blas) {
