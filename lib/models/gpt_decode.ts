@@ -14,19 +14,27 @@ import { usageError } from "../errors.ts";
 import { GELU_C, GELU_K } from "../tensor/kernel_names.ts";
 import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
-import type { GptConfig } from "./gpt.ts";
-import type { DecodeState } from "./types.ts";
+import type { DecodeState, ModelConfig } from "./types.ts";
 import { TOP_K_BLOCK } from "../top_k.ts";
 import { variantOf } from "./variants.ts";
 
 const LN_EPS = 1e-5; // lib/nn.ts layerNorm's
+
+/** What the step reads of a gpt config (gpt.ts GptConfig; gpt.ts imports this file, so not the type). */
+export interface DecodeConfig extends ModelConfig {
+  nLayer: number;
+  nHead: number;
+  nEmbd: number;
+  /** The head is the token embedding (else lm_head.weight). */
+  tie: boolean;
+}
 
 /**
  * Why the wasm step cannot run a decode of `config` for `batch` sequences, or null when it can: GPT-2's
  * block (LayerNorm, tanh GELU MLP, fused q/k/v, learned positions, one key/value head per query head,
  * no qkv_act or attn_extra), one sequence, a width that is a multiple of 4 (the LayerNorm kernel's).
  */
-export function unsupported(config: GptConfig, batch: number): string | null {
+export function unsupported(config: DecodeConfig, batch: number): string | null {
   const v = variantOf(config);
   if (batch !== 1) return "batch > 1";
   if (config.nEmbd % 4 !== 0) return "nEmbd not a multiple of 4";
@@ -66,7 +74,7 @@ export class WasmGptDecoder implements DecodeState {
   /** Positions consumed so far. */
   length = 0;
   readonly #heap: HeapView;
-  readonly #c: GptConfig;
+  readonly #c: DecodeConfig;
   readonly #blocks: BlockOffsets[];
   readonly #wte: number;
   readonly #wpe: number;
@@ -78,7 +86,7 @@ export class WasmGptDecoder implements DecodeState {
   readonly #scratch: tf.Tensor;
   readonly #at: Record<Region, number>;
 
-  constructor(params: Map<string, tf.Variable>, config: GptConfig) {
+  constructor(params: Map<string, tf.Variable>, config: DecodeConfig) {
     const backend: AnyBackend = tf.backend();
     this.#heap = new HeapView(backend);
     this.#c = config;
