@@ -50,21 +50,24 @@ export function unsupported(config: DecodeConfig, batch: number): string | null 
 /** The regions of a step's scratch memory: each is one vector of the step. */
 type Region = "x" | "a" | "qkv" | "att" | "out" | "fc" | "act" | "stats" | "probs" | "logits" | "maxima";
 
-/** Byte offsets of one block's weights (-1: no such bias). */
-interface BlockOffsets {
-  ln1W: number;
-  ln1B: number;
-  attnW: number;
-  attnB: number;
-  attnProjW: number;
-  attnProjB: number;
-  ln2W: number;
-  ln2B: number;
-  fcW: number;
-  fcB: number;
-  mlpProjW: number;
-  mlpProjB: number;
+/** A block's linears and norms, by their parameter names' middle parts (gpt.ts's header). */
+const BLOCK_LAYERS = {
+  ln1: "ln_1",
+  attn: "attn.c_attn",
+  attnProj: "attn.c_proj",
+  ln2: "ln_2",
+  fc: "mlp.c_fc",
+  mlpProj: "mlp.c_proj",
+} as const;
+
+/** Byte offsets of one layer's weight and bias (-1: no bias). */
+interface LayerOffsets {
+  w: number;
+  b: number;
 }
+
+/** Byte offsets of one block's weights. */
+type BlockOffsets = Record<keyof typeof BLOCK_LAYERS, LayerOffsets>;
 
 /**
  * One batch-1 decode of a gpt model on the wasm heap. The weights' offsets are taken once: the
@@ -79,7 +82,7 @@ export class WasmGptDecoder implements DecodeState {
   readonly #wte: number;
   readonly #wpe: number;
   readonly #head: number;
-  readonly #lnF: [number, number];
+  readonly #lnF: LayerOffsets;
   /** The key/value cache, [layer][k, v][T, C] (the preallocated positions of every layer). */
   readonly #cache: tf.Tensor;
   /** Every intermediate of a step, regions of one tensor (offsets below). */
@@ -97,27 +100,15 @@ export class WasmGptDecoder implements DecodeState {
       return offsetOf(backend, p);
     };
     const maybe = (name: string) => params.has(name) ? at(name) : -1;
-    this.#blocks = Array.from({ length: config.nLayer }, (_, i) => {
-      const p = `transformer.h.${i}.`;
-      return {
-        ln1W: at(p + "ln_1.weight"),
-        ln1B: maybe(p + "ln_1.bias"),
-        attnW: at(p + "attn.c_attn.weight"),
-        attnB: maybe(p + "attn.c_attn.bias"),
-        attnProjW: at(p + "attn.c_proj.weight"),
-        attnProjB: maybe(p + "attn.c_proj.bias"),
-        ln2W: at(p + "ln_2.weight"),
-        ln2B: maybe(p + "ln_2.bias"),
-        fcW: at(p + "mlp.c_fc.weight"),
-        fcB: maybe(p + "mlp.c_fc.bias"),
-        mlpProjW: at(p + "mlp.c_proj.weight"),
-        mlpProjB: maybe(p + "mlp.c_proj.bias"),
-      };
-    });
+    const layer = (name: string): LayerOffsets => ({ w: at(name + ".weight"), b: maybe(name + ".bias") });
+    this.#blocks = Array.from({ length: config.nLayer }, (_, i) =>
+      Object.fromEntries(
+        Object.entries(BLOCK_LAYERS).map(([k, name]) => [k, layer(`transformer.h.${i}.${name}`)]),
+      ) as BlockOffsets);
     this.#wte = at("transformer.wte.weight");
     this.#wpe = at("transformer.wpe.weight");
     this.#head = config.tie ? this.#wte : at("lm_head.weight");
-    this.#lnF = [at("transformer.ln_f.weight"), maybe("transformer.ln_f.bias")];
+    this.#lnF = layer("transformer.ln_f");
     // regions of the scratch tensor, in floats, each a multiple of 4 (16-byte aligned vectors)
     const round4 = (n: number) => Math.ceil(n / 4) * 4;
     const sizes = {
@@ -169,25 +160,25 @@ export class WasmGptDecoder implements DecodeState {
     for (let l = 0; l < c.nLayer; l++) {
       const b = this.#blocks[l];
       const kCache = cache + 4 * (2 * l) * T * C, vCache = kCache + 4 * T * C;
-      this.#norm(b.ln1W, b.ln1B);
-      linearRow(heap, at.a, b.attnW, b.attnB, at.qkv, C, 3 * C);
+      this.#norm(b.ln1);
+      linearRow(heap, at.a, b.attn.w, b.attn.b, at.qkv, C, 3 * C);
       f = heap.f32; // BLAS does not grow the heap, but keep the rule simple: renew after calls out
       f.copyWithin((kCache >> 2) + pos * C, (at.qkv >> 2) + C, (at.qkv >> 2) + 2 * C);
       f.copyWithin((vCache >> 2) + pos * C, (at.qkv >> 2) + 2 * C, (at.qkv >> 2) + 3 * C);
       this.#attend(kCache, vCache, pos + 1);
-      linearRow(heap, at.att, b.attnProjW, b.attnProjB, at.out, C, C);
+      linearRow(heap, at.att, b.attnProj.w, b.attnProj.b, at.out, C, C);
       f = heap.f32;
       for (let i = 0; i < C; i++) f[x + i] += f[out + i];
-      this.#norm(b.ln2W, b.ln2B);
-      linearRow(heap, at.a, b.fcW, b.fcB, at.fc, C, 4 * C);
+      this.#norm(b.ln2);
+      linearRow(heap, at.a, b.fc.w, b.fc.b, at.fc, C, 4 * C);
       k.gelu_inner(at.fc, at.act, 0, 4 * C, GELU_C, GELU_K); // the op chain's GELU kernels, in its order
       k.tanh(at.act, at.act, 0, 4 * C);
       k.gelu_out(at.fc, at.act, at.act, 0, 4 * C);
-      linearRow(heap, at.act, b.mlpProjW, b.mlpProjB, at.out, 4 * C, C);
+      linearRow(heap, at.act, b.mlpProj.w, b.mlpProj.b, at.out, 4 * C, C);
       f = heap.f32;
       for (let i = 0; i < C; i++) f[x + i] += f[out + i];
     }
-    this.#norm(this.#lnF[0], this.#lnF[1]);
+    this.#norm(this.#lnF);
     headRow(heap, this.#head, at.a, at.logits, V, C);
     k.block_max(at.logits, at.maxima, V); // where the sampler's top-k search starts (~5 us)
     this.length = pos + 1;
@@ -203,8 +194,8 @@ export class WasmGptDecoder implements DecodeState {
     return this.#heap.f32.subarray(m, m + Math.ceil(this.#c.vocabSize / TOP_K_BLOCK));
   }
 
-  /** a = LayerNorm(x) with weight w and bias b (-1: none), by the LayerNorm kernel decodeStep uses. */
-  #norm(w: number, b: number) {
+  /** a = LayerNorm(x) with a norm's weight and bias (-1: none), by the LayerNorm kernel decodeStep uses. */
+  #norm({ w, b }: LayerOffsets) {
     const at = this.#at;
     this.#heap.kernels.layernorm_fwd(
       at.x,
