@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { Gpt, GPT_PRESETS } from "../lib/models/gpt.ts";
-import { currentBlas } from "../lib/native/blas.ts";
+import { blasThreads, currentBlas } from "../lib/native/blas.ts";
 import {
   kernelFor,
   setBlasMinWork,
@@ -101,6 +101,12 @@ for (const [name, shape] of Object.entries(SHAPES)) {
     });
   }
 }
+
+Deno.test("gemv rule: the block's linears on lmpipe's kernels; the head on BLAS only when BLAS has threads", () => {
+  assert.equal(kernelFor("gemv", "wasm", 512 * 128), "lmpipe");
+  const head = kernelFor("gemv", "wasm", 50304 * 128);
+  assert.equal(head, currentBlas() && blasThreads() > 1 ? "blas" : "lmpipe");
+});
 
 Deno.test("wasm decode: off with the switch, and for variants it does not cover", () => {
   const model = new Gpt({ ...GPT_PRESETS.tiny, contextLength: 8, gelu: "exact" }, 1);

@@ -10,7 +10,7 @@
 // webgpu/kernels.ts setFusedKernelsEnabled, lib/native/blas.ts loadBlas), so no kernel imports this file
 // back except to ask.
 import * as tf from "@tensorflow/tfjs-core";
-import { type Blas, currentBlas } from "../native/blas.ts";
+import { type Blas, blasThreads, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
@@ -54,11 +54,22 @@ export function setDnnlConvs(on: boolean): boolean {
 }
 
 // The one-row products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts) go to BLAS's sgemv from
-// this many multiply-adds up, to lmpipe's gemv kernels below (see the gemv row of TABLE).
-let gemvBlasMinWork = Infinity;
+// this many multiply-adds up, to lmpipe's gemv kernels below (see the gemv row of TABLE). null: the measured
+// rule (bench/RESULTS.md, cached decoding): on one thread the kernels were faster at every size (the head
+// 1.1x, the block's linears 1.3-2.6x: FFI and OpenBLAS's own overhead); with more threads sgemv's own
+// threads read the output head 1.4x faster than the kernels' threads, so products from 2^20 up (the
+// head; no linear of a small model) go to BLAS then.
+let gemvBlasMinWork: number | null = null;
 
-/** Sets the smallest K*N of a decoding step's one-row product that goes to BLAS; returns the previous value. */
-export function setGemvBlasMinWork(n: number): number {
+function gemvBlasMin(): number {
+  return gemvBlasMinWork ?? (blasThreads() > 1 ? 1 << 20 : Infinity);
+}
+
+/**
+ * Sets the smallest K*N of a decoding step's one-row product that goes to BLAS (null: the measured rule
+ * above); returns the previous setting.
+ */
+export function setGemvBlasMinWork(n: number | null): number | null {
   const prev = gemvBlasMinWork;
   gemvBlasMinWork = n;
   return prev;
@@ -230,15 +241,15 @@ export const TABLE: KernelChoice[] = [
       {
         name: "blas",
         file: "lib/native/blas.ts via lib/tensor/ops/gemv/wasm.ts",
-        active: (work) => currentBlas() !== null && work >= gemvBlasMinWork,
-        why: "OpenBLAS sgemv, from setGemvBlasMinWork's size up (by default never: see the next)",
+        active: (work) => currentBlas() !== null && work >= gemvBlasMin(),
+        why: "OpenBLAS sgemv on its own threads: the output head when BLAS has more than one thread",
       },
       {
         name: "lmpipe",
         file: "lib/tensor/ops/gemv/wasm.ts (kernels.wat gemv_rows, gemv_cols)",
         active: always,
-        why: "SIMD loops called directly: faster than sgemv through FFI at every size of a decoding step, " +
-          "the output head included (bench/RESULTS.md, cached decoding)",
+        why: "SIMD loops called directly: faster than sgemv through FFI on one thread at every size of a " +
+          "decoding step, and for the block's small linears on any (bench/RESULTS.md, cached decoding)",
       },
     ],
     force: "setGemvBlasMinWork for tests; bench/decode.ts --gemv-blas-min N",
