@@ -48,7 +48,20 @@ export function unsupported(config: DecodeConfig, batch: number): string | null 
 }
 
 /** The regions of a step's scratch memory: each is one vector of the step. */
-type Region = "x" | "a" | "qkv" | "att" | "out" | "fc" | "act" | "stats" | "probs" | "logits" | "maxima";
+type Region =
+  | "x"
+  | "a"
+  | "qkv"
+  | "att"
+  | "out"
+  | "fc"
+  | "act"
+  | "stats"
+  | "probs"
+  | "rowMax"
+  | "rowSum"
+  | "logits"
+  | "maxima";
 
 /** A block's linears and norms, by their parameter names' middle parts (gpt.ts's header). */
 const BLOCK_LAYERS = {
@@ -120,7 +133,9 @@ export class WasmGptDecoder implements DecodeState {
       fc: 4 * C,
       act: 4 * C,
       stats: 4,
-      probs: T,
+      probs: config.nHead * T,
+      rowMax: config.nHead,
+      rowSum: config.nHead,
       logits: V,
       maxima: Math.ceil(V / TOP_K_BLOCK),
     };
@@ -215,21 +230,25 @@ export class WasmGptDecoder implements DecodeState {
   /**
    * att = softmax(q k^T / sqrt(D)) v per head over the `n` cached positions: q scaled first as the op
    * chain does (lib/tensor/ops/attention/mod.ts), scores and weighted sums by the gemv kernels on the
-   * cache's rows (stride C), the softmax in float64 on the host (n <= context values).
+   * cache's rows (stride C), the softmax's exponentials and sums by the softmax_rows kernel, the division
+   * applied to each head's D outputs instead of its n weights.
    */
   #attend(kCache: number, vCache: number, n: number) {
     const c = this.#c, C = c.nEmbd, H = c.nHead, D = C / H, at = this.#at, k = this.#heap.kernels;
-    const f = this.#heap.f32, q = at.qkv >> 2, probs = at.probs >> 2;
+    const f = this.#heap.f32, q = at.qkv >> 2;
     const scale = Math.fround(1 / Math.sqrt(D));
     for (let i = 0; i < C; i++) f[q + i] *= scale;
+    // the heads' scores as rows [H, n], one softmax_rows call (the loss's SIMD exp) for all of them:
+    // e = exp(s - max) in place, the row sums; each head's output is then sum_j e_j v_j / sum
     for (let h = 0; h < H; h++) {
-      k.gemv_rows(kCache + 4 * h * D, C, at.qkv + 4 * h * D, at.probs, 0, n, D);
-      let max = -Infinity, sum = 0;
-      for (let j = 0; j < n; j++) max = Math.max(max, f[probs + j]);
-      for (let j = 0; j < n; j++) sum += f[probs + j] = Math.fround(Math.exp(f[probs + j] - max));
-      const inv = 1 / sum;
-      for (let j = 0; j < n; j++) f[probs + j] *= inv;
-      k.gemv_cols(vCache + 4 * h * D, C, at.probs, 0, at.att + 4 * h * D, n, 0, D, 0);
+      k.gemv_rows(kCache + 4 * h * D, C, at.qkv + 4 * h * D, at.probs + 4 * h * n, 0, n, D);
+    }
+    k.softmax_rows(at.probs, at.probs, at.rowMax, at.rowSum, 0, H, n);
+    const sums = at.rowSum >> 2, att = at.att >> 2;
+    for (let h = 0; h < H; h++) {
+      k.gemv_cols(vCache + 4 * h * D, C, at.probs + 4 * h * n, 0, at.att + 4 * h * D, n, 0, D, 0);
+      const inv = 1 / f[sums + h];
+      for (let i = att + h * D; i < att + (h + 1) * D; i++) f[i] *= inv;
     }
   }
 
