@@ -53,7 +53,7 @@ const SHAPES = {
 
 for (const [name, shape] of Object.entries(SHAPES)) {
   for (const blas of currentBlas() ? [true, false] : [false]) {
-    Deno.test(`wasm decode = decodeStep: ${name}, ${blas ? "BLAS" : "no BLAS"}`, async () => {
+    Deno.test(`wasm decode = decodeStep: ${name}, ${blas ? "BLAS" : "no BLAS"}`, () => {
       const model = new Gpt({ ...GPT_PRESETS.tiny, ...shape }, 7);
       randomizeWeights(model, 40);
       const T = model.config.contextLength;
