@@ -4,9 +4,9 @@
 // lmpipe's wasm kernels (LayerNorm, GELU, kernels.wat's matrix-vector products) or OpenBLAS's sgemv
 // (lib/tensor/ops/gemv/wasm.ts) straight on the weights where TF.js keeps them on the wasm heap, with
 // the key/value cache and every intermediate preallocated once per decode, and returns the logits as a
-// view of the heap: no tensor is made per token. The arithmetic is decodeStep's (float32, the same
-// kernels where it uses lmpipe's, the same order of operations), so the logits agree with it to float32
-// rounding (tests/gpt_decode_test.ts). The kernel-choice rule's "cachedDecode" row turns it on and off
+// view of the heap: no tensor is made per token. The arithmetic is decodeStep's in float32 (the same
+// LayerNorm and GELU kernels; the matrix-vector sums and the softmax's division in another order), so
+// the logits agree with it to float32 rounding and a seed draws the same tokens (tests/gpt_decode_test.ts). The kernel-choice rule's "cachedDecode" row turns it on and off
 // (LMPIPE_WASM_DECODE=0); Gpt.startDecode falls back to decodeStep's op chain for what this does not
 // cover (gpt_decode's unsupported()).
 import { tf } from "../tensor/backend.ts";
