@@ -1,7 +1,11 @@
-// Where a cached decoding step's time goes (what `lmpipe sample` does per token): the model's step
-// (decodeStep: embedding, the blocks against their key/value caches, the output head), reading the
-// logits back to the host, and choosing the token (top-k on the host). Also the TF.js kernels one step
-// runs, by name, from tf.profile: the per-op engine cost is most of a small model's token.
+// Where a cached decoding step's time goes (what `lmpipe sample` does per token), for both ways lmpipe
+// runs it on wasm, alternating in one process: the op chain (decodeStep: embedding, the blocks against
+// their key/value caches, the output head as TF.js ops, then the logits read back) and lmpipe's wasm
+// step (lib/models/gpt_decode.ts: direct kernel calls, logits left on the heap). Per token: the model's
+// step, reading the logits, choosing the token (top-k on the host). Then the cost of one step at an early
+// and a late position (flat in the context?), the floor the output head sets (it reads the whole
+// [vocab, C] float32 matrix every token: the memory bandwidth of a streaming read, measured here), and
+// the TF.js kernels of one op-chain step (tf.profile).
 //
 //   deno run -A bench/decode.ts [--model gpt] [--preset tiny] [--n-layer 4] [--n-head 4] [--n-embd 128]
 //        [--context 128] [--tokens 100] [--rounds 3] [--threads 1] [--top-k 200]
@@ -10,6 +14,12 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { chooseToken } from "../pipelines/sample/generate.ts";
 import { Rng } from "../lib/rng.ts";
+import { blasForGemv, setGemvBlasMinWork, setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
+import { currentBlas } from "../lib/native/blas.ts";
+import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
+import { runRows } from "../lib/tensor/wasm/kernels.ts";
+import { KIND } from "../lib/tensor/wasm/kernel_calls.ts";
+import { median } from "./common.ts";
 
 const HELP = `deno run -A bench/decode.ts [flags]
 
@@ -21,6 +31,9 @@ const HELP = `deno run -A bench/decode.ts [flags]
   --rounds N     timed rounds after one warm-up round (default 3)
   --threads N    wasm threads (default 1)
   --top-k K      top-k of the sampling (default 200)
+  --gemv-blas-min N
+                 the wasm step's one-row products of at least N multiply-adds go to BLAS's sgemv
+                 (default: the rule's, kernel_choice.ts gemv row; 0 = all, when a BLAS library is loaded)
 
 Example: deno run -A bench/decode.ts --threads 1 --tokens 100 --rounds 3`;
 
@@ -36,6 +49,7 @@ const p = parseFlags(CMD, Deno.args, {
   rounds: { type: "string" },
   threads: { type: "string" },
   "top-k": { type: "string" },
+  "gemv-blas-min": { type: "string" },
 });
 if (p.help) {
   console.log(HELP);
@@ -51,46 +65,149 @@ const overrides: Record<string, number> = family === "gpt"
     contextLength: whole("context", 128),
   }
   : {};
+if (str(p, "gemv-blas-min") !== undefined) setGemvBlasMinWork(num(p, CMD, "gemv-blas-min", 0, { min: 0 }));
 const info = await initBackend("wasm", { quiet: true, threads: whole("threads", 1) });
 const model = createModel(resolveConfig(family, str(p, "preset", "tiny"), overrides), 1);
 const T = model.config.contextLength;
 const tokens = Math.min(whole("tokens", 100), T - 1), rounds = whole("rounds", 3);
 const sampling = { temperature: 1, topK: whole("top-k", 200), topP: 1, allowedVocab: 50257 };
 
-/** One generation of `n` tokens; the summed time of each part, in ms. */
-async function generate(n: number, rng: Rng) {
-  const state = model.startDecode(1);
+const PATHS = { "op chain": false, "wasm step": true } as const;
+type Path = keyof typeof PATHS;
+
+/** A fresh decode on `path`. */
+function start(path: Path) {
+  setWasmDecodeEnabled(PATHS[path]);
+  return model.startDecode(1);
+}
+
+/** Feeds `tok` to `state` and returns the logits row: the step's time and the read's, in ms. */
+async function stepAndRead(state: ReturnType<typeof start>, tok: number) {
+  const t0 = performance.now();
+  if (state.stepOnHost) {
+    const row = state.stepOnHost(tok);
+    return { row, step: performance.now() - t0, read: 0 }; // the logits are a view of the heap: no read
+  }
+  const input = tf.tensor1d([tok], "int32");
+  const logits = model.decodeStep(state, input);
+  input.dispose();
+  const t1 = performance.now();
+  const row = await logits.data() as Float32Array;
+  logits.dispose();
+  return { row, step: t1 - t0, read: performance.now() - t1 };
+}
+
+/** One generation of `n` tokens on `path`; the summed time of each part, in ms. */
+async function generate(path: Path, n: number, rng: Rng) {
+  const state = start(path);
   const ms = { step: 0, read: 0, choose: 0 };
   let tok = 198;
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const input = tf.tensor1d([tok], "int32");
-    const logits = model.decodeStep(state, input);
-    input.dispose();
-    const t1 = performance.now();
-    const row = await logits.data() as Float32Array;
-    logits.dispose();
+    const { row, step, read } = await stepAndRead(state, tok);
     const t2 = performance.now();
-    tok = chooseToken(row, sampling, rng);
-    ms.step += t1 - t0, ms.read += t2 - t1, ms.choose += performance.now() - t2;
+    tok = chooseToken(row, sampling, rng, state.blockMaxima?.());
+    ms.step += step, ms.read += read, ms.choose += performance.now() - t2;
   }
   state.dispose();
   return ms;
 }
 
-console.log(`${family} ${JSON.stringify(overrides)}, ${info.device}; ${tokens} tokens per round`);
+/** The median time of one step (model + read) at position `pos` over `reps` fresh decodes. */
+async function stepAt(path: Path, pos: number, reps: number): Promise<number> {
+  const times: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const state = start(path);
+    for (let i = 0; i < pos; i++) await stepAndRead(state, 198);
+    const { step, read } = await stepAndRead(state, 198);
+    times.push(step + read);
+    state.dispose();
+  }
+  return median(times);
+}
+
+console.log(
+  `${family} ${JSON.stringify(overrides)}, ${info.device}; ${tokens} tokens per round; the wasm step's ` +
+    `output head by ${
+      blasForGemv(model.config.vocabSize * (model.config.nEmbd as number))
+        ? "BLAS sgemv"
+        : "lmpipe's gemv kernel"
+    }`,
+);
 const rng = new Rng(3);
-await generate(4, rng);
+for (const path of Object.keys(PATHS) as Path[]) await generate(path, 4, rng);
+const rates: Record<Path, number[]> = { "op chain": [], "wasm step": [] };
 for (let r = 1; r <= rounds; r++) {
-  const ms = await generate(tokens, rng);
-  const total = ms.step + ms.read + ms.choose;
-  const per = (v: number) => (v / tokens).toFixed(2);
+  for (const path of Object.keys(PATHS) as Path[]) {
+    const ms = await generate(path, tokens, rng);
+    const total = ms.step + ms.read + ms.choose;
+    const per = (v: number) => (v / tokens).toFixed(3);
+    rates[path].push(1000 * tokens / total);
+    console.log(
+      `round ${r} ${path.padEnd(9)}: ${(1000 * tokens / total).toFixed(0).padStart(5)} tok/s; per token: ` +
+        `model ${per(ms.step)} ms, read ${per(ms.read)} ms, choose ${per(ms.choose)} ms`,
+    );
+  }
+}
+const ratios = rates["wasm step"].map((w, i) => w / rates["op chain"][i]);
+console.log(`wasm step / op chain tokens/s, per round: ${ratios.map((x) => x.toFixed(2)).join(" ")}`);
+
+const early = 10, late = Math.min(120, T - 1);
+for (const path of Object.keys(PATHS) as Path[]) {
+  const reps = path === "wasm step" ? 20 : 5;
+  const [a, b] = [await stepAt(path, early, reps), await stepAt(path, late, reps)];
   console.log(
-    `round ${r}: ${(1000 * tokens / total).toFixed(0)} tok/s; per token: step ${per(ms.step)} ms, ` +
-      `read ${per(ms.read)} ms, choose ${per(ms.choose)} ms`,
+    `${path}: one step (model + read) at position ${early}: ${a.toFixed(3)} ms, at ${late}: ${
+      b.toFixed(3)
+    } ms`,
   );
 }
 
+// The floor: the head's matrix streamed once per token. Timed on the model's own head (V x C float32)
+// and on a 256 MiB buffer that no cache holds, by lmpipe's gemv_rows kernel and by BLAS's sgemv.
+{
+  const V = model.config.vocabSize, C = model.config.nEmbd as number;
+  const heap = new HeapView(tf.backend());
+  const big = tf.zeros([1 << 26]), x = tf.zeros([C]), y = tf.zeros([(1 << 26) / C]);
+  const off = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
+  const head = model.params.get("transformer.wte.weight")!;
+  const blas = currentBlas();
+  const gbps = (bytes: number, run: () => void, reps: number) => {
+    run();
+    const times: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      run();
+      times.push(performance.now() - t0);
+    }
+    return { ms: median(times), gbs: bytes / median(times) / 1e6 };
+  };
+  const rows = (a: number, R: number) => () => heap.kernels.gemv_rows(a, C, off(x), off(y), 0, R, C);
+  const sgemv = (a: number, R: number) => () =>
+    blas!.sgemm(heap.memory.buffer, false, true, 1, R, C, off(x), a, off(y));
+  const report = (what: string, r: { ms: number; gbs: number }) =>
+    console.log(`  ${what.padEnd(44)} ${r.ms.toFixed(3)} ms, ${r.gbs.toFixed(1)} GB/s`);
+  const headBytes = 4 * V * C, bigRows = (1 << 26) / C;
+  console.log(`\nthe head's floor: ${(headBytes / 1e6).toFixed(1)} MB read per token`);
+  const h1 = gbps(headBytes, rows(off(head), V), 30);
+  report("head, gemv_rows kernel (1 thread)", h1);
+  if (info.threads && info.threads > 1) {
+    const shared = () => runRows(tf.backend(), [KIND.gemvRows, off(head), C, off(x), off(y), C], V, C);
+    report(`head, gemv_rows kernel shared by ${info.threads} threads`, gbps(headBytes, shared, 30));
+  }
+  const b1 = gbps(4 * (1 << 26), rows(off(big), bigRows), 5);
+  report("256 MiB streaming read, gemv_rows kernel", b1);
+  if (blas) {
+    report(`head, BLAS sgemv (${info.threads} thread(s))`, gbps(headBytes, sgemv(off(head), V), 30));
+    report("256 MiB streaming read, BLAS sgemv", gbps(4 * (1 << 26), sgemv(off(big), bigRows), 5));
+  }
+  console.log(
+    `  => f32 head alone: at most ${(1000 / h1.ms).toFixed(0)} tokens/s at the head's measured rate, ` +
+      `${(b1.gbs * 1e9 / headBytes).toFixed(0)} tokens/s at the streaming rate`,
+  );
+  big.dispose(), x.dispose(), y.dispose();
+}
+
+setWasmDecodeEnabled(false);
 // the kernels of one step halfway into the context
 const state = model.startDecode(1);
 for (let i = 0; i < Math.floor(T / 2); i++) {

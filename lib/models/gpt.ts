@@ -32,6 +32,8 @@ import { Rng } from "../rng.ts";
 import { emptyKVCache, type KVCache, kvCacheTensors, linear, normOf } from "../nn.ts";
 import { boundary } from "../precision.ts";
 import { tiedCrossEntropy } from "../loss.ts";
+import { unsupported as wasmDecodeUnsupported, WasmGptDecoder } from "./gpt_decode.ts";
+import { kernelFor } from "../tensor/kernel_choice.ts";
 import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type { DecodeState, ForwardOptions, LanguageModel, ModelConfig, ModelFamily } from "./types.ts";
 import {
@@ -305,7 +307,14 @@ export class Gpt implements LanguageModel {
     return probs.map((p, i) => ({ name: `block ${i}`, probs: p }));
   }
 
+  /**
+   * Starts a decode: lmpipe's wasm step (gpt_decode.ts) where the kernel-choice rule's cachedDecode row
+   * picks it and it covers the config, else decodeStep's op chain with a growing key/value cache.
+   */
   startDecode(batch: number): DecodeState {
+    if (kernelFor("cachedDecode") === "lmpipe" && wasmDecodeUnsupported(this.config, batch) === null) {
+      return new WasmGptDecoder(this.params, this.config);
+    }
     const caches: KVCache[] = [];
     for (let i = 0; i < this.config.nLayer; i++) caches.push(emptyKVCache());
     // The head as [C, V] once per decode, so each step's logits are a plain 2-D matMul.
@@ -314,6 +323,11 @@ export class Gpt implements LanguageModel {
   }
 
   decodeStep(state: DecodeState, tokens: tf.Tensor1D): tf.Tensor2D {
+    if (state instanceof WasmGptDecoder) {
+      checkDecodeStep(this.config, 1, state.length, tokens);
+      const logits = state.stepOnHost(tokens.dataSync()[0]);
+      return tf.tensor2d(logits.slice(), [1, this.config.vocabSize]);
+    }
     if (!(state instanceof GptDecodeState)) {
       throw new Error(`${this.config.model}.decodeStep: state was not made by this model's startDecode`);
     }

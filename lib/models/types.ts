@@ -37,6 +37,14 @@ export interface ForwardOptions {
 export interface DecodeState {
   /** Number of positions already consumed. */
   readonly length: number;
+  /**
+   * Present where the model decodes this state on the host side of the engine (gpt on wasm:
+   * lib/models/gpt_decode.ts): feeds one token of a batch-1 decode and returns the next logits
+   * [vocabSize] without a tensor, as a view valid until the next step. decodeStep works on it too.
+   */
+  stepOnHost?(token: number): Float32Array;
+  /** With stepOnHost: the last logits' block maxima (lib/top_k.ts), a view valid until the next step. */
+  blockMaxima?(): Float32Array;
   dispose(): void;
 }
 

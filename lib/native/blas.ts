@@ -98,6 +98,7 @@ export interface Blas {
 let loaded: Blas | null = null;
 let openLib: Lib | null = null;
 let openmpBuild = false;
+let poolThreads = 1;
 let reason = "not loaded";
 let tried = false;
 
@@ -226,8 +227,14 @@ export function loadBlas(threads: number): Blas | null {
   }
   // OpenBLAS's OpenMP build with 2 threads crashed Deno at exit in 6 of 43 runs (libgomp's workers
   // against process teardown, most likely; the pthread build: 0 of 30): it gets one thread.
-  openLib?.symbols.openblas_set_num_threads?.(openmpBuild ? 1 : Math.max(1, threads));
+  poolThreads = openmpBuild ? 1 : Math.max(1, threads);
+  openLib?.symbols.openblas_set_num_threads?.(poolThreads);
   return loaded;
+}
+
+/** The threads loadBlas gave the library (1 for OpenBLAS's OpenMP build, see above). */
+export function blasThreads(): number {
+  return loaded ? poolThreads : 0;
 }
 
 /**

@@ -10,7 +10,7 @@
 // webgpu/kernels.ts setFusedKernelsEnabled, lib/native/blas.ts loadBlas), so no kernel imports this file
 // back except to ask.
 import * as tf from "@tensorflow/tfjs-core";
-import { type Blas, currentBlas } from "../native/blas.ts";
+import { type Blas, blasThreads, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
@@ -51,6 +51,28 @@ export function setDnnlConvs(on: boolean): boolean {
   const old = dnnlConvs;
   dnnlConvs = on;
   return old;
+}
+
+// The one-row products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts) go to BLAS's sgemv from
+// this many multiply-adds up, to lmpipe's gemv kernels below (see the gemv row of TABLE). null: the measured
+// rule (bench/RESULTS.md, cached decoding): on one thread the kernels were faster at every size (the head
+// 1.1x, the block's linears 1.3-2.6x: FFI and OpenBLAS's own overhead); with more threads sgemv's own
+// threads read the output head 1.4x faster than the kernels' threads, so products from 2^20 up (the
+// head; no linear of a small model) go to BLAS then.
+let gemvBlasMinWork: number | null = null;
+
+function gemvBlasMin(): number {
+  return gemvBlasMinWork ?? (blasThreads() > 1 ? 1 << 20 : Infinity);
+}
+
+/**
+ * Sets the smallest K*N of a decoding step's one-row product that goes to BLAS (null: the measured rule
+ * above); returns the previous setting.
+ */
+export function setGemvBlasMinWork(n: number | null): number | null {
+  const prev = gemvBlasMinWork;
+  gemvBlasMinWork = n;
+  return prev;
 }
 
 /** Sets the smallest M*K*N (per batch slice) that goes to BLAS; returns the previous value. */
@@ -135,6 +157,17 @@ export function setWebgpuAttentionEnabled(on: boolean): void {
   webgpuAttentionOn = on;
 }
 
+// lmpipe's cached decoding step for gpt on wasm (lib/models/gpt_decode.ts): on with lmpipe's wasm kernels,
+// unless LMPIPE_WASM_DECODE=0 (then decodeStep's TF.js op chain runs every token).
+let wasmDecodeOn = envSwitch("LMPIPE_WASM_DECODE");
+
+/** Turns lmpipe's wasm decoding step on or off for this process (tests and bench/decode.ts compare both). */
+export function setWasmDecodeEnabled(on: boolean): boolean {
+  const old = wasmDecodeOn;
+  wasmDecodeOn = on;
+  return old;
+}
+
 const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
@@ -201,6 +234,42 @@ export const TABLE: KernelChoice[] = [
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
+  {
+    op: "gemv",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "blas",
+        file: "lib/native/blas.ts via lib/tensor/ops/gemv/wasm.ts",
+        active: (work) => currentBlas() !== null && work >= gemvBlasMin(),
+        why: "OpenBLAS sgemv on its own threads: the output head when BLAS has more than one thread",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/gemv/wasm.ts (kernels.wat gemv_rows, gemv_cols)",
+        active: always,
+        why: "SIMD loops called directly: faster than sgemv through FFI on one thread at every size of a " +
+          "decoding step, and for the block's small linears on any (bench/RESULTS.md, cached decoding)",
+      },
+    ],
+    force: "setGemvBlasMinWork for tests; bench/decode.ts --gemv-blas-min N",
+  },
+  {
+    op: "cachedDecode",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/models/gpt_decode.ts (matrix-vector products: lib/tensor/ops/gemv/wasm.ts)",
+        active: () => wasmDecodeOn && wasmKernelsActive(),
+        why: "a whole token as direct kernel calls on the weights where they lie and a preallocated " +
+          "key/value cache: no TF.js op (~170 a token on a 4-layer model), no concat, no tensor",
+      },
+      opChain("lib/models/gpt.ts (decodeStep)"),
+    ],
+    force: "LMPIPE_WASM_DECODE=0 (or LMPIPE_WASM_FUSED=0) runs decodeStep's op chain; setWasmDecodeEnabled " +
+      "for tests and bench/decode.ts",
+  },
   webgpuRow(
     "softmaxRows",
     "lib/tensor/ops/softmax_rows/webgpu.ts",
@@ -297,6 +366,11 @@ export function kernelFor(op: string, backend: string = tf.getBackend(), work = 
 /** The BLAS library to run a wasm matMul of `work` = M*K*N multiply-adds per slice with, or null. */
 export function blasForMatMul(work: number): Blas | null {
   return kernelFor("matMul", "wasm", work) === "blas" ? currentBlas() : null;
+}
+
+/** The BLAS library to run a decoding step's one-row product of `work` = K*N multiply-adds with, or null. */
+export function blasForGemv(work: number): Blas | null {
+  return kernelFor("gemv", "wasm", work) === "blas" ? currentBlas() : null;
 }
 
 /**

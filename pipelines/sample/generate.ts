@@ -5,6 +5,9 @@
 import type { LanguageModel, Precision } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
 import type { Rng } from "../../lib/rng.ts";
+import { kthLargest, topKIds } from "../../lib/top_k.ts";
+
+export { kthLargest };
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). */
@@ -18,62 +21,32 @@ export interface SamplingOptions {
 }
 
 /**
- * The k-th largest of values[0 .. n-1] (ties counted, as the k-th from the top of a sorted copy), by a
- * k-sized min-heap: one pass where almost every value fails a single comparison with the heap's root,
- * instead of sorting all 50,257 logits per token (about 7 ms). NaN is skipped.
+ * Picks the next token from one row of logits; `maxima`: their block maxima (lib/top_k.ts) where the
+ * model's step computed them (Stepper.blockMaxima), saving the top-k search a pass.
  */
-export function kthLargest(values: Float32Array, n: number, k: number): number {
-  const heap = new Float32Array(k);
-  let size = 0;
-  const siftDown = () => {
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1, r = l + 1;
-      let m = i;
-      if (l < size && heap[l] < heap[m]) m = l;
-      if (r < size && heap[r] < heap[m]) m = r;
-      if (m === i) return;
-      const t = heap[i];
-      heap[i] = heap[m], heap[m] = t, i = m;
-    }
-  };
-  for (let j = 0; j < n; j++) {
-    const v = values[j];
-    if (size < k) {
-      if (v !== v) continue; // NaN
-      let i = size++; // sift up
-      heap[i] = v;
-      while (i > 0) {
-        const p = (i - 1) >> 1;
-        if (heap[p] <= heap[i]) break;
-        const t = heap[p];
-        heap[p] = heap[i], heap[i] = t, i = p;
-      }
-    } else if (v > heap[0]) {
-      heap[0] = v;
-      siftDown();
-    }
-  }
-  return size < k ? -Infinity : heap[0];
-}
-
-/** Picks the next token from one row of logits. */
-export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng): number {
+export function chooseToken(
+  logits: Float32Array,
+  o: SamplingOptions,
+  rng: Rng,
+  maxima?: Float32Array,
+): number {
   const V = Math.min(logits.length, o.allowedVocab);
   if (o.temperature === 0) {
     let best = 0;
     for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
-  const threshold = o.topK > 0 && o.topK < V ? kthLargest(logits, V, o.topK) : -Infinity;
+  // the candidates in ascending order: the top k (ties included), or every id
+  const ids = o.topK > 0 && o.topK < V
+    ? topKIds(logits, V, o.topK, maxima)
+    : Array.from({ length: V }, (_, i) => i);
   let max = -Infinity;
-  for (let i = 0; i < V; i++) if (logits[i] >= threshold && logits[i] > max) max = logits[i];
-  const ids: number[] = [], probs: number[] = [];
+  for (const i of ids) if (logits[i] > max) max = logits[i];
+  const probs: number[] = [];
   let sum = 0;
-  for (let i = 0; i < V; i++) {
-    if (logits[i] < threshold) continue;
+  for (const i of ids) {
     const e = Math.exp((logits[i] - max) / o.temperature);
-    ids.push(i), probs.push(e), sum += e;
+    probs.push(e), sum += e;
   }
   let order = ids.map((_, j) => j);
   let mass = 1;
@@ -98,8 +71,13 @@ export function chooseToken(logits: Float32Array, o: SamplingOptions, rng: Rng):
 
 /** Produces the logits for the next token after each token appended; cached or recomputed. */
 export interface Stepper {
-  /** Logits [V] after `tokens` (the whole sequence so far; only new tokens are fed when cached). */
+  /**
+   * Logits [V] after `tokens` (the whole sequence so far; only new tokens are fed when cached). Read
+   * them before the next call: a cached step may return a view that the next one overwrites.
+   */
   next(tokens: number[]): Promise<Float32Array>;
+  /** The block maxima of the logits next() returned last, where the model's step computed them. */
+  blockMaxima?(): Float32Array | undefined;
   dispose(): void;
 }
 
@@ -147,6 +125,12 @@ export function cachedStepper(model: LanguageModel): Stepper {
         offset = tokens.length - Math.ceil(T / 2);
         consumed = offset;
       }
+      if (state.stepOnHost) { // the model's host-side step: logits without a tensor (gpt on wasm)
+        let logits: Float32Array | null = null;
+        for (; consumed < tokens.length; consumed++) logits = state.stepOnHost(tokens[consumed]);
+        if (!logits) throw new Error("cachedStepper.next: no new token to feed");
+        return logits;
+      }
       let last: tf.Tensor2D | null = null;
       for (; consumed < tokens.length; consumed++) {
         last?.dispose();
@@ -156,6 +140,9 @@ export function cachedStepper(model: LanguageModel): Stepper {
       }
       if (!last) throw new Error("cachedStepper.next: no new token to feed");
       return await row(last); // [1, V]: its data is the one row
+    },
+    blockMaxima() {
+      return state.blockMaxima?.();
     },
     dispose() {
       state.dispose();

@@ -177,7 +177,7 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
       try {
         for (let i = 0; i < maxNew; i++) {
           const logits = await stepper.next(tokens);
-          const id = chooseToken(logits, sampling, rng);
+          const id = chooseToken(logits, sampling, rng, stepper.blockMaxima?.());
           tokens.push(id), generated.push(id);
           if (format === "text") {
             const piece = utf8.decode(decodeBytes([id]), { stream: true }); // holds back a split character

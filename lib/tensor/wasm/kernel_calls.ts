@@ -14,6 +14,7 @@ export const KIND = {
   geluGrad: 7,
   im2col: 8,
   col2im: 9,
+  gemvRows: 10,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -83,6 +84,19 @@ export interface KernelExports {
   ): void;
   im2col(x: number, col: number, k0: number, k1: number, ...geometry: number[]): void;
   col2im(col: number, dx: number, i0: number, i1: number, ...geometry: number[]): void;
+  gemv_rows(a: number, lda: number, x: number, y: number, r0: number, r1: number, n: number): void;
+  gemv_cols(
+    a: number,
+    lda: number,
+    x: number,
+    b: number,
+    y: number,
+    rows: number,
+    c0: number,
+    c1: number,
+    hasBias: number,
+  ): void;
+  block_max(x: number, m: number, n: number): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -142,6 +156,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.im2col(a[1], a[2], r0, r1, ...Array.from({ length: 15 }, (_, i) => a[3 + i]));
     case KIND.col2im: // col, dx, then b_base, H, W, Ci, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl
       return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
+    case KIND.gemvRows: // a, lda, x, y, n
+      return k.gemv_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -123,6 +123,11 @@ class Runner {
   get threads(): number {
     return 1 + this.#workers.length;
   }
+
+  /** The kernels on the calling thread, for direct calls too small to share out. */
+  get kernels(): KernelExports {
+    return this.#kernels;
+  }
 }
 
 let runner: Runner | null = null;
@@ -175,6 +180,16 @@ export async function startWasmKernels(): Promise<number> {
   const r = runnerFor(tf.backend());
   await r.started;
   return r.threads;
+}
+
+/**
+ * The kernels' exports on the calling thread and the memory they work on, for a caller that runs many
+ * tiny kernels in a row (a decoding step: lib/tensor/ops/decode/wasm.ts) where a job per call would cost
+ * more than the work. Byte offsets as for jobs; views of the memory must be renewed after it grows.
+ */
+export function wasmKernelsOn(backend: AnyBackend): { kernels: KernelExports; memory: WebAssembly.Memory } {
+  const r = runnerFor(backend);
+  return { kernels: r.kernels, memory: r.memory };
 }
 
 /** Threads the kernels run on in this process (0 before they start). */

@@ -6,6 +6,9 @@
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
 ;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
 ;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/ops/conv2d/wasm.ts)
+;;   gemv_*        matrix-vector products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts): the
+;;                 linears, attention against the key/value cache and the output head
+;;   block_max     the maxima of blocks of 16 logits, where the sampler's top-k search starts
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -691,4 +694,168 @@
             (br $ohs)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $is))))
+
+  ;; y[row] = A[row, 0:n] . x[0:n] for rows r0 <= row < r1 of A (row stride lda values): the output head
+  ;; of a decoding step (A the [V, C] embedding) and attention's scores (A a head's slice of the key
+  ;; cache). Sums in two float32 vectors over 8 values at a time, then the lanes, then a scalar tail.
+  ;; (Four rows at a time, sharing x's loads, ran 2x slower under V8: kept to one row.)
+  (func (export "gemv_rows")
+    (param $a i32) (param $lda i32) (param $x i32) (param $y i32) (param $r0 i32) (param $r1 i32) (param $n i32)
+    (local $row i32) (local $pa i32) (local $o i32) (local $nb i32) (local $acc0 v128) (local $acc1 v128)
+    (local $zero v128) (local $s f32)
+    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (i32.mul (local.get $row) (local.get $lda)) (i32.const 2))))
+        (local.set $acc0 (local.get $zero))
+        (local.set $acc1 (local.get $zero))
+        (local.set $o (i32.const 0))
+        (block $eights_done
+          (loop $eights
+            (br_if $eights_done (i32.gt_u (i32.add (local.get $o) (i32.const 32)) (local.get $nb)))
+            (local.set $acc0 (f32x4.add (local.get $acc0) (f32x4.mul
+              (v128.load (i32.add (local.get $pa) (local.get $o))) (v128.load (i32.add (local.get $x) (local.get $o))))))
+            (local.set $acc1 (f32x4.add (local.get $acc1) (f32x4.mul
+              (v128.load offset=16 (i32.add (local.get $pa) (local.get $o)))
+              (v128.load offset=16 (i32.add (local.get $x) (local.get $o))))))
+            (local.set $o (i32.add (local.get $o) (i32.const 32)))
+            (br $eights)))
+        (if (i32.le_u (i32.add (local.get $o) (i32.const 16)) (local.get $nb))
+          (then
+            (local.set $acc0 (f32x4.add (local.get $acc0) (f32x4.mul
+              (v128.load (i32.add (local.get $pa) (local.get $o))) (v128.load (i32.add (local.get $x) (local.get $o))))))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))))
+        (local.set $s (call $hsum (f32x4.add (local.get $acc0) (local.get $acc1))))
+        (block $tail_done
+          (loop $tail
+            (br_if $tail_done (i32.ge_u (local.get $o) (local.get $nb)))
+            (local.set $s (f32.add (local.get $s) (f32.mul
+              (f32.load (i32.add (local.get $pa) (local.get $o))) (f32.load (i32.add (local.get $x) (local.get $o))))))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (br $tail)))
+        (f32.store (i32.add (local.get $y) (i32.shl (local.get $row) (i32.const 2))) (local.get $s))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; y[c] = b[c] (when has_bias, else 0) + sum over r < rows of x[r] A[r, c], for columns c0 <= c < c1 of
+  ;; A (row stride lda values), r in order: a linear x @ W + b of a decoding step (W [in, out]), and
+  ;; attention's weighted sum of the cached values. 16 columns at a time in four vector accumulators
+  ;; (A read row by row, y written once), then 4 at a time, then one.
+  (func (export "gemv_cols")
+    (param $a i32) (param $lda i32) (param $x i32) (param $b i32) (param $y i32) (param $rows i32)
+    (param $c0 i32) (param $c1 i32) (param $has_bias i32)
+    (local $c i32) (local $r i32) (local $pa i32) (local $ldb i32) (local $xr v128) (local $zero v128)
+    (local $acc0 v128) (local $acc1 v128) (local $acc2 v128) (local $acc3 v128) (local $s f32)
+    (local.set $ldb (i32.shl (local.get $lda) (i32.const 2)))
+    (local.set $c (local.get $c0))
+    (block $sixteens_done
+      (loop $sixteens
+        (br_if $sixteens_done (i32.gt_u (i32.add (local.get $c) (i32.const 16)) (local.get $c1)))
+        (if (local.get $has_bias)
+          (then
+            (local.set $acc0 (v128.load (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2)))))
+            (local.set $acc1 (v128.load offset=16 (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2)))))
+            (local.set $acc2 (v128.load offset=32 (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2)))))
+            (local.set $acc3 (v128.load offset=48 (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2))))))
+          (else
+            (local.set $acc0 (local.get $zero)) (local.set $acc1 (local.get $zero))
+            (local.set $acc2 (local.get $zero)) (local.set $acc3 (local.get $zero))))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (local.get $c) (i32.const 2))))
+        (local.set $r (i32.const 0))
+        (block $rs_done
+          (loop $rs
+            (br_if $rs_done (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $xr (v128.load32_splat (i32.add (local.get $x) (i32.shl (local.get $r) (i32.const 2)))))
+            (local.set $acc0 (f32x4.add (local.get $acc0) (f32x4.mul (local.get $xr) (v128.load (local.get $pa)))))
+            (local.set $acc1 (f32x4.add (local.get $acc1) (f32x4.mul (local.get $xr) (v128.load offset=16 (local.get $pa)))))
+            (local.set $acc2 (f32x4.add (local.get $acc2) (f32x4.mul (local.get $xr) (v128.load offset=32 (local.get $pa)))))
+            (local.set $acc3 (f32x4.add (local.get $acc3) (f32x4.mul (local.get $xr) (v128.load offset=48 (local.get $pa)))))
+            (local.set $pa (i32.add (local.get $pa) (local.get $ldb)))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $rs)))
+        (v128.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $acc0))
+        (v128.store offset=16 (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $acc1))
+        (v128.store offset=32 (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $acc2))
+        (v128.store offset=48 (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $acc3))
+        (local.set $c (i32.add (local.get $c) (i32.const 16)))
+        (br $sixteens)))
+    (block $fours_done
+      (loop $fours
+        (br_if $fours_done (i32.gt_u (i32.add (local.get $c) (i32.const 4)) (local.get $c1)))
+        (local.set $acc0 (local.get $zero))
+        (if (local.get $has_bias)
+          (then (local.set $acc0 (v128.load (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2)))))))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (local.get $c) (i32.const 2))))
+        (local.set $r (i32.const 0))
+        (block $rs4_done
+          (loop $rs4
+            (br_if $rs4_done (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $acc0 (f32x4.add (local.get $acc0) (f32x4.mul
+              (v128.load32_splat (i32.add (local.get $x) (i32.shl (local.get $r) (i32.const 2))))
+              (v128.load (local.get $pa)))))
+            (local.set $pa (i32.add (local.get $pa) (local.get $ldb)))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $rs4)))
+        (v128.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $acc0))
+        (local.set $c (i32.add (local.get $c) (i32.const 4)))
+        (br $fours)))
+    (block $ones_done
+      (loop $ones
+        (br_if $ones_done (i32.ge_u (local.get $c) (local.get $c1)))
+        (local.set $s (f32.const 0))
+        (if (local.get $has_bias)
+          (then (local.set $s (f32.load (i32.add (local.get $b) (i32.shl (local.get $c) (i32.const 2)))))))
+        (local.set $pa (i32.add (local.get $a) (i32.shl (local.get $c) (i32.const 2))))
+        (local.set $r (i32.const 0))
+        (block $rs1_done
+          (loop $rs1
+            (br_if $rs1_done (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $s (f32.add (local.get $s) (f32.mul
+              (f32.load (i32.add (local.get $x) (i32.shl (local.get $r) (i32.const 2)))) (f32.load (local.get $pa)))))
+            (local.set $pa (i32.add (local.get $pa) (local.get $ldb)))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $rs1)))
+        (f32.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))) (local.get $s))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $ones))))
+
+  ;; m[b] = the largest of x[16 b .. 16 b + 15] for blocks b < ceil(n / 16) (the last one ends at n), NaN
+  ;; skipped (-Infinity for a block without a number): lib/top_k.ts blockMaxima, for the
+  ;; logits of a decoding step. pmax(a, b) is b > a ? b : a, so a NaN never replaces the running maximum.
+  (func (export "block_max") (param $x i32) (param $m i32) (param $n i32)
+    (local $b i32) (local $p i32) (local $end i32) (local $v v128) (local $s f32) (local $t f32)
+    (local $ninf v128)
+    (local.set $ninf (f32x4.splat (f32.const -inf)))
+    (local.set $p (local.get $x))
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $blocks_done
+      (loop $blocks
+        (br_if $blocks_done (i32.gt_u (i32.add (local.get $p) (i32.const 64)) (local.get $end)))
+        (local.set $v (f32x4.pmax (f32x4.pmax (f32x4.pmax (f32x4.pmax (local.get $ninf)
+          (v128.load (local.get $p))) (v128.load offset=16 (local.get $p)))
+          (v128.load offset=32 (local.get $p))) (v128.load offset=48 (local.get $p))))
+        ;; the lanes' maximum without branches: swap halves, then neighbours
+        (local.set $v (f32x4.pmax (local.get $v)
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))))
+        (local.set $v (f32x4.pmax (local.get $v)
+          (i8x16.shuffle 4 5 6 7 0 1 2 3 12 13 14 15 8 9 10 11 (local.get $v) (local.get $v))))
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $b) (i32.const 2)))
+          (f32x4.extract_lane 0 (local.get $v)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (local.set $p (i32.add (local.get $p) (i32.const 64)))
+        (br $blocks)))
+    ;; the last, shorter block
+    (if (i32.lt_u (local.get $p) (local.get $end))
+      (then
+        (local.set $s (f32.const -inf))
+        (block $tail_done
+          (loop $tail
+            (br_if $tail_done (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $t (f32.load (local.get $p)))
+            (if (f32.gt (local.get $t) (local.get $s)) (then (local.set $s (local.get $t))))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (br $tail)))
+        (f32.store (i32.add (local.get $m) (i32.shl (local.get $b) (i32.const 2))) (local.get $s)))))
 )
