@@ -24,6 +24,23 @@ export async function gpuSync(): Promise<void> {
   await (be.device as GPUDevice).queue.onSubmittedWorkDone();
 }
 
+/**
+ * Milliseconds per call of `run` on webgpu: calls in batches between GPU syncs, the batch grown until it
+ * lasts `minBatchMs` (so that Deno's ~10 ms per sync, bench/gpu/sync_latency.ts, is a small part of it) or
+ * reaches `maxBatch` calls; the last batch is the measurement.
+ */
+export async function msPerCall(run: () => void, minBatchMs: number, maxBatch = 4096): Promise<number> {
+  run();
+  await gpuSync();
+  for (let batch = 1;; batch *= 2) {
+    const t = performance.now();
+    for (let i = 0; i < batch; i++) run();
+    await gpuSync();
+    const ms = performance.now() - t;
+    if (ms >= minBatchMs || batch >= maxBatch) return ms / batch;
+  }
+}
+
 /** A training step of `model` on random batches of B sequences; call dispose() when done. */
 export function makeTrainStep(model: LanguageModel, B: number, precision: Precision) {
   const T = model.config.contextLength as number, vocab = model.config.vocabSize as number;

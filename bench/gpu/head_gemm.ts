@@ -8,7 +8,7 @@
 //   deno run -A bench/gpu/head_gemm.ts [--rows 333] [--embd 384] [--vocab 50304] [--ms 150]
 import { num, parseFlags } from "../../lib/flags.ts";
 import { initBackend, tf } from "../../lib/tensor/backend.ts";
-import { gpuSync } from "../webgpu_step.ts";
+import { msPerCall } from "../webgpu_step.ts";
 
 const cmd = "bench/gpu/head_gemm";
 const p = parseFlags(cmd, Deno.args, {
@@ -22,19 +22,6 @@ const C = num(p, cmd, "embd", 384, { min: 1, integer: true });
 const V = num(p, cmd, "vocab", 50304, { min: 1, integer: true });
 const batchMs = num(p, cmd, "ms", 150, { min: 1 });
 const info = await initBackend("webgpu", { quiet: true });
-
-/** Milliseconds per call of `run` (batches between syncs of at least batchMs). */
-async function time(run: () => void): Promise<number> {
-  run();
-  await gpuSync();
-  for (let batch = 1;; batch *= 2) {
-    const t = performance.now();
-    for (let i = 0; i < batch; i++) run();
-    await gpuSync();
-    const ms = performance.now() - t;
-    if (ms >= batchMs || batch >= 4096) return ms / batch;
-  }
-}
 
 const h = tf.randomUniform([R, C], -1, 1), h128 = tf.randomUniform([Math.ceil(R / 128) * 128, C], -1, 1);
 const W = tf.randomUniform([V, C], -1, 1), Wt = tf.transpose(W);
@@ -60,7 +47,7 @@ const variants: [string, number, () => tf.Tensor | tf.Tensor[]][] = [
   ["input grad dL[R,V] . W[V,C] (lmpipe today)", flops, () => tf.matMul(dL, W)],
 ];
 for (const [what, f, run] of variants) {
-  const ms = await time(() => tf.dispose(run()));
+  const ms = await msPerCall(() => tf.dispose(run()), batchMs);
   console.log(JSON.stringify({
     bench: "head_gemm",
     what,

@@ -20,7 +20,7 @@ import { initBackend, tf } from "../../lib/tensor/backend.ts";
 import { setMatMulPlanForTests, TILES } from "../../lib/tensor/ops/matmul/webgpu.ts";
 import { planMatMul } from "../../lib/tensor/ops/matmul/webgpu.ts";
 import { createModel, resolveConfig } from "../../lib/models/registry.ts";
-import { gpuSync, makeTrainStep } from "../webgpu_step.ts";
+import { makeTrainStep, msPerCall } from "../webgpu_step.ts";
 import type { Precision } from "../../lib/models/types.ts";
 
 const cmd = "bench/gpu/shapes";
@@ -120,21 +120,6 @@ function flopsOf(c: Call): number {
   return 2 * n * oh * ow * fs[0] * fs[1] * fs[2] * co;
 }
 
-/** Milliseconds per call of `run`, in batches of at least batchMs between GPU syncs. */
-async function time(run: () => void): Promise<number> {
-  run();
-  await gpuSync();
-  let batch = 1;
-  for (;;) {
-    const t = performance.now();
-    for (let i = 0; i < batch; i++) run();
-    await gpuSync();
-    const ms = performance.now() - t;
-    if (ms >= batchMs || batch >= 8192) return ms / batch;
-    batch *= Math.min(16, Math.max(2, Math.ceil((1.2 * batchMs) / Math.max(ms, 0.01))));
-  }
-}
-
 const rows: { kernel: string; ms: number; count: number; flops: number }[] = [];
 for (const c of calls.values()) {
   const inputs: tf.NamedTensorMap = {};
@@ -142,7 +127,7 @@ for (const c of calls.values()) {
     inputs[k] = c.dtypes[k] === "float32" ? tf.randomUniform(shape, -1, 1) : tf.zeros(shape, c.dtypes[k]);
   }
   const run = () => tf.dispose(runKernel(c.kernel, inputs, c.attrs) as tf.Tensor | tf.Tensor[]);
-  const ms = await time(run);
+  const ms = await msPerCall(run, batchMs, 8192);
   const flops = flopsOf(c);
   const line: Record<string, unknown> = {
     bench: "shape",
@@ -167,7 +152,7 @@ for (const c of calls.values()) {
     for (const tile of Object.values(TILES)) {
       for (let S = 1; S <= 64 && (S === 1 || K / S >= 2 * tile.BK); S *= 2) {
         setMatMulPlanForTests({ tile, splits: S });
-        plans[`${tile.name}/${S}`] = +(await time(run)).toFixed(4);
+        plans[`${tile.name}/${S}`] = +(await msPerCall(run, batchMs, 8192)).toFixed(4);
       }
     }
     setMatMulPlanForTests(null);
