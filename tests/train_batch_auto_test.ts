@@ -124,14 +124,16 @@ Deno.test("batch auto (wasm): the step's memory grows linearly here, gradient ac
   const steps = p.slice(1).map((x, i) => x - p[i]);
   // The step's peak is the largest of the live-byte totals at each moment of the step, each of them
   // affine in the batch size, so it is convex and piecewise linear: it grows by at least as much per
-  // sequence as the size goes up. Which moment is the largest depends on the kernels (without BLAS,
-  // XNNPACK's transposed operands move the peak at batch 4), so exact linearity is a BLAS-path fact.
+  // sequence as the size goes up. Which moment is the largest depends on the kernels and gradients
+  // (without BLAS, XNNPACK's transposed operands move the peak at batch 4; with BLAS it moves there too
+  // since Gather's gradient no longer copies the embedding's gradient through two transposes), so exact
+  // linearity from batch 1 to 3 is a BLAS-path fact.
   assert.ok(steps[0] > 0, "memory grows with the batch size");
   for (let i = 1; i < steps.length; i++) {
     assert.ok(steps[i] >= steps[i - 1], `per-sequence bytes shrink at batch ${i + 2}: ${p}`);
   }
   if (currentBlas()) {
-    assert.deepEqual(steps.slice(0, 3), [steps[0], steps[0], steps[0]], `per-sequence bytes: ${p}`);
+    assert.deepEqual(steps.slice(0, 2), [steps[0], steps[0]], `per-sequence bytes: ${p}`);
   }
   // a second micro-batch keeps the summed gradients alive beside the new ones: more memory, not less
   const [accum] = await peaks([4], { ...PROBE, gradAccum: 4 });
