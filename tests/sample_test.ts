@@ -8,7 +8,8 @@ import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import { run as sample } from "../pipelines/sample/mod.ts";
-import { cachedStepper, chooseToken, kthLargest, uncachedStepper } from "../pipelines/sample/generate.ts";
+import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
+import { kthLargest } from "../lib/top_k.ts";
 import { maxRelErr } from "../lib/tensor/testing.ts";
 import { BIGRAM_FAMILY, BigramModel } from "./bigram_model.ts";
 

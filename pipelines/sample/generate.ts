@@ -5,9 +5,7 @@
 import type { LanguageModel, Precision } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
 import type { Rng } from "../../lib/rng.ts";
-import { kthLargest, topKIds } from "../../lib/top_k.ts";
-
-export { kthLargest };
+import { topKIds } from "../../lib/top_k.ts";
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). */
