@@ -16,9 +16,8 @@ import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
 import type { DecodeState, ModelConfig } from "./types.ts";
 import { TOP_K_BLOCK } from "../top_k.ts";
+import { LAYER_NORM_EPS } from "../tensor/ops/layer_norm/mod.ts";
 import { variantOf } from "./variants.ts";
-
-const LN_EPS = 1e-5; // lib/nn.ts layerNorm's
 
 /** What the step reads of a gpt config (gpt.ts GptConfig; gpt.ts imports this file, so not the type). */
 export interface DecodeConfig extends ModelConfig {
@@ -222,7 +221,7 @@ export class WasmGptDecoder implements DecodeState {
       0,
       1,
       this.#c.nEmbd,
-      LN_EPS,
+      LAYER_NORM_EPS,
       b >= 0 ? 1 : 0,
     );
   }

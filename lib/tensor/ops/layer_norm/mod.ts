@@ -9,8 +9,16 @@ import { kernelFor } from "../../kernel_choice.ts";
 import "./wasm.ts"; // registers the wasm kernels
 import "./webgpu.ts"; // registers the webgpu kernels
 
+/** LayerNorm's epsilon when none is given (PyTorch's). */
+export const LAYER_NORM_EPS = 1e-5;
+
 /** The op chain: also the reference the kernels are tested against. */
-export function layerNormByOps(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
+export function layerNormByOps(
+  x: tf.Tensor,
+  weight: tf.Tensor1D,
+  bias?: tf.Tensor1D,
+  eps = LAYER_NORM_EPS,
+): tf.Tensor {
   const { mean, variance } = tf.moments(x, -1, true);
   const y = tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight);
   return bias ? tf.add(y, bias) : y;
@@ -41,7 +49,12 @@ function fused(eps: number, withBias: boolean) {
 }
 
 /** LayerNorm of x [..., C] with weight [C] and optional bias [C]. */
-export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor {
+export function layerNorm(
+  x: tf.Tensor,
+  weight: tf.Tensor1D,
+  bias?: tf.Tensor1D,
+  eps = LAYER_NORM_EPS,
+): tf.Tensor {
   const C = x.shape[x.rank - 1];
   if (x.dtype !== "float32" || !(C > 0 && C % 4 === 0) || kernelFor("layerNorm") !== "lmpipe") {
     return layerNormByOps(x, weight, bias, eps);
