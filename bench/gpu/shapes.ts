@@ -91,18 +91,24 @@ stepMs.sort((a, b) => a - b);
 dispose(), model.dispose();
 console.error(`${cmd}: ${family}/${preset} batch ${B}: ${calls.size} distinct shapes on ${info.device}`);
 
+/** A matMul call's batch (broadcast over the leading dims), M, N and K. */
+function gemmDims(c: Call): { batch: number; M: number; N: number; K: number } {
+  const A = c.shapes.a, Bm = c.shapes.b, ta = !!c.attrs.transposeA, tb = !!c.attrs.transposeB;
+  const lead = (d: number[]) => d.slice(0, -2).reduce((x, y) => x * y, 1);
+  return {
+    batch: Math.max(lead(A), lead(Bm)),
+    M: ta ? A.at(-1)! : A.at(-2)!,
+    N: tb ? Bm.at(-2)! : Bm.at(-1)!,
+    K: ta ? A.at(-2)! : A.at(-1)!,
+  };
+}
+
 /** FLOPs of one call: 2 x outputs x reduction length. */
 function flopsOf(c: Call): number {
   const s = c.shapes, a = c.attrs as Record<string, unknown>;
   if (!c.kernel.includes("MatMul") && !c.kernel.startsWith("Conv2D")) return 0; // lmpipe's kernels: time only
   if (c.kernel.includes("MatMul")) {
-    const [A, Bm] = [s.a, s.b];
-    const ta = !!a.transposeA, tb = !!a.transposeB;
-    const M = ta ? A.at(-1)! : A.at(-2)!, K = ta ? A.at(-2)! : A.at(-1)!, N = tb ? Bm.at(-2)! : Bm.at(-1)!;
-    const batch = Math.max(
-      A.slice(0, -2).reduce((x, y) => x * y, 1),
-      Bm.slice(0, -2).reduce((x, y) => x * y, 1),
-    );
+    const { batch, M, N, K } = gemmDims(c);
     return 2 * batch * M * N * K;
   }
   if (c.kernel === "Conv2D") { // x [N,H,W,Ci], filter [KH,KW,Ci,Co]; output pixels from strides/pad
@@ -140,12 +146,7 @@ for (const c of calls.values()) {
     tflops: flops ? +(flops / ms / 1e9).toFixed(2) : undefined,
   };
   if (p.values.plans && c.kernel.includes("MatMul")) {
-    const A = c.shapes.a, Bm = c.shapes.b, ta = !!c.attrs.transposeA, tb = !!c.attrs.transposeB;
-    const M = ta ? A.at(-1)! : A.at(-2)!, K = ta ? A.at(-2)! : A.at(-1)!, N = tb ? Bm.at(-2)! : Bm.at(-1)!;
-    const batch = Math.max(
-      A.slice(0, -2).reduce((x, y) => x * y, 1),
-      Bm.slice(0, -2).reduce((x, y) => x * y, 1),
-    );
+    const { batch, M, N, K } = gemmDims(c);
     const chosen = planMatMul(batch, M, N, K, 2 ** 29);
     line.chosen = `${chosen.tile.name}/${chosen.splits}`;
     const plans: Record<string, number> = {};
