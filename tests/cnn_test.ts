@@ -15,6 +15,7 @@ import {
 } from "../lib/models/cnn.ts";
 import { imageNormRelu, imageNormReluByOps } from "../lib/tensor/ops/image_norm/mod.ts";
 import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
+import { setWasmImageNormEnabled } from "../lib/tensor/ops/image_norm/wasm.ts";
 import { boundary } from "../lib/precision.ts";
 import { refHalf } from "./helpers_round.ts";
 
@@ -383,8 +384,9 @@ Deno.test("cnn: checkpointed chunks bound the peak memory of a training step", a
   assert.ok(chunked < 0.3 * plain, `peak bytes: chunked ${chunked} vs plain ${plain}`);
 });
 
-Deno.test("cnn: the image norm on wasm runs as one LayerNorm kernel and equals the op chain (values, gradients)", async () => {
+Deno.test("cnn: the image norm on wasm with its own kernel off runs as one LayerNorm kernel and equals the op chain (values, gradients)", async () => {
   await initBackend("wasm", { quiet: true });
+  const fused = setWasmImageNormEnabled(false); // its own kernels: tests/image_norm_test.ts
   for (const [N, H, W, C] of [[3, 5, 4, 8], [2, 8, 8, 16], [1, 3, 3, 4]]) {
     const x = tf.tensor4d(randomArray(N * H * W * C, 21).map((v) => 3 * v + 1), [N, H, W, C]);
     const g = tf.tensor1d(randomArray(C, 22).map((v) => 1 + v)), b = tf.tensor1d(randomArray(C, 23));
@@ -411,4 +413,5 @@ Deno.test("cnn: the image norm on wasm runs as one LayerNorm kernel and equals t
     );
     tf.dispose([x, g, b, dy]);
   }
+  setWasmImageNormEnabled(fused);
 });

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { toHalfOps } from "../lib/precision.ts";
-import { IMAGE_NORM_EPS, imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
+import { imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
+import { imageNormRef } from "./helpers_image_norm.ts";
 import { setConvTileRows } from "../lib/tensor/ops/conv2d/webgpu.ts";
 import {
   assertClose,
@@ -239,29 +240,7 @@ if (gpu.ok) {
       const bwd = dispatchedBy(() => tf.grads(f)([xt, gt, bt], dyt));
       const got = [fwd.result, ...bwd.result].map(async (t) => new Float32Array(await readData(t)));
       const [y, dx, dg, db] = await Promise.all(got);
-      // float64 reference
-      const wy = new Float64Array(N * n), wdx = new Float64Array(N * n);
-      const wdg = new Float64Array(C), wdb = new Float64Array(C);
-      for (let i = 0; i < N; i++) {
-        const o = i * n;
-        let mean = 0, v = 0;
-        for (let j = 0; j < n; j++) mean += x[o + j] / n;
-        for (let j = 0; j < n; j++) v += (x[o + j] - mean) ** 2 / n;
-        const rstd = 1 / Math.sqrt(v + IMAGE_NORM_EPS);
-        let m1 = 0, m2 = 0;
-        const xh = (j: number) => (x[o + j] - mean) * rstd;
-        const d = (j: number) => {
-          const pre = xh(j) * g[j % C] + b[j % C];
-          return relu && !(pre > 0) ? 0 : dy[o + j];
-        };
-        for (let j = 0; j < n; j++) {
-          const pre = xh(j) * g[j % C] + b[j % C];
-          wy[o + j] = relu ? Math.max(0, pre) : pre;
-          m1 += d(j) * g[j % C] / n, m2 += d(j) * g[j % C] * xh(j) / n;
-          wdg[j % C] += d(j) * xh(j), wdb[j % C] += d(j);
-        }
-        for (let j = 0; j < n; j++) wdx[o + j] = rstd * (d(j) * g[j % C] - m1 - xh(j) * m2);
-      }
+      const { y: wy, dx: wdx, dg: wdg, db: wdb } = imageNormRef(x, g, b, dy, shape, relu);
       const what = `[${shape}] relu ${relu}`;
       assertClose(y, wy, 1e-5, `${what}: y`);
       assertClose(dx, wdx, 1e-4, `${what}: dx`);

@@ -16,6 +16,7 @@ import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
+import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -325,11 +326,29 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "goes with the conv kernels: LMPIPE_WEBGPU_CONV=0 (or LMPIPE_WEBGPU_FUSED=0) runs the op chain",
   },
-  wasmRow(
-    "imageNorm",
-    "lib/tensor/ops/layer_norm/wasm.ts via lib/tensor/ops/image_norm/mod.ts",
-    "lib/tensor/ops/image_norm/mod.ts",
-  ),
+  {
+    op: "imageNorm",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/image_norm/wasm.ts",
+        active: () => wasmImageNormEnabled() && wasmKernelsActive(),
+        why:
+          "norm + channel affine + ReLU in one multithreaded SIMD job each way, any H, W, C; the channel " +
+          "gradients summed in the kernel",
+      },
+      {
+        name: "layerNorm",
+        file: "lib/tensor/ops/layer_norm/wasm.ts via lib/tensor/ops/image_norm/mod.ts",
+        active: () => wasmKernelsActive(),
+        why: "the LayerNorm kernel over rows of H·W·C (a multiple of 4) with g, b tiled, then TF.js's Relu",
+      },
+      opChain("lib/tensor/ops/image_norm/mod.ts"),
+    ],
+    force: "LMPIPE_WASM_IMAGE_NORM=0 runs the LayerNorm path, LMPIPE_WASM_FUSED=0 the op chain; " +
+      "setWasmImageNormEnabled for tests and benchmarks",
+  },
   {
     op: "causalAttention",
     backend: "webgpu",

@@ -31,6 +31,14 @@ export const SOFTMAX_ROWS_KERNEL = "LmpipeSoftmaxRows";
 export const LAYER_NORM_KERNEL = "LmpipeLayerNorm";
 export const LAYER_NORM_GRAD_KERNEL = "LmpipeLayerNormGrad";
 
+/**
+ * The image models' per-image norm + channel affine + ReLU: lib/tensor/ops/image_norm/mod.ts. Forward:
+ * [y, per-image (mean, 1/std) [N, 2]]. Gradient: webgpu [dx, per image and channel sums of dy * xhat and
+ * dy [N * 2 * C]]; wasm [dx, dg [C], db [C]].
+ */
+export const IMAGE_NORM_KERNEL = "LmpipeImageNorm";
+export const IMAGE_NORM_GRAD_KERNEL = "LmpipeImageNormGrad";
+
 /** GELU (tanh form) forward, y only, and its gradient from x and dy (tanh recomputed): lib/tensor/ops/gelu/mod.ts. */
 export const GELU_KERNEL = "LmpipeGelu";
 /** GELU's k = sqrt(2 / pi) and c: 0.5 x (1 + tanh(k (x + c x^3))). */

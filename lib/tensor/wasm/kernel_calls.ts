@@ -15,6 +15,9 @@ export const KIND = {
   im2col: 8,
   col2im: 9,
   gemvRows: 10,
+  imageNorm: 11,
+  imageNormDx: 12,
+  imageNormDgDb: 13,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -70,6 +73,32 @@ export interface KernelExports {
     rows: number,
     c: number,
   ): void;
+  imgnorm_fwd(
+    x: number,
+    gb: number,
+    y: number,
+    stats: number,
+    r0: number,
+    r1: number,
+    n: number,
+    c: number,
+    eps: number,
+    relu: number,
+  ): void;
+  imgnorm_dx(
+    dy: number,
+    x: number,
+    gb: number,
+    stats: number,
+    dx: number,
+    part: number,
+    r0: number,
+    r1: number,
+    n: number,
+    c: number,
+    relu: number,
+  ): void;
+  imgnorm_dgdb(part: number, dg: number, db: number, rows: number, c: number): void;
   gelu_inner(x: number, u: number, i0: number, i1: number, c: number, k: number): void;
   gelu_out(x: number, t: number, y: number, i0: number, i1: number): void;
   gelu_grad_out(
@@ -140,6 +169,12 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.layernorm_dx(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7]);
     case KIND.layerNormDwDb: // dy, x, mean, rstd, dw, db, rows, C: one piece, all rows
       return k.layernorm_dwdb(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    case KIND.imageNorm: // x, gb, y, stats, n, C, eps, relu
+      return k.imgnorm_fwd(a[1], a[2], a[3], a[4], r0, r1, a[5], a[6], bitsFloat(a[7]), a[8]);
+    case KIND.imageNormDx: // dy, x, gb, stats, dx, part, n, C, relu
+      return k.imgnorm_dx(a[1], a[2], a[3], a[4], a[5], a[6], r0, r1, a[7], a[8], a[9]);
+    case KIND.imageNormDgDb: // part, dg, db, images, C: one piece, all images
+      return k.imgnorm_dgdb(a[1], a[2], a[3], a[4], a[5]);
     case KIND.gelu: { // x, y, n, c, k: u into y, tanh in place, then y; block by block (in cache)
       const i0 = r0 * BLOCK, i1 = Math.min(a[3], r1 * BLOCK);
       k.gelu_inner(a[1], a[2], i0, i1, bitsFloat(a[4]), bitsFloat(a[5]));

@@ -4,6 +4,7 @@
 ;;   adamw         one parameter's AdamW update: ~15 TF.js kernels, one pass here
 ;;   tanh          GELU's tanh: TF.js's scalar tanh costs ~14 ns a value
 ;;   layernorm_*   LayerNorm forward and backward: ~30 TF.js kernels a layer, two passes a row here
+;;   imgnorm_*     the image models' per-image norm + channel affine + ReLU, one job each way
 ;;   gelu_*        GELU's elementwise parts around tanh, in the op chain's order (bit-identical to it)
 ;;   im2col, col2im the gathers and scatter-adds of the conv gradients (lib/tensor/ops/conv2d/wasm.ts)
 ;;   gemv_*        matrix-vector products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts): the
@@ -453,6 +454,258 @@
           (br_if $cols (i32.lt_u (local.get $o) (local.get $bytes))))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rows))))
+
+  ;; The per-image norm + channel affine + ReLU after each conv of the image models
+  ;; (lib/tensor/ops/image_norm/wasm.ts), images r0 <= row < r1 of x [N, n], n = H W C values an image (any
+  ;; n, any C): mean = sum(x) / n and var = sum((x - mean)^2) / n (two passes, float32 vectors),
+  ;; rstd = 1 / sqrt(var + eps), pre = ((x - mean) rstd) g[ch] + b[ch] with ch = index mod C, and y = pre, or
+  ;; max(pre, 0) when relu. g and b come as gb [2, 4C], each repeated four times: the four lanes at index 4k
+  ;; of an image then find their channels' values at (4k mod 4C) + lane whatever C is. Keeps
+  ;; (mean, rstd) per image in stats [N, 2] for imgnorm_dx.
+  (func (export "imgnorm_fwd")
+    (param $x i32) (param $gb i32) (param $y i32) (param $stats i32)
+    (param $r0 i32) (param $r1 i32) (param $n i32) (param $c i32) (param $eps f32) (param $relu i32)
+    (local $row i32) (local $o i32) (local $t i32) (local $px i32) (local $py i32) (local $pb i32)
+    (local $bytes i32) (local $vbytes i32) (local $tile i32)
+    (local $acc v128) (local $d v128) (local $vm v128) (local $vr v128) (local $floor v128)
+    (local $m f32) (local $r f32) (local $s f32) (local $v f32) (local $fn f32) (local $sfloor f32)
+    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vbytes (i32.and (local.get $bytes) (i32.const -16)))
+    (local.set $tile (i32.shl (local.get $c) (i32.const 4)))
+    (local.set $pb (i32.add (local.get $gb) (local.get $tile)))
+    (local.set $fn (f32.convert_i32_u (local.get $n)))
+    ;; max(pre, floor): 0 with relu, -inf (no change) without
+    (local.set $sfloor (select (f32.const 0) (f32.const -inf) (local.get $relu)))
+    (local.set $floor (f32x4.splat (local.get $sfloor)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $px (i32.add (local.get $x) (i32.mul (local.get $row) (local.get $bytes))))
+        (local.set $py (i32.add (local.get $y) (i32.mul (local.get $row) (local.get $bytes))))
+        ;; the mean
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $s (f32.const 0))
+        (local.set $o (i32.const 0))
+        (if (i32.lt_u (local.get $o) (local.get $vbytes)) (then (loop $sum
+          (local.set $acc (f32x4.add (local.get $acc) (v128.load (i32.add (local.get $px) (local.get $o)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $sum (i32.lt_u (local.get $o) (local.get $vbytes))))))
+        (if (i32.lt_u (local.get $o) (local.get $bytes)) (then (loop $sum_tail
+          (local.set $s (f32.add (local.get $s) (f32.load (i32.add (local.get $px) (local.get $o)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (br_if $sum_tail (i32.lt_u (local.get $o) (local.get $bytes))))))
+        (local.set $m (f32.div (f32.add (call $hsum (local.get $acc)) (local.get $s)) (local.get $fn)))
+        (local.set $vm (f32x4.splat (local.get $m)))
+        ;; the variance about it, then 1 / sqrt(var + eps)
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (local.set $s (f32.const 0))
+        (local.set $o (i32.const 0))
+        (if (i32.lt_u (local.get $o) (local.get $vbytes)) (then (loop $var
+          (local.set $d (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)))
+          (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (local.get $d) (local.get $d))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $var (i32.lt_u (local.get $o) (local.get $vbytes))))))
+        (if (i32.lt_u (local.get $o) (local.get $bytes)) (then (loop $var_tail
+          (local.set $v (f32.sub (f32.load (i32.add (local.get $px) (local.get $o))) (local.get $m)))
+          (local.set $s (f32.add (local.get $s) (f32.mul (local.get $v) (local.get $v))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (br_if $var_tail (i32.lt_u (local.get $o) (local.get $bytes))))))
+        (local.set $r (f32.div (f32.const 1) (f32.sqrt (f32.add
+          (f32.div (f32.add (call $hsum (local.get $acc)) (local.get $s)) (local.get $fn)) (local.get $eps)))))
+        (local.set $vr (f32x4.splat (local.get $r)))
+        ;; y, walking the channel tiles with t (bytes, wrapping at 4C values)
+        (local.set $o (i32.const 0))
+        (local.set $t (i32.const 0))
+        (if (i32.lt_u (local.get $o) (local.get $vbytes)) (then (loop $out
+          (local.set $d (f32x4.add
+            (f32x4.mul
+              (f32x4.mul (f32x4.sub (v128.load (i32.add (local.get $px) (local.get $o))) (local.get $vm)) (local.get $vr))
+              (v128.load (i32.add (local.get $gb) (local.get $t))))
+            (v128.load (i32.add (local.get $pb) (local.get $t)))))
+          (v128.store (i32.add (local.get $py) (local.get $o)) (f32x4.pmax (local.get $d) (local.get $floor)))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (local.set $t (i32.add (local.get $t) (i32.const 16)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $vbytes))))))
+        (if (i32.lt_u (local.get $o) (local.get $bytes)) (then (loop $out_tail
+          (local.set $v (f32.add
+            (f32.mul
+              (f32.mul (f32.sub (f32.load (i32.add (local.get $px) (local.get $o))) (local.get $m)) (local.get $r))
+              (f32.load (i32.add (local.get $gb) (local.get $t))))
+            (f32.load (i32.add (local.get $pb) (local.get $t)))))
+          (f32.store (i32.add (local.get $py) (local.get $o))
+            (select (local.get $sfloor) (local.get $v) (f32.lt (local.get $v) (local.get $sfloor))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (local.set $t (i32.add (local.get $t) (i32.const 4)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $out_tail (i32.lt_u (local.get $o) (local.get $bytes))))))
+        (f32.store (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3))) (local.get $m))
+        (f32.store offset=4 (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3))) (local.get $r))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The input gradient of imgnorm_fwd for images r0 <= row < r1, and per image the sums that make the
+  ;; channel gradients. With xhat = (x - mean) rstd, d = dy (times the ReLU's mask pre > 0 when relu: pre
+  ;; recomputed from x by the forward's own operations, so the mask is exactly y > 0) and e = d g[ch]:
+  ;; dx = rstd ((e - mean(e)) - xhat mean(e xhat)). part [N, 2, 4C] gets, at the channel tiles' positions
+  ;; (as gb's), the image's sums of d xhat and of d; imgnorm_dgdb adds them up per channel.
+  (func (export "imgnorm_dx")
+    (param $dy i32) (param $x i32) (param $gb i32) (param $stats i32) (param $dx i32) (param $part i32)
+    (param $r0 i32) (param $r1 i32) (param $n i32) (param $c i32) (param $relu i32)
+    (local $row i32) (local $o i32) (local $t i32) (local $base i32) (local $pb i32) (local $pa i32)
+    (local $pd i32) (local $bytes i32) (local $vbytes i32) (local $tile i32)
+    (local $xh v128) (local $d v128) (local $e v128) (local $gv v128) (local $keep v128) (local $zero v128)
+    (local $vm v128) (local $vr v128) (local $sg v128) (local $sgx v128) (local $va v128) (local $vb v128)
+    (local $m f32) (local $r f32) (local $fn f32) (local $sxh f32) (local $sd f32) (local $se f32)
+    (local $ssg f32) (local $ssgx f32) (local $a f32) (local $bb f32)
+    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vbytes (i32.and (local.get $bytes) (i32.const -16)))
+    (local.set $tile (i32.shl (local.get $c) (i32.const 4)))
+    (local.set $pb (i32.add (local.get $gb) (local.get $tile)))
+    (local.set $fn (f32.convert_i32_u (local.get $n)))
+    (local.set $zero (v128.const f32x4 0 0 0 0))
+    ;; all lanes kept without relu; with it, the lanes where pre > 0
+    (local.set $keep (select (v128.const i32x4 0 0 0 0) (v128.const i32x4 -1 -1 -1 -1) (local.get $relu)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $base (i32.mul (local.get $row) (local.get $bytes)))
+        (local.set $m (f32.load (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3)))))
+        (local.set $r (f32.load offset=4 (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3)))))
+        (local.set $vm (f32x4.splat (local.get $m)))
+        (local.set $vr (f32x4.splat (local.get $r)))
+        (local.set $pa (i32.add (local.get $part) (i32.mul (local.get $row) (i32.shl (local.get $tile) (i32.const 1)))))
+        (local.set $pd (i32.add (local.get $pa) (local.get $tile)))
+        (memory.fill (local.get $pa) (i32.const 0) (i32.shl (local.get $tile) (i32.const 1)))
+        ;; pass 1: sums of e and e xhat; the channel sums of d xhat and d
+        (local.set $sg (local.get $zero))
+        (local.set $sgx (local.get $zero))
+        (local.set $ssg (f32.const 0))
+        (local.set $ssgx (f32.const 0))
+        (local.set $o (i32.const 0))
+        (local.set $t (i32.const 0))
+        (if (i32.lt_u (local.get $o) (local.get $vbytes)) (then (loop $sums
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (local.set $gv (v128.load (i32.add (local.get $gb) (local.get $t))))
+          (local.set $d (v128.and (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.or (local.get $keep) (f32x4.gt
+              (f32x4.add (f32x4.mul (local.get $xh) (local.get $gv)) (v128.load (i32.add (local.get $pb) (local.get $t))))
+              (local.get $zero)))))
+          (local.set $e (f32x4.mul (local.get $d) (local.get $gv)))
+          (local.set $sg (f32x4.add (local.get $sg) (local.get $e)))
+          (local.set $sgx (f32x4.add (local.get $sgx) (f32x4.mul (local.get $e) (local.get $xh))))
+          (v128.store (i32.add (local.get $pa) (local.get $t))
+            (f32x4.add (v128.load (i32.add (local.get $pa) (local.get $t))) (f32x4.mul (local.get $d) (local.get $xh))))
+          (v128.store (i32.add (local.get $pd) (local.get $t))
+            (f32x4.add (v128.load (i32.add (local.get $pd) (local.get $t))) (local.get $d)))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (local.set $t (i32.add (local.get $t) (i32.const 16)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $sums (i32.lt_u (local.get $o) (local.get $vbytes))))))
+        (if (i32.lt_u (local.get $o) (local.get $bytes)) (then (loop $sums_tail
+          (call $imgnorm_scalar (local.get $dy) (local.get $x) (local.get $gb) (local.get $pb)
+            (i32.add (local.get $base) (local.get $o)) (local.get $t) (local.get $m) (local.get $r) (local.get $relu))
+          (local.set $sd) (local.set $sxh)
+          (local.set $se (f32.mul (local.get $sd) (f32.load (i32.add (local.get $gb) (local.get $t)))))
+          (local.set $ssg (f32.add (local.get $ssg) (local.get $se)))
+          (local.set $ssgx (f32.add (local.get $ssgx) (f32.mul (local.get $se) (local.get $sxh))))
+          (f32.store (i32.add (local.get $pa) (local.get $t))
+            (f32.add (f32.load (i32.add (local.get $pa) (local.get $t))) (f32.mul (local.get $sd) (local.get $sxh))))
+          (f32.store (i32.add (local.get $pd) (local.get $t))
+            (f32.add (f32.load (i32.add (local.get $pd) (local.get $t))) (local.get $sd)))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (local.set $t (i32.add (local.get $t) (i32.const 4)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $sums_tail (i32.lt_u (local.get $o) (local.get $bytes))))))
+        (local.set $a (f32.div (f32.add (call $hsum (local.get $sg)) (local.get $ssg)) (local.get $fn)))
+        (local.set $bb (f32.div (f32.add (call $hsum (local.get $sgx)) (local.get $ssgx)) (local.get $fn)))
+        (local.set $va (f32x4.splat (local.get $a)))
+        (local.set $vb (f32x4.splat (local.get $bb)))
+        ;; pass 2: dx
+        (local.set $o (i32.const 0))
+        (local.set $t (i32.const 0))
+        (if (i32.lt_u (local.get $o) (local.get $vbytes)) (then (loop $out
+          (local.set $xh (f32x4.mul
+            (f32x4.sub (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (local.get $o)))) (local.get $vm))
+            (local.get $vr)))
+          (local.set $gv (v128.load (i32.add (local.get $gb) (local.get $t))))
+          (local.set $d (v128.and (v128.load (i32.add (local.get $dy) (i32.add (local.get $base) (local.get $o))))
+            (v128.or (local.get $keep) (f32x4.gt
+              (f32x4.add (f32x4.mul (local.get $xh) (local.get $gv)) (v128.load (i32.add (local.get $pb) (local.get $t))))
+              (local.get $zero)))))
+          (v128.store (i32.add (local.get $dx) (i32.add (local.get $base) (local.get $o)))
+            (f32x4.mul (local.get $vr) (f32x4.sub
+              (f32x4.sub (f32x4.mul (local.get $d) (local.get $gv)) (local.get $va))
+              (f32x4.mul (local.get $xh) (local.get $vb)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (local.set $t (i32.add (local.get $t) (i32.const 16)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $out (i32.lt_u (local.get $o) (local.get $vbytes))))))
+        (if (i32.lt_u (local.get $o) (local.get $bytes)) (then (loop $out_tail
+          (call $imgnorm_scalar (local.get $dy) (local.get $x) (local.get $gb) (local.get $pb)
+            (i32.add (local.get $base) (local.get $o)) (local.get $t) (local.get $m) (local.get $r) (local.get $relu))
+          (local.set $sd) (local.set $sxh)
+          (f32.store (i32.add (local.get $dx) (i32.add (local.get $base) (local.get $o)))
+            (f32.mul (local.get $r) (f32.sub
+              (f32.sub (f32.mul (local.get $sd) (f32.load (i32.add (local.get $gb) (local.get $t)))) (local.get $a))
+              (f32.mul (local.get $sxh) (local.get $bb)))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (local.set $t (i32.add (local.get $t) (i32.const 4)))
+          (local.set $t (select (i32.const 0) (local.get $t) (i32.eq (local.get $t) (local.get $tile))))
+          (br_if $out_tail (i32.lt_u (local.get $o) (local.get $bytes))))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; One value of imgnorm_dx's scalar tail at byte offset o of dy and x (tile offset t): xhat, and d (dy,
+  ;; or 0 where relu and pre = xhat g + b is not > 0).
+  (func $imgnorm_scalar
+    (param $dy i32) (param $x i32) (param $gb i32) (param $pb i32) (param $o i32) (param $t i32)
+    (param $m f32) (param $r f32) (param $relu i32) (result f32 f32)
+    (local $xh f32) (local $d f32)
+    (local.set $xh (f32.mul (f32.sub (f32.load (i32.add (local.get $x) (local.get $o))) (local.get $m)) (local.get $r)))
+    (local.set $d (f32.load (i32.add (local.get $dy) (local.get $o))))
+    (if (local.get $relu) (then
+      (if (i32.eqz (f32.gt (f32.add (f32.mul (local.get $xh) (f32.load (i32.add (local.get $gb) (local.get $t))))
+          (f32.load (i32.add (local.get $pb) (local.get $t)))) (f32.const 0)))
+        (then (local.set $d (f32.const 0))))))
+    (local.get $xh) (local.get $d))
+
+  ;; The channel gradients of imgnorm_fwd from imgnorm_dx's per-image sums part [rows, 2, 4C]: for each
+  ;; channel ch, dg[ch] = the sum over images and the four tile positions ch + kC of the sums of d xhat,
+  ;; db[ch] the same of d (float32, one thread: 8 C values an image).
+  (func (export "imgnorm_dgdb")
+    (param $part i32) (param $dg i32) (param $db i32) (param $rows i32) (param $c i32)
+    (local $ch i32) (local $row i32) (local $k i32) (local $p i32) (local $tile i32) (local $sg f32) (local $sb f32)
+    (local.set $tile (i32.shl (local.get $c) (i32.const 4)))
+    (local.set $ch (i32.const 0))
+    (block $done
+      (loop $channels
+        (br_if $done (i32.ge_u (local.get $ch) (local.get $c)))
+        (local.set $sg (f32.const 0))
+        (local.set $sb (f32.const 0))
+        (local.set $row (i32.const 0))
+        (block $rows_done
+          (loop $rows
+            (br_if $rows_done (i32.ge_u (local.get $row) (local.get $rows)))
+            (local.set $p (i32.add (i32.add (local.get $part) (i32.shl (local.get $ch) (i32.const 2)))
+              (i32.mul (local.get $row) (i32.shl (local.get $tile) (i32.const 1)))))
+            (local.set $k (i32.const 0))
+            (loop $ks
+              (local.set $sg (f32.add (local.get $sg) (f32.load (local.get $p))))
+              (local.set $sb (f32.add (local.get $sb) (f32.load (i32.add (local.get $p) (local.get $tile)))))
+              (local.set $p (i32.add (local.get $p) (i32.shl (local.get $c) (i32.const 2))))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br_if $ks (i32.lt_u (local.get $k) (i32.const 4))))
+            (local.set $row (i32.add (local.get $row) (i32.const 1)))
+            (br $rows)))
+        (f32.store (i32.add (local.get $dg) (i32.shl (local.get $ch) (i32.const 2))) (local.get $sg))
+        (f32.store (i32.add (local.get $db) (i32.shl (local.get $ch) (i32.const 2))) (local.get $sb))
+        (local.set $ch (i32.add (local.get $ch) (i32.const 1)))
+        (br $channels))))
 
   ;; The sum of a vector's four lanes, in lane order ((l0 + l1) + l2) + l3.
   (func $hsum (param $v v128) (result f32)

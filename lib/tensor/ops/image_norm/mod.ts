@@ -6,15 +6,20 @@
 //     image: mean, variance, then the normalised, scaled, shifted, rectified output; it keeps each image's
 //     mean and 1/std) and one backward (dx per image, and per image and channel the sums that make dg and
 //     db, added over the images by one TF.js sum). The op chain takes ~10 dispatches forward, ~14 backward.
-//   - On wasm with lmpipe's kernels on: exactly a LayerNorm of rows of H·W·C values whose weight and bias
-//     are the per-channel ones tiled over the pixels, so lmpipe's LayerNorm kernel runs it, one pass each
-//     way (../layer_norm; the tiles' gradients sum back to the channels), then tf.relu.
+//   - On wasm with lmpipe's kernels on: ./wasm.ts, one job forward (per image: mean, variance, then the
+//     normalised, scaled, shifted, rectified output; keeps each image's mean and 1/std) and one backward
+//     (dx, and dg and db summed over the images), for any H, W and C.
+//   - On wasm with that kernel switched off (LMPIPE_WASM_IMAGE_NORM=0), the path before it: exactly a
+//     LayerNorm of rows of H·W·C values whose weight and bias are the per-channel ones tiled over the
+//     pixels, so lmpipe's LayerNorm kernel runs it (../layer_norm; the tiles' gradients sum back to the
+//     channels), then tf.relu.
 //   - Everywhere else the op chain: tf.moments, (x - mean) * rsqrt(variance + eps) * g + b, tf.relu.
 // kernel_choice.ts decides (rows "imageNorm").
 import * as tf from "@tensorflow/tfjs-core";
 import { kernelFor } from "../../kernel_choice.ts";
 import { layerNorm } from "../layer_norm/mod.ts";
 import { imageNormCall, imageNormGradCall } from "./webgpu.ts";
+import "./wasm.ts"; // registers the wasm kernels
 
 /** The norm's epsilon (added to the variance). */
 export const IMAGE_NORM_EPS = 1e-5;
@@ -56,10 +61,10 @@ function imageNormReluFused(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: bo
       value: y,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const [sx, sg, sb, st] = saved;
-        const [dx, partial] = imageNormGradCall(sx, sg, sb, st, dy as tf.Tensor, relu);
-        // per image and channel sums of dy * xhat and dy: added over the images into dg and db
-        const dgb = tf.sum(tf.reshape(partial, [N, 2, C]), 0);
-        const [dg, db] = tf.unstack(dgb);
+        const [dx, ...sums] = imageNormGradCall(sx, sg, sb, st, dy as tf.Tensor, relu);
+        // wasm's kernel sums dg and db itself; webgpu's gives per image and channel sums of dy * xhat and
+        // dy, added over the images here
+        const [dg, db] = sums.length === 2 ? sums : tf.unstack(tf.sum(tf.reshape(sums[0], [N, 2, C]), 0));
         return [dx, tf.reshape(dg, sg.shape), tf.reshape(db, sb.shape)];
       },
     };
@@ -82,7 +87,9 @@ export function imageNormRelu(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: 
   const fusable = x.dtype === "float32" && g.dtype === "float32" && b.dtype === "float32" && x.size > 0;
   if (!fusable) return imageNormReluByOps(x, g, b, relu);
   const kernel = kernelFor("imageNorm");
-  if (kernel === "lmpipe" && tf.getBackend() === "webgpu") return imageNormReluFused(x, g, b, relu);
-  if (kernel === "lmpipe" && (x.size / x.shape[0]) % 4 === 0) return imageNormReluByLayerNorm(x, g, b, relu);
+  if (kernel === "lmpipe") return imageNormReluFused(x, g, b, relu);
+  if (kernel === "layerNorm" && (x.size / x.shape[0]) % 4 === 0) {
+    return imageNormReluByLayerNorm(x, g, b, relu);
+  }
   return imageNormReluByOps(x, g, b, relu);
 }

@@ -10,13 +10,12 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { cachedPipeline, flatView, requireWithinBindingLimit, RowProgram } from "../../webgpu/kernels.ts";
 import { wgslRowEntry, wgslTreeReduce } from "../../webgpu/wgsl.ts";
+import { IMAGE_NORM_GRAD_KERNEL, IMAGE_NORM_KERNEL } from "../../kernel_names.ts";
 
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
 
-export const IMAGE_NORM_KERNEL = "LmpipeImageNorm";
-export const IMAGE_NORM_GRAD_KERNEL = "LmpipeImageNormGrad";
 const W = 256;
 
 const uniforms = (bound: number) =>
