@@ -9,7 +9,8 @@
 //     gpt small) -> the segment sum alone, the same numbers;
 //   - Mean: multiplies dy by a tensor of ones the size of x, filled in JavaScript and uploaded each call
 //     (an image model's global average pool: 1024 images x 12 x 12 x 32 per step, ~19 MB, and most of a
-//     webgpu step's host time) -> dy / n broadcast to x's shape on the device, the same numbers.
+//     webgpu step's host time) -> dy / n broadcast to x's shape on the device, the same numbers (on wasm
+//     by a broadcasting Multiply with ones over the averaged axes: its Tile is ~80x slower).
 import * as tf from "@tensorflow/tfjs-core";
 import type { Attrs } from "../host_kernel.ts";
 
@@ -101,7 +102,15 @@ export function registerGradientPatches(): void {
       const axes = util.parseAxisParam(attrs.axis as number | number[], x.shape);
       const kept = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
       const n = axes.reduce((p, a) => p * x.shape[a], 1);
-      return { x: () => tf.broadcastTo(tf.div(tf.reshape(dy as tf.Tensor, kept), n), x.shape) };
+      return {
+        x: () => {
+          const share = tf.div(tf.reshape(dy as tf.Tensor, kept), n);
+          if (tf.getBackend() !== "wasm") return tf.broadcastTo(share, x.shape);
+          // wasm's Tile (broadcastTo) takes ~100 ns a value: 25 ms for a pixel-attn tiny step's pool
+          // gradient, where a broadcasting Multiply by ones over the averaged axes took 0.3
+          return tf.mul(share, tf.fill(x.shape.map((d, i) => (axes.includes(i) ? d : 1)), 1));
+        },
+      };
     },
   });
 
