@@ -1,7 +1,7 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
 // per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW,
-// LayerNorm, GELU) on inputs with every length remainder, special values and sizes big enough for the worker
-// threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
+// LayerNorm, GELU, the image norm) on inputs with every length remainder, special values and sizes big
+// enough for the worker threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
 // across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
@@ -10,7 +10,9 @@ import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm/kernels.t
 import { AdamW } from "../lib/optim.ts";
 import { layerNorm } from "../lib/tensor/ops/layer_norm/mod.ts";
 import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
-import { randomArray } from "../lib/tensor/testing.ts";
+import { maxRelErr, randomArray } from "../lib/tensor/testing.ts";
+import { imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
+import { imageNormRef } from "./helpers_image_norm.ts";
 
 const info = await initBackend("wasm", { quiet: true });
 let hash = 2166136261;
@@ -104,6 +106,25 @@ adamWKernel.forEach(mix);
   for (const g of tf.grads(f)([x, w, b])) mix(g.dataSync() as Float32Array);
 }
 
+// The image norm + ReLU (forward and its three gradients), images enough for the workers; its largest
+// error against float64 (tests/helpers_image_norm.ts).
+let imageNormErr = 0;
+{
+  const shape = [16, 20, 20, 24], n = 16 * 20 * 20 * 24;
+  const x = randomArray(n, 35).map((v, i) => 2 * v + (i % 7)), dy = randomArray(n, 36);
+  const g = randomArray(24, 37).map((v) => 1 + 0.5 * v), b = randomArray(24, 38).map((v) => 0.3 * v);
+  const f = (a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => imageNormRelu(a as tf.Tensor4D, gg, bb, true);
+  const args = [tf.tensor4d(x, shape as [number, number, number, number]), tf.tensor1d(g), tf.tensor1d(b)];
+  const got = [f(args[0], args[1], args[2]), ...tf.grads(f)(args, tf.tensor4d(dy, args[0].shape))].map((t) =>
+    t.dataSync() as Float32Array
+  );
+  got.forEach(mix);
+  const want = imageNormRef(x, g, b, dy, shape, true);
+  [want.y, want.dx, want.dg, want.db].forEach((w, i) =>
+    imageNormErr = Math.max(imageNormErr, maxRelErr(got[i], w))
+  );
+}
+
 // GELU forward and gradient, big enough for the workers.
 {
   const x = tf.tensor1d(randomArray(200_003, 41).map((v) => v * 4)),
@@ -128,6 +149,7 @@ console.log(JSON.stringify({
   tanhErr,
   tanhSpecial,
   adamWIdentical,
+  imageNormErr,
   hash,
   specialS: Array.from(special.s.dataSync()).map(String),
   specialE: Array.from(special.e.dataSync()).slice(4, 8),

@@ -47,6 +47,7 @@ Deno.test("wasm kernels: match float64 on 1 and 2 threads, bit-identical between
     assert.equal(r.specialE[1], 0);
     assert.ok(r.tanhErr < 5e-7, `tanh relative error ${r.tanhErr}`);
     assert.equal(r.adamWIdentical, true, "AdamW kernel differs from the op chain");
+    assert.ok(r.imageNormErr < 1e-4, `image norm: relative error ${r.imageNormErr} against float64`);
     const t = (x: number) => String(Math.fround(Math.tanh(x)));
     assert.deepEqual(r.tanhSpecial, [
       "NaN",
