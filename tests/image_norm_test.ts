@@ -10,7 +10,7 @@ import { setWasmImageNormEnabled } from "../lib/tensor/ops/image_norm/wasm.ts";
 import { kernelFor } from "../lib/tensor/kernel_choice.ts";
 import { IMAGE_NORM_GRAD_KERNEL, IMAGE_NORM_KERNEL, LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
-import { PIXEL_PRESETS, type PixelConfig, validatePixelConfig } from "../lib/models/pixel.ts";
+import { tinyConfig } from "./helpers_pixel.ts";
 import { createModel } from "../lib/models/registry.ts";
 import { imageNormRef } from "./helpers_image_norm.ts";
 
@@ -83,19 +83,7 @@ Deno.test("wasm image norm: switched off, the LayerNorm path runs; all kernels o
 Deno.test("pixel models on wasm: loss and gradients equal with the fused image norm on and off", async () => {
   await initBackend("wasm", { quiet: true });
   for (const model of ["pixel-cumsum", "pixel-attn"] as const) {
-    const c: PixelConfig = {
-      ...PIXEL_PRESETS[model].tiny,
-      vocabSize: 61,
-      contextLength: 8,
-      nEmbd: 16,
-      nHead: 2,
-      channels: 2,
-      imageSize: 6,
-      keyDim: 4,
-      cnnWidth: 4,
-      cnnDepth: 3,
-    };
-    validatePixelConfig(c);
+    const c = tinyConfig(model, { imageSize: 6, cnnDepth: 3 });
     const m = createModel(c, 5);
     const ids = (seed: number) =>
       tf.tensor2d(

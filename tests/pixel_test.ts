@@ -11,38 +11,13 @@ import { AdamW } from "../lib/optim.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { attnImages, cumsumImages } from "../lib/models/pixel_mapping.ts";
 import { refBf16, refHalf } from "./helpers_round.ts";
-import {
-  PIXEL_PRESETS,
-  type PixelConfig,
-  PixelModel,
-  pixelParamSpecs,
-  validatePixelConfig,
-} from "../lib/models/pixel.ts";
+import { tinyConfig } from "./helpers_pixel.ts";
+import { PIXEL_PRESETS, type PixelConfig, PixelModel, pixelParamSpecs } from "../lib/models/pixel.ts";
 import { literalAttnImages, literalCumsumImages, literalShotImages } from "../lib/models/pixel_reference.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
 
 await initBackend("cpu", { quiet: true });
-
-/** A very small config of `model` (small vocabulary, short context) for fast tests. */
-function tinyConfig(model: PixelConfig["model"], over: Partial<PixelConfig> = {}): PixelConfig {
-  const c: PixelConfig = {
-    ...PIXEL_PRESETS[model].tiny,
-    vocabSize: 61,
-    contextLength: 8,
-    nEmbd: 16,
-    nHead: 2,
-    nWarmup: 1,
-    channels: 2,
-    imageSize: 4,
-    keyDim: 4,
-    cnnWidth: 4,
-    cnnDepth: 2,
-    ...over,
-  };
-  validatePixelConfig(c);
-  return c;
-}
 
 function tokens(B: number, T: number, V: number, seed: number): tf.Tensor2D {
   const r = randomArray(B * T, seed);

@@ -3,7 +3,6 @@
 // (wasm/kernels.ts), an image per row, for any H, W and C. The op it replaces was lmpipe's LayerNorm
 // kernel over rows of H·W·C with g and b tiled over the pixels, then TF.js's Relu, and backward the ReLU
 // gradient, the LayerNorm gradient and the tiles' sums back to the channels (~8 kernels each step).
-import * as tf from "@tensorflow/tfjs-core";
 import { registerKernels } from "../../host_kernel.ts";
 import { IMAGE_NORM_GRAD_KERNEL, IMAGE_NORM_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
