@@ -27,6 +27,8 @@ import type { LanguageModel, Precision } from "./models/types.ts";
 import type { DataParallelHooks } from "./dist/data_parallel.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
+import { microBatchTag, replayAllowed, TrainStepReplay } from "./train_replay.ts";
+import { stepInputWrite } from "./tensor/webgpu/replay.ts";
 
 export interface TrainOptions {
   /** Sequences per micro-batch (the full size, when a ramp is on). */
@@ -144,11 +146,16 @@ export function addMicroBatchGradients(
   precision: Precision,
   lossMul: number,
   acc: tf.Tensor[] | null,
+  inputTag?: string,
 ): { acc: tf.Tensor[]; loss: tf.Scalar } {
   const T = x.length / batchSize;
   const { value, grads } = tf.tidy(() => {
     const xt = tf.tensor2d(x, [batchSize, T], "int32");
     const yt = tf.tensor2d(y, [batchSize, T], "int32");
+    if (inputTag !== undefined) { // webgpu: the step inputs a replayed step writes (lib/train_replay.ts)
+      stepInputWrite(`${inputTag}x`, xt);
+      stepInputWrite(`${inputTag}y`, yt);
+    }
     return tf.variableGrads(
       () =>
         tf.mul(model.loss(xt, yt, { precision, training: true, gradScale: lossMul }), lossMul) as tf.Scalar,
@@ -219,6 +226,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, adamWOptions(model, o));
+  // webgpu, one process, fp32 or bf16 (mixed's loss scale changes between steps): recorded steps replayed
+  const replay = !dist && stepControlOnDevice() && o.precision !== "mixed" && replayAllowed()
+    ? new TrainStepReplay([...vars, ...optimizer.m.values(), ...optimizer.v.values()], optimizer)
+    : null;
   // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
   setWebgpuHalfOperands(o.precision === "mixed");
   const scaler = new LossScaler({
@@ -329,17 +340,28 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const S = scaler.scale;
       const b = rampedBatchSize(tokensSeen, B, rampTokens);
       const tokensPerStep = b * T * o.gradAccum;
+      const controlOnDevice = !dist && stepControlOnDevice();
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
       let lossParts: tf.Tensor[] = [];
       const owned: number[] = [];
+      const batches: { x: Int32Array; y: Int32Array }[] = [];
       for (let micro = 0; micro < o.gradAccum; micro++) {
         if (dist && !dist.owns(micro)) {
           train.skip(b); // another rank's micro-batch: keep the same data position
           continue;
         }
         owned.push(micro);
-        const batch = await train.next(b);
+        batches.push(await train.next(b));
+      }
+      const stepShape = `${b}x${o.gradAccum}`;
+      // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
+      // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
+      // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
+      // while the host records AdamW after it. The host reaches the same verdict from the values it reads.
+      // There, once two steps were recorded alike, a step is a replay of the GPU work (lib/train_replay.ts).
+      const gradientsOf = (micro: number, tag?: string) => {
+        const batch = batches[micro];
         const r = addMicroBatchGradients(
           model,
           vars,
@@ -350,27 +372,39 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
           o.precision,
           S / o.gradAccum,
           acc,
+          tag,
         );
         acc = r.acc;
         lossParts.push(r.loss);
+      };
+      let stepValues: ArrayLike<number>;
+      if (controlOnDevice && replay?.canReplay(stepShape)) {
+        stepValues = await replay.replay(batches, lr);
+        acc = [];
+      } else if (controlOnDevice) {
+        const recordStep = () => {
+          batches.forEach((_, micro) => gradientsOf(micro, replay ? microBatchTag(micro) : undefined));
+          const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
+          const control = deviceStepControl(both, o.gradClip, S);
+          optimizer.step(new Map(names.map((n, i) => [n, acc![i]])), lr, 1, control);
+          control.dispose(), lossParts.forEach((t) => t.dispose()), acc!.forEach((t) => t.dispose());
+          lossParts = [], acc = [];
+          return both;
+        };
+        const both = replay ? replay.run(stepShape, recordStep, info) : recordStep();
+        stepValues = await readData(both);
+        both.dispose();
+      } else {
+        batches.forEach((_, micro) => gradientsOf(micro));
+        if (dist) {
+          acc = await dist.allreduceGradients(acc!);
+          lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
+        }
+        const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
+        stepValues = await readData(both);
+        both.dispose(), lossParts.forEach((t) => t.dispose());
       }
-      if (dist) {
-        acc = await dist.allreduceGradients(acc!);
-        lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
-      }
-      // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
-      // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
-      // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
-      // while the host records AdamW after it. The host reaches the same verdict from the values it reads.
-      const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
-      const controlOnDevice = !dist && stepControlOnDevice();
-      if (controlOnDevice) {
-        const control = deviceStepControl(both, o.gradClip, S);
-        optimizer.step(new Map(names.map((n, i) => [n, acc![i]])), lr, 1, control);
-        control.dispose();
-      }
-      const [sqVal, scaledLoss] = await readData(both);
-      both.dispose(), lossParts.forEach((t) => t.dispose());
+      const sqVal = stepValues[0], scaledLoss = stepValues[1];
       const loss = scaledLoss / S;
       const gradNorm = Math.sqrt(sqVal);
       let finite = Number.isFinite(sqVal) && Number.isFinite(loss);
@@ -477,6 +511,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     if (lastSaved !== step) await save(); // e.g. a resumed run that was already at its budget
   } finally {
     for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
+    replay?.dispose();
     optimizer.dispose();
   }
   return { steps: step, lastLoss, lastValLoss, tokensSeen, elapsedS: elapsed(), losses, peakBytes: runPeak };
