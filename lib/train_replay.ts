@@ -26,8 +26,8 @@ export function replayAllowed(): boolean {
   }
 }
 
-/** Replayed steps and refusals in this process (tests and benchmarks read them). */
-export const replayStats = { replayed: 0, refusals: [] as string[] };
+/** Replayed steps, refusals, and host ms spent issuing replays, in this process (tests and benches read them). */
+export const replayStats = { replayed: 0, refusals: [] as string[], hostMs: 0 };
 
 export class TrainStepReplay {
   private stepsRun = 0;
@@ -60,7 +60,9 @@ export class TrainStepReplay {
     const terms = this.optimizer.stepTerms(lr, this.optimizer.t);
     inputs.set(ADAMW_STEP_TERMS, new Uint8Array(terms.buffer));
     const c = this.plan!.capture;
+    const t0 = performance.now();
     c.replay(inputs, this.state);
+    replayStats.hostMs += performance.now() - t0;
     this.replayed++, replayStats.replayed++;
     return await c.readResult();
   }

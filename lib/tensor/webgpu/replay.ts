@@ -54,6 +54,9 @@ interface BindInfo {
 /** Descriptors of every bind group created while a capture runs (kept for comparing two captures). */
 const bindInfos = new WeakMap<GPUBindGroup, BindInfo>();
 
+/** Milliseconds spent inside queue.submit by replays (on llvmpipe a submit runs the work itself). */
+export const replaySubmitMs = { value: 0 };
+
 /** The capture in progress, if any (one at a time). */
 let active: Recorder | null = null;
 
@@ -434,7 +437,9 @@ export class StepCapture {
         }
         cbs.push(enc.finish());
       }
+      const t0 = performance.now();
       queue.submit(cbs);
+      replaySubmitMs.value += performance.now() - t0;
     }
     const enc = device.createCommandEncoder();
     this.copyBack(enc);
