@@ -136,6 +136,7 @@ await runBench(async () => {
             batch: B,
             replay: mode === "on",
             ms_per_step: ms,
+            ...(mode === "on" ? { host_ms: hostMs.at(-1), submit_ms: submitMs.at(-1) } : {}),
           }),
         );
       }
@@ -148,7 +149,7 @@ await runBench(async () => {
     console.log(`  through TF.js: ${results.off.map((x) => x.toFixed(1)).join(" / ")} ms/step`);
     console.log(`  replayed:      ${results.on.map((x) => x.toFixed(1)).join(" / ")} ms/step`);
     console.log(`  host ms issuing one replay: ${hostMs.map((x) => x.toFixed(2)).join(" / ")}`);
-    console.log(`    of which in queue.submit: ${submitMs.map((x) => x.toFixed(2)).join(" / ")}`);
+    console.log(`    of which in queue.submit: ${submitMs.map((x) => x.toFixed(2)).join(" / ")} (llvmpipe runs the work there)`);
     console.log(`  off / on: ${(off / on).toFixed(2)}x`);
   }
   tf.disposeVariables();
