@@ -27,7 +27,7 @@ import type { LanguageModel, Precision } from "./models/types.ts";
 import type { DataParallelHooks } from "./dist/data_parallel.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
-import { microBatchTag, replayAllowed, TrainStepReplay } from "./train_replay.ts";
+import { microBatchTag, replayAllowed, replayStats, TrainStepReplay } from "./train_replay.ts";
 import { stepInputWrite } from "./tensor/webgpu/replay.ts";
 
 export interface TrainOptions {
@@ -333,20 +333,24 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     const done = () =>
       (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS) ||
       (maxTokens !== null && tokensSeen >= maxTokens);
-    while (!done()) {
+    // A replayed step issued before the previous one's values were read (see aheadOk below).
+    let ahead: { lr: number; b: number; batches: Batch[]; values: Promise<Float32Array> } | null = null;
+    while (ahead !== null || !done()) {
       const t0 = performance.now();
       resetPeak();
-      const lr = learningRate(step, schedule());
+      const issued = ahead;
+      ahead = null;
+      const lr = issued ? issued.lr : learningRate(step, schedule());
       const S = scaler.scale;
-      const b = rampedBatchSize(tokensSeen, B, rampTokens);
+      const b = issued ? issued.b : rampedBatchSize(tokensSeen, B, rampTokens);
       const tokensPerStep = b * T * o.gradAccum;
       const controlOnDevice = !dist && stepControlOnDevice();
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
       let lossParts: tf.Tensor[] = [];
       const owned: number[] = [];
-      const batches: { x: Int32Array; y: Int32Array }[] = [];
-      for (let micro = 0; micro < o.gradAccum; micro++) {
+      const batches: Batch[] = issued ? issued.batches : [];
+      for (let micro = 0; micro < o.gradAccum && !issued; micro++) {
         if (dist && !dist.owns(micro)) {
           train.skip(b); // another rank's micro-batch: keep the same data position
           continue;
@@ -378,8 +382,28 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         lossParts.push(r.loss);
       };
       let stepValues: ArrayLike<number>;
-      if (controlOnDevice && replay?.canReplay(stepShape)) {
-        stepValues = await replay.replay(batches, lr);
+      if (replay && (issued || (controlOnDevice && replay.canReplay(stepShape)))) {
+        const values = issued ? issued.values : replay.replay(batches, lr);
+        // While the GPU runs this step and Deno's read waits out its ~11 ms, the next step is issued too,
+        // when nothing must happen between the two: no eval, checkpoint or end after this step, no stop
+        // asked for, the schedule fixed. A stop that comes in meanwhile (a signal, the time budget) is
+        // acted on after the next step, whose work is already on the GPU.
+        // this step's number once counted, which is also the next step's 0-based index for the schedule
+        const n = step + 1, nextB = rampedBatchSize(tokensSeen + tokensPerStep, B, rampTokens);
+        const aheadOk = !(o.evalEvery > 0 && n % o.evalEvery === 0) &&
+          !(o.ckptEvery > 0 && n % o.ckptEvery === 0) && !(o.maxSteps !== null && n >= o.maxSteps) &&
+          !(maxTokens !== null && tokensSeen + tokensPerStep >= maxTokens) &&
+          !(o.maxTimeS !== null && (decaySteps === null || elapsed() >= o.maxTimeS)) &&
+          stopSignal === null && !(run.stopAfterStep?.(n) ?? false) &&
+          replay.canReplay(`${nextB}x${o.gradAccum}`);
+        if (aheadOk) {
+          const nextBatches: Batch[] = [];
+          for (let micro = 0; micro < o.gradAccum; micro++) nextBatches.push(await train.next(nextB));
+          const nextLr = learningRate(n, schedule());
+          ahead = { lr: nextLr, b: nextB, batches: nextBatches, values: replay.replay(nextBatches, nextLr) };
+          replayStats.issuedAhead++;
+        }
+        stepValues = await values;
         acc = [];
       } else if (controlOnDevice) {
         const recordStep = () => {
@@ -484,8 +508,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         b,
       );
       runPeak = Math.max(runPeak, rec.peak_bytes);
-      const isLast = done();
-      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled()) {
+      // with the next step already on the GPU (ahead), the weights are no longer this step's: evals,
+      // checkpoints and stops wait for that step (it was issued only when none was due after this one)
+      const inFlight = ahead !== null;
+      const isLast = !inFlight && done();
+      if (!inFlight && ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled())) {
         rec.val_loss = lastValLoss = dist
           ? await dist.evaluate(model, valBatches, o.precision)
           : await evaluateBatches(model, valBatches, o.precision);
@@ -493,8 +520,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       rec.elapsed_s = round(elapsed(), 3);
       run.log?.(rec);
       if (!run.quiet) report(rec, o);
-      const stopRequested = signalled() || (run.stopAfterStep?.(step) ?? false);
-      if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
+      const stopRequested = !inFlight && (signalled() || (run.stopAfterStep?.(step) ?? false));
+      if (!inFlight && (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0))) {
+        await save();
+      }
       if (stopRequested) {
         throw new LmpipeError(
           `interrupted${

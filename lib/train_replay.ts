@@ -26,8 +26,11 @@ export function replayAllowed(): boolean {
   }
 }
 
-/** Replayed steps, refusals, and host ms spent issuing replays, in this process (tests and benches read them). */
-export const replayStats = { replayed: 0, refusals: [] as string[], hostMs: 0 };
+/**
+ * Replayed steps, refusals, host ms spent issuing replays, and steps issued before the previous one's read
+ * (lib/train_loop.ts), in this process: tests and benches read them.
+ */
+export const replayStats = { replayed: 0, refusals: [] as string[], hostMs: 0, issuedAhead: 0 };
 
 export class TrainStepReplay {
   private stepsRun = 0;
@@ -47,10 +50,11 @@ export class TrainStepReplay {
   }
 
   /**
-   * Replays the recorded step on micro-batches `batches` (token ids x, targets y) at learning rate `lr`;
-   * returns what the recorded step's result held: [sum of squared gradients, loss].
+   * Replays the recorded step on micro-batches `batches` (token ids x, targets y) at learning rate `lr`:
+   * the GPU work is issued before this returns; the promise resolves to what the recorded step's result
+   * held, [sum of squared gradients, loss]. The next step may be issued before it resolves (one ahead).
    */
-  async replay(batches: { x: Int32Array; y: Int32Array }[], lr: number): Promise<Float32Array> {
+  replay(batches: { x: Int32Array; y: Int32Array }[], lr: number): Promise<Float32Array> {
     const inputs = new Map<string, Uint8Array>();
     batches.forEach((b, micro) => {
       inputs.set(`${microBatchTag(micro)}x`, new Uint8Array(b.x.buffer, b.x.byteOffset, b.x.byteLength));
@@ -64,7 +68,7 @@ export class TrainStepReplay {
     c.replay(inputs, this.state);
     replayStats.hostMs += performance.now() - t0;
     this.replayed++, replayStats.replayed++;
-    return await c.readResult();
+    return c.readResult();
   }
 
   /**

@@ -23,7 +23,7 @@ async function train(dir: string, family: string, replay: boolean, steps: number
   const val = await WindowSampler.open([join(dir, "toy_val_000000.bin")], T, V, 9, "validation");
   const model = createModel(resolveConfig(family, "tiny", { contextLength: T, vocabSize: V }), 5);
   const logs: StepLog[] = [];
-  const before = replayStats.replayed;
+  const before = replayStats.replayed, aheadBefore = replayStats.issuedAhead;
   const out = await Deno.makeTempDir();
   try {
     await trainLoop({ model, train: tr, val, out, config: {}, quiet: true, log: (r) => logs.push(r) }, {
@@ -42,7 +42,7 @@ async function train(dir: string, family: string, replay: boolean, steps: number
       scaleWindow: 2000,
       initScale: 1,
       ckptEvery: 4, // a checkpoint in the middle reads the weights between replays
-      evalEvery: 0,
+      evalEvery: 3, // and an eval: neither may see the next step, issued ahead, in the weights
       evalIters: 1,
       seed: 1,
       ...(batchRamp > 0 ? { batchRamp } : {}),
@@ -55,7 +55,12 @@ async function train(dir: string, family: string, replay: boolean, steps: number
   const weights = new Map<string, Float32Array>();
   for (const [name, p] of model.params) weights.set(name, new Float32Array(await readData(p)));
   model.dispose();
-  return { logs, weights, replayed: replayStats.replayed - before };
+  return {
+    logs,
+    weights,
+    replayed: replayStats.replayed - before,
+    ahead: replayStats.issuedAhead - aheadBefore,
+  };
 }
 
 async function toyData(): Promise<string> {
@@ -68,6 +73,7 @@ async function toyData(): Promise<string> {
 function assertSameRun(a: Awaited<ReturnType<typeof train>>, b: Awaited<ReturnType<typeof train>>) {
   assert.deepEqual(a.logs.map((l) => l.loss), b.logs.map((l) => l.loss), "losses per step");
   assert.deepEqual(a.logs.map((l) => l.grad_norm), b.logs.map((l) => l.grad_norm), "gradient norms");
+  assert.deepEqual(a.logs.map((l) => l.val_loss), b.logs.map((l) => l.val_loss), "validation losses");
   for (const [name, w] of a.weights) assert.deepEqual(w, b.weights.get(name), `weights of ${name}`);
 }
 
@@ -84,6 +90,8 @@ for (const family of ["gpt", "pixel-attn"]) {
       assert.equal(plain.replayed, 0);
       // step 1 as usual, steps 2 and 3 recorded, then replays (the checkpoint at step 4 reads weights)
       assert.equal(replayed.replayed, steps - 3, `replayed steps (refusals: ${replayStats.refusals})`);
+      // gpt: steps 6 and 8 go out before 5's and 7's reads (4, 6 and 8 end in a checkpoint or an eval)
+      if (family === "gpt") assert.equal(replayed.ahead, 2);
       assertSameRun(replayed, plain);
       await Deno.remove(dir, { recursive: true });
     },

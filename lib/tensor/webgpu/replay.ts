@@ -288,7 +288,8 @@ export class StepCapture {
   private readonly pinned = new Set<GPUBuffer>();
   /** Buffers that existed when the capture began (live tensors, the uniform arena): not the step's own. */
   readonly preexisting: Set<GPUBuffer>;
-  private staging: GPUBuffer | null = null;
+  private readonly staging: (GPUBuffer | undefined)[] = [undefined, undefined];
+  private nextStaging = 0;
   private disposed = false;
 
   constructor(
@@ -334,7 +335,7 @@ export class StepCapture {
       if (releasedDuring.has(b)) this.owned.add(b);
       else if (takeFromPool(this.backend, b)) this.owned.add(b);
       else if (usedAtEnd.has(b) || this.preexisting.has(b)) this.pin(b);
-      else return `a buffer the step used (${b.size} bytes, usage ${b.usage}) is neither live nor in the pool`;
+      else {return `a buffer the step used (${b.size} bytes, usage ${b.usage}) is neither live nor in the pool`;}
     }
     return null;
   }
@@ -446,17 +447,23 @@ export class StepCapture {
     queue.submit([enc.finish()]);
   }
 
-  /** The step's result (the buffer of the tensor captureStep's function returned) as float32 values. */
+  /**
+   * The step's result (the buffer of the tensor captureStep's function returned) as float32 values. The
+   * copy is queued at once, so a next replay may be issued before this read resolves (two read buffers
+   * take turns; a third read before the first resolved would fail).
+   */
   async readResult(): Promise<Float32Array> {
     const device = this.backend.device as GPUDevice;
     const size = this.result.size;
-    this.staging ??= device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+    const staging = this.staging[this.nextStaging] ??= device.createBuffer({ size, usage });
+    this.nextStaging ^= 1;
     const enc = device.createCommandEncoder();
-    enc.copyBufferToBuffer(this.result, 0, this.staging, 0, size);
+    enc.copyBufferToBuffer(this.result, 0, staging, 0, size);
     device.queue.submit([enc.finish()]);
-    await this.staging.mapAsync(GPUMapMode.READ);
-    const out = new Float32Array(this.staging.getMappedRange().slice(0));
-    this.staging.unmap();
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = new Float32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
     return out;
   }
 
@@ -526,7 +533,7 @@ export class StepCapture {
     for (const b of this.pinned) pinOwner.delete(b);
     for (const b of this.owned) returnToPool(this.backend, b);
     this.pinned.clear(), this.owned.clear();
-    this.staging?.destroy();
+    for (const b of this.staging) b?.destroy();
   }
 }
 
