@@ -335,6 +335,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       (maxTokens !== null && tokensSeen >= maxTokens);
     // A replayed step issued before the previous one's values were read (see aheadOk below).
     let ahead: { lr: number; b: number; batches: Batch[]; values: Promise<Float32Array> } | null = null;
+    let lastReadAt = 0;
     while (ahead !== null || !done()) {
       const t0 = performance.now();
       resetPeak();
@@ -415,7 +416,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
           lossParts = [], acc = [];
           return both;
         };
-        const both = replay ? replay.run(stepShape, recordStep, info) : recordStep();
+        const both = replay
+          ? replay.run(stepShape, recordStep, (line) => run.quiet || info(line))
+          : recordStep();
         stepValues = await readData(both);
         both.dispose();
       } else {
@@ -429,6 +432,9 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         both.dispose(), lossParts.forEach((t) => t.dispose());
       }
       const sqVal = stepValues[0], scaledLoss = stepValues[1];
+      // a step issued during the previous one took the time between the two steps' results
+      const readAt = performance.now(), sinceLastRead = readAt - lastReadAt;
+      lastReadAt = readAt;
       const loss = scaledLoss / S;
       const gradNorm = Math.sqrt(sqVal);
       let finite = Number.isFinite(sqVal) && Number.isFinite(loss);
@@ -479,7 +485,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokensSeen += tokensPerStep;
       if (finite) lastLoss = loss;
       losses.push(loss);
-      const ms = agreedMs ?? performance.now() - t0;
+      const ms = agreedMs ?? (issued ? sinceLastRead : performance.now() - t0);
       if (decaySteps === null && o.maxTimeS !== null) {
         // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
         stepTimes.push(ms), stepSequences.push(b * o.gradAccum);

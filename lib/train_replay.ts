@@ -40,6 +40,7 @@ export class TrainStepReplay {
   refusal: string | null = null;
   /** Steps replayed so far. */
   replayed = 0;
+  private announced = false;
 
   /** `state`: every variable carried from step to step (parameters, then the optimizer's moments). */
   constructor(private readonly state: tf.Variable[], private readonly optimizer: AdamW) {}
@@ -98,6 +99,10 @@ export class TrainStepReplay {
     }
     capture.carryState();
     this.plan = { capture, shape };
+    if (!this.announced) {
+      this.announced = true;
+      info("webgpu: the training step is recorded; the next steps replay it (LMPIPE_WEBGPU_REPLAY=0: off)");
+    }
     return result;
   }
 
