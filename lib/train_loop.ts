@@ -226,8 +226,8 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, adamWOptions(model, o));
-  // webgpu, one process, fp32 or bf16 (mixed's loss scale changes between steps): recorded steps replayed
-  const replay = !dist && stepControlOnDevice() && o.precision !== "mixed" && replayAllowed()
+  // webgpu, one process: recorded steps replayed (under mixed, a recording holds for one loss scale)
+  const replay = !dist && stepControlOnDevice() && replayAllowed()
     ? new TrainStepReplay([...vars, ...optimizer.m.values(), ...optimizer.v.values()], optimizer)
     : null;
   // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
@@ -359,7 +359,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         owned.push(micro);
         batches.push(await train.next(b));
       }
-      const stepShape = `${b}x${o.gradAccum}`;
+      const stepShape = `${b}x${o.gradAccum} at loss scale ${S}`;
       // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
       // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
       // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
@@ -391,12 +391,13 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         // acted on after the next step, whose work is already on the GPU.
         // this step's number once counted, which is also the next step's 0-based index for the schedule
         const n = step + 1, nextB = rampedBatchSize(tokensSeen + tokensPerStep, B, rampTokens);
-        const aheadOk = !(o.evalEvery > 0 && n % o.evalEvery === 0) &&
+        // (not under mixed: the next step's loss scale depends on this step's overflow verdict)
+        const aheadOk = o.precision !== "mixed" && !(o.evalEvery > 0 && n % o.evalEvery === 0) &&
           !(o.ckptEvery > 0 && n % o.ckptEvery === 0) && !(o.maxSteps !== null && n >= o.maxSteps) &&
           !(maxTokens !== null && tokensSeen + tokensPerStep >= maxTokens) &&
           !(o.maxTimeS !== null && (decaySteps === null || elapsed() >= o.maxTimeS)) &&
           stopSignal === null && !(run.stopAfterStep?.(n) ?? false) &&
-          replay.canReplay(`${nextB}x${o.gradAccum}`);
+          replay.canReplay(`${nextB}x${o.gradAccum} at loss scale ${S}`);
         if (aheadOk) {
           const nextBatches: Batch[] = [];
           for (let micro = 0; micro < o.gradAccum; micro++) nextBatches.push(await train.next(nextB));

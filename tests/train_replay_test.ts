@@ -16,7 +16,15 @@ import { writeToyShard } from "./bigram_model.ts";
 const gpu = await webgpuStatus();
 const V = 64, T = 16;
 
-async function train(dir: string, family: string, replay: boolean, steps: number, batchRamp = 0) {
+async function train(
+  dir: string,
+  family: string,
+  replay: boolean,
+  steps: number,
+  batchRamp = 0,
+  precision: "fp32" | "mixed" = "fp32",
+  initScale = 1,
+) {
   const small = family !== "gpt"; // the image models are slow on llvmpipe: one micro-batch of 2
   Deno.env.set("LMPIPE_WEBGPU_REPLAY", replay ? "1" : "0");
   const tr = await WindowSampler.open([join(dir, "toy_train_000001.bin")], T, V, 9);
@@ -38,9 +46,9 @@ async function train(dir: string, family: string, replay: boolean, steps: number
       gradClip: 0.5,
       maxSteps: steps,
       maxTimeS: null,
-      precision: "fp32" as const,
+      precision,
       scaleWindow: 2000,
-      initScale: 1,
+      initScale,
       ckptEvery: 4, // a checkpoint in the middle reads the weights between replays
       evalEvery: 3, // and an eval: neither may see the next step, issued ahead, in the weights
       evalIters: 1,
@@ -97,6 +105,26 @@ for (const family of ["gpt", "pixel-attn"]) {
     },
   });
 }
+
+Deno.test({
+  name: "webgpu training: mixed precision with binary16 overflows records again at each loss scale, exact",
+  ignore: !gpu.ok,
+  fn: async () => {
+    await initBackend("webgpu", { quiet: true });
+    const dir = await toyData();
+    // 2^24 overflows the binary16 backward pass for the first steps: skipped steps halve the scale, and
+    // each new scale is recorded again before replays resume
+    const replayed = await train(dir, "gpt", true, 14, 0, "mixed", 2 ** 24);
+    const plain = await train(dir, "gpt", false, 14, 0, "mixed", 2 ** 24);
+    assert.ok(plain.logs.some((l) => l.skipped), "some steps overflow and are skipped");
+    assert.ok(replayed.replayed > 0, `replayed steps (refusals: ${replayStats.refusals})`);
+    assert.equal(replayed.ahead, 0, "no step is issued ahead under mixed");
+    assert.deepEqual(replayed.logs.map((l) => l.skipped), plain.logs.map((l) => l.skipped), "skipped steps");
+    assert.deepEqual(replayed.logs.map((l) => l.loss_scale), plain.logs.map((l) => l.loss_scale), "scales");
+    assertSameRun(replayed, plain);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
 
 Deno.test({
   name: "webgpu training: a batch-size ramp records again at each new size and stays exact",
