@@ -4,7 +4,8 @@
 // and when they are the same computation every later step with the same batch shape is a replay of the
 // second: its token ids and AdamW's learning-rate terms written in, its gradient norm and loss read out.
 // A step that cannot be a replay (the batch size changed during a --batch-ramp, a checkpoint was loaded)
-// runs as usual, and the recording starts over when the shape is new. Turned off by LMPIPE_WEBGPU_REPLAY=0.
+// runs as usual, and the recording starts over when the shape is new (under --precision mixed the loss scale
+// is part of the shape). Turned off by LMPIPE_WEBGPU_REPLAY=0.
 import { tf } from "./tensor/backend.ts";
 import { captureStep, type StepCapture } from "./tensor/webgpu/replay.ts";
 import { type AdamW, ADAMW_STEP_TERMS } from "./optim.ts";
