@@ -674,6 +674,11 @@ export function captureStep(
   try {
     result = step();
     flush(backend);
+  } catch (err) {
+    // the step failed: no capture; what the pins held goes back to TF.js
+    for (const b of pinnedHere) pinOwner.delete(b);
+    for (const b of releasedDuring) returnToPool(backend, b);
+    throw err;
   } finally {
     active = null;
     device.createCommandEncoder = saved.createCommandEncoder;
