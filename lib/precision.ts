@@ -7,6 +7,7 @@
 import { tf } from "./tensor/backend.ts";
 import { toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
+import { round16 } from "./tensor/ops/round16/wasm.ts";
 import type { Precision } from "./models/types.ts";
 
 /** Largest finite binary16 value. */
@@ -32,7 +33,9 @@ const CLAMP = 131072;
  * tested bit for bit against toHalfOps); elsewhere toHalfOps.
  */
 export function toHalf(x: tf.Tensor): tf.Tensor {
-  if (x.dtype === "float32" && kernelFor("toHalf") === "lmpipe") return toHalfFused(x);
+  if (x.dtype === "float32" && kernelFor("toHalf") === "lmpipe") {
+    return tf.getBackend() === "webgpu" ? toHalfFused(x) : round16(x, "binary16");
+  }
   return toHalfOps(x);
 }
 
@@ -65,9 +68,16 @@ export const BF16_MIN_NORMAL = 2 ** -126;
 
 /**
  * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
- * ±inf and NaN stay. Plain elementwise ops on every backend (on webgpu too: bf16 is emulated there).
+ * ±inf and NaN stay. On wasm one pass over the bits (lib/tensor/ops/round16/wasm.ts, tested bit for bit
+ * against toBf16Ops); elsewhere toBf16Ops (on webgpu too: bf16 is emulated there).
  */
 export function toBf16(x: tf.Tensor): tf.Tensor {
+  if (x.dtype === "float32" && kernelFor("toBf16") === "lmpipe") return round16(x, "bfloat16");
+  return toBf16Ops(x);
+}
+
+/** toBf16 as plain elementwise ops: runs on every backend; the reference. */
+export function toBf16Ops(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const big = tf.greaterEqual(tf.abs(x), BF16_BIG);
     const xs = tf.where(big, tf.mul(x, BF16_DOWN), x);

@@ -16,6 +16,7 @@ import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
+import { round16Enabled } from "./ops/round16/wasm.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -347,7 +348,27 @@ export const TABLE: KernelChoice[] = [
   webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
   webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
   webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
+  roundingRow("toHalf"),
+  roundingRow("toBf16"),
 ];
+
+/** Rounding to a 16-bit type on wasm (lib/precision.ts): one pass on the bits, or the op chain. */
+function roundingRow(op: string): KernelChoice {
+  return {
+    op,
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/round16/wasm.ts",
+        active: () => round16Enabled() && wasmKernelsActive(),
+        why: "one pass over the values' bits where the op chain runs 14-19 single-threaded TF.js kernels",
+      },
+      opChain("lib/precision.ts"),
+    ],
+    force: "LMPIPE_WASM_ROUND16=0 (or LMPIPE_WASM_FUSED=0) runs the op chain",
+  };
+}
 
 /**
  * The name of the implementation of `op` that runs now on `backend` (default: the current one):
