@@ -118,6 +118,20 @@ export function boundary<T extends tf.Tensor>(x: T, precision: Precision | undef
   return x;
 }
 
+/**
+ * Forward-only: (x * scale) rounded to the 16-bit type of `precision`, divided by scale again (a gradient
+ * held in 16 bits under a loss scale). Each step rounds to float32 as the ops would; on wasm one pass.
+ */
+export function roundScaled(x: tf.Tensor, scale: number, precision: Precision | undefined): tf.Tensor {
+  if (!isLowPrecision(precision)) return x;
+  const op = precision === "mixed" ? "toHalf" : "toBf16";
+  if (x.dtype === "float32" && tf.getBackend() !== "webgpu" && kernelFor(op) === "lmpipe") {
+    return round16(x, precision === "mixed" ? "binary16" : "bfloat16", scale);
+  }
+  if (scale === 1) return roundTo(x, precision); // x * 1 and x / 1 change no float32 value
+  return tf.tidy(() => tf.div(roundTo(tf.mul(x, scale), precision), scale));
+}
+
 /** Forward-only rounding of `x` to the 16-bit type of `precision` (no gradient rule; for values). */
 export function roundTo(x: tf.Tensor, precision: Precision | undefined): tf.Tensor {
   if (precision === "mixed") return toHalf(x);

@@ -33,56 +33,69 @@ export function setRound16Enabled(on: boolean): boolean {
 }
 export type Round16Format = "binary16" | "bfloat16";
 
-/** Rounds float32 values, given as their bit patterns, to bfloat16 in place. */
-export function roundBf16InPlace(bits: Uint32Array): void {
+// Both rounders work in place on one float32 array and an Int32Array over the same memory (int32 bit
+// arithmetic stays in V8's small-integer fast path; `& mask` wraps the sum back to 32 bits). With a
+// scale s they round x * s and divide by s again, each step in float32 as TF.js's Multiply and RealDiv do.
+
+/** Rounds float32 values to bfloat16 in place: `bits` and `floats` view the same memory. */
+export function roundBf16InPlace(bits: Int32Array, floats: Float32Array, scale = 1): void {
   for (let i = 0; i < bits.length; i++) {
+    if (scale !== 1) floats[i] = floats[i] * scale;
     const u = bits[i];
     // inf and NaN keep their bits; everything else: round to nearest even on the top 16 bits (a carry
     // into the exponent is the right answer, up to inf past the largest bfloat16)
-    if ((u & 0x7f800000) !== 0x7f800000) bits[i] = ((u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000) >>> 0;
+    if ((u & 0x7f800000) !== 0x7f800000) bits[i] = (u + 0x7fff + ((u >> 16) & 1)) & -65536;
+    if (scale !== 1) floats[i] = floats[i] / scale;
   }
 }
 
 const TWO24 = 16777216; // 2^24: binary16's subnormal spacing is 2^-24
 
 /** Rounds float32 values to binary16 in place: `bits` and `floats` view the same memory. */
-export function roundHalfInPlace(bits: Uint32Array, floats: Float32Array): void {
+export function roundHalfInPlace(bits: Int32Array, floats: Float32Array, scale = 1): void {
   for (let i = 0; i < bits.length; i++) {
-    const u = bits[i], a = u & 0x7fffffff, sign = u & 0x80000000;
-    if (a >= 0x7f800000) continue; // inf, NaN
-    if (a >= 0x477ff000) { // |x| >= 65520: past the largest binary16 by half a step or more
-      bits[i] = (sign | 0x7f800000) >>> 0;
+    if (scale !== 1) floats[i] = floats[i] * scale;
+    const u = bits[i], a = u & 0x7fffffff, sign = u & -0x80000000;
+    if (a >= 0x7f800000) { // inf, NaN
+    } else if (a >= 0x477ff000) { // |x| >= 65520: past the largest binary16 by half a step or more
+      bits[i] = sign | 0x7f800000;
     } else if (a >= 0x38800000) { // |x| >= 2^-14: 10 mantissa bits, round to nearest even on the bits
-      bits[i] = (sign | ((a + 0xfff + ((a >>> 13) & 1)) & 0xffffe000)) >>> 0;
+      bits[i] = sign | ((a + 0xfff + ((a >> 13) & 1)) & -8192);
     } else { // binary16 subnormals (and zero): multiples of 2^-24, ties to even
       const q = Math.abs(floats[i]) * TWO24; // exact: a power-of-two scale of a float32
       let r = Math.round(q);
       if (r - q === 0.5 && (r & 1) === 1) r -= 1; // Math.round takes ties up; binary16 takes them to even
       floats[i] = r / TWO24; // exact
-      bits[i] = (bits[i] | sign) >>> 0; // the sign back, zero included
+      bits[i] |= sign; // the sign back, zero included
     }
+    if (scale !== 1) floats[i] = floats[i] / scale;
   }
 }
 
 function round16Kernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const x = (inputs as Record<string, TensorInfo>).x;
-  const format = (attrs as { format: Round16Format }).format;
+  const { format, scale: scale64 } = attrs as { format: Round16Format; scale: number };
+  const scale = Math.fround(scale64); // a scalar operand of TF.js's ops is a float32 too
   if (x.dtype !== "float32") throw new Error(`${ROUND16_KERNEL}: expected float32 values, got ${x.dtype}`);
   const out = alloc(backend, x.shape.slice(), "float32");
   const src = view(backend, x) as Float32Array; // after the allocation: it may move the heap
   const dst = backend.typedArrayFromHeap(out.info) as Float32Array;
+  const bits = new Int32Array(dst.buffer, dst.byteOffset, dst.length);
   dst.set(src);
-  const bits = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
-  if (format === "bfloat16") roundBf16InPlace(bits);
-  else roundHalfInPlace(bits, dst);
+  if (format === "bfloat16") roundBf16InPlace(bits, dst, scale);
+  else roundHalfInPlace(bits, dst, scale);
   return out.info;
 }
 
 registerKernels("wasm", [[ROUND16_KERNEL, round16Kernel]]);
 
-/** `x` rounded to `format` (ties to even) as float32, by the one-pass kernel above (wasm). */
-export function round16(x: tf.Tensor, format: Round16Format): tf.Tensor {
+/**
+ * `x` rounded to `format` (ties to even) as float32, by the one-pass kernel above (wasm); with `scale`, the
+ * values of x * scale rounded, then divided by scale, each step in float32 as the ops would do it.
+ */
+export function round16(x: tf.Tensor, format: Round16Format, scale = 1): tf.Tensor {
   return tf.engine().runKernel(ROUND16_KERNEL, { x } as unknown as tf.NamedTensorMap, {
     format,
+    scale,
   } as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
