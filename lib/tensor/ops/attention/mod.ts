@@ -17,7 +17,13 @@ import { causalSoftmax } from "../causal_softmax/mod.ts";
 import { kernelFor } from "../../kernel_choice.ts";
 import { boundary, isLowPrecision } from "../../../precision.ts";
 import type { Precision } from "../../../models/types.ts";
-import { FLASH_MAX_HEAD_DIM, flashAttentionCall, flashAttentionGradCall } from "./webgpu.ts";
+import {
+  FLASH_MAX_HEAD_DIM,
+  flashAttentionCall,
+  flashAttentionGradCall,
+  type FlashLayout,
+  type FlashStrides,
+} from "./webgpu.ts";
 
 export interface CausalAttentionOptions {
   /** --precision: mixed puts binary16 boundaries on the scaled q (and, in the op chain, scores, probs). */
@@ -77,19 +83,7 @@ export function causalAttentionByOps(
 function causalAttentionFused(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.Tensor {
   const r = q.rank, lead = q.shape.slice(0, -2);
   const flat3 = (t: tf.Tensor) => tf.reshape(t, [-1, t.shape[r - 2], t.shape[r - 1]]);
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [q3, k3, v3, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const [out, lse] = flashAttentionCall(q3, k3, v3, scale);
-    save([q3, k3, v3, out, lse]);
-    return {
-      value: out,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const [sq, sk, sv, so, sl] = saved;
-        return flashAttentionGradCall(sq, sk, sv, so, sl, dy as tf.Tensor, scale);
-      },
-    };
-  }) as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor;
-  const out = f(flat3(q), flat3(k), flat3(v));
+  const out = causalAttentionLaidOut([flat3(q), flat3(k), flat3(v)], undefined, scale);
   return tf.reshape(out, [...lead, q.shape[r - 2], v.shape[r - 1]]);
 }
 
@@ -115,4 +109,81 @@ export function causalAttention(
     return causalAttentionFused(boundary(tf.mul(q, scale), opts.precision), k, v, 1);
   }
   return causalAttentionFused(q, k, v, scale);
+}
+
+/**
+ * The flash kernels with their own gradient on operands `layout` places (q, k, v one tensor or three; plain
+ * [BH, T, *] ones without it): out in layout.outShape; the gradient of each distinct input in its shape.
+ */
+function causalAttentionLaidOut(inputs: tf.Tensor[], layout: FlashLayout | undefined, scale: number): tf.Tensor {
+  const qkv = (t: tf.Tensor[]) => (t.length === 1 ? [t[0], t[0], t[0]] : t) as [tf.Tensor, tf.Tensor, tf.Tensor];
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xs = args.slice(0, -1) as tf.Tensor[], save = args[args.length - 1] as tf.GradSaveFunc;
+    const [out, lse] = flashAttentionCall(...qkv(xs), scale, layout);
+    save([...xs, out, lse]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const n = saved.length - 2, [so, sl] = saved.slice(n);
+        return flashAttentionGradCall(...qkv(saved.slice(0, n)), so, sl, dy as tf.Tensor, scale, layout);
+      },
+    };
+  }) as (...xs: tf.Tensor[]) => tf.Tensor;
+  return f(...inputs);
+}
+
+/**
+ * Whether causalAttentionFromQkv runs the flash kernels on heads of `headDim` under `precision` (webgpu
+ * with lmpipe's attention kernels, heads of up to FLASH_MAX_HEAD_DIM, fp32 or mixed): lib/nn.ts asks before
+ * it hands over its fused projection.
+ */
+export function flashAttentionFromQkvApplies(headDim: number, precision?: Precision): boolean {
+  return kernelFor("causalAttention") === "lmpipe" && headDim <= FLASH_MAX_HEAD_DIM && precision !== "bf16";
+}
+
+/**
+ * Causal self-attention of nHead heads straight from a fused projection qkv [B, T, 3C] (the q, k and v
+ * column blocks, heads consecutive within each, C = nHead D): y [B, T, C], head h in columns h D..(h + 1) D,
+ * the same as splitting qkv, causalAttention on [B, H, T, D] views and merging the heads back. With the
+ * flash kernels (flashAttentionFromQkvApplies) they read q, k, v out of qkv and write y in place, and the
+ * gradient is one [B, T, 3C] tensor: no split, transposes or concat. Else that op chain.
+ *
+ * @example
+ * const y = causalAttentionFromQkv(qkv, 12, 1 / 8); // qkv [B, T, 2304] -> y [B, T, 768]
+ */
+export function causalAttentionFromQkv(
+  qkv: tf.Tensor,
+  nHead: number,
+  scale: number,
+  opts: { precision?: Precision } = {},
+): tf.Tensor {
+  const [B, T, C3] = qkv.shape, C = C3 / 3, D = C / nHead;
+  if (qkv.rank !== 3 || !Number.isInteger(D) || D < 1) {
+    throw new Error(
+      `causalAttentionFromQkv (lib/tensor/ops/attention/mod.ts): expected qkv [B, T, 3 C] with C a multiple ` +
+        `of the ${nHead} heads; got [${qkv.shape}]`,
+    );
+  }
+  if (qkv.dtype !== "float32" || qkv.size === 0 || !flashAttentionFromQkvApplies(D, opts.precision)) {
+    const [q, k, v] = tf.split(qkv, 3, 2).map((t) => tf.transpose(tf.reshape(t, [B, T, nHead, D]), [0, 2, 1, 3]));
+    const y = causalAttention(q, k, v, scale, opts); // [B, H, T, D]
+    return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);
+  }
+  // head h of batch b: rows of qkv (3C apart), columns h D.. of its block; y alike with rows C apart
+  const rows = (off: number, width: number): FlashStrides => ({ off, b: T * width, h: D, r: width, c: 1 });
+  const layout: FlashLayout = {
+    B,
+    H: nHead,
+    T,
+    Tk: T,
+    D,
+    Dv: D,
+    q: rows(0, C3),
+    k: rows(C, C3),
+    v: rows(2 * C, C3),
+    o: rows(0, C),
+    outShape: [B, T, C],
+    roundQ: opts.precision === "mixed", // the op chain's boundary on q * scale
+  };
+  return causalAttentionLaidOut([qkv], layout, scale);
 }
