@@ -6,7 +6,11 @@
 // the op chain's grows with T^2; one dispatch forward and four backward.
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { causalAttention, causalAttentionByOps } from "../lib/tensor/ops/attention/mod.ts";
+import {
+  causalAttention,
+  causalAttentionByOps,
+  causalAttentionFromQkv,
+} from "../lib/tensor/ops/attention/mod.ts";
 import { setWebgpuAttentionEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { boundary, toHalfOps } from "../lib/precision.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuHasF16, webgpuStatus } from "../lib/tensor/testing.ts";
@@ -281,5 +285,162 @@ if (gpu.ok) {
     assert(f256 / f128 < 2.2, `flash: peak bytes ${f128} at T 128, ${f256} at T 256`);
     assert(o256 / o128 > 3, `op chain: peak bytes ${o128} at T 128, ${o256} at T 256`);
     assert(f256 * 4 < o256, `flash ${f256} vs op chain ${o256} bytes at T 256`);
+  });
+}
+
+// causalAttentionFromQkv: attention straight from a fused projection qkv [B, T, 3C] to y [B, T, C].
+interface QkvCase {
+  b: number;
+  t: number;
+  h: number;
+  d: number;
+}
+const QKV_CASES: QkvCase[] = [
+  { b: 2, t: 19, h: 3, d: 16 },
+  { b: 3, t: 33, h: 2, d: 64 }, // gpt small's head size, 3 tiles of queries, the last of 1 row
+  { b: 2, t: 7, h: 4, d: 24 }, // D not a multiple of 16
+];
+const describeQkv = (c: QkvCase) => `B ${c.b}, T ${c.t}, H ${c.h}, D ${c.d}`;
+
+/** y [B, T, C] and dqkv [B, T, 3C] in float64 through attentionRef on the heads of qkv (dy [B, T, C]). */
+function qkvRef(c: QkvCase, qkv: Float32Array, dy: Float32Array) {
+  const C = c.h * c.d, bh = c.b * c.h;
+  // element (head b h + hh, row t, column e) of block `blk` of a [B, T, width] tensor
+  const at = (width: number, blk: number, i: number, t: number, e: number) =>
+    (Math.floor(i / c.h) * c.t + t) * width + blk * C + (i % c.h) * c.d + e;
+  const gather = (src: Float32Array, width: number, blk: number) => {
+    const out = new Float32Array(bh * c.t * c.d);
+    for (let i = 0; i < bh; i++) {
+      for (let t = 0; t < c.t; t++) {
+        for (let e = 0; e < c.d; e++) out[(i * c.t + t) * c.d + e] = src[at(width, blk, i, t, e)];
+      }
+    }
+    return out;
+  };
+  const scatter = (dst: Float64Array, src: Float64Array, width: number, blk: number) => {
+    for (let i = 0; i < bh; i++) {
+      for (let t = 0; t < c.t; t++) {
+        for (let e = 0; e < c.d; e++) dst[at(width, blk, i, t, e)] = src[(i * c.t + t) * c.d + e];
+      }
+    }
+  };
+  const scale = 1 / Math.sqrt(c.d);
+  const r = attentionRef(
+    { bh, t: c.t, past: 0, d: c.d, dv: c.d },
+    gather(qkv, 3 * C, 0),
+    gather(qkv, 3 * C, 1),
+    gather(qkv, 3 * C, 2),
+    gather(dy, C, 0),
+    scale,
+  );
+  const y = new Float64Array(c.b * c.t * C), dqkv = new Float64Array(qkv.length);
+  scatter(y, r.out, C, 0);
+  [r.dq, r.dk, r.dv].forEach((g, blk) => scatter(dqkv, g, 3 * C, blk));
+  return { y, dqkv, scale };
+}
+
+/** y and dqkv of `attn` on the current backend, and the programs the forward and backward pass ran. */
+async function qkvRun(
+  c: QkvCase,
+  qkv: Float32Array,
+  dy: Float32Array,
+  attn: (qkv: tf.Tensor) => tf.Tensor,
+) {
+  const C = c.h * c.d;
+  const x = tf.tensor(qkv, [c.b, c.t, 3 * C]), dyt = tf.tensor(dy, [c.b, c.t, C]);
+  const fwd = dispatchedBy(() => attn(x));
+  const bwd = dispatchedBy(() => tf.grad(attn)(x, dyt));
+  const got = {
+    y: new Float32Array(await readData(fwd.result)),
+    dqkv: new Float32Array(await readData(bwd.result)),
+    forward: fwd.names,
+    backward: bwd.names,
+  };
+  tf.dispose([x, dyt, fwd.result, bwd.result]);
+  return got;
+}
+
+const qkvInputs = (c: QkvCase, seed: number) => ({
+  qkv: randomArray(c.b * c.t * 3 * c.h * c.d, seed).map((v) => 3 * v),
+  dy: randomArray(c.b * c.t * c.h * c.d, seed + 1),
+});
+
+/** Today's chain without causalAttentionFromQkv: split, heads to [B, H, T, D], causalAttention, merge. */
+function qkvBySplit(c: QkvCase, precision?: "mixed") {
+  return (qkv: tf.Tensor) => {
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [c.b, c.t, c.h, c.d]), [0, 2, 1, 3]);
+    const [q, k, v] = tf.split(qkv, 3, 2).map(heads);
+    const y = causalAttention(q, k, v, 1 / Math.sqrt(c.d), { precision });
+    return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [c.b, c.t, c.h * c.d]);
+  };
+}
+
+Deno.test("causalAttentionFromQkv on cpu (the op chain): y and dqkv match float64; bad shapes are named", async () => {
+  await initBackend("cpu", { quiet: true });
+  const c = QKV_CASES[0], x = qkvInputs(c, 7), want = qkvRef(c, x.qkv, x.dy);
+  const got = await qkvRun(c, x.qkv, x.dy, (t) => causalAttentionFromQkv(t, c.h, want.scale));
+  assertClose(got.y, want.y, TOL, `${describeQkv(c)}: y`);
+  assertClose(got.dqkv, want.dqkv, TOL, `${describeQkv(c)}: dqkv`);
+  assert.throws(
+    () => causalAttentionFromQkv(tf.zeros([1, 4, 10]), 2, 1),
+    /causalAttentionFromQkv.*\[1,4,10\]/,
+  );
+});
+
+if (gpu.ok) {
+  Deno.test("webgpu causalAttentionFromQkv: y and dqkv match float64; 1 dispatch forward, 4 backward, no split or transposes", async () => {
+    await initBackend("webgpu", { quiet: true });
+    setWebgpuAttentionEnabled(true);
+    let seed = 200;
+    for (const c of QKV_CASES) {
+      const x = qkvInputs(c, seed += 2), want = qkvRef(c, x.qkv, x.dy);
+      const got = await qkvRun(c, x.qkv, x.dy, (t) => causalAttentionFromQkv(t, c.h, want.scale));
+      assertClose(got.y, want.y, TOL, `${describeQkv(c)}: y`);
+      assertClose(got.dqkv, want.dqkv, TOL, `${describeQkv(c)}: dqkv`);
+      assert.deepEqual(got.forward, ["LmpipeFlashAttentionProgram"], `${describeQkv(c)}: forward`);
+      assert.deepEqual(
+        got.backward,
+        [
+          "LmpipeFlashAttentionProgram", // tf.grad runs the forward pass again
+          "LmpipeFlashAttentionDeltaProgram",
+          "LmpipeFlashAttentionDqProgram",
+          "LmpipeFlashAttentionDkProgram",
+          "LmpipeFlashAttentionDvProgram",
+        ],
+        `${describeQkv(c)}: backward`,
+      );
+    }
+  });
+
+  Deno.test("webgpu causalAttentionFromQkv: the numbers of split + [B, H, T, D] heads, bit for bit, fp32 and mixed (f16 operands too)", async () => {
+    await initBackend("webgpu", { quiet: true });
+    // D 24: 1 / sqrt(D) is no power of two, so mixed's rounding of q * scale matters
+    const c: QkvCase = { b: 2, t: 21, h: 2, d: 24 }, scale = 1 / Math.sqrt(c.d);
+    const x = qkvInputs(c, 300);
+    // under mixed, qkv and dy arrive as binary16 values (the boundaries of the linear before and after)
+    const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));
+    const [qkv16, dy16] = await Promise.all([half(x.qkv), half(x.dy)]);
+    const runs: [string, Float32Array, Float32Array, "mixed" | undefined][] = [
+      ["fp32", x.qkv, x.dy, undefined],
+      ["mixed", qkv16, dy16, "mixed"],
+    ];
+    for (const halfOperands of webgpuHasF16() ? [false, true] : [false]) {
+      setWebgpuHalfOperands(halfOperands);
+      try {
+        for (const [name, qkv, dy, precision] of runs) {
+          const what = `${name}${halfOperands ? ", f16 operands" : ""}`;
+          const want = await qkvRun(c, qkv, dy, qkvBySplit(c, precision));
+          const got = await qkvRun(c, qkv, dy, (t) => causalAttentionFromQkv(t, c.h, scale, { precision }));
+          assert.deepEqual(got.y, want.y, `${what}: y`);
+          assert.deepEqual(got.dqkv, want.dqkv, `${what}: dqkv`);
+          assert(
+            got.forward.length === 1 && want.forward.length > 5,
+            `${what}: ${got.forward} vs ${want.forward}`,
+          );
+        }
+      } finally {
+        setWebgpuHalfOperands(false);
+      }
+    }
   });
 }

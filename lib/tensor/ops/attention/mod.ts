@@ -115,8 +115,13 @@ export function causalAttention(
  * The flash kernels with their own gradient on operands `layout` places (q, k, v one tensor or three; plain
  * [BH, T, *] ones without it): out in layout.outShape; the gradient of each distinct input in its shape.
  */
-function causalAttentionLaidOut(inputs: tf.Tensor[], layout: FlashLayout | undefined, scale: number): tf.Tensor {
-  const qkv = (t: tf.Tensor[]) => (t.length === 1 ? [t[0], t[0], t[0]] : t) as [tf.Tensor, tf.Tensor, tf.Tensor];
+function causalAttentionLaidOut(
+  inputs: tf.Tensor[],
+  layout: FlashLayout | undefined,
+  scale: number,
+): tf.Tensor {
+  const qkv = (t: tf.Tensor[]) =>
+    (t.length === 1 ? [t[0], t[0], t[0]] : t) as [tf.Tensor, tf.Tensor, tf.Tensor];
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xs = args.slice(0, -1) as tf.Tensor[], save = args[args.length - 1] as tf.GradSaveFunc;
     const [out, lse] = flashAttentionCall(...qkv(xs), scale, layout);
@@ -165,7 +170,9 @@ export function causalAttentionFromQkv(
     );
   }
   if (qkv.dtype !== "float32" || qkv.size === 0 || !flashAttentionFromQkvApplies(D, opts.precision)) {
-    const [q, k, v] = tf.split(qkv, 3, 2).map((t) => tf.transpose(tf.reshape(t, [B, T, nHead, D]), [0, 2, 1, 3]));
+    const [q, k, v] = tf.split(qkv, 3, 2).map((t) =>
+      tf.transpose(tf.reshape(t, [B, T, nHead, D]), [0, 2, 1, 3])
+    );
     const y = causalAttention(q, k, v, scale, opts); // [B, H, T, D]
     return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [B, T, C]);
   }

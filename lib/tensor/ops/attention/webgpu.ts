@@ -45,8 +45,10 @@ const TILE = 16, THREADS = 256, QK_STRIDE = FLASH_MAX_HEAD_DIM + 1, DP_CHUNK = 3
 // Then where each of q, k, v and out (dOut too) keeps element (head bh = b H + h, row t, column c):
 // at xOff + b xB + h xH + t xR + c xC (the gradients of q, k, v keep their inputs' layout).
 const ROLES = ["q", "k", "v", "o"] as const;
-const FIELDS = "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32, H: i32, " +
-  "roundQ: i32, " + ROLES.map((x) => `${x}Off: i32, ${x}B: i32, ${x}H: i32, ${x}R: i32, ${x}C: i32,`).join(" ");
+const FIELDS =
+  "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32, H: i32, " +
+  "roundQ: i32, " +
+  ROLES.map((x) => `${x}Off: i32, ${x}B: i32, ${x}H: i32, ${x}R: i32, ${x}C: i32,`).join(" ");
 
 function header(bound: [string, "read" | "read_write"][], useHalf: boolean): string {
   const tfjs = bound.map((_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
@@ -66,7 +68,11 @@ fn toTile(x: f32) -> ST { return ${useHalf ? "f16(roundToHalf(x))" : "x"}; }
 fn scaledQ(x: f32) -> f32 { let s = x * u.scale; if (u.roundQ != 0) { return roundToHalf(s); } return s; }
 // dq from its sum over keys (of dS k): the chain rule through q * scale and, with roundQ, its rounding
 fn gradQ(x: f32) -> f32 { if (u.roundQ != 0) { return roundToHalf(x) * u.scale; } return x * u.scale; }
-${ROLES.map((x) => `fn ${x}Base(bh: i32) -> i32 { return u.${x}Off + (bh / u.H) * u.${x}B + (bh % u.H) * u.${x}H; }`).join("\n")}`;
+${
+    ROLES.map((x) =>
+      `fn ${x}Base(bh: i32) -> i32 { return u.${x}Off + (bh / u.H) * u.${x}B + (bh % u.H) * u.${x}H; }`
+    ).join("\n")
+  }`;
 }
 
 // Opening of every kernel: the workgroup's head bh and first row (query or key) t0 of its tile; lid; the
@@ -108,7 +114,9 @@ const loadTile = (
     let cc = e % ${w};
     var x = 0.0;
     if (t0_${dst} + rr < ${rows} && ${c0} + cc < ${width}) {
-      x = ${fn}(${src}[${ROLE_OF[src]}b0 + (t0_${dst} + rr) * u.${ROLE_OF[src]}R + (${c0} + cc) * u.${ROLE_OF[src]}C]);
+      x = ${fn}(${src}[${ROLE_OF[src]}b0 + (t0_${dst} + rr) * u.${ROLE_OF[src]}R + (${c0} + cc) * u.${
+  ROLE_OF[src]
+}C]);
     }
     ${dst}[rr * ${stride} + cc] = toTile(x);
   }`;
