@@ -9,7 +9,7 @@ import { boundary, isLowPrecision } from "./precision.ts";
 import {
   causalAttention,
   causalAttentionFromQkv,
-  flashAttentionFromQkvApplies,
+  flashAttentionLaidOutApplies,
 } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
@@ -245,7 +245,7 @@ export function causalSelfAttention(
   const prec = opts.precision;
   if (
     p.cAttnW && kvHeads === nHead && !opts.rope && !opts.alibi && !p.extraW && !opts.cache &&
-    !opts.attentionProbs && flashAttentionFromQkvApplies(D, prec)
+    !opts.attentionProbs && flashAttentionLaidOutApplies(D, prec)
   ) {
     // the flash kernels read q, k, v out of the fused projection and write y as [B, T, C]: no split,
     // head transposes or concat (lib/tensor/ops/attention/mod.ts)

@@ -9,7 +9,9 @@ import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import {
   causalAttention,
   causalAttentionByOps,
+  causalAttentionChannelsLast,
   causalAttentionFromQkv,
+  setFlashLayoutsEnabled,
 } from "../lib/tensor/ops/attention/mod.ts";
 import { setWebgpuAttentionEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { boundary, toHalfOps } from "../lib/precision.ts";
@@ -444,3 +446,117 @@ if (gpu.ok) {
     }
   });
 }
+
+// causalAttentionChannelsLast: pixel-attn's value images, q and k [B, T, H D] in, y [B, T, Dv, H] out.
+interface ImgCase {
+  b: number;
+  t: number;
+  h: number;
+  d: number;
+  dv: number;
+}
+const IMG_CASES: ImgCase[] = [
+  { b: 2, t: 19, h: 3, d: 8, dv: 100 }, // value images wider than one 64-column group
+  { b: 1, t: 33, h: 2, d: 64, dv: 25 },
+];
+const describeImg = (c: ImgCase) => `B ${c.b}, T ${c.t}, H ${c.h}, D ${c.d}, Dv ${c.dv}`;
+
+/** y [B, T, Dv, H] and dq, dk [B, T, H D], dv [B, H, T, Dv] in float64 through attentionRef. */
+function imgRef(c: ImgCase, q: Float32Array, k: Float32Array, v: Float32Array, dy: Float32Array) {
+  const bh = c.b * c.h, HD = c.h * c.d;
+  const qkAt = (i: number, t: number, e: number) =>
+    (Math.floor(i / c.h) * c.t + t) * HD + (i % c.h) * c.d + e;
+  const yAt = (i: number, t: number, e: number) =>
+    ((Math.floor(i / c.h) * c.t + t) * c.dv + e) * c.h + i % c.h;
+  const perHead = (width: number, at: typeof qkAt) => ({
+    gather: (src: Float32Array) => {
+      const out = new Float32Array(bh * c.t * width);
+      for (let i = 0; i < bh; i++) {
+        for (let t = 0; t < c.t; t++) {
+          for (let e = 0; e < width; e++) out[(i * c.t + t) * width + e] = src[at(i, t, e)];
+        }
+      }
+      return out;
+    },
+    scatter: (src: Float64Array) => {
+      const out = new Float64Array(src.length);
+      for (let i = 0; i < bh; i++) {
+        for (let t = 0; t < c.t; t++) {
+          for (let e = 0; e < width; e++) out[at(i, t, e)] = src[(i * c.t + t) * width + e];
+        }
+      }
+      return out;
+    },
+  });
+  const qk = perHead(c.d, qkAt), img = perHead(c.dv, yAt), scale = 1 / Math.sqrt(c.d);
+  const r = attentionRef(
+    { bh, t: c.t, past: 0, d: c.d, dv: c.dv },
+    qk.gather(q),
+    qk.gather(k),
+    v,
+    img.gather(dy),
+    scale,
+  );
+  return { y: img.scatter(r.out), dq: qk.scatter(r.dq), dk: qk.scatter(r.dk), dv: r.dv, scale };
+}
+
+async function imgRun(
+  c: ImgCase,
+  x: { q: Float32Array; k: Float32Array; v: Float32Array; dy: Float32Array },
+  precision?: "mixed",
+) {
+  const HD = c.h * c.d, scale = 1 / Math.sqrt(c.d);
+  const qt = tf.tensor(x.q, [c.b, c.t, HD]), kt = tf.tensor(x.k, [c.b, c.t, HD]);
+  const vt = tf.tensor(x.v, [c.b, c.h, c.t, c.dv]), dyt = tf.tensor(x.dy, [c.b, c.t, c.dv, c.h]);
+  const f = (a: tf.Tensor, b: tf.Tensor, e: tf.Tensor) =>
+    causalAttentionChannelsLast(a, b, e, c.h, scale, { precision });
+  const fwd = dispatchedBy(() => f(qt, kt, vt));
+  const bwd = dispatchedBy(() => tf.grads(f)([qt, kt, vt], dyt));
+  const read = async (t: tf.Tensor) => new Float32Array(await readData(t));
+  const got = {
+    y: await read(fwd.result),
+    dq: await read(bwd.result[0]),
+    dk: await read(bwd.result[1]),
+    dv: await read(bwd.result[2]),
+    forward: fwd.names,
+  };
+  tf.dispose([qt, kt, vt, dyt, fwd.result, ...bwd.result]);
+  return got;
+}
+
+const imgInputs = (c: ImgCase, seed: number) => ({
+  q: randomArray(c.b * c.t * c.h * c.d, seed).map((v) => 3 * v),
+  k: randomArray(c.b * c.t * c.h * c.d, seed + 1).map((v) => 3 * v),
+  v: randomArray(c.b * c.h * c.t * c.dv, seed + 2),
+  dy: randomArray(c.b * c.t * c.dv * c.h, seed + 3),
+});
+
+Deno.test("causalAttentionChannelsLast: y, dq, dk, dv match float64 on cpu and webgpu (flash: 1 dispatch, bit for bit the transposing chain)", async () => {
+  for (const backend of gpu.ok ? ["cpu", "webgpu"] as const : ["cpu"] as const) {
+    await initBackend(backend, { quiet: true });
+    let seed = 400;
+    for (const c of IMG_CASES) {
+      const x = imgInputs(c, seed += 4), want = imgRef(c, x.q, x.k, x.v, x.dy);
+      const got = await imgRun(c, x);
+      for (const n of ["y", "dq", "dk", "dv"] as const) {
+        assertClose(got[n], want[n], TOL, `${backend} ${describeImg(c)}: ${n}`);
+      }
+      if (backend !== "webgpu") continue;
+      assert.deepEqual(got.forward, ["LmpipeFlashAttentionProgram"], `${describeImg(c)}: forward`);
+      // the same kernels on [B, H, T, D] heads with transposes
+      for (const precision of [undefined, "mixed"] as const) {
+        const laidOut = await imgRun(c, x, precision);
+        const before = setFlashLayoutsEnabled(false);
+        try {
+          const chain = await imgRun(c, x, precision);
+          assert(chain.forward.length > 1, `${describeImg(c)}: the chain ran ${chain.forward}`);
+          for (const n of ["y", "dq", "dk", "dv"] as const) {
+            assert.deepEqual(laidOut[n], chain[n], `${precision ?? "fp32"} ${describeImg(c)}: ${n}`);
+          }
+        } finally {
+          setFlashLayoutsEnabled(before);
+        }
+      }
+    }
+  }
+});

@@ -137,20 +137,32 @@ function causalAttentionLaidOut(
   return f(...inputs);
 }
 
+// Whether the models hand the flash kernels their own layouts (below); off, they split and transpose as
+// before (tests compare both ways bit for bit).
+let layoutsEnabled = true;
+
+/** Turns the laid-out flash paths below on or off (off: the split/transpose chains); returns the old state. */
+export function setFlashLayoutsEnabled(on: boolean): boolean {
+  const old = layoutsEnabled;
+  layoutsEnabled = on;
+  return old;
+}
+
 /**
- * Whether causalAttentionFromQkv runs the flash kernels on heads of `headDim` under `precision` (webgpu
- * with lmpipe's attention kernels, heads of up to FLASH_MAX_HEAD_DIM, fp32 or mixed): lib/nn.ts asks before
- * it hands over its fused projection.
+ * Whether causalAttentionFromQkv and causalAttentionChannelsLast run the flash kernels on heads of
+ * `headDim` under `precision` (webgpu with lmpipe's attention kernels, heads of up to FLASH_MAX_HEAD_DIM,
+ * fp32 or mixed): the models ask before they take those paths.
  */
-export function flashAttentionFromQkvApplies(headDim: number, precision?: Precision): boolean {
-  return kernelFor("causalAttention") === "lmpipe" && headDim <= FLASH_MAX_HEAD_DIM && precision !== "bf16";
+export function flashAttentionLaidOutApplies(headDim: number, precision?: Precision): boolean {
+  return layoutsEnabled && kernelFor("causalAttention") === "lmpipe" && headDim <= FLASH_MAX_HEAD_DIM &&
+    precision !== "bf16";
 }
 
 /**
  * Causal self-attention of nHead heads straight from a fused projection qkv [B, T, 3C] (the q, k and v
  * column blocks, heads consecutive within each, C = nHead D): y [B, T, C], head h in columns h D..(h + 1) D,
  * the same as splitting qkv, causalAttention on [B, H, T, D] views and merging the heads back. With the
- * flash kernels (flashAttentionFromQkvApplies) they read q, k, v out of qkv and write y in place, and the
+ * flash kernels (flashAttentionLaidOutApplies) they read q, k, v out of qkv and write y in place, and the
  * gradient is one [B, T, 3C] tensor: no split, transposes or concat. Else that op chain.
  *
  * @example
@@ -169,7 +181,7 @@ export function causalAttentionFromQkv(
         `of the ${nHead} heads; got [${qkv.shape}]`,
     );
   }
-  if (qkv.dtype !== "float32" || qkv.size === 0 || !flashAttentionFromQkvApplies(D, opts.precision)) {
+  if (qkv.dtype !== "float32" || qkv.size === 0 || !flashAttentionLaidOutApplies(D, opts.precision)) {
     const [q, k, v] = tf.split(qkv, 3, 2).map((t) =>
       tf.transpose(tf.reshape(t, [B, T, nHead, D]), [0, 2, 1, 3])
     );
@@ -193,4 +205,58 @@ export function causalAttentionFromQkv(
     roundQ: opts.precision === "mixed", // the op chain's boundary on q * scale
   };
   return causalAttentionLaidOut([qkv], layout, scale);
+}
+
+/**
+ * pixel-attn's value-image attention: queries and keys q, k [B, T, H D] as their projections write them
+ * (heads side by side), values v [B, H, T, Dv] (one image of Dv pixels per head and position); y [B, T, Dv,
+ * H], the images channels last, the same as heads to [B, H, T, D], causalAttention and a transpose. With
+ * the flash kernels (flashAttentionLaidOutApplies) they read q and k where they are and write y in place:
+ * no transposes either way. Else that op chain.
+ *
+ * @example
+ * const imgs = causalAttentionChannelsLast(q, k, v, 8, 1 / Math.sqrt(8)); // [4, 256, 64] x2, [4, 8, 256, 400]
+ */
+export function causalAttentionChannelsLast(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  nHead: number,
+  scale: number,
+  opts: { precision?: Precision } = {},
+): tf.Tensor {
+  const [B, T, HD] = q.shape, D = HD / nHead, Dv = v.shape[3] ?? 0;
+  if (
+    q.rank !== 3 || !tf.util.arraysEqual(k.shape, q.shape) || !Number.isInteger(D) || v.rank !== 4 ||
+    !tf.util.arraysEqual(v.shape.slice(0, 3), [B, nHead, T])
+  ) {
+    throw new Error(
+      `causalAttentionChannelsLast (lib/tensor/ops/attention/mod.ts): expected q, k [B, T, H D] and v ` +
+        `[B, H, T, Dv] for H = ${nHead}; got q [${q.shape}], k [${k.shape}], v [${v.shape}]`,
+    );
+  }
+  const fusable = [q, k, v].every((t) => t.dtype === "float32" && t.size > 0) &&
+    flashAttentionLaidOutApplies(D, opts.precision);
+  if (!fusable) {
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, T, nHead, D]), [0, 2, 1, 3]);
+    return tf.transpose(causalAttention(heads(q), heads(k), v, scale, opts), [0, 2, 3, 1]);
+  }
+  // q, k: head h of batch b in columns h D.. of rows H D apart; v: head-major; y: pixel c of head h at
+  // ((b T + t) Dv + c) H + h
+  const sideBySide: FlashStrides = { off: 0, b: T * HD, h: D, r: HD, c: 1 };
+  const layout: FlashLayout = {
+    B,
+    H: nHead,
+    T,
+    Tk: T,
+    D,
+    Dv,
+    q: sideBySide,
+    k: sideBySide,
+    v: { off: 0, b: nHead * T * Dv, h: T * Dv, r: Dv, c: 1 },
+    o: { off: 0, b: T * Dv * nHead, h: 1, r: Dv * nHead, c: nHead },
+    outShape: [B, T, Dv, nHead],
+    roundQ: opts.precision === "mixed", // the op chain's boundary on q * scale
+  };
+  return causalAttentionLaidOut([q, k, v], layout, scale);
 }
