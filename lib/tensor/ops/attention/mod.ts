@@ -12,6 +12,15 @@
 //     given: ALiBi, attn_extra of docs/variants.md) the op chain of causalAttentionByOps: q * scale,
 //     matMul with k, + the score bias, causalSoftmax, matMul with v, with the layer boundaries of
 //     --precision mixed between them, so cpu and wasm numbers do not change.
+// Two entry points hand the flash kernels the models' own layouts instead of [..., T, D] heads, since on
+// webgpu a step is bound by host time per dispatch (docs/gpu.md): causalAttentionFromQkv reads q, k, v
+// out of gpt's fused projection [B, T, 3C] by column offset, writes y as [B, T, C] and returns one
+// [B, T, 3C] gradient (per layer 7 dispatches fewer forward, the split and 4 transposes, and 5 fewer
+// backward, the concat and 4 transposes); causalAttentionChannelsLast reads pixel-attn's q, k [B, T, C dk]
+// and writes its value images channels last, [B, T, P, C] (3 transposes fewer each way). The models take
+// them only where the flash kernels apply (flashAttentionLaidOutApplies: fp32 or mixed, heads of up to 64
+// dims) and nothing else is asked (no rope, ALiBi, extra score, KV cache, probabilities or grouped kv
+// heads); elsewhere both are the split/transpose chain around causalAttention, with the same numbers.
 import * as tf from "@tensorflow/tfjs-core";
 import { causalSoftmax } from "../causal_softmax/mod.ts";
 import { kernelFor } from "../../kernel_choice.ts";

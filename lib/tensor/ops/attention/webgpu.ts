@@ -11,9 +11,13 @@
 //   - LmpipeFlashAttentionGrad: delta = rowsum(dOut * out) (one dispatch), then dq (per query tile),
 //     dk (per key tile) and dv (per key tile and 64 value columns), each recomputing the probabilities
 //     p = exp(s - logsumexp) of the tiles it needs; no atomics, nothing of size T x Tk.
-// Every sum is accumulated in float32; exp and log run in float32. Heads of up to 64 dims (D) are taken
-// (the Q and K tiles live whole in workgroup memory); mod.ts runs the op chain for larger ones. Under
-// --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
+// Every operand is addressed through a FlashLayout (an offset and a batch, head, row and column stride
+// each), so q, k and v may be column blocks of one fused projection and out may be written with the heads
+// side by side or channels last (mod.ts causalAttentionFromQkv, causalAttentionChannelsLast); plain calls
+// use [BH, rows, cols] per head; with roundQ, mixed's binary16 rounding of q * scale (and of dq's sum before
+// it is scaled) happens in the kernels too. Every sum is accumulated in float32; exp and log run in float32.
+// Heads of up to 64 dims (D) are taken (the Q and K tiles live whole in workgroup memory); mod.ts runs the
+// op chain for larger ones. Under --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
 // rounded to binary16 as they are loaded and held in workgroup memory as f16; products and sums stay f32.
 import * as tf from "@tensorflow/tfjs-core";
 import {
