@@ -17,8 +17,9 @@
 // use [BH, rows, cols] per head; with roundQ, mixed's binary16 rounding of q * scale (and of dq's sum before
 // it is scaled) happens in the kernels too. Every sum is accumulated in float32; exp and log run in float32.
 // Heads of up to 64 dims (D) are taken (the Q and K tiles live whole in workgroup memory); mod.ts runs the
-// op chain for larger ones. Under --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
-// rounded to binary16 as they are loaded and held in workgroup memory as f16; products and sums stay f32.
+// op chain for larger ones. Under --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands),
+// q * scale, k, v and dOut are rounded to binary16 as they are loaded and held in workgroup memory as f16;
+// products and sums stay f32.
 import * as tf from "@tensorflow/tfjs-core";
 import {
   cachedPipeline,
@@ -112,18 +113,19 @@ const loadTile = (
   stride: string | number,
   c0: string,
   fn = "",
-) => `
+) => {
+  const l = ROLE_OF[src]; // the prefix of its layout's fields
+  return `
   for (var e = lid; e < ${TILE} * ${w}; e = e + ${THREADS}) {
     let rr = e / ${w};
     let cc = e % ${w};
     var x = 0.0;
     if (t0_${dst} + rr < ${rows} && ${c0} + cc < ${width}) {
-      x = ${fn}(${src}[${ROLE_OF[src]}b0 + (t0_${dst} + rr) * u.${ROLE_OF[src]}R + (${c0} + cc) * u.${
-  ROLE_OF[src]
-}C]);
+      x = ${fn}(${src}[${l}b0 + (t0_${dst} + rr) * u.${l}R + (${c0} + cc) * u.${l}C]);
     }
     ${dst}[rr * ${stride} + cc] = toTile(x);
   }`;
+};
 
 /** The score of query row `qi` and key `kj` of the tiles in Qs and Ks (scale applied to Qs). */
 const SCORE = `
