@@ -3,7 +3,10 @@
 // sizes (16-64), pixel-attn's value images (Dv 400) and odd ones, with and without a KV-cache past;
 // causality (changing key/value j never changes the outputs of queries before j); the op chain on cpu
 // agrees with float64 too; the kernels' peak memory over a forward + backward grows linearly in T while
-// the op chain's grows with T^2; one dispatch forward and four backward.
+// the op chain's grows with T^2; one dispatch forward and four backward. The laid-out entry points
+// (causalAttentionFromQkv from gpt's fused qkv, causalAttentionChannelsLast for pixel-attn's images) against
+// float64 and bit for bit against the split/transpose chains they replace, and causalSelfAttention taking
+// the first with no data movement around the kernels.
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import {
@@ -15,6 +18,7 @@ import {
 } from "../lib/tensor/ops/attention/mod.ts";
 import { setWebgpuAttentionEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { boundary, toHalfOps } from "../lib/precision.ts";
+import { causalSelfAttention } from "../lib/nn.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuHasF16, webgpuStatus } from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
@@ -556,3 +560,37 @@ Deno.test("causalAttentionChannelsLast: y, dq, dk, dv match float64 on cpu and w
     }
   }
 });
+
+if (gpu.ok) {
+  Deno.test("webgpu causalSelfAttention: the fused projection goes straight to the kernels (no split, transposes or concat), cpu's numbers", async () => {
+    const B = 2, T = 11, C = 48, H = 3;
+    const run = async (backend: "cpu" | "webgpu", probs: boolean) => {
+      await initBackend(backend, { quiet: true });
+      const x = tf.tensor(randomArray(B * T * C, 501), [B, T, C]) as tf.Tensor3D;
+      const w = tf.tensor(randomArray(C * 3 * C, 502).map((v) => 0.5 * v), [C, 3 * C]) as tf.Tensor2D;
+      const pw = tf.tensor(randomArray(C * C, 503), [C, C]) as tf.Tensor2D;
+      const kept: tf.Tensor[] = [];
+      const f = (xx: tf.Tensor, ww: tf.Tensor) =>
+        causalSelfAttention(xx as tf.Tensor3D, { cAttnW: ww as tf.Tensor2D, cProjW: pw }, H, {
+          attentionProbs: probs ? kept : undefined,
+        });
+      const fwd = dispatchedBy(() => f(x, w));
+      const bwd = dispatchedBy(() => tf.grads(f)([x, w]));
+      const got = {
+        y: new Float32Array(await readData(fwd.result)),
+        dw: new Float32Array(await readData(bwd.result[1])),
+        names: [...fwd.names, ...bwd.names],
+      };
+      tf.dispose([x, w, pw, fwd.result, ...bwd.result, ...kept]);
+      return got;
+    };
+    const want = await run("cpu", false), got = await run("webgpu", false), chain = await run("webgpu", true);
+    assertClose(got.y, want.y, 1e-5, "y");
+    assertClose(got.dw, want.dw, 1e-4, "dW of the fused projection");
+    const layoutOps = (n: string[]) => n.filter((p) => /^(Slice|Transpose|Concat)/.test(p));
+    assert.deepEqual(layoutOps(got.names), [], "the flash path moves no data around the kernels");
+    // asking for the probabilities keeps today's split, head transposes and op chain
+    assert(layoutOps(chain.names).length >= 8, `${chain.names}`);
+    assert(!chain.names.includes("LmpipeFlashAttentionProgram"), `${chain.names}`);
+  });
+}
