@@ -7,6 +7,7 @@
 import { tf } from "./tensor/backend.ts";
 import { toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
+import { markBf16Values } from "./tensor/bf16_values.ts";
 import type { Precision } from "./models/types.ts";
 
 /** Largest finite binary16 value. */
@@ -65,9 +66,17 @@ export const BF16_MIN_NORMAL = 2 ** -126;
 
 /**
  * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
- * ±inf and NaN stay. Plain elementwise ops on every backend (on webgpu too: bf16 is emulated there).
+ * ±inf and NaN stay. Plain elementwise ops on every backend (on webgpu too: bf16 is emulated there). The
+ * result is marked as holding bfloat16 values (lib/tensor/bf16_values.ts): oneDNN's bf16 convolutions take
+ * marked operands as they are.
  */
 export function toBf16(x: tf.Tensor): tf.Tensor {
+  const r = toBf16Ops(x);
+  markBf16Values(r);
+  return r;
+}
+
+function toBf16Ops(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const big = tf.greaterEqual(tf.abs(x), BF16_BIG);
     const xs = tf.where(big, tf.mul(x, BF16_DOWN), x);
