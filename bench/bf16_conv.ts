@@ -138,6 +138,8 @@ for (const [key, byName] of times) {
   }
 }
 console.log(
-  `\nload average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ${navigator.hardwareConcurrency} cores`,
+  `\nload average ${
+    Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
+  } on ${navigator.hardwareConcurrency} cores`,
 );
 Deno.exit(0); // wasm worker threads would keep the process alive

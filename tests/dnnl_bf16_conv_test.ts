@@ -64,7 +64,9 @@ Deno.test({
       const same = (a: number) => Object.is(a, want) || (Number.isNaN(a) && Number.isNaN(want));
       if (!same(got[i]) || !same(emulated[i])) {
         bad++;
-        if (examples.length < 8) examples.push(`${xs[i]}: oneDNN ${got[i]}, toBf16 ${emulated[i]}, want ${want}`);
+        if (examples.length < 8) {
+          examples.push(`${xs[i]}: oneDNN ${got[i]}, toBf16 ${emulated[i]}, want ${want}`);
+        }
       }
     }
     assert.equal(bad, 0, `${bad} of ${xs.length} values converted differently: ${examples.join("; ")}`);
@@ -143,7 +145,8 @@ function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outSha
   const [calls, bf16Calls] = [dnnl.calls, dnnl.bf16Calls];
   const out = tf.tidy(() => {
     const round = (t: tf.Tensor) => (mark ? toBf16(t) : t) as tf.Tensor4D;
-    const xt = round(tf.tensor4d(x, [c.N, c.H, c.W, c.Ci])), wt = round(tf.tensor4d(w, [c.K, c.K, c.Ci, c.Co]));
+    const xt = round(tf.tensor4d(x, [c.N, c.H, c.W, c.Ci])),
+      wt = round(tf.tensor4d(w, [c.K, c.K, c.Ci, c.Co]));
     const dyt = round(tf.tensor4d(dy, outShape as [number, number, number, number]));
     const attrs = { strides: [c.s, c.s], pad: padAttr(c), dataFormat: "NHWC", dilations: [1, 1] };
     const e = tf.engine();
@@ -158,7 +161,13 @@ function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outSha
     }) as tf.Tensor;
     return [y, dx, dw].map((t) => t.dataSync().slice() as Float32Array);
   });
-  return { y: out[0], dx: out[1], dw: out[2], calls: dnnl.calls - calls, bf16Calls: dnnl.bf16Calls - bf16Calls };
+  return {
+    y: out[0],
+    dx: out[1],
+    dw: out[2],
+    calls: dnnl.calls - calls,
+    bf16Calls: dnnl.bf16Calls - bf16Calls,
+  };
 }
 
 // The image models' conv shapes at the tiny and small presets (vgg9: 3x3/1 'same'; resnet: 3x3/1 and /2
@@ -202,10 +211,15 @@ Deno.test({
       // rounded to bf16 as the model rounds them, outputs equal the rounded reference but for the rare value
       // that lies within a float32 sum's error of a bf16 rounding boundary
       const rounded = (a: ArrayLike<number>) => Float32Array.from(a, refBf16);
-      for (const [what, a, b] of [["y", got.y, ref.y], ["dx", got.dx, ref.dx], ["dw", got.dw, ref.dw]] as const) {
+      for (
+        const [what, a, b] of [["y", got.y, ref.y], ["dx", got.dx, ref.dx], ["dw", got.dw, ref.dw]] as const
+      ) {
         const ra = rounded(a), rb = rounded(b);
         const differ = ra.filter((v, i) => v !== rb[i]).length;
-        assert.ok(differ <= Math.max(2, ra.length / 100), `${name(c)}: ${differ} of ${ra.length} ${what} differ`);
+        assert.ok(
+          differ <= Math.max(2, ra.length / 100),
+          `${name(c)}: ${differ} of ${ra.length} ${what} differ`,
+        );
         assert.ok(maxRelErr(ra, rb) <= 2 ** -7, `${name(c)}: rounded ${what} more than one bf16 step apart`);
       }
       // the same operands unmarked run the float32 convs (same values, so the same results up to sums)
@@ -248,7 +262,8 @@ Deno.test({
     tf.tidy(() => {
       const xt = tf.slice(toBf16(tf.tensor4d(x, [1, 6, 6, 4])), [0, 1, 0, 0], [1, 5, 6, 4]) as tf.Tensor4D;
       const wt = toBf16(tf.tensor4d(w, [3, 3, 4, 4])) as tf.Tensor4D;
-      tf.conv2d(tf.tensor4d(xt.dataSync(), xt.shape), tf.tensor4d(wt.dataSync(), wt.shape), 1, "same").dataSync();
+      tf.conv2d(tf.tensor4d(xt.dataSync(), xt.shape), tf.tensor4d(wt.dataSync(), wt.shape), 1, "same")
+        .dataSync();
       assert.equal(dnnl.bf16Calls, before, "unmarked operands reached a bf16 conv");
       tf.conv2d(xt, wt, 1, "same").dataSync();
       assert.equal(dnnl.bf16Calls, before + (bf16 ? 1 : 0), "a slice of bf16 values took the float32 conv");
@@ -269,7 +284,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "oneDNN bf16 convs: a pixel model's loss and gradients under --precision bf16 match with them on and off",
+  name:
+    "oneDNN bf16 convs: a pixel model's loss and gradients under --precision bf16 match with them on and off",
   ignore: !!noDnnl,
   fn: () => {
     for (const kind of ["vgg9", "resnet"] as const) {
@@ -316,13 +332,58 @@ Deno.test({
       // 20-40x less than bf16 against fp32, 3e-2..3e-1; the loss equal).
       const dLoss = Math.abs(on.loss - off.loss), dLossFp32 = Math.abs(off.loss - fp32.loss);
       assert.ok(dLoss <= 1e-4 * Math.abs(off.loss), `${kind}: loss ${on.loss} (bf16 convs) vs ${off.loss}`);
-      assert.ok(dLoss <= dLossFp32 / 10 || dLoss < 1e-6, `${kind}: loss moved ${dLoss} (bf16 vs fp32 ${dLossFp32})`);
+      assert.ok(
+        dLoss <= dLossFp32 / 10 || dLoss < 1e-6,
+        `${kind}: loss moved ${dLoss} (bf16 vs fp32 ${dLossFp32})`,
+      );
       vars.forEach((v, i) => {
         const e = maxRelErr(on.grads[i], off!.grads[i]), eFp32 = maxRelErr(off!.grads[i], fp32.grads[i]);
-        assert.ok(e <= 2e-2 && e <= eFp32 / 4, `${kind}: gradient of ${v.name}: ${e} (bf16 vs fp32 ${eFp32})`);
+        assert.ok(
+          e <= 2e-2 && e <= eFp32 / 4,
+          `${kind}: gradient of ${v.name}: ${e} (bf16 vs fp32 ${eFp32})`,
+        );
       });
       tf.dispose([x, y]);
       m.dispose();
     }
+  },
+});
+
+/** Runs a child Deno with `env` that runs one conv on bf16 operands and prints its backend line and choice. */
+async function childConv(env: Record<string, string>): Promise<string> {
+  const script = "import { initBackend, tf } from './lib/tensor/backend.ts';" +
+    "import { kernelFor } from './lib/tensor/kernel_choice.ts';" +
+    "import { currentDnnl } from './lib/native/dnnl.ts';" +
+    "import { toBf16 } from './lib/precision.ts';" +
+    "const b = await initBackend('wasm', { quiet: true, threads: 1 });" +
+    "const x = toBf16(tf.randomNormal([1, 6, 6, 4])), w = toBf16(tf.randomNormal([3, 3, 4, 4]));" +
+    "tf.conv2d(x, w, 1, 'same').dataSync();" +
+    "console.log(b.device, '|', kernelFor('conv2d'), currentDnnl().calls, currentDnnl().bf16Calls); Deno.exit(0);";
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    env,
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+Deno.test({
+  name:
+    "oneDNN bf16 convs: LMPIPE_DNNL_BF16=0 and a CPU without bf16 fall back to the float32 convs, and say so",
+  ignore: !!noDnnl,
+  fn: async () => {
+    assert.match(
+      await childConv({ LMPIPE_DNNL_BF16: "0" }),
+      /bf16 convs: (off \(LMPIPE_DNNL_BF16=0\)|no \(.*\)).* \| dnnl 1 0$/,
+    );
+    // oneDNN's own ISA cap stands in for a CPU without avx512_core_bf16
+    assert.match(
+      await childConv({ DNNL_MAX_CPU_ISA: "AVX512_CORE" }),
+      /oneDNN .*bf16 convs: no \(no avx512_core_bf16\)\) \| dnnl 1 0$/,
+    );
+    if (bf16) assert.match(await childConv({}), /bf16 convs for bf16 operands\) \| dnnl-bf16 1 1$/);
   },
 });

@@ -420,7 +420,9 @@ function dnnlKernel(dir: Direction, fallback: KernelFn): KernelFn {
     const xShape: number[] = dir === "backwardData" ? args.attrs.inputShape : a.shape;
     const wShape: number[] = dir === "backwardWeights" ? args.attrs.filterShape : b.shape;
     const choice = kernelFor("conv2d");
-    const s = dnnl && choice.startsWith("dnnl") && float32(a, b) ? convShape(xShape, wShape, args.attrs) : null;
+    const s = dnnl && choice.startsWith("dnnl") && float32(a, b)
+      ? convShape(xShape, wShape, args.attrs)
+      : null;
     const bf16 = s && choice === "dnnl-bf16" && bothHoldBf16(args.backend, a, b);
     const plan = s && ((bf16 && planFor(dnnl!, dir, s, "bf16")) || planFor(dnnl!, dir, s, "f32"));
     if (!plan) return fallback(args);
