@@ -13,20 +13,20 @@ import { kernelFor, setDnnlBf16Convs } from "../lib/tensor/kernel_choice.ts";
 import { dnnlConvStats, dnnlRoundTripBf16 } from "../lib/tensor/ops/conv2d/dnnl.ts";
 import { toBf16 } from "../lib/precision.ts";
 import { markBf16Values } from "../lib/tensor/bf16_values.ts";
-import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import {
+  type ConvCase,
+  convGeometry,
+  convName,
+  convReference,
+  dnnlSkipReason,
+  evalInChild,
+  smallPixelModel,
+} from "./helpers_conv.ts";
 import { assertClose, maxRelErr, randomArray } from "../lib/tensor/testing.ts";
 import { refBf16 } from "./helpers_round.ts";
 
 await initBackend("wasm", { quiet: true, threads: 1 });
-const noDnnl = currentDnnl() ? "" : dnnlStatus();
-if (noDnnl) {
-  if (Deno.env.get("LMPIPE_REQUIRE_NATIVE")) {
-    throw new Error(
-      `oneDNN tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs libdnnl2): ${noDnnl}`,
-    );
-  }
-  console.error(`oneDNN bf16 conv tests skipped: ${noDnnl}`);
-}
+const noDnnl = dnnlSkipReason(currentDnnl() ? "" : dnnlStatus(), "oneDNN bf16 conv tests");
 /** Whether this CPU runs the bf16 plans (else the tests check that the float32 convs took over). */
 const bf16 = currentDnnl()?.bf16 === true;
 
@@ -78,66 +78,9 @@ Deno.test({
   },
 });
 
-/** One conv: NHWC input [N, H, W, Ci], HWIO filter [K, K, Ci, Co], stride, padding rows before/after. */
-interface Case {
-  N: number;
-  H: number;
-  W: number;
-  Ci: number;
-  Co: number;
-  K: number;
-  s: number;
-  pad: "same" | number;
-}
-
-const name = (c: Case) => `N${c.N} ${c.H}x${c.W}x${c.Ci} -> ${c.Co}, ${c.K}x${c.K}/${c.s} pad ${c.pad}`;
-
-/** Output size and the top/left padding (TF's 'same' puts the odd pixel at the bottom/right). */
-function geometry(inSize: number, c: Case): { out: number; before: number } {
-  if (c.pad !== "same") return { out: Math.floor((inSize + 2 * c.pad - c.K) / c.s) + 1, before: c.pad };
-  const out = Math.ceil(inSize / c.s);
-  return { out, before: Math.floor(Math.max((out - 1) * c.s + c.K - inSize, 0) / 2) };
-}
-
-/** Float64 forward conv, input gradient and filter gradient of sum(y * dy), by direct loops. */
-function reference(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array) {
-  const gh = geometry(c.H, c), gw = geometry(c.W, c);
-  const OH = gh.out, OW = gw.out;
-  const y = new Float64Array(c.N * OH * OW * c.Co);
-  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
-  for (let n = 0; n < c.N; n++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        const yo = ((n * OH + oh) * OW + ow) * c.Co;
-        for (let kh = 0; kh < c.K; kh++) {
-          const h = oh * c.s + kh - gh.before;
-          if (h < 0 || h >= c.H) continue;
-          for (let kw = 0; kw < c.K; kw++) {
-            const ww = ow * c.s + kw - gw.before;
-            if (ww < 0 || ww >= c.W) continue;
-            const xo = ((n * c.H + h) * c.W + ww) * c.Ci;
-            for (let ci = 0; ci < c.Ci; ci++) {
-              const wo = ((kh * c.K + kw) * c.Ci + ci) * c.Co;
-              const xv = x[xo + ci];
-              let g = 0;
-              for (let co = 0; co < c.Co; co++) {
-                y[yo + co] += xv * w[wo + co];
-                g += dy[yo + co] * w[wo + co];
-                dw[wo + co] += xv * dy[yo + co];
-              }
-              dx[xo + ci] += g;
-            }
-          }
-        }
-      }
-    }
-  }
-  return { y, dx, dw, outShape: [c.N, OH, OW, c.Co] as [number, number, number, number] };
-}
-
-/** TF.js's padding attribute of a case: 'same', or explicit rows and columns on every side (the resnet). */
-function padAttr(c: Case): "same" | [[number, number], [number, number], [number, number], [number, number]] {
-  return c.pad === "same" ? "same" : [[0, 0], [c.pad, c.pad], [c.pad, c.pad], [0, 0]];
+/** TF.js's padding attribute of a case: 'same' / 'valid', or explicit rows and columns on every side. */
+function padAttr(c: ConvCase) {
+  return typeof c.pad === "number" ? [[0, 0], [c.pad, c.pad], [c.pad, c.pad], [0, 0]] : c.pad;
 }
 
 /**
@@ -145,7 +88,14 @@ function padAttr(c: Case): "same" | [[number, number], [number, number], [number
  * oneDNN calls and bf16 calls ran. The three kernels are called directly so that dy reaches both gradients
  * as it is (through tf.grads it would arrive as a product, a new tensor without the mark).
  */
-function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outShape: number[], mark: boolean) {
+function run(
+  c: ConvCase,
+  x: Float32Array,
+  w: Float32Array,
+  dy: Float32Array,
+  outShape: number[],
+  mark: boolean,
+) {
   const dnnl = currentDnnl()!;
   const [calls, bf16Calls] = [dnnl.calls, dnnl.bf16Calls];
   const out = tf.tidy(() => {
@@ -177,7 +127,7 @@ function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outSha
 
 // The image models' conv shapes at the tiny and small presets (vgg9: 3x3/1 'same'; resnet: 3x3/1 and /2
 // padded by 1, 1x1/2 unpadded shortcuts, a 'valid' stem), with odd sizes and channel counts beside them.
-const CASES: Case[] = [
+const CASES: ConvCase[] = [
   { N: 2, H: 16, W: 16, Ci: 3, Co: 16, K: 3, s: 1, pad: "same" },
   { N: 2, H: 16, W: 16, Ci: 32, Co: 32, K: 3, s: 1, pad: "same" },
   { N: 1, H: 8, W: 8, Ci: 64, Co: 128, K: 3, s: 1, pad: "same" },
@@ -204,15 +154,15 @@ Deno.test({
       const K2Ci = c.K * c.K * c.Ci;
       const x = randomArray(c.N * c.H * c.W * c.Ci, seed += 10).map(refBf16);
       const w = randomArray(c.K * c.K * c.Ci * c.Co, seed + 1).map((v) => refBf16(v / Math.sqrt(K2Ci)));
-      const g = geometry(c.H, c), gw = geometry(c.W, c);
+      const g = convGeometry(c.H, c), gw = convGeometry(c.W, c);
       const dy = randomArray(c.N * g.out * gw.out * c.Co, seed + 2).map(refBf16);
-      const ref = reference(c, x, w, dy);
+      const ref = convReference(c, x, w, dy);
       const got = run(c, x, w, dy, ref.outShape, true);
-      assert.equal(got.calls, 3, `${name(c)}: oneDNN ran ${got.calls} of the 3 convs`);
-      assert.equal(got.bf16Calls, bf16 ? 3 : 0, `${name(c)}: ${got.bf16Calls} bf16 convs`);
-      assertClose(got.y, ref.y, TOL, `${name(c)}: forward vs float64`);
-      assertClose(got.dx, ref.dx, TOL, `${name(c)}: input gradient vs float64`);
-      assertClose(got.dw, ref.dw, TOL, `${name(c)}: filter gradient vs float64`);
+      assert.equal(got.calls, 3, `${convName(c)}: oneDNN ran ${got.calls} of the 3 convs`);
+      assert.equal(got.bf16Calls, bf16 ? 3 : 0, `${convName(c)}: ${got.bf16Calls} bf16 convs`);
+      assertClose(got.y, ref.y, TOL, `${convName(c)}: forward vs float64`);
+      assertClose(got.dx, ref.dx, TOL, `${convName(c)}: input gradient vs float64`);
+      assertClose(got.dw, ref.dw, TOL, `${convName(c)}: filter gradient vs float64`);
       // rounded to bf16 as the model rounds them, outputs equal the rounded reference but for the rare value
       // that lies within a float32 sum's error of a bf16 rounding boundary
       const rounded = (a: ArrayLike<number>) => Float32Array.from(a, refBf16);
@@ -223,14 +173,20 @@ Deno.test({
         const differ = ra.filter((v, i) => v !== rb[i]).length;
         assert.ok(
           differ <= Math.max(2, ra.length / 100),
-          `${name(c)}: ${differ} of ${ra.length} ${what} differ`,
+          `${convName(c)}: ${differ} of ${ra.length} ${what} differ`,
         );
-        assert.ok(maxRelErr(ra, rb) <= 2 ** -7, `${name(c)}: rounded ${what} more than one bf16 step apart`);
+        assert.ok(
+          maxRelErr(ra, rb) <= 2 ** -7,
+          `${convName(c)}: rounded ${what} more than one bf16 step apart`,
+        );
       }
       // the same operands unmarked run the float32 convs (same values, so the same results up to sums)
       const plain = run(c, x, w, dy, ref.outShape, false);
-      assert.ok(plain.calls === 3 && plain.bf16Calls === 0, `${name(c)}: unmarked operands took a bf16 conv`);
-      assertClose(plain.y, ref.y, TOL, `${name(c)}: float32 forward vs float64`);
+      assert.ok(
+        plain.calls === 3 && plain.bf16Calls === 0,
+        `${convName(c)}: unmarked operands took a bf16 conv`,
+      );
+      assertClose(plain.y, ref.y, TOL, `${convName(c)}: float32 forward vs float64`);
     }
     if (bf16) {
       const impls = dnnlConvStats().impls.filter((i) => i.includes("/bf16"));
@@ -246,7 +202,7 @@ Deno.test({
   name: "oneDNN bf16 convs: bf16 plans only where both operands hold bf16 values (marks, spot check, copies)",
   ignore: !!noDnnl,
   fn: () => {
-    const c: Case = { N: 1, H: 6, W: 6, Ci: 4, Co: 4, K: 3, s: 1, pad: "same" };
+    const c: ConvCase = { N: 1, H: 6, W: 6, Ci: 4, Co: 4, K: 3, s: 1, pad: "same" };
     const x = randomArray(6 * 6 * 4, 3), w = randomArray(3 * 3 * 4 * 4, 4), dy = randomArray(6 * 6 * 4, 5);
     const dnnl = currentDnnl()!;
     const before = dnnl.bf16Calls;
@@ -274,7 +230,7 @@ Deno.test({
       assert.equal(dnnl.bf16Calls, before + (bf16 ? 1 : 0), "a slice of bf16 values took the float32 conv");
     });
     // the unmarked path is the float32 conv on the values as they are: not rounded
-    const ref = reference(c, x, w, dy);
+    const ref = convReference(c, x, w, dy);
     assertClose(run(c, x, w, dy, ref.outShape, false).y, ref.y, TOL, "float32 conv on float32 operands");
     const old = setDnnlBf16Convs(false);
     try {
@@ -294,30 +250,8 @@ Deno.test({
   ignore: !!noDnnl,
   fn: () => {
     for (const kind of ["vgg9", "resnet"] as const) {
-      const c = resolveConfig("pixel-attn", "tiny", {
-        contextLength: 4,
-        vocabSize: 256, // GPT-2's 50,257 would make the head most of the test's time
-        cnn: kind,
-        cnnDepth: kind === "resnet" ? 1 : 3,
-      });
-      const m = createModel(c, 5);
-      const ids = Int32Array.from({ length: 2 * 4 }, (_, i) => (i * 7919) % 256);
-      const x = tf.tensor2d(ids, [2, 4], "int32"),
-        y = tf.tensor2d(ids.map((v) => (v + 1) % 256), [2, 4], "int32");
-      const vars = [...m.params.values()];
-      const lossAndGrads = (precision: "bf16" | "fp32") => {
-        const dnnl = currentDnnl()!;
-        const [calls, bf16Calls] = [dnnl.calls, dnnl.bf16Calls];
-        const { value, grads } = tf.variableGrads(() => m.loss(x, y, { precision, training: true }), vars);
-        const out = {
-          loss: value.dataSync()[0],
-          grads: vars.map((v) => grads[v.name].dataSync().slice()),
-          calls: dnnl.calls - calls,
-          bf16Calls: dnnl.bf16Calls - bf16Calls,
-        };
-        tf.dispose([value, ...Object.values(grads)]);
-        return out;
-      };
+      // vocabulary 256: GPT-2's 50,257 would make the head most of the test's time
+      const { vars, lossAndGrads, dispose } = smallPixelModel(kind, 4, 256);
       const on = lossAndGrads("bf16");
       const old = setDnnlBf16Convs(false);
       let off;
@@ -348,8 +282,7 @@ Deno.test({
           `${kind}: gradient of ${v.name}: ${e} (bf16 vs fp32 ${eFp32})`,
         );
       });
-      tf.dispose([x, y]);
-      m.dispose();
+      dispose();
     }
   },
 });
@@ -364,15 +297,7 @@ async function childConv(env: Record<string, string>): Promise<string> {
     "const x = toBf16(tf.randomNormal([1, 6, 6, 4])), w = toBf16(tf.randomNormal([3, 3, 4, 4]));" +
     "tf.conv2d(x, w, 1, 'same').dataSync();" +
     "console.log(b.device, '|', kernelFor('conv2d'), currentDnnl().calls, currentDnnl().bf16Calls); Deno.exit(0);";
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", script],
-    env,
-    cwd: new URL("..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).trim();
+  return await evalInChild(script, env);
 }
 
 Deno.test({
