@@ -8,6 +8,7 @@ import { tf } from "./tensor/backend.ts";
 import { toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
 import { round16 } from "./tensor/ops/round16/wasm.ts";
+import { markBf16Values } from "./tensor/bf16_values.ts";
 import type { Precision } from "./models/types.ts";
 
 /** Largest finite binary16 value. */
@@ -69,11 +70,14 @@ export const BF16_MIN_NORMAL = 2 ** -126;
 /**
  * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
  * ±inf and NaN stay. On wasm one pass over the bits (lib/tensor/ops/round16/wasm.ts, tested bit for bit
- * against toBf16Ops); elsewhere toBf16Ops (on webgpu too: bf16 is emulated there).
+ * against toBf16Ops); elsewhere toBf16Ops (on webgpu too: bf16 is emulated there). The result is marked as
+ * holding bfloat16 values (lib/tensor/bf16_values.ts): oneDNN's bf16 convolutions take marked operands as
+ * they are.
  */
 export function toBf16(x: tf.Tensor): tf.Tensor {
-  if (x.dtype === "float32" && kernelFor("toBf16") === "lmpipe") return round16(x, "bfloat16");
-  return toBf16Ops(x);
+  const r = x.dtype === "float32" && kernelFor("toBf16") === "lmpipe" ? round16(x, "bfloat16") : toBf16Ops(x);
+  markBf16Values(r);
+  return r;
 }
 
 /** toBf16 as plain elementwise ops: runs on every backend; the reference. */

@@ -54,6 +54,18 @@ export function setDnnlConvs(on: boolean): boolean {
   return old;
 }
 
+// oneDNN's bf16 convolutions (bf16 operands, float32 sums and output) for operands that hold bfloat16 values
+// (--precision bf16), where the library found a CPU with native bf16 and LMPIPE_DNNL_BF16 is not 0
+// (lib/native/dnnl.ts); tests and benchmarks turn them off to compare with the float32 convs.
+let dnnlBf16Convs = true;
+
+/** For tests and benchmarks: allow oneDNN's bf16 convs (where available) or not; returns the old setting. */
+export function setDnnlBf16Convs(on: boolean): boolean {
+  const old = dnnlBf16Convs;
+  dnnlBf16Convs = on;
+  return old;
+}
+
 // The one-row products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts) go to BLAS's sgemv from
 // this many multiply-adds up, to lmpipe's gemv kernels below (see the gemv row of TABLE). null: the measured
 // rule (bench/RESULTS.md, cached decoding): on one thread the kernels were faster at every size (the head
@@ -197,6 +209,14 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
+        name: "dnnl-bf16",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
+        active: () => dnnlConvs && dnnlBf16Convs && currentDnnl()?.bf16 === true,
+        why: "oneDNN's bf16 convolutions (avx512_core_bf16/AMX, float32 sums and output) for a call whose " +
+          "operands both hold bfloat16 values (lib/tensor/bf16_values.ts: --precision bf16); other calls " +
+          "take the float32 oneDNN convs below",
+      },
+      {
         name: "dnnl",
         file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
         active: () => dnnlConvs && currentDnnl() !== null,
@@ -209,7 +229,8 @@ export const TABLE: KernelChoice[] = [
         why: "TF.js's XNNPACK forward; gradients by chunked im2col/col2im on the wasm heap",
       },
     ],
-    force: "LMPIPE_DNNL=off (or a library path); setDnnlConvs for tests and bench/pixel.ts --dnnl",
+    force: "LMPIPE_DNNL=off (or a library path); LMPIPE_DNNL_BF16=0 keeps them float32; setDnnlConvs and " +
+      "setDnnlBf16Convs for tests and bench/pixel.ts --dnnl",
   },
   {
     op: "matMul",
