@@ -11,6 +11,7 @@ import { num, parseFlags, str } from "../lib/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import { type Precision, PRECISIONS } from "../lib/models/types.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
@@ -27,6 +28,7 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --steps N          profiled steps, after one untimed warm-up step (default 3)
   --top N            kernels listed (default 20)
   --group G          kernel | shape: rank by kernel name, or by name and input shapes (default shape)
+  --precision P      fp32 | mixed | bf16 (default fp32)
 
 Example: deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128`;
 
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     steps: { type: "string" },
     top: { type: "string" },
     group: { type: "string" },
+    precision: { type: "string" },
   });
   if (p.help) return console.log(HELP);
   const whole = (name: string, dflt: number) => num(p, CMD, name, dflt, { min: 1, integer: true });
@@ -75,6 +78,10 @@ async function main(): Promise<void> {
     );
   }
   const group = str(p, "group", "shape");
+  const precision = str(p, "precision", "fp32");
+  if (!(PRECISIONS as readonly string[]).includes(precision)) {
+    throw usageError(`${CMD}: --precision must be one of ${PRECISIONS.join(", ")}, got '${precision}'`);
+  }
   if (group !== "kernel" && group !== "shape") {
     throw usageError(`${CMD}: --group must be kernel or shape, got '${group}'`);
   }
@@ -141,7 +148,7 @@ async function main(): Promise<void> {
         // so that the engine's end-of-run evaluation is not counted
         recording = logs.length >= 1 && logs.length < 1 + steps;
       },
-    }, benchTrainOptions({ batchSize: B, maxSteps: 2 + steps }));
+    }, benchTrainOptions({ batchSize: B, maxSteps: 2 + steps, precision: precision as Precision }));
     train.close(), model.dispose();
     const stepMs = logs.slice(1, 1 + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
     const rows = [...costs.entries()].map(([key, c]) => ({

@@ -6,7 +6,11 @@
 import { tf } from "./tensor/backend.ts";
 import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
 import { boundary, isLowPrecision } from "./precision.ts";
-import { causalAttention } from "./tensor/ops/attention/mod.ts";
+import {
+  causalAttention,
+  causalAttentionFromQkv,
+  flashAttentionLaidOutApplies,
+} from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
@@ -203,11 +207,15 @@ function repeatHeads(x: tf.Tensor4D, n: number): tf.Tensor4D {
   return tf.reshape(tf.tile(tf.reshape(x, [B, G, 1, T * D]), [1, 1, n, 1]), [B, G * n, T, D]);
 }
 
+/** The variant's qkv_act on a projection: gelu (a 16-bit boundary after it) or none. */
+function qkvActivation(t: tf.Tensor, opts: LayerOptions): tf.Tensor {
+  return opts.variant?.qkvAct === "gelu" ? boundary(gelu(t, opts.variant.gelu), opts.precision) : t;
+}
+
 /** q, k and v [B, T, C], [B, T, kvC], [B, T, kvC] of x: fused or separate projections, then qkv_act. */
 function projectQkv(x: tf.Tensor3D, p: AttentionParams, kvC: number, opts: LayerOptions): tf.Tensor[] {
   const prec = opts.precision, C = x.shape[2];
-  const act = (t: tf.Tensor) =>
-    opts.variant?.qkvAct === "gelu" ? boundary(gelu(t, opts.variant.gelu), prec) : t;
+  const act = (t: tf.Tensor) => qkvActivation(t, opts);
   if (p.cAttnW) {
     const qkv = act(linear(x, p.cAttnW, p.cAttnB, prec));
     return kvC === C ? tf.split(qkv, 3, 2) : tf.split(qkv, [C, kvC, kvC], 2);
@@ -235,6 +243,16 @@ export function causalSelfAttention(
   const [B, T, C] = x.shape;
   const D = C / nHead, kvHeads = opts.variant?.kvHeads || nHead;
   const prec = opts.precision;
+  if (
+    p.cAttnW && kvHeads === nHead && !opts.rope && !opts.alibi && !p.extraW && !opts.cache &&
+    !opts.attentionProbs && flashAttentionLaidOutApplies(D, prec)
+  ) {
+    // the flash kernels read q, k, v out of the fused projection and write y as [B, T, C]: no split,
+    // head transposes or concat (lib/tensor/ops/attention/mod.ts)
+    const qkv = qkvActivation(linear(x, p.cAttnW, p.cAttnB, prec), opts);
+    const y = boundary(causalAttentionFromQkv(qkv, nHead, 1 / Math.sqrt(D), { precision: prec }), prec);
+    return linear(y, p.cProjW, p.cProjB, prec) as tf.Tensor3D;
+  }
   const [q0, k0, v0] = projectQkv(x, p, kvHeads * D, opts);
   let q = splitHeads(q0, nHead), k = splitHeads(k0, kvHeads), v = splitHeads(v0, kvHeads);
   if (opts.rope) {

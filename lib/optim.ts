@@ -5,6 +5,10 @@ import { tf } from "./tensor/backend.ts";
 import { adamWFusedGroup, adamWGroupSize, sumOfSquaresFused } from "./tensor/webgpu/kernels.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "./tensor/kernel_names.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
+import { stepInputWrite } from "./tensor/webgpu/replay.ts";
+
+/** The step input (lib/tensor/webgpu/replay.ts) that carries AdamW's learning-rate terms on webgpu. */
+export const ADAMW_STEP_TERMS = "adamw-step-terms";
 
 export interface AdamWOptions {
   beta1: number;
@@ -83,6 +87,7 @@ export class AdamW {
       beta2,
       oneMinusBeta2: 1 - beta2,
       decay: weightDecay > 0 && this.opts.decays(name) ? 1 - lr * weightDecay : 1,
+      decays: weightDecay > 0 && this.opts.decays(name),
       sqrtBc2,
       eps,
       stepSize,
@@ -96,6 +101,9 @@ export class AdamW {
     if (fused && tf.getBackend() === "webgpu") {
       // up to adamWGroupSize() parameters per dispatch (lib/tensor/webgpu/kernels.ts)
       const k = adamWGroupSize((tf.backend() as unknown as { device: GPUDevice }).device);
+      // the control's [scale, apply], then this step's learning-rate terms: one step input a recorded
+      // step can replace (lib/tensor/webgpu/replay.ts), so the kernels' uniforms stay the same every step
+      const ctl = control ? this.controlWithStepTerms(control, lr) : undefined;
       for (let i = 0; i < names.length; i += k) {
         const group = names.slice(i, i + k);
         tf.tidy(() => {
@@ -107,7 +115,7 @@ export class AdamW {
               v: this.v.get(name)!,
               c: constants(name),
             })),
-            control,
+            ctl,
           );
           group.forEach((name, j) => {
             this.m.get(name)!.assign(outs[3 * j + 1]);
@@ -116,6 +124,7 @@ export class AdamW {
           });
         });
       }
+      ctl?.dispose();
       return;
     }
     for (const [name, p] of this.params) {
@@ -146,6 +155,28 @@ export class AdamW {
         p.assign(kept(p, p1));
       });
     }
+  }
+
+  /**
+   * Update t's learning-rate terms as float32 [lr / (1 - b1^t), sqrt(1 - b2^t), 1 - lr * wd] (the last is
+   * 1 without weight decay): the values step() computes for the uniforms, rounded alike.
+   */
+  stepTerms(lr: number, t: number): Float32Array {
+    const { beta1, beta2, weightDecay } = this.opts;
+    return new Float32Array([
+      lr / (1 - Math.pow(beta1, t)),
+      Math.sqrt(1 - Math.pow(beta2, t)),
+      weightDecay > 0 ? 1 - lr * weightDecay : 1,
+    ]);
+  }
+
+  /** [scale, apply] of a device control followed by update this.t's stepTerms, as one [5] tensor. */
+  private controlWithStepTerms(control: tf.Tensor, lr: number): tf.Tensor {
+    const terms = tf.tensor1d(this.stepTerms(lr, this.t));
+    stepInputWrite(ADAMW_STEP_TERMS, terms);
+    const out = tf.concat([tf.reshape(control, [2]), terms]);
+    terms.dispose();
+    return out;
   }
 
   /** The last step() ran with a control whose apply was 0: it changed nothing and does not count. */

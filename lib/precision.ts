@@ -7,6 +7,8 @@
 import { tf } from "./tensor/backend.ts";
 import { toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
+import { round16 } from "./tensor/ops/round16/wasm.ts";
+import { markBf16Values } from "./tensor/bf16_values.ts";
 import type { Precision } from "./models/types.ts";
 
 /** Largest finite binary16 value. */
@@ -32,7 +34,9 @@ const CLAMP = 131072;
  * tested bit for bit against toHalfOps); elsewhere toHalfOps.
  */
 export function toHalf(x: tf.Tensor): tf.Tensor {
-  if (x.dtype === "float32" && kernelFor("toHalf") === "lmpipe") return toHalfFused(x);
+  if (x.dtype === "float32" && kernelFor("toHalf") === "lmpipe") {
+    return tf.getBackend() === "webgpu" ? toHalfFused(x) : round16(x, "binary16");
+  }
   return toHalfOps(x);
 }
 
@@ -65,9 +69,19 @@ export const BF16_MIN_NORMAL = 2 ** -126;
 
 /**
  * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
- * ±inf and NaN stay. Plain elementwise ops on every backend (on webgpu too: bf16 is emulated there).
+ * ±inf and NaN stay. On wasm one pass over the bits (lib/tensor/ops/round16/wasm.ts, tested bit for bit
+ * against toBf16Ops); elsewhere toBf16Ops (on webgpu too: bf16 is emulated there). The result is marked as
+ * holding bfloat16 values (lib/tensor/bf16_values.ts): oneDNN's bf16 convolutions take marked operands as
+ * they are.
  */
 export function toBf16(x: tf.Tensor): tf.Tensor {
+  const r = x.dtype === "float32" && kernelFor("toBf16") === "lmpipe" ? round16(x, "bfloat16") : toBf16Ops(x);
+  markBf16Values(r);
+  return r;
+}
+
+/** toBf16 as plain elementwise ops: runs on every backend; the reference. */
+export function toBf16Ops(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const big = tf.greaterEqual(tf.abs(x), BF16_BIG);
     const xs = tf.where(big, tf.mul(x, BF16_DOWN), x);
@@ -106,6 +120,20 @@ export function boundary<T extends tf.Tensor>(x: T, precision: Precision | undef
   if (precision === "mixed") return halfBoundary(x) as T;
   if (precision === "bf16") return bf16Boundary(x) as T;
   return x;
+}
+
+/**
+ * Forward-only: (x * scale) rounded to the 16-bit type of `precision`, divided by scale again (a gradient
+ * held in 16 bits under a loss scale). Each step rounds to float32 as the ops would; on wasm one pass.
+ */
+export function roundScaled(x: tf.Tensor, scale: number, precision: Precision | undefined): tf.Tensor {
+  if (!isLowPrecision(precision)) return x;
+  const op = precision === "mixed" ? "toHalf" : "toBf16";
+  if (x.dtype === "float32" && tf.getBackend() !== "webgpu" && kernelFor(op) === "lmpipe") {
+    return round16(x, precision === "mixed" ? "binary16" : "bfloat16", scale);
+  }
+  if (scale === 1) return roundTo(x, precision); // x * 1 and x / 1 change no float32 value
+  return tf.tidy(() => tf.div(roundTo(tf.mul(x, scale), precision), scale));
 }
 
 /** Forward-only rounding of `x` to the 16-bit type of `precision` (no gradient rule; for values). */

@@ -27,6 +27,8 @@ import type { LanguageModel, Precision } from "./models/types.ts";
 import type { DataParallelHooks } from "./dist/data_parallel.ts";
 import { readData, tf } from "./tensor/backend.ts";
 import { peakBytes, resetPeak } from "./tensor/memory.ts";
+import { microBatchTag, replayAllowed, replayStats, TrainStepReplay } from "./train_replay.ts";
+import { stepInputWrite } from "./tensor/webgpu/replay.ts";
 
 export interface TrainOptions {
   /** Sequences per micro-batch (the full size, when a ramp is on). */
@@ -144,11 +146,16 @@ export function addMicroBatchGradients(
   precision: Precision,
   lossMul: number,
   acc: tf.Tensor[] | null,
+  inputTag?: string,
 ): { acc: tf.Tensor[]; loss: tf.Scalar } {
   const T = x.length / batchSize;
   const { value, grads } = tf.tidy(() => {
     const xt = tf.tensor2d(x, [batchSize, T], "int32");
     const yt = tf.tensor2d(y, [batchSize, T], "int32");
+    if (inputTag !== undefined) { // webgpu: the step inputs a replayed step writes (lib/train_replay.ts)
+      stepInputWrite(`${inputTag}x`, xt);
+      stepInputWrite(`${inputTag}y`, yt);
+    }
     return tf.variableGrads(
       () =>
         tf.mul(model.loss(xt, yt, { precision, training: true, gradScale: lossMul }), lossMul) as tf.Scalar,
@@ -219,6 +226,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, adamWOptions(model, o));
+  // webgpu, one process: recorded steps replayed (under mixed, a recording holds for one loss scale)
+  const replay = !dist && stepControlOnDevice() && replayAllowed()
+    ? new TrainStepReplay([...vars, ...optimizer.m.values(), ...optimizer.v.values()], optimizer)
+    : null;
   // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
   setWebgpuHalfOperands(o.precision === "mixed");
   const scaler = new LossScaler({
@@ -322,24 +333,40 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     const done = () =>
       (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS) ||
       (maxTokens !== null && tokensSeen >= maxTokens);
-    while (!done()) {
+    // A replayed step issued before the previous one's values were read (see aheadOk below).
+    let ahead: { lr: number; b: number; batches: Batch[]; values: Promise<Float32Array> } | null = null;
+    let lastReadAt = 0;
+    while (ahead !== null || !done()) {
       const t0 = performance.now();
       resetPeak();
-      const lr = learningRate(step, schedule());
+      const issued = ahead;
+      ahead = null;
+      const lr = issued ? issued.lr : learningRate(step, schedule());
       const S = scaler.scale;
-      const b = rampedBatchSize(tokensSeen, B, rampTokens);
+      const b = issued ? issued.b : rampedBatchSize(tokensSeen, B, rampTokens);
       const tokensPerStep = b * T * o.gradAccum;
+      const controlOnDevice = !dist && stepControlOnDevice();
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
       let lossParts: tf.Tensor[] = [];
       const owned: number[] = [];
-      for (let micro = 0; micro < o.gradAccum; micro++) {
+      const batches: Batch[] = issued ? issued.batches : [];
+      for (let micro = 0; micro < o.gradAccum && !issued; micro++) {
         if (dist && !dist.owns(micro)) {
           train.skip(b); // another rank's micro-batch: keep the same data position
           continue;
         }
         owned.push(micro);
-        const batch = await train.next(b);
+        batches.push(await train.next(b));
+      }
+      const stepShape = `${b}x${o.gradAccum} at loss scale ${S}`;
+      // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
+      // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
+      // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
+      // while the host records AdamW after it. The host reaches the same verdict from the values it reads.
+      // There, once two steps were recorded alike, a step is a replay of the GPU work (lib/train_replay.ts).
+      const gradientsOf = (micro: number, tag?: string) => {
+        const batch = batches[micro];
         const r = addMicroBatchGradients(
           model,
           vars,
@@ -350,27 +377,65 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
           o.precision,
           S / o.gradAccum,
           acc,
+          tag,
         );
         acc = r.acc;
         lossParts.push(r.loss);
+      };
+      let stepValues: ArrayLike<number>;
+      if (replay && (issued || (controlOnDevice && replay.canReplay(stepShape)))) {
+        const values = issued ? issued.values : replay.replay(batches, lr);
+        // While the GPU runs this step and Deno's read waits out its ~11 ms, the next step is issued too,
+        // when nothing must happen between the two: no eval, checkpoint or end after this step, no stop
+        // asked for, the schedule fixed. A stop that comes in meanwhile (a signal, the time budget) is
+        // acted on after the next step, whose work is already on the GPU.
+        // this step's number once counted, which is also the next step's 0-based index for the schedule
+        const n = step + 1, nextB = rampedBatchSize(tokensSeen + tokensPerStep, B, rampTokens);
+        // (not under mixed: the next step's loss scale depends on this step's overflow verdict)
+        const aheadOk = o.precision !== "mixed" && !(o.evalEvery > 0 && n % o.evalEvery === 0) &&
+          !(o.ckptEvery > 0 && n % o.ckptEvery === 0) && !(o.maxSteps !== null && n >= o.maxSteps) &&
+          !(maxTokens !== null && tokensSeen + tokensPerStep >= maxTokens) &&
+          !(o.maxTimeS !== null && (decaySteps === null || elapsed() >= o.maxTimeS)) &&
+          stopSignal === null && !(run.stopAfterStep?.(n) ?? false) &&
+          replay.canReplay(`${nextB}x${o.gradAccum} at loss scale ${S}`);
+        if (aheadOk) {
+          const nextBatches: Batch[] = [];
+          for (let micro = 0; micro < o.gradAccum; micro++) nextBatches.push(await train.next(nextB));
+          const nextLr = learningRate(n, schedule());
+          ahead = { lr: nextLr, b: nextB, batches: nextBatches, values: replay.replay(nextBatches, nextLr) };
+          replayStats.issuedAhead++;
+        }
+        stepValues = await values;
+        acc = [];
+      } else if (controlOnDevice) {
+        const recordStep = () => {
+          batches.forEach((_, micro) => gradientsOf(micro, replay ? microBatchTag(micro) : undefined));
+          const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
+          const control = deviceStepControl(both, o.gradClip, S);
+          optimizer.step(new Map(names.map((n, i) => [n, acc![i]])), lr, 1, control);
+          control.dispose(), lossParts.forEach((t) => t.dispose()), acc!.forEach((t) => t.dispose());
+          lossParts = [], acc = [];
+          return both;
+        };
+        const both = replay
+          ? replay.run(stepShape, recordStep, (line) => run.quiet || info(line))
+          : recordStep();
+        stepValues = await readData(both);
+        both.dispose();
+      } else {
+        batches.forEach((_, micro) => gradientsOf(micro));
+        if (dist) {
+          acc = await dist.allreduceGradients(acc!);
+          lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
+        }
+        const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
+        stepValues = await readData(both);
+        both.dispose(), lossParts.forEach((t) => t.dispose());
       }
-      if (dist) {
-        acc = await dist.allreduceGradients(acc!);
-        lossParts = await dist.gatherLosses(lossParts, owned, o.gradAccum);
-      }
-      // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
-      // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
-      // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
-      // while the host records AdamW after it. The host reaches the same verdict from the values it reads.
-      const both = tf.tidy(() => tf.stack([sumOfSquares(acc!, 1 / S), pairwiseSum(lossParts)]));
-      const controlOnDevice = !dist && stepControlOnDevice();
-      if (controlOnDevice) {
-        const control = deviceStepControl(both, o.gradClip, S);
-        optimizer.step(new Map(names.map((n, i) => [n, acc![i]])), lr, 1, control);
-        control.dispose();
-      }
-      const [sqVal, scaledLoss] = await readData(both);
-      both.dispose(), lossParts.forEach((t) => t.dispose());
+      const sqVal = stepValues[0], scaledLoss = stepValues[1];
+      // a step issued during the previous one took the time between the two steps' results
+      const readAt = performance.now(), sinceLastRead = readAt - lastReadAt;
+      lastReadAt = readAt;
       const loss = scaledLoss / S;
       const gradNorm = Math.sqrt(sqVal);
       let finite = Number.isFinite(sqVal) && Number.isFinite(loss);
@@ -421,7 +486,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       tokensSeen += tokensPerStep;
       if (finite) lastLoss = loss;
       losses.push(loss);
-      const ms = agreedMs ?? performance.now() - t0;
+      const ms = agreedMs ?? (issued ? sinceLastRead : performance.now() - t0);
       if (decaySteps === null && o.maxTimeS !== null) {
         // time budget only: after a few steps (the first is slower: kernel set-up), fix the length
         stepTimes.push(ms), stepSequences.push(b * o.gradAccum);
@@ -450,8 +515,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         b,
       );
       runPeak = Math.max(runPeak, rec.peak_bytes);
-      const isLast = done();
-      if ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled()) {
+      // with the next step already on the GPU (ahead), the weights are no longer this step's: evals,
+      // checkpoints and stops wait for that step (it was issued only when none was due after this one)
+      const inFlight = ahead !== null;
+      const isLast = !inFlight && done();
+      if (!inFlight && ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled())) {
         rec.val_loss = lastValLoss = dist
           ? await dist.evaluate(model, valBatches, o.precision)
           : await evaluateBatches(model, valBatches, o.precision);
@@ -459,8 +527,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       rec.elapsed_s = round(elapsed(), 3);
       run.log?.(rec);
       if (!run.quiet) report(rec, o);
-      const stopRequested = signalled() || (run.stopAfterStep?.(step) ?? false);
-      if (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0)) await save();
+      const stopRequested = !inFlight && (signalled() || (run.stopAfterStep?.(step) ?? false));
+      if (!inFlight && (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0))) {
+        await save();
+      }
       if (stopRequested) {
         throw new LmpipeError(
           `interrupted${
@@ -477,6 +547,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     if (lastSaved !== step) await save(); // e.g. a resumed run that was already at its budget
   } finally {
     for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
+    replay?.dispose();
     optimizer.dispose();
   }
   return { steps: step, lastLoss, lastValLoss, tokensSeen, elapsedS: elapsed(), losses, peakBytes: runPeak };

@@ -3,12 +3,22 @@
 // sizes (16-64), pixel-attn's value images (Dv 400) and odd ones, with and without a KV-cache past;
 // causality (changing key/value j never changes the outputs of queries before j); the op chain on cpu
 // agrees with float64 too; the kernels' peak memory over a forward + backward grows linearly in T while
-// the op chain's grows with T^2; one dispatch forward and four backward.
+// the op chain's grows with T^2; one dispatch forward and four backward. The laid-out entry points
+// (causalAttentionFromQkv from gpt's fused qkv, causalAttentionChannelsLast for pixel-attn's images) against
+// float64 and bit for bit against the split/transpose chains they replace, and causalSelfAttention taking
+// the first with no data movement around the kernels.
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { causalAttention, causalAttentionByOps } from "../lib/tensor/ops/attention/mod.ts";
+import {
+  causalAttention,
+  causalAttentionByOps,
+  causalAttentionChannelsLast,
+  causalAttentionFromQkv,
+  setFlashLayoutsEnabled,
+} from "../lib/tensor/ops/attention/mod.ts";
 import { setWebgpuAttentionEnabled, setWebgpuHalfOperands } from "../lib/tensor/kernel_choice.ts";
 import { boundary, toHalfOps } from "../lib/precision.ts";
+import { causalSelfAttention } from "../lib/nn.ts";
 import { assertClose, dispatchedBy, randomArray, webgpuHasF16, webgpuStatus } from "../lib/tensor/testing.ts";
 
 const gpu = await webgpuStatus();
@@ -110,6 +120,14 @@ const CASES: Case[] = [
   { bh: 1, t: 49, past: 0, d: 48, dv: 400 }, // 4 tiles of 16 rows, the last of 1; D not a multiple of 16
   { bh: 1, t: 16, past: 16, d: 64, dv: 64 }, // exactly one tile of queries after one tile of past keys
 ];
+/** The programs of a tf.grads call on the flash path: the forward pass again, then the four of the backward. */
+const FLASH_BACKWARD = [
+  "LmpipeFlashAttentionProgram",
+  "LmpipeFlashAttentionDeltaProgram",
+  "LmpipeFlashAttentionDqProgram",
+  "LmpipeFlashAttentionDkProgram",
+  "LmpipeFlashAttentionDvProgram",
+];
 const describe = (c: Case) => `bh ${c.bh}, T ${c.t}, past ${c.past}, D ${c.d}, Dv ${c.dv}`;
 
 function inputs(c: Case, seed: number) {
@@ -159,13 +177,7 @@ if (gpu.ok) {
       assert.deepEqual(got.forward, ["LmpipeFlashAttentionProgram"], `${describe(c)}: forward`);
       assert.deepEqual(
         got.backward.filter((n) => n.startsWith("LmpipeFlash")),
-        [
-          "LmpipeFlashAttentionProgram", // tf.grads runs the forward pass again
-          "LmpipeFlashAttentionDeltaProgram",
-          "LmpipeFlashAttentionDqProgram",
-          "LmpipeFlashAttentionDkProgram",
-          "LmpipeFlashAttentionDvProgram",
-        ],
+        FLASH_BACKWARD,
         `${describe(c)}: backward`,
       );
     }
@@ -281,5 +293,304 @@ if (gpu.ok) {
     assert(f256 / f128 < 2.2, `flash: peak bytes ${f128} at T 128, ${f256} at T 256`);
     assert(o256 / o128 > 3, `op chain: peak bytes ${o128} at T 128, ${o256} at T 256`);
     assert(f256 * 4 < o256, `flash ${f256} vs op chain ${o256} bytes at T 256`);
+  });
+}
+
+// causalAttentionFromQkv: attention straight from a fused projection qkv [B, T, 3C] to y [B, T, C].
+interface QkvCase {
+  b: number;
+  t: number;
+  h: number;
+  d: number;
+}
+const QKV_CASES: QkvCase[] = [
+  { b: 2, t: 19, h: 3, d: 16 },
+  { b: 3, t: 33, h: 2, d: 64 }, // gpt small's head size, 3 tiles of queries, the last of 1 row
+  { b: 2, t: 7, h: 4, d: 24 }, // D not a multiple of 16
+];
+const describeQkv = (c: QkvCase) => `B ${c.b}, T ${c.t}, H ${c.h}, D ${c.d}`;
+
+/** y [B, T, C] and dqkv [B, T, 3C] in float64 through attentionRef on the heads of qkv (dy [B, T, C]). */
+function qkvRef(c: QkvCase, qkv: Float32Array, dy: Float32Array) {
+  const C = c.h * c.d, bh = c.b * c.h;
+  // element (head b h + hh, row t, column e) of block `blk` of a [B, T, width] tensor
+  const at = (width: number, blk: number, i: number, t: number, e: number) =>
+    (Math.floor(i / c.h) * c.t + t) * width + blk * C + (i % c.h) * c.d + e;
+  const gather = (src: Float32Array, width: number, blk: number) => {
+    const out = new Float32Array(bh * c.t * c.d);
+    for (let i = 0; i < bh; i++) {
+      for (let t = 0; t < c.t; t++) {
+        for (let e = 0; e < c.d; e++) out[(i * c.t + t) * c.d + e] = src[at(width, blk, i, t, e)];
+      }
+    }
+    return out;
+  };
+  const scatter = (dst: Float64Array, src: Float64Array, width: number, blk: number) => {
+    for (let i = 0; i < bh; i++) {
+      for (let t = 0; t < c.t; t++) {
+        for (let e = 0; e < c.d; e++) dst[at(width, blk, i, t, e)] = src[(i * c.t + t) * c.d + e];
+      }
+    }
+  };
+  const scale = 1 / Math.sqrt(c.d);
+  const r = attentionRef(
+    { bh, t: c.t, past: 0, d: c.d, dv: c.d },
+    gather(qkv, 3 * C, 0),
+    gather(qkv, 3 * C, 1),
+    gather(qkv, 3 * C, 2),
+    gather(dy, C, 0),
+    scale,
+  );
+  const y = new Float64Array(c.b * c.t * C), dqkv = new Float64Array(qkv.length);
+  scatter(y, r.out, C, 0);
+  [r.dq, r.dk, r.dv].forEach((g, blk) => scatter(dqkv, g, 3 * C, blk));
+  return { y, dqkv, scale };
+}
+
+/** y and dqkv of `attn` on the current backend, and the programs the forward and backward pass ran. */
+async function qkvRun(
+  c: QkvCase,
+  qkv: Float32Array,
+  dy: Float32Array,
+  attn: (qkv: tf.Tensor) => tf.Tensor,
+) {
+  const C = c.h * c.d;
+  const x = tf.tensor(qkv, [c.b, c.t, 3 * C]), dyt = tf.tensor(dy, [c.b, c.t, C]);
+  const fwd = dispatchedBy(() => attn(x));
+  const bwd = dispatchedBy(() => tf.grad(attn)(x, dyt));
+  const got = {
+    y: new Float32Array(await readData(fwd.result)),
+    dqkv: new Float32Array(await readData(bwd.result)),
+    forward: fwd.names,
+    backward: bwd.names,
+  };
+  tf.dispose([x, dyt, fwd.result, bwd.result]);
+  return got;
+}
+
+const qkvInputs = (c: QkvCase, seed: number) => ({
+  qkv: randomArray(c.b * c.t * 3 * c.h * c.d, seed).map((v) => 3 * v),
+  dy: randomArray(c.b * c.t * c.h * c.d, seed + 1),
+});
+
+/** Today's chain without causalAttentionFromQkv: split, heads to [B, H, T, D], causalAttention, merge. */
+function qkvBySplit(c: QkvCase, precision?: "mixed") {
+  return (qkv: tf.Tensor) => {
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [c.b, c.t, c.h, c.d]), [0, 2, 1, 3]);
+    const [q, k, v] = tf.split(qkv, 3, 2).map(heads);
+    const y = causalAttention(q, k, v, 1 / Math.sqrt(c.d), { precision });
+    return tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [c.b, c.t, c.h * c.d]);
+  };
+}
+
+Deno.test("causalAttentionFromQkv on cpu (the op chain): y and dqkv match float64; bad shapes are named", async () => {
+  await initBackend("cpu", { quiet: true });
+  const c = QKV_CASES[0], x = qkvInputs(c, 7), want = qkvRef(c, x.qkv, x.dy);
+  const got = await qkvRun(c, x.qkv, x.dy, (t) => causalAttentionFromQkv(t, c.h, want.scale));
+  assertClose(got.y, want.y, TOL, `${describeQkv(c)}: y`);
+  assertClose(got.dqkv, want.dqkv, TOL, `${describeQkv(c)}: dqkv`);
+  assert.throws(
+    () => causalAttentionFromQkv(tf.zeros([1, 4, 10]), 2, 1),
+    /causalAttentionFromQkv.*\[1,4,10\]/,
+  );
+});
+
+if (gpu.ok) {
+  Deno.test("webgpu causalAttentionFromQkv: y and dqkv match float64; 1 dispatch forward, 4 backward, no split or transposes", async () => {
+    await initBackend("webgpu", { quiet: true });
+    setWebgpuAttentionEnabled(true);
+    let seed = 200;
+    for (const c of QKV_CASES) {
+      const x = qkvInputs(c, seed += 2), want = qkvRef(c, x.qkv, x.dy);
+      const got = await qkvRun(c, x.qkv, x.dy, (t) => causalAttentionFromQkv(t, c.h, want.scale));
+      assertClose(got.y, want.y, TOL, `${describeQkv(c)}: y`);
+      assertClose(got.dqkv, want.dqkv, TOL, `${describeQkv(c)}: dqkv`);
+      assert.deepEqual(got.forward, ["LmpipeFlashAttentionProgram"], `${describeQkv(c)}: forward`);
+      assert.deepEqual(
+        got.backward,
+        FLASH_BACKWARD,
+        `${describeQkv(c)}: backward`,
+      );
+    }
+  });
+
+  Deno.test("webgpu causalAttentionFromQkv: the numbers of split + [B, H, T, D] heads, bit for bit, fp32 and mixed (f16 operands too)", async () => {
+    await initBackend("webgpu", { quiet: true });
+    // D 24: 1 / sqrt(D) is no power of two, so mixed's rounding of q * scale matters
+    const c: QkvCase = { b: 2, t: 21, h: 2, d: 24 }, scale = 1 / Math.sqrt(c.d);
+    const x = qkvInputs(c, 300);
+    // under mixed, qkv and dy arrive as binary16 values (the boundaries of the linear before and after)
+    const half = async (a: Float32Array) => new Float32Array(await readData(toHalfOps(tf.tensor(a))));
+    const [qkv16, dy16] = await Promise.all([half(x.qkv), half(x.dy)]);
+    const runs: [string, Float32Array, Float32Array, "mixed" | undefined][] = [
+      ["fp32", x.qkv, x.dy, undefined],
+      ["mixed", qkv16, dy16, "mixed"],
+    ];
+    for (const halfOperands of webgpuHasF16() ? [false, true] : [false]) {
+      setWebgpuHalfOperands(halfOperands);
+      try {
+        for (const [name, qkv, dy, precision] of runs) {
+          const what = `${name}${halfOperands ? ", f16 operands" : ""}`;
+          const want = await qkvRun(c, qkv, dy, qkvBySplit(c, precision));
+          const got = await qkvRun(c, qkv, dy, (t) => causalAttentionFromQkv(t, c.h, scale, { precision }));
+          assert.deepEqual(got.y, want.y, `${what}: y`);
+          assert.deepEqual(got.dqkv, want.dqkv, `${what}: dqkv`);
+          assert(
+            got.forward.length === 1 && want.forward.length > 5,
+            `${what}: ${got.forward} vs ${want.forward}`,
+          );
+        }
+      } finally {
+        setWebgpuHalfOperands(false);
+      }
+    }
+  });
+}
+
+// causalAttentionChannelsLast: pixel-attn's value images, q and k [B, T, H D] in, y [B, T, Dv, H] out.
+interface ImgCase {
+  b: number;
+  t: number;
+  h: number;
+  d: number;
+  dv: number;
+}
+const IMG_CASES: ImgCase[] = [
+  { b: 2, t: 19, h: 3, d: 8, dv: 100 }, // value images wider than one 64-column group
+  { b: 1, t: 33, h: 2, d: 64, dv: 25 },
+];
+const describeImg = (c: ImgCase) => `B ${c.b}, T ${c.t}, H ${c.h}, D ${c.d}, Dv ${c.dv}`;
+
+/** y [B, T, Dv, H] and dq, dk [B, T, H D], dv [B, H, T, Dv] in float64 through attentionRef. */
+function imgRef(c: ImgCase, q: Float32Array, k: Float32Array, v: Float32Array, dy: Float32Array) {
+  const bh = c.b * c.h, HD = c.h * c.d;
+  const qkAt = (i: number, t: number, e: number) =>
+    (Math.floor(i / c.h) * c.t + t) * HD + (i % c.h) * c.d + e;
+  const yAt = (i: number, t: number, e: number) =>
+    ((Math.floor(i / c.h) * c.t + t) * c.dv + e) * c.h + i % c.h;
+  const perHead = (width: number, at: typeof qkAt) => ({
+    gather: (src: Float32Array) => {
+      const out = new Float32Array(bh * c.t * width);
+      for (let i = 0; i < bh; i++) {
+        for (let t = 0; t < c.t; t++) {
+          for (let e = 0; e < width; e++) out[(i * c.t + t) * width + e] = src[at(i, t, e)];
+        }
+      }
+      return out;
+    },
+    scatter: (src: Float64Array) => {
+      const out = new Float64Array(src.length);
+      for (let i = 0; i < bh; i++) {
+        for (let t = 0; t < c.t; t++) {
+          for (let e = 0; e < width; e++) out[at(i, t, e)] = src[(i * c.t + t) * width + e];
+        }
+      }
+      return out;
+    },
+  });
+  const qk = perHead(c.d, qkAt), img = perHead(c.dv, yAt), scale = 1 / Math.sqrt(c.d);
+  const r = attentionRef(
+    { bh, t: c.t, past: 0, d: c.d, dv: c.dv },
+    qk.gather(q),
+    qk.gather(k),
+    v,
+    img.gather(dy),
+    scale,
+  );
+  return { y: img.scatter(r.out), dq: qk.scatter(r.dq), dk: qk.scatter(r.dk), dv: r.dv, scale };
+}
+
+async function imgRun(
+  c: ImgCase,
+  x: { q: Float32Array; k: Float32Array; v: Float32Array; dy: Float32Array },
+  precision?: "mixed",
+) {
+  const HD = c.h * c.d, scale = 1 / Math.sqrt(c.d);
+  const qt = tf.tensor(x.q, [c.b, c.t, HD]), kt = tf.tensor(x.k, [c.b, c.t, HD]);
+  const vt = tf.tensor(x.v, [c.b, c.h, c.t, c.dv]), dyt = tf.tensor(x.dy, [c.b, c.t, c.dv, c.h]);
+  const f = (a: tf.Tensor, b: tf.Tensor, e: tf.Tensor) =>
+    causalAttentionChannelsLast(a, b, e, c.h, scale, { precision });
+  const fwd = dispatchedBy(() => f(qt, kt, vt));
+  const bwd = dispatchedBy(() => tf.grads(f)([qt, kt, vt], dyt));
+  const read = async (t: tf.Tensor) => new Float32Array(await readData(t));
+  const got = {
+    y: await read(fwd.result),
+    dq: await read(bwd.result[0]),
+    dk: await read(bwd.result[1]),
+    dv: await read(bwd.result[2]),
+    forward: fwd.names,
+  };
+  tf.dispose([qt, kt, vt, dyt, fwd.result, ...bwd.result]);
+  return got;
+}
+
+const imgInputs = (c: ImgCase, seed: number) => ({
+  q: randomArray(c.b * c.t * c.h * c.d, seed).map((v) => 3 * v),
+  k: randomArray(c.b * c.t * c.h * c.d, seed + 1).map((v) => 3 * v),
+  v: randomArray(c.b * c.h * c.t * c.dv, seed + 2),
+  dy: randomArray(c.b * c.t * c.dv * c.h, seed + 3),
+});
+
+Deno.test("causalAttentionChannelsLast: y, dq, dk, dv match float64 on cpu and webgpu (flash: 1 dispatch, bit for bit the transposing chain)", async () => {
+  for (const backend of gpu.ok ? ["cpu", "webgpu"] as const : ["cpu"] as const) {
+    await initBackend(backend, { quiet: true });
+    let seed = 400;
+    for (const c of IMG_CASES) {
+      const x = imgInputs(c, seed += 4), want = imgRef(c, x.q, x.k, x.v, x.dy);
+      const got = await imgRun(c, x);
+      for (const n of ["y", "dq", "dk", "dv"] as const) {
+        assertClose(got[n], want[n], TOL, `${backend} ${describeImg(c)}: ${n}`);
+      }
+      if (backend !== "webgpu") continue;
+      assert.deepEqual(got.forward, ["LmpipeFlashAttentionProgram"], `${describeImg(c)}: forward`);
+      // the same kernels on [B, H, T, D] heads with transposes
+      for (const precision of [undefined, "mixed"] as const) {
+        const laidOut = await imgRun(c, x, precision);
+        const before = setFlashLayoutsEnabled(false);
+        try {
+          const chain = await imgRun(c, x, precision);
+          assert(chain.forward.length > 1, `${describeImg(c)}: the chain ran ${chain.forward}`);
+          for (const n of ["y", "dq", "dk", "dv"] as const) {
+            assert.deepEqual(laidOut[n], chain[n], `${precision ?? "fp32"} ${describeImg(c)}: ${n}`);
+          }
+        } finally {
+          setFlashLayoutsEnabled(before);
+        }
+      }
+    }
+  }
+});
+
+if (gpu.ok) {
+  Deno.test("webgpu causalSelfAttention: the fused projection goes straight to the kernels (no split, transposes or concat), cpu's numbers", async () => {
+    const B = 2, T = 11, C = 48, H = 3;
+    const run = async (backend: "cpu" | "webgpu", probs: boolean) => {
+      await initBackend(backend, { quiet: true });
+      const x = tf.tensor(randomArray(B * T * C, 501), [B, T, C]) as tf.Tensor3D;
+      const w = tf.tensor(randomArray(C * 3 * C, 502).map((v) => 0.5 * v), [C, 3 * C]) as tf.Tensor2D;
+      const pw = tf.tensor(randomArray(C * C, 503), [C, C]) as tf.Tensor2D;
+      const kept: tf.Tensor[] = [];
+      const f = (xx: tf.Tensor, ww: tf.Tensor) =>
+        causalSelfAttention(xx as tf.Tensor3D, { cAttnW: ww as tf.Tensor2D, cProjW: pw }, H, {
+          attentionProbs: probs ? kept : undefined,
+        });
+      const fwd = dispatchedBy(() => f(x, w));
+      const bwd = dispatchedBy(() => tf.grads(f)([x, w]));
+      const got = {
+        y: new Float32Array(await readData(fwd.result)),
+        dw: new Float32Array(await readData(bwd.result[1])),
+        names: [...fwd.names, ...bwd.names],
+      };
+      tf.dispose([x, w, pw, fwd.result, ...bwd.result, ...kept]);
+      return got;
+    };
+    const want = await run("cpu", false), got = await run("webgpu", false), chain = await run("webgpu", true);
+    assertClose(got.y, want.y, 1e-5, "y");
+    assertClose(got.dw, want.dw, 1e-4, "dW of the fused projection");
+    const layoutOps = (n: string[]) => n.filter((p) => /^(Slice|Transpose|Concat)/.test(p));
+    assert.deepEqual(layoutOps(got.names), [], "the flash path moves no data around the kernels");
+    // asking for the probabilities keeps today's split, head transposes and op chain
+    assert(layoutOps(chain.names).length >= 8, `${chain.names}`);
+    assert(!chain.names.includes("LmpipeFlashAttentionProgram"), `${chain.names}`);
   });
 }

@@ -13,84 +13,23 @@ import { setDnnlConvs } from "../lib/tensor/kernel_choice.ts";
 import { dnnlConvStats } from "../lib/tensor/ops/conv2d/dnnl.ts";
 import { type CnnConfig, cnnForward, type CnnKind, cnnParamSpecs } from "../lib/models/cnn.ts";
 import { cnnConfigOf, type PixelConfig } from "../lib/models/pixel.ts";
-import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import { resolveConfig } from "../lib/models/registry.ts";
+import {
+  type ConvCase,
+  convGeometry,
+  convName,
+  convReference,
+  dnnlSkipReason,
+  evalInChild,
+  smallPixelModel,
+} from "./helpers_conv.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 
 await initBackend("wasm", { quiet: true });
-const noDnnl = currentDnnl() ? "" : dnnlStatus();
-if (noDnnl) {
-  if (Deno.env.get("LMPIPE_REQUIRE_NATIVE")) {
-    throw new Error(
-      `oneDNN tests must run here (LMPIPE_REQUIRE_NATIVE is set; .ci/run installs libdnnl2): ${noDnnl}`,
-    );
-  }
-  console.error(`oneDNN conv tests skipped: ${noDnnl}`);
-}
-
-/** One conv call: NHWC input [N, H, W, Ci], HWIO filter [K, K, Ci, Co], stride, TF.js padding. */
-interface Case {
-  N: number;
-  H: number;
-  W: number;
-  Ci: number;
-  Co: number;
-  K: number;
-  s: number;
-  pad: "same" | "valid";
-}
-
-const name = (c: Case) => `N${c.N} ${c.H}x${c.W}x${c.Ci} -> ${c.Co}, ${c.K}x${c.K}/${c.s} ${c.pad}`;
-
-/** TF's padding: output size and the top/left pad ('same' puts the odd pixel at the bottom/right). */
-function geometry(
-  inSize: number,
-  k: number,
-  s: number,
-  pad: "same" | "valid",
-): { out: number; before: number } {
-  if (pad === "valid") return { out: Math.floor((inSize - k) / s) + 1, before: 0 };
-  const out = Math.ceil(inSize / s);
-  return { out, before: Math.floor(Math.max((out - 1) * s + k - inSize, 0) / 2) };
-}
-
-/** Float64 forward conv, input gradient and filter gradient of sum(y * dy), by direct loops. */
-function reference(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array) {
-  const gh = geometry(c.H, c.K, c.s, c.pad), gw = geometry(c.W, c.K, c.s, c.pad);
-  const OH = gh.out, OW = gw.out;
-  const y = new Float64Array(c.N * OH * OW * c.Co);
-  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
-  for (let n = 0; n < c.N; n++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        const yo = ((n * OH + oh) * OW + ow) * c.Co;
-        for (let kh = 0; kh < c.K; kh++) {
-          const h = oh * c.s + kh - gh.before;
-          if (h < 0 || h >= c.H) continue;
-          for (let kw = 0; kw < c.K; kw++) {
-            const ww = ow * c.s + kw - gw.before;
-            if (ww < 0 || ww >= c.W) continue;
-            const xo = ((n * c.H + h) * c.W + ww) * c.Ci;
-            for (let ci = 0; ci < c.Ci; ci++) {
-              const wo = ((kh * c.K + kw) * c.Ci + ci) * c.Co;
-              const xv = x[xo + ci];
-              let g = 0;
-              for (let co = 0; co < c.Co; co++) {
-                y[yo + co] += xv * w[wo + co];
-                g += dy[yo + co] * w[wo + co];
-                dw[wo + co] += xv * dy[yo + co];
-              }
-              dx[xo + ci] += g;
-            }
-          }
-        }
-      }
-    }
-  }
-  return { y, dx, dw, outShape: [c.N, OH, OW, c.Co] };
-}
+const noDnnl = dnnlSkipReason(currentDnnl() ? "" : dnnlStatus(), "oneDNN conv tests");
 
 /** y, dx and dw of one case on the current path (oneDNN or not), and how many oneDNN calls ran. */
-function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outShape: number[]) {
+function run(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float32Array, outShape: number[]) {
   const before = currentDnnl()?.calls ?? 0;
   const out = tf.tidy(() => {
     const xt = tf.tensor4d(x, [c.N, c.H, c.W, c.Ci]), wt = tf.tensor4d(w, [c.K, c.K, c.Ci, c.Co]);
@@ -106,27 +45,30 @@ function run(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array, outSha
 }
 
 /** Checks oneDNN against the float64 reference and (unless told not to) against today's path on one case. */
-function check(c: Case, seed: number, vsToday = true): void {
+function check(c: ConvCase, seed: number, vsToday = true): void {
   const x = randomArray(c.N * c.H * c.W * c.Ci, seed);
   const w = randomArray(c.K * c.K * c.Ci * c.Co, seed + 1).map((v) => v / Math.sqrt(c.K * c.K * c.Ci));
-  const ref0 = geometry(c.H, c.K, c.s, c.pad), ref1 = geometry(c.W, c.K, c.s, c.pad);
+  const ref0 = convGeometry(c.H, c), ref1 = convGeometry(c.W, c);
   const dy = randomArray(c.N * ref0.out * ref1.out * c.Co, seed + 2);
-  const ref = reference(c, x, w, dy);
+  const ref = convReference(c, x, w, dy);
   const on = run(c, x, w, dy, ref.outShape);
   // conv2d twice (forward and inside grads), the input gradient, the filter gradient
-  assert.ok(on.calls >= 4, `${name(c)}: oneDNN ran ${on.calls} times, expected forward and both gradients`);
+  assert.ok(
+    on.calls >= 4,
+    `${convName(c)}: oneDNN ran ${on.calls} times, expected forward and both gradients`,
+  );
   const tol = 1e-5;
-  assertClose(on.y, ref.y, tol, `${name(c)}: forward vs float64`);
-  assertClose(on.dx, ref.dx, tol, `${name(c)}: input gradient vs float64`);
-  assertClose(on.dw, ref.dw, tol, `${name(c)}: filter gradient vs float64`);
+  assertClose(on.y, ref.y, tol, `${convName(c)}: forward vs float64`);
+  assertClose(on.dx, ref.dx, tol, `${convName(c)}: input gradient vs float64`);
+  assertClose(on.dw, ref.dw, tol, `${convName(c)}: filter gradient vs float64`);
   if (!vsToday) return;
   setDnnlConvs(false);
   try {
     const off = run(c, x, w, dy, ref.outShape);
-    assert.equal(off.calls, 0, `${name(c)}: oneDNN ran with oneDNN convs off`);
-    assertClose(on.y, off.y, tol, `${name(c)}: forward vs today's path`);
-    assertClose(on.dx, off.dx, tol, `${name(c)}: input gradient vs today's path`);
-    assertClose(on.dw, off.dw, tol, `${name(c)}: filter gradient vs today's path`);
+    assert.equal(off.calls, 0, `${convName(c)}: oneDNN ran with oneDNN convs off`);
+    assertClose(on.y, off.y, tol, `${convName(c)}: forward vs today's path`);
+    assertClose(on.dx, off.dx, tol, `${convName(c)}: input gradient vs today's path`);
+    assertClose(on.dw, off.dw, tol, `${convName(c)}: filter gradient vs today's path`);
   } finally {
     setDnnlConvs(true);
   }
@@ -142,14 +84,14 @@ function forwardOnce(cfg: CnnConfig): void {
 }
 
 /** The distinct forward convs oneDNN has built primitives for so far, as cases of one image. */
-function convsSeen(): Case[] {
-  const cases = new Map<string, Case>();
+function convsSeen(): ConvCase[] {
+  const cases = new Map<string, ConvCase>();
   for (const key of dnnlConvStats().shapes) {
     if (!key.startsWith("forward:")) continue;
     const [_n, H, W, Ci, Co, K, _kw, s, pt, pb] = key.slice("forward:".length).split(",").map(Number);
     if (pt + pb === 0 && K > 1) continue; // a 'valid' conv of another test
-    const c: Case = { N: 1, H, W, Ci, Co, K, s, pad: "same" };
-    cases.set(name(c), c);
+    const c: ConvCase = { N: 1, H, W, Ci, Co, K, s, pad: "same" };
+    cases.set(convName(c), c);
   }
   return [...cases.values()];
 }
@@ -171,7 +113,7 @@ Deno.test({
     const seen = new Set<string>();
     let seed = 1;
     for (const c of convsSeen()) {
-      seen.add(name(c));
+      seen.add(convName(c));
       // batch 1 and several images; the widest convs (the study's resnet) with one image and against
       // float64 only: today's path takes minutes on them
       const big = c.Ci * c.Co * c.K * c.K > 1e6;
@@ -189,7 +131,7 @@ Deno.test({
   name: "oneDNN conv: odd sizes, batch 1 and many, stride 2, 'valid' padding, 1x1 shortcuts",
   ignore: !!noDnnl,
   fn: () => {
-    const cases: Case[] = [
+    const cases: ConvCase[] = [
       { N: 1, H: 5, W: 7, Ci: 3, Co: 5, K: 3, s: 1, pad: "same" },
       { N: 9, H: 7, W: 5, Ci: 5, Co: 3, K: 3, s: 2, pad: "same" },
       { N: 2, H: 8, W: 8, Ci: 6, Co: 10, K: 3, s: 2, pad: "same" },
@@ -208,27 +150,7 @@ Deno.test({
   ignore: !!noDnnl,
   fn: () => {
     for (const kind of ["vgg9", "resnet"] as const) {
-      const c = resolveConfig("pixel-attn", "tiny", {
-        contextLength: 8,
-        cnn: kind,
-        cnnDepth: kind === "resnet" ? 1 : 3,
-      });
-      const m = createModel(c, 5);
-      const ids = Int32Array.from({ length: 2 * 8 }, (_, i) => (i * 7919) % 50257);
-      const x = tf.tensor2d(ids, [2, 8], "int32"),
-        y = tf.tensor2d(ids.map((v) => (v + 1) % 50257), [2, 8], "int32");
-      const vars = [...m.params.values()];
-      const lossAndGrads = () => {
-        const before = currentDnnl()!.calls;
-        const { value, grads } = tf.variableGrads(() => m.loss(x, y), vars);
-        const out = {
-          loss: value.dataSync()[0],
-          grads: vars.map((v) => grads[v.name].dataSync().slice()),
-          calls: currentDnnl()!.calls - before,
-        };
-        tf.dispose([value, ...Object.values(grads)]);
-        return out;
-      };
+      const { vars, lossAndGrads, dispose } = smallPixelModel(kind, 8, 50257);
       const on = lossAndGrads();
       setDnnlConvs(false);
       let off;
@@ -240,8 +162,7 @@ Deno.test({
       assert.ok(on.calls > 0 && off.calls === 0, `${kind}: oneDNN calls on ${on.calls}, off ${off.calls}`);
       assert.ok(Math.abs(on.loss - off.loss) < 1e-5, `${kind}: loss ${on.loss} (oneDNN) vs ${off.loss}`);
       vars.forEach((v, i) => assertClose(on.grads[i], off!.grads[i], 1e-4, `${kind}: gradient of ${v.name}`));
-      tf.dispose([x, y]);
-      m.dispose();
+      dispose();
     }
   },
 });
@@ -271,15 +192,7 @@ Deno.test({
 async function childDevice(env: Record<string, string>): Promise<string> {
   const script = "import { initBackend } from './lib/tensor/backend.ts';" +
     "console.log((await initBackend('wasm', { quiet: true, threads: 1 })).device);";
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", script],
-    env,
-    cwd: new URL("..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).trim();
+  return await evalInChild(script, env);
 }
 
 Deno.test("LMPIPE_DNNL=off and a bogus library path leave the convolutions on today's path with the reason", async () => {

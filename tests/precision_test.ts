@@ -3,7 +3,8 @@
 // and a tiny GPT's loss in `mixed` must stay close to `fp32`.
 import assert from "node:assert/strict";
 import { initBackend, readData, readScalar, tf } from "../lib/tensor/backend.ts";
-import { boundary, HALF_MAX, toBf16, toHalf } from "../lib/precision.ts";
+import { boundary, HALF_MAX, roundScaled, toBf16, toBf16Ops, toHalf, toHalfOps } from "../lib/precision.ts";
+import { kernelFor } from "../lib/tensor/kernel_choice.ts";
 import { testBackends } from "../lib/tensor/testing.ts";
 import { halfBits, halfToFloat, refBf16, refHalf } from "./helpers_round.ts";
 import { Gpt } from "../lib/models/gpt.ts";
@@ -150,6 +151,33 @@ for (const backend of backends) {
     );
   });
 }
+
+Deno.test("wasm: toHalf and toBf16 run the one-pass kernel, and the op chains they replace round alike", async () => {
+  await initBackend("wasm", { quiet: true });
+  assert.equal(kernelFor("toHalf"), "lmpipe");
+  assert.equal(kernelFor("toBf16"), "lmpipe");
+  const exact = (_x: number, got: number, want: number) => Object.is(got, want);
+  await checkRounding(testValues(), toHalfOps, refHalf, exact);
+  await checkRounding(bf16TestValues(), toBf16Ops, refBf16, exact);
+  // the kernel on a tensor whose values come from another kernel, with every value class mixed in
+  const xs = new Float32Array([...testValues().slice(0, 4000), ...bf16TestValues().slice(0, 4000)]);
+  const viaKernel = (f: (t: tf.Tensor) => tf.Tensor) => tf.tidy(() => f(tf.mul(tf.tensor1d(xs), 1))).data();
+  assert.deepEqual(await viaKernel(toHalf), await viaKernel(toHalfOps));
+  assert.deepEqual(await viaKernel(toBf16), await viaKernel(toBf16Ops));
+});
+
+Deno.test("wasm: roundScaled (x * s rounded, / s) equals the op chain bit for bit at every scale", async () => {
+  await initBackend("wasm", { quiet: true });
+  const xs = new Float32Array([...testValues().slice(0, 3000), ...bf16TestValues().slice(0, 3000)]);
+  for (const precision of ["mixed", "bf16"] as const) {
+    const ops = precision === "mixed" ? toHalfOps : toBf16Ops;
+    for (const s of [1, 2 ** 16, 65536 / 3, 1e-3]) {
+      const got = await tf.tidy(() => roundScaled(tf.tensor1d(xs), s, precision)).data();
+      const want = await tf.tidy(() => tf.div(ops(tf.mul(tf.tensor1d(xs), s)), s)).data();
+      assert.deepEqual(got, want, `${precision} at scale ${s}`);
+    }
+  }
+});
 
 Deno.test("mixed boundary rounds the forward value and the gradient; fp32 leaves both alone", async () => {
   await initBackend("cpu", { quiet: true });

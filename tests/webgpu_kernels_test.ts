@@ -140,7 +140,11 @@ if (gpu.ok) {
       for (const [n, v] of pf) before.set(n, new Float32Array(await readData(v)));
       const control = tf.tensor1d([scale, apply]);
       const names = dispatchedBy(() => fused.step(grads, 6e-4, 1, control)).names;
-      assert(names.every((n) => n === "LmpipeAdamWProgram"), `fused dispatches: ${names}`);
+      // one concat puts the step's learning-rate terms after [scale, apply] (a recorded step's input)
+      assert(
+        names[0] === "ConcatProgram" && names.slice(1).every((n) => n === "LmpipeAdamWProgram"),
+        `fused dispatches: ${names}`,
+      );
       ref.step(grads, 6e-4, 1, control);
       if (apply) host.step(grads, 6e-4, Math.fround(scale));
       else fused.undoSkippedStep(), ref.undoSkippedStep();

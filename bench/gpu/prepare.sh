@@ -24,7 +24,7 @@ fi
 deno_bin="$(command -v deno || npx -y deno@2.9.6 eval 'console.log(Deno.execPath())')"
 [ -s .devcarry/deno.xz ] || xz -T2 -6 -c "$deno_bin" > .devcarry/deno.xz
 entries=("$@")
-[ ${#entries[@]} -gt 0 ] || entries=(bench/gpu/gemm.ts bench/gpu/train_step.ts bench/webgpu_audit.ts bench/webgpu_host.ts)
+[ ${#entries[@]} -gt 0 ] || entries=(bench/gpu/gemm.ts bench/gpu/train_step.ts bench/webgpu_audit.ts bench/webgpu_host.ts bench/webgpu_replay.ts)
 for e in "${entries[@]}"; do
   name="$(basename "${e%.ts}")"
   "$deno_bin" bundle --platform=deno -o ".devcarry/$name.js" "$e"

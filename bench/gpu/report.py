@@ -114,6 +114,20 @@ for c in pick(bench="model_config"):
               f"{'yes' if t[0]['params'] == c['params'] else '**NO**'} |")
 print()
 
+replays = [r for r in rows if "replay" in r and "ms_per_step" in r]
+if replays:
+    print("## Train-loop steps replayed and not (bench/webgpu_replay.ts, median ms/step of steps 4-10)\n")
+    print("| model | preset | batch | through TF.js ms/step | replayed ms/step | off / on | host ms to issue a replay |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    keys = sorted({(r["model"], r["preset"], r["batch"]) for r in replays})
+    for k in keys:
+        off = [r for r in replays if (r["model"], r["preset"], r["batch"]) == k and not r["replay"]]
+        on = [r for r in replays if (r["model"], r["preset"], r["batch"]) == k and r["replay"]]
+        if not off or not on:
+            continue
+        a, b = off[-1]["ms_per_step"], on[-1]["ms_per_step"]
+        print(f"| {k[0]} | {k[1]} | {k[2]} | {fmt(a)} | {fmt(b)} | {a / b:.2f}x | {fmt(on[-1].get('host_ms'))} |")
+    print()
 hosts = [r for r in rows if "host_ms" in r and "variant" in r]
 if hosts:
     print("## Host time of a step (bench/webgpu_host.ts, median of the timed steps)\n")

@@ -8,6 +8,8 @@
 #     parameter counts); gpt also with TF.js's stock matMul;
 #   - where the host time of a gpt and a pixel-attn small step goes (bench/webgpu_host.ts: recording,
 #     bind groups, TF.js's engine, waiting on reads);
+#   - whole train-loop steps of gpt and pixel-attn small with recorded steps replayed and without
+#     (bench/webgpu_replay.ts);
 #   - the dispatch audit of a gpt small step with every dispatch timed on the GPU (--measure; timestamp
 #     queries split every dispatch into its own pass, which inflates short kernels: read it as a ranking);
 #   - then the `study` presets, as far as the time budget allows;
@@ -46,7 +48,7 @@ export NO_COLOR=1
 if [ $plan_only = 1 ]; then
   DENO=/tmp/deno PY=python3 NOCUDA=skip SIZES=1024,2048,4096 SECS=1 P1=small GB=8 PB=4 STEPS=5 TSTEPS=3
 fi
-[ $plan_only = 1 ] || for f in gemm.js train_step.js webgpu_audit.js webgpu_host.js model_config.jsonl; do
+[ $plan_only = 1 ] || for f in gemm.js train_step.js webgpu_audit.js webgpu_host.js webgpu_replay.js model_config.jsonl; do
   [ -s ".devcarry/$f" ] || { echo "run_all: .devcarry/$f missing: run bash bench/gpu/prepare.sh first" >&2; exit 2; }
 done
 
@@ -146,6 +148,10 @@ plan() {
     --steps 3 --json
   part "host_pixel-attn_$P1" 12 $DENO run -A .devcarry/webgpu_host.js --model pixel-attn --preset $P1 \
     --batch-size $PB --steps 3 --json
+  part "replay_gpt_$P1" 25 $DENO run -A .devcarry/webgpu_replay.js --model gpt --preset $P1 --batch-size $GB \
+    --steps 10 --rounds 1 --json
+  part "replay_pixel-attn_$P1" 25 $DENO run -A .devcarry/webgpu_replay.js --model pixel-attn --preset $P1 \
+    --batch-size $PB --steps 10 --rounds 1 --json
   part "gpt_${P1}_fp32_stock" "$(est "gpt_${P1}_fp32_stock")" \
     $TRAIN --model gpt --preset $P1 --batch-size $GB --steps $STEPS --matmul stock
   part audit_gpt 12 $DENO run -A .devcarry/webgpu_audit.js --model gpt --preset $P1 --batch-size $GB \

@@ -7,7 +7,11 @@
 import { tf } from "../tensor/backend.ts";
 import { linear } from "../nn.ts";
 import { causalSoftmax } from "../tensor/ops/causal_softmax/mod.ts";
-import { causalAttention } from "../tensor/ops/attention/mod.ts";
+import {
+  causalAttention,
+  causalAttentionChannelsLast,
+  flashAttentionLaidOutApplies,
+} from "../tensor/ops/attention/mod.ts";
 import { boundary } from "../precision.ts";
 import type { Precision } from "./types.ts";
 import { biasSpec, type ParamSpec, weightSpec } from "./params.ts";
@@ -204,9 +208,9 @@ export function attnImages(
   const [B, T, d] = hn.shape;
   const C = c.channels, dk = c.keyDim, S = c.imageSize, P = S * S;
   const order = attnOrderOf(c);
-  const q = heads(linear(hn, req(p, "map.q.weight") as tf.Tensor2D, undefined, precision), C);
+  const q2 = linear(hn, req(p, "map.q.weight") as tf.Tensor2D, undefined, precision); // [B, T, C·dk]
+  const k2 = linear(hn, req(p, "map.k.weight") as tf.Tensor2D, undefined, precision);
   const scale = 1 / Math.sqrt(dk);
-  let k = heads(linear(hn, req(p, "map.k.weight") as tf.Tensor2D, undefined, precision), C);
   // matMul operands: 16-bit under mixed / bf16 (autocast), gradients too
   const W = boundary(req(p, "map.value.weight") as tf.Tensor3D, precision);
   const bias = valueBiasOf(c) ? boundary(req(p, "map.value.bias") as tf.Tensor2D, precision) : undefined;
@@ -220,9 +224,16 @@ export function attnImages(
       P,
     ]);
     src = boundary(tf.transpose(vals, [0, 2, 1, 3]), precision); // [B, C, T, P]
+    if (!cache && !probsOut && flashAttentionLaidOutApplies(dk, precision)) {
+      // the flash kernels read q and k as the linears wrote them and write the images channels last
+      const imgs = causalAttentionChannelsLast(q2, k2, src, C, scale, { precision }); // [B, T, P, C]
+      return boundary(tf.reshape(imgs, [B * T, S, S, C]), precision) as tf.Tensor4D;
+    }
   } else {
     src = hn;
   }
+  const q = heads(q2, C);
+  let k = heads(k2, C);
   let past = 0;
   if (cache) {
     if (cache.k && cache.src) {

@@ -5,7 +5,8 @@
 // the CPU engine and stream, and shares the cores with lmpipe's other threads (see loadDnnl).
 // lib/tensor/ops/conv2d/dnnl.ts builds the convolution primitives on top. Nothing here may crash a run:
 // no library, no FFI permission, a failed dlopen or a wrong version all mean "no oneDNN", with the
-// reason in the backend description. LMPIPE_DNNL=off turns it off; LMPIPE_DNNL=PATH names the library.
+// reason in the backend description. LMPIPE_DNNL=off turns it off; LMPIPE_DNNL=PATH names the library;
+// LMPIPE_DNNL_BF16=0 keeps its convs float32 under --precision bf16 (docs/precision.md).
 
 /** Library names tried in order when $LMPIPE_DNNL does not name one (Debian's libdnnl2). */
 const CANDIDATES = [
@@ -28,6 +29,7 @@ export const DIMS_BYTES = 96;
 
 export const DNNL = {
   success: 0,
+  bf16: 2,
   f32: 3,
   tagAny: 1,
   nhwc: 20,
@@ -157,6 +159,16 @@ export interface Dnnl {
   setThreads(n: number): void;
   /** Primitive executions so far (tests check that the oneDNN path ran). */
   calls: number;
+  /** Of those, the ones on bfloat16 operands (lib/tensor/ops/conv2d/dnnl.ts's bf16 plans). */
+  bf16Calls: number;
+  /**
+   * Whether bf16 convolutions may run: the CPU ISA oneDNN dispatches has native bfloat16 (avx512_core_bf16
+   * or AMX) and LMPIPE_DNNL_BF16 is not "0". Elsewhere oneDNN would emulate bf16 or take reference code,
+   * slower than its float32 kernels on the same (already rounded) values.
+   */
+  bf16: boolean;
+  /** For the label: "bf16 convs" or why not. */
+  bf16Status: string;
 }
 
 let loaded: Dnnl | null = null;
@@ -262,7 +274,15 @@ function open(path: string, threads: number): Dnnl {
         gomp = null; // then OMP_NUM_THREADS (set by loadDnnl before the load) governs
       }
     }
-    const isa = ISA_NAMES[sym.dnnl_get_effective_cpu_isa()] ?? "cpu";
+    const isaValue = sym.dnnl_get_effective_cpu_isa();
+    const isa = ISA_NAMES[isaValue] ?? "cpu";
+    const bf16Isa = (isaValue & ISA_AVX512_CORE_BF16) === ISA_AVX512_CORE_BF16;
+    const bf16Off = env("LMPIPE_DNNL_BF16") === "0";
+    const bf16Status = !bf16Isa
+      ? "bf16 convs: no (no avx512_core_bf16)"
+      : bf16Off
+      ? "bf16 convs: off (LMPIPE_DNNL_BF16=0)"
+      : "bf16 convs for bf16 operands";
     const dnnl: Dnnl = {
       path,
       label: "",
@@ -272,13 +292,16 @@ function open(path: string, threads: number): Dnnl {
       stream,
       check,
       calls: 0,
+      bf16Calls: 0,
+      bf16: bf16Isa && !bf16Off,
+      bf16Status,
       setThreads(n) {
         gomp?.symbols.omp_set_num_threads(Math.max(1, n));
         const t = gomp ? gomp.symbols.omp_get_max_threads() : n;
         const rt = runtime === DNNL.runtimeOmp
           ? `OpenMP ${t} thread${t === 1 ? "" : "s"}`
           : "runtime " + runtime;
-        dnnl.label = `oneDNN ${version} convs (${isa}, ${rt})`;
+        dnnl.label = `oneDNN ${version} convs (${isa}, ${rt}, ${bf16Status})`;
       },
     };
     dnnl.setThreads(threads);
@@ -288,6 +311,9 @@ function open(path: string, threads: number): Dnnl {
     throw err;
   }
 }
+
+/** dnnl_cpu_isa_t's avx512_core_bf16: a bit mask that AMX's value contains too. */
+const ISA_AVX512_CORE_BF16 = 231;
 
 /** dnnl_cpu_isa_t values (dnnl_types.h 2.6) to names, for the backend description. */
 const ISA_NAMES: Record<number, string> = {

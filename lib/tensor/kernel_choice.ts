@@ -17,6 +17,7 @@ import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_na
 import { currentDnnl } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
+import { round16Enabled } from "./ops/round16/wasm.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -51,6 +52,18 @@ let dnnlConvs = true;
 export function setDnnlConvs(on: boolean): boolean {
   const old = dnnlConvs;
   dnnlConvs = on;
+  return old;
+}
+
+// oneDNN's bf16 convolutions (bf16 operands, float32 sums and output) for operands that hold bfloat16 values
+// (--precision bf16), where the library found a CPU with native bf16 and LMPIPE_DNNL_BF16 is not 0
+// (lib/native/dnnl.ts); tests and benchmarks turn them off to compare with the float32 convs.
+let dnnlBf16Convs = true;
+
+/** For tests and benchmarks: allow oneDNN's bf16 convs (where available) or not; returns the old setting. */
+export function setDnnlBf16Convs(on: boolean): boolean {
+  const old = dnnlBf16Convs;
+  dnnlBf16Convs = on;
   return old;
 }
 
@@ -197,6 +210,14 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
+        name: "dnnl-bf16",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
+        active: () => dnnlConvs && dnnlBf16Convs && currentDnnl()?.bf16 === true,
+        why: "oneDNN's bf16 convolutions (avx512_core_bf16/AMX, float32 sums and output) for a call whose " +
+          "operands both hold bfloat16 values (lib/tensor/bf16_values.ts: --precision bf16); other calls " +
+          "take the float32 oneDNN convs below",
+      },
+      {
         name: "dnnl",
         file: "lib/native/dnnl.ts via lib/tensor/ops/conv2d/dnnl.ts",
         active: () => dnnlConvs && currentDnnl() !== null,
@@ -209,7 +230,8 @@ export const TABLE: KernelChoice[] = [
         why: "TF.js's XNNPACK forward; gradients by chunked im2col/col2im on the wasm heap",
       },
     ],
-    force: "LMPIPE_DNNL=off (or a library path); setDnnlConvs for tests and bench/pixel.ts --dnnl",
+    force: "LMPIPE_DNNL=off (or a library path); LMPIPE_DNNL_BF16=0 keeps them float32; setDnnlConvs and " +
+      "setDnnlBf16Convs for tests and bench/pixel.ts --dnnl",
   },
   {
     op: "matMul",
@@ -366,7 +388,27 @@ export const TABLE: KernelChoice[] = [
   webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
   webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
   webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
+  roundingRow("toHalf"),
+  roundingRow("toBf16"),
 ];
+
+/** Rounding to a 16-bit type on wasm (lib/precision.ts): one pass on the bits, or the op chain. */
+function roundingRow(op: string): KernelChoice {
+  return {
+    op,
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/round16/wasm.ts",
+        active: () => round16Enabled() && wasmKernelsActive(),
+        why: "one pass over the values' bits where the op chain runs 14-19 single-threaded TF.js kernels",
+      },
+      opChain("lib/precision.ts"),
+    ],
+    force: "LMPIPE_WASM_ROUND16=0 (or LMPIPE_WASM_FUSED=0) runs the op chain",
+  };
+}
 
 /**
  * The name of the implementation of `op` that runs now on `backend` (default: the current one):

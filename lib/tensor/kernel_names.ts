@@ -19,6 +19,9 @@ export interface AdamWConstants {
   oneMinusBeta2: number;
   /** p is multiplied by this before the update (1 - lr * wd, or 1 without decay). */
   decay: number;
+  /** Whether the parameter gets weight decay at all (decay is then 1 - lr * wd; with a device control
+   * the webgpu kernel reads that factor from the control and needs only this). */
+  decays?: boolean;
   sqrtBc2: number;
   eps: number;
   stepSize: number;

@@ -84,8 +84,11 @@ export function adamWGroupSize(device: GPUDevice): number {
   return Math.max(1, Math.min(ADAMW_MAX_GROUP, fit));
 }
 
-// With a control ([scale, apply] on the device): g = gIn * (gradScale * scale), and where apply is 0
-// the outputs are the inputs unchanged (a skipped step).
+// With a control ([scale, apply, stepSize, sqrtBc2, decay]: the first two computed on the device, the
+// rest the step's learning-rate terms, written by the host): g = gIn * (gradScale * scale), the step size,
+// sqrt(1 - b2^t) and the decay factor come from the control instead of the uniforms (whose decay field then
+// says only whether the parameter decays, 1 or 0), so a recorded step's uniforms are the same every step
+// (lib/tensor/webgpu/replay.ts); where apply is 0 the outputs are the inputs unchanged (a skipped step).
 const adamWShader = (k: number, controlled: boolean) => {
   const ids = Array.from({ length: k }, (_, j) => j);
   const bound = k * ADAMW_ROLES.length + (controlled ? 1 : 0);
@@ -103,9 +106,9 @@ const adamWShader = (k: number, controlled: boolean) => {
       let g = gIn${j}[i] * ${controlled ? "(u.gradScale * ctl[0])" : "u.gradScale"};
       let m1 = mIn${j}[i] * u.beta1 + g * u.oneMinusBeta1;
       let v1 = vIn${j}[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
-      let decayed = pIn${j}[i] * u.decay${j};
-      let denom = sqrt(v1) / u.sqrtBc2 + u.eps;
-      pOut${j}[i] = decayed - (m1 / denom) * u.stepSize;
+      let decayed = pIn${j}[i] * ${controlled ? `select(1.0, ctl[4], u.decay${j} != 0.0)` : `u.decay${j}`};
+      let denom = sqrt(v1) / ${controlled ? "ctl[3]" : "u.sqrtBc2"} + u.eps;
+      pOut${j}[i] = decayed - (m1 / denom) * ${controlled ? "ctl[2]" : "u.stepSize"};
       mOut${j}[i] = m1;
       vOut${j}[i] = v1;`;
   return `
@@ -184,7 +187,7 @@ function adamWGroupKernel(
   const device = backend.device as GPUDevice;
   const ts = controlled ? all.slice(0, -1) : all;
   const control = controlled ? all[all.length - 1] : null;
-  if (control) requireShape(ADAMW_GROUP_KERNEL, "control", control, [2]);
+  if (control) requireShape(ADAMW_GROUP_KERNEL, "control", control, [5]);
   if (ts.length !== 4 * k || k > adamWGroupSize(device)) {
     throw new Error(
       `${ADAMW_GROUP_KERNEL}: ${ts.length} tensors for ${k} parameters (at most ${adamWGroupSize(device)})`,
@@ -243,10 +246,13 @@ function adamWGroupKernel(
       f(c.oneMinusBeta1),
       f(c.beta2),
       f(c.oneMinusBeta2),
-      f(c.sqrtBc2),
+      f(control ? 0 : c.sqrtBc2), // with a control: read from it
       f(c.eps),
-      f(c.stepSize),
-      ...live.flatMap((l, j) => [int(l.n), int(firsts[j]), f(l.c.decay)]),
+      f(control ? 0 : c.stepSize),
+      ...live.flatMap((
+        l,
+        j,
+      ) => [int(l.n), int(firsts[j]), f(control ? (l.c.decays ?? l.c.decay !== 1) ? 1 : 0 : l.c.decay)]),
     ],
   );
   return outs;
@@ -256,15 +262,16 @@ function adamWGroupKernel(
  * Fused AdamW updates on webgpu of up to adamWGroupSize() parameters in one dispatch: for each
  * [p, g, m, v] with its constants (equal but for `decay`), [new param, new m, new v] as fresh tensors (the
  * caller assigns them to its variables), in that order. Same float32 arithmetic as lib/optim.ts's op chain.
- * `control`, a float32 [scale, apply] computed on the device (lib/optim.ts deviceStepControl), multiplies
- * gradScale by scale, and with apply 0 returns the inputs unchanged: a step whose clip factor and
- * overflow verdict the host has not read.
+ * `control`, a float32 [scale, apply, stepSize, sqrtBc2, decay] (lib/optim.ts: the first two from
+ * deviceStepControl on the device), multiplies gradScale by scale, takes the step size, sqrt(1 - b2^t) and
+ * the decay factor of decaying parameters from it, and with apply 0 returns the inputs unchanged: a step
+ * whose clip factor and overflow verdict the host has not read.
  */
 export function adamWFusedGroup(
   params: { p: tf.Tensor; g: tf.Tensor; m: tf.Tensor; v: tf.Tensor; c: AdamWConstants }[],
   control?: tf.Tensor,
 ): tf.Tensor[] {
-  const shared = (c: AdamWConstants) => JSON.stringify({ ...c, decay: 0 });
+  const shared = (c: AdamWConstants) => JSON.stringify({ ...c, decay: 0, decays: false });
   if (params.some((x) => shared(x.c) !== shared(params[0].c))) {
     throw new Error(`${ADAMW_GROUP_KERNEL}: the parameters of one group must share all constants but decay`);
   }

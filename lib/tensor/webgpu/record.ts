@@ -173,6 +173,7 @@ export function installUniformArena(): void {
       uniformArenaStats.fallbacks++;
       return original.call(this, program, output, inputs, own);
     }
+    a.bytes.fill(0, a.used, offset); // the padding too: a recorded step's writes must not carry stale bytes
     a.bytes.set(packed, offset);
     a.used = offset + packed.length;
     uniformArenaStats.arena++;

@@ -11,10 +11,15 @@
 //   - LmpipeFlashAttentionGrad: delta = rowsum(dOut * out) (one dispatch), then dq (per query tile),
 //     dk (per key tile) and dv (per key tile and 64 value columns), each recomputing the probabilities
 //     p = exp(s - logsumexp) of the tiles it needs; no atomics, nothing of size T x Tk.
-// Every sum is accumulated in float32; exp and log run in float32. Heads of up to 64 dims (D) are taken
-// (the Q and K tiles live whole in workgroup memory); mod.ts runs the op chain for larger ones. Under
-// --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands), q * scale, k, v and dOut are
-// rounded to binary16 as they are loaded and held in workgroup memory as f16; products and sums stay f32.
+// Every operand is addressed through a FlashLayout (an offset and a batch, head, row and column stride
+// each), so q, k and v may be column blocks of one fused projection and out may be written with the heads
+// side by side or channels last (mod.ts causalAttentionFromQkv, causalAttentionChannelsLast); plain calls
+// use [BH, rows, cols] per head; with roundQ, mixed's binary16 rounding of q * scale (and of dq's sum before
+// it is scaled) happens in the kernels too. Every sum is accumulated in float32; exp and log run in float32.
+// Heads of up to 64 dims (D) are taken (the Q and K tiles live whole in workgroup memory); mod.ts runs the
+// op chain for larger ones. Under --precision mixed with shader-f16 (kernel_choice.ts webgpuHalfOperands),
+// q * scale, k, v and dOut are rounded to binary16 as they are loaded and held in workgroup memory as f16;
+// products and sums stay f32.
 import * as tf from "@tensorflow/tfjs-core";
 import {
   cachedPipeline,
@@ -42,7 +47,13 @@ export const FLASH_MAX_HEAD_DIM = 64;
 const TILE = 16, THREADS = 256, QK_STRIDE = FLASH_MAX_HEAD_DIM + 1, DP_CHUNK = 32, DP_STRIDE = DP_CHUNK + 1;
 
 // The uniforms after TF.js's NaN, Infinity and one (shape, stride) pair per bound tensor (all 1-D).
-const FIELDS = "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32,";
+// Then where each of q, k, v and out (dOut too) keeps element (head bh = b H + h, row t, column c):
+// at xOff + b xB + h xH + t xR + c xC (the gradients of q, k, v keep their inputs' layout).
+const ROLES = ["q", "k", "v", "o"] as const;
+const FIELDS =
+  "BH: i32, T: i32, Tk: i32, past: i32, D: i32, Dv: i32, scale: f32, tilesPerHead: i32, H: i32, " +
+  "roundQ: i32, " +
+  ROLES.map((x) => `${x}Off: i32, ${x}B: i32, ${x}H: i32, ${x}R: i32, ${x}C: i32,`).join(" ");
 
 function header(bound: [string, "read" | "read_write"][], useHalf: boolean): string {
   const tfjs = bound.map((_, i) => `shape${i}: i32, stride${i}: i32,`).join(" ");
@@ -56,8 +67,17 @@ ${
       )
   }
 @group(0) @binding(${bound.length}) var<uniform> u: Uniforms;
-${useHalf ? WGSL_ROUND_TO_HALF : ""}
-fn toTile(x: f32) -> ST { return ${useHalf ? "f16(roundToHalf(x))" : "x"}; }`;
+${WGSL_ROUND_TO_HALF}
+fn toTile(x: f32) -> ST { return ${useHalf ? "f16(roundToHalf(x))" : "x"}; }
+// q * scale as the tiles hold it: rounded to binary16 when the caller asks (--precision mixed)
+fn scaledQ(x: f32) -> f32 { let s = x * u.scale; if (u.roundQ != 0) { return roundToHalf(s); } return s; }
+// dq from its sum over keys (of dS k): the chain rule through q * scale and, with roundQ, its rounding
+fn gradQ(x: f32) -> f32 { if (u.roundQ != 0) { return roundToHalf(x) * u.scale; } return x * u.scale; }
+${
+    ROLES.map((x) =>
+      `fn ${x}Base(bh: i32) -> i32 { return u.${x}Off + (bh / u.H) * u.${x}B + (bh % u.H) * u.${x}H; }`
+    ).join("\n")
+  }`;
 }
 
 // Opening of every kernel: the workgroup's head bh and first row (query or key) t0 of its tile; lid; the
@@ -71,11 +91,18 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let t0 = (tile % u.tilesPerHead) * ${TILE};
   let lid = i32(lidu);
   let a = lid / ${TILE};
-  let b = lid % ${TILE};`;
+  let b = lid % ${TILE};
+  let qb0 = qBase(bh);
+  let kb0 = kBase(bh);
+  let vb0 = vBase(bh);
+  let ob0 = oBase(bh);`;
+
+// The layout prefix (FIELDS) of each bound input.
+const ROLE_OF: Record<string, string> = { q: "q", k: "k", v: "v", dout: "o" };
 
 /**
- * Loads rows t0_dst.. of `src` [BH, rows, width] (columns c0..c0+w) into `dst` (row stride `stride`),
- * scaled by `mul`, 0 outside.
+ * Loads rows t0_dst.. of `src` (head bh; rows x width, in its layout) columns c0..c0+w into `dst` (row
+ * stride `stride`), through `fn` when given, 0 outside.
  */
 const loadTile = (
   dst: string,
@@ -85,17 +112,20 @@ const loadTile = (
   w: string,
   stride: string | number,
   c0: string,
-  mul = "",
-) => `
+  fn = "",
+) => {
+  const l = ROLE_OF[src]; // the prefix of its layout's fields
+  return `
   for (var e = lid; e < ${TILE} * ${w}; e = e + ${THREADS}) {
     let rr = e / ${w};
     let cc = e % ${w};
     var x = 0.0;
     if (t0_${dst} + rr < ${rows} && ${c0} + cc < ${width}) {
-      x = ${src}[(bh * ${rows} + t0_${dst} + rr) * ${width} + ${c0} + cc]${mul};
+      x = ${fn}(${src}[${l}b0 + (t0_${dst} + rr) * u.${l}R + (${c0} + cc) * u.${l}C]);
     }
     ${dst}[rr * ${stride} + cc] = toTile(x);
   }`;
+};
 
 /** The score of query row `qi` and key `kj` of the tiles in Qs and Ks (scale applied to Qs). */
 const SCORE = `
@@ -124,7 +154,7 @@ ${SCORE}
 ${ENTRY}
   let dv0 = i32(wid.z) * 64;
   let t0_Qs = t0;
-  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", "scaledQ")}
   let row = t0 + a;
   let rowAbs = u.past + row; // sees keys 0..rowAbs
   let kEnd = min(u.Tk, u.past + min(t0 + ${TILE}, u.T));
@@ -160,10 +190,9 @@ ${ENTRY}
     m = mx;
   }
   if (row < u.T) {
-    let ob = (bh * u.T + row) * u.Dv;
     for (var j = 0; j < 4; j = j + 1) {
       let col = dv0 + b + 16 * j;
-      if (col < u.Dv) { out[ob + col] = o[j] / lsum; }
+      if (col < u.Dv) { out[ob0 + row * u.oR + col * u.oC] = o[j] / lsum; }
     }
     if (wid.z == 0u && b == 0) { lse[bh * u.T + row] = m + log(lsum); }
   }
@@ -177,8 +206,9 @@ fn _start(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
   let row = i32((wid.y * nwg.x + wid.x) * 64u + lid);
   if (row >= u.BH * u.T) { return; }
+  let at = oBase(row / u.T) + (row % u.T) * u.oR;
   var s = 0.0;
-  for (var c = 0; c < u.Dv; c = c + 1) { s = s + f32(toTile(dout[row * u.Dv + c])) * o[row * u.Dv + c]; }
+  for (var c = 0; c < u.Dv; c = c + 1) { s = s + f32(toTile(dout[at + c * u.oC])) * o[at + c * u.oC]; }
   delta[row] = s;
 }`;
 
@@ -233,7 +263,7 @@ ${backwardShared}
 ${ENTRY}
   let t0_Qs = t0;
   let t0_dOs = t0;
-  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+  ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", "scaledQ")}
   let kEnd = min(u.Tk, u.past + min(t0 + ${TILE}, u.T));
   var acc = vec4<f32>(0.0, 0.0, 0.0, 0.0);
   for (var j0 = 0; j0 < kEnd; j0 = j0 + ${TILE}) {
@@ -251,7 +281,7 @@ ${ENTRY}
   if (row < u.T) {
     for (var j = 0; j < 4; j = j + 1) {
       let d = b + 16 * j;
-      if (d < u.D) { grad[(bh * u.T + row) * u.D + d] = acc[j] * u.scale; }
+      if (d < u.D) { grad[qb0 + row * u.qR + d * u.qC] = gradQ(acc[j]); }
     }
   }
 }`;
@@ -274,7 +304,7 @@ ${ENTRY}
     let t0_Qs = i0;
     let t0_dOs = i0;
     workgroupBarrier();
-    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", "scaledQ")}
     ${dsTile("b", "a")}
     for (var r = 0; r < ${TILE}; r = r + 1) {
       let qb = r * ${QK_STRIDE} + b;
@@ -285,7 +315,7 @@ ${ENTRY}
   if (key < u.Tk) {
     for (var j = 0; j < 4; j = j + 1) {
       let d = b + 16 * j;
-      if (d < u.D) { grad[(bh * u.Tk + key) * u.D + d] = acc[j]; }
+      if (d < u.D) { grad[kb0 + key * u.kR + d * u.kC] = acc[j]; }
     }
   }
 }`;
@@ -312,7 +342,7 @@ ${ENTRY}
     let t0_Qs = i0;
     let t0_dOs = i0;
     workgroupBarrier();
-    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", " * u.scale")}
+    ${loadTile("Qs", "q", "u.T", "u.D", "u.D", QK_STRIDE, "0", "scaledQ")}
     ${loadTile("dOs", "dout", "u.T", "u.Dv", "64", 64, "dv0")}
     workgroupBarrier();
     let row = i0 + b;
@@ -328,7 +358,7 @@ ${ENTRY}
   if (key < u.Tk) {
     for (var j = 0; j < 4; j = j + 1) {
       let col = dv0 + b + 16 * j;
-      if (col < u.Dv) { grad[(bh * u.Tk + key) * u.Dv + col] = acc[j]; }
+      if (col < u.Dv) { grad[vb0 + key * u.vR + col * u.vC] = acc[j]; }
     }
   }
 }`;
@@ -403,24 +433,109 @@ function visiblePairs(s: { BH: number; T: number; past: number }): number {
   return s.BH * (s.T * s.past + (s.T * (s.T + 1)) / 2);
 }
 
-/** The sizes of a call: q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv], checked. */
-function sizesOf(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo) {
+/** Where an operand keeps element (batch b, head h, row t, column c): off + b * b + h * h + t * r + c * c. */
+export interface FlashStrides {
+  off: number;
+  b: number;
+  h: number;
+  r: number;
+  c: number;
+}
+
+/**
+ * The sizes of a call and where each operand lives, for heads bh = b H + h (b < B, h < H): q (T rows of D
+ * columns), k (Tk rows of D), v (Tk rows of Dv), out and dOut (T rows of Dv, in `o`). The gradients of q,
+ * k and v are written in their inputs' layout. `roundQ`: q * scale is rounded to binary16 as it is loaded,
+ * and dq's sum before it is scaled (--precision mixed's boundary on the scaled q, inside the kernels).
+ */
+export interface FlashLayout {
+  B: number;
+  H: number;
+  T: number;
+  Tk: number;
+  D: number;
+  Dv: number;
+  q: FlashStrides;
+  k: FlashStrides;
+  v: FlashStrides;
+  o: FlashStrides;
+  /** The shape out is made with (its elements laid out as `o` says). */
+  outShape: number[];
+  roundQ: boolean;
+}
+
+/** Row-major [BH, rows, cols] per head, as flashAttentionCall's plain operands are. */
+function headMajor(rows: number, cols: number): FlashStrides {
+  return { off: 0, b: 0, h: rows * cols, r: cols, c: 1 };
+}
+
+/** The layout of plain operands q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv] (out [BH, T, Dv]). */
+function plainLayout(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo): FlashLayout {
   const [BH, T, D] = q.shape, Tk = k.shape[1], Dv = v.shape[2];
   const ok = q.shape.length === 3 && k.shape.length === 3 && v.shape.length === 3 && k.shape[0] === BH &&
-    v.shape[0] === BH && k.shape[2] === D && v.shape[1] === Tk && Tk >= T && D <= FLASH_MAX_HEAD_DIM &&
-    BH * T * D * Dv > 0 && [q, k, v].every((t) => t.dtype === "float32");
+    v.shape[0] === BH && k.shape[2] === D && v.shape[1] === Tk;
   if (!ok) {
     throw new Error(
-      `${kernel}: expected float32 q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv] with Tk >= T, ` +
-        `0 < D <= ${FLASH_MAX_HEAD_DIM} and no empty dimension; got q [${q.shape}], k [${k.shape}], ` +
+      `${kernel}: expected q [BH, T, D], k [BH, Tk, D], v [BH, Tk, Dv]; got q [${q.shape}], k [${k.shape}], ` +
         `v [${v.shape}] (causalAttention in lib/tensor/ops/attention/mod.ts runs the op chain for other inputs)`,
     );
   }
-  return { BH, T, Tk, D, Dv, past: Tk - T };
+  return {
+    B: 1,
+    H: BH,
+    T,
+    Tk,
+    D,
+    Dv,
+    q: headMajor(T, D),
+    k: headMajor(Tk, D),
+    v: headMajor(Tk, Dv),
+    o: headMajor(T, Dv),
+    outShape: [BH, T, Dv],
+    roundQ: false,
+  };
+}
+
+/**
+ * The sizes of a call (`layout`, or plain operands when absent), checked: float32 operands, Tk >= T,
+ * 0 < D <= FLASH_MAX_HEAD_DIM, no empty dimension, and every element of every operand inside its tensor.
+ */
+function sizesOf(kernel: string, q: TensorInfo, k: TensorInfo, v: TensorInfo, layout?: FlashLayout) {
+  const l = layout ?? plainLayout(kernel, q, k, v);
+  const { B, H, T, Tk, D, Dv } = l;
+  const dims = [B, H, T, Tk, D, Dv].every((n) => Number.isInteger(n) && n > 0);
+  const ok = dims && Tk >= T && D <= FLASH_MAX_HEAD_DIM && [q, k, v].every((t) => t.dtype === "float32");
+  if (!ok) {
+    throw new Error(
+      `${kernel}: expected float32 q, k, v with Tk >= T, 0 < D <= ${FLASH_MAX_HEAD_DIM} and no empty ` +
+        `dimension; got B ${B}, H ${H}, T ${T}, Tk ${Tk}, D ${D}, Dv ${Dv} for q [${q.shape}], k [${k.shape}], ` +
+        `v [${v.shape}] (causalAttention in lib/tensor/ops/attention/mod.ts runs the op chain for other inputs)`,
+    );
+  }
+  const inside = (x: FlashStrides, rows: number, cols: number, size: number) =>
+    [x.off, x.b, x.h, x.r, x.c].every((n) => Number.isInteger(n) && n >= 0) &&
+    x.off + (B - 1) * x.b + (H - 1) * x.h + (rows - 1) * x.r + (cols - 1) * x.c < size;
+  const size = (t: TensorInfo | number[]) => tf.util.sizeFromShape(Array.isArray(t) ? t : t.shape);
+  const operands: [string, FlashStrides, number, number, number][] = [
+    ["q", l.q, T, D, size(q)],
+    ["k", l.k, Tk, D, size(k)],
+    ["v", l.v, Tk, Dv, size(v)],
+    ["out", l.o, T, Dv, size(l.outShape)],
+  ];
+  for (const [what, x, rows, cols, n] of operands) {
+    if (!inside(x, rows, cols, n) || (what === "out" && n !== B * H * T * Dv)) {
+      throw new Error(
+        `${kernel}: the layout of ${what} (${JSON.stringify(x)}) does not fit B ${B} x H ${H} heads of ` +
+          `${rows} x ${cols} into its ${n} elements (a bug in the caller, lib/tensor/ops/attention/mod.ts)`,
+      );
+    }
+  }
+  return { BH: B * H, T, Tk, D, Dv, past: Tk - T, layout: l };
 }
 
 function uniforms(s: ReturnType<typeof sizesOf>, scale: number, tilesPerHead: number) {
   const int = (v: number) => ({ type: "int32", data: [v] });
+  const l = s.layout;
   return [
     int(s.BH),
     int(s.T),
@@ -430,21 +545,30 @@ function uniforms(s: ReturnType<typeof sizesOf>, scale: number, tilesPerHead: nu
     int(s.Dv),
     { type: "float32", data: [scale] },
     int(tilesPerHead),
+    int(l.H),
+    int(l.roundQ ? 1 : 0),
+    ...ROLES.flatMap((x) => [l[x].off, l[x].b, l[x].h, l[x].r, l[x].c].map(int)),
   ];
+}
+
+interface FlashAttrs {
+  scale: number;
+  /** Absent: plain operands (flashAttentionCall). */
+  layout?: FlashLayout;
 }
 
 function flashAttentionKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
   const { q, k, v } = inputs as Record<string, TensorInfo>;
-  const scale = (attrs as { scale: number }).scale;
-  const s = sizesOf(FLASH_ATTENTION_KERNEL, q, k, v);
+  const { scale, layout } = attrs as unknown as FlashAttrs;
+  const s = sizesOf(FLASH_ATTENTION_KERNEL, q, k, v, layout);
   for (const [what, t] of [["q", q], ["k", k], ["v", v]] as const) {
     requireWithinBindingLimit(FLASH_ATTENTION_KERNEL, what, t, backend);
   }
   const device = backend.device as GPUDevice;
   const h = webgpuHalfOperands(device);
-  const out = backend.makeTensorInfo([s.BH, s.T, s.Dv], "float32") as TensorInfo;
+  const out = backend.makeTensorInfo(s.layout.outShape.slice(), "float32") as TensorInfo;
   const lse = backend.makeTensorInfo([s.BH, s.T], "float32") as TensorInfo;
   for (const t of [q, k, v, out, lse]) backend.uploadToGPU(t.dataId);
   const tiles = Math.ceil(s.T / TILE);
@@ -467,28 +591,52 @@ function flashAttentionKernel(
   return [out, lse];
 }
 
+/**
+ * The gradient tensors of a backward call, one per distinct input tensor: [dq, dk, dv], or [dqkv] when q, k
+ * and v are one tensor (column blocks of a fused projection; the three kernels each fill their block).
+ */
+function gradientTensors(
+  kernel: string,
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  s: ReturnType<typeof sizesOf>,
+  backend: GpuBackend,
+): { dq: TensorInfo; dk: TensorInfo; dv: TensorInfo; outputs: TensorInfo[] } {
+  const make = (t: TensorInfo) => backend.makeTensorInfo(t.shape.slice(), "float32") as TensorInfo;
+  if (q.dataId !== k.dataId && q.dataId !== v.dataId && k.dataId !== v.dataId) {
+    const [dq, dk, dv] = [make(q), make(k), make(v)];
+    return { dq, dk, dv, outputs: [dq, dk, dv] };
+  }
+  // one tensor for all three: nothing else in it, or the kernels would leave garbage there
+  const whole = s.BH * (s.T * s.D + s.Tk * (s.D + s.Dv));
+  if (q.dataId !== k.dataId || q.dataId !== v.dataId || tf.util.sizeFromShape(q.shape) !== whole) {
+    throw new Error(
+      `${kernel}: q, k and v must be three tensors or one holding exactly the three (${whole} elements); ` +
+        `got q [${q.shape}], k [${k.shape}], v [${v.shape}] sharing some (lib/tensor/ops/attention/mod.ts)`,
+    );
+  }
+  const dqkv = make(q);
+  return { dq: dqkv, dk: dqkv, dv: dqkv, outputs: [dqkv] };
+}
+
 function flashAttentionGradKernel(
   { inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend; attrs?: tf.NamedAttrMap },
 ): TensorInfo[] {
   const { q, k, v, out, lse, dout } = inputs as Record<string, TensorInfo>;
-  const scale = (attrs as { scale: number }).scale;
-  const s = sizesOf(FLASH_ATTENTION_GRAD_KERNEL, q, k, v);
-  if (!tf.util.arraysEqual(dout.shape, out.shape) || !tf.util.arraysEqual(out.shape, [s.BH, s.T, s.Dv])) {
+  const { scale, layout } = attrs as unknown as FlashAttrs;
+  const s = sizesOf(FLASH_ATTENTION_GRAD_KERNEL, q, k, v, layout);
+  const outShape = s.layout.outShape;
+  if (!tf.util.arraysEqual(dout.shape, out.shape) || !tf.util.arraysEqual(out.shape, outShape)) {
     throw new Error(
-      `${FLASH_ATTENTION_GRAD_KERNEL}: dOut [${dout.shape}] and out [${out.shape}] must both be [${[
-        s.BH,
-        s.T,
-        s.Dv,
-      ]}]`,
+      `${FLASH_ATTENTION_GRAD_KERNEL}: dOut [${dout.shape}] and out [${out.shape}] must both be [${outShape}]`,
     );
   }
   const device = backend.device as GPUDevice;
   const h = webgpuHalfOperands(device);
   const delta = backend.makeTensorInfo([s.BH, s.T], "float32") as TensorInfo;
-  const dq = backend.makeTensorInfo(q.shape.slice(), "float32") as TensorInfo;
-  const dk = backend.makeTensorInfo(k.shape.slice(), "float32") as TensorInfo;
-  const dv = backend.makeTensorInfo(v.shape.slice(), "float32") as TensorInfo;
-  for (const t of [q, k, v, out, lse, dout, delta, dq, dk, dv]) backend.uploadToGPU(t.dataId);
+  const { dq, dk, dv, outputs } = gradientTensors(FLASH_ATTENTION_GRAD_KERNEL, q, k, v, s, backend);
+  for (const t of [q, k, v, out, lse, dout, delta, ...outputs]) backend.uploadToGPU(t.dataId);
   const pipe = (name: string, code: (h: boolean) => string) =>
     cachedPipeline(device, `${FLASH_ATTENTION_GRAD_KERNEL}:${name}:${h}`, () => code(h));
   const grid = (groups: number, z = 1): [number, number, number] => {
@@ -544,24 +692,32 @@ function flashAttentionGradKernel(
     uniforms(s, scale, kTiles),
   );
   backend.disposeData(delta.dataId);
-  return [dq, dk, dv];
+  return outputs;
 }
 
-/** [out [BH, T, Dv], logsumexp [BH, T]] of causal attention in one webgpu dispatch (no gradient). */
+/**
+ * [out, logsumexp [BH, T]] of causal attention in one webgpu dispatch (no gradient): plain operands q [BH,
+ * T, D], k [BH, Tk, D], v [BH, Tk, Dv] and out [BH, T, Dv], or as `layout` places them (q, k, v may then be
+ * one tensor).
+ */
 export function flashAttentionCall(
   q: tf.Tensor,
   k: tf.Tensor,
   v: tf.Tensor,
   scale: number,
+  layout?: FlashLayout,
 ): [tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel(
     FLASH_ATTENTION_KERNEL,
     { q, k, v } as unknown as tf.NamedTensorMap,
-    { scale } as unknown as tf.NamedAttrMap,
+    { scale, layout } as unknown as tf.NamedAttrMap,
   ) as [tf.Tensor, tf.Tensor];
 }
 
-/** [dq, dk, dv] of causal attention for upstream dOut, in four webgpu dispatches. */
+/**
+ * The gradients of causal attention for upstream dOut, in four webgpu dispatches: [dq, dk, dv] in their
+ * inputs' shapes and layouts, or [dqkv] when q, k and v are one tensor.
+ */
 export function flashAttentionGradCall(
   q: tf.Tensor,
   k: tf.Tensor,
@@ -570,12 +726,13 @@ export function flashAttentionGradCall(
   lse: tf.Tensor,
   dout: tf.Tensor,
   scale: number,
-): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  layout?: FlashLayout,
+): tf.Tensor[] {
   return tf.engine().runKernel(
     FLASH_ATTENTION_GRAD_KERNEL,
     { q, k, v, out, lse, dout } as unknown as tf.NamedTensorMap,
-    { scale } as unknown as tf.NamedAttrMap,
-  ) as [tf.Tensor, tf.Tensor, tf.Tensor];
+    { scale, layout } as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor[];
 }
 
 // Registered once, when this module is first imported.

@@ -10,6 +10,14 @@
 // refuses) goes to the kernel registered before (ops/conv2d/wasm.ts's paths); kernel_choice.ts decides per call.
 // The models add their conv bias (only without a norm) with tf.add, whose gradient is a plain sum, so
 // no bias is handed to oneDNN.
+//
+// Under --precision bf16 the model rounds every conv operand to bfloat16 (lib/precision.ts) and marks it
+// (lib/tensor/bf16_values.ts). A call whose two operands hold bf16 values (both marked, or one marked and the
+// other, a copy such as the CNN's chunk of images, checked value by value) runs a bf16 plan where the CPU
+// has native bf16 (kernel_choice.ts's "dnnl-bf16"): reorders convert the float32 operands on the heap to bf16
+// (exact: they are bf16 values already; the weights' reorder also picks oneDNN's layout), the conv sums in
+// float32 and writes a float32 output (the filter gradient through its reorder back to HWIO), which the
+// model then rounds as it rounds the float32 conv's output. Any other call takes the float32 plan.
 import * as tf from "@tensorflow/tfjs-core";
 import {
   CONV_DESC_BYTES,
@@ -22,6 +30,7 @@ import {
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import { isMarkedBf16, looksBf16, markBf16Values } from "../../bf16_values.ts";
 import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
 type TensorInfo = tf.TensorInfo;
@@ -59,15 +68,18 @@ export function convShape(
 /** DNNL_MEMORY_ALLOCATE: oneDNN allocates the buffer (made lazily: pointers need FFI permission). */
 const allocate = () => Deno.UnsafePointer.create(0xffffffffffffffffn);
 
-/** A memory descriptor of `dims` (oneDNN's logical order: N C H W for data, O I H W for weights). */
-function memoryDesc(dnnl: Dnnl, dims: number[], tag: number): Uint8Array {
+/**
+ * A memory descriptor of `dims` (oneDNN's logical order: N C H W for data, O I H W for weights) holding
+ * `dataType` (float32 unless told).
+ */
+function memoryDesc(dnnl: Dnnl, dims: number[], tag: number, dataType: number = DNNL.f32): Uint8Array {
   const md = new Uint8Array(MEMORY_DESC_BYTES);
   dnnl.check(
     dnnl.sym.dnnl_memory_desc_init_by_tag(
       md,
       dims.length,
       BigInt64Array.from(dims.map(BigInt)),
-      DNNL.f32,
+      dataType,
       tag,
     ),
     "memory_desc_init_by_tag",
@@ -91,8 +103,13 @@ interface Step {
 /** Which tensor each heap-backed memory of a plan wraps. */
 type Slot = "x" | "w" | "y";
 
-/** The primitives of one conv direction at one shape: [weight reorder], conv, [gradient reorder]. */
+/**
+ * The primitives of one conv direction at one shape: [operand reorders], conv, [gradient reorder]. The
+ * float32 plan reorders only the weights (into oneDNN's layout); the bf16 plan converts each operand.
+ */
 interface Plan {
+  /** Whether the conv reads bf16 operands. */
+  bf16: boolean;
   steps: Step[];
   /** Memories that wrap tensors on the wasm heap, re-pointed every call. */
   heap: [Slot, Deno.PointerValue][];
@@ -100,6 +117,9 @@ interface Plan {
 }
 
 type Direction = "forward" | "backwardData" | "backwardWeights";
+
+/** The conv's operand type: "f32" reads the heap's float32 as it is, "bf16" converts operands first. */
+type OperandType = "f32" | "bf16";
 
 const plans = new Map<string, Plan | null>();
 const forwardHints = new Map<string, Deno.PointerValue>();
@@ -172,32 +192,44 @@ function shapeKey(s: ConvShape): string {
   return [s.B, s.H, s.W, s.Ci, s.Co, s.KH, s.KW, s.sh, s.sw, s.pt, s.pb, s.pl, s.pr].join(",");
 }
 
-/** The descriptors every direction shares: data NHWC, user weights HWIO, chosen weights 'any'. */
-function descs(dnnl: Dnnl, s: ConvShape) {
+/**
+ * The descriptors every direction shares: data NHWC and user weights HWIO as float32 on the heap, chosen
+ * weights 'any'; `xOp`, `yOp`, `wAny` are what the conv reads (bf16 in a bf16 plan), while the outputs it
+ * writes (y forward, x's gradient, the weights' gradient) stay float32.
+ */
+function descs(dnnl: Dnnl, s: ConvShape, type: OperandType) {
+  const op = type === "bf16" ? DNNL.bf16 : DNNL.f32;
+  const xDims = [s.B, s.Ci, s.H, s.W], yDims = [s.B, s.Co, s.OH, s.OW], wDims = [s.Co, s.Ci, s.KH, s.KW];
   return {
-    x: memoryDesc(dnnl, [s.B, s.Ci, s.H, s.W], DNNL.nhwc),
-    y: memoryDesc(dnnl, [s.B, s.Co, s.OH, s.OW], DNNL.nhwc),
-    wUser: memoryDesc(dnnl, [s.Co, s.Ci, s.KH, s.KW], DNNL.hwio),
-    wAny: memoryDesc(dnnl, [s.Co, s.Ci, s.KH, s.KW], DNNL.tagAny),
+    x: memoryDesc(dnnl, xDims, DNNL.nhwc),
+    y: memoryDesc(dnnl, yDims, DNNL.nhwc),
+    xOp: memoryDesc(dnnl, xDims, DNNL.nhwc, op),
+    yOp: memoryDesc(dnnl, yDims, DNNL.nhwc, op),
+    wUser: memoryDesc(dnnl, wDims, DNNL.hwio),
+    wAny: memoryDesc(dnnl, wDims, DNNL.tagAny, op),
+    wAnyF32: memoryDesc(dnnl, wDims, DNNL.tagAny),
     strides: dims2(s.sh, s.sw),
     padL: dims2(s.pt, s.pl),
     padR: dims2(s.pb, s.pr),
   };
 }
 
-/** The forward primitive descriptor of a shape, the hint the backward ones need (kept for the process). */
-function forwardPd(dnnl: Dnnl, s: ConvShape): Deno.PointerValue {
-  const key = shapeKey(s);
+/**
+ * The forward primitive descriptor of a shape and operand type, the hint the backward ones need (kept for
+ * the process).
+ */
+function forwardPd(dnnl: Dnnl, s: ConvShape, type: OperandType): Deno.PointerValue {
+  const key = `${type}:${shapeKey(s)}`;
   let pd = forwardHints.get(key);
   if (!pd) {
-    const d = descs(dnnl, s);
+    const d = descs(dnnl, s, type);
     const cd = new Uint8Array(CONV_DESC_BYTES);
     dnnl.check(
       dnnl.sym.dnnl_convolution_forward_desc_init(
         cd,
         DNNL.forwardTraining,
         DNNL.convolutionDirect,
-        d.x,
+        d.xOp,
         d.wAny,
         null,
         d.y,
@@ -213,15 +245,22 @@ function forwardPd(dnnl: Dnnl, s: ConvShape): Deno.PointerValue {
   return pd;
 }
 
-function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
-  const d = descs(dnnl, s);
-  const fwd = forwardPd(dnnl, s);
+function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape, type: OperandType): Plan {
+  const d = descs(dnnl, s, type);
+  const fwd = forwardPd(dnnl, s, type);
   const wUserPtr = Deno.UnsafePointer.of(d.wUser);
   const same = (a: Deno.PointerValue) => dnnl.sym.dnnl_memory_desc_equal(a, wUserPtr) === 1;
   const x = createMemory(dnnl, d.x, null);
   const y = createMemory(dnnl, d.y, null);
   const wUser = createMemory(dnnl, d.wUser, null);
   const heap: [Slot, Deno.PointerValue][] = [["x", x], ["y", y], ["w", wUser]];
+  /** The data operand `mem` (descriptor `md`) as the conv reads it: a bf16 copy in a bf16 plan. */
+  const operand = (md: Uint8Array, opMd: Uint8Array, mem: Deno.PointerValue, steps: Step[]) => {
+    if (type === "f32") return mem;
+    const op = createMemory(dnnl, opMd, allocate());
+    steps.push(reorder(dnnl, Deno.UnsafePointer.of(md), mem, Deno.UnsafePointer.of(opMd), op));
+    return op;
+  };
   /** The weights in the layout primitive `pd` chose: a reorder step from HWIO unless it chose HWIO. */
   const weightsFor = (pd: Deno.PointerValue, steps: Step[]) => {
     const wMd = dnnl.sym.dnnl_primitive_desc_query_md(pd, DNNL.queryWeightsMd, 0);
@@ -232,9 +271,10 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
   };
   if (dir === "forward") {
     const steps: Step[] = [];
+    const xo = operand(d.x, d.xOp, x, steps);
     const w = weightsFor(fwd, steps);
-    steps.push(step(createPrimitive(dnnl, fwd), [[DNNL.argSrc, x], [DNNL.argWeights, w], [DNNL.argDst, y]]));
-    return { steps, heap, impl: implName(dnnl, fwd) };
+    steps.push(step(createPrimitive(dnnl, fwd), [[DNNL.argSrc, xo], [DNNL.argWeights, w], [DNNL.argDst, y]]));
+    return { bf16: type === "bf16", steps, heap, impl: implName(dnnl, fwd) };
   }
   const cd = new Uint8Array(CONV_DESC_BYTES);
   if (dir === "backwardData") {
@@ -244,7 +284,7 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
         DNNL.convolutionDirect,
         d.x,
         d.wAny,
-        d.y,
+        d.yOp,
         d.strides,
         d.padL,
         d.padR,
@@ -253,22 +293,23 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
     );
     const pd = primitiveDesc(dnnl, cd, fwd, "convolution backward-data primitive_desc_create");
     const steps: Step[] = [];
+    const yo = operand(d.y, d.yOp, y, steps);
     const w = weightsFor(pd, steps);
     steps.push(
-      step(createPrimitive(dnnl, pd), [[DNNL.argDiffDst, y], [DNNL.argWeights, w], [DNNL.argDiffSrc, x]]),
+      step(createPrimitive(dnnl, pd), [[DNNL.argDiffDst, yo], [DNNL.argWeights, w], [DNNL.argDiffSrc, x]]),
     );
     const impl = implName(dnnl, pd);
     dnnl.sym.dnnl_primitive_desc_destroy(pd);
-    return { steps, heap, impl };
+    return { bf16: type === "bf16", steps, heap, impl };
   }
   dnnl.check(
     dnnl.sym.dnnl_convolution_backward_weights_desc_init(
       cd,
       DNNL.convolutionDirect,
-      d.x,
-      d.wAny,
+      d.xOp,
+      d.wAnyF32,
       null,
-      d.y,
+      d.yOp,
       d.strides,
       d.padL,
       d.padR,
@@ -280,22 +321,31 @@ function buildPlan(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan {
   let dw = wUser;
   const chosen = !same(dwMd);
   if (chosen) dw = createMemory(dnnl, dwMd, allocate());
-  const steps = [
-    step(createPrimitive(dnnl, pd), [[DNNL.argSrc, x], [DNNL.argDiffDst, y], [DNNL.argDiffWeights, dw]]),
-  ];
+  const steps: Step[] = [];
+  const xo = operand(d.x, d.xOp, x, steps), yo = operand(d.y, d.yOp, y, steps);
+  steps.push(
+    step(createPrimitive(dnnl, pd), [[DNNL.argSrc, xo], [DNNL.argDiffDst, yo], [DNNL.argDiffWeights, dw]]),
+  );
   if (chosen) steps.push(reorder(dnnl, dwMd, dw, wUserPtr, wUser));
   const impl = implName(dnnl, pd);
   dnnl.sym.dnnl_primitive_desc_destroy(pd);
-  return { steps, heap, impl };
+  return { bf16: type === "bf16", steps, heap, impl };
 }
 
-/** The cached plan of a direction and shape; null (cached too) when oneDNN refused to build it. */
-function planFor(dnnl: Dnnl, dir: Direction, s: ConvShape): Plan | null {
-  const key = `${dir}:${shapeKey(s)}`;
+/**
+ * The cached plan of a direction, shape and operand type; null (cached too) when oneDNN refused to build
+ * it, or, for bf16, offered only its reference code (slower than the float32 kernels).
+ */
+function planFor(dnnl: Dnnl, dir: Direction, s: ConvShape, type: OperandType): Plan | null {
+  const key = `${dir}${type === "bf16" ? "/bf16" : ""}:${shapeKey(s)}`;
   if (plans.has(key)) return plans.get(key)!;
   let plan: Plan | null = null;
   try {
-    plan = buildPlan(dnnl, dir, s);
+    plan = buildPlan(dnnl, dir, s, type);
+    if (type === "bf16" && /^ref/.test(plan.impl)) {
+      lastRefusal = `${key}: oneDNN offers only ${plan.impl} for bf16`;
+      plan = null;
+    }
   } catch (err) {
     lastRefusal = `${key}: ${(err as Error).message}`;
   }
@@ -321,10 +371,36 @@ function execute(dnnl: Dnnl, backend: AnyBackend, plan: Plan, tensors: Record<Sl
   }
   dnnl.check(dnnl.sym.dnnl_stream_wait(dnnl.stream), "stream_wait");
   dnnl.calls++;
+  if (plan.bf16) dnnl.bf16Calls++;
 }
 
 function float32(...ts: TensorInfo[]): boolean {
   return ts.every((t) => t.dtype === "float32");
+}
+
+/** The float32 words of `t` on the wasm heap (a view, valid until the heap grows). */
+function heapBits(backend: AnyBackend, t: TensorInfo): Uint32Array {
+  const offset = backend.dataIdMap.get(t.dataId).memoryOffset as number;
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  return new Uint32Array(backend.wasm.HEAPU8.buffer as ArrayBufferLike, offset, n);
+}
+
+/**
+ * Whether both operands of a conv hold bfloat16 values. A marked operand (lib/precision.ts's toBf16) is
+ * trusted after a spot check of its first values, which catches a mark that outlived an in-place write. When
+ * one operand is marked, the other may be a copy of bf16 values that lost its mark (the CNN's chunked
+ * images are slices of the rounded images): its values are checked in full, stopping at the first that is
+ * not bf16, and it is marked when they all are (the filter gradient reads the same input next).
+ */
+function bothHoldBf16(backend: AnyBackend, a: TensorInfo, b: TensorInfo): boolean {
+  const [ma, mb] = [isMarkedBf16(a), isMarkedBf16(b)];
+  if (!ma && !mb) return false;
+  for (const [t, marked] of [[a, ma], [b, mb]] as const) {
+    const bits = heapBits(backend, t);
+    if (!looksBf16(bits, marked ? 64 : bits.length)) return false;
+    if (!marked) markBf16Values(t);
+  }
+  return true;
 }
 
 /**
@@ -343,10 +419,12 @@ function dnnlKernel(dir: Direction, fallback: KernelFn): KernelFn {
       : [ins.x, ins.dy];
     const xShape: number[] = dir === "backwardData" ? args.attrs.inputShape : a.shape;
     const wShape: number[] = dir === "backwardWeights" ? args.attrs.filterShape : b.shape;
-    const s = dnnl && kernelFor("conv2d") === "dnnl" && float32(a, b)
+    const choice = kernelFor("conv2d");
+    const s = dnnl && choice.startsWith("dnnl") && float32(a, b)
       ? convShape(xShape, wShape, args.attrs)
       : null;
-    const plan = s && planFor(dnnl!, dir, s);
+    const bf16 = s && choice === "dnnl-bf16" && bothHoldBf16(args.backend, a, b);
+    const plan = s && ((bf16 && planFor(dnnl!, dir, s, "bf16")) || planFor(dnnl!, dir, s, "f32"));
     if (!plan) return fallback(args);
     const outShape = dir === "forward"
       ? [s!.B, s!.OH, s!.OW, s!.Co]
@@ -404,4 +482,35 @@ export function registerDnnlConvKernels(): void {
 export function dnnlConvStats(): { shapes: string[]; impls: string[]; lastRefusal: string } {
   const impls = [...plans.entries()].map(([k, p]) => `${k.split(":")[0]} ${p ? p.impl : "refused"}`);
   return { shapes: [...plans.keys()], impls: [...new Set(impls)], lastRefusal };
+}
+
+/**
+ * For tests: `values` through the conversion a bf16 plan applies to its operands (oneDNN's reorder from
+ * float32 to bf16), and back to float32 (exact), so it can be compared with lib/precision.ts's toBf16.
+ */
+export function dnnlRoundTripBf16(values: Float32Array): Float32Array {
+  const dnnl = currentDnnl();
+  if (!dnnl) throw new Error("ops/conv2d/dnnl.ts: dnnlRoundTripBf16 needs oneDNN");
+  const n = values.length;
+  const f32 = memoryDesc(dnnl, [n], DNNL.tagA), bf16 = memoryDesc(dnnl, [n], DNNL.tagA, DNNL.bf16);
+  const src = values.slice(), out = new Float32Array(n);
+  const mems = [
+    createMemory(dnnl, f32, Deno.UnsafePointer.of(src)),
+    createMemory(dnnl, bf16, allocate()),
+    createMemory(dnnl, f32, Deno.UnsafePointer.of(out)),
+  ];
+  const steps = [
+    reorder(dnnl, Deno.UnsafePointer.of(f32), mems[0], Deno.UnsafePointer.of(bf16), mems[1]),
+    reorder(dnnl, Deno.UnsafePointer.of(bf16), mems[1], Deno.UnsafePointer.of(f32), mems[2]),
+  ];
+  try {
+    for (const st of steps) {
+      dnnl.check(dnnl.sym.dnnl_primitive_execute(st.prim, dnnl.stream, st.n, st.args), "primitive_execute");
+    }
+    dnnl.check(dnnl.sym.dnnl_stream_wait(dnnl.stream), "stream_wait");
+  } finally {
+    for (const st of steps) dnnl.sym.dnnl_primitive_destroy(st.prim);
+    for (const m of mems) dnnl.sym.dnnl_memory_destroy(m);
+  }
+  return out;
 }
