@@ -18,6 +18,7 @@ export const KIND = {
   imageNorm: 11,
   imageNormDx: 12,
   imageNormDgDb: 13,
+  round16: 14,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -100,6 +101,7 @@ export interface KernelExports {
   ): void;
   imgnorm_dgdb(part: number, dg: number, db: number, rows: number, c: number): void;
   gelu_inner(x: number, u: number, i0: number, i1: number, c: number, k: number): void;
+  round16(x: number, y: number, i0: number, i1: number, half: number, scale: number): void;
   gelu_out(x: number, t: number, y: number, i0: number, i1: number): void;
   gelu_grad_out(
     x: number,
@@ -161,6 +163,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
         ...consts,
       );
     }
+    case KIND.round16: // x, y, n (a multiple of 4), half (1: binary16, 0: bfloat16), scale
+      return k.round16(a[1], a[2], r0 * BLOCK, Math.min(a[3], r1 * BLOCK), a[4], bitsFloat(a[5]));
     case KIND.tanh: // x, y, n
       return k.tanh(a[1], a[2], r0 * BLOCK, Math.min(a[3], r1 * BLOCK));
     case KIND.layerNorm: // x, w, b, y, mean, rstd, C, eps, has bias

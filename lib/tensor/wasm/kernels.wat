@@ -1111,4 +1111,61 @@
             (local.set $p (i32.add (local.get $p) (i32.const 4)))
             (br $tail)))
         (f32.store (i32.add (local.get $m) (i32.shl (local.get $b) (i32.const 2))) (local.get $s)))))
+
+  ;; round16: y[i] = x[i] * scale rounded to binary16 ($half = 1) or bfloat16 ($half = 0), ties to even, then
+  ;; divided by scale (scale 1: neither), kept as float32; for i in [i0, i1), a multiple of 4 elements
+  ;; (lib/tensor/ops/round16/wasm.ts rounds the last 1-3 in JavaScript). The same bit rules as there:
+  ;; bfloat16 adds 0x7fff plus the lowest kept bit and clears 16 bits; binary16 does so on 13 bits in its
+  ;; normal range, (|x| + 0.75) - 0.75 below 2^-14 (multiples of 2^-24), inf from 65520; inf and NaN stay.
+  (func (export "round16") (param $x i32) (param $y i32) (param $i0 i32) (param $i1 i32) (param $half i32)
+    (param $scale f32)
+    (local $o i32) (local $end i32) (local $scaled i32)
+    (local $u v128) (local $a v128) (local $r v128) (local $s v128) (local $sign v128) (local $sub v128)
+    (local.set $s (f32x4.splat (local.get $scale)))
+    (local.set $scaled (f32.ne (local.get $scale) (f32.const 1)))
+    (local.set $o (i32.shl (local.get $i0) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $i1) (i32.const 2)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+        (local.set $u (v128.load (i32.add (local.get $x) (local.get $o))))
+        (if (local.get $scaled) (then (local.set $u (f32x4.mul (local.get $u) (local.get $s)))))
+        (if (local.get $half)
+          (then
+            (local.set $sign (v128.and (local.get $u) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000)))
+            (local.set $a (v128.and (local.get $u) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff)))
+            (local.set $r
+              (v128.and
+                (i32x4.add
+                  (i32x4.add (local.get $a) (v128.const i32x4 0xfff 0xfff 0xfff 0xfff))
+                  (v128.and (i32x4.shr_u (local.get $a) (i32.const 13)) (v128.const i32x4 1 1 1 1)))
+                (v128.const i32x4 0xffffe000 0xffffe000 0xffffe000 0xffffe000)))
+            (local.set $sub
+              (f32x4.sub (f32x4.add (local.get $a) (v128.const f32x4 0.75 0.75 0.75 0.75)) (v128.const f32x4 0.75 0.75 0.75 0.75)))
+            (local.set $r
+              (v128.bitselect (local.get $sub) (local.get $r)
+                (i32x4.lt_s (local.get $a) (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000))))
+            (local.set $r
+              (v128.bitselect (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000) (local.get $r)
+                (i32x4.ge_s (local.get $a) (v128.const i32x4 0x477ff000 0x477ff000 0x477ff000 0x477ff000))))
+            (local.set $r (v128.or (local.get $r) (local.get $sign)))
+            (local.set $r
+              (v128.bitselect (local.get $u) (local.get $r)
+                (i32x4.ge_s (local.get $a) (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))))
+          (else
+            (local.set $r
+              (v128.and
+                (i32x4.add
+                  (i32x4.add (local.get $u) (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff))
+                  (v128.and (i32x4.shr_u (local.get $u) (i32.const 16)) (v128.const i32x4 1 1 1 1)))
+                (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (local.set $r
+              (v128.bitselect (local.get $u) (local.get $r)
+                (i32x4.eq
+                  (v128.and (local.get $u) (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))
+                  (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))))))
+        (if (local.get $scaled) (then (local.set $r (f32x4.div (local.get $r) (local.get $s)))))
+        (v128.store (i32.add (local.get $y) (local.get $o)) (local.get $r))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $next))))
 )

@@ -1,12 +1,15 @@
 // Rounding float32 values to binary16 or bfloat16 (ties to even), kept as float32: what --precision mixed and
 // bf16 do at every autocast place (lib/precision.ts). On wasm the op chains of lib/precision.ts take ~14-19
 // single-threaded TF.js kernels per call, several with broadcast scalars, and dominated a bf16 image-model
-// step (7 of 8.3 s of a pixel-attn tiny step). Here one pass over the values on the wasm heap does it on
-// their bits: bfloat16 keeps float32's exponent, so rounding is an add on the bit pattern; binary16 rounds
-// the bits the same way in its normal range and by a scaled round-half-even below 2^-14. The results equal
-// the op chains bit for bit (tests/round16_test.ts).
+// step. Here one pass does it on the values' bits: bfloat16 keeps float32's exponent, so rounding is an add
+// on the bit pattern; binary16 rounds the bits the same way in its normal range and to multiples of 2^-24
+// below it. Whole vectors of 4 run in lmpipe's SIMD kernel (round16 in ../../wasm/kernels.wat, on the
+// kernels' threads); the last 1-3 values of a tensor, and the same rules written out for reading, are the
+// JavaScript below. The results equal the op chains bit for bit (tests/precision_test.ts).
 import * as tf from "@tensorflow/tfjs-core";
-import { alloc, type KernelArgs, registerKernels, type TensorInfo, view } from "../../host_kernel.ts";
+import { type KernelArgs, registerKernels, type TensorInfo } from "../../host_kernel.ts";
+import { offsetOf, runElementwise, usable } from "../../wasm/kernels.ts";
+import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
 
 export const ROUND16_KERNEL = "LmpipeRound16";
 
@@ -77,14 +80,30 @@ function round16Kernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { format, scale: scale64 } = attrs as { format: Round16Format; scale: number };
   const scale = Math.fround(scale64); // a scalar operand of TF.js's ops is a float32 too
   if (x.dtype !== "float32") throw new Error(`${ROUND16_KERNEL}: expected float32 values, got ${x.dtype}`);
-  const out = alloc(backend, x.shape.slice(), "float32");
-  const src = view(backend, x) as Float32Array; // after the allocation: it may move the heap
-  const dst = backend.typedArrayFromHeap(out.info) as Float32Array;
-  const bits = new Int32Array(dst.buffer, dst.byteOffset, dst.length);
-  dst.set(src);
-  if (format === "bfloat16") roundBf16InPlace(bits, dst, scale);
-  else roundHalfInPlace(bits, dst, scale);
-  return out.info;
+  const n = tf.util.sizeFromShape(x.shape);
+  const y = backend.makeOutput(x.shape.slice(), "float32") as TensorInfo;
+  // whole vectors of 4 in lmpipe's SIMD kernel on all its threads, the last 1-3 values here
+  const simd = usable(backend) ? n - (n % 4) : 0;
+  if (simd > 0) {
+    const args = [
+      KIND.round16,
+      offsetOf(backend, x),
+      offsetOf(backend, y),
+      simd,
+      format === "binary16" ? 1 : 0,
+    ];
+    runElementwise(backend, [...args, floatBits(scale)], simd);
+  }
+  if (simd < n) {
+    const src = backend.typedArrayFromHeap(x) as Float32Array,
+      dst = backend.typedArrayFromHeap(y) as Float32Array;
+    const tail = dst.subarray(simd);
+    tail.set(src.subarray(simd));
+    const bits = new Int32Array(tail.buffer, tail.byteOffset, tail.length);
+    if (format === "bfloat16") roundBf16InPlace(bits, tail, scale);
+    else roundHalfInPlace(bits, tail, scale);
+  }
+  return y;
 }
 
 registerKernels("wasm", [[ROUND16_KERNEL, round16Kernel]]);
