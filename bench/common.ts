@@ -7,6 +7,8 @@ import { num, type Parsed, str } from "../lib/flags.ts";
 import { Rng } from "../lib/rng.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
 import type { TrainOptions } from "../lib/train_loop.ts";
+import { resolveConfig } from "../lib/models/registry.ts";
+import type { ModelConfig } from "../lib/models/types.ts";
 
 /** Writes an llm.c shard of `tokens` uniform random ids below `vocab` (at most GPT-2's 50257). */
 export async function writeRandomShard(
@@ -89,4 +91,15 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * The config of `family` at `preset`; with `trivial`, the preset's layers and heads with tiny widths (nEmbd 2
+ * per head, context 16, vocabulary 256): the dispatches of the real model with almost no GPU work.
+ */
+export function benchModelConfig(family: string, preset: string, trivial: boolean): ModelConfig {
+  const base = resolveConfig(family, preset, {});
+  if (!trivial) return base;
+  const heads = (base.nHead as number | undefined) ?? 1;
+  return resolveConfig(family, preset, { nEmbd: 2 * heads, contextLength: 16, vocabSize: 256 });
 }

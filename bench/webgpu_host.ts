@@ -17,8 +17,8 @@
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { createModel, resolveConfig } from "../lib/models/registry.ts";
-import { median, runBench } from "./common.ts";
+import { createModel } from "../lib/models/registry.ts";
+import { benchModelConfig, median, runBench } from "./common.ts";
 import { makeTrainStep } from "./webgpu_step.ts";
 import { setUniformArenaEnabled } from "../lib/tensor/webgpu/record.ts";
 import { setAdamWGroupingEnabled } from "../lib/tensor/webgpu/kernels.ts";
@@ -103,11 +103,7 @@ async function main(): Promise<void> {
   const steps = num(p, "bench/webgpu_host", "steps", 3, { min: 1, integer: true });
   const info = await initBackend("webgpu", { quiet: true });
 
-  const base = resolveConfig(family, preset, {});
-  const heads = (base.nHead as number | undefined) ?? 1;
-  const config = trivial
-    ? resolveConfig(family, preset, { nEmbd: 2 * heads, contextLength: 16, vocabSize: 256 })
-    : base;
+  const config = benchModelConfig(family, preset, trivial);
   const model = createModel(config, 1);
   const { step, dispose } = makeTrainStep(model, B, "fp32");
   const T = config.contextLength as number;

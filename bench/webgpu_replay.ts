@@ -6,15 +6,13 @@
 //
 //   deno run -A bench/webgpu_replay.ts [--model gpt] [--preset small] [--trivial] [--batch-size N]
 //        [--steps 10] [--rounds 2] [--json]
-import { join } from "node:path";
 import { num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { createModel, resolveConfig } from "../lib/models/registry.ts";
+import { createModel } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { replayStats } from "../lib/train_replay.ts";
-import { encodeU16, shardHeader } from "../lib/shard.ts";
-import { median, runBench } from "./common.ts";
+import { benchModelConfig, median, runBench, writeRandomShard } from "./common.ts";
 import { replaySubmitMs } from "../lib/tensor/webgpu/replay.ts";
 
 const HELP = `deno run -A bench/webgpu_replay.ts [flags]
@@ -33,15 +31,6 @@ Example: deno run -A bench/webgpu_replay.ts --preset small --trivial`;
 
 /** Steps that run through TF.js before the first replay (one ordinary, two recorded). */
 const FIRST_REPLAY = 4;
-
-async function writeShard(path: string, tokens: number, vocab: number): Promise<void> {
-  const ids = new Uint16Array(tokens);
-  for (let i = 0; i < tokens; i++) ids[i] = (i * 7919 + 13) % vocab;
-  const bytes = new Uint8Array(1024 + 2 * tokens);
-  bytes.set(shardHeader(tokens));
-  bytes.set(encodeU16(ids), 1024);
-  await Deno.writeFile(path, bytes);
-}
 
 await runBench(async () => {
   const p = parseFlags("bench/webgpu_replay", Deno.args, {
@@ -64,15 +53,11 @@ await runBench(async () => {
   const rounds = num(p, "bench/webgpu_replay", "rounds", 2, { min: 1, integer: true });
   const json = !!p.values.json;
   await initBackend("webgpu", { quiet: true });
-  const base = resolveConfig(family, preset, {});
-  const heads = (base.nHead as number | undefined) ?? 1;
-  const config = trivial
-    ? resolveConfig(family, preset, { nEmbd: 2 * heads, contextLength: 16, vocabSize: 256 })
-    : base;
+  const config = benchModelConfig(family, preset, trivial);
   const T = config.contextLength as number, V = config.vocabSize as number;
   const dir = await Deno.makeTempDir({ prefix: "lmpipe-replay-bench-" });
-  const shard = join(dir, "bench_train_000001.bin");
-  await writeShard(shard, Math.max(4096, 4 * B * (T + 1) * steps), V);
+  const tokens = Math.max(4096, 4 * B * (T + 1) * steps);
+  const shard = await writeRandomShard(dir, "bench_train_000001.bin", tokens, 1, V);
 
   async function run(replay: boolean): Promise<number> {
     Deno.env.set("LMPIPE_WEBGPU_REPLAY", replay ? "1" : "0");
@@ -149,7 +134,11 @@ await runBench(async () => {
     console.log(`  through TF.js: ${results.off.map((x) => x.toFixed(1)).join(" / ")} ms/step`);
     console.log(`  replayed:      ${results.on.map((x) => x.toFixed(1)).join(" / ")} ms/step`);
     console.log(`  host ms issuing one replay: ${hostMs.map((x) => x.toFixed(2)).join(" / ")}`);
-    console.log(`    of which in queue.submit: ${submitMs.map((x) => x.toFixed(2)).join(" / ")} (llvmpipe runs the work there)`);
+    console.log(
+      `    of which in queue.submit: ${
+        submitMs.map((x) => x.toFixed(2)).join(" / ")
+      } (llvmpipe runs the work there)`,
+    );
     console.log(`  off / on: ${(off / on).toFixed(2)}x`);
   }
   tf.disposeVariables();

@@ -78,6 +78,25 @@ async function toyData(): Promise<string> {
   return dir;
 }
 
+/** The same training run with replays and without, on fresh toy data (removed after). */
+async function bothWays(
+  family: string,
+  steps: number,
+  batchRamp = 0,
+  precision: "fp32" | "mixed" = "fp32",
+  scale = 1,
+) {
+  await initBackend("webgpu", { quiet: true });
+  const dir = await toyData();
+  try {
+    const replayed = await train(dir, family, true, steps, batchRamp, precision, scale);
+    const plain = await train(dir, family, false, steps, batchRamp, precision, scale);
+    return { replayed, plain };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 function assertSameRun(a: Awaited<ReturnType<typeof train>>, b: Awaited<ReturnType<typeof train>>) {
   assert.deepEqual(a.logs.map((l) => l.loss), b.logs.map((l) => l.loss), "losses per step");
   assert.deepEqual(a.logs.map((l) => l.grad_norm), b.logs.map((l) => l.grad_norm), "gradient norms");
@@ -90,18 +109,14 @@ for (const family of ["gpt", "pixel-attn"]) {
     name: `webgpu training: replayed ${family} steps equal TF.js steps bit for bit`,
     ignore: !gpu.ok,
     fn: async () => {
-      await initBackend("webgpu", { quiet: true });
-      const dir = await toyData();
       const steps = family === "gpt" ? 9 : 5;
-      const replayed = await train(dir, family, true, steps);
-      const plain = await train(dir, family, false, steps);
+      const { replayed, plain } = await bothWays(family, steps);
       assert.equal(plain.replayed, 0);
       // step 1 as usual, steps 2 and 3 recorded, then replays (the checkpoint at step 4 reads weights)
       assert.equal(replayed.replayed, steps - 3, `replayed steps (refusals: ${replayStats.refusals})`);
       // gpt: steps 6 and 8 go out before 5's and 7's reads (4, 6 and 8 end in a checkpoint or an eval)
       if (family === "gpt") assert.equal(replayed.ahead, 2);
       assertSameRun(replayed, plain);
-      await Deno.remove(dir, { recursive: true });
     },
   });
 }
@@ -110,19 +125,15 @@ Deno.test({
   name: "webgpu training: mixed precision with binary16 overflows records again at each loss scale, exact",
   ignore: !gpu.ok,
   fn: async () => {
-    await initBackend("webgpu", { quiet: true });
-    const dir = await toyData();
     // 2^24 overflows the binary16 backward pass for the first steps: skipped steps halve the scale, and
     // each new scale is recorded again before replays resume
-    const replayed = await train(dir, "gpt", true, 14, 0, "mixed", 2 ** 24);
-    const plain = await train(dir, "gpt", false, 14, 0, "mixed", 2 ** 24);
+    const { replayed, plain } = await bothWays("gpt", 12, 0, "mixed", 2 ** 24);
     assert.ok(plain.logs.some((l) => l.skipped), "some steps overflow and are skipped");
     assert.ok(replayed.replayed > 0, `replayed steps (refusals: ${replayStats.refusals})`);
     assert.equal(replayed.ahead, 0, "no step is issued ahead under mixed");
     assert.deepEqual(replayed.logs.map((l) => l.skipped), plain.logs.map((l) => l.skipped), "skipped steps");
     assert.deepEqual(replayed.logs.map((l) => l.loss_scale), plain.logs.map((l) => l.loss_scale), "scales");
     assertSameRun(replayed, plain);
-    await Deno.remove(dir, { recursive: true });
   },
 });
 
@@ -130,14 +141,10 @@ Deno.test({
   name: "webgpu training: a batch-size ramp records again at each new size and stays exact",
   ignore: !gpu.ok,
   fn: async () => {
-    await initBackend("webgpu", { quiet: true });
-    const dir = await toyData();
-    const replayed = await train(dir, "gpt", true, 12, 200);
-    const plain = await train(dir, "gpt", false, 12, 200);
+    const { replayed, plain } = await bothWays("gpt", 10, 200);
     const sizes = replayed.logs.map((l) => l.batch_size);
     assert.ok(new Set(sizes).size > 1, `the ramp changes the batch size: ${sizes}`);
     assertSameRun(replayed, plain);
-    await Deno.remove(dir, { recursive: true });
   },
 });
 
