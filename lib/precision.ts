@@ -5,7 +5,7 @@
 // tensors. Everything else (norms, softmax, the loss, the residual stream, the master weights and the
 // optimizer) stays float32. The op-by-op table is docs/precision.md.
 import { tf } from "./tensor/backend.ts";
-import { toHalfFused } from "./tensor/webgpu/kernels.ts";
+import { toBf16Fused, toHalfFused } from "./tensor/webgpu/kernels.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
 import { round16 } from "./tensor/ops/round16/wasm.ts";
 import { markBf16Values } from "./tensor/bf16_values.ts";
@@ -69,13 +69,15 @@ export const BF16_MIN_NORMAL = 2 ** -126;
 
 /**
  * Rounds every value of float32 `x` to the nearest bfloat16 value (ties to even), as a float32 tensor;
- * ±inf and NaN stay. On wasm one pass over the bits (lib/tensor/ops/round16/wasm.ts, tested bit for bit
- * against toBf16Ops); elsewhere toBf16Ops (on webgpu too: bf16 is emulated there). The result is marked as
+ * ±inf and NaN stay. On wasm one SIMD pass over the bits (lib/tensor/ops/round16/wasm.ts), on webgpu one
+ * WGSL dispatch (lib/tensor/webgpu/kernels.ts), both tested bit for bit against toBf16Ops, which runs
+ * elsewhere (cpu) and is the reference. The result is marked as
  * holding bfloat16 values (lib/tensor/bf16_values.ts): oneDNN's bf16 convolutions take marked operands as
  * they are.
  */
 export function toBf16(x: tf.Tensor): tf.Tensor {
-  const r = x.dtype === "float32" && kernelFor("toBf16") === "lmpipe" ? round16(x, "bfloat16") : toBf16Ops(x);
+  const own = x.dtype === "float32" && kernelFor("toBf16") === "lmpipe";
+  const r = !own ? toBf16Ops(x) : tf.getBackend() === "webgpu" ? toBf16Fused(x) : round16(x, "bfloat16");
   markBf16Values(r);
   return r;
 }

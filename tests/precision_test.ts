@@ -166,6 +166,20 @@ Deno.test("wasm: toHalf and toBf16 run the one-pass kernel, and the op chains th
   assert.deepEqual(await viaKernel(toBf16), await viaKernel(toBf16Ops));
 });
 
+Deno.test({
+  name: "webgpu: toBf16 runs lmpipe's WGSL kernel, equal to the op chain on every normal value",
+  ignore: !backends.includes("webgpu"),
+  fn: async () => {
+    await initBackend("webgpu", { quiet: true });
+    assert.equal(kernelFor("toBf16"), "lmpipe");
+    // normal values only: a GPU may flush float32 subnormals in the op chain's arithmetic
+    const xs = bf16TestValues().filter((x) => !(Math.abs(x) < 2 ** -126));
+    const viaKernel = await tf.tidy(() => toBf16(tf.tensor1d(xs))).data();
+    const viaOps = await tf.tidy(() => toBf16Ops(tf.tensor1d(xs))).data();
+    assert.deepEqual(viaKernel, viaOps);
+  },
+});
+
 Deno.test("wasm: roundScaled (x * s rounded, / s) equals the op chain bit for bit at every scale", async () => {
   await initBackend("wasm", { quiet: true });
   const xs = new Float32Array([...testValues().slice(0, 3000), ...bf16TestValues().slice(0, 3000)]);

@@ -388,6 +388,7 @@ export const TABLE: KernelChoice[] = [
   webgpuRow("adamW", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts", undefined, FUSED_OPTION),
   webgpuRow("sumSquares", "lib/tensor/webgpu/kernels.ts", "lib/optim.ts"),
   webgpuRow("toHalf", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
+  webgpuRow("toBf16", "lib/tensor/webgpu/kernels.ts", "lib/precision.ts"),
   roundingRow("toHalf"),
   roundingRow("toBf16"),
 ];

@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { registerKernels } from "../host_kernel.ts";
 import { webgpuMaxTensorBytes } from "./limits.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
-import { WGSL_ROUND_TO_HALF } from "./wgsl.ts";
+import { WGSL_ROUND_TO_BF16, WGSL_ROUND_TO_HALF } from "./wgsl.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -29,6 +29,7 @@ type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
 
 export const TO_HALF_KERNEL = "LmpipeToHalf";
+export const TO_BF16_KERNEL = "LmpipeToBf16";
 
 const WORKGROUP = 64;
 
@@ -519,26 +520,28 @@ export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scala
 // should; below 2^-14 the spacing is fixed at 2^-24: x * 2^24 is exact, round() ties to even, and
 // the product back is exact. From 65520 up: infinity; NaN is returned unchanged; signs are kept
 // (so tiny negatives become -0). Matches toHalf's op chain in lib/precision.ts bit for bit.
+// bfloat16 (TO_BF16_KERNEL) is the same program on WGSL_ROUND_TO_BF16's rule.
 class LmpipeToHalfProgram {
   outputShape: number[];
-  shaderKey = "lmpipe_to_half";
+  shaderKey: string;
   dispatchLayout: { x: number[] };
   dispatch: [number, number, number];
   variableNames = ["A"];
   workgroupSize: [number, number, number] = [128, 1, 1];
   size = true;
-  constructor(shape: number[]) {
+  constructor(shape: number[], readonly bf16 = false) {
     this.outputShape = shape;
+    this.shaderKey = bf16 ? "lmpipe_to_bf16" : "lmpipe_to_half";
     this.dispatchLayout = { x: shape.map((_, i) => i) };
     const groups = Math.ceil(tf.util.sizeFromShape(shape) / this.workgroupSize[0]);
     this.dispatch = [Math.max(1, groups), 1, 1]; // runWebGPUProgram folds it into 2-D when too wide
   }
   getUserCode(): string {
     return `
-      ${WGSL_ROUND_TO_HALF}
+      ${this.bf16 ? WGSL_ROUND_TO_BF16 : WGSL_ROUND_TO_HALF}
       fn main(index: i32) {
         if (index < uniforms.size) {
-          setOutputAtIndex(index, roundToHalf(getAByOutputIndex(index)));
+          setOutputAtIndex(index, ${this.bf16 ? "roundToBf16" : "roundToHalf"}(getAByOutputIndex(index)));
         }
       }`;
   }
@@ -552,9 +555,22 @@ function toHalfKernel(
   return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice()), [x], "float32");
 }
 
+function toBf16Kernel(
+  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
+): TensorInfo {
+  const { x } = inputs as Record<string, TensorInfo>;
+  if (x.dtype !== "float32") throw new Error(`${TO_BF16_KERNEL}: expected float32, got ${x.dtype}`);
+  return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice(), true), [x], "float32");
+}
+
 /** binary16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toHalf). */
 export function toHalfFused(x: tf.Tensor): tf.Tensor {
   return tf.engine().runKernel(TO_HALF_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
+}
+
+/** bfloat16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toBf16). */
+export function toBf16Fused(x: tf.Tensor): tf.Tensor {
+  return tf.engine().runKernel(TO_BF16_KERNEL, { x } as unknown as tf.NamedTensorMap, {}) as tf.Tensor;
 }
 
 /** A tensor bound as a flat float32 view (how the fused kernels hand tensors to recordAndSubmit). */
@@ -623,6 +639,7 @@ export class GridProgram {
 registerKernels("webgpu", [
   [ADAMW_GROUP_KERNEL, adamWGroupKernel],
   [TO_HALF_KERNEL, toHalfKernel],
+  [TO_BF16_KERNEL, toBf16Kernel],
   [SUM_SQUARES_KERNEL, sumSquaresKernel],
 ]);
 

@@ -25,6 +25,18 @@ fn roundToHalf(x: f32) -> f32 {
   return bitcast<f32>(sign | bitcast<u32>(q));
 }`;
 
+/**
+ * roundToBf16(x): x rounded to the nearest bfloat16 value (ties to even) as an f32, on its bits: add half
+ * a unit of the 16 dropped bits (minus one unless the kept part is odd) and clear them; infinity and NaN
+ * stay. The rule of lib/precision.ts toBf16, bit for bit.
+ */
+export const WGSL_ROUND_TO_BF16 = `
+fn roundToBf16(x: f32) -> f32 {
+  let bits = bitcast<u32>(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u) { return x; }              // inf, NaN
+  return bitcast<f32>((bits + 0x7fffu + ((bits >> 16u) & 1u)) & 0xffff0000u);
+}`;
+
 /** isNaN, isPosInf, isNegInf on a f32's bits. */
 export const WGSL_FLOAT_TESTS = `
 fn isNaN(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
