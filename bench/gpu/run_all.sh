@@ -161,6 +161,9 @@ plan() {
     for m in $MODELS; do part "torch_params_${m}_study" 5 $TORCH --model $m --preset study --params-only; done
     return
   fi
+  # replays first: the measurement the last H200 run could not make (docs/gpu.md, "Recorded steps, replayed")
+  part replay_gpt_study 45 $DENO run -A .devcarry/webgpu_replay.js --model gpt --preset study --batch-size 4 \
+    --steps 8 --rounds 1 --json
   for m in $MODELS; do
     b=1 && [ $m = gpt ] && b=4
     part "${m}_study_fp32" "$(est "${m}_study_fp32")" \
