@@ -75,10 +75,8 @@ export class AdamW {
   step(grads: Map<string, tf.Tensor>, lr: number, gradScale = 1, control?: tf.Tensor): void {
     this.t += 1;
     const { beta1, beta2, eps, weightDecay } = this.opts;
-    const bc1 = 1 - Math.pow(beta1, this.t);
-    const bc2 = 1 - Math.pow(beta2, this.t);
-    const stepSize = lr / bc1;
-    const sqrtBc2 = Math.sqrt(bc2);
+    const terms = this.stepTerms(lr, this.t);
+    const [stepSize, sqrtBc2, decayFactor] = terms;
     const fused = this.opts.fused !== false && kernelFor("adamW") === "lmpipe";
     const constants = (name: string): AdamWConstants => ({
       gradScale,
@@ -86,7 +84,7 @@ export class AdamW {
       oneMinusBeta1: 1 - beta1,
       beta2,
       oneMinusBeta2: 1 - beta2,
-      decay: weightDecay > 0 && this.opts.decays(name) ? 1 - lr * weightDecay : 1,
+      decay: weightDecay > 0 && this.opts.decays(name) ? decayFactor : 1,
       decays: weightDecay > 0 && this.opts.decays(name),
       sqrtBc2,
       eps,
@@ -103,7 +101,7 @@ export class AdamW {
       const k = adamWGroupSize((tf.backend() as unknown as { device: GPUDevice }).device);
       // the control's [scale, apply], then this step's learning-rate terms: one step input a recorded
       // step can replace (lib/tensor/webgpu/replay.ts), so the kernels' uniforms stay the same every step
-      const ctl = control ? this.controlWithStepTerms(control, lr) : undefined;
+      const ctl = control ? this.controlWithStepTerms(control, terms) : undefined;
       for (let i = 0; i < names.length; i += k) {
         const group = names.slice(i, i + k);
         tf.tidy(() => {
@@ -144,7 +142,7 @@ export class AdamW {
         const g = scale === 1 ? g0 : tf.mul(g0, scale);
         const m1 = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
         const v1 = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
-        const decayed = decays ? tf.mul(p, 1 - lr * weightDecay) : p;
+        const decayed = decays ? tf.mul(p, decayFactor) : p;
         const denom = tf.add(tf.div(tf.sqrt(v1), sqrtBc2), eps);
         const p1 = tf.sub(decayed, tf.mul(tf.div(m1, denom), stepSize));
         // a skipped step (apply 0) keeps every tensor as it was
@@ -159,7 +157,8 @@ export class AdamW {
 
   /**
    * Update t's learning-rate terms as float32 [lr / (1 - b1^t), sqrt(1 - b2^t), 1 - lr * wd] (the last is
-   * 1 without weight decay): the values step() computes for the uniforms, rounded alike.
+   * 1 without weight decay): what step() hands every implementation (each holds them as float32), and what
+   * a replayed step writes in (lib/train_replay.ts).
    */
   stepTerms(lr: number, t: number): Float32Array {
     const { beta1, beta2, weightDecay } = this.opts;
@@ -170,9 +169,9 @@ export class AdamW {
     ]);
   }
 
-  /** [scale, apply] of a device control followed by update this.t's stepTerms, as one [5] tensor. */
-  private controlWithStepTerms(control: tf.Tensor, lr: number): tf.Tensor {
-    const terms = tf.tensor1d(this.stepTerms(lr, this.t));
+  /** [scale, apply] of a device control followed by the update's stepTerms, as one [5] tensor. */
+  private controlWithStepTerms(control: tf.Tensor, stepTerms: Float32Array): tf.Tensor {
+    const terms = tf.tensor1d(stepTerms);
     stepInputWrite(ADAMW_STEP_TERMS, terms);
     const out = tf.concat([tf.reshape(control, [2]), terms]);
     terms.dispose();

@@ -226,8 +226,10 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
   const names = [...model.params.keys()];
   const vars = names.map((n) => model.params.get(n)!);
   const optimizer = new AdamW(model.params, adamWOptions(model, o));
-  // webgpu, one process: recorded steps replayed (under mixed, a recording holds for one loss scale)
-  const replay = !dist && stepControlOnDevice() && replayAllowed()
+  // webgpu: the clip factor and overflow verdict on the device (deviceStepControl), and in one process
+  // recorded steps replayed (under mixed, a recording holds for one loss scale)
+  const controlOnDevice = !dist && stepControlOnDevice();
+  const replay = controlOnDevice && replayAllowed()
     ? new TrainStepReplay([...vars, ...optimizer.m.values(), ...optimizer.v.values()], optimizer)
     : null;
   // real f16 operands in lmpipe's webgpu kernels; bf16 has no WGSL type and stays emulated in float32
@@ -333,6 +335,11 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
     const done = () =>
       (o.maxSteps !== null && step >= o.maxSteps) || (o.maxTimeS !== null && elapsed() >= o.maxTimeS) ||
       (maxTokens !== null && tokensSeen >= maxTokens);
+    // after step n (counted from 1): an eval, a checkpoint
+    const evalDue = (n: number) => o.evalEvery > 0 && n % o.evalEvery === 0;
+    const ckptDue = (n: number) => o.ckptEvery > 0 && n % o.ckptEvery === 0;
+    // what a replay's recording holds for: the batch size, micro-batches and loss scale
+    const replayShape = (batch: number, scale: number) => `${batch}x${o.gradAccum} at loss scale ${scale}`;
     // A replayed step issued before the previous one's values were read (see aheadOk below).
     let ahead: { lr: number; b: number; batches: Batch[]; values: Promise<Float32Array> } | null = null;
     let lastReadAt = 0;
@@ -345,7 +352,6 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       const S = scaler.scale;
       const b = issued ? issued.b : rampedBatchSize(tokensSeen, B, rampTokens);
       const tokensPerStep = b * T * o.gradAccum;
-      const controlOnDevice = !dist && stepControlOnDevice();
       // Forward/backward over the micro-batches; gradients summed on the device.
       let acc: tf.Tensor[] | null = null;
       let lossParts: tf.Tensor[] = [];
@@ -359,7 +365,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         owned.push(micro);
         batches.push(await train.next(b));
       }
-      const stepShape = `${b}x${o.gradAccum} at loss scale ${S}`;
+      const stepShape = replayShape(b, S);
       // One reduction over all gradients (norm and overflow check) and one host read per step. On webgpu
       // the clip factor and the overflow verdict are also computed on the device and AdamW is recorded
       // before the read (deviceStepControl): a read takes ~11 ms in Deno's WebGPU and the GPU would idle
@@ -383,7 +389,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         lossParts.push(r.loss);
       };
       let stepValues: ArrayLike<number>;
-      if (replay && (issued || (controlOnDevice && replay.canReplay(stepShape)))) {
+      if (replay && (issued || replay.canReplay(stepShape))) {
         const values = issued ? issued.values : replay.replay(batches, lr);
         // While the GPU runs this step and Deno's read waits out its ~11 ms, the next step is issued too,
         // when nothing must happen between the two: no eval, checkpoint or end after this step, no stop
@@ -392,12 +398,12 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
         // this step's number once counted, which is also the next step's 0-based index for the schedule
         const n = step + 1, nextB = rampedBatchSize(tokensSeen + tokensPerStep, B, rampTokens);
         // (not under mixed: the next step's loss scale depends on this step's overflow verdict)
-        const aheadOk = o.precision !== "mixed" && !(o.evalEvery > 0 && n % o.evalEvery === 0) &&
-          !(o.ckptEvery > 0 && n % o.ckptEvery === 0) && !(o.maxSteps !== null && n >= o.maxSteps) &&
+        const aheadOk = o.precision !== "mixed" && !evalDue(n) && !ckptDue(n) &&
+          !(o.maxSteps !== null && n >= o.maxSteps) &&
           !(maxTokens !== null && tokensSeen + tokensPerStep >= maxTokens) &&
           !(o.maxTimeS !== null && (decaySteps === null || elapsed() >= o.maxTimeS)) &&
           stopSignal === null && !(run.stopAfterStep?.(n) ?? false) &&
-          replay.canReplay(`${nextB}x${o.gradAccum} at loss scale ${S}`);
+          replay.canReplay(replayShape(nextB, S));
         if (aheadOk) {
           const nextBatches: Batch[] = [];
           for (let micro = 0; micro < o.gradAccum; micro++) nextBatches.push(await train.next(nextB));
@@ -519,7 +525,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       // checkpoints and stops wait for that step (it was issued only when none was due after this one)
       const inFlight = ahead !== null;
       const isLast = !inFlight && done();
-      if (!inFlight && ((o.evalEvery > 0 && step % o.evalEvery === 0) || isLast || signalled())) {
+      if (!inFlight && (evalDue(step) || isLast || signalled())) {
         rec.val_loss = lastValLoss = dist
           ? await dist.evaluate(model, valBatches, o.precision)
           : await evaluateBatches(model, valBatches, o.precision);
@@ -528,7 +534,7 @@ export async function trainLoop(run: TrainRun, o: TrainOptions): Promise<TrainRe
       run.log?.(rec);
       if (!run.quiet) report(rec, o);
       const stopRequested = !inFlight && (signalled() || (run.stopAfterStep?.(step) ?? false));
-      if (!inFlight && (stopRequested || done() || (o.ckptEvery > 0 && step % o.ckptEvery === 0))) {
+      if (!inFlight && (stopRequested || done() || ckptDue(step))) {
         await save();
       }
       if (stopRequested) {

@@ -39,8 +39,6 @@ export class TrainStepReplay {
   private plan: { capture: StepCapture; shape: string } | null = null;
   /** Why steps are not replayed (null while they may be). */
   refusal: string | null = null;
-  /** Steps replayed so far. */
-  replayed = 0;
   private announced = false;
 
   /** `state`: every variable carried from step to step (parameters, then the optimizer's moments). */
@@ -69,7 +67,7 @@ export class TrainStepReplay {
     const t0 = performance.now();
     c.replay(inputs, this.state);
     replayStats.hostMs += performance.now() - t0;
-    this.replayed++, replayStats.replayed++;
+    replayStats.replayed++;
     return c.readResult();
   }
 

@@ -555,12 +555,19 @@ function toHalfKernel(
   return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice()), [x], "float32");
 }
 
+/** The same program on bfloat16's rule, under its own class name (which labels its dispatches). */
+class LmpipeToBf16Program extends LmpipeToHalfProgram {
+  constructor(shape: number[]) {
+    super(shape, true);
+  }
+}
+
 function toBf16Kernel(
   { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
 ): TensorInfo {
   const { x } = inputs as Record<string, TensorInfo>;
   if (x.dtype !== "float32") throw new Error(`${TO_BF16_KERNEL}: expected float32, got ${x.dtype}`);
-  return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice(), true), [x], "float32");
+  return backend.runWebGPUProgram(new LmpipeToBf16Program(x.shape.slice()), [x], "float32");
 }
 
 /** binary16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toHalf). */

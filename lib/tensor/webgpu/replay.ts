@@ -266,16 +266,6 @@ export function stepInputWrite(tag: string, t: tf.Tensor): void {
   withTag(tag, () => uploadByWrite(backend, t.dataId));
 }
 
-/** The host values of a tensor not yet uploaded (a step input), as bytes. */
-export function hostBytes(t: tf.Tensor): Uint8Array {
-  const d = (tf.backend() as GpuBackend).tensorMap.get(t.dataId);
-  if (!d.values) throw new Error("replay: a step input is already on the GPU");
-  const v = d.dtype === "float32"
-    ? (d.values instanceof Float32Array ? d.values : Float32Array.from(d.values))
-    : (d.values instanceof Int32Array ? d.values : Int32Array.from(d.values));
-  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-}
-
 /**
  * One training step's GPU work as recorded by captureStep: its queue operations, the buffers it keeps out
  * of TF.js's pool, and the copies that carry the variables' new values back into the buffers the next
@@ -286,8 +276,6 @@ export class StepCapture {
   private readonly owned = new Set<GPUBuffer>();
   /** Live tensors' buffers this capture pinned (released to it, not the pool, when their tensor dies). */
   private readonly pinned = new Set<GPUBuffer>();
-  /** Buffers that existed when the capture began (live tensors, the uniform arena): not the step's own. */
-  readonly preexisting: Set<GPUBuffer>;
   private readonly staging: (GPUBuffer | undefined)[] = [undefined, undefined];
   private nextStaging = 0;
   private disposed = false;
@@ -295,16 +283,16 @@ export class StepCapture {
   constructor(
     private readonly backend: GpuBackend,
     readonly ops: QueueOp[],
-    readonly refusal: string | null,
+    /** Why this capture cannot be replayed (null: it can). */
+    public refusal: string | null,
     /** The variables' buffers the step reads (at its start) and the ones they hold after it. */
     readonly varsBefore: GPUBuffer[],
     readonly varsAfter: GPUBuffer[],
-    preexisting: Set<GPUBuffer>,
+    /** Buffers that existed when the capture began (live tensors, the uniform arena): not the step's own. */
+    readonly preexisting: Set<GPUBuffer>,
     /** The buffer of the step's result tensor (read after each replay). */
     readonly result: GPUBuffer,
-  ) {
-    this.preexisting = preexisting;
-  }
+  ) {}
 
   private touched: Set<GPUBuffer> | null = null;
 
@@ -329,15 +317,21 @@ export class StepCapture {
     return this.touched = seen;
   }
 
-  /** Takes the buffers it needs out of TF.js's hands (called once, by captureStep). */
-  adopt(releasedDuring: Set<GPUBuffer>, usedAtEnd: Set<GPUBuffer>): string | null {
+  /**
+   * Takes the buffers it needs out of TF.js's hands (called once, by captureStep); a buffer it cannot hold
+   * makes the capture a refused one.
+   */
+  adopt(releasedDuring: Set<GPUBuffer>, usedAtEnd: Set<GPUBuffer>): void {
     for (const b of this.buffers()) {
       if (releasedDuring.has(b)) this.owned.add(b);
       else if (takeFromPool(this.backend, b)) this.owned.add(b);
       else if (usedAtEnd.has(b) || this.preexisting.has(b)) this.pin(b);
-      else {return `a buffer the step used (${b.size} bytes, usage ${b.usage}) is neither live nor in the pool`;}
+      else {
+        this.refusal ??=
+          `a buffer the step used (${b.size} bytes, usage ${b.usage}) is neither live nor in the pool`;
+        return;
+      }
     }
-    return null;
   }
 
   private pin(b: GPUBuffer): void {
@@ -604,7 +598,6 @@ export function captureStep(
   flush(backend);
   const device = backend.device as GPUDevice, queue = device.queue;
   const preexisting = usedBuffers(backend);
-  if (backend.__lmpipeArena) preexisting.add(backend.__lmpipeArena.buffer);
   const varsBefore = vars.map((v) => bufferOf(backend, v));
   // Live tensors' buffers released during the step stay out of the pool (the step must not reuse
   // them for its temporaries: it may read them before they would be overwritten).
@@ -701,15 +694,10 @@ export function captureStep(
     bufferOf(backend, result),
   );
   const usedAtEnd = usedBuffers(backend);
-  const why = capture.adopt(releasedDuring, usedAtEnd);
+  capture.adopt(releasedDuring, usedAtEnd);
   // pins this capture set only for the step: released buffers it does not use go back to the pool
   const touched = capture.buffers();
   for (const b of pinnedHere) if (!touched.has(b) && pinOwner.has(b)) pinOwner.delete(b);
   for (const b of releasedDuring) if (!touched.has(b)) returnToPool(backend, b);
-  return { capture: why ? withRefusal(capture, why) : capture, result: result! };
-}
-
-function withRefusal(c: StepCapture, why: string): StepCapture {
-  (c as unknown as { refusal: string }).refusal = why;
-  return c;
+  return { capture, result: result! };
 }
