@@ -6,6 +6,7 @@ import { adamWFusedGroup, adamWGroupSize, sumOfSquaresFused } from "./tensor/web
 import { ADAMW_KERNEL, type AdamWConstants } from "./tensor/kernel_names.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
 import { stepInputWrite } from "./tensor/webgpu/replay.ts";
+import { switchOn } from "./tensor/env_switch.ts";
 
 /** The step input (lib/tensor/webgpu/replay.ts) that carries AdamW's learning-rate terms on webgpu. */
 export const ADAMW_STEP_TERMS = "adamw-step-terms";
@@ -287,12 +288,7 @@ export function deviceStepControl(sqAndLoss: tf.Tensor, maxNorm: number, lossSca
  * LMPIPE_WEBGPU_DEVICE_CLIP=0 (the host computes them after the read, as on the other backends).
  */
 export function stepControlOnDevice(): boolean {
-  if (tf.getBackend() !== "webgpu") return false;
-  try {
-    return Deno.env.get("LMPIPE_WEBGPU_DEVICE_CLIP") !== "0";
-  } catch {
-    return true; // no env permission
-  }
+  return tf.getBackend() === "webgpu" && switchOn("LMPIPE_WEBGPU_DEVICE_CLIP");
 }
 
 /** Factor that scales gradients of global norm `norm` down to at most `maxNorm` (PyTorch clip_grad_norm_). */

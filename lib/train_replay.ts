@@ -9,6 +9,7 @@
 import { tf } from "./tensor/backend.ts";
 import { captureStep, type StepCapture } from "./tensor/webgpu/replay.ts";
 import { type AdamW, ADAMW_STEP_TERMS } from "./optim.ts";
+import { switchOn } from "./tensor/env_switch.ts";
 
 /** Steps run as usual before the first recording (pipelines compiled, cached tensors made). */
 const STEPS_BEFORE_RECORDING = 1;
@@ -20,11 +21,7 @@ export function microBatchTag(micro: number): string {
 
 /** Whether LMPIPE_WEBGPU_REPLAY allows replays (default on). */
 export function replayAllowed(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WEBGPU_REPLAY") !== "0";
-  } catch {
-    return true; // no env permission
-  }
+  return switchOn("LMPIPE_WEBGPU_REPLAY");
 }
 
 /**

@@ -18,6 +18,7 @@ import { currentDnnl } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
 import { round16Enabled } from "./ops/round16/wasm.ts";
+import { switchOn } from "./env_switch.ts";
 
 /** One way to compute an op on a backend. */
 export interface Implementation {
@@ -149,17 +150,8 @@ function webgpuRow(op: string, file: string, opChainFile: string, kernel?: strin
 // LMPIPE_WEBGPU_ATTENTION=0 (then TF.js's stock Conv2D and Conv2DBackpropInput and the filter gradient of
 // ops/conv2d/mod.ts run, or attention's op chain with its fused causal softmax). LMPIPE_WEBGPU_FUSED=0
 // turns both off too.
-let webgpuConvOn = envSwitch("LMPIPE_WEBGPU_CONV");
-let webgpuAttentionOn = envSwitch("LMPIPE_WEBGPU_ATTENTION");
-
-/** Whether an env var leaves a kernel family on: anything but "0" (or no env permission) is on. */
-function envSwitch(name: string): boolean {
-  try {
-    return Deno.env.get(name) !== "0";
-  } catch {
-    return true;
-  }
-}
+let webgpuConvOn = switchOn("LMPIPE_WEBGPU_CONV");
+let webgpuAttentionOn = switchOn("LMPIPE_WEBGPU_ATTENTION");
 
 /** Turns lmpipe's webgpu convs on or off for this process (tests and benchmarks compare both). */
 export function setWebgpuConvEnabled(on: boolean): void {
@@ -173,7 +165,7 @@ export function setWebgpuAttentionEnabled(on: boolean): void {
 
 // lmpipe's cached decoding step for gpt on wasm (lib/models/gpt_decode.ts): on with lmpipe's wasm kernels,
 // unless LMPIPE_WASM_DECODE=0 (then decodeStep's TF.js op chain runs every token).
-let wasmDecodeOn = envSwitch("LMPIPE_WASM_DECODE");
+let wasmDecodeOn = switchOn("LMPIPE_WASM_DECODE");
 
 /** Turns lmpipe's wasm decoding step on or off for this process (tests and bench/decode.ts compare both). */
 export function setWasmDecodeEnabled(on: boolean): boolean {

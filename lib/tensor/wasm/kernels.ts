@@ -13,6 +13,7 @@ import { KERNELS_WASM } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+import { switchOn } from "../env_switch.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
@@ -23,15 +24,7 @@ const STALL_MS = 60_000;
 /** How long backend start waits for the workers (they only join jobs once started). */
 const START_TIMEOUT_MS = 10_000;
 
-let enabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WASM_FUSED") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WASM_FUSED");
 
 /** Turns the kernels on or off for this process (callers fall back to op chains); returns the old state. */
 export function setWasmKernelsEnabled(on: boolean): boolean {

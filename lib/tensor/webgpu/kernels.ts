@@ -21,6 +21,7 @@ import { registerKernels } from "../host_kernel.ts";
 import { webgpuMaxTensorBytes } from "./limits.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
 import { WGSL_ROUND_TO_BF16, WGSL_ROUND_TO_HALF } from "./wgsl.ts";
+import { switchOn } from "../env_switch.ts";
 
 // The backend's internals are reached on purpose (TF.js 4.22: recordAndSubmit, uploadToGPU,
 // makeTensorInfo, tensorMap, device); typed loosely.
@@ -35,15 +36,7 @@ const WORKGROUP = 64;
 
 // On by default; LMPIPE_WEBGPU_FUSED=0 turns them off (the op chains run instead), as does
 // setFusedKernelsEnabled(false) (bench/webgpu_launches.ts measures both ways).
-let enabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WEBGPU_FUSED") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WEBGPU_FUSED");
 
 /** Turns the fused webgpu kernels on or off for this process (callers fall back to the op chains). */
 export function setFusedKernelsEnabled(on: boolean): void {

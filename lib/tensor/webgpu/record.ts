@@ -11,6 +11,7 @@
 // LMPIPE_WEBGPU_UNIFORM_ARENA=0 turns it off.
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import * as tf from "@tensorflow/tfjs-core";
+import { switchOn } from "../env_switch.ts";
 
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
@@ -25,15 +26,7 @@ export function setUniformArenaBytesForTests(bytes: number | null): void {
   arenaBytes = bytes ?? ARENA_BYTES;
 }
 
-let enabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WEBGPU_UNIFORM_ARENA") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WEBGPU_UNIFORM_ARENA");
 
 /** Turns the shared uniform buffer on or off for this process (tests compare both). */
 export function setUniformArenaEnabled(on: boolean): void {

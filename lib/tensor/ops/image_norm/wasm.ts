@@ -7,16 +7,9 @@ import { registerKernels } from "../../host_kernel.ts";
 import { IMAGE_NORM_GRAD_KERNEL, IMAGE_NORM_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
+import { switchOn } from "../../env_switch.ts";
 
-let enabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WASM_IMAGE_NORM") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WASM_IMAGE_NORM");
 
 /**
  * Turns these kernels on or off for this process (off: the LayerNorm kernel path of ./mod.ts runs, as

@@ -29,6 +29,7 @@ import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
 import { webgpuMaxTensorBytes } from "../../webgpu/limits.ts";
 import { GELU_C, GELU_K } from "../../kernel_names.ts";
 import { cachedPipeline, workgroupGrid } from "../../webgpu/kernels.ts";
+import { switchOn } from "../../env_switch.ts";
 
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
@@ -91,14 +92,7 @@ interface Epilogue {
 }
 
 // --- on/off ------------------------------------------------------------------------------------------
-let enabled = readEnabledFromEnv();
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WEBGPU_MATMUL") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WEBGPU_MATMUL");
 
 /** Turns lmpipe's webgpu matMul on or off for this process (off: TF.js's stock kernel runs). */
 export function setOwnMatMulEnabled(on: boolean): void {

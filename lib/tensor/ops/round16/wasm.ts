@@ -10,18 +10,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type KernelArgs, registerKernels, type TensorInfo } from "../../host_kernel.ts";
 import { offsetOf, runElementwise, usable } from "../../wasm/kernels.ts";
 import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
+import { switchOn } from "../../env_switch.ts";
 
 export const ROUND16_KERNEL = "LmpipeRound16";
 
-let enabled = readEnabledFromEnv();
-
-function readEnabledFromEnv(): boolean {
-  try {
-    return Deno.env.get("LMPIPE_WASM_ROUND16") !== "0";
-  } catch {
-    return true; // no env permission
-  }
-}
+let enabled = switchOn("LMPIPE_WASM_ROUND16");
 
 /** Whether toHalf and toBf16 may use this kernel on wasm (LMPIPE_WASM_ROUND16=0: the op chains). */
 export function round16Enabled(): boolean {
