@@ -322,12 +322,13 @@ export interface MemoryLimit {
 }
 
 /**
- * Default limit of live tensor bytes on wasm. The heap holds at most 4 GiB. Beside the tensors it holds
- * allocator slack and kernel scratch space TF.js does not count, while TF.js counts a tensor sharing
- * another's data (a reshape) twice. On the tiny GPT (context 64) the heap grew to 1.25-1.6x the counted
- * peak of a step at batch 1 to 16 (220-360 MiB), and to about the counted peak (1.03 GiB) at batch 136.
- * 2.5 GiB leaves room for the former within 4 GiB; a heap that still overflows during a trial fails
- * with an out-of-memory error (lib/tensor/patches/wasm.ts), which counts as "does not fit".
+ * Default limit of the heap bytes tensors hold on wasm (lib/tensor/memory.ts). The heap holds at most 4
+ * GiB; beside the tensors it holds allocator slack and kernel scratch space. On the tiny GPT (context 64)
+ * the heap grew to 1.25-1.6x the counted peak of a step at batch 1 to 16 (220-360 MiB), and to about the
+ * counted peak at batch 136 (then counted by TF.js, which errs high). 2.5 GiB leaves room for the former
+ * within 4 GiB; a heap that still overflows during a trial fails with an out-of-memory error
+ * (lib/tensor/patches/wasm.ts), which counts as "does not fit". The study's presets need more
+ * (`--memory-limit 3.5GiB`, README).
  */
 export const WASM_DEFAULT_LIMIT = 2.5 * 2 ** 30;
 /** Share of a GPU's memory (nvidia-smi) or of the host's available memory used by default. */

@@ -88,8 +88,8 @@ export interface StepLog {
   /** Sequences per micro-batch (smaller than --batch-size during a --batch-ramp). */
   batch_size: number;
   /**
-   * Peak backend memory during the step, bytes (lib/tensor/memory.ts: GPU buffers held on webgpu,
-   * live tensor bytes elsewhere).
+   * Peak backend memory during the step, bytes (lib/tensor/memory.ts: GPU buffers held on webgpu, heap
+   * bytes of tensors on wasm, live tensor bytes elsewhere).
    */
   peak_bytes: number;
   val_loss?: number;

@@ -176,6 +176,10 @@ for (const backend of backends) {
       const y64 = referenceForward(c, x);
       assertMatches(c, y, y64, 1e-6, `${backend} ${label(c)} forward`);
       assertMatches(c, dx, referenceGrad(c, y64, dy), 1e-5, `${backend} ${label(c)} gradient`);
+      if (backend !== "webgpu") { // the op chain keeping only the probabilities: TF.js's numbers, bit for bit
+        const ops = await forwardAndGrad(causalSoftmaxByOps, c, x, dy);
+        assert.deepEqual([y, dx], [ops.y, ops.dx], `${backend} ${label(c)}: equals TF.js's own chain`);
+      }
     }
     assert.throws(
       () => causalSoftmax(tf.zeros([1, 2, 3, 4]), 0),

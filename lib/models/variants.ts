@@ -154,10 +154,12 @@ export function runBlocks(
   if (t.variant.pos === "rope") layer.rope = ropeTables(opts.start, T, D);
   if (t.variant.pos === "alibi") layer.alibi = alibiBias(t.nHead, opts.start, T);
   for (let i = 0; i < count; i++) {
-    x = block(x, blockParamsOf(t.params, `transformer.h.${i}`), t.nHead, {
-      ...layer,
-      cache: opts.caches?.[i],
-    });
+    const run = () =>
+      block(x, blockParamsOf(t.params, `transformer.h.${i}`), t.nHead, { ...layer, cache: opts.caches?.[i] });
+    // one scope per block: what the backward pass does not need (the tape keeps its own copies of what
+    // it does) is freed after each block instead of at the end of the whole forward pass; a KV cache
+    // keeps what a block adds to it, so decoding runs unscoped
+    x = opts.caches ? run() : tf.tidy(run);
   }
   return x;
 }

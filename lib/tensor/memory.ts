@@ -3,13 +3,14 @@
 // every allocation. The figure is the one that limits what fits on each backend:
 // - webgpu: the bytes of GPU buffers TF.js holds (numBytesInGPUAllocated: in use plus freed buffers it
 //   pools for reuse; WebGPU itself reports no total or free memory);
-// - wasm, cpu, tensorflow: the bytes of live tensors (tf.memory().numBytes; a tensor sharing another's
-//   data, such as a reshape, counts again, so this errs high). On wasm these live in a heap that cannot
-//   pass 4 GiB and also holds allocator slack and kernel scratch space TF.js does not count, so
-//   wasmHeapBytes() is reported beside it.
+// - wasm: the bytes of heap the tensors hold, counted where the backend allocates and frees them
+//   (patches/wasm.ts; TF.js's own count can take a shared buffer twice). The heap cannot pass 4 GiB and
+//   also holds allocator slack and kernel scratch space, so wasmHeapBytes() is reported beside it;
+// - cpu, tensorflow: the bytes of live tensors (tf.memory().numBytes).
 // It also knows which errors mean "out of memory" on each backend, and WebGPU's out-of-memory error
 // scope, since TF.js does not surface GPU allocation failures itself.
 import { tf } from "./backend.ts";
+import { wasmTensorHeapBytes } from "./patches/wasm.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -31,6 +32,7 @@ function bufferManager(): Any | null {
 export function backendBytes(): number {
   const bm = bufferManager();
   if (bm) return bm.numBytesAllocated as number;
+  if (engine().backendName === "wasm") return wasmTensorHeapBytes(engine().backendInstance);
   return engine().state.numBytes as number;
 }
 

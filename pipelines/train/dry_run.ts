@@ -68,7 +68,11 @@ export async function dryRun(o: DryRunOptions, env: PipelineEnv): Promise<void> 
     const weights = 4 * params.total;
     const memory: StepMemory = {
       backend: backend.name,
-      counted_as: backend.name === "webgpu" ? "GPU buffers TF.js holds" : "live tensor bytes",
+      counted_as: backend.name === "webgpu"
+        ? "GPU buffers TF.js holds"
+        : backend.name === "wasm"
+        ? "heap bytes of tensors"
+        : "live tensor bytes",
       batch_size: batchSize,
       context: o.config.contextLength,
       grad_accum: o.gradAccum,

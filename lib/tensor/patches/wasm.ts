@@ -181,10 +181,29 @@ function sumLeadingAxes(orig: KernelFn): KernelFn {
 // training goes on with corrupted memory until "memory access out of bounds". Every tensor allocation
 // goes through BackendWasm.move, which here makes a failed malloc a clear error instead.
 
+// Bytes of heap a backend's tensors hold, counted where it allocates and frees them (per backend
+// instance, so a backend started again counts from 0): TF.js's own figure (tf.memory().numBytes) counts
+// some shared buffers twice and passed 5 GiB in a heap of 4.
+const heapBytesOf = new WeakMap<object, number>();
+
+/** Bytes of the wasm heap held by `backend`'s tensors now. */
+export function wasmTensorHeapBytes(backend: AnyBackend): number {
+  return backend.__lmpipeTensorHeapBytes ?? 0;
+}
+
 function guardWasmMalloc(): void {
   const proto = BackendWasm.prototype as AnyBackend;
   if (proto.__lmpipeMallocGuard) return;
-  const move = proto.move;
+  const move = proto.move, disposeData = proto.disposeData;
+  proto.disposeData = function (this: AnyBackend, dataId: object, force?: boolean) {
+    const freed = disposeData.call(this, dataId, force);
+    const n = heapBytesOf.get(dataId);
+    if (n !== undefined && !this.dataIdMap.has(dataId)) {
+      this.__lmpipeTensorHeapBytes -= n;
+      heapBytesOf.delete(dataId);
+    }
+    return freed;
+  };
   // Allocates without values first, checks the address, then copies the values in (as TF.js would).
   proto.move = function (
     this: AnyBackend,
@@ -215,6 +234,8 @@ function guardWasmMalloc(): void {
     if (values != null) {
       this.wasm.HEAPU8.set(new Uint8Array(values.buffer, values.byteOffset, numBytes), data.memoryOffset);
     }
+    heapBytesOf.set(dataId, numBytes);
+    this.__lmpipeTensorHeapBytes = wasmTensorHeapBytes(this) + numBytes;
   };
   proto.__lmpipeMallocGuard = true;
 }

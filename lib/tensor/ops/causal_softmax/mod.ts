@@ -2,9 +2,11 @@
 // softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
 // sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu/kernels.ts
 // lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
-// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts). Everywhere else the op chain runs as before:
-// scores + an additive mask of -1e9, then tf.softmax, with TF.js's own gradients, so cpu and wasm
-// numbers do not change.
+// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts). Everywhere else the op chain runs:
+// scores + an additive mask of -1e9, then tf.softmax, with the float32 operations of TF.js's own
+// gradients, so cpu and wasm numbers do not change; but where TF.js's tape would keep the scores, the
+// mask and the probabilities for the backward pass (three [..., T, T] tensors per attention layer, most
+// of a long context's memory), only the probabilities are kept (causalSoftmaxKeepingProbs).
 import * as tf from "@tensorflow/tfjs-core";
 import { kernelFor } from "../../kernel_choice.ts";
 import { causalSoftmaxGradKernelCall, causalSoftmaxKernelCall } from "./webgpu.ts";
@@ -39,6 +41,27 @@ export function causalSoftmaxByOps(scores: tf.Tensor, past: number): tf.Tensor {
   return tf.softmax(T > 1 ? tf.add(scores, causalMask(T, past)) : scores);
 }
 
+/**
+ * The op chain's numbers with only the probabilities kept for the gradient: the same Add and Softmax
+ * forward, and TF.js's Softmax gradient dx = dy * y - sum(dy * y) * y (the Add's gradient passes it on
+ * unchanged), in the same float32 operations.
+ */
+function causalSoftmaxKeepingProbs(scores: tf.Tensor, past: number): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const y = causalSoftmaxByOps(x, past);
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const dyTimesY = tf.mul(dy as tf.Tensor, saved[0]);
+        return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, -1, true), saved[0]));
+      },
+    };
+  }) as (x: tf.Tensor) => tf.Tensor;
+  return f(scores);
+}
+
 /** The fused kernels with the softmax gradient dx = dy * y - sum(dy * y) * y, one dispatch each way. */
 function causalSoftmaxFused(scores: tf.Tensor, past: number): tf.Tensor {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -63,5 +86,5 @@ export function causalSoftmax(scores: tf.Tensor, past: number): tf.Tensor {
   if (scores.dtype === "float32" && scores.size > 0 && kernelFor("causalSoftmax") === "lmpipe") {
     return causalSoftmaxFused(scores, past);
   }
-  return causalSoftmaxByOps(scores, past);
+  return causalSoftmaxKeepingProbs(scores, past);
 }
