@@ -40,7 +40,9 @@ function assertSameGradients(a: Map<string, Float32Array>, b: Map<string, Float3
   for (const [name, g] of a) {
     const h = b.get(name)!;
     for (let i = 0; i < g.length; i++) {
-      if (!Object.is(g[i], h[i])) throw new Error(`${what}: ${name}[${i}] = ${g[i]}, TF.js's pass gives ${h[i]}`);
+      if (!Object.is(g[i], h[i])) {
+        throw new Error(`${what}: ${name}[${i}] = ${g[i]}, TF.js's pass gives ${h[i]}`);
+      }
     }
   }
 }
@@ -48,10 +50,12 @@ function assertSameGradients(a: Map<string, Float32Array>, b: Map<string, Float3
 for (const backend of ["cpu", "wasm"] as const) {
   Deno.test(`backprop (${backend}): gpt and pixel-attn gradients equal TF.js's pass bit for bit`, async () => {
     await initBackend(backend);
-    for (const [family, overrides] of [
-      ["gpt", { vocabSize: 97, contextLength: 16 }],
-      ["pixel-attn", { vocabSize: 97, contextLength: 8 }],
-    ] as const) {
+    for (
+      const [family, overrides] of [
+        ["gpt", { vocabSize: 97, contextLength: 16 }],
+        ["pixel-attn", { vocabSize: 97, contextLength: 8 }],
+      ] as const
+    ) {
       const model = createModel(resolveConfig(family, "tiny", overrides), 3);
       try {
         const early = gradients(model, true), full = gradients(model, false);
@@ -84,7 +88,10 @@ Deno.test("backprop: a gradient handed on unchanged to two inputs, each also sum
   // another input still holds it (TF.js's own pass frees it here when it sums a second part into one)
   const twin = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [a, b] = args as tf.Tensor[];
-    return { value: tf.add(a, b), gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [dy as tf.Tensor, dy as tf.Tensor] };
+    return {
+      value: tf.add(a, b),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [dy as tf.Tensor, dy as tf.Tensor],
+    };
   }) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
   const wv = [0.5, -1.25, 2, 3], vv = [1, 2, -3, 0.25]; // dyadic: every value below is exact in float32
   const w = tf.variable(tf.tensor1d(wv), true, "backprop_test_w");
@@ -98,8 +105,13 @@ Deno.test("backprop: a gradient handed on unchanged to two inputs, each also sum
       [w, v],
     );
     const want = (g: (w: number, v: number) => number) => wv.map((x, i) => g(x, vv[i]));
-    assertEquals(Array.from(value.dataSync()), [want((w, v) => (w * w + w * v) * (v + w)).reduce((a, b) => a + b)]);
-    assertEquals(Array.from(grads[w.name].dataSync()), want((w, v) => (2 * w + v) * (v + w) + (w * w + w * v)));
+    assertEquals(Array.from(value.dataSync()), [
+      want((w, v) => (w * w + w * v) * (v + w)).reduce((a, b) => a + b),
+    ]);
+    assertEquals(
+      Array.from(grads[w.name].dataSync()),
+      want((w, v) => (2 * w + v) * (v + w) + (w * w + w * v)),
+    );
     assertEquals(Array.from(grads[v.name].dataSync()), want((w, v) => w * (v + w) + (w * w + w * v)));
     tf.dispose([value, ...Object.values(grads)]);
   } finally {

@@ -107,7 +107,9 @@ class GradientSlots {
 function backpropagate(nodes: TapeNode[], slots: GradientSlots, keepIds: Set<number>, tidy: Any): void {
   for (let i = nodes.length - 1; i >= 0; i--) {
     const node = nodes[i];
-    if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+    if (!node.gradient) {
+      throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+    }
     const dys = node.outputs.map((o) => slots.get(o.id) ?? null);
     const names = Object.keys(node.inputs);
     // one scope for the gradient function and its closures: what they compute on the way (TF.js's
@@ -117,7 +119,9 @@ function backpropagate(nodes: TapeNode[], slots: GradientSlots, keepIds: Set<num
       return names.map((name) => {
         if (!(name in inputGradients)) {
           throw new Error(
-            `Cannot backprop through input ${name}. Available gradients found: ${Object.keys(inputGradients)}.`,
+            `Cannot backprop through input ${name}. Available gradients found: ${
+              Object.keys(inputGradients)
+            }.`,
           );
         }
         return inputGradients[name]();
@@ -168,8 +172,14 @@ export function installEarlyReleaseBackprop(): void {
     // recording a higher-order gradient: the tape must keep everything, as TF.js's method does
     if (this.state.gradientDepth > 0) return original.call(this, f, xs, dy, allowNoGradients);
     if (xs.length === 0) throw new Error("gradients() received an empty list of xs.");
-    if (dy != null && dy.dtype !== "float32") throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
-    const y: tf.Tensor = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy("forward", f));
+    if (dy != null && dy.dtype !== "float32") {
+      throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
+    }
+    const y: tf.Tensor = this.scopedRun(
+      () => this.startTape(),
+      () => this.endTape(),
+      () => this.tidy("forward", f),
+    );
     if (!(y instanceof tf.Tensor)) throw new Error("The result y returned by f() must be a tensor.");
     const tape: TapeNode[] = this.state.activeTape;
     const nodes = nodesFromXsToY(tape, xs, y);

@@ -226,7 +226,7 @@ function guardWasmMalloc(): void {
           heap.toFixed(2)
         } GiB ` +
           `of at most 4 GiB; tensors hold ${
-            (tf.memory().numBytes / 2 ** 30).toFixed(2)
+            (wasmTensorHeapBytes(this) / 2 ** 30).toFixed(2)
           } GiB): ${OUT_OF_MEMORY_HINT}`,
         EXIT.memory,
       );
