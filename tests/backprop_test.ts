@@ -120,3 +120,45 @@ Deno.test("backprop: a gradient handed on unchanged to two inputs, each also sum
   assertEquals(tf.memory().numTensors, before);
   tf.dispose([w, v]);
 });
+
+Deno.test("backprop: an error in the forward or backward pass leaves no tensor behind", async () => {
+  await initBackend("cpu");
+  const w = tf.variable(tf.tensor1d([1, 2, 3]), true, "backprop_test_err");
+  const failing = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [a] = args as tf.Tensor[];
+    return {
+      value: tf.mul(a, 2),
+      gradFunc: () => {
+        throw new Error("failed in the backward pass");
+      },
+    };
+  }) as (a: tf.Tensor) => tf.Tensor;
+  const before = tf.memory().numTensors;
+  const was = setEarlyRelease(true);
+  try {
+    // the forward pass saves w * w's inputs and the exp's output before it fails, as an allocation would
+    let threw = false;
+    try {
+      tf.variableGrads(() => {
+        const y = tf.sum(tf.exp(tf.mul(w, w)));
+        if (y) throw new Error("out of memory (simulated)");
+        return y as tf.Scalar;
+      }, [w]);
+    } catch (err) {
+      threw = (err as Error).message.includes("simulated");
+    }
+    ok(threw, "the forward pass's error reaches the caller");
+    assertEquals(tf.memory().numTensors, before, "after an error in the forward pass");
+    threw = false;
+    try {
+      tf.variableGrads(() => tf.sum(failing(tf.exp(tf.mul(w, w)))) as tf.Scalar, [w]);
+    } catch (err) {
+      threw = (err as Error).message.includes("backward");
+    }
+    ok(threw, "the backward pass's error reaches the caller");
+    assertEquals(tf.memory().numTensors, before, "after an error in the backward pass");
+  } finally {
+    setEarlyRelease(was);
+  }
+  w.dispose();
+});

@@ -175,32 +175,44 @@ export function installEarlyReleaseBackprop(): void {
     if (dy != null && dy.dtype !== "float32") {
       throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
     }
-    const y: tf.Tensor = this.scopedRun(
-      () => this.startTape(),
-      () => this.endTape(),
-      () => this.tidy("forward", f),
-    );
-    if (!(y instanceof tf.Tensor)) throw new Error("The result y returned by f() must be a tensor.");
-    const tape: TapeNode[] = this.state.activeTape;
-    const nodes = nodesFromXsToY(tape, xs, y);
-    if (!allowNoGradients && nodes.length === 0 && xs.length > 0) {
-      throw new Error(
-        "Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses all " +
-          "operations that lead from x to y.",
-      );
-    }
-    return this.tidy("backward", () => {
-      const slots = new GradientSlots();
-      const seed = dy ?? tf.ones(y.shape);
-      if (dy) slots.protectedTensors.add(dy);
-      slots.set(y.id, seed);
-      const keepIds = new Set(xs.map((x) => x.id));
-      backpropagate(nodes, slots, keepIds, (fn: () => tf.Tensor) => this.tidy(fn));
-      const grads = xs.map((x) => slots.get(x.id));
-      for (const node of tape) for (const t of node.saved) t.dispose();
+    // The tape's saved tensors are kept out of every scope, so whatever ends this call (an out-of-memory
+    // error in a --batch-size auto trial, say) must dispose them, or the next attempt starts with a heap
+    // full of the last one's activations (TF.js's own method leaves them).
+    const dropTape = () => {
+      for (const node of (this.state.activeTape ?? []) as TapeNode[]) for (const t of node.saved) t.dispose();
       this.state.activeTape = null;
-      return { value: y, grads };
-    });
+    };
+    let y: tf.Tensor;
+    try {
+      y = this.scopedRun(() => this.startTape(), () => this.endTape(), () => this.tidy("forward", f));
+    } catch (err) {
+      dropTape();
+      throw err;
+    }
+    try {
+      if (!(y instanceof tf.Tensor)) throw new Error("The result y returned by f() must be a tensor.");
+      const nodes = nodesFromXsToY(this.state.activeTape, xs, y);
+      if (!allowNoGradients && nodes.length === 0 && xs.length > 0) {
+        throw new Error(
+          "Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses " +
+            "all operations that lead from x to y.",
+        );
+      }
+      return this.tidy("backward", () => {
+        const slots = new GradientSlots();
+        const seed = dy ?? tf.ones(y.shape);
+        if (dy) slots.protectedTensors.add(dy);
+        slots.set(y.id, seed);
+        const keepIds = new Set(xs.map((x) => x.id));
+        backpropagate(nodes, slots, keepIds, (fn: () => tf.Tensor) => this.tidy(fn));
+        return { value: y, grads: xs.map((x) => slots.get(x.id)) };
+      });
+    } catch (err) {
+      y.dispose();
+      throw err;
+    } finally {
+      dropTape();
+    }
   };
   setEarlyRelease(switchOn("LMPIPE_EARLY_RELEASE"));
 }
