@@ -42,39 +42,41 @@ export function causalSoftmaxByOps(scores: tf.Tensor, past: number): tf.Tensor {
 }
 
 /**
- * The op chain's numbers with only the probabilities kept for the gradient: the same Add and Softmax
- * forward, and TF.js's Softmax gradient dx = dy * y - sum(dy * y) * y (the Add's gradient passes it on
- * unchanged), in the same float32 operations.
+ * A softmax whose backward pass keeps only its output y: `forward(x)` gives y, `backward(y, dy)` the
+ * gradient dx = dy * y - sum(dy * y) * y.
  */
-function causalSoftmaxKeepingProbs(scores: tf.Tensor, past: number): tf.Tensor {
+function keepingOutput(
+  scores: tf.Tensor,
+  forward: (x: tf.Tensor) => tf.Tensor,
+  backward: (y: tf.Tensor, dy: tf.Tensor) => tf.Tensor,
+): tf.Tensor {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-    const y = causalSoftmaxByOps(x, past);
+    const y = forward(x);
     save([y]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const dyTimesY = tf.mul(dy as tf.Tensor, saved[0]);
-        return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, -1, true), saved[0]));
-      },
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => backward(saved[0], dy as tf.Tensor),
     };
   }) as (x: tf.Tensor) => tf.Tensor;
   return f(scores);
 }
 
-/** The fused kernels with the softmax gradient dx = dy * y - sum(dy * y) * y, one dispatch each way. */
+/**
+ * The op chain's numbers with only the probabilities kept for the gradient: the same Add and Softmax
+ * forward, and TF.js's Softmax gradient (the Add's gradient passes it on unchanged), in the same float32
+ * operations.
+ */
+function causalSoftmaxKeepingProbs(scores: tf.Tensor, past: number): tf.Tensor {
+  return keepingOutput(scores, (x) => causalSoftmaxByOps(x, past), (y, dy) => {
+    const dyTimesY = tf.mul(dy, y);
+    return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, -1, true), y));
+  });
+}
+
+/** The fused kernels, one dispatch each way. */
 function causalSoftmaxFused(scores: tf.Tensor, past: number): tf.Tensor {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-    const y = causalSoftmaxKernelCall(x, past);
-    save([y]);
-    return {
-      value: y,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
-        causalSoftmaxGradKernelCall(saved[0], dy as tf.Tensor),
-    };
-  }) as (x: tf.Tensor) => tf.Tensor;
-  return f(scores);
+  return keepingOutput(scores, (x) => causalSoftmaxKernelCall(x, past), causalSoftmaxGradKernelCall);
 }
 
 /**
