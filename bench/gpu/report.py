@@ -159,8 +159,10 @@ if audits:
 
 print("## Not measured\n")
 print("- f16 GEMM in lmpipe: the WGSL GEMM is fp32 only (f16 operands exist in the conv and attention kernels).")
-print("- The study preset at the study's micro-batch (gpt 12, the image models 8): this script runs gpt at 4 and the "
-      "image models at 1 to fit its time budget.")
+micro = {"gpt": 12, "pixel-attn": 8}
+for model, b in micro.items():
+    if not pick(bench="train", model=model, preset="study", batch_size=b):
+        print(f"- {model} `study` at the study's micro-batch ({b}): its part was skipped or failed (see Parts).")
 for t in pick(bench="torch_train"):
     if t.get("skipped"):
         print(f"- PyTorch {t['model']} {t['preset']} {t['precision']}: skipped ({t['skipped']}).")

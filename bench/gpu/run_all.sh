@@ -164,11 +164,17 @@ plan() {
   # replays first: the measurement the last H200 run could not make (docs/gpu.md, "Recorded steps, replayed")
   part replay_gpt_study 45 $DENO run -A .devcarry/webgpu_replay.js --model gpt --preset study --batch-size 4 \
     --steps 8 --rounds 1 --json
+  part torch_gpt_study "$(est torch_gpt_study)" \
+    $TORCH --model gpt --preset study --batch 4 --steps 2 --warmup-steps 1 --precision fp32,bf16
+  # the study's micro-batches (gpt 12, the image models 8): does a step fit the card, and its peak memory
+  part gpt_study_micro_fp32 45 $TRAIN --model gpt --preset study --batch-size 12 --steps 1 --precision fp32
+  part pixel-attn_study_micro_fp32 60 $TRAIN --model pixel-attn --preset study --batch-size 8 --steps 1 \
+    --precision fp32
   for m in $MODELS; do
     b=1 && [ $m = gpt ] && b=4
     part "${m}_study_fp32" "$(est "${m}_study_fp32")" \
       $TRAIN --model $m --preset study --batch-size $b --steps 1 --precision fp32
-    part "torch_${m}_study" "$(est "torch_${m}_study")" \
+    [ $m = gpt ] || part "torch_${m}_study" "$(est "torch_${m}_study")" \
       $TORCH --model $m --preset study --batch $b --steps 2 --warmup-steps 1 --precision fp32,bf16
   done
   for m in $MODELS; do
