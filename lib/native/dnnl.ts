@@ -9,8 +9,10 @@
 // LMPIPE_DNNL_BF16=0 keeps its convs float32 under --precision bf16 (docs/precision.md). Its sgemm also takes
 // the wasm matMuls (lib/tensor/kernel_choice.ts): on this VM's AVX-512 it ran 2-2.5x OpenBLAS's Haswell kernels
 // on one thread and, on the same OpenMP threads as the convs, scaled 1.7-1.9x to two where OpenBLAS's
-// pthreads gave 1.0-1.7x on the image models' shapes (bench/RESULTS.md); LMPIPE_DNNL_MATMUL=0 keeps
+// pthreads gave 0.6-1.8x on the image models' shapes (bench/RESULTS.md); LMPIPE_DNNL_MATMUL=0 keeps
 // them on OpenBLAS.
+
+import type { Blas } from "./blas.ts";
 
 /** Library names tried in order when $LMPIPE_DNNL does not name one (Debian's libdnnl2). */
 const CANDIDATES = [
@@ -205,17 +207,7 @@ export interface Dnnl {
 /** dnnl_sgemm with lib/native/blas.ts's calling convention, and a count of its calls (tests). */
 export interface DnnlGemm {
   calls: number;
-  sgemm(
-    heap: ArrayBufferLike,
-    transA: boolean,
-    transB: boolean,
-    M: number,
-    N: number,
-    K: number,
-    a: number,
-    b: number,
-    c: number,
-  ): void;
+  sgemm: Blas["sgemm"];
 }
 
 const CHAR_N = 78, CHAR_T = 84; // 'N', 'T'
