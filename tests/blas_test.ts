@@ -266,3 +266,16 @@ Deno.test({
     assert.ok(r.err < 1e-3);
   },
 });
+
+Deno.test("an invalid float32 matMul on wasm is a clear error on every path, not a read past b", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (const lib of [...LIBS, null]) {
+    const { calls } = withMinWork(lib ?? LIBS[0], lib ? 1 : Infinity, () => {
+      assert.throws(
+        () => tf.tidy(() => tf.matMul(tf.ones([3, 50]), tf.ones([50, 4]), true, false).dataSync()),
+        /matMul: the inner dimensions of a \[3,50\] and b \[50,4\] differ \(3 and 50/,
+      );
+    });
+    assert.equal(calls, 0);
+  }
+});

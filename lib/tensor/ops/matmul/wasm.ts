@@ -87,6 +87,14 @@ export function wasmFastMatMul(orig: KernelFn, transpose: KernelFn): KernelFn {
     const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2],
       K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
     const N = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+    const KB = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
+    // TF.js's matMul op leaves this check to the kernel; sgemm would read past b's values.
+    if (K !== KB) {
+      throw new Error(
+        `matMul: the inner dimensions of a [${a.shape}] and b [${b.shape}] differ (${K} and ${KB}, ` +
+          `transposeA ${transposeA}, transposeB ${transposeB}): fix the operands' shapes or transposes`,
+      );
+    }
     const outBatch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     const outShape = [...outBatch, M, N];
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return orig(args); // partial broadcast: rare
