@@ -1,12 +1,15 @@
-// The optional CBLAS sgemm path of the wasm backend (lib/native/blas.ts, used by the wasm matMul kernel
-// in lib/tensor/ops/matmul/wasm.ts): every transpose and batch layout, odd and long-inner sizes, and gradients
-// match plain JS loops and the cpu backend; a disabled or bogus library falls back cleanly. Without a
-// CBLAS library on this machine the BLAS tests are skipped with the reason, unless LMPIPE_REQUIRE_NATIVE
-// is set (CI's run with the native libraries), where that is a failure.
+// The optional native sgemm paths of the wasm backend (lib/native/blas.ts's CBLAS and lib/native/dnnl.ts's
+// oneDNN sgemm, used by the wasm matMul kernel in lib/tensor/ops/matmul/wasm.ts): every transpose and batch
+// layout, odd and long-inner sizes, and gradients match plain JS loops and the cpu backend, on each
+// library; a disabled or bogus library falls back cleanly. Without a library on this machine its tests
+// are skipped with the reason, unless LMPIPE_REQUIRE_NATIVE is set (CI's run with the native libraries),
+// where that is a failure.
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { blasStatus, currentBlas } from "../lib/native/blas.ts";
-import { setBlasMinWork } from "../lib/tensor/kernel_choice.ts";
+import { currentDnnl, dnnlStatus } from "../lib/native/dnnl.ts";
+import { setBlasMinWork, setDnnlMatMuls } from "../lib/tensor/kernel_choice.ts";
+import { dnnlSkipReason } from "./helpers_conv.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 
 await initBackend("wasm", { quiet: true });
@@ -19,6 +22,24 @@ if (noBlas) {
   }
   console.error(`BLAS tests skipped: ${noBlas}`);
 }
+const noDnnlGemm = dnnlSkipReason(
+  currentDnnl() ? (currentDnnl()!.gemm ? "" : "this libdnnl has no dnnl_sgemm") : dnnlStatus(),
+  "oneDNN sgemm tests",
+);
+// Each test picks its library: oneDNN's sgemm (which kernel_choice.ts prefers) only where it says so.
+setDnnlMatMuls(false);
+
+/** A native sgemm under test: OpenBLAS (oneDNN's matMuls off) or oneDNN's. */
+interface Lib {
+  name: string;
+  skip: string;
+  dnnl: boolean;
+  calls(): number;
+}
+const LIBS: Lib[] = [
+  { name: "BLAS", skip: noBlas, dnnl: false, calls: () => currentBlas()?.calls ?? 0 },
+  { name: "oneDNN sgemm", skip: noDnnlGemm, dnnl: true, calls: () => currentDnnl()?.gemm?.calls ?? 0 },
+];
 
 /** C = op(A) @ op(B) for row-major A, B (op = transpose when the flag is set). */
 function refMatMul(
@@ -41,104 +62,20 @@ function refMatMul(
   return c;
 }
 
-/** Runs fn with every matMul of at least `minWork` multiply-adds on BLAS; returns the sgemm calls made. */
-function withMinWork<T>(minWork: number, fn: () => T): { out: T; calls: number } {
-  const before = currentBlas()?.calls ?? 0;
-  const prev = setBlasMinWork(minWork);
+/** Runs fn with every matMul of at least `minWork` multiply-adds on `lib`; returns its sgemm calls made. */
+function withMinWork<T>(lib: Lib, minWork: number, fn: () => T): { out: T; calls: number } {
+  const before = lib.calls();
+  const prev = setBlasMinWork(minWork), prevDnnl = setDnnlMatMuls(lib.dnnl);
   try {
     const out = fn();
-    return { out, calls: (currentBlas()?.calls ?? 0) - before };
+    return { out, calls: lib.calls() - before };
   } finally {
     setBlasMinWork(prev);
+    setDnnlMatMuls(prevDnnl);
   }
 }
 
 const TOL = 2e-5;
-
-Deno.test({
-  name: "BLAS matMul: all 4 transpose combinations at odd and long-inner sizes match a JS loop",
-  ignore: !!noBlas,
-  fn: async () => {
-    await initBackend("wasm", { quiet: true });
-    // one row (M = 1) or one column (N = 1) runs as sgemv: the decoding head's [1, 128] x [128, 50304] too
-    const sizes = [[1, 1, 1], [1, 7, 333], [7, 1, 5], [333, 7, 1], [3, 50304, 5], [1, 50304, 2], [
-      1,
-      128,
-      50304,
-    ], [
-      50,
-      64,
-      1,
-    ], [33, 17, 65]];
-    for (const [si, [M, K, N]] of sizes.entries()) {
-      for (const tA of [false, true]) {
-        for (const tB of [false, true]) {
-          const av = randomArray(M * K, 10 + si), bv = randomArray(K * N, 20 + si);
-          const { out, calls } = withMinWork(
-            1,
-            () =>
-              tf.tidy(() =>
-                tf.matMul(tf.tensor(av, tA ? [K, M] : [M, K]), tf.tensor(bv, tB ? [N, K] : [K, N]), tA, tB)
-                  .dataSync()
-              ),
-          );
-          const what = `[${M}x${K}] @ [${K}x${N}] tA=${tA} tB=${tB}`;
-          assert.equal(calls, 1, `${what}: expected one sgemm call`);
-          assertClose(out, refMatMul(av, bv, M, K, N, tA, tB), TOL, what);
-        }
-      }
-    }
-  },
-});
-
-Deno.test({
-  name: "BLAS matMul: batched and broadcast layouts match a JS loop per slice",
-  ignore: !!noBlas,
-  fn: async () => {
-    await initBackend("wasm", { quiet: true });
-    const [M, K, N] = [5, 9, 7];
-    // [a batch, b batch, folded into one sgemm]
-    const layouts: [number[], number[], boolean][] = [
-      [[2, 3], [], true], // batch x 2-D weight: one sgemm over all rows (when a is not transposed)
-      [[4], [4], false],
-      [[], [3], false], // 2-D x batch: a broadcast
-      [[1], [3], false],
-      [[2, 3], [2, 3], false],
-    ];
-    for (const [li, [ba, bb, folds]] of layouts.entries()) {
-      for (const tA of [false, true]) {
-        for (const tB of [false, true]) {
-          const na = ba.reduce((x, y) => x * y, 1), nb = bb.reduce((x, y) => x * y, 1);
-          const batch = Math.max(na, nb);
-          const av = randomArray(na * M * K, 30 + li), bv = randomArray(nb * K * N, 40 + li);
-          const { out, calls } = withMinWork(1, () =>
-            tf.tidy(() => {
-              const a = tf.tensor(av, [...ba, ...(tA ? [K, M] : [M, K])]);
-              const b = tf.tensor(bv, [...bb, ...(tB ? [N, K] : [K, N])]);
-              return tf.matMul(a, b, tA, tB).dataSync();
-            }));
-          const what = `a[${ba}] b[${bb}] tA=${tA} tB=${tB}`;
-          assert.equal(calls, folds && !tA ? 1 : batch, `${what}: sgemm calls`);
-          const want = new Float32Array(batch * M * N);
-          for (let i = 0; i < batch; i++) {
-            const ia = na === 1 ? 0 : i, ib = nb === 1 ? 0 : i;
-            const c = refMatMul(
-              av.subarray(ia * M * K, (ia + 1) * M * K),
-              bv.subarray(ib * K * N, (ib + 1) * K * N),
-              M,
-              K,
-              N,
-              tA,
-              tB,
-            );
-            want.set(c, i * M * N);
-          }
-          assertClose(out, want, TOL, what);
-        }
-      }
-    }
-  },
-});
 
 /** Forward and both gradients of sum(matMul(a, b) * r) on the current backend. */
 function matMulGrads(
@@ -158,34 +95,123 @@ function matMulGrads(
   });
 }
 
-Deno.test({
-  name: "BLAS matMul gradients (tf.grads, broadcast weight summed) match the cpu backend and XNNPACK",
-  ignore: !!noBlas,
-  fn: async () => {
-    const cases: [number[], number[], boolean, boolean][] = [
-      [[33, 40], [40, 50], false, false],
-      [[40, 33], [50, 40], true, true],
-      [[2, 17, 40], [40, 29], false, false], // the tied head's layout: batch x 2-D weight
-      [[2, 17, 40], [29, 40], false, true],
-      [[3, 40, 17], [3, 29, 40], true, true],
-      [[17, 40], [3, 40, 29], false, false],
-    ];
-    for (const [i, [as, bs, tA, tB]] of cases.entries()) {
-      await initBackend("cpu", { quiet: true });
-      const ref = matMulGrads(as, bs, tA, tB, 100 + 3 * i);
+for (const lib of LIBS) {
+  Deno.test({
+    name: `${lib.name} matMul: all 4 transpose combinations at odd and long-inner sizes match a JS loop`,
+    ignore: !!lib.skip,
+    fn: async () => {
       await initBackend("wasm", { quiet: true });
-      const blas = withMinWork(1, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
-      const xnn = withMinWork(Infinity, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
-      assert.ok(blas.calls >= 3, `a[${as}] b[${bs}]: forward and both gradients should use sgemm`);
-      assert.equal(xnn.calls, 0);
-      ["forward", "da", "db"].forEach((n, k) => {
-        const what = `a[${as}] b[${bs}] tA=${tA} tB=${tB} ${n}`;
-        assertClose(blas.out[k], ref[k], TOL, `BLAS ${what}`);
-        assertClose(xnn.out[k], ref[k], TOL, `XNNPACK ${what}`);
-      });
-    }
-  },
-});
+      // one row (M = 1) or one column (N = 1) runs as sgemv: the decoding head's [1, 128] x [128, 50304] too
+      const sizes = [[1, 1, 1], [1, 7, 333], [7, 1, 5], [333, 7, 1], [3, 50304, 5], [1, 50304, 2], [
+        1,
+        128,
+        50304,
+      ], [
+        50,
+        64,
+        1,
+      ], [33, 17, 65]];
+      for (const [si, [M, K, N]] of sizes.entries()) {
+        for (const tA of [false, true]) {
+          for (const tB of [false, true]) {
+            const av = randomArray(M * K, 10 + si), bv = randomArray(K * N, 20 + si);
+            const { out, calls } = withMinWork(
+              lib,
+              1,
+              () =>
+                tf.tidy(() =>
+                  tf.matMul(tf.tensor(av, tA ? [K, M] : [M, K]), tf.tensor(bv, tB ? [N, K] : [K, N]), tA, tB)
+                    .dataSync()
+                ),
+            );
+            const what = `[${M}x${K}] @ [${K}x${N}] tA=${tA} tB=${tB}`;
+            assert.equal(calls, 1, `${what}: expected one sgemm call`);
+            assertClose(out, refMatMul(av, bv, M, K, N, tA, tB), TOL, what);
+          }
+        }
+      }
+    },
+  });
+
+  Deno.test({
+    name: `${lib.name} matMul: batched and broadcast layouts match a JS loop per slice`,
+    ignore: !!lib.skip,
+    fn: async () => {
+      await initBackend("wasm", { quiet: true });
+      const [M, K, N] = [5, 9, 7];
+      // [a batch, b batch, folded into one sgemm]
+      const layouts: [number[], number[], boolean][] = [
+        [[2, 3], [], true], // batch x 2-D weight: one sgemm over all rows (when a is not transposed)
+        [[4], [4], false],
+        [[], [3], false], // 2-D x batch: a broadcast
+        [[1], [3], false],
+        [[2, 3], [2, 3], false],
+      ];
+      for (const [li, [ba, bb, folds]] of layouts.entries()) {
+        for (const tA of [false, true]) {
+          for (const tB of [false, true]) {
+            const na = ba.reduce((x, y) => x * y, 1), nb = bb.reduce((x, y) => x * y, 1);
+            const batch = Math.max(na, nb);
+            const av = randomArray(na * M * K, 30 + li), bv = randomArray(nb * K * N, 40 + li);
+            const { out, calls } = withMinWork(lib, 1, () =>
+              tf.tidy(() => {
+                const a = tf.tensor(av, [...ba, ...(tA ? [K, M] : [M, K])]);
+                const b = tf.tensor(bv, [...bb, ...(tB ? [N, K] : [K, N])]);
+                return tf.matMul(a, b, tA, tB).dataSync();
+              }));
+            const what = `a[${ba}] b[${bb}] tA=${tA} tB=${tB}`;
+            assert.equal(calls, folds && !tA ? 1 : batch, `${what}: sgemm calls`);
+            const want = new Float32Array(batch * M * N);
+            for (let i = 0; i < batch; i++) {
+              const ia = na === 1 ? 0 : i, ib = nb === 1 ? 0 : i;
+              const c = refMatMul(
+                av.subarray(ia * M * K, (ia + 1) * M * K),
+                bv.subarray(ib * K * N, (ib + 1) * K * N),
+                M,
+                K,
+                N,
+                tA,
+                tB,
+              );
+              want.set(c, i * M * N);
+            }
+            assertClose(out, want, TOL, what);
+          }
+        }
+      }
+    },
+  });
+
+  Deno.test({
+    name:
+      `${lib.name} matMul gradients (tf.grads, broadcast weight summed) match the cpu backend and XNNPACK`,
+    ignore: !!lib.skip,
+    fn: async () => {
+      const cases: [number[], number[], boolean, boolean][] = [
+        [[33, 40], [40, 50], false, false],
+        [[40, 33], [50, 40], true, true],
+        [[2, 17, 40], [40, 29], false, false], // the tied head's layout: batch x 2-D weight
+        [[2, 17, 40], [29, 40], false, true],
+        [[3, 40, 17], [3, 29, 40], true, true],
+        [[17, 40], [3, 40, 29], false, false],
+      ];
+      for (const [i, [as, bs, tA, tB]] of cases.entries()) {
+        await initBackend("cpu", { quiet: true });
+        const ref = matMulGrads(as, bs, tA, tB, 100 + 3 * i);
+        await initBackend("wasm", { quiet: true });
+        const blas = withMinWork(lib, 1, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
+        const xnn = withMinWork(lib, Infinity, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
+        assert.ok(blas.calls >= 3, `a[${as}] b[${bs}]: forward and both gradients should use sgemm`);
+        assert.equal(xnn.calls, 0);
+        ["forward", "da", "db"].forEach((n, k) => {
+          const what = `a[${as}] b[${bs}] tA=${tA} tB=${tB} ${n}`;
+          assertClose(blas.out[k], ref[k], TOL, `${lib.name} ${what}`);
+          assertClose(xnn.out[k], ref[k], TOL, `XNNPACK ${what}`);
+        });
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "BLAS: the default threshold sends a GPT output-head shape to sgemm and keeps tiny matMuls off it",
@@ -239,4 +265,17 @@ Deno.test({
     assert.match(r.device, /no BLAS: LMPIPE_BLAS=libc\.so\.6 did not open \(.*cblas_sgemm/);
     assert.ok(r.err < 1e-3);
   },
+});
+
+Deno.test("an invalid float32 matMul on wasm is a clear error on every path, not a read past b", async () => {
+  await initBackend("wasm", { quiet: true });
+  for (const lib of [...LIBS, null]) {
+    const { calls } = withMinWork(lib ?? LIBS[0], lib ? 1 : Infinity, () => {
+      assert.throws(
+        () => tf.tidy(() => tf.matMul(tf.ones([3, 50]), tf.ones([50, 4]), true, false).dataSync()),
+        /matMul: the inner dimensions of a \[3,50\] and b \[50,4\] differ \(3 and 50/,
+      );
+    });
+    assert.equal(calls, 0);
+  }
 });

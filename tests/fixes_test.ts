@@ -655,3 +655,33 @@ Deno.test("gather gradient along axis 0: a segment sum of dy over repeated rows,
     "cpu: gather along axis 1",
   );
 });
+
+// --- GatherV2 of whole rows on wasm (patches/wasm.ts: a copy per run of >= 64 values) -----------------
+Deno.test("gather with batchDims 0: rows of 64+ values (copied per row on wasm) and short ones match a JS reference", async () => {
+  const cases: [number[], number[], number][] = [
+    [[50, 64], [3, 0, 49, 3, 17], 0], // the token embedding's layout, repeated ids
+    [[9, 130], [8, 1], 0], // a run that is not a multiple of the SIMD width
+    [[4, 6, 70], [5, 0, 5, 2], 1], // axis 1: runs of 70 inside each outer slice
+    [[30, 5], [29, 0, 7], 0], // runs of 5: TF.js's own loop
+  ];
+  for (const b of backends) {
+    for (const [ci, [shape, ids, axis]] of cases.entries()) {
+      const xv = randomArray(shape.reduce((p, q) => p * q, 1), 900 + ci);
+      const [got] = await on(b, () => [tf.gather(tf.tensor(xv, shape), tf.tensor1d(ids, "int32"), axis)]);
+      const outer = shape.slice(0, axis).reduce((p, q) => p * q, 1);
+      const run = shape.slice(axis + 1).reduce((p, q) => p * q, 1), dim = shape[axis];
+      const want = new Float32Array(outer * ids.length * run);
+      for (let o = 0; o < outer; o++) {
+        ids.forEach((k, n) => {
+          want.set(xv.subarray((o * dim + k) * run, (o * dim + k + 1) * run), (o * ids.length + n) * run);
+        });
+      }
+      assert.deepEqual(got, want, `${b}: gather [${shape}] at ${ids} along ${axis}`);
+    }
+  }
+  await initBackend("wasm", { quiet: true });
+  assert.throws(
+    () => tf.tidy(() => tf.gather(tf.zeros([4, 64]), tf.tensor1d([1, 4], "int32")).dataSync()),
+    /index 4 is out of range \[0, 4\)/,
+  );
+});

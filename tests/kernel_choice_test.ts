@@ -2,7 +2,15 @@
 // files that exist and ends in an implementation that always applies; the switches change the answer.
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/tensor/backend.ts";
-import { blasForMatMul, kernelFor, setBlasMinWork, TABLE } from "../lib/tensor/kernel_choice.ts";
+import {
+  blasForMatMul,
+  kernelFor,
+  setBlasMinWork,
+  setDnnlMatMuls,
+  sgemmForMatMul,
+  TABLE,
+} from "../lib/tensor/kernel_choice.ts";
+import { currentDnnl } from "../lib/native/dnnl.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { currentBlas } from "../lib/native/blas.ts";
 
@@ -40,11 +48,31 @@ Deno.test("kernel choice: wasm runs lmpipe's kernels unless switched off; cpu th
 
 Deno.test("kernel choice: wasm matMuls go to BLAS from blasMinWork multiply-adds up, when a library is loaded", async () => {
   await initBackend("wasm", { quiet: true });
-  const old = setBlasMinWork(1000);
+  const old = setBlasMinWork(1000), oldDnnl = setDnnlMatMuls(false);
   try {
     assert.equal(blasForMatMul(999), null);
     assert.equal(blasForMatMul(1000), currentBlas()); // null without a library: XNNPACK then
+    assert.equal(sgemmForMatMul(1000), currentBlas());
     assert.equal(kernelFor("matMul", "wasm", 1000), currentBlas() ? "blas" : "lmpipe");
+  } finally {
+    setBlasMinWork(old), setDnnlMatMuls(oldDnnl);
+  }
+});
+
+Deno.test("kernel choice: wasm matMuls go to oneDNN's sgemm first, when the library is loaded and has one", async () => {
+  await initBackend("wasm", { quiet: true });
+  const old = setBlasMinWork(1000);
+  try {
+    const gemm = currentDnnl()?.gemm ?? null;
+    assert.equal(sgemmForMatMul(999), null);
+    assert.equal(sgemmForMatMul(1000), gemm ?? currentBlas()); // OpenBLAS, then XNNPACK without oneDNN
+    assert.equal(kernelFor("matMul", "wasm", 1000), gemm ? "dnnl" : currentBlas() ? "blas" : "lmpipe");
+    const oldDnnl = setDnnlMatMuls(false);
+    try {
+      assert.equal(sgemmForMatMul(1000), currentBlas());
+    } finally {
+      setDnnlMatMuls(oldDnnl);
+    }
   } finally {
     setBlasMinWork(old);
   }

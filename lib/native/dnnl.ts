@@ -6,7 +6,13 @@
 // lib/tensor/ops/conv2d/dnnl.ts builds the convolution primitives on top. Nothing here may crash a run:
 // no library, no FFI permission, a failed dlopen or a wrong version all mean "no oneDNN", with the
 // reason in the backend description. LMPIPE_DNNL=off turns it off; LMPIPE_DNNL=PATH names the library;
-// LMPIPE_DNNL_BF16=0 keeps its convs float32 under --precision bf16 (docs/precision.md).
+// LMPIPE_DNNL_BF16=0 keeps its convs float32 under --precision bf16 (docs/precision.md). Its sgemm also takes
+// the wasm matMuls (lib/tensor/kernel_choice.ts): on this VM's AVX-512 it ran 2-2.5x OpenBLAS's Haswell kernels
+// on one thread and, on the same OpenMP threads as the convs, scaled 1.7-1.9x to two where OpenBLAS's
+// pthreads gave 0.6-1.8x on the image models' shapes (bench/RESULTS.md); LMPIPE_DNNL_MATMUL=0 keeps
+// them on OpenBLAS.
+
+import type { Blas } from "./blas.ts";
 
 /** Library names tried in order when $LMPIPE_DNNL does not name one (Debian's libdnnl2). */
 const CANDIDATES = [
@@ -133,6 +139,28 @@ const SYMBOLS = {
   dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_memory_set_data_handle: { parameters: ["pointer", "pointer"], result: "i32" },
   dnnl_memory_destroy: { parameters: ["pointer"], result: "i32" },
+  // row-major sgemm: transa, transb ('N' or 'T'), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
+  // The two chars go as i32: passed as i8 the register's upper bits were left as they were, and oneDNN
+  // now and then refused the call (invalid_arguments); as i32 they are zero and the char is the low byte.
+  dnnl_sgemm: {
+    parameters: [
+      "i32",
+      "i32",
+      "i64",
+      "i64",
+      "i64",
+      "f32",
+      "pointer",
+      "i64",
+      "pointer",
+      "i64",
+      "f32",
+      "pointer",
+      "i64",
+    ],
+    result: "i32",
+    optional: true,
+  },
 } as const;
 
 export type DnnlSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -169,6 +197,56 @@ export interface Dnnl {
   bf16: boolean;
   /** For the label: "bf16 convs" or why not. */
   bf16Status: string;
+  /**
+   * oneDNN's sgemm on the wasm heap (the Blas interface of lib/native/blas.ts: byte offsets into `heap`),
+   * multithreaded on the same OpenMP threads as the convs; null where the library lacks dnnl_sgemm.
+   */
+  gemm: DnnlGemm | null;
+}
+
+/** dnnl_sgemm with lib/native/blas.ts's calling convention, and a count of its calls (tests). */
+export interface DnnlGemm {
+  calls: number;
+  sgemm: Blas["sgemm"];
+}
+
+const CHAR_N = 78, CHAR_T = 84; // 'N', 'T'
+
+/** C[M,N] = op(A) @ op(B) through dnnl_sgemm (row-major), A, B, C byte offsets into the wasm heap. */
+function gemmOf(sym: DnnlSymbols): DnnlGemm | null {
+  const fn = sym.dnnl_sgemm;
+  if (!fn) return null;
+  const gemm: DnnlGemm = {
+    calls: 0,
+    sgemm(heap, transA, transB, M, N, K, a, b, c) {
+      const base = Deno.UnsafePointer.of(new Uint8Array(heap));
+      if (base === null) throw new Error("dnnl.ts: could not take a pointer to the wasm heap");
+      gemm.calls++;
+      const at = (offset: number) => Deno.UnsafePointer.offset(base, offset);
+      const status = fn(
+        transA ? CHAR_T : CHAR_N,
+        transB ? CHAR_T : CHAR_N,
+        BigInt(M),
+        BigInt(N),
+        BigInt(K),
+        1,
+        at(a),
+        BigInt(transA ? M : K),
+        at(b),
+        BigInt(transB ? K : N),
+        0,
+        at(c),
+        BigInt(N),
+      );
+      if (status !== DNNL.success) {
+        throw new Error(
+          `oneDNN sgemm [${M}x${K}] x [${K}x${N}] (transA ${transA}, transB ${transB}, offsets ${a}, ${b}, ${c}) ` +
+            `failed: ${statusName(status)}`,
+        );
+      }
+    },
+  };
+  return gemm;
 }
 
 let loaded: Dnnl | null = null;
@@ -295,13 +373,15 @@ function open(path: string, threads: number): Dnnl {
       bf16Calls: 0,
       bf16: bf16Isa && !bf16Off,
       bf16Status,
+      gemm: gemmOf(sym),
       setThreads(n) {
         gomp?.symbols.omp_set_num_threads(Math.max(1, n));
         const t = gomp ? gomp.symbols.omp_get_max_threads() : n;
         const rt = runtime === DNNL.runtimeOmp
           ? `OpenMP ${t} thread${t === 1 ? "" : "s"}`
           : "runtime " + runtime;
-        dnnl.label = `oneDNN ${version} convs (${isa}, ${rt}, ${bf16Status})`;
+        const what = dnnl.gemm && dnnlMatMulsWanted() ? "convs + sgemm" : "convs";
+        dnnl.label = `oneDNN ${version} ${what} (${isa}, ${rt}, ${bf16Status})`;
       },
     };
     dnnl.setThreads(threads);
@@ -310,6 +390,11 @@ function open(path: string, threads: number): Dnnl {
     lib.close();
     throw err;
   }
+}
+
+/** Whether wasm matMuls may go to oneDNN's sgemm: LMPIPE_DNNL_MATMUL is not "0" (lib/tensor/kernel_choice.ts). */
+export function dnnlMatMulsWanted(): boolean {
+  return env("LMPIPE_DNNL_MATMUL") !== "0";
 }
 
 /** dnnl_cpu_isa_t's avx512_core_bf16: a bit mask that AMX's value contains too. */

@@ -14,7 +14,7 @@ import { type Blas, blasThreads, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
-import { currentDnnl } from "../native/dnnl.ts";
+import { currentDnnl, type DnnlGemm, dnnlMatMulsWanted } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
 import { round16Enabled } from "./ops/round16/wasm.ts";
@@ -48,6 +48,22 @@ let blasMinWork = 4096;
 // oneDNN convolutions run whenever lib/native/dnnl.ts loaded the library; tests and bench/pixel.ts turn
 // them off to compare against TF.js's kernels in one process.
 let dnnlConvs = true;
+
+// Wasm matMuls go to oneDNN's sgemm when the library is loaded and has one, unless LMPIPE_DNNL_MATMUL=0; tests
+// and benchmarks turn it off to reach OpenBLAS or XNNPACK in one process.
+let dnnlMatMuls = dnnlMatMulsWanted();
+
+/** For tests and benchmarks: route wasm matMuls to oneDNN's sgemm (when loaded) or not; returns the old setting. */
+export function setDnnlMatMuls(on: boolean): boolean {
+  const old = dnnlMatMuls;
+  dnnlMatMuls = on;
+  return old;
+}
+
+/** oneDNN's sgemm when wasm matMuls may run on it now. */
+function dnnlGemm(): DnnlGemm | null {
+  return dnnlMatMuls ? currentDnnl()?.gemm ?? null : null;
+}
 
 /** For tests and benchmarks: route wasm convolutions to oneDNN (when loaded) or not; returns the old setting. */
 export function setDnnlConvs(on: boolean): boolean {
@@ -183,6 +199,13 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
+        name: "dnnl",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/matmul/wasm.ts",
+        active: (work) => dnnlGemm() !== null && work >= blasMinWork,
+        why: "oneDNN's sgemm on the wasm heap: 2-2.5x OpenBLAS's Haswell kernels on AVX-512, and on the " +
+          "convs' OpenMP threads it scales to 2 threads where OpenBLAS's pthreads often do not",
+      },
+      {
         name: "blas",
         file: "lib/native/blas.ts via lib/tensor/ops/matmul/wasm.ts",
         active: (work) => currentBlas() !== null && work >= blasMinWork,
@@ -195,7 +218,9 @@ export const TABLE: KernelChoice[] = [
         why: "every matMul reshaped onto XNNPACK's fast 2-D path (TF.js's own loop is 10x slower otherwise)",
       },
     ],
-    force: "LMPIPE_BLAS=off (or a library path); setBlasMinWork for tests and bench/blas_matmul.ts",
+    force:
+      "LMPIPE_DNNL_MATMUL=0 or LMPIPE_DNNL=off; LMPIPE_BLAS=off (or a library path); setDnnlMatMuls and " +
+      "setBlasMinWork for tests and bench/blas_matmul.ts",
   },
   {
     op: "conv2d",
@@ -417,6 +442,15 @@ export function kernelFor(op: string, backend: string = tf.getBackend(), work = 
   return row.implementations[row.implementations.length - 1].name;
 }
 
+/**
+ * The native sgemm to run a wasm matMul of `work` = M*K*N multiply-adds per slice with (oneDNN's or the
+ * BLAS library's, by the matMul row of TABLE), or null for XNNPACK.
+ */
+export function sgemmForMatMul(work: number): Pick<Blas, "sgemm"> | null {
+  const choice = kernelFor("matMul", "wasm", work);
+  return choice === "dnnl" ? dnnlGemm() : choice === "blas" ? currentBlas() : null;
+}
+
 /** The BLAS library to run a wasm matMul of `work` = M*K*N multiply-adds per slice with, or null. */
 export function blasForMatMul(work: number): Blas | null {
   return kernelFor("matMul", "wasm", work) === "blas" ? currentBlas() : null;
@@ -437,7 +471,7 @@ export function blasForGemv(work: number): Blas | null {
 export function transposedMatMulsAreFree(): boolean {
   const backend = tf.getBackend();
   if (backend === "webgpu") return kernelFor("matMul", "webgpu") === "lmpipe";
-  return backend === "wasm" && currentBlas() !== null && blasMinWork <= 1 << 20;
+  return backend === "wasm" && (currentBlas() !== null || dnnlGemm() !== null) && blasMinWork <= 1 << 20;
 }
 
 // Real f16 under --precision mixed (lib/train_loop.ts turns it on for a mixed run): where the GPU offers

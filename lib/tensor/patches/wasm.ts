@@ -3,7 +3,8 @@
 //   - UnsortedSegmentSum (the embedding gradient): missing -> a one-pass JS kernel (also used on cpu);
 //   - MaxPoolGrad: routes the gradient wrongly when a whole window is negative -> a JS kernel;
 //   - OneHot with a float32 output: denormal garbage -> a JS kernel;
-//   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel;
+//   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel; with batchDims 0 over rows of >= 64 values
+//     (the token embedding): slow -> the same kernel, a copy per row;
 //   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap;
 //   - Slice, SplitV, Unpack: each copies its whole input off the heap first (readSync) -> straight from the
 //     heap, one run of contiguous values at a time;
@@ -148,6 +149,22 @@ export function gatherBatchedKernel({ inputs, backend, attrs }: KernelArgs): Ten
   }
   return out.info;
 }
+// --- wasm speed: GatherV2 of whole rows (the token embedding) -------------------------------------
+// TF.js's wasm GatherV2 computes every output value's source index on its own: ~27 ns a value, 14 ms for
+// the 2048 x 256 embedding rows of a pixel-attn small step on 1 thread, and 30+ ms in the threaded build
+// (bench/RESULTS.md, the thread budget section). A gather is a copy: the kernel above copies one run of
+// `slice` contiguous values per index, the same values, ~0.3 ms there. Short runs stay on TF.js's loop,
+// where a JS call per run would cost more than its index arithmetic.
+const GATHER_MIN_RUN = 64;
+
+/** Whether a batchDims = 0 gather moves runs of at least GATHER_MIN_RUN values (the kernel above wins). */
+function gatherCopiesRows({ inputs, attrs }: KernelArgs): boolean {
+  const { x } = inputs as Record<string, TensorInfo>;
+  let axis = util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  if (axis < 0) axis += x.shape.length;
+  return util.sizeFromShape(x.shape.slice(axis + 1)) >= GATHER_MIN_RUN;
+}
+
 // --- wasm speed: Sum over leading axes (bias gradients) --------------------------------------------
 // The gradient of x @ W + b sums dy over its rows. TF.js's wasm Sum transposes the input first to sum
 // along the last axis: 4.5 ms for [1024, 512] (bench/profile_step.ts), ~6% of a small GPT's step on 2
@@ -362,7 +379,7 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.Identity, "wasm", (orig) => identityKernel(orig!));
     replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
       const bd = (args.attrs?.batchDims ?? 0) as number;
-      return bd === 0 ? orig!(args) : gatherBatchedKernel(args);
+      return bd === 0 && !gatherCopiesRows(args) ? orig!(args) : gatherBatchedKernel(args);
     });
   }
   guardWasmMalloc();

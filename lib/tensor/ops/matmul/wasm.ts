@@ -1,15 +1,16 @@
 // lmpipe's matMul on the wasm backend, registered as TF.js's BatchMatMul kernel (patches/wasm.ts).
 // The wasm backend hands a matMul to XNNPACK only when it is 2-D (batch 1) and not transposed; every
 // other case runs a naive loop at 0.5-2 GFLOP/s against ~20 for XNNPACK (bench/ops.ts). This kernel
-// turns every float32 matMul into fast ones: big ones go to a native CBLAS sgemm straight on the wasm
-// heap when lib/native/blas.ts found a library (kernel_choice.ts useBlasMatMul says when); otherwise a
+// turns every float32 matMul into fast ones: big ones go to a native sgemm straight on the wasm heap,
+// oneDNN's (lib/native/dnnl.ts) or a CBLAS library's (lib/native/blas.ts), as kernel_choice.ts's
+// sgemmForMatMul says; otherwise a
 // batched input against a 2-D weight becomes one 2-D XNNPACK matMul over all rows, transposed operands
 // are transposed explicitly first (O(size), small next to the matMul), and a true batch runs as one
 // XNNPACK matMul per batch slice.
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "../../../native/blas.ts";
 import { type AnyBackend, heapView, type KernelFn, type TensorInfo } from "../../host_kernel.ts";
-import { blasForMatMul } from "../../kernel_choice.ts";
+import { sgemmForMatMul } from "../../kernel_choice.ts";
 
 const { util, backend_util } = tf;
 
@@ -36,7 +37,7 @@ function transposeLast2(transpose: KernelFn, backend: AnyBackend, t: TensorInfo)
 // With a CBLAS library, sgemm takes transposes as flags and batch slices as offsets: no copies, ~3x
 // XNNPACK's rate on the output head (bench/RESULTS.md).
 function blasMatMul(
-  blas: Blas,
+  blas: Pick<Blas, "sgemm">,
   backend: AnyBackend,
   a: TensorInfo,
   b: TensorInfo,
@@ -86,11 +87,19 @@ export function wasmFastMatMul(orig: KernelFn, transpose: KernelFn): KernelFn {
     const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2],
       K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
     const N = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+    const KB = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
+    // TF.js's matMul op leaves this check to the kernel; sgemm would read past b's values.
+    if (K !== KB) {
+      throw new Error(
+        `matMul: the inner dimensions of a [${a.shape}] and b [${b.shape}] differ (${K} and ${KB}, ` +
+          `transposeA ${transposeA}, transposeB ${transposeB}): fix the operands' shapes or transposes`,
+      );
+    }
     const outBatch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     const outShape = [...outBatch, M, N];
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return orig(args); // partial broadcast: rare
     const folded = batchB === 1 && (batchA === 1 || !transposeA);
-    const blas = blasForMatMul(M * K * N);
+    const blas = sgemmForMatMul(M * K * N);
     if (blas) {
       const dims = { transposeA, transposeB, batchA, batchB, folded, M, K, N };
       return blasMatMul(blas, backend, a, b, dims, outShape);
