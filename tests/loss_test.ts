@@ -33,7 +33,8 @@ Deno.test("chunked tied cross-entropy equals logSoftmax cross-entropy (values an
   await initBackend("cpu", { quiet: true });
   const want = await lossAndGrads("naive");
   assert.ok(want.loss > 1 && Number.isFinite(want.loss));
-  for (const rows of [1, 3, 4, 10, 64]) { // 3 and 4 leave a short last chunk
+  // every chunk size from 1 to past N: each remainder of N (a short last chunk of 1 to size-1 rows)
+  for (const rows of [...Array(N + 1).keys()].map((i) => i + 1).concat(64)) {
     const got = await lossAndGrads("chunked", rows);
     assertClose([got.loss], [want.loss], 1e-6, `loss, chunks of ${rows}`);
     assertClose(got.dh, want.dh, 1e-5, `dL/dh, chunks of ${rows}`);
@@ -103,10 +104,21 @@ Deno.test("without a gradient tape the chunked loss gives the same value and lea
 });
 
 Deno.test("chunk sizes: bounded logits per chunk, at least one row", () => {
-  assert.equal(chunkRowsFor(1024, 50304), 333); // 2^24 floats per chunk
+  assert.equal(chunkRowsFor(1024, 50304), 512); // at most 2^25 floats per chunk, split evenly
+  assert.equal(chunkRowsFor(2048, 50304), 512);
+  assert.equal(chunkRowsFor(700, 50304), 350); // 2 x 350, not 667 + 33
   assert.equal(chunkRowsFor(10, 50304), 10);
   assert.equal(chunkRowsFor(1024, 2 ** 30), 1);
   assert.equal(chunkRowsFor(1024, 50304, 100), 100);
+  // for every row count: as few chunks as the 2^25-float bound allows, of even sizes (the last chunk
+  // is shorter than the others by less than the number of chunks)
+  const cap = Math.floor(2 ** 25 / 50304);
+  for (let rows = 1; rows <= 3000; rows++) {
+    const size = chunkRowsFor(rows, 50304), count = Math.ceil(rows / size);
+    assert.ok(size <= cap, `${rows} rows: chunks of ${size} over the bound ${cap}`);
+    assert.equal(count, Math.ceil(rows / cap), `${rows} rows: ${count} chunks`);
+    assert.ok(rows - (count - 1) * size > size - count, `${rows} rows: uneven chunks of ${size}`);
+  }
 });
 
 Deno.test("tiedCrossEntropy rejects mismatched shapes and float targets", async () => {
