@@ -12,7 +12,11 @@
 import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
 import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
-import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
+import {
+  softmaxRows,
+  softmaxRowsAtTargets,
+  softmaxRowsAtTargetsFused,
+} from "./tensor/ops/softmax_rows/mod.ts";
 import { boundary, isLowPrecision, roundScaled, roundTo } from "./precision.ts";
 import type { Precision } from "./models/types.ts";
 
@@ -102,6 +106,18 @@ function chunk(
   gradScale = 1,
 ): ChunkOut {
   const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
+  if (foldsOnehot(precision) && !isLowPrecision(precision)) {
+    // e[row, target] already holds e - s: e / s is softmax - onehot, the logits' gradient before 1/N,
+    // so both gradients come out of the two matMuls whole (no W[target] rows, no segment sum)
+    const { e, m, s, xt } = softmaxRowsAtTargets(logits, tc);
+    const lossSum = tf.sub(tf.sum(tf.add(m, tf.log(s))), tf.sum(xt)) as tf.Scalar;
+    if (!grads) return { lossSum };
+    const inv = tf.div(1 / n, s);
+    const dh = tf.mul(tf.matMul(e, w), inv) as tf.Tensor2D;
+    const hs = tf.mul(hc, inv);
+    const dwPart = (wT ? tf.matMul(tf.transpose(hs), e) : tf.matMul(e, hs, true, false)) as tf.Tensor2D;
+    return { lossSum, dh, dwPart };
+  }
   const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
   const lse = tf.add(m, tf.log(s));
   const wt = tf.gather(w, tc); // W[target] rows [rows, C]
@@ -124,6 +140,14 @@ function chunk(
   const hs = tf.mul(hc, inv);
   const dwPart = (wT ? tf.matMul(tf.transpose(hs), e) : tf.matMul(e, hs, true, false)) as tf.Tensor2D;
   return { lossSum, dh, dwPart };
+}
+
+/**
+ * Whether `chunk` puts the -onehot part of dL/dW into its dwPart: under mixed / bf16 (the logits'
+ * gradient is formed whole), and on wasm's softmax kernel, which folds it into e (softmaxRowsAtTargets).
+ */
+function foldsOnehot(precision?: Precision): boolean {
+  return isLowPrecision(precision) || softmaxRowsAtTargetsFused();
 }
 
 /** Runs `chunk` over all rows; with `grads` also assembles dL/dh [N, C] and dL/dW [V, C]. */
@@ -168,7 +192,7 @@ function chunked(
   const dwSoftmax = (wT ? tf.transpose(dwPart!) : dwPart!) as tf.Tensor2D;
   // The -onehot part of dL/dW (already in under mixed / bf16): row target[r] gets -h[r]/N, summed over
   // duplicate targets.
-  const dw = isLowPrecision(precision)
+  const dw = foldsOnehot(precision)
     ? dwSoftmax
     : tf.sub(dwSoftmax, tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V)) as tf.Tensor2D;
   const dh = (dhs.length === 1 ? dhs[0] : tf.concat(dhs, 0)) as tf.Tensor2D;
