@@ -60,7 +60,8 @@ export function softmaxRowsAtTargetsByOps(x: tf.Tensor2D, targets: tf.Tensor1D):
 /**
  * softmaxRows of a 2-D float32 x with the cross-entropy's onehot folded in: e = exp(x - m) except
  * e[row, target[row]] = exp(x - m) - s[row], so that e / s is softmax - onehot, the logits' gradient
- * (lib/loss.ts); and the target logits xt. Targets are int32 [rows] in [0, cols).
+ * (lib/loss.ts); and the target logits xt. Targets are int32 [rows] in [0, cols). On wasm the kernel
+ * writes e over x (one [rows, cols] buffer fewer): x must not be used after this call.
  */
 export function softmaxRowsAtTargets(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxRowsAtTargets {
   if (x.dtype !== "float32" || x.size === 0 || !softmaxRowsAtTargetsFused()) {

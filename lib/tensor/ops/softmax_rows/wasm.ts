@@ -13,6 +13,7 @@ function softmaxRowsKernel(
   const { x, targets } = inputs;
   requireFloat32(SOFTMAX_ROWS_KERNEL, "x", x);
   if (x.shape.length !== 2) throw new Error(`${SOFTMAX_ROWS_KERNEL}: x must be 2-D, got [${x.shape}]`);
+  if (targets) return atTargets(backend, x, targets);
   const [rows, cols] = x.shape;
   const e = backend.makeOutput([rows, cols], "float32") as TensorInfo;
   const m = backend.makeOutput([rows, 1], "float32") as TensorInfo;
@@ -21,37 +22,43 @@ function softmaxRowsKernel(
     const o = (t: TensorInfo) => offsetOf(backend, t);
     runRows(backend, [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols], rows, cols);
   }
-  if (!targets) return [e, m, s];
-  return [e, m, s, atTargets(backend, x, targets, e, s)];
+  return [e, m, s];
 }
 
 /**
- * With `targets` [rows] (int32): the loss's cross-entropy gradient folded into e, one value a row, on
- * the host: e[row, t] -= s[row] (so that e / s is softmax - onehot), and the target logits x[row, t]
- * returned [rows]. Each target must lie in [0, cols): it indexes the heap.
+ * With `targets` [rows] (int32), the loss's variant (softmaxRowsAtTargets in mod.ts), in place: x's
+ * buffer becomes e, so no second [rows, cols] buffer is allocated and written (the caller's contract:
+ * x is not used after). The target logits x[row, t] are read first; then the SIMD pass runs with e = x;
+ * then, on the host, e[row, t] -= s[row], so that e / s is softmax - onehot. Each target must lie in
+ * [0, cols): it indexes the heap.
  */
-function atTargets(backend: AnyBackend, x: TensorInfo, targets: TensorInfo, e: TensorInfo, s: TensorInfo) {
+function atTargets(backend: AnyBackend, x: TensorInfo, targets: TensorInfo): TensorInfo[] {
   const [rows, cols] = x.shape;
   if (targets.dtype !== "int32" || targets.shape.length !== 1 || targets.shape[0] !== rows) {
     throw new Error(
       `${SOFTMAX_ROWS_KERNEL}: targets must be int32 [${rows}], got ${targets.dtype} [${targets.shape}]`,
     );
   }
-  const xt = backend.makeOutput([rows], "float32") as TensorInfo;
-  // views taken after the allocation above, which can grow (and replace) the heap
-  const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
-  const f32 = (u: TensorInfo, n: number) => new Float32Array(heap, offsetOf(backend, u), n);
-  const t = new Int32Array(heap, offsetOf(backend, targets), rows);
-  const xv = f32(x, rows * cols), ev = f32(e, rows * cols), sv = f32(s, rows), xtv = f32(xt, rows);
-  for (let r = 0; r < rows; r++) {
-    const c = t[r];
+  const o = (t: TensorInfo) => offsetOf(backend, t);
+  const view = (t: TensorInfo, n: number) => new Int32Array(backend.wasm.HEAPU8.buffer, o(t), n);
+  view(targets, rows).forEach((c, r) => {
     if (!(c >= 0 && c < cols)) {
       throw new Error(`${SOFTMAX_ROWS_KERNEL}: target ${c} of row ${r} is outside [0, ${cols})`);
     }
-    xtv[r] = xv[r * cols + c];
-    ev[r * cols + c] -= sv[r];
-  }
-  return xt;
+  });
+  const m = backend.makeOutput([rows, 1], "float32") as TensorInfo;
+  const s = backend.makeOutput([rows, 1], "float32") as TensorInfo;
+  const xt = backend.makeOutput([rows], "float32") as TensorInfo;
+  // views taken after the allocations above, which can grow (and replace) the heap
+  const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+  const t = view(targets, rows);
+  const xv = new Float32Array(heap, o(x), rows * cols), xtv = new Float32Array(heap, o(xt), rows);
+  for (let r = 0; r < rows; r++) xtv[r] = xv[r * cols + t[r]];
+  if (rows > 0) runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols], rows, cols);
+  const sv = new Float32Array(heap, o(s), rows);
+  for (let r = 0; r < rows; r++) xv[r * cols + t[r]] -= sv[r];
+  backend.incRef(x.dataId); // e is x's buffer, as TF.js's Reshape shares one
+  return [{ dataId: x.dataId, shape: [rows, cols], dtype: "float32" }, m, s, xt];
 }
 
 // Registered once, when this module is first imported.
