@@ -12,7 +12,11 @@
 import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
 import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
-import { softmaxRows } from "./tensor/ops/softmax_rows/mod.ts";
+import {
+  softmaxRows,
+  softmaxRowsAtTargets,
+  softmaxRowsAtTargetsFused,
+} from "./tensor/ops/softmax_rows/mod.ts";
 import { boundary, isLowPrecision, roundScaled, roundTo } from "./precision.ts";
 import type { Precision } from "./models/types.ts";
 
@@ -33,8 +37,13 @@ export interface TiedCrossEntropyOptions {
   gradScale?: number;
 }
 
-/** Floats in one chunk's logits by default: 64 MiB, large enough for full-speed matMuls. */
-const CHUNK_FLOATS = 2 ** 24;
+/**
+ * Floats in one chunk's logits at most by default: 128 MiB. The softmax part of dL/dW is a matMul whose
+ * inner dimension is the chunk's rows, and OpenBLAS ran it ~15% faster on 512 rows than on 333
+ * (V = 50304, C = 128, one Haswell-kernel thread); the study's GPT at context 1024, batch 1 still fits
+ * wasm's 4 GiB heap with two such chunks live (bench/RESULTS.md, 2026-12-04).
+ */
+const CHUNK_FLOATS = 2 ** 25;
 
 /** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads). */
 function gradientsRecorded(): boolean {
@@ -43,10 +52,30 @@ function gradientsRecorded(): boolean {
   return state.gradientDepth > 0 && state.kernelDepth === 0;
 }
 
-/** The row chunk size used for `rows` rows over a vocabulary of `vocab`. */
+/**
+ * Whether `dy` is the scalar 1 (a plain fp32 step's seed), read only where reading a value costs no
+ * device round trip (wasm, cpu): then the saved gradients are the result as they are, and the two
+ * multiplies (one a [V, C] pass, ~5 ms on the 50304 x 128 head) are skipped. Multiplying by 1 is exact,
+ * so both ways give the same bits.
+ */
+function isOne(dy: tf.Tensor): boolean {
+  const backend = tf.getBackend();
+  if (dy.size !== 1 || (backend !== "wasm" && backend !== "cpu")) return false;
+  return dy.dataSync()[0] === 1;
+}
+
+/**
+ * The row chunk size used for `rows` rows over a vocabulary of `vocab`: `requested` as given, or else
+ * the rows split evenly into as few chunks as keep each within CHUNK_FLOATS logits (1024 rows of 50304:
+ * 2 x 512, not 667 + 357), so that no short tail chunk runs its matMuls far below the BLAS rate.
+ */
 export function chunkRowsFor(rows: number, vocab: number, requested?: number): number {
-  const want = requested ?? Math.floor(CHUNK_FLOATS / vocab);
-  return Math.max(1, Math.min(rows, want, maxRowsPerChunk(vocab)));
+  const cap = Math.max(
+    1,
+    Math.min(rows, requested ?? Math.floor(CHUNK_FLOATS / vocab), maxRowsPerChunk(vocab)),
+  );
+  if (requested !== undefined) return cap;
+  return Math.ceil(rows / Math.ceil(rows / cap));
 }
 
 interface ChunkOut {
@@ -77,6 +106,18 @@ function chunk(
   gradScale = 1,
 ): ChunkOut {
   const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
+  if (foldsOnehot(precision) && !isLowPrecision(precision)) {
+    // e[row, target] already holds e - s: e / s is softmax - onehot, the logits' gradient before 1/N,
+    // so both gradients come out of the two matMuls whole (no W[target] rows, no segment sum)
+    const { e, m, s, xt } = softmaxRowsAtTargets(logits, tc);
+    const lossSum = tf.sub(tf.sum(tf.add(m, tf.log(s))), tf.sum(xt)) as tf.Scalar;
+    if (!grads) return { lossSum };
+    const inv = tf.div(1 / n, s);
+    const dh = tf.mul(tf.matMul(e, w), inv) as tf.Tensor2D;
+    const hs = tf.mul(hc, inv);
+    const dwPart = (wT ? tf.matMul(tf.transpose(hs), e) : tf.matMul(e, hs, true, false)) as tf.Tensor2D;
+    return { lossSum, dh, dwPart };
+  }
   const { e, m, s } = softmaxRows(logits); // e = exp(logits - m), s its row sums [rows, 1]
   const lse = tf.add(m, tf.log(s));
   const wt = tf.gather(w, tc); // W[target] rows [rows, C]
@@ -99,6 +140,14 @@ function chunk(
   const hs = tf.mul(hc, inv);
   const dwPart = (wT ? tf.matMul(tf.transpose(hs), e) : tf.matMul(e, hs, true, false)) as tf.Tensor2D;
   return { lossSum, dh, dwPart };
+}
+
+/**
+ * Whether `chunk` puts the -onehot part of dL/dW into its dwPart: under mixed / bf16 (the logits'
+ * gradient is formed whole), and on wasm's softmax kernel, which folds it into e (softmaxRowsAtTargets).
+ */
+function foldsOnehot(precision?: Precision): boolean {
+  return isLowPrecision(precision) || softmaxRowsAtTargetsFused();
 }
 
 /** Runs `chunk` over all rows; with `grads` also assembles dL/dh [N, C] and dL/dW [V, C]. */
@@ -143,7 +192,7 @@ function chunked(
   const dwSoftmax = (wT ? tf.transpose(dwPart!) : dwPart!) as tf.Tensor2D;
   // The -onehot part of dL/dW (already in under mixed / bf16): row target[r] gets -h[r]/N, summed over
   // duplicate targets.
-  const dw = isLowPrecision(precision)
+  const dw = foldsOnehot(precision)
     ? dwSoftmax
     : tf.sub(dwSoftmax, tf.unsortedSegmentSum(tf.mul(h, 1 / N), targets, V)) as tf.Tensor2D;
   const dh = (dhs.length === 1 ? dhs[0] : tf.concat(dhs, 0)) as tf.Tensor2D;
@@ -192,10 +241,10 @@ export function tiedCrossEntropy(
     save([dh!, dw!]);
     return {
       value: loss,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
-        tf.mul(saved[0], dy as tf.Tensor),
-        tf.mul(saved[1], dy as tf.Tensor),
-      ],
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        isOne(dy as tf.Tensor)
+          ? [tf.clone(saved[0]), tf.clone(saved[1])]
+          : [tf.mul(saved[0], dy as tf.Tensor), tf.mul(saved[1], dy as tf.Tensor)],
     };
   });
   return f(boundary(h, prec), boundary(w, prec)) as tf.Scalar;

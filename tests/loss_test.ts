@@ -7,6 +7,11 @@ import { chunkRowsFor, naiveCrossEntropy, tiedCrossEntropy } from "../lib/loss.t
 import { assertClose, randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { boundary, roundTo } from "../lib/precision.ts";
 import type { Precision } from "../lib/models/types.ts";
+import {
+  softmaxRowsAtTargets,
+  softmaxRowsAtTargetsByOps,
+  softmaxRowsAtTargetsFused,
+} from "../lib/tensor/ops/softmax_rows/mod.ts";
 
 const backends = await testBackends();
 const N = 10, C = 6, V = 37;
@@ -33,7 +38,8 @@ Deno.test("chunked tied cross-entropy equals logSoftmax cross-entropy (values an
   await initBackend("cpu", { quiet: true });
   const want = await lossAndGrads("naive");
   assert.ok(want.loss > 1 && Number.isFinite(want.loss));
-  for (const rows of [1, 3, 4, 10, 64]) { // 3 and 4 leave a short last chunk
+  // every chunk size from 1 to past N: each remainder of N (a short last chunk of 1 to size-1 rows)
+  for (const rows of [...Array(N + 1).keys()].map((i) => i + 1).concat(64)) {
     const got = await lossAndGrads("chunked", rows);
     assertClose([got.loss], [want.loss], 1e-6, `loss, chunks of ${rows}`);
     assertClose(got.dh, want.dh, 1e-5, `dL/dh, chunks of ${rows}`);
@@ -103,10 +109,21 @@ Deno.test("without a gradient tape the chunked loss gives the same value and lea
 });
 
 Deno.test("chunk sizes: bounded logits per chunk, at least one row", () => {
-  assert.equal(chunkRowsFor(1024, 50304), 333); // 2^24 floats per chunk
+  assert.equal(chunkRowsFor(1024, 50304), 512); // at most 2^25 floats per chunk, split evenly
+  assert.equal(chunkRowsFor(2048, 50304), 512);
+  assert.equal(chunkRowsFor(700, 50304), 350); // 2 x 350, not 667 + 33
   assert.equal(chunkRowsFor(10, 50304), 10);
   assert.equal(chunkRowsFor(1024, 2 ** 30), 1);
   assert.equal(chunkRowsFor(1024, 50304, 100), 100);
+  // for every row count: as few chunks as the 2^25-float bound allows, of even sizes (the last chunk
+  // is shorter than the others by less than the number of chunks)
+  const cap = Math.floor(2 ** 25 / 50304);
+  for (let rows = 1; rows <= 3000; rows++) {
+    const size = chunkRowsFor(rows, 50304), count = Math.ceil(rows / size);
+    assert.ok(size <= cap, `${rows} rows: chunks of ${size} over the bound ${cap}`);
+    assert.equal(count, Math.ceil(rows / cap), `${rows} rows: ${count} chunks`);
+    assert.ok(rows - (count - 1) * size > size - count, `${rows} rows: uneven chunks of ${size}`);
+  }
 });
 
 Deno.test("tiedCrossEntropy rejects mismatched shapes and float targets", async () => {
@@ -126,9 +143,44 @@ for (const backend of backends.filter((b) => b !== "cpu")) {
     await initBackend("cpu", { quiet: true });
     const want = await lossAndGrads("naive");
     await initBackend(backend, { quiet: true });
-    const got = await lossAndGrads("chunked", 3);
-    assertClose([got.loss], [want.loss], 1e-5, `${backend} loss`);
-    assertClose(got.dh, want.dh, 1e-4, `${backend} dL/dh`);
-    assertClose(got.dw, want.dw, 1e-4, `${backend} dL/dW`);
+    // on wasm the softmax kernel folds the onehot in (softmaxRowsAtTargets): every chunk remainder, and
+    // a gradient seed other than 1
+    for (const rows of backend === "wasm" ? [1, 2, 3, 4, 5, 6, 7, 9, 10] : [3]) {
+      const got = await lossAndGrads("chunked", rows);
+      assertClose([got.loss], [want.loss], 1e-5, `${backend} loss, chunks of ${rows}`);
+      assertClose(got.dh, want.dh, 1e-4, `${backend} dL/dh, chunks of ${rows}`);
+      assertClose(got.dw, want.dw, 1e-4, `${backend} dL/dW, chunks of ${rows}`);
+    }
+    const scaled = await lossAndGrads("chunked", 4, 3);
+    assertClose(scaled.dw, want.dw.map((v) => v * 3), 1e-4, `${backend} dL/dW under a scaled loss`);
+    const h = tf.tensor2d(H, [N, C]), w = tf.tensor2d(W, [V, C]), t = tf.tensor1d(T, "int32");
+    const l = tiedCrossEntropy(h, w, t, { chunkRows: 4 }); // no tape: the loss alone
+    assertClose([await readScalar(l)], [want.loss], 1e-5, `${backend} loss without tape`);
+    tf.dispose([h, w, t, l]);
+  });
+}
+
+if (backends.includes("wasm")) {
+  Deno.test("wasm softmaxRowsAtTargets kernel equals its op chain; a target out of range is an error", async () => {
+    await initBackend("wasm", { quiet: true });
+    const x = tf.tensor2d(randomArray(5 * 37, 3).map((v) => v * 4), [5, 37]);
+    const t = tf.tensor1d([36, 0, 5, 5, 17], "int32");
+    // LMPIPE_WASM_FUSED=0 turns the kernel off: then the op chain runs, against itself
+    const fused = softmaxRowsAtTargetsFused();
+    const want = softmaxRowsAtTargetsByOps(x, t);
+    const got = softmaxRowsAtTargets(tf.clone(x), t); // the kernel writes e over its x
+    for (const k of ["e", "m", "s", "xt"] as const) {
+      assertClose(await readData(got[k]), await readData(want[k]), 1e-6, `softmaxRowsAtTargets ${k}`);
+    }
+    if (!fused) return tf.dispose([x, t, ...Object.values(got), ...Object.values(want)]);
+    const before = tf.memory().numBytes, xs = await readData(x);
+    for (const [bad, msg] of [[37, /target 37 of row 2/], [-1, /target -1 of row 2/]] as const) {
+      const tb = tf.tensor1d([0, 1, bad, 2, 3], "int32");
+      assert.throws(() => softmaxRowsAtTargets(x, tb), msg);
+      tb.dispose();
+    }
+    assert.equal(tf.memory().numBytes, before, "a refused call leaves nothing allocated");
+    assert.deepEqual(await readData(x), xs, "a refused call leaves x as it was");
+    tf.dispose([x, t, ...Object.values(got), ...Object.values(want)]);
   });
 }

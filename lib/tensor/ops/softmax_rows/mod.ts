@@ -34,3 +34,39 @@ export function softmaxRows(x: tf.Tensor2D): SoftmaxRows {
   const [e, m, s] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x }, {}) as tf.Tensor2D[];
   return { e, m, s };
 }
+
+export interface SoftmaxRowsAtTargets extends SoftmaxRows {
+  /** The logits at the targets, x[row, target[row]], [rows]. */
+  xt: tf.Tensor1D;
+}
+
+/**
+ * Whether softmaxRowsAtTargets runs as one kernel here (wasm with lmpipe's kernel). Elsewhere it is an
+ * op chain with a [rows, cols] one-hot pass, slower than lib/loss.ts's other way.
+ */
+export function softmaxRowsAtTargetsFused(): boolean {
+  return tf.getBackend() === "wasm" && kernelFor("softmaxRows") === "lmpipe";
+}
+
+/** The op chain of softmaxRowsAtTargets, on any backend: the reference its kernel is tested against. */
+export function softmaxRowsAtTargetsByOps(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxRowsAtTargets {
+  const { e, m, s } = softmaxRowsByOps(x);
+  const [rows, cols] = x.shape;
+  const flat = tf.add(tf.mul(tf.range(0, rows, 1, "int32"), tf.scalar(cols, "int32")), targets);
+  const xt = tf.gather(tf.reshape(x, [-1]), flat) as tf.Tensor1D;
+  return { e: tf.sub(e, tf.mul(tf.oneHot(targets, cols, 1, 0, "float32"), s)) as tf.Tensor2D, m, s, xt };
+}
+
+/**
+ * softmaxRows of a 2-D float32 x with the cross-entropy's onehot folded in: e = exp(x - m) except
+ * e[row, target[row]] = exp(x - m) - s[row], so that e / s is softmax - onehot, the logits' gradient
+ * (lib/loss.ts); and the target logits xt. Targets are int32 [rows] in [0, cols). On wasm the kernel
+ * writes e over x (one [rows, cols] buffer fewer): x must not be used after this call.
+ */
+export function softmaxRowsAtTargets(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxRowsAtTargets {
+  if (x.dtype !== "float32" || x.size === 0 || !softmaxRowsAtTargetsFused()) {
+    return softmaxRowsAtTargetsByOps(x, targets);
+  }
+  const [e, m, s, xt] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x, targets }, {}) as tf.Tensor[];
+  return { e: e as tf.Tensor2D, m: m as tf.Tensor2D, s: s as tf.Tensor2D, xt: xt as tf.Tensor1D };
+}
