@@ -375,6 +375,9 @@ def parse_args(argv):
                     help="fp32, or autocast: bf16 (CPU or CUDA), fp16 (CUDA only, with a GradScaler); a comma list "
                     "(fp32,bf16) measures each in turn on a fresh model, one JSON line each")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="auto = cuda when available")
+    ap.add_argument("--mode", choices=["train", "eval"], default="train",
+                    help="train: nanoGPT's training step; eval: the loss of one batch under no_grad, as "
+                         "nanoGPT's estimate_loss (default train)")
     ap.add_argument("--no-cuda", choices=["error", "skip", "cpu"], default="error",
                     help="--device cuda without a CUDA device: stop with a message (default), print one JSON line "
                     "saying why and exit 0 (skip), or run on the CPU and say so in the JSON (cpu)")
@@ -509,6 +512,14 @@ def measure(a, precision, device, use_sdpa, note):
     def step():
         data = torch.randint(0, min(SAMPLED_VOCAB, a.vocab), (B, T + 1), generator=gen)
         x, y = data[:, :-1].to(device), data[:, 1:].to(device)
+        if a.mode == "eval":
+            with torch.no_grad():
+                if amp_dtype is None:
+                    loss = model(x, y)
+                else:
+                    with torch.autocast(device_type=device, dtype=amp_dtype):
+                        loss = model(x, y)
+            return loss.item()
         if amp_dtype is None:
             loss = model(x, y)
         else:

@@ -15,7 +15,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { ModelConfig, Precision } from "../lib/models/types.ts";
 import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+import { evaluateBatches, type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
 import {
   benchTrainOptions,
@@ -37,6 +37,8 @@ const HELP = `deno run -A bench/train.ts [flags]
   --steps N            timed steps (default 3)
   --warmup-steps N     untimed steps first (default 1)
   --precision P        lmpipe precision: fp32 | mixed (default fp32)
+  --mode M             train | eval: a whole training step, or an evaluation step (forward and loss of one
+                       batch, no gradients; lmpipe's evaluateBatches, PyTorch under no_grad) (default train)
   --threads L          wasm thread counts, e.g. 1,2: one child process per count (default: lmpipe's own,
                        $LMPIPE_WASM_THREADS or 2 on 2+ cores); with --vs-torch also PyTorch's threads
   --repeat N           measure every configuration N times, one row each (default 1)
@@ -61,7 +63,9 @@ Examples:
   deno run -A bench/train.ts --backends wasm --presets tiny --steps 3
   deno run -A bench/train.ts --vs-torch --backends wasm --presets tiny --threads 1,2 --repeat 2
   deno run -A bench/train.ts --vs-torch --backends wasm --presets tiny --n-layer 4 --n-head 4 \\
-      --n-embd 128 --context 128 --batch-size 8 --threads 1,2 --torch-precision fp32,bf16`;
+      --n-embd 128 --context 128 --batch-size 8 --threads 1,2 --torch-precision fp32,bf16
+  deno run -A bench/train.ts --vs-torch --mode eval --backends wasm --presets tiny --n-layer 4 \\
+      --n-head 4 --n-embd 128 --context 128 --batch-size 8 --steps 5 --threads 1,2 --repeat 2`;
 
 const CMD = "bench/train";
 const FLAGS = {
@@ -73,6 +77,7 @@ const FLAGS = {
   steps: { type: "string" },
   "warmup-steps": { type: "string" },
   precision: { type: "string" },
+  mode: { type: "string" },
   threads: { type: "string" },
   repeat: { type: "string" },
   "sample-tokens": { type: "string" },
@@ -94,6 +99,8 @@ interface Options {
   repeat: number;
   sampleTokens: number;
   precision: Precision;
+  /** A whole training step, or an evaluation step (forward and loss, no gradients). */
+  mode: "train" | "eval";
   threads: number[];
   vsTorch: boolean;
   torchPrecisions: string[];
@@ -113,6 +120,10 @@ function parseOptions(argv: string[]): Options | null {
   const precision = str(p, "precision", "fp32") as Precision;
   if (precision !== "fp32" && precision !== "mixed") {
     throw usageError(`${CMD}: --precision must be fp32 or mixed, got '${precision}'`);
+  }
+  const mode = str(p, "mode", "train");
+  if (mode !== "train" && mode !== "eval") {
+    throw usageError(`${CMD}: --mode must be train or eval, got '${mode}'`);
   }
   const threads = list("threads", "").map((s) => {
     const n = Number(s);
@@ -151,6 +162,7 @@ function parseOptions(argv: string[]): Options | null {
     repeat: whole("repeat", 1),
     sampleTokens: whole("sample-tokens", 32, 2),
     precision,
+    mode,
     threads,
     vsTorch,
     torchPrecisions,
@@ -210,7 +222,8 @@ async function main(): Promise<void> {
     return;
   }
   const how =
-    `lmpipe precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (median ms/step), ` +
+    `lmpipe ${o.mode === "eval" ? "evaluation steps (forward and loss, no gradients)" : "training steps"}, ` +
+    `precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (median ms/step), ` +
     `batch ${o.batch}; load average at the end ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ` +
     `${navigator.hardwareConcurrency} cores; OPENBLAS_CORETYPE=${
       Deno.env.get("OPENBLAS_CORETYPE") ?? "unset"
@@ -299,12 +312,15 @@ async function measure(threads: number | undefined): Promise<Row[]> {
             console.error(
               `[run ${run}] ${label}: ${o.warm} + ${o.steps} steps of ${o.batch} x ${T} tokens ...`,
             );
-            await trainLoop(
-              { model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true },
-              benchTrainOptions({ batchSize: o.batch, maxSteps: o.warm + o.steps, precision: o.precision }),
-            );
-            const timed = logs.slice(o.warm);
-            const ms = median(timed.map((r) => r.ms_per_step));
+            let ms: number;
+            if (o.mode === "eval") ms = await evalStepMs(model, train);
+            else {
+              await trainLoop(
+                { model, train, val, out, config: {}, log: (r) => logs.push(r), quiet: true },
+                benchTrainOptions({ batchSize: o.batch, maxSteps: o.warm + o.steps, precision: o.precision }),
+              );
+              ms = median(logs.slice(o.warm).map((r) => r.ms_per_step));
+            }
             const row: Row = {
               run,
               backend: info.name,
@@ -357,6 +373,21 @@ async function measure(threads: number | undefined): Promise<Row[]> {
     await Deno.remove(dir, { recursive: true });
   }
   return rows;
+}
+
+/**
+ * Median ms of an evaluation step: the loss of one batch without gradients through the engine's
+ * evaluateBatches (one host read), after --warmup-steps untimed ones, a new batch each step.
+ */
+async function evalStepMs(model: ReturnType<typeof createModel>, train: WindowSampler): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < o.warm + o.steps; i++) {
+    const batch = await train.next(o.batch);
+    const t0 = performance.now();
+    await evaluateBatches(model, [batch], o.precision);
+    if (i >= o.warm) times.push(performance.now() - t0);
+  }
+  return median(times);
 }
 
 /** "L4 H4 C128 T128 B8" for gpt configs; the preset's own fields otherwise. */
@@ -487,6 +518,8 @@ async function runTorch(
     tp,
     "--device",
     device,
+    "--mode",
+    o.mode,
   ];
   if (config.bias === false) args.push("--no-bias");
   const n = String(threads); // BLAS pools that do not follow torch.set_num_threads (OpenBLAS pthreads)
