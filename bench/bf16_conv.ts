@@ -7,7 +7,7 @@
 //
 //   deno run -A bench/bf16_conv.ts [--models pixel-attn,pixel-attn-wide] [--presets tiny,small]
 //        [--batch-size 8] [--steps 2] [--repeat 3] [--threads 1]
-import { num, parseFlags, str } from "../lib/flags.ts";
+import { list, num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
@@ -40,8 +40,6 @@ if (p.help) {
   console.log(HELP);
   Deno.exit(0);
 }
-const list = (name: string, dflt: string) =>
-  str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
 const whole = (name: string, dflt: number) => num(p, CMD, name, dflt, { min: 1, integer: true });
 const info = await initBackend("wasm", { quiet: true, threads: whole("threads", 1) });
 const dnnl = currentDnnl();
@@ -76,8 +74,8 @@ const SETTINGS = [
 /** Per "model | preset", per setting: whole-step ms and conv ms of every timed step. */
 const times = new Map<string, Record<string, { step: number[]; conv: number[]; bf16Share: number }>>();
 for (let round = 1; round <= repeat; round++) {
-  for (const model of list("models", "pixel-attn,pixel-attn-wide")) {
-    for (const preset of list("presets", "tiny,small")) {
+  for (const model of list(p, "models", "pixel-attn,pixel-attn-wide")) {
+    for (const preset of list(p, "presets", "tiny,small")) {
       const config = resolveConfig(model, preset);
       const T = config.contextLength;
       const m = createModel(config, 1);

@@ -10,7 +10,7 @@
 //   deno run -A bench/pixel.ts [--backend wasm] [--models pixel-cumsum,pixel-attn,pixel-attn-wide]
 //        [--presets tiny] [--batch-size 8] [--steps 2] [--cnn-chunk 0] [--precision fp32]
 //        [--threads N] [--dnnl on,off] [--repeat 3]
-import { num, parseFlags, str } from "../lib/flags.ts";
+import { list, num, parseFlags, str } from "../lib/flags.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { peakBytes, resetPeak } from "../lib/tensor/memory.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -55,14 +55,12 @@ if (p.help) {
   console.log(HELP);
   Deno.exit(0);
 }
-const list = (name: string, dflt: string) =>
-  str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
 const threadsFlag = num(p, "bench/pixel", "threads", 0, { min: 0, integer: true });
 const info = await initBackend(str(p, "backend", "wasm") as BackendName, {
   quiet: true,
   threads: threadsFlag || undefined,
 });
-const dnnlModes = list("dnnl", "on");
+const dnnlModes = list(p, "dnnl", "on");
 for (const d of dnnlModes) {
   if (d !== "on" && d !== "off") throw usageError(`bench/pixel: --dnnl takes on, off or on,off; got '${d}'`);
 }
@@ -70,8 +68,8 @@ if (dnnlModes.includes("on") && !currentDnnl()) {
   throw usageError(`bench/pixel: --dnnl on needs oneDNN on wasm: ${dnnlStatus()}`);
 }
 const repeat = num(p, "bench/pixel", "repeat", 1, { min: 1, integer: true });
-const models = list("models", "pixel-cumsum,pixel-attn,pixel-attn-wide");
-const presets = list("presets", "tiny");
+const models = list(p, "models", "pixel-cumsum,pixel-attn,pixel-attn-wide");
+const presets = list(p, "presets", "tiny");
 const batch = num(p, "bench/pixel", "batch-size", 8, { min: 1, integer: true });
 const contextFlag = num(p, "bench/pixel", "context", 0, { min: 0, integer: true });
 const steps = num(p, "bench/pixel", "steps", 2, { min: 1, integer: true });

@@ -8,7 +8,7 @@
 //
 // wasm threads are fixed once the wasm backend starts in a process, so a list of thread counts
 // (--threads 1,2) runs this script once per count as a child process and merges their rows.
-import { bool, num, parseFlags, str } from "../lib/flags.ts";
+import { bool, list, num, parseFlags, str } from "../lib/flags.ts";
 import { LmpipeError, usageError } from "../lib/errors.ts";
 import { type BackendName, getGpuAdapter, initBackend } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -114,8 +114,6 @@ interface Options {
 function parseOptions(argv: string[]): Options | null {
   const p = parseFlags(CMD, argv, FLAGS);
   if (p.help) return null;
-  const list = (name: string, dflt: string) =>
-    str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
   const whole = (name: string, dflt: number, min = 1) => num(p, CMD, name, dflt, { min, integer: true });
   const precision = str(p, "precision", "fp32") as Precision;
   if (precision !== "fp32" && precision !== "mixed") {
@@ -125,7 +123,7 @@ function parseOptions(argv: string[]): Options | null {
   if (mode !== "train" && mode !== "eval") {
     throw usageError(`${CMD}: --mode must be train or eval, got '${mode}'`);
   }
-  const threads = list("threads", "").map((s) => {
+  const threads = list(p, "threads", "").map((s) => {
     const n = Number(s);
     if (!Number.isInteger(n) || n < 1) {
       throw usageError(`${CMD}: --threads takes whole numbers >= 1, e.g. 1,2; got '${s}'`);
@@ -133,8 +131,8 @@ function parseOptions(argv: string[]): Options | null {
     return n;
   });
   const vsTorch = bool(p, "vs-torch");
-  const models = list("models", "gpt");
-  const torchPrecisions = list("torch-precision", "fp32");
+  const models = list(p, "models", "gpt");
+  const torchPrecisions = list(p, "torch-precision", "fp32");
   for (const tp of torchPrecisions) {
     if (!["fp32", "bf16", "fp16"].includes(tp)) {
       throw usageError(`${CMD}: --torch-precision: '${tp}' is not fp32, bf16 or fp16`);
@@ -145,16 +143,16 @@ function parseOptions(argv: string[]): Options | null {
       `${CMD}: --torch-precision must start with fp32 (the ratio's yardstick), e.g. fp32,bf16`,
     );
   }
-  const dnnl = list("dnnl", "");
+  const dnnl = list(p, "dnnl", "");
   for (const d of dnnl) {
     if (d !== "on" && d !== "off") throw usageError(`${CMD}: --dnnl takes on, off or on,off; got '${d}'`);
   }
   const overrides = shapeOverrides(p, CMD);
-  const backends = str(p, "backends") === undefined ? undefined : list("backends", "") as BackendName[];
+  const backends = str(p, "backends") === undefined ? undefined : list(p, "backends", "") as BackendName[];
   return {
     backends,
     models,
-    presets: list("presets", "tiny,small"),
+    presets: list(p, "presets", "tiny,small"),
     overrides,
     batch: whole("batch-size", 8),
     steps: whole("steps", 3),

@@ -9,7 +9,7 @@
 //   deno run -A bench/webgpu_launches.ts [--models gpt,pixel-attn] [--preset tiny] [--batch-size 4]
 //                                        [--precision fp32,mixed] [--steps 3] [--top 0]
 import { WebGPUBackend } from "@tensorflow/tfjs-backend-webgpu";
-import { num, parseFlags, str } from "../lib/flags.ts";
+import { list, num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
 import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
@@ -48,12 +48,10 @@ if (p.help) {
   console.log(HELP);
   Deno.exit(0);
 }
-const list = (name: string, dflt: string) =>
-  str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
-const models = list("models", "gpt,pixel-attn");
+const models = list(p, "models", "gpt,pixel-attn");
 const preset = str(p, "preset", "tiny");
 const B = num(p, "bench/webgpu_launches", "batch-size", 4, { min: 1, integer: true });
-const precisions = list("precision", "fp32,mixed") as Precision[];
+const precisions = list(p, "precision", "fp32,mixed") as Precision[];
 for (const pr of precisions) {
   if (pr !== "fp32" && pr !== "mixed") {
     throw new Error(`bench/webgpu_launches: --precision ${pr}: use fp32 or mixed`);

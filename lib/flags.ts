@@ -38,6 +38,11 @@ export function str(p: Parsed, name: string, dflt?: string): string | undefined 
   return typeof v === "string" ? v : dflt;
 }
 
+/** Reads a comma-separated list flag (e.g. --models gpt,pixel-attn), or its default; blanks dropped. */
+export function list(p: Parsed, name: string, dflt: string): string[] {
+  return str(p, name, dflt).split(",").map((s) => s.trim()).filter((s) => s);
+}
+
 /** Reads a numeric flag with bounds, naming the flag in the error. */
 export function num(
   p: Parsed,

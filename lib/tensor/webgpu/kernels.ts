@@ -540,12 +540,13 @@ class LmpipeToHalfProgram {
   }
 }
 
-function toHalfKernel(
-  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
-): TensorInfo {
-  const { x } = inputs as Record<string, TensorInfo>;
-  if (x.dtype !== "float32") throw new Error(`${TO_HALF_KERNEL}: expected float32, got ${x.dtype}`);
-  return backend.runWebGPUProgram(new LmpipeToHalfProgram(x.shape.slice()), [x], "float32");
+/** The kernel running `Program` (binary16's or bfloat16's rounding) on a float32 tensor, named `kernel`. */
+function roundingKernel(kernel: string, Program: new (shape: number[]) => LmpipeToHalfProgram) {
+  return ({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend }): TensorInfo => {
+    const { x } = inputs as Record<string, TensorInfo>;
+    if (x.dtype !== "float32") throw new Error(`${kernel}: expected float32, got ${x.dtype}`);
+    return backend.runWebGPUProgram(new Program(x.shape.slice()), [x], "float32");
+  };
 }
 
 /** The same program on bfloat16's rule, under its own class name (which labels its dispatches). */
@@ -553,14 +554,6 @@ class LmpipeToBf16Program extends LmpipeToHalfProgram {
   constructor(shape: number[]) {
     super(shape, true);
   }
-}
-
-function toBf16Kernel(
-  { inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend },
-): TensorInfo {
-  const { x } = inputs as Record<string, TensorInfo>;
-  if (x.dtype !== "float32") throw new Error(`${TO_BF16_KERNEL}: expected float32, got ${x.dtype}`);
-  return backend.runWebGPUProgram(new LmpipeToBf16Program(x.shape.slice()), [x], "float32");
 }
 
 /** binary16 rounding of a float32 tensor in one webgpu dispatch (see lib/precision.ts toHalf). */
@@ -638,8 +631,8 @@ export class GridProgram {
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
 registerKernels("webgpu", [
   [ADAMW_GROUP_KERNEL, adamWGroupKernel],
-  [TO_HALF_KERNEL, toHalfKernel],
-  [TO_BF16_KERNEL, toBf16Kernel],
+  [TO_HALF_KERNEL, roundingKernel(TO_HALF_KERNEL, LmpipeToHalfProgram)],
+  [TO_BF16_KERNEL, roundingKernel(TO_BF16_KERNEL, LmpipeToBf16Program)],
   [SUM_SQUARES_KERNEL, sumSquaresKernel],
 ]);
 
