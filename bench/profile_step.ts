@@ -25,7 +25,9 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --preset P         preset of the model (default tiny)
   --n-layer N, --n-head N, --n-embd N, --context N   config overrides
   --batch-size N     sequences per step (default 8)
-  --steps N          profiled steps, after one untimed warm-up step (default 3)
+  --steps N          profiled steps (default 3)
+  --warmup-steps N   untimed steps first (default 2: the wasm heap grows in the second step, whose
+                     first writes to new pages make it 2-3x slower on the image models)
   --top N            kernels listed (default 20)
   --group G          kernel | shape: rank by kernel name, or by name and input shapes (default shape)
   --precision P      fp32 | mixed | bf16 (default fp32)
@@ -65,12 +67,13 @@ async function main(): Promise<void> {
     ...SHAPE_FLAGS,
     "batch-size": { type: "string" },
     steps: { type: "string" },
+    "warmup-steps": { type: "string" },
     top: { type: "string" },
     group: { type: "string" },
     precision: { type: "string" },
   });
   if (p.help) return console.log(HELP);
-  const whole = (name: string, dflt: number) => num(p, CMD, name, dflt, { min: 1, integer: true });
+  const whole = (name: string, dflt: number, min = 1) => num(p, CMD, name, dflt, { min, integer: true });
   const backendName = str(p, "backend", "wasm") as BackendName;
   if (backendName !== "wasm" && backendName !== "cpu") {
     throw usageError(
@@ -86,13 +89,16 @@ async function main(): Promise<void> {
     throw usageError(`${CMD}: --group must be kernel or shape, got '${group}'`);
   }
   const overrides = shapeOverrides(p, CMD);
-  const B = whole("batch-size", 8), steps = whole("steps", 3), top = whole("top", 20);
+  const B = whole("batch-size", 8),
+    steps = whole("steps", 3),
+    warm = whole("warmup-steps", 2, 0),
+    top = whole("top", 20);
   const threads = str(p, "threads") === undefined ? undefined : whole("threads", 1);
   const info = await initBackend(backendName, { quiet: true, threads });
 
   // Wrap every kernel of the backend (after initBackend: lmpipe's own kernels are registered by then).
   const costs = new Map<string, Cost>();
-  let recording = false;
+  let recording = warm === 0;
   const stack: number[] = []; // time spent in nested kernels, per open kernel
   for (const k of tf.getKernelsForBackend(backendName)) {
     const inner = k.kernelFunc;
@@ -133,7 +139,7 @@ async function main(): Promise<void> {
     const train = await WindowSampler.open([shardPath], T, config.vocabSize, 1);
     const logs: StepLog[] = [];
     console.error(
-      `${info.name} (${info.device}) ${modelName}: 1 warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
+      `${info.name} (${info.device}) ${modelName}: ${warm} warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
     );
     await trainLoop({
       model,
@@ -144,13 +150,13 @@ async function main(): Promise<void> {
       quiet: true,
       log: (r) => {
         logs.push(r);
-        // from the end of the warm-up step to the end of the last profiled one; one more step follows
+        // from the end of the warm-up steps to the end of the last profiled one; one more step follows
         // so that the engine's end-of-run evaluation is not counted
-        recording = logs.length >= 1 && logs.length < 1 + steps;
+        recording = logs.length >= warm && logs.length < warm + steps;
       },
-    }, benchTrainOptions({ batchSize: B, maxSteps: 2 + steps, precision: precision as Precision }));
+    }, benchTrainOptions({ batchSize: B, maxSteps: warm + 1 + steps, precision: precision as Precision }));
     train.close(), model.dispose();
-    const stepMs = logs.slice(1, 1 + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
+    const stepMs = logs.slice(warm, warm + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
     const rows = [...costs.entries()].map(([key, c]) => ({
       key,
       calls: c.calls / steps,

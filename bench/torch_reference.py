@@ -369,7 +369,7 @@ def parse_args(argv):
     ap.add_argument("--gelu", choices=["tanh", "exact"], default="tanh", help="gpt's GELU (default tanh)")
     ap.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
-    ap.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first (default 1)")
+    ap.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2, as bench/train.ts)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's own)")
     ap.add_argument("--precision", default="fp32",
                     help="fp32, or autocast: bf16 (CPU or CUDA), fp16 (CUDA only, with a GradScaler); a comma list "
