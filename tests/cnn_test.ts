@@ -18,6 +18,7 @@ import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
 import { setWasmImageNormEnabled } from "../lib/tensor/ops/image_norm/wasm.ts";
 import { boundary } from "../lib/precision.ts";
 import { refHalf } from "./helpers_round.ts";
+import { conv64 } from "./helpers_conv.ts";
 
 function makeParams(cfg: CnnConfig, seed: number): Map<string, tf.Variable> {
   const m = new Map<string, tf.Variable>();
@@ -140,39 +141,22 @@ Deno.test("cnn: resnet is the study's Resnet3 (PyTorch's parameter count, 12 blo
   assert.equal(cnnParamSpecs({ ...res, depth: 1 }).filter((s) => s.name.endsWith(".conv1")).length, 3);
 });
 
-/** A float64 conv with PyTorch's semantics: NHWC input, HWIO weights, `pad` zeros on every side. */
+/** A float64 conv with PyTorch's semantics: NHWC input, HWIO weights, `pad` zeros on every side, a bias. */
 function convRef(
   x: Float64Array,
-  [N, H, W, C]: number[],
-  w: Float32Array,
+  [n, h, w, ci]: number[],
+  weights: Float32Array,
   k: number,
-  O: number,
+  co: number,
   stride: number,
   pad: number,
   bias: Float32Array,
 ): { y: Float64Array; shape: number[] } {
-  const Ho = Math.floor((H + 2 * pad - k) / stride) + 1, Wo = Math.floor((W + 2 * pad - k) / stride) + 1;
-  const y = new Float64Array(N * Ho * Wo * O);
-  for (let n = 0; n < N; n++) {
-    for (let i = 0; i < Ho; i++) {
-      for (let j = 0; j < Wo; j++) {
-        for (let o = 0; o < O; o++) {
-          let s = bias[o];
-          for (let a = 0; a < k; a++) {
-            for (let b = 0; b < k; b++) {
-              const r = i * stride - pad + a, q = j * stride - pad + b;
-              if (r < 0 || r >= H || q < 0 || q >= W) continue;
-              for (let c = 0; c < C; c++) {
-                s += x[((n * H + r) * W + q) * C + c] * w[((a * k + b) * C + c) * O + o];
-              }
-            }
-          }
-          y[((n * Ho + i) * Wo + j) * O + o] = s;
-        }
-      }
-    }
-  }
-  return { y, shape: [N, Ho, Wo, O] };
+  const oh = Math.floor((h + 2 * pad - k) / stride) + 1, ow = Math.floor((w + 2 * pad - k) / stride) + 1;
+  const layout = { n, h, w, ci, co, kh: k, kw: k, sh: stride, sw: stride, pt: pad, pl: pad, oh, ow };
+  const { y } = conv64(layout, x, weights);
+  for (let i = 0; i < y.length; i++) y[i] += bias[i % co];
+  return { y, shape: [n, oh, ow, co] };
 }
 
 /** A small resnet on 8x8 RGB images, norm "none" (every conv has a bias), `depth` blocks a stage. */

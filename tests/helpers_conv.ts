@@ -1,5 +1,5 @@
-// The float64 reference convolution of the oneDNN conv tests (tests/dnnl_conv_test.ts, float32 operands;
-// tests/dnnl_bf16_conv_test.ts, bf16 ones): NHWC input, HWIO filter, TF.js's 'same' / 'valid' padding or
+// The float64 reference convolution of the conv tests (tests/dnnl_conv_test.ts, float32 operands;
+// tests/dnnl_bf16_conv_test.ts, bf16 ones; tests/webgpu_conv_test.ts; the resnet of tests/cnn_test.ts): NHWC input, HWIO filter, TF.js's 'same' / 'valid' padding or
 // explicit rows on every side (the resnet's), forward and both gradients by direct loops. Also what both
 // share besides: the rule for a missing libdnnl (skip with the reason, or fail under LMPIPE_REQUIRE_NATIVE,
 // CI's native run), a child Deno for the switches, and a small pixel model's loss and gradients.
@@ -35,40 +35,89 @@ export function convGeometry(inSize: number, c: ConvCase): { out: number; before
   return { out, before: Math.floor(Math.max((out - 1) * c.s + c.K - inSize, 0) / 2) };
 }
 
-/** Float64 forward conv, input gradient and filter gradient of sum(y * dy), by direct loops. */
-export function convReference(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float32Array) {
+/**
+ * Where a conv reads and writes: NHWC input [n, h, w, ci], HWIO filter [kh, kw, ci, co], strides, the zero
+ * rows above (pt) and columns left (pl) of the input, and the output's size [n, oh, ow, co].
+ */
+export interface ConvLayout {
+  n: number;
+  h: number;
+  w: number;
+  ci: number;
+  co: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  pt: number;
+  pl: number;
+  oh: number;
+  ow: number;
+}
+
+/** A ConvCase's layout. */
+export function caseLayout(c: ConvCase): ConvLayout {
   const gh = convGeometry(c.H, c), gw = convGeometry(c.W, c);
-  const OH = gh.out, OW = gw.out;
-  const y = new Float64Array(c.N * OH * OW * c.Co);
-  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
-  for (let n = 0; n < c.N; n++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++) {
-        const yo = ((n * OH + oh) * OW + ow) * c.Co;
-        for (let kh = 0; kh < c.K; kh++) {
-          const h = oh * c.s + kh - gh.before;
-          if (h < 0 || h >= c.H) continue;
-          for (let kw = 0; kw < c.K; kw++) {
-            const ww = ow * c.s + kw - gw.before;
-            if (ww < 0 || ww >= c.W) continue;
-            const xo = ((n * c.H + h) * c.W + ww) * c.Ci;
-            for (let ci = 0; ci < c.Ci; ci++) {
-              const wo = ((kh * c.K + kw) * c.Ci + ci) * c.Co;
-              const xv = x[xo + ci];
-              let g = 0;
-              for (let co = 0; co < c.Co; co++) {
-                y[yo + co] += xv * w[wo + co];
-                g += dy[yo + co] * w[wo + co];
-                dw[wo + co] += xv * dy[yo + co];
+  return {
+    n: c.N,
+    h: c.H,
+    w: c.W,
+    ci: c.Ci,
+    co: c.Co,
+    kh: c.K,
+    kw: c.K,
+    sh: c.s,
+    sw: c.s,
+    pt: gh.before,
+    pl: gw.before,
+    oh: gh.out,
+    ow: gw.out,
+  };
+}
+
+/**
+ * The float64 reference of every conv test (oneDNN, webgpu, the resnet): y = conv(x, w) and, with `dy`,
+ * the input gradient and the filter gradient of sum(y * dy), by direct loops over the output pixels.
+ */
+export function conv64(g: ConvLayout, x: ArrayLike<number>, w: ArrayLike<number>, dy?: ArrayLike<number>) {
+  const y = new Float64Array(g.n * g.oh * g.ow * g.co);
+  const dx = new Float64Array(dy ? x.length : 0), dw = new Float64Array(dy ? w.length : 0);
+  for (let b = 0; b < g.n; b++) {
+    for (let oy = 0; oy < g.oh; oy++) {
+      for (let ox = 0; ox < g.ow; ox++) {
+        const o = ((b * g.oh + oy) * g.ow + ox) * g.co;
+        for (let ky = 0; ky < g.kh; ky++) {
+          const iy = oy * g.sh - g.pt + ky;
+          if (iy < 0 || iy >= g.h) continue;
+          for (let kx = 0; kx < g.kw; kx++) {
+            const ix = ox * g.sw - g.pl + kx;
+            if (ix < 0 || ix >= g.w) continue;
+            const xi = ((b * g.h + iy) * g.w + ix) * g.ci, wi = (ky * g.kw + kx) * g.ci * g.co;
+            for (let i = 0; i < g.ci; i++) {
+              const xv = x[xi + i], wr = wi + i * g.co;
+              if (!dy) {
+                for (let j = 0; j < g.co; j++) y[o + j] += xv * w[wr + j];
+                continue;
               }
-              dx[xo + ci] += g;
+              let d = 0;
+              for (let j = 0; j < g.co; j++) {
+                y[o + j] += xv * w[wr + j];
+                d += dy[o + j] * w[wr + j];
+                dw[wr + j] += xv * dy[o + j];
+              }
+              dx[xi + i] += d;
             }
           }
         }
       }
     }
   }
-  return { y, dx, dw, outShape: [c.N, OH, OW, c.Co] as [number, number, number, number] };
+  return { y, dx, dw, outShape: [g.n, g.oh, g.ow, g.co] as [number, number, number, number] };
+}
+
+/** Float64 forward conv, input gradient and filter gradient of sum(y * dy) of one ConvCase. */
+export function convReference(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float32Array) {
+  return conv64(caseLayout(c), x, w, dy);
 }
 
 /**

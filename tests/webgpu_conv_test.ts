@@ -10,6 +10,7 @@ import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kerne
 import { toHalfOps } from "../lib/precision.ts";
 import { imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
 import { imageNormRef } from "./helpers_image_norm.ts";
+import { conv64 } from "./helpers_conv.ts";
 import { setConvTileRows } from "../lib/tensor/ops/conv2d/webgpu.ts";
 import {
   assertClose,
@@ -46,38 +47,16 @@ function geometry(c: Case) {
   return { oh: ci.outHeight, ow: ci.outWidth, pt: ci.padInfo.top, pl: ci.padInfo.left };
 }
 
-/** y = conv(x, w), dx and dw for upstream dy, all in float64 loops over the output pixels. */
+/** y = conv(x, w), dx and dw for upstream dy, in float64. */
 function convRef(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array) {
   const { oh, ow, pt, pl } = geometry(c);
-  const y = new Float64Array(c.n * oh * ow * c.co);
-  const dx = new Float64Array(x.length), dw = new Float64Array(w.length);
-  for (let b = 0; b < c.n; b++) {
-    for (let oy = 0; oy < oh; oy++) {
-      for (let ox = 0; ox < ow; ox++) {
-        const o = ((b * oh + oy) * ow + ox) * c.co;
-        for (let ky = 0; ky < c.kh; ky++) {
-          const iy = oy * c.stride[0] - pt + ky;
-          if (iy < 0 || iy >= c.h) continue;
-          for (let kx = 0; kx < c.kw; kx++) {
-            const ix = ox * c.stride[1] - pl + kx;
-            if (ix < 0 || ix >= c.w) continue;
-            const xi = ((b * c.h + iy) * c.w + ix) * c.ci, wi = (ky * c.kw + kx) * c.ci * c.co;
-            for (let i = 0; i < c.ci; i++) {
-              const xv = x[xi + i], wr = wi + i * c.co;
-              let g = 0;
-              for (let j = 0; j < c.co; j++) {
-                y[o + j] += xv * w[wr + j];
-                g += dy[o + j] * w[wr + j];
-                dw[wr + j] += xv * dy[o + j];
-              }
-              dx[xi + i] += g;
-            }
-          }
-        }
-      }
-    }
-  }
-  return { y, dx, dw };
+  const [sh, sw] = c.stride;
+  return conv64(
+    { n: c.n, h: c.h, w: c.w, ci: c.ci, co: c.co, kh: c.kh, kw: c.kw, sh, sw, pt, pl, oh, ow },
+    x,
+    w,
+    dy,
+  );
 }
 
 /** y, dx, dw on the current backend, and the programs dispatched forward and backward. */
