@@ -10,7 +10,7 @@ import { setWebgpuConvEnabled, setWebgpuHalfOperands } from "../lib/tensor/kerne
 import { toHalfOps } from "../lib/precision.ts";
 import { imageNormRelu } from "../lib/tensor/ops/image_norm/mod.ts";
 import { imageNormRef } from "./helpers_image_norm.ts";
-import { conv64 } from "./helpers_conv.ts";
+import { conv64, type ConvLayout } from "./helpers_conv.ts";
 import { setConvTileRows } from "../lib/tensor/ops/conv2d/webgpu.ts";
 import {
   assertClose,
@@ -23,14 +23,8 @@ import {
 
 const gpu = await webgpuStatus();
 
-interface Case {
-  n: number;
-  h: number;
-  w: number;
-  ci: number;
-  co: number;
-  kh: number;
-  kw: number;
+/** A conv call: the reference's shape fields, with strides and padding as TF.js's conv2d takes them. */
+interface Case extends Pick<ConvLayout, "n" | "h" | "w" | "ci" | "co" | "kh" | "kw"> {
   stride: [number, number];
   pad: "same" | "valid" | [[number, number], [number, number], [number, number], [number, number]];
 }
