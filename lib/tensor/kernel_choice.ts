@@ -190,6 +190,17 @@ export function setWasmDecodeEnabled(on: boolean): boolean {
   return old;
 }
 
+// The decoding step's bounded bfloat16 head (lib/models/gpt_decode_head.ts) for a sampler that draws from
+// the top k, unless LMPIPE_DECODE_BF16_HEAD=0 (then every step reads the whole float32 head).
+let decodeBf16HeadOn = switchOn("LMPIPE_DECODE_BF16_HEAD");
+
+/** Turns the decoding step's bfloat16 head on or off for this process (tests, bench/decode.ts); returns the old setting. */
+export function setDecodeBf16Head(on: boolean): boolean {
+  const old = decodeBf16HeadOn;
+  decodeBf16HeadOn = on;
+  return old;
+}
+
 const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
@@ -309,6 +320,32 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_WASM_DECODE=0 (or LMPIPE_WASM_FUSED=0) runs decodeStep's op chain; setWasmDecodeEnabled " +
       "for tests and bench/decode.ts",
+  },
+  {
+    op: "decodeHead",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "bf16",
+        file: "lib/models/gpt_decode_head.ts (kernels.wat bf16_head, gemv_bound_bf16)",
+        active: (work) =>
+          decodeBf16HeadOn && wasmKernelsActive() && kernelFor("gemv", "wasm", work) === "lmpipe",
+        why:
+          "for top-k sampling: the head read in bfloat16 (half the bytes of the step's largest read) with a " +
+          "proven bound per logit, then only the rows that can be in the top k by gemv_rows, so the same " +
+          "tokens; where the head goes to BLAS (threads) its sgemv's rounding could not be matched row by row",
+      },
+      {
+        name: "f32",
+        file: "lib/tensor/ops/gemv/wasm.ts (headRow)",
+        active: always,
+        why: "every logit in float32: sampling from all tokens, the bound undecided (too many candidates, " +
+          "weights not finite), or decodeStep's logits",
+      },
+    ],
+    force:
+      "LMPIPE_DECODE_BF16_HEAD=0 (or LMPIPE_WASM_FUSED=0) reads the whole float32 head; setDecodeBf16Head " +
+      "for tests and bench/decode.ts --paths",
   },
   webgpuRow(
     "softmaxRows",

@@ -19,6 +19,7 @@ export const KIND = {
   imageNormDx: 12,
   imageNormDgDb: 13,
   round16: 14,
+  gemvBoundBf16: 15,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -128,6 +129,19 @@ export interface KernelExports {
     hasBias: number,
   ): void;
   block_max(x: number, m: number, n: number): void;
+  bf16_head(w: number, out: number, stats: number, r0: number, r1: number, n: number): void;
+  gemv_bound_bf16(
+    a: number,
+    x8: number,
+    rb: number,
+    lo: number,
+    hi: number,
+    r0: number,
+    r1: number,
+    n: number,
+    m: number,
+    n2: number,
+  ): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -197,6 +211,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
     case KIND.gemvRows: // a, lda, x, y, n
       return k.gemv_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.gemvBoundBf16: // a16, x8, rb, lo, hi, n, m, n2
+      return k.gemv_bound_bf16(a[1], a[2], a[3], a[4], a[5], r0, r1, a[6], bitsFloat(a[7]), bitsFloat(a[8]));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -1,0 +1,271 @@
+// The decoding step's bounded bfloat16 head (lib/models/gpt_decode_head.ts) against the whole float32
+// head: the same tokens and the same chosen logits, bit for bit, over more than a full context (the
+// stepper's restart included) for two shapes, several seeds, top-k 1, 5 and 200, greedy and with
+// temperature and top-p; a head built so that bfloat16 rounding reorders its top k (which a bound 100x
+// too small gets wrong); the fallbacks (no top-k, too many candidates, the switch); and the two kernels
+// against float64 (the rounding, the row statistics, lo <= z <= hi).
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { Gpt, GPT_PRESETS } from "../lib/models/gpt.ts";
+import { kernelFor, setDecodeBf16Head, setGemvBlasMinWork } from "../lib/tensor/kernel_choice.ts";
+import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
+import { randomArray } from "../lib/tensor/testing.ts";
+import { cachedStepper, chooseToken, type SamplingOptions, topKNeed } from "../pipelines/sample/generate.ts";
+import { Bf16Head, setBoundScaleForTests } from "../lib/models/gpt_decode_head.ts";
+import { topKIds } from "../lib/top_k.ts";
+import { Rng } from "../lib/rng.ts";
+
+await initBackend("wasm", { quiet: true });
+// the bounded head needs the head on lmpipe's gemv kernel (with BLAS threads it goes to sgemv)
+setGemvBlasMinWork(Infinity);
+const offset = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
+
+/** Weights of a trained-like spread (the init's 0.02 makes every logit nearly equal). */
+function randomizeWeights(model: Gpt, seed: number): void {
+  let k = seed;
+  for (const [name, v] of model.params) {
+    const r = randomArray(v.size, k++);
+    const gain = v.rank === 1 && name.endsWith(".weight");
+    const scale = v.rank === 2 ? 1.5 / Math.sqrt(v.shape[0]) : 0.4;
+    tf.tidy(() => v.assign(tf.tensor(r.map((x) => (gain ? 1 + 0.3 * x : scale * x)), v.shape)));
+  }
+}
+
+interface Run {
+  tokens: number[];
+  /** The chosen token's logit after each step. */
+  chosen: number[];
+  /** The top-k candidates' ids after each step (empty without top-k). */
+  ids: number[][];
+  /** Steps whose logits held -Infinity: where the bounded head answered. */
+  bounded: number;
+}
+
+/** Asserts a and b equal, naming the first step where they differ (assert's diff of long arrays is slow). */
+function sameSteps(a: unknown[], b: unknown[], what: string): void {
+  const i = a.findIndex((x, j) => JSON.stringify(x) !== JSON.stringify(b[j]));
+  assert.ok(a.length === b.length && i < 0, `${what}: first differs at step ${i}`);
+}
+
+/** `steps` tokens sampled by cachedStepper with or without the bounded head. */
+async function sample(
+  model: Gpt,
+  o: SamplingOptions,
+  seed: number,
+  steps: number,
+  bf16: boolean,
+): Promise<Run> {
+  setDecodeBf16Head(bf16);
+  const V = model.config.vocabSize;
+  const stepper = cachedStepper(model, topKNeed(o, V));
+  const rng = new Rng(seed), tokens = [seed % V];
+  const run: Run = { tokens: [], chosen: [], ids: [], bounded: 0 };
+  try {
+    for (let i = 0; i < steps; i++) {
+      const logits = await stepper.next(tokens);
+      if (logits.includes(-Infinity)) run.bounded++;
+      const id = chooseToken(logits, o, rng, stepper.blockMaxima?.());
+      const need = topKNeed(o, V);
+      if (need) run.ids.push(topKIds(logits, need.n, need.k));
+      tokens.push(id), run.tokens.push(id), run.chosen.push(logits[id]);
+    }
+  } finally {
+    stepper.dispose();
+    setDecodeBf16Head(true);
+  }
+  return run;
+}
+
+const SHAPES = {
+  "tied head, GPT-2's vocabulary": { nLayer: 2, nHead: 2, nEmbd: 64, contextLength: 16 },
+  "untied head without biases, 1000 tokens": {
+    nLayer: 1,
+    nHead: 4,
+    nEmbd: 32,
+    contextLength: 24,
+    bias: false,
+    tie: false,
+    vocabSize: 1000,
+  },
+};
+
+const SAMPLINGS: [string, Omit<SamplingOptions, "allowedVocab">][] = [
+  ["greedy", { temperature: 0, topK: 200, topP: 1 }],
+  ["top-k 1", { temperature: 1, topK: 1, topP: 1 }],
+  ["top-k 5, temperature 0.7", { temperature: 0.7, topK: 5, topP: 1 }],
+  ["top-k 200, temperature 1.3, top-p 0.9", { temperature: 1.3, topK: 200, topP: 0.9 }],
+];
+
+for (const [name, shape] of Object.entries(SHAPES)) {
+  Deno.test(`bf16 head = float32 head: ${name}: tokens and chosen logits over 1.5 contexts`, async () => {
+    const model = new Gpt({ ...GPT_PRESETS.tiny, ...shape }, 7);
+    randomizeWeights(model, 40);
+    assert.equal(kernelFor("decodeHead", "wasm", model.config.vocabSize * shape.nEmbd), "bf16");
+    const steps = Math.floor(1.5 * shape.contextLength);
+    try {
+      for (const [what, s] of SAMPLINGS) {
+        for (const seed of [1, 2, 3]) {
+          const o = { ...s, allowedVocab: 50257 };
+          const want = await sample(model, o, seed, steps, false),
+            got = await sample(model, o, seed, steps, true);
+          assert.equal(want.bounded, 0);
+          assert.equal(got.bounded, steps, `${what}, seed ${seed}: every step bounded`);
+          sameSteps(got.tokens, want.tokens, `${what}, seed ${seed}: tokens`);
+          sameSteps(got.chosen, want.chosen, `${what}, seed ${seed}: chosen logits`);
+          sameSteps(got.ids, want.ids, `${what}, seed ${seed}: top-k ids`);
+        }
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+/**
+ * A 1000-token model whose logits are sums of 32 weights in [1, 1.5) (ln_f's gain 0, bias 1: the head's
+ * input is all ones whatever the tokens), on bfloat16's steps of 2^-7 there. 600 rows lie on levels 0-60
+ * of 32 steps plus a fraction of a step drawn per weight; above them, 200 rows "A" with every weight a
+ * little under half a step above the top level (rounded down: float32 sums 12.5-15.7 steps above it,
+ * bfloat16 sums 0) and 200 rows "B" with half their weights a little over half a step above it (rounded
+ * up: float32 sums 8.2-9.8 steps, bfloat16 sums 16). The true top 1, 5 and 200 are A rows, the bfloat16
+ * sums' are B rows: only the bound keeps the A rows.
+ */
+function adversarialModel(): Gpt {
+  const C = 32, V = 1000;
+  const model = new Gpt(
+    { ...GPT_PRESETS.tiny, nLayer: 1, nHead: 2, nEmbd: C, contextLength: 12, tie: false, vocabSize: V },
+    3,
+  );
+  const rng = new Rng(17), step = 2 ** -7; // bfloat16's step in [1, 2)
+  const w = new Float32Array(V * C);
+  for (let i = 0; i < V; i++) {
+    const level = Math.floor(rng.next() * 61), m = (i - 600) % 200;
+    for (let j = 0; j < C; j++) {
+      const above = i < 600
+        ? level + rng.next()
+        : i < 800
+        ? 61.49 - 0.0005 * m
+        : j < 16
+        ? 61.51 + 0.0005 * m
+        : 61;
+      w[i * C + j] = 1 + above * step;
+    }
+  }
+  const set = (name: string, v: Float32Array) => {
+    const p = model.params.get(name)!;
+    tf.tidy(() => p.assign(tf.tensor(v, p.shape)));
+  };
+  set("lm_head.weight", w);
+  set("transformer.ln_f.weight", new Float32Array(C));
+  set("transformer.ln_f.bias", new Float32Array(C).fill(1));
+  return model;
+}
+
+Deno.test("bf16 head: a head whose bfloat16 rounding reorders the top k gives the float32 tokens", async () => {
+  const model = adversarialModel();
+  try {
+    for (const topK of [1, 5, 200]) {
+      const o = { temperature: 1, topK, topP: 1, allowedVocab: 1000 };
+      const want = await sample(model, o, 5, 10, false);
+      const got = await sample(model, o, 5, 10, true);
+      assert.equal(got.bounded, 10, `top-k ${topK}: bounded, not all candidates`);
+      sameSteps(got.ids, want.ids, `top-k ${topK}: ids`);
+      sameSteps(got.tokens, want.tokens, `top-k ${topK}: tokens`);
+      // the case has teeth: with every bound at 1% some true top-k id is missed
+      const old = setBoundScaleForTests(0.01);
+      try {
+        const bad = await sample(model, o, 5, 10, true);
+        assert.notEqual(
+          JSON.stringify(bad.ids),
+          JSON.stringify(want.ids),
+          `top-k ${topK}: a bound 100x too small is caught`,
+        );
+      } finally {
+        setBoundScaleForTests(old);
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("bf16 head: every logit in float32 without top-k, with too many candidates, or switched off", async () => {
+  const model = new Gpt({ ...GPT_PRESETS.tiny, nLayer: 1, nHead: 2, nEmbd: 32, contextLength: 8 }, 2);
+  randomizeWeights(model, 9);
+  try {
+    const V = model.config.vocabSize;
+    for (const topK of [0, 50257, 60000]) {
+      const o = { temperature: 1, topK, topP: 1, allowedVocab: 50257 };
+      assert.equal(topKNeed(o, V), undefined, `top-k ${topK}: the whole distribution`);
+      const want = await sample(model, o, 4, 6, false), got = await sample(model, o, 4, 6, true);
+      assert.equal(got.bounded, 0);
+      assert.deepEqual(got.tokens, want.tokens);
+    }
+    assert.deepEqual(topKNeed({ temperature: 0, topK: 0, topP: 1, allowedVocab: 50257 }, V), {
+      k: 1,
+      n: 50257,
+    });
+    // a head of equal rows: every row a candidate, more than MAX_CANDIDATES: the whole float32 head
+    const head = model.params.get("transformer.wte.weight")!;
+    tf.tidy(() => head.assign(tf.fill(head.shape, 0.01)));
+    const o = { temperature: 1, topK: 5, topP: 1, allowedVocab: 50257 };
+    const got = await sample(model, o, 4, 3, true);
+    assert.equal(got.bounded, 0, "too many candidates: no -Infinity");
+    setDecodeBf16Head(false);
+    assert.equal(kernelFor("decodeHead", "wasm", V * 32), "f32");
+  } finally {
+    setDecodeBf16Head(true);
+    model.dispose();
+  }
+});
+
+/** bfloat16 by round-to-nearest-even on the bits, as a float (lib/precision.ts's rule). */
+function bf16(x: number): number {
+  const f = new Float32Array([x]), u = new Uint32Array(f.buffer);
+  u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000) >>> 0;
+  return f[0];
+}
+
+Deno.test("bf16_head and gemv_bound_bf16 kernels = float64: rounding, row sums, lo <= z <= hi", () => {
+  const R = 300, C = 40, heap = new HeapView(tf.backend());
+  // rows of mixed magnitudes (a wide exponent range per row), ties to even, an input with one large entry
+  const w = randomArray(R * C, 3).map((x, i) => x * 2 ** ((i % 7) * 3 - 9));
+  w[7] = 1 + 2 ** -8, w[8] = 1 + 3 * 2 ** -8, w[9] = -(1 + 2 ** -8); // halfway: to even
+  const a = tf.tensor(w), x = tf.tensor(randomArray(C, 4).map((v, j) => (j === 5 ? 40 : v)));
+  const out = tf.zeros([R * C / 2]), stats = tf.zeros([4 * R]), z = tf.zeros([R]);
+  heap.kernels.bf16_head(offset(a), offset(out), offset(stats), 3, R, C); // rows 3.. only
+  const bits = new Uint16Array(heap.memory.buffer, offset(out), R * C);
+  const st = heap.f32.slice(offset(stats) >> 2, (offset(stats) >> 2) + 4 * R);
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  for (let i = 0; i < R; i++) {
+    const sums = [0, 0, 0, 0];
+    for (let j = 0; j < C; j++) {
+      const v = w[i * C + j], b = bf16(v), d = v - b;
+      f[0] = b;
+      if (i >= 3) assert.equal(bits[i * C + j], u[0] >>> 16, `row ${i}, column ${j}`);
+      sums[0] += Math.abs(d), sums[1] += d * d, sums[2] += Math.abs(v), sums[3] += v * v;
+    }
+    for (let s = 0; s < 4; s++) {
+      const want = i >= 3 ? sums[s] : 0;
+      assert.ok(Math.abs(st[4 * i + s] - want) <= 1e-5 * want, `row ${i}, statistic ${s}`);
+    }
+  }
+  assert.deepEqual([bf16(w[7]), bf16(w[8]), bf16(w[9])], [1, 1 + 2 ** -6, -1]);
+  const head = new Bf16Head(heap, offset(a), R, C);
+  assert.ok(head.usable());
+  heap.kernels.gemv_rows(offset(a), C, offset(x), offset(z), 0, R, C);
+  const Z = heap.f32.slice(offset(z) >> 2, (offset(z) >> 2) + R);
+  for (const k of [1, 10, 299]) {
+    const ids = head.candidates(offset(x), k, R);
+    assert.ok(ids !== null);
+    const { lo, hi } = head.bounds(R);
+    for (let i = 0; i < R; i++) {
+      assert.ok(lo[i] <= Z[i] && Z[i] <= hi[i], `row ${i}: ${lo[i]} <= ${Z[i]} <= ${hi[i]}`);
+    }
+    const kth = [...Z].sort((p, q) => q - p)[k - 1];
+    for (let i = 0; i < R; i++) if (Z[i] >= kth) assert.ok(ids.includes(i), `k ${k}: row ${i} kept`);
+    if (k === 1) assert.ok(ids.length < R / 2, `k 1: ${ids.length} candidates of ${R}`);
+  }
+  head.dispose();
+  tf.dispose([a, x, out, stats, z]);
+});
