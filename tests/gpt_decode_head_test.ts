@@ -1,17 +1,17 @@
-// The decoding step's bounded bfloat16 head (lib/models/gpt_decode_head.ts) against the whole float32
+// The decoding step's bounded 16-bit integer head (lib/models/gpt_decode_head.ts) against the whole float32
 // head: the same tokens and the same chosen logits, bit for bit, over more than a full context (the
 // stepper's restart included) for two shapes, several seeds, top-k 1, 5 and 200, greedy and with
-// temperature and top-p; a head built so that bfloat16 rounding reorders its top k (which a bound 100x
+// temperature and top-p; a head built so that rounding its weights reorders its top k (which a bound 100x
 // too small gets wrong); the fallbacks (no top-k, too many candidates, the switch); and the two kernels
-// against float64 (the rounding, the row statistics, lo <= z <= hi).
+// against float64 (the quantization, the row statistics, lo <= z <= hi).
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { Gpt, GPT_PRESETS } from "../lib/models/gpt.ts";
-import { kernelFor, setDecodeBf16Head, setGemvBlasMinWork } from "../lib/tensor/kernel_choice.ts";
+import { kernelFor, setDecodeInt16Head, setGemvBlasMinWork } from "../lib/tensor/kernel_choice.ts";
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
 import { cachedStepper, chooseToken, type SamplingOptions, topKNeed } from "../pipelines/sample/generate.ts";
-import { Bf16Head, setBoundScaleForTests } from "../lib/models/gpt_decode_head.ts";
+import { Int16Head, quantLevels, setBoundScaleForTests } from "../lib/models/gpt_decode_head.ts";
 import { topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
 
@@ -53,9 +53,9 @@ async function sample(
   o: SamplingOptions,
   seed: number,
   steps: number,
-  bf16: boolean,
+  int16: boolean,
 ): Promise<Run> {
-  setDecodeBf16Head(bf16);
+  setDecodeInt16Head(int16);
   const V = model.config.vocabSize;
   const stepper = cachedStepper(model, topKNeed(o, V));
   const rng = new Rng(seed), tokens = [seed % V];
@@ -71,7 +71,7 @@ async function sample(
     }
   } finally {
     stepper.dispose();
-    setDecodeBf16Head(true);
+    setDecodeInt16Head(true);
   }
   return run;
 }
@@ -97,10 +97,10 @@ const SAMPLINGS: [string, Omit<SamplingOptions, "allowedVocab">][] = [
 ];
 
 for (const [name, shape] of Object.entries(SHAPES)) {
-  Deno.test(`bf16 head = float32 head: ${name}: tokens and chosen logits over 1.5 contexts`, async () => {
+  Deno.test(`int16 head = float32 head: ${name}: tokens and chosen logits over 1.5 contexts`, async () => {
     const model = new Gpt({ ...GPT_PRESETS.tiny, ...shape }, 7);
     randomizeWeights(model, 40);
-    assert.equal(kernelFor("decodeHead", "wasm", model.config.vocabSize * shape.nEmbd), "bf16");
+    assert.equal(kernelFor("decodeHead", "wasm", model.config.vocabSize * shape.nEmbd), "int16");
     const steps = Math.floor(1.5 * shape.contextLength);
     try {
       for (const [what, s] of SAMPLINGS) {
@@ -122,13 +122,13 @@ for (const [name, shape] of Object.entries(SHAPES)) {
 }
 
 /**
- * A 1000-token model whose logits are sums of 32 weights in [1, 1.5) (ln_f's gain 0, bias 1: the head's
- * input is all ones whatever the tokens), on bfloat16's steps of 2^-7 there. 600 rows lie on levels 0-60
- * of 32 steps plus a fraction of a step drawn per weight; above them, 200 rows "A" with every weight a
- * little under half a step above the top level (rounded down: float32 sums 12.5-15.7 steps above it,
- * bfloat16 sums 0) and 200 rows "B" with half their weights a little over half a step above it (rounded
- * up: float32 sums 8.2-9.8 steps, bfloat16 sums 16). The true top 1, 5 and 200 are A rows, the bfloat16
- * sums' are B rows: only the bound keeps the A rows.
+ * A 1000-token model whose logits are sums of 32 weights (ln_f's gain 0, bias 1: the head's input is all
+ * ones whatever the tokens), each row with one weight of 1 that sets its integer step to 1 / Q. 600 rows
+ * lie on levels 0-60 of 32 steps plus a fraction of a step drawn per weight; above them, 200 rows "A" with
+ * every other weight a little under half a step above the top level (rounded down: float32 sums 12-15 steps
+ * above it, integer sums 0) and 200 rows "B" with half of them a little over half a step above it (rounded
+ * up: float32 sums 8-10 steps, integer sums 16). The true top 1, 5 and 200 are A rows, the integer sums'
+ * are B rows: only the bound keeps the A rows.
  */
 function adversarialModel(): Gpt {
   const C = 32, V = 1000;
@@ -136,19 +136,20 @@ function adversarialModel(): Gpt {
     { ...GPT_PRESETS.tiny, nLayer: 1, nHead: 2, nEmbd: C, contextLength: 12, tie: false, vocabSize: V },
     3,
   );
-  const rng = new Rng(17), step = 2 ** -7; // bfloat16's step in [1, 2)
+  const rng = new Rng(17), step = 1 / quantLevels(C);
   const w = new Float32Array(V * C);
   for (let i = 0; i < V; i++) {
     const level = Math.floor(rng.next() * 61), m = (i - 600) % 200;
-    for (let j = 0; j < C; j++) {
+    w[i * C] = 1;
+    for (let j = 1; j < C; j++) {
       const above = i < 600
         ? level + rng.next()
         : i < 800
-        ? 61.49 - 0.0005 * m
-        : j < 16
-        ? 61.51 + 0.0005 * m
-        : 61;
-      w[i * C + j] = 1 + above * step;
+        ? 0.49 - 0.0005 * m
+        : j < 17
+        ? 0.51 + 0.0005 * m
+        : 0;
+      w[i * C + j] = (i < 600 ? 0 : 61 * step) + above * step;
     }
   }
   const set = (name: string, v: Float32Array) => {
@@ -161,7 +162,7 @@ function adversarialModel(): Gpt {
   return model;
 }
 
-Deno.test("bf16 head: a head whose bfloat16 rounding reorders the top k gives the float32 tokens", async () => {
+Deno.test("int16 head: a head whose rounding to integers reorders the top k gives the float32 tokens", async () => {
   const model = adversarialModel();
   try {
     for (const topK of [1, 5, 200]) {
@@ -189,7 +190,7 @@ Deno.test("bf16 head: a head whose bfloat16 rounding reorders the top k gives th
   }
 });
 
-Deno.test("bf16 head: every logit in float32 without top-k, with too many candidates, or switched off", async () => {
+Deno.test("int16 head: every logit in float32 without top-k, with too many candidates, or switched off", async () => {
   const model = new Gpt({ ...GPT_PRESETS.tiny, nLayer: 1, nHead: 2, nEmbd: 32, contextLength: 8 }, 2);
   randomizeWeights(model, 9);
   try {
@@ -211,47 +212,47 @@ Deno.test("bf16 head: every logit in float32 without top-k, with too many candid
     const o = { temperature: 1, topK: 5, topP: 1, allowedVocab: 50257 };
     const got = await sample(model, o, 4, 3, true);
     assert.equal(got.bounded, 0, "too many candidates: no -Infinity");
-    setDecodeBf16Head(false);
+    setDecodeInt16Head(false);
     assert.equal(kernelFor("decodeHead", "wasm", V * 32), "f32");
   } finally {
-    setDecodeBf16Head(true);
+    setDecodeInt16Head(true);
     model.dispose();
   }
 });
 
-/** bfloat16 by round-to-nearest-even on the bits, as a float (lib/precision.ts's rule). */
-function bf16(x: number): number {
-  const f = new Float32Array([x]), u = new Uint32Array(f.buffer);
-  u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000) >>> 0;
-  return f[0];
-}
-
-Deno.test("bf16_head and gemv_bound_bf16 kernels = float64: rounding, row sums, lo <= z <= hi", () => {
-  const R = 300, C = 40, heap = new HeapView(tf.backend());
-  // rows of mixed magnitudes (a wide exponent range per row), ties to even, an input with one large entry
+Deno.test("q16_head and gemv_bound_q16 kernels = float64: integers, row sums, lo <= z <= hi", () => {
+  const R = 300, C = 40, Q = quantLevels(C), heap = new HeapView(tf.backend());
+  // rows of mixed magnitudes (a wide exponent range per row), a row of zeros, an input with one large entry
   const w = randomArray(R * C, 3).map((x, i) => x * 2 ** ((i % 7) * 3 - 9));
-  w[7] = 1 + 2 ** -8, w[8] = 1 + 3 * 2 ** -8, w[9] = -(1 + 2 ** -8); // halfway: to even
+  w.fill(0, 10 * C, 11 * C);
   const a = tf.tensor(w), x = tf.tensor(randomArray(C, 4).map((v, j) => (j === 5 ? 40 : v)));
-  const out = tf.zeros([R * C / 2]), stats = tf.zeros([4 * R]), z = tf.zeros([R]);
-  heap.kernels.bf16_head(offset(a), offset(out), offset(stats), 3, R, C); // rows 3.. only
-  const bits = new Uint16Array(heap.memory.buffer, offset(out), R * C);
-  const st = heap.f32.slice(offset(stats) >> 2, (offset(stats) >> 2) + 4 * R);
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  for (let i = 0; i < R; i++) {
-    const sums = [0, 0, 0, 0];
+  const out = tf.zeros([R * C / 2]), prm = tf.zeros([4 * R]), stats = tf.zeros([4 * R]), z = tf.zeros([R]);
+  heap.kernels.q16_head(offset(a), offset(out), offset(prm), offset(stats), 3, R, C, Q); // rows 3.. only
+  const q = new Int16Array(heap.memory.buffer, offset(out), R * C);
+  const f = heap.f32, P = f.slice(offset(prm) >> 2, (offset(prm) >> 2) + 4 * R);
+  const st = f.slice(offset(stats) >> 2, (offset(stats) >> 2) + 4 * R);
+  for (let i = 3; i < R; i++) {
+    let mx = 0;
+    for (let j = 0; j < C; j++) mx = Math.max(mx, Math.abs(w[i * C + j]));
+    const s = P[4 * i], sums = [0, 0, 0, 0];
+    let dw = 0; // sum |d| (|w| + |d|): what rounding d = w - s q in float32 may move the sums by, over u
+    assert.equal(s, mx === 0 ? 1 : Math.fround(mx / Q), `row ${i}: scale`);
     for (let j = 0; j < C; j++) {
-      const v = w[i * C + j], b = bf16(v), d = v - b;
-      f[0] = b;
-      if (i >= 3) assert.equal(bits[i * C + j], u[0] >>> 16, `row ${i}, column ${j}`);
+      const v = w[i * C + j], d = v - s * q[i * C + j];
+      assert.ok(
+        Math.abs(q[i * C + j]) <= Q && Math.abs(d) <= 0.5001 * s,
+        `row ${i}, column ${j}: ${q[i * C + j]}`,
+      );
       sums[0] += Math.abs(d), sums[1] += d * d, sums[2] += Math.abs(v), sums[3] += v * v;
+      dw += Math.abs(d) * (Math.abs(v) + Math.abs(d));
     }
-    for (let s = 0; s < 4; s++) {
-      const want = i >= 3 ? sums[s] : 0;
-      assert.ok(Math.abs(st[4 * i + s] - want) <= 1e-5 * want, `row ${i}, statistic ${s}`);
+    const u = 2 ** -24, slack = [4 * u * (sums[2] + sums[0]), 8 * u * dw, 0, 0];
+    for (let k = 0; k < 4; k++) {
+      const err = Math.abs(st[4 * i + k] - sums[k]);
+      assert.ok(err <= 1e-5 * sums[k] + slack[k] + 1e-30, `row ${i}, statistic ${k}`);
     }
   }
-  assert.deepEqual([bf16(w[7]), bf16(w[8]), bf16(w[9])], [1, 1 + 2 ** -6, -1]);
-  const head = new Bf16Head(heap, offset(a), R, C);
+  const head = new Int16Head(heap, offset(a), R, C);
   assert.ok(head.usable());
   heap.kernels.gemv_rows(offset(a), C, offset(x), offset(z), 0, R, C);
   const Z = heap.f32.slice(offset(z) >> 2, (offset(z) >> 2) + R);
@@ -261,11 +262,16 @@ Deno.test("bf16_head and gemv_bound_bf16 kernels = float64: rounding, row sums, 
     const { lo, hi } = head.bounds(R);
     for (let i = 0; i < R; i++) {
       assert.ok(lo[i] <= Z[i] && Z[i] <= hi[i], `row ${i}: ${lo[i]} <= ${Z[i]} <= ${hi[i]}`);
+      const S = w.subarray(i * C, (i + 1) * C).reduce((acc, v) => acc + Math.abs(v), 0);
+      assert.ok(
+        hi[i] - lo[i] <= 2e-3 * 40 * S + 1e-20,
+        `row ${i}: a bound of the order of max|h| sum|w| / Q`,
+      );
     }
     const kth = [...Z].sort((p, q) => q - p)[k - 1];
     for (let i = 0; i < R; i++) if (Z[i] >= kth) assert.ok(ids.includes(i), `k ${k}: row ${i} kept`);
     if (k === 1) assert.ok(ids.length < R / 2, `k 1: ${ids.length} candidates of ${R}`);
   }
   head.dispose();
-  tf.dispose([a, x, out, stats, z]);
+  tf.dispose([a, x, out, prm, stats, z]);
 });

@@ -9,15 +9,15 @@
 // the logits agree with it to float32 rounding and a seed draws the same tokens (tests/gpt_decode_test.ts). The kernel-choice rule's "cachedDecode" row turns it on and off
 // (LMPIPE_WASM_DECODE=0); Gpt.startDecode falls back to decodeStep's op chain for what this does not
 // cover (gpt_decode's unsupported()). A sampler that draws from the top k says so (TopKNeed): then the
-// head is first read in bfloat16 and only the rows that can be among the top k in float32
-// (gpt_decode_head.ts; the "decodeHead" row of the rule, LMPIPE_DECODE_BF16_HEAD=0 to turn it off).
+// head is first read as 16-bit integers and only the rows that can be among the top k in float32
+// (gpt_decode_head.ts; the "decodeHead" row of the rule, LMPIPE_DECODE_INT16_HEAD=0 to turn it off).
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { GELU_C, GELU_K } from "../tensor/kernel_names.ts";
 import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
 import type { DecodeState, ModelConfig, TopKNeed } from "./types.ts";
-import { Bf16Head } from "./gpt_decode_head.ts";
+import { Int16Head } from "./gpt_decode_head.ts";
 import { kernelFor } from "../tensor/kernel_choice.ts";
 import { TOP_K_BLOCK } from "../top_k.ts";
 import { LAYER_NORM_EPS } from "../tensor/ops/layer_norm/mod.ts";
@@ -104,8 +104,8 @@ export class WasmGptDecoder implements DecodeState {
   /** Every intermediate of a step, regions of one tensor (offsets below). */
   readonly #scratch: tf.Tensor;
   readonly #at: Record<Region, number>;
-  /** The head in bfloat16, built at the first step that needs only the top k (null: not yet). */
-  #bf16: Bf16Head | null = null;
+  /** The head as 16-bit integers, built at the first step that needs only the top k (null: not yet). */
+  #int16: Int16Head | null = null;
   /** The ids the last step computed where it left -Infinity elsewhere (null: it computed all). */
   #computed: number[] | null = null;
 
@@ -226,17 +226,17 @@ export class WasmGptDecoder implements DecodeState {
     return heap.f32.subarray(logits, logits + V);
   }
 
-  /** The ids that can be among `need`'s top k, by the bfloat16 head; null: compute the whole head. */
+  /** The ids that can be among `need`'s top k, by the integer head; null: compute the whole head. */
   #candidates(need: TopKNeed): number[] | null {
     const c = this.#c, V = c.vocabSize, C = c.nEmbd, n = Math.min(need.n, V);
-    if (!(need.k >= 1 && need.k < n) || C % 8 !== 0 || kernelFor("decodeHead", "wasm", V * C) !== "bf16") {
+    if (!(need.k >= 1 && need.k < n) || C % 8 !== 0 || kernelFor("decodeHead", "wasm", V * C) !== "int16") {
       return null;
     }
-    this.#bf16 ??= new Bf16Head(this.#heap, this.#head, V, C);
-    return this.#bf16.usable() ? this.#bf16.candidates(this.#at.a, need.k, n) : null;
+    this.#int16 ??= new Int16Head(this.#heap, this.#head, V, C);
+    return this.#int16.usable() ? this.#int16.candidates(this.#at.a, need.k, n) : null;
   }
 
-  /** Starts over at position 0, keeping the key/value cache's memory and the bfloat16 head. */
+  /** Starts over at position 0, keeping the key/value cache's memory and the integer head. */
   reset(): void {
     this.length = 0;
   }
@@ -296,6 +296,6 @@ export class WasmGptDecoder implements DecodeState {
   dispose(): void {
     this.#cache.dispose();
     this.#scratch.dispose();
-    this.#bf16?.dispose();
+    this.#int16?.dispose();
   }
 }

@@ -190,14 +190,14 @@ export function setWasmDecodeEnabled(on: boolean): boolean {
   return old;
 }
 
-// The decoding step's bounded bfloat16 head (lib/models/gpt_decode_head.ts) for a sampler that draws from
-// the top k, unless LMPIPE_DECODE_BF16_HEAD=0 (then every step reads the whole float32 head).
-let decodeBf16HeadOn = switchOn("LMPIPE_DECODE_BF16_HEAD");
+// The decoding step's bounded 16-bit integer head (lib/models/gpt_decode_head.ts) for a sampler that draws from
+// the top k, unless LMPIPE_DECODE_INT16_HEAD=0 (then every step reads the whole float32 head).
+let decodeInt16HeadOn = switchOn("LMPIPE_DECODE_INT16_HEAD");
 
-/** Turns the decoding step's bfloat16 head on or off for this process (tests, bench/decode.ts); returns the old setting. */
-export function setDecodeBf16Head(on: boolean): boolean {
-  const old = decodeBf16HeadOn;
-  decodeBf16HeadOn = on;
+/** Turns the decoding step's integer head on or off for this process (tests, bench/decode.ts); returns the old setting. */
+export function setDecodeInt16Head(on: boolean): boolean {
+  const old = decodeInt16HeadOn;
+  decodeInt16HeadOn = on;
   return old;
 }
 
@@ -326,12 +326,13 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
-        name: "bf16",
-        file: "lib/models/gpt_decode_head.ts (kernels.wat bf16_head, gemv_bound_bf16)",
+        name: "int16",
+        file: "lib/models/gpt_decode_head.ts (kernels.wat q16_head, gemv_bound_q16)",
         active: (work) =>
-          decodeBf16HeadOn && wasmKernelsActive() && kernelFor("gemv", "wasm", work) === "lmpipe",
+          decodeInt16HeadOn && wasmKernelsActive() && kernelFor("gemv", "wasm", work) === "lmpipe",
         why:
-          "for top-k sampling: the head read in bfloat16 (half the bytes of the step's largest read) with a " +
+          "for top-k sampling: the head read as 16-bit integers (half the bytes and arithmetic of the step's " +
+          "largest product, by i32x4.dot_i16x8_s) with a " +
           "proven bound per logit, then only the rows that can be in the top k by gemv_rows, so the same " +
           "tokens; where the head goes to BLAS (threads) its sgemv's rounding could not be matched row by row",
       },
@@ -344,7 +345,7 @@ export const TABLE: KernelChoice[] = [
       },
     ],
     force:
-      "LMPIPE_DECODE_BF16_HEAD=0 (or LMPIPE_WASM_FUSED=0) reads the whole float32 head; setDecodeBf16Head " +
+      "LMPIPE_DECODE_INT16_HEAD=0 (or LMPIPE_WASM_FUSED=0) reads the whole float32 head; setDecodeInt16Head " +
       "for tests and bench/decode.ts --paths",
   },
   webgpuRow(

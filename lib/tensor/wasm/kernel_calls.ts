@@ -19,7 +19,7 @@ export const KIND = {
   imageNormDx: 12,
   imageNormDgDb: 13,
   round16: 14,
-  gemvBoundBf16: 15,
+  gemvBoundQ16: 15,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -129,16 +129,26 @@ export interface KernelExports {
     hasBias: number,
   ): void;
   block_max(x: number, m: number, n: number): void;
-  bf16_head(w: number, out: number, stats: number, r0: number, r1: number, n: number): void;
-  gemv_bound_bf16(
+  q16_head(
+    w: number,
+    out: number,
+    prm: number,
+    stats: number,
+    r0: number,
+    r1: number,
+    n: number,
+    q: number,
+  ): void;
+  gemv_bound_q16(
     a: number,
-    x8: number,
-    rb: number,
+    p: number,
+    prm: number,
     lo: number,
     hi: number,
     r0: number,
     r1: number,
     n: number,
+    sh: number,
     m: number,
     n2: number,
   ): void;
@@ -211,8 +221,20 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
     case KIND.gemvRows: // a, lda, x, y, n
       return k.gemv_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
-    case KIND.gemvBoundBf16: // a16, x8, rb, lo, hi, n, m, n2
-      return k.gemv_bound_bf16(a[1], a[2], a[3], a[4], a[5], r0, r1, a[6], bitsFloat(a[7]), bitsFloat(a[8]));
+    case KIND.gemvBoundQ16: // a16, p, prm, lo, hi, n, sh, m, n2
+      return k.gemv_bound_q16(
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        r0,
+        r1,
+        a[6],
+        bitsFloat(a[7]),
+        bitsFloat(a[8]),
+        bitsFloat(a[9]),
+      );
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }
