@@ -15,21 +15,11 @@ import { Int16Head, quantLevels, setBoundScaleForTests } from "../lib/models/gpt
 import { topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
 
+import { offset, randomizeWeights } from "./helpers_gpt.ts";
+
 await initBackend("wasm", { quiet: true });
 // the bounded head needs the head on lmpipe's gemv kernel (with BLAS threads it goes to sgemv)
 setGemvBlasMinWork(Infinity);
-const offset = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
-
-/** Weights of a trained-like spread (the init's 0.02 makes every logit nearly equal). */
-function randomizeWeights(model: Gpt, seed: number): void {
-  let k = seed;
-  for (const [name, v] of model.params) {
-    const r = randomArray(v.size, k++);
-    const gain = v.rank === 1 && name.endsWith(".weight");
-    const scale = v.rank === 2 ? 1.5 / Math.sqrt(v.shape[0]) : 0.4;
-    tf.tidy(() => v.assign(tf.tensor(r.map((x) => (gain ? 1 + 0.3 * x : scale * x)), v.shape)));
-  }
-}
 
 interface Run {
   tokens: number[];
