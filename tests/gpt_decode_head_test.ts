@@ -265,3 +265,25 @@ Deno.test("q16_head and gemv_bound_q16 kernels = float64: integers, row sums, lo
   head.dispose();
   tf.dispose([a, x, out, prm, stats, z]);
 });
+
+Deno.test("gemv_bound_q16: the input's rounding to integers is inside the bound (weights exactly integers)", () => {
+  const R = 64, C = 40, Q = quantLevels(C), heap = new HeapView(tf.backend()), rng = new Rng(8);
+  // each row's largest weight is Q, so its scale is 1 and every weight an integer: the rounding is all h's
+  const w = Float32Array.from({ length: R * C }, (_, i) => (i % C === 0 ? Q : Math.floor(rng.next() * Q)));
+  // h_j 0.49 of an integer step above a step (the step is max|h| / Q = 1 / Q): the errors add up
+  const h = Float32Array.from(
+    { length: C },
+    (_, j) => (j === 0 ? 1 : (Math.floor(rng.next() * Q / 2) + 0.49) / Q),
+  );
+  const a = tf.tensor(w), x = tf.tensor(h), z = tf.zeros([R]);
+  const head = new Int16Head(heap, offset(a), R, C);
+  heap.kernels.gemv_rows(offset(a), C, offset(x), offset(z), 0, R, C);
+  const Z = heap.f32.slice(offset(z) >> 2, (offset(z) >> 2) + R);
+  assert.ok(head.candidates(offset(x), 3, R) !== null);
+  const { lo, hi } = head.bounds(R);
+  for (let i = 0; i < R; i++) {
+    assert.ok(lo[i] <= Z[i] && Z[i] <= hi[i], `row ${i}: ${lo[i]} <= ${Z[i]} <= ${hi[i]}`);
+  }
+  head.dispose();
+  tf.dispose([a, x, z]);
+});
