@@ -14,6 +14,8 @@ import { cachedStepper, chooseToken, type SamplingOptions, topKNeed } from "../p
 import { Int16Head, quantLevels, setBoundScaleForTests } from "../lib/models/gpt_decode_head.ts";
 import { topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
+import { saveCheckpoint } from "../lib/checkpoint.ts";
+import { run as sample_ } from "../pipelines/sample/mod.ts";
 
 import { offset, randomizeWeights } from "./helpers_gpt.ts";
 
@@ -286,4 +288,41 @@ Deno.test("gemv_bound_q16: the input's rounding to integers is inside the bound 
   }
   head.dispose();
   tf.dispose([a, x, z]);
+});
+
+Deno.test("lmpipe sample on wasm: the same tokens with the integer head on and off (greedy, top-k 5, 200)", async () => {
+  const config = { ...GPT_PRESETS.tiny, model: "gpt", nLayer: 1, nHead: 2, nEmbd: 32, contextLength: 16 };
+  const model = new Gpt(config, 6);
+  randomizeWeights(model, 12);
+  const dir = await Deno.makeTempDir({ prefix: "lmpipe-int16-head-" });
+  const state = {
+    step: 0,
+    optimizerStep: 0,
+    lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
+    rng: { s: [1, 2, 3, 4] as [number, number, number, number] },
+    sampler: {},
+    elapsedS: 0,
+    tokensSeen: 0,
+  };
+  try {
+    await saveCheckpoint(dir, { params: model.params, config: { model: config }, state });
+    const run = async (on: boolean, extra: string[]) => {
+      setDecodeInt16Head(on);
+      let out = "";
+      const args = ["--backend", "wasm", "--ckpt", dir, "--prompt-ids", "11,12", "--max-new-tokens", "30"];
+      await sample_([...args, "--format", "tokens", "--seed", "9", ...extra], {
+        stdout: (b) => Promise.resolve(void (out += new TextDecoder().decode(b))),
+      });
+      return out;
+    };
+    for (const extra of [["--temperature", "0"], ["--top-k", "5"], ["--top-k", "200", "--top-p", "0.8"]]) {
+      const want = await run(false, extra), got = await run(true, extra);
+      assert.equal(want.trim().split(" ").length, 30);
+      assert.equal(got, want, extra.join(" "));
+    }
+  } finally {
+    setDecodeInt16Head(true);
+    model.dispose();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
