@@ -96,7 +96,7 @@ export class Int16Head {
   /** Quantizes the head and turns each row's statistics into its bound factors (see the file's top). */
   #build(stats: number) {
     const R = this.#rows, C = this.#C, Q = this.#Q, at = this.#at;
-    this.#heap.kernels.q16_head(this.#head, at.a16, at.prm, stats, 0, R, C, Q);
+    runRows(this.#heap.backend, [KIND.q16Head, this.#head, at.a16, at.prm, stats, C, floatBits(Q)], R, 2 * C);
     const f = this.#heap.f32, st = stats >> 2, prm = at.prm >> 2;
     const g = C * U / (1 - C * U), fudge = 1 + 2 * g + 2 ** -10, c = 2 * g + 16 * U, tiny = C * 2 ** -140;
     let maxS = 0, maxW = 0;

@@ -20,6 +20,7 @@ export const KIND = {
   imageNormDgDb: 13,
   round16: 14,
   gemvBoundQ16: 15,
+  q16Head: 16,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -221,6 +222,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
     case KIND.gemvRows: // a, lda, x, y, n
       return k.gemv_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.q16Head: // w, out, prm, stats, n, q
+      return k.q16_head(a[1], a[2], a[3], a[4], r0, r1, a[5], bitsFloat(a[6]));
     case KIND.gemvBoundQ16: // a16, p, prm, lo, hi, n, sh, m, n2
       return k.gemv_bound_q16(
         a[1],
