@@ -14,10 +14,10 @@ import { cachedStepper, chooseToken, type SamplingOptions, topKNeed } from "../p
 import { Int16Head, quantLevels, setBoundScaleForTests } from "../lib/models/gpt_decode_head.ts";
 import { topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
-import { saveCheckpoint } from "../lib/checkpoint.ts";
 import { run as sample_ } from "../pipelines/sample/mod.ts";
 
 import { offset, randomizeWeights } from "./helpers_gpt.ts";
+import { saveUntrainedRun } from "./helpers_run.ts";
 
 await initBackend("wasm", { quiet: true });
 // the bounded head needs the head on lmpipe's gemv kernel (with BLAS threads it goes to sgemv)
@@ -295,17 +295,9 @@ Deno.test("lmpipe sample on wasm: the same tokens with the integer head on and o
   const model = new Gpt(config, 6);
   randomizeWeights(model, 12);
   const dir = await Deno.makeTempDir({ prefix: "lmpipe-int16-head-" });
-  const state = {
-    step: 0,
-    optimizerStep: 0,
-    lossScale: { scale: 1, cleanSteps: 0, skippedSteps: 0 },
-    rng: { s: [1, 2, 3, 4] as [number, number, number, number] },
-    sampler: {},
-    elapsedS: 0,
-    tokensSeen: 0,
-  };
+
   try {
-    await saveCheckpoint(dir, { params: model.params, config: { model: config }, state });
+    await saveUntrainedRun(dir, model);
     const run = async (on: boolean, extra: string[]) => {
       setDecodeInt16Head(on);
       let out = "";
