@@ -5,16 +5,25 @@
 // step, reading the logits, choosing the token (top-k on the host). Then the cost of one step at an early
 // and a late position (flat in the context?), the floor the output head sets (it reads the whole
 // [vocab, C] float32 matrix every token: the memory bandwidth of a streaming read, measured here), and
-// the TF.js kernels of one op-chain step (tf.profile).
+// the TF.js kernels of one op-chain step (tf.profile). The wasm step runs twice: reading the whole float32
+// head, and with the bounded integer head for the sampling's top k (lib/models/gpt_decode_head.ts; built
+// at a decode's first step, inside that round's time).
 //
 //   deno run -A bench/decode.ts [--model gpt] [--preset tiny] [--n-layer 4] [--n-head 4] [--n-embd 128]
-//        [--context 128] [--tokens 100] [--rounds 3] [--threads 1] [--top-k 200]
-import { num, parseFlags, str } from "../lib/flags.ts";
+//        [--context 128] [--tokens 100] [--rounds 3] [--threads 1] [--top-k 200] [--paths a,b]
+import { list, num, parseFlags, str } from "../lib/flags.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
-import { chooseToken } from "../pipelines/sample/generate.ts";
+import { chooseToken, topKNeed } from "../pipelines/sample/generate.ts";
 import { Rng } from "../lib/rng.ts";
-import { blasForGemv, setGemvBlasMinWork, setWasmDecodeEnabled } from "../lib/tensor/kernel_choice.ts";
+import {
+  blasForGemv,
+  kernelFor,
+  setDecodeInt16Head,
+  setGemvBlasMinWork,
+  setWasmDecodeEnabled,
+} from "../lib/tensor/kernel_choice.ts";
+import { Int16Head } from "../lib/models/gpt_decode_head.ts";
 import { currentBlas } from "../lib/native/blas.ts";
 import { HeapView } from "../lib/tensor/ops/gemv/wasm.ts";
 import { runRows } from "../lib/tensor/wasm/kernels.ts";
@@ -31,6 +40,7 @@ const HELP = `deno run -A bench/decode.ts [flags]
   --rounds N     timed rounds after one warm-up round (default 3)
   --threads N    wasm threads (default 1)
   --top-k K      top-k of the sampling (default 200)
+  --paths LIST   which ways to run, of: op-chain, wasm-f32, wasm-int16 (default all three)
   --gemv-blas-min N
                  the wasm step's one-row products of at least N multiply-adds go to BLAS's sgemv
                  (default: the rule's, kernel_choice.ts gemv row; 0 = all, when a BLAS library is loaded)
@@ -50,6 +60,7 @@ const p = parseFlags(CMD, Deno.args, {
   threads: { type: "string" },
   "top-k": { type: "string" },
   "gemv-blas-min": { type: "string" },
+  paths: { type: "string" },
 });
 if (p.help) {
   console.log(HELP);
@@ -72,12 +83,25 @@ const T = model.config.contextLength;
 const tokens = Math.min(whole("tokens", 100), T - 1), rounds = whole("rounds", 3);
 const sampling = { temperature: 1, topK: whole("top-k", 200), topP: 1, allowedVocab: 50257 };
 
-const PATHS = { "op chain": false, "wasm step": true } as const;
-type Path = keyof typeof PATHS;
+/** Each way to run a step: the wasm step or the op chain, the bounded integer head or the float32 one. */
+const ALL_PATHS = {
+  "op-chain": { wasm: false, int16: false },
+  "wasm-f32": { wasm: true, int16: false },
+  "wasm-int16": { wasm: true, int16: true },
+} as const;
+type Path = keyof typeof ALL_PATHS;
+const PATHS = list(p, "paths", Object.keys(ALL_PATHS).join(",")) as Path[];
+for (const path of PATHS) {
+  if (!(path in ALL_PATHS)) {
+    throw new Error(`${CMD}: --paths: '${path}' is none of ${Object.keys(ALL_PATHS).join(", ")}`);
+  }
+}
+const need = topKNeed(sampling, model.config.vocabSize);
 
 /** A fresh decode on `path`. */
 function start(path: Path) {
-  setWasmDecodeEnabled(PATHS[path]);
+  setWasmDecodeEnabled(ALL_PATHS[path].wasm);
+  setDecodeInt16Head(ALL_PATHS[path].int16);
   return model.startDecode(1);
 }
 
@@ -85,7 +109,7 @@ function start(path: Path) {
 async function stepAndRead(state: ReturnType<typeof start>, tok: number) {
   const t0 = performance.now();
   if (state.stepOnHost) {
-    const row = state.stepOnHost(tok);
+    const row = state.stepOnHost(tok, need);
     return { row, step: performance.now() - t0, read: 0 }; // the logits are a view of the heap: no read
   }
   const input = tf.tensor1d([tok], "int32");
@@ -133,11 +157,17 @@ console.log(
         : "lmpipe's gemv kernel"
     }`,
 );
+console.log(
+  `the bounded integer head: ${
+    kernelFor("decodeHead", "wasm", model.config.vocabSize * (model.config.nEmbd as number))
+  } by the rule when on; top-k ${sampling.topK}`,
+);
 const rng = new Rng(3);
-for (const path of Object.keys(PATHS) as Path[]) await generate(path, 4, rng);
-const rates: Record<Path, number[]> = { "op chain": [], "wasm step": [] };
+// warm-up: enough tokens for the JIT to optimize each path's host code (4 left the first round slow)
+for (const path of PATHS) await generate(path, Math.min(tokens, 30), rng);
+const rates = Object.fromEntries(PATHS.map((path) => [path, [] as number[]])) as Record<Path, number[]>;
 for (let r = 1; r <= rounds; r++) {
-  for (const path of Object.keys(PATHS) as Path[]) {
+  for (const path of PATHS) {
     const ms = await generate(path, tokens, rng);
     const total = ms.step + ms.read + ms.choose;
     const per = (v: number) => (v / tokens).toFixed(3);
@@ -148,12 +178,15 @@ for (let r = 1; r <= rounds; r++) {
     );
   }
 }
-const ratios = rates["wasm step"].map((w, i) => w / rates["op chain"][i]);
-console.log(`wasm step / op chain tokens/s, per round: ${ratios.map((x) => x.toFixed(2)).join(" ")}`);
+for (const [a, b] of [["wasm-f32", "op-chain"], ["wasm-int16", "wasm-f32"]] as [Path, Path][]) {
+  if (!rates[a] || !rates[b]) continue;
+  const ratios = rates[a].map((w, i) => w / rates[b][i]);
+  console.log(`${a} / ${b} tokens/s, per round: ${ratios.map((x) => x.toFixed(2)).join(" ")}`);
+}
 
 const early = 10, late = Math.min(120, T - 1);
-for (const path of Object.keys(PATHS) as Path[]) {
-  const reps = path === "wasm step" ? 20 : 5;
+for (const path of PATHS) {
+  const reps = path === "op-chain" ? 5 : 20;
   const [a, b] = [await stepAt(path, early, reps), await stepAt(path, late, reps)];
   console.log(
     `${path}: one step (model + read) at position ${early}: ${a.toFixed(3)} ms, at ${late}: ${
@@ -167,7 +200,9 @@ for (const path of Object.keys(PATHS) as Path[]) {
 {
   const V = model.config.vocabSize, C = model.config.nEmbd as number;
   const heap = new HeapView(tf.backend());
-  const big = tf.zeros([1 << 26]), x = tf.zeros([C]), y = tf.zeros([(1 << 26) / C]);
+  const big = tf.zeros([1 << 26]),
+    x = tf.randomNormal([C], 0, 1, "float32", 5),
+    y = tf.zeros([(1 << 26) / C]);
   const off = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
   const head = model.params.get("transformer.wte.weight")!;
   const blas = currentBlas();
@@ -200,6 +235,20 @@ for (const path of Object.keys(PATHS) as Path[]) {
     report(`head, BLAS sgemv (${info.threads} thread(s))`, gbps(headBytes, sgemv(off(head), V), 30));
     report("256 MiB streaming read, BLAS sgemv", gbps(4 * (1 << 26), sgemv(off(big), bigRows), 5));
   }
+  // the bounded head: its build (once per decode) and its bound pass over every row (its read of the head)
+  const builds: number[] = [];
+  let bh: Int16Head | null = null;
+  for (let r = 0; r < 5; r++) {
+    bh?.dispose();
+    const t0 = performance.now();
+    bh = new Int16Head(heap, off(head), V, C);
+    builds.push(performance.now() - t0);
+  }
+  console.log(`  ${"int16 head: build (once per decode)".padEnd(44)} ${median(builds).toFixed(3)} ms`);
+  const nVocab = Math.min(V, sampling.allowedVocab);
+  const hb = gbps(2 * nVocab * C, () => bh!.candidates(off(x), sampling.topK, nVocab), 30);
+  report(`int16 head: bounds + top-${sampling.topK} candidates`, hb);
+  bh!.dispose();
   console.log(
     `  => f32 head alone: at most ${(1000 / h1.ms).toFixed(0)} tokens/s at the head's measured rate, ` +
       `${(b1.gbs * 1e9 / headBytes).toFixed(0)} tokens/s at the streaming rate`,

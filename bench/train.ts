@@ -16,7 +16,7 @@ import type { ModelConfig, Precision } from "../lib/models/types.ts";
 import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { evaluateBatches, type StepLog, trainLoop } from "../lib/train_loop.ts";
-import { cachedStepper, chooseToken, uncachedStepper } from "../pipelines/sample/generate.ts";
+import { cachedStepper, chooseToken, topKNeed, uncachedStepper } from "../pipelines/sample/generate.ts";
 import {
   benchTrainOptions,
   median,
@@ -403,17 +403,12 @@ async function sampleRate(
   const rng = new Rng(3);
   const n = Math.min(o.sampleTokens, T - 1);
   const gen = async (count: number) => {
-    const stepper = cached ? cachedStepper(model) : uncachedStepper(model);
+    const sampling = { temperature: 1, topK: 200, topP: 1, allowedVocab: 50257 };
+    const stepper = cached
+      ? cachedStepper(model, topKNeed(sampling, model.config.vocabSize))
+      : uncachedStepper(model);
     const seq = [198];
-    for (let i = 0; i < count; i++) {
-      seq.push(
-        chooseToken(
-          await stepper.next(seq),
-          { temperature: 1, topK: 200, topP: 1, allowedVocab: 50257 },
-          rng,
-        ),
-      );
-    }
+    for (let i = 0; i < count; i++) seq.push(chooseToken(await stepper.next(seq), sampling, rng));
     stepper.dispose();
   };
   await gen(2);

@@ -66,6 +66,65 @@ export function kthLargest(values: Float32Array, n: number, k: number): number {
 }
 
 /**
+ * The maxima to search values[0 .. n-1] by: `maxima` when the caller has them (computed over n or more
+ * values: a padded last block is redone over the values below n), else blockMaxima's.
+ */
+function maximaBelow(values: Float32Array, n: number, maxima?: Float32Array): Float32Array {
+  const blocks = Math.ceil(n / TOP_K_BLOCK);
+  if (!maxima) return blockMaxima(values, n);
+  if (n % TOP_K_BLOCK === 0) return maxima;
+  const own = maxima.slice(0, blocks);
+  own[blocks - 1] = blockMaxima(values.subarray((blocks - 1) * TOP_K_BLOCK, n), n % TOP_K_BLOCK)[0];
+  return own;
+}
+
+/**
+ * The k-th largest of values[0 .. n-1] (ties counted, as kthLargest), 1 <= k <= n, searching only the
+ * blocks that can hold it: the k-th largest block maximum is at most the k-th largest value (k blocks each
+ * hold a value at least that large). `maxima`: the values' blockMaxima where the caller has them.
+ */
+export function kthLargestByBlocks(
+  values: Float32Array,
+  n: number,
+  k: number,
+  maxima?: Float32Array,
+): number {
+  maxima = maximaBelow(values, n, maxima);
+  const blocks = Math.ceil(n / TOP_K_BLOCK);
+  // -Infinity with fewer than k blocks: then every value is searched
+  const bound = k <= blocks ? kthLargest(maxima, blocks, k) : -Infinity;
+  const near: number[] = [];
+  for (let b = 0; b < blocks; b++) {
+    if (!(maxima[b] >= bound)) continue;
+    for (let i = b * TOP_K_BLOCK, end = Math.min(n, i + TOP_K_BLOCK); i < end; i++) {
+      if (values[i] >= bound) near.push(values[i]);
+    }
+  }
+  return kthLargest(Float32Array.from(near), near.length, k);
+}
+
+/**
+ * The ids, ascending, of values[0 .. n-1] at or above `threshold` (NaN never), looking only into the
+ * blocks whose maximum reaches it. `maxima`: the values' blockMaxima where the caller has them.
+ */
+export function idsAtLeast(
+  values: Float32Array,
+  n: number,
+  threshold: number,
+  maxima?: Float32Array,
+): number[] {
+  maxima = maximaBelow(values, n, maxima);
+  const ids: number[] = [];
+  for (let b = 0, blocks = Math.ceil(n / TOP_K_BLOCK); b < blocks; b++) {
+    if (!(maxima[b] >= threshold)) continue;
+    for (let i = b * TOP_K_BLOCK, end = Math.min(n, i + TOP_K_BLOCK); i < end; i++) {
+      if (values[i] >= threshold) ids.push(i);
+    }
+  }
+  return ids;
+}
+
+/**
  * The ids, ascending, of the values of values[0 .. n-1] at or above the k-th largest (ties counted, as
  * kthLargest: so possibly more than k), 1 <= k <= n. NaN is never a candidate. `maxima`: the values'
  * blockMaxima when the caller has them already (computed over n or more values).
@@ -74,22 +133,6 @@ export function kthLargest(values: Float32Array, n: number, k: number): number {
  * topKIds(Float32Array.from([3, 1, 4, 1, 5]), 5, 2); // [2, 4]
  */
 export function topKIds(values: Float32Array, n: number, k: number, maxima?: Float32Array): number[] {
-  const blocks = Math.ceil(n / TOP_K_BLOCK);
-  if (!maxima) maxima = blockMaxima(values, n);
-  else if (n % TOP_K_BLOCK !== 0) {
-    // the caller's last block may run past n (a padded vocabulary): redo it over the values below n
-    maxima = maxima.slice(0, blocks);
-    maxima[blocks - 1] = blockMaxima(values.subarray((blocks - 1) * TOP_K_BLOCK, n), n % TOP_K_BLOCK)[0];
-  }
-  // at most the k-th largest value (-Infinity with fewer than k blocks: then every value is a candidate)
-  const bound = k <= blocks ? kthLargest(maxima, blocks, k) : -Infinity;
-  const near: number[] = [], nearIds: number[] = [];
-  for (let b = 0; b < blocks; b++) {
-    if (!(maxima[b] >= bound)) continue;
-    for (let i = b * TOP_K_BLOCK, end = Math.min(n, i + TOP_K_BLOCK); i < end; i++) {
-      if (values[i] >= bound) near.push(values[i]), nearIds.push(i);
-    }
-  }
-  const threshold = kthLargest(Float32Array.from(near), near.length, k);
-  return nearIds.filter((_, j) => near[j] >= threshold);
+  maxima = maximaBelow(values, n, maxima);
+  return idsAtLeast(values, n, kthLargestByBlocks(values, n, k, maxima), maxima);
 }

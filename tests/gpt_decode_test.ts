@@ -21,21 +21,11 @@ import { blockMaxima, topKIds } from "../lib/top_k.ts";
 import { Rng } from "../lib/rng.ts";
 import { LmpipeError } from "../lib/errors.ts";
 
+import { offset, randomizeWeights } from "./helpers_gpt.ts";
+
 await initBackend("wasm", { quiet: true });
 if (!currentBlas() && Deno.env.get("LMPIPE_REQUIRE_NATIVE")) {
   throw new Error("gpt_decode_test: BLAS must be loaded here (LMPIPE_REQUIRE_NATIVE is set)");
-}
-const offset = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
-
-/** Weights that make every part of the block matter (the init's 0.02 leaves attention uniform). */
-function randomizeWeights(model: Gpt, seed: number): void {
-  let k = seed;
-  for (const [name, v] of model.params) {
-    const r = randomArray(v.size, k++);
-    const gain = v.rank === 1 && name.endsWith(".weight");
-    const scale = v.rank === 2 ? 1.5 / Math.sqrt(v.shape[0]) : 0.4;
-    tf.tidy(() => v.assign(tf.tensor(r.map((x) => (gain ? 1 + 0.3 * x : scale * x)), v.shape)));
-  }
 }
 
 const SHAPES = {

@@ -8,13 +8,17 @@
 // LayerNorm and GELU kernels; the matrix-vector sums and the softmax's division in another order), so
 // the logits agree with it to float32 rounding and a seed draws the same tokens (tests/gpt_decode_test.ts). The kernel-choice rule's "cachedDecode" row turns it on and off
 // (LMPIPE_WASM_DECODE=0); Gpt.startDecode falls back to decodeStep's op chain for what this does not
-// cover (gpt_decode's unsupported()).
+// cover (gpt_decode's unsupported()). A sampler that draws from the top k says so (TopKNeed): then the
+// head is first read as 16-bit integers and only the rows that can be among the top k in float32
+// (gpt_decode_head.ts; the "decodeHead" row of the rule, LMPIPE_DECODE_INT16_HEAD=0 to turn it off).
 import { tf } from "../tensor/backend.ts";
 import { usageError } from "../errors.ts";
 import { GELU_C, GELU_K } from "../tensor/kernel_names.ts";
 import { type AnyBackend, offsetOf } from "../tensor/wasm/kernels.ts";
 import { headRow, HeapView, linearRow } from "../tensor/ops/gemv/wasm.ts";
-import type { DecodeState, ModelConfig } from "./types.ts";
+import type { DecodeState, ModelConfig, TopKNeed } from "./types.ts";
+import { Int16Head } from "./gpt_decode_head.ts";
+import { kernelFor } from "../tensor/kernel_choice.ts";
 import { TOP_K_BLOCK } from "../top_k.ts";
 import { LAYER_NORM_EPS } from "../tensor/ops/layer_norm/mod.ts";
 import { variantOf } from "./variants.ts";
@@ -100,6 +104,10 @@ export class WasmGptDecoder implements DecodeState {
   /** Every intermediate of a step, regions of one tensor (offsets below). */
   readonly #scratch: tf.Tensor;
   readonly #at: Record<Region, number>;
+  /** The head as 16-bit integers, built at the first step that needs only the top k (null: not yet). */
+  #int16: Int16Head | null = null;
+  /** The ids the last step computed where it left -Infinity elsewhere (null: it computed all). */
+  #computed: number[] | null = null;
 
   constructor(params: Map<string, tf.Variable>, config: DecodeConfig) {
     const backend: AnyBackend = tf.backend();
@@ -152,9 +160,10 @@ export class WasmGptDecoder implements DecodeState {
 
   /**
    * Feeds `token` at the next position and returns the logits [vocabSize] for the one after: a view
-   * of the heap, valid until the next step or dispose().
+   * of the heap, valid until the next step or dispose(). With `need`, ids that cannot be among its
+   * top k may be -Infinity (the others are exactly as without it).
    */
-  stepOnHost(token: number): Float32Array {
+  stepOnHost(token: number, need?: TopKNeed): Float32Array {
     const c = this.#c, C = c.nEmbd, T = c.contextLength, V = c.vocabSize, pos = this.length;
     if (pos >= T) {
       throw usageError(
@@ -193,10 +202,43 @@ export class WasmGptDecoder implements DecodeState {
       for (let i = 0; i < C; i++) f[x + i] += f[out + i];
     }
     this.#norm(this.#lnF);
-    headRow(heap, this.#head, at.a, at.logits, V, C);
+    const ids = need ? this.#candidates(need) : null;
+    f = heap.f32;
+    const logits = at.logits >> 2;
+    if (ids === null) {
+      headRow(heap, this.#head, at.a, at.logits, V, C);
+      this.#computed = null;
+    } else {
+      // -Infinity where the last step wrote (everywhere after a whole head), then the candidates' runs
+      // of consecutive rows by the whole head's kernel: bit for bit its values
+      if (this.#computed === null) f.fill(-Infinity, logits, logits + V);
+      else for (const i of this.#computed) f[logits + i] = -Infinity;
+      for (let j = 0; j < ids.length;) {
+        let e = j + 1;
+        while (e < ids.length && ids[e] === ids[e - 1] + 1) e++;
+        k.gemv_rows(this.#head, C, at.a, at.logits, ids[j], ids[e - 1] + 1, C);
+        j = e;
+      }
+      this.#computed = ids;
+    }
     k.block_max(at.logits, at.maxima, V); // where the sampler's top-k search starts (~5 us)
     this.length = pos + 1;
-    return heap.f32.subarray(at.logits >> 2, (at.logits >> 2) + V);
+    return heap.f32.subarray(logits, logits + V);
+  }
+
+  /** The ids that can be among `need`'s top k, by the integer head; null: compute the whole head. */
+  #candidates(need: TopKNeed): number[] | null {
+    const c = this.#c, V = c.vocabSize, C = c.nEmbd, n = Math.min(need.n, V);
+    if (!(need.k >= 1 && need.k < n) || C % 8 !== 0 || kernelFor("decodeHead", "wasm", V * C) !== "int16") {
+      return null;
+    }
+    this.#int16 ??= new Int16Head(this.#heap, this.#head, V, C);
+    return this.#int16.usable() ? this.#int16.candidates(this.#at.a, need.k, n) : null;
+  }
+
+  /** Starts over at position 0, keeping the key/value cache's memory and the integer head. */
+  reset(): void {
+    this.length = 0;
   }
 
   /**
@@ -254,5 +296,6 @@ export class WasmGptDecoder implements DecodeState {
   dispose(): void {
     this.#cache.dispose();
     this.#scratch.dispose();
+    this.#int16?.dispose();
   }
 }

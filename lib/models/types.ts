@@ -33,6 +33,16 @@ export interface ForwardOptions {
   gradScale?: number;
 }
 
+/**
+ * What a sampler reads of a step's logits when it draws from the top k (lib/top_k.ts topKIds over ids
+ * below n): a step given this may return -Infinity for any id that cannot be among those top k (ties
+ * included) and must return every other logit exactly as without it (lib/models/gpt_decode_head.ts).
+ */
+export interface TopKNeed {
+  k: number;
+  n: number;
+}
+
 /** Incremental decoding state (e.g. a key/value cache); owned by the model, opaque to the engine. */
 export interface DecodeState {
   /** Number of positions already consumed. */
@@ -42,9 +52,14 @@ export interface DecodeState {
    * lib/models/gpt_decode.ts): feeds one token of a batch-1 decode and returns the next logits
    * [vocabSize] without a tensor, as a view valid until the next step. decodeStep works on it too.
    */
-  stepOnHost?(token: number): Float32Array;
+  stepOnHost?(token: number, need?: TopKNeed): Float32Array;
   /** With stepOnHost: the last logits' block maxima (lib/top_k.ts), a view valid until the next step. */
   blockMaxima?(): Float32Array;
+  /**
+   * Where present: starts over at position 0, keeping what the state built from the weights (they must
+   * not have changed since), instead of dispose() and a new startDecode.
+   */
+  reset?(): void;
   dispose(): void;
 }
 

@@ -190,6 +190,17 @@ export function setWasmDecodeEnabled(on: boolean): boolean {
   return old;
 }
 
+// The decoding step's bounded 16-bit integer head (lib/models/gpt_decode_head.ts) for a sampler that draws from
+// the top k, unless LMPIPE_DECODE_INT16_HEAD=0 (then every step reads the whole float32 head).
+let decodeInt16HeadOn = switchOn("LMPIPE_DECODE_INT16_HEAD");
+
+/** Turns the decoding step's integer head on or off for this process (tests, bench/decode.ts); returns the old setting. */
+export function setDecodeInt16Head(on: boolean): boolean {
+  const old = decodeInt16HeadOn;
+  decodeInt16HeadOn = on;
+  return old;
+}
+
 const FUSED_OPTION = "; AdamW's `fused: false` option";
 
 /** The rule. Each row: an op on a backend, implementations in priority order. */
@@ -309,6 +320,33 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_WASM_DECODE=0 (or LMPIPE_WASM_FUSED=0) runs decodeStep's op chain; setWasmDecodeEnabled " +
       "for tests and bench/decode.ts",
+  },
+  {
+    op: "decodeHead",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "int16",
+        file: "lib/models/gpt_decode_head.ts (kernels.wat q16_head, gemv_bound_q16)",
+        active: (work) =>
+          decodeInt16HeadOn && wasmKernelsActive() && kernelFor("gemv", "wasm", work) === "lmpipe",
+        why:
+          "for top-k sampling: the head read as 16-bit integers (half the bytes and arithmetic of the step's " +
+          "largest product, by i32x4.dot_i16x8_s) with a " +
+          "proven bound per logit, then only the rows that can be in the top k by gemv_rows, so the same " +
+          "tokens; where the head goes to BLAS (threads) its sgemv's rounding could not be matched row by row",
+      },
+      {
+        name: "f32",
+        file: "lib/tensor/ops/gemv/wasm.ts (headRow)",
+        active: always,
+        why: "every logit in float32: sampling from all tokens, the bound undecided (too many candidates, " +
+          "weights not finite), or decodeStep's logits",
+      },
+    ],
+    force:
+      "LMPIPE_DECODE_INT16_HEAD=0 (or LMPIPE_WASM_FUSED=0) reads the whole float32 head; setDecodeInt16Head " +
+      "for tests and bench/decode.ts --paths",
   },
   webgpuRow(
     "softmaxRows",

@@ -2,7 +2,7 @@
 // (startDecode/decodeStep: each new token costs one position), or full recomputation of the last
 // `context` tokens per token (--no-cache). Choosing the next token happens on the host from the logits
 // with lmpipe's seeded RNG, so a seed gives the same text on every run of a backend.
-import type { LanguageModel, Precision } from "../../lib/models/types.ts";
+import type { LanguageModel, Precision, TopKNeed } from "../../lib/models/types.ts";
 import { readData, tf } from "../../lib/tensor/backend.ts";
 import type { Rng } from "../../lib/rng.ts";
 import { topKIds } from "../../lib/top_k.ts";
@@ -67,6 +67,17 @@ export function chooseToken(
   return ids[order[order.length - 1]];
 }
 
+/**
+ * What chooseToken reads of `vocab` logits under `o`: the top k of the allowed ids (greedy: the top 1,
+ * the first of equal maxima being among them), or undefined where it reads every logit (top-k 0 or at
+ * least the allowed vocabulary: the softmax over all of them).
+ */
+export function topKNeed(o: SamplingOptions, vocab: number): TopKNeed | undefined {
+  const n = Math.min(vocab, o.allowedVocab);
+  const k = o.temperature === 0 ? 1 : o.topK;
+  return k > 0 && k < n ? { k, n } : undefined;
+}
+
 /** Produces the logits for the next token after each token appended; cached or recomputed. */
 export interface Stepper {
   /**
@@ -108,9 +119,11 @@ export function uncachedStepper(model: LanguageModel, precision: Precision = "fp
 /**
  * Key/value-cached decoding. Within the context each call feeds only the tokens not yet consumed.
  * When the cache is full, it restarts from the last half-context of tokens (so long generations stay
- * fast; beyond the context this differs from --no-cache, which slides one token at a time).
+ * fast; beyond the context this differs from --no-cache, which slides one token at a time). `need`
+ * (topKNeed of the sampling): the logits are read only for that top k, so a host-side step may leave the
+ * others -Infinity (lib/models/gpt_decode_head.ts).
  */
-export function cachedStepper(model: LanguageModel): Stepper {
+export function cachedStepper(model: LanguageModel, need?: TopKNeed): Stepper {
   const T = model.config.contextLength;
   let state = model.startDecode(1);
   let consumed = 0; // tokens of the sequence fed so far (the cache may hold a suffix)
@@ -118,14 +131,14 @@ export function cachedStepper(model: LanguageModel): Stepper {
   return {
     async next(tokens) {
       if (tokens.length - offset > T) {
-        state.dispose();
-        state = model.startDecode(1);
+        if (state.reset) state.reset(); // the weights did not change: keep what the state built
+        else state.dispose(), state = model.startDecode(1);
         offset = tokens.length - Math.ceil(T / 2);
         consumed = offset;
       }
       if (state.stepOnHost) { // the model's host-side step: logits without a tensor (gpt on wasm)
         let logits: Float32Array | null = null;
-        for (; consumed < tokens.length; consumed++) logits = state.stepOnHost(tokens[consumed]);
+        for (; consumed < tokens.length; consumed++) logits = state.stepOnHost(tokens[consumed], need);
         if (!logits) throw new Error("cachedStepper.next: no new token to feed");
         return logits;
       }

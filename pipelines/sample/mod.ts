@@ -12,7 +12,7 @@ import { decodeBytes, encodeOrdinary, EOT, VOCAB_SIZE } from "../../lib/tokenize
 import { readAll } from "../../lib/token_stream.ts";
 import { loadFamilies, type PipelineEnv, stdoutWriter } from "../../lib/pipeline_env.ts";
 import { modelFromCheckpoint } from "../../lib/checkpoint_model.ts";
-import { cachedStepper, chooseToken, type SamplingOptions, uncachedStepper } from "./generate.ts";
+import { cachedStepper, chooseToken, type SamplingOptions, topKNeed, uncachedStepper } from "./generate.ts";
 import { topLine, topTokens } from "./top.ts";
 import { type Precision, PRECISIONS } from "../../lib/models/types.ts";
 
@@ -165,7 +165,9 @@ export async function run(argv: string[], env: PipelineEnv = {}): Promise<void> 
   const rng = new Rng(seed);
   try {
     for (let s = 0; s < numSamples; s++) {
-      const stepper = cache ? cachedStepper(model) : uncachedStepper(model, precision);
+      const stepper = cache
+        ? cachedStepper(model, topKNeed(sampling, model.config.vocabSize))
+        : uncachedStepper(model, precision);
       const tokens = [...promptIds];
       const generated: number[] = [];
       const utf8 = new TextDecoder("utf-8");

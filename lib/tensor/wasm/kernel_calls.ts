@@ -19,6 +19,8 @@ export const KIND = {
   imageNormDx: 12,
   imageNormDgDb: 13,
   round16: 14,
+  gemvBoundQ16: 15,
+  q16Head: 16,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -128,6 +130,29 @@ export interface KernelExports {
     hasBias: number,
   ): void;
   block_max(x: number, m: number, n: number): void;
+  q16_head(
+    w: number,
+    out: number,
+    prm: number,
+    stats: number,
+    r0: number,
+    r1: number,
+    n: number,
+    q: number,
+  ): void;
+  gemv_bound_q16(
+    a: number,
+    p: number,
+    prm: number,
+    lo: number,
+    hi: number,
+    r0: number,
+    r1: number,
+    n: number,
+    sh: number,
+    m: number,
+    n2: number,
+  ): void;
 }
 
 const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
@@ -197,6 +222,22 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.col2im(a[1], a[2], r0, r1, ...Array.from({ length: 14 }, (_, i) => a[3 + i]));
     case KIND.gemvRows: // a, lda, x, y, n
       return k.gemv_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.q16Head: // w, out, prm, stats, n, q
+      return k.q16_head(a[1], a[2], a[3], a[4], r0, r1, a[5], bitsFloat(a[6]));
+    case KIND.gemvBoundQ16: // a16, p, prm, lo, hi, n, sh, m, n2
+      return k.gemv_bound_q16(
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        r0,
+        r1,
+        a[6],
+        bitsFloat(a[7]),
+        bitsFloat(a[8]),
+        bitsFloat(a[9]),
+      );
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

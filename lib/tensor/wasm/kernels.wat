@@ -10,6 +10,7 @@
 ;;   gemv_*        matrix-vector products of a cached decoding step (lib/tensor/ops/gemv/wasm.ts): the
 ;;                 linears, attention against the key/value cache and the output head
 ;;   block_max     the maxima of blocks of 16 logits, where the sampler's top-k search starts
+;;   q16_head, gemv_bound_q16  the decoding step's 16-bit integer head and its bounds on the logits
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -1168,4 +1169,129 @@
         (v128.store (i32.add (local.get $y) (local.get $o)) (local.get $r))
         (local.set $o (i32.add (local.get $o) (i32.const 16)))
         (br $next))))
+
+  ;; q16_head: the 16-bit integer copy of an output head for the decoding step's bounded head
+  ;; (lib/models/gpt_decode_head.ts), rows r0 <= row < r1 of w [rows, n] (float32, n a multiple of 8):
+  ;; s = max_j |w[row, j]| / q (1 for a row of zeros), out[row, j] = w[row, j] (1 / s) rounded to the
+  ;; nearest integer and clamped to [-q, q] (q <= 32767), prm[row * 4] = s, and the float32 sums stats[row, 0..3] = sum |d|, sum d^2,
+  ;; sum |w|, sum w^2 with d = w - s out (each rounded: the caller's bound allows for it). A weight that
+  ;; is not finite makes the sums not finite: the caller then keeps the float32 head.
+  (func (export "q16_head") (param $w i32) (param $out i32) (param $prm i32) (param $stats i32) (param $r0 i32)
+    (param $r1 i32) (param $n i32) (param $q f32)
+    (local $row i32) (local $pw i32) (local $po i32) (local $o i32) (local $nb i32) (local $ps i32)
+    (local $u0 v128) (local $u1 v128) (local $q0 v128) (local $q1 v128) (local $d v128) (local $abs v128)
+    (local $e1 v128) (local $e2 v128) (local $s1 v128) (local $w2 v128) (local $mx v128) (local $vs v128)
+    (local $vinv v128) (local $hi v128) (local $lo v128) (local $m f32) (local $s f32) (local $magic v128)
+    (local.set $abs (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff))
+    (local.set $magic (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $hi (i32x4.splat (i32.trunc_f32_s (local.get $q))))
+    (local.set $lo (i32x4.neg (local.get $hi)))
+    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $pw (i32.add (local.get $w) (i32.mul (local.get $row) (local.get $nb))))
+        (local.set $po (i32.add (local.get $out) (i32.mul (local.get $row) (i32.shl (local.get $n) (i32.const 1)))))
+        ;; the row's largest magnitude (pmax skips NaN; a NaN weight still makes its d, so the sums, NaN)
+        (local.set $mx (v128.const i32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (block $max_done
+          (loop $max
+            (br_if $max_done (i32.ge_u (local.get $o) (local.get $nb)))
+            (local.set $mx (f32x4.pmax (local.get $mx)
+              (v128.and (v128.load (i32.add (local.get $pw) (local.get $o))) (local.get $abs))))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (br $max)))
+        (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+          (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+        (local.set $s (f32.div (local.get $m) (local.get $q)))
+        (if (f32.eq (local.get $s) (f32.const 0)) (then (local.set $s (f32.const 1))))
+        (f32.store (i32.add (local.get $prm) (i32.shl (local.get $row) (i32.const 4))) (local.get $s))
+        (local.set $vs (f32x4.splat (local.get $s)))
+        (local.set $vinv (f32x4.splat (f32.div (f32.const 1) (local.get $s))))
+        (local.set $e1 (v128.const i32x4 0 0 0 0))
+        (local.set $e2 (v128.const i32x4 0 0 0 0))
+        (local.set $s1 (v128.const i32x4 0 0 0 0))
+        (local.set $w2 (v128.const i32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (block $eights_done
+          (loop $eights
+            (br_if $eights_done (i32.ge_u (local.get $o) (local.get $nb)))
+            (local.set $u0 (v128.load (i32.add (local.get $pw) (local.get $o))))
+            (local.set $u1 (v128.load offset=16 (i32.add (local.get $pw) (local.get $o))))
+            ;; the nearest integer (ties to even) by adding 1.5 * 2^23: it lands in the low bits
+            (local.set $q0 (i32x4.min_s (local.get $hi) (i32x4.max_s (local.get $lo) (i32x4.sub
+              (f32x4.add (f32x4.mul (local.get $u0) (local.get $vinv)) (local.get $magic)) (local.get $magic)))))
+            (local.set $q1 (i32x4.min_s (local.get $hi) (i32x4.max_s (local.get $lo) (i32x4.sub
+              (f32x4.add (f32x4.mul (local.get $u1) (local.get $vinv)) (local.get $magic)) (local.get $magic)))))
+            (v128.store (i32.add (local.get $po) (i32.shr_u (local.get $o) (i32.const 1)))
+              (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)))
+            (local.set $q0 (f32x4.convert_i32x4_s (local.get $q0)))
+            (local.set $q1 (f32x4.convert_i32x4_s (local.get $q1)))
+            (local.set $d (f32x4.sub (local.get $u0) (f32x4.mul (local.get $vs) (local.get $q0))))
+            (local.set $e1 (f32x4.add (local.get $e1) (v128.and (local.get $d) (local.get $abs))))
+            (local.set $e2 (f32x4.add (local.get $e2) (f32x4.mul (local.get $d) (local.get $d))))
+            (local.set $d (f32x4.sub (local.get $u1) (f32x4.mul (local.get $vs) (local.get $q1))))
+            (local.set $e1 (f32x4.add (local.get $e1) (v128.and (local.get $d) (local.get $abs))))
+            (local.set $e2 (f32x4.add (local.get $e2) (f32x4.mul (local.get $d) (local.get $d))))
+            (local.set $s1 (f32x4.add (local.get $s1) (f32x4.add (v128.and (local.get $u0) (local.get $abs))
+              (v128.and (local.get $u1) (local.get $abs)))))
+            (local.set $w2 (f32x4.add (local.get $w2) (f32x4.add (f32x4.mul (local.get $u0) (local.get $u0))
+              (f32x4.mul (local.get $u1) (local.get $u1)))))
+            (local.set $o (i32.add (local.get $o) (i32.const 32)))
+            (br $eights)))
+        (local.set $ps (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 4))))
+        (f32.store (local.get $ps) (call $hsum (local.get $e1)))
+        (f32.store offset=4 (local.get $ps) (call $hsum (local.get $e2)))
+        (f32.store offset=8 (local.get $ps) (call $hsum (local.get $s1)))
+        (f32.store offset=12 (local.get $ps) (call $hsum (local.get $w2)))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; gemv_bound_q16: bounds on an output head's logits from its 16-bit integer copy (q16_head), rows
+  ;; r0 <= row < r1: the integer dot product of the row with p (the head's input as 16-bit integers of
+  ;; step sh), exact in int32 (the caller keeps n q_w q_h below 2^31), then a = float(dot) (s sh) with
+  ;; s = prm[row * 4], r = min(m prm[row * 4 + 1], n2 prm[row * 4 + 2]) + 2^-100, lo[row] = a - r,
+  ;; hi[row] = a + r (lib/models/gpt_decode_head.ts derives prm, m and n2 so that lo <= z <= hi for the
+  ;; float32 logit z of gemv_rows). i32x4.dot_i16x8_s: eight products summed pairwise, four lanes.
+  (func (export "gemv_bound_q16") (param $a i32) (param $p i32) (param $prm i32) (param $lo i32) (param $hi i32)
+    (param $r0 i32) (param $r1 i32) (param $n i32) (param $sh f32) (param $m f32) (param $n2 f32)
+    (local $row i32) (local $pa i32) (local $o i32) (local $nb i32) (local $pr i32)
+    (local $acc0 v128) (local $acc1 v128) (local $s f32) (local $r f32)
+    (local.set $nb (i32.shl (local.get $n) (i32.const 1)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $pa (i32.add (local.get $a) (i32.mul (local.get $row) (local.get $nb))))
+        (local.set $acc0 (v128.const i32x4 0 0 0 0))
+        (local.set $acc1 (v128.const i32x4 0 0 0 0))
+        (local.set $o (i32.const 0))
+        (block $sixteens_done
+          (loop $sixteens
+            (br_if $sixteens_done (i32.gt_u (i32.add (local.get $o) (i32.const 32)) (local.get $nb)))
+            (local.set $acc0 (i32x4.add (local.get $acc0) (i32x4.dot_i16x8_s
+              (v128.load (i32.add (local.get $pa) (local.get $o))) (v128.load (i32.add (local.get $p) (local.get $o))))))
+            (local.set $acc1 (i32x4.add (local.get $acc1) (i32x4.dot_i16x8_s
+              (v128.load offset=16 (i32.add (local.get $pa) (local.get $o)))
+              (v128.load offset=16 (i32.add (local.get $p) (local.get $o))))))
+            (local.set $o (i32.add (local.get $o) (i32.const 32)))
+            (br $sixteens)))
+        (if (i32.lt_u (local.get $o) (local.get $nb))
+          (then
+            (local.set $acc0 (i32x4.add (local.get $acc0) (i32x4.dot_i16x8_s
+              (v128.load (i32.add (local.get $pa) (local.get $o))) (v128.load (i32.add (local.get $p) (local.get $o))))))))
+        (local.set $acc0 (i32x4.add (local.get $acc0) (local.get $acc1)))
+        (local.set $pr (i32.add (local.get $prm) (i32.shl (local.get $row) (i32.const 4))))
+        (local.set $s (f32.mul (f32.convert_i32_s (i32.add
+          (i32.add (i32x4.extract_lane 0 (local.get $acc0)) (i32x4.extract_lane 1 (local.get $acc0)))
+          (i32.add (i32x4.extract_lane 2 (local.get $acc0)) (i32x4.extract_lane 3 (local.get $acc0)))))
+          (f32.mul (f32.load (local.get $pr)) (local.get $sh))))
+        (local.set $r (f32.add (f32.min (f32.mul (local.get $m) (f32.load offset=4 (local.get $pr)))
+          (f32.mul (local.get $n2) (f32.load offset=8 (local.get $pr)))) (f32.const 0x1p-100)))
+        (f32.store (i32.add (local.get $lo) (i32.shl (local.get $row) (i32.const 2))) (f32.sub (local.get $s) (local.get $r)))
+        (f32.store (i32.add (local.get $hi) (i32.shl (local.get $row) (i32.const 2))) (f32.add (local.get $s) (local.get $r)))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
 )
