@@ -148,9 +148,16 @@ async function main(): Promise<void> {
     console.error(
       `${info.name} (${info.device}) ${modelName}: ${warm} warm-up + ${steps} profiled ${mode} steps of ${B} x ${T} tokens ...`,
     );
-    const stepMs = mode === "eval"
-      ? await profileEval(model, train, B, warm, steps, precision as Precision, (on) => recording = on)
-      : await profileTrain(model, train, dir, B, warm, steps, precision as Precision, (on) => recording = on);
+    const run: ProfileRun = {
+      model,
+      train,
+      B,
+      warm,
+      steps,
+      precision: precision as Precision,
+      record: (on) => recording = on,
+    };
+    const stepMs = mode === "eval" ? await profileEval(run) : await profileTrain(run, dir);
     train.close(), model.dispose();
     const rows = [...costs.entries()].map(([key, c]) => ({
       key,
@@ -192,19 +199,25 @@ async function main(): Promise<void> {
   }
 }
 
+/** What a profiled run needs: the model and its data, step counts, and the switch of the kernel timers. */
+interface ProfileRun {
+  model: ReturnType<typeof createModel>;
+  train: WindowSampler;
+  /** Sequences per step. */
+  B: number;
+  warm: number;
+  steps: number;
+  precision: Precision;
+  record: (on: boolean) => void;
+}
+
 /**
  * Mean ms of `steps` training steps through trainLoop after `warm` untimed ones; `record` turns the
  * kernel timers on for the profiled steps only.
  */
 async function profileTrain(
-  model: ReturnType<typeof createModel>,
-  train: WindowSampler,
+  { model, train, B, warm, steps, precision, record }: ProfileRun,
   dir: string,
-  B: number,
-  warm: number,
-  steps: number,
-  precision: Precision,
-  record: (on: boolean) => void,
 ): Promise<number> {
   const logs: StepLog[] = [];
   await trainLoop({
@@ -228,15 +241,7 @@ async function profileTrain(
  * Mean ms of `steps` evaluation steps (evaluateBatches on one new batch each, as bench/train.ts --mode
  * eval times them) after `warm` untimed ones, the kernel timers on for the profiled ones.
  */
-async function profileEval(
-  model: ReturnType<typeof createModel>,
-  train: WindowSampler,
-  B: number,
-  warm: number,
-  steps: number,
-  precision: Precision,
-  record: (on: boolean) => void,
-): Promise<number> {
+async function profileEval({ model, train, B, warm, steps, precision, record }: ProfileRun): Promise<number> {
   let total = 0;
   for (let i = 0; i < warm + steps; i++) {
     const batch = await train.next(B);
