@@ -1,8 +1,9 @@
-// Where a gpt training step's time goes on one backend: every registered kernel of the backend is
-// wrapped with a timer (self time: kernels that run other kernels have those subtracted), a few steps
-// run through the real engine (lib/train_loop.ts), and the kernels are ranked by time per step; the
-// rest of the step (engine bookkeeping, the gradient tape, data, JavaScript outside kernels) is listed
-// as "outside kernels". Meant for synchronous backends (wasm, cpu), where a kernel's work is done when
+// Where a training or evaluation step's time goes on one backend: every registered kernel of the
+// backend is wrapped with a timer (self time: kernels that run other kernels have those subtracted), a
+// few steps run through the real engine (lib/train_loop.ts: trainLoop, or with --mode eval the
+// evaluateBatches step that `bench/train.ts --mode eval` times), and the kernels are ranked by time per
+// step; the rest of the step (engine bookkeeping, the gradient tape, data, JavaScript outside kernels)
+// is listed as "outside kernels". Meant for synchronous backends (wasm, cpu), where a kernel's work is done when
 // it returns; on webgpu it would time only the dispatch. Used to explain the lmpipe/PyTorch ratio of
 // `bench/train.ts --vs-torch` (bench/RESULTS.md).
 //
@@ -13,7 +14,7 @@ import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { type Precision, PRECISIONS } from "../lib/models/types.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+import { evaluateBatches, type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/profile_step";
@@ -28,6 +29,8 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --steps N          profiled steps (default 3)
   --warmup-steps N   untimed steps first (default 2: the wasm heap grows in the second step, whose
                      first writes to new pages make it 2-3x slower on the image models)
+  --mode M           train | eval: training steps, or evaluation steps (the loss of one batch without
+                     gradients, lib/train_loop.ts evaluateBatches, as bench/train.ts --mode eval) (default train)
   --top N            kernels listed (default 20)
   --group G          kernel | shape: rank by kernel name, or by name and input shapes (default shape)
   --precision P      fp32 | mixed | bf16 (default fp32)
@@ -71,6 +74,7 @@ async function main(): Promise<void> {
     top: { type: "string" },
     group: { type: "string" },
     precision: { type: "string" },
+    mode: { type: "string" },
   });
   if (p.help) return console.log(HELP);
   const whole = (name: string, dflt: number, min = 1) => num(p, CMD, name, dflt, { min, integer: true });
@@ -81,6 +85,10 @@ async function main(): Promise<void> {
     );
   }
   const group = str(p, "group", "shape");
+  const mode = str(p, "mode", "train");
+  if (mode !== "train" && mode !== "eval") {
+    throw usageError(`${CMD}: --mode must be train or eval, got '${mode}'`);
+  }
   const precision = str(p, "precision", "fp32");
   if (!(PRECISIONS as readonly string[]).includes(precision)) {
     throw usageError(`${CMD}: --precision must be one of ${PRECISIONS.join(", ")}, got '${precision}'`);
@@ -137,26 +145,20 @@ async function main(): Promise<void> {
     const shardPath = await writeRandomShard(dir, "profile_train_000001.bin", 50_000, 1);
     const model = createModel(config, 1);
     const train = await WindowSampler.open([shardPath], T, config.vocabSize, 1);
-    const logs: StepLog[] = [];
     console.error(
-      `${info.name} (${info.device}) ${modelName}: ${warm} warm-up + ${steps} profiled steps of ${B} x ${T} tokens ...`,
+      `${info.name} (${info.device}) ${modelName}: ${warm} warm-up + ${steps} profiled ${mode} steps of ${B} x ${T} tokens ...`,
     );
-    await trainLoop({
+    const run: ProfileRun = {
       model,
       train,
-      val: train,
-      out: dir,
-      config: {},
-      quiet: true,
-      log: (r) => {
-        logs.push(r);
-        // from the end of the warm-up steps to the end of the last profiled one; one more step follows
-        // so that the engine's end-of-run evaluation is not counted
-        recording = logs.length >= warm && logs.length < warm + steps;
-      },
-    }, benchTrainOptions({ batchSize: B, maxSteps: warm + 1 + steps, precision: precision as Precision }));
+      B,
+      warm,
+      steps,
+      precision: precision as Precision,
+      record: (on) => recording = on,
+    };
+    const stepMs = mode === "eval" ? await profileEval(run) : await profileTrain(run, dir);
     train.close(), model.dispose();
-    const stepMs = logs.slice(warm, warm + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
     const rows = [...costs.entries()].map(([key, c]) => ({
       key,
       calls: c.calls / steps,
@@ -167,7 +169,9 @@ async function main(): Promise<void> {
     const inKernels = rows.reduce((a, r) => a + r.ms, 0);
     console.log(
       `${info.name} (${info.device}), ${modelName} ${shapeLabel} T${T} B${B}: ` +
-        `${stepMs.toFixed(0)} ms/step (mean of ${steps}), ${(B * T * 1000 / stepMs).toFixed(0)} tokens/s\n`,
+        `${stepMs.toFixed(0)} ms per ${mode} step (mean of ${steps}), ${
+          (B * T * 1000 / stepMs).toFixed(0)
+        } tokens/s\n`,
     );
     const pct = (ms: number) => (100 * ms / stepMs).toFixed(1);
     console.log(
@@ -193,6 +197,61 @@ async function main(): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** What a profiled run needs: the model and its data, step counts, and the switch of the kernel timers. */
+interface ProfileRun {
+  model: ReturnType<typeof createModel>;
+  train: WindowSampler;
+  /** Sequences per step. */
+  B: number;
+  warm: number;
+  steps: number;
+  precision: Precision;
+  record: (on: boolean) => void;
+}
+
+/**
+ * Mean ms of `steps` training steps through trainLoop after `warm` untimed ones; `record` turns the
+ * kernel timers on for the profiled steps only.
+ */
+async function profileTrain(
+  { model, train, B, warm, steps, precision, record }: ProfileRun,
+  dir: string,
+): Promise<number> {
+  const logs: StepLog[] = [];
+  await trainLoop({
+    model,
+    train,
+    val: train,
+    out: dir,
+    config: {},
+    quiet: true,
+    log: (r) => {
+      logs.push(r);
+      // from the end of the warm-up steps to the end of the last profiled one; one more step follows
+      // so that the engine's end-of-run evaluation is not counted
+      record(logs.length >= warm && logs.length < warm + steps);
+    },
+  }, benchTrainOptions({ batchSize: B, maxSteps: warm + 1 + steps, precision }));
+  return logs.slice(warm, warm + steps).reduce((a, r) => a + r.ms_per_step, 0) / steps;
+}
+
+/**
+ * Mean ms of `steps` evaluation steps (evaluateBatches on one new batch each, as bench/train.ts --mode
+ * eval times them) after `warm` untimed ones, the kernel timers on for the profiled ones.
+ */
+async function profileEval({ model, train, B, warm, steps, precision, record }: ProfileRun): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < warm + steps; i++) {
+    const batch = await train.next(B);
+    record(i >= warm);
+    const t0 = performance.now();
+    await evaluateBatches(model, [batch], precision);
+    if (i >= warm) total += performance.now() - t0;
+  }
+  record(false);
+  return total / steps;
 }
 
 await runBench(main);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { blasStatus, currentBlas } from "../lib/native/blas.ts";
-import { currentDnnl, dnnlStatus } from "../lib/native/dnnl.ts";
+import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/native/dnnl.ts";
 import { setBlasMinWork, setDnnlMatMuls } from "../lib/tensor/kernel_choice.ts";
 import { dnnlSkipReason } from "./helpers_conv.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
@@ -225,6 +225,32 @@ Deno.test({
     const out = tf.tidy(() => tf.matMul(tf.ones([33, 128]), tf.ones([500, 128]), false, true).dataSync());
     assert.equal(calls(), c0 + 1);
     assert.ok(out.every((v) => v === 128));
+  },
+});
+
+Deno.test({
+  name: "oneDNN sgemm: products under the one-thread limit run on one OpenMP thread, the budget back after",
+  ignore: !!noDnnlGemm,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const dnnl = currentDnnl()!, gemm = dnnl.gemm!, budget = dnnl.ompThreads();
+    const prevDnnl = setDnnlMatMuls(true), prevLimit = setDnnlGemmOneThreadBelow(1 << 22);
+    dnnl.setThreads(2);
+    try {
+      // [32 x 128] x [128 x 128]: 2^19 multiply-adds (an attention slice's size); [256 x 128] x [128 x 128]: 2^22
+      for (const [M, limit, want] of [[32, 1 << 22, 1], [256, 1 << 22, 2], [32, null, 2]] as const) {
+        setDnnlGemmOneThreadBelow(limit);
+        const a = randomArray(M * 128, M), b = randomArray(128 * 128, 7);
+        const calls = gemm.calls;
+        const got = tf.tidy(() => tf.matMul(tf.tensor2d(a, [M, 128]), tf.tensor2d(b, [128, 128])).dataSync());
+        assert.equal(gemm.calls, calls + 1, "the product did not run on oneDNN's sgemm");
+        assert.equal(gemm.lastThreads, want, `[${M}x128]x[128x128], limit ${limit}: OpenMP threads`);
+        assert.equal(dnnl.ompThreads(), 2, "the OpenMP thread budget was not restored");
+        assertClose(got, refMatMul(a, b, M, 128, 128, false, false), TOL, `[${M}x128]x[128x128]`);
+      }
+    } finally {
+      dnnl.setThreads(budget), setDnnlGemmOneThreadBelow(prevLimit), setDnnlMatMuls(prevDnnl);
+    }
   },
 });
 

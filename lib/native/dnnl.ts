@@ -185,6 +185,8 @@ export interface Dnnl {
   check(status: number, what: string): void;
   /** Sets oneDNN's OpenMP thread count (the shared thread budget). */
   setThreads(n: number): void;
+  /** OpenMP's thread count for the next parallel region now (omp_get_max_threads; tests). */
+  ompThreads(): number;
   /** Primitive executions so far (tests check that the oneDNN path ran). */
   calls: number;
   /** Of those, the ones on bfloat16 operands (lib/tensor/ops/conv2d/dnnl.ts's bf16 plans). */
@@ -207,37 +209,71 @@ export interface Dnnl {
 /** dnnl_sgemm with lib/native/blas.ts's calling convention, and a count of its calls (tests). */
 export interface DnnlGemm {
   calls: number;
+  /** OpenMP's thread count during the last call (tests check the one-thread rule below). */
+  lastThreads: number;
   sgemm: Blas["sgemm"];
 }
 
 const CHAR_N = 78, CHAR_T = 84; // 'N', 'T'
 
+/**
+ * Below this many multiply-adds (M*N*K) an sgemm runs on one OpenMP thread whatever the budget: waking a
+ * sleeping (passive) OpenMP worker for each of an attention's 32 per-head slices [128x32]x[32x128] cost
+ * more than the slice (the GPT eval profile at 2 threads: those matMuls 3-4x slower than on 1 thread;
+ * bench/RESULTS.md, evaluation's second thread). 2^22 keeps the S preset's attention slices [256x64]x[64x256]
+ * (exactly 2^22) on the budget as before. null (or LMPIPE_DNNL_GEMM_ONE_THREAD=0): every call on the
+ * whole budget.
+ */
+let oneThreadBelow: number | null = env("LMPIPE_DNNL_GEMM_ONE_THREAD") === "0" ? null : 1 << 22;
+
+/** For tests and benchmarks: the one-thread limit of oneDNN's sgemm (see above); returns the old one. */
+export function setDnnlGemmOneThreadBelow(work: number | null): number | null {
+  const old = oneThreadBelow;
+  oneThreadBelow = work;
+  return old;
+}
+
 /** C[M,N] = op(A) @ op(B) through dnnl_sgemm (row-major), A, B, C byte offsets into the wasm heap. */
-function gemmOf(sym: DnnlSymbols): DnnlGemm | null {
+function gemmOf(
+  sym: DnnlSymbols,
+  threads: () => number,
+  setThreads: (n: number) => void,
+  ompThreads: () => number,
+): DnnlGemm | null {
   const fn = sym.dnnl_sgemm;
   if (!fn) return null;
   const gemm: DnnlGemm = {
     calls: 0,
+    lastThreads: 0,
     sgemm(heap, transA, transB, M, N, K, a, b, c) {
       const base = Deno.UnsafePointer.of(new Uint8Array(heap));
       if (base === null) throw new Error("dnnl.ts: could not take a pointer to the wasm heap");
       gemm.calls++;
       const at = (offset: number) => Deno.UnsafePointer.offset(base, offset);
-      const status = fn(
-        transA ? CHAR_T : CHAR_N,
-        transB ? CHAR_T : CHAR_N,
-        BigInt(M),
-        BigInt(N),
-        BigInt(K),
-        1,
-        at(a),
-        BigInt(transA ? M : K),
-        at(b),
-        BigInt(transB ? K : N),
-        0,
-        at(c),
-        BigInt(N),
-      );
+      const budget = threads();
+      const alone = budget > 1 && oneThreadBelow !== null && M * N * K < oneThreadBelow;
+      if (alone) setThreads(1);
+      gemm.lastThreads = alone ? ompThreads() : budget;
+      let status: number;
+      try {
+        status = fn(
+          transA ? CHAR_T : CHAR_N,
+          transB ? CHAR_T : CHAR_N,
+          BigInt(M),
+          BigInt(N),
+          BigInt(K),
+          1,
+          at(a),
+          BigInt(transA ? M : K),
+          at(b),
+          BigInt(transB ? K : N),
+          0,
+          at(c),
+          BigInt(N),
+        );
+      } finally {
+        if (alone) setThreads(budget);
+      }
       if (status !== DNNL.success) {
         throw new Error(
           `oneDNN sgemm [${M}x${K}] x [${K}x${N}] (transA ${transA}, transB ${transB}, offsets ${a}, ${b}, ${c}) ` +
@@ -361,6 +397,7 @@ function open(path: string, threads: number): Dnnl {
       : bf16Off
       ? "bf16 convs: off (LMPIPE_DNNL_BF16=0)"
       : "bf16 convs for bf16 operands";
+    let budget = 1; // the OpenMP thread budget, set by setThreads below
     const dnnl: Dnnl = {
       path,
       label: "",
@@ -373,8 +410,10 @@ function open(path: string, threads: number): Dnnl {
       bf16Calls: 0,
       bf16: bf16Isa && !bf16Off,
       bf16Status,
-      gemm: gemmOf(sym),
+      gemm: gemmOf(sym, () => budget, (n) => gomp?.symbols.omp_set_num_threads(n), () => dnnl.ompThreads()),
+      ompThreads: () => gomp ? gomp.symbols.omp_get_max_threads() : budget,
       setThreads(n) {
+        budget = Math.max(1, n);
         gomp?.symbols.omp_set_num_threads(Math.max(1, n));
         const t = gomp ? gomp.symbols.omp_get_max_threads() : n;
         const rt = runtime === DNNL.runtimeOmp

@@ -214,7 +214,8 @@ export const TABLE: KernelChoice[] = [
         file: "lib/native/dnnl.ts via lib/tensor/ops/matmul/wasm.ts",
         active: (work) => dnnlGemm() !== null && work >= blasMinWork,
         why: "oneDNN's sgemm on the wasm heap: 2-2.5x OpenBLAS's Haswell kernels on AVX-512, and on the " +
-          "convs' OpenMP threads it scales to 2 threads where OpenBLAS's pthreads often do not",
+          "convs' OpenMP threads it scales to 2 threads where OpenBLAS's pthreads often do not (products " +
+          "under 2^22 multiply-adds on one thread: lib/native/dnnl.ts setDnnlGemmOneThreadBelow)",
       },
       {
         name: "blas",
@@ -231,7 +232,8 @@ export const TABLE: KernelChoice[] = [
     ],
     force:
       "LMPIPE_DNNL_MATMUL=0 or LMPIPE_DNNL=off; LMPIPE_BLAS=off (or a library path); setDnnlMatMuls and " +
-      "setBlasMinWork for tests and bench/blas_matmul.ts",
+      "setBlasMinWork for tests and bench/blas_matmul.ts; LMPIPE_DNNL_GEMM_ONE_THREAD=0 runs small oneDNN " +
+      "sgemms on the whole thread budget",
   },
   {
     op: "conv2d",
