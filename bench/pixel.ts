@@ -9,7 +9,7 @@
 //
 //   deno run -A bench/pixel.ts [--backend wasm] [--models pixel-cumsum,pixel-attn,pixel-attn-wide]
 //        [--presets tiny] [--batch-size 8] [--steps 2] [--cnn-chunk 0] [--precision fp32]
-//        [--threads N] [--dnnl on,off] [--repeat 3]
+//        [--threads N] [--dnnl on,off] [--repeat 3] [--warmup-steps 2]
 import { list, num, parseFlags, str } from "../lib/flags.ts";
 import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { peakBytes, resetPeak } from "../lib/tensor/memory.ts";
@@ -28,7 +28,8 @@ const HELP = `deno run -A bench/pixel.ts [flags]
   --presets L      presets (default tiny)
   --batch-size N   sequences per step (default 8)
   --context N      positions per sequence (default: the preset's context length)
-  --steps N        timed steps after one untimed warm-up step (default 2)
+  --steps N        timed steps after the warm-up steps (default 2)
+  --warmup-steps N untimed steps first (default 2: lmpipe's wasm heap grows in the second step)
   --cnn-chunk N    images per CNN chunk (default 0 = the model's automatic choice)
   --precision P    fp32 | mixed (default fp32)
   --threads N      wasm threads (default: lmpipe's own; oneDNN and OpenBLAS get the same count)
@@ -45,6 +46,7 @@ const p = parseFlags("bench/pixel", Deno.args, {
   "batch-size": { type: "string" },
   context: { type: "string" },
   steps: { type: "string" },
+  "warmup-steps": { type: "string" },
   "cnn-chunk": { type: "string" },
   precision: { type: "string" },
   threads: { type: "string" },
@@ -73,6 +75,7 @@ const presets = list(p, "presets", "tiny");
 const batch = num(p, "bench/pixel", "batch-size", 8, { min: 1, integer: true });
 const contextFlag = num(p, "bench/pixel", "context", 0, { min: 0, integer: true });
 const steps = num(p, "bench/pixel", "steps", 2, { min: 1, integer: true });
+const warmupSteps = num(p, "bench/pixel", "warmup-steps", 2, { min: 1, integer: true });
 const chunk = num(p, "bench/pixel", "cnn-chunk", 0, { min: 0, integer: true });
 const precision = str(p, "precision", "fp32") as Precision;
 
@@ -103,7 +106,7 @@ for (let round = 1; round <= repeat; round++) {
         // absolute: weights included (lib/tensor/memory.ts; tf.profile's peakBytes overflowed the call stack
         // on the study presets' hundreds of thousands of kernels)
         resetPeak();
-        await step();
+        for (let i = 0; i < warmupSteps; i++) await step();
         const peak = peakBytes();
         const t0 = performance.now();
         let loss = 0;
@@ -130,7 +133,7 @@ for (let round = 1; round <= repeat; round++) {
 console.log(
   `${info.name} (${info.device}), precision ${precision}, cnnChunk ${
     chunk || "auto"
-  }, 1 warm-up + ${steps} timed steps (loss + gradients)\n`,
+  }, ${warmupSteps} warm-up + ${steps} timed steps (loss + gradients)\n`,
 );
 console.log(
   "| round | backend | oneDNN convs | model | preset | params | FLOPs/token | batch x ctx | ms/step | tokens/s | peak tensor MiB | RSS MiB | loss |",

@@ -12,7 +12,15 @@ import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { attnImages, cumsumImages } from "../lib/models/pixel_mapping.ts";
 import { refBf16, refHalf } from "./helpers_round.ts";
 import { tinyConfig } from "./helpers_pixel.ts";
-import { PIXEL_PRESETS, type PixelConfig, PixelModel, pixelParamSpecs } from "../lib/models/pixel.ts";
+import {
+  cnnChunkFor,
+  PIXEL_PRESETS,
+  type PixelConfig,
+  PixelModel,
+  pixelParamSpecs,
+} from "../lib/models/pixel.ts";
+import { backendBytes, peakBytes, resetPeak } from "../lib/tensor/memory.ts";
+import { setEarlyRelease } from "../lib/tensor/patches/backprop.ts";
 import { literalAttnImages, literalCumsumImages, literalShotImages } from "../lib/models/pixel_reference.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel } from "../lib/models/types.ts";
@@ -615,4 +623,56 @@ Deno.test("pixel presets: the study preset is the study's code; every preset val
   assert.throws(() => resolveConfig("pixel-attn", "tiny", { cnn: "alexnet" }), /cnn/);
   assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { runningSum: "max" }), /runningSum/);
   assert.throws(() => resolveConfig("pixel-cumsum", "tiny", { nEmbd: 30, nHead: 4 }), /multiple/);
+});
+
+Deno.test("pixel models: automatic CNN chunks are even and within the activation budget; the per-image count holds", async () => {
+  // The rule's figures, literally: 128 MiB on wasm over (3 conv-output tensors per image, 4 bytes each)
+  // with lmpipe's fused image norm and backward pass, 10 with TF.js's backward pass; 25 on cpu.
+  // pixel-attn small: 9 convs of 32 channels at 12x12.
+  await initBackend("wasm", { quiet: true });
+  const small = resolveConfig("pixel-attn", "small") as PixelConfig;
+  const wide = resolveConfig("pixel-attn-wide", "small") as PixelConfig;
+  assert.equal(cnnChunkFor(small, 2048), 256); // at most floor(2^27 / (12 * 144 * 288)) = 269: 8 chunks of 256
+  assert.equal(cnnChunkFor(small, 269), 0); // fits: no chunking, no recomputed forward
+  assert.equal(cnnChunkFor(small, 270), 135); // two even chunks, not 269 + 1
+  assert.equal(cnnChunkFor(wide, 2048), 121); // at most 121 (vgg-wide's 640 channels): 17 chunks
+  assert.equal(cnnChunkFor({ ...small, cnnChunk: 100 }, 2048), 100);
+  const was = setEarlyRelease(false);
+  try {
+    assert.equal(cnnChunkFor(small, 2048), 79); // at most 80: 26 chunks of 79
+  } finally {
+    setEarlyRelease(was);
+  }
+  // The count itself: the peak of a loss + gradient step grows with the chunk by at most that many
+  // conv-output tensors per image (and by at least one, or the chunk would not be what sets the peak).
+  const c = tinyConfig("pixel-attn", { imageSize: 8, cnnWidth: 16, cnnDepth: 4, contextLength: 64 });
+  const convFloats = 8 * 8 * 16 * 4; // per image: 4 convs of 16 channels at 8x8
+  const peakAt = (chunk: number) => {
+    const m = new PixelModel({ ...c, cnnChunk: chunk }, 1);
+    const x = tokens(2, 64, c.vocabSize, 7), y = tokens(2, 64, c.vocabSize, 8);
+    resetPeak();
+    const before = backendBytes();
+    const { value, grads } = tf.variableGrads(() => m.loss(x, y), [...m.params.values()]);
+    const peak = peakBytes() - before;
+    tf.dispose([value, ...Object.values(grads), x, y]);
+    m.dispose();
+    return peak;
+  };
+  const perImage = () => (peakAt(64) - peakAt(16)) / 48 / (4 * convFloats);
+  for (const [release, most] of [[true, 3], [false, 10]] as const) {
+    const old = setEarlyRelease(release);
+    try {
+      const n = perImage();
+      assert.ok(
+        n >= 1 && n <= most,
+        `wasm, early release ${release}: ${n.toFixed(2)} conv outputs per image`,
+      );
+    } finally {
+      setEarlyRelease(old);
+    }
+  }
+  await initBackend("cpu", { quiet: true });
+  assert.equal(cnnChunkFor(small, 2048), 32); // at most floor(2^27 / (100 * 144 * 288)) = 32
+  const n = perImage();
+  assert.ok(n >= 1 && n <= 25, `cpu: ${n.toFixed(2)} conv outputs per image`);
 });

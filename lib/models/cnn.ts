@@ -8,6 +8,7 @@
 import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
 import { imageNormRelu } from "../tensor/ops/image_norm/mod.ts";
+import { globalAvgPool } from "../tensor/ops/global_pool/mod.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -266,7 +267,7 @@ export function cnnForward(
       x = boundary(tf.relu(tf.add(skip, h2))) as tf.Tensor4D;
     }
   }
-  return tf.mean(x, [1, 2]) as tf.Tensor2D;
+  return globalAvgPool(x);
 }
 
 /**

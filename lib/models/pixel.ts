@@ -40,6 +40,8 @@ import { usageError } from "../errors.ts";
 import { Rng } from "../rng.ts";
 import { emptyKVCache, type KVCache, kvCacheTensors, layerNorm, linear } from "../nn.ts";
 import { boundary } from "../precision.ts";
+import { earlyReleaseOn } from "../tensor/patches/backprop.ts";
+import { kernelFor } from "../tensor/kernel_choice.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type {
@@ -305,31 +307,46 @@ function warmupSpecs(c: PixelConfig, projStd: number): ParamSpec[] {
 }
 
 /**
- * CNN activation floats alive per image while a chunk's gradient is taken: about 10 tensors of each
- * conv's output size (conv, norm intermediates, ReLU, and their gradients), measured on wasm.
+ * Tensors of each conv's output size alive per image while a chunk's gradient is taken, measured (peak tensor
+ * memory against the chunk: tests/pixel_test.ts; bench/pixel.ts at the small preset): on wasm 2.1-2.6 with
+ * lmpipe's fused image norm and its backward pass that frees saved tensors as it goes
+ * (lib/tensor/patches/backprop.ts), 3.6-6.6 with either switched off; on cpu, where the norm is an op
+ * chain, 16-24. webgpu keeps the older figure of 10.
  */
+function tensorsPerConvOutput(): number {
+  const backend = tf.getBackend();
+  if (backend === "cpu") return 25;
+  if (backend === "wasm" && earlyReleaseOn() && kernelFor("imageNorm") === "lmpipe") return 3;
+  return 10;
+}
+
+/** CNN activation floats alive per image while a chunk's gradient is taken. */
 function activationFloatsPerImage(c: PixelConfig): number {
   const cfg = cnnConfigOf(c);
   const P = c.imageSize * c.imageSize;
   const convs = cnnParamSpecs(cfg).filter((s) => s.shape.length === 4);
   // an upper bound for resnet, whose strided stages work on smaller images
-  return 10 * P * convs.reduce((n, s) => n + s.shape[3], 0);
+  return tensorsPerConvOutput() * P * convs.reduce((n, s) => n + s.shape[3], 0);
 }
 
 /**
  * Activation budget of one CNN chunk: small on the CPU backends (wasm has a 4 GiB heap in all, and
- * measured step times hardly change: small preset, 4 x 256 tokens, 32-image chunks cost 11% more time
- * than 269-image chunks and 390 MiB less memory); larger on a GPU, where bigger kernels pay.
+ * measured step times hardly change above a few hundred images: bench/RESULTS.md, "CNN chunks"); larger
+ * on a GPU, where bigger kernels pay.
  */
 function autoChunkBytes(): number {
   return tf.getBackend() === "webgpu" ? 1024 * 2 ** 20 : 128 * 2 ** 20;
 }
 
-/** Images per CNN chunk for N images (0 = no chunking). */
+/**
+ * Images per CNN chunk for N images (0 = no chunking): with `cnnChunk` 0, the fewest chunks within the
+ * activation budget, all of about the same size (no small last chunk).
+ */
 export function cnnChunkFor(c: PixelConfig, N: number): number {
   if (c.cnnChunk > 0) return c.cnnChunk >= N ? 0 : c.cnnChunk;
-  const chunk = Math.max(1, Math.floor(autoChunkBytes() / (4 * activationFloatsPerImage(c))));
-  return chunk >= N ? 0 : chunk;
+  const most = Math.max(1, Math.floor(autoChunkBytes() / (4 * activationFloatsPerImage(c))));
+  if (most >= N) return 0;
+  return Math.ceil(N / Math.ceil(N / most));
 }
 
 class PixelDecodeState implements DecodeState {

@@ -217,6 +217,11 @@ export function installEarlyReleaseBackprop(): void {
   setEarlyRelease(switchOn("LMPIPE_EARLY_RELEASE"));
 }
 
+/** Whether the releasing backward pass is the engine's now (the image models size their CNN chunks by it). */
+export function earlyReleaseOn(): boolean {
+  return original !== null && (tf.engine() as Any).gradients === releasing;
+}
+
 /** Turns the releasing backward pass on or off (tests compare both); returns whether it was on. */
 export function setEarlyRelease(on: boolean): boolean {
   installEarlyReleaseBackprop();

@@ -1,0 +1,53 @@
+// The CNNs' global average pool (lib/tensor/ops/global_pool/mod.ts): the AvgPool path on wasm and tf.mean
+// against a float64 loop, value and gradient, and that the kernel choice runs the path it names.
+import assert from "node:assert/strict";
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { assertClose, randomArray } from "../lib/tensor/testing.ts";
+import { globalAvgPool, setAvgPoolEnabled } from "../lib/tensor/ops/global_pool/mod.ts";
+import { kernelFor } from "../lib/tensor/kernel_choice.ts";
+
+/** Per image and channel: the float64 mean over the pixels, and the gradient of sum(pool · dy). */
+function reference(x: Float32Array, dy: Float32Array, [N, H, W, C]: number[]) {
+  const out = new Float64Array(N * C), dx = new Float64Array(N * H * W * C);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      for (let p = 0; p < H * W; p++) s += x[(n * H * W + p) * C + c];
+      out[n * C + c] = s / (H * W);
+      for (let p = 0; p < H * W; p++) dx[(n * H * W + p) * C + c] = dy[n * C + c] / (H * W);
+    }
+  }
+  return { out, dx };
+}
+
+Deno.test("globalAvgPool: AvgPool path (wasm) and tf.mean equal a float64 mean over the pixels, with its gradient", async () => {
+  for (const backend of ["wasm", "cpu"] as const) {
+    await initBackend(backend, { quiet: true });
+    for (const on of [true, false]) {
+      const was = setAvgPoolEnabled(on);
+      try {
+        const want = backend === "wasm" && on ? "avgPool" : "ops";
+        assert.equal(kernelFor("globalAvgPool"), want, `${backend}, switch ${on}`);
+        for (const shape of [[3, 5, 7, 6], [2, 12, 12, 32], [4, 1, 1, 3]]) {
+          const [N, , , C] = shape;
+          const xv = Float32Array.from(randomArray(shape.reduce((a, b) => a * b, 1), 11)),
+            dyv = Float32Array.from(randomArray(N * C, 12));
+          const x = tf.tensor4d(xv, shape as [number, number, number, number]), dy = tf.tensor2d(dyv, [N, C]);
+          const ref = reference(xv, dyv, shape);
+          const what = `${backend} ${want} [${shape}]`;
+          assertClose(globalAvgPool(x).dataSync(), ref.out, 1e-6, `${what} value`);
+          const dx = tf.grad((t: tf.Tensor) => globalAvgPool(t as tf.Tensor4D))(x, dy);
+          assert.deepEqual(dx.shape, shape);
+          assertClose(dx.dataSync(), ref.dx, 1e-7, `${what} gradient`);
+          // the path named ran: AvgPool on wasm's path, Mean otherwise
+          const { kernels } = await tf.profile(() => globalAvgPool(x));
+          const names = kernels.map((k) => k.name);
+          assert.ok(names.includes(want === "avgPool" ? "AvgPool" : "Mean"), `${what}: ran ${names}`);
+          tf.dispose([x, dy, dx]);
+        }
+      } finally {
+        setAvgPoolEnabled(was);
+      }
+    }
+  }
+});
