@@ -115,9 +115,10 @@ let imageNormErr = 0;
   const g = randomArray(24, 37).map((v) => 1 + 0.5 * v), b = randomArray(24, 38).map((v) => 0.3 * v);
   const f = (a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => imageNormRelu(a as tf.Tensor4D, gg, bb, true);
   const args = [tf.tensor4d(x, shape as [number, number, number, number]), tf.tensor1d(g), tf.tensor1d(b)];
-  const got = [f(args[0], args[1], args[2]), ...tf.grads(f)(args, tf.tensor4d(dy, args[0].shape))].map((t) =>
-    t.dataSync() as Float32Array
-  );
+  const got = [
+    f(args[0], args[1], args[2]),
+    ...tf.grads(f)(args, tf.tensor4d(dy, shape as [number, number, number, number])),
+  ].map((t) => t.dataSync() as Float32Array);
   got.forEach(mix);
   const want = imageNormRef(x, g, b, dy, shape, true);
   [want.y, want.dx, want.dg, want.db].forEach((w, i) =>
