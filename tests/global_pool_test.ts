@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
-import { globalAvgPool, setAvgPoolEnabled } from "../lib/tensor/ops/global_pool/mod.ts";
+import { globalAvgPool } from "../lib/tensor/ops/global_pool/mod.ts";
+import { setAvgPoolEnabled } from "../lib/tensor/ops/global_pool/wasm.ts";
 import { kernelFor } from "../lib/tensor/kernel_choice.ts";
 
 /** Per image and channel: the float64 mean over the pixels, and the gradient of sum(pool · dy). */

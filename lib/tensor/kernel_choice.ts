@@ -17,7 +17,7 @@ import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_na
 import { currentDnnl, type DnnlGemm, dnnlMatMulsWanted } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
-import { avgPoolEnabled } from "./ops/global_pool/mod.ts";
+import { avgPoolEnabled } from "./ops/global_pool/wasm.ts";
 import { round16Enabled } from "./ops/round16/wasm.ts";
 import { switchOn } from "./env_switch.ts";
 
@@ -435,7 +435,7 @@ export const TABLE: KernelChoice[] = [
     implementations: [
       {
         name: "avgPool",
-        file: "lib/tensor/ops/global_pool/mod.ts",
+        file: "lib/tensor/ops/global_pool/wasm.ts",
         active: () => avgPoolEnabled(),
         why:
           "TF.js's AvgPool (XNNPACK, NHWC in place) with one window per image: ~10x faster than its Mean, " +
