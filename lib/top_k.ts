@@ -81,15 +81,9 @@ function maximaBelow(values: Float32Array, n: number, maxima?: Float32Array): Fl
 /**
  * The k-th largest of values[0 .. n-1] (ties counted, as kthLargest), 1 <= k <= n, searching only the
  * blocks that can hold it: the k-th largest block maximum is at most the k-th largest value (k blocks each
- * hold a value at least that large). `maxima`: the values' blockMaxima where the caller has them.
+ * hold a value at least that large). `maxima`: the blockMaxima of exactly values[0 .. n-1].
  */
-export function kthLargestByBlocks(
-  values: Float32Array,
-  n: number,
-  k: number,
-  maxima?: Float32Array,
-): number {
-  maxima = maximaBelow(values, n, maxima);
+export function kthLargestByBlocks(values: Float32Array, n: number, k: number, maxima: Float32Array): number {
   const blocks = Math.ceil(n / TOP_K_BLOCK);
   // -Infinity with fewer than k blocks: then every value is searched
   const bound = k <= blocks ? kthLargest(maxima, blocks, k) : -Infinity;
@@ -105,15 +99,14 @@ export function kthLargestByBlocks(
 
 /**
  * The ids, ascending, of values[0 .. n-1] at or above `threshold` (NaN never), looking only into the
- * blocks whose maximum reaches it. `maxima`: the values' blockMaxima where the caller has them.
+ * blocks whose maximum reaches it. `maxima`: the blockMaxima of exactly values[0 .. n-1].
  */
 export function idsAtLeast(
   values: Float32Array,
   n: number,
   threshold: number,
-  maxima?: Float32Array,
+  maxima: Float32Array,
 ): number[] {
-  maxima = maximaBelow(values, n, maxima);
   const ids: number[] = [];
   for (let b = 0, blocks = Math.ceil(n / TOP_K_BLOCK); b < blocks; b++) {
     if (!(maxima[b] >= threshold)) continue;
@@ -133,6 +126,6 @@ export function idsAtLeast(
  * topKIds(Float32Array.from([3, 1, 4, 1, 5]), 5, 2); // [2, 4]
  */
 export function topKIds(values: Float32Array, n: number, k: number, maxima?: Float32Array): number[] {
-  maxima = maximaBelow(values, n, maxima);
-  return idsAtLeast(values, n, kthLargestByBlocks(values, n, k, maxima), maxima);
+  const own = maximaBelow(values, n, maxima); // resolved once for both searches
+  return idsAtLeast(values, n, kthLargestByBlocks(values, n, k, own), own);
 }
