@@ -3,6 +3,7 @@
 // opens it through Deno FFI and exposes a row-major sgemm on byte offsets into the wasm heap; ops/matmul/wasm.ts
 // decides which matMuls use it. Nothing here may crash a run: no library, no FFI permission or a failed
 // dlopen all mean "no BLAS", with the reason in the backend description.
+import { heapPointers } from "./heap_pointer.ts";
 
 /**
  * Library names tried in order when $LMPIPE_BLAS does not name one: Debian's pthread build of OpenBLAS
@@ -152,10 +153,8 @@ function wrap(lib: Lib, path: string): Blas {
     calls: 0,
     core,
     sgemm(heap, transA, transB, M, N, K, a, b, c) {
-      const base = Deno.UnsafePointer.of(new Uint8Array(heap));
-      if (base === null) throw new Error("blas.ts: could not take a pointer to the wasm heap");
+      const at = heapPointers(heap, "blas.ts");
       blas.calls++;
-      const at = (offset: number) => Deno.UnsafePointer.offset(base, offset);
       // A one-row or one-column product is a matrix-vector product, and OpenBLAS's sgemm does not notice:
       // sgemv reads the matrix 3-4x faster (the output head of a decoding step, [1, C] x [C, vocab]).
       // The vector side is contiguous either way: a [1, K] row, or a [K, 1] column stored as a row.
@@ -177,12 +176,12 @@ function wrap(lib: Lib, path: string): Blas {
         N,
         K,
         1,
-        Deno.UnsafePointer.offset(base, a),
+        at(a),
         transA ? M : K,
-        Deno.UnsafePointer.offset(base, b),
+        at(b),
         transB ? K : N,
         0,
-        Deno.UnsafePointer.offset(base, c),
+        at(c),
         N,
       );
     },

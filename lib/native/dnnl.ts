@@ -13,6 +13,7 @@
 // them on OpenBLAS.
 
 import type { Blas } from "./blas.ts";
+import { heapPointers } from "./heap_pointer.ts";
 
 /** Library names tried in order when $LMPIPE_DNNL does not name one (Debian's libdnnl2). */
 const CANDIDATES = [
@@ -246,10 +247,8 @@ function gemmOf(
     calls: 0,
     lastThreads: 0,
     sgemm(heap, transA, transB, M, N, K, a, b, c) {
-      const base = Deno.UnsafePointer.of(new Uint8Array(heap));
-      if (base === null) throw new Error("dnnl.ts: could not take a pointer to the wasm heap");
+      const at = heapPointers(heap, "dnnl.ts");
       gemm.calls++;
-      const at = (offset: number) => Deno.UnsafePointer.offset(base, offset);
       const budget = threads();
       const alone = budget > 1 && oneThreadBelow !== null && M * N * K < oneThreadBelow;
       if (alone) setThreads(1);

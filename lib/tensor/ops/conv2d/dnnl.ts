@@ -30,6 +30,7 @@ import {
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
+import { heapPointers } from "../../../native/heap_pointer.ts";
 import { isMarkedBf16, looksBf16, markBf16Values } from "../../bf16_values.ts";
 import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
@@ -357,14 +358,10 @@ let lastRefusal = "";
 
 /** Runs `plan` with its memories pointing at the tensors' bytes in the wasm heap. */
 function execute(dnnl: Dnnl, backend: AnyBackend, plan: Plan, tensors: Record<Slot, TensorInfo>): void {
-  const base = Deno.UnsafePointer.of(new Uint8Array(backend.wasm.HEAPU8.buffer as ArrayBufferLike));
-  if (base === null) throw new Error("ops/conv2d/dnnl.ts: could not take a pointer to the wasm heap");
+  const at = heapPointers(backend.wasm.HEAPU8.buffer as ArrayBufferLike, "ops/conv2d/dnnl.ts");
   for (const [slot, mem] of plan.heap) {
     const offset = backend.dataIdMap.get(tensors[slot].dataId).memoryOffset as number;
-    dnnl.check(
-      dnnl.sym.dnnl_memory_set_data_handle(mem, Deno.UnsafePointer.offset(base, offset)),
-      "memory_set_data_handle",
-    );
+    dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(offset)), "memory_set_data_handle");
   }
   for (const st of plan.steps) {
     dnnl.check(dnnl.sym.dnnl_primitive_execute(st.prim, dnnl.stream, st.n, st.args), "primitive_execute");
