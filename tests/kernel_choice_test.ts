@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/tensor/backend.ts";
 import {
-  blasForMatMul,
   kernelFor,
   setBlasMinWork,
   setDnnlMatMuls,
@@ -50,9 +49,8 @@ Deno.test("kernel choice: wasm matMuls go to BLAS from blasMinWork multiply-adds
   await initBackend("wasm", { quiet: true });
   const old = setBlasMinWork(1000), oldDnnl = setDnnlMatMuls(false);
   try {
-    assert.equal(blasForMatMul(999), null);
-    assert.equal(blasForMatMul(1000), currentBlas()); // null without a library: XNNPACK then
-    assert.equal(sgemmForMatMul(1000), currentBlas());
+    assert.equal(sgemmForMatMul(999), null);
+    assert.equal(sgemmForMatMul(1000), currentBlas()); // null without a library: XNNPACK then
     assert.equal(kernelFor("matMul", "wasm", 1000), currentBlas() ? "blas" : "lmpipe");
   } finally {
     setBlasMinWork(old), setDnnlMatMuls(oldDnnl);

@@ -508,11 +508,6 @@ export function sgemmForMatMul(work: number): Pick<Blas, "sgemm"> | null {
   return choice === "dnnl" ? dnnlGemm() : choice === "blas" ? currentBlas() : null;
 }
 
-/** The BLAS library to run a wasm matMul of `work` = M*K*N multiply-adds per slice with, or null. */
-export function blasForMatMul(work: number): Blas | null {
-  return kernelFor("matMul", "wasm", work) === "blas" ? currentBlas() : null;
-}
-
 /** The BLAS library to run a decoding step's one-row product of `work` = K*N multiply-adds with, or null. */
 export function blasForGemv(work: number): Blas | null {
   return kernelFor("gemv", "wasm", work) === "blas" ? currentBlas() : null;
