@@ -12,7 +12,7 @@ import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/nativ
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { evaluateBatches } from "../lib/train_loop.ts";
-import { runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import { median, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/gemm_threads";
 const HELP = `deno run -A bench/gemm_threads.ts [flags]
@@ -25,8 +25,6 @@ const HELP = `deno run -A bench/gemm_threads.ts [flags]
   --below N          the rule's limit in multiply-adds (default 4194304, lib/native/dnnl.ts's)
 
 Example: deno run -A bench/gemm_threads.ts --threads 2 --n-layer 4 --n-head 4 --n-embd 128 --context 128`;
-
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
 
 async function main(): Promise<void> {
   const p = parseFlags(CMD, Deno.args, {
