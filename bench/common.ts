@@ -1,14 +1,15 @@
 // What the training benchmarks share: synthetic token shards (speed does not depend on the text), the
-// engine options of a timed run (no checkpoints, no evaluation until the end), and the --n-layer/--n-head/
+// engine options of a timed run (no checkpoints, no evaluation until the end), one timed evaluation step, and the --n-layer/--n-head/
 // --n-embd/--context flags that override a preset's shape.
 import { join } from "node:path";
 import { LmpipeError } from "../lib/errors.ts";
 import { num, type Parsed, str } from "../lib/flags.ts";
 import { Rng } from "../lib/rng.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
-import type { TrainOptions } from "../lib/train_loop.ts";
+import { evaluateBatches, type TrainOptions } from "../lib/train_loop.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
-import type { ModelConfig } from "../lib/models/types.ts";
+import type { LanguageModel, ModelConfig, Precision } from "../lib/models/types.ts";
+import type { WindowSampler } from "../lib/sampler.ts";
 
 /** Writes an llm.c shard of `tokens` uniform random ids below `vocab` (at most GPT-2's 50257). */
 export async function writeRandomShard(
@@ -25,6 +26,23 @@ export async function writeRandomShard(
   const path = join(dir, name);
   await Deno.writeFile(path, bytes);
   return path;
+}
+
+/**
+ * Ms of one evaluation step, what `bench/train.ts --mode eval` times: the loss of a new batch of `batch`
+ * sequences from `data` without gradients, through the engine's evaluateBatches (one host read). The
+ * batch is read before the clock starts.
+ */
+export async function timeEvalStep(
+  model: LanguageModel,
+  data: WindowSampler,
+  batch: number,
+  precision: Precision,
+): Promise<number> {
+  const b = await data.next(batch);
+  const t0 = performance.now();
+  await evaluateBatches(model, [b], precision);
+  return performance.now() - t0;
 }
 
 /** Engine options for a timed run of `maxSteps` steps; `over` changes any of them. */

@@ -11,8 +11,7 @@ import { initBackend } from "../lib/tensor/backend.ts";
 import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/native/dnnl.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { evaluateBatches } from "../lib/train_loop.ts";
-import { median, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import { median, runBench, SHAPE_FLAGS, shapeOverrides, timeEvalStep, writeRandomShard } from "./common.ts";
 
 const CMD = "bench/gemm_threads";
 const HELP = `deno run -A bench/gemm_threads.ts [flags]
@@ -51,10 +50,7 @@ async function main(): Promise<void> {
     const train = await WindowSampler.open([shard], T, config.vocabSize, 1);
     const step = async (limit: number | null) => {
       setDnnlGemmOneThreadBelow(limit);
-      const batch = await train.next(B);
-      const t0 = performance.now();
-      await evaluateBatches(model, [batch], "fp32");
-      return performance.now() - t0;
+      return await timeEvalStep(model, train, B, "fp32");
     };
     for (let i = 0; i < 3; i++) await step(i % 2 ? null : below); // warm-up: the heap grows, both paths compile
     const off: number[] = [], on: number[] = [];

@@ -14,8 +14,15 @@ import { type BackendName, initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { type Precision, PRECISIONS } from "../lib/models/types.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { evaluateBatches, type StepLog, trainLoop } from "../lib/train_loop.ts";
-import { benchTrainOptions, runBench, SHAPE_FLAGS, shapeOverrides, writeRandomShard } from "./common.ts";
+import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+import {
+  benchTrainOptions,
+  runBench,
+  SHAPE_FLAGS,
+  shapeOverrides,
+  timeEvalStep,
+  writeRandomShard,
+} from "./common.ts";
 
 const CMD = "bench/profile_step";
 const HELP = `deno run -A bench/profile_step.ts [flags]
@@ -244,11 +251,9 @@ async function profileTrain(
 async function profileEval({ model, train, B, warm, steps, precision, record }: ProfileRun): Promise<number> {
   let total = 0;
   for (let i = 0; i < warm + steps; i++) {
-    const batch = await train.next(B);
     record(i >= warm);
-    const t0 = performance.now();
-    await evaluateBatches(model, [batch], precision);
-    if (i >= warm) total += performance.now() - t0;
+    const ms = await timeEvalStep(model, train, B, precision);
+    if (i >= warm) total += ms;
   }
   record(false);
   return total / steps;

@@ -15,7 +15,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { ModelConfig, Precision } from "../lib/models/types.ts";
 import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { evaluateBatches, type StepLog, trainLoop } from "../lib/train_loop.ts";
+import { type StepLog, trainLoop } from "../lib/train_loop.ts";
 import { cachedStepper, chooseToken, topKNeed, uncachedStepper } from "../pipelines/sample/generate.ts";
 import {
   benchTrainOptions,
@@ -23,6 +23,7 @@ import {
   runBench,
   SHAPE_FLAGS,
   shapeOverrides,
+  timeEvalStep,
   writeRandomShard,
 } from "./common.ts";
 
@@ -380,10 +381,8 @@ async function measure(threads: number | undefined): Promise<Row[]> {
 async function evalStepMs(model: ReturnType<typeof createModel>, train: WindowSampler): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < o.warm + o.steps; i++) {
-    const batch = await train.next(o.batch);
-    const t0 = performance.now();
-    await evaluateBatches(model, [batch], o.precision);
-    if (i >= o.warm) times.push(performance.now() - t0);
+    const ms = await timeEvalStep(model, train, o.batch, o.precision);
+    if (i >= o.warm) times.push(ms);
   }
   return median(times);
 }
