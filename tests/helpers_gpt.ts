@@ -3,6 +3,7 @@
 import { tf } from "../lib/tensor/backend.ts";
 import type { Gpt } from "../lib/models/gpt.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
+import { type AnyBackend, offsetOf } from "../lib/tensor/wasm/kernels.ts";
 
 /** Weights that make every part of the block matter (the init's 0.02 leaves attention uniform, logits flat). */
 export function randomizeWeights(model: Gpt, seed: number): void {
@@ -15,6 +16,5 @@ export function randomizeWeights(model: Gpt, seed: number): void {
   }
 }
 
-/** A tensor's byte offset in the wasm heap. */
-// deno-lint-ignore no-explicit-any
-export const offset = (t: tf.Tensor) => (tf.backend() as any).dataIdMap.get(t.dataId).memoryOffset as number;
+/** A tensor's byte offset in the wasm heap of the current backend. */
+export const offset = (t: tf.Tensor) => offsetOf(tf.backend() as AnyBackend, t);
