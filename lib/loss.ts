@@ -16,6 +16,7 @@ import {
   softmaxRows,
   softmaxRowsAtTargets,
   softmaxRowsAtTargetsFused,
+  softmaxStatsAtTargets,
 } from "./tensor/ops/softmax_rows/mod.ts";
 import { boundary, isLowPrecision, roundScaled, roundTo } from "./precision.ts";
 import type { Precision } from "./models/types.ts";
@@ -106,6 +107,15 @@ function chunk(
   gradScale = 1,
 ): ChunkOut {
   const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
+  if (!grads && softmaxRowsAtTargetsFused()) {
+    // evaluation on wasm's kernel: each row's logsumexp m + log(s) and its target's logit, no [n, V]
+    // output. Under mixed / bf16 the target's logit is formed as the other paths form it (same bits).
+    const { m, s, xt } = softmaxStatsAtTargets(logits, tc);
+    const targetLogit = isLowPrecision(precision)
+      ? roundTo(tf.sum(tf.mul(hc, tf.gather(w, tc)), 1), precision)
+      : xt;
+    return { lossSum: tf.sub(tf.sum(tf.add(m, tf.log(s))), tf.sum(targetLogit)) as tf.Scalar };
+  }
   if (foldsOnehot(precision) && !isLowPrecision(precision)) {
     // e[row, target] already holds e - s: e / s is softmax - onehot, the logits' gradient before 1/N,
     // so both gradients come out of the two matMuls whole (no W[target] rows, no segment sum)

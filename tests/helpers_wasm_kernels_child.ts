@@ -5,8 +5,8 @@
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
 // across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
-import { softmaxRows } from "../lib/tensor/ops/softmax_rows/mod.ts";
-import { wasmKernelStats, wasmKernelThreads } from "../lib/tensor/wasm/kernels.ts";
+import { softmaxRows, softmaxStatsAtTargets } from "../lib/tensor/ops/softmax_rows/mod.ts";
+import { wasmKernelStats, wasmKernelThreads, wasmRelaxedSimd } from "../lib/tensor/wasm/kernels.ts";
 import { AdamW } from "../lib/optim.ts";
 import { layerNorm } from "../lib/tensor/ops/layer_norm/mod.ts";
 import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
@@ -22,14 +22,23 @@ const mix = (a: Float32Array) => {
   }
 };
 
-// Softmax rows: every row-length remainder, long rows, rows enough for the workers.
+// Softmax rows: every row-length remainder, long rows, rows enough for the workers; and evaluation's
+// variant without e (softmaxStatsAtTargets), which must give the same m and s bit for bit, the target
+// logits, and leave x alone.
 const shapes = [[1, 1], [3, 5], [4, 6], [2, 7], [5, 8], [6, 259], [2, 1024], [64, 4099], [3, 50304]];
-let eErr = 0, sErr = 0, mErr = 0;
+let eErr = 0, sErr = 0, mErr = 0, statsSame = true;
 for (const [rows, cols] of shapes) {
   const x = randomArray(rows * cols, rows * 7919 + cols).map((v, i) => v * (i % 3 === 0 ? 40 : 8));
-  const { e, m, s } = softmaxRows(tf.tensor2d(x, [rows, cols]));
+  const xb = tf.tensor2d(x, [rows, cols]);
+  const { e, m, s } = softmaxRows(xb);
   const [ev, mv, sv] = [e.dataSync() as Float32Array, m.dataSync(), s.dataSync() as Float32Array];
   mix(ev), mix(sv);
+  const t = Array.from({ length: rows }, (_, r) => (r * 7 + 3) % cols);
+  const stats = softmaxStatsAtTargets(xb, tf.tensor1d(t, "int32"));
+  const same = (a: ArrayLike<number>, b: ArrayLike<number>) =>
+    Array.from(a).every((v, i) => Object.is(v, b[i]));
+  statsSame &&= same(stats.m.dataSync(), mv) && same(stats.s.dataSync(), sv) && same(xb.dataSync(), x) &&
+    same(stats.xt.dataSync(), t.map((c, r) => x[r * cols + c]));
   for (let r = 0; r < rows; r++) {
     const row = x.subarray(r * cols, (r + 1) * cols);
     const max = row.reduce((a, b) => Math.max(a, b), -Infinity);
@@ -43,8 +52,11 @@ for (const [rows, cols] of shapes) {
     sErr = Math.max(sErr, Math.abs(sv[r] - sum) / sum);
   }
 }
-// A NaN makes its row's sum NaN and leaves the other rows alone; -Infinity gives 0.
-const special = softmaxRows(tf.tensor2d([1, NaN, 3, 2, 0, -Infinity, 5, 1, 2, 3, 4, 5], [3, 4]));
+// A NaN makes its row's sum NaN and leaves the other rows alone; -Infinity gives 0. The last row: x - max
+// of -87.5 gives exp's denormal, -88.5 and below 0.
+const special = softmaxRows(
+  tf.tensor2d([1, NaN, 3, 2, 0, -Infinity, 5, 1, 2, 3, 4, 5, 0, -87.5, -88.5, -1000], [4, 4]),
+);
 
 // tanh: lengths with every remainder, both branches and their boundary, special values.
 let tanhErr = 0;
@@ -143,10 +155,12 @@ for (let i = 0; i < 50 && wasmKernelStats().rowsOnWorkers === 0; i++) {
 console.log(JSON.stringify({
   backend: info.device,
   threads: wasmKernelThreads(),
+  relaxed: wasmRelaxedSimd,
   rowsOnWorkers: wasmKernelStats().rowsOnWorkers,
   eErr,
   sErr,
   mErr,
+  statsSame,
   tanhErr,
   tanhSpecial,
   adamWIdentical,
@@ -154,4 +168,5 @@ console.log(JSON.stringify({
   hash,
   specialS: Array.from(special.s.dataSync()).map(String),
   specialE: Array.from(special.e.dataSync()).slice(4, 8),
+  specialTiny: Array.from(special.e.dataSync()).slice(12, 16),
 }));

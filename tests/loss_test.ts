@@ -11,6 +11,8 @@ import {
   softmaxRowsAtTargets,
   softmaxRowsAtTargetsByOps,
   softmaxRowsAtTargetsFused,
+  softmaxStatsAtTargets,
+  softmaxStatsAtTargetsByOps,
 } from "../lib/tensor/ops/softmax_rows/mod.ts";
 
 const backends = await testBackends();
@@ -161,26 +163,43 @@ for (const backend of backends.filter((b) => b !== "cpu")) {
 }
 
 if (backends.includes("wasm")) {
-  Deno.test("wasm softmaxRowsAtTargets kernel equals its op chain; a target out of range is an error", async () => {
+  Deno.test("wasm softmaxRowsAtTargets and softmaxStatsAtTargets kernels equal their op chains; a target out of range is an error", async () => {
     await initBackend("wasm", { quiet: true });
     const x = tf.tensor2d(randomArray(5 * 37, 3).map((v) => v * 4), [5, 37]);
     const t = tf.tensor1d([36, 0, 5, 5, 17], "int32");
     // LMPIPE_WASM_FUSED=0 turns the kernel off: then the op chain runs, against itself
     const fused = softmaxRowsAtTargetsFused();
     const want = softmaxRowsAtTargetsByOps(x, t);
-    const got = softmaxRowsAtTargets(tf.clone(x), t); // the kernel writes e over its x
+    // the kernel writes e over its x: a copy of its own (tf.clone would share x's buffer)
+    const got = softmaxRowsAtTargets(tf.tensor2d(await readData(x), [5, 37]), t);
     for (const k of ["e", "m", "s", "xt"] as const) {
       assertClose(await readData(got[k]), await readData(want[k]), 1e-6, `softmaxRowsAtTargets ${k}`);
     }
-    if (!fused) return tf.dispose([x, t, ...Object.values(got), ...Object.values(want)]);
-    const before = tf.memory().numBytes, xs = await readData(x);
+    // evaluation's variant: no e, x left alone, m and s bit for bit those of the variant with e
+    const xs = await readData(x);
+    const stats = softmaxStatsAtTargets(x, t), statsWant = softmaxStatsAtTargetsByOps(x, t);
+    for (const k of ["m", "s", "xt"] as const) {
+      assertClose(await readData(stats[k]), await readData(statsWant[k]), 1e-6, `softmaxStatsAtTargets ${k}`);
+      if (k !== "xt") assert.deepEqual(await readData(stats[k]), await readData(got[k]), `stats ${k}`);
+    }
+    assert.deepEqual(await readData(stats.xt), await readData(got.xt), "stats xt");
+    assert.deepEqual(await readData(x), xs, "softmaxStatsAtTargets leaves x as it was");
+    const outs = [
+      ...Object.values(got),
+      ...Object.values(want),
+      ...Object.values(stats),
+      ...Object.values(statsWant),
+    ];
+    if (!fused) return tf.dispose([x, t, ...outs]);
+    const before = tf.memory().numBytes;
     for (const [bad, msg] of [[37, /target 37 of row 2/], [-1, /target -1 of row 2/]] as const) {
       const tb = tf.tensor1d([0, 1, bad, 2, 3], "int32");
       assert.throws(() => softmaxRowsAtTargets(x, tb), msg);
+      assert.throws(() => softmaxStatsAtTargets(x, tb), msg);
       tb.dispose();
     }
     assert.equal(tf.memory().numBytes, before, "a refused call leaves nothing allocated");
     assert.deepEqual(await readData(x), xs, "a refused call leaves x as it was");
-    tf.dispose([x, t, ...Object.values(got), ...Object.values(want)]);
+    tf.dispose([x, t, ...outs]);
   });
 }

@@ -15,9 +15,10 @@ import { generate, KERNELS } from "../scripts/build_wasm.ts";
 import { setDnnlConvs } from "../lib/tensor/kernel_choice.ts";
 import { denoChildJson } from "./helpers_run.ts";
 
-function child(threads: string) {
+function child(threads: string, relaxed = "1") {
   return denoChildJson(["run", "-A", "tests/helpers_wasm_kernels_child.ts"], {
     LMPIPE_WASM_THREADS: threads,
+    LMPIPE_WASM_RELAXED: relaxed,
   });
 }
 
@@ -32,19 +33,30 @@ function withKernels<T>(on: boolean, fn: () => T): T {
 }
 
 Deno.test("wasm kernels: match float64 on 1 and 2 threads, bit-identical between them", async () => {
-  const [one, two] = [await child("1"), await child("2")];
+  // and the build without relaxed SIMD (the softmax's multiply-adds unfused), on 1 thread
+  const [one, two, plain] = [await child("1"), await child("2"), await child("1", "0")];
   assert.equal(one.threads, 1, one.backend);
   assert.equal(two.threads, 2, two.backend);
   assert.equal(one.rowsOnWorkers, 0);
   assert.ok(two.rowsOnWorkers > 0, "the worker thread never took a row");
-  for (const r of [one, two]) {
+  assert.deepEqual([one.relaxed, two.relaxed, plain.relaxed], [true, true, false], "relaxed SIMD build used");
+  for (const r of [one, two, plain]) {
     assert.equal(r.mErr, 0, "row maxima are exact");
-    assert.ok(r.eErr < 1e-6, `exp relative error ${r.eErr}`);
-    assert.ok(r.sErr < 1e-6, `row sum relative error ${r.sErr}`);
-    assert.deepEqual(r.specialS.map((v: string) => v === "NaN"), [true, false, false]);
+    // the softmax's exp: ~1 ulp (8.3e-8 measured with fused multiply-adds, 1.1e-7 without)
+    assert.ok(r.eErr < 1.5e-7, `exp relative error ${r.eErr}`);
+    assert.ok(r.sErr < 5e-7, `row sum relative error ${r.sErr}`);
+    assert.equal(r.statsSame, true, "softmaxStatsAtTargets: m and s differ from softmaxRows', or x changed");
+    assert.deepEqual(r.specialS.map((v: string) => v === "NaN"), [true, false, false, false]);
     const want = [Math.exp(-5), 0, 1, Math.exp(-4)]; // row [0, -Infinity, 5, 1]: exp(-Infinity) is 0
     assertClose(r.specialE, want, 1e-6, "the row with -Infinity");
     assert.equal(r.specialE[1], 0);
+    // row [0, -87.5, -88.5, -1000]: a denormal, then 0 where exp is below 2^-126.5 (exactly 0, no NaN)
+    const tiny = Math.exp(-87.5);
+    assert.ok(
+      Math.abs(r.specialTiny[1] - tiny) < 1e-6 * tiny,
+      `exp(-87.5) = ${r.specialTiny[1]}, want ${tiny}`,
+    );
+    assert.deepEqual([r.specialTiny[0], r.specialTiny[2], r.specialTiny[3]], [1, 0, 0]);
     assert.ok(r.tanhErr < 5e-7, `tanh relative error ${r.tanhErr}`);
     assert.equal(r.adamWIdentical, true, "AdamW kernel differs from the op chain");
     assert.ok(r.imageNormErr < 1e-4, `image norm: relative error ${r.imageNormErr} against float64`);

@@ -284,7 +284,7 @@ export class WasmGptDecoder implements DecodeState {
     for (let h = 0; h < H; h++) {
       k.gemv_rows(kCache + 4 * h * D, C, at.qkv + 4 * h * D, at.probs + 4 * h * n, 0, n, D);
     }
-    k.softmax_rows(at.probs, at.probs, at.rowMax, at.rowSum, 0, H, n);
+    k.softmax_rows(at.probs, at.probs, at.rowMax, at.rowSum, 0, H, n, 1);
     const sums = at.rowSum >> 2, att = at.att >> 2;
     for (let h = 0; h < H; h++) {
       k.gemv_cols(vCache + 4 * h * D, C, at.probs + 4 * h * n, 0, at.att + 4 * h * D, n, 0, D, 0);

@@ -28,7 +28,16 @@ export const BLOCK = 8192;
 
 /** The exports of an instance of kernels.wat. */
 export interface KernelExports {
-  softmax_rows(x: number, e: number, m: number, s: number, r0: number, r1: number, cols: number): void;
+  softmax_rows(
+    x: number,
+    e: number,
+    m: number,
+    s: number,
+    r0: number,
+    r1: number,
+    cols: number,
+    store: number,
+  ): void;
   adamw(
     p: number,
     g: number,
@@ -171,8 +180,8 @@ function bitsFloat(bits: number): number {
 /** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
 export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1: number): void {
   switch (a[0]) {
-    case KIND.softmaxRows: // x, e, m, s, cols
-      return k.softmax_rows(a[1], a[2], a[3], a[4], r0, r1, a[5]);
+    case KIND.softmaxRows: // x, e, m, s, cols, store (1: write e; 0: only m and s)
+      return k.softmax_rows(a[1], a[2], a[3], a[4], r0, r1, a[5], a[6]);
     case KIND.adamW: { // p, g, m, v, pOut, mOut, vOut, n, then 9 float constants
       const consts = Array.from({ length: 9 }, (_, i) => bitsFloat(a[9 + i]));
       return k.adamw(

@@ -5,11 +5,13 @@
 // LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW (the name of
 // webgpu's fused AdamW, so lib/optim.ts calls both the same way) and Tanh on wasm, which replaces TF.js's
 // scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
-// gradients' JavaScript loops run instead).
+// gradients' JavaScript loops run instead). The module comes in two builds (scripts/build_wasm.ts): with
+// relaxed SIMD's fused multiply-adds (the softmax's exp), taken where the runtime validates it, and without;
+// LMPIPE_WASM_RELAXED=0 takes the one without.
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { registerKernels } from "../host_kernel.ts";
-import { KERNELS_WASM } from "./kernels_bytes.ts";
+import { KERNELS_WASM, KERNELS_WASM_NO_RELAXED } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
 import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
@@ -33,13 +35,22 @@ export function setWasmKernelsEnabled(on: boolean): boolean {
   return old;
 }
 
+const decode = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+
+/**
+ * Whether the kernels use relaxed SIMD (the build with fused multiply-adds): the runtime accepts it and
+ * LMPIPE_WASM_RELAXED is not "0". Decided once per process.
+ */
+export const wasmRelaxedSimd: boolean = switchOn("LMPIPE_WASM_RELAXED") &&
+  WebAssembly.validate(decode(KERNELS_WASM));
+
 /**
  * The kernels' module bytes for a shared memory (TF.js's threaded wasm build) or a plain one (its
  * single-threaded build). The .wat imports a shared memory; the plain variant differs only in the
  * import's limits flag (binary format: 0x03 = maximum + shared, 0x01 = maximum), patched here.
  */
 function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
+  const bytes = decode(wasmRelaxedSimd ? KERNELS_WASM : KERNELS_WASM_NO_RELAXED);
   if (shared) return bytes;
   const name = [6, ...new TextEncoder().encode("memory"), 2]; // "memory", then import kind 2 (memory)
   for (let i = 0; i + name.length < bytes.length; i++) {

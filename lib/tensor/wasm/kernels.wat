@@ -21,35 +21,43 @@
   (import "env" "memory" (memory 1 65536 shared))
 
   ;; For rows r0 <= row < r1 of x [rows, cols] (float32, row-major, byte offsets into the memory):
-  ;; m[row] = max of the row, e[row, :] = exp(x[row, :] - m[row]), s[row] = sum of e[row, :]. The sum
-  ;; is taken in float32 vectors over blocks of 256 values and in float64 across blocks. e may be x.
+  ;; m[row] = max of the row, s[row] = sum of exp(x[row, :] - m[row]) and, when $store is 1,
+  ;; e[row, :] = those exponentials (e may be x). With $store 0 e is not touched: evaluation's loss
+  ;; needs only m and s (lib/loss.ts), and skipping the [rows, cols] write saves its memory traffic.
+  ;; The sum is taken in float32 vectors over blocks of 256 values and in float64 across blocks.
   ;;
-  ;; exp(t), t = x - max <= 0 (or NaN), to ~2 ulp: t = k ln2 + r with |r| <= ln2/2 (ln2 split in two
-  ;; so that k ln2 is exact), e^r by Cephes' expf polynomial, 2^k built in the exponent bits. k is
-  ;; rounded by adding 1.5 * 2^23 (the float's low bits then hold k). Below ln(FLT_MIN) the result is
-  ;; 0 (the true one is a denormal, or 0 for -Infinity). A NaN stays NaN throughout.
+  ;; exp(t), t = x - max <= 0 (or NaN), to ~1 ulp: t = k ln2 + r with |r| <= ln2/2 (ln2 split in two
+  ;; so that k ln2_hi and t - k ln2_hi are exact), e^r = 1 + r Q(r) with Q of degree 5, Q(0) = 1
+  ;; (fitted for the least largest relative error on that range, 2e-9 before float32 rounding; Horner's
+  ;; rule, 6 multiply-adds), 2^k built in the exponent bits. k is rounded by adding 1.5 * 2^23 (the float's low bits then hold k). t is first
+  ;; clamped at -88: there k = -127, whose exponent bits (k + 127) are all zero, so the result is
+  ;; exactly 0 (true values are below 2^-126.5 there, denormals, and -Infinity's is 0); between that
+  ;; and ln(FLT_MIN) the product makes the denormal. pmax keeps a NaN t, which stays NaN throughout.
+  ;; The multiply-adds are relaxed SIMD's f32x4.relaxed_madd: one fused instruction where the CPU has
+  ;; FMA, a multiply and an add elsewhere. scripts/build_wasm.ts also writes the module with them as a
+  ;; multiply and an add, for runtimes without relaxed SIMD (lib/tensor/wasm/kernels.ts picks).
   (func (export "softmax_rows")
     (param $x i32) (param $e i32) (param $m i32) (param $s i32)
-    (param $r0 i32) (param $r1 i32) (param $cols i32)
+    (param $r0 i32) (param $r1 i32) (param $cols i32) (param $store i32)
     (local $row i32) (local $p i32) (local $q i32) (local $end i32) (local $vend i32) (local $bend i32)
     (local $left i32)
     (local $mx v128) (local $mx2 v128) (local $max f32) (local $vmax v128)
-    (local $t v128) (local $tiny v128) (local $kb v128) (local $k v128) (local $r v128) (local $y v128)
-    (local $acc v128) (local $sum v128)
-    (local $min_t v128) (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
-    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $t v128) (local $kb v128) (local $r v128) (local $y v128)
+    (local $t2 v128) (local $kb2 v128) (local $r2 v128) (local $y2 v128)
+    (local $acc v128) (local $acc2 v128) (local $sum v128)
+    (local $min_t v128) (local $log2e v128) (local $round v128) (local $nln2_hi v128) (local $nln2_lo v128)
+    (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $q4 v128) (local $q5 v128)
     (local $one v128) (local $bias v128) (local $lane v128) (local $ninf v128)
-    (local.set $min_t (v128.const f32x4 -87.33654 -87.33654 -87.33654 -87.33654))
+    (local.set $min_t (v128.const f32x4 -88 -88 -88 -88))
     (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
     (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
-    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
-    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
-    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
-    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
-    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
-    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
-    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
-    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $nln2_hi (v128.const f32x4 -0.693359375 -0.693359375 -0.693359375 -0.693359375))
+    (local.set $nln2_lo (v128.const f32x4 2.12194440e-4 2.12194440e-4 2.12194440e-4 2.12194440e-4))
+    (local.set $q1 (v128.const f32x4 0.49999994 0.49999994 0.49999994 0.49999994))
+    (local.set $q2 (v128.const f32x4 0.16666432 0.16666432 0.16666432 0.16666432))
+    (local.set $q3 (v128.const f32x4 0.041668 0.041668 0.041668 0.041668))
+    (local.set $q4 (v128.const f32x4 0.00837417 0.00837417 0.00837417 0.00837417))
+    (local.set $q5 (v128.const f32x4 0.0013843622 0.0013843622 0.0013843622 0.0013843622))
     (local.set $one (v128.const f32x4 1 1 1 1))
     (local.set $bias (v128.const i32x4 127 127 127 127))
     (local.set $lane (v128.const i32x4 0 1 2 3))
@@ -91,70 +99,114 @@
             (local.set $p (i32.add (local.get $p) (i32.const 4)))
             (br $max1)))
 
-        ;; pass 2: e = exp(x - max) and its sum, in blocks of 256 values; the last 1-3 values of a row
-        ;; whose length is not a multiple of 4 go through as one vector padded with zeros after exp
+        ;; pass 2: e = exp(x - max) and its sum: whole blocks of 256 values two vectors a step, then
+        ;; the rest of the row a vector at a time, where the last 1-3 values of a row whose length is
+        ;; not a multiple of 4 go through as one vector padded with zeros after exp
         (local.set $vmax (f32x4.splat (local.get $max)))
         (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
         (local.set $q (i32.add (local.get $e) (i32.sub (local.get $p) (local.get $x))))
         (local.set $sum (v128.const f64x2 0 0))
         (block $blocks_done
           (loop $blocks
-            (br_if $blocks_done (i32.ge_u (local.get $p) (local.get $end)))
             (local.set $bend (i32.add (local.get $p) (i32.const 1024)))
-            (if (i32.gt_u (local.get $bend) (local.get $end)) (then (local.set $bend (local.get $end))))
+            (br_if $blocks_done (i32.gt_u (local.get $bend) (local.get $vend)))
             (local.set $acc (v128.const f32x4 0 0 0 0))
-            (loop $vectors
-              ;; values left in the row, in bytes (>= 16: a whole vector)
-              (local.set $left (i32.sub (local.get $end) (local.get $p)))
-              (if (i32.ge_u (local.get $left) (i32.const 16))
-                (then (local.set $t (v128.load (local.get $p))))
-                (else
-                  (local.set $t (v128.load32_lane 0 (local.get $p) (local.get $ninf)))
-                  (if (i32.ge_u (local.get $left) (i32.const 8))
-                    (then (local.set $t (v128.load32_lane offset=4 1 (local.get $p) (local.get $t)))))
-                  (if (i32.ge_u (local.get $left) (i32.const 12))
-                    (then (local.set $t (v128.load32_lane offset=8 2 (local.get $p) (local.get $t)))))))
-              (local.set $t (f32x4.sub (local.get $t) (local.get $vmax)))
-              ;; lanes below ln(FLT_MIN) give 0 (NaN is not below anything); the others are clamped
-              ;; there (pmax keeps a NaN t); then k = round(t / ln2) and r = t - k ln2
-              (local.set $tiny (f32x4.lt (local.get $t) (local.get $min_t)))
-              (local.set $t (f32x4.pmax (local.get $t) (local.get $min_t)))
-              (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
-              (local.set $k (f32x4.sub (local.get $kb) (local.get $round)))
-              (local.set $r (f32x4.sub (local.get $t) (f32x4.mul (local.get $k) (local.get $ln2_hi))))
-              (local.set $r (f32x4.sub (local.get $r) (f32x4.mul (local.get $k) (local.get $ln2_lo))))
-              ;; e^r = ((((c0 r + c1) r + c2) r + c3) r + c4) r + c5) r^2 + r + 1
-              (local.set $y (f32x4.add (f32x4.mul (local.get $c0) (local.get $r)) (local.get $c1)))
-              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c2)))
-              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c3)))
-              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c4)))
-              (local.set $y (f32x4.add (f32x4.mul (local.get $y) (local.get $r)) (local.get $c5)))
-              (local.set $y (f32x4.add (f32x4.add
-                (f32x4.mul (local.get $y) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r)) (local.get $one)))
+            (local.set $acc2 (v128.const f32x4 0 0 0 0))
+            (loop $pairs
+              ;; exp of two vectors, as described above the function, interleaved
+              (local.set $t (f32x4.pmax (f32x4.sub (v128.load (local.get $p)) (local.get $vmax)) (local.get $min_t)))
+              (local.set $t2 (f32x4.pmax
+                (f32x4.sub (v128.load offset=16 (local.get $p)) (local.get $vmax)) (local.get $min_t)))
+              (local.set $kb (f32x4.relaxed_madd (local.get $t) (local.get $log2e) (local.get $round)))
+              (local.set $kb2 (f32x4.relaxed_madd (local.get $t2) (local.get $log2e) (local.get $round)))
+              (local.set $y (f32x4.sub (local.get $kb) (local.get $round)))
+              (local.set $y2 (f32x4.sub (local.get $kb2) (local.get $round)))
+              (local.set $r (f32x4.relaxed_madd (local.get $y) (local.get $nln2_hi) (local.get $t)))
+              (local.set $r2 (f32x4.relaxed_madd (local.get $y2) (local.get $nln2_hi) (local.get $t2)))
+              (local.set $r (f32x4.relaxed_madd (local.get $y) (local.get $nln2_lo) (local.get $r)))
+              (local.set $r2 (f32x4.relaxed_madd (local.get $y2) (local.get $nln2_lo) (local.get $r2)))
+              (local.set $y (f32x4.relaxed_madd (local.get $q5) (local.get $r) (local.get $q4)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $q5) (local.get $r2) (local.get $q4)))
+              (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q3)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $y2) (local.get $r2) (local.get $q3)))
+              (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q2)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $y2) (local.get $r2) (local.get $q2)))
+              (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q1)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $y2) (local.get $r2) (local.get $q1)))
+              (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $one)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $y2) (local.get $r2) (local.get $one)))
+              (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $one)))
+              (local.set $y2 (f32x4.relaxed_madd (local.get $y2) (local.get $r2) (local.get $one)))
               ;; times 2^k: kb's bits are those of 1.5 * 2^23 plus k; adding 127 and shifting left by 23
-              ;; drops the former and leaves (k + 127) << 23, the float 2^k (k >= -126 after the clamp)
-              (local.set $y (v128.andnot (f32x4.mul (local.get $y)
-                (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))) (local.get $tiny)))
-              (if (i32.ge_u (local.get $left) (i32.const 16))
-                (then (v128.store (local.get $q) (local.get $y)))
-                (else
-                  ;; keep only the lanes that hold values of this row
-                  (local.set $y (v128.and (local.get $y)
-                    (i32x4.lt_s (local.get $lane) (i32x4.splat (i32.shr_u (local.get $left) (i32.const 2))))))
-                  (v128.store32_lane 0 (local.get $q) (local.get $y))
-                  (if (i32.ge_u (local.get $left) (i32.const 8))
-                    (then (v128.store32_lane offset=4 1 (local.get $q) (local.get $y))))
-                  (if (i32.ge_u (local.get $left) (i32.const 12))
-                    (then (v128.store32_lane offset=8 2 (local.get $q) (local.get $y))))))
+              ;; drops the former and leaves (k + 127) << 23, the float 2^k (0 for k = -127)
+              (local.set $y (f32x4.mul (local.get $y)
+                (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))))
+              (local.set $y2 (f32x4.mul (local.get $y2)
+                (i32x4.shl (i32x4.add (local.get $kb2) (local.get $bias)) (i32.const 23))))
+              (if (local.get $store)
+                (then
+                  (v128.store (local.get $q) (local.get $y))
+                  (v128.store offset=16 (local.get $q) (local.get $y2))))
               (local.set $acc (f32x4.add (local.get $acc) (local.get $y)))
-              (local.set $p (i32.add (local.get $p) (i32.const 16)))
-              (local.set $q (i32.add (local.get $q) (i32.const 16)))
-              (br_if $vectors (i32.lt_u (local.get $p) (local.get $bend))))
+              (local.set $acc2 (f32x4.add (local.get $acc2) (local.get $y2)))
+              (local.set $p (i32.add (local.get $p) (i32.const 32)))
+              (local.set $q (i32.add (local.get $q) (i32.const 32)))
+              (br_if $pairs (i32.lt_u (local.get $p) (local.get $bend))))
+            (local.set $acc (f32x4.add (local.get $acc) (local.get $acc2)))
             (local.set $sum (f64x2.add (local.get $sum) (f64x2.add
               (f64x2.promote_low_f32x4 (local.get $acc))
               (f64x2.promote_low_f32x4
                 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
             (br $blocks)))
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (block $rest_done
+          (loop $rest
+            (br_if $rest_done (i32.ge_u (local.get $p) (local.get $end)))
+            ;; values left in the row, in bytes (>= 16: a whole vector)
+            (local.set $left (i32.sub (local.get $end) (local.get $p)))
+            (if (i32.ge_u (local.get $left) (i32.const 16))
+              (then (local.set $t (v128.load (local.get $p))))
+              (else
+                (local.set $t (v128.load32_lane 0 (local.get $p) (local.get $ninf)))
+                (if (i32.ge_u (local.get $left) (i32.const 8))
+                  (then (local.set $t (v128.load32_lane offset=4 1 (local.get $p) (local.get $t)))))
+                (if (i32.ge_u (local.get $left) (i32.const 12))
+                  (then (local.set $t (v128.load32_lane offset=8 2 (local.get $p) (local.get $t)))))))
+            (local.set $t (f32x4.pmax (f32x4.sub (local.get $t) (local.get $vmax)) (local.get $min_t)))
+            (local.set $kb (f32x4.relaxed_madd (local.get $t) (local.get $log2e) (local.get $round)))
+            (local.set $y (f32x4.sub (local.get $kb) (local.get $round)))
+            (local.set $r (f32x4.relaxed_madd (local.get $y) (local.get $nln2_hi) (local.get $t)))
+            (local.set $r (f32x4.relaxed_madd (local.get $y) (local.get $nln2_lo) (local.get $r)))
+            (local.set $y (f32x4.relaxed_madd (local.get $q5) (local.get $r) (local.get $q4)))
+            (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q3)))
+            (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q2)))
+            (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $q1)))
+            (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $one)))
+            (local.set $y (f32x4.relaxed_madd (local.get $y) (local.get $r) (local.get $one)))
+            (local.set $y (f32x4.mul (local.get $y)
+              (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))))
+            (if (i32.ge_u (local.get $left) (i32.const 16))
+              (then
+                (if (local.get $store) (then (v128.store (local.get $q) (local.get $y)))))
+              (else
+                ;; keep only the lanes that hold values of this row
+                (local.set $y (v128.and (local.get $y)
+                  (i32x4.lt_s (local.get $lane) (i32x4.splat (i32.shr_u (local.get $left) (i32.const 2))))))
+                (if (local.get $store)
+                  (then
+                    (v128.store32_lane 0 (local.get $q) (local.get $y))
+                    (if (i32.ge_u (local.get $left) (i32.const 8))
+                      (then (v128.store32_lane offset=4 1 (local.get $q) (local.get $y))))
+                    (if (i32.ge_u (local.get $left) (i32.const 12))
+                      (then (v128.store32_lane offset=8 2 (local.get $q) (local.get $y))))))))
+            (local.set $acc (f32x4.add (local.get $acc) (local.get $y)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (local.set $q (i32.add (local.get $q) (i32.const 16)))
+            (br $rest)))
+        (local.set $sum (f64x2.add (local.get $sum) (f64x2.add
+          (f64x2.promote_low_f32x4 (local.get $acc))
+          (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
 
         (f32.store (i32.add (local.get $m) (i32.shl (local.get $row) (i32.const 2))) (local.get $max))
         (f32.store (i32.add (local.get $s) (i32.shl (local.get $row) (i32.const 2)))

@@ -2,7 +2,9 @@
 // vocabulary (lib/loss.ts): e = exp(x - rowmax), with the row maxima m and the row sums s of e. On wasm
 // one multithreaded SIMD kernel computes it (wasm/kernels.ts), on webgpu one WGSL dispatch
 // (webgpu.ts beside this file); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
-// Exp and Sum ops do. No gradient: lib/loss.ts forms its own.
+// Exp and Sum ops do. No gradient: lib/loss.ts forms its own. Two variants for the loss on wasm:
+// softmaxRowsAtTargets (training: e in place, with the onehot folded in) and softmaxStatsAtTargets
+// (evaluation: no e at all).
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
@@ -48,12 +50,20 @@ export function softmaxRowsAtTargetsFused(): boolean {
   return tf.getBackend() === "wasm" && kernelFor("softmaxRows") === "lmpipe";
 }
 
+/** x[row, targets[row]] for each row, [rows]. */
+function targetLogits(x: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
+  return tf.tidy(() => {
+    const [rows, cols] = x.shape;
+    const flat = tf.add(tf.mul(tf.range(0, rows, 1, "int32"), tf.scalar(cols, "int32")), targets);
+    return tf.gather(tf.reshape(x, [-1]), flat) as tf.Tensor1D;
+  });
+}
+
 /** The op chain of softmaxRowsAtTargets, on any backend: the reference its kernel is tested against. */
 export function softmaxRowsAtTargetsByOps(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxRowsAtTargets {
   const { e, m, s } = softmaxRowsByOps(x);
-  const [rows, cols] = x.shape;
-  const flat = tf.add(tf.mul(tf.range(0, rows, 1, "int32"), tf.scalar(cols, "int32")), targets);
-  const xt = tf.gather(tf.reshape(x, [-1]), flat) as tf.Tensor1D;
+  const cols = x.shape[1];
+  const xt = targetLogits(x, targets);
   return { e: tf.sub(e, tf.mul(tf.oneHot(targets, cols, 1, 0, "float32"), s)) as tf.Tensor2D, m, s, xt };
 }
 
@@ -69,4 +79,30 @@ export function softmaxRowsAtTargets(x: tf.Tensor2D, targets: tf.Tensor1D): Soft
   }
   const [e, m, s, xt] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x, targets }, {}) as tf.Tensor[];
   return { e: e as tf.Tensor2D, m: m as tf.Tensor2D, s: s as tf.Tensor2D, xt: xt as tf.Tensor1D };
+}
+
+/** The row statistics the loss needs without gradients: each row's logsumexp is m + log(s). */
+export type SoftmaxStatsAtTargets = Omit<SoftmaxRowsAtTargets, "e">;
+
+/** The op chain of softmaxStatsAtTargets, on any backend: the reference its kernel is tested against. */
+export function softmaxStatsAtTargetsByOps(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxStatsAtTargets {
+  const m = tf.max(x, 1, true) as tf.Tensor2D;
+  const s = tf.tidy(() => tf.sum(tf.exp(tf.sub(x, m)), 1, true)) as tf.Tensor2D;
+  return { m, s, xt: targetLogits(x, targets) };
+}
+
+/**
+ * softmaxRowsAtTargets without e, for evaluation's loss: the row maxima m, the row sums s of exp(x - m)
+ * and the target logits xt of a 2-D float32 x (targets int32 [rows] in [0, cols)). On wasm the kernel
+ * computes the same m and s as softmaxRows, bit for bit, but writes no [rows, cols] output, and x is left
+ * as it was.
+ */
+export function softmaxStatsAtTargets(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxStatsAtTargets {
+  if (x.dtype !== "float32" || x.size === 0 || !softmaxRowsAtTargetsFused()) {
+    return softmaxStatsAtTargetsByOps(x, targets);
+  }
+  const [m, s, xt] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x, targets }, {
+    statsOnly: true,
+  }) as tf.Tensor[];
+  return { m: m as tf.Tensor2D, s: s as tf.Tensor2D, xt: xt as tf.Tensor1D };
 }

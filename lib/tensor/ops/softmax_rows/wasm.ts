@@ -1,26 +1,32 @@
 // The loss's vocabulary softmax on wasm, registered as LmpipeSoftmaxRows (kernel_names.ts): one
 // multithreaded SIMD pass a row (kernels.wat softmax_rows) on the kernels' threads (wasm/kernels.ts),
 // where TF.js runs Max, Sub, Exp and Sum, one thread each. Same outputs as the op chain in mod.ts; with
-// a targets input also the loss's onehot part (softmaxRowsAtTargets there).
+// a targets input also the loss's onehot part (softmaxRowsAtTargets there), or, with the attribute
+// statsOnly, no e at all (softmaxStatsAtTargets there).
 import { registerKernels } from "../../host_kernel.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 
 function softmaxRowsKernel(
-  { inputs, backend }: { inputs: { x: TensorInfo; targets?: TensorInfo }; backend: AnyBackend },
+  { inputs, backend, attrs }: {
+    inputs: { x: TensorInfo; targets?: TensorInfo };
+    backend: AnyBackend;
+    attrs?: { statsOnly?: boolean };
+  },
 ): TensorInfo[] {
   const { x, targets } = inputs;
   requireFloat32(SOFTMAX_ROWS_KERNEL, "x", x);
   if (x.shape.length !== 2) throw new Error(`${SOFTMAX_ROWS_KERNEL}: x must be 2-D, got [${x.shape}]`);
-  if (targets) return atTargets(backend, x, targets);
+  if (targets) return atTargets(backend, x, targets, attrs?.statsOnly === true);
+  if (attrs?.statsOnly) throw new Error(`${SOFTMAX_ROWS_KERNEL}: statsOnly needs a targets input`);
   const [rows, cols] = x.shape;
   const e = backend.makeOutput([rows, cols], "float32") as TensorInfo;
   const m = backend.makeOutput([rows, 1], "float32") as TensorInfo;
   const s = backend.makeOutput([rows, 1], "float32") as TensorInfo;
   if (rows > 0) {
     const o = (t: TensorInfo) => offsetOf(backend, t);
-    runRows(backend, [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols], rows, cols);
+    runRows(backend, [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols, 1], rows, cols);
   }
   return [e, m, s];
 }
@@ -29,10 +35,16 @@ function softmaxRowsKernel(
  * With `targets` [rows] (int32), the loss's variant (softmaxRowsAtTargets in mod.ts), in place: x's
  * buffer becomes e, so no second [rows, cols] buffer is allocated and written (the caller's contract:
  * x is not used after). The target logits x[row, t] are read first; then the SIMD pass runs with e = x;
- * then, on the host, e[row, t] -= s[row], so that e / s is softmax - onehot. Each target must lie in
- * [0, cols): it indexes the heap.
+ * then, on the host, e[row, t] -= s[row], so that e / s is softmax - onehot. With `statsOnly`
+ * (softmaxStatsAtTargets) the pass writes no e and x is left alone: outputs m, s, xt. Each target must
+ * lie in [0, cols): it indexes the heap.
  */
-function atTargets(backend: AnyBackend, x: TensorInfo, targets: TensorInfo): TensorInfo[] {
+function atTargets(
+  backend: AnyBackend,
+  x: TensorInfo,
+  targets: TensorInfo,
+  statsOnly: boolean,
+): TensorInfo[] {
   const [rows, cols] = x.shape;
   if (targets.dtype !== "int32" || targets.shape.length !== 1 || targets.shape[0] !== rows) {
     throw new Error(
@@ -54,7 +66,9 @@ function atTargets(backend: AnyBackend, x: TensorInfo, targets: TensorInfo): Ten
   const t = view(targets, rows);
   const xv = new Float32Array(heap, o(x), rows * cols), xtv = new Float32Array(heap, o(xt), rows);
   for (let r = 0; r < rows; r++) xtv[r] = xv[r * cols + t[r]];
-  if (rows > 0) runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols], rows, cols);
+  const store = statsOnly ? 0 : 1;
+  if (rows > 0) runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols, store], rows, cols);
+  if (statsOnly) return [m, s, xt];
   const sv = new Float32Array(heap, o(s), rows);
   for (let r = 0; r < rows; r++) xv[r * cols + t[r]] -= sv[r];
   backend.incRef(x.dataId); // e is x's buffer, as TF.js's Reshape shares one
