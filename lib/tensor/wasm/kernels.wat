@@ -41,7 +41,8 @@
     (param $r0 i32) (param $r1 i32) (param $cols i32) (param $store i32)
     (local $row i32) (local $p i32) (local $q i32) (local $end i32) (local $vend i32) (local $bend i32)
     (local $left i32)
-    (local $mx v128) (local $mx2 v128) (local $max f32) (local $vmax v128)
+    (local $mx v128) (local $mx2 v128) (local $max f32) (local $next f32) (local $dn i32) (local $stop i32)
+    (local $vmax v128)
     (local $t v128) (local $kb v128) (local $r v128) (local $y v128)
     (local $t2 v128) (local $kb2 v128) (local $r2 v128) (local $y2 v128)
     (local $acc v128) (local $acc2 v128) (local $sum v128)
@@ -64,6 +65,10 @@
     (local.set $ninf (v128.const f32x4 -inf -inf -inf -inf))
 
     (local.set $row (local.get $r0))
+    (if (i32.lt_u (local.get $row) (local.get $r1))
+      (then (local.set $next (call $row_max
+        (i32.add (local.get $x) (i32.shl (i32.mul (local.get $row) (local.get $cols)) (i32.const 2)))
+        (local.get $cols)))))
     (block $rows_done
       (loop $rows
         (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
@@ -73,37 +78,18 @@
         (local.set $vend (i32.add (local.get $p)
           (i32.shl (i32.and (local.get $cols) (i32.const -4)) (i32.const 2))))
 
-        ;; pass 1: the maximum, two accumulators, 8 values a step while 8 remain. pmax(a, v) keeps a
-        ;; when v is NaN; the NaN comes back through x - max in pass 2, so the sum is NaN all the same.
+        ;; e = exp(x - max) and its sum: whole blocks of 256 values two vectors a step, then the rest
+        ;; of the row a vector at a time, where the last 1-3 values of a row whose length is not a
+        ;; multiple of 4 go through as one vector padded with zeros after exp. The row's maximum was
+        ;; found before; the next row's is taken in the same loops, dn bytes further on (0 for the
+        ;; range's last row, which then rereads its own values): its reads from memory overlap the
+        ;; exp's arithmetic instead of a pass of their own. The maximum does not depend on the order.
+        (local.set $max (local.get $next))
+        (local.set $dn (select (i32.shl (local.get $cols) (i32.const 2)) (i32.const 0)
+          (i32.lt_u (i32.add (local.get $row) (i32.const 1)) (local.get $r1))))
         (local.set $mx (local.get $ninf))
         (local.set $mx2 (local.get $ninf))
-        (block $max8_done
-          (loop $max8
-            (br_if $max8_done (i32.gt_u (i32.add (local.get $p) (i32.const 32)) (local.get $vend)))
-            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
-            (local.set $mx2 (f32x4.pmax (local.get $mx2) (v128.load offset=16 (local.get $p))))
-            (local.set $p (i32.add (local.get $p) (i32.const 32)))
-            (br $max8)))
-        (if (i32.lt_u (local.get $p) (local.get $vend))
-          (then
-            (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
-            (local.set $p (i32.add (local.get $p) (i32.const 16)))))
-        (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mx2)))
-        (local.set $max (f32.max
-          (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
-          (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
-        (block $max1_done
-          (loop $max1
-            (br_if $max1_done (i32.ge_u (local.get $p) (local.get $end)))
-            (local.set $max (f32.max (local.get $max) (f32.load (local.get $p))))
-            (local.set $p (i32.add (local.get $p) (i32.const 4)))
-            (br $max1)))
-
-        ;; pass 2: e = exp(x - max) and its sum: whole blocks of 256 values two vectors a step, then
-        ;; the rest of the row a vector at a time, where the last 1-3 values of a row whose length is
-        ;; not a multiple of 4 go through as one vector padded with zeros after exp
         (local.set $vmax (f32x4.splat (local.get $max)))
-        (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $cols) (i32.const 2))))
         (local.set $q (i32.add (local.get $e) (i32.sub (local.get $p) (local.get $x))))
         (local.set $sum (v128.const f64x2 0 0))
         (block $blocks_done
@@ -114,6 +100,9 @@
             (local.set $acc2 (v128.const f32x4 0 0 0 0))
             (loop $pairs
               ;; exp of two vectors, as described above the function, interleaved
+              (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (i32.add (local.get $p) (local.get $dn)))))
+              (local.set $mx2
+                (f32x4.pmax (local.get $mx2) (v128.load offset=16 (i32.add (local.get $p) (local.get $dn)))))
               (local.set $t (f32x4.pmax (f32x4.sub (v128.load (local.get $p)) (local.get $vmax)) (local.get $min_t)))
               (local.set $t2 (f32x4.pmax
                 (f32x4.sub (v128.load offset=16 (local.get $p)) (local.get $vmax)) (local.get $min_t)))
@@ -158,6 +147,7 @@
               (f64x2.promote_low_f32x4
                 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
             (br $blocks)))
+        (local.set $stop (local.get $p))
         (local.set $acc (v128.const f32x4 0 0 0 0))
         (block $rest_done
           (loop $rest
@@ -208,11 +198,53 @@
           (f64x2.promote_low_f32x4
             (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc) (local.get $acc))))))
 
+        ;; the next row's maximum: its values up to stop (+ dn) went through the loop above
+        (if (local.get $dn)
+          (then
+            (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mx2)))
+            (local.set $next (f32.max
+              (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+              (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+            (if (i32.lt_u (local.get $stop) (local.get $end))
+              (then (local.set $next (f32.max (local.get $next) (call $row_max
+                (i32.add (local.get $stop) (local.get $dn))
+                (i32.shr_u (i32.sub (local.get $end) (local.get $stop)) (i32.const 2)))))))))
         (f32.store (i32.add (local.get $m) (i32.shl (local.get $row) (i32.const 2))) (local.get $max))
         (f32.store (i32.add (local.get $s) (i32.shl (local.get $row) (i32.const 2)))
           (f32.demote_f64 (f64.add (f64x2.extract_lane 0 (local.get $sum)) (f64x2.extract_lane 1 (local.get $sum)))))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rows))))
+
+  ;; The maximum of the n floats at byte offset p (n >= 1), two accumulators, 8 values a step while 8
+  ;; remain. pmax(a, v) keeps a when v is NaN, so NaNs are skipped (softmax_rows brings them back).
+  (func $row_max (param $p i32) (param $n i32) (result f32)
+    (local $end i32) (local $vend i32) (local $mx v128) (local $mx2 v128) (local $max f32)
+    (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vend (i32.add (local.get $p) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $mx (v128.const f32x4 -inf -inf -inf -inf))
+    (local.set $mx2 (local.get $mx))
+    (block $max8_done
+      (loop $max8
+        (br_if $max8_done (i32.gt_u (i32.add (local.get $p) (i32.const 32)) (local.get $vend)))
+        (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+        (local.set $mx2 (f32x4.pmax (local.get $mx2) (v128.load offset=16 (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 32)))
+        (br $max8)))
+    (if (i32.lt_u (local.get $p) (local.get $vend))
+      (then
+        (local.set $mx (f32x4.pmax (local.get $mx) (v128.load (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))))
+    (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mx2)))
+    (local.set $max (f32.max
+      (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+      (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx)))))
+    (block $max1_done
+      (loop $max1
+        (br_if $max1_done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $max (f32.max (local.get $max) (f32.load (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $max1)))
+    (local.get $max))
 
   ;; AdamW for elements i0 <= i < i1 of one parameter (lib/optim.ts): the same float32 operations in
   ;; the same order as its op chain, so the result is bit-identical to it:
