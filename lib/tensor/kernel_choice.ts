@@ -284,7 +284,12 @@ export const TABLE: KernelChoice[] = [
     ],
     force: "LMPIPE_WEBGPU_MATMUL=0 runs TF.js's stock kernel; setOwnMatMulEnabled for tests and bench/gpu",
   },
-  wasmRow("softmaxRows", "lib/tensor/ops/softmax_rows/wasm.ts", "lib/tensor/ops/softmax_rows/mod.ts"),
+  wasmRow(
+    "softmaxRows",
+    "lib/tensor/ops/softmax_rows/wasm.ts",
+    "lib/tensor/ops/softmax_rows/mod.ts",
+    "; LMPIPE_WASM_RELAXED=0 keeps the kernel but takes its build without relaxed SIMD (no fused multiply-adds)",
+  ),
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),

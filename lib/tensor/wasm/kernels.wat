@@ -320,8 +320,9 @@
 
   ;; y = tanh(x) for elements i0 <= i < i1 (byte offsets x, y; may be equal), to ~2 ulp, as Cephes'
   ;; tanhf: for |x| < 0.625 the odd polynomial x + x^3 P(x^2); above, 1 - 2 / (exp(2|x|) + 1) with the
-  ;; sign of x, exp as in softmax_rows (2|x| clamped to 88: the result is 1 from ~9 on). Both are
-  ;; computed for a vector and the lanes pick one; the sign of x is copied in last. NaN stays NaN; -0
+  ;; sign of x, exp by Cephes' expf (Cody-Waite reduction, degree-7 polynomial, no fused
+  ;; multiply-adds; 2|x| clamped to 88: the result is 1 from ~9 on). Both are computed for a vector
+  ;; and the lanes pick one; the sign of x is copied in last. NaN stays NaN; -0
   ;; stays -0.
   (func (export "tanh") (param $x i32) (param $y i32) (param $i0 i32) (param $i1 i32)
     (local $o i32) (local $end i32) (local $left i32)
