@@ -251,10 +251,18 @@ function adamWKernel(
 
 /**
  * Runs a job of `rows` rows of `valuesPerRow` values each (job arguments `args`: kernel_calls.ts) on all
- * the kernels' threads, a piece of about PIECE_VALUES values at a time.
+ * the kernels' threads, a piece of about PIECE_VALUES values, and at least `minRowsPerPiece` rows, at a
+ * time (a kernel that carries work from one row to the next in its range wants a few rows a piece).
  */
-export function runRows(backend: AnyBackend, args: number[], rows: number, valuesPerRow: number): void {
-  runnerFor(backend).run(args, rows, rowsPerPiece(valuesPerRow), rows * valuesPerRow);
+export function runRows(
+  backend: AnyBackend,
+  args: number[],
+  rows: number,
+  valuesPerRow: number,
+  minRowsPerPiece = 1,
+): void {
+  const chunk = Math.max(minRowsPerPiece, rowsPerPiece(valuesPerRow));
+  runnerFor(backend).run(args, rows, chunk, rows * valuesPerRow);
 }
 
 /** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */

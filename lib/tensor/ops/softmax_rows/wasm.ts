@@ -8,6 +8,13 @@ import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 
+/**
+ * Rows per piece of a threaded softmax job: the kernel finds each row's maximum inside the previous row's
+ * exp loop, so only a piece's first row takes a pass of its own (1 in 8 here; 512 rows still make 64
+ * pieces for the threads to share).
+ */
+const PIECE_ROWS = 8;
+
 function softmaxRowsKernel(
   { inputs, backend, attrs }: {
     inputs: { x: TensorInfo; targets?: TensorInfo };
@@ -26,7 +33,7 @@ function softmaxRowsKernel(
   const s = backend.makeOutput([rows, 1], "float32") as TensorInfo;
   if (rows > 0) {
     const o = (t: TensorInfo) => offsetOf(backend, t);
-    runRows(backend, [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols, 1], rows, cols);
+    runRows(backend, [KIND.softmaxRows, o(x), o(e), o(m), o(s), cols, 1], rows, cols, PIECE_ROWS);
   }
   return [e, m, s];
 }
@@ -67,7 +74,9 @@ function atTargets(
   const xv = new Float32Array(heap, o(x), rows * cols), xtv = new Float32Array(heap, o(xt), rows);
   for (let r = 0; r < rows; r++) xtv[r] = xv[r * cols + t[r]];
   const store = statsOnly ? 0 : 1;
-  if (rows > 0) runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols, store], rows, cols);
+  if (rows > 0) {
+    runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols, store], rows, cols, PIECE_ROWS);
+  }
   if (statsOnly) return [m, s, xt];
   const sv = new Float32Array(heap, o(s), rows);
   for (let r = 0; r < rows; r++) xv[r * cols + t[r]] -= sv[r];
