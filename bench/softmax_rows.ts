@@ -1,6 +1,7 @@
 // The loss's vocabulary softmax alone on the wasm backend, per call on [rows, vocab] logits (default the
 // GPT tiny eval chunk, [512, 50304]): softmaxRows (e into a new tensor), softmaxRowsAtTargets (training:
-// e in place over the logits) and softmaxStatsAtTargets (evaluation: no e), round-robin so that the
+// e in place over the logits) and softmaxStatsAtTargets (evaluation: no e; on oneDNN's log-softmax where
+// libdnnl is loaded, and on the wasm kernel), round-robin so that the
 // machine's load hits all alike; medians in ms. LMPIPE_WASM_RELAXED=0 times the build without relaxed SIMD.
 //
 //   deno run -A bench/softmax_rows.ts --threads 1 --rounds 9
@@ -12,6 +13,7 @@ import {
   softmaxStatsAtTargets,
 } from "../lib/tensor/ops/softmax_rows/mod.ts";
 import { wasmRelaxedSimd } from "../lib/tensor/wasm/kernels.ts";
+import { setDnnlSoftmaxMin } from "../lib/tensor/kernel_choice.ts";
 import { median, runBench } from "./common.ts";
 
 const CMD = "bench/softmax_rows";
@@ -34,16 +36,16 @@ await runBench(async () => {
   const targets = tf.randomUniform([rows], 0, vocab, "int32", 2) as tf.Tensor1D;
   const variants: Record<string, () => number> = {
     "softmaxRows (e new)": () => time(() => softmaxRows(x)),
-    "softmaxRowsAtTargets (e in place)": () => {
-      // the kernel writes over its input: a copy (tf.clone would share the buffer), outside the timing (a wasm op is done when it
-      // returns; reading the copy back would leave a 100 MB array for the garbage collector to free
-      // inside the next timing)
-      const y = tf.mul(x, 1) as tf.Tensor2D;
-      const ms = time(() => softmaxRowsAtTargets(y, targets));
-      y.dispose(); // e was y's buffer: both must go
-      return ms;
+    "softmaxRowsAtTargets (e in place)": () => copied(x, (y) => softmaxRowsAtTargets(y, targets)),
+    "softmaxStatsAtTargets (no e)": () => copied(x, (y) => softmaxStatsAtTargets(y, targets)),
+    "the same on the wasm kernel": () => {
+      const old = setDnnlSoftmaxMin(null); // oneDNN's log-softmax off
+      try {
+        return copied(x, (y) => softmaxStatsAtTargets(y, targets));
+      } finally {
+        setDnnlSoftmaxMin(old);
+      }
     },
-    "softmaxStatsAtTargets (no e)": () => time(() => softmaxStatsAtTargets(x, targets)),
   };
   const times = new Map<string, number[]>(Object.keys(variants).map((k) => [k, []]));
   for (let r = 0; r < rounds + 1; r++) {
@@ -62,6 +64,19 @@ await runBench(async () => {
     );
   }
 });
+
+/**
+ * Wall time of `f` on a copy of `x` (the in-place variants write over their input; tf.clone would share the
+ * buffer), the copy made outside the timing (a wasm op is done when it returns; reading the copy back would
+ * leave a 100 MB array for the garbage collector to free inside the next timing). e may be the copy's
+ * buffer: both are disposed.
+ */
+function copied(x: tf.Tensor2D, f: (y: tf.Tensor2D) => { m: tf.Tensor }): number {
+  const y = tf.mul(x, 1) as tf.Tensor2D;
+  const ms = time(() => f(y));
+  y.dispose();
+  return ms;
+}
 
 /** Wall time of one call, its outputs read back (synchronous on wasm) and disposed. */
 function time(f: () => { m: tf.Tensor }): number {

@@ -17,6 +17,7 @@ import {
   softmaxRowsAtTargets,
   softmaxRowsAtTargetsFused,
   softmaxStatsAtTargets,
+  softmaxStatsFused,
 } from "./tensor/ops/softmax_rows/mod.ts";
 import { boundary, isLowPrecision, roundScaled, roundTo } from "./precision.ts";
 import type { Precision } from "./models/types.ts";
@@ -107,9 +108,9 @@ function chunk(
   gradScale = 1,
 ): ChunkOut {
   const logits = roundTo(wT ? tf.matMul(hc, wT) : tf.matMul(hc, w, false, true), precision) as tf.Tensor2D;
-  if (!grads && softmaxRowsAtTargetsFused()) {
-    // evaluation on wasm's kernel: each row's logsumexp m + log(s) and its target's logit, no [n, V]
-    // output. Under mixed / bf16 the target's logit is formed as the other paths form it (same bits).
+  if (!grads && softmaxStatsFused(logits.size)) {
+    // evaluation on wasm's kernel or oneDNN's: each row's logsumexp m + log(s) and its target's logit, no
+    // [n, V] output. Under mixed / bf16 the target's logit is formed as the other paths form it.
     const { m, s, xt } = softmaxStatsAtTargets(logits, tc);
     const targetLogit = isLowPrecision(precision)
       ? roundTo(tf.sum(tf.mul(hc, tf.gather(w, tc)), 1), precision)

@@ -44,6 +44,11 @@ export const DNNL = {
   /** 1-D plain layout, for a bias. */
   tagA: 2,
   forwardTraining: 64,
+  forwardInference: 96,
+  /** Plain row-major 2-D layout. */
+  tagAb: 3,
+  /** dnnl_softmax_log: the log-softmax of softmax_v2. */
+  softmaxLog: 0x30001,
   backwardData: 160,
   backwardWeights: 192,
   convolutionDirect: 1,
@@ -140,6 +145,12 @@ const SYMBOLS = {
   dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_memory_set_data_handle: { parameters: ["pointer", "pointer"], result: "i32" },
   dnnl_memory_destroy: { parameters: ["pointer"], result: "i32" },
+  // desc, prop_kind, alg_kind, src_desc, dst_desc, softmax_axis (lib/tensor/ops/softmax_rows/dnnl.ts)
+  dnnl_softmax_v2_forward_desc_init: {
+    parameters: ["buffer", "i32", "i32", "buffer", "buffer", "i32"],
+    result: "i32",
+    optional: true,
+  },
   // row-major sgemm: transa, transb ('N' or 'T'), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
   // The two chars go as i32: passed as i8 the register's upper bits were left as they were, and oneDNN
   // now and then refused the call (invalid_arguments); as i32 they are zero and the char is the low byte.

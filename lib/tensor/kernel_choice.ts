@@ -73,6 +73,23 @@ export function setDnnlConvs(on: boolean): boolean {
   return old;
 }
 
+// Evaluation's loss statistics (softmaxStatsAtTargets) go to oneDNN's log-softmax, in place, from this many
+// logits up (a primitive per shape costs ~1 ms to build; the loss's chunks are [512, 50304]); null turns it
+// off (LMPIPE_DNNL_SOFTMAX=0 at start; tests and benchmarks through setDnnlSoftmaxMin).
+let dnnlSoftmaxMin: number | null = switchOn("LMPIPE_DNNL_SOFTMAX") ? 1 << 20 : null;
+
+/** For tests and benchmarks: oneDNN's log-softmax from `work` logits up, or never (null); returns the old limit. */
+export function setDnnlSoftmaxMin(work: number | null): number | null {
+  const old = dnnlSoftmaxMin;
+  dnnlSoftmaxMin = work;
+  return old;
+}
+
+/** Whether the loaded oneDNN offers softmax_v2 (oneDNN 2.6 and later 2.x). */
+function dnnlSoftmaxAvailable(): boolean {
+  return currentDnnl()?.sym.dnnl_softmax_v2_forward_desc_init != null;
+}
+
 // oneDNN's bf16 convolutions (bf16 operands, float32 sums and output) for operands that hold bfloat16 values
 // (--precision bf16), where the library found a CPU with native bf16 and LMPIPE_DNNL_BF16 is not 0
 // (lib/native/dnnl.ts); tests and benchmarks turn them off to compare with the float32 convs.
@@ -290,6 +307,29 @@ export const TABLE: KernelChoice[] = [
     "lib/tensor/ops/softmax_rows/mod.ts",
     "; LMPIPE_WASM_RELAXED=0 keeps the kernel but takes its build without relaxed SIMD (no fused multiply-adds)",
   ),
+  {
+    op: "softmaxStats",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "dnnl",
+        file: "lib/native/dnnl.ts via lib/tensor/ops/softmax_rows/dnnl.ts",
+        active: (work) => dnnlSoftmaxMin !== null && work >= dnnlSoftmaxMin && dnnlSoftmaxAvailable(),
+        why: "oneDNN's AVX-512 log-softmax in place on OpenMP threads: 1.1x the wasm kernel on one thread, " +
+          "1.4x on two ([512, 50304], bench/RESULTS.md)",
+      },
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/softmax_rows/wasm.ts",
+        active: () => wasmKernelsActive(),
+        why: "the softmax rows kernel without e: no [rows, cols] write",
+      },
+      opChain("lib/tensor/ops/softmax_rows/mod.ts"),
+    ],
+    force:
+      "LMPIPE_DNNL=off or LMPIPE_DNNL_SOFTMAX=0 for the wasm kernel; LMPIPE_WASM_FUSED=0 also for the op " +
+      "chain; setDnnlSoftmaxMin",
+  },
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),

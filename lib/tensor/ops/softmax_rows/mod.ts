@@ -4,7 +4,7 @@
 // (webgpu.ts beside this file); elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, TF.js's Max, Sub,
 // Exp and Sum ops do. No gradient: lib/loss.ts forms its own. Two variants for the loss on wasm:
 // softmaxRowsAtTargets (training: e in place, with the onehot folded in) and softmaxStatsAtTargets
-// (evaluation: no e at all).
+// (evaluation: no e at all; on oneDNN's log-softmax for large inputs where libdnnl is loaded, dnnl.ts).
 import * as tf from "@tensorflow/tfjs-core";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
@@ -91,18 +91,27 @@ export function softmaxStatsAtTargetsByOps(x: tf.Tensor2D, targets: tf.Tensor1D)
   return { m, s, xt: targetLogits(x, targets) };
 }
 
+/** Who computes softmaxStatsAtTargets for `work` logits here: "dnnl", "lmpipe" (wasm kernels) or "ops". */
+function statsChoice(work: number): string {
+  return tf.getBackend() === "wasm" ? kernelFor("softmaxStats", "wasm", work) : "ops";
+}
+
+/** Whether softmaxStatsAtTargets of `work` logits runs as a kernel here (oneDNN's or lmpipe's, on wasm). */
+export function softmaxStatsFused(work: number): boolean {
+  return statsChoice(work) !== "ops";
+}
+
 /**
- * softmaxRowsAtTargets without e, for evaluation's loss: the row maxima m, the row sums s of exp(x - m)
- * and the target logits xt of a 2-D float32 x (targets int32 [rows] in [0, cols)). On wasm the kernel
- * computes the same m and s as softmaxRows, bit for bit, but writes no [rows, cols] output, and x is left
- * as it was.
+ * softmaxRowsAtTargets without e, for evaluation's loss: each row's logsumexp as m + log(s), and the target
+ * logits xt, of a 2-D float32 x (targets int32 [rows] in [0, cols)). On wasm lmpipe's kernel gives the row
+ * maxima m and the row sums s of exp(x - m), the same as softmaxRows bit for bit, writes no [rows, cols]
+ * output and leaves x alone; oneDNN's (kernel_choice.ts's softmaxStats row: large x, libdnnl loaded)
+ * overwrites x with its log-softmax and gives m = the logsumexp, s = 1: x must not be used after this call.
  */
 export function softmaxStatsAtTargets(x: tf.Tensor2D, targets: tf.Tensor1D): SoftmaxStatsAtTargets {
-  if (x.dtype !== "float32" || x.size === 0 || !softmaxRowsAtTargetsFused()) {
-    return softmaxStatsAtTargetsByOps(x, targets);
-  }
-  const [m, s, xt] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x, targets }, {
-    statsOnly: true,
-  }) as tf.Tensor[];
+  const choice = x.dtype === "float32" && x.size > 0 ? statsChoice(x.size) : "ops";
+  if (choice === "ops") return softmaxStatsAtTargetsByOps(x, targets);
+  const attrs = { statsOnly: true, dnnl: choice === "dnnl" };
+  const [m, s, xt] = tf.engine().runKernel(SOFTMAX_ROWS_KERNEL, { x, targets }, attrs) as tf.Tensor[];
   return { m: m as tf.Tensor2D, s: s as tf.Tensor2D, xt: xt as tf.Tensor1D };
 }

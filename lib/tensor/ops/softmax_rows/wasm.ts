@@ -7,6 +7,7 @@ import { registerKernels } from "../../host_kernel.ts";
 import { SOFTMAX_ROWS_KERNEL } from "../../kernel_names.ts";
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
+import { dnnlLogSoftmaxInPlace } from "./dnnl.ts";
 
 /**
  * Rows per piece of a threaded softmax job: the kernel finds each row's maximum inside the previous row's
@@ -19,13 +20,13 @@ function softmaxRowsKernel(
   { inputs, backend, attrs }: {
     inputs: { x: TensorInfo; targets?: TensorInfo };
     backend: AnyBackend;
-    attrs?: { statsOnly?: boolean };
+    attrs?: { statsOnly?: boolean; dnnl?: boolean };
   },
 ): TensorInfo[] {
   const { x, targets } = inputs;
   requireFloat32(SOFTMAX_ROWS_KERNEL, "x", x);
   if (x.shape.length !== 2) throw new Error(`${SOFTMAX_ROWS_KERNEL}: x must be 2-D, got [${x.shape}]`);
-  if (targets) return atTargets(backend, x, targets, attrs?.statsOnly === true);
+  if (targets) return atTargets(backend, x, targets, attrs?.statsOnly === true, attrs?.dnnl === true);
   if (attrs?.statsOnly) throw new Error(`${SOFTMAX_ROWS_KERNEL}: statsOnly needs a targets input`);
   const [rows, cols] = x.shape;
   const e = backend.makeOutput([rows, cols], "float32") as TensorInfo;
@@ -43,14 +44,16 @@ function softmaxRowsKernel(
  * buffer becomes e, so no second [rows, cols] buffer is allocated and written (the caller's contract:
  * x is not used after). The target logits x[row, t] are read first; then the SIMD pass runs with e = x;
  * then, on the host, e[row, t] -= s[row], so that e / s is softmax - onehot. With `statsOnly`
- * (softmaxStatsAtTargets) the pass writes no e and x is left alone: outputs m, s, xt. Each target must
- * lie in [0, cols): it indexes the heap.
+ * (softmaxStatsAtTargets) the pass writes no e and x is left alone: outputs m, s, xt; with `dnnl` too,
+ * oneDNN's log-softmax overwrites x instead (dnnl.ts) and m is each row's logsumexp, x[t] minus its
+ * log-probability, with s = 1. Each target must lie in [0, cols): it indexes the heap.
  */
 function atTargets(
   backend: AnyBackend,
   x: TensorInfo,
   targets: TensorInfo,
   statsOnly: boolean,
+  dnnl = false,
 ): TensorInfo[] {
   const [rows, cols] = x.shape;
   if (targets.dtype !== "int32" || targets.shape.length !== 1 || targets.shape[0] !== rows) {
@@ -73,6 +76,12 @@ function atTargets(
   const t = view(targets, rows);
   const xv = new Float32Array(heap, o(x), rows * cols), xtv = new Float32Array(heap, o(xt), rows);
   for (let r = 0; r < rows; r++) xtv[r] = xv[r * cols + t[r]];
+  if (statsOnly && dnnl && rows > 0) {
+    dnnlLogSoftmaxInPlace(heap, o(x), rows, cols);
+    const mv = new Float32Array(heap, o(m), rows), sv = new Float32Array(heap, o(s), rows);
+    for (let r = 0; r < rows; r++) mv[r] = xtv[r] - xv[r * cols + t[r]], sv[r] = 1;
+    return [m, s, xt];
+  }
   const store = statsOnly ? 0 : 1;
   if (rows > 0) {
     runRows(backend, [KIND.softmaxRows, o(x), o(x), o(m), o(s), cols, store], rows, cols, PIECE_ROWS);
