@@ -1,6 +1,6 @@
 // Evaluation's loss statistics on oneDNN's log-softmax (lib/tensor/ops/softmax_rows/dnnl.ts, chosen by
 // kernel_choice.ts's softmaxStats row): each row's logsumexp and the target logits against a float64
-// reference, the same from lmpipe's wasm kernel with oneDNN's turned off, and the loss without a gradient
+// reference, the same from lmpipe's wasm kernel (or the op chain) with oneDNN's turned off, and the loss without a gradient
 // tape equal both ways. Without libdnnl2 the tests are skipped with the reason, unless
 // LMPIPE_REQUIRE_NATIVE is set (CI's run with the native libraries), where that fails.
 import assert from "node:assert/strict";
@@ -10,6 +10,7 @@ import { kernelFor, setDnnlSoftmaxMin } from "../lib/tensor/kernel_choice.ts";
 import { softmaxStatsAtTargets } from "../lib/tensor/ops/softmax_rows/mod.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
+import { wasmKernelsActive } from "../lib/tensor/wasm/kernels.ts";
 import { dnnlSkipReason } from "./helpers_conv.ts";
 
 await initBackend("wasm", { quiet: true });
@@ -54,7 +55,8 @@ Deno.test({
     assert.equal(dnnl.calls, before + 1, "oneDNN's log-softmax did not run");
     const old = setDnnlSoftmaxMin(null);
     try {
-      assert.equal(kernelFor("softmaxStats", "wasm", ROWS * COLS), "lmpipe");
+      // lmpipe's kernel, or the op chain under LMPIPE_WASM_FUSED=0
+      assert.equal(kernelFor("softmaxStats", "wasm", ROWS * COLS), wasmKernelsActive() ? "lmpipe" : "ops");
       const viaWasm = stats();
       assert.equal(dnnl.calls, before + 1, "oneDNN ran with its softmax turned off");
       for (const [what, got] of [["oneDNN", viaDnnl], ["wasm", viaWasm]] as const) {
@@ -84,7 +86,8 @@ Deno.test({
     const old = setDnnlSoftmaxMin(null);
     const withWasm = loss();
     setDnnlSoftmaxMin(old);
-    assert.ok(Math.abs(withDnnl - withWasm) <= 1e-6 * withWasm, `${withDnnl} vs ${withWasm}`);
+    // float32 sums of 20011 terms either way (TF.js's op chain under LMPIPE_WASM_FUSED=0: ~1.3e-6 apart)
+    assert.ok(Math.abs(withDnnl - withWasm) <= 3e-6 * withWasm, `${withDnnl} vs ${withWasm}`);
     tf.dispose([h, w, t]);
   },
 });
