@@ -315,8 +315,8 @@ export const TABLE: KernelChoice[] = [
         name: "dnnl",
         file: "lib/native/dnnl.ts via lib/tensor/ops/softmax_rows/dnnl.ts",
         active: (work) => dnnlSoftmaxMin !== null && work >= dnnlSoftmaxMin && dnnlSoftmaxAvailable(),
-        why: "oneDNN's AVX-512 log-softmax in place on OpenMP threads: 1.1x the wasm kernel on one thread, " +
-          "1.4x on two ([512, 50304], bench/RESULTS.md)",
+        why: "oneDNN's AVX-512 log-softmax in place on OpenMP threads: 1.05-1.4x the wasm kernel per call " +
+          "on [512, 50304], 1 and 2 threads (bench/RESULTS.md)",
       },
       {
         name: "lmpipe",

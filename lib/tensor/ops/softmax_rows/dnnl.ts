@@ -1,6 +1,6 @@
 // Evaluation's loss statistics (softmaxStatsAtTargets in mod.ts) on oneDNN (lib/native/dnnl.ts): its
-// softmax_v2 log-softmax, AVX-512 on the OpenMP threads, ran 1.1x lmpipe's wasm kernel on one thread and
-// 1.4x on two over the loss's [512, 50304] chunks (bench/RESULTS.md). It works in place on the wasm heap
+// softmax_v2 log-softmax, AVX-512 on the OpenMP threads, ran 1.05-1.4x as fast as lmpipe's wasm kernel on
+// one and two threads over the loss's [512, 50304] chunks (bench/RESULTS.md). It works in place on the wasm heap
 // (out of place it was slower than the wasm kernel: a second [rows, cols] buffer written), so the logits
 // become log-probabilities; the loss reads the target's one. A primitive per shape, cached; its memory is
 // re-pointed at the logits on every call (the heap may have grown and moved).
