@@ -11,7 +11,7 @@ import { writeAtomic } from "../lib/fs.ts";
 export const KERNELS = [{ wat: "lib/tensor/wasm/kernels.wat", out: "lib/tensor/wasm/kernels_bytes.ts" }];
 
 const ROOT = new URL("../", import.meta.url);
-const FEATURES = { simd: true, threads: true };
+const FEATURES = { simd: true, threads: true, relaxed_simd: true };
 
 function toBase64(bytes: Uint8Array): string {
   let s = "";

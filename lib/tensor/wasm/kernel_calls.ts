@@ -21,6 +21,8 @@ export const KIND = {
   round16: 14,
   gemvBoundQ16: 15,
   q16Head: 16,
+  /** Causal attention forward (lib/tensor/ops/attention/wasm.ts); numbers from 40 on avoid other branches'. */
+  attnFwd: 40,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -140,6 +142,19 @@ export interface KernelExports {
     n: number,
     q: number,
   ): void;
+  attn_fwd(
+    q: number,
+    k: number,
+    v: number,
+    y: number,
+    scratch: number,
+    h0: number,
+    h1: number,
+    T: number,
+    H: number,
+    D: number,
+    ...stridesAndScale: number[]
+  ): void;
   gemv_bound_q16(
     a: number,
     p: number,
@@ -237,6 +252,21 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
         bitsFloat(a[7]),
         bitsFloat(a[8]),
         bitsFloat(a[9]),
+      );
+    case KIND.attnFwd: // q, k, v, y, scratch, T, H, D, then q/k/v and y strides (batch, head, row), scale
+      return k.attn_fwd(
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        r0,
+        r1,
+        a[6],
+        a[7],
+        a[8],
+        ...Array.from({ length: 6 }, (_, i) => a[9 + i]),
+        bitsFloat(a[15]),
       );
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);

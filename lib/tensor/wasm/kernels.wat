@@ -1294,4 +1294,285 @@
         (f32.store (i32.add (local.get $hi) (i32.shl (local.get $row) (i32.const 2))) (f32.add (local.get $s) (local.get $r)))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rows))))
+
+  ;; attn_fwd: causal attention y = softmax(scale q k^T, query i seeing keys 0..i) v of heads h0 <= hh < h1
+  ;; (hh = b H + h), each T queries and keys of D values (lib/tensor/ops/attention/wasm.ts). q, k, v, y
+  ;; are byte offsets of head 0 of batch 0; element d of row t of head h of batch b sits at
+  ;; b ib + h ih + t ir + d (floats) in q, k and v, at b ob + h oh + t or + d in y, so the kernel reads
+  ;; gpt's fused projection [B, T, 3C] and writes [B, T, C] as they lie. scr: (D + 4) T8 + 16 D floats
+  ;; of scratch per head (T8 = T rounded up to 8): k^T [D, T8] (zero beyond T), the scores of four
+  ;; query rows [4, T8], and their q values times scale, splatted, [D, 4] vectors.
+  ;; Queries go four rows at a time: their scores against eight keys at a time (8 vector accumulators),
+  ;; then per row the maximum, exp(s - max) in place and its sum, and y = (sum_j p_j v_j) / sum, 16,
+  ;; then 4 columns at a time and the last D mod 4 one by one. The products and sums use relaxed SIMD's
+  ;; multiply-add, one fused rounding where the CPU has FMA (x86-64 with FMA3, arm64), two elsewhere: the
+  ;; same on every thread of a machine, so results do not depend on which thread ran a head.
+  (func (export "attn_fwd")
+    (param $q i32) (param $k i32) (param $v i32) (param $y i32) (param $scr i32)
+    (param $h0 i32) (param $h1 i32) (param $T i32) (param $H i32) (param $D i32)
+    (param $ib i32) (param $ih i32) (param $ir i32) (param $ob i32) (param $oh i32) (param $or i32)
+    (param $scale f32)
+    (local $hh i32) (local $b i32) (local $h i32) (local $T8 i32) (local $rowb i32) (local $kstride i32)
+    (local $qh i32) (local $kh i32) (local $vh i32) (local $yh i32) (local $kt i32) (local $sc i32) (local $qsp i32)
+    (local $i0 i32) (local $r i32) (local $i i32) (local $j i32) (local $d i32) (local $n i32) (local $n8 i32)
+    (local $p i32) (local $pk i32) (local $pq i32) (local $ps i32) (local $pe i32) (local $pv i32) (local $py i32)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
+    (local $k0 v128) (local $k1 v128) (local $qv v128) (local $pj v128) (local $vsum v128)
+    (local $mx f32) (local $sum f32) (local $acc f32)
+    (local $t v128) (local $tiny v128) (local $kb v128)
+    (local $min_t v128) (local $log2e v128) (local $round v128) (local $ln2_hi v128) (local $ln2_lo v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
+    (local $one v128) (local $bias v128)
+    (local.set $min_t (v128.const f32x4 -87.33654 -87.33654 -87.33654 -87.33654))
+    (local.set $log2e (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))
+    (local.set $round (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (local.set $ln2_hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (local.set $ln2_lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (local.set $one (v128.const f32x4 1 1 1 1))
+    (local.set $bias (v128.const i32x4 127 127 127 127))
+    (local.set $T8 (i32.and (i32.add (local.get $T) (i32.const 7)) (i32.const -8)))
+    (local.set $rowb (i32.shl (local.get $ir) (i32.const 2)))
+    (local.set $kstride (i32.shl (local.get $T8) (i32.const 2)))
+    (local.set $hh (local.get $h0))
+    (block $heads_done
+      (loop $heads
+        (br_if $heads_done (i32.ge_u (local.get $hh) (local.get $h1)))
+        (local.set $b (i32.div_u (local.get $hh) (local.get $H)))
+        (local.set $h (i32.rem_u (local.get $hh) (local.get $H)))
+        (local.set $p (i32.shl (i32.add (i32.mul (local.get $b) (local.get $ib)) (i32.mul (local.get $h) (local.get $ih)))
+          (i32.const 2)))
+        (local.set $qh (i32.add (local.get $q) (local.get $p)))
+        (local.set $kh (i32.add (local.get $k) (local.get $p)))
+        (local.set $vh (i32.add (local.get $v) (local.get $p)))
+        (local.set $yh (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $b) (local.get $ob))
+          (i32.mul (local.get $h) (local.get $oh))) (i32.const 2))))
+        (local.set $kt (i32.add (local.get $scr) (i32.shl (i32.mul (local.get $hh)
+          (i32.add (i32.mul (i32.add (local.get $D) (i32.const 4)) (local.get $T8)) (i32.shl (local.get $D) (i32.const 4))))
+          (i32.const 2))))
+        (local.set $sc (i32.add (local.get $kt) (i32.mul (local.get $D) (local.get $kstride))))
+        (local.set $qsp (i32.add (local.get $sc) (i32.shl (local.get $kstride) (i32.const 2))))
+
+        ;; k^T: kt[d, j] = k[j, d], zero for T <= j < T8
+        (local.set $d (i32.const 0))
+        (block $kt_done
+          (loop $kt_d
+            (br_if $kt_done (i32.ge_u (local.get $d) (local.get $D)))
+            (local.set $pk (i32.add (local.get $kh) (i32.shl (local.get $d) (i32.const 2))))
+            (local.set $p (i32.add (local.get $kt) (i32.mul (local.get $d) (local.get $kstride))))
+            (local.set $pe (i32.add (local.get $p) (i32.shl (local.get $T) (i32.const 2))))
+            (block $kt_j_done
+              (loop $kt_j
+                (br_if $kt_j_done (i32.ge_u (local.get $p) (local.get $pe)))
+                (f32.store (local.get $p) (f32.load (local.get $pk)))
+                (local.set $pk (i32.add (local.get $pk) (local.get $rowb)))
+                (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                (br $kt_j)))
+            (local.set $pe (i32.add (local.get $kt) (i32.mul (i32.add (local.get $d) (i32.const 1)) (local.get $kstride))))
+            (block $kt_pad_done
+              (loop $kt_pad
+                (br_if $kt_pad_done (i32.ge_u (local.get $p) (local.get $pe)))
+                (f32.store (local.get $p) (f32.const 0))
+                (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                (br $kt_pad)))
+            (local.set $d (i32.add (local.get $d) (i32.const 1)))
+            (br $kt_d)))
+
+        (local.set $i0 (i32.const 0))
+        (block $blocks_done
+          (loop $blocks
+            (br_if $blocks_done (i32.ge_u (local.get $i0) (local.get $T)))
+            ;; q of rows i0..i0+3 times scale, splatted (a row past T repeats row T - 1)
+            (local.set $r (i32.const 0))
+            (loop $qrows
+              (local.set $i (i32.add (local.get $i0) (local.get $r)))
+              (if (i32.ge_u (local.get $i) (local.get $T)) (then (local.set $i (i32.sub (local.get $T) (i32.const 1)))))
+              (local.set $pq (i32.add (local.get $qh) (i32.mul (local.get $i) (local.get $rowb))))
+              (local.set $p (i32.add (local.get $qsp) (i32.shl (local.get $r) (i32.const 4))))
+              (local.set $d (i32.const 0))
+              (block $qd_done
+                (loop $qd
+                  (br_if $qd_done (i32.ge_u (local.get $d) (local.get $D)))
+                  (v128.store (local.get $p) (f32x4.splat (f32.mul (f32.load (local.get $pq)) (local.get $scale))))
+                  (local.set $pq (i32.add (local.get $pq) (i32.const 4)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 64)))
+                  (local.set $d (i32.add (local.get $d) (i32.const 1)))
+                  (br $qd)))
+              (local.set $r (i32.add (local.get $r) (i32.const 1)))
+              (br_if $qrows (i32.lt_u (local.get $r) (i32.const 4))))
+            ;; scores of the four rows against keys 0..n8 (n: keys the last of them sees)
+            (local.set $n (i32.add (local.get $i0) (i32.const 4)))
+            (if (i32.gt_u (local.get $n) (local.get $T)) (then (local.set $n (local.get $T))))
+            (local.set $n8 (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)))
+            (local.set $j (i32.const 0))
+            (block $keys_done
+              (loop $keys
+                (br_if $keys_done (i32.ge_u (local.get $j) (local.get $n8)))
+                (local.set $a0 (v128.const f32x4 0 0 0 0)) (local.set $a1 (v128.const f32x4 0 0 0 0))
+                (local.set $a2 (v128.const f32x4 0 0 0 0)) (local.set $a3 (v128.const f32x4 0 0 0 0))
+                (local.set $a4 (v128.const f32x4 0 0 0 0)) (local.set $a5 (v128.const f32x4 0 0 0 0))
+                (local.set $a6 (v128.const f32x4 0 0 0 0)) (local.set $a7 (v128.const f32x4 0 0 0 0))
+                (local.set $pk (i32.add (local.get $kt) (i32.shl (local.get $j) (i32.const 2))))
+                (local.set $pq (local.get $qsp))
+                (local.set $pe (i32.add (local.get $qsp) (i32.shl (local.get $D) (i32.const 6))))
+                (block $dots_done
+                  (loop $dots
+                    (br_if $dots_done (i32.ge_u (local.get $pq) (local.get $pe)))
+                    (local.set $k0 (v128.load (local.get $pk)))
+                    (local.set $k1 (v128.load offset=16 (local.get $pk)))
+                    (local.set $qv (v128.load (local.get $pq)))
+                    (local.set $a0 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a0)))
+                    (local.set $a1 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a1)))
+                    (local.set $qv (v128.load offset=16 (local.get $pq)))
+                    (local.set $a2 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a2)))
+                    (local.set $a3 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a3)))
+                    (local.set $qv (v128.load offset=32 (local.get $pq)))
+                    (local.set $a4 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a4)))
+                    (local.set $a5 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a5)))
+                    (local.set $qv (v128.load offset=48 (local.get $pq)))
+                    (local.set $a6 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a6)))
+                    (local.set $a7 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a7)))
+                    (local.set $pk (i32.add (local.get $pk) (local.get $kstride)))
+                    (local.set $pq (i32.add (local.get $pq) (i32.const 64)))
+                    (br $dots)))
+                (local.set $ps (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))
+                (v128.store (local.get $ps) (local.get $a0))
+                (v128.store offset=16 (local.get $ps) (local.get $a1))
+                (local.set $ps (i32.add (local.get $ps) (local.get $kstride)))
+                (v128.store (local.get $ps) (local.get $a2))
+                (v128.store offset=16 (local.get $ps) (local.get $a3))
+                (local.set $ps (i32.add (local.get $ps) (local.get $kstride)))
+                (v128.store (local.get $ps) (local.get $a4))
+                (v128.store offset=16 (local.get $ps) (local.get $a5))
+                (local.set $ps (i32.add (local.get $ps) (local.get $kstride)))
+                (v128.store (local.get $ps) (local.get $a6))
+                (v128.store offset=16 (local.get $ps) (local.get $a7))
+                (local.set $j (i32.add (local.get $j) (i32.const 8)))
+                (br $keys)))
+
+            ;; each row i of the block (i < T) sees keys 0..i: softmax over them, then y's row
+            (local.set $r (i32.const 0))
+            (block $rows_done
+              (loop $rows
+                (local.set $i (i32.add (local.get $i0) (local.get $r)))
+                (br_if $rows_done (i32.or (i32.ge_u (local.get $r) (i32.const 4)) (i32.ge_u (local.get $i) (local.get $T))))
+                (local.set $ps (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $kstride))))
+                (local.set $n (i32.add (local.get $i) (i32.const 1)))
+                (local.set $pe (i32.add (local.get $ps) (i32.shl (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4))
+                  (i32.const 2))))
+                ;; keys past i (up to the next multiple of 4) get -inf: exp gives 0 there
+                (local.set $p (i32.add (local.get $ps) (i32.shl (local.get $n) (i32.const 2))))
+                (block $mask_done
+                  (loop $mask
+                    (br_if $mask_done (i32.ge_u (local.get $p) (local.get $pe)))
+                    (f32.store (local.get $p) (f32.const -inf))
+                    (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                    (br $mask)))
+                (local.set $a0 (v128.const f32x4 -inf -inf -inf -inf))
+                (local.set $p (local.get $ps))
+                (loop $max4
+                  (local.set $a0 (f32x4.pmax (local.get $a0) (v128.load (local.get $p))))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
+                  (br_if $max4 (i32.lt_u (local.get $p) (local.get $pe))))
+                (local.set $mx (f32.max
+                  (f32.max (f32x4.extract_lane 0 (local.get $a0)) (f32x4.extract_lane 1 (local.get $a0)))
+                  (f32.max (f32x4.extract_lane 2 (local.get $a0)) (f32x4.extract_lane 3 (local.get $a0)))))
+                (local.set $qv (f32x4.splat (local.get $mx)))
+                (local.set $vsum (v128.const f32x4 0 0 0 0))
+                (local.set $p (local.get $ps))
+                (loop $exp4
+                  ;; exp(s - max) as softmax_rows computes it: lanes below ln(FLT_MIN) give 0, the others
+                  ;; t = k ln2 + r, e^r by Cephes' expf polynomial, times 2^k built in the exponent bits
+                  (local.set $t (f32x4.sub (v128.load (local.get $p)) (local.get $qv)))
+                  (local.set $tiny (f32x4.lt (local.get $t) (local.get $min_t)))
+                  (local.set $t (f32x4.pmax (local.get $t) (local.get $min_t)))
+                  (local.set $kb (f32x4.add (f32x4.mul (local.get $t) (local.get $log2e)) (local.get $round)))
+                  (local.set $k0 (f32x4.sub (local.get $kb) (local.get $round)))
+                  (local.set $k1 (f32x4.sub (local.get $t) (f32x4.mul (local.get $k0) (local.get $ln2_hi))))
+                  (local.set $k1 (f32x4.sub (local.get $k1) (f32x4.mul (local.get $k0) (local.get $ln2_lo))))
+                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $c0) (local.get $k1)) (local.get $c1)))
+                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c2)))
+                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c3)))
+                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c4)))
+                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c5)))
+                  (local.set $a0 (f32x4.add (f32x4.add
+                    (f32x4.mul (local.get $a0) (f32x4.mul (local.get $k1) (local.get $k1))) (local.get $k1)) (local.get $one)))
+                  (local.set $a0 (v128.andnot (f32x4.mul (local.get $a0)
+                    (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))) (local.get $tiny)))
+                  (v128.store (local.get $p) (local.get $a0))
+                  (local.set $vsum (f32x4.add (local.get $vsum) (local.get $a0)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
+                  (br_if $exp4 (i32.lt_u (local.get $p) (local.get $pe))))
+                (local.set $sum (call $hsum (local.get $vsum)))
+                (local.set $vsum (f32x4.splat (local.get $sum)))
+                ;; y[i, d] = (sum_j p_j v[j, d]) / sum
+                (local.set $pe (i32.add (local.get $ps) (i32.shl (local.get $n) (i32.const 2))))
+                (local.set $py (i32.add (local.get $yh) (i32.shl (i32.mul (local.get $i) (local.get $or)) (i32.const 2))))
+                (local.set $d (i32.const 0))
+                (block $d16_done
+                  (loop $d16
+                    (br_if $d16_done (i32.gt_u (i32.add (local.get $d) (i32.const 16)) (local.get $D)))
+                    (local.set $a0 (v128.const f32x4 0 0 0 0)) (local.set $a1 (v128.const f32x4 0 0 0 0))
+                    (local.set $a2 (v128.const f32x4 0 0 0 0)) (local.set $a3 (v128.const f32x4 0 0 0 0))
+                    (local.set $pv (i32.add (local.get $vh) (i32.shl (local.get $d) (i32.const 2))))
+                    (local.set $p (local.get $ps))
+                    (loop $pv16
+                      (local.set $pj (v128.load32_splat (local.get $p)))
+                      (local.set $a0 (f32x4.relaxed_madd (local.get $pj) (v128.load (local.get $pv)) (local.get $a0)))
+                      (local.set $a1 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=16 (local.get $pv)) (local.get $a1)))
+                      (local.set $a2 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=32 (local.get $pv)) (local.get $a2)))
+                      (local.set $a3 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=48 (local.get $pv)) (local.get $a3)))
+                      (local.set $pv (i32.add (local.get $pv) (local.get $rowb)))
+                      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                      (br_if $pv16 (i32.lt_u (local.get $p) (local.get $pe))))
+                    (local.set $p (i32.add (local.get $py) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $p) (f32x4.div (local.get $a0) (local.get $vsum)))
+                    (v128.store offset=16 (local.get $p) (f32x4.div (local.get $a1) (local.get $vsum)))
+                    (v128.store offset=32 (local.get $p) (f32x4.div (local.get $a2) (local.get $vsum)))
+                    (v128.store offset=48 (local.get $p) (f32x4.div (local.get $a3) (local.get $vsum)))
+                    (local.set $d (i32.add (local.get $d) (i32.const 16)))
+                    (br $d16)))
+                (block $d4_done
+                  (loop $d4
+                    (br_if $d4_done (i32.gt_u (i32.add (local.get $d) (i32.const 4)) (local.get $D)))
+                    (local.set $a0 (v128.const f32x4 0 0 0 0))
+                    (local.set $pv (i32.add (local.get $vh) (i32.shl (local.get $d) (i32.const 2))))
+                    (local.set $p (local.get $ps))
+                    (loop $pv4
+                      (local.set $a0 (f32x4.relaxed_madd (v128.load32_splat (local.get $p)) (v128.load (local.get $pv))
+                        (local.get $a0)))
+                      (local.set $pv (i32.add (local.get $pv) (local.get $rowb)))
+                      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                      (br_if $pv4 (i32.lt_u (local.get $p) (local.get $pe))))
+                    (v128.store (i32.add (local.get $py) (i32.shl (local.get $d) (i32.const 2)))
+                      (f32x4.div (local.get $a0) (local.get $vsum)))
+                    (local.set $d (i32.add (local.get $d) (i32.const 4)))
+                    (br $d4)))
+                (block $d1_done
+                  (loop $d1
+                    (br_if $d1_done (i32.ge_u (local.get $d) (local.get $D)))
+                    (local.set $acc (f32.const 0))
+                    (local.set $pv (i32.add (local.get $vh) (i32.shl (local.get $d) (i32.const 2))))
+                    (local.set $p (local.get $ps))
+                    (loop $pv1
+                      (local.set $acc (f32.add (local.get $acc) (f32.mul (f32.load (local.get $p)) (f32.load (local.get $pv)))))
+                      (local.set $pv (i32.add (local.get $pv) (local.get $rowb)))
+                      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                      (br_if $pv1 (i32.lt_u (local.get $p) (local.get $pe))))
+                    (f32.store (i32.add (local.get $py) (i32.shl (local.get $d) (i32.const 2)))
+                      (f32.div (local.get $acc) (local.get $sum)))
+                    (local.set $d (i32.add (local.get $d) (i32.const 1)))
+                    (br $d1)))
+                (local.set $r (i32.add (local.get $r) (i32.const 1)))
+                (br $rows)))
+            (local.set $i0 (i32.add (local.get $i0) (i32.const 4)))
+            (br $blocks)))
+        (local.set $hh (i32.add (local.get $hh) (i32.const 1)))
+        (br $heads))))
 )
