@@ -1299,12 +1299,12 @@
   ;; (hh = b H + h), each T queries and keys of D values (lib/tensor/ops/attention/wasm.ts). q, k, v, y
   ;; are byte offsets of head 0 of batch 0; element d of row t of head h of batch b sits at
   ;; b ib + h ih + t ir + d (floats) in q, k and v, at b ob + h oh + t or + d in y, so the kernel reads
-  ;; gpt's fused projection [B, T, 3C] and writes [B, T, C] as they lie. scr: (D + 4) T8 + 16 D floats
+  ;; gpt's fused projection [B, T, 3C] and writes [B, T, C] as they lie. scr: (D + 4) T8 + 4 D floats
   ;; of scratch per head (T8 = T rounded up to 8): k^T [D, T8] (zero beyond T), the scores of four
-  ;; query rows [4, T8], and their q values times scale, splatted, [D, 4] vectors.
+  ;; query rows [4, T8], and their q values times scale, [D, 4].
   ;; Queries go four rows at a time: their scores against eight keys at a time (8 vector accumulators),
-  ;; then per row the maximum, exp(s - max) in place and its sum, and y = (sum_j p_j v_j) / sum, 16,
-  ;; then 4 columns at a time and the last D mod 4 one by one. The products and sums use relaxed SIMD's
+  ;; then per row the maximum, exp(s - max) in place and its sum, and y = (sum_j p_j v_j) / sum, 32,
+  ;; 16, then 4 columns at a time and the last D mod 4 one by one. The products and sums use relaxed SIMD's
   ;; multiply-add, one fused rounding where the CPU has FMA (x86-64 with FMA3, arm64), two elsewhere: the
   ;; same on every thread of a machine, so results do not depend on which thread ran a head.
   (func (export "attn_fwd")
@@ -1354,7 +1354,7 @@
         (local.set $yh (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $b) (local.get $ob))
           (i32.mul (local.get $h) (local.get $oh))) (i32.const 2))))
         (local.set $kt (i32.add (local.get $scr) (i32.shl (i32.mul (local.get $hh)
-          (i32.add (i32.mul (i32.add (local.get $D) (i32.const 4)) (local.get $T8)) (i32.shl (local.get $D) (i32.const 4))))
+          (i32.add (i32.mul (i32.add (local.get $D) (i32.const 4)) (local.get $T8)) (i32.shl (local.get $D) (i32.const 2))))
           (i32.const 2))))
         (local.set $sc (i32.add (local.get $kt) (i32.mul (local.get $D) (local.get $kstride))))
         (local.set $qsp (i32.add (local.get $sc) (i32.shl (local.get $kstride) (i32.const 2))))
@@ -1394,14 +1394,14 @@
               (local.set $i (i32.add (local.get $i0) (local.get $r)))
               (if (i32.ge_u (local.get $i) (local.get $T)) (then (local.set $i (i32.sub (local.get $T) (i32.const 1)))))
               (local.set $pq (i32.add (local.get $qh) (i32.mul (local.get $i) (local.get $rowb))))
-              (local.set $p (i32.add (local.get $qsp) (i32.shl (local.get $r) (i32.const 4))))
+              (local.set $p (i32.add (local.get $qsp) (i32.shl (local.get $r) (i32.const 2))))
               (local.set $d (i32.const 0))
               (block $qd_done
                 (loop $qd
                   (br_if $qd_done (i32.ge_u (local.get $d) (local.get $D)))
-                  (v128.store (local.get $p) (f32x4.splat (f32.mul (f32.load (local.get $pq)) (local.get $scale))))
+                  (f32.store (local.get $p) (f32.mul (f32.load (local.get $pq)) (local.get $scale)))
                   (local.set $pq (i32.add (local.get $pq) (i32.const 4)))
-                  (local.set $p (i32.add (local.get $p) (i32.const 64)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
                   (local.set $d (i32.add (local.get $d) (i32.const 1)))
                   (br $qd)))
               (local.set $r (i32.add (local.get $r) (i32.const 1)))
@@ -1420,26 +1420,26 @@
                 (local.set $a6 (v128.const f32x4 0 0 0 0)) (local.set $a7 (v128.const f32x4 0 0 0 0))
                 (local.set $pk (i32.add (local.get $kt) (i32.shl (local.get $j) (i32.const 2))))
                 (local.set $pq (local.get $qsp))
-                (local.set $pe (i32.add (local.get $qsp) (i32.shl (local.get $D) (i32.const 6))))
+                (local.set $pe (i32.add (local.get $qsp) (i32.shl (local.get $D) (i32.const 4))))
                 (block $dots_done
                   (loop $dots
                     (br_if $dots_done (i32.ge_u (local.get $pq) (local.get $pe)))
                     (local.set $k0 (v128.load (local.get $pk)))
                     (local.set $k1 (v128.load offset=16 (local.get $pk)))
-                    (local.set $qv (v128.load (local.get $pq)))
+                    (local.set $qv (v128.load32_splat (local.get $pq)))
                     (local.set $a0 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a0)))
                     (local.set $a1 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a1)))
-                    (local.set $qv (v128.load offset=16 (local.get $pq)))
+                    (local.set $qv (v128.load32_splat offset=4 (local.get $pq)))
                     (local.set $a2 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a2)))
                     (local.set $a3 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a3)))
-                    (local.set $qv (v128.load offset=32 (local.get $pq)))
+                    (local.set $qv (v128.load32_splat offset=8 (local.get $pq)))
                     (local.set $a4 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a4)))
                     (local.set $a5 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a5)))
-                    (local.set $qv (v128.load offset=48 (local.get $pq)))
+                    (local.set $qv (v128.load32_splat offset=12 (local.get $pq)))
                     (local.set $a6 (f32x4.relaxed_madd (local.get $qv) (local.get $k0) (local.get $a6)))
                     (local.set $a7 (f32x4.relaxed_madd (local.get $qv) (local.get $k1) (local.get $a7)))
                     (local.set $pk (i32.add (local.get $pk) (local.get $kstride)))
-                    (local.set $pq (i32.add (local.get $pq) (i32.const 64)))
+                    (local.set $pq (i32.add (local.get $pq) (i32.const 16)))
                     (br $dots)))
                 (local.set $ps (i32.add (local.get $sc) (i32.shl (local.get $j) (i32.const 2))))
                 (v128.store (local.get $ps) (local.get $a0))
@@ -1487,8 +1487,9 @@
                 (local.set $vsum (v128.const f32x4 0 0 0 0))
                 (local.set $p (local.get $ps))
                 (loop $exp4
-                  ;; exp(s - max) as softmax_rows computes it: lanes below ln(FLT_MIN) give 0, the others
-                  ;; t = k ln2 + r, e^r by Cephes' expf polynomial, times 2^k built in the exponent bits
+                  ;; exp(s - max) as softmax_rows computes it (the polynomial with multiply-adds): lanes below
+                  ;; ln(FLT_MIN) give 0, the others t = k ln2 + r, e^r by Cephes' expf polynomial, times 2^k
+                  ;; built in the exponent bits
                   (local.set $t (f32x4.sub (v128.load (local.get $p)) (local.get $qv)))
                   (local.set $tiny (f32x4.lt (local.get $t) (local.get $min_t)))
                   (local.set $t (f32x4.pmax (local.get $t) (local.get $min_t)))
@@ -1496,13 +1497,13 @@
                   (local.set $k0 (f32x4.sub (local.get $kb) (local.get $round)))
                   (local.set $k1 (f32x4.sub (local.get $t) (f32x4.mul (local.get $k0) (local.get $ln2_hi))))
                   (local.set $k1 (f32x4.sub (local.get $k1) (f32x4.mul (local.get $k0) (local.get $ln2_lo))))
-                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $c0) (local.get $k1)) (local.get $c1)))
-                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c2)))
-                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c3)))
-                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c4)))
-                  (local.set $a0 (f32x4.add (f32x4.mul (local.get $a0) (local.get $k1)) (local.get $c5)))
-                  (local.set $a0 (f32x4.add (f32x4.add
-                    (f32x4.mul (local.get $a0) (f32x4.mul (local.get $k1) (local.get $k1))) (local.get $k1)) (local.get $one)))
+                  (local.set $a0 (f32x4.relaxed_madd (local.get $c0) (local.get $k1) (local.get $c1)))
+                  (local.set $a0 (f32x4.relaxed_madd (local.get $a0) (local.get $k1) (local.get $c2)))
+                  (local.set $a0 (f32x4.relaxed_madd (local.get $a0) (local.get $k1) (local.get $c3)))
+                  (local.set $a0 (f32x4.relaxed_madd (local.get $a0) (local.get $k1) (local.get $c4)))
+                  (local.set $a0 (f32x4.relaxed_madd (local.get $a0) (local.get $k1) (local.get $c5)))
+                  (local.set $a0 (f32x4.add (f32x4.relaxed_madd
+                    (local.get $a0) (f32x4.mul (local.get $k1) (local.get $k1)) (local.get $k1)) (local.get $one)))
                   (local.set $a0 (v128.andnot (f32x4.mul (local.get $a0)
                     (i32x4.shl (i32x4.add (local.get $kb) (local.get $bias)) (i32.const 23))) (local.get $tiny)))
                   (v128.store (local.get $p) (local.get $a0))
@@ -1515,6 +1516,39 @@
                 (local.set $pe (i32.add (local.get $ps) (i32.shl (local.get $n) (i32.const 2))))
                 (local.set $py (i32.add (local.get $yh) (i32.shl (i32.mul (local.get $i) (local.get $or)) (i32.const 2))))
                 (local.set $d (i32.const 0))
+                (block $d32_done
+                  (loop $d32
+                    (br_if $d32_done (i32.gt_u (i32.add (local.get $d) (i32.const 32)) (local.get $D)))
+                    (local.set $a0 (v128.const f32x4 0 0 0 0)) (local.set $a1 (v128.const f32x4 0 0 0 0))
+                    (local.set $a2 (v128.const f32x4 0 0 0 0)) (local.set $a3 (v128.const f32x4 0 0 0 0))
+                    (local.set $a4 (v128.const f32x4 0 0 0 0)) (local.set $a5 (v128.const f32x4 0 0 0 0))
+                    (local.set $a6 (v128.const f32x4 0 0 0 0)) (local.set $a7 (v128.const f32x4 0 0 0 0))
+                    (local.set $pv (i32.add (local.get $vh) (i32.shl (local.get $d) (i32.const 2))))
+                    (local.set $p (local.get $ps))
+                    (loop $pv32
+                      (local.set $pj (v128.load32_splat (local.get $p)))
+                      (local.set $a0 (f32x4.relaxed_madd (local.get $pj) (v128.load (local.get $pv)) (local.get $a0)))
+                      (local.set $a1 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=16 (local.get $pv)) (local.get $a1)))
+                      (local.set $a2 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=32 (local.get $pv)) (local.get $a2)))
+                      (local.set $a3 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=48 (local.get $pv)) (local.get $a3)))
+                      (local.set $a4 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=64 (local.get $pv)) (local.get $a4)))
+                      (local.set $a5 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=80 (local.get $pv)) (local.get $a5)))
+                      (local.set $a6 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=96 (local.get $pv)) (local.get $a6)))
+                      (local.set $a7 (f32x4.relaxed_madd (local.get $pj) (v128.load offset=112 (local.get $pv)) (local.get $a7)))
+                      (local.set $pv (i32.add (local.get $pv) (local.get $rowb)))
+                      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+                      (br_if $pv32 (i32.lt_u (local.get $p) (local.get $pe))))
+                    (local.set $p (i32.add (local.get $py) (i32.shl (local.get $d) (i32.const 2))))
+                    (v128.store (local.get $p) (f32x4.div (local.get $a0) (local.get $vsum)))
+                    (v128.store offset=16 (local.get $p) (f32x4.div (local.get $a1) (local.get $vsum)))
+                    (v128.store offset=32 (local.get $p) (f32x4.div (local.get $a2) (local.get $vsum)))
+                    (v128.store offset=48 (local.get $p) (f32x4.div (local.get $a3) (local.get $vsum)))
+                    (v128.store offset=64 (local.get $p) (f32x4.div (local.get $a4) (local.get $vsum)))
+                    (v128.store offset=80 (local.get $p) (f32x4.div (local.get $a5) (local.get $vsum)))
+                    (v128.store offset=96 (local.get $p) (f32x4.div (local.get $a6) (local.get $vsum)))
+                    (v128.store offset=112 (local.get $p) (f32x4.div (local.get $a7) (local.get $vsum)))
+                    (local.set $d (i32.add (local.get $d) (i32.const 32)))
+                    (br $d32)))
                 (block $d16_done
                   (loop $d16
                     (br_if $d16_done (i32.gt_u (i32.add (local.get $d) (i32.const 16)) (local.get $D)))

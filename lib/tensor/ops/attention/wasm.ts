@@ -11,10 +11,10 @@ import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
 
 export const ATTENTION_QKV_KERNEL = "LmpipeAttentionQkv";
 
-/** Floats of attn_fwd's scratch per head: k^T [D, T8], four rows of scores [4, T8], q splatted [D, 4]. */
+/** Floats of attn_fwd's scratch per head: k^T [D, T8], four rows of scores [4, T8], four rows of q [D, 4]. */
 function scratchPerHead(T: number, D: number): number {
   const T8 = Math.ceil(T / 8) * 8;
-  return (D + 4) * T8 + 16 * D;
+  return (D + 4) * T8 + 4 * D;
 }
 
 function attentionQkvKernel(
