@@ -142,19 +142,8 @@ export interface KernelExports {
     n: number,
     q: number,
   ): void;
-  attn_fwd(
-    q: number,
-    k: number,
-    v: number,
-    y: number,
-    scratch: number,
-    h0: number,
-    h1: number,
-    T: number,
-    H: number,
-    D: number,
-    ...stridesAndScale: number[]
-  ): void;
+  /** q, k, v, y, scratch, heads h0..h1, T, H, D, q/k/v strides (batch, head, row), y's, scale (kernels.wat). */
+  attn_fwd(...args: number[]): void;
   gemv_bound_q16(
     a: number,
     p: number,
@@ -181,6 +170,11 @@ export function floatBits(x: number): number {
 function bitsFloat(bits: number): number {
   i32[0] = bits;
   return f32[0];
+}
+
+/** Job arguments i0 <= i < i1 as a plain array. */
+function sliceOf(a: ArrayLike<number>, i0: number, i1: number): number[] {
+  return Array.from({ length: i1 - i0 }, (_, i) => a[i0 + i]);
 }
 
 /** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
@@ -253,21 +247,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
         bitsFloat(a[8]),
         bitsFloat(a[9]),
       );
-    case KIND.attnFwd: // q, k, v, y, scratch, T, H, D, then q/k/v and y strides (batch, head, row), scale
-      return k.attn_fwd(
-        a[1],
-        a[2],
-        a[3],
-        a[4],
-        a[5],
-        r0,
-        r1,
-        a[6],
-        a[7],
-        a[8],
-        ...Array.from({ length: 6 }, (_, i) => a[9 + i]),
-        bitsFloat(a[15]),
-      );
+    case KIND.attnFwd: // q, k, v, y, scratch, then T, H, D, q/k/v and y strides (batch, head, row); scale
+      return k.attn_fwd(...sliceOf(a, 1, 6), r0, r1, ...sliceOf(a, 6, 15), bitsFloat(a[15]));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }
