@@ -9,6 +9,7 @@ import { causalAttentionFromQkv } from "../lib/tensor/ops/attention/mod.ts";
 import { ATTENTION_QKV_KERNEL } from "../lib/tensor/ops/attention/wasm.ts";
 import { kernelFor, setWasmAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
 import { randomArray } from "../lib/tensor/testing.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { Gpt, GPT_PRESETS } from "../lib/models/gpt.ts";
 import { denoChildJson } from "./helpers_run.ts";
 import { randomizeWeights } from "./helpers_gpt.ts";
@@ -25,13 +26,13 @@ async function kernelsRunBy<T extends tf.TensorContainer>(
   return { result: result as T, names: info.kernels.map((k) => k.name) };
 }
 
-/** Runs fn with the wasm attention kernel on or off, restoring the previous state. */
+/** Runs fn with the wasm attention kernel on or off (lmpipe's wasm kernels on), restoring the previous state. */
 function withKernel<T>(on: boolean, fn: () => T): T {
-  const old = setWasmAttentionEnabled(on);
+  const [old, oldKernels] = [setWasmAttentionEnabled(on), setWasmKernelsEnabled(true)];
   try {
     return fn();
   } finally {
-    setWasmAttentionEnabled(old);
+    setWasmAttentionEnabled(old), setWasmKernelsEnabled(oldKernels);
   }
 }
 
