@@ -12,6 +12,7 @@
 import { tf } from "./tensor/backend.ts";
 import { maxRowsPerChunk, takeAlongLastAxis } from "./nn.ts";
 import { transposedMatMulsAreFree } from "./tensor/kernel_choice.ts";
+import { gradientsRecorded } from "./tensor/tape_state.ts";
 import {
   softmaxRows,
   softmaxRowsAtTargets,
@@ -46,13 +47,6 @@ export interface TiedCrossEntropyOptions {
  * wasm's 4 GiB heap with two such chunks live (bench/RESULTS.md, 2026-12-04).
  */
 const CHUNK_FLOATS = 2 ** 25;
-
-/** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads). */
-function gradientsRecorded(): boolean {
-  // deno-lint-ignore no-explicit-any
-  const state = (tf.engine() as any).state;
-  return state.gradientDepth > 0 && state.kernelDepth === 0;
-}
 
 /**
  * Whether `dy` is the scalar 1 (a plain fp32 step's seed), read only where reading a value costs no

@@ -7,9 +7,9 @@ import { tf } from "./tensor/backend.ts";
 import { webgpuMaxTensorBytes } from "./tensor/webgpu/limits.ts";
 import { boundary, isLowPrecision } from "./precision.ts";
 import {
+  attentionFromQkvApplies,
   causalAttention,
   causalAttentionFromQkv,
-  flashAttentionLaidOutApplies,
 } from "./tensor/ops/attention/mod.ts";
 import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
@@ -245,10 +245,10 @@ export function causalSelfAttention(
   const prec = opts.precision;
   if (
     p.cAttnW && kvHeads === nHead && !opts.rope && !opts.alibi && !p.extraW && !opts.cache &&
-    !opts.attentionProbs && flashAttentionLaidOutApplies(D, prec)
+    !opts.attentionProbs && attentionFromQkvApplies(D, prec)
   ) {
-    // the flash kernels read q, k, v out of the fused projection and write y as [B, T, C]: no split,
-    // head transposes or concat (lib/tensor/ops/attention/mod.ts)
+    // the flash kernels (webgpu) or the forward kernel (wasm, evaluation) read q, k, v out of the fused
+    // projection and write y as [B, T, C]: no split, head transposes or concat (lib/tensor/ops/attention/mod.ts)
     const qkv = qkvActivation(linear(x, p.cAttnW, p.cAttnB, prec), opts);
     const y = boundary(causalAttentionFromQkv(qkv, nHead, 1 / Math.sqrt(D), { precision: prec }), prec);
     return linear(y, p.cProjW, p.cProjB, prec) as tf.Tensor3D;

@@ -197,6 +197,17 @@ export function setWebgpuAttentionEnabled(on: boolean): void {
   webgpuAttentionOn = on;
 }
 
+// lmpipe's causal attention kernel on wasm (lib/tensor/ops/attention/wasm.ts): on with lmpipe's wasm kernels,
+// unless LMPIPE_WASM_ATTENTION=0 (then the split, transposes, matMuls and softmax of the op chain run).
+let wasmAttentionOn = switchOn("LMPIPE_WASM_ATTENTION");
+
+/** Turns lmpipe's wasm attention kernel on or off for this process (tests, benchmarks); returns the old state. */
+export function setWasmAttentionEnabled(on: boolean): boolean {
+  const old = wasmAttentionOn;
+  wasmAttentionOn = on;
+  return old;
+}
+
 // lmpipe's cached decoding step for gpt on wasm (lib/models/gpt_decode.ts): on with lmpipe's wasm kernels,
 // unless LMPIPE_WASM_DECODE=0 (then decodeStep's TF.js op chain runs every token).
 let wasmDecodeOn = switchOn("LMPIPE_WASM_DECODE");
@@ -333,6 +344,23 @@ export const TABLE: KernelChoice[] = [
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
+  {
+    op: "causalAttention",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "lmpipe",
+        file: "lib/tensor/ops/attention/wasm.ts (kernels.wat attn_fwd)",
+        active: () => wasmAttentionOn && wasmKernelsActive(),
+        why: "gpt's evaluation forward in one multithreaded pass over the fused projection, where the op " +
+          "chain runs a split, 4 transposes, 2 batched matMuls, a scale and a causal softmax per layer",
+      },
+      opChain("lib/tensor/ops/attention/mod.ts"),
+    ],
+    force:
+      "LMPIPE_WASM_ATTENTION=0 (or LMPIPE_WASM_FUSED=0) runs the op chain; setWasmAttentionEnabled for " +
+      "tests and benchmarks",
+  },
   {
     op: "gemv",
     backend: "wasm",

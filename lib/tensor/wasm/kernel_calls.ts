@@ -21,6 +21,8 @@ export const KIND = {
   round16: 14,
   gemvBoundQ16: 15,
   q16Head: 16,
+  /** Causal attention forward (lib/tensor/ops/attention/wasm.ts); numbers from 40 on avoid other branches'. */
+  attnFwd: 40,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -149,6 +151,8 @@ export interface KernelExports {
     n: number,
     q: number,
   ): void;
+  /** q, k, v, y, scratch, heads h0..h1, T, H, D, q/k/v strides (batch, head, row), y's, scale (kernels.wat). */
+  attn_fwd(...args: number[]): void;
   gemv_bound_q16(
     a: number,
     p: number,
@@ -175,6 +179,11 @@ export function floatBits(x: number): number {
 function bitsFloat(bits: number): number {
   i32[0] = bits;
   return f32[0];
+}
+
+/** Job arguments i0 <= i < i1 as a plain array. */
+function sliceOf(a: ArrayLike<number>, i0: number, i1: number): number[] {
+  return Array.from({ length: i1 - i0 }, (_, i) => a[i0 + i]);
 }
 
 /** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
@@ -247,6 +256,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
         bitsFloat(a[8]),
         bitsFloat(a[9]),
       );
+    case KIND.attnFwd: // q, k, v, y, scratch, then T, H, D, q/k/v and y strides (batch, head, row); scale
+      return k.attn_fwd(...sliceOf(a, 1, 6), r0, r1, ...sliceOf(a, 6, 15), bitsFloat(a[15]));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -21,6 +21,9 @@
 // them only where the flash kernels apply (flashAttentionLaidOutApplies: fp32 or mixed, heads of up to 64
 // dims) and nothing else is asked (no rope, ALiBi, extra score, KV cache, probabilities or grouped kv
 // heads); elsewhere both are the split/transpose chain around causalAttention, with the same numbers.
+// On wasm, causalAttentionFromQkv has a forward-only kernel (./wasm.ts, kernels.wat attn_fwd: heads shared
+// out between lmpipe's wasm threads, any head size): gpt takes it under the same conditions, fp32 only,
+// and only while no gradient is recorded (attentionFromQkvApplies); training keeps the op chain.
 import * as tf from "@tensorflow/tfjs-core";
 import { causalSoftmax } from "../causal_softmax/mod.ts";
 import { kernelFor } from "../../kernel_choice.ts";
@@ -33,6 +36,8 @@ import {
   type FlashLayout,
   type FlashStrides,
 } from "./webgpu.ts";
+import { attentionFromQkvWasm } from "./wasm.ts";
+import { gradientsRecorded } from "../../tape_state.ts";
 
 export interface CausalAttentionOptions {
   /** --precision: mixed puts binary16 boundaries on the scaled q (and, in the op chain, scores, probs). */
@@ -110,7 +115,7 @@ export function causalAttention(
   pastOf(q, k, v);
   const fusable = !opts.probsOut && !opts.scoreBias && q.dtype === "float32" && k.dtype === "float32" &&
     v.dtype === "float32" && q.size > 0 && v.size > 0 && q.shape[q.rank - 1] <= FLASH_MAX_HEAD_DIM;
-  if (!fusable || kernelFor("causalAttention") !== "lmpipe") {
+  if (!fusable || tf.getBackend() !== "webgpu" || kernelFor("causalAttention") !== "lmpipe") {
     return causalAttentionByOps(q, k, v, scale, opts);
   }
   // mixed / bf16: the scaled q is rounded to 16 bits as the op chain does; k and v arrive rounded
@@ -163,8 +168,25 @@ export function setFlashLayoutsEnabled(on: boolean): boolean {
  * fp32 or mixed): the models ask before they take those paths.
  */
 export function flashAttentionLaidOutApplies(headDim: number, precision?: Precision): boolean {
-  return layoutsEnabled && kernelFor("causalAttention") === "lmpipe" && headDim <= FLASH_MAX_HEAD_DIM &&
-    precision !== "bf16";
+  return layoutsEnabled && tf.getBackend() === "webgpu" && kernelFor("causalAttention") === "lmpipe" &&
+    headDim <= FLASH_MAX_HEAD_DIM && precision !== "bf16";
+}
+
+/**
+ * Whether causalAttentionFromQkv runs lmpipe's wasm attention kernel now (./wasm.ts): the wasm backend with
+ * the kernel on, fp32, and no gradient being recorded (the kernel is forward only).
+ */
+function wasmAttentionApplies(precision?: Precision): boolean {
+  return layoutsEnabled && tf.getBackend() === "wasm" && kernelFor("causalAttention") === "lmpipe" &&
+    (precision === undefined || precision === "fp32") && !gradientsRecorded();
+}
+
+/**
+ * Whether causalAttentionFromQkv has a kernel of its own for heads of `headDim` under `precision` now
+ * (webgpu's flash kernels, or wasm's forward kernel outside gradients): gpt asks before it takes that path.
+ */
+export function attentionFromQkvApplies(headDim: number, precision?: Precision): boolean {
+  return flashAttentionLaidOutApplies(headDim, precision) || wasmAttentionApplies(precision);
 }
 
 /**
@@ -189,6 +211,9 @@ export function causalAttentionFromQkv(
       `causalAttentionFromQkv (lib/tensor/ops/attention/mod.ts): expected qkv [B, T, 3 C] with C a multiple ` +
         `of the ${nHead} heads; got [${qkv.shape}]`,
     );
+  }
+  if (qkv.dtype === "float32" && qkv.size > 0 && wasmAttentionApplies(opts.precision)) {
+    return attentionFromQkvWasm(qkv, nHead, scale);
   }
   if (qkv.dtype !== "float32" || qkv.size === 0 || !flashAttentionLaidOutApplies(D, opts.precision)) {
     const [q, k, v] = tf.split(qkv, 3, 2).map((t) =>

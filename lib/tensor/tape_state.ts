@@ -1,0 +1,10 @@
+// Whether TF.js is recording the ops run now for a gradient: lmpipe's forward-only kernels (the wasm
+// attention kernel) run only outside tf.grad / tf.variableGrads, and the loss skips work a gradient would need.
+import * as tf from "@tensorflow/tfjs-core";
+
+/** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads). */
+export function gradientsRecorded(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const state = (tf.engine() as any).state;
+  return state.gradientDepth > 0 && state.kernelDepth === 0;
+}
