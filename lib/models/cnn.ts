@@ -310,6 +310,9 @@ export function cnnConvOutputFloatsPerImage(cfg: CnnConfig): number {
   return convGeometries(cfg).reduce((n, c) => n + c.pixels * c.outC, 0);
 }
 
+/** Memory for the chunks' parameter gradients waiting to be summed (cnnCheckpointed). */
+const GRAD_SUM_BYTES = 64 * 2 ** 20;
+
 /**
  * cnnForward in chunks of `chunk` images with gradient checkpointing: the forward pass keeps only the
  * pooled features; the backward pass recomputes each chunk's activations, takes its gradients and
@@ -367,7 +370,16 @@ export function cnnCheckpointed(
       const kept = saved.slice(ins.length) as tf.Tensor4D[];
       const dyT = dy as tf.Tensor;
       const gImgs: tf.Tensor[] = [];
-      let gW: tf.Tensor[] | null = null;
+      // the chunks' parameter gradients, summed with one AddN per parameter every `most` chunks (at the
+      // end when they all fit GRAD_SUM_BYTES) instead of one Add per parameter and chunk
+      const pending: tf.Tensor[][] = [];
+      const paramBytes = 4 * sw.reduce((n, t) => n + t.size, 0);
+      const most = Math.max(2, Math.floor(GRAD_SUM_BYTES / Math.max(1, paramBytes)));
+      const sumPending = () => {
+        const sums = sw.map((_, i) => tf.addN(pending.map((g) => g[i])));
+        tf.dispose(pending.flat());
+        pending.splice(0, pending.length, sums);
+      };
       // tf.grads inside a gradient function: TF.js clears the engine's active tape when a
       // top-level gradient computation ends, which would break the outer backward pass that is
       // still running; keep the outer tape and put it back after each inner computation.
@@ -385,15 +397,11 @@ export function cnnCheckpointed(
         engine.state.activeTape = outer;
         tf.dispose(mine); // this chunk's outputs are read no more (disposing twice is harmless)
         gImgs.push(g[0]);
-        const gw = g.slice(1);
-        if (!gW) gW = gw;
-        else {
-          const prev: tf.Tensor[] = gW;
-          gW = prev.map((a: tf.Tensor, i: number) => tf.add(a, gw[i]));
-          for (const t of [...prev, ...gw]) t.dispose();
-        }
+        pending.push(g.slice(1));
+        if (pending.length >= most) sumPending();
       });
-      return [tf.concat(gImgs, 0), ...gW!];
+      if (pending.length > 1) sumPending();
+      return [tf.concat(gImgs, 0), ...pending[0]];
     };
     return { value, gradFunc };
   });
