@@ -41,6 +41,7 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --top N            kernels listed (default 20)
   --group G          kernel | shape: rank by kernel name, or by name and input shapes (default shape)
   --precision P      fp32 | mixed | bf16 (default fp32)
+  --cnn-chunk N      image models: images per CNN chunk (default 0 = the model's automatic choice)
 
 Example: deno run -A bench/profile_step.ts --threads 1 --n-layer 4 --n-head 4 --n-embd 128 --context 128`;
 
@@ -82,6 +83,7 @@ async function main(): Promise<void> {
     group: { type: "string" },
     precision: { type: "string" },
     mode: { type: "string" },
+    "cnn-chunk": { type: "string" },
   });
   if (p.help) return console.log(HELP);
   const whole = (name: string, dflt: number, min = 1) => num(p, CMD, name, dflt, { min, integer: true });
@@ -103,7 +105,8 @@ async function main(): Promise<void> {
   if (group !== "kernel" && group !== "shape") {
     throw usageError(`${CMD}: --group must be kernel or shape, got '${group}'`);
   }
-  const overrides = shapeOverrides(p, CMD);
+  const overrides: Record<string, number> = shapeOverrides(p, CMD);
+  if (str(p, "cnn-chunk") !== undefined) overrides.cnnChunk = whole("cnn-chunk", 0, 0);
   const B = whole("batch-size", 8),
     steps = whole("steps", 3),
     warm = whole("warmup-steps", 2, 0),

@@ -312,7 +312,7 @@ Deno.test("cnn: gradients match finite differences (vgg and resnet, image norm)"
   }
 });
 
-async function gradsOf(cfg: CnnConfig, N: number, chunk: number) {
+async function gradsOf(cfg: CnnConfig, N: number, chunk: number, keep = false) {
   const p = makeParams(cfg, 11);
   const shape = [N, cfg.height, cfg.width, cfg.inChannels] as [number, number, number, number];
   const imgs = tf.tidy(() =>
@@ -320,7 +320,7 @@ async function gradsOf(cfg: CnnConfig, N: number, chunk: number) {
   );
   const R = tf.tensor2d(randomArray(N * cnnOutWidth(cfg), 99), [N, cnnOutWidth(cfg)]);
   const f = (x: tf.Tensor, q: Map<string, tf.Tensor>) =>
-    tf.sum(tf.mul(cnnCheckpointed(cfg, q, x as tf.Tensor4D, chunk), R)) as tf.Scalar;
+    tf.sum(tf.mul(cnnCheckpointed(cfg, q, x as tf.Tensor4D, chunk, undefined, keep), R)) as tf.Scalar;
   const vars = [imgs, ...p.values()];
   const { value, grads } = tf.variableGrads(() => f(imgs, p), vars);
   const out = [await value.data(), ...(await Promise.all(vars.map((v) => grads[v.name].data())))];
@@ -337,6 +337,38 @@ Deno.test("cnn: checkpointed chunks give the plain pass's outputs and gradients,
     assert.equal(tf.memory().numTensors, before, "tensors leaked by the checkpointed pass");
     plain.forEach((a, i) => assertClose(chunked[i], a, 1e-5, `${cfg.kind} tensor ${i}`));
   }
+});
+
+Deno.test("cnn: kept conv outputs replace the backward pass's second forward: same outputs and gradients, convs run once, no leaks", async () => {
+  for (const be of ["cpu", "wasm"] as const) {
+    await initBackend(be, { quiet: true });
+    for (const cfg of [tinyVgg, tinyRes]) {
+      const convs = cnnParamSpecs(cfg).filter((s) => s.shape.length === 4).length;
+      const counted = async (keep: boolean) => {
+        const before = tf.memory().numTensors;
+        let out: Float32Array[] = [];
+        const prof = await tf.profile(async () => {
+          out = await gradsOf(cfg, 7, 3, keep); // chunks of 3, 3, 1 images
+        });
+        assert.equal(tf.memory().numTensors, before, `${be} ${cfg.kind} keep ${keep}: tensors leaked`);
+        return { out, forwards: prof.kernels.filter((k) => k.name === "Conv2D").length };
+      };
+      const recomputed = await counted(false), kept = await counted(true);
+      assert.equal(recomputed.forwards, 2 * 3 * convs, `${be} ${cfg.kind}: convs run forward twice a chunk`);
+      assert.equal(kept.forwards, 3 * convs, `${be} ${cfg.kind}: with kept outputs, once a chunk`);
+      // the same kernels on the same operands: the same numbers, bit for bit
+      kept.out.forEach((a, i) => assert.deepEqual(a, recomputed.out[i], `${be} ${cfg.kind} tensor ${i}`));
+    }
+    // without a gradient being recorded nothing is kept (evaluation)
+    const p = makeParams(tinyVgg, 3);
+    const before = tf.memory().numTensors;
+    const x = tf.tensor4d(randomArray(7 * 5 * 4 * 3, 5), [7, 5, 4, 3]);
+    cnnCheckpointed(tinyVgg, p, x, 3, undefined, true).dispose();
+    x.dispose();
+    assert.equal(tf.memory().numTensors, before, `${be}: a pass without gradients kept tensors`);
+    p.forEach((v) => v.dispose());
+  }
+  await initBackend("cpu", { quiet: true });
 });
 
 Deno.test("cnn: every backend matches cpu (forward and gradients, chunked)", async () => {

@@ -14,10 +14,12 @@ import { refBf16, refHalf } from "./helpers_round.ts";
 import { tinyConfig } from "./helpers_pixel.ts";
 import {
   cnnChunkFor,
+  cnnKeepsConvOutputs,
   PIXEL_PRESETS,
   type PixelConfig,
   PixelModel,
   pixelParamSpecs,
+  setKeepConvOutputs,
 } from "../lib/models/pixel.ts";
 import { backendBytes, peakBytes, resetPeak } from "../lib/tensor/memory.ts";
 import { setEarlyRelease } from "../lib/tensor/patches/backprop.ts";
@@ -506,6 +508,42 @@ Deno.test("pixel models: mixed and bf16 move loss and gradients from fp32 by the
     tf.dispose([x, y]);
     m.dispose();
   }
+});
+
+Deno.test("pixel models: kept conv outputs give the recomputing backward pass's loss and gradients, bit for bit (fp32, mixed, bf16)", async () => {
+  // the rule's figures: 4 bytes x 144 pixels x the convs' channels (vgg9 9 x 32 = 288, vgg-wide 640) per image
+  const small = resolveConfig("pixel-attn", "small") as PixelConfig;
+  const wide = resolveConfig("pixel-attn-wide", "small") as PixelConfig;
+  assert.ok(cnnKeepsConvOutputs(wide, 2048)); // 755 MB
+  assert.ok(cnnKeepsConvOutputs(wide, 2275) && !cnnKeepsConvOutputs(wide, 2276)); // 800 MiB
+  assert.ok(cnnKeepsConvOutputs(small, 5056) && !cnnKeepsConvOutputs(small, 5057));
+  // study, vgg9 at 20x20: 1,024 images (batch 1) would keep 944 MB
+  assert.ok(!cnnKeepsConvOutputs(resolveConfig("pixel-attn", "study") as PixelConfig, 1024));
+  await initBackend("wasm", { quiet: true });
+  for (const model of FAMILIES) {
+    const c = tinyConfig(model, { cnnChunk: 5 });
+    const m = createModel(c, 5);
+    const x = tokens(2, 8, c.vocabSize, 41), y = tokens(2, 8, c.vocabSize, 42);
+    const vars = [...m.params.values()];
+    const run = async (precision: "fp32" | "mixed" | "bf16", keep: boolean) => {
+      const old = setKeepConvOutputs(keep);
+      try {
+        const { value, grads } = tf.variableGrads(() => m.loss(x, y, { precision }), vars);
+        const out = [await value.data(), ...(await Promise.all(vars.map((v) => grads[v.name].data())))];
+        tf.dispose([value, ...Object.values(grads)]);
+        return out;
+      } finally {
+        setKeepConvOutputs(old);
+      }
+    };
+    for (const precision of ["fp32", "mixed", "bf16"] as const) {
+      const kept = await run(precision, true), recomputed = await run(precision, false);
+      kept.forEach((a, i) => assert.deepEqual(a, recomputed[i], `${model} ${precision}: tensor ${i}`));
+    }
+    tf.dispose([x, y]);
+    m.dispose();
+  }
+  await initBackend("cpu", { quiet: true });
 });
 
 /** n AdamW steps on one fixed batch; returns the losses. */

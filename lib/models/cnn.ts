@@ -4,7 +4,9 @@
 // instead each conv is followed by an "image norm": a LayerNorm over one image's own H, W and C
 // (GroupNorm with one group) with a learned per-channel scale and shift. The CNN can run in chunks of
 // images with gradient checkpointing (cnnCheckpointed): the backward pass recomputes one chunk at a
-// time, so peak memory grows with the chunk, not with B·T.
+// time, so peak memory grows with the chunk, not with B·T. Where the caller can afford to keep every
+// conv's output (one tensor per conv, the largest share of the work), the backward pass replays those
+// instead of running the convs forward again, and recomputes only the norms, ReLUs and pooling.
 import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
 import { imageNormRelu } from "../tensor/ops/image_norm/mod.ts";
@@ -205,27 +207,38 @@ function get(p: Params, name: string): tf.Tensor {
 /** Padding of a conv: TF.js's 'same' / 'valid', or a number of zero rows and columns on every side. */
 type Pad = "same" | "valid" | number;
 
+/** How the CNN computes a conv: tf.conv2d, or cnnCheckpointed's recording and replaying stand-ins. */
+type ConvFn = (x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: Pad) => tf.Tensor4D;
+const plainConv: ConvFn = (x, w, stride, pad) => tf.conv2d(x, w, stride, pad);
+
+/** What every conv of one pass shares: the parameters, the norm, the precision boundary, the conv. */
+interface Pass {
+  p: Params;
+  norm: CnnNorm;
+  boundary: Boundary;
+  conv: ConvFn;
+}
+
 /**
  * conv (+ bias when there is no norm, or when `bias`), its output through `boundary` (a 16-bit place under
  * mixed precision, as autocast's conv output), (+ norm), then ReLU when `relu` (fused with the norm on
  * webgpu).
  */
 function convNorm(
-  p: Params,
+  pass: Pass,
   x: tf.Tensor4D,
   prefix: string,
   stride: number,
   pad: Pad,
-  norm: CnnNorm,
-  boundary: Boundary,
   convName = "w",
   normName = "norm",
   relu = false,
   bias = false,
 ): tf.Tensor4D {
-  let y = tf.conv2d(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, pad);
+  const { p, norm } = pass;
+  let y = pass.conv(x, get(p, `${prefix}.${convName}`) as tf.Tensor4D, stride, pad);
   if (bias || norm !== "image") y = tf.add(y, get(p, `${prefix}.${convName}.bias`));
-  y = boundary(y) as tf.Tensor4D;
+  y = pass.boundary(y) as tf.Tensor4D;
   if (norm === "image") {
     return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
@@ -245,24 +258,24 @@ export function cnnForward(
   p: Params,
   images: tf.Tensor4D,
   boundary: Boundary = identity,
+  conv: ConvFn = plainConv,
 ): tf.Tensor2D {
+  const pass: Pass = { p, norm: cfg.norm, boundary, conv };
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
-      x = boundary(convNorm(p, x, l.prefix, 1, "same", cfg.norm, boundary, "w", "norm", true)) as tf.Tensor4D;
+      x = boundary(convNorm(pass, x, l.prefix, 1, "same", "w", "norm", true)) as tf.Tensor4D;
     }
   } else {
     // The study's Resnet3: an unpadded stem with a bias and no ReLU after its norm; then 3x3 convs
     // padded by 1 on every side (PyTorch's padding=1: a stride-2 conv of an even-sized image starts
     // at row -1, where TF.js's 'same' would start at row 0) and unpadded 1x1 skips.
-    x = boundary(
-      convNorm(p, x, "cnn.stem", 1, "valid", cfg.norm, boundary, "w", "norm", false, true),
-    ) as tf.Tensor4D;
+    x = boundary(convNorm(pass, x, "cnn.stem", 1, "valid", "w", "norm", false, true)) as tf.Tensor4D;
     for (const b of resnetPlan(cfg)) {
-      const h = boundary(convNorm(p, x, b.prefix, b.stride, 1, cfg.norm, boundary, "conv1", "norm1", true));
-      const h2 = convNorm(p, h as tf.Tensor4D, b.prefix, 1, 1, cfg.norm, boundary, "conv2", "norm2");
+      const h = boundary(convNorm(pass, x, b.prefix, b.stride, 1, "conv1", "norm1", true));
+      const h2 = convNorm(pass, h as tf.Tensor4D, b.prefix, 1, 1, "conv2", "norm2");
       const skip = b.inC !== b.outC || b.stride !== 1
-        ? convNorm(p, x, b.prefix, b.stride, 0, cfg.norm, boundary, "skip", "skipnorm")
+        ? convNorm(pass, x, b.prefix, b.stride, 0, "skip", "skipnorm")
         : x;
       x = boundary(tf.relu(tf.add(skip, h2))) as tf.Tensor4D;
     }
@@ -271,10 +284,43 @@ export function cnnForward(
 }
 
 /**
+ * A conv whose value is `y`, an output the same conv gave on the same operands before, and whose gradient
+ * is Conv2D's own (the registered one: oneDNN's or TF.js's kernels): the forward work is not done again.
+ */
+function replayedConv(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: Pad, y: tf.Tensor4D): tf.Tensor4D {
+  const grad = tf.getGradient(tf.Conv2D);
+  if (!grad) throw new Error("cnn.ts replayedConv: TF.js has no gradient registered for Conv2D");
+  const attrs = { strides: stride, pad, dataFormat: "NHWC", dilations: 1 } as unknown as tf.NamedAttrMap;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xx, ww, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([xx, ww]);
+    return {
+      value: tf.reshape(y, y.shape), // a view of y's data, no copy
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const g = grad.gradFunc(dy as tf.Tensor, saved, attrs);
+        return [g.x(), g.filter()];
+      },
+    };
+  }) as (x: tf.Tensor, w: tf.Tensor) => tf.Tensor;
+  return f(x, w) as tf.Tensor4D;
+}
+
+/** Conv-output floats per image (every conv of the CNN: what cnnCheckpointed keeps when told to). */
+export function cnnConvOutputFloatsPerImage(cfg: CnnConfig): number {
+  return convGeometries(cfg).reduce((n, c) => n + c.pixels * c.outC, 0);
+}
+
+/** Memory for the chunks' parameter gradients waiting to be summed (cnnCheckpointed). */
+const GRAD_SUM_BYTES = 64 * 2 ** 20;
+
+/**
  * cnnForward in chunks of `chunk` images with gradient checkpointing: the forward pass keeps only the
  * pooled features; the backward pass recomputes each chunk's activations, takes its gradients and
  * frees them before the next chunk. Gradients flow to `images` and to every tensor in `p` (variables
- * included: pass the model's variables). Costs one extra CNN forward per training step.
+ * included: pass the model's variables). Costs one extra CNN forward per training step, or, with
+ * `keepConvOutputs`, only the norms, ReLUs and pooling of one: the forward pass then keeps every conv's
+ * output (cnnConvOutputFloatsPerImage floats per image, until the chunk's gradient is taken) and the
+ * backward pass replays them in place of the convs. Kept only while gradients are being recorded.
  */
 export function cnnCheckpointed(
   cfg: CnnConfig,
@@ -282,77 +328,111 @@ export function cnnCheckpointed(
   images: tf.Tensor4D,
   chunk: number,
   boundary: Boundary = identity,
+  keepConvOutputs = false,
 ): tf.Tensor2D {
   const N = images.shape[0];
   if (chunk <= 0 || chunk >= N) return cnnForward(cfg, p, images, boundary);
   const names = [...p.keys()];
-  const run = (imgs: tf.Tensor4D, ws: tf.Tensor[]) => {
+  const run = (imgs: tf.Tensor4D, ws: tf.Tensor[], conv: ConvFn = plainConv) => {
     const m = new Map(names.map((n, i) => [n, ws[i]] as [string, tf.Tensor]));
-    return cnnForward(cfg, m, imgs, boundary);
+    return cnnForward(cfg, m, imgs, boundary, conv);
   };
   const starts: number[] = [];
   for (let s = 0; s < N; s += chunk) starts.push(s);
   const sliceRows = (t: tf.Tensor, s: number) => tf.slice(t, [s], [Math.min(chunk, N - s)]);
+  // deno-lint-ignore no-explicit-any
+  const engine = tf.engine() as any;
+  // without a tape there is no backward pass to replay the outputs in (evaluation)
+  const keep = keepConvOutputs && engine.isTapeOn();
 
   const f = tf.customGrad((...args: unknown[]) => {
     const ins = args.slice(0, -1) as tf.Tensor[];
     const save = args[args.length - 1] as (ts: tf.Tensor[]) => void;
     const [imgs, ...ws] = ins;
-    // one tidy per chunk: only the chunk's pooled features outlive it
-    const parts = starts.map((s) => tf.tidy(() => run(sliceRows(imgs, s) as tf.Tensor4D, ws)));
+    // every conv output of every chunk, in the order the convs ran (kept past the chunk's tidy)
+    const outs: tf.Tensor4D[] = [];
+    const record: ConvFn = (x, w, stride, pad) => {
+      const y = tf.keep(plainConv(x, w, stride, pad));
+      outs.push(y);
+      return y;
+    };
+    // one tidy per chunk: only the chunk's pooled features (and the kept conv outputs) outlive it
+    const parts = starts.map((s) =>
+      tf.tidy(() => run(sliceRows(imgs, s) as tf.Tensor4D, ws, keep ? record : plainConv))
+    );
     const value = tf.concat(parts, 0);
     tf.dispose(parts);
-    save(ins);
+    const perChunk = outs.length / starts.length;
+    save([...ins, ...outs]); // the engine keeps its own references (views) to what it saves
+    tf.dispose(outs);
     const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const [si, ...sw] = saved;
+      const [si, ...sw] = saved.slice(0, ins.length);
+      const kept = saved.slice(ins.length) as tf.Tensor4D[];
       const dyT = dy as tf.Tensor;
       const gImgs: tf.Tensor[] = [];
-      let gW: tf.Tensor[] | null = null;
+      // the chunks' parameter gradients, summed with one AddN per parameter every `most` chunks (at the
+      // end when they all fit GRAD_SUM_BYTES) instead of one Add per parameter and chunk
+      const pending: tf.Tensor[][] = [];
+      const paramBytes = 4 * sw.reduce((n, t) => n + t.size, 0);
+      const most = Math.max(2, Math.floor(GRAD_SUM_BYTES / Math.max(1, paramBytes)));
+      const sumPending = () => {
+        const sums = sw.map((_, i) => tf.addN(pending.map((g) => g[i])));
+        tf.dispose(pending.flat());
+        pending.splice(0, pending.length, sums);
+      };
       // tf.grads inside a gradient function: TF.js clears the engine's active tape when a
       // top-level gradient computation ends, which would break the outer backward pass that is
       // still running; keep the outer tape and put it back after each inner computation.
-      // deno-lint-ignore no-explicit-any
-      const engine = tf.engine() as any;
-      for (const s of starts) {
+      starts.forEach((s, c) => {
+        const mine = kept.slice(c * perChunk, (c + 1) * perChunk);
+        let next = 0;
+        const replay: ConvFn = (x, w, stride, pad) => replayedConv(x, w, stride, pad, mine[next++]);
         const outer = engine.state.activeTape;
-        const g = tf.grads((x: tf.Tensor, ...w: tf.Tensor[]) => run(x as tf.Tensor4D, w))(
+        const g = tf.grads((x: tf.Tensor, ...w: tf.Tensor[]) =>
+          run(x as tf.Tensor4D, w, mine.length > 0 ? replay : plainConv)
+        )(
           [sliceRows(si, s), ...sw],
           sliceRows(dyT, s),
         );
         engine.state.activeTape = outer;
+        tf.dispose(mine); // this chunk's outputs are read no more (disposing twice is harmless)
         gImgs.push(g[0]);
-        const gw = g.slice(1);
-        if (!gW) gW = gw;
-        else {
-          const prev: tf.Tensor[] = gW;
-          gW = prev.map((a: tf.Tensor, i: number) => tf.add(a, gw[i]));
-          for (const t of [...prev, ...gw]) t.dispose();
-        }
-      }
-      return [tf.concat(gImgs, 0), ...gW!];
+        pending.push(g.slice(1));
+        if (pending.length >= most) sumPending();
+      });
+      if (pending.length > 1) sumPending();
+      return [tf.concat(gImgs, 0), ...pending[0]];
     };
     return { value, gradFunc };
   });
   return f(images, ...names.map((n) => p.get(n)!)) as tf.Tensor2D;
 }
 
-/** Forward FLOPs of the CNN for one image (multiply-add = 2 FLOPs; norms and ReLU not counted). */
-export function cnnFlopsPerImage(cfg: CnnConfig): number {
-  const conv = (pixels: number, inC: number, outC: number, k: number) => 2 * pixels * k * k * inC * outC;
-  let h = cfg.height, w = cfg.width, flops = 0;
+/** Every conv of the CNN for one image: output pixels, input and output channels, kernel size. */
+function convGeometries(cfg: CnnConfig): { pixels: number; inC: number; outC: number; k: number }[] {
+  let h = cfg.height, w = cfg.width;
   if (cfg.kind !== "resnet") {
-    for (const l of vggLayers(cfg)) flops += conv(h * w, l.inC, l.outC, 3);
-    return flops;
+    return vggLayers(cfg).map((l) => ({ pixels: h * w, inC: l.inC, outC: l.outC, k: 3 }));
   }
   h -= 2, w -= 2; // the unpadded stem
-  flops += conv(h * w, cfg.inChannels, cfg.baseWidth, 3);
+  const out = [{ pixels: h * w, inC: cfg.inChannels, outC: cfg.baseWidth, k: 3 }];
   for (const b of resnetPlan(cfg)) {
     // padding 1: floor((h + 2 - 3) / stride) + 1 rows
     h = Math.floor((h - 1) / b.stride) + 1, w = Math.floor((w - 1) / b.stride) + 1;
-    flops += conv(h * w, b.inC, b.outC, 3) + conv(h * w, b.outC, b.outC, 3);
-    if (b.inC !== b.outC || b.stride !== 1) flops += conv(h * w, b.inC, b.outC, 1);
+    out.push({ pixels: h * w, inC: b.inC, outC: b.outC, k: 3 }, {
+      pixels: h * w,
+      inC: b.outC,
+      outC: b.outC,
+      k: 3,
+    });
+    if (b.inC !== b.outC || b.stride !== 1) out.push({ pixels: h * w, inC: b.inC, outC: b.outC, k: 1 });
   }
-  return flops;
+  return out;
+}
+
+/** Forward FLOPs of the CNN for one image (multiply-add = 2 FLOPs; norms and ReLU not counted). */
+export function cnnFlopsPerImage(cfg: CnnConfig): number {
+  return convGeometries(cfg).reduce((n, c) => n + 2 * c.pixels * c.k * c.k * c.inC * c.outC, 0);
 }
 
 /** Number of CNN parameters. */

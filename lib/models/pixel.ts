@@ -42,6 +42,7 @@ import { emptyKVCache, type KVCache, kvCacheTensors, layerNorm, linear } from ".
 import { boundary } from "../precision.ts";
 import { earlyReleaseOn } from "../tensor/patches/backprop.ts";
 import { kernelFor } from "../tensor/kernel_choice.ts";
+import { switchOn } from "../tensor/env_switch.ts";
 import { tiedCrossEntropy } from "../loss.ts";
 import { checkDecodeStep, checkLossInputs, checkTokens } from "./inputs.ts";
 import type {
@@ -57,6 +58,7 @@ import {
   cnnCheckpointed,
   type CnnConfig,
   cnnConfigErrors,
+  cnnConvOutputFloatsPerImage,
   cnnFlopsPerImage,
   type CnnKind,
   type CnnNorm,
@@ -349,6 +351,35 @@ export function cnnChunkFor(c: PixelConfig, N: number): number {
   return Math.ceil(N / Math.ceil(N / most));
 }
 
+let keepConvs = switchOn("LMPIPE_CNN_KEEP_CONVS");
+
+/**
+ * Turns keeping the CNN's conv outputs for the backward pass on or off for this process (off: every chunk's
+ * convs run forward again there, as before); returns the old state. For tests and benchmarks;
+ * LMPIPE_CNN_KEEP_CONVS=0 too.
+ */
+export function setKeepConvOutputs(on: boolean): boolean {
+  const old = keepConvs;
+  keepConvs = on;
+  return old;
+}
+
+/**
+ * Memory the chunked CNN may spend on keeping its conv outputs from the forward to the backward pass: 800
+ * MiB. At the `small` presets (2,048 images of 12x12 at batch 8) that is 340 MB for vgg9 and 755 MB for
+ * vgg-wide; at `study` sizes (vgg9 at batch 1: 944 MB) the outputs outgrow it and the convs run forward
+ * again, so the study presets' measured peaks (README) stand.
+ */
+const KEEP_CONV_BYTES = 800 * 2 ** 20;
+
+/**
+ * Whether a chunked CNN pass over N images keeps every conv's output for the backward pass, which then
+ * skips the convs' second forward (lib/models/cnn.ts cnnCheckpointed): when they fit KEEP_CONV_BYTES.
+ */
+export function cnnKeepsConvOutputs(c: PixelConfig, N: number): boolean {
+  return keepConvs && 4 * N * cnnConvOutputFloatsPerImage(cnnConfigOf(c)) <= KEEP_CONV_BYTES;
+}
+
 class PixelDecodeState implements DecodeState {
   length = 0;
   /** What the mapping keeps between steps (mappingOf(config).step). */
@@ -430,7 +461,8 @@ export class PixelModel implements LanguageModel {
     );
     const chunk = cnnChunkFor(this.config, imgs.shape[0]);
     const bnd = (t: tf.Tensor) => boundary(t, precision);
-    const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd);
+    const keep = cnnKeepsConvOutputs(this.config, imgs.shape[0]);
+    const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd, keep);
     if (this.config.final_norm === false) return pooled as tf.Tensor2D;
     const h = layerNorm(
       pooled,
