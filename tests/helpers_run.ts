@@ -63,7 +63,7 @@ export async function denoChildJson(
 
 /** --set overrides that make the real gpt and pixel-attn families test-sized (a step takes milliseconds). */
 export const TINY_SHAPES: Record<string, string[]> = {
-  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=8"],
+  gpt: ["nLayer=1", "nEmbd=16", "nHead=2", "contextLength=16"],
   "pixel-attn": ["nEmbd=16", "nHead=2", "contextLength=8", "channels=2", "imageSize=4", "cnnWidth=4"],
 };
 
