@@ -71,8 +71,8 @@ Deno.test("wasm attention: the kernel runs, matches float64 and the op chain on 
 });
 
 Deno.test("wasm attention: off by the kernel-choice switch and while a gradient is recorded", async () => {
-  assert.equal(withKernel(true, () => kernelFor("causalAttention", "wasm")), "lmpipe");
-  assert.equal(withKernel(false, () => kernelFor("causalAttention", "wasm")), "ops");
+  assert.equal(withKernel(true, () => kernelFor("causalAttentionFromQkv", "wasm")), "lmpipe");
+  assert.equal(withKernel(false, () => kernelFor("causalAttentionFromQkv", "wasm")), "ops");
   const qkv = tf.tensor3d(randomArray(2 * 20 * 48, 5), [2, 20, 48]);
   const dy = tf.tensor3d(randomArray(2 * 20 * 16, 6), [2, 20, 16]);
   const grad = (on: boolean) =>

@@ -345,7 +345,7 @@ export const TABLE: KernelChoice[] = [
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
   {
-    op: "causalAttention",
+    op: "causalAttentionFromQkv",
     backend: "wasm",
     implementations: [
       {

@@ -115,7 +115,7 @@ export function causalAttention(
   pastOf(q, k, v);
   const fusable = !opts.probsOut && !opts.scoreBias && q.dtype === "float32" && k.dtype === "float32" &&
     v.dtype === "float32" && q.size > 0 && v.size > 0 && q.shape[q.rank - 1] <= FLASH_MAX_HEAD_DIM;
-  if (!fusable || tf.getBackend() !== "webgpu" || kernelFor("causalAttention") !== "lmpipe") {
+  if (!fusable || kernelFor("causalAttention") !== "lmpipe") {
     return causalAttentionByOps(q, k, v, scale, opts);
   }
   // mixed / bf16: the scaled q is rounded to 16 bits as the op chain does; k and v arrive rounded
@@ -168,7 +168,7 @@ export function setFlashLayoutsEnabled(on: boolean): boolean {
  * fp32 or mixed): the models ask before they take those paths.
  */
 export function flashAttentionLaidOutApplies(headDim: number, precision?: Precision): boolean {
-  return layoutsEnabled && tf.getBackend() === "webgpu" && kernelFor("causalAttention") === "lmpipe" &&
+  return layoutsEnabled && kernelFor("causalAttention") === "lmpipe" &&
     headDim <= FLASH_MAX_HEAD_DIM && precision !== "bf16";
 }
 
@@ -177,7 +177,7 @@ export function flashAttentionLaidOutApplies(headDim: number, precision?: Precis
  * the kernel on, fp32, and no gradient being recorded (the kernel is forward only).
  */
 function wasmAttentionApplies(precision?: Precision): boolean {
-  return layoutsEnabled && tf.getBackend() === "wasm" && kernelFor("causalAttention") === "lmpipe" &&
+  return layoutsEnabled && kernelFor("causalAttentionFromQkv") === "lmpipe" &&
     (precision === undefined || precision === "fp32") && !gradientsRecorded();
 }
 
