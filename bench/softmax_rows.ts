@@ -54,7 +54,7 @@ await runBench(async () => {
       if (r > 0) times.get(name)!.push(ms); // round 0 warms up
     }
   }
-  console.log(`${info.device}; relaxed SIMD: ${wasmRelaxedSimd}; [${rows}, ${vocab}], ${rounds} rounds`);
+  console.log(`${info.device}; relaxed SIMD: ${wasmRelaxedSimd()}; [${rows}, ${vocab}], ${rounds} rounds`);
   for (const [name, ts] of times) {
     const ms = median(ts);
     console.log(

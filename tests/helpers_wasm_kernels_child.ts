@@ -155,7 +155,7 @@ for (let i = 0; i < 50 && wasmKernelStats().rowsOnWorkers === 0; i++) {
 console.log(JSON.stringify({
   backend: info.device,
   threads: wasmKernelThreads(),
-  relaxed: wasmRelaxedSimd,
+  relaxed: wasmRelaxedSimd(),
   rowsOnWorkers: wasmKernelStats().rowsOnWorkers,
   eErr,
   sErr,

@@ -37,12 +37,17 @@ export function setWasmKernelsEnabled(on: boolean): boolean {
 
 const decode = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 
+let relaxedSimd: boolean | undefined;
+
 /**
  * Whether the kernels use relaxed SIMD (the build with fused multiply-adds): the runtime accepts it and
- * LMPIPE_WASM_RELAXED is not "0". Decided once per process.
+ * LMPIPE_WASM_RELAXED is not "0". Decided once per process, when the kernels are first built (validating
+ * the module costs ~10 ms, which commands that never run the wasm kernels do not pay).
  */
-export const wasmRelaxedSimd: boolean = switchOn("LMPIPE_WASM_RELAXED") &&
-  WebAssembly.validate(decode(KERNELS_WASM));
+export function wasmRelaxedSimd(): boolean {
+  relaxedSimd ??= switchOn("LMPIPE_WASM_RELAXED") && WebAssembly.validate(decode(KERNELS_WASM));
+  return relaxedSimd;
+}
 
 /**
  * The kernels' module bytes for a shared memory (TF.js's threaded wasm build) or a plain one (its
@@ -50,7 +55,7 @@ export const wasmRelaxedSimd: boolean = switchOn("LMPIPE_WASM_RELAXED") &&
  * import's limits flag (binary format: 0x03 = maximum + shared, 0x01 = maximum), patched here.
  */
 function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  const bytes = decode(wasmRelaxedSimd ? KERNELS_WASM : KERNELS_WASM_NO_RELAXED);
+  const bytes = decode(wasmRelaxedSimd() ? KERNELS_WASM : KERNELS_WASM_NO_RELAXED);
   if (shared) return bytes;
   const name = [6, ...new TextEncoder().encode("memory"), 2]; // "memory", then import kind 2 (memory)
   for (let i = 0; i + name.length < bytes.length; i++) {
