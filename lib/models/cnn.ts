@@ -11,6 +11,7 @@ import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
 import { imageNormRelu } from "../tensor/ops/image_norm/mod.ts";
 import { globalAvgPool } from "../tensor/ops/global_pool/mod.ts";
+import { gradientsRecorded } from "../tensor/tape_state.ts";
 
 export type CnnKind = "vgg9" | "vgg-wide" | "resnet";
 export const CNN_KINDS: readonly CnnKind[] = ["vgg9", "vgg-wide", "resnet"];
@@ -343,7 +344,7 @@ export function cnnCheckpointed(
   // deno-lint-ignore no-explicit-any
   const engine = tf.engine() as any;
   // without a tape there is no backward pass to replay the outputs in (evaluation)
-  const keep = keepConvOutputs && engine.isTapeOn();
+  const keep = keepConvOutputs && gradientsRecorded();
 
   const f = tf.customGrad((...args: unknown[]) => {
     const ins = args.slice(0, -1) as tf.Tensor[];

@@ -2,9 +2,8 @@
 // attention kernel) run only outside tf.grad / tf.variableGrads, and the loss skips work a gradient would need.
 import * as tf from "@tensorflow/tfjs-core";
 
-/** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads). */
+/** Whether ops run now are recorded for a gradient (inside tf.grad / tf.variableGrads): the engine's own test. */
 export function gradientsRecorded(): boolean {
   // deno-lint-ignore no-explicit-any
-  const state = (tf.engine() as any).state;
-  return state.gradientDepth > 0 && state.kernelDepth === 0;
+  return (tf.engine() as any).isTapeOn();
 }
