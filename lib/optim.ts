@@ -2,8 +2,8 @@
 // update PyTorch's torch.optim.AdamW makes, which nanoGPT uses), the learning-rate schedules, and the
 // global gradient norm used for clipping and for the loss scaler's overflow check.
 import { tf } from "./tensor/backend.ts";
-import { adamWFusedGroup, adamWGroupSize, sumOfSquaresFused } from "./tensor/webgpu/kernels.ts";
-import { ADAMW_KERNEL, type AdamWConstants } from "./tensor/kernel_names.ts";
+import { adamWFusedGroup, adamWGroupSize } from "./tensor/webgpu/kernels.ts";
+import { ADAMW_KERNEL, type AdamWConstants, SUM_SQUARES_KERNEL } from "./tensor/kernel_names.ts";
 import { kernelFor } from "./tensor/kernel_choice.ts";
 import { stepInputWrite } from "./tensor/webgpu/replay.ts";
 import { switchOn } from "./tensor/env_switch.ts";
@@ -250,13 +250,18 @@ export function learningRate(it: number, o: ScheduleOptions): number {
 /**
  * Sum of squares of all `tensors` as one scalar: a sum per tensor, then pairwise additions (webgpu's
  * addN with 8 or more inputs sums only the first 7). Any inf/NaN element makes the result non-finite,
- * so this one reduction is also the overflow check. `fused: false` forces the op chain on webgpu (tests).
+ * so this one reduction is also the overflow check. `fused: false` forces the op chain (tests).
  */
 export function sumOfSquares(tensors: tf.Tensor[], scale = 1, fused = true): tf.Scalar {
-  // On webgpu: a two-level reduction in ~N/15 + 1 dispatches instead of ~3N (lib/tensor/webgpu/kernels.ts),
-  // equal to this op chain within float32 rounding.
+  // One kernel instead of ~3N: on webgpu a two-level reduction in ~N/15 + 1 dispatches
+  // (lib/tensor/webgpu/kernels.ts), on wasm float64 sums per block on the kernels' threads
+  // (lib/tensor/wasm/kernels.ts); both equal this op chain within float32 rounding.
   if (fused && tensors.length > 0 && kernelFor("sumSquares") === "lmpipe") {
-    return sumOfSquaresFused(tensors, scale);
+    return tf.engine().runKernel(
+      SUM_SQUARES_KERNEL,
+      tensors as unknown as tf.NamedTensorMap,
+      { scale } as unknown as tf.NamedAttrMap,
+    ) as tf.Scalar;
   }
   return tf.tidy(() => {
     if (tensors.length === 0) return tf.scalar(0);

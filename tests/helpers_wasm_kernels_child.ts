@@ -1,5 +1,5 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
-// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW,
+// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW, the sum of squares,
 // LayerNorm, GELU, the image norm) on inputs with every length remainder, special values and sizes big
 // enough for the worker threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
 // float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
@@ -7,7 +7,7 @@
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows, softmaxStatsAtTargets } from "../lib/tensor/ops/softmax_rows/mod.ts";
 import { wasmKernelStats, wasmKernelThreads, wasmRelaxedSimd } from "../lib/tensor/wasm/kernels.ts";
-import { AdamW } from "../lib/optim.ts";
+import { AdamW, sumOfSquares } from "../lib/optim.ts";
 import { layerNorm } from "../lib/tensor/ops/layer_norm/mod.ts";
 import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
 import { maxRelErr, randomArray } from "../lib/tensor/testing.ts";
@@ -106,6 +106,27 @@ const sameBits = (a: Float32Array, b: Float32Array) =>
 const adamWIdentical = adamWKernel.every((a, i) => sameBits(a, adamWChain[i]));
 adamWKernel.forEach(mix);
 
+let sumSquaresSpecial: string[] = [];
+// The gradient norm's sum of squares (LmpipeSumSquares) over tensors of every remainder, an empty one, and
+// two big enough for the workers, with a scale: its error against float64 (of the float32 products the op
+// chain squares), its distance from the op chain, and inf / NaN / float32 overflow.
+let sumSquaresErr = 0, sumSquaresChainErr = 0;
+{
+  const sizes = [1, 3, 0, 4, 9, 8192 + 5, 100_000, 300_001];
+  const arrays = sizes.map((n, i) => randomArray(n, 60 + i).map((v) => v * (1 + i)));
+  const ts = arrays.map((a) => tf.tensor1d(a));
+  for (const scale of [1, 1 / 3]) {
+    let want = 0;
+    for (const a of arrays) for (const v of a) want += Math.fround(v * Math.fround(scale)) ** 2;
+    const got = sumOfSquares(ts, scale).dataSync()[0], chain = sumOfSquares(ts, scale, false).dataSync()[0];
+    sumSquaresErr = Math.max(sumSquaresErr, Math.abs(got - want) / want);
+    sumSquaresChainErr = Math.max(sumSquaresChainErr, Math.abs(got - chain) / want);
+    mix(new Float32Array([got]));
+  }
+  const one = (values: number[]) => String(sumOfSquares([...ts, tf.tensor1d(values)]).dataSync()[0]);
+  sumSquaresSpecial = [one([1, Infinity]), one([NaN, 2]), one([-Infinity, NaN]), one([3e19, 3e19])];
+}
+
 // LayerNorm forward and gradients over rows enough for the workers.
 {
   const [rows, C] = [2048, 128];
@@ -164,6 +185,9 @@ console.log(JSON.stringify({
   tanhErr,
   tanhSpecial,
   adamWIdentical,
+  sumSquaresErr,
+  sumSquaresChainErr,
+  sumSquaresSpecial,
   imageNormErr,
   hash,
   specialS: Array.from(special.s.dataSync()).map(String),

@@ -344,6 +344,7 @@ export const TABLE: KernelChoice[] = [
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
+  wasmRow("sumSquares", "lib/tensor/wasm/kernels.ts", "lib/optim.ts"),
   {
     op: "causalAttentionFromQkv",
     backend: "wasm",

@@ -6,6 +6,13 @@
 export const ADAMW_KERNEL = "LmpipeAdamW";
 
 /**
+ * The sum of squares of any number of float32 tensors, each multiplied by the attribute `scale` first, as
+ * one float32 scalar (lib/optim.ts sumOfSquares): the global gradient norm and the loss scaler's overflow
+ * check (inf and NaN propagate).
+ */
+export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
+
+/**
  * Per-update constants of AdamW, computed on the host in float64 exactly as lib/optim.ts computes
  * them; each becomes a float32 in the shader, as TF.js turns a JS number operand into a float32
  * scalar tensor, so the fused update sees the same float32 constants as the op chain.

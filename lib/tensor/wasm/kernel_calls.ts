@@ -23,6 +23,8 @@ export const KIND = {
   q16Head: 16,
   /** Causal attention forward (lib/tensor/ops/attention/wasm.ts); numbers from 40 on avoid other branches'. */
   attnFwd: 40,
+  /** Float64 sums of squares per block (lmpipe's sumOfSquares, wasm/kernels.ts). */
+  sumSquares: 41,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -151,6 +153,7 @@ export interface KernelExports {
     n: number,
     q: number,
   ): void;
+  sum_squares(x: number, part: number, b0: number, b1: number, n: number, scale: number): void;
   /** q, k, v, y, scratch, heads h0..h1, T, H, D, q/k/v strides (batch, head, row), y's, scale (kernels.wat). */
   attn_fwd(...args: number[]): void;
   gemv_bound_q16(
@@ -258,6 +261,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       );
     case KIND.attnFwd: // q, k, v, y, scratch, then T, H, D, q/k/v and y strides (batch, head, row); scale
       return k.attn_fwd(...sliceOf(a, 1, 6), r0, r1, ...sliceOf(a, 6, 15), bitsFloat(a[15]));
+    case KIND.sumSquares: // x, part (float64 per block), n, scale
+      return k.sum_squares(a[1], a[2], r0, r1, a[3], bitsFloat(a[4]));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

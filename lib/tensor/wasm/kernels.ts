@@ -2,9 +2,9 @@
 // shared between the main thread and, with the threaded wasm build, one worker thread per extra wasm
 // thread (TF.js's own elementwise and reduction kernels use one thread whatever the count). Ops run jobs
 // through runRows / runElementwise: their kernels live in lib/tensor/ops/<op>/wasm.ts (softmax rows,
-// LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW (the name of
-// webgpu's fused AdamW, so lib/optim.ts calls both the same way) and Tanh on wasm, which replaces TF.js's
-// scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
+// LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW and
+// LmpipeSumSquares (the names of webgpu's fused AdamW and gradient-norm reduction, so lib/optim.ts calls
+// both backends the same way) and Tanh on wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
 // gradients' JavaScript loops run instead). The module comes in two builds (scripts/build_wasm.ts): with
 // relaxed SIMD's fused multiply-adds (the softmax's exp), taken where the runtime validates it, and without;
 // LMPIPE_WASM_RELAXED=0 takes the one without.
@@ -14,7 +14,7 @@ import { registerKernels } from "../host_kernel.ts";
 import { KERNELS_WASM, KERNELS_WASM_NO_RELAXED } from "./kernels_bytes.ts";
 import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
 import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
-import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+import { ADAMW_KERNEL, type AdamWConstants, SUM_SQUARES_KERNEL } from "../kernel_names.ts";
 import { switchOn } from "../env_switch.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
@@ -255,6 +255,43 @@ function adamWKernel(
 }
 
 /**
+ * The sum of squares of float32 tensors, each times `scale` (kernel_names.ts SUM_SQUARES_KERNEL): one job
+ * per tensor writes a float64 partial sum per block of BLOCK values into a scratch buffer (kernels.wat
+ * sum_squares), and the partials are added here in block order, in float64. The result depends neither
+ * on the thread count nor on how the blocks were shared out, and is at least as accurate as the op
+ * chain's float32 sums; the float32 scalar it returns is inf wherever that chain's would overflow.
+ */
+function sumSquaresKernel(
+  { inputs, backend, attrs }: { inputs: unknown; backend: AnyBackend; attrs: unknown },
+): TensorInfo {
+  const ts = Object.values(inputs as Record<string, TensorInfo>);
+  const scale = (attrs as { scale: number }).scale;
+  const blocks = ts.map((t, i) => {
+    requireFloat32(SUM_SQUARES_KERNEL, `tensor ${i}`, t);
+    return Math.ceil(tf.util.sizeFromShape(t.shape) / BLOCK);
+  });
+  const all = blocks.reduce((a, b) => a + b, 0);
+  const out = backend.makeOutput([], "float32") as TensorInfo;
+  // float64 partials: two float32 slots each
+  const part = backend.makeOutput([2 * Math.max(1, all)], "float32") as TensorInfo;
+  const partAt = offsetOf(backend, part);
+  let first = 0; // the tensor's first block among all
+  ts.forEach((t, i) => {
+    const n = tf.util.sizeFromShape(t.shape);
+    if (n === 0) return;
+    const args = [KIND.sumSquares, offsetOf(backend, t), partAt + 8 * first, n, floatBits(scale)];
+    runnerFor(backend).run(args, blocks[i], 1, n);
+    first += blocks[i];
+  });
+  const heap = new DataView(backend.wasm.HEAPU8.buffer as ArrayBuffer);
+  let total = 0;
+  for (let b = 0; b < all; b++) total += heap.getFloat64(partAt + 8 * b, true);
+  heap.setFloat32(offsetOf(backend, out), total, true);
+  backend.disposeData(part.dataId);
+  return out;
+}
+
+/**
  * Runs a job of `rows` rows of `valuesPerRow` values each (job arguments `args`: kernel_calls.ts) on all
  * the kernels' threads, a piece of about PIECE_VALUES values, and at least `minRowsPerPiece` rows, at a
  * time (a kernel that carries work from one row to the next in its range wants a few rows a piece).
@@ -292,7 +329,7 @@ function tanhKernel(orig: KernelFn): KernelFn {
   };
 }
 
-registerKernels("wasm", [[ADAMW_KERNEL, adamWKernel]]);
+registerKernels("wasm", [[ADAMW_KERNEL, adamWKernel], [SUM_SQUARES_KERNEL, sumSquaresKernel]]);
 {
   const tfjsTanh = tf.getKernel(tf.Tanh, "wasm");
   if (tfjsTanh && !(tfjsTanh.kernelFunc as { lmpipe?: boolean }).lmpipe) {

@@ -1694,4 +1694,52 @@
             (br $blocks)))
         (local.set $hh (i32.add (local.get $hh) (i32.const 1)))
         (br $heads))))
+
+  ;; Sums of squares for the global gradient norm (lib/optim.ts sumOfSquares): for blocks b0 <= b < b1 of
+  ;; 8192 elements (kernel_calls.ts BLOCK) of x (n float32 values), part[b] = sum of ((x scale)^2) over the
+  ;; block, as a float64 at byte offset part + 8 b. x scale is rounded to float32 as the op chain's multiply
+  ;; is; its square and the sums are float64 (a float32 square is exact in float64), four lanes at a time in
+  ;; two accumulators, their lanes added in a fixed order: the partial of a block does not depend on which
+  ;; thread computed it. inf and NaN propagate (the loss scaler's overflow check).
+  (func (export "sum_squares") (param $x i32) (param $part i32) (param $b0 i32) (param $b1 i32) (param $n i32)
+    (param $scale f32)
+    (local $b i32) (local $o i32) (local $end i32) (local $vend i32)
+    (local $v v128) (local $lo v128) (local $hi v128) (local $acc0 v128) (local $acc1 v128) (local $vs v128)
+    (local $f f64) (local $sum f64)
+    (local.set $vs (f32x4.splat (local.get $scale)))
+    (local.set $b (local.get $b0))
+    (block $blocks_done
+      (loop $blocks
+        (br_if $blocks_done (i32.ge_s (local.get $b) (local.get $b1)))
+        (local.set $o (i32.shl (local.get $b) (i32.const 15))) ;; 8192 values of 4 bytes
+        (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+        (if (i32.lt_u (i32.add (local.get $o) (i32.const 32768)) (local.get $end))
+          (then (local.set $end (i32.add (local.get $o) (i32.const 32768)))))
+        (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+        (local.set $acc0 (v128.const f64x2 0 0))
+        (local.set $acc1 (v128.const f64x2 0 0))
+        (block $vectors_done
+          (loop $vectors
+            (br_if $vectors_done (i32.ge_s (local.get $o) (local.get $vend)))
+            (local.set $v (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $o))) (local.get $vs)))
+            (local.set $lo (f64x2.promote_low_f32x4 (local.get $v)))
+            (local.set $hi (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))))
+            (local.set $acc0 (f64x2.add (local.get $acc0) (f64x2.mul (local.get $lo) (local.get $lo))))
+            (local.set $acc1 (f64x2.add (local.get $acc1) (f64x2.mul (local.get $hi) (local.get $hi))))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (br $vectors)))
+        (local.set $acc0 (f64x2.add (local.get $acc0) (local.get $acc1)))
+        (local.set $sum (f64.add (f64x2.extract_lane 0 (local.get $acc0)) (f64x2.extract_lane 1 (local.get $acc0))))
+        (block $scalars_done
+          (loop $scalars
+            (br_if $scalars_done (i32.ge_s (local.get $o) (local.get $end)))
+            (local.set $f (f64.promote_f32
+              (f32.mul (f32.load (i32.add (local.get $x) (local.get $o))) (local.get $scale))))
+            (local.set $sum (f64.add (local.get $sum) (f64.mul (local.get $f) (local.get $f))))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (br $scalars)))
+        (f64.store (i32.add (local.get $part) (i32.shl (local.get $b) (i32.const 3))) (local.get $sum))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $blocks))))
 )

@@ -19,7 +19,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { registerKernels } from "../host_kernel.ts";
 import { webgpuMaxTensorBytes } from "./limits.ts";
-import { ADAMW_KERNEL, type AdamWConstants } from "../kernel_names.ts";
+import { ADAMW_KERNEL, type AdamWConstants, SUM_SQUARES_KERNEL } from "../kernel_names.ts";
 import { WGSL_ROUND_TO_BF16, WGSL_ROUND_TO_HALF } from "./wgsl.ts";
 import { switchOn } from "../env_switch.ts";
 
@@ -290,7 +290,6 @@ export function adamWFusedGroup(
 // Every sum is float32 in a fixed order (deterministic), but not TF.js's order: the result matches the op
 // chain within float32 rounding (relative ~1e-6), not bit for bit (tests/webgpu_kernels_test.ts compares
 // it with a float64 sum).
-export const SUM_SQUARES_KERNEL = "LmpipeSumSquares";
 /** Threads per level-1 workgroup and elements per thread: SUM_CHUNK elements per workgroup. */
 const SUM_THREADS = 256, SUM_PER_THREAD = 16;
 /** Elements of one tensor summed by one level-1 workgroup. */
@@ -490,20 +489,6 @@ function sumSquaresKernel(
   }]);
   backend.disposeData(sums.dataId);
   return out;
-}
-
-/**
- * Sum of squares of all `tensors` (each multiplied by `scale` first) as one scalar, in a two-level
- * reduction of ceil(N / tensors per dispatch) + 1 webgpu dispatches; equals lib/optim.ts sumOfSquares's op
- * chain within float32 rounding.
- */
-export function sumOfSquaresFused(tensors: tf.Tensor[], scale: number): tf.Scalar {
-  if (tensors.length === 0) throw new Error(`${SUM_SQUARES_KERNEL}: no tensors`);
-  return tf.engine().runKernel(
-    SUM_SQUARES_KERNEL,
-    tensors as unknown as tf.NamedTensorMap,
-    { scale } as unknown as tf.NamedAttrMap,
-  ) as tf.Scalar;
 }
 
 // --- binary16 rounding -----------------------------------------------------------------------------
