@@ -34,8 +34,8 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --n-layer N, --n-head N, --n-embd N, --context N   config overrides
   --batch-size N     sequences per step (default 8)
   --steps N          profiled steps (default 3)
-  --warmup-steps N   untimed steps first (default 2: the wasm heap grows in the second step, whose
-                     first writes to new pages make it 2-3x slower on the image models)
+  --warmup-steps N   untimed steps first (default 10: the image models' steps settle over their first ~10,
+                     the wasm heap growing into new pages and V8 optimizing; the second step is 2-3x slower)
   --mode M           train | eval: training steps, or evaluation steps (the loss of one batch without
                      gradients, lib/train_loop.ts evaluateBatches, as bench/train.ts --mode eval) (default train)
   --top N            kernels listed (default 20)
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
   if (str(p, "cnn-chunk") !== undefined) overrides.cnnChunk = whole("cnn-chunk", 0, 0);
   const B = whole("batch-size", 8),
     steps = whole("steps", 3),
-    warm = whole("warmup-steps", 2, 0),
+    warm = whole("warmup-steps", 10, 0),
     top = whole("top", 20);
   const threads = str(p, "threads") === undefined ? undefined : whole("threads", 1);
   const info = await initBackend(backendName, { quiet: true, threads });

@@ -36,7 +36,9 @@ const HELP = `deno run -A bench/train.ts [flags]
                        override these gpt config fields in every preset (the preset column gets a '*')
   --batch-size N       sequences per step (default 8)
   --steps N            timed steps (default 3)
-  --warmup-steps N     untimed steps first (default 2: lmpipe's wasm heap settles in the second step)
+  --warmup-steps N     untimed steps first, the same count on both sides (default 10: lmpipe's image models
+                       settle over their first ~10 steps as the wasm heap grows and V8 optimizes, and
+                       PyTorch's steps speed up over their first few; shorter warm-ups measured the settling)
   --precision P        lmpipe precision: fp32 | mixed (default fp32)
   --mode M             train | eval: a whole training step, or an evaluation step (forward and loss of one
                        batch, no gradients; lmpipe's evaluateBatches, PyTorch under no_grad) (default train)
@@ -157,7 +159,7 @@ function parseOptions(argv: string[]): Options | null {
     overrides,
     batch: whole("batch-size", 8),
     steps: whole("steps", 3),
-    warm: whole("warmup-steps", 2, 0),
+    warm: whole("warmup-steps", 10, 0),
     repeat: whole("repeat", 1),
     sampleTokens: whole("sample-tokens", 32, 2),
     precision,
