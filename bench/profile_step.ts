@@ -35,7 +35,7 @@ const HELP = `deno run -A bench/profile_step.ts [flags]
   --batch-size N     sequences per step (default 8)
   --steps N          profiled steps (default 3)
   --warmup-steps N   untimed steps first (default 10: the image models' steps settle over their first ~10,
-                     the wasm heap growing into new pages and V8 optimizing; the second step is 2-3x slower)
+                     the wasm heap still growing into new pages in some of them; the second is 2-3x slower)
   --mode M           train | eval: training steps, or evaluation steps (the loss of one batch without
                      gradients, lib/train_loop.ts evaluateBatches, as bench/train.ts --mode eval) (default train)
   --top N            kernels listed (default 20)

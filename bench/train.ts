@@ -36,9 +36,9 @@ const HELP = `deno run -A bench/train.ts [flags]
                        override these gpt config fields in every preset (the preset column gets a '*')
   --batch-size N       sequences per step (default 8)
   --steps N            timed steps (default 3)
-  --warmup-steps N     untimed steps first, the same count on both sides (default 10: lmpipe's image models
-                       settle over their first ~10 steps as the wasm heap grows and V8 optimizes, and
-                       PyTorch's steps speed up over their first few; shorter warm-ups measured the settling)
+  --warmup-steps N     untimed steps first, the same count on both sides (default 10: lmpipe's image-model
+                       steps settle over their first ~10, the wasm heap still growing in some of them, and
+                       PyTorch's over its first few; 2-3 warm-up steps measured the settling, not the steps)
   --precision P        lmpipe precision: fp32 | mixed (default fp32)
   --mode M             train | eval: a whole training step, or an evaluation step (forward and loss of one
                        batch, no gradients; lmpipe's evaluateBatches, PyTorch under no_grad) (default train)
