@@ -14,7 +14,7 @@ import {
   cnnParamSpecs,
 } from "../lib/models/cnn.ts";
 import { imageNormRelu, imageNormReluByOps } from "../lib/tensor/ops/image_norm/mod.ts";
-import { LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
+import { IMAGE_NORM_KERNEL, LAYER_NORM_KERNEL } from "../lib/tensor/kernel_names.ts";
 import { setWasmImageNormEnabled } from "../lib/tensor/ops/image_norm/wasm.ts";
 import { boundary } from "../lib/precision.ts";
 import { refHalf } from "./helpers_round.ts";
@@ -312,7 +312,7 @@ Deno.test("cnn: gradients match finite differences (vgg and resnet, image norm)"
   }
 });
 
-async function gradsOf(cfg: CnnConfig, N: number, chunk: number, keep = false) {
+async function gradsOf(cfg: CnnConfig, N: number, chunk: number, keep = false, keepNorms = false) {
   const p = makeParams(cfg, 11);
   const shape = [N, cfg.height, cfg.width, cfg.inChannels] as [number, number, number, number];
   const imgs = tf.tidy(() =>
@@ -320,7 +320,9 @@ async function gradsOf(cfg: CnnConfig, N: number, chunk: number, keep = false) {
   );
   const R = tf.tensor2d(randomArray(N * cnnOutWidth(cfg), 99), [N, cnnOutWidth(cfg)]);
   const f = (x: tf.Tensor, q: Map<string, tf.Tensor>) =>
-    tf.sum(tf.mul(cnnCheckpointed(cfg, q, x as tf.Tensor4D, chunk, undefined, keep), R)) as tf.Scalar;
+    tf.sum(
+      tf.mul(cnnCheckpointed(cfg, q, x as tf.Tensor4D, chunk, undefined, keep, keepNorms), R),
+    ) as tf.Scalar;
   const vars = [imgs, ...p.values()];
   const { value, grads } = tf.variableGrads(() => f(imgs, p), vars);
   const out = [await value.data(), ...(await Promise.all(vars.map((v) => grads[v.name].data())))];
@@ -339,31 +341,41 @@ Deno.test("cnn: checkpointed chunks give the plain pass's outputs and gradients,
   }
 });
 
-Deno.test("cnn: kept conv outputs replace the backward pass's second forward: same outputs and gradients, convs run once, no leaks", async () => {
+Deno.test("cnn: kept conv and norm outputs replace the backward pass's second forward: same outputs and gradients, convs and norms run once, no leaks", async () => {
   for (const be of ["cpu", "wasm"] as const) {
     await initBackend(be, { quiet: true });
     for (const cfg of [tinyVgg, tinyRes]) {
-      const convs = cnnParamSpecs(cfg).filter((s) => s.shape.length === 4).length;
-      const counted = async (keep: boolean) => {
+      const convs = cnnParamSpecs(cfg).filter((s) => s.shape.length === 4).length; // each has its norm
+      const counted = async (keep: boolean, keepNorms = false) => {
         const before = tf.memory().numTensors;
         let out: Float32Array[] = [];
         const prof = await tf.profile(async () => {
-          out = await gradsOf(cfg, 7, 3, keep); // chunks of 3, 3, 1 images
+          out = await gradsOf(cfg, 7, 3, keep, keepNorms); // chunks of 3, 3, 1 images
         });
-        assert.equal(tf.memory().numTensors, before, `${be} ${cfg.kind} keep ${keep}: tensors leaked`);
-        return { out, forwards: prof.kernels.filter((k) => k.name === "Conv2D").length };
+        const what = `${be} ${cfg.kind} keep ${keep} ${keepNorms}`;
+        assert.equal(tf.memory().numTensors, before, `${what}: tensors leaked`);
+        const calls = (name: string) => prof.kernels.filter((k) => k.name === name).length;
+        return { out, forwards: calls("Conv2D"), norms: calls(IMAGE_NORM_KERNEL) };
       };
-      const recomputed = await counted(false), kept = await counted(true);
+      const recomputed = await counted(false), kept = await counted(true), both = await counted(true, true);
       assert.equal(recomputed.forwards, 2 * 3 * convs, `${be} ${cfg.kind}: convs run forward twice a chunk`);
       assert.equal(kept.forwards, 3 * convs, `${be} ${cfg.kind}: with kept outputs, once a chunk`);
+      assert.equal(both.forwards, 3 * convs, `${be} ${cfg.kind}: with kept norms too, once a chunk`);
+      // wasm runs lmpipe's fused norm, whose outputs can be kept; cpu the op chain, which keeps nothing
+      const fused = be === "wasm" ? 1 : 0;
+      assert.equal(kept.norms, fused * 2 * 3 * convs, `${be} ${cfg.kind}: norms run forward twice a chunk`);
+      assert.equal(both.norms, fused * 3 * convs, `${be} ${cfg.kind}: with kept norm outputs, once a chunk`);
       // the same kernels on the same operands: the same numbers, bit for bit
       kept.out.forEach((a, i) => assert.deepEqual(a, recomputed.out[i], `${be} ${cfg.kind} tensor ${i}`));
+      both.out.forEach((a, i) =>
+        assert.deepEqual(a, recomputed.out[i], `${be} ${cfg.kind} tensor ${i} (norms)`)
+      );
     }
     // without a gradient being recorded nothing is kept (evaluation)
     const p = makeParams(tinyVgg, 3);
     const before = tf.memory().numTensors;
     const x = tf.tensor4d(randomArray(7 * 5 * 4 * 3, 5), [7, 5, 4, 3]);
-    cnnCheckpointed(tinyVgg, p, x, 3, undefined, true).dispose();
+    cnnCheckpointed(tinyVgg, p, x, 3, undefined, true, true).dispose();
     x.dispose();
     assert.equal(tf.memory().numTensors, before, `${be}: a pass without gradients kept tensors`);
     p.forEach((v) => v.dispose());

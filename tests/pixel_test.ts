@@ -15,6 +15,7 @@ import { tinyConfig } from "./helpers_pixel.ts";
 import {
   cnnChunkFor,
   cnnKeepsConvOutputs,
+  cnnKeepsNormOutputs,
   PIXEL_PRESETS,
   type PixelConfig,
   PixelModel,
@@ -517,6 +518,9 @@ Deno.test("pixel models: kept conv outputs give the recomputing backward pass's 
   assert.ok(cnnKeepsConvOutputs(wide, 2048)); // 755 MB
   assert.ok(cnnKeepsConvOutputs(wide, 2275) && !cnnKeepsConvOutputs(wide, 2276)); // 800 MiB
   assert.ok(cnnKeepsConvOutputs(small, 5056) && !cnnKeepsConvOutputs(small, 5057));
+  // the norms' outputs too: as many floats again (vgg9 small at batch 8, 2,048 images, keeps both)
+  assert.ok(cnnKeepsNormOutputs(small, 2528) && !cnnKeepsNormOutputs(small, 2529));
+  assert.ok(!cnnKeepsNormOutputs(wide, 2048));
   // study, vgg9 at 20x20: 1,024 images (batch 1) would keep 944 MB
   assert.ok(!cnnKeepsConvOutputs(resolveConfig("pixel-attn", "study") as PixelConfig, 1024));
   await initBackend("wasm", { quiet: true });
@@ -696,7 +700,16 @@ Deno.test("pixel models: automatic CNN chunks are even and within the activation
     m.dispose();
     return peak;
   };
-  const perImage = () => (peakAt(64) - peakAt(16)) / 48 / (4 * convFloats);
+  // measured with the outputs recomputed, not kept: kept conv and norm outputs are there whatever the chunk,
+  // and leave less than one conv output per image to grow with it (0.5 measured)
+  const perImage = () => {
+    const old = setKeepConvOutputs(false);
+    try {
+      return (peakAt(64) - peakAt(16)) / 48 / (4 * convFloats);
+    } finally {
+      setKeepConvOutputs(old);
+    }
+  };
   for (const [release, most] of [[true, 3], [false, 10]] as const) {
     const old = setEarlyRelease(release);
     try {

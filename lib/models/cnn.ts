@@ -6,10 +6,16 @@
 // images with gradient checkpointing (cnnCheckpointed): the backward pass recomputes one chunk at a
 // time, so peak memory grows with the chunk, not with B·T. Where the caller can afford to keep every
 // conv's output (one tensor per conv, the largest share of the work), the backward pass replays those
-// instead of running the convs forward again, and recomputes only the norms, ReLUs and pooling.
+// instead of running the convs forward again, and recomputes only the norms, ReLUs and pooling; where it
+// can afford the norms' outputs too, it replays those as well.
 import { tf } from "../tensor/backend.ts";
 import { type ParamSpec, specsSize } from "./params.ts";
-import { imageNormRelu } from "../tensor/ops/image_norm/mod.ts";
+import {
+  imageNormRelu,
+  imageNormReluKeeping,
+  imageNormReluReplayed,
+  type KeptImageNorm,
+} from "../tensor/ops/image_norm/mod.ts";
 import { globalAvgPool } from "../tensor/ops/global_pool/mod.ts";
 import { gradientsRecorded } from "../tensor/tape_state.ts";
 
@@ -212,12 +218,16 @@ type Pad = "same" | "valid" | number;
 type ConvFn = (x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: Pad) => tf.Tensor4D;
 const plainConv: ConvFn = (x, w, stride, pad) => tf.conv2d(x, w, stride, pad);
 
+/** How the CNN computes an image norm (+ ReLU): imageNormRelu, or cnnCheckpointed's stand-ins. */
+type NormFn = (x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean) => tf.Tensor4D;
+
 /** What every conv of one pass shares: the parameters, the norm, the precision boundary, the conv. */
 interface Pass {
   p: Params;
   norm: CnnNorm;
   boundary: Boundary;
   conv: ConvFn;
+  normFn: NormFn;
 }
 
 /**
@@ -241,7 +251,7 @@ function convNorm(
   if (bias || norm !== "image") y = tf.add(y, get(p, `${prefix}.${convName}.bias`));
   y = pass.boundary(y) as tf.Tensor4D;
   if (norm === "image") {
-    return imageNormRelu(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
+    return pass.normFn(y, get(p, `${prefix}.${normName}.g`), get(p, `${prefix}.${normName}.b`), relu);
   }
   return relu ? tf.relu(y) : y;
 }
@@ -260,8 +270,9 @@ export function cnnForward(
   images: tf.Tensor4D,
   boundary: Boundary = identity,
   conv: ConvFn = plainConv,
+  normFn: NormFn = imageNormRelu,
 ): tf.Tensor2D {
-  const pass: Pass = { p, norm: cfg.norm, boundary, conv };
+  const pass: Pass = { p, norm: cfg.norm, boundary, conv, normFn };
   let x = images;
   if (cfg.kind !== "resnet") {
     for (const l of vggLayers(cfg)) {
@@ -321,7 +332,10 @@ const GRAD_SUM_BYTES = 64 * 2 ** 20;
  * included: pass the model's variables). Costs one extra CNN forward per training step, or, with
  * `keepConvOutputs`, only the norms, ReLUs and pooling of one: the forward pass then keeps every conv's
  * output (cnnConvOutputFloatsPerImage floats per image, until the chunk's gradient is taken) and the
- * backward pass replays them in place of the convs. Kept only while gradients are being recorded.
+ * backward pass replays them in place of the convs. With `keepNormOutputs` too, and where lmpipe's fused
+ * norm kernels run, it keeps every norm's output and per-image stats as well (as many floats again, and
+ * 2 per image and norm) and replays the norms too: the pooling, the boundaries and the residual adds are
+ * all that run forward twice. Kept only while gradients are being recorded.
  */
 export function cnnCheckpointed(
   cfg: CnnConfig,
@@ -330,13 +344,14 @@ export function cnnCheckpointed(
   chunk: number,
   boundary: Boundary = identity,
   keepConvOutputs = false,
+  keepNormOutputs = false,
 ): tf.Tensor2D {
   const N = images.shape[0];
   if (chunk <= 0 || chunk >= N) return cnnForward(cfg, p, images, boundary);
   const names = [...p.keys()];
-  const run = (imgs: tf.Tensor4D, ws: tf.Tensor[], conv: ConvFn = plainConv) => {
+  const run = (imgs: tf.Tensor4D, ws: tf.Tensor[], conv: ConvFn = plainConv, normFn?: NormFn) => {
     const m = new Map(names.map((n, i) => [n, ws[i]] as [string, tf.Tensor]));
-    return cnnForward(cfg, m, imgs, boundary, conv);
+    return cnnForward(cfg, m, imgs, boundary, conv, normFn);
   };
   const starts: number[] = [];
   for (let s = 0; s < N; s += chunk) starts.push(s);
@@ -345,30 +360,46 @@ export function cnnCheckpointed(
   const engine = tf.engine() as any;
   // without a tape there is no backward pass to replay the outputs in (evaluation)
   const keep = keepConvOutputs && gradientsRecorded();
+  const keepNorms = keep && keepNormOutputs && cfg.norm === "image";
 
   const f = tf.customGrad((...args: unknown[]) => {
     const ins = args.slice(0, -1) as tf.Tensor[];
     const save = args[args.length - 1] as (ts: tf.Tensor[]) => void;
     const [imgs, ...ws] = ins;
-    // every conv output of every chunk, in the order the convs ran (kept past the chunk's tidy)
+    // every conv output of every chunk, in the order the convs ran (kept past the chunk's tidy), and
+    // with keepNorms every norm's output and stats, in the order the norms ran
     const outs: tf.Tensor4D[] = [];
+    const norms: KeptImageNorm[] = [];
     const record: ConvFn = (x, w, stride, pad) => {
       const y = tf.keep(plainConv(x, w, stride, pad));
       outs.push(y);
       return y;
     };
-    // one tidy per chunk: only the chunk's pooled features (and the kept conv outputs) outlive it
+    const recordNorm: NormFn = (x, g, b, relu) => imageNormReluKeeping(x, g, b, relu, (k) => norms.push(k));
+    // one tidy per chunk: only the chunk's pooled features (and the kept outputs) outlive it
     const parts = starts.map((s) =>
-      tf.tidy(() => run(sliceRows(imgs, s) as tf.Tensor4D, ws, keep ? record : plainConv))
+      tf.tidy(() =>
+        run(
+          sliceRows(imgs, s) as tf.Tensor4D,
+          ws,
+          keep ? record : plainConv,
+          keepNorms ? recordNorm : undefined,
+        )
+      )
     );
     const value = tf.concat(parts, 0);
     tf.dispose(parts);
-    const perChunk = outs.length / starts.length;
-    save([...ins, ...outs]); // the engine keeps its own references (views) to what it saves
-    tf.dispose(outs);
+    const perChunk = outs.length / starts.length, normsPerChunk = norms.length / starts.length;
+    if (!Number.isInteger(normsPerChunk)) {
+      throw new Error(`cnn.ts cnnCheckpointed: ${norms.length} norms kept over ${starts.length} chunks`);
+    }
+    const normTensors = norms.flatMap((k) => [k.y, k.stats]);
+    save([...ins, ...outs, ...normTensors]); // the engine keeps its own references (views) to what it saves
+    tf.dispose([...outs, ...normTensors]);
     const gradFunc = (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const [si, ...sw] = saved.slice(0, ins.length);
-      const kept = saved.slice(ins.length) as tf.Tensor4D[];
+      const kept = saved.slice(ins.length, ins.length + outs.length) as tf.Tensor4D[];
+      const keptNorms = saved.slice(ins.length + outs.length);
       const dyT = dy as tf.Tensor;
       const gImgs: tf.Tensor[] = [];
       // the chunks' parameter gradients, summed with one AddN per parameter every `most` chunks (at the
@@ -386,17 +417,30 @@ export function cnnCheckpointed(
       // still running; keep the outer tape and put it back after each inner computation.
       starts.forEach((s, c) => {
         const mine = kept.slice(c * perChunk, (c + 1) * perChunk);
-        let next = 0;
+        const myNorms = keptNorms.slice(2 * c * normsPerChunk, 2 * (c + 1) * normsPerChunk);
+        let next = 0, nextNorm = 0;
         const replay: ConvFn = (x, w, stride, pad) => replayedConv(x, w, stride, pad, mine[next++]);
+        const replayNorm: NormFn = (x, g, b, relu) => {
+          const i = 2 * nextNorm++;
+          return imageNormReluReplayed(x, g, b, relu, {
+            y: myNorms[i] as tf.Tensor4D,
+            stats: myNorms[i + 1],
+          });
+        };
         const outer = engine.state.activeTape;
         const g = tf.grads((x: tf.Tensor, ...w: tf.Tensor[]) =>
-          run(x as tf.Tensor4D, w, mine.length > 0 ? replay : plainConv)
+          run(
+            x as tf.Tensor4D,
+            w,
+            mine.length > 0 ? replay : plainConv,
+            myNorms.length > 0 ? replayNorm : undefined,
+          )
         )(
           [sliceRows(si, s), ...sw],
           sliceRows(dyT, s),
         );
         engine.state.activeTape = outer;
-        tf.dispose(mine); // this chunk's outputs are read no more (disposing twice is harmless)
+        tf.dispose([...mine, ...myNorms]); // this chunk's outputs are read no more (disposing twice is harmless)
         gImgs.push(g[0]);
         pending.push(g.slice(1));
         if (pending.length >= most) sumPending();

@@ -354,9 +354,9 @@ export function cnnChunkFor(c: PixelConfig, N: number): number {
 let keepConvs = switchOn("LMPIPE_CNN_KEEP_CONVS");
 
 /**
- * Turns keeping the CNN's conv outputs for the backward pass on or off for this process (off: every chunk's
- * convs run forward again there, as before); returns the old state. For tests and benchmarks;
- * LMPIPE_CNN_KEEP_CONVS=0 too.
+ * Turns keeping the CNN's conv (and norm) outputs for the backward pass on or off for this process (off:
+ * every chunk's convs and norms run forward again there, as before); returns the old state. For tests and
+ * benchmarks; LMPIPE_CNN_KEEP_CONVS=0 too.
  */
 export function setKeepConvOutputs(on: boolean): boolean {
   const old = keepConvs;
@@ -365,10 +365,11 @@ export function setKeepConvOutputs(on: boolean): boolean {
 }
 
 /**
- * Memory the chunked CNN may spend on keeping its conv outputs from the forward to the backward pass: 800
- * MiB. At the `small` presets (2,048 images of 12x12 at batch 8) that is 340 MB for vgg9 and 755 MB for
- * vgg-wide; at `study` sizes (vgg9 at batch 1: 944 MB) the outputs outgrow it and the convs run forward
- * again, so the study presets' measured peaks (README) stand.
+ * Memory the chunked CNN may spend on keeping its conv outputs, and then its norm outputs, from the forward
+ * to the backward pass: 800 MiB. At the `small` presets (2,048 images of 12x12 at batch 8) the conv outputs
+ * are 340 MB for vgg9 and 755 MB for vgg-wide, and the norm outputs as much again (vgg9 keeps both, 680
+ * MB; vgg-wide its convs'); at `study` sizes (vgg9 at batch 1: 944 MB) the outputs outgrow it and the convs
+ * run forward again, so the study presets' measured peaks (README) stand.
  */
 const KEEP_CONV_BYTES = 800 * 2 ** 20;
 
@@ -378,6 +379,14 @@ const KEEP_CONV_BYTES = 800 * 2 ** 20;
  */
 export function cnnKeepsConvOutputs(c: PixelConfig, N: number): boolean {
   return keepConvs && 4 * N * cnnConvOutputFloatsPerImage(cnnConfigOf(c)) <= KEEP_CONV_BYTES;
+}
+
+/**
+ * Whether it keeps every norm's output (+ ReLU) as well, which then skips the norms' second forward too:
+ * when the conv outputs and as many floats again (each conv has its norm) fit KEEP_CONV_BYTES.
+ */
+export function cnnKeepsNormOutputs(c: PixelConfig, N: number): boolean {
+  return keepConvs && 8 * N * cnnConvOutputFloatsPerImage(cnnConfigOf(c)) <= KEEP_CONV_BYTES;
 }
 
 class PixelDecodeState implements DecodeState {
@@ -461,8 +470,9 @@ export class PixelModel implements LanguageModel {
     );
     const chunk = cnnChunkFor(this.config, imgs.shape[0]);
     const bnd = (t: tf.Tensor) => boundary(t, precision);
-    const keep = cnnKeepsConvOutputs(this.config, imgs.shape[0]);
-    const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd, keep);
+    const N = imgs.shape[0];
+    const keep = cnnKeepsConvOutputs(this.config, N), keepNorms = cnnKeepsNormOutputs(this.config, N);
+    const pooled = cnnCheckpointed(this.cnnCfg, cnnParams, imgs, chunk, bnd, keep, keepNorms);
     if (this.config.final_norm === false) return pooled as tf.Tensor2D;
     const h = layerNorm(
       pooled,

@@ -51,32 +51,77 @@ function imageNormReluByLayerNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, re
   return (relu ? tf.relu(y) : y) as tf.Tensor4D;
 }
 
+/** The fused kernels' gradient: dx from the saved x, g, b and per-image stats; dg and db summed over images. */
+function fusedNormGrad(relu: boolean, N: number, C: number) {
+  return (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]): tf.Tensor[] => {
+    const [sx, sg, sb, st] = saved;
+    const [dx, ...sums] = imageNormGradCall(sx, sg, sb, st, dy as tf.Tensor, relu);
+    // wasm's kernel sums dg and db itself; webgpu's gives per image and channel sums of dy * xhat and
+    // dy, added over the images here
+    const [dg, db] = sums.length === 2 ? sums : tf.unstack(tf.sum(tf.reshape(sums[0], [N, 2, C]), 0));
+    return [dx, tf.reshape(dg, sg.shape), tf.reshape(db, sb.shape)];
+  };
+}
+
 function imageNormReluFused(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
   const [N, , , C] = x.shape;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xx, gg, bb, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     const [y, stats] = imageNormCall(xx, gg, bb, relu, IMAGE_NORM_EPS);
     save([xx, gg, bb, stats]);
-    return {
-      value: y,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const [sx, sg, sb, st] = saved;
-        const [dx, ...sums] = imageNormGradCall(sx, sg, sb, st, dy as tf.Tensor, relu);
-        // wasm's kernel sums dg and db itself; webgpu's gives per image and channel sums of dy * xhat and
-        // dy, added over the images here
-        const [dg, db] = sums.length === 2 ? sums : tf.unstack(tf.sum(tf.reshape(sums[0], [N, 2, C]), 0));
-        return [dx, tf.reshape(dg, sg.shape), tf.reshape(db, sb.shape)];
-      },
-    };
+    return { value: y, gradFunc: fusedNormGrad(relu, N, C) };
   }) as (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.Tensor;
   return f(x, g, b) as tf.Tensor4D;
 }
 
+/** What the fused kernels gave on one call: the output and each image's mean and 1/std, for replaying it. */
+export interface KeptImageNorm {
+  y: tf.Tensor4D;
+  stats: tf.Tensor;
+}
+
 /**
- * The per-image norm of x [N, H, W, C] over (H, W, C) with per-channel scale g [C] and shift b [C], then
- * ReLU when `relu`. Differentiable in x, g and b.
+ * imageNormRelu for a pass whose gradient is taken later by replaying it (lib/models/cnn.ts cnnCheckpointed,
+ * which records with no gradient being recorded): where the fused kernels run the norm, its output and
+ * stats are handed to `keep` (kept past any tidy: the caller disposes them) and the output is returned
+ * without a gradient; elsewhere it is imageNormRelu and nothing is kept.
  */
-export function imageNormRelu(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+export function imageNormReluKeeping(
+  x: tf.Tensor4D,
+  g: tf.Tensor,
+  b: tf.Tensor,
+  relu: boolean,
+  keep: (k: KeptImageNorm) => void,
+): tf.Tensor4D {
+  checkOperands(x, g, b);
+  if (!(fusable(x, g, b) && kernelFor("imageNorm") === "lmpipe")) return imageNormRelu(x, g, b, relu);
+  const [y, stats] = imageNormCall(x, g, b, relu, IMAGE_NORM_EPS);
+  keep({ y: tf.keep(y) as tf.Tensor4D, stats: tf.keep(stats) });
+  return y as tf.Tensor4D;
+}
+
+/**
+ * The norm whose value is `kept.y`, what imageNormReluKeeping gave on the same x, g and b before, and whose
+ * gradient is the fused kernels' own from the kept stats: the forward work is not done again.
+ */
+export function imageNormReluReplayed(
+  x: tf.Tensor4D,
+  g: tf.Tensor,
+  b: tf.Tensor,
+  relu: boolean,
+  kept: KeptImageNorm,
+): tf.Tensor4D {
+  const [N, , , C] = x.shape;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xx, gg, bb, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([xx, gg, bb, kept.stats]);
+    return { value: tf.reshape(kept.y, kept.y.shape), gradFunc: fusedNormGrad(relu, N, C) }; // a view
+  }) as (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  return f(x, g, b) as tf.Tensor4D;
+}
+
+/** Throws unless x is [N, H, W, C] and g and b have C values each. */
+function checkOperands(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): void {
   const C = x.shape[3];
   if (x.rank !== 4 || g.size !== C || b.size !== C) {
     throw new Error(
@@ -84,8 +129,20 @@ export function imageNormRelu(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: 
         `got x [${x.shape}], g [${g.shape}], b [${b.shape}]`,
     );
   }
-  const fusable = x.dtype === "float32" && g.dtype === "float32" && b.dtype === "float32" && x.size > 0;
-  if (!fusable) return imageNormReluByOps(x, g, b, relu);
+}
+
+/** Whether the fused kernels can take these operands (float32, not empty). */
+function fusable(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): boolean {
+  return x.dtype === "float32" && g.dtype === "float32" && b.dtype === "float32" && x.size > 0;
+}
+
+/**
+ * The per-image norm of x [N, H, W, C] over (H, W, C) with per-channel scale g [C] and shift b [C], then
+ * ReLU when `relu`. Differentiable in x, g and b.
+ */
+export function imageNormRelu(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, relu: boolean): tf.Tensor4D {
+  checkOperands(x, g, b);
+  if (!fusable(x, g, b)) return imageNormReluByOps(x, g, b, relu);
   const kernel = kernelFor("imageNorm");
   if (kernel === "lmpipe") return imageNormReluFused(x, g, b, relu);
   if (kernel === "layerNorm" && (x.size / x.shape[0]) % 4 === 0) {
