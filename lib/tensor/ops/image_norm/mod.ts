@@ -17,6 +17,7 @@
 // kernel_choice.ts decides (rows "imageNorm").
 import * as tf from "@tensorflow/tfjs-core";
 import { kernelFor } from "../../kernel_choice.ts";
+import { gradientsRecorded } from "../../tape_state.ts";
 import { layerNorm } from "../layer_norm/mod.ts";
 import { imageNormCall, imageNormGradCall } from "./webgpu.ts";
 import "./wasm.ts"; // registers the wasm kernels
@@ -95,6 +96,9 @@ export function imageNormReluKeeping(
 ): tf.Tensor4D {
   checkOperands(x, g, b);
   if (!(fusable(x, g, b) && kernelFor("imageNorm") === "lmpipe")) return imageNormRelu(x, g, b, relu);
+  if (gradientsRecorded()) {
+    throw new Error("imageNormReluKeeping: called while a gradient is recorded; its output would have none");
+  }
   const [y, stats] = imageNormCall(x, g, b, relu, IMAGE_NORM_EPS);
   keep({ y: tf.keep(y) as tf.Tensor4D, stats: tf.keep(stats) });
   return y as tf.Tensor4D;
