@@ -1,9 +1,9 @@
 // Child process for tests/wasm_kernels_test.ts: starts wasm with $LMPIPE_WASM_THREADS threads (fixed
-// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW, the sum of squares,
-// LayerNorm, GELU, the image norm) on inputs with every length remainder, special values and sizes big
-// enough for the worker threads. Prints one JSON line: the threads used, rows taken by workers, the largest errors against
-// float64 loops, whether AdamW equals its op chain bit for bit, and a checksum of all output bits (equal
-// across thread counts).
+// per process) and runs lmpipe's wasm kernels (lib/tensor/wasm/kernels.ts: softmax, tanh, AdamW, the sum
+// of squares, LayerNorm, GELU, the image norm) on inputs with every length remainder, special values and
+// sizes big enough for the worker threads. Prints one JSON line: the threads used, rows taken by workers,
+// the largest errors against float64 loops, whether AdamW equals its op chain bit for bit, and a checksum
+// of all output bits (equal across thread counts).
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows, softmaxStatsAtTargets } from "../lib/tensor/ops/softmax_rows/mod.ts";
 import { wasmKernelStats, wasmKernelThreads, wasmRelaxedSimd } from "../lib/tensor/wasm/kernels.ts";

@@ -440,7 +440,8 @@ export function cnnCheckpointed(
           sliceRows(dyT, s),
         );
         engine.state.activeTape = outer;
-        tf.dispose([...mine, ...myNorms]); // this chunk's outputs are read no more (disposing twice is harmless)
+        // this chunk's outputs are read no more (disposing twice is harmless)
+        tf.dispose([...mine, ...myNorms]);
         gImgs.push(g[0]);
         pending.push(g.slice(1));
         if (pending.length >= most) sumPending();

@@ -4,10 +4,11 @@
 // through runRows / runElementwise: their kernels live in lib/tensor/ops/<op>/wasm.ts (softmax rows,
 // LayerNorm, GELU, the conv gradients' im2col / col2im). Registered here: LmpipeAdamW and
 // LmpipeSumSquares (the names of webgpu's fused AdamW and gradient-norm reduction, so lib/optim.ts calls
-// both backends the same way) and Tanh on wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0 turns them all off (the op chains, TF.js's Tanh and the conv
-// gradients' JavaScript loops run instead). The module comes in two builds (scripts/build_wasm.ts): with
-// relaxed SIMD's fused multiply-adds (the softmax's exp), taken where the runtime validates it, and without;
-// LMPIPE_WASM_RELAXED=0 takes the one without.
+// both backends the same way) and Tanh on wasm, which replaces TF.js's scalar one. LMPIPE_WASM_FUSED=0
+// turns them all off (the op chains, TF.js's Tanh and the conv gradients' JavaScript loops run instead).
+// The module comes in two builds (scripts/build_wasm.ts): with relaxed SIMD's fused multiply-adds (the
+// softmax's exp), taken where the runtime validates it, and without; LMPIPE_WASM_RELAXED=0 takes the one
+// without.
 import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { registerKernels } from "../host_kernel.ts";

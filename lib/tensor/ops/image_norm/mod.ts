@@ -52,7 +52,7 @@ function imageNormReluByLayerNorm(x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor, re
   return (relu ? tf.relu(y) : y) as tf.Tensor4D;
 }
 
-/** The fused kernels' gradient: dx from the saved x, g, b and per-image stats; dg and db summed over images. */
+/** The fused kernels' gradient: dx from the saved x, g, b and per-image stats; dg, db summed over images. */
 function fusedNormGrad(relu: boolean, N: number, C: number) {
   return (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]): tf.Tensor[] => {
     const [sx, sg, sb, st] = saved;
