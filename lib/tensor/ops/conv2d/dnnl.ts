@@ -25,12 +25,19 @@ import {
   DIMS_BYTES,
   DNNL,
   type Dnnl,
-  EXEC_ARG_BYTES,
-  MEMORY_DESC_BYTES,
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
 import { heapPointers } from "../../../native/heap_pointer.ts";
+import {
+  createMemory,
+  createPrimitive,
+  memoryDesc,
+  primitiveDesc,
+  runSteps,
+  type Step,
+  step,
+} from "../../../native/dnnl_primitives.ts";
 import { isMarkedBf16, looksBf16, markBf16Values } from "../../bf16_values.ts";
 import { type ConvGeometry, flatConvGeometry, nhwcConvInfo } from "./mod.ts";
 
@@ -69,36 +76,10 @@ export function convShape(
 /** DNNL_MEMORY_ALLOCATE: oneDNN allocates the buffer (made lazily: pointers need FFI permission). */
 const allocate = () => Deno.UnsafePointer.create(0xffffffffffffffffn);
 
-/**
- * A memory descriptor of `dims` (oneDNN's logical order: N C H W for data, O I H W for weights) holding
- * `dataType` (float32 unless told).
- */
-function memoryDesc(dnnl: Dnnl, dims: number[], tag: number, dataType: number = DNNL.f32): Uint8Array {
-  const md = new Uint8Array(MEMORY_DESC_BYTES);
-  dnnl.check(
-    dnnl.sym.dnnl_memory_desc_init_by_tag(
-      md,
-      dims.length,
-      BigInt64Array.from(dims.map(BigInt)),
-      dataType,
-      tag,
-    ),
-    "memory_desc_init_by_tag",
-  );
-  return md;
-}
-
 function dims2(a: number, b: number): BigInt64Array {
   const d = new BigInt64Array(DIMS_BYTES / 8);
   d[0] = BigInt(a), d[1] = BigInt(b);
   return d;
-}
-
-/** A primitive with its argument list (memories fixed; their data pointers change per call). */
-interface Step {
-  prim: Deno.PointerValue;
-  args: Uint8Array;
-  n: number;
 }
 
 /** Which tensor each heap-backed memory of a plan wraps. */
@@ -125,33 +106,6 @@ type OperandType = "f32" | "bf16";
 const plans = new Map<string, Plan | null>();
 const forwardHints = new Map<string, Deno.PointerValue>();
 
-function createMemory(
-  dnnl: Dnnl,
-  md: Deno.PointerValue | Uint8Array,
-  handle: Deno.PointerValue,
-): Deno.PointerValue {
-  const out = new BigUint64Array(1);
-  const mdPtr = md instanceof Uint8Array ? Deno.UnsafePointer.of(md) : md;
-  dnnl.check(dnnl.sym.dnnl_memory_create(out, mdPtr, dnnl.engine, handle), "memory_create");
-  return outPointer(out);
-}
-
-function createPrimitive(dnnl: Dnnl, pd: Deno.PointerValue): Deno.PointerValue {
-  const out = new BigUint64Array(1);
-  dnnl.check(dnnl.sym.dnnl_primitive_create(out, pd), "primitive_create");
-  return outPointer(out);
-}
-
-function step(prim: Deno.PointerValue, args: [number, Deno.PointerValue][]): Step {
-  const buf = new Uint8Array(EXEC_ARG_BYTES * args.length);
-  const v = new DataView(buf.buffer);
-  args.forEach(([arg, mem], i) => {
-    v.setInt32(i * EXEC_ARG_BYTES, arg, true);
-    v.setBigUint64(i * EXEC_ARG_BYTES + 8, BigInt(Deno.UnsafePointer.value(mem)), true);
-  });
-  return { prim, args: buf, n: args.length };
-}
-
 /** A reorder primitive from memory `from` (descriptor fromMd) to `to` (descriptor toMd). */
 function reorder(
   dnnl: Dnnl,
@@ -169,17 +123,6 @@ function reorder(
   const prim = createPrimitive(dnnl, pd);
   dnnl.sym.dnnl_primitive_desc_destroy(pd);
   return step(prim, [[DNNL.argFrom, from], [DNNL.argTo, to]]);
-}
-
-function primitiveDesc(
-  dnnl: Dnnl,
-  desc: Uint8Array,
-  hint: Deno.PointerValue,
-  what: string,
-): Deno.PointerValue {
-  const out = new BigUint64Array(1);
-  dnnl.check(dnnl.sym.dnnl_primitive_desc_create(out, desc, null, dnnl.engine, hint), what);
-  return outPointer(out);
 }
 
 function implName(dnnl: Dnnl, pd: Deno.PointerValue): string {
@@ -363,10 +306,7 @@ function execute(dnnl: Dnnl, backend: AnyBackend, plan: Plan, tensors: Record<Sl
     const offset = backend.dataIdMap.get(tensors[slot].dataId).memoryOffset as number;
     dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(offset)), "memory_set_data_handle");
   }
-  for (const st of plan.steps) {
-    dnnl.check(dnnl.sym.dnnl_primitive_execute(st.prim, dnnl.stream, st.n, st.args), "primitive_execute");
-  }
-  dnnl.check(dnnl.sym.dnnl_stream_wait(dnnl.stream), "stream_wait");
+  runSteps(dnnl, plan.steps);
   dnnl.calls++;
   if (plan.bf16) dnnl.bf16Calls++;
 }
@@ -501,10 +441,7 @@ export function dnnlRoundTripBf16(values: Float32Array): Float32Array {
     reorder(dnnl, Deno.UnsafePointer.of(bf16), mems[1], Deno.UnsafePointer.of(f32), mems[2]),
   ];
   try {
-    for (const st of steps) {
-      dnnl.check(dnnl.sym.dnnl_primitive_execute(st.prim, dnnl.stream, st.n, st.args), "primitive_execute");
-    }
-    dnnl.check(dnnl.sym.dnnl_stream_wait(dnnl.stream), "stream_wait");
+    runSteps(dnnl, steps);
   } finally {
     for (const st of steps) dnnl.sym.dnnl_primitive_destroy(st.prim);
     for (const m of mems) dnnl.sym.dnnl_memory_destroy(m);
