@@ -38,7 +38,13 @@ interface Lib {
 }
 const LIBS: Lib[] = [
   { name: "BLAS", skip: noBlas, dnnl: false, calls: () => currentBlas()?.calls ?? 0 },
-  { name: "oneDNN sgemm", skip: noDnnlGemm, dnnl: true, calls: () => currentDnnl()?.gemm?.calls ?? 0 },
+  // oneDNN's native calls: sgemms, and matmul primitives for true batches (ops/matmul/dnnl.ts)
+  {
+    name: "oneDNN sgemm",
+    skip: noDnnlGemm,
+    dnnl: true,
+    calls: () => (currentDnnl()?.gemm?.calls ?? 0) + (currentDnnl()?.calls ?? 0),
+  },
 ];
 
 /** C = op(A) @ op(B) for row-major A, B (op = transpose when the flag is set). */
@@ -153,6 +159,7 @@ for (const lib of LIBS) {
             const na = ba.reduce((x, y) => x * y, 1), nb = bb.reduce((x, y) => x * y, 1);
             const batch = Math.max(na, nb);
             const av = randomArray(na * M * K, 30 + li), bv = randomArray(nb * K * N, 40 + li);
+            const primitiveBefore = currentDnnl()?.calls ?? 0;
             const { out, calls } = withMinWork(lib, 1, () =>
               tf.tidy(() => {
                 const a = tf.tensor(av, [...ba, ...(tA ? [K, M] : [M, K])]);
@@ -160,7 +167,13 @@ for (const lib of LIBS) {
                 return tf.matMul(a, b, tA, tB).dataSync();
               }));
             const what = `a[${ba}] b[${bb}] tA=${tA} tB=${tB}`;
-            assert.equal(calls, folds && !tA ? 1 : batch, `${what}: sgemm calls`);
+            const folded = folds && !tA;
+            // with oneDNN, a true batch is one call of its matmul primitive (ops/matmul/dnnl.ts), no sgemm
+            assert.equal(calls, folded || lib.dnnl ? 1 : batch, `${what}: native calls`);
+            if (lib.dnnl) {
+              const primitiveCalls = currentDnnl()!.calls - primitiveBefore;
+              assert.equal(primitiveCalls, folded ? 0 : 1, `${what}: oneDNN matmul primitive calls`);
+            }
             const want = new Float32Array(batch * M * N);
             for (let i = 0; i < batch; i++) {
               const ia = na === 1 ? 0 : i, ib = nb === 1 ? 0 : i;
@@ -201,7 +214,7 @@ for (const lib of LIBS) {
         await initBackend("wasm", { quiet: true });
         const blas = withMinWork(lib, 1, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
         const xnn = withMinWork(lib, Infinity, () => matMulGrads(as, bs, tA, tB, 100 + 3 * i));
-        assert.ok(blas.calls >= 3, `a[${as}] b[${bs}]: forward and both gradients should use sgemm`);
+        assert.ok(blas.calls >= 3, `a[${as}] b[${bs}]: forward and both gradients should run natively`);
         assert.equal(xnn.calls, 0);
         ["forward", "da", "db"].forEach((n, k) => {
           const what = `a[${as}] b[${bs}] tA=${tA} tB=${tB} ${n}`;
@@ -212,6 +225,48 @@ for (const lib of LIBS) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "oneDNN matmul primitive: attention-sized batches in every transpose match a JS loop, at the default threshold",
+  ignore: !!noDnnlGemm,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const dnnl = currentDnnl()!;
+    const prevDnnl = setDnnlMatMuls(true);
+    try {
+      // [B, H] batches of [T, T] x [T, D] products, as an attention layer's scores and weighted sums
+      const [B, H, T, D] = [2, 3, 48, 16];
+      for (const [M, K, N] of [[T, D, T], [T, T, D]]) {
+        for (const tA of [false, true]) {
+          for (const tB of [false, true]) {
+            const batch = B * H;
+            const av = randomArray(batch * M * K, M + K), bv = randomArray(batch * K * N, N + 7);
+            const before = dnnl.calls;
+            const out = tf.tidy(() =>
+              tf.matMul(
+                tf.tensor(av, [B, H, ...(tA ? [K, M] : [M, K])]),
+                tf.tensor(bv, [B, H, ...(tB ? [N, K] : [K, N])]),
+                tA,
+                tB,
+              ).dataSync()
+            );
+            const what = `[${B},${H}] x [${M}x${K}] @ [${K}x${N}] tA=${tA} tB=${tB}`;
+            assert.equal(dnnl.calls - before, 1, `${what}: one oneDNN matmul primitive call`);
+            const want = new Float32Array(batch * M * N);
+            for (let i = 0; i < batch; i++) {
+              const a = av.subarray(i * M * K, (i + 1) * M * K), b = bv.subarray(i * K * N, (i + 1) * K * N);
+              want.set(refMatMul(a, b, M, K, N, tA, tB), i * M * N);
+            }
+            assertClose(out, want, TOL, what);
+          }
+        }
+      }
+    } finally {
+      setDnnlMatMuls(prevDnnl);
+    }
+  },
+});
 
 Deno.test({
   name: "BLAS: the default threshold sends a GPT output-head shape to sgemm and keeps tiny matMuls off it",

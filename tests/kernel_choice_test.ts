@@ -5,11 +5,13 @@ import { initBackend } from "../lib/tensor/backend.ts";
 import {
   kernelFor,
   setBlasMinWork,
+  setDnnlBatchedMatMuls,
   setDnnlMatMuls,
   sgemmForMatMul,
   TABLE,
 } from "../lib/tensor/kernel_choice.ts";
 import { currentDnnl } from "../lib/native/dnnl.ts";
+import { dnnlMatMulAvailable } from "../lib/tensor/ops/matmul/dnnl.ts";
 import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import { currentBlas } from "../lib/native/blas.ts";
 
@@ -76,6 +78,30 @@ Deno.test("kernel choice: wasm matMuls go to oneDNN's sgemm first, when the libr
       assert.equal(sgemmForMatMul(1000), currentBlas());
     } finally {
       setDnnlMatMuls(oldDnnl);
+    }
+  } finally {
+    setBlasMinWork(old);
+  }
+});
+
+Deno.test("kernel choice: a true batch of wasm matMuls goes whole to oneDNN's matmul primitive, when loaded", async () => {
+  await initBackend("wasm", { quiet: true });
+  const old = setBlasMinWork(1000);
+  try {
+    const primitive = currentDnnl()?.gemm != null && dnnlMatMulAvailable();
+    assert.equal(kernelFor("batchMatMul", "wasm", 999), "matMul");
+    assert.equal(kernelFor("batchMatMul", "wasm", 1000), primitive ? "dnnl-matmul" : "matMul");
+    const oldDnnl = setDnnlMatMuls(false);
+    try {
+      assert.equal(kernelFor("batchMatMul", "wasm", 1000), "matMul");
+    } finally {
+      setDnnlMatMuls(oldDnnl);
+    }
+    const oldBatched = setDnnlBatchedMatMuls(false);
+    try {
+      assert.equal(kernelFor("batchMatMul", "wasm", 1000), "matMul");
+    } finally {
+      setDnnlBatchedMatMuls(oldBatched);
     }
   } finally {
     setBlasMinWork(old);

@@ -29,6 +29,8 @@ export const MEMORY_DESC_BYTES = 696;
 /** sizeof(dnnl_convolution_desc_t); its last field, accum_data_type (int32), is at byte 5968. */
 export const CONV_DESC_BYTES = 5976;
 const CONV_DESC_ACCUM_OFFSET = 5968;
+/** sizeof(dnnl_matmul_desc_t): primitive kind (padded to 8), 4 memory descs, accum_data_type (padded). */
+export const MATMUL_DESC_BYTES = 2800;
 /** sizeof(dnnl_exec_arg_t): int arg, 4 bytes padding, dnnl_memory_t memory. */
 export const EXEC_ARG_BYTES = 16;
 /** sizeof(dnnl_dims_t): 12 int64. */
@@ -53,6 +55,7 @@ export const DNNL = {
   backwardWeights: 192,
   convolutionDirect: 1,
   primitiveConvolution: 5,
+  primitiveMatmul: 18,
   queryImplInfoStr: 8,
   querySrcMd: 129,
   queryDiffSrcMd: 130,
@@ -145,6 +148,18 @@ const SYMBOLS = {
   dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_memory_set_data_handle: { parameters: ["pointer", "pointer"], result: "i32" },
   dnnl_memory_destroy: { parameters: ["pointer"], result: "i32" },
+  // md, ndims, dims, data_type, strides (lib/tensor/ops/matmul/dnnl.ts)
+  dnnl_memory_desc_init_by_strides: {
+    parameters: ["buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+    optional: true,
+  },
+  // desc, src, weights, bias, dst (lib/tensor/ops/matmul/dnnl.ts)
+  dnnl_matmul_desc_init: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
   // desc, prop_kind, alg_kind, src_desc, dst_desc, softmax_axis (lib/tensor/ops/softmax_rows/dnnl.ts)
   dnnl_softmax_v2_forward_desc_init: {
     parameters: ["buffer", "i32", "i32", "buffer", "buffer", "i32"],

@@ -16,6 +16,7 @@ import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl, type DnnlGemm, dnnlMatMulsWanted } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
+import { dnnlMatMulAvailable } from "./ops/matmul/dnnl.ts";
 import { wasmImageNormEnabled } from "./ops/image_norm/wasm.ts";
 import { avgPoolEnabled } from "./ops/global_pool/wasm.ts";
 import { round16Enabled } from "./ops/round16/wasm.ts";
@@ -58,6 +59,17 @@ let dnnlMatMuls = dnnlMatMulsWanted();
 export function setDnnlMatMuls(on: boolean): boolean {
   const old = dnnlMatMuls;
   dnnlMatMuls = on;
+  return old;
+}
+
+// True batches of wasm matMuls go whole to oneDNN's matmul primitive (ops/matmul/dnnl.ts) unless
+// LMPIPE_DNNL_BATCHED=0; benchmarks turn it off to time the per-slice sgemms in one process.
+let dnnlBatched = switchOn("LMPIPE_DNNL_BATCHED");
+
+/** For tests and benchmarks: true batches on oneDNN's matmul primitive or per slice; returns the old setting. */
+export function setDnnlBatchedMatMuls(on: boolean): boolean {
+  const old = dnnlBatched;
+  dnnlBatched = on;
   return old;
 }
 
@@ -263,6 +275,28 @@ export const TABLE: KernelChoice[] = [
       "LMPIPE_DNNL_MATMUL=0 or LMPIPE_DNNL=off; LMPIPE_BLAS=off (or a library path); setDnnlMatMuls and " +
       "setBlasMinWork for tests and bench/blas_matmul.ts; LMPIPE_DNNL_GEMM_ONE_THREAD=0 runs small oneDNN " +
       "sgemms on the whole thread budget",
+  },
+  {
+    op: "batchMatMul",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "dnnl-matmul",
+        file: "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/wasm.ts",
+        active: (work) => dnnlBatched && dnnlGemm() !== null && dnnlMatMulAvailable() && work >= blasMinWork,
+        why: "a true batch (attention's per-head products) in one call of oneDNN's matmul primitive, its " +
+          "slices shared over the OpenMP threads: 1.0-1.6x the per-slice sgemms on one thread, 1.7-2.3x on " +
+          "two, where each slice alone was too small to share (bench/batched_matmul.ts)",
+      },
+      {
+        name: "matMul",
+        file: "lib/tensor/ops/matmul/wasm.ts",
+        active: always,
+        why: "one product per batch slice, on what the matMul row chooses for the slice's size",
+      },
+    ],
+    force: "LMPIPE_DNNL_BATCHED=0 (or LMPIPE_DNNL_MATMUL=0, LMPIPE_DNNL=off); setDnnlBatchedMatMuls for " +
+      "tests and bench/batched_matmul.ts",
   },
   {
     op: "conv2d",

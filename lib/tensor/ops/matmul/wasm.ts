@@ -3,14 +3,15 @@
 // other case runs a naive loop at 0.5-2 GFLOP/s against ~20 for XNNPACK (bench/ops.ts). This kernel
 // turns every float32 matMul into fast ones: big ones go to a native sgemm straight on the wasm heap,
 // oneDNN's (lib/native/dnnl.ts) or a CBLAS library's (lib/native/blas.ts), as kernel_choice.ts's
-// sgemmForMatMul says; otherwise a
-// batched input against a 2-D weight becomes one 2-D XNNPACK matMul over all rows, transposed operands
-// are transposed explicitly first (O(size), small next to the matMul), and a true batch runs as one
-// XNNPACK matMul per batch slice.
+// sgemmForMatMul says, and a true batch goes whole to oneDNN's matmul primitive (ops/matmul/dnnl.ts) where
+// kernel_choice.ts's batchMatMul row says so; otherwise a batched input against a 2-D weight becomes one
+// 2-D XNNPACK matMul over all rows, transposed operands are transposed explicitly first (O(size), small
+// next to the matMul), and a true batch runs as one XNNPACK matMul per batch slice.
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "../../../native/blas.ts";
 import { type AnyBackend, heapView, type KernelFn, type TensorInfo } from "../../host_kernel.ts";
-import { sgemmForMatMul } from "../../kernel_choice.ts";
+import { kernelFor, sgemmForMatMul } from "../../kernel_choice.ts";
+import { dnnlBatchedMatMul } from "./dnnl.ts";
 
 const { util, backend_util } = tf;
 
@@ -99,6 +100,11 @@ export function wasmFastMatMul(orig: KernelFn, transpose: KernelFn): KernelFn {
     const outShape = [...outBatch, M, N];
     if (batchA !== batchB && batchA !== 1 && batchB !== 1) return orig(args); // partial broadcast: rare
     const folded = batchB === 1 && (batchA === 1 || !transposeA);
+    if (!folded && kernelFor("batchMatMul", "wasm", M * K * N) === "dnnl-matmul") {
+      const shape = { batchA, batchB, M, K, N, transposeA, transposeB };
+      const out = dnnlBatchedMatMul(backend, a, b, shape, outShape);
+      if (out) return out; // else a shape oneDNN refused: one product per slice below
+    }
     const blas = sgemmForMatMul(M * K * N);
     if (blas) {
       const dims = { transposeA, transposeB, batchA, batchB, folded, M, K, N };
