@@ -244,6 +244,46 @@ Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript lo
   }
 });
 
+Deno.test("wasm Cumsum kernel: bit-identical to TF.js's on every axis, exclusive and reverse, and in gradients", async () => {
+  await initBackend("wasm", { quiet: true });
+  const cases: [number[], number][] = [
+    [[3, 37, 130], 1], // 3 blocks of columns, the last 2 wide
+    [[3, 37, 130], 0],
+    [[3, 37, 130], 2], // the last axis: one column a row
+    [[3, 37, 130], -2],
+    [[2, 5, 3, 67], 2],
+    [[41], 0],
+    [[2, 256, 160], 1], // over 2^16 values: shared with the worker threads
+  ];
+  for (const [shape, axis] of cases) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = randomArray(n, n + axis);
+    // special values where the sums go through them: they must propagate as TF.js's do, and -0 starts
+    v[0] = -0, v[Math.min(5, n - 1)] = NaN, v[Math.min(9, n - 1)] = Infinity;
+    for (const exclusive of [false, true]) {
+      for (const reverse of [false, true]) {
+        const what = `[${shape}] axis ${axis} exclusive ${exclusive} reverse ${reverse}`;
+        const run = () =>
+          tf.tidy(() => {
+            const x = tf.tensor(v, shape);
+            const f = (t: tf.Tensor) => tf.cumsum(t, axis, exclusive, reverse);
+            const r = tf.tensor(randomArray(n, 3), shape);
+            const dx = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(f(t), r)))(
+              tf.tensor(randomArray(n, 4), shape),
+            );
+            return [f(x).dataSync(), dx.dataSync()].map((a) => Float32Array.from(a));
+          });
+        const before = wasmKernelStats().rows;
+        const [y, dx] = withKernels(true, run);
+        assert.ok(wasmKernelStats().rows > before, `${what}: the kernel did not run`);
+        const [yRef, dxRef] = withKernels(false, run);
+        assert.deepEqual(new Uint32Array(y.buffer), new Uint32Array(yRef.buffer), `${what}: forward bits`);
+        assert.deepEqual(new Uint32Array(dx.buffer), new Uint32Array(dxRef.buffer), `${what}: gradient bits`);
+      }
+    }
+  }
+});
+
 Deno.test("the committed kernel bytes are built from the committed .wat (scripts/build_wasm.ts)", async () => {
   for (const k of KERNELS) {
     const committed = await Deno.readTextFile(new URL(`../${k.out}`, import.meta.url));

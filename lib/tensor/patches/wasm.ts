@@ -1,5 +1,6 @@
 // Fixes to TF.js 4.22's own kernels on the wasm backend, where they are missing, wrong or slow, and the
-// registration of lmpipe's wasm matMul and conv-gradient kernels (ops/matmul/wasm.ts, ops/conv2d/wasm.ts):
+// registration of lmpipe's wasm matMul, conv-gradient and float32 Cumsum kernels (ops/matmul/wasm.ts,
+// ops/conv2d/wasm.ts, ops/cumsum/wasm.ts):
 //   - UnsortedSegmentSum (the embedding gradient): missing -> a one-pass JS kernel (also used on cpu);
 //   - MaxPoolGrad: routes the gradient wrongly when a whole window is negative -> a JS kernel;
 //   - OneHot with a float32 output: denormal garbage -> a JS kernel;
@@ -29,6 +30,7 @@ import {
 } from "../host_kernel.ts";
 import { wasmFastMatMul } from "../ops/matmul/wasm.ts";
 import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from "../ops/conv2d/wasm.ts";
+import { cumsumWasm } from "../ops/cumsum/wasm.ts";
 
 const { util, backend_util } = tf;
 
@@ -377,6 +379,7 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.SplitV, "wasm", (orig) => splitVKernel(orig!));
     replaceKernel(tf.Unpack, "wasm", (orig) => unpackKernel(orig!));
     replaceKernel(tf.Identity, "wasm", (orig) => identityKernel(orig!));
+    replaceKernel(tf.Cumsum, "wasm", (orig) => cumsumWasm(orig!));
     replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
       const bd = (args.attrs?.batchDims ?? 0) as number;
       return bd === 0 && !gatherCopiesRows(args) ? orig!(args) : gatherBatchedKernel(args);

@@ -25,6 +25,8 @@ export const KIND = {
   attnFwd: 40,
   /** Float64 sums of squares per block (lmpipe's sumOfSquares, wasm/kernels.ts). */
   sumSquares: 41,
+  /** Running sums along an axis (lib/tensor/ops/cumsum/wasm.ts). */
+  cumsum: 43,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -55,6 +57,17 @@ export interface KernelExports {
     ...constants: number[]
   ): void;
   tanh(x: number, y: number, i0: number, i1: number): void;
+  cumsum(
+    x: number,
+    y: number,
+    r0: number,
+    r1: number,
+    T: number,
+    inner: number,
+    blocks: number,
+    exclusive: number,
+    reverse: number,
+  ): void;
   layernorm_fwd(
     x: number,
     w: number,
@@ -263,6 +276,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.attn_fwd(...sliceOf(a, 1, 6), r0, r1, ...sliceOf(a, 6, 15), bitsFloat(a[15]));
     case KIND.sumSquares: // x, part (float64 per block), n, scale
       return k.sum_squares(a[1], a[2], r0, r1, a[3], bitsFloat(a[4]));
+    case KIND.cumsum: // x, y, T, inner, blocks of 64 columns, exclusive, reverse
+      return k.cumsum(a[1], a[2], r0, r1, a[3], a[4], a[5], a[6], a[7]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

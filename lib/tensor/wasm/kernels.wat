@@ -11,6 +11,8 @@
 ;;                 linears, attention against the key/value cache and the output head
 ;;   block_max     the maxima of blocks of 16 logits, where the sampler's top-k search starts
 ;;   q16_head, gemv_bound_q16  the decoding step's 16-bit integer head and its bounds on the logits
+;;   sum_squares   float64 partial sums of squares (the gradient norm)
+;;   cumsum        running sums along an axis where it lies (TF.js transposes it last first)
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -1742,4 +1744,103 @@
         (f64.store (i32.add (local.get $part) (i32.shl (local.get $b) (i32.const 3))) (local.get $sum))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br $blocks))))
+
+  ;; Running sums along the middle axis of x [outer, T, inner] into y of the same shape, the order of
+  ;; TF.js's Cumsum (y[t] = y[t - d] + x[t], in float32, one term at a time), so the bits are the same.
+  ;; A row is one (outer index, block of up to 64 columns): row r is outer r / $blocks, columns from
+  ;; (r % $blocks) * 64. $reverse 1 runs t from T - 1 down (d = -1); $exclusive 1 shifts by one (the first
+  ;; sum is 0 and x[t] enters at t + d). The running sums live in y: the previous t's row is in cache.
+  (func (export "cumsum") (param $x i32) (param $y i32) (param $r0 i32) (param $r1 i32) (param $T i32)
+    (param $inner i32) (param $blocks i32) (param $exclusive i32) (param $reverse i32)
+    (local $r i32) (local $base i32) (local $c0 i32) (local $c1 i32) (local $s i32) (local $row i32)
+    (local $step i32) (local $xo i32) (local $yo i32) (local $prev i32) (local $c i32) (local $vend i32)
+    (local $zero v128)
+    (local.set $zero (v128.const f32x4 0 0 0 0))
+    ;; bytes from one t to the next, in the direction of the sum
+    (local.set $step (i32.shl (local.get $inner) (i32.const 2)))
+    (if (local.get $reverse) (then (local.set $step (i32.sub (i32.const 0) (local.get $step)))))
+    (local.set $r (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_s (local.get $r) (local.get $r1)))
+        (local.set $c0 (i32.shl (i32.rem_u (local.get $r) (local.get $blocks)) (i32.const 6)))
+        (local.set $c1 (i32.add (local.get $c0) (i32.const 64)))
+        (if (i32.gt_u (local.get $c1) (local.get $inner)) (then (local.set $c1 (local.get $inner))))
+        (local.set $vend (i32.sub (local.get $c1) (i32.const 3)))
+        ;; byte offset of (outer, first t, c0)
+        (local.set $base (i32.shl
+          (i32.add
+            (i32.mul (i32.div_u (local.get $r) (local.get $blocks)) (i32.mul (local.get $T) (local.get $inner)))
+            (local.get $c0))
+          (i32.const 2)))
+        (if (local.get $reverse)
+          (then (local.set $base (i32.add (local.get $base)
+            (i32.shl (i32.mul (i32.sub (local.get $T) (i32.const 1)) (local.get $inner)) (i32.const 2))))))
+        (local.set $s (i32.const 0))
+        (local.set $row (local.get $base))
+        (block $ts_done
+          (loop $ts
+            (br_if $ts_done (i32.ge_s (local.get $s) (local.get $T)))
+            (local.set $yo (i32.add (local.get $y) (local.get $row)))
+            (local.set $prev (i32.sub (local.get $yo) (local.get $step)))
+            ;; the term entering at this t: x[t] (inclusive) or x[t - d] (exclusive)
+            (local.set $xo (i32.add (local.get $x) (local.get $row)))
+            (if (local.get $exclusive) (then (local.set $xo (i32.sub (local.get $xo) (local.get $step)))))
+            (local.set $c (local.get $c0))
+            (if (i32.and (i32.eqz (local.get $s)) (local.get $exclusive))
+              (then
+                ;; the first exclusive sum is 0
+                (block $zv_done (loop $zv
+                  (br_if $zv_done (i32.ge_s (local.get $c) (local.get $vend)))
+                  (v128.store (local.get $yo) (local.get $zero))
+                  (local.set $yo (i32.add (local.get $yo) (i32.const 16)))
+                  (local.set $c (i32.add (local.get $c) (i32.const 4)))
+                  (br $zv)))
+                (block $zs_done (loop $zs
+                  (br_if $zs_done (i32.ge_s (local.get $c) (local.get $c1)))
+                  (f32.store (local.get $yo) (f32.const 0))
+                  (local.set $yo (i32.add (local.get $yo) (i32.const 4)))
+                  (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                  (br $zs))))
+              (else
+                (if (i32.eqz (local.get $s))
+                  (then
+                    ;; the first inclusive sum is x[t] itself, as TF.js forms it (-0 stays -0)
+                    (block $fv_done (loop $fv
+                      (br_if $fv_done (i32.ge_s (local.get $c) (local.get $vend)))
+                      (v128.store (local.get $yo) (v128.load (local.get $xo)))
+                      (local.set $yo (i32.add (local.get $yo) (i32.const 16)))
+                      (local.set $xo (i32.add (local.get $xo) (i32.const 16)))
+                      (local.set $c (i32.add (local.get $c) (i32.const 4)))
+                      (br $fv)))
+                    (block $fs_done (loop $fs
+                      (br_if $fs_done (i32.ge_s (local.get $c) (local.get $c1)))
+                      (f32.store (local.get $yo) (f32.load (local.get $xo)))
+                      (local.set $yo (i32.add (local.get $yo) (i32.const 4)))
+                      (local.set $xo (i32.add (local.get $xo) (i32.const 4)))
+                      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                      (br $fs))))
+                  (else
+                    (block $v_done (loop $v
+                      (br_if $v_done (i32.ge_s (local.get $c) (local.get $vend)))
+                      (v128.store (local.get $yo)
+                        (f32x4.add (v128.load (local.get $prev)) (v128.load (local.get $xo))))
+                      (local.set $yo (i32.add (local.get $yo) (i32.const 16)))
+                      (local.set $prev (i32.add (local.get $prev) (i32.const 16)))
+                      (local.set $xo (i32.add (local.get $xo) (i32.const 16)))
+                      (local.set $c (i32.add (local.get $c) (i32.const 4)))
+                      (br $v)))
+                    (block $sc_done (loop $sc
+                      (br_if $sc_done (i32.ge_s (local.get $c) (local.get $c1)))
+                      (f32.store (local.get $yo) (f32.add (f32.load (local.get $prev)) (f32.load (local.get $xo))))
+                      (local.set $yo (i32.add (local.get $yo) (i32.const 4)))
+                      (local.set $prev (i32.add (local.get $prev) (i32.const 4)))
+                      (local.set $xo (i32.add (local.get $xo) (i32.const 4)))
+                      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                      (br $sc)))))))
+            (local.set $row (i32.add (local.get $row) (local.get $step)))
+            (local.set $s (i32.add (local.get $s) (i32.const 1)))
+            (br $ts)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows))))
 )
