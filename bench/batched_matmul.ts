@@ -25,6 +25,9 @@ const CASES: [number[], number[], boolean, boolean, string][] = [
   [[8, 4, 256, 64], [8, 4, 256, 64], false, true, "pixel small warm-up scores"],
   [[8, 4, 256, 256], [8, 4, 256, 64], false, false, "pixel small p v"],
   [[8, 4, 256, 256], [8, 4, 256, 64], true, false, "pixel small dv = p^T dy"],
+  [[8, 8, 256, 256], [8, 8, 256, 144], false, false, "pixel-attn small image values p v"],
+  [[8, 8, 256, 144], [8, 8, 256, 144], false, true, "pixel-attn small dp = dy v^T"],
+  [[8, 8, 256, 256], [8, 8, 256, 144], true, false, "pixel-attn small dv = p^T dy"],
 ];
 
 function time(run: () => tf.Tensor): number {

@@ -1,5 +1,6 @@
 // lib/tensor/ops/causal_softmax/mod.ts: attention's causal softmax and its gradient on every backend against a
-// float64 reference (masked keys exactly 0, NaN rows propagated); on webgpu the fused kernels of
+// float64 reference (masked keys exactly 0, NaN rows propagated; on wasm through lmpipe's kernels of
+// lib/tensor/ops/causal_softmax/wasm.ts, elsewhere TF.js's op chain bit for bit); on webgpu the fused kernels of
 // lib/tensor/ops/causal_softmax/webgpu.ts against the op chain they replace (one dispatch each way), and the gpt
 // and pixel-attn models using them agreeing with cpu, in training and in KV-cached decoding.
 import assert from "node:assert/strict";
@@ -14,7 +15,8 @@ import {
 } from "../lib/tensor/testing.ts";
 import { causalSoftmax, causalSoftmaxByOps } from "../lib/tensor/ops/causal_softmax/mod.ts";
 import { setFusedKernelsEnabled } from "../lib/tensor/webgpu/kernels.ts";
-import { setWebgpuAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
+import { wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
+import { kernelFor, setWebgpuAttentionEnabled } from "../lib/tensor/kernel_choice.ts";
 import { setOpChainRoundsScores } from "../lib/tensor/ops/attention/mod.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import type { LanguageModel, Precision } from "../lib/models/types.ts";
@@ -172,11 +174,16 @@ for (const backend of backends) {
     await initBackend(backend, { quiet: true });
     for (const c of CASES) {
       const x = scoresOf(c), dy = upstreamOf(c);
+      const rowsBefore = wasmKernelStats().rows;
       const { y, dx } = await forwardAndGrad(causalSoftmax, c, x, dy);
+      if (backend === "wasm") { // lmpipe's kernels, one job each way (ops/causal_softmax/wasm.ts)
+        const rows = sizeOf(c.shape) / c.shape[c.shape.length - 1];
+        assert.equal(wasmKernelStats().rows - rowsBefore, 2 * rows, `${label(c)}: wasm kernel rows`);
+      }
       const y64 = referenceForward(c, x);
       assertMatches(c, y, y64, 1e-6, `${backend} ${label(c)} forward`);
       assertMatches(c, dx, referenceGrad(c, y64, dy), 1e-5, `${backend} ${label(c)} gradient`);
-      if (backend !== "webgpu") { // the op chain keeping only the probabilities: TF.js's numbers, bit for bit
+      if (kernelFor("causalSoftmax") === "ops") { // the op chain keeping only the probabilities: TF.js's bits
         const ops = await forwardAndGrad(causalSoftmaxByOps, c, x, dy);
         assert.deepEqual([y, dx], [ops.y, ops.dx], `${backend} ${label(c)}: equals TF.js's own chain`);
       }

@@ -40,12 +40,11 @@ Deno.test("kernel choice: wasm runs lmpipe's kernels unless switched off; cpu th
   // on explicitly, so that the test means the same under LMPIPE_WASM_FUSED=0
   const old = setWasmKernelsEnabled(true);
   try {
-    for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW", "sumSquares"]) {
+    for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW", "sumSquares", "causalSoftmax"]) {
       assert.equal(kernelFor(op), "lmpipe", op);
     }
-    assert.equal(kernelFor("causalSoftmax"), "ops"); // no wasm kernel: no row
     setWasmKernelsEnabled(false);
-    for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW", "sumSquares"]) {
+    for (const op of ["softmaxRows", "layerNorm", "gelu", "adamW", "sumSquares", "causalSoftmax"]) {
       assert.equal(kernelFor(op), "ops", op);
     }
   } finally {

@@ -376,6 +376,7 @@ export const TABLE: KernelChoice[] = [
       "chain; setDnnlSoftmaxMin",
   },
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
+  wasmRow("causalSoftmax", "lib/tensor/ops/causal_softmax/wasm.ts", "lib/tensor/ops/causal_softmax/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
   wasmRow("sumSquares", "lib/tensor/wasm/kernels.ts", "lib/optim.ts"),

@@ -55,3 +55,10 @@ export const GELU_KERNEL = "LmpipeGelu";
 export const GELU_K = Math.sqrt(2 / Math.PI);
 export const GELU_C = 0.044715;
 export const GELU_GRAD_KERNEL = "LmpipeGeluGrad";
+
+/**
+ * Attention's causal softmax over the last axis of scores [..., T, past + T] (attribute past) and the
+ * softmax gradient from y and dy: lib/tensor/ops/causal_softmax/mod.ts.
+ */
+export const CAUSAL_SOFTMAX_KERNEL = "LmpipeCausalSoftmax";
+export const CAUSAL_SOFTMAX_GRAD_KERNEL = "LmpipeCausalSoftmaxGrad";

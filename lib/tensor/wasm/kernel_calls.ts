@@ -27,6 +27,9 @@ export const KIND = {
   sumSquares: 41,
   /** Running sums along an axis (lib/tensor/ops/cumsum/wasm.ts). */
   cumsum: 43,
+  /** Attention's causal softmax and the softmax gradient (lib/tensor/ops/causal_softmax/wasm.ts). */
+  causalSoftmax: 44,
+  softmaxGrad: 45,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -57,6 +60,17 @@ export interface KernelExports {
     ...constants: number[]
   ): void;
   tanh(x: number, y: number, i0: number, i1: number): void;
+  causal_softmax(
+    x: number,
+    y: number,
+    stats: number,
+    r0: number,
+    r1: number,
+    T: number,
+    K: number,
+    past: number,
+  ): void;
+  softmax_grad(y: number, dy: number, dx: number, r0: number, r1: number, K: number): void;
   cumsum(
     x: number,
     y: number,
@@ -278,6 +292,10 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.sum_squares(a[1], a[2], r0, r1, a[3], bitsFloat(a[4]));
     case KIND.cumsum: // x, y, T, inner, blocks of 64 columns, exclusive, reverse
       return k.cumsum(a[1], a[2], r0, r1, a[3], a[4], a[5], a[6], a[7]);
+    case KIND.causalSoftmax: // x, y, stats [rows, 2], T, K, past
+      return k.causal_softmax(a[1], a[2], a[3], r0, r1, a[4], a[5], a[6]);
+    case KIND.softmaxGrad: // y, dy, dx, K
+      return k.softmax_grad(a[1], a[2], a[3], r0, r1, a[4]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -13,6 +13,7 @@
 ;;   q16_head, gemv_bound_q16  the decoding step's 16-bit integer head and its bounds on the logits
 ;;   sum_squares   float64 partial sums of squares (the gradient norm)
 ;;   cumsum        running sums along an axis where it lies (TF.js transposes it last first)
+;;   causal_softmax, softmax_grad  attention's masked softmax and its gradient, a row at a time
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -38,7 +39,7 @@
   ;; The multiply-adds are relaxed SIMD's f32x4.relaxed_madd: one fused instruction where the CPU has
   ;; FMA, a multiply and an add elsewhere. scripts/build_wasm.ts also writes the module with them as a
   ;; multiply and an add, for runtimes without relaxed SIMD (lib/tensor/wasm/kernels.ts picks).
-  (func (export "softmax_rows")
+  (func $softmax_rows (export "softmax_rows")
     (param $x i32) (param $e i32) (param $m i32) (param $s i32)
     (param $r0 i32) (param $r1 i32) (param $cols i32) (param $store i32)
     (local $row i32) (local $p i32) (local $q i32) (local $end i32) (local $vend i32) (local $bend i32)
@@ -1842,5 +1843,131 @@
             (local.set $s (i32.add (local.get $s) (i32.const 1)))
             (br $ts)))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows))))
+
+  ;; Causal attention's softmax, rows r0 <= row < r1 of x [rows, K] into y (K = past + T keys; row
+  ;; `row` is query row % T, at position past + row % T, seeing keys 0 .. past + row % T): the visible
+  ;; prefix through softmax_rows (its exp and float64 row sum; m and s of each row land in stats [rows, 2]),
+  ;; then times 1 / s, and the masked rest set to 0, which is what exp gives a score plus -1e9. As in the
+  ;; op chain, a NaN or +Infinity among the masked scores makes the whole row NaN.
+  (func (export "causal_softmax") (param $x i32) (param $y i32) (param $stats i32) (param $r0 i32)
+    (param $r1 i32) (param $T i32) (param $K i32) (param $past i32)
+    (local $row i32) (local $n i32) (local $p i32) (local $end i32) (local $vend i32) (local $inv f32)
+    (local $vinv v128) (local $zero v128) (local $bad v128) (local $v v128) (local $inf v128) (local $dx i32)
+    (local $f f32) (local $badf i32)
+    (local.set $zero (v128.const f32x4 0 0 0 0))
+    (local.set $inf (v128.const f32x4 inf inf inf inf))
+    (local.set $dx (i32.sub (local.get $x) (local.get $y)))
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $n (i32.add (i32.add (local.get $past) (i32.rem_u (local.get $row) (local.get $T))) (i32.const 1)))
+        (if (i32.gt_u (local.get $n) (local.get $K)) (then (local.set $n (local.get $K))))
+        (local.set $p (i32.shl (i32.mul (local.get $row) (local.get $K)) (i32.const 2)))
+        (call $softmax_rows
+          (i32.add (local.get $x) (local.get $p))
+          (i32.add (local.get $y) (local.get $p))
+          (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3)))
+          (i32.add (local.get $stats) (i32.add (i32.shl (local.get $row) (i32.const 3)) (i32.const 4)))
+          (i32.const 0) (i32.const 1) (local.get $n) (i32.const 1))
+        (local.set $inv (f32.div (f32.const 1)
+          (f32.load offset=4 (i32.add (local.get $stats) (i32.shl (local.get $row) (i32.const 3))))))
+        (local.set $vinv (f32x4.splat (local.get $inv)))
+        (local.set $p (i32.add (local.get $y) (local.get $p)))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+        (block $v_done (loop $v
+          (br_if $v_done (i32.ge_s (local.get $p) (local.get $vend)))
+          (v128.store (local.get $p) (f32x4.mul (v128.load (local.get $p)) (local.get $vinv)))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br $v)))
+        (block $s_done (loop $sc
+          (br_if $s_done (i32.ge_s (local.get $p) (local.get $end)))
+          (f32.store (local.get $p) (f32.mul (f32.load (local.get $p)) (local.get $inv)))
+          (local.set $p (i32.add (local.get $p) (i32.const 4)))
+          (br $sc)))
+        ;; the masked keys: 0, while looking for a NaN or +Infinity among their scores (x is dx bytes on)
+        (local.set $end (i32.add (local.get $y)
+          (i32.shl (i32.mul (i32.add (local.get $row) (i32.const 1)) (local.get $K)) (i32.const 2))))
+        (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+        (local.set $bad (local.get $zero))
+        ;; a NaN or +Infinity among the visible scores made their sum NaN
+        (local.set $badf (f32.ne (local.get $inv) (local.get $inv)))
+        (block $zv_done (loop $zv
+          (br_if $zv_done (i32.ge_s (local.get $p) (local.get $vend)))
+          (local.set $v (v128.load (i32.add (local.get $p) (local.get $dx))))
+          (local.set $bad (v128.or (local.get $bad)
+            (v128.or (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $v) (local.get $inf)))))
+          (v128.store (local.get $p) (local.get $zero))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br $zv)))
+        (block $zs_done (loop $zs
+          (br_if $zs_done (i32.ge_s (local.get $p) (local.get $end)))
+          (local.set $f (f32.load (i32.add (local.get $p) (local.get $dx))))
+          (local.set $badf (i32.or (local.get $badf)
+            (i32.or (f32.ne (local.get $f) (local.get $f)) (f32.eq (local.get $f) (f32.const inf)))))
+          (f32.store (local.get $p) (f32.const 0))
+          (local.set $p (i32.add (local.get $p) (i32.const 4)))
+          (br $zs)))
+        (if (i32.or (v128.any_true (local.get $bad)) (local.get $badf))
+          (then
+            ;; the whole row NaN
+            (local.set $p (i32.sub (local.get $end) (i32.shl (local.get $K) (i32.const 2))))
+            (block $nan_done (loop $nan
+              (br_if $nan_done (i32.ge_s (local.get $p) (local.get $end)))
+              (f32.store (local.get $p) (f32.const nan))
+              (local.set $p (i32.add (local.get $p) (i32.const 4)))
+              (br $nan)))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rows))))
+
+  ;; The softmax gradient of rows r0 <= row < r1 of y, dy [rows, K] into dx: dy y - (sum of dy y) y, the
+  ;; op chain's float32 operations, the row's sum taken in float32 vectors and then across their lanes.
+  (func (export "softmax_grad") (param $y i32) (param $dy i32) (param $dx i32) (param $r0 i32) (param $r1 i32)
+    (param $K i32)
+    (local $row i32) (local $o i32) (local $end i32) (local $vend i32) (local $acc v128) (local $d f32)
+    (local $vd v128) (local $v v128)
+    (local.set $row (local.get $r0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $row) (local.get $r1)))
+        (local.set $o (i32.shl (i32.mul (local.get $row) (local.get $K)) (i32.const 2)))
+        (local.set $end (i32.add (local.get $o) (i32.shl (local.get $K) (i32.const 2))))
+        (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+        (local.set $acc (v128.const f32x4 0 0 0 0))
+        (block $sv_done (loop $sv
+          (br_if $sv_done (i32.ge_s (local.get $o) (local.get $vend)))
+          (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul
+            (v128.load (i32.add (local.get $dy) (local.get $o))) (v128.load (i32.add (local.get $y) (local.get $o))))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br $sv)))
+        (local.set $d (f32.add
+          (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+          (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+        (block $ss_done (loop $ss
+          (br_if $ss_done (i32.ge_s (local.get $o) (local.get $end)))
+          (local.set $d (f32.add (local.get $d) (f32.mul
+            (f32.load (i32.add (local.get $dy) (local.get $o))) (f32.load (i32.add (local.get $y) (local.get $o))))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (br $ss)))
+        (local.set $vd (f32x4.splat (local.get $d)))
+        (local.set $o (i32.shl (i32.mul (local.get $row) (local.get $K)) (i32.const 2)))
+        (block $gv_done (loop $gv
+          (br_if $gv_done (i32.ge_s (local.get $o) (local.get $vend)))
+          (local.set $v (v128.load (i32.add (local.get $y) (local.get $o))))
+          (v128.store (i32.add (local.get $dx) (local.get $o)) (f32x4.sub
+            (f32x4.mul (v128.load (i32.add (local.get $dy) (local.get $o))) (local.get $v))
+            (f32x4.mul (local.get $vd) (local.get $v))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br $gv)))
+        (block $gs_done (loop $gs
+          (br_if $gs_done (i32.ge_s (local.get $o) (local.get $end)))
+          (f32.store (i32.add (local.get $dx) (local.get $o)) (f32.sub
+            (f32.mul (f32.load (i32.add (local.get $dy) (local.get $o))) (f32.load (i32.add (local.get $y) (local.get $o))))
+            (f32.mul (local.get $d) (f32.load (i32.add (local.get $y) (local.get $o))))))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (br $gs)))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rows))))
 )

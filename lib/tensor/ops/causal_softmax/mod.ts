@@ -2,14 +2,18 @@
 // softmax over the last axis of scores [..., T, past + T] where query i, at absolute position past + i,
 // sees keys 0..past+i. On webgpu with the fused kernels on (lib/tensor/webgpu/kernels.ts
 // lib/tensor/kernel_choice.ts; LMPIPE_WEBGPU_FUSED=0 turns them off) the forward pass and its gradient are one
-// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts). Everywhere else the op chain runs:
+// WGSL dispatch each (lib/tensor/ops/causal_softmax/webgpu.ts); on wasm with lmpipe's kernels on
+// (LMPIPE_WASM_FUSED=0 turns them off) one multithreaded job each (ops/causal_softmax/wasm.ts), within
+// float32 rounding of the op chain. Everywhere else (cpu) the op chain runs:
 // scores + an additive mask of -1e9, then tf.softmax, with the float32 operations of TF.js's own
 // gradients, so cpu and wasm numbers do not change; but where TF.js's tape would keep the scores, the
 // mask and the probabilities for the backward pass (three [..., T, T] tensors per attention layer, most
 // of a long context's memory), only the probabilities are kept (causalSoftmaxKeepingProbs).
 import * as tf from "@tensorflow/tfjs-core";
 import { kernelFor } from "../../kernel_choice.ts";
-import { causalSoftmaxGradKernelCall, causalSoftmaxKernelCall } from "./webgpu.ts";
+import { CAUSAL_SOFTMAX_GRAD_KERNEL, CAUSAL_SOFTMAX_KERNEL } from "../../kernel_names.ts";
+import "./wasm.ts"; // registers the wasm kernels
+import "./webgpu.ts"; // registers the webgpu kernels
 
 /**
  * Additive causal mask [q, past + q]: query i (at absolute position past + i) sees keys 0..past+i.
@@ -74,7 +78,25 @@ function causalSoftmaxKeepingProbs(scores: tf.Tensor, past: number): tf.Tensor {
   });
 }
 
-/** The fused kernels, one dispatch each way. */
+/** The causal softmax of `scores` [..., T, past + T] in one kernel call (no gradient of its own). */
+function causalSoftmaxKernelCall(scores: tf.Tensor, past: number): tf.Tensor {
+  return tf.engine().runKernel(
+    CAUSAL_SOFTMAX_KERNEL,
+    { x: scores } as unknown as tf.NamedTensorMap,
+    { past } as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor;
+}
+
+/** The softmax gradient dy * y - sum(dy * y) * y over the last axis in one kernel call. */
+function causalSoftmaxGradKernelCall(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+  return tf.engine().runKernel(
+    CAUSAL_SOFTMAX_GRAD_KERNEL,
+    { y, dy } as unknown as tf.NamedTensorMap,
+    {},
+  ) as tf.Tensor;
+}
+
+/** The fused kernels (webgpu, wasm), one call each way. */
 function causalSoftmaxFused(scores: tf.Tensor, past: number): tf.Tensor {
   return keepingOutput(scores, (x) => causalSoftmaxKernelCall(x, past), causalSoftmaxGradKernelCall);
 }

@@ -13,6 +13,7 @@
 // op chain would hand its probability to the masked keys.
 import * as tf from "@tensorflow/tfjs-core";
 import { registerKernels } from "../../host_kernel.ts";
+import { CAUSAL_SOFTMAX_GRAD_KERNEL, CAUSAL_SOFTMAX_KERNEL } from "../../kernel_names.ts";
 import {
   cachedPipeline,
   flatView,
@@ -27,9 +28,6 @@ import { WGSL_FLOAT_TESTS, WGSL_MAX_NAN, wgslRowEntry, wgslTreeReduce } from "..
 // deno-lint-ignore no-explicit-any
 type GpuBackend = any;
 type TensorInfo = tf.TensorInfo;
-
-export const CAUSAL_SOFTMAX_KERNEL = "LmpipeCausalSoftmax";
-export const CAUSAL_SOFTMAX_GRAD_KERNEL = "LmpipeCausalSoftmaxGrad";
 
 // recordAndSubmit's uniforms for [y (output), x], both 1-D: NaN, Infinity, 2 x (shape, stride); then
 // rows, cols (= past + T), T (queries per [T, past + T] block) and past.
@@ -187,24 +185,6 @@ function causalSoftmaxGradKernel(
     [{ type: "int32", data: [rows] }, { type: "int32", data: [cols] }],
   );
   return dx;
-}
-
-/** The causal softmax of `scores` [..., T, past + T] in one webgpu dispatch (no gradient of its own). */
-export function causalSoftmaxKernelCall(scores: tf.Tensor, past: number): tf.Tensor {
-  return tf.engine().runKernel(
-    CAUSAL_SOFTMAX_KERNEL,
-    { x: scores } as unknown as tf.NamedTensorMap,
-    { past } as unknown as tf.NamedAttrMap,
-  ) as tf.Tensor;
-}
-
-/** The softmax gradient dy * y - sum(dy * y) * y over the last axis in one webgpu dispatch. */
-export function causalSoftmaxGradKernelCall(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
-  return tf.engine().runKernel(
-    CAUSAL_SOFTMAX_GRAD_KERNEL,
-    { y, dy } as unknown as tf.NamedTensorMap,
-    {},
-  ) as tf.Tensor;
 }
 
 // Registered once, when this module is first imported (backend.ts loads the webgpu backend first).
