@@ -15,6 +15,7 @@ import type { Precision } from "./models/types.ts";
 import type { Rng } from "./rng.ts";
 import { layerNorm } from "./tensor/ops/layer_norm/mod.ts";
 import { gelu, type GeluForm } from "./tensor/ops/gelu/mod.ts";
+import { matMulBias } from "./tensor/ops/matmul/bias.ts";
 import { applyRope, type RopeTables } from "./positions.ts";
 
 /** The additive causal mask (lib/tensor/ops/causal_softmax/mod.ts, its op-chain fallback); re-exported. */
@@ -64,8 +65,8 @@ export function linear(x: tf.Tensor, w: tf.Tensor2D, b?: tf.Tensor1D, precision?
     if (b) b = boundary(b, precision);
   }
   const x2 = x.rank === 2 ? x as tf.Tensor2D : tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
-  let y: tf.Tensor = tf.matMul(x2, w);
-  if (b) y = tf.add(y, b);
+  // outside a gradient tape, on wasm with oneDNN, the bias is added as the product is written
+  const y = b ? matMulBias(x2, w, b) : tf.matMul(x2, w);
   return boundary(x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]), precision);
 }
 

@@ -10,6 +10,7 @@ import { blasStatus, currentBlas } from "../lib/native/blas.ts";
 import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/native/dnnl.ts";
 import { setBlasMinWork, setDnnlMatMuls } from "../lib/tensor/kernel_choice.ts";
 import { dnnlSkipReason } from "./helpers_conv.ts";
+import { matMulBias } from "../lib/tensor/ops/matmul/bias.ts";
 import { assertClose, randomArray } from "../lib/tensor/testing.ts";
 
 await initBackend("wasm", { quiet: true });
@@ -261,6 +262,46 @@ Deno.test({
             assertClose(out, want, TOL, what);
           }
         }
+      }
+    } finally {
+      setDnnlMatMuls(prevDnnl);
+    }
+  },
+});
+
+Deno.test({
+  name: "oneDNN matmul primitive with a bias: outside a tape one call equal to the product plus the bias",
+  ignore: !!noDnnlGemm,
+  fn: async () => {
+    await initBackend("wasm", { quiet: true });
+    const dnnl = currentDnnl()!;
+    const prevDnnl = setDnnlMatMuls(true);
+    try {
+      for (const [M, K, N] of [[64, 32, 96], [37, 130, 5], [256, 512, 128]]) {
+        const xv = randomArray(M * K, M), wv = randomArray(K * N, K), bv = randomArray(N, N);
+        const what = `[${M}x${K}] @ [${K}x${N}] + b`;
+        const run = () =>
+          tf.tidy(() => {
+            const x = tf.tensor2d(xv, [M, K]), w = tf.tensor2d(wv, [K, N]), b = tf.tensor1d(bv);
+            return matMulBias(x, w, b).dataSync();
+          });
+        const before = dnnl.calls;
+        const got = run();
+        assert.equal(dnnl.calls - before, 1, `${what}: one oneDNN call`);
+        const want = refMatMul(xv, wv, M, K, N, false, false).map((v, i) => v + bv[i % N]);
+        assertClose(got, want, TOL, what);
+        // while a gradient is recorded the op chain runs (training's numbers and tape): a product and an Add
+        const calls = dnnl.calls, gemms = dnnl.gemm!.calls;
+        const dx = tf.tidy(() =>
+          tf.grad((x: tf.Tensor) =>
+            tf.sum(matMulBias(x as tf.Tensor2D, tf.tensor2d(wv, [K, N]), tf.tensor1d(bv)))
+          )(
+            tf.tensor2d(xv, [M, K]),
+          ).dataSync()
+        );
+        assert.equal(dnnl.calls, calls, `${what}: no primitive under a gradient tape`);
+        assert.ok(dnnl.gemm!.calls > gemms, `${what}: the op chain's sgemms ran`);
+        assert.equal(dx.length, M * K);
       }
     } finally {
       setDnnlMatMuls(prevDnnl);

@@ -83,13 +83,14 @@ Deno.test("kernel choice: wasm matMuls go to oneDNN's sgemm first, when the libr
   }
 });
 
-Deno.test("kernel choice: a true batch of wasm matMuls goes whole to oneDNN's matmul primitive, when loaded", async () => {
+Deno.test("kernel choice: true batches, and evaluation's products with a bias, go to oneDNN's matmul primitive", async () => {
   await initBackend("wasm", { quiet: true });
   const old = setBlasMinWork(1000);
   try {
     const primitive = currentDnnl()?.gemm != null && dnnlMatMulAvailable();
     assert.equal(kernelFor("batchMatMul", "wasm", 999), "matMul");
     assert.equal(kernelFor("batchMatMul", "wasm", 1000), primitive ? "dnnl-matmul" : "matMul");
+    assert.equal(kernelFor("matMulBias", "wasm", 1000), primitive ? "dnnl-matmul" : "ops");
     const oldDnnl = setDnnlMatMuls(false);
     try {
       assert.equal(kernelFor("batchMatMul", "wasm", 1000), "matMul");
@@ -99,6 +100,7 @@ Deno.test("kernel choice: a true batch of wasm matMuls goes whole to oneDNN's ma
     const oldBatched = setDnnlBatchedMatMuls(false);
     try {
       assert.equal(kernelFor("batchMatMul", "wasm", 1000), "matMul");
+      assert.equal(kernelFor("matMulBias", "wasm", 1000), "ops");
     } finally {
       setDnnlBatchedMatMuls(oldBatched);
     }

@@ -299,6 +299,29 @@ export const TABLE: KernelChoice[] = [
       "tests and bench/batched_matmul.ts",
   },
   {
+    op: "matMulBias",
+    backend: "wasm",
+    implementations: [
+      {
+        name: "dnnl-matmul",
+        file: "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/bias.ts",
+        active: (work) => dnnlBatched && dnnlGemm() !== null && dnnlMatMulAvailable() && work >= blasMinWork,
+        why:
+          "outside a gradient tape, a linear layer's product and bias in one oneDNN matmul primitive call, " +
+          "the bias added as the product is written, where the op chain adds it in TF.js's one-thread Add " +
+          "over the whole output (bench/batched_matmul.ts)",
+      },
+      {
+        name: "ops",
+        file: "lib/tensor/ops/matmul/bias.ts",
+        active: always,
+        why: "the product (the matMul row's choice), then an Add: the numbers and the tape of training",
+      },
+    ],
+    force:
+      "LMPIPE_DNNL_BATCHED=0 (or LMPIPE_DNNL_MATMUL=0, LMPIPE_DNNL=off); setDnnlBatchedMatMuls for tests",
+  },
+  {
     op: "conv2d",
     backend: "wasm",
     implementations: [

@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
 import { heapPointers } from "../../../native/heap_pointer.ts";
+import { registerKernels } from "../../host_kernel.ts";
 import {
   createMemory,
   createPrimitive,
@@ -23,7 +24,10 @@ type TensorInfo = tf.TensorInfo;
 // deno-lint-ignore no-explicit-any
 type AnyBackend = any;
 
-/** The operands of one batched product: C[i] = op(A[i or 0]) @ op(B[i or 0]), i < max(batchA, batchB). */
+/**
+ * The operands of one batched product: C[i] = op(A[i or 0]) @ op(B[i or 0]) (+ bias [N] on every row
+ * when `bias`), i < max(batchA, batchB).
+ */
 export interface BatchedMatMulShape {
   batchA: number;
   batchB: number;
@@ -32,6 +36,7 @@ export interface BatchedMatMulShape {
   N: number;
   transposeA: boolean;
   transposeB: boolean;
+  bias?: boolean;
 }
 
 interface Plan {
@@ -39,6 +44,7 @@ interface Plan {
   src: Deno.PointerValue;
   weights: Deno.PointerValue;
   dst: Deno.PointerValue;
+  bias: Deno.PointerValue | null;
 }
 
 const plans = new Map<string, Plan | null>();
@@ -70,7 +76,9 @@ function matrixDesc(dnnl: Dnnl, batch: number, rows: number, cols: number, trans
 }
 
 function planFor(dnnl: Dnnl, s: BatchedMatMulShape): Plan | null {
-  const key = `${s.batchA},${s.batchB},${s.M},${s.K},${s.N},${s.transposeA},${s.transposeB}`;
+  const key = `${s.batchA},${s.batchB},${s.M},${s.K},${s.N},${s.transposeA},${s.transposeB},${
+    s.bias === true
+  }`;
   if (plans.has(key)) return plans.get(key)!;
   let plan: Plan | null = null;
   try {
@@ -78,18 +86,18 @@ function planFor(dnnl: Dnnl, s: BatchedMatMulShape): Plan | null {
     const src = matrixDesc(dnnl, s.batchA, s.M, s.K, s.transposeA);
     const weights = matrixDesc(dnnl, s.batchB, s.K, s.N, s.transposeB);
     const dst = matrixDesc(dnnl, batch, s.M, s.N, false);
+    // a bias [N] is the same row for every batch and row: [1, 1, N]
+    const bias = s.bias ? stridedDesc(dnnl, [1, 1, s.N], [s.N, s.N, 1]) : null;
     const desc = new Uint8Array(MATMUL_DESC_BYTES);
-    dnnl.check(dnnl.sym.dnnl_matmul_desc_init!(desc, src, weights, null, dst), "matmul_desc_init");
+    dnnl.check(dnnl.sym.dnnl_matmul_desc_init!(desc, src, weights, bias, dst), "matmul_desc_init");
     const pd = primitiveDesc(dnnl, desc, null, "matmul primitive_desc_create");
     const prim = createPrimitive(dnnl, pd, "matmul primitive_create");
     const mem = (md: Uint8Array) => createMemory(dnnl, md, null);
     const [a, b, c] = [mem(src), mem(weights), mem(dst)];
-    plan = {
-      step: step(prim, [[DNNL.argSrc, a], [DNNL.argWeights, b], [DNNL.argDst, c]]),
-      src: a,
-      weights: b,
-      dst: c,
-    };
+    const d = bias ? mem(bias) : null;
+    const args: [number, Deno.PointerValue][] = [[DNNL.argSrc, a], [DNNL.argWeights, b], [DNNL.argDst, c]];
+    if (d) args.push([DNNL.argBias, d]);
+    plan = { step: step(prim, args), src: a, weights: b, dst: c, bias: d };
   } catch {
     plan = null;
   }
@@ -105,9 +113,9 @@ export function dnnlMatMulAvailable(): boolean {
 }
 
 /**
- * The batched product of `a` and `b` ([batchA or batchB slices of] op(a) [M, K], op(b) [K, N]) into a
- * new [batch, M, N] output on the wasm heap (the caller reshapes it), or null where oneDNN is not
- * loaded or refuses the shape.
+ * The batched product of `a` and `b` ([batchA or batchB slices of] op(a) [M, K], op(b) [K, N]), plus
+ * `bias` [N] on every row when given (s.bias set), into a new output of `outShape` ([batch, M, N] in
+ * some shape) on the wasm heap, or null where oneDNN is not loaded or refuses the shape.
  */
 export function dnnlBatchedMatMul(
   backend: AnyBackend,
@@ -115,19 +123,56 @@ export function dnnlBatchedMatMul(
   b: TensorInfo,
   s: BatchedMatMulShape,
   outShape: number[],
+  bias?: TensorInfo,
 ): TensorInfo | null {
   const dnnl = currentDnnl();
-  if (!dnnl || !dnnlMatMulAvailable()) return null;
+  if (!dnnl || !dnnlMatMulAvailable() || (s.bias === true) !== (bias !== undefined)) return null;
   const plan = planFor(dnnl, s);
   if (!plan) return null;
   const out = backend.makeOutput(outShape, "float32") as TensorInfo;
   // Offsets are read after the allocation above: it can grow (and replace) the heap buffer.
   const at = heapPointers(backend.wasm.HEAPU8.buffer as ArrayBufferLike, "ops/matmul/dnnl.ts");
   const off = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
-  for (const [mem, t] of [[plan.src, a], [plan.weights, b], [plan.dst, out]] as const) {
+  const memories: [Deno.PointerValue, TensorInfo][] = [[plan.src, a], [plan.weights, b], [plan.dst, out]];
+  if (plan.bias && bias) memories.push([plan.bias, bias]);
+  for (const [mem, t] of memories) {
     dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(off(t))), "memory_set_data_handle");
   }
   runSteps(dnnl, [plan.step], "matmul primitive_execute");
   dnnl.calls++;
   return out;
 }
+
+/** x [M, K] @ w [K, N] + b [N] in one primitive call: evaluation's linear layers (ops/matmul/bias.ts). */
+export const MATMUL_BIAS_KERNEL = "LmpipeMatMulBias";
+
+function matMulBiasKernel(
+  { inputs, backend }: { inputs: { x: TensorInfo; w: TensorInfo; b: TensorInfo }; backend: AnyBackend },
+): TensorInfo {
+  const { x, w, b } = inputs;
+  const [M, K] = x.shape, N = w.shape[1];
+  if (
+    x.shape.length !== 2 || w.shape.length !== 2 || w.shape[0] !== K || b.shape.length !== 1 ||
+    b.shape[0] !== N || [x, w, b].some((t) => t.dtype !== "float32")
+  ) {
+    throw new Error(
+      `${MATMUL_BIAS_KERNEL} (lib/tensor/ops/matmul/dnnl.ts): expected float32 x [M, K], w [K, N], b [N]; got ` +
+        `x [${x.shape}] ${x.dtype}, w [${w.shape}] ${w.dtype}, b [${b.shape}] ${b.dtype}`,
+    );
+  }
+  const shape = { batchA: 1, batchB: 1, M, K, N, transposeA: false, transposeB: false, bias: true };
+  const y = dnnlBatchedMatMul(backend, x, w, shape, [M, N], b);
+  if (y) return y;
+  // a shape oneDNN refused: the product and the add as the op chain runs them
+  const product = tf.getKernel(tf.BatchMatMul, "wasm")!.kernelFunc({
+    inputs: { a: x, b: w },
+    backend,
+    attrs: { transposeA: false, transposeB: false },
+  }) as TensorInfo;
+  const sum = tf.getKernel(tf.Add, "wasm")!.kernelFunc({ inputs: { a: product, b }, backend }) as TensorInfo;
+  backend.disposeData(product.dataId);
+  return sum;
+}
+
+// Registered once, when this module is first imported.
+registerKernels("wasm", [[MATMUL_BIAS_KERNEL, matMulBiasKernel]]);
