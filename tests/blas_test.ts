@@ -227,15 +227,25 @@ for (const lib of LIBS) {
   });
 }
 
+/** Runs fn on wasm with matMuls on oneDNN (its sgemm and matmul primitive), restoring the setting after. */
+async function withDnnlMatMuls(
+  fn: (dnnl: NonNullable<ReturnType<typeof currentDnnl>>) => void,
+): Promise<void> {
+  await initBackend("wasm", { quiet: true });
+  const prevDnnl = setDnnlMatMuls(true);
+  try {
+    fn(currentDnnl()!);
+  } finally {
+    setDnnlMatMuls(prevDnnl);
+  }
+}
+
 Deno.test({
   name:
     "oneDNN matmul primitive: attention-sized batches in every transpose match a JS loop, at the default threshold",
   ignore: !!noDnnlGemm,
-  fn: async () => {
-    await initBackend("wasm", { quiet: true });
-    const dnnl = currentDnnl()!;
-    const prevDnnl = setDnnlMatMuls(true);
-    try {
+  fn: () =>
+    withDnnlMatMuls((dnnl) => {
       // [B, H] batches of [T, T] x [T, D] products, as an attention layer's scores and weighted sums
       const [B, H, T, D] = [2, 3, 48, 16];
       for (const [M, K, N] of [[T, D, T], [T, T, D]]) {
@@ -263,20 +273,14 @@ Deno.test({
           }
         }
       }
-    } finally {
-      setDnnlMatMuls(prevDnnl);
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "oneDNN matmul primitive with a bias: outside a tape one call equal to the product plus the bias",
   ignore: !!noDnnlGemm,
-  fn: async () => {
-    await initBackend("wasm", { quiet: true });
-    const dnnl = currentDnnl()!;
-    const prevDnnl = setDnnlMatMuls(true);
-    try {
+  fn: () =>
+    withDnnlMatMuls((dnnl) => {
       for (const [M, K, N] of [[64, 32, 96], [37, 130, 5], [256, 512, 128]]) {
         const xv = randomArray(M * K, M), wv = randomArray(K * N, K), bv = randomArray(N, N);
         const what = `[${M}x${K}] @ [${K}x${N}] + b`;
@@ -303,10 +307,7 @@ Deno.test({
         assert.ok(dnnl.gemm!.calls > gemms, `${what}: the op chain's sgemms ran`);
         assert.equal(dx.length, M * K);
       }
-    } finally {
-      setDnnlMatMuls(prevDnnl);
-    }
-  },
+    }),
 });
 
 Deno.test({
