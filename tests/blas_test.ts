@@ -160,13 +160,15 @@ for (const lib of LIBS) {
             const na = ba.reduce((x, y) => x * y, 1), nb = bb.reduce((x, y) => x * y, 1);
             const batch = Math.max(na, nb);
             const av = randomArray(na * M * K, 30 + li), bv = randomArray(nb * K * N, 40 + li);
-            const primitiveBefore = currentDnnl()?.calls ?? 0;
-            const { out, calls } = withMinWork(lib, 1, () =>
+            const product = () =>
               tf.tidy(() => {
                 const a = tf.tensor(av, [...ba, ...(tA ? [K, M] : [M, K])]);
                 const b = tf.tensor(bv, [...bb, ...(tB ? [N, K] : [K, N])]);
                 return tf.matMul(a, b, tA, tB).dataSync();
-              }));
+              });
+            withMinWork(lib, 1, product); // a shape's first call builds no primitive (ops/matmul/dnnl.ts)
+            const primitiveBefore = currentDnnl()?.calls ?? 0;
+            const { out, calls } = withMinWork(lib, 1, product);
             const what = `a[${ba}] b[${bb}] tA=${tA} tB=${tB}`;
             const folded = folds && !tA;
             // with oneDNN, a true batch is one call of its matmul primitive (ops/matmul/dnnl.ts), no sgemm
@@ -253,17 +255,26 @@ Deno.test({
           for (const tB of [false, true]) {
             const batch = B * H;
             const av = randomArray(batch * M * K, M + K), bv = randomArray(batch * K * N, N + 7);
-            const before = dnnl.calls;
-            const out = tf.tidy(() =>
-              tf.matMul(
-                tf.tensor(av, [B, H, ...(tA ? [K, M] : [M, K])]),
-                tf.tensor(bv, [B, H, ...(tB ? [N, K] : [K, N])]),
-                tA,
-                tB,
-              ).dataSync()
-            );
+            const product = () =>
+              tf.tidy(() =>
+                tf.matMul(
+                  tf.tensor(av, [B, H, ...(tA ? [K, M] : [M, K])]),
+                  tf.tensor(bv, [B, H, ...(tB ? [N, K] : [K, N])]),
+                  tA,
+                  tB,
+                ).dataSync()
+              );
             const what = `[${B},${H}] x [${M}x${K}] @ [${K}x${N}] tA=${tA} tB=${tB}`;
+            // the shape's first call: one sgemm per slice, no primitive built for a shape met once
+            let before = dnnl.calls, gemms = dnnl.gemm!.calls;
+            const first = product();
+            assert.equal(dnnl.calls - before, 0, `${what}: first call, primitive calls`);
+            assert.equal(dnnl.gemm!.calls - gemms, batch, `${what}: first call, sgemm calls`);
+            before = dnnl.calls, gemms = dnnl.gemm!.calls;
+            const out = product();
             assert.equal(dnnl.calls - before, 1, `${what}: one oneDNN matmul primitive call`);
+            assert.equal(dnnl.gemm!.calls, gemms, `${what}: no sgemm on the second call`);
+            assertClose(first, out, TOL, `${what}: first and second call`);
             const want = new Float32Array(batch * M * N);
             for (let i = 0; i < batch; i++) {
               const a = av.subarray(i * M * K, (i + 1) * M * K), b = bv.subarray(i * K * N, (i + 1) * K * N);
@@ -289,6 +300,7 @@ Deno.test({
             const x = tf.tensor2d(xv, [M, K]), w = tf.tensor2d(wv, [K, N]), b = tf.tensor1d(bv);
             return matMulBias(x, w, b).dataSync();
           });
+        run(); // a shape's first call builds no primitive: the product and the Add
         const before = dnnl.calls;
         const got = run();
         assert.equal(dnnl.calls - before, 1, `${what}: one oneDNN call`);

@@ -5,8 +5,8 @@
 // whatever the budget. The primitive takes the whole batch in one call and shares the slices out over
 // oneDNN's OpenMP threads. Transposed operands are strides of the memory descriptors (no copies), a batch
 // of 1 on one side is broadcast, and the memories wrap the tensors' bytes on the wasm heap as the conv
-// primitives do (ops/conv2d/dnnl.ts). Primitives are built once per shape and cached; a shape oneDNN
-// refuses is remembered and left to the per-slice path.
+// primitives do (ops/conv2d/dnnl.ts). A primitive is built on a shape's second call (the first, and every
+// call of a shape oneDNN refuses, take the per-slice path) and cached, up to MAX_PLANS shapes.
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
 import { heapPointers } from "../../../native/heap_pointer.ts";
@@ -49,6 +49,15 @@ interface Plan {
 
 const plans = new Map<string, Plan | null>();
 
+/**
+ * Plans built at most. Building one costs 1-5 ms, 3-30x a call of the attention-sized products it runs, and
+ * a shape that changes with every call (attention over a growing context: sampling without a cache) would
+ * build and keep one a call; past the cap, new shapes take the per-slice path.
+ */
+const MAX_PLANS = 256;
+/** Shapes met once and not built: a plan is built on a shape's second call, so a one-off shape costs none. */
+const metOnce = new Set<string>();
+
 /** A memory descriptor of float32 `dims` with element strides `strides`. */
 function stridedDesc(dnnl: Dnnl, dims: number[], strides: number[]): Uint8Array {
   const md = new Uint8Array(MEMORY_DESC_BYTES);
@@ -79,7 +88,14 @@ function planFor(dnnl: Dnnl, s: BatchedMatMulShape): Plan | null {
   const key = `${s.batchA},${s.batchB},${s.M},${s.K},${s.N},${s.transposeA},${s.transposeB},${
     s.bias === true
   }`;
-  if (plans.has(key)) return plans.get(key)!;
+  const known = plans.get(key);
+  if (known !== undefined) return known;
+  if (!metOnce.has(key)) {
+    if (metOnce.size < 16 * MAX_PLANS) metOnce.add(key);
+    return null;
+  }
+  if (plans.size >= MAX_PLANS) return null;
+  metOnce.delete(key);
   let plan: Plan | null = null;
   try {
     const batch = Math.max(s.batchA, s.batchB);
