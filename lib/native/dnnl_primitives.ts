@@ -1,8 +1,10 @@
 // The oneDNN C API steps every lmpipe primitive on the wasm heap goes through (lib/tensor/ops/conv2d/dnnl.ts,
-// lib/tensor/ops/softmax_rows/dnnl.ts): memory descriptors and memories, primitive descriptors and
-// primitives, a primitive's argument list, and running a list of primitives on the library's stream. Each
-// call is checked (Dnnl.check names the step that failed).
+// lib/tensor/ops/softmax_rows/dnnl.ts, lib/tensor/ops/matmul/dnnl.ts): memory descriptors and memories,
+// primitive descriptors and primitives, a primitive's argument list, pointing memories at the wasm heap,
+// and running a list of primitives on the library's stream. Each call is checked (Dnnl.check names the
+// step that failed).
 import { DNNL, type Dnnl, EXEC_ARG_BYTES, MEMORY_DESC_BYTES, outPointer } from "./dnnl.ts";
+import { heapPointers } from "./heap_pointer.ts";
 
 /**
  * A memory descriptor of `dims` (oneDNN's logical order: N C H W for data, O I H W for weights, rows and
@@ -73,6 +75,22 @@ export function step(prim: Deno.PointerValue, args: [number, Deno.PointerValue][
     v.setBigUint64(i * EXEC_ARG_BYTES + 8, BigInt(Deno.UnsafePointer.value(mem)), true);
   });
   return { prim, args: buf, n: args.length };
+}
+
+/**
+ * Points each memory at its byte offset into the wasm heap `heap`, as it is now (the heap can grow and
+ * move between calls, so every call re-points them). `who` names the caller in a pointer error.
+ */
+export function pointMemories(
+  dnnl: Dnnl,
+  heap: ArrayBufferLike,
+  who: string,
+  memories: [Deno.PointerValue, number][],
+): void {
+  const at = heapPointers(heap, who);
+  for (const [mem, offset] of memories) {
+    dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(offset)), "memory_set_data_handle");
+  }
 }
 
 /** Runs `steps` in order on the library's stream and waits for them. */

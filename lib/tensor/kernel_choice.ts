@@ -73,6 +73,11 @@ export function setDnnlBatchedMatMuls(on: boolean): boolean {
   return old;
 }
 
+/** Whether a wasm product of `work` multiply-adds may run on oneDNN's matmul primitive now. */
+function dnnlMatMulPrimitive(work: number): boolean {
+  return dnnlBatched && dnnlGemm() !== null && dnnlMatMulAvailable() && work >= blasMinWork;
+}
+
 /** oneDNN's sgemm when wasm matMuls may run on it now. */
 function dnnlGemm(): DnnlGemm | null {
   return dnnlMatMuls ? currentDnnl()?.gemm ?? null : null;
@@ -283,7 +288,7 @@ export const TABLE: KernelChoice[] = [
       {
         name: "dnnl-matmul",
         file: "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/wasm.ts",
-        active: (work) => dnnlBatched && dnnlGemm() !== null && dnnlMatMulAvailable() && work >= blasMinWork,
+        active: dnnlMatMulPrimitive,
         why: "a true batch (attention's per-head products) in one call of oneDNN's matmul primitive, its " +
           "slices shared over the OpenMP threads: 1.0-1.6x the per-slice sgemms on one thread, 1.7-2.3x on " +
           "two, where each slice alone was too small to share (bench/batched_matmul.ts)",
@@ -305,7 +310,7 @@ export const TABLE: KernelChoice[] = [
       {
         name: "dnnl-matmul",
         file: "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/bias.ts",
-        active: (work) => dnnlBatched && dnnlGemm() !== null && dnnlMatMulAvailable() && work >= blasMinWork,
+        active: dnnlMatMulPrimitive,
         why:
           "outside a gradient tape, a linear layer's product and bias in one oneDNN matmul primitive call, " +
           "the bias added as the product is written, where the op chain adds it in TF.js's one-thread Add " +

@@ -28,11 +28,11 @@ import {
   outPointer,
 } from "../../../native/dnnl.ts";
 import { kernelFor } from "../../kernel_choice.ts";
-import { heapPointers } from "../../../native/heap_pointer.ts";
 import {
   createMemory,
   createPrimitive,
   memoryDesc,
+  pointMemories,
   primitiveDesc,
   runSteps,
   type Step,
@@ -301,11 +301,13 @@ let lastRefusal = "";
 
 /** Runs `plan` with its memories pointing at the tensors' bytes in the wasm heap. */
 function execute(dnnl: Dnnl, backend: AnyBackend, plan: Plan, tensors: Record<Slot, TensorInfo>): void {
-  const at = heapPointers(backend.wasm.HEAPU8.buffer as ArrayBufferLike, "ops/conv2d/dnnl.ts");
-  for (const [slot, mem] of plan.heap) {
-    const offset = backend.dataIdMap.get(tensors[slot].dataId).memoryOffset as number;
-    dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(offset)), "memory_set_data_handle");
-  }
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
+  pointMemories(
+    dnnl,
+    backend.wasm.HEAPU8.buffer as ArrayBufferLike,
+    "ops/conv2d/dnnl.ts",
+    plan.heap.map(([slot, mem]) => [mem, offset(tensors[slot])]),
+  );
   runSteps(dnnl, plan.steps);
   dnnl.calls++;
   if (plan.bf16) dnnl.bf16Calls++;

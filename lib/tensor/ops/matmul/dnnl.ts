@@ -9,11 +9,11 @@
 // call of a shape oneDNN refuses, take the per-slice path) and cached, up to MAX_PLANS shapes.
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
-import { heapPointers } from "../../../native/heap_pointer.ts";
 import { registerKernels } from "../../host_kernel.ts";
 import {
   createMemory,
   createPrimitive,
+  pointMemories,
   primitiveDesc,
   runSteps,
   type Step,
@@ -155,13 +155,15 @@ export function dnnlBatchedMatMul(
   if (!plan) return null;
   const out = backend.makeOutput(outShape, "float32") as TensorInfo;
   // Offsets are read after the allocation above: it can grow (and replace) the heap buffer.
-  const at = heapPointers(backend.wasm.HEAPU8.buffer as ArrayBufferLike, "ops/matmul/dnnl.ts");
-  const off = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
   const memories: [Deno.PointerValue, TensorInfo][] = [[plan.src, a], [plan.weights, b], [plan.dst, out]];
   if (plan.bias && bias) memories.push([plan.bias, bias]);
-  for (const [mem, t] of memories) {
-    dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(mem, at(off(t))), "memory_set_data_handle");
-  }
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
+  pointMemories(
+    dnnl,
+    backend.wasm.HEAPU8.buffer as ArrayBufferLike,
+    "ops/matmul/dnnl.ts",
+    memories.map(([mem, t]) => [mem, offset(t)]),
+  );
   runSteps(dnnl, [plan.step], "matmul primitive_execute");
   matMulPrimitiveCalls++;
   return out;

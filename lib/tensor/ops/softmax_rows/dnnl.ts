@@ -5,11 +5,11 @@
 // become log-probabilities; the loss reads the target's one. A primitive per shape, cached; its memory is
 // re-pointed at the logits on every call (the heap may have grown and moved).
 import { currentDnnl, DNNL, type Dnnl } from "../../../native/dnnl.ts";
-import { heapPointers } from "../../../native/heap_pointer.ts";
 import {
   createMemory,
   createPrimitive,
   memoryDesc,
+  pointMemories,
   primitiveDesc,
   runSteps,
   type Step,
@@ -66,8 +66,7 @@ export function dnnlLogSoftmaxInPlace(
   const dnnl = currentDnnl();
   if (!dnnl) throw new Error("ops/softmax_rows/dnnl.ts: oneDNN is not loaded");
   const plan = planFor(dnnl, rows, cols);
-  const at = heapPointers(heap, "ops/softmax_rows/dnnl.ts");
-  dnnl.check(dnnl.sym.dnnl_memory_set_data_handle(plan.mem, at(offset)), "memory_set_data_handle");
+  pointMemories(dnnl, heap, "ops/softmax_rows/dnnl.ts", [[plan.mem, offset]]);
   runSteps(dnnl, [plan.step], "softmax primitive_execute");
   dnnl.calls++;
 }
