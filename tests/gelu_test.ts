@@ -2,7 +2,7 @@
 // configs without it, exact for the gpt2 and study presets) and its effect on a model.
 import assert from "node:assert/strict";
 import { initBackend, readData, tf } from "../lib/tensor/backend.ts";
-import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
+import { gelu, geluExact } from "../lib/tensor/ops/gelu/mod.ts";
 import { randomArray, testBackends } from "../lib/tensor/testing.ts";
 import { Gpt, GPT_PRESETS, gptParamCount, LLAMA_PRESETS } from "../lib/models/gpt.ts";
 import { PIXEL_PRESETS } from "../lib/models/pixel.ts";
@@ -40,12 +40,9 @@ xs.set(randomArray(512, 7).map((v) => 3 * v), N_GRID);
 const dys = randomArray(xs.length, 8);
 
 /** Largest error of y and dx against float64 exact GELU, in units of 2e-7 (1 + |x|) per element. */
-async function exactErrors(form: "tanh" | "exact"): Promise<{ y: number; dx: number }> {
+async function exactErrors(f: (t: tf.Tensor) => tf.Tensor): Promise<{ y: number; dx: number }> {
   const x = tf.tensor1d(xs), dy = tf.tensor1d(dys);
-  const [y, dx] = tf.tidy(() => {
-    const f = (t: tf.Tensor) => gelu(t, form);
-    return [f(x), tf.grad(f)(x, dy)];
-  });
+  const [y, dx] = tf.tidy(() => [f(x), tf.grad(f)(x, dy)]);
   const yv = await readData(y), dxv = await readData(dx);
   tf.dispose([x, dy, y, dx]);
   let ey = 0, edx = 0;
@@ -62,15 +59,48 @@ async function exactErrors(form: "tanh" | "exact"): Promise<{ y: number; dx: num
 for (const backend of await testBackends()) {
   Deno.test(`gelu exact on ${backend}: y and dx within 2e-7 (1 + |x|) of float64 erf; tanh is not`, async () => {
     await initBackend(backend, { quiet: true });
-    const exact = await exactErrors("exact");
+    const exact = await exactErrors((t) => gelu(t, "exact"));
     assert(
       exact.y <= 1 && exact.dx <= 1,
       `exact GELU error (units of 2e-7 (1+|x|)): ${JSON.stringify(exact)}`,
     );
+    // The op chain, which the kernels replace on wasm and webgpu, meets the same bound.
+    const chain = await exactErrors(geluExact);
+    assert(chain.y <= 1 && chain.dx <= 1, `exact GELU op chain error: ${JSON.stringify(chain)}`);
     // The check can fail: the tanh form (up to ~2e-4 away) is far outside it.
-    const tanh = await exactErrors("tanh");
+    const tanh = await exactErrors((t) => gelu(t, "tanh"));
     assert(tanh.y > 100 && tanh.dx > 100, `tanh GELU should miss float64 erf: ${JSON.stringify(tanh)}`);
   });
+
+  if (backend !== "cpu") {
+    Deno.test(`gelu exact on ${backend}: one lmpipe kernel each way; NaN, ±Infinity and -0 as the op chain`, async () => {
+      await initBackend(backend, { quiet: true });
+      const x = tf.tensor1d(xs), dy = tf.tensor1d(dys);
+      const f = (t: tf.Tensor) => gelu(t, "exact");
+      const { kernelNames } = await tf.profile(() => tf.tidy(() => tf.grad(f)(x, dy)));
+      assert.deepEqual(
+        kernelNames.filter((k) => k.startsWith("LmpipeGelu") || k === "Erf"),
+        ["LmpipeGeluExact", "LmpipeGeluExactGrad"],
+        `ran ${kernelNames}`,
+      );
+      // Special values of x (and a NaN dy): the kernels' y and dx against the op chain's, by Object.is.
+      const special = [NaN, Infinity, -Infinity, -0, 0, 1e-30, -1e-30, 40, -40, 5.7, -5.7];
+      const sx = tf.tensor1d(special), sdy = tf.tensor1d(special.map((_, i) => (i === 4 ? NaN : 1)));
+      const run = async (g: (t: tf.Tensor) => tf.Tensor) => {
+        const outs = tf.tidy(() => [g(sx), tf.grad(g)(sx, sdy)]);
+        const values = await Promise.all(outs.map(async (t) => Array.from(await readData(t))));
+        tf.dispose(outs);
+        return values;
+      };
+      const [yk, dxk] = await run(f), [yc, dxc] = await run(geluExact);
+      for (let i = 0; i < special.length; i++) {
+        const same = (a: number, b: number) => Object.is(a, b) || Math.abs(a - b) <= 1e-6 * Math.abs(b);
+        assert(same(yk[i], yc[i]), `y(${special[i]}): kernel ${yk[i]}, op chain ${yc[i]}`);
+        assert(same(dxk[i], dxc[i]), `dx(${special[i]}): kernel ${dxk[i]}, op chain ${dxc[i]}`);
+      }
+      tf.dispose([x, dy, sx, sdy]);
+    });
+  }
 }
 
 Deno.test("gelu field: tanh without it (old checkpoints), exact for gpt2 and every study preset", () => {

@@ -34,16 +34,14 @@ export interface DecodeConfig extends ModelConfig {
 
 /**
  * Why the wasm step cannot run a decode of `config` for `batch` sequences, or null when it can: GPT-2's
- * block (LayerNorm, tanh GELU MLP, fused q/k/v, learned positions, one key/value head per query head,
+ * block (LayerNorm, GELU MLP in either form, fused q/k/v, learned positions, one key/value head per query head,
  * no qkv_act or attn_extra), one sequence, a width that is a multiple of 4 (the LayerNorm kernel's).
  */
 export function unsupported(config: DecodeConfig, batch: number): string | null {
   const v = variantOf(config);
   if (batch !== 1) return "batch > 1";
   if (config.nEmbd % 4 !== 0) return "nEmbd not a multiple of 4";
-  if (v.norm !== "layernorm" || v.mlp !== "gelu" || v.gelu !== "tanh") {
-    return "not GPT-2's LayerNorm + tanh GELU";
-  }
+  if (v.norm !== "layernorm" || v.mlp !== "gelu") return "not GPT-2's LayerNorm + GELU MLP";
   if (v.qkv !== "fused" || v.pos !== "learned") return "not fused q/k/v with learned positions";
   if (v.qkv_act !== "none" || v.attn_extra !== "none") return "qkv_act or attn_extra";
   if (v.kv_heads !== 0 && v.kv_heads !== config.nHead) return "grouped key/value heads";
@@ -94,6 +92,8 @@ export class WasmGptDecoder implements DecodeState {
   length = 0;
   readonly #heap: HeapView;
   readonly #c: DecodeConfig;
+  /** GELU's exact (erf) form, else its tanh approximation (the config's `gelu`). */
+  readonly #exactGelu: boolean;
   readonly #blocks: BlockOffsets[];
   readonly #wte: number;
   readonly #wpe: number;
@@ -113,6 +113,7 @@ export class WasmGptDecoder implements DecodeState {
     const backend: AnyBackend = tf.backend();
     this.#heap = new HeapView(backend);
     this.#c = config;
+    this.#exactGelu = variantOf(config).gelu === "exact";
     const C = config.nEmbd, T = config.contextLength, V = config.vocabSize;
     const at = (name: string) => {
       const p = params.get(name);
@@ -194,8 +195,12 @@ export class WasmGptDecoder implements DecodeState {
       for (let i = 0; i < C; i++) f[x + i] += f[out + i];
       this.#norm(b.ln2);
       linearRow(heap, at.a, b.fc.w, b.fc.b, at.fc, C, 4 * C);
-      k.gelu_inner(at.fc, at.act, 0, 4 * C, GELU_C, GELU_K); // the op chain's GELU kernels, in its order
-      k.tanh(at.act, at.act, 0, 4 * C);
+      // the GELU kernels' jobs (ops/gelu/wasm.ts), in their order: tanh or erf into act, then act
+      if (this.#exactGelu) k.erf(at.fc, at.act, 0, 4 * C, Math.SQRT1_2);
+      else {
+        k.gelu_inner(at.fc, at.act, 0, 4 * C, GELU_C, GELU_K);
+        k.tanh(at.act, at.act, 0, 4 * C);
+      }
       k.gelu_out(at.fc, at.act, at.act, 0, 4 * C);
       linearRow(heap, at.act, b.mlpProj.w, b.mlpProj.b, at.out, 4 * C, C);
       f = heap.f32;

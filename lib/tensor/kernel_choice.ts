@@ -13,7 +13,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type Blas, blasThreads, currentBlas } from "../native/blas.ts";
 import { wasmKernelsActive } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
-import { GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
+import { GELU_EXACT_KERNEL, GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl, type DnnlGemm, dnnlMatMulsWanted } from "../native/dnnl.ts";
 import { ownMatMulEnabled } from "./ops/matmul/webgpu.ts";
 import { dnnlMatMulAvailable } from "./ops/matmul/dnnl.ts";
@@ -406,6 +406,11 @@ export const TABLE: KernelChoice[] = [
   wasmRow("layerNorm", "lib/tensor/ops/layer_norm/wasm.ts", "lib/tensor/ops/layer_norm/mod.ts"),
   wasmRow("causalSoftmax", "lib/tensor/ops/causal_softmax/wasm.ts", "lib/tensor/ops/causal_softmax/mod.ts"),
   wasmRow("gelu", "lib/tensor/ops/gelu/wasm.ts", "lib/tensor/ops/gelu/mod.ts"),
+  wasmRow(
+    "geluExact",
+    "lib/tensor/ops/gelu/wasm.ts (kernels.wat erf)",
+    "lib/tensor/ops/gelu/mod.ts geluExact",
+  ),
   wasmRow("adamW", "lib/tensor/wasm/kernels.ts", "lib/optim.ts", FUSED_OPTION),
   wasmRow("sumSquares", "lib/tensor/wasm/kernels.ts", "lib/optim.ts"),
   {
@@ -501,6 +506,12 @@ export const TABLE: KernelChoice[] = [
     LAYER_NORM_KERNEL,
   ),
   webgpuRow("gelu", "lib/tensor/ops/gelu/webgpu.ts", "lib/tensor/ops/gelu/mod.ts", GELU_KERNEL),
+  webgpuRow(
+    "geluExact",
+    "lib/tensor/ops/gelu/webgpu.ts",
+    "lib/tensor/ops/gelu/mod.ts geluExact",
+    GELU_EXACT_KERNEL,
+  ),
   webgpuRow(
     "causalSoftmax",
     "lib/tensor/ops/causal_softmax/webgpu.ts",

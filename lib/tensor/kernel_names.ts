@@ -55,6 +55,9 @@ export const GELU_KERNEL = "LmpipeGelu";
 export const GELU_K = Math.sqrt(2 / Math.PI);
 export const GELU_C = 0.044715;
 export const GELU_GRAD_KERNEL = "LmpipeGeluGrad";
+/** Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), forward and gradient from x and dy (erf recomputed). */
+export const GELU_EXACT_KERNEL = "LmpipeGeluExact";
+export const GELU_EXACT_GRAD_KERNEL = "LmpipeGeluExactGrad";
 
 /**
  * Attention's causal softmax over the last axis of scores [..., T, past + T] (attribute past) and the

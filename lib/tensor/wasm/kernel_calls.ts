@@ -30,6 +30,9 @@ export const KIND = {
   /** Attention's causal softmax and the softmax gradient (lib/tensor/ops/causal_softmax/wasm.ts). */
   causalSoftmax: 44,
   softmaxGrad: 45,
+  /** Exact (erf) GELU and its gradient (lib/tensor/ops/gelu/wasm.ts). */
+  geluExact: 46,
+  geluExactGrad: 47,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -71,6 +74,8 @@ export interface KernelExports {
     past: number,
   ): void;
   softmax_grad(y: number, dy: number, dx: number, r0: number, r1: number, K: number): void;
+  erf(x: number, y: number, i0: number, i1: number, s: number): void;
+  gelu_erf_grad_out(x: number, e: number, dy: number, dx: number, i0: number, i1: number, rs: number): void;
   cumsum(
     x: number,
     y: number,
@@ -296,6 +301,16 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.causal_softmax(a[1], a[2], a[3], r0, r1, a[4], a[5], a[6]);
     case KIND.softmaxGrad: // y, dy, dx, K
       return k.softmax_grad(a[1], a[2], a[3], r0, r1, a[4]);
+    case KIND.geluExact: { // x, y, n, 1/sqrt 2: erf into y, then y; block by block (in cache)
+      const i0 = r0 * BLOCK, i1 = Math.min(a[3], r1 * BLOCK);
+      k.erf(a[1], a[2], i0, i1, bitsFloat(a[4]));
+      return k.gelu_out(a[1], a[2], a[2], i0, i1);
+    }
+    case KIND.geluExactGrad: { // x, dy, dx, n, 1/sqrt 2, 1/sqrt(2 pi): erf into dx, then dx
+      const i0 = r0 * BLOCK, i1 = Math.min(a[4], r1 * BLOCK);
+      k.erf(a[1], a[3], i0, i1, bitsFloat(a[5]));
+      return k.gelu_erf_grad_out(a[1], a[3], a[2], a[3], i0, i1, bitsFloat(a[6]));
+    }
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

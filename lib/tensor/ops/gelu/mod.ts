@@ -1,14 +1,20 @@
 // GELU, the MLP's nonlinearity, in two forms: "tanh", the approximation GPT-2 used, 0.5 x (1 + tanh(k (x +
 // c x^3))), and "exact", 0.5 x (1 + erf(x / sqrt 2)), PyTorch's nn.GELU() default that nanoGPT and the
-// study's code run (they differ by up to ~2e-4 in y). The exact form is an op chain on every backend
-// (TF.js's Erf kernel, the gradient written out); the fused kernels below are the tanh form's.
-// The op chain is ~7 TF.js kernels forward and ~10 backward, each a pass over the MLP's widest tensor;
-// where a backend registers lmpipe's GELU kernels (wasm: wasm/kernels.ts; webgpu: webgpu.ts beside this file),
-// one kernel each way does the same float32 operations in the same order, keeping only x for the
-// backward pass (tanh is recomputed). Elsewhere, or with LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0,
-// the op chain runs.
+// study's code run (they differ by up to ~2e-4 in y). Each form is an op chain (TF.js's Tanh or Erf, the
+// gradient written out), ~7 TF.js kernels forward and ~10 backward, each a pass over the MLP's widest
+// tensor. Where a backend registers lmpipe's GELU kernels (wasm: wasm.ts beside this file; webgpu:
+// webgpu.ts), one kernel each way does the same float32 operations in the same order around tanh or erf,
+// keeping only x for the backward pass (tanh or erf is recomputed). Elsewhere, or with
+// LMPIPE_WASM_FUSED=0 / LMPIPE_WEBGPU_FUSED=0, the op chain runs.
 import * as tf from "@tensorflow/tfjs-core";
-import { GELU_C, GELU_GRAD_KERNEL, GELU_K, GELU_KERNEL } from "../../kernel_names.ts";
+import {
+  GELU_C,
+  GELU_EXACT_GRAD_KERNEL,
+  GELU_EXACT_KERNEL,
+  GELU_GRAD_KERNEL,
+  GELU_K,
+  GELU_KERNEL,
+} from "../../kernel_names.ts";
 import { kernelFor } from "../../kernel_choice.ts";
 import "./wasm.ts"; // registers the wasm kernels
 import "./webgpu.ts"; // registers the webgpu kernels
@@ -33,16 +39,21 @@ export const geluByOps = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]
   };
 }) as (x: tf.Tensor) => tf.Tensor;
 
-/** The kernels: forward y, backward from x and dy. */
-const geluByKernels = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  save([x]);
-  return {
-    value: tf.engine().runKernel(GELU_KERNEL, { x }, {}) as tf.Tensor,
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
-      tf.engine().runKernel(GELU_GRAD_KERNEL, { x: saved[0], dy: dy as tf.Tensor }, {}) as tf.Tensor,
-  };
-}) as (x: tf.Tensor) => tf.Tensor;
+/** A form's two kernels as one op: forward y, backward from x and dy. */
+function byKernels(forward: string, backward: string): (x: tf.Tensor) => tf.Tensor {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    save([x]);
+    return {
+      value: tf.engine().runKernel(forward, { x }, {}) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        tf.engine().runKernel(backward, { x: saved[0], dy: dy as tf.Tensor }, {}) as tf.Tensor,
+    };
+  }) as (x: tf.Tensor) => tf.Tensor;
+}
+
+const geluByKernels = byKernels(GELU_KERNEL, GELU_GRAD_KERNEL);
+const geluExactByKernels = byKernels(GELU_EXACT_KERNEL, GELU_EXACT_GRAD_KERNEL);
 
 /** The two forms of GELU (config field `gelu`): tanh approximation or exact erf. */
 export type GeluForm = "tanh" | "exact";
@@ -69,6 +80,9 @@ export const geluExact = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]
 
 /** GELU of x (any shape) in `form` ("tanh" by default: what checkpoints without the field trained with). */
 export function gelu(x: tf.Tensor, form: GeluForm = "tanh"): tf.Tensor {
-  if (form === "exact") return geluExact(x);
-  return x.dtype === "float32" && kernelFor("gelu") === "lmpipe" ? geluByKernels(x) : geluByOps(x);
+  const fused = x.dtype === "float32";
+  if (form === "exact") {
+    return fused && kernelFor("geluExact") === "lmpipe" ? geluExactByKernels(x) : geluExact(x);
+  }
+  return fused && kernelFor("gelu") === "lmpipe" ? geluByKernels(x) : geluByOps(x);
 }

@@ -1,0 +1,62 @@
+// Exact (erf) GELU on wasm, forward and backward: lmpipe's kernels (lib/tensor/ops/gelu/wasm.ts, one
+// multithreaded job each way) against the op chain they replace (TF.js's Erf and ~15 elementwise kernels,
+// one thread each), in one process, on the MLP hidden shapes of gpt T and S (batch 8) and of the gpt2 /
+// study presets (one 1024-token sequence). The tanh form's kernels are timed beside them for scale.
+// Prints medians and the ratio per shape.
+//
+//   LMPIPE_WASM_THREADS=1 deno run -A bench/gelu.ts
+//   LMPIPE_WASM_THREADS=2 deno run -A bench/gelu.ts
+import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { gelu, type GeluForm } from "../lib/tensor/ops/gelu/mod.ts";
+import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
+import { median } from "./common.ts";
+
+const info = await initBackend("wasm");
+
+const CASES: [number[], string][] = [
+  [[1024, 512], "gpt T (4 layers, 128 wide, context 128)"],
+  [[2048, 1536], "gpt S (6 layers, 384 wide, context 256)"],
+  [[1024, 3072], "gpt2 / study, one sequence of 1024"],
+];
+
+/** Median ms of a forward and backward pass through gelu(form) with the wasm kernels on or off. */
+function time(shape: number[], form: GeluForm, kernels: boolean): number {
+  const x = tf.randomNormal(shape), dy = tf.randomNormal(shape);
+  const grad = tf.valueAndGrad((t: tf.Tensor) => gelu(t, form));
+  const old = setWasmKernelsEnabled(kernels);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      const { value, grad: dx } = grad(x, dy); // wasm kernels are synchronous: done when this returns
+      if (i >= 4) times.push(performance.now() - t0);
+      tf.dispose([value, dx]);
+    }
+  } finally {
+    setWasmKernelsEnabled(old);
+    tf.dispose([x, dy]);
+  }
+  return median(times);
+}
+
+console.log(`${info.device}\n`);
+console.log(
+  "| MLP hidden | shape | exact, op chain ms | exact, kernels ms | ratio | tanh, kernels ms |\n" +
+    "|---|---|---:|---:|---:|---:|",
+);
+for (const [shape, what] of CASES) {
+  const chain = time(shape, "exact", false);
+  const jobs = wasmKernelStats().rows;
+  const kernels = time(shape, "exact", true);
+  if (wasmKernelStats().rows === jobs) throw new Error(`${what}: the wasm kernels did not run`);
+  const tanh = time(shape, "tanh", true);
+  console.log(
+    `| ${what} | [${shape}] | ${chain.toFixed(2)} | ${kernels.toFixed(2)} | ${
+      (chain / kernels).toFixed(2)
+    }x | ${tanh.toFixed(2)} |`,
+  );
+}
+console.log(
+  "\ncommand: LMPIPE_WASM_THREADS=" + (Deno.env.get("LMPIPE_WASM_THREADS") ?? "(default)") +
+    " deno run -A bench/gelu.ts",
+);
