@@ -209,6 +209,57 @@ Deno.test("wasm GELU kernels: bit-identical to the op chain forward and backward
   }
 });
 
+Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and those they leave to TF.js", async () => {
+  await initBackend("wasm", { quiet: true });
+  const bits = (t: tf.Tensor) => Array.from(new Uint32Array((t.dataSync() as Float32Array).slice().buffer));
+  const special = (a: Float32Array) => {
+    a[0] = NaN, a[1] = Infinity, a[2] = -Infinity, a[3] = -0;
+    return a;
+  };
+  const size = (s: number[]) => s.reduce((p, d) => p * d, 1);
+  // a's and b's shapes: one shape (a tail past the last block), rows plus a row (either order, with
+  // leading 1s), and shapes TF.js keeps (more axes on the row, a column, both broadcast, a scalar, small)
+  const adds: [number[], number[], boolean][] = [
+    [[3, 8192 + 5], [3, 8192 + 5], true],
+    [[8, 128, 128], [128, 128], true],
+    [[37], [1000, 37], true],
+    [[2048, 384], [1, 384], true],
+    [[1, 1, 384], [2048, 384], false],
+    [[2048, 1], [2048, 384], false],
+    [[4, 1, 3000], [1, 5, 3000], false],
+    [[], [64, 128], false],
+    [[7, 9], [7, 9], false],
+  ];
+  for (const [i, [sa, sb, ours]] of adds.entries()) {
+    const a = tf.tensor(special(randomArray(size(sa), 80 + i)), sa);
+    const b = tf.tensor(randomArray(size(sb), 90 + i), sb);
+    const jobs = wasmKernelStats().rows;
+    const got = tf.add(a, b);
+    assert.equal(wasmKernelStats().rows > jobs, ours, `[${sa}] + [${sb}]: lmpipe's kernel ran`);
+    const want = withKernels(false, () => tf.add(a, b));
+    assert.deepEqual(got.shape, want.shape, `[${sa}] + [${sb}] shape`);
+    assert.deepEqual(bits(got), bits(want), `[${sa}] + [${sb}]`);
+    tf.dispose([a, b, got, want]);
+  }
+  // column sums: a group's tail (37, 21 columns), many groups on the threads, keepDims, two leading axes
+  const sums: [number[], number[], boolean][] = [
+    [[1024, 37], [0], false],
+    [[5, 21], [0], true],
+    [[2048, 1536], [0], false],
+    [[8, 256, 384], [0, 1], false],
+  ];
+  for (const [i, [shape, axes, keep]] of sums.entries()) {
+    const x = tf.tensor(randomArray(size(shape), 100 + i).map((v) => v * 1e3), shape);
+    const jobs = wasmKernelStats().rows;
+    const got = tf.sum(x, axes, keep);
+    assert.ok(wasmKernelStats().rows > jobs, `sum [${shape}] over ${axes}: lmpipe's kernel ran`);
+    const want = withKernels(false, () => tf.sum(x, axes, keep)); // the JavaScript loop: same order
+    assert.deepEqual(got.shape, want.shape);
+    assert.deepEqual(bits(got), bits(want), `sum [${shape}] over ${axes}`);
+    tf.dispose([x, got, want]);
+  }
+});
+
 Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript loops' numbers", async () => {
   await initBackend("wasm", { quiet: true });
   const cases = [

@@ -6,7 +6,8 @@
 //   - OneHot with a float32 output: denormal garbage -> a JS kernel;
 //   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel; with batchDims 0 over rows of >= 64 values
 //     (the token embedding): slow -> the same kernel, a copy per row;
-//   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap;
+//   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap (ops/column_sums);
+//   - Add of one shape or of a row to every row: one thread -> lmpipe's threaded kernel (ops/add);
 //   - Slice, SplitV, Unpack: each copies its whole input off the heap first (readSync) -> straight from the
 //     heap, one run of contiguous values at a time;
 //   - Identity (what tf.clone runs, and TF.js's engine on every tensor a gradient saves): a full copy -> the
@@ -31,6 +32,8 @@ import {
 import { wasmFastMatMul } from "../ops/matmul/wasm.ts";
 import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from "../ops/conv2d/wasm.ts";
 import { cumsumWasm } from "../ops/cumsum/wasm.ts";
+import { sumLeadingAxesWasm } from "../ops/column_sums/wasm.ts";
+import { addWasm } from "../ops/add/wasm.ts";
 
 const { util, backend_util } = tf;
 
@@ -165,34 +168,6 @@ function gatherCopiesRows({ inputs, attrs }: KernelArgs): boolean {
   let axis = util.parseAxisParam(attrs.axis as number, x.shape)[0];
   if (axis < 0) axis += x.shape.length;
   return util.sizeFromShape(x.shape.slice(axis + 1)) >= GATHER_MIN_RUN;
-}
-
-// --- wasm speed: Sum over leading axes (bias gradients) --------------------------------------------
-// The gradient of x @ W + b sums dy over its rows. TF.js's wasm Sum transposes the input first to sum
-// along the last axis: 4.5 ms for [1024, 512] (bench/profile_step.ts), ~6% of a small GPT's step on 2
-// threads. Column sums straight on the heap, accumulated in float64, take a tenth of that.
-
-function sumLeadingAxes(orig: KernelFn): KernelFn {
-  return (args) => {
-    const { x } = args.inputs as { x: TensorInfo };
-    const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
-    const rank = x.shape.length;
-    if (x.dtype !== "float32" || rank < 2) return orig(args);
-    const axes = util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
-    const k = axes.length;
-    if (k === 0 || k >= rank || axes.some((a, i) => a !== i)) return orig(args);
-    const rows = util.sizeFromShape(x.shape.slice(0, k)), cols = util.sizeFromShape(x.shape.slice(k));
-    const outShape = keepDims ? [...x.shape.slice(0, k).map(() => 1), ...x.shape.slice(k)] : x.shape.slice(k);
-    const backend = args.backend;
-    const out = backend.makeOutput(outShape, "float32") as TensorInfo;
-    const src = heapView(backend, x), dst = heapView(backend, out); // views after the allocation
-    const acc = new Float64Array(cols);
-    for (let r = 0, i = 0; r < rows; r++) {
-      for (let j = 0; j < cols; j++, i++) acc[j] += src[i];
-    }
-    dst.set(acc);
-    return out;
-  };
 }
 
 // --- wasm out of memory ------------------------------------------------------------------------
@@ -373,7 +348,8 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.Conv2DBackpropFilter, "wasm", () => conv2DBackpropFilterWasm);
     replaceKernel(tf.Conv2DBackpropInput, "wasm", () => conv2DBackpropInputWasm);
     replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
-    replaceKernel(tf.Sum, "wasm", (orig) => sumLeadingAxes(orig!));
+    replaceKernel(tf.Sum, "wasm", (orig) => sumLeadingAxesWasm(orig!));
+    replaceKernel(tf.Add, "wasm", (orig) => addWasm(orig!));
     replaceKernel(tf.OneHot, "wasm", () => oneHotKernel);
     replaceKernel(tf.Slice, "wasm", (orig) => sliceKernel(orig!));
     replaceKernel(tf.SplitV, "wasm", (orig) => splitVKernel(orig!));

@@ -33,6 +33,9 @@ export const KIND = {
   /** Exact (erf) GELU and its gradient (lib/tensor/ops/gelu/wasm.ts). */
   geluExact: 46,
   geluExactGrad: 47,
+  /** Column sums (a bias gradient) and a + b (lib/tensor/ops/add/wasm.ts). */
+  colSums: 48,
+  addRows: 49,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -76,6 +79,17 @@ export interface KernelExports {
   softmax_grad(y: number, dy: number, dx: number, r0: number, r1: number, K: number): void;
   erf(x: number, y: number, i0: number, i1: number, s: number): void;
   gelu_erf_grad_out(x: number, e: number, dy: number, dx: number, i0: number, i1: number, rs: number): void;
+  col_sums(x: number, y: number, g0: number, g1: number, rows: number, cols: number): void;
+  add_rows(
+    a: number,
+    b: number,
+    y: number,
+    r0: number,
+    r1: number,
+    cols: number,
+    n: number,
+    bcast: number,
+  ): void;
   cumsum(
     x: number,
     y: number,
@@ -311,6 +325,10 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       k.erf(a[1], a[3], i0, i1, bitsFloat(a[5]));
       return k.gelu_erf_grad_out(a[1], a[3], a[2], a[3], i0, i1, bitsFloat(a[6]));
     }
+    case KIND.colSums: // x, y, rows, cols; groups of 16 columns
+      return k.col_sums(a[1], a[2], r0, r1, a[3], a[4]);
+    case KIND.addRows: // a, b, y, cols, n, b a row (1) or a's shape (0)
+      return k.add_rows(a[1], a[2], a[3], r0, r1, a[4], a[5], a[6]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

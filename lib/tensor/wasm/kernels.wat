@@ -15,6 +15,8 @@
 ;;   cumsum        running sums along an axis where it lies (TF.js transposes it last first)
 ;;   causal_softmax, softmax_grad  attention's masked softmax and its gradient, a row at a time
 ;;   erf, gelu_erf_grad_out  exact GELU's erf and its gradient (gelu_out gives its forward)
+;;   col_sums      float64 column sums (bias gradients: TF.js's Sum transposes first)
+;;   add_rows      a + b, same shape or b a row added to each row (TF.js's Add runs on one thread)
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -2139,4 +2141,120 @@
               (then (v128.store32_lane offset=8 2 (i32.add (local.get $dx) (local.get $o)) (local.get $v))))))
         (local.set $o (i32.add (local.get $o) (i32.const 16)))
         (br $vectors))))
+
+  ;; Column sums of x [rows, cols] into y [cols], for groups g0 <= g < g1 of 16 columns (the last group may
+  ;; be narrower): each column's values added in float64 from row 0 down, then rounded once (the gradient
+  ;; of a bias, summing dy over its rows). A whole group is one 64-byte line per row, eight float64x2 sums.
+  (func (export "col_sums") (param $x i32) (param $y i32) (param $g0 i32) (param $g1 i32) (param $rows i32)
+    (param $cols i32)
+    (local $g i32) (local $c i32) (local $n i32) (local $r i32) (local $p i32) (local $q i32) (local $stride i32)
+    (local $v v128) (local $acc f64)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $s4 v128) (local $s5 v128) (local $s6 v128) (local $s7 v128)
+    (local.set $stride (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $g (local.get $g0))
+    (block $groups_done
+      (loop $groups
+        (br_if $groups_done (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $c (i32.shl (local.get $g) (i32.const 4)))
+        (local.set $n (i32.sub (local.get $cols) (local.get $c)))
+        (local.set $q (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2))))
+        (if (i32.ge_u (local.get $n) (i32.const 16))
+          (then
+        (local.set $s0 (v128.const f64x2 0 0))
+        (local.set $s1 (v128.const f64x2 0 0))
+        (local.set $s2 (v128.const f64x2 0 0))
+        (local.set $s3 (v128.const f64x2 0 0))
+        (local.set $s4 (v128.const f64x2 0 0))
+        (local.set $s5 (v128.const f64x2 0 0))
+        (local.set $s6 (v128.const f64x2 0 0))
+        (local.set $s7 (v128.const f64x2 0 0))
+            (local.set $p (i32.add (local.get $x) (i32.shl (local.get $c) (i32.const 2))))
+            (local.set $r (local.get $rows))
+            (block $rows_done
+              (loop $rows_loop
+                (br_if $rows_done (i32.eqz (local.get $r)))
+            (local.set $v (v128.load offset=0 (local.get $p)))
+            (local.set $s0 (f64x2.add (local.get $s0) (f64x2.promote_low_f32x4 (local.get $v))))
+            (local.set $s1 (f64x2.add (local.get $s1) (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))))
+            (local.set $v (v128.load offset=16 (local.get $p)))
+            (local.set $s2 (f64x2.add (local.get $s2) (f64x2.promote_low_f32x4 (local.get $v))))
+            (local.set $s3 (f64x2.add (local.get $s3) (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))))
+            (local.set $v (v128.load offset=32 (local.get $p)))
+            (local.set $s4 (f64x2.add (local.get $s4) (f64x2.promote_low_f32x4 (local.get $v))))
+            (local.set $s5 (f64x2.add (local.get $s5) (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))))
+            (local.set $v (v128.load offset=48 (local.get $p)))
+            (local.set $s6 (f64x2.add (local.get $s6) (f64x2.promote_low_f32x4 (local.get $v))))
+            (local.set $s7 (f64x2.add (local.get $s7) (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))))
+                (local.set $p (i32.add (local.get $p) (local.get $stride)))
+                (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+                (br $rows_loop)))
+        (v128.store offset=0 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (local.get $s0)) (f32x4.demote_f64x2_zero (local.get $s1))))
+        (v128.store offset=16 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (local.get $s2)) (f32x4.demote_f64x2_zero (local.get $s3))))
+        (v128.store offset=32 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (local.get $s4)) (f32x4.demote_f64x2_zero (local.get $s5))))
+        (v128.store offset=48 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (local.get $s6)) (f32x4.demote_f64x2_zero (local.get $s7)))))
+          (else
+            ;; fewer than 16 columns left: one column at a time
+            (block $cols_done
+              (loop $cols_loop
+                (br_if $cols_done (i32.ge_u (local.get $c) (local.get $cols)))
+                (local.set $acc (f64.const 0))
+                (local.set $p (i32.add (local.get $x) (i32.shl (local.get $c) (i32.const 2))))
+                (local.set $r (local.get $rows))
+                (block $r_done
+                  (loop $r_loop
+                    (br_if $r_done (i32.eqz (local.get $r)))
+                    (local.set $acc (f64.add (local.get $acc) (f64.promote_f32 (f32.load (local.get $p)))))
+                    (local.set $p (i32.add (local.get $p) (local.get $stride)))
+                    (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+                    (br $r_loop)))
+                (f32.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2)))
+                  (f32.demote_f64 (local.get $acc)))
+                (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                (br $cols_loop)))))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups))))
+
+  ;; y = a + b for rows r0 <= row < r1 of a [rows, cols], b [cols] when $bcast is 1 (a bias added to every
+  ;; row) or b [rows, cols] when 0 (the same shape; then the last row may end early, at n elements): one
+  ;; float32 add per element, as TF.js's Add.
+  (func (export "add_rows") (param $a i32) (param $b i32) (param $y i32) (param $r0 i32) (param $r1 i32)
+    (param $cols i32) (param $n i32) (param $bcast i32)
+    (local $o i32) (local $end i32) (local $vend i32) (local $bo i32) (local $row_bytes i32) (local $n_bytes i32)
+    (local.set $row_bytes (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $n_bytes (i32.shl (local.get $n) (i32.const 2)))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $r0) (local.get $r1)))
+        (local.set $o (i32.mul (local.get $r0) (local.get $row_bytes)))
+        (local.set $end (i32.add (local.get $o) (local.get $row_bytes)))
+        (if (i32.gt_u (local.get $end) (local.get $n_bytes)) (then (local.set $end (local.get $n_bytes))))
+        (local.set $vend (i32.sub (local.get $end) (i32.const 12)))
+        ;; b's element for a's byte o lies at bo + o: bo = b (same shape), or b less the row's start (bias)
+        (local.set $bo (select (i32.sub (local.get $b) (local.get $o)) (local.get $b) (local.get $bcast)))
+        (block $v_done
+          (loop $v
+            (br_if $v_done (i32.ge_s (local.get $o) (local.get $vend)))
+            (v128.store (i32.add (local.get $y) (local.get $o)) (f32x4.add
+              (v128.load (i32.add (local.get $a) (local.get $o)))
+              (v128.load (i32.add (local.get $bo) (local.get $o)))))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (br $v)))
+        (block $s_done
+          (loop $sc
+            (br_if $s_done (i32.ge_s (local.get $o) (local.get $end)))
+            (f32.store (i32.add (local.get $y) (local.get $o)) (f32.add
+              (f32.load (i32.add (local.get $a) (local.get $o)))
+              (f32.load (i32.add (local.get $bo) (local.get $o)))))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))
+            (br $sc)))
+        (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
+        (br $rows))))
 )
