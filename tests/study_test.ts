@@ -205,7 +205,7 @@ Deno.test({
         "--preset",
         "tiny",
         "--budget",
-        "4s",
+        "2s",
         "--out",
         out,
         "--backend",
@@ -246,7 +246,7 @@ Deno.test({
       assert.ok(md.includes("3.198"));
       const svg = await Deno.readTextFile(join(out, "loss_time.svg"));
       assert.equal(svg.match(/<path class="train"/g)?.length, 4);
-      assert.ok(svg.includes("budget 4.0s"));
+      assert.ok(svg.includes("budget 2.0s"));
       const png = decodePng(await Deno.readFile(join(out, "loss_step.png")));
       assert.deepEqual([png.width, png.height], [900, 520]);
 
