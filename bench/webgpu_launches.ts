@@ -28,6 +28,7 @@ const HELP = `deno run -A bench/webgpu_launches.ts [flags]
   --batch-size N   sequences per step (default 4)
   --precision L    fp32 and/or mixed (default: fp32,mixed)
   --steps N        counted and timed steps after one warm-up step (default 3)
+  --gelu F         tanh | exact: GELU's form (default: the preset's; gpt2 and study are exact)
   --top N          also list the N most launched programs per phase (default 0)
   --no-cross-check skip counting a real trainLoop run (the "trainLoop total" column shows -)
 
@@ -42,6 +43,7 @@ const p = parseFlags("bench/webgpu_launches", Deno.args, {
   precision: { type: "string" },
   steps: { type: "string" },
   top: { type: "string" },
+  gelu: { type: "string" },
   "no-cross-check": { type: "boolean" },
 });
 if (p.help) {
@@ -58,6 +60,12 @@ for (const pr of precisions) {
   }
 }
 const steps = num(p, "bench/webgpu_launches", "steps", 3, { min: 1, integer: true });
+const geluForm = str(p, "gelu", "");
+if (geluForm !== "" && geluForm !== "tanh" && geluForm !== "exact") {
+  throw new Error(`bench/webgpu_launches: --gelu ${geluForm}: use tanh or exact`);
+}
+/** The preset's config of `family`, with --gelu's form when given. */
+const configOf = (family: string) => resolveConfig(family, preset, geluForm ? { gelu: geluForm } : {});
 const top = num(p, "bench/webgpu_launches", "top", 0, { min: 0, integer: true });
 const crossCheck = !p.values["no-cross-check"];
 
@@ -168,7 +176,7 @@ async function trainStep(s: Setup): Promise<number> {
 // --- a real trainLoop run, counted between its per-step log records --------------------------------
 const dir = await Deno.makeTempDir({ prefix: "lmpipe-bench-launches-" });
 async function trainLoopLaunches(family: string, precision: Precision): Promise<number> {
-  const config = resolveConfig(family, preset);
+  const config = configOf(family);
   const T = config.contextLength as number, vocab = config.vocabSize as number;
   const model = createModel(config, 1);
   const tr = await WindowSampler.open(
@@ -229,7 +237,7 @@ for (const family of models) {
       console.error(
         `${family}/${preset} ${precision} fused=${fused}: 1 + ${steps} steps of ${B} sequences ...`,
       );
-      const config = resolveConfig(family, preset);
+      const config = configOf(family);
       const model = createModel(config, 1);
       const optimizer = new AdamW(model.params, { ...ADAMW_DEFAULTS, decays: (n) => model.decays(n) });
       const scaler = new LossScaler({ enabled: precision === "mixed", window: 2000 });
