@@ -260,6 +260,49 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
   }
 });
 
+Deno.test("wasm copies of runs (transpose, concat, slice, split): TF.js's values; the shapes they leave alone", async () => {
+  await initBackend("wasm", { quiet: true });
+  const size = (sh: number[]) => sh.reduce((p, d) => p * d, 1);
+  const same = (got: tf.Tensor, want: tf.Tensor, what: string) => {
+    assert.deepEqual(got.shape, want.shape, `${what} shape`);
+    assert.equal(got.dtype, want.dtype, `${what} dtype`);
+    const a = got.dataSync(), b = want.dataSync();
+    assert.ok(a.length === b.length && a.every((v, i) => Object.is(v, b[i])), what);
+  };
+  /** f's result with the kernels on (and whether a kernel job ran) against the kernels-off result. */
+  const check = (what: string, f: () => tf.Tensor | tf.Tensor[], ours: boolean) => {
+    const rows = wasmKernelStats().rows;
+    const got = [f()].flat();
+    assert.equal(wasmKernelStats().rows > rows, ours, `${what}: lmpipe's kernel ran`);
+    const want = [withKernels(false, f)].flat();
+    got.forEach((g, i) => same(g, want[i], `${what} [${i}]`));
+    tf.dispose([...got, ...want]);
+  };
+  const x4 = tf.tensor(randomArray(8 * 64 * 6 * 32, 5), [8, 64, 6, 32]);
+  const x5 = tf.tensor(randomArray(3 * 4 * 5 * 6 * 70, 6), [3, 4, 5, 6, 70]);
+  const ints = tf.tensor(
+    Int32Array.from({ length: 8 * 64 * 6 * 32 }, (_, i) => i * 7 - 5),
+    [8, 64, 6, 32],
+    "int32",
+  );
+  check("transpose [0,2,1,3]", () => tf.transpose(x4, [0, 2, 1, 3]), true);
+  check("transpose [2,0,1,3]", () => tf.transpose(x4, [2, 0, 1, 3]), true);
+  check("transpose int32 [1,0,2,3]", () => tf.transpose(ints, [1, 0, 2, 3]), true);
+  check("transpose rank 5, four outer axes", () => tf.transpose(x5, [3, 1, 0, 2, 4]), false);
+  check("transpose rank 5, merged to three", () => tf.transpose(x5, [2, 0, 1, 3, 4]), true);
+  check("transpose moving the last axis", () => tf.transpose(x4, [0, 1, 3, 2]), false);
+  check("transpose, small", () => tf.transpose(tf.ones([4, 3, 2]), [1, 0, 2]), false);
+  check("concat last axis", () => tf.concat([x4, tf.mul(x4, 2), tf.neg(x4)], 3), true);
+  check("concat axis 1", () => tf.concat([x4, tf.slice(x4, [0, 0, 0, 0], [8, 10, 6, 32])], 1), true);
+  check("concat int32", () => tf.concat([ints, ints], 2), true);
+  check("concat mixed dtypes", () => tf.concat([x4, tf.cast(ints, "float32")], 0), true);
+  check("slice inside", () => tf.slice(x4, [1, 3, 2, 5], [6, 50, 3, 20]), true);
+  check("slice, rank 5 (four outer axes)", () => tf.slice(x5, [1, 1, 1, 1, 1], [2, 3, 4, 5, 60]), false);
+  check("split last axis", () => tf.split(tf.reshape(x4, [512, 192]), [64, 64, 64], 1), true);
+  check("unstack axis 1", () => tf.unstack(x4, 1).slice(0, 2), false); // pieces of 1,536 values
+  tf.dispose([x4, x5, ints]);
+});
+
 Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript loops' numbers", async () => {
   await initBackend("wasm", { quiet: true });
   const cases = [

@@ -8,6 +8,8 @@
 //     (the token embedding): slow -> the same kernel, a copy per row;
 //   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap (ops/column_sums);
 //   - Add of one shape or of a row to every row: one thread -> lmpipe's threaded kernel (ops/add);
+//   - Transpose keeping the last axis, Concat, and large slices: one thread -> a threaded copy of runs
+//     (ops/copy_runs);
 //   - Slice, SplitV, Unpack: each copies its whole input off the heap first (readSync) -> straight from the
 //     heap, one run of contiguous values at a time;
 //   - Identity (what tf.clone runs, and TF.js's engine on every tensor a gradient saves): a full copy -> the
@@ -34,6 +36,7 @@ import { conv2DBackpropFilterWasm, conv2DBackpropInputWasm } from "../ops/conv2d
 import { cumsumWasm } from "../ops/cumsum/wasm.ts";
 import { sumLeadingAxesWasm } from "../ops/column_sums/wasm.ts";
 import { addWasm } from "../ops/add/wasm.ts";
+import { concatWasm, sliceByKernel, transposeWasm } from "../ops/copy_runs/wasm.ts";
 
 const { util, backend_util } = tf;
 
@@ -243,6 +246,8 @@ function guardWasmMalloc(): void {
 
 /** x[begin : begin + size] on the wasm heap (float32, int32, bool; strings go to `orig`). */
 function heapSlice(backend: AnyBackend, x: TensorInfo, begin: number[], size: number[]): TensorInfo {
+  const byKernel = sliceByKernel(backend, x, begin, size); // large ones on lmpipe's threads (ops/copy_runs)
+  if (byKernel) return byKernel;
   const rank = x.shape.length;
   const out = backend.makeOutput(size, x.dtype) as TensorInfo;
   if (util.sizeFromShape(size) === 0) return out;
@@ -350,6 +355,8 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.MaxPoolGrad, "wasm", () => maxPoolGradKernel);
     replaceKernel(tf.Sum, "wasm", (orig) => sumLeadingAxesWasm(orig!));
     replaceKernel(tf.Add, "wasm", (orig) => addWasm(orig!));
+    replaceKernel(tf.Transpose, "wasm", (orig) => transposeWasm(orig!));
+    replaceKernel(tf.Concat, "wasm", (orig) => concatWasm(orig!));
     replaceKernel(tf.OneHot, "wasm", () => oneHotKernel);
     replaceKernel(tf.Slice, "wasm", (orig) => sliceKernel(orig!));
     replaceKernel(tf.SplitV, "wasm", (orig) => splitVKernel(orig!));

@@ -36,6 +36,8 @@ export const KIND = {
   /** Column sums (a bias gradient) and a + b (lib/tensor/ops/add/wasm.ts). */
   colSums: 48,
   addRows: 49,
+  /** Strided copies of contiguous runs (lib/tensor/ops/copy_runs/wasm.ts). */
+  copyRuns: 50,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -90,6 +92,7 @@ export interface KernelExports {
     n: number,
     bcast: number,
   ): void;
+  copy_runs(src: number, dst: number, r0: number, r1: number, L: number, ...geometry: number[]): void;
   cumsum(
     x: number,
     y: number,
@@ -329,6 +332,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.col_sums(a[1], a[2], r0, r1, a[3], a[4]);
     case KIND.addRows: // a, b, y, cols, n, b a row (1) or a's shape (0)
       return k.add_rows(a[1], a[2], a[3], r0, r1, a[4], a[5], a[6]);
+    case KIND.copyRuns: // src, dst, L, then n1, n2, s0, s1, s2, d0, d1, d2
+      return k.copy_runs(a[1], a[2], r0, r1, a[3], ...sliceOf(a, 4, 12));
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -17,6 +17,7 @@
 ;;   erf, gelu_erf_grad_out  exact GELU's erf and its gradient (gelu_out gives its forward)
 ;;   col_sums      float64 column sums (bias gradients: TF.js's Sum transposes first)
 ;;   add_rows      a + b, same shape or b a row added to each row (TF.js's Add runs on one thread)
+;;   copy_runs     strided copies of contiguous runs: transposes that keep the last axis, concat, split
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -2255,6 +2256,32 @@
               (f32.load (i32.add (local.get $bo) (local.get $o)))))
             (local.set $o (i32.add (local.get $o) (i32.const 4)))
             (br $sc)))
+        (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
+        (br $rows))))
+
+  ;; Runs of L 4-byte values, rows r0 <= r < r1: row r = (i0 n1 + i1) n2 + i2 copies L values from src at
+  ;; i0 s0 + i1 s1 + i2 s2 to dst at i0 d0 + i1 d1 + i2 d2 (offsets in values). A transpose that keeps the
+  ;; last axis, a concat or split along it, a slice: each is such a copy with up to three outer axes.
+  (func (export "copy_runs") (param $src i32) (param $dst i32) (param $r0 i32) (param $r1 i32) (param $L i32)
+    (param $n1 i32) (param $n2 i32) (param $s0 i32) (param $s1 i32) (param $s2 i32) (param $d0 i32)
+    (param $d1 i32) (param $d2 i32)
+    (local $i0 i32) (local $i1 i32) (local $i2 i32) (local $q i32) (local $bytes i32)
+    (local.set $bytes (i32.shl (local.get $L) (i32.const 2)))
+    (block $done
+      (loop $rows
+        (br_if $done (i32.ge_u (local.get $r0) (local.get $r1)))
+        (local.set $i2 (i32.rem_u (local.get $r0) (local.get $n2)))
+        (local.set $q (i32.div_u (local.get $r0) (local.get $n2)))
+        (local.set $i1 (i32.rem_u (local.get $q) (local.get $n1)))
+        (local.set $i0 (i32.div_u (local.get $q) (local.get $n1)))
+        (memory.copy
+          (i32.add (local.get $dst) (i32.shl (i32.add (i32.add
+            (i32.mul (local.get $i0) (local.get $d0)) (i32.mul (local.get $i1) (local.get $d1)))
+            (i32.mul (local.get $i2) (local.get $d2))) (i32.const 2)))
+          (i32.add (local.get $src) (i32.shl (i32.add (i32.add
+            (i32.mul (local.get $i0) (local.get $s0)) (i32.mul (local.get $i1) (local.get $s1)))
+            (i32.mul (local.get $i2) (local.get $s2))) (i32.const 2)))
+          (local.get $bytes))
         (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
         (br $rows))))
 )
