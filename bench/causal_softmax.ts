@@ -5,10 +5,10 @@
 //
 //   LMPIPE_WASM_THREADS=1 deno run -A bench/causal_softmax.ts
 //   LMPIPE_WASM_THREADS=2 deno run -A bench/causal_softmax.ts
-import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { initBackend } from "../lib/tensor/backend.ts";
 import { causalSoftmax } from "../lib/tensor/ops/causal_softmax/mod.ts";
-import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
-import { median } from "./common.ts";
+import { wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
+import { medianGradMs } from "./common.ts";
 
 const info = await initBackend("wasm");
 
@@ -19,24 +19,7 @@ const CASES: [number[], string][] = [
 ];
 
 /** Median ms of a forward and backward pass through causalSoftmax with the kernels on or off. */
-function time(shape: number[], kernels: boolean): number {
-  const x = tf.randomNormal(shape), dy = tf.randomNormal(shape);
-  const grad = tf.valueAndGrad((t: tf.Tensor) => causalSoftmax(t, 0));
-  const old = setWasmKernelsEnabled(kernels);
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < 20; i++) {
-      const t0 = performance.now();
-      const { value, grad: dx } = grad(x, dy); // wasm kernels are synchronous: done when this returns
-      if (i >= 4) times.push(performance.now() - t0);
-      tf.dispose([value, dx]);
-    }
-  } finally {
-    setWasmKernelsEnabled(old);
-    tf.dispose([x, dy]);
-  }
-  return median(times);
-}
+const time = (shape: number[], kernels: boolean) => medianGradMs((t) => causalSoftmax(t, 0), shape, kernels);
 
 console.log(`${info.device}\n`);
 console.log("| attention | scores | op chain ms | kernels ms | ratio |\n|---|---|---:|---:|---:|");

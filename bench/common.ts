@@ -8,6 +8,8 @@ import { Rng } from "../lib/rng.ts";
 import { encodeU16, shardHeader } from "../lib/shard.ts";
 import { evaluateBatches, type TrainOptions } from "../lib/train_loop.ts";
 import { resolveConfig } from "../lib/models/registry.ts";
+import { tf } from "../lib/tensor/backend.ts";
+import { setWasmKernelsEnabled } from "../lib/tensor/wasm/kernels.ts";
 import type { LanguageModel, ModelConfig, Precision } from "../lib/models/types.ts";
 import type { WindowSampler } from "../lib/sampler.ts";
 
@@ -109,6 +111,29 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Median ms of a forward and backward pass through `f` on a random [shape] input, lmpipe's wasm kernels
+ * on or off (20 passes, the first 4 untimed). For the wasm backend, whose kernels are done when they return.
+ */
+export function medianGradMs(f: (t: tf.Tensor) => tf.Tensor, shape: number[], kernels: boolean): number {
+  const x = tf.randomNormal(shape), dy = tf.randomNormal(shape);
+  const grad = tf.valueAndGrad(f);
+  const old = setWasmKernelsEnabled(kernels);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      const { value, grad: dx } = grad(x, dy);
+      if (i >= 4) times.push(performance.now() - t0);
+      tf.dispose([value, dx]);
+    }
+  } finally {
+    setWasmKernelsEnabled(old);
+    tf.dispose([x, dy]);
+  }
+  return median(times);
 }
 
 /**

@@ -6,10 +6,10 @@
 //
 //   LMPIPE_WASM_THREADS=1 deno run -A bench/gelu.ts
 //   LMPIPE_WASM_THREADS=2 deno run -A bench/gelu.ts
-import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { initBackend } from "../lib/tensor/backend.ts";
 import { gelu, type GeluForm } from "../lib/tensor/ops/gelu/mod.ts";
-import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
-import { median } from "./common.ts";
+import { wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
+import { medianGradMs } from "./common.ts";
 
 const info = await initBackend("wasm");
 
@@ -20,24 +20,8 @@ const CASES: [number[], string][] = [
 ];
 
 /** Median ms of a forward and backward pass through gelu(form) with the wasm kernels on or off. */
-function time(shape: number[], form: GeluForm, kernels: boolean): number {
-  const x = tf.randomNormal(shape), dy = tf.randomNormal(shape);
-  const grad = tf.valueAndGrad((t: tf.Tensor) => gelu(t, form));
-  const old = setWasmKernelsEnabled(kernels);
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < 20; i++) {
-      const t0 = performance.now();
-      const { value, grad: dx } = grad(x, dy); // wasm kernels are synchronous: done when this returns
-      if (i >= 4) times.push(performance.now() - t0);
-      tf.dispose([value, dx]);
-    }
-  } finally {
-    setWasmKernelsEnabled(old);
-    tf.dispose([x, dy]);
-  }
-  return median(times);
-}
+const time = (shape: number[], form: GeluForm, kernels: boolean) =>
+  medianGradMs((t) => gelu(t, form), shape, kernels);
 
 console.log(`${info.device}\n`);
 console.log(
