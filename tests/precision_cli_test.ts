@@ -11,7 +11,7 @@ import { run as sample } from "../pipelines/sample/mod.ts";
 import { trainArgs } from "../pipelines/study/runner.ts";
 import { readLog, rejectsWith, tinyModelFlags } from "./helpers_run.ts";
 
-await initBackend("cpu", { quiet: true });
+await initBackend("wasm", { quiet: true });
 
 function capture() {
   let out = "";
@@ -29,7 +29,7 @@ const common = [
   "--data",
   "fixtures/shards",
   "--backend",
-  "cpu",
+  "wasm",
   "--batch-size",
   "2",
   "--seed",
@@ -55,7 +55,7 @@ Deno.test("--precision bf16: train stores it and trains unscaled, resume keeps i
   assert.ok(log.every((r) => !r.skipped && Number.isFinite(r.loss!)));
   const evalWith = async (precision: string) => {
     const c = capture();
-    const args = ["--ckpt", out, "--data", "fixtures/shards", "--max-tokens", "200", "--backend", "cpu"];
+    const args = ["--ckpt", out, "--data", "fixtures/shards", "--max-tokens", "200", "--backend", "wasm"];
     await evaluate([...args, "--precision", precision], c.env);
     return JSON.parse(c.text()).loss as number;
   };
@@ -68,7 +68,7 @@ Deno.test("--precision bf16: train stores it and trains unscaled, resume keeps i
       "--ckpt",
       out,
       "--backend",
-      "cpu",
+      "wasm",
       "--prompt-ids",
       "464,3290",
       "--top",

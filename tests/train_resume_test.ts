@@ -9,11 +9,11 @@ import { loadCheckpoint } from "../lib/checkpoint.ts";
 import { run as train } from "../pipelines/train/mod.ts";
 import { readLog, TINY_SHAPES, tinyModelFlags } from "./helpers_run.ts";
 
-await initBackend("cpu", { quiet: true });
+await initBackend("wasm", { quiet: true });
 const env = { signals: false, stdout: async (_b: Uint8Array) => {} };
 
 for (const model of Object.keys(TINY_SHAPES)) {
-  Deno.test(`train ${model}: 3 steps + --resume to 6 reproduces a straight 6-step run (mixed precision, cpu)`, async () => {
+  Deno.test(`train ${model}: 3 steps + --resume to 6 reproduces a straight 6-step run (mixed precision, wasm)`, async () => {
     const a = await Deno.makeTempDir({ prefix: "lmpipe-resume-a-" }),
       b = await Deno.makeTempDir({ prefix: "lmpipe-resume-b-" });
     const common = [
@@ -21,7 +21,7 @@ for (const model of Object.keys(TINY_SHAPES)) {
       "--data",
       "fixtures/shards",
       "--backend",
-      "cpu",
+      "wasm",
       "--batch-size",
       "2",
       "--seed",

@@ -489,7 +489,7 @@ Deno.test("lmpipe train --set options, then eval and sample from the run with no
     "--data",
     "fixtures/shards",
     "--backend",
-    "cpu",
+    "wasm",
     "--preset",
     "tiny",
     "--set",
@@ -519,7 +519,7 @@ Deno.test("lmpipe train --set options, then eval and sample from the run with no
   let text = "";
   const capture = { stdout: (b: Uint8Array) => Promise.resolve(void (text += new TextDecoder().decode(b))) };
   await evaluate(
-    ["--ckpt", out, "--data", "fixtures/shards", "--backend", "cpu", "--max-tokens", "64"],
+    ["--ckpt", out, "--data", "fixtures/shards", "--backend", "wasm", "--max-tokens", "64"],
     capture,
   );
   const loss = JSON.parse(text.trim().split("\n").at(-1)!).loss;
@@ -529,7 +529,7 @@ Deno.test("lmpipe train --set options, then eval and sample from the run with no
     "--ckpt",
     out,
     "--backend",
-    "cpu",
+    "wasm",
     "--prompt-ids",
     "464,3290",
     "--max-new-tokens",
