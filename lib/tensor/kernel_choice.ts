@@ -582,6 +582,13 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
+        name: "lmpipe",
+        file: "lib/tensor/ops/global_pool/wasm.ts (kernels.wat image_means)",
+        active: () => avgPoolEnabled() && wasmKernelsActive(),
+        why: "per-image float64 means on all wasm threads; the gradient a threaded broadcast copy, where " +
+          "AvgPool and its gradient's Multiply run on one thread",
+      },
+      {
         name: "avgPool",
         file: "lib/tensor/ops/global_pool/wasm.ts",
         active: () => avgPoolEnabled(),
@@ -591,7 +598,8 @@ export const TABLE: KernelChoice[] = [
       },
       opChain("lib/tensor/ops/global_pool/mod.ts"),
     ],
-    force: "LMPIPE_WASM_AVGPOOL=0 runs tf.mean; setAvgPoolEnabled for tests and benchmarks",
+    force:
+      "LMPIPE_WASM_FUSED=0 runs AvgPool; LMPIPE_WASM_AVGPOOL=0 runs tf.mean; setAvgPoolEnabled for tests",
   },
   {
     op: "causalAttention",

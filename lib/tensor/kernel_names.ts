@@ -65,3 +65,10 @@ export const GELU_EXACT_GRAD_KERNEL = "LmpipeGeluExactGrad";
  */
 export const CAUSAL_SOFTMAX_KERNEL = "LmpipeCausalSoftmax";
 export const CAUSAL_SOFTMAX_GRAD_KERNEL = "LmpipeCausalSoftmaxGrad";
+
+/**
+ * The CNNs' global average pool on wasm (lib/tensor/ops/global_pool/wasm.ts): x [N, H, W, C] -> per-image
+ * channel means [N, C]; and its gradient's broadcast, g [N, C] -> [N, H, W, C] (attrs H, W).
+ */
+export const IMAGE_MEANS_KERNEL = "LmpipeImageMeans";
+export const BROADCAST_PIXELS_KERNEL = "LmpipeBroadcastPixels";

@@ -38,6 +38,8 @@ export const KIND = {
   addRows: 49,
   /** Strided copies of contiguous runs (lib/tensor/ops/copy_runs/wasm.ts). */
   copyRuns: 50,
+  /** Per-image channel means (lib/tensor/ops/global_pool/wasm.ts). */
+  imageMeans: 51,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -93,6 +95,7 @@ export interface KernelExports {
     bcast: number,
   ): void;
   copy_runs(src: number, dst: number, r0: number, r1: number, L: number, ...geometry: number[]): void;
+  image_means(x: number, y: number, r0: number, r1: number, P: number, C: number): void;
   cumsum(
     x: number,
     y: number,
@@ -334,6 +337,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.add_rows(a[1], a[2], a[3], r0, r1, a[4], a[5], a[6]);
     case KIND.copyRuns: // src, dst, L, then n1, n2, s0, s1, s2, d0, d1, d2
       return k.copy_runs(a[1], a[2], r0, r1, a[3], ...sliceOf(a, 4, 12));
+    case KIND.imageMeans: // x, y, P, C; an image per row
+      return k.image_means(a[1], a[2], r0, r1, a[3], a[4]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

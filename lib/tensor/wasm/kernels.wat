@@ -16,6 +16,7 @@
 ;;   causal_softmax, softmax_grad  attention's masked softmax and its gradient, a row at a time
 ;;   erf, gelu_erf_grad_out  exact GELU's erf and its gradient (gelu_out gives its forward)
 ;;   col_sums      float64 column sums (bias gradients: TF.js's Sum transposes first)
+;;   image_means   per-image channel means (the CNNs' global average pool)
 ;;   add_rows      a + b, same shape or b a row added to each row (TF.js's Add runs on one thread)
 ;;   copy_runs     strided copies of contiguous runs: transposes that keep the last axis, concat, split
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
@@ -2148,9 +2149,34 @@
   ;; of a bias, summing dy over its rows). A whole group is one 64-byte line per row, eight float64x2 sums.
   (func (export "col_sums") (param $x i32) (param $y i32) (param $g0 i32) (param $g1 i32) (param $rows i32)
     (param $cols i32)
+    (call $col_sums_scaled (local.get $x) (local.get $y) (local.get $g0) (local.get $g1) (local.get $rows)
+      (local.get $cols) (f64.const 1)))
+
+  ;; The per-channel means of images r0 <= n < r1 of x [N, P, C] (P pixels) into y [N, C]: each image's
+  ;; column sums as col_sums takes them, times 1 / P in float64, rounded once (the CNNs' global average pool).
+  (func (export "image_means") (param $x i32) (param $y i32) (param $r0 i32) (param $r1 i32) (param $P i32)
+    (param $C i32)
+    (local $inv f64)
+    (local.set $inv (f64.div (f64.const 1) (f64.convert_i32_u (local.get $P))))
+    (block $done
+      (loop $images
+        (br_if $done (i32.ge_u (local.get $r0) (local.get $r1)))
+        (call $col_sums_scaled
+          (i32.add (local.get $x) (i32.shl (i32.mul (i32.mul (local.get $r0) (local.get $P)) (local.get $C)) (i32.const 2)))
+          (i32.add (local.get $y) (i32.shl (i32.mul (local.get $r0) (local.get $C)) (i32.const 2)))
+          (i32.const 0) (i32.shr_u (i32.add (local.get $C) (i32.const 15)) (i32.const 4))
+          (local.get $P) (local.get $C) (local.get $inv))
+        (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
+        (br $images))))
+
+  ;; col_sums with each sum times $scale (float64) before its one rounding.
+  (func $col_sums_scaled (param $x i32) (param $y i32) (param $g0 i32) (param $g1 i32) (param $rows i32)
+    (param $cols i32) (param $scale f64)
+    (local $vscale v128)
     (local $g i32) (local $c i32) (local $n i32) (local $r i32) (local $p i32) (local $q i32) (local $stride i32)
     (local $v v128) (local $acc f64)
     (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $s4 v128) (local $s5 v128) (local $s6 v128) (local $s7 v128)
+    (local.set $vscale (f64x2.splat (local.get $scale)))
     (local.set $stride (i32.shl (local.get $cols) (i32.const 2)))
     (local.set $g (local.get $g0))
     (block $groups_done
@@ -2194,13 +2220,13 @@
                 (local.set $r (i32.sub (local.get $r) (i32.const 1)))
                 (br $rows_loop)))
         (v128.store offset=0 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-          (f32x4.demote_f64x2_zero (local.get $s0)) (f32x4.demote_f64x2_zero (local.get $s1))))
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s0) (local.get $vscale))) (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s1) (local.get $vscale)))))
         (v128.store offset=16 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-          (f32x4.demote_f64x2_zero (local.get $s2)) (f32x4.demote_f64x2_zero (local.get $s3))))
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s2) (local.get $vscale))) (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s3) (local.get $vscale)))))
         (v128.store offset=32 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-          (f32x4.demote_f64x2_zero (local.get $s4)) (f32x4.demote_f64x2_zero (local.get $s5))))
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s4) (local.get $vscale))) (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s5) (local.get $vscale)))))
         (v128.store offset=48 (local.get $q) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
-          (f32x4.demote_f64x2_zero (local.get $s6)) (f32x4.demote_f64x2_zero (local.get $s7)))))
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s6) (local.get $vscale))) (f32x4.demote_f64x2_zero (f64x2.mul (local.get $s7) (local.get $vscale))))))
           (else
             ;; fewer than 16 columns left: one column at a time
             (block $cols_done
@@ -2217,7 +2243,7 @@
                     (local.set $r (i32.sub (local.get $r) (i32.const 1)))
                     (br $r_loop)))
                 (f32.store (i32.add (local.get $y) (i32.shl (local.get $c) (i32.const 2)))
-                  (f32.demote_f64 (local.get $acc)))
+                  (f32.demote_f64 (f64.mul (local.get $acc) (local.get $scale))))
                 (local.set $c (i32.add (local.get $c) (i32.const 1)))
                 (br $cols_loop)))))
         (local.set $g (i32.add (local.get $g) (i32.const 1)))

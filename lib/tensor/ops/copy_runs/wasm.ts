@@ -6,7 +6,8 @@
 // dtypes than float32 and int32, small tensors, copies with more outer axes than three (after merging
 // those that are contiguous), and everything when lmpipe's wasm kernels are off stay on the old path.
 import * as tf from "@tensorflow/tfjs-core";
-import type { AnyBackend, KernelFn, TensorInfo } from "../../host_kernel.ts";
+import { type AnyBackend, type KernelFn, registerKernels, type TensorInfo } from "../../host_kernel.ts";
+import { BROADCAST_PIXELS_KERNEL } from "../../kernel_names.ts";
 import { offsetOf, runRows, usable } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 
@@ -163,3 +164,25 @@ export function sliceByKernel(
   copy(backend, x, y, plan, from, 0);
   return y;
 }
+
+/**
+ * LmpipeBroadcastPixels: g [N, C] float32 repeated over H x W pixels, [N, H, W, C] (the global average
+ * pool's gradient, ops/global_pool/wasm.ts). One run of C values per pixel, shared over the threads.
+ */
+function broadcastPixelsKernel(
+  { inputs, backend, attrs }: { inputs: Record<string, TensorInfo>; backend: AnyBackend; attrs: unknown },
+): TensorInfo {
+  const { g } = inputs;
+  const { H, W } = attrs as { H: number; W: number };
+  if (g.dtype !== "float32" || g.shape.length !== 2) {
+    throw new Error(`${BROADCAST_PIXELS_KERNEL}: g must be float32 [N, C], got ${g.dtype} [${g.shape}]`);
+  }
+  const [N, C] = g.shape, P = H * W;
+  const y = backend.makeOutput([N, H, W, C], "float32") as TensorInfo;
+  const one = { n: 1, s: 0, d: 0 };
+  copy(backend, g, y, { axes: [one, { n: N, s: C, d: P * C }, { n: P, s: 0, d: C }], L: C });
+  return y;
+}
+
+// Registered once, when this module is first imported.
+registerKernels("wasm", [[BROADCAST_PIXELS_KERNEL, broadcastPixelsKernel]]);
