@@ -216,7 +216,6 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
     a[0] = NaN, a[1] = Infinity, a[2] = -Infinity, a[3] = -0;
     return a;
   };
-  const size = (s: number[]) => s.reduce((p, d) => p * d, 1);
   // a's and b's shapes: one shape (a tail past the last block), rows plus a row (either order, with
   // leading 1s), and shapes TF.js keeps (more axes on the row, a column, both broadcast, a scalar, small)
   const adds: [number[], number[], boolean][] = [
@@ -231,8 +230,8 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
     [[7, 9], [7, 9], false],
   ];
   for (const [i, [sa, sb, ours]] of adds.entries()) {
-    const a = tf.tensor(special(randomArray(size(sa), 80 + i)), sa);
-    const b = tf.tensor(randomArray(size(sb), 90 + i), sb);
+    const a = tf.tensor(special(randomArray(tf.util.sizeFromShape(sa), 80 + i)), sa);
+    const b = tf.tensor(randomArray(tf.util.sizeFromShape(sb), 90 + i), sb);
     const jobs = wasmKernelStats().rows;
     const got = tf.add(a, b);
     assert.equal(wasmKernelStats().rows > jobs, ours, `[${sa}] + [${sb}]: lmpipe's kernel ran`);
@@ -249,7 +248,7 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
     [[8, 256, 384], [0, 1], false],
   ];
   for (const [i, [shape, axes, keep]] of sums.entries()) {
-    const x = tf.tensor(randomArray(size(shape), 100 + i).map((v) => v * 1e3), shape);
+    const x = tf.tensor(randomArray(tf.util.sizeFromShape(shape), 100 + i).map((v) => v * 1e3), shape);
     const jobs = wasmKernelStats().rows;
     const got = tf.sum(x, axes, keep);
     assert.ok(wasmKernelStats().rows > jobs, `sum [${shape}] over ${axes}: lmpipe's kernel ran`);
@@ -262,7 +261,6 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
 
 Deno.test("wasm copies of runs (transpose, concat, slice, split): TF.js's values; the shapes they leave alone", async () => {
   await initBackend("wasm", { quiet: true });
-  const size = (sh: number[]) => sh.reduce((p, d) => p * d, 1);
   const same = (got: tf.Tensor, want: tf.Tensor, what: string) => {
     assert.deepEqual(got.shape, want.shape, `${what} shape`);
     assert.equal(got.dtype, want.dtype, `${what} dtype`);
@@ -313,9 +311,14 @@ Deno.test("wasm conv gradients: the im2col/col2im kernels give the JavaScript lo
   for (const [i, c] of cases.entries()) {
     const run = (kernels: boolean) =>
       withKernels(kernels, () => {
-        const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
-        const x = tf.tensor4d(randomArray(size(c.x), 60 + i), c.x as [number, number, number, number]);
-        const w = tf.tensor4d(randomArray(size(c.w), 70 + i), c.w as [number, number, number, number]);
+        const x = tf.tensor4d(
+          randomArray(tf.util.sizeFromShape(c.x), 60 + i),
+          c.x as [number, number, number, number],
+        );
+        const w = tf.tensor4d(
+          randomArray(tf.util.sizeFromShape(c.w), 70 + i),
+          c.w as [number, number, number, number],
+        );
         const f = (a: tf.Tensor, b: tf.Tensor) =>
           tf.sum(
             tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.strides, c.pad, "NHWC", c.dilations)),
