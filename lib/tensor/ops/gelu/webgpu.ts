@@ -26,6 +26,16 @@ type TensorInfo = tf.TensorInfo;
 // ops/gelu/mod.ts does), written as exact WGSL literals.
 const f32 = (v: number) => `f32(${Math.fround(v)})`;
 
+// TF.js's Erf constants (Abramowitz and Stegun 7.1.26) as WGSL literals.
+const [ERF_P, ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5] = [
+  tf.backend_util.ERF_P,
+  tf.backend_util.ERF_A1,
+  tf.backend_util.ERF_A2,
+  tf.backend_util.ERF_A3,
+  tf.backend_util.ERF_A4,
+  tf.backend_util.ERF_A5,
+].map(f32);
+
 // ops/gelu/mod.ts geluByOps, one float32 operation per TF.js op, in its order; TF.js's Tanh program's formula.
 const GELU_WGSL = `
 ${WGSL_FLOAT_TESTS}
@@ -38,11 +48,8 @@ fn geluTanh(v: f32) -> f32 {
   return tanhTf((v * (x2 * ${f32(GELU_C)} + 1.0)) * ${f32(GELU_K)});
 }
 fn erfTf(a: f32) -> f32 {
-  let t = 1.0 / (1.0 + ${f32(tf.backend_util.ERF_P)} * abs(a));
-  let poly = ((((${f32(tf.backend_util.ERF_A5)} * t + ${f32(tf.backend_util.ERF_A4)}) * t) +
-    ${f32(tf.backend_util.ERF_A3)}) * t + ${f32(tf.backend_util.ERF_A2)}) * t + ${
-  f32(tf.backend_util.ERF_A1)
-};
+  let t = 1.0 / (1.0 + ${ERF_P} * abs(a));
+  let poly = ((((${ERF_A5} * t + ${ERF_A4}) * t) + ${ERF_A3}) * t + ${ERF_A2}) * t + ${ERF_A1};
   return sign(a) * (1.0 - poly * t * exp(-abs(a) * abs(a)));
 }
 // 1 + erf(x / sqrt 2), the op chain's saved term
@@ -116,11 +123,10 @@ function geluKernel(name: string, program: Program) {
   return ({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: GpuBackend }): TensorInfo => {
     const { x, dy } = inputs as Record<string, TensorInfo>;
     geluInput(name, "x", x, backend);
-    if (!program.endsWith("Grad")) {
-      return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), program), [x], "float32");
-    }
+    const gpuProgram = new LmpipeGeluProgram(x.shape.slice(), program);
+    if (!gpuProgram.grad) return backend.runWebGPUProgram(gpuProgram, [x], "float32");
     requireShape(name, "dy", dy, x.shape);
-    return backend.runWebGPUProgram(new LmpipeGeluProgram(x.shape.slice(), program), [x, dy], "float32");
+    return backend.runWebGPUProgram(gpuProgram, [x, dy], "float32");
   };
 }
 
