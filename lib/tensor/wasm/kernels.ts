@@ -28,11 +28,23 @@ const STALL_MS = 60_000;
 const START_TIMEOUT_MS = 10_000;
 
 let enabled = switchOn("LMPIPE_WASM_FUSED");
+let rowAffinity = switchOn("LMPIPE_WASM_ROW_AFFINITY");
 
 /** Turns the kernels on or off for this process (callers fall back to op chains); returns the old state. */
 export function setWasmKernelsEnabled(on: boolean): boolean {
   const old = enabled;
   enabled = on;
+  return old;
+}
+
+/**
+ * Turns the threads' own row ranges on or off for this process (row_jobs.ts; off: every thread takes the
+ * next few rows of one range in turn, as before the ranges); returns the old state. For benchmarks and
+ * tests; LMPIPE_WASM_ROW_AFFINITY=0 too. The results are the same either way, bit for bit.
+ */
+export function setRowAffinity(on: boolean): boolean {
+  const old = rowAffinity;
+  rowAffinity = on;
   return old;
 }
 
@@ -121,7 +133,10 @@ class Runner {
     }
     const job = this.#job = (this.#job + 1) >>> 0;
     let mine = 0;
-    startJob(this.#ctl, job, rows, chunk, args);
+    // the main thread's range: its share of the rows in whole pieces (row_jobs.ts: the same rows each job),
+    // or without affinity all of them (the workers then take their rows from it too)
+    const split = rowAffinity ? Math.min(rows, chunk * Math.ceil(rows / this.threads / chunk)) : rows;
+    startJob(this.#ctl, job, rows, chunk, args, split);
     takeRows(this.#ctl, job, (r0, r1) => {
       runPiece(this.#kernels, args, r0, r1);
       mine += r1 - r0;

@@ -1,6 +1,6 @@
 // A worker thread for lib/tensor/wasm/kernels.ts: instantiates lmpipe's wasm kernels on TF.js's shared
-// wasm memory and, forever, waits for a job and takes rows of it (lib/tensor/wasm/row_jobs.ts). The main
-// thread unrefs it, so it never keeps a finished process alive.
+// wasm memory and, forever, waits for a job and takes rows of it, the workers' range first
+// (lib/tensor/wasm/row_jobs.ts). The main thread unrefs it, so it never keeps a finished process alive.
 import { parentPort, workerData } from "node:worker_threads";
 import { jobArgs, MAX_ARGS, SLOT, takeRows } from "./row_jobs.ts";
 import { type KernelExports, runPiece } from "./kernel_calls.ts";
@@ -19,5 +19,5 @@ for (;;) {
   const job = Atomics.load(slots, SLOT.job);
   seen = job;
   const args = jobArgs(ctl, MAX_ARGS);
-  takeRows(ctl, job, (r0, r1) => runPiece(kernels, args, r0, r1));
+  takeRows(ctl, job, (r0, r1) => runPiece(kernels, args, r0, r1), "second");
 }
