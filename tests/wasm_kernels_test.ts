@@ -7,7 +7,12 @@
 import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { softmaxRows, softmaxRowsByOps } from "../lib/tensor/ops/softmax_rows/mod.ts";
-import { setWasmKernelsEnabled, wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
+import {
+  MEMORY_BOUND_MIN_VALUES,
+  setWasmKernelsEnabled,
+  wasmKernelStats,
+  wasmKernelThreads,
+} from "../lib/tensor/wasm/kernels.ts";
 import { tiedCrossEntropy } from "../lib/loss.ts";
 import { layerNorm, layerNormByOps } from "../lib/tensor/ops/layer_norm/mod.ts";
 import { gelu, geluByOps } from "../lib/tensor/ops/gelu/mod.ts";
@@ -239,6 +244,21 @@ Deno.test("wasm Add and column sums: TF.js's bits, on every shape they take and 
     assert.deepEqual(got.shape, want.shape, `[${sa}] + [${sb}] shape`);
     assert.deepEqual(bits(got), bits(want), `[${sa}] + [${sb}]`);
     tf.dispose([a, b, got, want]);
+  }
+  // an add is bound by memory: on the calling thread alone below MEMORY_BOUND_MIN_VALUES values, offered to
+  // the worker threads from there
+  if (wasmKernelThreads() >= 2) {
+    const offered = (shape: number[]) => {
+      const a = tf.ones(shape), before = wasmKernelStats().sharedJobs;
+      tf.dispose([a, tf.add(a, a)]);
+      return wasmKernelStats().sharedJobs - before;
+    };
+    assert.equal(offered([8, 128, 128]), 0, "a [8, 128, 128] add was offered to the worker threads");
+    assert.equal(
+      offered([8, MEMORY_BOUND_MIN_VALUES / 8]),
+      1,
+      "an add of MEMORY_BOUND_MIN_VALUES stayed home",
+    );
   }
   // column sums: a group's tail (37, 21 columns), many groups on the threads, keepDims, two leading axes
   const sums: [number[], number[], boolean][] = [

@@ -20,6 +20,14 @@ import { switchOn } from "../env_switch.ts";
 
 /** Below this many values a job runs on the calling thread alone (waking workers costs more). */
 const PARALLEL_MIN_VALUES = 1 << 16;
+/**
+ * The same for kernels that do next to no arithmetic per value (adds, copies): bound by memory, they gain
+ * from a second thread only from a few hundred thousand values. On 2 threads, median of 400 calls each, the
+ * job shared out against run on the calling thread: Add of two [8, 128, 128] 0.045 against 0.024 ms, of
+ * two [8, 128, 512] 0.078 against 0.086-0.091, of two [8, 256, 384] 0.097-0.10 against 0.13; a transpose of
+ * [8, 128, 4, 32] 0.080-0.087 against 0.067-0.070, of [8, 256, 4, 64] 0.085 against 0.078.
+ */
+export const MEMORY_BOUND_MIN_VALUES = 1 << 19;
 /** Values per piece of a row job (rowsPerPiece) taken at a time by one thread. */
 const PIECE_VALUES = 1 << 16;
 /** A job fails if no row finishes for this long (a worker died holding rows). */
@@ -87,8 +95,8 @@ class Runner {
   readonly #ctl = newControl();
   readonly #workers: Worker[] = [];
   #job = 0;
-  /** Rows computed so far, and how many of them by worker threads. */
-  readonly stats = { rows: 0, rowsOnWorkers: 0 };
+  /** Rows computed so far, how many of them by worker threads, and the jobs offered to the workers. */
+  readonly stats = { rows: 0, rowsOnWorkers: 0, sharedJobs: 0 };
   /** Settles when every worker has started or failed to (jobs never wait for a worker anyway). */
   readonly started: Promise<void>;
 
@@ -122,16 +130,17 @@ class Runner {
   }
 
   /**
-   * Runs a job of `rows` rows (`values` values in all, which decides whether the workers are woken),
+   * Runs a job of `rows` rows (`values` values in all: the workers are woken from `minValues` up),
    * `chunk` rows at a time, with job arguments `args` (kernel_calls.ts).
    */
-  run(args: number[], rows: number, chunk: number, values: number): void {
+  run(args: number[], rows: number, chunk: number, values: number, minValues = PARALLEL_MIN_VALUES): void {
     this.stats.rows += rows;
-    if (this.#workers.length === 0 || rows < 2 || values < PARALLEL_MIN_VALUES) {
+    if (this.#workers.length === 0 || rows < 2 || values < minValues) {
       runPiece(this.#kernels, args, 0, rows);
       return;
     }
     const job = this.#job = (this.#job + 1) >>> 0;
+    this.stats.sharedJobs++;
     let mine = 0;
     // the main thread's range: its share of the rows in whole pieces (row_jobs.ts: the same rows each job),
     // or without affinity all of them (the workers then take their rows from it too)
@@ -222,9 +231,12 @@ export function wasmKernelThreads(): number {
   return runner?.threads ?? 0;
 }
 
-/** Rows the kernels have computed in this process, and how many of them on worker threads. */
-export function wasmKernelStats(): { rows: number; rowsOnWorkers: number } {
-  return { ...(runner?.stats ?? { rows: 0, rowsOnWorkers: 0 }) };
+/**
+ * Rows the kernels have computed in this process, how many of them on worker threads, and how many jobs
+ * were offered to the workers (a worker that joins late may take none of a job's rows).
+ */
+export function wasmKernelStats(): { rows: number; rowsOnWorkers: number; sharedJobs: number } {
+  return { ...(runner?.stats ?? { rows: 0, rowsOnWorkers: 0, sharedJobs: 0 }) };
 }
 
 /** A tensor's byte offset in the heap (read after any allocation: the heap may grow, offsets stay). */
@@ -310,7 +322,8 @@ function sumSquaresKernel(
 /**
  * Runs a job of `rows` rows of `valuesPerRow` values each (job arguments `args`: kernel_calls.ts) on all
  * the kernels' threads, a piece of about PIECE_VALUES values, and at least `minRowsPerPiece` rows, at a
- * time (a kernel that carries work from one row to the next in its range wants a few rows a piece).
+ * time (a kernel that carries work from one row to the next in its range wants a few rows a piece); on
+ * the calling thread alone below `minValues` values in all (MEMORY_BOUND_MIN_VALUES for adds and copies).
  */
 export function runRows(
   backend: AnyBackend,
@@ -318,9 +331,10 @@ export function runRows(
   rows: number,
   valuesPerRow: number,
   minRowsPerPiece = 1,
+  minValues = PARALLEL_MIN_VALUES,
 ): void {
   const chunk = Math.max(minRowsPerPiece, rowsPerPiece(valuesPerRow));
-  runnerFor(backend).run(args, rows, chunk, rows * valuesPerRow);
+  runnerFor(backend).run(args, rows, chunk, rows * valuesPerRow, minValues);
 }
 
 /** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */

@@ -5,7 +5,7 @@
 // broadcasts, dtypes, small tensors, and everything when lmpipe's wasm kernels are off, go to TF.js's kernel.
 import * as tf from "@tensorflow/tfjs-core";
 import type { KernelFn, TensorInfo } from "../../host_kernel.ts";
-import { offsetOf, runRows, usable } from "../../wasm/kernels.ts";
+import { MEMORY_BOUND_MIN_VALUES, offsetOf, runRows, usable } from "../../wasm/kernels.ts";
 import { BLOCK, KIND } from "../../wasm/kernel_calls.ts";
 
 /** Below this many outputs TF.js's kernel is as fast (no job to hand out). */
@@ -48,7 +48,7 @@ export function addWasm(orig: KernelFn): KernelFn {
       n,
       same ? 0 : 1,
     ];
-    runRows(backend, job, Math.ceil(n / cols), cols);
+    runRows(backend, job, Math.ceil(n / cols), cols, 1, MEMORY_BOUND_MIN_VALUES);
     return y;
   };
 }

@@ -8,7 +8,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type AnyBackend, type KernelFn, registerKernels, type TensorInfo } from "../../host_kernel.ts";
 import { BROADCAST_PIXELS_KERNEL } from "../../kernel_names.ts";
-import { offsetOf, runRows, usable } from "../../wasm/kernels.ts";
+import { MEMORY_BOUND_MIN_VALUES, offsetOf, runRows, usable } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 
 /** Below this many values the old paths are as fast (no job to hand out). */
@@ -76,7 +76,7 @@ function copy(backend: AnyBackend, src: TensorInfo, dst: TensorInfo, c: RunCopy,
     a1.d,
     a2.d,
   ];
-  runRows(backend, job, rows, c.L);
+  runRows(backend, job, rows, c.L, 1, MEMORY_BOUND_MIN_VALUES);
 }
 
 /** TF.js's Transpose on wasm, with permutations that keep the last axis on lmpipe's kernel. */
