@@ -7,7 +7,7 @@
 //
 //   deno run -A bench/bf16_conv.ts [--models pixel-attn,pixel-attn-wide] [--presets tiny,small]
 //        [--batch-size 8] [--steps 2] [--repeat 3] [--threads 1]
-import { list, num, parseFlags, str } from "../lib/flags.ts";
+import { list, num, parseFlags } from "../lib/flags.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";

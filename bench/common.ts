@@ -114,6 +114,22 @@ export function median(xs: number[]): number {
 }
 
 /**
+ * A setting compared in one process, so that the comparison does not drift with the load of a shared
+ * machine: `warmup` untimed steps alternating, then `pairs` pairs of step(false), step(true). Returns the
+ * median ms of each and the median of the per-pair ratios off / on (above 1: on wins).
+ */
+export async function alternatingPairs(
+  pairs: number,
+  warmup: number,
+  step: (on: boolean) => Promise<number>,
+): Promise<{ off: number; on: number; ratio: number }> {
+  for (let i = 0; i < warmup; i++) await step(i % 2 === 1);
+  const off: number[] = [], on: number[] = [];
+  for (let i = 0; i < pairs; i++) off.push(await step(false)), on.push(await step(true));
+  return { off: median(off), on: median(on), ratio: median(off.map((v, i) => v / on[i])) };
+}
+
+/**
  * Median ms of a forward and backward pass through `f` on a random [shape] input, lmpipe's wasm kernels
  * on or off (20 passes, the first 4 untimed). For the wasm backend, whose kernels are done when they return.
  */

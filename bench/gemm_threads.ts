@@ -11,7 +11,14 @@ import { initBackend } from "../lib/tensor/backend.ts";
 import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/native/dnnl.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { median, runBench, SHAPE_FLAGS, shapeOverrides, timeEvalStep, writeRandomShard } from "./common.ts";
+import {
+  alternatingPairs,
+  runBench,
+  SHAPE_FLAGS,
+  shapeOverrides,
+  timeEvalStep,
+  writeRandomShard,
+} from "./common.ts";
 
 const CMD = "bench/gemm_threads";
 const HELP = `deno run -A bench/gemm_threads.ts [flags]
@@ -52,17 +59,13 @@ async function main(): Promise<void> {
       setDnnlGemmOneThreadBelow(limit);
       return await timeEvalStep(model, train, B, "fp32");
     };
-    for (let i = 0; i < 3; i++) await step(i % 2 ? null : below); // warm-up: the heap grows, both paths compile
-    const off: number[] = [], on: number[] = [];
-    for (let i = 0; i < pairs; i++) off.push(await step(null)), on.push(await step(below));
+    const r = await alternatingPairs(pairs, 3, (on) => step(on ? below : null)); // warm-up: the heap grows, both paths compile
     train.close(), model.dispose();
     console.log(
       `${info.name} (${info.device}), gpt L${config.nLayer} H${config.nHead} C${config.nEmbd} T${T} B${B}, ` +
         `${pairs} pairs of evaluation steps:\n` +
-        `  every sgemm on the budget: ${median(off).toFixed(1)} ms; under ${below} multiply-adds on one ` +
-        `thread: ${median(on).toFixed(1)} ms; per-pair ratio off/on, median ${
-          median(off.map((v, i) => v / on[i])).toFixed(3)
-        }`,
+        `  every sgemm on the budget: ${r.off.toFixed(1)} ms; under ${below} multiply-adds on one ` +
+        `thread: ${r.on.toFixed(1)} ms; per-pair ratio off/on, median ${r.ratio.toFixed(3)}`,
     );
   } finally {
     setDnnlGemmOneThreadBelow(prev);

@@ -14,7 +14,14 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { setRowAffinity, wasmKernelThreads } from "../lib/tensor/wasm/kernels.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
-import { median, runBench, SHAPE_FLAGS, shapeOverrides, timeEvalStep, writeRandomShard } from "./common.ts";
+import {
+  alternatingPairs,
+  runBench,
+  SHAPE_FLAGS,
+  shapeOverrides,
+  timeEvalStep,
+  writeRandomShard,
+} from "./common.ts";
 
 const CMD = "bench/row_affinity";
 const HELP = `deno run -A bench/row_affinity.ts [flags]
@@ -79,19 +86,14 @@ async function main(): Promise<void> {
       setRowAffinity(on);
       return mode === "eval" ? await timeEvalStep(model, data, B, "fp32") : await grads();
     };
-    for (let i = 0; i < warmup; i++) await step(i % 2 === 1);
-    const off: number[] = [], on: number[] = [];
-    for (let i = 0; i < pairs; i++) off.push(await step(false)), on.push(await step(true));
+    const r = await alternatingPairs(pairs, warmup, step);
     data.close(), model.dispose();
     const load = Deno.loadavg().map((l) => l.toFixed(2)).join(" ");
+    const what = mode === "eval" ? "evaluation steps" : "loss + gradients";
     console.log(
-      `${info.name} (${info.device}), ${family} ${str(p, "preset", "tiny")} T${T} B${B}, ${pairs} pairs of ${
-        mode === "eval" ? "evaluation steps" : "loss + gradients"
-      }` +
-        ` (load ${load}):\n  one range in turn: ${median(off).toFixed(1)} ms; each thread its own rows: ` +
-        `${median(on).toFixed(1)} ms; per-pair ratio off/on, median ${
-          median(off.map((v, i) => v / on[i])).toFixed(3)
-        }`,
+      `${info.name} (${info.device}), ${family} ${str(p, "preset", "tiny")} T${T} B${B}, ${pairs} pairs of ` +
+        `${what} (load ${load}):\n  one range in turn: ${r.off.toFixed(1)} ms; each thread its own rows: ` +
+        `${r.on.toFixed(1)} ms; per-pair ratio off/on, median ${r.ratio.toFixed(3)}`,
     );
   } finally {
     setRowAffinity(prev);
