@@ -62,7 +62,7 @@ async function pinned(cpu: number, seconds: number): Promise<number> {
 }
 
 /** The cpus this process may run on (taskset -p of itself), or undefined where taskset is missing. */
-async function allowedCpus(): Promise<number[] | undefined> {
+export async function allowedCpus(): Promise<number[] | undefined> {
   try {
     const out = await new Deno.Command("taskset", { args: ["-c", "-p", String(Deno.pid)], stdout: "piped" })
       .output();
@@ -74,6 +74,33 @@ async function allowedCpus(): Promise<number[] | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * One round: each cpu's median ms alone, one after another, then all at once, and per cpu the ceiling of
+ * 2t/1t if the one thread ran on that cpu.
+ */
+export async function coreRound(
+  cpus: number[],
+  seconds: number,
+): Promise<{ alone: number[]; together: number[]; ceilings: number[] }> {
+  const alone: number[] = [];
+  for (const c of cpus) alone.push(await pinned(c, seconds));
+  const together = await Promise.all(cpus.map((c) => pinned(c, seconds)));
+  // calls per ms of all the cpus together, over one cpu's calls per ms alone
+  const rate = together.reduce((s, ms) => s + 1 / ms, 0);
+  return { alone, together, ceilings: alone.map((ms) => ms * rate) };
+}
+
+/** The range of a round's ceilings, "1.93-2.01". */
+function ceilingRange(r: { ceilings: number[] }): string {
+  return `${Math.min(...r.ceilings).toFixed(2)}-${Math.max(...r.ceilings).toFixed(2)}`;
+}
+
+/** A round as one line: "cpu 0 4.61 | 4.72 ms, cpu 1 ... (alone | together), ceiling of 2t/1t 1.93-2.01". */
+export function coreRoundLine(cpus: number[], r: Awaited<ReturnType<typeof coreRound>>): string {
+  const per = cpus.map((c, i) => `cpu ${c} ${r.alone[i].toFixed(2)} | ${r.together[i].toFixed(2)} ms`);
+  return `${per.join(", ")} (alone | together), ceiling of 2t/1t ${ceilingRange(r)}`;
 }
 
 async function main(): Promise<void> {
@@ -110,17 +137,11 @@ async function main(): Promise<void> {
   const ceilings: number[] = [];
   const alone = new Map<number, number[]>(cpus.map((c) => [c, []]));
   for (let r = 1; r <= rounds; r++) {
-    const one: number[] = [];
-    for (const c of cpus) one.push(await pinned(c, seconds));
-    const all = await Promise.all(cpus.map((c) => pinned(c, seconds)));
-    one.forEach((ms, i) => alone.get(cpus[i])!.push(ms));
-    // calls per ms of all the cpus together, over one cpu's calls per ms alone
-    const together = all.reduce((s, ms) => s + 1 / ms, 0);
-    const ratios = one.map((ms) => ms * together);
-    ceilings.push(...ratios);
-    const lo = Math.min(...ratios), hi = Math.max(...ratios);
-    const cells = [...one, ...all].map((ms) => ms.toFixed(2));
-    console.log(`| ${r} | ${cells.join(" | ")} | ${lo.toFixed(2)}-${hi.toFixed(2)} |`);
+    const round = await coreRound(cpus, seconds);
+    round.alone.forEach((ms, i) => alone.get(cpus[i])!.push(ms));
+    ceilings.push(...round.ceilings);
+    const cells = [...round.alone, ...round.together].map((ms) => ms.toFixed(2));
+    console.log(`| ${r} | ${cells.join(" | ")} | ${ceilingRange(round)} |`);
   }
   const spread = cpus.map((c) => {
     const xs = alone.get(c)!;

@@ -16,6 +16,7 @@ import type { ModelConfig, Precision } from "../lib/models/types.ts";
 import { Rng } from "../lib/rng.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import { type StepLog, trainLoop } from "../lib/train_loop.ts";
+import { allowedCpus, coreRound, coreRoundLine } from "./core_speed.ts";
 import { cachedStepper, chooseToken, topKNeed, uncachedStepper } from "../pipelines/sample/generate.ts";
 import {
   benchTrainOptions,
@@ -43,7 +44,9 @@ const HELP = `deno run -A bench/train.ts [flags]
   --mode M             train | eval: a whole training step, or an evaluation step (forward and loss of one
                        batch, no gradients; lmpipe's evaluateBatches, PyTorch under no_grad) (default train)
   --threads L          wasm thread counts, e.g. 1,2: one child process per count (default: lmpipe's own,
-                       $LMPIPE_WASM_THREADS or 2 on 2+ cores); with --vs-torch also PyTorch's threads
+                       $LMPIPE_WASM_THREADS or 2 on 2+ cores); with --vs-torch also PyTorch's threads.
+                       With several counts each round starts with a check of the cores' speed (bench/
+                       core_speed.ts, ~3 s; listed under the tables): a 2t/1t ratio is read against it
   --repeat N           measure every configuration N times, one row each (default 1)
   --sample-tokens N    tokens generated for the sampling rates (default 32; not with --vs-torch)
   --vs-torch           after each lmpipe measurement run bench/torch_reference.py on the same config
@@ -208,6 +211,8 @@ interface TorchResult {
 }
 
 let o: Options;
+/** The cores' speed before each round of a several-thread-count run (runPerThreadCount), one line each. */
+const coreChecks: string[] = [];
 /** The preset column's mark for config overrides. */
 const star = () => (Object.keys(o.overrides).length > 0 ? "*" : "");
 
@@ -244,6 +249,10 @@ async function main(): Promise<void> {
     console.log(`${how}, sampling ${o.sampleTokens} tokens\n`);
     printSpeeds(rows);
   }
+  if (coreChecks.length > 0) {
+    console.log(`\nthe cores before each round (bench/core_speed.ts, ms per call of one wasm kernel):`);
+    for (const line of coreChecks) console.log(`  ${line}`);
+  }
 }
 
 /**
@@ -259,7 +268,13 @@ async function runPerThreadCount(): Promise<Row[]> {
   );
   const threads = o.threads.length > 0 ? o.threads : [undefined];
   const modes = o.dnnl.length > 0 ? o.dnnl : [undefined];
+  const cpus = threads.length > 1 ? await allowedCpus() : undefined;
   for (let run = 1; run <= o.repeat; run++) {
+    if (cpus && cpus.length > 1) {
+      const line = `round ${run}: ${coreRoundLine(cpus, await coreRound(cpus, 0.5))}`;
+      console.error(`--- ${line} ---`);
+      coreChecks.push(line);
+    }
     for (const t of threads) {
       for (const mode of modes) {
         const what = `${t ?? "default"} thread${t === 1 ? "" : "s"}${mode ? `, oneDNN ${mode}` : ""}`;
