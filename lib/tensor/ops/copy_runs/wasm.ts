@@ -21,6 +21,12 @@ interface Axis {
   d: number;
 }
 
+/** An outer axis of one index: copy_runs always takes three axes, so shorter copies are padded with it. */
+const UNIT: Axis = Object.freeze({ n: 1, s: 0, d: 0 });
+
+/** Row-major strides of `shape` in values, with the run's stride 1 after the last axis. */
+const stridesOf = (shape: number[]) => [...tf.util.computeStrides(shape), 1];
+
 /** A copy as copy_runs takes it: three outer axes and a run of L contiguous values. */
 interface RunCopy {
   axes: [Axis, Axis, Axis];
@@ -48,7 +54,7 @@ export function planCopy(axes: Axis[], L: number): RunCopy | null {
     merged.pop();
   }
   if (merged.length > 3) return null;
-  while (merged.length < 3) merged.unshift({ n: 1, s: 0, d: 0 });
+  while (merged.length < 3) merged.unshift(UNIT);
   return { axes: merged as [Axis, Axis, Axis], L: run };
 }
 
@@ -89,8 +95,7 @@ export function transposeWasm(orig: KernelFn): KernelFn {
       return orig(args);
     }
     const outShape = perm.map((p) => x.shape[p]);
-    const srcStrides = [...tf.util.computeStrides(x.shape), 1],
-      dstStrides = [...tf.util.computeStrides(outShape), 1];
+    const srcStrides = stridesOf(x.shape), dstStrides = stridesOf(outShape);
     const axes = perm.slice(0, rank - 1).map((p, i) => ({
       n: outShape[i],
       s: srcStrides[p],
@@ -132,7 +137,7 @@ export function concatWasm(orig: KernelFn): KernelFn {
         backend,
         t,
         y,
-        { axes: [{ n: 1, s: 0, d: 0 }, { n: 1, s: 0, d: 0 }, { n: outer, s: run, d: rowOut }], L: run },
+        { axes: [UNIT, UNIT, { n: outer, s: run, d: rowOut }], L: run },
         0,
         col,
       );
@@ -154,8 +159,7 @@ export function sliceByKernel(
 ): TensorInfo | null {
   const rank = x.shape.length;
   if (rank === 0 || !takes(backend, x.dtype, tf.util.sizeFromShape(size))) return null;
-  const srcStrides = [...tf.util.computeStrides(x.shape), 1],
-    dstStrides = [...tf.util.computeStrides(size), 1];
+  const srcStrides = stridesOf(x.shape), dstStrides = stridesOf(size);
   const axes = size.slice(0, rank - 1).map((n, a) => ({ n, s: srcStrides[a], d: dstStrides[a] }));
   const plan = planCopy(axes, size[rank - 1]);
   if (!plan) return null;
@@ -179,8 +183,7 @@ function broadcastPixelsKernel(
   }
   const [N, C] = g.shape, P = H * W;
   const y = backend.makeOutput([N, H, W, C], "float32") as TensorInfo;
-  const one = { n: 1, s: 0, d: 0 };
-  copy(backend, g, y, { axes: [one, { n: N, s: C, d: P * C }, { n: P, s: 0, d: C }], L: C });
+  copy(backend, g, y, { axes: [UNIT, { n: N, s: C, d: P * C }, { n: P, s: 0, d: C }], L: C });
   return y;
 }
 
