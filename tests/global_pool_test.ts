@@ -23,45 +23,45 @@ function reference(x: Float32Array, dy: Float32Array, [N, H, W, C]: number[]) {
 }
 
 Deno.test("globalAvgPool: lmpipe's kernels and AvgPool (wasm) and tf.mean equal a float64 mean over the pixels, with its gradient", async () => {
-  const paths = [["wasm", true, true], ["wasm", true, false], ["wasm", false, true], [
-    "cpu",
-    true,
-    true,
-  ]] as const;
+  // backend, the AvgPool switch, lmpipe's wasm kernels
+  const paths = [
+    ["wasm", true, true],
+    ["wasm", true, false],
+    ["wasm", false, true],
+    ["cpu", true, true],
+  ] as const;
   for (const [backend, on, kernels] of paths) {
     await initBackend(backend, { quiet: true });
-    {
-      const was = setAvgPoolEnabled(on), wasKernels = setWasmKernelsEnabled(kernels);
-      try {
-        const want = backend === "wasm" && on ? (kernels ? "lmpipe" : "avgPool") : "ops";
-        assert.equal(kernelFor("globalAvgPool"), want, `${backend}, switch ${on}`);
-        for (const shape of [[3, 5, 7, 6], [2, 12, 12, 32], [4, 1, 1, 3], [300, 12, 12, 37]]) {
-          const [N, , , C] = shape;
-          const xv = Float32Array.from(randomArray(shape.reduce((a, b) => a * b, 1), 11)),
-            dyv = Float32Array.from(randomArray(N * C, 12));
-          const x = tf.tensor4d(xv, shape as [number, number, number, number]), dy = tf.tensor2d(dyv, [N, C]);
-          const ref = reference(xv, dyv, shape);
-          const what = `${backend} ${want} [${shape}]`;
-          assertClose(globalAvgPool(x).dataSync(), ref.out, 1e-6, `${what} value`);
-          const dx = tf.grad((t: tf.Tensor) => globalAvgPool(t as tf.Tensor4D))(x, dy);
-          assert.deepEqual(dx.shape, shape);
-          assertClose(dx.dataSync(), ref.dx, 1e-7, `${what} gradient`);
-          // the path named ran: lmpipe's kernels or AvgPool on wasm, Mean otherwise
-          const { kernels: ran } = await tf.profile(() =>
-            tf.grad((t: tf.Tensor) => globalAvgPool(t as tf.Tensor4D))(x, dy)
-          );
-          const names = ran.map((k) => k.name);
-          const expected = {
-            lmpipe: ["LmpipeImageMeans", "LmpipeBroadcastPixels"],
-            avgPool: ["AvgPool"],
-            ops: ["Mean"],
-          }[want];
-          assert.ok(expected.every((k) => names.includes(k)), `${what}: ran ${names}`);
-          tf.dispose([x, dy, dx]);
-        }
-      } finally {
-        setAvgPoolEnabled(was), setWasmKernelsEnabled(wasKernels);
+    const was = setAvgPoolEnabled(on), wasKernels = setWasmKernelsEnabled(kernels);
+    try {
+      const want = backend === "wasm" && on ? (kernels ? "lmpipe" : "avgPool") : "ops";
+      assert.equal(kernelFor("globalAvgPool"), want, `${backend}, switch ${on}`);
+      for (const shape of [[3, 5, 7, 6], [2, 12, 12, 32], [4, 1, 1, 3], [300, 12, 12, 37]]) {
+        const [N, , , C] = shape;
+        const xv = Float32Array.from(randomArray(shape.reduce((a, b) => a * b, 1), 11)),
+          dyv = Float32Array.from(randomArray(N * C, 12));
+        const x = tf.tensor4d(xv, shape as [number, number, number, number]), dy = tf.tensor2d(dyv, [N, C]);
+        const ref = reference(xv, dyv, shape);
+        const what = `${backend} ${want} [${shape}]`;
+        assertClose(globalAvgPool(x).dataSync(), ref.out, 1e-6, `${what} value`);
+        const dx = tf.grad((t: tf.Tensor) => globalAvgPool(t as tf.Tensor4D))(x, dy);
+        assert.deepEqual(dx.shape, shape);
+        assertClose(dx.dataSync(), ref.dx, 1e-7, `${what} gradient`);
+        // the path named ran: lmpipe's kernels or AvgPool on wasm, Mean otherwise
+        const { kernels: ran } = await tf.profile(() =>
+          tf.grad((t: tf.Tensor) => globalAvgPool(t as tf.Tensor4D))(x, dy)
+        );
+        const names = ran.map((k) => k.name);
+        const expected = {
+          lmpipe: ["LmpipeImageMeans", "LmpipeBroadcastPixels"],
+          avgPool: ["AvgPool"],
+          ops: ["Mean"],
+        }[want];
+        assert.ok(expected.every((k) => names.includes(k)), `${what}: ran ${names}`);
+        tf.dispose([x, dy, dx]);
       }
+    } finally {
+      setAvgPoolEnabled(was), setWasmKernelsEnabled(wasKernels);
     }
   }
 });
