@@ -12,7 +12,7 @@ import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import { usageError } from "../lib/errors.ts";
-import { median } from "./common.ts";
+import { loadAverage, median } from "./common.ts";
 import { currentDnnl, dnnlStatus } from "../lib/native/dnnl.ts";
 import { setDnnlBf16Convs } from "../lib/tensor/kernel_choice.ts";
 
@@ -136,8 +136,6 @@ for (const [key, byName] of times) {
   }
 }
 console.log(
-  `\nload average ${
-    Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
-  } on ${navigator.hardwareConcurrency} cores`,
+  `\nload average ${loadAverage()} on ${navigator.hardwareConcurrency} cores`,
 );
 Deno.exit(0); // wasm worker threads would keep the process alive

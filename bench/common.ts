@@ -106,6 +106,11 @@ export async function runBench(main: () => Promise<void>): Promise<void> {
   }
 }
 
+/** The machine's 1-, 5- and 15-minute load averages, "1.02 1.14 1.15": what every benchmark prints beside its times. */
+export function loadAverage(): string {
+  return Deno.loadavg().map((l) => l.toFixed(2)).join(" ");
+}
+
 /** The median of `xs` (the mean of the middle two for an even count). */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

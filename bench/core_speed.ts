@@ -11,7 +11,7 @@ import { num, parseFlags, str } from "../lib/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { gelu } from "../lib/tensor/ops/gelu/mod.ts";
-import { median, runBench } from "./common.ts";
+import { loadAverage, median, runBench } from "./common.ts";
 
 const CMD = "bench/core_speed";
 const HELP = `deno run -A bench/core_speed.ts [flags]
@@ -126,10 +126,9 @@ async function main(): Promise<void> {
       `${CMD}: --cpus ${cpuFlag ?? ""} must name two or more of the cpus this process may use (${allowed})`,
     );
   }
-  const load = () => Deno.loadavg().map((l) => l.toFixed(2)).join(" ");
   console.log(
     `${CMD}: lmpipe's tanh GELU kernel over [${SHAPE}] on one wasm thread, median ms per call over ` +
-      `${seconds} s, each measurement a child pinned to one cpu; load average ${load()}\n`,
+      `${seconds} s, each measurement a child pinned to one cpu; load average ${loadAverage()}\n`,
   );
   const head = cpus.map((c) => `cpu ${c} alone`).concat(cpus.map((c) => `cpu ${c} together`));
   console.log(`| round | ${head.join(" | ")} | ceiling of 2t/1t |`);
@@ -151,7 +150,7 @@ async function main(): Promise<void> {
     `\none core alone between rounds: ${spread.join(", ")}; ceiling of 2t/1t: median ` +
       `${median(ceilings).toFixed(2)}, range ${Math.min(...ceilings).toFixed(2)}-${
         Math.max(...ceilings).toFixed(2)
-      }; load average ${load()}`,
+      }; load average ${loadAverage()}`,
   );
 }
 

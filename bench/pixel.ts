@@ -17,7 +17,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { Rng } from "../lib/rng.ts";
 import type { Precision } from "../lib/models/types.ts";
 import { usageError } from "../lib/errors.ts";
-import { median } from "./common.ts";
+import { loadAverage, median } from "./common.ts";
 import { currentDnnl, dnnlStatus } from "../lib/native/dnnl.ts";
 import { setDnnlConvs } from "../lib/tensor/kernel_choice.ts";
 
@@ -149,8 +149,6 @@ if (dnnlModes.length === 2) {
   }
 }
 console.log(
-  `\nload average ${
-    Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
-  } on ${navigator.hardwareConcurrency} cores`,
+  `\nload average ${loadAverage()} on ${navigator.hardwareConcurrency} cores`,
 );
 Deno.exit(0); // wasm worker threads would keep the process alive

@@ -16,6 +16,7 @@ import { createModel, resolveConfig } from "../lib/models/registry.ts";
 import { WindowSampler } from "../lib/sampler.ts";
 import {
   alternatingPairs,
+  loadAverage,
   runBench,
   SHAPE_FLAGS,
   shapeOverrides,
@@ -88,11 +89,12 @@ async function main(): Promise<void> {
     };
     const r = await alternatingPairs(pairs, warmup, step);
     data.close(), model.dispose();
-    const load = Deno.loadavg().map((l) => l.toFixed(2)).join(" ");
     const what = mode === "eval" ? "evaluation steps" : "loss + gradients";
     console.log(
       `${info.name} (${info.device}), ${family} ${str(p, "preset", "tiny")} T${T} B${B}, ${pairs} pairs of ` +
-        `${what} (load ${load}):\n  one range in turn: ${r.off.toFixed(1)} ms; each thread its own rows: ` +
+        `${what} (load ${loadAverage()}):\n  one range in turn: ${
+          r.off.toFixed(1)
+        } ms; each thread its own rows: ` +
         `${r.on.toFixed(1)} ms; per-pair ratio off/on, median ${r.ratio.toFixed(3)}`,
     );
   } finally {

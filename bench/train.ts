@@ -20,6 +20,7 @@ import { allowedCpus, coreRound, coreRoundLine } from "./core_speed.ts";
 import { cachedStepper, chooseToken, topKNeed, uncachedStepper } from "../pipelines/sample/generate.ts";
 import {
   benchTrainOptions,
+  loadAverage,
   median,
   runBench,
   SHAPE_FLAGS,
@@ -230,7 +231,7 @@ async function main(): Promise<void> {
   const how =
     `lmpipe ${o.mode === "eval" ? "evaluation steps (forward and loss, no gradients)" : "training steps"}, ` +
     `precision ${o.precision}, ${o.warm} warm-up + ${o.steps} timed steps (median ms/step), ` +
-    `batch ${o.batch}; load average at the end ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ` +
+    `batch ${o.batch}; load average at the end ${loadAverage()} on ` +
     `${navigator.hardwareConcurrency} cores; OPENBLAS_CORETYPE=${
       Deno.env.get("OPENBLAS_CORETYPE") ?? "unset"
     }`;
