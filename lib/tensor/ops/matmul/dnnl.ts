@@ -5,8 +5,11 @@
 // whatever the budget. The primitive takes the whole batch in one call and shares the slices out over
 // oneDNN's OpenMP threads. Transposed operands are strides of the memory descriptors (no copies), a batch
 // of 1 on one side is broadcast, and the memories wrap the tensors' bytes on the wasm heap as the conv
-// primitives do (ops/conv2d/dnnl.ts). A primitive is built on a shape's second call (the first, and every
-// call of a shape oneDNN refuses, take the per-slice path) and cached, up to MAX_PLANS shapes.
+// primitives do (ops/conv2d/dnnl.ts). A primitive is built on a shape's first call and cached, up to
+// MAX_PLANS shapes; a shape oneDNN refuses, or one past the cap, takes the per-slice path on every call.
+// Building on the second call instead (as until 2026-12-05) gave a shape's first call the per-slice sgemms'
+// bits and its later calls the primitive's: a training step's gradients then depended on whether its shapes
+// had been met before (the first step of a run or of a resume against the steps after it).
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
 import { registerKernels } from "../../host_kernel.ts";
@@ -59,12 +62,11 @@ export function dnnlMatMulCalls(): number {
 
 /**
  * Plans built at most. Building one costs 1-5 ms, 3-30x a call of the attention-sized products it runs, and
- * a shape that changes with every call (attention over a growing context: sampling without a cache) would
- * build and keep one a call; past the cap, new shapes take the per-slice path.
+ * a shape that changes with every call (attention over a growing context: sampling without a cache) builds
+ * and keeps one a call; past the cap, new shapes take the per-slice path. A training run's shapes are a few
+ * dozen, so every call of them runs on the primitive.
  */
 const MAX_PLANS = 256;
-/** Shapes met once and not built: a plan is built on a shape's second call, so a one-off shape costs none. */
-const metOnce = new Set<string>();
 
 /** A memory descriptor of float32 `dims` with element strides `strides`. */
 function stridedDesc(dnnl: Dnnl, dims: number[], strides: number[]): Uint8Array {
@@ -98,12 +100,7 @@ function planFor(dnnl: Dnnl, s: BatchedMatMulShape): Plan | null {
   }`;
   const known = plans.get(key);
   if (known !== undefined) return known;
-  if (!metOnce.has(key)) {
-    if (metOnce.size < 16 * MAX_PLANS) metOnce.add(key);
-    return null;
-  }
   if (plans.size >= MAX_PLANS) return null;
-  metOnce.delete(key);
   let plan: Plan | null = null;
   try {
     const batch = Math.max(s.batchA, s.batchB);
