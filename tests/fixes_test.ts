@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { BackendWasm } from "@tensorflow/tfjs-backend-wasm";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
+import { wasmKernelStats } from "../lib/tensor/wasm/kernels.ts";
 import { asOutOfMemory, EXIT, LmpipeError } from "../lib/errors.ts";
 import { embeddingLookup, linear, maxRowsPerChunk, takeAlongLastAxis } from "../lib/nn.ts";
 import { setIm2colChunkFloatsForTests } from "../lib/tensor/ops/conv2d/wasm.ts";
@@ -684,4 +685,31 @@ Deno.test("gather with batchDims 0: rows of 64+ values (copied per row on wasm) 
     () => tf.tidy(() => tf.gather(tf.zeros([4, 64]), tf.tensor1d([1, 4], "int32")).dataSync()),
     /index 4 is out of range \[0, 4\)/,
   );
+  // along axis 0 wasm runs lmpipe's kernel (ops/gather/wasm.ts): its rows are counted; int32 tables too, and
+  // a gather big enough to share out between the threads
+  for (
+    const [rows, run, n, dtype] of [[50, 64, 5, "float32"], [300, 128, 6000, "float32"], [
+      40,
+      64,
+      7,
+      "int32",
+    ]] as const
+  ) {
+    const xv = Array.from({ length: rows * run }, (_, i) => (dtype === "int32" ? i : Math.sin(i)));
+    const ids = Array.from({ length: n }, (_, i) => (i * 7919) % rows);
+    const before = wasmKernelStats().rows;
+    const got = tf.tidy(() =>
+      tf.gather(tf.tensor(xv, [rows, run], dtype), tf.tensor1d(ids, "int32")).dataSync()
+    );
+    assert.equal(wasmKernelStats().rows - before, n, `gather [${rows}, ${run}] ${dtype}: rows on the kernel`);
+    const want = dtype === "int32" ? new Int32Array(n * run) : new Float32Array(n * run);
+    ids.forEach((k, i) => want.set(xv.slice(k * run, (k + 1) * run), i * run));
+    assert.deepEqual(got, want, `gather [${rows}, ${run}] ${dtype} at ${n} ids`);
+  }
+  const gathered = wasmKernelStats().rows;
+  assert.throws(
+    () => tf.tidy(() => tf.gather(tf.zeros([4, 64]), tf.tensor1d([0, -1], "int32")).dataSync()),
+    /index -1 is out of range \[0, 4\): position 1/,
+  );
+  assert.equal(wasmKernelStats().rows, gathered, "nothing copied for a bad index");
 });

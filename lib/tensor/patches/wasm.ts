@@ -5,7 +5,8 @@
 //   - MaxPoolGrad: routes the gradient wrongly when a whole window is negative -> a JS kernel;
 //   - OneHot with a float32 output: denormal garbage -> a JS kernel;
 //   - GatherV2 with batchDims > 0: wrong forward -> a JS kernel; with batchDims 0 over rows of >= 64 values
-//     (the token embedding): slow -> the same kernel, a copy per row;
+//     (the token embedding): slow -> a threaded copy per row along axis 0 (ops/gather), the same JS kernel
+//     along other axes;
 //   - Sum over leading axes (bias gradients): a transpose first -> column sums on the heap (ops/column_sums);
 //   - Add of one shape or of a row to every row: one thread -> lmpipe's threaded kernel (ops/add);
 //   - Transpose keeping the last axis, Concat, and large slices: one thread -> a threaded copy of runs
@@ -37,6 +38,7 @@ import { cumsumWasm } from "../ops/cumsum/wasm.ts";
 import { sumLeadingAxesWasm } from "../ops/column_sums/wasm.ts";
 import { addWasm } from "../ops/add/wasm.ts";
 import { concatWasm, sliceByKernel, transposeWasm } from "../ops/copy_runs/wasm.ts";
+import { gatherRowsTakes, gatherRowsWasm } from "../ops/gather/wasm.ts";
 
 const { util, backend_util } = tf;
 
@@ -365,7 +367,8 @@ export function applyWasmPatches(): void {
     replaceKernel(tf.Cumsum, "wasm", (orig) => cumsumWasm(orig!));
     replaceKernel(tf.GatherV2, "wasm", (orig) => (args) => {
       const bd = (args.attrs?.batchDims ?? 0) as number;
-      return bd === 0 && !gatherCopiesRows(args) ? orig!(args) : gatherBatchedKernel(args);
+      if (bd === 0 && !gatherCopiesRows(args)) return orig!(args);
+      return gatherRowsTakes(args) ? gatherRowsWasm(args) : gatherBatchedKernel(args);
     });
   }
   guardWasmMalloc();

@@ -40,6 +40,8 @@ export const KIND = {
   copyRuns: 50,
   /** Per-image channel means (lib/tensor/ops/global_pool/wasm.ts). */
   imageMeans: 51,
+  /** Rows of a table at int32 indices (lib/tensor/ops/gather/wasm.ts). */
+  gatherRows: 52,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -96,6 +98,7 @@ export interface KernelExports {
   ): void;
   copy_runs(src: number, dst: number, r0: number, r1: number, L: number, ...geometry: number[]): void;
   image_means(x: number, y: number, r0: number, r1: number, P: number, C: number): void;
+  gather_rows(table: number, idx: number, out: number, r0: number, r1: number, rowBytes: number): void;
   cumsum(
     x: number,
     y: number,
@@ -339,6 +342,8 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.copy_runs(a[1], a[2], r0, r1, a[3], ...sliceOf(a, 4, 12));
     case KIND.imageMeans: // x, y, P, C; an image per row
       return k.image_means(a[1], a[2], r0, r1, a[3], a[4]);
+    case KIND.gatherRows: // table, idx, out, bytes per row; an index per row
+      return k.gather_rows(a[1], a[2], a[3], r0, r1, a[4]);
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

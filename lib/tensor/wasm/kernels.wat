@@ -19,6 +19,7 @@
 ;;   image_means   per-image channel means (the CNNs' global average pool)
 ;;   add_rows      a + b, same shape or b a row added to each row (TF.js's Add runs on one thread)
 ;;   copy_runs     strided copies of contiguous runs: transposes that keep the last axis, concat, split
+;;   gather_rows   rows of a table at int32 indices (the embedding lookup)
 ;; Each works on a range (rows or elements) so that lib/tensor/wasm/kernels.ts can share a call out
 ;; between threads, and on TF.js's own heap (the memory is imported): nothing is copied.
 ;;
@@ -2308,6 +2309,22 @@
             (i32.mul (local.get $i0) (local.get $s0)) (i32.mul (local.get $i1) (local.get $s1)))
             (i32.mul (local.get $i2) (local.get $s2))) (i32.const 2)))
           (local.get $bytes))
+        (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
+        (br $rows))))
+
+  ;; gather_rows: out[row, :] = table[idx[row], :] for rows r0 <= row < r1, rows of $rb bytes, idx int32
+  ;; (the embedding lookup). One memory.copy per row, which streams the row where TF.js's GatherV2 moved
+  ;; it value by value. The caller has checked every index against the table's rows.
+  (func (export "gather_rows") (param $table i32) (param $idx i32) (param $out i32) (param $r0 i32)
+    (param $r1 i32) (param $rb i32)
+    (block $done
+      (loop $rows
+        (br_if $done (i32.ge_u (local.get $r0) (local.get $r1)))
+        (memory.copy
+          (i32.add (local.get $out) (i32.mul (local.get $r0) (local.get $rb)))
+          (i32.add (local.get $table)
+            (i32.mul (i32.load (i32.add (local.get $idx) (i32.shl (local.get $r0) (i32.const 2)))) (local.get $rb)))
+          (local.get $rb))
         (local.set $r0 (i32.add (local.get $r0) (i32.const 1)))
         (br $rows))))
 )
