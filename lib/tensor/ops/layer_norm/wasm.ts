@@ -8,6 +8,17 @@ import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "../../kernel_names.ts
 import { type AnyBackend, offsetOf, requireFloat32, runRows, type TensorInfo } from "../../wasm/kernels.ts";
 import { floatBits, KIND } from "../../wasm/kernel_calls.ts";
 
+/**
+ * Below this many values a LayerNorm (either way) runs on the calling thread: a row costs too little for the
+ * second thread's wake-up. Alone in a loop after a shared job, median ms on 2 threads, shared | on the calling
+ * thread: forward [1024, 128] 0.094-0.111 | 0.085-0.087; the gradient (the rows, then the weight and bias
+ * sums on one thread) [1024, 128] 0.144-0.157 | 0.103-0.106, [2048, 128] 0.190-0.265 | 0.204-0.208,
+ * [1024, 384] 0.258-0.286 | 0.288-0.519, [2048, 384] 0.505-0.511 | 0.601-1.07. Shared from 2^18 values the
+ * forward took [2048, 128] 0.147-0.161 and [1024, 384] 0.155-0.183 ms, against 0.160-0.165 and 0.204-0.210
+ * on 1 thread.
+ */
+const MIN_VALUES = 1 << 18;
+
 function layerNormKernel(
   { inputs, backend, attrs }: { inputs: Record<string, TensorInfo>; backend: AnyBackend; attrs: unknown },
 ): TensorInfo[] {
@@ -37,7 +48,7 @@ function layerNormKernel(
       floatBits(eps),
       b ? 1 : 0,
     ];
-    runRows(backend, args, rows, C);
+    runRows(backend, args, rows, C, 1, MIN_VALUES);
   }
   return [y, mean, rstd];
 }
@@ -57,7 +68,8 @@ function layerNormGradKernel(
   const db = backend.makeOutput([C], "float32") as TensorInfo;
   const o = (t: TensorInfo) => offsetOf(backend, t);
   if (rows > 0) {
-    runRows(backend, [KIND.layerNormDx, o(dy), o(x), o(w), o(mean), o(rstd), o(dx), C], rows, C);
+    const args = [KIND.layerNormDx, o(dy), o(x), o(w), o(mean), o(rstd), o(dx), C];
+    runRows(backend, args, rows, C, 1, MIN_VALUES);
   }
   runRows(backend, [KIND.layerNormDwDb, o(dy), o(x), o(mean), o(rstd), o(dw), o(db), rows, C], 1, 0);
   return [dx, dw, db];
