@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { initBackend, tf } from "../lib/tensor/backend.ts";
 import { blasStatus, currentBlas } from "../lib/native/blas.ts";
 import { currentDnnl, dnnlStatus, setDnnlGemmOneThreadBelow } from "../lib/native/dnnl.ts";
-import { setBlasMinWork, setDnnlMatMuls } from "../lib/tensor/kernel_choice.ts";
+import { setBlasMinWork, setDnnlMatMuls, setDnnlRowJobs } from "../lib/tensor/kernel_choice.ts";
 import { dnnlSkipReason } from "./helpers_conv.ts";
 import { matMulBias } from "../lib/tensor/ops/matmul/bias.ts";
 import { dnnlMatMulCalls } from "../lib/tensor/ops/matmul/dnnl.ts";
@@ -297,6 +297,8 @@ Deno.test({
   ignore: !!noDnnlGemm,
   fn: () =>
     withDnnlMatMuls((dnnl) => {
+      // on 2+ threads the bigger products would run as row jobs (tests/dnnl_row_gemm_test.ts)
+      const rowJobs = setDnnlRowJobs(false);
       for (const [M, K, N] of [[64, 32, 96], [37, 130, 5], [256, 512, 128]]) {
         const xv = randomArray(M * K, M), wv = randomArray(K * N, K), bv = randomArray(N, N);
         const what = `[${M}x${K}] @ [${K}x${N}] + b`;
@@ -324,6 +326,7 @@ Deno.test({
         assert.ok(dnnl.gemm!.calls > gemms, `${what}: the op chain's sgemms ran`);
         assert.equal(dx.length, M * K);
       }
+      setDnnlRowJobs(rowJobs);
     }),
 });
 

@@ -3,7 +3,16 @@
 // first for them, rows of the other range taken once a thread's own are gone, nothing taken for a job that
 // has been replaced, and bad job shapes refused.
 import assert from "node:assert/strict";
-import { jobArgs, newControl, SLOT, startJob, takeRows } from "../lib/tensor/wasm/row_jobs.ts";
+import {
+  jobArgs,
+  newControl,
+  setSpin,
+  SLOT,
+  startJob,
+  takeRows,
+  waitForJob,
+  waitForRows,
+} from "../lib/tensor/wasm/row_jobs.ts";
 
 /** Takes rows of `job` as `start` would, recording the pieces; `during` runs inside the first piece. */
 function take(
@@ -67,4 +76,21 @@ Deno.test("row jobs: a taker of a replaced job takes nothing; bad splits and arg
   assert.equal(done(ctl), 0);
   assert.throws(() => startJob(ctl, 7, 8, 2, [], 9), /split 9 outside 0\.\.8/);
   assert.throws(() => startJob(ctl, 7, 8, 2, new Array(21).fill(0)), /21 arguments, at most 20/);
+});
+
+Deno.test("row jobs: a thread out of work spins first, then sleeps; a stalled job still fails", () => {
+  const ctl = newControl();
+  startJob(ctl, 8, 4, 2, [1, 2, 3]);
+  setSpin(ctl, 2000);
+  assert.equal(new Int32Array(ctl)[SLOT.spin], 2000);
+  assert.deepEqual(jobArgs(ctl, 3), [1, 2, 3], "the spin slot is not an argument");
+  const t0 = performance.now();
+  waitForJob(ctl, 7); // job 8 is already there: no spin, no sleep
+  assert.ok(performance.now() - t0 < 1, "waited for a job that had started");
+  // no row ever finishes: the main thread spins 2 ms, then sleeps until the stall limit
+  const t1 = performance.now();
+  assert.throws(() => waitForRows(ctl, 4, 20), /stopped with 4 of 4 rows unfinished/);
+  assert.ok(performance.now() - t1 >= 20, "gave up before the stall limit");
+  setSpin(ctl, -5);
+  assert.equal(new Int32Array(ctl)[SLOT.spin], 0, "a negative spin is none");
 });

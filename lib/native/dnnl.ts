@@ -89,6 +89,31 @@ const STATUS = [
   "not_required",
 ];
 
+/**
+ * Row-major sgemm: transa, transb ('N' or 'T'), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc. The two chars
+ * go as i32: passed as i8 the register's upper bits were left as they were, and oneDNN now and then refused
+ * the call (invalid_arguments); as i32 they are zero and the char is the low byte. Also opened by the wasm
+ * kernels' threads (lib/tensor/wasm/row_gemm.ts).
+ */
+export const DNNL_SGEMM = {
+  parameters: [
+    "i32",
+    "i32",
+    "i64",
+    "i64",
+    "i64",
+    "f32",
+    "pointer",
+    "i64",
+    "pointer",
+    "i64",
+    "f32",
+    "pointer",
+    "i64",
+  ],
+  result: "i32",
+} as const;
+
 const SYMBOLS = {
   dnnl_version: { parameters: [], result: "pointer" },
   dnnl_engine_create: { parameters: ["buffer", "i32", "usize"], result: "i32" },
@@ -166,34 +191,13 @@ const SYMBOLS = {
     result: "i32",
     optional: true,
   },
-  // row-major sgemm: transa, transb ('N' or 'T'), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
-  // The two chars go as i32: passed as i8 the register's upper bits were left as they were, and oneDNN
-  // now and then refused the call (invalid_arguments); as i32 they are zero and the char is the low byte.
-  dnnl_sgemm: {
-    parameters: [
-      "i32",
-      "i32",
-      "i64",
-      "i64",
-      "i64",
-      "f32",
-      "pointer",
-      "i64",
-      "pointer",
-      "i64",
-      "f32",
-      "pointer",
-      "i64",
-    ],
-    result: "i32",
-    optional: true,
-  },
+  dnnl_sgemm: { ...DNNL_SGEMM, optional: true },
 } as const;
 
 export type DnnlSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** oneDNN's OpenMP runtime (libgomp, loaded by libdnnl): the thread count of its parallel regions. */
-const GOMP_SYMBOLS = {
+export const GOMP_SYMBOLS = {
   omp_set_num_threads: { parameters: ["i32"], result: "void" },
   omp_get_max_threads: { parameters: [], result: "i32" },
 } as const;
@@ -214,6 +218,11 @@ export interface Dnnl {
   setThreads(n: number): void;
   /** OpenMP's thread count for the next parallel region now (omp_get_max_threads; tests). */
   ompThreads(): number;
+  /**
+   * Whether oneDNN runs on OpenMP and its thread count can be set per calling thread (libgomp's
+   * omp_set_num_threads): lib/tensor/wasm/row_gemm.ts runs one-thread sgemms on the wasm threads then.
+   */
+  openmp: boolean;
   /** Primitive executions so far (tests check that the oneDNN path ran). */
   calls: number;
   /** Of those, the ones on bfloat16 operands (lib/tensor/ops/conv2d/dnnl.ts's bf16 plans). */
@@ -241,7 +250,8 @@ export interface DnnlGemm {
   sgemm: Blas["sgemm"];
 }
 
-const CHAR_N = 78, CHAR_T = 84; // 'N', 'T'
+/** sgemm's transa / transb: 'N' and 'T' (CHAR_N also lib/tensor/wasm/row_gemm.ts). */
+export const CHAR_N = 78, CHAR_T = 84;
 
 /**
  * Below this many multiply-adds (M*N*K) an sgemm runs on one OpenMP thread whatever the budget: waking a
@@ -437,6 +447,7 @@ function open(path: string, threads: number): Dnnl {
       bf16Status,
       gemm: gemmOf(sym, () => budget, (n) => gomp?.symbols.omp_set_num_threads(n), () => dnnl.ompThreads()),
       ompThreads: () => gomp ? gomp.symbols.omp_get_max_threads() : budget,
+      openmp: gomp !== null,
       setThreads(n) {
         budget = Math.max(1, n);
         gomp?.symbols.omp_set_num_threads(Math.max(1, n));

@@ -11,7 +11,7 @@
 // back except to ask.
 import * as tf from "@tensorflow/tfjs-core";
 import { type Blas, blasThreads, currentBlas } from "../native/blas.ts";
-import { wasmKernelsActive } from "./wasm/kernels.ts";
+import { wasmKernelsActive, wasmKernelThreads } from "./wasm/kernels.ts";
 import { fusedKernelsActive } from "./webgpu/kernels.ts";
 import { GELU_EXACT_KERNEL, GELU_KERNEL, LAYER_NORM_KERNEL, SOFTMAX_ROWS_KERNEL } from "./kernel_names.ts";
 import { currentDnnl, type DnnlGemm, dnnlMatMulsWanted } from "../native/dnnl.ts";
@@ -28,8 +28,11 @@ export interface Implementation {
   name: string;
   /** Where it lives. */
   file: string;
-  /** Whether it runs now; `work` is the op's size where the choice depends on it (matMul: M*K*N). */
-  active: (work: number) => boolean;
+  /**
+   * Whether it runs now; `work` is the op's size where the choice depends on it (matMul: M*K*N), `rows`
+   * its output's rows where that matters too (matMulBias: M).
+   */
+  active: (work: number, rows?: number) => boolean;
   /** Why it is preferred over the ones after it. */
   why: string;
 }
@@ -71,6 +74,33 @@ export function setDnnlBatchedMatMuls(on: boolean): boolean {
   const old = dnnlBatched;
   dnnlBatched = on;
   return old;
+}
+
+// Linear layers outside a tape run as row jobs of the wasm threads on one-thread sgemms (ops/matmul/dnnl.ts
+// LmpipeMatMulBiasRows) unless LMPIPE_DNNL_ROW_JOBS=0; benchmarks compare both in one process.
+let dnnlRowJobs = switchOn("LMPIPE_DNNL_ROW_JOBS");
+
+/** For tests and benchmarks: linear layers as row jobs of the wasm threads or not; returns the old setting. */
+export function setDnnlRowJobs(on: boolean): boolean {
+  const old = dnnlRowJobs;
+  dnnlRowJobs = on;
+  return old;
+}
+
+/**
+ * Below these sizes a linear layer stays on the matmul primitive: a row job's pieces want at least
+ * ROW_JOB_MIN_ROWS rows a thread, and a product under ROW_JOB_MIN_WORK multiply-adds is too small to share.
+ */
+const ROW_JOB_MIN_ROWS = 32, ROW_JOB_MIN_WORK = 1 << 21;
+
+/**
+ * Whether a product of `work` multiply-adds and `rows` output rows may run as a row job of the wasm
+ * threads: oneDNN on OpenMP (its thread count set per thread), more than one wasm thread.
+ */
+function dnnlRowJob(work: number, rows = Number.POSITIVE_INFINITY): boolean {
+  const threads = wasmKernelThreads();
+  return dnnlRowJobs && threads > 1 && wasmKernelsActive() && dnnlGemm() !== null &&
+    currentDnnl()?.openmp === true && work >= ROW_JOB_MIN_WORK && rows >= ROW_JOB_MIN_ROWS * threads;
 }
 
 /** Whether a wasm product of `work` multiply-adds may run on oneDNN's matmul primitive now. */
@@ -308,6 +338,14 @@ export const TABLE: KernelChoice[] = [
     backend: "wasm",
     implementations: [
       {
+        name: "dnnl-rows",
+        file:
+          "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/bias.ts and lib/tensor/wasm/row_gemm.ts",
+        active: dnnlRowJob,
+        why: "outside a gradient tape on more than one thread, a linear layer's rows shared by the wasm " +
+          "threads as they share the LayerNorm's and the GELU's, each on a one-thread oneDNN sgemm",
+      },
+      {
         name: "dnnl-matmul",
         file: "lib/tensor/ops/matmul/dnnl.ts via lib/tensor/ops/matmul/bias.ts",
         active: dnnlMatMulPrimitive,
@@ -323,8 +361,8 @@ export const TABLE: KernelChoice[] = [
         why: "the product (the matMul row's choice), then an Add: the numbers and the tape of training",
       },
     ],
-    force:
-      "LMPIPE_DNNL_BATCHED=0 (or LMPIPE_DNNL_MATMUL=0, LMPIPE_DNNL=off); setDnnlBatchedMatMuls for tests",
+    force: "LMPIPE_DNNL_ROW_JOBS=0 keeps the primitive; LMPIPE_DNNL_BATCHED=0 (or LMPIPE_DNNL_MATMUL=0, " +
+      "LMPIPE_DNNL=off) runs the op chain; setDnnlRowJobs and setDnnlBatchedMatMuls for tests",
   },
   {
     op: "conv2d",
@@ -648,10 +686,15 @@ function roundingRow(op: string): KernelChoice {
  * @example
  * if (kernelFor("gelu") === "lmpipe") return geluByKernels(x); // else the op chain
  */
-export function kernelFor(op: string, backend: string = tf.getBackend(), work = 0): string {
+export function kernelFor(
+  op: string,
+  backend: string = tf.getBackend(),
+  work = 0,
+  rows = Number.POSITIVE_INFINITY,
+): string {
   const row = TABLE.find((r) => r.op === op && r.backend === backend);
   if (!row) return "ops";
-  for (const impl of row.implementations) if (impl.active(work)) return impl.name;
+  for (const impl of row.implementations) if (impl.active(work, rows)) return impl.name;
   return row.implementations[row.implementations.length - 1].name;
 }
 

@@ -42,6 +42,8 @@ export const KIND = {
   imageMeans: 51,
   /** Rows of a table at int32 indices (lib/tensor/ops/gather/wasm.ts). */
   gatherRows: 52,
+  /** Rows of a product on oneDNN's sgemm, one OpenMP thread per piece (row_gemm.ts). */
+  gemmRows: 53,
 } as const;
 
 /** Elements per row of an elementwise job (a multiple of 4: only the last block has a scalar tail). */
@@ -244,8 +246,20 @@ function sliceOf(a: ArrayLike<number>, i0: number, i1: number): number[] {
   return Array.from({ length: i1 - i0 }, (_, i) => a[i0 + i]);
 }
 
-/** Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND). */
-export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1: number): void {
+/** A gemmRows piece on the calling thread (row_gemm.ts, bound to the memory). */
+export type GemmPiece = (a: ArrayLike<number>, r0: number, r1: number) => void;
+
+/**
+ * Runs rows [r0, r1) of the job with arguments `a` (a[0] is its KIND); `gemm` runs gemmRows pieces (a
+ * thread without one never takes such a job's rows).
+ */
+export function runPiece(
+  k: KernelExports,
+  a: ArrayLike<number>,
+  r0: number,
+  r1: number,
+  gemm?: GemmPiece | null,
+): void {
   switch (a[0]) {
     case KIND.softmaxRows: // x, e, m, s, cols, store (1: write e; 0: only m and s)
       return k.softmax_rows(a[1], a[2], a[3], a[4], r0, r1, a[5], a[6]);
@@ -344,6 +358,11 @@ export function runPiece(k: KernelExports, a: ArrayLike<number>, r0: number, r1:
       return k.image_means(a[1], a[2], r0, r1, a[3], a[4]);
     case KIND.gatherRows: // table, idx, out, bytes per row; an index per row
       return k.gather_rows(a[1], a[2], a[3], r0, r1, a[4]);
+    case KIND.gemmRows: // A [M, K], B [K, N], C [M, N], bias [N] (-1: none), K, N, M; a row of C per row
+      if (!gemm) throw new Error("wasm kernels: a gemmRows piece on a thread without oneDNN's sgemm");
+      gemm(a, r0, r1);
+      if (a[4] >= 0) k.add_rows(a[3], a[4], a[3], r0, r1, a[6], a[6] * a[7], 1);
+      return;
     default:
       throw new Error(`wasm kernels: unknown job kind ${a[0]}`);
   }

@@ -13,8 +13,9 @@ import * as tf from "@tensorflow/tfjs-core";
 import { Worker } from "node:worker_threads";
 import { registerKernels } from "../host_kernel.ts";
 import { KERNELS_WASM, KERNELS_WASM_NO_RELAXED } from "./kernels_bytes.ts";
-import { newControl, startJob, takeRows, waitForRows } from "./row_jobs.ts";
-import { BLOCK, floatBits, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
+import { newControl, setSpin, startJob, takeRows, waitForRows } from "./row_jobs.ts";
+import { BLOCK, floatBits, type GemmPiece, type KernelExports, KIND, runPiece } from "./kernel_calls.ts";
+import { LIBRARY_PATH_BYTES, openRowGemm, writeLibraryPath } from "./row_gemm.ts";
 import { ADAMW_KERNEL, type AdamWConstants, SUM_SQUARES_KERNEL } from "../kernel_names.ts";
 import { switchOn } from "../env_switch.ts";
 
@@ -30,6 +31,18 @@ const PARALLEL_MIN_VALUES = 1 << 16;
 export const MEMORY_BOUND_MIN_VALUES = 1 << 19;
 /** Values per piece of a row job (rowsPerPiece) taken at a time by one thread. */
 const PIECE_VALUES = 1 << 16;
+/**
+ * While linear layers run as row jobs (runGemmRows), a thread that runs out of work spins this long for
+ * the next job before it sleeps: between a block's linears, attention, GELU and LayerNorm the gaps are
+ * 0.1-1.5 ms, and a sleeping thread takes 10-90 µs to wake. Elsewhere (training, whose matMuls run on
+ * OpenMP's threads; the image models' oneDNN convs) a spinning worker would take the core from OpenMP's
+ * thread, so the spin ends SPIN_WINDOW_MS after the last row-job linear. Evaluation of GPT T on 2 threads
+ * (scratch probe, one process, modes in turn): the linears as row jobs with a 200 µs spin 1.6% faster than
+ * on the primitive without, the row jobs alone 0.5-1.5% slower or faster, the spin alone 2-3% slower
+ * (bench/RESULTS.md).
+ */
+let spinUs = 200;
+const SPIN_WINDOW_MS = 2;
 /** A job fails if no row finishes for this long (a worker died holding rows). */
 const STALL_MS = 60_000;
 /** How long backend start waits for the workers (they only join jobs once started). */
@@ -94,6 +107,12 @@ class Runner {
   readonly #kernels: KernelExports;
   readonly #ctl = newControl();
   readonly #workers: Worker[] = [];
+  /** oneDNN's library path for the workers' gemmRows pieces (row_gemm.ts), and the main thread's sgemm. */
+  readonly #library = new SharedArrayBuffer(LIBRARY_PATH_BYTES);
+  #gemm: GemmPiece | null = null;
+  #gemmPath = "";
+  /** When the last row-job linear started (performance.now()), -Infinity before any. */
+  #gemmAt = Number.NEGATIVE_INFINITY;
   #job = 0;
   /** Rows computed so far, how many of them by worker threads, and the jobs offered to the workers. */
   readonly stats = { rows: 0, rowsOnWorkers: 0, sharedJobs: 0 };
@@ -109,7 +128,7 @@ class Runner {
     for (let i = 1; shared && i < threads; i++) {
       try {
         const w = new Worker(new URL("./kernels_worker.ts", import.meta.url), {
-          workerData: { module, memory, ctl: this.#ctl },
+          workerData: { module, memory, ctl: this.#ctl, library: this.#library },
         });
         w.unref();
         // A worker that fails to start only leaves its share to the others.
@@ -136,7 +155,7 @@ class Runner {
   run(args: number[], rows: number, chunk: number, values: number, minValues = PARALLEL_MIN_VALUES): void {
     this.stats.rows += rows;
     if (this.#workers.length === 0 || rows < 2 || values < minValues) {
-      runPiece(this.#kernels, args, 0, rows);
+      runPiece(this.#kernels, args, 0, rows, this.#gemm);
       return;
     }
     const job = this.#job = (this.#job + 1) >>> 0;
@@ -145,9 +164,11 @@ class Runner {
     // the main thread's range: its share of the rows in whole pieces (row_jobs.ts: the same rows each job),
     // or without affinity all of them (the workers then take their rows from it too)
     const split = rowAffinity ? Math.min(rows, chunk * Math.ceil(rows / this.threads / chunk)) : rows;
+    if (args[0] === KIND.gemmRows) this.#gemmAt = performance.now();
+    setSpin(this.#ctl, performance.now() - this.#gemmAt < SPIN_WINDOW_MS ? spinUs : 0);
     startJob(this.#ctl, job, rows, chunk, args, split);
     takeRows(this.#ctl, job, (r0, r1) => {
-      runPiece(this.#kernels, args, r0, r1);
+      runPiece(this.#kernels, args, r0, r1, this.#gemm);
       mine += r1 - r0;
     });
     waitForRows(this.#ctl, rows, STALL_MS);
@@ -156,6 +177,18 @@ class Runner {
 
   get threads(): number {
     return 1 + this.#workers.length;
+  }
+
+  /**
+   * Opens oneDNN's sgemm at `path` on the main thread for gemmRows jobs and hands the path to the workers
+   * (each opens it at its first such job). Throws where the main thread cannot open it.
+   */
+  useRowGemm(path: string): void {
+    if (this.#gemmPath === path) return;
+    const rows = openRowGemm(path);
+    this.#gemm = (a, r0, r1) => rows(this.memory.buffer, a, r0, r1);
+    this.#gemmPath = path;
+    writeLibraryPath(this.#library, path);
   }
 
   /** The kernels on the calling thread, for direct calls too small to share out. */
@@ -340,6 +373,34 @@ export function runRows(
 /** Rows of `cols` values per piece of a row job: about PIECE_VALUES values. */
 function rowsPerPiece(cols: number): number {
   return Math.max(1, Math.floor(PIECE_VALUES / Math.max(1, cols)));
+}
+
+/**
+ * Runs C [M, N] = A [M, K] @ B [K, N] (+ bias [N] on every row) as a job over C's rows on oneDNN's sgemm
+ * (its library at `library`), one OpenMP thread per piece (row_gemm.ts), one piece per thread: the rows cut
+ * in `threads` ranges of whole multiples of 8 rows. The pieces depend only on M and the thread count, not on
+ * which thread took them, so neither do the bits. Offsets are bytes into the heap.
+ */
+export function runGemmRows(
+  backend: AnyBackend,
+  library: string,
+  s: { A: number; B: number; C: number; bias: number | null; M: number; K: number; N: number },
+): void {
+  const r = runnerFor(backend);
+  r.useRowGemm(library);
+  const chunk = 8 * Math.ceil(s.M / r.threads / 8);
+  const args = [KIND.gemmRows, s.A, s.B, s.C, s.bias ?? -1, s.K, s.N, s.M];
+  r.run(args, s.M, chunk, s.M * s.N, 0);
+}
+
+/**
+ * For tests and benchmarks: how long (µs) a thread out of work spins for the next job while linears run as
+ * row jobs (see spinUs); 0 sleeps at once. Returns the old value.
+ */
+export function setWasmSpin(us: number): number {
+  const old = spinUs;
+  spinUs = Math.max(0, us);
+  return old;
 }
 
 /** Runs an elementwise job over `n` values (kernel_calls.ts: rows are blocks of BLOCK values). */

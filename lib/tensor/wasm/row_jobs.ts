@@ -23,8 +23,13 @@ export const SLOT = {
   chunk: 7,
   /** The first row of the second range (the end of the first). */
   split: 8,
+  /**
+   * Microseconds a thread that has run out of work spins (a worker for the next job, the main thread for
+   * the job's last rows) before it sleeps; 0: sleep at once.
+   */
+  spin: 9,
   /** The job's own arguments (byte offsets, sizes) start here. */
-  args: 9,
+  args: 10,
 } as const;
 
 export const MAX_ARGS = 20;
@@ -104,6 +109,31 @@ export function startJob(
   Atomics.notify(slots, SLOT.job);
 }
 
+/** Sets the spin before sleeping (SLOT.spin) to `us` microseconds, for every thread on `ctl`. */
+export function setSpin(ctl: SharedArrayBuffer, us: number): void {
+  Atomics.store(new Int32Array(ctl), SLOT.spin, Math.max(0, Math.round(us)));
+}
+
+/**
+ * Spins while slot `slot` holds `value`, for at most SLOT.spin microseconds; true when it changed. A
+ * sleeping thread takes 10-90 µs to wake (bench/RESULTS.md), as long as a small job itself.
+ */
+function spinWhile(slots: Int32Array, slot: number, value: number): boolean {
+  const us = Atomics.load(slots, SLOT.spin);
+  if (us <= 0) return false;
+  const end = performance.now() + us / 1000;
+  for (let i = 0;; i++) {
+    if (Atomics.load(slots, slot) !== value) return true;
+    if ((i & 63) === 63 && performance.now() > end) return false;
+  }
+}
+
+/** Blocks a worker until the job number differs from `seen`: spinning first (SLOT.spin), then asleep. */
+export function waitForJob(ctl: SharedArrayBuffer, seen: number): void {
+  const slots = new Int32Array(ctl);
+  if (!spinWhile(slots, SLOT.job, seen)) Atomics.wait(slots, SLOT.job, seen);
+}
+
 /** The arguments of the current job, as stored by startJob. */
 export function jobArgs(ctl: SharedArrayBuffer, n: number): number[] {
   const slots = new Int32Array(ctl);
@@ -119,6 +149,7 @@ export function waitForRows(ctl: SharedArrayBuffer, rows: number, stallMs: numbe
   for (;;) {
     const done = Atomics.load(slots, SLOT.done);
     if (done >= rows) return;
+    if (spinWhile(slots, SLOT.done, done)) continue;
     if (
       Atomics.wait(slots, SLOT.done, done, stallMs) === "timed-out" && Atomics.load(slots, SLOT.done) === done
     ) {

@@ -13,6 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
 import { registerKernels } from "../../host_kernel.ts";
+import { runGemmRows } from "../../wasm/kernels.ts";
 import {
   createMemory,
   createPrimitive,
@@ -169,20 +170,35 @@ export function dnnlBatchedMatMul(
 /** x [M, K] @ w [K, N] + b [N] in one primitive call: evaluation's linear layers (ops/matmul/bias.ts). */
 export const MATMUL_BIAS_KERNEL = "LmpipeMatMulBias";
 
-function matMulBiasKernel(
-  { inputs, backend }: { inputs: { x: TensorInfo; w: TensorInfo; b: TensorInfo }; backend: AnyBackend },
-): TensorInfo {
-  const { x, w, b } = inputs;
+/**
+ * The same product as a row job of the wasm kernels' threads, each taking its share of the rows on a
+ * one-thread sgemm (lib/tensor/wasm/row_gemm.ts), the bias added to each piece as it is finished.
+ */
+export const MATMUL_BIAS_ROWS_KERNEL = "LmpipeMatMulBiasRows";
+
+interface MatMulBiasInputs {
+  inputs: { x: TensorInfo; w: TensorInfo; b: TensorInfo };
+  backend: AnyBackend;
+}
+
+/** [M, K, N] after checking that the inputs are float32 x [M, K], w [K, N], b [N]. */
+function matMulBiasSizes(kernel: string, { x, w, b }: MatMulBiasInputs["inputs"]): [number, number, number] {
   const [M, K] = x.shape, N = w.shape[1];
   if (
     x.shape.length !== 2 || w.shape.length !== 2 || w.shape[0] !== K || b.shape.length !== 1 ||
     b.shape[0] !== N || [x, w, b].some((t) => t.dtype !== "float32")
   ) {
     throw new Error(
-      `${MATMUL_BIAS_KERNEL} (lib/tensor/ops/matmul/dnnl.ts): expected float32 x [M, K], w [K, N], b [N]; got ` +
+      `${kernel} (lib/tensor/ops/matmul/dnnl.ts): expected float32 x [M, K], w [K, N], b [N]; got ` +
         `x [${x.shape}] ${x.dtype}, w [${w.shape}] ${w.dtype}, b [${b.shape}] ${b.dtype}`,
     );
   }
+  return [M, K, N];
+}
+
+function matMulBiasKernel({ inputs, backend }: MatMulBiasInputs): TensorInfo {
+  const { x, w, b } = inputs;
+  const [M, K, N] = matMulBiasSizes(MATMUL_BIAS_KERNEL, inputs);
   const shape = { batchA: 1, batchB: 1, M, K, N, transposeA: false, transposeB: false, bias: true };
   const y = dnnlBatchedMatMul(backend, x, w, shape, [M, N], b);
   if (y) return y;
@@ -197,5 +213,31 @@ function matMulBiasKernel(
   return sum;
 }
 
+/** Products run as row jobs so far. */
+let rowJobCalls = 0;
+
+/** How many products ran as row jobs of the wasm threads in this process (tests check which path ran). */
+export function matMulRowJobCalls(): number {
+  return rowJobCalls;
+}
+
+function matMulBiasRowsKernel({ inputs, backend }: MatMulBiasInputs): TensorInfo {
+  const { x, w, b } = inputs;
+  const [M, K, N] = matMulBiasSizes(MATMUL_BIAS_ROWS_KERNEL, inputs);
+  const dnnl = currentDnnl();
+  if (!dnnl) {
+    throw new Error(`${MATMUL_BIAS_ROWS_KERNEL} (lib/tensor/ops/matmul/dnnl.ts): oneDNN is not loaded`);
+  }
+  const y = backend.makeOutput([M, N], "float32") as TensorInfo;
+  // offsets after the allocation above (the heap may grow; offsets stay)
+  const at = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
+  runGemmRows(backend, dnnl.path, { A: at(x), B: at(w), C: at(y), bias: at(b), M, K, N });
+  rowJobCalls++;
+  return y;
+}
+
 // Registered once, when this module is first imported.
-registerKernels("wasm", [[MATMUL_BIAS_KERNEL, matMulBiasKernel]]);
+registerKernels("wasm", [[MATMUL_BIAS_KERNEL, matMulBiasKernel], [
+  MATMUL_BIAS_ROWS_KERNEL,
+  matMulBiasRowsKernel,
+]]);
