@@ -235,18 +235,12 @@ Deno.test("cnn: under mixed precision every conv's input and output are binary16
   const reference = (roundConvOutputs: boolean) =>
     resnetRef(p, Float64Array.from(input), shape, 1, r, roundConvOutputs ? r : (t) => t).y;
   const want = reference(true), unrounded = reference(false);
-  const l2 = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-    let n = 0, d = 0;
-    for (let i = 0; i < a.length; i++) n += (a[i] - b[i]) ** 2, d += b[i] ** 2;
-    return Math.sqrt(n / d);
-  };
   const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
     let m = 0;
     for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + 1e-3));
     return m;
   };
   const err = maxDiff(got, want), away = maxDiff(unrounded, want);
-  const same = Array.from(got).filter((v, i) => v === want[i]).length / want.length;
   // float32 sums inside the convs can tip a value over a binary16 rounding threshold, rarely
   assert.ok(
     away > 1e-4 && err < away / 10,
