@@ -154,6 +154,13 @@ class Runner {
    */
   run(args: number[], rows: number, chunk: number, values: number, minValues = PARALLEL_MIN_VALUES): void {
     this.stats.rows += rows;
+    if (args[0] === KIND.gemmRows) this.#gemmAt = performance.now();
+    const awake = spinUs > 0 && performance.now() - this.#gemmAt < SPIN_WINDOW_MS;
+    // While the threads spin for their next job a worker starts on its rows at once, so the small kernels
+    // kept on the calling thread for the wake-up (LayerNorm under 2^18 values, adds and copies under 2^19)
+    // share from PARALLEL_MIN_VALUES again: GPT T evaluation on 2 threads, in turn in one process, 1.002-1.024
+    // (median 1.011) against keeping them on the calling thread (bench/RESULTS.md).
+    if (awake) minValues = Math.min(minValues, PARALLEL_MIN_VALUES);
     if (this.#workers.length === 0 || rows < 2 || values < minValues) {
       runPiece(this.#kernels, args, 0, rows, this.#gemm);
       return;
@@ -164,8 +171,7 @@ class Runner {
     // the main thread's range: its share of the rows in whole pieces (row_jobs.ts: the same rows each job),
     // or without affinity all of them (the workers then take their rows from it too)
     const split = rowAffinity ? Math.min(rows, chunk * Math.ceil(rows / this.threads / chunk)) : rows;
-    if (args[0] === KIND.gemmRows) this.#gemmAt = performance.now();
-    setSpin(this.#ctl, performance.now() - this.#gemmAt < SPIN_WINDOW_MS ? spinUs : 0);
+    setSpin(this.#ctl, awake ? spinUs : 0);
     startJob(this.#ctl, job, rows, chunk, args, split);
     takeRows(this.#ctl, job, (r0, r1) => {
       runPiece(this.#kernels, args, r0, r1, this.#gemm);
