@@ -5,7 +5,7 @@
 // same bits; every index is checked before anything is copied. Other gathers, and all of them when lmpipe's
 // wasm kernels are off, stay on the JavaScript kernel.
 import * as tf from "@tensorflow/tfjs-core";
-import type { AnyBackend, KernelArgs, TensorInfo } from "../../host_kernel.ts";
+import { type AnyBackend, heapView, type KernelArgs, type TensorInfo } from "../../host_kernel.ts";
 import { MEMORY_BOUND_MIN_VALUES, offsetOf, runRows, usable } from "../../wasm/kernels.ts";
 import { KIND } from "../../wasm/kernel_calls.ts";
 
@@ -13,8 +13,8 @@ import { KIND } from "../../wasm/kernel_calls.ts";
 export function gatherRowsTakes({ inputs, backend, attrs }: KernelArgs): boolean {
   const { x, indices } = inputs as Record<string, TensorInfo>;
   const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
-  return (attrs.batchDims ?? 0) === 0 && (axis === 0 || axis === -x.shape.length) && x.shape.length >= 1 &&
-    (x.dtype === "float32" || x.dtype === "int32") && indices.dtype === "int32" && usable(backend);
+  return (attrs.batchDims ?? 0) === 0 && axis === 0 && (x.dtype === "float32" || x.dtype === "int32") &&
+    indices.dtype === "int32" && usable(backend);
 }
 
 /** out[i, ...] = x[indices[i], ...] for a call gatherRowsTakes accepted; throws on an index out of range. */
@@ -28,7 +28,7 @@ export function gatherRowsWasm({ inputs, backend }: KernelArgs): TensorInfo {
   ) as TensorInfo;
   if (n === 0 || rowValues === 0) return out;
   // views after the allocation above (it can grow the heap)
-  const ids = new Int32Array((backend as AnyBackend).wasm.HEAPU8.buffer, offsetOf(backend, indices), n);
+  const ids = heapView(backend, indices);
   for (let i = 0; i < n; i++) {
     const k = ids[i];
     if (!(k >= 0 && k < rows)) {

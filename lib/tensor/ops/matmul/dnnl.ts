@@ -13,7 +13,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { currentDnnl, DNNL, type Dnnl, MATMUL_DESC_BYTES, MEMORY_DESC_BYTES } from "../../../native/dnnl.ts";
 import { registerKernels } from "../../host_kernel.ts";
-import { runGemmRows } from "../../wasm/kernels.ts";
+import { offsetOf, runGemmRows } from "../../wasm/kernels.ts";
 import {
   createMemory,
   createPrimitive,
@@ -230,7 +230,7 @@ function matMulBiasRowsKernel({ inputs, backend }: MatMulBiasInputs): TensorInfo
   }
   const y = backend.makeOutput([M, N], "float32") as TensorInfo;
   // offsets after the allocation above (the heap may grow; offsets stay)
-  const at = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset as number;
+  const at = (t: TensorInfo) => offsetOf(backend, t);
   runGemmRows(backend, dnnl.path, { A: at(x), B: at(w), C: at(y), bias: at(b), M, K, N });
   rowJobCalls++;
   return y;
