@@ -154,8 +154,9 @@ class Runner {
    */
   run(args: number[], rows: number, chunk: number, values: number, minValues = PARALLEL_MIN_VALUES): void {
     this.stats.rows += rows;
-    if (args[0] === KIND.gemmRows) this.#gemmAt = performance.now();
-    const awake = spinUs > 0 && performance.now() - this.#gemmAt < SPIN_WINDOW_MS;
+    const now = performance.now();
+    if (args[0] === KIND.gemmRows) this.#gemmAt = now;
+    const awake = spinUs > 0 && now - this.#gemmAt < SPIN_WINDOW_MS;
     // While the threads spin for their next job a worker starts on its rows at once, so the small kernels
     // kept on the calling thread for the wake-up (LayerNorm under 2^18 values, adds and copies under 2^19)
     // share from PARALLEL_MIN_VALUES again: GPT T evaluation on 2 threads, in turn in one process, 1.002-1.024
@@ -191,8 +192,7 @@ class Runner {
    */
   useRowGemm(path: string): void {
     if (this.#gemmPath === path) return;
-    const rows = openRowGemm(path);
-    this.#gemm = (a, r0, r1) => rows(this.memory.buffer, a, r0, r1);
+    this.#gemm = openRowGemm(path, this.memory);
     this.#gemmPath = path;
     writeLibraryPath(this.#library, path);
   }

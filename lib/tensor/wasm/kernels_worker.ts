@@ -24,8 +24,7 @@ function gemmPiece(): GemmPiece | null {
   const path = readLibraryPath(library);
   if (path === "") return null;
   try {
-    const rows = openRowGemm(path);
-    gemm = (a, r0, r1) => rows(memory.buffer, a, r0, r1);
+    gemm = openRowGemm(path, memory);
   } catch {
     gemm = null;
   }

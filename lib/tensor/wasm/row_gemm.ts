@@ -6,21 +6,20 @@
 // a loaded library returns it). Kept free of TF.js, like the worker.
 import { CHAR_N, DNNL_SGEMM, GOMP_SYMBOLS } from "../../native/dnnl.ts";
 import { heapPointers } from "../../native/heap_pointer.ts";
-
-/** Rows r0 <= row < r1 of a product, with job arguments `a` (kernel_calls.ts KIND.gemmRows). */
-export type RowGemm = (heap: ArrayBufferLike, a: ArrayLike<number>, r0: number, r1: number) => void;
+import type { GemmPiece } from "./kernel_calls.ts";
 
 /**
  * Opens oneDNN's sgemm from `path` (libdnnl.so.2, loaded by the main thread; its OpenMP runtime is
- * libgomp) for the calling thread. Throws where either library cannot be opened.
+ * libgomp) as gemmRows pieces on `memory`, for the calling thread. Throws where either library cannot be
+ * opened.
  */
-export function openRowGemm(path: string): RowGemm {
+export function openRowGemm(path: string, memory: WebAssembly.Memory): GemmPiece {
   const sgemm = Deno.dlopen(path, { dnnl_sgemm: DNNL_SGEMM }).symbols.dnnl_sgemm;
   const gomp = Deno.dlopen("libgomp.so.1", GOMP_SYMBOLS).symbols;
   // a: KIND, A [M, K], B [K, N], C [M, N] (byte offsets), the bias (added by the caller), K, N, M
-  return (heap, a, r0, r1) => {
+  return (a, r0, r1) => {
     const [A, B, C, K, N, M] = [a[1], a[2], a[3], a[5], a[6], a[7]];
-    const at = heapPointers(heap, "lib/tensor/wasm/row_gemm.ts");
+    const at = heapPointers(memory.buffer, "lib/tensor/wasm/row_gemm.ts");
     // OpenMP's thread count belongs to the calling thread: one for this call, then back (the main
     // thread's budget serves oneDNN's other calls)
     const before = gomp.omp_get_max_threads();
